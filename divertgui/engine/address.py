@@ -1,0 +1,117 @@
+"""WinDivert's address: where a packet was seen, and the enums that describe a handle."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import ipaddress
+
+
+class Layer(enum.IntEnum):
+    NETWORK = 0
+    NETWORK_FORWARD = 1
+    FLOW = 2
+    SOCKET = 3
+    REFLECT = 4
+
+
+class Event(enum.IntEnum):
+    """Values of the `event` field, numbered as WinDivert numbers them."""
+
+    PACKET = 0
+    FLOW_ESTABLISHED = 1
+    FLOW_DELETED = 2
+    SOCKET_BIND = 3
+    SOCKET_CONNECT = 4
+    SOCKET_LISTEN = 5
+    SOCKET_ACCEPT = 6
+    SOCKET_CLOSE = 7
+    REFLECT_OPEN = 8
+    REFLECT_CLOSE = 9
+
+
+class Flag(enum.IntFlag):
+    """Handle flags; the values are WinDivert's own."""
+
+    SNIFF = 0x0001
+    DROP = 0x0002
+    RECV_ONLY = 0x0004
+    SEND_ONLY = 0x0008
+    NO_INSTALL = 0x0010
+    FRAGMENTS = 0x0020
+    # Not in WinDivert: when the reader falls behind, pass packets beyond
+    # QUEUE_LENGTH undiverted instead of dropping them (netfilter's queue bypass).
+    FAIL_OPEN = 0x1000
+
+
+class Param(enum.IntEnum):
+    QUEUE_LENGTH = 0
+    QUEUE_TIME = 1
+    QUEUE_SIZE = 2
+    VERSION_MAJOR = 3
+    VERSION_MINOR = 4
+
+
+# (default, minimum, maximum) of each settable parameter, as in WinDivert 2.2.
+PARAM_LIMITS = {
+    Param.QUEUE_LENGTH: (4096, 32, 16384),
+    Param.QUEUE_TIME: (2000, 100, 16000),
+    Param.QUEUE_SIZE: (4 * 1024 * 1024, 64 * 1024, 32 * 1024 * 1024),
+}
+
+PRIORITY_MIN, PRIORITY_MAX = -30000, 30000
+
+
+@dataclasses.dataclass(slots=True)
+class Address:
+    """The WINDIVERT_ADDRESS of a packet at the NETWORK and NETWORK_FORWARD layers.
+
+    `timestamp` is in nanoseconds of CLOCK_MONOTONIC (time.monotonic_ns()) on
+    every backend, so that timestamps from different handles compare.
+    The checksum flags are 1 when that checksum is known to be valid.
+    """
+
+    outbound: bool = False
+    loopback: bool = False
+    impostor: bool = False
+    ipv6: bool = False
+    if_idx: int = 0
+    sub_if_idx: int = 0
+    timestamp: int = 0
+    sniffed: bool = False
+    layer: Layer = Layer.NETWORK
+    event: Event = Event.PACKET
+    ip_checksum: bool = True
+    tcp_checksum: bool = True
+    udp_checksum: bool = True
+
+    @property
+    def inbound(self) -> bool:
+        return not self.outbound
+
+    def copy(self, **changes) -> "Address":
+        return dataclasses.replace(self, **changes)
+
+
+def parse_ipv4_address(text: str) -> int:
+    """WinDivertHelperParseIPv4Address: dotted quad to a 32-bit number."""
+    try:
+        return int(ipaddress.IPv4Address(text.strip()))
+    except ValueError as exc:
+        raise ValueError(f"not an IPv4 address: {text!r}") from exc
+
+
+def parse_ipv6_address(text: str) -> int:
+    """WinDivertHelperParseIPv6Address: IPv6 text to a 128-bit number."""
+    try:
+        return int(ipaddress.IPv6Address(text.strip()))
+    except ValueError as exc:
+        raise ValueError(f"not an IPv6 address: {text!r}") from exc
+
+
+def format_ipv4_address(value: int) -> str:
+    return str(ipaddress.IPv4Address(value))
+
+
+def format_ipv6_address(value: int) -> str:
+    return str(ipaddress.IPv6Address(value))

@@ -1,0 +1,54 @@
+"""The commands a Session takes and the events it emits.
+
+Both are plain dicts of JSON-serialisable values (bytes travel as hex
+strings), so that a Session can run in another, privileged process without
+the models noticing. Every message has a "type" key naming it.
+
+Commands (GUI -> Session)
+    start         {"source": "demo"|"live"|"replay", "filter": str, "mode": "divert"|"sniff"|"drop",
+                   "priority": int, "layer": "NETWORK"|"NETWORK_FORWARD",
+                   "path": str (replay), "speed": float (replay; 0 = as fast as possible),
+                   "rate": float (demo, packets per second)}
+    stop          {}
+    pause         {"paused": bool}      stop appending to the store; packets still flow
+    clear         {}                    empty the store
+    set_rate      {"rate": float}       demo source rate
+    set_intercept {"filter": str}       "" or "false" holds nothing
+    set_hold_timeout {"seconds": float, "action": "forward"|"drop"}   0 = never
+    forward       {"ids": [int], "data": {id: hex}}   data: edited bytes of some of the ids
+    forward_unmodified {"ids": [int]}
+    drop          {"ids": [int]}
+    forward_all   {}
+    drop_all      {}
+    inject        {"data": hex, "outbound": bool, "if_idx": int}
+    set_rules     {"rules": [rule dict]}   network-condition and rewrite rules
+    shutdown      {}                    stop and end the session loop
+
+Events (Session -> GUI), at most ~30 per second in all
+    state         {"running": bool, "paused": bool, "source": str, "reason": str}
+    rows          {"count": int, "stats": {...}}   the store now has `count` rows
+    held          {"held": [{"id": int, "row": int}], "released": [int]}
+    error         {"message": str, "where": str}
+"""
+
+from __future__ import annotations
+
+COMMANDS = frozenset({
+    "start", "stop", "pause", "clear", "set_rate", "set_intercept", "set_hold_timeout",
+    "forward", "forward_unmodified", "drop", "forward_all", "drop_all", "inject",
+    "set_rules", "shutdown",
+})
+
+EVENTS = frozenset({"state", "rows", "held", "error"})
+
+
+def command(kind: str, **fields) -> dict:
+    if kind not in COMMANDS:
+        raise ValueError(f"unknown session command {kind!r}")
+    return {"type": kind, **fields}
+
+
+def event(kind: str, **fields) -> dict:
+    if kind not in EVENTS:
+        raise ValueError(f"unknown session event {kind!r}")
+    return {"type": kind, **fields}
