@@ -1,0 +1,60 @@
+"""The interface a Divert handle drives; every packet source implements it."""
+
+from __future__ import annotations
+
+import abc
+from typing import NamedTuple
+
+from divertgui.engine.address import Address, Flag, Layer, Param
+
+
+class Captured(NamedTuple):
+    raw: bytes
+    address: Address
+    # Identifies the kernel's pending verdict for this packet; 0 when nothing
+    # waits for one (sniffed copies, replayed packets).
+    ticket: int
+
+
+class Backend(abc.ABC):
+    """A source and sink of packets with WinDivert's semantics.
+
+    A diverted packet is out of the stack until `verdict(ticket, raw)` puts
+    it back (raw = the bytes to send, possibly modified) or drops it
+    (raw = None). A packet with no pending verdict goes back through `inject`.
+    """
+
+    name = "backend"
+
+    @abc.abstractmethod
+    def open(self, filter, layer: Layer, priority: int, flags: Flag, params: dict[Param, int]) -> None:
+        """Start diverting what `filter` (a compiled Filter) matches."""
+
+    @abc.abstractmethod
+    def recv_batch(self, max_count: int, timeout: float | None) -> list[Captured]:
+        """Up to max_count packets; [] when `timeout` seconds pass first (None waits)."""
+
+    @abc.abstractmethod
+    def verdict(self, ticket: int, raw: bytes | None) -> None:
+        """Release a diverted packet with these bytes, or drop it (raw=None)."""
+
+    @abc.abstractmethod
+    def inject(self, raw: bytes, address: Address) -> None:
+        """Send a packet that has no pending verdict (new or duplicated)."""
+
+    def set_param(self, param: Param, value: int) -> None:
+        pass
+
+    def shutdown(self, how: str) -> None:
+        """how: "recv", "send" or "both"."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop; the network continues as if the backend had never been opened."""
+
+    def stats(self) -> dict[str, int]:
+        return {}
+
+    def fileno(self) -> int | None:
+        """A descriptor that becomes readable when recv_batch has packets, if there is one."""
+        return None
