@@ -5,6 +5,25 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+IPPROTO_HOPOPTS = 0
+IPPROTO_ICMP = 1
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+IPPROTO_ROUTING = 43
+IPPROTO_FRAGMENT = 44
+IPPROTO_AH = 51
+IPPROTO_ICMPV6 = 58
+IPPROTO_DSTOPTS = 60
+IPPROTO_MH = 135
+
+IPV4_HEADER_LEN = 20
+IPV6_HEADER_LEN = 40
+TCP_HEADER_MIN = 20
+UDP_HEADER_LEN = 8
+ICMP_HEADER_LEN = 8
+
+_EIGHT_OCTET_EXT = frozenset({IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_DSTOPTS, IPPROTO_MH})
+
 
 class HeaderLayout(NamedTuple):
     """Offsets into the raw bytes; -1 where a header is absent."""
@@ -21,8 +40,101 @@ class HeaderLayout(NamedTuple):
     transport_len: int      # that header's length as parsed (TCP: HdrLength*4 capped to the data)
     payload_offset: int     # first byte after the transport header (or after the IP headers)
     payload_len: int
+    # Which header sits at transport_offset: IPPROTO_TCP/UDP/ICMP/ICMPV6, 0 when none.
+    transport: int = 0
 
 
 def parse_headers(raw: bytes) -> HeaderLayout | None:
-    """None when `raw` is not a parsable IPv4 or IPv6 packet."""
-    raise NotImplementedError
+    """None when `raw` is not a parsable IPv4 or IPv6 packet.
+
+    `ip_total_len` is the smaller of the header's length field and the bytes
+    actually present: the reference tolerates a length field larger than the
+    data, and ignores bytes beyond a smaller one.
+    """
+    size = len(raw)
+    if size < 1:
+        return None
+    version = raw[0] >> 4
+    if version == 4:
+        if size < IPV4_HEADER_LEN:
+            return None
+        header_len = (raw[0] & 0x0F) * 4
+        length_field = (raw[2] << 8) | raw[3]
+        if header_len < IPV4_HEADER_LEN or size < header_len or length_field < header_len:
+            return None
+        total = min(length_field, size)
+        protocol = raw[9]
+        flags_offset = (raw[6] << 8) | raw[7]
+        frag_offset = flags_offset & 0x1FFF
+        more_fragments = bool(flags_offset & 0x2000)
+        fragment = more_fragments or frag_offset != 0
+        offset = header_len
+        ext_headers = ()
+    elif version == 6:
+        if size < IPV6_HEADER_LEN:
+            return None
+        header_len = IPV6_HEADER_LEN
+        total = min(((raw[4] << 8) | raw[5]) + IPV6_HEADER_LEN, size)
+        protocol, offset, fragment, frag_offset, more_fragments, ext_headers = \
+            _skip_extension_headers(raw, raw[6], total)
+    else:
+        return None
+
+    transport, transport_len = 0, 0
+    remaining = total - offset
+    if frag_offset == 0:
+        if protocol == IPPROTO_TCP:
+            if remaining >= TCP_HEADER_MIN:
+                declared = (raw[offset + 12] >> 4) * 4
+                if declared >= TCP_HEADER_MIN:
+                    transport, transport_len = IPPROTO_TCP, min(declared, remaining)
+        elif protocol == IPPROTO_UDP:
+            if remaining >= UDP_HEADER_LEN:
+                transport, transport_len = IPPROTO_UDP, UDP_HEADER_LEN
+        elif protocol == IPPROTO_ICMP:
+            if version == 4 and remaining >= ICMP_HEADER_LEN:
+                transport, transport_len = IPPROTO_ICMP, ICMP_HEADER_LEN
+        elif protocol == IPPROTO_ICMPV6:
+            if version == 6 and remaining >= ICMP_HEADER_LEN:
+                transport, transport_len = IPPROTO_ICMPV6, ICMP_HEADER_LEN
+    transport_offset = offset if transport else -1
+    payload_offset = offset + transport_len
+    return HeaderLayout(
+        version, header_len, total, protocol, fragment, frag_offset, more_fragments,
+        ext_headers, transport_offset, transport_len, payload_offset, total - payload_offset,
+        transport)
+
+
+def _skip_extension_headers(raw: bytes, protocol: int, total: int):
+    """Walk hop-by-hop, routing, destination-options, mobility, AH and fragment headers.
+
+    A header that does not fit in the packet ends the walk with `protocol`
+    still naming it; a non-first fragment ends it with the fragment header's
+    next-header value and no transport header; a second fragment header is
+    not walked into.
+    """
+    offset = IPV6_HEADER_LEN
+    fragment, frag_offset, more_fragments = False, 0, False
+    ext_headers = []
+    while total - offset >= 2:
+        if protocol in _EIGHT_OCTET_EXT:
+            length = (raw[offset + 1] + 1) * 8
+        elif protocol == IPPROTO_AH:
+            length = (raw[offset + 1] + 2) * 4
+        elif protocol == IPPROTO_FRAGMENT and not fragment:
+            length = 8
+        else:
+            break
+        if length > total - offset:
+            break
+        ext_headers.append((protocol, offset, length))
+        if protocol == IPPROTO_FRAGMENT:
+            fragment = True
+            field = (raw[offset + 2] << 8) | raw[offset + 3]
+            frag_offset = field >> 3
+            more_fragments = bool(field & 1)
+        protocol = raw[offset]
+        offset += length
+        if frag_offset != 0:
+            break
+    return protocol, offset, fragment, frag_offset, more_fragments, tuple(ext_headers)

@@ -1,0 +1,220 @@
+"""The `divertgui` entry point: QApplication, the session on its own QThread, the main window."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from PySide6.QtCore import QCoreApplication, QEventLoop, QObject, Qt, QThread, Signal
+from PySide6.QtWidgets import QApplication
+
+from divertgui import __version__
+from divertgui.engine.protocol import command
+
+
+class SessionThread(QThread):
+    def __init__(self, session, parent=None):
+        super().__init__(parent)
+        self.session = session
+        self.failure: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.session.run()
+        except BaseException as exc:  # reported by the bridge, not lost with the thread
+            self.failure = exc
+
+
+class SessionBridge(QObject):
+    """Runs a Session on a QThread; each dict it emits arrives in the GUI thread as one `event`.
+
+    Events cross the thread boundary as JSON text in one queued signal: the
+    protocol promises serialisable events, and text is what a later
+    out-of-process session will send anyway.
+    """
+
+    event = Signal(object)
+    _wire = Signal(str)
+
+    def __init__(self, store, parent=None):
+        super().__init__(parent)
+        from divertgui.engine.session import Session
+        self.store = store
+        self.session = Session(self._emit, store)
+        self.thread = SessionThread(self.session, self)
+        self.thread.finished.connect(self._finished)
+        self._wire.connect(self._receive, Qt.ConnectionType.QueuedConnection)
+
+    def _emit(self, message: dict) -> None:
+        # Called on the session thread.
+        self._wire.emit(json.dumps(message))
+
+    def _receive(self, text: str) -> None:
+        self.event.emit(json.loads(text))
+
+    def _finished(self) -> None:
+        failure = self.thread.failure
+        if failure is not None:
+            self.event.emit({"type": "error", "message": f"the session stopped: {failure!r}", "where": "session"})
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def post(self, kind: str, **fields) -> None:
+        self.session.post(command(kind, **fields))
+
+    def shutdown(self, timeout_ms: int = 5000) -> bool:
+        if not self.thread.isRunning():
+            return True
+        self.post("shutdown")
+        return self.thread.wait(timeout_ms)
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="divertgui", description="Packet interception workbench.")
+    parser.add_argument("--demo", action="store_true", help="start at once on the built-in demo traffic source")
+    parser.add_argument("--self-test", action="store_true",
+                        help="open the window, run the demo, hold/edit/forward a packet, report and exit")
+    parser.add_argument("--replay", metavar="FILE", help="open a pcap/pcapng file")
+    parser.add_argument("--filter", metavar="TEXT", default="", help="capture filter (WinDivert language)")
+    parser.add_argument("--rate", type=float, default=200.0, help="demo packets per second (default 200)")
+    parser.add_argument("--version", action="version", version=f"divertgui {__version__}")
+    return parser.parse_args(argv)
+
+
+def _use_offscreen_without_display() -> None:
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+def default_source() -> str:
+    """Live capture when this process may divert packets; the demo source otherwise."""
+    if sys.platform.startswith("linux") and os.geteuid() == 0:
+        return "live"
+    return "demo"
+
+
+class Workbench:
+    """The store, the session bridge and the main window, wired together."""
+
+    def __init__(self, options=None):
+        from divertgui.engine.store import CaptureStore
+        from divertgui.views.main_window import MainWindow
+        self.store = CaptureStore()
+        self.bridge = SessionBridge(self.store)
+        self.window = MainWindow(self.store, self.bridge.post, options)
+        self.bridge.event.connect(self.window.handle_event)
+        self.bridge.start()
+
+    def close(self) -> bool:
+        self.window.close()
+        return self.bridge.shutdown()
+
+
+def wait_until(predicate, timeout: float) -> bool:
+    """Runs the event loop until `predicate()` or `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def self_test(bench: Workbench) -> tuple[bool, str]:
+    """Demo traffic for a few seconds, one packet held, edited and forwarded; (passed, summary)."""
+    from divertgui.engine.packet import Packet
+    from divertgui.engine.store import Verdict
+    window = bench.window
+    started = time.monotonic()
+    window.start_capture()
+    if not wait_until(lambda: window.count >= 50, 10):
+        return False, f"no traffic: {window.count} rows after 10 s (errors: {window.errors})"
+    wait_until(lambda: False, max(0.0, 2.0 - (time.monotonic() - started)))
+    window.intercept.filter.set_text("tcp and tcp.PayloadLength > 0")
+    window.intercept.filter.submit()
+    if not wait_until(lambda: window.queue_model.rowCount() > 0, 10):
+        return False, "no TCP packet with a payload was held within 10 s"
+    panel = window.intercept
+    hold_id = window.queue_model.hold_id(0)
+    panel.select(hold_id)
+    row = window.queue_model.store_row(0)
+    old_port = Packet(bench.store.raw(row)).dst_port
+    new_port = (old_port + 1) % 65536
+    panel.editor.tabs.setCurrentIndex(0)
+    panel.editor.form.field("tcp", "dst_port").setText(str(new_port))
+    panel.editor.form.field("payload", "bytes").setText("edited by the self-test")
+    window.intercept.filter.set_text("false")
+    window.intercept.filter.submit()
+    panel.forward()
+    if not wait_until(lambda: window.queue_model.row_of(hold_id) is None, 5):
+        return False, f"held packet {hold_id} was not released after Forward"
+    window.post("forward_all")
+    wait_until(lambda: bench.store.verdict(row) == Verdict.MODIFIED, 2)
+    sent = Packet(bench.store.raw(row))
+    check = Packet(bytearray(sent.raw))
+    check.recalculate_checksums()
+    problems = []
+    if bench.store.verdict(row) != Verdict.MODIFIED:
+        problems.append(f"row {row + 1} is {bench.store.verdict(row).name}, not MODIFIED")
+    if sent.dst_port != new_port or sent.payload != b"edited by the self-test":
+        problems.append(f"row {row + 1} was not sent as edited ({sent!r})")
+    if check.raw != sent.raw:
+        problems.append(f"row {row + 1} has wrong checksums")
+    if bench.store.original(row) is None:
+        problems.append(f"row {row + 1} lost its original bytes")
+    updates_before = window.charts.updates
+    wait_until(lambda: window.charts.updates >= updates_before + 4, 3)
+    if window.stats.total_packets == 0 or window.charts.updates < 4:
+        problems.append(f"charts did not update ({window.charts.updates} redraws, "
+                        f"{window.stats.total_packets} packets counted)")
+    if window.table_model.rowCount() == 0:
+        problems.append("the packet table shows no rows")
+    window.stop_capture()
+    if problems:
+        return False, "; ".join(problems)
+    return True, (f"self-test passed: {window.count} packets in {time.monotonic() - started:.1f} s, "
+                  f"{window.charts.updates} chart updates, packet {row + 1} held and forwarded modified "
+                  f"(tcp.DstPort {old_port}->{new_port}, payload replaced, checksums valid)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    if args.self_test:
+        _use_offscreen_without_display()
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setOrganizationName("divertgui")
+    app.setApplicationName("divertgui")
+    app.setApplicationVersion(__version__)
+    from divertgui.views.capture_options import CaptureOptions
+    source = "demo" if (args.demo or args.self_test) else default_source()
+    options = CaptureOptions(source=source, rate=500.0 if args.self_test else args.rate)
+    bench = Workbench(options)
+    window = bench.window
+    if args.filter:
+        window.capture_filter.set_text(args.filter)
+    window.show()
+    if args.self_test:
+        try:
+            passed, summary = self_test(bench)
+        except Exception as exc:
+            passed, summary = False, f"self-test failed: {exc!r}"
+        if not bench.close():
+            passed, summary = False, summary + "; the session thread did not stop"
+        print(summary if passed else f"self-test FAILED: {summary}", flush=True)
+        return 0 if passed else 1
+    if args.replay:
+        window.open_capture(args.replay)
+    elif args.demo:
+        window.start_capture()
+    code = app.exec()
+    bench.close()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

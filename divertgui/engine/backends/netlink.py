@@ -1,0 +1,324 @@
+"""nfnetlink messages for nfnetlink_queue (divert) and nfnetlink_log (sniff),
+built and parsed with struct over socket(AF_NETLINK, SOCK_RAW, NETLINK_NETFILTER).
+
+Layouts are those of linux/netlink.h, linux/netfilter/nfnetlink.h,
+nfnetlink_queue.h and nfnetlink_log.h. Every number on the wire after the
+nfgenmsg header is big-endian; the netlink headers themselves are host order.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import socket
+import struct
+from typing import Iterator, NamedTuple
+
+NETLINK_NETFILTER = 12
+SOL_NETLINK = 270
+NETLINK_NO_ENOBUFS = 5
+
+# linux/netlink.h
+NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE, NLMSG_OVERRUN = 1, 2, 3, 4
+NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
+NLA_TYPE_MASK = 0x3FFF  # strips NLA_F_NESTED and NLA_F_NET_BYTEORDER
+
+NLMSGHDR = struct.Struct("=IHHII")      # len, type, flags, seq, pid
+NFGENMSG = struct.Struct("!BBH")        # family, version, res_id (queue or group number)
+NLATTR = struct.Struct("=HH")           # len, type
+NFNETLINK_V0 = 0
+
+# linux/netfilter/nfnetlink.h
+NFNL_SUBSYS_QUEUE = 3
+NFNL_SUBSYS_ULOG = 4
+
+# nfnetlink_queue.h
+NFQNL_MSG_PACKET, NFQNL_MSG_VERDICT, NFQNL_MSG_CONFIG, NFQNL_MSG_VERDICT_BATCH = 0, 1, 2, 3
+NFQA_PACKET_HDR, NFQA_VERDICT_HDR, NFQA_MARK, NFQA_TIMESTAMP = 1, 2, 3, 4
+NFQA_IFINDEX_INDEV, NFQA_IFINDEX_OUTDEV = 5, 6
+NFQA_PAYLOAD, NFQA_CAP_LEN, NFQA_SKB_INFO = 10, 13, 14
+NFQNL_CFG_CMD_BIND, NFQNL_CFG_CMD_UNBIND = 1, 2
+NFQNL_COPY_PACKET = 2
+NFQA_CFG_CMD, NFQA_CFG_PARAMS, NFQA_CFG_QUEUE_MAXLEN, NFQA_CFG_MASK, NFQA_CFG_FLAGS = 1, 2, 3, 4, 5
+NFQA_CFG_F_FAIL_OPEN, NFQA_CFG_F_CONNTRACK, NFQA_CFG_F_GSO = 0x1, 0x2, 0x4
+NFQA_SKB_CSUMNOTREADY, NFQA_SKB_GSO, NFQA_SKB_CSUM_NOTVERIFIED = 0x1, 0x2, 0x4
+
+NFQNL_PACKET_HDR = struct.Struct("!IHB")      # packet_id, hw_protocol, hook (packed)
+NFQNL_VERDICT_HDR = struct.Struct("!II")      # verdict, id
+NFQNL_CONFIG_CMD = struct.Struct("!BxH")      # command, _pad, pf
+NFQNL_CONFIG_PARAMS = struct.Struct("!IB")    # copy_range, copy_mode (packed)
+TIMESTAMP = struct.Struct("!qq")              # sec, usec
+
+# nfnetlink_log.h
+NFULNL_MSG_PACKET, NFULNL_MSG_CONFIG = 0, 1
+NFULA_PACKET_HDR, NFULA_MARK, NFULA_TIMESTAMP = 1, 2, 3
+NFULA_IFINDEX_INDEV, NFULA_IFINDEX_OUTDEV, NFULA_PAYLOAD = 4, 5, 9
+NFULA_CFG_CMD, NFULA_CFG_MODE, NFULA_CFG_NLBUFSIZ, NFULA_CFG_TIMEOUT, NFULA_CFG_QTHRESH = 1, 2, 3, 4, 5
+NFULNL_CFG_CMD_BIND, NFULNL_CFG_CMD_UNBIND = 1, 2
+NFULNL_COPY_PACKET = 2
+NFULNL_PACKET_HDR = struct.Struct("!HBx")     # hw_protocol, hook, _pad
+NFULNL_CONFIG_CMD = struct.Struct("!B")
+NFULNL_CONFIG_MODE = struct.Struct("!IBx")    # copy_range, copy_mode, _pad
+
+# linux/netfilter.h verdicts; NF_REPEAT runs the packet through the same hook again
+NF_DROP, NF_ACCEPT, NF_REPEAT = 0, 1, 4
+
+# linux/netfilter.h hooks, as reported in the packet header
+NF_INET_PRE_ROUTING, NF_INET_LOCAL_IN, NF_INET_FORWARD, NF_INET_LOCAL_OUT, NF_INET_POST_ROUTING = range(5)
+
+U32 = struct.Struct("!I")
+U16 = struct.Struct("!H")
+
+MAX_COPY = 0xFFFF
+
+
+class NetlinkError(OSError):
+    """The kernel answered a netfilter request with an error."""
+
+
+class NetfilterPacket(NamedTuple):
+    """One packet as nfnetlink_queue or nfnetlink_log hands it up."""
+
+    packet_id: int          # 0 for logged (sniffed) packets: nothing waits for a verdict
+    hw_protocol: int        # ethertype: 0x0800 IPv4, 0x86DD IPv6
+    hook: int               # NF_INET_*
+    mark: int
+    indev: int              # ifindex, 0 when absent
+    outdev: int
+    timestamp: tuple | None  # (sec, usec) when the kernel stamped the packet
+    payload: bytes
+    skb_info: int           # NFQA_SKB_* bits
+    cap_len: int            # original length when the copy was cut short, else len(payload)
+
+
+def _align(n: int) -> int:
+    return (n + 3) & ~3
+
+
+def attribute(kind: int, value: bytes) -> bytes:
+    length = NLATTR.size + len(value)
+    return NLATTR.pack(length, kind) + value + b"\0" * (_align(length) - length)
+
+
+def message(subsys: int, msg: int, res_id: int, attrs: bytes, *, family: int = socket.AF_UNSPEC,
+            flags: int = NLM_F_REQUEST, seq: int = 0) -> bytes:
+    body = NFGENMSG.pack(family, NFNETLINK_V0, res_id) + attrs
+    return NLMSGHDR.pack(NLMSGHDR.size + len(body), (subsys << 8) | msg, flags, seq, 0) + body
+
+
+def iter_attributes(data, offset: int, end: int) -> Iterator[tuple[int, memoryview]]:
+    view = memoryview(data)
+    while offset + NLATTR.size <= end:
+        length, kind = NLATTR.unpack_from(view, offset)
+        if length < NLATTR.size or offset + length > end:
+            raise NetlinkError(errno.EPROTO, f"malformed netlink attribute at byte {offset}")
+        yield kind & NLA_TYPE_MASK, view[offset + NLATTR.size:offset + length]
+        offset += _align(length)
+
+
+def iter_messages(data, length: int) -> Iterator[tuple[int, int, int, int, int]]:
+    """(type, flags, seq, body_offset, end) of each netlink message in data[:length]."""
+    offset = 0
+    while offset + NLMSGHDR.size <= length:
+        msg_len, msg_type, flags, seq, _pid = NLMSGHDR.unpack_from(data, offset)
+        if msg_len < NLMSGHDR.size or offset + msg_len > length:
+            raise NetlinkError(errno.EPROTO, f"truncated netlink message at byte {offset}")
+        yield msg_type, flags, seq, offset + NLMSGHDR.size, offset + msg_len
+        offset += _align(msg_len)
+
+
+# -- nfnetlink_queue ---------------------------------------------------------
+
+def queue_config_cmd(queue: int, command: int, pf: int = socket.AF_UNSPEC, seq: int = 0) -> bytes:
+    return message(NFNL_SUBSYS_QUEUE, NFQNL_MSG_CONFIG, queue,
+                   attribute(NFQA_CFG_CMD, NFQNL_CONFIG_CMD.pack(command, pf)),
+                   flags=NLM_F_REQUEST | NLM_F_ACK, seq=seq)
+
+
+def queue_config_params(queue: int, *, copy_range: int, max_len: int, fail_open: bool, seq: int = 0) -> bytes:
+    # GSO is left off on purpose: the kernel then segments GSO packets and
+    # completes partial checksums before queueing, so user space sees packets
+    # as they are on the wire (each within the MTU, checksums valid), which is
+    # what WinDivert's filters, hashes and edits assume.
+    flags = NFQA_CFG_F_FAIL_OPEN if fail_open else 0
+    mask = NFQA_CFG_F_FAIL_OPEN | NFQA_CFG_F_GSO
+    attrs = (attribute(NFQA_CFG_PARAMS, NFQNL_CONFIG_PARAMS.pack(copy_range, NFQNL_COPY_PACKET))
+             + attribute(NFQA_CFG_QUEUE_MAXLEN, U32.pack(max_len))
+             + attribute(NFQA_CFG_FLAGS, U32.pack(flags))
+             + attribute(NFQA_CFG_MASK, U32.pack(mask)))
+    return message(NFNL_SUBSYS_QUEUE, NFQNL_MSG_CONFIG, queue, attrs,
+                   flags=NLM_F_REQUEST | NLM_F_ACK, seq=seq)
+
+
+def verdict(queue: int, packet_id: int, code: int, payload: bytes | None = None,
+            mark: int | None = None) -> bytes:
+    attrs = attribute(NFQA_VERDICT_HDR, NFQNL_VERDICT_HDR.pack(code, packet_id))
+    if mark is not None:
+        attrs += attribute(NFQA_MARK, U32.pack(mark))
+    if payload is not None:
+        attrs += attribute(NFQA_PAYLOAD, payload)
+    return message(NFNL_SUBSYS_QUEUE, NFQNL_MSG_VERDICT, queue, attrs)
+
+
+def verdict_batch(queue: int, up_to_id: int, code: int, mark: int | None = None) -> bytes:
+    """One verdict (and mark) for every packet of the queue whose id is <= up_to_id."""
+    attrs = attribute(NFQA_VERDICT_HDR, NFQNL_VERDICT_HDR.pack(code, up_to_id))
+    if mark is not None:
+        attrs += attribute(NFQA_MARK, U32.pack(mark))
+    return message(NFNL_SUBSYS_QUEUE, NFQNL_MSG_VERDICT_BATCH, queue, attrs)
+
+
+def parse_queue_packet(data, body: int, end: int) -> NetfilterPacket:
+    packet_id = hw_protocol = hook = mark = indev = outdev = skb_info = 0
+    timestamp = None
+    payload = b""
+    cap_len = -1
+    for kind, value in iter_attributes(data, body + NFGENMSG.size, end):
+        if kind == NFQA_PACKET_HDR:
+            packet_id, hw_protocol, hook = NFQNL_PACKET_HDR.unpack_from(value)
+        elif kind == NFQA_PAYLOAD:
+            payload = bytes(value)
+        elif kind == NFQA_MARK:
+            mark = U32.unpack_from(value)[0]
+        elif kind == NFQA_IFINDEX_INDEV:
+            indev = U32.unpack_from(value)[0]
+        elif kind == NFQA_IFINDEX_OUTDEV:
+            outdev = U32.unpack_from(value)[0]
+        elif kind == NFQA_TIMESTAMP:
+            timestamp = TIMESTAMP.unpack_from(value)
+        elif kind == NFQA_SKB_INFO:
+            skb_info = U32.unpack_from(value)[0]
+        elif kind == NFQA_CAP_LEN:
+            cap_len = U32.unpack_from(value)[0]
+    if packet_id == 0:
+        raise NetlinkError(errno.EPROTO, "nfnetlink_queue packet message without NFQA_PACKET_HDR")
+    return NetfilterPacket(packet_id, hw_protocol, hook, mark, indev, outdev, timestamp, payload,
+                           skb_info, len(payload) if cap_len < 0 else cap_len)
+
+
+# -- nfnetlink_log -----------------------------------------------------------
+
+def log_config_cmd(group: int, command: int, pf: int = socket.AF_UNSPEC, seq: int = 0) -> bytes:
+    return message(NFNL_SUBSYS_ULOG, NFULNL_MSG_CONFIG, group,
+                   attribute(NFULA_CFG_CMD, NFULNL_CONFIG_CMD.pack(command)),
+                   family=pf, flags=NLM_F_REQUEST | NLM_F_ACK, seq=seq)
+
+
+def log_config_params(group: int, *, copy_range: int, buffer_size: int, flush_centiseconds: int,
+                      threshold: int, seq: int = 0) -> bytes:
+    attrs = (attribute(NFULA_CFG_MODE, NFULNL_CONFIG_MODE.pack(copy_range, NFULNL_COPY_PACKET))
+             + attribute(NFULA_CFG_NLBUFSIZ, U32.pack(buffer_size))
+             + attribute(NFULA_CFG_TIMEOUT, U32.pack(flush_centiseconds))
+             + attribute(NFULA_CFG_QTHRESH, U32.pack(threshold)))
+    return message(NFNL_SUBSYS_ULOG, NFULNL_MSG_CONFIG, group, attrs,
+                   flags=NLM_F_REQUEST | NLM_F_ACK, seq=seq)
+
+
+def parse_log_packet(data, body: int, end: int) -> NetfilterPacket:
+    hw_protocol = hook = mark = indev = outdev = 0
+    timestamp = None
+    payload = b""
+    for kind, value in iter_attributes(data, body + NFGENMSG.size, end):
+        if kind == NFULA_PACKET_HDR:
+            hw_protocol, hook = NFULNL_PACKET_HDR.unpack_from(value)
+        elif kind == NFULA_PAYLOAD:
+            payload = bytes(value)
+        elif kind == NFULA_MARK:
+            mark = U32.unpack_from(value)[0]
+        elif kind == NFULA_IFINDEX_INDEV:
+            indev = U32.unpack_from(value)[0]
+        elif kind == NFULA_IFINDEX_OUTDEV:
+            outdev = U32.unpack_from(value)[0]
+        elif kind == NFULA_TIMESTAMP:
+            timestamp = TIMESTAMP.unpack_from(value)
+    return NetfilterPacket(0, hw_protocol, hook, mark, indev, outdev, timestamp, payload, 0, len(payload))
+
+
+# -- the socket --------------------------------------------------------------
+
+class NetfilterSocket:
+    """A NETLINK_NETFILTER socket that reads many messages per wake-up.
+
+    The kernel sends each queued packet as its own datagram, so after one
+    blocking wait the socket is drained with non-blocking reads into a reused
+    buffer. Verdicts for many packets go out concatenated in one send().
+    """
+
+    def __init__(self, receive_buffer: int = 8 * 1024 * 1024):
+        try:
+            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        except PermissionError as exc:
+            raise PermissionError(exc.errno, "opening a netfilter netlink socket needs root (CAP_NET_ADMIN)") from exc
+        self.sock.bind((0, 0))
+        self._grow_receive_buffer(receive_buffer)
+        self._buffer = bytearray(256 * 1024)
+        self._seq = 0
+        self.enobufs = 0
+        self.verdict_errors = 0
+
+    def _grow_receive_buffer(self, size: int) -> None:
+        # SO_RCVBUFFORCE passes net.core.rmem_max for root; plain SO_RCVBUF otherwise.
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, 33, size)  # SO_RCVBUFFORCE
+        except OSError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def request(self, build) -> None:
+        """Send a request built by build(seq) and wait for its acknowledgement."""
+        seq = self.next_seq()
+        self.sock.send(build(seq))
+        while True:
+            length = self.sock.recv_into(self._buffer)
+            for msg_type, _flags, msg_seq, body, end in iter_messages(self._buffer, length):
+                if msg_type == NLMSG_ERROR and msg_seq == seq:
+                    code = struct.unpack_from("=i", self._buffer, body)[0]
+                    if code:
+                        raise NetlinkError(-code, f"netfilter refused the request: {os.strerror(-code)}")
+                    return
+
+    def send(self, data: bytes) -> None:
+        if data:
+            self.sock.send(data)
+
+    def wait(self, timeout: float | None) -> bool:
+        readable, _, _ = select.select([self.sock], [], [], timeout)
+        return bool(readable)
+
+    def read_messages(self, parse, limit: int) -> list[NetfilterPacket]:
+        """Everything waiting (up to about `limit` packets) without blocking.
+
+        ENOBUFS means the kernel dropped messages because the receive buffer was
+        full; it is counted, and the caller recovers the packets it lost. An
+        error answer to a verdict (a packet id the kernel no longer holds) is
+        counted in `verdict_errors`.
+        """
+        packets: list[NetfilterPacket] = []
+        buffer = self._buffer
+        while len(packets) < limit:
+            try:
+                length = self.sock.recv_into(buffer, 0, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    self.enobufs += 1
+                    continue
+                raise
+            for msg_type, _flags, _seq, body, end in iter_messages(buffer, length):
+                if msg_type & 0xFF00:
+                    packets.append(parse(buffer, body, end))
+                elif msg_type == NLMSG_ERROR:
+                    if struct.unpack_from("=i", buffer, body)[0]:
+                        self.verdict_errors += 1
+        return packets
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,504 @@
+"""Linux backend: netfilter rules send packets to an NFQUEUE (divert), an
+NFLOG group (sniff) or DROP; this process reads them over nfnetlink.
+
+Divert mode. Every packet the kernel rule matches is queued; the exact filter
+runs here and what it rejects is released at once, in one batch verdict per
+run of such packets. Released packets re-run the hook (NF_REPEAT) with this
+handle's priority level in the mark, so handles of lower priority see them
+next and this one never again. Packets the reader has not taken within
+QUEUE_TIME are dropped and counted as expired.
+
+Sniff mode never holds a packet: NFLOG copies it and the original goes on.
+Drop mode is a DROP rule: nothing crosses to user space.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import os
+import socket
+import sys
+import threading
+import time
+
+from divertgui.engine.address import Address, Flag, Layer, Param, PARAM_LIMITS
+from divertgui.engine.backends import netfilter_rules, netlink
+from divertgui.engine.backends.base import Backend, Captured
+from divertgui.engine.backends.inject import RawInjector
+from divertgui.engine.backends.netfilter_rules import HandleRules, INJECTED_MARK, LEVEL_MASK, level_mark
+
+NF_REPEAT = 4
+QUEUE_NUMBER_BASE = 0x4000
+QUEUE_NUMBER_SPAN = 0x3000
+OUTBOUND_HOOKS = (netlink.NF_INET_LOCAL_OUT, netlink.NF_INET_POST_ROUTING)
+PROC_QUEUES = "/proc/net/netfilter/nfnetlink_queue"
+
+
+class PrerequisiteError(RuntimeError):
+    """Something this backend needs from the machine is missing.
+
+    kind: "platform", "privilege", "tool" or "kernel".
+    """
+
+    def __init__(self, message: str, kind: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def check_prerequisites() -> None:
+    if not sys.platform.startswith("linux"):
+        raise PrerequisiteError(f"the netfilter backend runs on Linux only, not on {sys.platform}; "
+                                f"on Windows use the pydivert backend", "platform")
+    if os.geteuid() != 0:
+        raise PrerequisiteError("diverting packets needs root (CAP_NET_ADMIN): run as root, e.g. with sudo",
+                                "privilege")
+    try:
+        netfilter_rules.require_tools()
+    except netfilter_rules.RuleError as exc:
+        raise PrerequisiteError(str(exc), "tool") from exc
+
+
+class NfqueueBackend(Backend):
+    name = "nfqueue"
+
+    def __init__(self, kernel_prefilter=None):
+        # kernel_prefilter(filter, ip_version) -> iptables match text, "" for
+        # everything, None for nothing; see netfilter_rules.KernelMatch.
+        self.kernel_prefilter = kernel_prefilter
+        self.sock: netlink.NetfilterSocket | None = None
+        self.rules: HandleRules | None = None
+        self.injector: RawInjector | None = None
+        self.mode = self.action = "divert"
+        self.queue = 0
+        self.counters = collections.Counter()
+        self._ready: collections.deque = collections.deque()     # (NetfilterPacket, Address) passed the filter
+        self._readers = 0
+        self._pending: dict[int, tuple[int, bytes]] = {}        # ticket -> (mark, original bytes)
+        self._next_id = 0
+        self._lock = threading.RLock()
+        self._closed = threading.Event()
+        self._sifter: threading.Thread | None = None
+        self._recv_open = self._send_open = True
+        self._lo_index = 1
+        self._rule_hits = 0
+        self._final_kernel_counts: dict[str, int] = {}
+
+    # -- opening -------------------------------------------------------------
+
+    def open(self, filter, layer: Layer, priority: int, flags: Flag, params: dict[Param, int]) -> None:
+        check_prerequisites()
+        self.filter = filter
+        self.match_all = getattr(filter, "text", "true").strip() == "true"
+        self.layer, self.priority, self.flags = layer, priority, flags
+        self.params = {p: params.get(p, limits[0]) for p, limits in PARAM_LIMITS.items()}
+        self.level_mark = level_mark(priority)
+        self.injector = RawInjector(priority)
+        try:
+            self._lo_index = socket.if_nametoindex("lo")
+        except OSError:
+            pass
+        self.mode = "drop" if flags & Flag.DROP else "sniff" if flags & Flag.SNIFF else "divert"
+        netfilter_rules.cleanup(dead_only=True)
+        if flags & Flag.SEND_ONLY:
+            return
+        self.sock = netlink.NetfilterSocket(receive_buffer=self._receive_buffer_size())
+        hooks = "F" if layer == Layer.NETWORK_FORWARD else "IO" + ("P" if flags & Flag.FRAGMENTS else "")
+        exact, kernel_match = self.match_all, None
+        if self.kernel_prefilter is not None and not self.match_all:
+            tests = {version: self.kernel_prefilter(filter, version) for version in (4, 6)}
+            exact = all(test.exact for test in tests.values())
+            kernel_match = lambda version: tests[version].match  # noqa: E731
+        # A DROP handle whose filter the kernel cannot test exactly has its
+        # packets queued and dropped here, the rest released at once.
+        self.action = "divert" if self.mode == "drop" and not exact else self.mode
+        if self.action != "drop":
+            self.queue = self._bind_free_number()
+        else:
+            self.queue = self._free_number_for_drop()
+        self.rules = HandleRules(os.getpid(), self.queue, priority, self.action, hooks, kernel_match)
+        try:
+            netfilter_rules.install(self.rules)
+        except Exception:
+            self.rules = None
+            self.close()
+            raise
+        if self.action == "divert":
+            self._sifter = threading.Thread(target=self._keep_flowing, name=f"divert-queue-{self.queue}", daemon=True)
+            self._sifter.start()
+
+    def _receive_buffer_size(self) -> int:
+        # Room for a full queue of full-size copies, so the kernel never has to
+        # throw away a queued packet's message for lack of socket buffer.
+        return max(self.params[Param.QUEUE_SIZE], self.params[Param.QUEUE_LENGTH] * 2048) * 2
+
+    def _candidates(self):
+        start = (os.getpid() * 31) % QUEUE_NUMBER_SPAN
+        for i in range(QUEUE_NUMBER_SPAN):
+            yield QUEUE_NUMBER_BASE + (start + i) % QUEUE_NUMBER_SPAN
+
+    def _in_use(self) -> set[int]:
+        used = {c.queue for c in netfilter_rules.list_handles()}
+        try:
+            with open(PROC_QUEUES) as f:
+                used |= {int(line.split()[0]) for line in f if line.strip()}
+        except OSError:
+            pass
+        return used
+
+    def _free_number_for_drop(self) -> int:
+        used = self._in_use()
+        return next(n for n in self._candidates() if n not in used)
+
+    def _bind_free_number(self) -> int:
+        used = self._in_use()
+        for number in self._candidates():
+            if number in used:
+                continue
+            try:
+                if self.mode == "sniff":
+                    self._bind_log_group(number)
+                else:
+                    self._bind_queue(number)
+                return number
+            except netlink.NetlinkError as exc:
+                if exc.errno == errno.EBUSY:
+                    continue
+                raise PrerequisiteError(self._kernel_support_message(exc), "kernel") from exc
+        raise PrerequisiteError("no free NFQUEUE number left between "
+                                f"{QUEUE_NUMBER_BASE} and {QUEUE_NUMBER_BASE + QUEUE_NUMBER_SPAN - 1}", "kernel")
+
+    def _kernel_support_message(self, exc: OSError) -> str:
+        module = "nfnetlink_log" if self.mode == "sniff" else "nfnetlink_queue"
+        if exc.errno in (errno.ENOENT, errno.EOPNOTSUPP, errno.EPROTONOSUPPORT, errno.EINVAL):
+            return (f"the kernel has no {module} support ({exc.strerror}); load it with "
+                    f"`modprobe {module}` or use a kernel built with it")
+        return f"binding a {module} group failed: {exc.strerror}"
+
+    def _bind_queue(self, number: int) -> None:
+        self.sock.request(lambda seq: netlink.queue_config_cmd(number, netlink.NFQNL_CFG_CMD_BIND, seq=seq))
+        self._configure_queue(number)
+
+    def _configure_queue(self, number: int) -> None:
+        fail_open = bool(self.flags & Flag.FAIL_OPEN)
+        self.sock.request(lambda seq: netlink.queue_config_params(
+            number, copy_range=netlink.MAX_COPY, max_len=self.params[Param.QUEUE_LENGTH],
+            fail_open=fail_open, seq=seq))
+
+    def _bind_log_group(self, number: int) -> None:
+        self.sock.request(lambda seq: netlink.log_config_cmd(number, netlink.NFULNL_CFG_CMD_BIND, seq=seq))
+        # Copies are flushed every 10 ms or every 64 packets, whichever first,
+        # so that one read carries many packets without delaying any of them.
+        self.sock.request(lambda seq: netlink.log_config_params(
+            number, copy_range=netlink.MAX_COPY, buffer_size=128 * 1024, flush_centiseconds=1,
+            threshold=64, seq=seq))
+
+    # -- receiving -----------------------------------------------------------
+
+    def fileno(self) -> int | None:
+        return self.sock.fileno() if self.sock is not None else None
+
+    def _drain(self, limit: int) -> None:
+        """Read what the socket holds, run the exact filter, release what it rejects."""
+        parse = netlink.parse_log_packet if self.mode == "sniff" else netlink.parse_queue_packet
+        now = time.monotonic_ns()
+        releases: list[tuple[int, int]] = []
+        drops: list[int] = []
+        for packet in self.sock.read_messages(parse, limit):
+            if packet.packet_id:
+                self._note_id(packet.packet_id)
+            address = self._address(packet, now)
+            if not self.match_all and not self._matches(packet.payload, address):
+                self.counters["rejected"] += 1
+                if packet.packet_id:
+                    releases.append((packet.packet_id, packet.mark))
+                continue
+            if self.mode == "drop":
+                drops.append(packet.packet_id)
+                continue
+            self._ready.append((packet, address))
+        if releases:
+            self._release(releases)
+        if drops:
+            self.sock.send(b"".join(netlink.verdict(self.queue, i, netlink.NF_DROP) for i in drops))
+            self.counters["dropped"] += len(drops)
+
+    def _note_id(self, packet_id: int) -> None:
+        # Queue ids go up by one per queued packet. A gap is a message the
+        # kernel could not deliver (our socket buffer was full): the kernel
+        # already dropped that packet (counted by it as user_dropped) or, in
+        # fail-open mode, let it through, which only we can count.
+        expected = self._next_id
+        self._next_id = packet_id + 1
+        if expected and packet_id > expected:
+            lost = packet_id - expected
+            self.counters["lost_messages"] += lost
+            if self.flags & Flag.FAIL_OPEN:
+                self.counters["bypassed"] += lost
+
+    def recv_batch(self, max_count: int, timeout: float | None) -> list[Captured]:
+        if self.sock is None:
+            return []
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._readers += 1
+        try:
+            while True:
+                with self._lock:
+                    if self.sock is None:
+                        return []
+                    if not self._ready:
+                        self._drain(max(max_count, 64))
+                    captured = self._take(max_count)
+                if captured:
+                    return captured
+                if self._closed.is_set():
+                    return []
+                if not self._recv_open:
+                    # After shutdown("recv") what was queued stays readable, then recv ends.
+                    with self._lock:
+                        self._drain(self.params[Param.QUEUE_LENGTH])
+                        if not self._ready:
+                            return []
+                    continue
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return []
+                # Bounded waits so that shutdown() and close() are noticed.
+                self.sock.wait(0.2 if remaining is None else min(remaining, 0.2))
+        finally:
+            self._readers -= 1
+
+    def _take(self, max_count: int) -> list[Captured]:
+        captured: list[Captured] = []
+        self._expire_old()
+        while self._ready and len(captured) < max_count:
+            packet, address = self._ready.popleft()
+            if self.mode == "sniff":
+                self.counters["sniffed"] += 1
+                captured.append(Captured(packet.payload, address, 0))
+            else:
+                self.counters["diverted"] += 1
+                self._pending[packet.packet_id] = (packet.mark, packet.payload)
+                captured.append(Captured(packet.payload, address, packet.packet_id))
+        return captured
+
+    def _expire_old(self) -> None:
+        """Drop diverted packets that waited for a reader longer than QUEUE_TIME."""
+        if self.action != "divert" or not self._ready:
+            return
+        limit = time.monotonic_ns() - self.params[Param.QUEUE_TIME] * 1_000_000
+        expired = []
+        while self._ready and self._ready[0][1].timestamp < limit:
+            expired.append(self._ready.popleft()[0].packet_id)
+        if expired:
+            self.sock.send(b"".join(netlink.verdict(self.queue, i, netlink.NF_DROP) for i in expired))
+            self.counters["expired"] += len(expired)
+
+    def _matches(self, raw: bytes, address: Address) -> bool:
+        try:
+            return bool(self.filter.match(raw, address))
+        except Exception:
+            # The filter contract is never to raise; a packet it cannot judge matches nothing.
+            self.counters["filter_errors"] += 1
+            return False
+
+    def _address(self, packet: netlink.NetfilterPacket, arrival_ns: int) -> Address:
+        if self.layer == Layer.NETWORK_FORWARD:
+            outbound, if_idx = False, packet.indev
+        else:
+            outbound = packet.hook in OUTBOUND_HOOKS
+            if_idx = packet.outdev if outbound else packet.indev
+        return Address(
+            outbound=outbound,
+            loopback=outbound and if_idx == self._lo_index,
+            impostor=bool(packet.mark & INJECTED_MARK),
+            ipv6=packet.hw_protocol == 0x86DD or (bool(packet.payload) and packet.payload[0] >> 4 == 6),
+            if_idx=if_idx,
+            timestamp=arrival_ns,
+            sniffed=self.mode == "sniff",
+            layer=self.layer,
+        )
+
+    def _keep_flowing(self) -> None:
+        """While nobody is inside recv, sift new packets (releasing what the
+        filter rejects at once) and expire what waited too long."""
+        period = min(self.params[Param.QUEUE_TIME] / 4000, 0.1)
+        while not self._closed.is_set():
+            if self._readers:
+                self._closed.wait(period)
+            else:
+                self.sock.wait(period)
+            if self._closed.is_set() or not self._lock.acquire(blocking=False):
+                continue
+            try:
+                if self.sock is None:
+                    return
+                if not self._readers:
+                    self._drain(self.params[Param.QUEUE_LENGTH])
+                self._expire_old()
+            except OSError:
+                if self._closed.is_set():
+                    return
+                raise
+            finally:
+                self._lock.release()
+
+    # -- verdicts ------------------------------------------------------------
+
+    def _released_mark(self, mark: int) -> int:
+        return (mark & ~LEVEL_MASK & 0xFFFFFFFF) | self.level_mark
+
+    def _release(self, releases: list[tuple[int, int]]) -> None:
+        """Let filter-rejected packets go on, in as few messages as possible.
+
+        A batch verdict covers every id up to the one named, so it is used
+        for a run only when nothing older than the run is still pending.
+        """
+        oldest_pending = min(self._pending, default=None)
+        if self._ready and (oldest_pending is None or self._ready[0][0].packet_id < oldest_pending):
+            oldest_pending = self._ready[0][0].packet_id
+        parts = []
+        run: list[tuple[int, int]] = []
+
+        def flush():
+            if not run:
+                return
+            last_id, mark = run[-1]
+            if len(run) > 1 and (oldest_pending is None or oldest_pending > last_id):
+                parts.append(netlink.verdict_batch(self.queue, last_id, netlink.NF_REPEAT,
+                                                   mark=self._released_mark(mark)))
+            else:
+                parts.extend(netlink.verdict(self.queue, i, netlink.NF_REPEAT, mark=self._released_mark(m))
+                             for i, m in run)
+            run.clear()
+
+        for packet_id, mark in releases:
+            if run and run[-1][1] != mark:
+                flush()
+            run.append((packet_id, mark))
+        flush()
+        self.sock.send(b"".join(parts))
+
+    def verdict(self, ticket: int, raw: bytes | None) -> None:
+        self.verdict_many([(ticket, raw)])
+
+    def verdict_many(self, verdicts: list[tuple[int, bytes | None]]) -> None:
+        """Several verdicts in one send()."""
+        if self.sock is None:
+            raise OSError(errno.EBADF, "the handle is closed")
+        parts = []
+        with self._lock:
+            for ticket, raw in verdicts:
+                pending = self._pending.pop(ticket, None)
+                if pending is None:
+                    raise KeyError(f"no pending verdict for packet {ticket} on queue {self.queue}")
+                mark, original = pending
+                if raw is None:
+                    parts.append(netlink.verdict(self.queue, ticket, netlink.NF_DROP))
+                    self.counters["dropped"] += 1
+                    continue
+                payload = None if raw == original else bytes(raw)
+                parts.append(netlink.verdict(self.queue, ticket, netlink.NF_REPEAT, payload,
+                                             mark=self._released_mark(mark)))
+                self.counters["sent"] += 1
+                if payload is not None:
+                    self.counters["modified"] += 1
+            self.sock.send(b"".join(parts))
+
+    def pending(self, ticket: int) -> bool:
+        return ticket in self._pending
+
+    def inject(self, raw: bytes, address: Address) -> None:
+        if not self._send_open:
+            raise OSError(errno.ESHUTDOWN, "sending was shut down on this handle")
+        self.injector.send(raw, address.if_idx)
+        self.counters["injected"] += 1
+
+    # -- parameters, shutdown, close, counters ------------------------------
+
+    def set_param(self, param: Param, value: int) -> None:
+        self.params[param] = value
+        if param == Param.QUEUE_LENGTH and self.sock is not None and self.action == "divert":
+            with self._lock:
+                self._configure_queue(self.queue)
+
+    def shutdown(self, how: str) -> None:
+        if how in ("recv", "both"):
+            self._recv_open = False
+            if self.rules is not None:
+                self._rule_hits = netfilter_rules.queue_rule_hits(self.rules)
+                netfilter_rules.remove(self.rules)
+                self.rules = None
+        if how in ("send", "both"):
+            self._send_open = False
+
+    def close(self) -> None:
+        self._closed.set()
+        self._final_kernel_counts = self._kernel_counts()
+        if self.rules is not None:
+            try:
+                netfilter_rules.remove(self.rules)
+            finally:
+                self.rules = None
+        with self._lock:
+            if self.sock is not None:
+                # Unbinding makes the kernel drop what is still queued for us;
+                # rules are already gone, so nothing new arrives.
+                held = len(self._pending) + sum(1 for p, _ in self._ready if p.packet_id)
+                self.counters["dropped"] += held
+                self._pending.clear()
+                self._ready.clear()
+                try:
+                    if self.action == "sniff":
+                        self.sock.request(lambda seq: netlink.log_config_cmd(
+                            self.queue, netlink.NFULNL_CFG_CMD_UNBIND, seq=seq))
+                    elif self.action == "divert":
+                        self.sock.request(lambda seq: netlink.queue_config_cmd(
+                            self.queue, netlink.NFQNL_CFG_CMD_UNBIND, seq=seq))
+                except OSError:
+                    pass
+                self.sock.close()
+                self.sock = None
+        if self.injector is not None:
+            self.injector.close()
+        if self._sifter is not None and self._sifter is not threading.current_thread():
+            self._sifter.join(timeout=2)
+
+    def stats(self) -> dict[str, int]:
+        counts = dict(self.counters)
+        for key in ("diverted", "sniffed", "dropped", "expired", "overflowed", "bypassed", "rejected",
+                    "sent", "modified", "injected", "lost_messages"):
+            counts.setdefault(key, 0)
+        if self.sock is not None:
+            counts["enobufs"] = self.sock.enobufs
+            counts["verdict_errors"] = self.sock.verdict_errors
+        counts.update(self._kernel_counts())
+        return counts
+
+    def _kernel_counts(self) -> dict[str, int]:
+        """Overflow and fail-open bypass as the kernel counted them.
+
+        Every packet that reaches the NFQUEUE rule is queued (and given the
+        next id), or dropped because the queue is full (queue_dropped), or,
+        in fail-open mode, let through without an id. So bypassed =
+        rule hits - last id - queue_dropped, plus the id gaps of fail-open.
+        """
+        if self.action != "divert" or self.sock is None:
+            return self._final_kernel_counts
+        row = None
+        try:
+            with open(PROC_QUEUES) as f:
+                for line in f:
+                    fields = line.split()
+                    if fields and int(fields[0]) == self.queue:
+                        row = [int(x) for x in fields[:8]]
+        except (OSError, ValueError):
+            return {}
+        if row is None:
+            return {}
+        _number, _portid, queue_total, _mode, _range, queue_dropped, user_dropped, last_id = row
+        counts = {"in_kernel_queue": queue_total, "overflowed": queue_dropped + user_dropped}
+        if self.rules is not None:
+            self._rule_hits = netfilter_rules.queue_rule_hits(self.rules)
+        counts["bypassed"] = self.counters["bypassed"] + max(0, self._rule_hits - last_id - queue_dropped)
+        return counts

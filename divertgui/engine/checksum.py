@@ -1,0 +1,169 @@
+"""WinDivert's checksum helpers: WinDivertHelperCalcChecksums and
+WinDivertHelperDecrementTTL, with the same results bit for bit.
+
+Both edit the packet in place, as WinDivert does, so they take a bytearray
+(or a writable memoryview) and return WinDivert's BOOL as a bool.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import numpy
+
+from divertgui.engine.address import Address
+from divertgui.engine.headers import parse_headers
+
+
+class ChecksumFlag(enum.IntFlag):
+    """Which checksums calc_checksums leaves alone; WinDivert's WINDIVERT_HELPER_NO_* values."""
+
+    NO_IP_CHECKSUM = 1
+    NO_ICMP_CHECKSUM = 2
+    NO_ICMPV6_CHECKSUM = 4
+    NO_TCP_CHECKSUM = 8
+    NO_UDP_CHECKSUM = 16
+
+
+_TCP, _UDP, _ICMP, _ICMPV6 = 6, 17, 1, 58
+# Plain ints: IntFlag arithmetic costs more than the checksum of a small packet.
+_NO_IP = int(ChecksumFlag.NO_IP_CHECKSUM)
+_SKIP_FLAG = {
+    _TCP: int(ChecksumFlag.NO_TCP_CHECKSUM),
+    _UDP: int(ChecksumFlag.NO_UDP_CHECKSUM),
+    _ICMP: int(ChecksumFlag.NO_ICMP_CHECKSUM),
+    _ICMPV6: int(ChecksumFlag.NO_ICMPV6_CHECKSUM),
+}
+_CHECKSUM_AT = {_TCP: 16, _UDP: 6, _ICMP: 2, _ICMPV6: 2}
+
+
+def internet_checksum(words_sum: int) -> int:
+    """The one's-complement checksum of data whose big-endian value is `words_sum`.
+
+    The one's-complement sum of 16-bit words is that number modulo 0xFFFF
+    (2**16 is 1 modulo 0xFFFF), which lets int.from_bytes do the adding in C.
+    A zero sum and a non-zero multiple of 0xFFFF fold differently, as in
+    WinDivert's end-around carry.
+    """
+    rest = words_sum % 0xFFFF
+    if rest == 0:
+        return 0 if words_sum else 0xFFFF
+    return 0xFFFF - rest
+
+
+# From this size on, numpy's sum of 16-bit words beats a big-int remainder.
+_NUMPY_FROM = 768
+_BIG_ENDIAN_WORDS = numpy.dtype(">u2")
+
+
+def _words(view) -> int:
+    """A number congruent to the sum of the 16-bit words of `view` modulo 0xFFFF, 0 only for zeros."""
+    size = len(view)
+    if size < _NUMPY_FROM:
+        value = int.from_bytes(view, "big")
+        # An odd length is padded with one zero byte.
+        return value
+    even = size & ~1
+    total = int(numpy.frombuffer(view[:even], dtype=_BIG_ENDIAN_WORDS).sum(dtype=numpy.uint64))
+    return total + (view[even] << 8 if size & 1 else 0)
+
+
+def calc_checksums(packet: bytearray | memoryview, address: Address | None = None,
+                   flags: int = 0) -> bool:
+    """Recompute the IPv4, ICMP, ICMPv6, TCP and UDP checksums of `packet` in place.
+
+    Returns False, as WinDivert does, when the packet does not parse or when
+    its transport checksum cannot be computed: a fragment, an IP length
+    beyond the bytes present, or a TCP header running past the end of the
+    buffer (WinDivert would sum whatever memory follows). The IPv4 header
+    checksum is still fixed in those cases. `address.ip_checksum/tcp_checksum/udp_checksum`
+    are set when that checksum was computed; `flags` are ChecksumFlag values.
+    """
+    if isinstance(packet, (bytes, str)):
+        raise TypeError("calc_checksums edits the packet in place: pass a bytearray, not bytes")
+    layout = parse_headers(packet)
+    if layout is None:
+        return False
+    with memoryview(packet) as view:
+        if layout.version == 4 and not flags & _NO_IP:
+            view[10:12] = b"\0\0"
+            view[10:12] = internet_checksum(
+                int.from_bytes(view[:layout.ip_header_len], "big")).to_bytes(2, "big")
+            if address is not None:
+                address.ip_checksum = True
+
+        protocol = layout.transport
+        if not protocol:
+            return True
+        start = layout.transport_offset
+        if flags & _SKIP_FLAG[layout.transport]:
+            return True
+        if layout.more_fragments or layout.frag_offset or _length_field(view, layout) > len(packet):
+            return False
+
+        if protocol == _TCP:
+            header_len = (view[start + 12] >> 4) * 4
+        else:
+            header_len = 8
+        length = layout.payload_len + header_len
+        end = start + length
+        if end > len(packet):
+            return False
+        at = start + _CHECKSUM_AT[protocol]
+        view[at:at + 2] = b"\0\0"
+        total = _words(view[start:end])
+        if protocol != _ICMP:
+            if layout.version == 4:
+                total += int.from_bytes(view[12:20], "big")
+            else:
+                total += int.from_bytes(view[8:40], "big")
+            total += protocol + length
+        checksum = internet_checksum(total)
+        if protocol == _UDP and checksum == 0:
+            # 0 means "no checksum" in UDP.
+            checksum = 0xFFFF
+        view[at:at + 2] = checksum.to_bytes(2, "big")
+    if address is not None:
+        if protocol == _TCP:
+            address.tcp_checksum = True
+        elif protocol == _UDP:
+            address.udp_checksum = True
+    return True
+
+
+def _length_field(view, layout) -> int:
+    if layout.version == 4:
+        return view[2] << 8 | view[3]
+    return (view[4] << 8 | view[5]) + 40
+
+
+
+def decrement_ttl(packet: bytearray | memoryview) -> bool:
+    """WinDivertHelperDecrementTTL: decrement the IPv4 TTL or IPv6 hop limit in place.
+
+    Returns False, leaving the packet unchanged, when the TTL is 1 or 0 (the
+    packet would have to be dropped) or the bytes are not IPv4/IPv6. The IPv4
+    checksum is updated incrementally (RFC 1624), exactly as WinDivert does it.
+    """
+    if isinstance(packet, (bytes, str)):
+        raise TypeError("decrement_ttl edits the packet in place: pass a bytearray, not bytes")
+    if len(packet) < 20:
+        return False
+    version = packet[0] >> 4
+    if version == 4:
+        if packet[8] <= 1:
+            return False
+        packet[8] -= 1
+        # WinDivert adds 1 to the checksum as a little-endian host number,
+        # which is +0x0100 in network order: the TTL's weight in its word.
+        host = packet[10] | packet[11] << 8
+        host = host - 0xFFFE if host >= 0xFFFE else host + 1
+        packet[10] = host & 0xFF
+        packet[11] = host >> 8
+        return True
+    if version == 6:
+        if len(packet) < 40 or packet[7] <= 1:
+            return False
+        packet[7] -= 1
+        return True
+    return False

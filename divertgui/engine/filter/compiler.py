@@ -1,0 +1,425 @@
+"""A folded syntax tree to one Python function over raw bytes.
+
+The function is generated as source once per filter: header fields are read
+at fixed offsets from the IP header, transport fields at the offset
+`parse_headers` finds (called once per packet, only when a test needs it).
+"""
+
+from __future__ import annotations
+
+from .. import headers
+from ..packet_hash import layout_hash
+from .ast import And, Cond, Const, Node, Or, Test, walk
+from .fields import FIELDS
+
+_IPV4 = {
+    "ip.HdrLength": "(r[0] & 15)",
+    "ip.TOS": "r[1]",
+    "ip.Length": "(r[2] << 8 | r[3])",
+    "ip.Id": "(r[4] << 8 | r[5])",
+    "ip.DF": "(r[6] >> 6 & 1)",
+    "ip.MF": "(r[6] >> 5 & 1)",
+    "ip.FragOff": "((r[6] & 31) << 8 | r[7])",
+    "ip.TTL": "r[8]",
+    "ip.Protocol": "r[9]",
+    "ip.Checksum": "(r[10] << 8 | r[11])",
+    "ip.SrcAddr": "(0xFFFF00000000 | int.from_bytes(r[12:16], 'big'))",
+    "ip.DstAddr": "(0xFFFF00000000 | int.from_bytes(r[16:20], 'big'))",
+}
+_IPV6 = {
+    "ipv6.TrafficClass": "((r[0] & 15) << 4 | r[1] >> 4)",
+    "ipv6.FlowLabel": "((r[1] & 15) << 16 | r[2] << 8 | r[3])",
+    "ipv6.Length": "(r[4] << 8 | r[5])",
+    "ipv6.NextHdr": "r[6]",
+    "ipv6.HopLimit": "r[7]",
+    "ipv6.SrcAddr": "int.from_bytes(r[8:24], 'big')",
+    "ipv6.DstAddr": "int.from_bytes(r[24:40], 'big')",
+}
+_ICMP = {"Type": "r[t]", "Code": "r[t + 1]", "Checksum": "(r[t + 2] << 8 | r[t + 3])",
+         "Body": "int.from_bytes(r[t + 4:t + 8], 'big')"}
+_TCP = {
+    "tcp.SrcPort": "(r[t] << 8 | r[t + 1])",
+    "tcp.DstPort": "(r[t + 2] << 8 | r[t + 3])",
+    "tcp.SeqNum": "int.from_bytes(r[t + 4:t + 8], 'big')",
+    "tcp.AckNum": "int.from_bytes(r[t + 8:t + 12], 'big')",
+    "tcp.HdrLength": "(r[t + 12] >> 4)",
+    "tcp.Urg": "(r[t + 13] >> 5 & 1)",
+    "tcp.Ack": "(r[t + 13] >> 4 & 1)",
+    "tcp.Psh": "(r[t + 13] >> 3 & 1)",
+    "tcp.Rst": "(r[t + 13] >> 2 & 1)",
+    "tcp.Syn": "(r[t + 13] >> 1 & 1)",
+    "tcp.Fin": "(r[t + 13] & 1)",
+    "tcp.Window": "(r[t + 14] << 8 | r[t + 15])",
+    "tcp.Checksum": "(r[t + 16] << 8 | r[t + 17])",
+    "tcp.UrgPtr": "(r[t + 18] << 8 | r[t + 19])",
+    "tcp.PayloadLength": "pl",
+}
+_UDP = {
+    "udp.SrcPort": "(r[t] << 8 | r[t + 1])",
+    "udp.DstPort": "(r[t + 2] << 8 | r[t + 3])",
+    "udp.Length": "(r[t + 4] << 8 | r[t + 5])",
+    "udp.Checksum": "(r[t + 6] << 8 | r[t + 7])",
+    "udp.PayloadLength": "pl",
+}
+_TRANSPORT_GUARD = {"tcp": "T == 6", "udp": "T == 17", "icmp": "T == 1", "icmpv6": "T == 58"}
+_ADDRESS = {
+    "zero": "0",
+    "timestamp": "a.timestamp",
+    "event": "a.event",
+    "outbound": "(1 if a.outbound else 0)",
+    "inbound": "(0 if a.outbound else 1)",
+    "ifIdx": "a.if_idx",
+    "subIfIdx": "a.sub_if_idx",
+    "loopback": "(1 if a.loopback else 0)",
+    "impostor": "(1 if a.impostor else 0)",
+    "length": "n",
+}
+_SRC = "(int.from_bytes(r[8:24], 'big') if V == 6 else 0xFFFF00000000 | int.from_bytes(r[12:16], 'big'))"
+_DST = "(int.from_bytes(r[24:40], 'big') if V == 6 else 0xFFFF00000000 | int.from_bytes(r[16:20], 'big'))"
+# ICMP and ICMPv6 carry their type as the source "port" and 0 as the destination.
+_SPORT = "((r[t] << 8 | r[t + 1]) if T == 6 or T == 17 else r[t] if T else 0)"
+_DPORT = "((r[t + 2] << 8 | r[t + 3]) if T == 6 or T == 17 else 0)"
+_OTHER = {
+    "fragment": "(1 if Fr else 0)",
+    "protocol": "P",
+    "localAddr": f"({_SRC} if a.outbound else {_DST})",
+    "remoteAddr": f"({_DST} if a.outbound else {_SRC})",
+    "localPort": f"({_SPORT} if a.outbound else {_DPORT})",
+    "remotePort": f"({_DPORT} if a.outbound else {_SPORT})",
+    "ip": "(1 if V == 4 else 0)",
+    "ipv6": "(1 if V == 6 else 0)",
+    "tcp": "(1 if T == 6 else 0)",
+    "udp": "(1 if T == 17 else 0)",
+    "icmp": "(1 if T == 1 else 0)",
+    "icmpv6": "(1 if T == 58 else 0)",
+    "random8": "(H >> 48 & 0xFF)",
+    "random16": "(H >> 32 & 0xFFFF)",
+    "random32": "(H & 0xFFFFFFFF)",
+}
+_INDEX_BASE = {"packet": ("0", "n"), "tcp": ("po", "pl"),
+               "udp": ("po", "pl")}
+
+
+def _value_expression(field: str) -> tuple[str, str | None]:
+    """(expression, guard expression or None)."""
+    if field in _ADDRESS:
+        return _ADDRESS[field], None
+    if field in _OTHER:
+        return _OTHER[field], None
+    if field in _IPV4:
+        return _IPV4[field], "V == 4"
+    if field in _IPV6:
+        return _IPV6[field], "V == 6"
+    if field in _TCP:
+        return _TCP[field], "T == 6"
+    if field in _UDP:
+        return _UDP[field], "T == 17"
+    proto, _, name = field.partition(".")
+    return _ICMP[name], _TRANSPORT_GUARD[proto]
+
+
+def _index_parts(node: Test) -> tuple[str | None, str]:
+    """(guard, test) for an index field: false when the word lies outside the data."""
+    base_name = node.field.split(".")[0].rstrip("0123456789")
+    size = FIELDS[node.field].index_size
+    base, length = _INDEX_BASE[base_name]
+    guard = None if base_name == "packet" else _TRANSPORT_GUARD[base_name]
+    if node.index >= 0:
+        start = f"{base} + {node.index}" if base != "0" else str(node.index)
+        in_range = f"{node.index + size} <= {length}"
+    else:
+        start = f"{base} + {length} - {-node.index}"
+        in_range = f"{-node.index} <= {length}"
+    if size == 1:
+        return guard, f"{in_range} and r[{start}] {node.op} {node.value}"
+    if 0 <= node.value < 1 << (8 * size):
+        constant = repr(node.value.to_bytes(size, "big"))
+        return guard, f"{in_range} and r[{start}:{start} + {size}] {node.op} {constant}"
+    return guard, f"{in_range} and int.from_bytes(r[{start}:{start} + {size}], 'big') {node.op} {node.value}"
+
+
+# Multi-byte fields compared as big-endian byte strings (same order, no int
+# conversion): (slice, width, value offset). Folding leaves only values that fit.
+_BYTE_FIELDS = {
+    "ip.SrcAddr": ("r[12:16]", 4, 0xFFFF00000000),
+    "ip.DstAddr": ("r[16:20]", 4, 0xFFFF00000000),
+    "ipv6.SrcAddr": ("r[8:24]", 16, 0),
+    "ipv6.DstAddr": ("r[24:40]", 16, 0),
+}
+# Fields whose "!= 0" test is a plain condition.
+_CONDITION = {
+    "outbound": "a.outbound", "inbound": "not a.outbound", "loopback": "a.loopback",
+    "impostor": "a.impostor", "fragment": "Fr", "ip": "V == 4", "ipv6": "V == 6",
+    "tcp": "T == 6", "udp": "T == 17", "icmp": "T == 1", "icmpv6": "T == 58",
+}
+
+
+class _Names:
+    """Fresh local names for values read once and compared several times."""
+
+    def __init__(self):
+        self.count = 0
+
+    def new(self) -> str:
+        self.count += 1
+        return f"_v{self.count}"
+
+
+def _operand(node: Test) -> tuple[str | None, str, str]:
+    """(guard, value expression, constant) so that the test is `guard and value op constant`."""
+    if node.index is not None:
+        raise ValueError("index fields have their own form")
+    if node.field in _BYTE_FIELDS:
+        piece, width, offset = _BYTE_FIELDS[node.field]
+        guard = "V == 4" if node.field.startswith("ip.") else "V == 6"
+        return guard, piece, repr((node.value - offset).to_bytes(width, "big"))
+    value, guard = _value_expression(node.field)
+    return guard, value, str(node.value)
+
+
+def _test_parts(node: Test, cached: dict | None = None, names: _Names | None = None) -> tuple[str | None, str]:
+    """(guard, comparison); the test is `guard and comparison`. `cached` maps a
+    field read more than once in a chain to its local name (None until read)."""
+    if node.index is not None:
+        return _index_parts(node)
+    if node.field in _CONDITION and FIELDS[node.field].lo is not None:
+        if (node.op, node.value) in (("!=", 0), ("==", 1)):
+            return None, _CONDITION[node.field]
+        if (node.op, node.value) in (("==", 0), ("!=", 1)):
+            return None, f"not {_CONDITION[node.field]}" if " " not in _CONDITION[node.field] \
+                else f"not ({_CONDITION[node.field]})"
+    guard, value, constant = _operand(node)
+    if cached is not None and node.field in cached:
+        if cached[node.field] is None:
+            cached[node.field] = names.new()
+            value = f"({cached[node.field]} := {value})"
+        else:
+            value = cached[node.field]
+    return guard, f"{value} {node.op} {constant}"
+
+
+def _chain(node: And | Or, names: _Names) -> str:
+    """A flat and/or chain, with tests regrouped so that each guard and each
+    field is evaluated once: `tcp.DstPort == 80 or tcp.DstPort == 443 or
+    tcp.SrcPort == 80` becomes `T == 6 and (dport in {80, 443} or sport == 80)`.
+    Regrouping is sound because every operand is free of side effects."""
+    is_or = isinstance(node, Or)
+    joiner = " or " if is_or else " and "
+    parts = flatten(node)
+    equal_values: dict[str, list[int]] = {}
+    if is_or:
+        for part in parts:
+            if isinstance(part, Test) and part.index is None and part.op == "==" \
+                    and part.field not in _BYTE_FIELDS and part.field not in _CONDITION:
+                equal_values.setdefault(part.field, []).append(part.value)
+    reads: dict[str, int] = {}
+    for part in parts:
+        if isinstance(part, Test) and part.index is None and part.field not in equal_values:
+            reads[part.field] = reads.get(part.field, 0) + 1
+    cached = {field: None for field, count in reads.items() if count > 1}
+    by_guard: dict[str | None, list[str]] = {}
+    done_fields = set()
+    for part in parts:
+        if not isinstance(part, Test):
+            by_guard.setdefault(None, []).append(_expression(part, names))
+            continue
+        if part.index is None and part.field in equal_values:
+            if part.field in done_fields:
+                continue
+            done_fields.add(part.field)
+            values = sorted(set(equal_values[part.field]))
+            value, guard = _value_expression(part.field)
+            test = f"{value} == {values[0]}" if len(values) == 1 else \
+                f"{value} in {{{', '.join(str(v) for v in values)}}}"
+        else:
+            guard, test = _test_parts(part, cached, names)
+        by_guard.setdefault(guard, []).append(test)
+    terms = []
+    for guard, tests in by_guard.items():
+        inner = joiner.join(f"({t})" for t in tests)
+        if guard is None:
+            terms.append(inner)
+        elif is_or:
+            terms.append(f"({guard} and ({inner}))")
+        else:
+            terms.append(f"{guard} and {inner}")
+    return "(" + joiner.join(terms) + ")"
+
+
+def _expression(node: Node, names: _Names) -> str:
+    if isinstance(node, Const):
+        return "True" if node.value else "False"
+    if isinstance(node, (And, Or)):
+        return _chain(node, names)
+    if isinstance(node, Cond):
+        return (f"({_expression(node.then, names)} if {_expression(node.test, names)} "
+                f"else {_expression(node.otherwise, names)})")
+    guard, test = _test_parts(node)
+    return f"({guard} and {test})" if guard else f"({test})"
+
+
+def flatten(node: And | Or) -> list[Node]:
+    """The operands of a chain of the same operator, left to right, without recursion."""
+    kind, parts, stack = type(node), [], [node]
+    while stack:
+        current = stack.pop()
+        if type(current) is kind:
+            stack.extend((current.right, current.left))
+        else:
+            parts.append(current)
+    return parts
+
+
+_PAYLOAD_FIELDS = frozenset({"tcp.PayloadLength", "udp.PayloadLength", "tcp.Payload", "tcp.Payload16", "tcp.Payload32",
+                   "udp.Payload", "udp.Payload16", "udp.Payload32"})
+
+
+# The prelude repeats parse_headers' decisions inline for IPv4 and for IPv6
+# without extension headers (the common cases), so that most packets are
+# judged without building a HeaderLayout, and it computes only what the
+# filter reads: n (length), V (IP version), P (protocol), Fr (fragment),
+# T (transport protocol present, 0 if none), t (its offset), po/pl (payload).
+_CHECK_ONLY = """\
+    n = len(r)
+    if n < 20:
+        return False
+    V = r[0] >> 4
+    if V == 4:
+        h = (r[0] & 15) << 2
+        if h < 20 or a.ipv6 or n < h or (r[2] << 8 | r[3]) < h:
+            return False
+    elif V != 6 or n < 40 or not a.ipv6:
+        return False
+"""
+
+
+def _transport_prelude(protocols: set[int], need_p: bool, need_fr: bool) -> str:
+    lines = [
+        "    n = len(r)",
+        "    if n < 20:",
+        "        return False",
+        "    V = r[0] >> 4",
+        "    T = 0",
+        "    if V == 4:",
+        "        h = (r[0] & 15) << 2",
+        "        if h < 20 or a.ipv6 or n < h:",
+        "            return False",
+        "        e = r[2] << 8 | r[3]",
+        "        if e < h:",
+        "            return False",
+        "        if e > n:",
+        "            e = n",
+    ]
+    if need_p or protocols:
+        lines.append("        P = r[9]")
+    if need_fr:
+        lines.append("        Fr = r[6] & 0x3F or r[7]")
+    v4 = sorted(p for p in protocols if p != 58)
+    if v4:
+        lines.append("        if not (r[6] & 0x1F or r[7]):")
+        lines += _classify_lines(v4, "h", "            ")
+    lines += [
+        "    elif V == 6:",
+        "        if n < 40 or not a.ipv6:",
+        "            return False",
+        "        P = r[6]",
+        "        if P == 6 or P == 17 or P == 58:",
+        "            e = (r[4] << 8 | r[5]) + 40",
+        "            if e > n:",
+        "                e = n",
+        "            h = 40",
+    ]
+    if need_fr:
+        lines.append("            Fr = False")
+    v6 = sorted(p for p in protocols if p != 1)
+    if v6:
+        lines += _classify_lines(v6, "40", "            ")
+    lines += [
+        "        else:",
+        "            L = parse_headers(r)",
+        "            P = L.protocol",
+        "            Fr = L.fragment",
+        "            T = L.transport",
+        "            e = L.ip_total_len",
+        "            h = L.transport_offset if T else L.payload_offset",
+        "    else:",
+        "        return False",
+        "    t = h",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _classify_lines(protocols: list[int], offset: str, indent: str) -> list[str]:
+    """Sets T when one of `protocols` follows at `offset` with a header that fits."""
+    lines = []
+    keyword = "if"
+    for protocol in protocols:
+        if protocol == 6:
+            lines += [f"{indent}{keyword} P == 6:",
+                      f"{indent}    if e - {offset} >= 20 and r[{offset} + 12] >= 0x50:",
+                      f"{indent}        T = 6"]
+        else:
+            lines += [f"{indent}{keyword} P == {protocol}:",
+                      f"{indent}    if e - {offset} >= 8:",
+                      f"{indent}        T = {protocol}"]
+        keyword = "elif"
+    return lines
+
+
+_PAYLOAD = """\
+    if T == 6:
+        q = (r[t + 12] >> 4) << 2
+        po = t + (q if q < e - t else e - t)
+    elif T:
+        po = t + 8
+    else:
+        po = t
+    pl = e - po
+"""
+
+_PROTOCOL_OF = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
+
+
+def _reads(tree: Node) -> tuple[set[int], bool, bool, bool, bool]:
+    """(transport protocols tested, needs P, needs Fr, needs payload bounds, needs the hash)."""
+    protocols: set[int] = set()
+    need_p = need_fr = payload = hashing = False
+    for node in walk(tree):
+        if not isinstance(node, Test):
+            continue
+        name = node.field
+        head = name.split(".")[0]
+        if head in _PROTOCOL_OF:
+            protocols.add(_PROTOCOL_OF[head])
+        elif name in ("localPort", "remotePort"):
+            protocols.update((6, 17, 1, 58))
+        elif name == "protocol":
+            need_p = True
+        elif name == "fragment":
+            need_fr = True
+        elif name.startswith("random"):
+            hashing = True
+        if name in _PAYLOAD_FIELDS:
+            payload = True
+    return protocols, need_p, need_fr, payload, hashing
+
+
+def python_source(tree: Node) -> str:
+    protocols, need_p, need_fr, payload, hashing = _reads(tree)
+    if protocols or need_p or need_fr:
+        source = "def match(r, a):\n" + _transport_prelude(protocols, need_p, need_fr)
+    else:
+        source = "def match(r, a):\n" + _CHECK_ONLY
+    if payload:
+        source += _PAYLOAD
+    if hashing:
+        source += "    H = layout_hash(r, parse_headers(r), a.timestamp)\n"
+    # Conditions such as `a.outbound` or `Fr` may be truthy non-bools: the
+    # answer is always exactly True or False.
+    return source + f"    return True if {_expression(tree, _Names())} else False\n"
+
+
+def compile_tree(tree: Node, name: str = "<filter>"):
+    namespace = {"parse_headers": headers.parse_headers, "layout_hash": layout_hash}
+    exec(compile(python_source(tree), name, "exec"), namespace)
+    return namespace["match"]

@@ -1,0 +1,327 @@
+"""Divert: a WinDivert handle, backend-neutral.
+
+Verdicts. A diverted packet is out of the stack until this handle sends it
+(send/send_batch: released with its current bytes) or it is dropped. It is
+dropped when the Packet object is garbage-collected without having been
+sent, and at close() for whatever is still pending, so a program drops a
+packet simply by not sending it and nothing stays stuck in the kernel queue.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import threading
+import weakref
+
+from divertgui.engine.address import (PARAM_LIMITS, PRIORITY_MAX, PRIORITY_MIN, Flag, Layer, Param)
+from divertgui.engine.packet import Packet
+
+VERSION_MAJOR, VERSION_MINOR = 2, 2
+MAX_BATCH = 255
+TICKET_SHIFT = 32
+_serials = itertools.count(1)
+
+
+class DivertError(Exception):
+    """A handle could not do what was asked; the message says what and why."""
+
+
+class DivertArgumentError(DivertError, ValueError):
+    """An invalid flag combination, priority, layer or parameter."""
+
+
+class NotPrivilegedError(DivertError, PermissionError):
+    """The process lacks the privilege to divert packets."""
+
+
+class MissingToolError(DivertError):
+    """A program the driver needs (iptables) is not installed."""
+
+
+class KernelFeatureError(DivertError):
+    """The kernel lacks a feature the driver needs (NFQUEUE, NFLOG)."""
+
+
+class UnsupportedPlatformError(DivertError):
+    """No backend for this operating system."""
+
+
+class HandleClosedError(DivertError):
+    """The handle is closed, or shut down in the direction asked."""
+
+
+class _HeldPacket(Packet):
+    """A received packet whose pending verdict is dropped when it is garbage-collected."""
+
+    __slots__ = ("__weakref__",)
+
+
+class _MatchAll:
+    text = "true"
+
+    def match(self, raw, address) -> bool:
+        return True
+
+
+def _compile(text: str, layer: Layer):
+    try:
+        from divertgui.engine.filter import compile_filter
+    except ImportError:
+        if text.strip() == "true":
+            return _MatchAll()
+        raise
+    return compile_filter(text, layer)
+
+
+def _default_backend():
+    if sys.platform.startswith("linux"):
+        from divertgui.engine.backends.nfqueue import NfqueueBackend
+        return NfqueueBackend()
+    raise UnsupportedPlatformError(
+        f"no diversion backend for {sys.platform}: divertgui diverts on Linux (netfilter); "
+        f"on Windows pass backend= a pydivert backend")
+
+
+def _translate(exc: Exception) -> DivertError:
+    """One clear sentence from a backend failure, as the right DivertError."""
+    from divertgui.engine.backends.nfqueue import PrerequisiteError
+    kinds = {"privilege": NotPrivilegedError, "tool": MissingToolError,
+             "kernel": KernelFeatureError, "platform": UnsupportedPlatformError}
+    if isinstance(exc, PrerequisiteError):
+        return kinds.get(exc.kind, DivertError)(str(exc))
+    if isinstance(exc, PermissionError):
+        return NotPrivilegedError(f"diverting packets needs root (CAP_NET_ADMIN): {exc}")
+    return DivertError(str(exc))
+
+
+class Divert:
+    """Divert(filter="true", layer=Layer.NETWORK, priority=0, flags=Flag(0), backend=None)."""
+
+    def __init__(self, filter: str = "true", layer: Layer = Layer.NETWORK, priority: int = 0,
+                 flags: Flag = Flag(0), backend=None):
+        layer = Layer(layer)
+        flags = Flag(flags)
+        if layer not in (Layer.NETWORK, Layer.NETWORK_FORWARD):
+            raise DivertArgumentError(f"layer {layer.name} is not supported yet; use NETWORK or NETWORK_FORWARD")
+        if flags & Flag.SNIFF and flags & Flag.DROP:
+            raise DivertArgumentError("flags SNIFF and DROP cannot be combined")
+        if flags & Flag.RECV_ONLY and flags & Flag.SEND_ONLY:
+            raise DivertArgumentError("flags RECV_ONLY and SEND_ONLY cannot be combined")
+        if not isinstance(priority, int) or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+            raise DivertArgumentError(f"priority {priority!r} is outside {PRIORITY_MIN}..{PRIORITY_MAX}")
+        self.filter_text = filter
+        self.filter = _compile(filter, layer)
+        self.layer, self.priority, self.flags = layer, priority, flags
+        self.params = {param: limits[0] for param, limits in PARAM_LIMITS.items()}
+        self._backend = backend
+        self._serial = next(_serials)
+        self._opened = False
+        self._closed = False
+        self._recv_shut = self._send_shut = False
+        self._finalizers: dict[int, weakref.finalize] = {}
+        self._lock = threading.Lock()
+        self._received = 0
+
+    # -- life cycle ------------------------------------------------------------
+
+    def open(self) -> "Divert":
+        if self._opened:
+            raise DivertError("the handle is already open")
+        if self._closed:
+            raise HandleClosedError("a closed handle cannot be opened again; create a new Divert")
+        backend = self._backend if self._backend is not None else _default_backend()
+        try:
+            backend.open(self.filter, self.layer, self.priority, self.flags, dict(self.params))
+        except DivertError:
+            raise
+        except Exception as exc:
+            raise _translate(exc) from exc
+        self._backend = backend
+        self._opened = True
+        return self
+
+    @property
+    def is_open(self) -> bool:
+        return self._opened and not self._closed
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._lock:
+            finalizers = list(self._finalizers.values())
+            self._finalizers.clear()
+        for finalizer in finalizers:
+            finalizer.detach()
+        if self._opened:
+            self._backend.close()
+
+    def shutdown(self, how: str = "both") -> None:
+        """Stop receiving ("recv"), sending ("send") or both; queued packets stay readable."""
+        if how not in ("recv", "send", "both"):
+            raise DivertArgumentError(f"shutdown how={how!r}: use 'recv', 'send' or 'both'")
+        self._require_open()
+        if how in ("recv", "both"):
+            self._recv_shut = True
+        if how in ("send", "both"):
+            self._send_shut = True
+        self._backend.shutdown(how)
+
+    def __enter__(self) -> "Divert":
+        if not self._opened:
+            self.open()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Packet:
+        while self.is_open:
+            batch = self._recv(1, None)
+            if batch:
+                return batch[0]
+            if self._recv_shut:
+                break
+        raise StopIteration
+
+    def _require_open(self) -> None:
+        if not self._opened:
+            raise HandleClosedError("the handle is not open; call open() or use it in a with block")
+        if self._closed:
+            raise HandleClosedError("the handle is closed")
+
+    # -- receiving ---------------------------------------------------------------
+
+    def recv(self, timeout: float | None = None) -> Packet:
+        """The next packet; TimeoutError when `timeout` seconds pass first."""
+        batch = self.recv_batch(1, timeout)
+        if not batch:
+            if self._recv_shut:
+                raise HandleClosedError("receiving was shut down and no queued packet is left")
+            raise TimeoutError(f"no packet matching {self.filter_text!r} within {timeout} s")
+        return batch[0]
+
+    def recv_batch(self, n: int = MAX_BATCH, timeout: float | None = None) -> list[Packet]:
+        """Up to n packets (1..255) in one call; [] when `timeout` passes first."""
+        if not 1 <= n <= MAX_BATCH:
+            raise DivertArgumentError(f"batch size {n} is outside 1..{MAX_BATCH}")
+        return self._recv(n, timeout)
+
+    def _recv(self, n: int, timeout: float | None) -> list[Packet]:
+        self._require_open()
+        if self.flags & Flag.SEND_ONLY:
+            raise DivertError("this handle was opened SEND_ONLY: it cannot receive")
+        if self.flags & Flag.DROP:
+            raise DivertError("this handle was opened with DROP: matching packets are dropped in the "
+                              "kernel and there is nothing to receive")
+        packets = []
+        for captured in self._backend.recv_batch(n, timeout):
+            if captured.ticket:
+                packet = _HeldPacket(captured.raw, captured.address)
+                packet.ticket = (self._serial << TICKET_SHIFT) | captured.ticket
+                finalizer = weakref.finalize(packet, self._drop_unsent, captured.ticket)
+                finalizer.atexit = False
+                with self._lock:
+                    self._finalizers[captured.ticket] = finalizer
+            else:
+                packet = Packet(captured.raw, captured.address)
+            packets.append(packet)
+        self._received += len(packets)
+        return packets
+
+    def _drop_unsent(self, ticket: int) -> None:
+        with self._lock:
+            self._finalizers.pop(ticket, None)
+        if not self._closed:
+            try:
+                self._backend.verdict(ticket, None)
+            except (KeyError, OSError):
+                pass
+
+    # -- sending -----------------------------------------------------------------
+
+    def _own_ticket(self, packet: Packet) -> int:
+        ticket = getattr(packet, "ticket", 0) or 0
+        if ticket >> TICKET_SHIFT == self._serial:
+            return ticket & ((1 << TICKET_SHIFT) - 1)
+        return 0
+
+    def send(self, packet: Packet) -> None:
+        """Release a received packet with its current bytes, or inject a new one."""
+        self.send_batch([packet])
+
+    def send_batch(self, packets) -> None:
+        self._require_open()
+        if self.flags & Flag.RECV_ONLY:
+            raise DivertError("this handle was opened RECV_ONLY: it cannot send")
+        if self._send_shut:
+            raise HandleClosedError("sending was shut down on this handle")
+        verdicts = []
+        for packet in packets:
+            ticket = self._own_ticket(packet)
+            with self._lock:
+                finalizer = self._finalizers.pop(ticket, None) if ticket else None
+            if finalizer is not None:
+                finalizer.detach()
+                verdicts.append((ticket, packet.raw))
+                packet.ticket = 0
+            else:
+                self._backend.inject(packet.raw, packet.address)
+        if verdicts:
+            many = getattr(self._backend, "verdict_many", None)
+            if many is not None:
+                many(verdicts)
+            else:
+                for ticket, raw in verdicts:
+                    self._backend.verdict(ticket, raw)
+
+    def drop(self, packet: Packet) -> None:
+        """Drop a received packet now rather than when it is garbage-collected."""
+        self._require_open()
+        ticket = self._own_ticket(packet)
+        with self._lock:
+            finalizer = self._finalizers.pop(ticket, None) if ticket else None
+        if finalizer is None:
+            raise DivertError("this packet has no pending verdict on this handle")
+        finalizer.detach()
+        packet.ticket = 0
+        self._backend.verdict(ticket, None)
+
+    # -- parameters and counters ---------------------------------------------------
+
+    def set_param(self, param: Param, value: int) -> None:
+        param = Param(param)
+        if param not in PARAM_LIMITS:
+            raise DivertArgumentError(f"parameter {param.name} is read-only")
+        _default, low, high = PARAM_LIMITS[param]
+        if not isinstance(value, int) or not low <= value <= high:
+            raise DivertArgumentError(f"{param.name} = {value!r} is outside {low}..{high}")
+        self.params[param] = value
+        if self.is_open:
+            self._backend.set_param(param, value)
+
+    def get_param(self, param: Param) -> int:
+        param = Param(param)
+        if param == Param.VERSION_MAJOR:
+            return VERSION_MAJOR
+        if param == Param.VERSION_MINOR:
+            return VERSION_MINOR
+        return self.params[param]
+
+    def stats(self) -> dict[str, int]:
+        """diverted, sniffed, dropped, expired, overflowed, bypassed, and more from the backend."""
+        counts = {"diverted": 0, "sniffed": 0, "dropped": 0, "expired": 0, "overflowed": 0, "bypassed": 0}
+        if self._opened:
+            counts.update(self._backend.stats())
+        counts["received"] = self._received
+        counts["held"] = len(self._finalizers)
+        return counts
+
+    def __repr__(self) -> str:
+        state = "open" if self.is_open else "closed" if self._closed else "new"
+        return (f"Divert({self.filter_text!r}, layer={self.layer.name}, priority={self.priority}, "
+                f"flags={self.flags!r}) [{state}]")

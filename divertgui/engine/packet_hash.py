@@ -1,0 +1,115 @@
+"""WinDivertHelperHashPacket, bit for bit: a 64-bit xxHash specialised to one
+round over 32 bytes taken from the IP header and the first transport-header
+words, seeded by the caller and padded with fixed constants (SHA-2 IVs).
+
+Words are read little-endian because the reference reads them as native
+integers on x86.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from .headers import IPPROTO_TCP, parse_headers
+
+_MASK = 0xFFFFFFFFFFFFFFFF
+_PRIME1 = 11400714785074694791
+_PRIME2 = 14029467366897019727
+_PRIME3 = 1609587929392839161
+_PRIME4 = 9650029242287828579
+_PADDING = (
+    0x428A2F9871374491, 0xB5C0FBCFE9B5DBA5, 0x3956C25B59F111F1,
+    0x923F82A4AB1C5ED5, 0xD807AA9812835B01, 0x243185BE550C7DC3,
+    0x72BE5D7480DEB1FE, 0x9BDC06A7C19BF174, 0xE49B69C1EFBE4786,
+)
+_u64 = struct.Struct("<Q").unpack_from
+_u32 = struct.Struct("<I").unpack_from
+
+
+def _rotl(x: int, r: int) -> int:
+    return ((x << r) | (x >> (64 - r))) & _MASK
+
+
+def _round(acc: int, value: int) -> int:
+    acc = (acc + value * _PRIME2) & _MASK
+    return (_rotl(acc, 31) * _PRIME1) & _MASK
+
+
+def _merge_round(acc: int, value: int) -> int:
+    acc ^= _round(0, value)
+    return (acc * _PRIME1 + _PRIME4) & _MASK
+
+
+def _avalanche(h: int) -> int:
+    h ^= h >> 33
+    h = (h * _PRIME2) & _MASK
+    h ^= h >> 29
+    h = (h * _PRIME3) & _MASK
+    return h ^ (h >> 32)
+
+
+def _declared_length(raw: bytes, version: int) -> int:
+    if version == 4:
+        return (raw[2] << 8) | raw[3]
+    return ((raw[4] << 8) | raw[5]) + 40
+
+
+def hash_packet(raw: bytes, seed: int = 0) -> int:
+    """The reference's 64-bit packet hash; 0 when `raw` is not an IP packet.
+
+    Unlike the filter, the hash refuses a packet shorter than its IP length
+    field says (the reference's WinDivertHelperParsePacket does).
+    """
+    layout = parse_headers(raw)
+    if layout is None or layout.ip_total_len < _declared_length(raw, layout.version):
+        return 0
+    return layout_hash(raw, layout, seed)
+
+
+def layout_hash(raw: bytes, layout, seed: int) -> int:
+    """The hash of a packet already parsed; the filter's random8/16/32 use it
+    as is, without hash_packet's length check (the reference does the same)."""
+    if layout is None:
+        return 0
+    seed &= _MASK
+    v = [0, 0, 0, 0]
+    v1 = seed ^ _PADDING[0]
+    v2 = _u64(raw, 0)[0] ^ _PADDING[1]
+    v3 = _u64(raw, 8)[0] ^ _PADDING[2]
+    if layout.version == 4:
+        v4 = _u32(raw, 16)[0] ^ _PADDING[3]
+        i = 0
+    else:
+        v4 = _u64(raw, 16)[0] ^ _PADDING[3]
+        v[0] = _u64(raw, 24)[0] ^ _PADDING[4]
+        v[1] = _u64(raw, 32)[0] ^ _PADDING[5]
+        i = 2
+    t = layout.transport_offset
+    if layout.transport == IPPROTO_TCP:
+        v[i] = _u64(raw, t)[0] ^ _PADDING[i + 4]
+        i += 1
+        v[i] = _u64(raw, t + 8)[0] ^ _PADDING[i + 4]
+        i += 1
+        last = _u32(raw, t + 16)[0]
+        if i <= 3:
+            v[i] = last ^ _PADDING[i + 4]
+            i += 1
+        else:
+            v2 ^= (last << 32) & _MASK
+    elif layout.transport:
+        v[i] = _u64(raw, t)[0] ^ _PADDING[i + 4]
+        i += 1
+    while i <= 3:
+        v[i] = seed ^ _PADDING[i + 4]
+        i += 1
+
+    v1 = _round(v[0], v1)
+    v2 = _round(v[1], v2)
+    v3 = _round(v[2], v3)
+    v4 = _round(v[3], v4)
+    h = (_rotl(v1, 1) + _rotl(v2, 7) + _rotl(v3, 12) + _rotl(v4, 18)) & _MASK
+    h = _merge_round(h, v1)
+    h = _merge_round(h, v2)
+    h = _merge_round(h, v3)
+    h = _merge_round(h, v4)
+    return _avalanche((h + 32) & _MASK)

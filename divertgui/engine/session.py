@@ -1,0 +1,444 @@
+"""The engine loop: source -> rules -> intercept -> store, driven by commands.
+
+A Session runs on one worker thread (`run`). Other threads talk to it only
+through `post(command)`; it answers only through `emit(event)`. Both are the
+plain dicts of divertgui.engine.protocol, so the loop could as well run in
+another process. Events are coalesced: at most one per EMIT_INTERVAL.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from typing import Callable, NamedTuple
+
+from divertgui.engine.address import Address, Flag, Layer
+from divertgui.engine.protocol import event
+from divertgui.engine.store import CaptureStore, Verdict
+
+EMIT_INTERVAL = 1 / 30
+RECV_TIMEOUT = 0.01
+BATCH = 255
+DEMO_RATE = 1000.0
+
+_MODES = {"divert": Flag(0), "sniff": Flag.SNIFF, "drop": Flag.DROP}
+
+
+class Held(NamedTuple):
+    packet: object          # the handle's Packet, its verdict pending
+    row: int
+    since: float            # time.monotonic() when it was held
+
+
+class SessionError(Exception):
+    """A command that cannot be carried out; `where` names what was wrong."""
+
+    def __init__(self, message: str, where: str, position: int | None = None):
+        super().__init__(message)
+        self.where = where
+        self.position = position
+
+
+class Session:
+    def __init__(self, emit: Callable[[dict], None], store: CaptureStore | None = None) -> None:
+        self.emit = emit
+        self.store = store if store is not None else CaptureStore()
+        self.rules: list[dict] = []
+        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._handle = None
+        self._backend = None
+        self._source = ""
+        self._mode = "divert"
+        self._layer = Layer.NETWORK
+        self._paused = False
+        self._reason = ""
+        self._ended = False
+        self._intercept = None
+        self._intercept_text = ""
+        self._hold_seconds = 0.0
+        self._hold_action = "forward"
+        self._held: dict[int, Held] = {}
+        self._next_id = 1
+        self._wall_offset = 0
+        self._counts = dict.fromkeys(("forwarded", "modified", "user_dropped", "hold_expired", "injected"), 0)
+        # Coalesced outgoing events.
+        self._state_due = False
+        self._rows_due = False
+        self._newly_held: list[dict] = []
+        self._released: list[int] = []
+        self._errors: list[dict] = []
+        self._last_emit = 0.0
+        self._last_kind = ""
+
+    # -- the thread-safe side -------------------------------------------------------
+
+    def post(self, command: dict) -> None:
+        """Queue a command (any thread); the loop carries it out in order."""
+        self._commands.put(command)
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Carry out commands and move packets until a "shutdown" command."""
+        try:
+            while not self._ended:
+                self._take_commands(wait=RECV_TIMEOUT if self._handle is None or self._mode == "drop" else 0)
+                if self._ended:
+                    break
+                if self._handle is not None and self._mode != "drop":
+                    self._pump()
+                self._expire_holds()
+                self._flush()
+        finally:
+            self._close_source("the session ended")
+            self._flush(force=True)
+
+    def _take_commands(self, wait: float) -> None:
+        try:
+            command = self._commands.get(timeout=wait) if wait else self._commands.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            self._carry_out(command)
+            if self._ended:
+                return
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+
+    def _carry_out(self, command: dict) -> None:
+        kind = command.get("type") if isinstance(command, dict) else None
+        handler = getattr(self, f"_on_{kind}", None) if isinstance(kind, str) else None
+        if handler is None:
+            self._error(f"unknown session command {kind!r}", "command")
+            return
+        try:
+            handler(command)
+        except SessionError as exc:
+            self._error(str(exc), exc.where, exc.position)
+        except (KeyError, ValueError, TypeError) as exc:
+            self._error(f"bad {kind} command: {exc!r}", kind)
+        except Exception as exc:   # a failing command must not end the loop
+            self._error(f"{kind} failed: {exc}", kind)
+
+    # -- moving packets -----------------------------------------------------------------
+
+    def _pump(self) -> None:
+        try:
+            packets = self._handle.recv_batch(BATCH, RECV_TIMEOUT)
+        except Exception as exc:   # a source failing must end that capture, not the session
+            self._error(f"{self._source} capture stopped: {exc}", self._source)
+            self._close_source(f"{self._source} capture stopped: {exc}")
+            return
+        if not packets:
+            if getattr(self._backend, "finished", False) and not self._held:
+                self._close_source("the capture file has been replayed to its end")
+            return
+        self._process(self.apply_rules(packets))
+
+    def apply_rules(self, packets: list) -> list:
+        """The rules pipeline between the source and the intercept filter.
+
+        Network-condition and rewrite rules plug in here; each takes the
+        batch and returns the packets that go on (delayed, duplicated and
+        dropped ones are its own business). With no rules the batch passes.
+        """
+        return packets
+
+    def _process(self, packets: list) -> None:
+        sniffing = self._mode == "sniff"
+        intercept = None if sniffing or self._paused else self._intercept
+        release, verdicts, hold = [], [], []
+        for packet in packets:
+            if sniffing:
+                verdicts.append(Verdict.SNIFFED)
+            elif intercept is not None and intercept.match(packet.raw, packet.address):
+                verdicts.append(Verdict.HELD)
+                hold.append(packet)
+            else:
+                verdicts.append(Verdict.PASSED)
+                release.append(packet)
+        if release:
+            self._handle.send_batch(release)
+        if self._paused:
+            return
+        rows = self.store.append_batch([p.raw for p in packets], [p.address for p in packets], verdicts,
+                                       [p.address.timestamp + self._wall_offset for p in packets])
+        if hold:
+            now = time.monotonic()
+            for packet, row in zip(packets, rows):
+                if verdicts[row - rows.start] == Verdict.HELD:
+                    self._hold(packet, row, now)
+        self._rows_due = True
+
+    def _hold(self, packet, row: int, since: float) -> None:
+        ident = self._next_id
+        self._next_id += 1
+        self._held[ident] = Held(packet, row, since)
+        self._newly_held.append({"id": ident, "row": row})
+
+    def _release(self, ident: int, data: bytes | None, drop: bool = False, fix: bool = False) -> None:
+        held = self._held.pop(ident, None)
+        if held is None:
+            raise SessionError(f"no held packet has id {ident} (already released or expired)", "held")
+        if drop:
+            self._handle.drop(held.packet)
+            self.store.set_verdict(held.row, Verdict.DROPPED)
+            self._counts["user_dropped"] += 1
+        else:
+            if data is not None:
+                data = fix_lengths_and_checksums(data, held.packet.address) if fix else data
+            if data is not None and data != held.packet.raw:
+                held.packet.raw = data
+                self.store.set_edited(held.row, data)
+                self._counts["modified"] += 1
+            else:
+                self.store.set_verdict(held.row, Verdict.PASSED)
+            self._counts["forwarded"] += 1
+            self._handle.send(held.packet)
+        self._released.append(ident)
+        self._rows_due = True
+
+    def _expire_holds(self) -> None:
+        if not self._held or self._hold_seconds <= 0:
+            return
+        limit = time.monotonic() - self._hold_seconds
+        for ident in [i for i, h in self._held.items() if h.since <= limit]:
+            self._counts["hold_expired"] += 1
+            self._release(ident, None, drop=self._hold_action == "drop")
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def _on_start(self, command: dict) -> None:
+        source = command.get("source", "demo")
+        mode = command.get("mode", "divert")
+        if source not in ("demo", "live", "replay"):
+            raise SessionError(f"unknown source {source!r}: use demo, live or replay", "source")
+        if mode not in _MODES:
+            raise SessionError(f"unknown mode {mode!r}: use divert, sniff or drop", "mode")
+        layer_name = command.get("layer", "NETWORK")
+        if layer_name not in ("NETWORK", "NETWORK_FORWARD"):
+            raise SessionError(f"unknown layer {layer_name!r}: use NETWORK or NETWORK_FORWARD", "layer")
+        self._close_source("")
+        layer = Layer[layer_name]
+        filter_text = command.get("filter", "true") or "true"
+        priority = int(command.get("priority", 0))
+        reason = ""
+        if source == "live":
+            try:
+                handle = self._open(filter_text, layer, priority, _MODES[mode], None)
+                backend = None
+            except SessionError:
+                raise
+            except Exception as exc:
+                reason = f"Live capture is not possible here ({_sentence(exc)}), so the demo network runs instead."
+                source = "demo"
+        if source == "demo":
+            from divertgui.engine.backends.demo import DemoBackend
+            backend = DemoBackend(seed=int(command.get("seed", 0)), rate=float(command.get("rate", DEMO_RATE)))
+            handle = self._open(filter_text, layer, priority, _MODES[mode], backend)
+        elif source == "replay":
+            path = command.get("path")
+            if not path:
+                raise SessionError("replay needs the path of a capture file", "path")
+            from divertgui.engine.backends.replay import ReplayBackend
+            backend = ReplayBackend(path, float(command.get("speed", 1.0)))
+            handle = self._open(filter_text, layer, priority, _MODES[mode], backend)
+        self._handle, self._backend = handle, backend
+        self._source, self._mode, self._layer, self._reason = source, mode, layer, reason
+        self._wall_offset = time.time_ns() - time.monotonic_ns()
+        self._recompile_intercept()
+        self._state_due = True
+
+    def _open(self, filter_text: str, layer: Layer, priority: int, flags: Flag, backend):
+        from divertgui.engine.filter import FilterError
+        from divertgui.engine.handle import Divert
+        try:
+            handle = Divert(filter_text, layer, priority, flags, backend=backend)
+        except FilterError as exc:
+            raise SessionError(f"capture filter: {exc.message}", "filter", exc.position) from exc
+        handle.open()
+        return handle
+
+    def _on_stop(self, command: dict) -> None:
+        self._close_source("stopped")
+
+    def _close_source(self, reason: str) -> None:
+        if self._handle is None:
+            return
+        # Held packets continue unmodified rather than vanish with the handle.
+        for ident in list(self._held):
+            try:
+                self._release(ident, None)
+            except Exception as exc:
+                self._error(f"held packet {ident} could not be released: {exc}", "held")
+        try:
+            self._handle.close()
+        except Exception as exc:
+            self._error(f"closing the {self._source} source failed: {exc}", self._source)
+        self._handle = self._backend = None
+        self._reason = reason
+        self._state_due = self._rows_due = True
+
+    def _on_pause(self, command: dict) -> None:
+        self._paused = bool(command.get("paused", True))
+        self._state_due = True
+
+    def _on_clear(self, command: dict) -> None:
+        self.store.clear()
+        # Held packets stay held; they get rows in the emptied store.
+        for ident, held in list(self._held.items()):
+            row = self.store.append(held.packet.raw, held.packet.address, Verdict.HELD,
+                                    held.packet.address.timestamp + self._wall_offset)
+            self._held[ident] = held._replace(row=row)
+            self._newly_held.append({"id": ident, "row": row})
+        self._rows_due = True
+
+    def _on_set_rate(self, command: dict) -> None:
+        rate = float(command["rate"])
+        set_rate = getattr(self._backend, "set_rate", None)
+        if set_rate is None:
+            raise SessionError("the rate applies to the demo source only", "rate")
+        set_rate(rate)
+
+    def _on_set_intercept(self, command: dict) -> None:
+        self._intercept_text = (command.get("filter") or "").strip()
+        self._recompile_intercept()
+
+    def _recompile_intercept(self) -> None:
+        text = self._intercept_text
+        if text in ("", "false"):
+            self._intercept = None
+            return
+        from divertgui.engine.filter import FilterError, compile_filter
+        try:
+            self._intercept = compile_filter(text, self._layer)
+        except FilterError as exc:
+            self._intercept = None
+            raise SessionError(f"intercept filter: {exc.message}", "intercept", exc.position) from exc
+
+    def _on_set_hold_timeout(self, command: dict) -> None:
+        seconds = float(command.get("seconds", 0))
+        action = command.get("action", "forward")
+        if seconds < 0 or action not in ("forward", "drop"):
+            raise SessionError("hold timeout: seconds >= 0 and action forward or drop", "hold_timeout")
+        self._hold_seconds, self._hold_action = seconds, action
+
+    def _on_forward(self, command: dict) -> None:
+        data = {int(k): v for k, v in (command.get("data") or {}).items()}
+        for ident in command.get("ids", ()):
+            ident = int(ident)
+            hex_bytes = data.get(ident)
+            self._release(ident, bytes.fromhex(hex_bytes) if hex_bytes else None,
+                          fix=bool(command.get("fix", False)))
+
+    def _on_forward_unmodified(self, command: dict) -> None:
+        for ident in command.get("ids", ()):
+            self._release(int(ident), None)
+
+    def _on_drop(self, command: dict) -> None:
+        for ident in command.get("ids", ()):
+            self._release(int(ident), None, drop=True)
+
+    def _on_forward_all(self, command: dict) -> None:
+        for ident in list(self._held):
+            self._release(ident, None)
+
+    def _on_drop_all(self, command: dict) -> None:
+        for ident in list(self._held):
+            self._release(ident, None, drop=True)
+
+    def _on_inject(self, command: dict) -> None:
+        if self._handle is None:
+            raise SessionError("nothing to inject into: start a capture first", "inject")
+        raw = bytes.fromhex(command["data"])
+        if not raw or raw[0] >> 4 not in (4, 6):
+            raise SessionError("an injected packet must start with an IPv4 or IPv6 header", "inject")
+        from divertgui.engine.packet import Packet
+        address = Address(outbound=bool(command.get("outbound", True)), ipv6=raw[0] >> 4 == 6,
+                          if_idx=int(command.get("if_idx", 0)), timestamp=time.monotonic_ns(),
+                          layer=self._layer)
+        self._handle.send(Packet(raw, address))
+        self._counts["injected"] += 1
+        if not self._paused:
+            self.store.append(raw, address, Verdict.INJECTED, address.timestamp + self._wall_offset)
+            self._rows_due = True
+
+    def _on_set_rules(self, command: dict) -> None:
+        rules = command.get("rules", [])
+        if not isinstance(rules, list):
+            raise SessionError("rules must be a list", "rules")
+        self.rules = rules
+
+    def _on_shutdown(self, command: dict) -> None:
+        self._ended = True
+
+    # -- events -------------------------------------------------------------------------------
+
+    def _error(self, message: str, where: str, position: int | None = None) -> None:
+        fields = {"message": message, "where": where}
+        if position is not None:
+            fields["position"] = position
+        self._errors.append(fields)
+
+    def stats(self) -> dict:
+        counts = dict(self._handle.stats()) if self._handle is not None else {}
+        counts.update(self._counts)
+        counts.update(packets=len(self.store), bytes=self.store.bytes_stored, held=len(self._held))
+        return counts
+
+    def _flush(self, force: bool = False) -> None:
+        """Emit at most one event per EMIT_INTERVAL (every pending one when forced)."""
+        now = time.monotonic()
+        if not force and now - self._last_emit < EMIT_INTERVAL:
+            return
+        while True:
+            message = self._next_event()
+            if message is None:
+                return
+            self._last_emit = now
+            self.emit(message)
+            if not force:
+                return
+
+    def _next_event(self) -> dict | None:
+        if self._errors:
+            return event("error", **self._errors.pop(0))
+        if self._state_due:
+            self._state_due = False
+            return event("state", running=self._handle is not None, paused=self._paused,
+                         source=self._source, reason=self._reason)
+        held_due = bool(self._newly_held or self._released)
+        # Rows and held take turns so that neither starves the other.
+        if held_due and (not self._rows_due or self._last_kind != "held"):
+            self._last_kind = "held"
+            message = event("held", held=self._newly_held, released=self._released)
+            self._newly_held, self._released = [], []
+            return message
+        if self._rows_due:
+            self._rows_due = False
+            self._last_kind = "rows"
+            return event("rows", count=len(self.store), stats=self.stats())
+        return None
+
+
+def _sentence(exc: Exception) -> str:
+    return str(exc).strip().rstrip(".") or type(exc).__name__
+
+
+def fix_lengths_and_checksums(raw: bytes, address: Address) -> bytes:
+    """Set the IPv4/IPv6 and UDP length fields to the bytes present, then every checksum."""
+    from divertgui.engine.checksum import calc_checksums
+    from divertgui.engine.headers import parse_headers
+    packet = bytearray(raw)
+    if len(packet) >= 20 and packet[0] >> 4 == 4:
+        packet[2:4] = min(len(packet), 0xFFFF).to_bytes(2, "big")
+    elif len(packet) >= 40 and packet[0] >> 4 == 6:
+        packet[4:6] = min(len(packet) - 40, 0xFFFF).to_bytes(2, "big")
+    layout = parse_headers(packet)
+    if layout is not None and layout.protocol == 17 and layout.transport_offset >= 0:
+        at = layout.transport_offset
+        packet[at + 4:at + 6] = min(len(packet) - at, 0xFFFF).to_bytes(2, "big")
+    calc_checksums(packet, address.copy())
+    return bytes(packet)

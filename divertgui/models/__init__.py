@@ -1,0 +1,1 @@
+"""Qt models over the engine's capture store and session events."""

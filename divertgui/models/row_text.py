@@ -1,0 +1,55 @@
+"""The text shown for a stored packet (addresses, protocol, info), decoded on demand and cached.
+
+Only rows that a view asks about are decoded, so the cost follows what is on
+screen, not what is stored.
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+
+CACHE_ROWS = 4096
+
+
+def ip_endpoints(raw: bytes) -> tuple[str, str]:
+    """Source and destination address text; "?" when the bytes are not an IP header."""
+    if len(raw) >= 20 and raw[0] >> 4 == 4:
+        return str(ipaddress.IPv4Address(raw[12:16])), str(ipaddress.IPv4Address(raw[16:20]))
+    if len(raw) >= 40 and raw[0] >> 4 == 6:
+        return str(ipaddress.IPv6Address(raw[8:24])), str(ipaddress.IPv6Address(raw[24:40]))
+    return "?", "?"
+
+
+class RowText:
+    """(source, destination, protocol name, info) of a store row, LRU-cached."""
+
+    def __init__(self, store):
+        self.store = store
+        self._cache: collections.OrderedDict[int, tuple[str, str, str, str]] = collections.OrderedDict()
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+    def forget(self, row: int) -> None:
+        self._cache.pop(row, None)
+
+    def get(self, row: int) -> tuple[str, str, str, str]:
+        cached = self._cache.get(row)
+        if cached is not None:
+            self._cache.move_to_end(row)
+            return cached
+        from divertgui.engine import dissect
+        raw = self.store.raw(row)
+        address = self.store.address(row)
+        source, destination = ip_endpoints(raw)
+        try:
+            protocol = dissect.protocol_name(raw)
+            info = dissect.summary(raw, address)
+        except Exception as exc:  # a malformed packet must still show as a row
+            protocol, info = "?", f"undecodable: {exc}"
+        text = (source, destination, protocol, info)
+        self._cache[row] = text
+        if len(self._cache) > CACHE_ROWS:
+            self._cache.popitem(last=False)
+        return text

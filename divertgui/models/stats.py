@@ -1,0 +1,126 @@
+"""Traffic over time as arrays for the charts: per-second packets and bytes by
+protocol, inbound vs outbound, and the top conversations.
+
+Fed incrementally from the store's columns with numpy; nothing per point
+lives as a Python object.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+
+from divertgui.models.row_text import ip_endpoints
+
+PROTOCOLS = ("TCP", "UDP", "ICMP", "ICMPv6", "other")
+_PROTOCOL_INDEX = np.full(256, PROTOCOLS.index("other"), dtype=np.int8)
+_PROTOCOL_INDEX[6] = 0
+_PROTOCOL_INDEX[17] = 1
+_PROTOCOL_INDEX[1] = 2
+_PROTOCOL_INDEX[58] = 3
+_PROTOCOL_NAMES = {6: "TCP", 17: "UDP", 1: "ICMP", 58: "ICMPv6"}
+
+
+class TrafficStats:
+    def __init__(self, store):
+        self.store = store
+        self.clear()
+
+    def clear(self) -> None:
+        self.processed = 0
+        self.start_ns: int | None = None
+        self.seconds = 0
+        capacity = 64
+        self.packets = np.zeros((len(PROTOCOLS), capacity), dtype=np.int64)
+        self.bytes = np.zeros((len(PROTOCOLS), capacity), dtype=np.int64)
+        self.inbound = np.zeros(capacity, dtype=np.int64)
+        self.outbound = np.zeros(capacity, dtype=np.int64)
+        self.total_packets = 0
+        self.total_bytes = 0
+        self.conversations: collections.Counter = collections.Counter()
+        self.conversation_packets: collections.Counter = collections.Counter()
+        self.conversation_row: dict[int, int] = {}
+
+    def _grow(self, seconds: int) -> None:
+        capacity = self.inbound.shape[0]
+        if seconds <= capacity:
+            return
+        while capacity < seconds:
+            capacity *= 2
+        pad = capacity - self.inbound.shape[0]
+        self.packets = np.pad(self.packets, ((0, 0), (0, pad)))
+        self.bytes = np.pad(self.bytes, ((0, 0), (0, pad)))
+        self.inbound = np.pad(self.inbound, (0, pad))
+        self.outbound = np.pad(self.outbound, (0, pad))
+
+    def update(self, count: int) -> None:
+        """Takes in the stored rows up to `count`."""
+        if count < self.processed:
+            self.clear()
+        if count == self.processed:
+            return
+        first, self.processed = self.processed, count
+        stamps = np.asarray(self.store.column("timestamp", first, count), dtype=np.int64)
+        lengths = np.asarray(self.store.column("length", first, count), dtype=np.int64)
+        protocols = np.asarray(self.store.column("protocol", first, count), dtype=np.int64) & 0xFF
+        outbound = np.asarray(self.store.column("outbound", first, count), dtype=bool)
+        if self.start_ns is None:
+            self.start_ns = int(stamps[0])
+        bins = np.maximum((stamps - self.start_ns) // 1_000_000_000, 0)
+        self.seconds = max(self.seconds, int(bins.max()) + 1)
+        self._grow(self.seconds)
+        kinds = _PROTOCOL_INDEX[protocols]
+        for kind in range(len(PROTOCOLS)):
+            chosen = kinds == kind
+            if chosen.any():
+                self.packets[kind] += np.bincount(bins[chosen], minlength=self.packets.shape[1])
+                self.bytes[kind] += np.bincount(bins[chosen], weights=lengths[chosen],
+                                                minlength=self.bytes.shape[1]).astype(np.int64)
+        self.outbound += np.bincount(bins[outbound], minlength=self.outbound.shape[0])
+        self.inbound += np.bincount(bins[~outbound], minlength=self.inbound.shape[0])
+        self.total_packets += count - first
+        self.total_bytes += int(lengths.sum())
+        self._count_conversations(first, count, lengths)
+
+    def _count_conversations(self, first: int, count: int, lengths) -> None:
+        ids = np.asarray(self.store.column("conversation", first, count), dtype=np.int64)
+        keys, first_index, inverse = np.unique(ids, return_index=True, return_inverse=True)
+        sizes = np.bincount(inverse, weights=lengths).astype(np.int64)
+        packets = np.bincount(inverse)
+        for key, at, size, number in zip(keys.tolist(), first_index.tolist(), sizes.tolist(), packets.tolist()):
+            self.conversations[key] += size
+            self.conversation_packets[key] += number
+            self.conversation_row.setdefault(key, first + at)
+
+    def _conversation_label(self, key: int) -> str:
+        row = self.conversation_row[key]
+        source, destination = ip_endpoints(self.store.raw(row))
+        protocol = int(self.store.column("protocol", row, row + 1)[0])
+        name = _PROTOCOL_NAMES.get(protocol, str(protocol))
+        if name in ("TCP", "UDP"):
+            source += f":{int(self.store.column('src_port', row, row + 1)[0])}"
+            destination += f":{int(self.store.column('dst_port', row, row + 1)[0])}"
+        return f"{name} {source} ⇄ {destination}"
+
+    # what the charts draw ------------------------------------------------
+    def window(self, seconds: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(x seconds, packets[protocol, t], bytes[protocol, t], inbound[t], outbound[t]) for the last
+        `seconds` complete-or-current seconds."""
+        end = self.seconds
+        start = max(0, end - seconds)
+        x = np.arange(start, end, dtype=np.float64)
+        return (x, self.packets[:, start:end], self.bytes[:, start:end],
+                self.inbound[start:end], self.outbound[start:end])
+
+    def rates(self) -> tuple[float, float]:
+        """Packets/s and bytes/s over the last complete second (the current one while it is the only one)."""
+        if self.seconds == 0:
+            return 0.0, 0.0
+        second = self.seconds - 2 if self.seconds >= 2 else 0
+        return float(self.packets[:, second].sum()), float(self.bytes[:, second].sum())
+
+    def top_conversations(self, n: int = 8) -> list[tuple[str, int, int]]:
+        """(label, bytes, packets), most bytes first."""
+        return [(self._conversation_label(key), size, self.conversation_packets[key])
+                for key, size in self.conversations.most_common(n)]

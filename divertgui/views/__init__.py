@@ -1,0 +1,1 @@
+"""Qt widgets of the workbench; they show and command, the engine decides."""

@@ -1,0 +1,66 @@
+"""Where packets come from: the demo source, live capture, or a file replayed."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog, QFormLayout,
+                               QHBoxLayout, QLineEdit, QPushButton, QWidget)
+
+SOURCES = {"demo": "Demo traffic (no privileges needed)", "live": "Live capture (netfilter, needs root)",
+           "replay": "Replay a capture file"}
+
+
+@dataclasses.dataclass
+class CaptureOptions:
+    source: str = "demo"
+    rate: float = 200.0          # demo packets per second
+    path: str = ""               # replay file
+    speed: float = 1.0           # replay speed; 0 = as fast as possible
+
+
+class CaptureOptionsDialog(QDialog):
+    def __init__(self, options: CaptureOptions, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Capture options")
+        self.source = QComboBox(self)
+        for key, label in SOURCES.items():
+            self.source.addItem(label, key)
+        self.source.setCurrentIndex(list(SOURCES).index(options.source))
+        self.rate = QDoubleSpinBox(self)
+        self.rate.setRange(1, 1_000_000)
+        self.rate.setDecimals(0)
+        self.rate.setSuffix(" packets/s")
+        self.rate.setValue(options.rate)
+        self.path = QLineEdit(options.path, self)
+        browse = QPushButton("Browse…", self)
+        browse.clicked.connect(self._browse)
+        path_row = QWidget(self)
+        row = QHBoxLayout(path_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.path, 1)
+        row.addWidget(browse)
+        self.speed = QDoubleSpinBox(self)
+        self.speed.setRange(0, 1000)
+        self.speed.setSpecialValueText("as fast as possible")
+        self.speed.setSuffix(" × recorded speed")
+        self.speed.setValue(options.speed)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form = QFormLayout(self)
+        form.addRow("Source", self.source)
+        form.addRow("Demo rate", self.rate)
+        form.addRow("Replay file", path_row)
+        form.addRow("Replay speed", self.speed)
+        form.addRow(buttons)
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Replay capture", self.path.text(),
+                                              "Captures (*.pcapng *.pcap *.cap);;All files (*)")
+        if path:
+            self.path.setText(path)
+
+    def options(self) -> CaptureOptions:
+        return CaptureOptions(source=self.source.currentData(), rate=self.rate.value(),
+                              path=self.path.text(), speed=self.speed.value())

@@ -1,0 +1,155 @@
+"""Live charts over TrafficStats: packets/s and bytes/s stacked by protocol,
+inbound vs outbound, and the top conversations. Pause freezes the picture;
+the mouse zooms and pans; "Follow" returns to the live edge."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (QCheckBox, QGridLayout, QHBoxLayout, QHeaderView, QPushButton, QSpinBox,
+                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget, QLabel)
+
+from divertgui.models.stats import PROTOCOLS
+
+PROTOCOL_PENS = {
+    "TCP": "#6a5acd",
+    "UDP": "#2b8cc4",
+    "ICMP": "#c0399b",
+    "ICMPv6": "#e57ac4",
+    "other": "#8c8c8c",
+}
+
+
+def _plot(title: str, units: str) -> pg.PlotWidget:
+    plot = pg.PlotWidget(background="w")
+    plot.setTitle(title, color="#333333", size="9pt")
+    plot.showGrid(x=True, y=True, alpha=0.25)
+    plot.setLabel("bottom", "seconds since start")
+    plot.setLabel("left", units)
+    plot.setMouseEnabled(x=True, y=False)
+    plot.getPlotItem().getViewBox().setLimits(yMin=0)
+    return plot
+
+
+def _legend(plot: pg.PlotWidget) -> None:
+    plot.addLegend(offset=(8, 4), labelTextSize="8pt", labelTextColor="#222222", colCount=5,
+                   brush=pg.mkBrush(255, 255, 255, 210), pen=pg.mkPen("#cccccc"))
+
+
+class StackedPlot:
+    """Curves whose fills stack: each protocol's curve is the running sum up to it."""
+
+    def __init__(self, plot: pg.PlotWidget, names, colours):
+        self.plot = plot
+        self.curves = []
+        _legend(plot)
+        for name, colour in zip(names, colours):
+            fill = pg.mkColor(colour)
+            fill.setAlpha(120)
+            curve = plot.plot([], [], name=name, pen=pg.mkPen(colour, width=1.5), fillLevel=0,
+                              brush=fill, stepMode=None)
+            self.curves.append(curve)
+
+    def set_data(self, x: np.ndarray, series: np.ndarray) -> None:
+        totals = np.cumsum(series, axis=0)
+        # Drawn top-down so that each lower fill covers the one above it.
+        for curve, y in zip(self.curves, totals):
+            curve.setData(x, y)
+        for z, curve in enumerate(self.curves):
+            curve.setZValue(len(self.curves) - z)
+
+
+class ChartsPanel(QWidget):
+    def __init__(self, stats, parent=None):
+        super().__init__(parent)
+        self.stats = stats
+        self.paused = False
+        self.updates = 0
+        self.packets_plot = _plot("Packets per second, by protocol", "packets/s")
+        self.bytes_plot = _plot("Bytes per second, by protocol", "bytes/s")
+        self.direction_plot = _plot("Inbound vs outbound", "packets/s")
+        colours = [PROTOCOL_PENS[name] for name in PROTOCOLS]
+        self.packets_stack = StackedPlot(self.packets_plot, PROTOCOLS, colours)
+        self.bytes_stack = StackedPlot(self.bytes_plot, PROTOCOLS, colours)
+        _legend(self.direction_plot)
+        self.inbound_curve = self.direction_plot.plot([], [], name="inbound", pen=pg.mkPen("#1b9e77", width=2))
+        self.outbound_curve = self.direction_plot.plot([], [], name="outbound", pen=pg.mkPen("#d95f02", width=2))
+        self.bytes_plot.setXLink(self.packets_plot)
+        self.direction_plot.setXLink(self.packets_plot)
+
+        self.conversations = QTableWidget(0, 3, self)
+        self.conversations.setHorizontalHeaderLabels(["Top conversations", "Bytes", "Packets"])
+        self.conversations.verticalHeader().hide()
+        self.conversations.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.conversations.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.conversations.setAlternatingRowColors(True)
+
+        self.pause_box = QCheckBox("Pause", self)
+        self.pause_box.toggled.connect(self.set_paused)
+        self.follow_button = QPushButton("Follow live", self)
+        self.follow_button.setToolTip("Reset zoom and follow the newest seconds")
+        self.follow_button.clicked.connect(self.follow)
+        self.window_spin = QSpinBox(self)
+        self.window_spin.setRange(10, 3600)
+        self.window_spin.setValue(60)
+        self.window_spin.setSuffix(" s window")
+        self.following = True
+        for plot in (self.packets_plot, self.bytes_plot, self.direction_plot):
+            plot.getPlotItem().getViewBox().sigRangeChangedManually.connect(self._user_zoomed)
+
+        controls = QHBoxLayout()
+        controls.addWidget(QLabel("Live charts", self))
+        controls.addStretch(1)
+        controls.addWidget(self.window_spin)
+        controls.addWidget(self.follow_button)
+        controls.addWidget(self.pause_box)
+        grid = QGridLayout()
+        grid.addWidget(self.packets_plot, 0, 0)
+        grid.addWidget(self.bytes_plot, 0, 1)
+        grid.addWidget(self.direction_plot, 1, 0)
+        grid.addWidget(self.conversations, 1, 1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(controls)
+        layout.addLayout(grid, 1)
+
+    def set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        if self.pause_box.isChecked() != paused:
+            self.pause_box.setChecked(paused)
+
+    def _user_zoomed(self, *_):
+        self.following = False
+
+    def follow(self) -> None:
+        self.following = True
+        for plot in (self.packets_plot, self.bytes_plot, self.direction_plot):
+            plot.enableAutoRange()
+        self.redraw()
+
+    def redraw(self) -> None:
+        """Draws the current arrays; called by a timer (>= 4 per second) unless paused."""
+        if self.paused:
+            return
+        x, packets, size, inbound, outbound = self.stats.window(self.window_spin.value() if self.following
+                                                                else max(self.stats.seconds, 1))
+        self.packets_stack.set_data(x, packets)
+        self.bytes_stack.set_data(x, size)
+        self.inbound_curve.setData(x, inbound)
+        self.outbound_curve.setData(x, outbound)
+        if self.following and len(x):
+            # Rates read against zero; a bare auto-range would magnify noise.
+            for plot, peak in ((self.packets_plot, packets.sum(axis=0).max()),
+                               (self.bytes_plot, size.sum(axis=0).max()),
+                               (self.direction_plot, max(inbound.max(), outbound.max()))):
+                plot.setYRange(0, max(1.0, float(peak)) * 1.6, padding=0)
+        top = self.stats.top_conversations(8)
+        self.conversations.setRowCount(len(top))
+        for row, (label, size_bytes, count) in enumerate(top):
+            for column, text in enumerate((label, f"{size_bytes:,}", f"{count:,}")):
+                item = QTableWidgetItem(text)
+                if column:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.conversations.setItem(row, column, item)
+        self.updates += 1

@@ -1,0 +1,134 @@
+"""Hex + ASCII view of a packet's bytes; highlights a byte range and reports clicked bytes."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtGui import QColor, QFont, QTextCharFormat, QTextCursor
+from PySide6.QtWidgets import QPlainTextEdit, QTextEdit
+
+BYTES_PER_LINE = 16
+# "0000  " + 16 * "xx " + " " + 16 ASCII characters
+_HEX_START = 6
+_ASCII_START = _HEX_START + BYTES_PER_LINE * 3 + 1
+_LINE_LENGTH = _ASCII_START + BYTES_PER_LINE
+
+
+def hex_dump(data: bytes) -> str:
+    lines = []
+    for start in range(0, len(data), BYTES_PER_LINE):
+        chunk = data[start:start + BYTES_PER_LINE]
+        hex_part = " ".join(f"{b:02x}" for b in chunk).ljust(BYTES_PER_LINE * 3)
+        ascii_part = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        lines.append(f"{start:04x}  {hex_part} {ascii_part}")
+    return "\n".join(lines)
+
+
+class HexView(QPlainTextEdit):
+    """byte_clicked(offset) when the user clicks a byte, in the hex or the ASCII column."""
+
+    byte_clicked = Signal(int)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setReadOnly(True)
+        self.setFont(QFont("DejaVu Sans Mono", 9))
+        self.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.data = b""
+        self.highlighted: tuple[int, int] | None = None
+        self.cursorPositionChanged.connect(self._on_cursor)
+        self._setting = False
+
+    def set_data(self, data: bytes) -> None:
+        self.data = bytes(data)
+        self._setting = True
+        self.setPlainText(hex_dump(self.data))
+        self._setting = False
+        self.highlight(None)
+
+    def byte_at(self, line: int, column: int) -> int | None:
+        if _HEX_START <= column < _HEX_START + BYTES_PER_LINE * 3:
+            index = (column - _HEX_START) // 3
+        elif _ASCII_START <= column < _LINE_LENGTH:
+            index = column - _ASCII_START
+        else:
+            return None
+        offset = line * BYTES_PER_LINE + index
+        return offset if offset < len(self.data) else None
+
+    def _on_cursor(self) -> None:
+        if self._setting:
+            return
+        cursor = self.textCursor()
+        offset = self.byte_at(cursor.blockNumber(), cursor.positionInBlock())
+        if offset is not None:
+            self.byte_clicked.emit(offset)
+
+    def highlight(self, span: tuple[int, int] | None) -> None:
+        """Highlights `length` bytes from `offset` in both columns; None clears."""
+        self.highlighted = span
+        selections = []
+        if span is not None:
+            offset, length = span
+            end = min(offset + max(length, 1), len(self.data))
+            fmt = QTextCharFormat()
+            fmt.setBackground(QColor("#8fb8f0"))
+            for start in range(offset, end):
+                line, index = divmod(start, BYTES_PER_LINE)
+                block = self.document().findBlockByNumber(line)
+                for column, width in ((_HEX_START + index * 3, 2), (_ASCII_START + index, 1)):
+                    cursor = QTextCursor(block)
+                    cursor.setPosition(block.position() + column)
+                    cursor.setPosition(block.position() + column + width, QTextCursor.MoveMode.KeepAnchor)
+                    selection = QTextEdit.ExtraSelection()
+                    selection.cursor = cursor
+                    selection.format = fmt
+                    selections.append(selection)
+            if offset < len(self.data):
+                line = offset // BYTES_PER_LINE
+                self._scroll_to_line(line)
+        self.setExtraSelections(selections)
+
+    def _scroll_to_line(self, line: int) -> None:
+        bar = self.verticalScrollBar()
+        first = bar.value()
+        visible = max(1, self.viewport().height() // max(1, self.fontMetrics().height()) - 1)
+        if not first <= line < first + visible:
+            bar.setValue(max(0, line - 1))
+
+
+class HexError(ValueError):
+    def __init__(self, message: str, position: int):
+        super().__init__(f"{message} at character {position + 1}")
+        self.message = message
+        self.position = position
+
+
+def parse_hex(text: str) -> bytes:
+    """Hex digits in pairs, whitespace ignored; offset columns ("0000  ") and ASCII are not accepted."""
+    digits = []
+    for position, char in enumerate(text):
+        if char.isspace():
+            continue
+        if char not in "0123456789abcdefABCDEF":
+            raise HexError(f"{char!r} is not a hex digit", position)
+        digits.append(char)
+    if len(digits) % 2:
+        raise HexError("odd number of hex digits", len(text))
+    return bytes.fromhex("".join(digits))
+
+
+class HexEditor(QPlainTextEdit):
+    """Raw bytes as editable hex, 16 bytes a line."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setFont(QFont("DejaVu Sans Mono", 9))
+        self.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+
+    def set_data(self, data: bytes) -> None:
+        lines = [" ".join(f"{b:02x}" for b in data[i:i + BYTES_PER_LINE])
+                 for i in range(0, len(data), BYTES_PER_LINE)]
+        self.setPlainText("\n".join(lines))
+
+    def data(self) -> bytes:
+        return parse_hex(self.toPlainText())

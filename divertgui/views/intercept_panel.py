@@ -1,0 +1,205 @@
+"""Hold and edit: the intercept filter, the queue of held packets, the editor
+and the verdict buttons. Keys as in mitmproxy: a forward, A forward all,
+d drop, D drop all, u forward unmodified, e edit."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from PySide6.QtCore import QTimer, Qt
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QHBoxLayout, QHeaderView,
+                               QLabel, QPushButton, QSplitter, QTableView, QVBoxLayout, QWidget)
+
+from divertgui.views.filter_editor import FilterEditor
+from divertgui.views.packet_editor import EditError, PacketEditor
+
+Post = Callable[..., None]
+
+
+class InterceptPanel(QWidget):
+    def __init__(self, store, queue_model, post: Post, parent=None):
+        super().__init__(parent)
+        self.store = store
+        self.queue = queue_model
+        self.post = post
+        self.current_id: int | None = None
+
+        self.filter = FilterEditor("intercept", placeholder="Hold packets matching…",
+                                   parent=self)
+        self.filter.applied.connect(self.set_intercept)
+        self.status = QLabel("Holding nothing", self)
+        self.status.setObjectName("intercept_status")
+
+        self.table = QTableView(self)
+        self.table.setObjectName("held_queue")
+        self.table.setModel(queue_model)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.verticalHeader().hide()
+        self.table.verticalHeader().setDefaultSectionSize(20)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.selectionModel().currentRowChanged.connect(self._on_current)
+        queue_model.rowsInserted.connect(self._on_queue_changed)
+        queue_model.rowsRemoved.connect(self._on_queue_changed)
+        queue_model.modelReset.connect(self._on_queue_changed)
+
+        self.editor = PacketEditor(self)
+
+        self.forward_button = QPushButton("Forward", self)
+        self.forward_button.setToolTip("Send the packet as edited (a)")
+        self.forward_button.clicked.connect(self.forward)
+        self.unmodified_button = QPushButton("Forward unmodified", self)
+        self.unmodified_button.setToolTip("Send the packet as it was captured (u)")
+        self.unmodified_button.clicked.connect(self.forward_unmodified)
+        self.drop_button = QPushButton("Drop", self)
+        self.drop_button.setToolTip("Drop the packet (d)")
+        self.drop_button.clicked.connect(self.drop)
+        self.forward_all_button = QPushButton("Forward all", self)
+        self.forward_all_button.setToolTip("Send every held packet unmodified (A)")
+        self.forward_all_button.clicked.connect(self.forward_all)
+        self.drop_all_button = QPushButton("Drop all", self)
+        self.drop_all_button.setToolTip("Drop every held packet (D)")
+        self.drop_all_button.clicked.connect(self.drop_all)
+
+        self.timeout = QDoubleSpinBox(self)
+        self.timeout.setRange(0, 3600)
+        self.timeout.setDecimals(1)
+        self.timeout.setSuffix(" s")
+        self.timeout.setSpecialValueText("never")
+        self.timeout.setToolTip("Release held packets automatically after this long (0 = never)")
+        self.timeout_action = QComboBox(self)
+        self.timeout_action.addItems(["forward", "drop"])
+        self.timeout.valueChanged.connect(self._send_timeout)
+        self.timeout_action.currentIndexChanged.connect(self._send_timeout)
+
+        buttons = QHBoxLayout()
+        for button in (self.forward_button, self.unmodified_button, self.drop_button):
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+        buttons_all = QHBoxLayout()
+        buttons_all.addWidget(self.forward_all_button)
+        buttons_all.addWidget(self.drop_all_button)
+        buttons_all.addStretch(1)
+        buttons_all.addWidget(QLabel("Auto:", self))
+        buttons_all.addWidget(self.timeout_action)
+        buttons_all.addWidget(QLabel("after", self))
+        buttons_all.addWidget(self.timeout)
+
+        top = QWidget(self)
+        top_layout = QVBoxLayout(top)
+        top_layout.setContentsMargins(0, 0, 0, 0)
+        top_layout.addWidget(self.filter)
+        top_layout.addWidget(self.status)
+        top_layout.addWidget(self.table, 1)
+        top_layout.addLayout(buttons_all)
+        bottom = QWidget(self)
+        bottom_layout = QVBoxLayout(bottom)
+        bottom_layout.setContentsMargins(0, 0, 0, 0)
+        bottom_layout.addWidget(self.editor, 1)
+        bottom_layout.addLayout(buttons)
+        split = QSplitter(Qt.Orientation.Vertical, self)
+        split.addWidget(top)
+        split.addWidget(bottom)
+        split.setStretchFactor(1, 2)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(split)
+
+        for key, slot in (("a", self.forward), ("Shift+A", self.forward_all), ("d", self.drop),
+                          ("Shift+D", self.drop_all), ("u", self.forward_unmodified), ("e", self.edit)):
+            shortcut = QShortcut(QKeySequence(key), self.table)
+            shortcut.setContext(Qt.ShortcutContext.WidgetShortcut)
+            shortcut.activated.connect(slot)
+        self.age_timer = QTimer(self)
+        self.age_timer.timeout.connect(queue_model.refresh_ages)
+        self.age_timer.start(1000)
+        self._update_buttons()
+
+    # commands -------------------------------------------------------------
+    def set_intercept(self, text: str) -> None:
+        self.post("set_intercept", filter=text)
+        self.status.setText(f"Holding: {text}" if text and text != "false" else "Holding nothing")
+
+    def _send_timeout(self, *_):
+        self.post("set_hold_timeout", seconds=float(self.timeout.value()),
+                  action=self.timeout_action.currentText())
+
+    def forward(self) -> None:
+        if self.current_id is None:
+            return
+        try:
+            data = self.editor.edited()
+        except (EditError, ValueError) as exc:
+            self.editor.show_error(exc)
+            return
+        if data != self.editor.raw:
+            self.post("forward", ids=[self.current_id], data={self.current_id: data.hex()})
+        else:
+            self.post("forward", ids=[self.current_id], data={})
+
+    def forward_unmodified(self) -> None:
+        if self.current_id is not None:
+            self.post("forward_unmodified", ids=[self.current_id])
+
+    def drop(self) -> None:
+        if self.current_id is not None:
+            self.post("drop", ids=[self.current_id])
+
+    def forward_all(self) -> None:
+        self.post("forward_all")
+
+    def drop_all(self) -> None:
+        self.post("drop_all")
+
+    def edit(self) -> None:
+        self.editor.tabs.setCurrentIndex(0)
+        self.editor.form.setFocus()
+        first = next(iter(self.editor.form.edits.values()), None)
+        if first is not None:
+            first.setFocus()
+
+    # selection ------------------------------------------------------------
+    def select(self, hold_id: int) -> None:
+        row = self.queue.row_of(hold_id)
+        if row is not None:
+            self.table.selectRow(row)
+
+    def _on_current(self, current, _previous=None) -> None:
+        if not current.isValid():
+            self._show(None)
+            return
+        self._show(self.queue.hold_id(current.row()))
+
+    def _show(self, hold_id: int | None) -> None:
+        if hold_id == self.current_id:
+            return
+        self.current_id = hold_id
+        if hold_id is None:
+            self.editor.clear()
+        else:
+            row = self.queue.store_row(self.queue.row_of(hold_id))
+            self.editor.set_packet(self.store.raw(row), self.store.address(row))
+        self._update_buttons()
+
+    def _on_queue_changed(self, *_):
+        if self.current_id is not None and self.queue.row_of(self.current_id) is not None:
+            self.table.selectRow(self.queue.row_of(self.current_id))
+        elif self.queue.rowCount():
+            self.current_id = None
+            self.table.selectRow(0)
+            if self.current_id is None:
+                self._show(self.queue.hold_id(0))
+        else:
+            self._show(None)
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        has_current = self.current_id is not None
+        for button in (self.forward_button, self.unmodified_button, self.drop_button):
+            button.setEnabled(has_current)
+        has_any = self.queue.rowCount() > 0
+        self.forward_all_button.setEnabled(has_any)
+        self.drop_all_button.setEnabled(has_any)
+        self.editor.setEnabled(has_current)

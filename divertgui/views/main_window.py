@@ -1,0 +1,635 @@
+"""The workbench window: capture toolbar, display filter, packet list, details
+and bytes, the intercept panel, live charts and the status bar."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable
+
+from PySide6.QtCore import QByteArray, QItemSelectionModel, QSettings, Qt, QTimer
+from PySide6.QtGui import QAction, QActionGroup, QFont, QKeySequence
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDockWidget, QFileDialog, QHBoxLayout, QHeaderView,
+                               QInputDialog, QLabel, QMainWindow, QSpinBox, QSplitter, QStyle, QTableView, QToolBar,
+                               QToolButton, QVBoxLayout, QWidget)
+
+from divertgui.engine.address import PRIORITY_MAX, PRIORITY_MIN
+from divertgui.models.intercept_queue import InterceptQueueModel
+from divertgui.models.packet_table import COLUMNS, INFO, PacketTableModel, TimeFormat
+from divertgui.models.stats import TrafficStats
+from divertgui.views.capture_options import CaptureOptions, CaptureOptionsDialog
+from divertgui.views.charts_panel import ChartsPanel
+from divertgui.views.compose_dialog import ComposeDialog
+from divertgui.views.filter_editor import FilterEditor, engine_validator
+from divertgui.views.intercept_panel import InterceptPanel
+from divertgui.views.packet_details import PacketDetails
+
+Post = Callable[..., None]
+CHART_INTERVAL_MS = 250
+RECENT_FILES = 10
+COLUMN_WIDTHS = (70, 100, 50, 170, 170, 70, 60, 420, 80)
+
+
+def _human_bytes(value: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(value) < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
+
+
+class ErrorBanner(QWidget):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setStyleSheet("background: #fde2e2; color: #7a0000;")
+        self.label = QLabel(self)
+        self.label.setWordWrap(True)
+        self.label.setObjectName("error_banner")
+        close = QToolButton(self)
+        close.setText("✕")
+        close.clicked.connect(self.hide)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(8, 3, 4, 3)
+        layout.addWidget(self.label, 1)
+        layout.addWidget(close)
+        self.hide()
+
+    def show_error(self, message: str, where: str = "") -> None:
+        self.label.setText(f"<b>{where}:</b> {message}" if where else message)
+        self.show()
+
+
+class PacketTableView(QTableView):
+    """A packet list that follows new rows until the user scrolls away from the bottom."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.auto_scroll = True
+        self.setObjectName("packet_list")
+        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.setShowGrid(False)
+        self.setWordWrap(False)
+        self.verticalHeader().hide()
+        # Fixed row heights: Qt then never measures rows, and a million scroll smoothly.
+        self.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        self.verticalHeader().setDefaultSectionSize(19)
+        self.horizontalHeader().setStretchLastSection(False)
+        self.horizontalHeader().setHighlightSections(False)
+        self.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        self.setFont(QFont("DejaVu Sans", 9))
+
+    def at_bottom(self) -> bool:
+        bar = self.verticalScrollBar()
+        return bar.value() >= bar.maximum() - 1
+
+    def follow_if(self, was_at_bottom: bool) -> None:
+        if self.auto_scroll and was_at_bottom:
+            self.scrollToBottom()
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, store, post: Post, options: CaptureOptions | None = None, parent=None):
+        super().__init__(parent)
+        self.store = store
+        self.post = post
+        self.options = options or CaptureOptions()
+        self.setWindowTitle("divertgui — packet interception workbench")
+        self.count = 0
+        self.generation = getattr(store, "generation", 0)
+        self.running = False
+        self.paused = False
+        self.session_stats: dict = {}
+        self.errors: list[dict] = []
+        self.last_display_filter_seconds = 0.0
+
+        self.table_model = PacketTableModel(store, self)
+        self.stats = TrafficStats(store)
+        self.queue_model = InterceptQueueModel(store, self)
+
+        self._build_capture_toolbar()
+        self._build_display_bar()
+        self._build_central()
+        self._build_docks()
+        self._build_status_bar()
+        self._build_actions_and_menus()
+
+        self.chart_timer = QTimer(self)
+        self.chart_timer.timeout.connect(self._tick)
+        self.chart_timer.start(CHART_INTERVAL_MS)
+        self.restore_settings()
+        self._update_state_widgets()
+
+    # construction ----------------------------------------------------------
+    def _build_capture_toolbar(self) -> None:
+        bar = QToolBar("Capture", self)
+        bar.setObjectName("capture_toolbar")
+        bar.setMovable(False)
+        bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.capture_toolbar = bar
+        self.start_action = QAction("Start", self)
+        self.start_action.setShortcut(QKeySequence("Ctrl+E"))
+        self.start_action.setToolTip("Start or stop capturing (Ctrl+E)")
+        self.start_action.triggered.connect(self.toggle_capture)
+        self.pause_action = QAction(self.style().standardIcon(QStyle.StandardPixmap.SP_MediaPause), "Pause", self)
+        self.pause_action.setCheckable(True)
+        self.pause_action.setToolTip("Stop adding packets to the list; traffic keeps flowing")
+        self.pause_action.toggled.connect(self.set_paused)
+        self.clear_action = QAction(self.style().standardIcon(QStyle.StandardPixmap.SP_DialogDiscardButton),
+                                    "Clear", self)
+        self.clear_action.setToolTip("Empty the capture")
+        self.clear_action.triggered.connect(self.clear_capture)
+        bar.addAction(self.start_action)
+        bar.addAction(self.pause_action)
+        bar.addAction(self.clear_action)
+        bar.addSeparator()
+        bar.addWidget(QLabel(" Capture filter ", self))
+        self.capture_filter = FilterEditor("capture", placeholder="true (everything)", parent=self)
+        self.capture_filter.setMinimumWidth(320)
+        self.capture_filter.applied.connect(lambda _text: self.start_capture())
+        bar.addWidget(self.capture_filter)
+        bar.addWidget(QLabel(" Mode ", self))
+        self.mode = QComboBox(self)
+        self.mode.setObjectName("mode")
+        self.mode.addItems(["divert", "sniff", "drop"])
+        self.mode.setToolTip("divert: packets pass through this program; sniff: copies; drop: matching packets are dropped")
+        bar.addWidget(self.mode)
+        bar.addWidget(QLabel(" Priority ", self))
+        self.priority = QSpinBox(self)
+        self.priority.setObjectName("priority")
+        self.priority.setRange(PRIORITY_MIN, PRIORITY_MAX)
+        bar.addWidget(self.priority)
+        bar.addWidget(QLabel(" Layer ", self))
+        self.layer = QComboBox(self)
+        self.layer.setObjectName("layer")
+        self.layer.addItems(["NETWORK", "NETWORK_FORWARD"])
+        self.layer.currentTextChanged.connect(self._layer_changed)
+        bar.addWidget(self.layer)
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, bar)
+        self.addToolBarBreak()
+
+    def _build_display_bar(self) -> None:
+        bar = QToolBar("Display filter", self)
+        bar.setObjectName("display_toolbar")
+        bar.setMovable(False)
+        bar.addWidget(QLabel(" Display filter ", self))
+        self.display_filter = FilterEditor("display", placeholder="Apply a display filter … <Ctrl-/>", parent=self)
+        self.display_filter.applied.connect(self.apply_display_filter)
+        bar.addWidget(self.display_filter)
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, bar)
+        self.addToolBarBreak()
+        find_bar = QToolBar("Find", self)
+        find_bar.setObjectName("find_toolbar")
+        find_bar.setMovable(False)
+        find_bar.addWidget(QLabel(" Find packet ", self))
+        self.find_filter = FilterEditor("find", placeholder="filter expression; Enter finds the next match",
+                                        parent=self)
+        self.find_filter.applied.connect(self.find_next)
+        find_bar.addWidget(self.find_filter)
+        self.find_bar = find_bar
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, find_bar)
+        find_bar.hide()
+
+    def _build_central(self) -> None:
+        self.table = PacketTableView(self)
+        self.table.setModel(self.table_model)
+        for column, width in enumerate(COLUMN_WIDTHS):
+            self.table.setColumnWidth(column, width)
+        self.table.horizontalHeader().setSectionResizeMode(INFO, QHeaderView.ResizeMode.Stretch)
+        self.table.selectionModel().currentRowChanged.connect(self._on_current_row)
+        self.details = PacketDetails(self)
+        self.error_banner = ErrorBanner(self)
+        split = QSplitter(Qt.Orientation.Vertical, self)
+        split.setObjectName("main_splitter")
+        split.addWidget(self.table)
+        split.addWidget(self.details)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        self.splitter = split
+        central = QWidget(self)
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(self.error_banner)
+        layout.addWidget(split, 1)
+        self.setCentralWidget(central)
+
+    def _build_docks(self) -> None:
+        self.intercept = InterceptPanel(self.store, self.queue_model, self.post, self)
+        self.intercept_dock = QDockWidget("Intercept (hold and edit)", self)
+        self.intercept_dock.setObjectName("intercept_dock")
+        self.intercept_dock.setWidget(self.intercept)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.intercept_dock)
+        self.charts = ChartsPanel(self.stats, self)
+        self.charts_dock = QDockWidget("Charts", self)
+        self.charts_dock.setObjectName("charts_dock")
+        self.charts_dock.setWidget(self.charts)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.charts_dock)
+        self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.resizeDocks([self.intercept_dock], [430], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.charts_dock], [330], Qt.Orientation.Vertical)
+
+    def _build_status_bar(self) -> None:
+        self.status_labels: dict[str, QLabel] = {}
+        for key in ("state", "packets", "bytes", "rate", "held", "dropped", "expired", "overflowed"):
+            label = QLabel(self)
+            label.setObjectName(f"status_{key}")
+            label.setContentsMargins(6, 0, 6, 0)
+            self.status_labels[key] = label
+            self.statusBar().addPermanentWidget(label)
+        self._update_status()
+
+    def _action(self, menu, text: str, slot, shortcut: str | QKeySequence | None = None) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        self.addAction(action)
+        return action
+
+    def _build_actions_and_menus(self) -> None:
+        menus = self.menuBar()
+        file_menu = menus.addMenu("&File")
+        self._action(file_menu, "&Open…", self.open_dialog, QKeySequence.StandardKey.Open)
+        self.recent_menu = file_menu.addMenu("Open &Recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        self._action(file_menu, "&Save…", self.save_dialog, QKeySequence.StandardKey.Save)
+        self._action(file_menu, "&Export Selected Packets…", self.export_dialog, "Ctrl+Shift+X")
+        file_menu.addSeparator()
+        self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+
+        go_menu = menus.addMenu("&Go")
+        self._action(go_menu, "&Go to Packet…", self.go_to_dialog, "Ctrl+G")
+        self._action(go_menu, "&Previous Packet", lambda: self.step(-1), "Ctrl+Up")
+        self._action(go_menu, "&Next Packet", lambda: self.step(1), "Ctrl+Down")
+        self._action(go_menu, "&Find Packet…", self.show_find, QKeySequence.StandardKey.Find)
+        self._action(go_menu, "Display &Filter", self.display_filter.focus, "Ctrl+/")
+
+        capture_menu = menus.addMenu("&Capture")
+        capture_menu.addAction(self.start_action)
+        capture_menu.addAction(self.pause_action)
+        capture_menu.addAction(self.clear_action)
+        self._action(capture_menu, "&Options…", self.options_dialog, "Ctrl+K")
+
+        packet_menu = menus.addMenu("&Packet")
+        self._action(packet_menu, "&Compose and Inject…", self.compose_dialog, "Ctrl+I")
+
+        view_menu = menus.addMenu("&View")
+        time_menu = view_menu.addMenu("&Time Format")
+        group = QActionGroup(self)
+        self.time_actions = {}
+        for time_format in TimeFormat:
+            action = QAction(time_format.value, self, checkable=True)
+            action.setChecked(time_format is TimeFormat.SINCE_START)
+            action.triggered.connect(lambda _=False, f=time_format: self.set_time_format(f))
+            group.addAction(action)
+            time_menu.addAction(action)
+            self.time_actions[time_format] = action
+        self.auto_scroll_action = QAction("&Auto-scroll in Live Capture", self, checkable=True)
+        self.auto_scroll_action.setChecked(True)
+        self.auto_scroll_action.toggled.connect(self._set_auto_scroll)
+        view_menu.addAction(self.auto_scroll_action)
+        view_menu.addSeparator()
+        view_menu.addAction(self.intercept_dock.toggleViewAction())
+        view_menu.addAction(self.charts_dock.toggleViewAction())
+
+    # session events ----------------------------------------------------------
+    def handle_event(self, event: dict) -> None:
+        kind = event.get("type")
+        if kind == "rows":
+            self.on_rows(int(event["count"]), event.get("stats") or {})
+        elif kind == "held":
+            self.on_held(event)
+        elif kind == "state":
+            self.running = bool(event.get("running"))
+            self.paused = bool(event.get("paused"))
+            if event.get("source"):
+                self.source_name = event["source"]
+            reason = event.get("reason") or ""
+            if reason:
+                self.statusBar().showMessage(reason, 8000)
+            self._update_state_widgets()
+        elif kind == "error":
+            self.errors.append(event)
+            self.error_banner.show_error(event.get("message", ""), event.get("where", ""))
+
+    def on_rows(self, count: int, stats: dict) -> None:
+        generation = getattr(self.store, "generation", 0)
+        if generation != self.generation:
+            self.generation = generation
+            self._reset_views()
+        self.count = count
+        self.session_stats = stats
+        was_at_bottom = self.table.at_bottom()
+        self.table_model.refresh(count)
+        self.table.follow_if(was_at_bottom)
+        self._update_status()
+
+    def on_held(self, event: dict) -> None:
+        released = set(event.get("released", ()))
+        rows = [self.queue_model.store_row(r) for r in range(self.queue_model.rowCount())
+                if self.queue_model.hold_id(r) in released]
+        first_hold = self.queue_model.rowCount() == 0 and event.get("held")
+        self.queue_model.apply_event(event)
+        rows += [int(h["row"]) for h in event.get("held", ())]
+        for row in rows:
+            if row < self.count:
+                self.table_model.row_changed(row)
+        current = self.table.currentIndex()
+        if current.isValid() and self.table_model.store_row(current.row()) in rows:
+            self._on_current_row(current)
+        if first_hold:
+            self.intercept_dock.show()
+            self.intercept_dock.raise_()
+        self._update_status()
+
+    def _reset_views(self) -> None:
+        self.count = 0
+        self.table_model.reset_to(0)
+        self.stats.clear()
+        self.queue_model.clear()
+        self.details.clear()
+
+    # capture control ---------------------------------------------------------------
+    def start_capture(self) -> None:
+        if not self.capture_filter.is_valid():
+            message, position = self.capture_filter.error
+            self.statusBar().showMessage(f"Capture filter: {message} (character {position + 1})", 8000)
+            return
+        text = self.capture_filter.text() or "true"
+        fields = dict(source=self.options.source, filter=text, mode=self.mode.currentText(),
+                      priority=self.priority.value(), layer=self.layer.currentText())
+        if self.options.source == "demo":
+            fields["rate"] = float(self.options.rate)
+        if self.options.source == "replay":
+            fields.update(path=self.options.path, speed=float(self.options.speed))
+        if text != "true":
+            self.capture_filter.remember(text)
+        self.post("start", **fields)
+
+    def stop_capture(self) -> None:
+        self.post("stop")
+
+    def toggle_capture(self) -> None:
+        if self.running:
+            self.stop_capture()
+        else:
+            self.start_capture()
+
+    def set_paused(self, paused: bool) -> None:
+        if paused != self.paused:
+            self.post("pause", paused=paused)
+
+    def clear_capture(self) -> None:
+        self.post("clear")
+
+    def _layer_changed(self, layer: str) -> None:
+        for editor in (self.capture_filter, self.display_filter, self.find_filter, self.intercept.filter):
+            editor.set_validator(engine_validator(layer))
+
+    def _update_state_widgets(self) -> None:
+        self.start_action.setText("Stop" if self.running else "Start")
+        self.start_action.setIcon(self.style().standardIcon(
+            QStyle.StandardPixmap.SP_MediaStop if self.running else QStyle.StandardPixmap.SP_MediaPlay))
+        self.pause_action.blockSignals(True)
+        self.pause_action.setChecked(self.paused)
+        self.pause_action.blockSignals(False)
+        for widget in (self.mode, self.priority, self.layer):
+            widget.setEnabled(not self.running)
+        self._update_status()
+
+    def _update_status(self) -> None:
+        labels = self.status_labels
+        source = getattr(self, "source_name", self.options.source)
+        state = "paused" if self.paused else ("capturing" if self.running else "stopped")
+        labels["state"].setText(f"● {state} ({source})" if self.running else f"○ {state}")
+        shown = self.table_model.rowCount()
+        shown_text = f" · displayed {shown:,}" if self.table_model.display_filter is not None else ""
+        labels["packets"].setText(f"Packets {self.count:,}{shown_text}")
+        labels["bytes"].setText(f"Bytes {_human_bytes(self.stats.total_bytes)}")
+        packets_per_s, bytes_per_s = self.stats.rates()
+        labels["rate"].setText(f"{packets_per_s:,.0f} pkt/s · {_human_bytes(bytes_per_s)}/s")
+        stats = self.session_stats
+        labels["held"].setText(f"Held {self.queue_model.rowCount()}")
+        for key in ("dropped", "expired", "overflowed"):
+            labels[key].setText(f"{key.capitalize()} {int(stats.get(key, 0)):,}")
+
+    def _tick(self) -> None:
+        self.stats.update(self.count)
+        self.charts.redraw()
+        self._update_status()
+
+    # display filter, selection, navigation ---------------------------------------------
+    def apply_display_filter(self, text: str) -> None:
+        started = time.perf_counter()
+        if text and text != "true":
+            from divertgui.engine.address import Layer
+            from divertgui.engine.filter import compile_filter
+            self.table_model.set_display_filter(compile_filter(text, Layer[self.layer.currentText()]))
+        else:
+            self.table_model.set_display_filter(None)
+        self.last_display_filter_seconds = time.perf_counter() - started
+        self.statusBar().showMessage(
+            f"Display filter applied: {self.table_model.rowCount():,} of {self.count:,} packets "
+            f"({self.last_display_filter_seconds * 1000:.0f} ms)", 5000)
+        self._update_status()
+
+    def _on_current_row(self, current, _previous=None) -> None:
+        if not current.isValid() or self.table_model.stale():
+            self.details.clear()
+            return
+        row = self.table_model.store_row(current.row())
+        self.details.show_packet(self.store.raw(row), self.store.original(row))
+
+    def select_view_row(self, view_row: int) -> None:
+        index = self.table_model.index(view_row, 0)
+        self.table.selectionModel().setCurrentIndex(
+            index, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+        self.table.scrollTo(index, QAbstractItemView.ScrollHint.PositionAtCenter)
+
+    def go_to_packet(self, number: int) -> bool:
+        view_row = self.table_model.view_row(number - 1)
+        if view_row is None:
+            self.statusBar().showMessage(f"Packet {number} is not displayed", 5000)
+            return False
+        self.select_view_row(view_row)
+        return True
+
+    def go_to_dialog(self) -> None:
+        number, ok = QInputDialog.getInt(self, "Go to packet", "Packet number:", 1, 1, max(1, self.count))
+        if ok:
+            self.go_to_packet(number)
+
+    def step(self, delta: int) -> None:
+        shown = self.table_model.rowCount()
+        if not shown:
+            return
+        current = self.table.currentIndex()
+        row = current.row() + delta if current.isValid() else (0 if delta > 0 else shown - 1)
+        self.select_view_row(max(0, min(shown - 1, row)))
+
+    def show_find(self) -> None:
+        self.find_bar.show()
+        self.find_filter.focus()
+
+    def find_next(self, text: str) -> int | None:
+        """Selects the next displayed packet after the current one that matches `text`."""
+        if not text:
+            return None
+        from divertgui.engine.address import Layer
+        from divertgui.engine.filter import compile_filter
+        compiled = compile_filter(text, Layer[self.layer.currentText()])
+        shown = self.table_model.rowCount()
+        start = self.table.currentIndex().row() + 1 if self.table.currentIndex().isValid() else 0
+        for step in range(shown):
+            view_row = (start + step) % shown
+            row = self.table_model.store_row(view_row)
+            if compiled.match(self.store.raw(row), self.store.address(row)):
+                self.select_view_row(view_row)
+                return view_row
+        self.statusBar().showMessage(f"No packet matches {text}", 5000)
+        return None
+
+    def set_time_format(self, time_format: TimeFormat) -> None:
+        self.time_actions[time_format].setChecked(True)
+        self.table_model.set_time_format(time_format)
+
+    def _set_auto_scroll(self, enabled: bool) -> None:
+        self.table.auto_scroll = enabled
+
+    # files ---------------------------------------------------------------------------
+    def open_capture(self, path: str) -> None:
+        """Replays a pcap/pcapng file into a fresh capture, as fast as possible."""
+        if not os.path.isfile(path):
+            self.error_banner.show_error(f"no such file: {path}", "Open")
+            return
+        self.options = CaptureOptions(source="replay", rate=self.options.rate, path=path, speed=0.0)
+        self._remember_file(path)
+        self.post("stop")
+        self.post("clear")
+        self.mode.setCurrentText("sniff")
+        self.start_capture()
+        self.setWindowTitle(f"{os.path.basename(path)} — divertgui")
+
+    def save_capture(self, path: str, rows=None) -> int:
+        """Writes the stored packets (or `rows`) to a pcapng file; returns how many."""
+        from divertgui.engine import pcapng
+        count = self.count
+        rows = range(count) if rows is None else [r for r in rows if r < count]
+        wall = self.store.column("wall_ns", 0, count) if count else []
+        names = ("passed", "modified", "dropped", "held", "injected", "sniffed")
+        verdicts = self.store.column("verdict", 0, count) if count else []
+
+        def records():
+            for row in rows:
+                verdict = names[int(verdicts[row])] if int(verdicts[row]) < len(names) else str(verdicts[row])
+                comment = None
+                if verdict == "modified" and self.store.original(row) is not None:
+                    comment = f"modified; original bytes: {self.store.original(row).hex()}"
+                elif verdict not in ("passed", "sniffed"):
+                    comment = verdict
+                yield self.store.raw(row), self.store.address(row), int(wall[row]), comment
+
+        try:
+            written = pcapng.write_capture(path, records())
+        except OSError as exc:
+            self.error_banner.show_error(f"cannot write {path}: {exc.strerror}", "Save")
+            return 0
+        self._remember_file(path)
+        self.statusBar().showMessage(f"Saved {written:,} packets to {path}", 5000)
+        return written
+
+    def selected_store_rows(self) -> list[int]:
+        return sorted(self.table_model.store_row(index.row()) for index in self.table.selectionModel().selectedRows())
+
+    def open_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open capture", self._last_directory(),
+                                              "Captures (*.pcapng *.pcap *.cap);;All files (*)")
+        if path:
+            self.open_capture(path)
+
+    def save_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save capture", self._last_directory(), "pcapng (*.pcapng)")
+        if path:
+            self.save_capture(path if path.endswith((".pcapng", ".pcap")) else path + ".pcapng")
+
+    def export_dialog(self) -> None:
+        rows = self.selected_store_rows()
+        if not rows:
+            self.statusBar().showMessage("Select the packets to export first", 5000)
+            return
+        path, _ = QFileDialog.getSaveFileName(self, f"Export {len(rows)} packets", self._last_directory(),
+                                              "pcapng (*.pcapng)")
+        if path:
+            self.save_capture(path if path.endswith(".pcapng") else path + ".pcapng", rows)
+
+    def _last_directory(self) -> str:
+        recent = self.recent_files()
+        return os.path.dirname(recent[0]) if recent else os.getcwd()
+
+    def recent_files(self) -> list[str]:
+        value = QSettings().value("files/recent", [])
+        return [value] if isinstance(value, str) else list(value or [])
+
+    def _remember_file(self, path: str) -> None:
+        path = os.path.abspath(path)
+        recent = [path] + [p for p in self.recent_files() if p != path]
+        QSettings().setValue("files/recent", recent[:RECENT_FILES])
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for path in self.recent_files():
+            self.recent_menu.addAction(path, lambda p=path: self.open_capture(p))
+        if not self.recent_files():
+            self.recent_menu.addAction("(none)").setEnabled(False)
+
+    # dialogs ---------------------------------------------------------------------------
+    def options_dialog(self) -> None:
+        dialog = CaptureOptionsDialog(self.options, self)
+        if dialog.exec():
+            self.options = dialog.options()
+            if self.options.source == "demo" and self.running:
+                self.post("set_rate", rate=float(self.options.rate))
+
+    def make_compose_dialog(self) -> ComposeDialog:
+        current = self.table.currentIndex()
+        selected = None
+        if current.isValid():
+            row = self.table_model.store_row(current.row())
+            selected = (self.store.raw(row), self.store.address(row))
+        return ComposeDialog(self.post, selected, self)
+
+    def compose_dialog(self) -> None:
+        self.make_compose_dialog().show()
+
+    # settings --------------------------------------------------------------------------
+    def restore_settings(self) -> None:
+        settings = QSettings()
+        geometry = settings.value("window/geometry")
+        if isinstance(geometry, QByteArray):
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1400, 900)
+        state = settings.value("window/state")
+        if isinstance(state, QByteArray):
+            self.restoreState(state)
+        splitter = settings.value("window/splitter")
+        if isinstance(splitter, QByteArray):
+            self.splitter.restoreState(splitter)
+        self.capture_filter.set_text(str(settings.value("filters/capture/last", "") or ""))
+        self.mode.setCurrentText(str(settings.value("capture/mode", "divert")))
+        self.priority.setValue(int(settings.value("capture/priority", 0)))
+
+    def save_settings(self) -> None:
+        settings = QSettings()
+        settings.setValue("window/geometry", self.saveGeometry())
+        settings.setValue("window/state", self.saveState())
+        settings.setValue("window/splitter", self.splitter.saveState())
+        settings.setValue("filters/capture/last", self.capture_filter.text())
+        settings.setValue("capture/mode", self.mode.currentText())
+        settings.setValue("capture/priority", self.priority.value())
+
+    def closeEvent(self, event) -> None:
+        self.save_settings()
+        super().closeEvent(event)

@@ -1,0 +1,216 @@
+"""Edit a packet as a form of its decoded fields or as raw hex.
+
+The form is generated from the engine's writable header views (Packet.ip,
+.ipv6, .icmp, .icmpv6, .tcp, .udp and .payload): each field a line, setting
+it goes through the view, so the editor knows no header layout itself.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import (QCheckBox, QFormLayout, QGroupBox, QLabel, QLineEdit, QScrollArea,
+                               QTabWidget, QVBoxLayout, QWidget)
+
+from divertgui.engine.address import Address
+from divertgui.engine.packet import Packet
+from divertgui.views.hex_view import HexEditor
+
+HEADERS = ("ip", "ipv6", "icmp", "icmpv6", "tcp", "udp")
+HEADER_TITLES = {"ip": "IPv4", "ipv6": "IPv6", "icmp": "ICMP", "icmpv6": "ICMPv6", "tcp": "TCP", "udp": "UDP"}
+
+
+class EditError(ValueError):
+    """What in the editor is wrong, and where (a field name or a hex position)."""
+
+    def __init__(self, where: str, message: str):
+        super().__init__(f"{where}: {message}")
+        self.where = where
+        self.message = message
+
+
+def payload_text(payload: bytes) -> str:
+    return payload.decode("latin-1").encode("unicode_escape").decode("ascii")
+
+
+def payload_bytes(text: str) -> bytes:
+    return text.encode("latin-1", "backslashreplace").decode("unicode_escape").encode("latin-1")
+
+
+def _field_text(value) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+class FieldForm(QWidget):
+    """One QLineEdit per decoded field, grouped by header."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.layout_ = QVBoxLayout(self)
+        self.layout_.setContentsMargins(2, 2, 2, 2)
+        self.edits: dict[tuple[str, str], QLineEdit] = {}
+        self.values: dict[tuple[str, str], str] = {}
+        self.groups: list[QGroupBox] = []
+
+    def load(self, packet: Packet) -> None:
+        for group in self.groups:
+            group.deleteLater()
+        self.groups, self.edits, self.values = [], {}, {}
+        while self.layout_.count():
+            item = self.layout_.takeAt(0)
+            if item.widget():
+                item.widget().deleteLater()
+        for header in HEADERS:
+            view = getattr(packet, header)
+            if view is None:
+                continue
+            group = QGroupBox(HEADER_TITLES[header], self)
+            form = QFormLayout(group)
+            form.setContentsMargins(6, 4, 6, 4)
+            form.setVerticalSpacing(2)
+            for name, value in view.fields().items():
+                self._add(form, header, name, _field_text(value))
+            self.layout_.addWidget(group)
+            self.groups.append(group)
+        payload = packet.payload
+        if payload is not None:
+            group = QGroupBox("Payload", self)
+            form = QFormLayout(group)
+            form.setContentsMargins(6, 4, 6, 4)
+            self._add(form, "payload", "bytes", payload_text(payload))
+            form.addRow(QLabel(f"<small>{len(payload)} bytes; \\r \\n \\xNN escapes</small>", group))
+            self.layout_.addWidget(group)
+            self.groups.append(group)
+        if not self.groups:
+            self.layout_.addWidget(QLabel("Not an IPv4/IPv6 packet: edit the raw bytes.", self))
+        self.layout_.addStretch(1)
+
+    def _add(self, form: QFormLayout, header: str, name: str, text: str) -> None:
+        edit = QLineEdit(text)
+        edit.setObjectName(f"{header}.{name}")
+        form.addRow(name, edit)
+        self.edits[(header, name)] = edit
+        self.values[(header, name)] = text
+
+    def field(self, header: str, name: str) -> QLineEdit:
+        return self.edits[(header, name)]
+
+    def apply(self, packet: Packet) -> None:
+        """Writes the changed fields into `packet` (headers first, then the payload)."""
+        for (header, name), edit in self.edits.items():
+            text = edit.text().strip() if header != "payload" else edit.text()
+            if header == "payload" or text == self.values[(header, name)]:
+                continue
+            view = getattr(packet, header)
+            if view is None:
+                raise EditError(f"{header}.{name}", f"the packet no longer has a {HEADER_TITLES[header]} header")
+            value = text if name.endswith("_addr") else self._integer(f"{header}.{name}", text)
+            try:
+                setattr(view, name, value)
+            except (ValueError, TypeError) as exc:
+                raise EditError(f"{header}.{name}", str(exc)) from None
+        edit = self.edits.get(("payload", "bytes"))
+        if edit is not None and edit.text() != self.values[("payload", "bytes")]:
+            try:
+                packet.payload = payload_bytes(edit.text())
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise EditError("payload", str(exc)) from None
+
+    @staticmethod
+    def _integer(where: str, text: str) -> int:
+        try:
+            return int(text, 0)
+        except ValueError:
+            raise EditError(where, f"{text!r} is not a number (decimal or 0x hex)") from None
+
+
+class PacketEditor(QWidget):
+    """Fields and Hex tabs over one packet; `edited()` gives the bytes to send."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.address = Address()
+        self.raw = b""
+        self.working = b""
+        self.form = FieldForm()
+        scroll = QScrollArea(self)
+        scroll.setWidget(self.form)
+        scroll.setWidgetResizable(True)
+        self.hex = HexEditor(self)
+        self.hex.setObjectName("raw_hex")
+        self.tabs = QTabWidget(self)
+        self.tabs.addTab(scroll, "Fields")
+        self.tabs.addTab(self.hex, "Hex")
+        self.tabs.currentChanged.connect(self._sync)
+        self.fix = QCheckBox("Fix lengths and checksums", self)
+        self.fix.setChecked(True)
+        self.fix.setToolTip("Recompute IP/UDP lengths and every checksum before sending")
+        self.error = QLabel(self)
+        self.error.setStyleSheet("color: #a00000;")
+        self.error.setWordWrap(True)
+        self.error.hide()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.tabs, 1)
+        layout.addWidget(self.fix)
+        layout.addWidget(self.error)
+        self._shown_tab = 0
+
+    def set_packet(self, raw: bytes, address: Address) -> None:
+        """Starts editing `raw`; it stays as `raw`, the unedited bytes."""
+        self.raw = bytes(raw)
+        self.address = address
+        self._load(self.raw)
+
+    def _load(self, raw: bytes) -> None:
+        self.working = raw
+        self.error.hide()
+        self.form.load(Packet(raw, self.address))
+        self.hex.set_data(raw)
+
+    def clear(self) -> None:
+        self.set_packet(b"", Address())
+
+    def _current_bytes(self) -> bytes:
+        """The bytes as the tab last shown describes them, before any fixing."""
+        if self._shown_tab == 1:
+            try:
+                return self.hex.data()
+            except ValueError as exc:
+                raise EditError("hex", str(exc)) from None
+        packet = Packet(bytearray(self.working), self.address.copy())
+        self.form.apply(packet)
+        return packet.raw
+
+    def _sync(self, index: int) -> None:
+        try:
+            raw = self._current_bytes()
+        except EditError as exc:
+            self.show_error(exc)
+            self.tabs.blockSignals(True)
+            self.tabs.setCurrentIndex(self._shown_tab)
+            self.tabs.blockSignals(False)
+            return
+        self._shown_tab = index
+        self._load(raw)
+
+    def show_error(self, error: Exception) -> None:
+        self.error.setText(str(error))
+        self.error.show()
+
+    def is_changed(self) -> bool:
+        try:
+            return self._current_bytes() != self.raw
+        except EditError:
+            return True
+
+    def edited(self) -> bytes:
+        """The edited bytes, lengths and checksums fixed when that box is ticked; EditError when invalid."""
+        raw = self._current_bytes()
+        if self.fix.isChecked():
+            packet = Packet(bytearray(raw), self.address.copy())
+            if packet.ip is not None or packet.ipv6 is not None:
+                packet.fix_lengths_and_checksums()
+            raw = packet.raw
+        self.error.hide()
+        return raw

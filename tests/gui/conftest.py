@@ -1,0 +1,36 @@
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+from PySide6.QtCore import QCoreApplication, QSettings  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def private_settings(qapp, tmp_path):
+    """Each test gets its own QSettings store, never the user's."""
+    QCoreApplication.setOrganizationName("divertgui-tests")
+    QCoreApplication.setApplicationName("divertgui-tests")
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
+    QSettings().clear()
+    yield
+    QSettings().clear()
+
+
+@pytest.fixture
+def workbench(qtbot):
+    """The real store, Session on its QThread and main window, on the demo source."""
+    from divertgui.app import Workbench
+    from divertgui.views.capture_options import CaptureOptions
+    bench = Workbench(CaptureOptions(source="demo", rate=400.0))
+    qtbot.addWidget(bench.window)
+    bench.window.resize(1600, 1000)
+    bench.window.show()
+    yield bench
+    assert bench.close(), "the session thread did not stop within 5 s"
+
+
+def start_demo(qtbot, bench, rows: int = 40):
+    bench.window.start_capture()
+    qtbot.waitUntil(lambda: bench.window.count >= rows, timeout=10000)

@@ -1,0 +1,127 @@
+"""Start the demo, watch rows arrive, filter them, move around them."""
+
+import numpy as np
+from PySide6.QtCore import Qt
+
+from divertgui.models.packet_table import DIRECTION, INFO, PROTOCOL, TIME, VERDICT, TimeFormat
+from tests.gui.conftest import start_demo
+
+
+def shown_store_rows(window):
+    model = window.table_model
+    return [model.store_row(r) for r in range(model.rowCount())]
+
+
+def test_rows_arrive_decoded_and_the_status_bar_counts_them(qtbot, workbench):
+    window = workbench.window
+    start_demo(qtbot, workbench, rows=60)
+    assert window.running
+    assert window.start_action.text() == "Stop"
+    model = window.table_model
+    assert model.rowCount() >= 60
+    protocols = {model.index(r, PROTOCOL).data() for r in range(model.rowCount())}
+    assert protocols & {"DNS", "TCP", "HTTP", "TLS", "QUIC", "ICMP", "ICMPv6", "UDP"}
+    assert {model.index(r, DIRECTION).data() for r in range(model.rowCount())} >= {"in ←", "out →"}
+    assert all(model.index(r, INFO).data() for r in range(20))
+    assert model.index(0, VERDICT).data() == "passed"
+    assert model.index(0, Qt.ItemDataRole.BackgroundRole) is not None
+    qtbot.waitUntil(lambda: window.status_labels["packets"].text() == f"Packets {window.count:,}")
+    assert "pkt/s" in window.status_labels["rate"].text()
+    assert window.status_labels["state"].text().startswith("● capturing")
+
+
+def test_display_filter_applies_incrementally(qtbot, workbench):
+    window = workbench.window
+    start_demo(qtbot, workbench)
+    window.display_filter.set_text("udp and not udp.DstPort == 53")
+    assert window.display_filter.is_valid()
+    qtbot.keyClick(window.display_filter.edit, Qt.Key.Key_Return)
+    first = window.table_model.rowCount()
+    qtbot.waitUntil(lambda: window.table_model.rowCount() > first + 5, timeout=10000)
+    rows = shown_store_rows(window)
+    protocols = workbench.store.column("protocol", 0, window.count)
+    dst_ports = workbench.store.column("dst_port", 0, window.count)
+    assert all(protocols[r] == 17 and dst_ports[r] != 53 for r in rows)
+    expected = [r for r in range(max(rows) + 1) if protocols[r] == 17 and dst_ports[r] != 53]
+    assert rows[:len(expected)] == expected
+    window.display_filter.set_text("")
+    window.display_filter.submit()
+    assert window.table_model.rowCount() == window.count
+
+
+def test_time_formats_and_navigation(qtbot, workbench):
+    window = workbench.window
+    start_demo(qtbot, workbench, rows=50)
+    model = window.table_model
+    assert float(model.index(0, TIME).data()) == 0.0
+    window.set_time_format(TimeFormat.DELTA)
+    assert float(model.index(1, TIME).data()) >= 0.0
+    window.set_time_format(TimeFormat.ABSOLUTE)
+    assert model.index(0, TIME).data().count(":") == 2
+    assert window.go_to_packet(10)
+    assert window.table.currentIndex().row() == 9
+    assert window.details.tree.topLevelItemCount() >= 1
+    qtbot.keyClick(window.table, Qt.Key.Key_Down, Qt.KeyboardModifier.ControlModifier)
+    assert window.table.currentIndex().row() == 10
+    window.step(-1)
+    window.step(-1)
+    assert window.table.currentIndex().row() == 8
+    window.find_filter.set_text("icmp or icmpv6")
+    found = window.find_next("icmp or icmpv6")
+    if found is not None:
+        row = model.store_row(found)
+        assert workbench.store.column("protocol", row, row + 1)[0] in (1, 58)
+
+
+def test_auto_scroll_follows_until_the_user_scrolls_up(qtbot, workbench):
+    window = workbench.window
+    window.table.resize(800, 200)
+    start_demo(qtbot, workbench, rows=100)
+    bar = window.table.verticalScrollBar()
+    qtbot.waitUntil(lambda: bar.maximum() > 0 and bar.value() == bar.maximum())
+    bar.setValue(0)
+    seen = window.count
+    qtbot.waitUntil(lambda: window.count > seen + 20, timeout=10000)
+    assert bar.value() == 0
+    bar.setValue(bar.maximum())
+    seen = window.count
+    qtbot.waitUntil(lambda: window.count > seen + 20, timeout=10000)
+    assert bar.value() == bar.maximum()
+
+
+def test_pause_stop_and_clear(qtbot, workbench):
+    window = workbench.window
+    start_demo(qtbot, workbench)
+    window.pause_action.trigger()
+    qtbot.waitUntil(lambda: window.paused)
+    # Rows appended before the pause may still be announced just after it.
+    qtbot.wait(200)
+    paused_at = window.count
+    qtbot.wait(300)
+    assert window.count == paused_at
+    window.pause_action.trigger()
+    qtbot.waitUntil(lambda: not window.paused and window.count > paused_at, timeout=10000)
+    window.clear_action.trigger()
+    qtbot.waitUntil(lambda: window.table_model.rowCount() < paused_at, timeout=5000)
+    qtbot.keyClick(window, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: not window.running, timeout=5000)
+    assert window.start_action.text() == "Start"
+    assert window.mode.isEnabled()
+
+
+def test_charts_update_several_times_a_second_and_pause(qtbot, workbench):
+    window = workbench.window
+    start_demo(qtbot, workbench)
+    before = window.charts.updates
+    qtbot.wait(1100)
+    assert window.charts.updates >= before + 4
+    x, packets, _bytes, inbound, outbound = window.stats.window()
+    assert packets.sum() > 0 and inbound.sum() > 0 and outbound.sum() > 0
+    assert len(window.stats.top_conversations()) > 0
+    window.charts.pause_box.setChecked(True)
+    paused = window.charts.updates
+    qtbot.wait(600)
+    assert window.charts.updates == paused
+    window.charts.pause_box.setChecked(False)
+    curve_x, curve_y = window.charts.packets_stack.curves[-1].getData()
+    assert np.all(np.diff(curve_x) > 0)

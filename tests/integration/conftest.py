@@ -1,0 +1,269 @@
+"""Network namespaces for tests that divert real traffic.
+
+Nothing here touches the machine's own namespace: each test gets namespaces
+of its own (unique names), joined by veth pairs when it needs two hosts, and
+removed afterwards even when the test fails. Code runs inside a namespace
+either in this thread (`with ns.entered():`, setns(2) on the calling thread,
+which threads and subprocesses started inside inherit) or as a separate
+process (`ns.popen([...])`, through `ip netns exec`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import itertools
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+_names = itertools.count()
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def missing_prerequisite() -> str | None:
+    if not sys.platform.startswith("linux"):
+        return f"network namespaces need Linux, not {sys.platform}"
+    if os.geteuid() != 0:
+        return "diverting tests need root (network namespaces, iptables, NFQUEUE)"
+    for tool in ("ip", "iptables", "ip6tables", "iptables-restore", "ip6tables-restore"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (Debian packages iproute2 and iptables)"
+    return None
+
+
+def require_prerequisites() -> None:
+    reason = missing_prerequisite()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"missing prerequisite in CI: {reason}")
+        pytest.skip(reason)
+
+
+def _setns(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({path}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def run(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(list(args), check=check, capture_output=True, text=True, timeout=30, **kwargs)
+
+
+class Namespace:
+    def __init__(self, name: str):
+        self.name = name
+        self.path = f"/run/netns/{name}"
+        self._processes: list[subprocess.Popen] = []
+
+    def ip(self, *args: str) -> str:
+        return run("ip", "-n", self.name, *args).stdout
+
+    def exec(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return run("ip", "netns", "exec", self.name, *args, check=check)
+
+    def popen(self, args: list[str], **kwargs) -> subprocess.Popen:
+        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env.update(kwargs.pop("env", {}))
+        # `ip` by its full path: the child's PATH may be the thing under test.
+        process = subprocess.Popen([shutil.which("ip"), "netns", "exec", self.name, *args], env=env, **kwargs)
+        self._processes.append(process)
+        return process
+
+    def ifindex(self, device: str) -> int:
+        with self.entered():
+            return socket.if_nametoindex(device)
+
+    @contextlib.contextmanager
+    def entered(self):
+        """Run the block in this namespace (this thread, and what it starts)."""
+        home = os.open(f"/proc/thread-self/ns/net", os.O_RDONLY)
+        try:
+            _setns(self.path)
+            try:
+                yield self
+            finally:
+                if _libc.setns(home, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), "could not return to the original network namespace")
+        finally:
+            os.close(home)
+
+    def remove(self) -> None:
+        for process in self._processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+        run("ip", "netns", "del", self.name, check=False)
+
+
+@pytest.fixture
+def make_namespace():
+    require_prerequisites()
+    created: list[Namespace] = []
+
+    def make() -> Namespace:
+        name = f"dgt{os.getpid()}n{next(_names)}"
+        run("ip", "netns", "add", name)
+        ns = Namespace(name)
+        created.append(ns)
+        ns.ip("link", "set", "lo", "up")
+        return ns
+
+    yield make
+    for ns in reversed(created):
+        ns.remove()
+
+
+@pytest.fixture
+def netns(make_namespace) -> Namespace:
+    """One namespace with loopback up."""
+    return make_namespace()
+
+
+class VethPair:
+    """Two namespaces joined by a veth pair: `a` (10.77.0.1, fd77::1) and `b` (10.77.0.2, fd77::2)."""
+
+    a_v4, b_v4 = "10.77.0.1", "10.77.0.2"
+    a_v6, b_v6 = "fd77::1", "fd77::2"
+
+    def __init__(self, a: Namespace, b: Namespace, device: str):
+        self.a, self.b, self.device = a, b, device
+
+
+@pytest.fixture
+def veth(make_namespace) -> VethPair:
+    a, b = make_namespace(), make_namespace()
+    device = "veth0"
+    run("ip", "link", "add", "dgtmp0", "netns", a.name, "type", "veth", "peer", "name", "dgtmp1", "netns", b.name)
+    pair = VethPair(a, b, device)
+    for ns, old, v4, v6 in ((a, "dgtmp0", pair.a_v4, pair.a_v6), (b, "dgtmp1", pair.b_v4, pair.b_v6)):
+        ns.ip("link", "set", old, "name", device)
+        ns.ip("addr", "add", f"{v4}/24", "dev", device)
+        ns.ip("-6", "addr", "add", f"{v6}/64", "dev", device, "nodad")
+        ns.ip("link", "set", device, "up")
+    # Static neighbours, so that no ARP/ND exchange races a test or meets a handle.
+    mac = {ns.name: json.loads(ns.ip("-j", "link", "show", device))[0]["address"] for ns in (a, b)}
+    for ns, peer, v4, v6 in ((a, b, pair.b_v4, pair.b_v6), (b, a, pair.a_v4, pair.a_v6)):
+        ns.ip("neigh", "replace", v4, "lladdr", mac[peer.name], "dev", device, "nud", "permanent")
+        ns.ip("-6", "neigh", "replace", v6, "lladdr", mac[peer.name], "dev", device, "nud", "permanent")
+    return pair
+
+
+def wait_until(condition, seconds: float, step: float = 0.05):
+    """Poll `condition` for at most `seconds`; returns its last value (no timing is asserted)."""
+    end = time.monotonic() + seconds
+    value = condition()
+    while not value and time.monotonic() < end:
+        time.sleep(step)
+        value = condition()
+    return value
+
+
+class Passthru:
+    """Reads a handle on a thread of its own, records each packet and sends it back.
+
+    `edit(packet)` may change a packet before it is sent; returning False
+    keeps it (never sent, so dropped).
+    """
+
+    def __init__(self, handle, edit=None):
+        import threading
+        self.handle, self.edit = handle, edit
+        self.records: list = []     # (raw bytes, Address)
+        self.errors: list = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                for packet in self.handle.recv_batch(64, 0.05):
+                    self.records.append((packet.raw, packet.address))
+                    if self.edit is None or self.edit(packet) is not False:
+                        self.handle.send(packet)
+        except Exception as exc:  # surfaced by the test through .errors
+            self.errors.append(exc)
+
+
+def udp_socket(host: str, port: int = 0, timeout: float = 2.0) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.bind((host, port))
+    sock.settimeout(timeout)
+    return sock
+
+
+def receive_all(sock: socket.socket, seconds: float) -> list[bytes]:
+    """Everything arriving on `sock` until it has been quiet for `seconds`."""
+    got = []
+    sock.settimeout(seconds)
+    while True:
+        try:
+            got.append(sock.recv(65535))
+        except (socket.timeout, BlockingIOError):
+            return got
+
+
+def transport_ports(raw: bytes) -> tuple[int, int, int]:
+    """(protocol, source port, destination port) of a raw IPv4/IPv6 packet without extension headers."""
+    if raw[0] >> 4 == 4:
+        protocol, start = raw[9], (raw[0] & 0x0F) * 4
+    else:
+        protocol, start = raw[6], 40
+    if protocol in (6, 17):
+        return protocol, int.from_bytes(raw[start:start + 2], "big"), int.from_bytes(raw[start + 2:start + 4], "big")
+    return protocol, 0, 0
+
+
+def icmp_echo(host: str, count: int, timeout: float = 2.0) -> int:
+    """Send `count` echo requests to `host` from a raw socket; returns how many replies came back."""
+    v6 = ":" in host
+    sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_RAW,
+                         socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP)
+    sock.settimeout(timeout)
+    ident = os.getpid() & 0xFFFF
+    replies = 0
+    with sock:
+        for seq in range(count):
+            header = bytes([128 if v6 else 8, 0, 0, 0]) + ident.to_bytes(2, "big") + seq.to_bytes(2, "big")
+            body = header + b"divertgui echo"
+            if not v6:  # the kernel computes the ICMPv6 checksum itself
+                total = sum(int.from_bytes(body[i:i + 2], "big") for i in range(0, len(body), 2))
+                total = (total & 0xFFFF) + (total >> 16)
+                total = (total & 0xFFFF) + (total >> 16)
+                body = body[:2] + (~total & 0xFFFF).to_bytes(2, "big") + body[4:]
+            sock.sendto(body, (host, 0))
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                try:
+                    data = sock.recv(2048)
+                except socket.timeout:
+                    break
+                icmp = data if v6 else data[(data[0] & 0x0F) * 4:]
+                if icmp[0] == (129 if v6 else 0) and icmp[4:6] == ident.to_bytes(2, "big"):
+                    replies += 1
+                    break
+    return replies

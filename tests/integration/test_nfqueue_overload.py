@@ -1,0 +1,71 @@
+"""A flood beyond what the reader keeps up with: every packet is accounted for."""
+
+import socket
+
+import pytest
+
+from divertgui.engine.address import Flag, Param
+from divertgui.engine.handle import Divert
+from tests.integration.conftest import receive_all, udp_socket, wait_until
+
+pytestmark = pytest.mark.netns
+
+PORT = 40051
+FLOOD = 400
+
+
+def _flood(count: int) -> int:
+    client = udp_socket("127.0.0.1")
+    sent = 0
+    for i in range(count):
+        client.sendto(b"flood %d" % i, ("127.0.0.1", PORT))
+        sent += 1
+    return sent
+
+
+def _big_receiver() -> socket.socket:
+    server = udp_socket("127.0.0.1", PORT)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
+    return server
+
+
+@pytest.mark.parametrize("fail_open", [False, True], ids=["drop-beyond-queue", "fail-open"])
+def test_overload_is_counted_packet_for_packet(netns, fail_open):
+    with netns.entered():
+        server = _big_receiver()
+        handle = Divert(f"udp.DstPort == {PORT}", flags=Flag.FAIL_OPEN if fail_open else Flag(0))
+        handle.set_param(Param.QUEUE_LENGTH, 32)
+        handle.set_param(Param.QUEUE_TIME, 16000)
+        with handle:
+            sent = _flood(FLOOD)        # nobody reads while the flood runs
+            read = 0
+            while batch := handle.recv_batch(64, 0.3):
+                read += len(batch)
+                handle.send_batch(batch)
+            arrived = receive_all(server, 0.3)
+            stats = handle.stats()
+    assert stats["diverted"] == read
+    assert stats["expired"] == 0 and stats["rejected"] == 0
+    assert stats["diverted"] + stats["overflowed"] + stats["bypassed"] == sent
+    if fail_open:
+        assert stats["overflowed"] == 0 and stats["bypassed"] > 0
+        assert len(arrived) == sent
+    else:
+        assert stats["bypassed"] == 0 and stats["overflowed"] > 0
+        assert len(arrived) == read
+
+
+def test_packets_not_read_within_queue_time_expire_and_are_counted(netns):
+    with netns.entered():
+        server = _big_receiver()
+        handle = Divert(f"udp.DstPort == {PORT}")
+        handle.set_param(Param.QUEUE_TIME, 100)
+        with handle:
+            sent = _flood(5)
+            expired = wait_until(lambda: handle.stats()["expired"] == 5, 5)
+            late = handle.recv_batch(16, 0.2)
+            arrived = receive_all(server, 0.2)
+            stats = handle.stats()
+    assert expired, stats
+    assert late == [] and arrived == []
+    assert stats["diverted"] + stats["expired"] + stats["overflowed"] + stats["bypassed"] == sent

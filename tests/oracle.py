@@ -1,0 +1,109 @@
+"""The reference implementation, for tests only: WinDivert's own filter
+compiler, evaluator, formatter, packet hash and checksum helper as shipped in
+pydivert's Linux wheel (pydivert/bpf/libebpfdivert.so), called through ctypes.
+
+Never imported by the engine.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+
+from divertgui.engine.address import Address, Layer
+
+try:
+    from pydivert.bpf import WinDivertAddress, libebpfdivert as _lib
+except ImportError:  # pragma: no cover - depends on the environment
+    WinDivertAddress = None
+    _lib = None
+
+AVAILABLE = _lib is not None
+UNAVAILABLE_REASON = "pydivert's libebpfdivert (the reference filter compiler) is not installed"
+
+_FORMAT_BUFFER = 64 * 1024
+
+
+# The reference crashes (segfault) on a comparison operator or '-' followed
+# directly by '?' or ':', e.g. "(tcp.DstPort < ? udp : icmp)"; such texts are
+# kept away from it.
+_CRASHES_REFERENCE = re.compile(r"(==|!=|<=|>=|=|<|>|-)\s*(\?|:(?![:0-9a-fA-F]))")
+
+
+def crashes_reference(text: str) -> bool:
+    return bool(_CRASHES_REFERENCE.search(text))
+
+
+def _require() -> None:
+    if _lib is None:
+        raise RuntimeError(UNAVAILABLE_REASON)
+
+
+def to_windivert_address(address: Address) -> "WinDivertAddress":
+    out = WinDivertAddress()
+    out.Timestamp = address.timestamp
+    out.Layer = int(address.layer)
+    out.Event = int(address.event)
+    out.Sniffed = int(bool(address.sniffed))
+    out.Outbound = int(bool(address.outbound))
+    out.Loopback = int(bool(address.loopback))
+    out.Impostor = int(bool(address.impostor))
+    out.IPv6 = int(bool(address.ipv6))
+    out.IPChecksum = int(bool(address.ip_checksum))
+    out.TCPChecksum = int(bool(address.tcp_checksum))
+    out.UDPChecksum = int(bool(address.udp_checksum))
+    out.Network.IfIdx = address.if_idx & 0xFFFFFFFF
+    out.Network.SubIfIdx = address.sub_if_idx & 0xFFFFFFFF
+    return out
+
+
+def compile(text: str, layer: Layer = Layer.NETWORK) -> tuple[bool, str, int]:
+    """(ok, error message, error position) as WinDivertHelperCompileFilter gives them."""
+    _require()
+    if crashes_reference(text):
+        raise ValueError(f"the reference crashes on this filter: {text!r}")
+    msg, pos = ctypes.c_char_p(), ctypes.c_uint32(0)
+    ret = _lib.ebpfdivert_helper_compile_filter(
+        text.encode("latin-1", "replace"), int(layer), ctypes.byref(msg), ctypes.byref(pos))
+    if ret == 0:
+        return True, "", 0
+    return False, (msg.value or b"").decode(errors="replace"), pos.value
+
+
+def eval(text: str, raw: bytes, address: Address) -> bool | None:
+    """True/False, or None when the reference reports an error (bad filter or unparsable packet)."""
+    _require()
+    buf = ctypes.create_string_buffer(bytes(raw), max(len(raw), 1))
+    addr = to_windivert_address(address)
+    ret = _lib.ebpfdivert_helper_eval_filter(
+        text.encode("latin-1", "replace"), buf, len(raw), ctypes.byref(addr))
+    if ret in (0, 1):
+        return bool(ret)
+    return None
+
+
+def format(text: str, layer: Layer = Layer.NETWORK) -> str | None:
+    """The canonical text, or None when the filter does not compile."""
+    _require()
+    out = ctypes.create_string_buffer(_FORMAT_BUFFER)
+    ret = _lib.ebpfdivert_helper_format_filter(
+        text.encode("latin-1", "replace"), int(layer), out, _FORMAT_BUFFER)
+    if ret != 0:
+        return None
+    return out.value.decode(errors="replace")
+
+
+def hash(raw: bytes, seed: int = 0) -> int:
+    _require()
+    buf = ctypes.create_string_buffer(bytes(raw), max(len(raw), 1))
+    return int(_lib.ebpfdivert_helper_hash_packet(buf, len(raw), seed & 0xFFFFFFFFFFFFFFFF))
+
+
+def calc_checksums(raw: bytes, address: Address | None = None, flags: int = 0) -> bytes:
+    """The packet with its checksums recomputed by WinDivertHelperCalcChecksums."""
+    _require()
+    buf = ctypes.create_string_buffer(bytes(raw), max(len(raw), 1))
+    addr = to_windivert_address(address) if address is not None else None
+    _lib.ebpfdivert_helper_calc_checksums(
+        buf, len(raw), ctypes.byref(addr) if addr is not None else None, flags)
+    return buf.raw[:len(raw)]

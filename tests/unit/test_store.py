@@ -1,0 +1,263 @@
+"""The capture store and display indexes, on real packet bytes."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import numpy as np
+import pytest
+
+from divertgui.engine.address import Address, Layer
+from divertgui.engine.backends.demo import echo_packet, ip_packet, tcp_packet, udp_packet
+from divertgui.engine.filter import compile_filter
+from divertgui.engine.store import CHUNK_ROWS, RECORD, CaptureStore, DisplayIndex, Verdict, summarise
+from tests import packet_gen
+
+A4, B4 = bytes((10, 0, 0, 2)), bytes((198, 51, 100, 10))
+A6, B6 = bytes.fromhex("fd00" + "00" * 13 + "02"), bytes.fromhex("20010db8" + "00" * 11 + "10")
+
+
+def tcp4(sport=40000, dport=80, payload=b"GET / HTTP/1.1\r\n\r\n"):
+    return tcp_packet(A4, B4, sport, dport, 1000, 2000, 0x18, payload)
+
+
+def test_append_reads_back_bytes_address_and_columns():
+    store = CaptureStore()
+    packets = [
+        (tcp4(), Address(outbound=True, if_idx=2, timestamp=11)),
+        (udp_packet(B6, A6, 53, 41000, b"\x12\x34answer"), Address(ipv6=True, if_idx=3, timestamp=12)),
+        (echo_packet(A4, B4, False, 7, 1, b"ping"), Address(outbound=True, loopback=True, if_idx=1, timestamp=13)),
+        (echo_packet(A6, B6, True, 7, 1, b"pong"), Address(ipv6=True, sniffed=True, timestamp=14)),
+    ]
+    for i, (raw, address) in enumerate(packets):
+        assert store.append(raw, address, Verdict.PASSED, 1_000 + i) == i
+    assert len(store) == 4
+    for i, (raw, address) in enumerate(packets):
+        assert store.raw(i) == raw
+        assert store.address(i) == address
+        assert store.original(i) is None
+    assert store.column("wall_ns").tolist() == [1000, 1001, 1002, 1003]
+    assert store.column("timestamp").tolist() == [11, 12, 13, 14]
+    assert store.column("length").tolist() == [len(p[0]) for p in packets]
+    assert store.column("outbound").tolist() == [True, False, True, False]
+    assert store.column("loopback").tolist() == [False, False, True, False]
+    assert store.column("if_idx").tolist() == [2, 3, 1, 0]
+    assert store.column("ip_version").tolist() == [4, 6, 4, 6]
+    assert store.column("protocol").tolist() == [6, 17, 1, 58]
+    assert store.column("src_port").tolist() == [40000, 53, 0, 0]
+    assert store.column("dst_port").tolist() == [80, 41000, 0, 0]
+    assert store.column("verdict").tolist() == [0, 0, 0, 0]
+    assert store.column("plain").all()
+    assert store.column("length", 1, 3).tolist() == [len(packets[1][0]), len(packets[2][0])]
+    assert store.bytes_stored == sum(len(p[0]) for p in packets)
+
+
+def test_conversation_is_shared_by_both_directions_only():
+    store = CaptureStore()
+    store.append(tcp_packet(A4, B4, 40000, 80, 1, 0, 2), Address(outbound=True), Verdict.PASSED, 0)
+    store.append(tcp_packet(B4, A4, 80, 40000, 9, 2, 0x12), Address(), Verdict.PASSED, 0)
+    store.append(tcp_packet(A4, B4, 40001, 80, 1, 0, 2), Address(outbound=True), Verdict.PASSED, 0)
+    ids = store.column("conversation").tolist()
+    assert ids[0] == ids[1] != ids[2]
+
+
+def test_edit_keeps_the_original_and_marks_the_row_modified():
+    store = CaptureStore()
+    original = tcp4(dport=80)
+    store.append(original, Address(outbound=True), Verdict.HELD, 5)
+    store.append(tcp4(sport=1), Address(outbound=True), Verdict.HELD, 6)
+    edited = tcp4(dport=8080, payload=b"GET /edited HTTP/1.1\r\n\r\n")
+    store.set_edited(0, edited)
+    assert store.raw(0) == edited
+    assert store.original(0) == original
+    assert store.verdict(0) == Verdict.MODIFIED
+    assert store.column("dst_port").tolist()[0] == 8080
+    assert store.column("length").tolist()[0] == len(edited)
+    store.set_edited(0, tcp4(dport=81))
+    assert store.original(0) == original, "a second edit keeps the first original"
+    assert store.raw(1) == tcp4(sport=1), "the neighbour row is untouched"
+    store.set_verdict(1, Verdict.DROPPED)
+    assert store.column("verdict").tolist() == [Verdict.MODIFIED, Verdict.DROPPED]
+
+
+def test_bad_requests_say_what_is_wrong():
+    store = CaptureStore()
+    store.append(tcp4(), Address(), Verdict.PASSED, 0)
+    with pytest.raises(IndexError, match="row 1 is not in the store"):
+        store.raw(1)
+    with pytest.raises(KeyError, match="no store column 'colour'"):
+        store.column("colour")
+    with pytest.raises(ValueError, match="2 packets but 1 addresses"):
+        store.append_batch([tcp4(), tcp4()], [Address()], Verdict.PASSED, 0)
+
+
+@pytest.mark.parametrize("raw", [b"", b"\x45", tcp4()[:30], b"\x60" + b"\0" * 20, b"\x99" * 60,
+                                 tcp4()[:20] + b"\x00\x50"])
+def test_truncated_and_foreign_bytes_are_stored_as_they_are(raw):
+    store = CaptureStore()
+    store.append(raw, Address(), Verdict.PASSED, 0)
+    assert store.raw(0) == raw
+    assert not store.column("plain")[0]
+    summarise(raw)   # never raises
+
+
+def test_rows_already_published_never_move_while_appending():
+    store = CaptureStore()
+    raw = udp_packet(A4, B4, 1000, 2000, b"x" * 200)
+    first = store.append_batch([raw] * 10, [Address(timestamp=t) for t in range(10)], Verdict.PASSED, 0)
+    record_chunk = store._records[0]
+    arena = store._arenas[0]
+    count = CHUNK_ROWS + 30_000   # over a record chunk and several arenas
+    store.append_batch([raw] * count, [Address()] * count, Verdict.PASSED, 0)
+    assert store._records[0] is record_chunk and store._arenas[0] is arena
+    assert len(store._arenas) > 1 and len(store._records) == 2
+    assert [store.raw(r) for r in first] == [raw] * 10
+    assert store.raw(len(store) - 1) == raw
+    assert store.column("timestamp", 0, 10).tolist() == list(range(10))
+
+
+def test_reader_thread_sees_only_complete_rows():
+    store = CaptureStore()
+    rng = random.Random(5)
+    packets = [udp_packet(A4, B4, i, 53, rng.randbytes(rng.randrange(1, 400))) for i in range(20_000)]
+    problems = []
+
+    def read():
+        seen = 0
+        while seen < len(packets):
+            count = len(store)
+            for row in range(seen, count):
+                if store.raw(row) != packets[row] or store.column("src_port", row, row + 1)[0] != row:
+                    problems.append(row)
+            seen = count
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for start in range(0, len(packets), 250):
+        batch = packets[start:start + 250]
+        store.append_batch(batch, [Address()] * len(batch), Verdict.PASSED, 0)
+    reader.join(timeout=60)
+    assert not reader.is_alive()
+    assert problems == []
+
+
+def test_overhead_beyond_packet_bytes_stays_within_64_bytes_per_packet():
+    store = CaptureStore()
+    raw = tcp4(payload=b"y" * 300)
+    count = 2 * CHUNK_ROWS
+    for start in range(0, count, 4096):
+        store.append_batch([raw] * 4096, [Address()] * 4096, Verdict.PASSED, 0)
+    assert RECORD.itemsize <= 52
+    assert store.overhead_bytes() / len(store) <= 64
+
+
+def test_clear_empties_and_starts_a_new_generation():
+    store = CaptureStore()
+    store.append(tcp4(), Address(), Verdict.PASSED, 0)
+    generation = store.generation
+    store.clear()
+    assert len(store) == 0 and store.generation == generation + 1
+    assert store.column("length").tolist() == []
+    store.append(tcp4(sport=7), Address(), Verdict.PASSED, 0)
+    assert store.raw(0) == tcp4(sport=7)
+
+
+# -- display indexes ------------------------------------------------------------------
+
+def _generated_store(seed: int, count: int):
+    rng = random.Random(seed)
+    store = CaptureStore()
+    packets = []
+    for _ in range(count):
+        raw = packet_gen.packet(rng)
+        address = packet_gen.address_for(rng, raw)
+        packets.append((raw, address))
+    store.append_batch([p[0] for p in packets], [p[1] for p in packets], Verdict.PASSED, 0)
+    return store, packets
+
+
+FILTERS = [
+    "true", "false", "tcp", "udp", "icmp or icmpv6", "ip", "ipv6", "not tcp", "outbound", "inbound and udp",
+    "tcp.DstPort == 80", "not tcp.DstPort == 80", "tcp.DstPort != 80", "udp.SrcPort == 53 or udp.DstPort == 53",
+    "tcp and tcp.DstPort >= 1024 and not loopback", "length > 100", "protocol == TCP", "ifIdx == 2",
+    "tcp.SrcPort", "not udp.SrcPort", "loopback || impostor", "tcp.Payload[0] == 0x47",
+    "ip.SrcAddr == 10.0.0.1 or tcp", "(tcp ? udp : icmp)", "packet[0] == 0x45 and length < 200",
+    "ipv6.SrcAddr == ::1", "tcp.Syn and tcp.DstPort == 443",
+]
+
+
+@pytest.mark.parametrize("text", FILTERS)
+def test_display_index_equals_matching_every_row(text):
+    store, packets = _generated_store(seed=len(text), count=3000)
+    compiled = compile_filter(text, Layer.NETWORK)
+    expected = [i for i, (raw, address) in enumerate(packets) if compiled.match(raw, address)]
+    index = DisplayIndex(store, text)
+    assert index.update() == len(expected)
+    assert index.rows.tolist() == expected
+    assert len(index) == len(expected)
+
+
+def test_display_index_over_generated_filters_matches_the_compiled_filter():
+    store, packets = _generated_store(seed=99, count=600)
+    rng = random.Random(4)
+    for _ in range(60):
+        text = packet_gen.filter_text(rng)
+        try:
+            compiled = compile_filter(text, Layer.NETWORK)
+        except ValueError:
+            continue
+        expected = [i for i, (raw, address) in enumerate(packets) if compiled.match(raw, address)]
+        index = DisplayIndex(store, compiled)
+        index.update()
+        assert index.rows.tolist() == expected, text
+
+
+class CountingFilter:
+    def __init__(self, text):
+        self.text = text
+        self.compiled = compile_filter(text, Layer.NETWORK)
+        self.calls = 0
+
+    def match(self, raw, address):
+        self.calls += 1
+        return self.compiled.match(raw, address)
+
+
+def test_display_index_is_incremental_and_decides_plain_rows_from_columns():
+    store = CaptureStore()
+    index_filter = CountingFilter("tcp and tcp.DstPort == 80 or udp.DstPort == 53")
+    index = DisplayIndex(store, index_filter)
+    batch = [tcp4(dport=80), tcp4(dport=81), udp_packet(A4, B4, 1, 53, b"q"), udp_packet(A4, B4, 1, 54, b"q")]
+    store.append_batch(batch, [Address()] * 4, Verdict.PASSED, 0)
+    assert index.update() == 2
+    store.append_batch(batch, [Address()] * 4, Verdict.PASSED, 0)
+    assert index.update() == 2
+    assert index.update() == 0
+    assert index.rows.tolist() == [0, 2, 4, 6]
+    assert index_filter.calls == 0, "plain rows under a column-decidable filter need no match()"
+    store.append(ip_packet(A4, B4, 6, b"\x00\x01"), Address(), Verdict.PASSED, 0)   # truncated TCP
+    index.update()
+    assert index_filter.calls == 1
+    store.clear()
+    store.append(tcp4(dport=80), Address(), Verdict.PASSED, 0)
+    assert index.update() == 1 and index.rows.tolist() == [0]
+
+
+def test_empty_display_filter_shows_everything_and_bad_filters_raise():
+    store = CaptureStore()
+    store.append_batch([tcp4()] * 3, [Address()] * 3, Verdict.PASSED, 0)
+    index = DisplayIndex(store, "  ")
+    index.update()
+    assert index.rows.tolist() == [0, 1, 2]
+    with pytest.raises(ValueError) as error:
+        DisplayIndex(store, "tcp and and")
+    assert getattr(error.value, "position", None) is not None
+
+
+def test_display_rows_are_sorted_numpy_indexes():
+    store, _ = _generated_store(seed=3, count=500)
+    index = DisplayIndex(store, "tcp or udp")
+    index.update()
+    rows = index.rows
+    assert rows.dtype == np.int64 and np.all(np.diff(rows) > 0)
