@@ -62,7 +62,7 @@ def _words(view) -> int:
     if size < _NUMPY_FROM:
         value = int.from_bytes(view, "big")
         # An odd length is padded with one zero byte.
-        return value
+        return value << 8 if size & 1 else value
     even = size & ~1
     total = int(numpy.frombuffer(view[:even], dtype=_BIG_ENDIAN_WORDS).sum(dtype=numpy.uint64))
     return total + (view[even] << 8 if size & 1 else 0)
