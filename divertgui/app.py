@@ -182,8 +182,25 @@ def self_test(bench: Workbench) -> tuple[bool, str]:
                   f"(tcp.DstPort {old_port}->{new_port}, payload replaced, checksums valid)")
 
 
+def _argument_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with the command line, before any window opens."""
+    if args.filter:
+        from divertgui.engine.filter import FilterError, compile_filter
+        try:
+            compile_filter(args.filter)
+        except FilterError as exc:
+            return f"--filter: {exc.message}\n  {args.filter}\n  {' ' * exc.position}^"
+    if args.replay and not os.path.isfile(args.replay):
+        return f"--replay: no such file: {args.replay}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
+    problem = _argument_error(args)
+    if problem:
+        print(f"divertgui: {problem}", file=sys.stderr)
+        return 2
     if args.self_test:
         _use_offscreen_without_display()
     app = QApplication.instance() or QApplication(sys.argv[:1])

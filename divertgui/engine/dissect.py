@@ -151,7 +151,10 @@ def tcp_flags_text(flags: int) -> str:
 
 
 def summary(raw: bytes, address=None) -> str:
-    """One line like Wireshark's Info column."""
+    """One line like Wireshark's Info column, decoded from the bytes alone.
+
+    `address` is taken so that a row's (raw, address) pair passes as it is.
+    """
     try:
         return _summary(raw)
     except Exception as exc:   # display must go on

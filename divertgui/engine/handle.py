@@ -120,7 +120,9 @@ class Divert:
         self._closed = False
         self._recv_shut = self._send_shut = False
         self._finalizers: dict[int, weakref.finalize] = {}
-        self._lock = threading.Lock()
+        # Re-entrant: a garbage collection inside a locked block may run a
+        # finalizer that drops an unsent packet, which takes the lock again.
+        self._lock = threading.RLock()
         self._received = 0
 
     # -- life cycle ------------------------------------------------------------

@@ -117,7 +117,6 @@ class HeaderView:
     """A header at a fixed offset of a packet; fields are the descriptors of its class."""
 
     __slots__ = ("_packet", "_offset")
-    kind = "header"
 
     def __init__(self, packet: "Packet", offset: int):
         self._packet = packet
@@ -155,7 +154,6 @@ class HeaderView:
 
 class IPv4Header(HeaderView):
     __slots__ = ()
-    kind = "ip"
 
     version = Field(0, 1, bits=4, shift=4)
     hdr_len = Field(0, 1, bits=4)           # in 32-bit words
@@ -195,7 +193,6 @@ class IPv4Header(HeaderView):
 
 class IPv6Header(HeaderView):
     __slots__ = ()
-    kind = "ipv6"
 
     version = Field(0, 1, bits=4, shift=4)
     traffic_class = Field(0, 2, bits=8, shift=4)
@@ -244,7 +241,6 @@ class ExtensionHeader(HeaderView):
     """An IPv6 extension header; `header_type` is the next-header value that announced it."""
 
     __slots__ = ("header_type", "_length")
-    kind = "ipv6 extension"
 
     next_hdr = Field(0, 1)
     hdr_ext_len = Field(1, 1)
@@ -292,7 +288,6 @@ class OptionsHeader(ExtensionHeader):
     """Hop-by-hop or destination options."""
 
     __slots__ = ()
-    kind = "ipv6 options"
 
     @property
     def options(self) -> list[IPv6Option]:
@@ -301,7 +296,6 @@ class OptionsHeader(ExtensionHeader):
 
 class RoutingHeader(ExtensionHeader):
     __slots__ = ()
-    kind = "ipv6 routing"
 
     routing_type = Field(2, 1)
     segments_left = Field(3, 1)
@@ -313,7 +307,6 @@ class RoutingHeader(ExtensionHeader):
 
 class FragmentHeader(ExtensionHeader):
     __slots__ = ()
-    kind = "ipv6 fragment"
 
     reserved = Field(1, 1)
     frag_offset = Field(2, 2, bits=13, shift=3)     # in 8-byte units
@@ -323,7 +316,6 @@ class FragmentHeader(ExtensionHeader):
 
 class AuthenticationHeader(ExtensionHeader):
     __slots__ = ()
-    kind = "ipv6 authentication"
 
     spi = Field(4, 4)
     sequence = Field(8, 4)
@@ -340,7 +332,6 @@ _EXTENSION_VIEWS = {
 
 class ICMPHeader(HeaderView):
     __slots__ = ()
-    kind = "icmp"
 
     type = Field(0, 1)
     code = Field(1, 1)
@@ -352,12 +343,10 @@ class ICMPHeader(HeaderView):
 
 class ICMPv6Header(ICMPHeader):
     __slots__ = ()
-    kind = "icmpv6"
 
 
 class UDPHeader(HeaderView):
     __slots__ = ()
-    kind = "udp"
 
     src_port = Field(0, 2)
     dst_port = Field(2, 2)
@@ -413,7 +402,6 @@ def encode_tcp_options(options) -> bytes:
 
 class TCPHeader(HeaderView):
     __slots__ = ("_length",)
-    kind = "tcp"
 
     src_port = Field(0, 2)
     dst_port = Field(2, 2)

@@ -70,6 +70,11 @@ class Session:
         self._last_emit = 0.0
         self._last_kind = ""
 
+    @property
+    def backend(self):
+        """The backend of the running capture (the demo network, a replay), None when stopped or live."""
+        return self._backend
+
     # -- the thread-safe side -------------------------------------------------------
 
     def post(self, command: dict) -> None:
@@ -87,6 +92,9 @@ class Session:
                     break
                 if self._handle is not None and self._mode != "drop":
                     self._pump()
+                    # Hand the interpreter to the GUI thread between batches, not
+                    # only when the switch interval forces it.
+                    time.sleep(0)
                 self._expire_holds()
                 self._flush()
         finally:

@@ -9,7 +9,6 @@ bytearray arenas of ARENA_BYTES each.
 from __future__ import annotations
 
 import enum
-import re
 import threading
 import zlib
 from typing import Iterable, NamedTuple, Sequence
@@ -18,8 +17,9 @@ import numpy as np
 
 from divertgui.engine.address import Address, Layer
 
-CHUNK_ROWS = 1 << 16
-ARENA_BITS = 22
+CHUNK_BITS = 14
+CHUNK_ROWS = 1 << CHUNK_BITS
+ARENA_BITS = 20
 ARENA_BYTES = 1 << ARENA_BITS
 
 
@@ -191,31 +191,37 @@ class CaptureStore:
         count = len(raws)
         if len(addresses) != count:
             raise ValueError(f"append_batch: {count} packets but {len(addresses)} addresses")
+        one_wall = isinstance(wall_ns, int)
+        one_verdict = isinstance(verdicts, int)
         with self._append_lock:
             first = self._count
-            row = first
+            put = self._put
+            records = []
             for i in range(count):
                 raw = raws[i]
                 address = addresses[i]
-                records = self._record_chunk(row)
                 s = summarise(raw)
-                flags = _address_flags(address)
-                if s.plain:
-                    flags |= _PLAIN
-                records[row & (CHUNK_ROWS - 1)] = (
-                    wall_ns if isinstance(wall_ns, int) else wall_ns[i],
-                    address.timestamp, self._put(raw), len(raw),
-                    address.if_idx, address.sub_if_idx, s.conversation,
-                    s.src_port, s.dst_port, flags, s.ip_version, s.protocol,
-                    verdicts if isinstance(verdicts, int) else verdicts[i],
-                )
-                row += 1
+                records.append((
+                    wall_ns if one_wall else wall_ns[i], address.timestamp, put(raw), len(raw),
+                    address.if_idx, address.sub_if_idx, s.conversation, s.src_port, s.dst_port,
+                    _address_flags(address) | (_PLAIN if s.plain else 0), s.ip_version, s.protocol,
+                    verdicts if one_verdict else verdicts[i],
+                ))
+            block = np.array(records, RECORD) if records else None
+            row, done = first, 0
+            while done < count:
+                chunk = self._record_chunk(row)
+                at = row & (CHUNK_ROWS - 1)
+                take = min(CHUNK_ROWS - at, count - done)
+                chunk[at:at + take] = block[done:done + take]
+                row += take
+                done += take
             # Publishing the count last: readers never see a half-written row.
             self._count = row
         return range(first, row)
 
     def _record_chunk(self, row: int) -> np.ndarray:
-        index = row >> 16
+        index = row >> CHUNK_BITS
         if index == len(self._records):
             self._records.append(np.zeros(CHUNK_ROWS, RECORD))
         return self._records[index]
@@ -265,7 +271,7 @@ class CaptureStore:
     def _record(self, row: int) -> np.ndarray:
         if not 0 <= row < self._count:
             raise IndexError(f"row {row} is not in the store (it has {self._count} rows)")
-        return self._records[row >> 16][row & (CHUNK_ROWS - 1)]
+        return self._records[row >> CHUNK_BITS][row & (CHUNK_ROWS - 1)]
 
     def _stored_bytes(self, record, length: int) -> bytes:
         offset = int(record["offset"])
@@ -302,6 +308,10 @@ class CaptureStore:
             udp_checksum=bool(flags & Flags.UDP_CHECKSUM),
         )
 
+    def value(self, name: str, row: int) -> int:
+        """One cell of a RECORD column, without copying a column."""
+        return int(self._record(row)[name])
+
     def verdict(self, row: int) -> Verdict:
         return Verdict(int(self._record(row)["verdict"]))
 
@@ -321,7 +331,7 @@ class CaptureStore:
         parts = []
         row = start
         while row < stop:
-            index, at = row >> 16, row & (CHUNK_ROWS - 1)
+            index, at = row >> CHUNK_BITS, row & (CHUNK_ROWS - 1)
             take = min(CHUNK_ROWS - at, stop - row)
             parts.append(self._records[index][field][at:at + take])
             row += take
@@ -341,165 +351,283 @@ class CaptureStore:
         return records + arenas + edits
 
 
-# -- display filters ------------------------------------------------------------
+# -- display filters ------------------------------------------------------------------
+#
+# A display filter is decided from the columns and the arena bytes, whole
+# arrays at a time, for PLAIN rows: their header offsets are fixed (IPv4 20
+# bytes, IPv6 40, then the transport header), so any field is a gather at a
+# known offset. Other rows, edited rows and tests with no vectorised form
+# (random*, ports of non-TCP/UDP packets) go through the compiled filter.
 
-_TOKEN = re.compile(r"\s*(?:(==|!=|<=|>=|=|<|>)|(&&|\|\||!)|([A-Za-z_][A-Za-z0-9_.]*)|(-?(?:0[xX][0-9a-fA-F]+|[0-9]+))|(\S))")
-_MACROS = {"TRUE": 1, "FALSE": 0, "TCP": 6, "UDP": 17, "ICMP": 1, "ICMPV6": 58}
-_COMPARE = {
-    "==": np.equal, "=": np.equal, "!=": np.not_equal,
-    "<": np.less, ">": np.greater, "<=": np.less_equal, ">=": np.greater_equal,
+_HEADER_PRESENT = {
+    "ip": lambda r: r.version == 4,
+    "ipv6": lambda r: r.version == 6,
+    "tcp": lambda r: r.col("protocol") == 6,
+    "udp": lambda r: r.col("protocol") == 17,
+    "icmp": lambda r: (r.col("protocol") == 1) & (r.version == 4),
+    "icmpv6": lambda r: (r.col("protocol") == 58) & (r.version == 6),
 }
 
 
-class _Columns:
-    """Column slices of rows start..stop, read once each."""
+def _flag(name):
+    return lambda r: r.col(name).astype(np.int64)
 
-    def __init__(self, store: CaptureStore, start: int, stop: int) -> None:
-        self._store, self._start, self._stop = store, start, stop
-        self._cache: dict[str, np.ndarray] = {}
 
-    def __getitem__(self, name: str) -> np.ndarray:
-        values = self._cache.get(name)
+def _tcp_flag(bit):
+    return lambda r: (r.byte(r.transport + 13) >> bit) & 1
+
+
+# field -> values over all rows (only rows where the field's guard holds are read)
+_VALUES = {
+    "zero": lambda r: np.zeros(r.n, np.int64),
+    "event": lambda r: np.zeros(r.n, np.int64),
+    "timestamp": lambda r: r.col("timestamp"),
+    "outbound": _flag("outbound"),
+    "inbound": lambda r: 1 - r.col("outbound").astype(np.int64),
+    "loopback": _flag("loopback"),
+    "impostor": _flag("impostor"),
+    "fragment": lambda r: np.zeros(r.n, np.int64),
+    "ifIdx": lambda r: r.col("if_idx"),
+    "subIfIdx": lambda r: r.col("sub_if_idx"),
+    "length": lambda r: r.length,
+    "protocol": lambda r: r.col("protocol"),
+    **{name: (lambda present: lambda r: present(r).astype(np.int64))(present)
+       for name, present in _HEADER_PRESENT.items()},
+    "ip.HdrLength": lambda r: r.byte(0) & 0xF,
+    "ip.TOS": lambda r: r.byte(1),
+    "ip.Length": lambda r: r.word(2, 2),
+    "ip.Id": lambda r: r.word(4, 2),
+    "ip.DF": lambda r: (r.byte(6) >> 6) & 1,
+    "ip.MF": lambda r: (r.byte(6) >> 5) & 1,
+    "ip.FragOff": lambda r: r.word(6, 2) & 0x1FFF,
+    "ip.TTL": lambda r: r.byte(8),
+    "ip.Protocol": lambda r: r.byte(9),
+    "ip.Checksum": lambda r: r.word(10, 2),
+    "ipv6.TrafficClass": lambda r: ((r.byte(0) & 0xF) << 4) | (r.byte(1) >> 4),
+    "ipv6.FlowLabel": lambda r: r.word(1, 3) & 0xFFFFF,
+    "ipv6.Length": lambda r: r.word(4, 2),
+    "ipv6.NextHdr": lambda r: r.byte(6),
+    "ipv6.HopLimit": lambda r: r.byte(7),
+    "icmp.Type": lambda r: r.byte(r.transport),
+    "icmp.Code": lambda r: r.byte(r.transport + 1),
+    "icmp.Checksum": lambda r: r.word(r.transport + 2, 2),
+    "icmp.Body": lambda r: r.word(r.transport + 4, 4),
+    "tcp.SrcPort": lambda r: r.col("src_port"),
+    "tcp.DstPort": lambda r: r.col("dst_port"),
+    "tcp.SeqNum": lambda r: r.word(r.transport + 4, 4),
+    "tcp.AckNum": lambda r: r.word(r.transport + 8, 4),
+    "tcp.HdrLength": lambda r: r.byte(r.transport + 12) >> 4,
+    "tcp.Urg": _tcp_flag(5), "tcp.Ack": _tcp_flag(4), "tcp.Psh": _tcp_flag(3),
+    "tcp.Rst": _tcp_flag(2), "tcp.Syn": _tcp_flag(1), "tcp.Fin": _tcp_flag(0),
+    "tcp.Window": lambda r: r.word(r.transport + 14, 2),
+    "tcp.Checksum": lambda r: r.word(r.transport + 16, 2),
+    "tcp.UrgPtr": lambda r: r.word(r.transport + 18, 2),
+    "tcp.PayloadLength": lambda r: r.length - r.tcp_payload,
+    "udp.SrcPort": lambda r: r.col("src_port"),
+    "udp.DstPort": lambda r: r.col("dst_port"),
+    "udp.Length": lambda r: r.word(r.transport + 4, 2),
+    "udp.Checksum": lambda r: r.word(r.transport + 6, 2),
+    "udp.PayloadLength": lambda r: r.length - r.transport - 8,
+    "localPort": lambda r: np.where(r.col("outbound"), _source_port(r), _destination_port(r)),
+    "remotePort": lambda r: np.where(r.col("outbound"), _destination_port(r), _source_port(r)),
+}
+for _name in ("Type", "Code", "Checksum", "Body"):
+    _VALUES[f"icmpv6.{_name}"] = _VALUES[f"icmp.{_name}"]
+
+def _ports_apply(r) -> np.ndarray:
+    protocol = r.col("protocol")
+    return (protocol == 6) | (protocol == 17)
+
+
+# As WinDivert has it: ICMP and ICMPv6 carry their type as the source "port" and 0 as the destination.
+def _source_port(r) -> np.ndarray:
+    return np.where(_ports_apply(r), r.col("src_port"), r.byte(r.transport))
+
+
+def _destination_port(r) -> np.ndarray:
+    return np.where(_ports_apply(r), r.col("dst_port"), 0)
+
+
+_GUARDS = {name: name.split(".")[0] for name in _VALUES if "." in name}
+_INDEXED = {"packet": 1, "packet16": 2, "packet32": 4,
+            "tcp.Payload": 1, "tcp.Payload16": 2, "tcp.Payload32": 4,
+            "udp.Payload": 1, "udp.Payload16": 2, "udp.Payload32": 4}
+_ADDRESSES = {"ip.SrcAddr": 12, "ip.DstAddr": 16, "ipv6.SrcAddr": 8, "ipv6.DstAddr": 24}
+_MAPPED = 0xFFFF00000000
+
+
+class _Rows:
+    """Columns and packet bytes of rows start..stop, as arrays read once each."""
+
+    def __init__(self, store: "CaptureStore", start: int, stop: int) -> None:
+        self.store, self.start, self.n = store, start, stop - start
+        self._columns: dict[str, np.ndarray] = {}
+        self._segments = None
+        edited = [row - start for row in list(store._edits) if start <= row < stop]
+        plain = self.col("plain").copy()
+        plain[edited] = False     # their arena bytes are the original, not the current packet
+        self.plain = plain
+        self.version = self.col("ip_version")
+        self.length = self.col("length").astype(np.int64)
+        self.transport = np.where(self.version == 4, 20, 40)
+
+    def col(self, name: str) -> np.ndarray:
+        values = self._columns.get(name)
         if values is None:
-            values = self._cache[name] = self._store.column(name, self._start, self._stop)
+            values = self.store.column(name, self.start, self.start + self.n)
+            if values.dtype.kind in "iu" and values.dtype != np.uint64:
+                values = values.astype(np.int64)
+            self._columns[name] = values
         return values
 
-    def __len__(self) -> int:
-        return self._stop - self._start
+    @property
+    def tcp_payload(self) -> np.ndarray:
+        return self.transport + (self.byte(self.transport + 12) >> 4) * 4
+
+    def gather(self, at, size: int) -> np.ndarray:
+        """Bytes at..at+size of each plain row, one row of the result per row; zeros where out of range."""
+        at = np.broadcast_to(np.asarray(at, np.int64), (self.n,))
+        valid = self.plain & (at >= 0) & (at + size <= self.length)
+        out = np.zeros((self.n, size), np.uint8)
+        offsets = self.col("offset")
+        for first, last, arena in self._arena_segments():
+            rows = np.flatnonzero(valid[first:last])
+            if not len(rows):
+                continue
+            local = (offsets[first:last][rows] & np.uint64(ARENA_BYTES - 1)).astype(np.int64) + at[first:last][rows]
+            view = np.frombuffer(self.store._arenas[arena], np.uint8)
+            out[first + rows] = view[local[:, None] + np.arange(size)]
+        return out
+
+    def byte(self, at) -> np.ndarray:
+        return self.gather(at, 1)[:, 0].astype(np.int64)
+
+    def word(self, at, size: int) -> np.ndarray:
+        """Big-endian `size`-byte words (size <= 7)."""
+        data = self.gather(at, size).astype(np.int64)
+        value = data[:, 0]
+        for k in range(1, size):
+            value = (value << 8) | data[:, k]
+        return value
+
+    def words64(self, at) -> tuple[np.ndarray, np.ndarray]:
+        """The 16 bytes at `at` as big-endian (high, low) uint64 halves."""
+        data = self.gather(at, 16)
+        halves = data.view(">u8").astype(np.uint64)
+        return halves[:, 0], halves[:, 1]
+
+    def in_range(self, at, size: int, low=0) -> np.ndarray:
+        return (at >= low) & (at + size <= self.length)
+
+    def _arena_segments(self):
+        """(first, last, arena) runs: rows fill the arenas in order, so each arena is one run."""
+        if self._segments is None:
+            arenas = (self.col("offset") >> np.uint64(ARENA_BITS)).astype(np.int64)
+            cuts = np.flatnonzero(np.diff(arenas)) + 1
+            bounds = [0, *cuts.tolist(), self.n]
+            self._segments = [(a, b, int(arenas[a])) for a, b in zip(bounds, bounds[1:]) if b > a]
+        return self._segments
 
 
-def _protocol_is(number: int, version: int = 0):
-    def present(c: _Columns) -> np.ndarray:
-        mask = c["protocol"] == number
-        return mask & (c["ip_version"] == version) if version else mask
-    return present
-
-
-def _everywhere(c: _Columns) -> np.ndarray:
-    return np.ones(len(c), bool)
-
-
-# field -> (where the packet has the field, its value); both exact on PLAIN rows only.
-_FIELDS = {
-    "zero": (_everywhere, lambda c: np.zeros(len(c), np.int64)),
-    "outbound": (_everywhere, lambda c: c["outbound"]),
-    "inbound": (_everywhere, lambda c: ~c["outbound"]),
-    "loopback": (_everywhere, lambda c: c["loopback"]),
-    "impostor": (_everywhere, lambda c: c["impostor"]),
-    "ifIdx": (_everywhere, lambda c: c["if_idx"]),
-    "subIfIdx": (_everywhere, lambda c: c["sub_if_idx"]),
-    "length": (_everywhere, lambda c: c["length"]),
-    "protocol": (_everywhere, lambda c: c["protocol"]),
-    "ip": (_everywhere, lambda c: c["ip_version"] == 4),
-    "ipv6": (_everywhere, lambda c: c["ip_version"] == 6),
-    "tcp": (_everywhere, _protocol_is(6)),
-    "udp": (_everywhere, _protocol_is(17)),
-    "icmp": (_everywhere, _protocol_is(1, 4)),
-    "icmpv6": (_everywhere, _protocol_is(58, 6)),
-    "tcp.SrcPort": (_protocol_is(6), lambda c: c["src_port"]),
-    "tcp.DstPort": (_protocol_is(6), lambda c: c["dst_port"]),
-    "udp.SrcPort": (_protocol_is(17), lambda c: c["src_port"]),
-    "udp.DstPort": (_protocol_is(17), lambda c: c["dst_port"]),
-}
-
-
-def _tokens(text: str) -> list[str] | None:
-    tokens = []
-    at = 0
-    while at < len(text):
-        m = _TOKEN.match(text, at)
-        if m is None:
-            break
-        tokens.append(m.group(m.lastindex))
-        at = m.end()
-    return tokens
-
-
-def _split(tokens: list[str], words: tuple[str, ...]) -> list[list[str]]:
-    parts: list[list[str]] = [[]]
-    for token in tokens:
-        if token in words:
-            parts.append([])
-        else:
-            parts[-1].append(token)
-    return parts
-
-
-def _number(token: str) -> int | None:
-    if token in _MACROS:
-        return _MACROS[token]
-    try:
-        value = int(token, 0)
-    except ValueError:
+def _compare(values: np.ndarray, op: str, value: int) -> np.ndarray | None:
+    if not -(1 << 63) <= value < (1 << 63):
         return None
-    return value if 0 <= value <= 0xFFFFFFFF else None
+    return {"==": np.equal, "!=": np.not_equal, "<": np.less, "<=": np.less_equal,
+            ">": np.greater, ">=": np.greater_equal}[op](values, value)
 
 
-def _test_mask(test: list[str], c: _Columns) -> np.ndarray | None:
-    """The rows a single test accepts, or None when the columns cannot decide it."""
-    negated = bool(test) and test[0] in ("not", "!")
-    if negated:
-        test = test[1:]
-    if len(test) == 1 and test[0] in ("true", "false") and not negated:
-        return np.full(len(c), test[0] == "true")
-    if not test or test[0] not in _FIELDS:
+def _compare_128(high: np.ndarray, low: np.ndarray, op: str, value: int) -> np.ndarray:
+    """Compare (high << 64 | low) with a 128-bit value; high/low are uint64."""
+    vh, vl = np.uint64(value >> 64), np.uint64(value & ((1 << 64) - 1))
+    less = (high < vh) | ((high == vh) & (low < vl))
+    equal = (high == vh) & (low == vl)
+    return {"==": equal, "!=": ~equal, "<": less, "<=": less | equal,
+            ">": ~(less | equal), ">=": ~less}[op]
+
+
+def _address(rows: _Rows, at) -> tuple[np.ndarray, np.ndarray]:
+    """The 128-bit address at byte `at` (IPv4 rows: mapped) as (high, low) uint64."""
+    v4 = rows.version == 4
+    high, low = rows.words64(np.where(v4, -1, at))       # -1: out of range, read nothing
+    mapped = np.uint64(_MAPPED) | rows.word(np.where(v4, at, -1), 4).astype(np.uint64)
+    return np.where(v4, np.uint64(0), high), np.where(v4, mapped, low)
+
+
+def _test(test, rows: _Rows) -> np.ndarray | None:
+    """The plain rows a Test accepts, or None when it has no vectorised form."""
+    name, op, value = test.field, test.op, test.value
+    if name in _ADDRESSES:
+        guard = _HEADER_PRESENT[name.split(".")[0]](rows)
+        high, low = _address(rows, _ADDRESSES[name])
+        return guard & _compare_128(high, low, op, value)
+    if name in ("localAddr", "remoteAddr"):
+        outbound = rows.col("outbound")
+        local = outbound if name == "localAddr" else ~outbound
+        src, dst = np.where(rows.version == 4, 12, 8), np.where(rows.version == 4, 16, 24)
+        high, low = _address(rows, np.where(local, src, dst))
+        return _compare_128(high, low, op, value)
+    if name in _INDEXED:
+        size = _INDEXED[name]
+        guard = np.ones(rows.n, bool) if name.startswith("packet") else _HEADER_PRESENT[name.split(".")[0]](rows)
+        base = (np.zeros(rows.n, np.int64) if name.startswith("packet")
+                else rows.tcp_payload if name.startswith("tcp") else rows.transport + 8)
+        at = base + test.index if test.index >= 0 else rows.length + test.index
+        present = guard & rows.in_range(at, size, base)
+        result = _compare(rows.word(at, size), op, value)
+        return None if result is None else present & result
+    values_of = _VALUES.get(name)
+    if values_of is None:
         return None
-    present, value_of = _FIELDS[test[0]]
-    if len(test) == 1:
-        compare, value = np.not_equal, 0
-    elif len(test) == 3 and test[1] in _COMPARE and _number(test[2]) is not None:
-        compare, value = _COMPARE[test[1]], _number(test[2])
-    else:
+    result = _compare(values_of(rows), op, value)
+    if result is None:
         return None
-    where = present(c)
-    result = compare(value_of(c).astype(np.int64), value)
-    return where & (~result if negated else result)
+    guard = _GUARDS.get(name)
+    return result & _HEADER_PRESENT[guard](rows) if guard else result
 
 
-def _vectorised(text: str, c: _Columns) -> tuple[np.ndarray, bool]:
-    """(a superset of the matching rows, whether it is exact) from the columns alone.
-
-    Exactness holds on PLAIN rows only. Filters outside a flat or-of-ands of
-    simple tests get no help: every row is a candidate.
-    """
-    everything = np.ones(len(c), bool)
-    tokens = _tokens(text)
-    if not tokens or any(t in ("(", ")", "?", ":") for t in tokens):
-        return everything, False
-    candidates = np.zeros(len(c), bool)
-    exact = True
-    for term in _split(tokens, ("or", "||")):
-        mask = everything.copy()
-        for test in _split(term, ("and", "&&")):
-            accepted = _test_mask(test, c)
-            if accepted is None:
-                exact = False
-            else:
-                mask &= accepted
-        candidates |= mask
-    return candidates, exact
+def _decide(node, rows: _Rows) -> tuple[np.ndarray, bool]:
+    """(a superset of the plain rows `node` accepts, whether it is exactly those rows)."""
+    from divertgui.engine.filter.ast import And, Const, Cond, Or, Test
+    if isinstance(node, Const):
+        return np.full(rows.n, bool(node.value)), True
+    if isinstance(node, Test):
+        accepted = _test(node, rows)
+        return (np.ones(rows.n, bool), False) if accepted is None else (accepted, True)
+    if isinstance(node, (And, Or)):
+        left, left_exact = _decide(node.left, rows)
+        right, right_exact = _decide(node.right, rows)
+        return (left & right if isinstance(node, And) else left | right), left_exact and right_exact
+    if isinstance(node, Cond):
+        test, test_exact = _decide(node.test, rows)
+        then, then_exact = _decide(node.then, rows)
+        otherwise, otherwise_exact = _decide(node.otherwise, rows)
+        if test_exact:
+            return (test & then) | (~test & otherwise), then_exact and otherwise_exact
+        return then | otherwise, False
+    return np.ones(rows.n, bool), False
 
 
 class DisplayIndex:
     """The rows of a store that match a display filter, kept up to date by update().
 
-    `filter` is filter text ("" shows every row, even unparsable ones) (compiled with compile_filter at `layer`) or an
-    object with match(raw, address) and, optionally, the `text` it was
-    compiled from. Rows the columns decide exactly never reach match().
+    `filter` is filter text ("" shows every row, even unparsable ones),
+    compiled with compile_filter at `layer`, or an already compiled Filter
+    (anything with match(raw, address); its syntax `tree`, when it has one,
+    lets whole columns be decided at once). Rows decided from the columns
+    and arena bytes never reach match().
     """
 
     def __init__(self, store: CaptureStore, filter, layer: Layer = Layer.NETWORK) -> None:
         self.store = store
         if isinstance(filter, str):
             self.text = filter.strip()
-            if not self.text:
-                self._match = None
-            else:
+            if self.text:
                 from divertgui.engine.filter import compile_filter
-                self._match = compile_filter(self.text, layer).match
+                filter = compile_filter(self.text, layer)
         else:
-            self.text = getattr(filter, "text", None) or ""
-            self._match = filter.match
+            self.text = getattr(filter, "text", "")
+        self._match = filter.match if self.text or not isinstance(filter, str) else None
+        self._tree = getattr(filter, "tree", None) if self._match is not None else None
         self._generation = store.generation
         self._done = 0
         self._parts: list[np.ndarray] = []
@@ -537,17 +665,18 @@ class DisplayIndex:
         return len(found)
 
     def _scan(self, start: int, stop: int) -> np.ndarray:
-        c = _Columns(self.store, start, stop)
-        candidates, exact = _vectorised(self.text, c)
-        plain = c["plain"]
-        # The columns speak for plain rows only; every other row is a candidate.
-        candidates |= ~plain
-        decided = plain if exact else np.zeros(len(c), bool)
+        rows = _Rows(self.store, start, stop)
+        if self._tree is not None:
+            candidates, exact = _decide(self._tree, rows)
+        else:
+            candidates, exact = np.ones(rows.n, bool), False
+        # The arrays speak for plain rows only; every other row is a candidate.
+        candidates |= ~rows.plain
+        decided = rows.plain if exact else np.zeros(rows.n, bool)
         accepted = candidates & decided
         undecided = np.flatnonzero(candidates & ~decided)
         if len(undecided):
             store, match = self.store, self._match
-            hits = [i for i in undecided.tolist()
-                    if match(store.raw(start + i), store.address(start + i))]
+            hits = [i for i in undecided.tolist() if match(store.raw(start + i), store.address(start + i))]
             accepted[hits] = True
         return np.flatnonzero(accepted).astype(np.int64) + start

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import datetime
 import enum
+from typing import NamedTuple
 
 import numpy as np
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
@@ -43,6 +45,22 @@ HELD_ROW_COLOUR = QColor("#fff6c2")
 DROPPED_TEXT_COLOUR = QColor("#9b1c1c")
 
 
+class RowCells(NamedTuple):
+    """Everything a view asks about one row, computed once."""
+
+    texts: tuple
+    background: QBrush | None
+    foreground: QBrush | None
+    verdict_background: QBrush | None
+
+
+# Rows are prepared in blocks: one store column read per block, not per cell,
+# and a repaint is then only dictionary lookups.
+BLOCK_ROWS = 64
+CACHED_ROWS = 16384
+_BLOCK_COLUMNS = ("timestamp", "wall_ns", "length", "outbound", "loopback", "verdict")
+
+
 class PacketTableModel(QAbstractTableModel):
     """Rows are stored packets that pass the display filter, oldest first.
 
@@ -59,9 +77,13 @@ class PacketTableModel(QAbstractTableModel):
         self.display_filter = None
         self.shown = 0
         self.time_format = TimeFormat.SINCE_START
-        self.generation = getattr(store, "generation", 0)
+        self.generation = store.generation
         self.text = RowText(store)
+        self._cells: collections.OrderedDict[int, RowCells] = collections.OrderedDict()
+        self._first_stamp: int | None = None
         self._fixed_font = QFont("DejaVu Sans Mono", 9)
+        self._brushes = {colour.name(): QBrush(colour) for colour in
+                         (*VERDICT_COLOURS.values(), *PROTOCOL_COLOURS.values(), HELD_ROW_COLOUR, DROPPED_TEXT_COLOUR)}
 
     # following the store ------------------------------------------------
     def refresh(self, count: int) -> None:
@@ -83,17 +105,19 @@ class PacketTableModel(QAbstractTableModel):
             self.endInsertRows()
         else:
             self.index_rows = rows
-        if self.shown:
-            # Verdicts change after the fact (held -> modified / dropped).
-            self.dataChanged.emit(self.index(0, 0), self.index(self.shown - 1, len(COLUMNS) - 1))
+
+    def _forget_all(self) -> None:
+        self._cells.clear()
+        self._first_stamp = None
+        self.text.clear()
 
     def reset_to(self, count: int) -> None:
         self.beginResetModel()
         self.count = count
         self.shown = 0
         self.index_rows = None
-        self.generation = getattr(self.store, "generation", 0)
-        self.text.clear()
+        self.generation = self.store.generation
+        self._forget_all()
         if self.display_filter is not None:
             from divertgui.engine.store import DisplayIndex
             self.display_index = DisplayIndex(self.store, self.display_filter, self.display_filter.layer)
@@ -112,12 +136,14 @@ class PacketTableModel(QAbstractTableModel):
         self.shown = 0
         self.index_rows = None
         self.count = 0
+        # Delta times depend on which rows are displayed.
+        self._cells.clear()
         self.endResetModel()
         self.refresh(count)
 
     def stale(self) -> bool:
         """True between the store being emptied and the "rows" event that says so."""
-        return getattr(self.store, "generation", 0) != self.generation
+        return self.store.generation != self.generation
 
     def store_row(self, view_row: int) -> int:
         return int(self.index_rows[view_row]) if self.index_rows is not None else view_row
@@ -132,24 +158,84 @@ class PacketTableModel(QAbstractTableModel):
         return None
 
     def value(self, name: str, store_row: int) -> int:
-        """One cell of a store column; views ask only for visible rows, so no whole column is copied."""
+        """One cell of a store column."""
         return int(self.store.column(name, store_row, store_row + 1)[0])
 
     def verdict_name(self, store_row: int) -> str:
-        value = self.value("verdict", store_row)
-        return VERDICT_NAMES[value] if 0 <= value < len(VERDICT_NAMES) else str(value)
+        return _verdict_name(self.value("verdict", store_row))
 
     def set_time_format(self, time_format: TimeFormat) -> None:
         self.time_format = time_format
+        self._cells.clear()
         if self.shown:
             self.dataChanged.emit(self.index(0, TIME), self.index(self.shown - 1, TIME))
 
     def row_changed(self, store_row: int) -> None:
         """A stored row was edited (its bytes or verdict)."""
         self.text.forget(store_row)
+        self._cells.pop(store_row, None)
         view_row = self.view_row(store_row)
         if view_row is not None:
             self.dataChanged.emit(self.index(view_row, 0), self.index(view_row, len(COLUMNS) - 1))
+
+    # preparing rows -------------------------------------------------------
+    def cells(self, view_row: int) -> RowCells:
+        row = self.store_row(view_row)
+        cells = self._cells.get(row)
+        if cells is None:
+            self._prepare_block(view_row - view_row % BLOCK_ROWS)
+            cells = self._cells[row]
+        return cells
+
+    def _prepare_block(self, first_view_row: int) -> None:
+        stop = min(first_view_row + BLOCK_ROWS, self.shown)
+        if self.index_rows is not None:
+            rows = [int(r) for r in self.index_rows[first_view_row:stop]]
+        else:
+            rows = list(range(first_view_row, stop))
+        low, high = rows[0], rows[-1] + 1
+        if high - low <= 16 * BLOCK_ROWS:
+            columns = {name: self.store.column(name, low, high) for name in _BLOCK_COLUMNS}
+            record = [{name: int(columns[name][row - low]) for name in _BLOCK_COLUMNS} for row in rows]
+        else:   # a sparse display filter: read the rows one by one rather than the span
+            record = [{name: self.value(name, row) for name in _BLOCK_COLUMNS} for row in rows]
+        if self._first_stamp is None:
+            self._first_stamp = self.value("timestamp", 0)
+        previous = self.value("timestamp", self.store_row(first_view_row - 1)) if first_view_row else None
+        for row, fields in zip(rows, record):
+            stamp = fields["timestamp"]
+            self._cells[row] = self._row_cells(row, fields, stamp - (stamp if previous is None else previous))
+            previous = stamp
+        while len(self._cells) > CACHED_ROWS:
+            self._cells.popitem(last=False)
+
+    def _row_cells(self, row: int, fields: dict, delta_ns: int) -> RowCells:
+        source, destination, protocol, info = self.text.get(row)
+        verdict = _verdict_name(fields["verdict"])
+        if self.time_format is TimeFormat.ABSOLUTE:
+            time_text = datetime.datetime.fromtimestamp(fields["wall_ns"] / 1e9).strftime("%H:%M:%S.%f")
+        elif self.time_format is TimeFormat.DELTA:
+            time_text = f"{delta_ns / 1e9:.6f}"
+        else:
+            time_text = f"{(fields['timestamp'] - self._first_stamp) / 1e9:.6f}"
+        if fields["loopback"]:
+            direction = "lo ↺"
+        else:
+            direction = "out →" if fields["outbound"] else "in ←"
+        texts = (str(row + 1), time_text, direction, source, destination, protocol, str(fields["length"]),
+                 info, verdict)
+        if verdict == "held":
+            background = self._brush(HELD_ROW_COLOUR)
+        else:
+            colour = PROTOCOL_COLOURS.get(protocol)
+            background = self._brush(colour) if colour is not None else None
+        foreground = self._brush(DROPPED_TEXT_COLOUR) if verdict == "dropped" else None
+        verdict_colour = VERDICT_COLOURS.get(verdict)
+        return RowCells(texts, background, foreground,
+                        self._brush(verdict_colour) if verdict_colour is not None else background)
+
+    def _brush(self, colour: QColor) -> QBrush:
+        return self._brushes[colour.name()]
 
     # Qt model -----------------------------------------------------------
     def rowCount(self, parent=QModelIndex()) -> int:
@@ -164,57 +250,54 @@ class PacketTableModel(QAbstractTableModel):
         return None
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        cells = self._cells_at(index)
+        return None if cells is None else self._role_value(cells, index, role)
+
+    def multiData(self, index, role_data_span) -> None:
+        # Views ask for every role of a cell at once: one call into Python per
+        # cell instead of one per role, which is what keeps painting cheap
+        # while the session thread competes for the interpreter.
+        cells = self._cells_at(index)
+        for role_data in role_data_span:
+            value = None if cells is None else self._role_value(cells, index, role_data.role())
+            # The span is reused from cell to cell: clear what this cell does not set.
+            if value is None:
+                role_data.clearData()
+            else:
+                role_data.setData(value)
+
+    def _cells_at(self, index) -> RowCells | None:
         if not index.isValid() or index.row() >= self.shown or self.stale():
             return None
-        row = self.store_row(index.row())
+        try:
+            return self.cells(index.row())
+        except IndexError:
+            # The session emptied the store; the "rows" event saying so is on its way.
+            return None
+
+    def _role_value(self, cells: RowCells, index, role):
         column = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
-            return self._display(index.row(), row, column)
+            return cells.texts[column]
         if role == Qt.ItemDataRole.BackgroundRole:
-            verdict = self.verdict_name(row)
-            if column == VERDICT and verdict in VERDICT_COLOURS:
-                return QBrush(VERDICT_COLOURS[verdict])
-            if verdict == "held":
-                return QBrush(HELD_ROW_COLOUR)
-            colour = PROTOCOL_COLOURS.get(self.text.get(row)[2])
-            return QBrush(colour) if colour is not None else None
+            return cells.verdict_background if column == VERDICT else cells.background
         if role == Qt.ItemDataRole.ForegroundRole:
-            if self.verdict_name(row) == "dropped":
-                return QBrush(DROPPED_TEXT_COLOUR)
+            return cells.foreground
+        if role == Qt.ItemDataRole.FontRole:
+            return self._fixed_font if column in (NUMBER, TIME, LENGTH) else None
+        if role == Qt.ItemDataRole.TextAlignmentRole:
+            return _RIGHT if column in (NUMBER, TIME, LENGTH) else None
+        if role == Qt.ItemDataRole.ToolTipRole:
+            if column == VERDICT and cells.texts[VERDICT] == "modified":
+                return "Edited before it was forwarded; the original is kept (see the details pane)."
             return None
-        if role == Qt.ItemDataRole.FontRole and column in (NUMBER, TIME, LENGTH):
-            return self._fixed_font
-        if role == Qt.ItemDataRole.TextAlignmentRole and column in (NUMBER, TIME, LENGTH):
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        if role == Qt.ItemDataRole.ToolTipRole and column == VERDICT and self.verdict_name(row) == "modified":
-            return "Edited before it was forwarded; the original is kept (see the details pane)."
         if role == Qt.ItemDataRole.UserRole:
-            return row
+            return self.store_row(index.row())
         return None
 
-    def _display(self, view_row: int, row: int, column: int):
-        if column == NUMBER:
-            return str(row + 1)
-        if column == TIME:
-            return self._time_text(view_row, row)
-        if column == DIRECTION:
-            if self.value("loopback", row):
-                return "lo ↺"
-            return "out →" if self.value("outbound", row) else "in ←"
-        if column == LENGTH:
-            return str(self.value("length", row))
-        if column == VERDICT:
-            return self.verdict_name(row)
-        source, destination, protocol, info = self.text.get(row)
-        return (source, destination, protocol, info)[column - SOURCE] if column != INFO else info
 
-    def _time_text(self, view_row: int, row: int) -> str:
-        if self.time_format is TimeFormat.ABSOLUTE:
-            wall = self.value("wall_ns", row)
-            moment = datetime.datetime.fromtimestamp(wall / 1e9)
-            return moment.strftime("%H:%M:%S.%f")
-        stamp = self.value("timestamp", row)
-        if self.time_format is TimeFormat.DELTA:
-            previous = self.store_row(view_row - 1) if view_row > 0 else row
-            return f"{(stamp - self.value('timestamp', previous)) / 1e9:.6f}"
-        return f"{(stamp - self.value('timestamp', 0)) / 1e9:.6f}"
+def _verdict_name(value: int) -> str:
+    return VERDICT_NAMES[value] if 0 <= value < len(VERDICT_NAMES) else str(value)
+
+
+_RIGHT = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)

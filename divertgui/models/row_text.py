@@ -40,8 +40,11 @@ class RowText:
             self._cache.move_to_end(row)
             return cached
         from divertgui.engine import dissect
-        raw = self.store.raw(row)
-        address = self.store.address(row)
+        try:
+            raw = self.store.raw(row)
+            address = self.store.address(row)
+        except IndexError:   # emptied by the session; the next "rows" event resets the views
+            return ("", "", "", "")
         source, destination = ip_endpoints(raw)
         try:
             protocol = dissect.protocol_name(raw)

@@ -28,6 +28,7 @@ class TrafficStats:
         self.clear()
 
     def clear(self) -> None:
+        self.generation = self.store.generation
         self.processed = 0
         self.start_ns: int | None = None
         self.seconds = 0
@@ -56,7 +57,7 @@ class TrafficStats:
 
     def update(self, count: int) -> None:
         """Takes in the stored rows up to `count`."""
-        if count < self.processed:
+        if count < self.processed or self.store.generation != self.generation:
             self.clear()
         if count == self.processed:
             return
@@ -65,6 +66,10 @@ class TrafficStats:
         lengths = np.asarray(self.store.column("length", first, count), dtype=np.int64)
         protocols = np.asarray(self.store.column("protocol", first, count), dtype=np.int64) & 0xFF
         outbound = np.asarray(self.store.column("outbound", first, count), dtype=bool)
+        if not (len(stamps) == len(lengths) == len(protocols) == len(outbound) == count - first):
+            # The store was emptied meanwhile; start again from the next update.
+            self.clear()
+            return
         if self.start_ns is None:
             self.start_ns = int(stamps[0])
         bins = np.maximum((stamps - self.start_ns) // 1_000_000_000, 0)
@@ -85,6 +90,8 @@ class TrafficStats:
 
     def _count_conversations(self, first: int, count: int, lengths) -> None:
         ids = np.asarray(self.store.column("conversation", first, count), dtype=np.int64)
+        if len(ids) != len(lengths):
+            return
         keys, first_index, inverse = np.unique(ids, return_index=True, return_inverse=True)
         sizes = np.bincount(inverse, weights=lengths).astype(np.int64)
         packets = np.bincount(inverse)
@@ -95,7 +102,10 @@ class TrafficStats:
 
     def _conversation_label(self, key: int) -> str:
         row = self.conversation_row[key]
-        source, destination = ip_endpoints(self.store.raw(row))
+        try:
+            source, destination = ip_endpoints(self.store.raw(row))
+        except IndexError:
+            return "…"
         protocol = int(self.store.column("protocol", row, row + 1)[0])
         name = _PROTOCOL_NAMES.get(protocol, str(protocol))
         if name in ("TCP", "UDP"):
@@ -106,8 +116,9 @@ class TrafficStats:
     # what the charts draw ------------------------------------------------
     def window(self, seconds: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(x seconds, packets[protocol, t], bytes[protocol, t], inbound[t], outbound[t]) for the last
-        `seconds` complete-or-current seconds."""
-        end = self.seconds
+        `seconds` complete seconds (the current one too while it is the only one)."""
+        # The second still being filled would show as a false drop at the live edge.
+        end = self.seconds - 1 if self.seconds >= 2 else self.seconds
         start = max(0, end - seconds)
         x = np.arange(start, end, dtype=np.float64)
         return (x, self.packets[:, start:end], self.bytes[:, start:end],
@@ -117,7 +128,7 @@ class TrafficStats:
         """Packets/s and bytes/s over the last complete second (the current one while it is the only one)."""
         if self.seconds == 0:
             return 0.0, 0.0
-        second = self.seconds - 2 if self.seconds >= 2 else 0
+        second = self.seconds - 2 if self.seconds >= 2 else 0  # the last complete second
         return float(self.packets[:, second].sum()), float(self.bytes[:, second].sum())
 
     def top_conversations(self, n: int = 8) -> list[tuple[str, int, int]]:

@@ -19,6 +19,8 @@ PROTOCOL_PENS = {
     "ICMPv6": "#e57ac4",
     "other": "#8c8c8c",
 }
+INBOUND_PEN = "#1b9e77"
+OUTBOUND_PEN = "#d95f02"
 
 
 def _plot(title: str, units: str) -> pg.PlotWidget:
@@ -32,9 +34,10 @@ def _plot(title: str, units: str) -> pg.PlotWidget:
     return plot
 
 
-def _legend(plot: pg.PlotWidget) -> None:
-    plot.addLegend(offset=(8, 4), labelTextSize="8pt", labelTextColor="#222222", colCount=5,
-                   brush=pg.mkBrush(255, 255, 255, 210), pen=pg.mkPen("#cccccc"))
+def legend_html(entries) -> str:
+    """One legend for every chart, above them, so that no legend covers data."""
+    return "&nbsp;&nbsp;".join(f'<span style="color:{colour}; font-size:14px;">■</span>&nbsp;{name}'
+                               for name, colour in entries)
 
 
 class StackedPlot:
@@ -43,7 +46,6 @@ class StackedPlot:
     def __init__(self, plot: pg.PlotWidget, names, colours):
         self.plot = plot
         self.curves = []
-        _legend(plot)
         for name, colour in zip(names, colours):
             fill = pg.mkColor(colour)
             fill.setAlpha(120)
@@ -72,9 +74,8 @@ class ChartsPanel(QWidget):
         colours = [PROTOCOL_PENS[name] for name in PROTOCOLS]
         self.packets_stack = StackedPlot(self.packets_plot, PROTOCOLS, colours)
         self.bytes_stack = StackedPlot(self.bytes_plot, PROTOCOLS, colours)
-        _legend(self.direction_plot)
-        self.inbound_curve = self.direction_plot.plot([], [], name="inbound", pen=pg.mkPen("#1b9e77", width=2))
-        self.outbound_curve = self.direction_plot.plot([], [], name="outbound", pen=pg.mkPen("#d95f02", width=2))
+        self.inbound_curve = self.direction_plot.plot([], [], name="inbound", pen=pg.mkPen(INBOUND_PEN, width=2))
+        self.outbound_curve = self.direction_plot.plot([], [], name="outbound", pen=pg.mkPen(OUTBOUND_PEN, width=2))
         self.bytes_plot.setXLink(self.packets_plot)
         self.direction_plot.setXLink(self.packets_plot)
 
@@ -99,7 +100,10 @@ class ChartsPanel(QWidget):
             plot.getPlotItem().getViewBox().sigRangeChangedManually.connect(self._user_zoomed)
 
         controls = QHBoxLayout()
-        controls.addWidget(QLabel("Live charts", self))
+        legend = QLabel(legend_html([(name, PROTOCOL_PENS[name]) for name in PROTOCOLS]
+                                    + [("inbound", INBOUND_PEN), ("outbound", OUTBOUND_PEN)]), self)
+        legend.setTextFormat(Qt.TextFormat.RichText)
+        controls.addWidget(legend)
         controls.addStretch(1)
         controls.addWidget(self.window_spin)
         controls.addWidget(self.follow_button)
@@ -143,7 +147,7 @@ class ChartsPanel(QWidget):
             for plot, peak in ((self.packets_plot, packets.sum(axis=0).max()),
                                (self.bytes_plot, size.sum(axis=0).max()),
                                (self.direction_plot, max(inbound.max(), outbound.max()))):
-                plot.setYRange(0, max(1.0, float(peak)) * 1.6, padding=0)
+                plot.setYRange(0, max(1.0, float(peak)) * 1.15, padding=0)
         top = self.stats.top_conversations(8)
         self.conversations.setRowCount(len(top))
         for row, (label, size_bytes, count) in enumerate(top):

@@ -8,10 +8,11 @@ and presets.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Callable
 
-from PySide6.QtCore import QSettings, QStringListModel, Qt, Signal
+from PySide6.QtCore import QSettings, QStandardPaths, QStringListModel, Qt, Signal
 from PySide6.QtGui import (QColor, QFont, QFontMetrics, QKeySequence, QSyntaxHighlighter,
                            QTextCharFormat, QTextCursor, QTextOption)
 from PySide6.QtWidgets import (QCompleter, QFrame, QHBoxLayout, QLabel, QMenu, QPlainTextEdit,
@@ -22,6 +23,7 @@ from divertgui.views import filter_vocabulary as vocab
 Validator = Callable[[str], "tuple[str, int] | None"]
 
 HISTORY_LENGTH = 20
+PRESETS_FILE = "filter-presets.txt"
 VALID_COLOUR = QColor("#d7f5d3")
 INVALID_COLOUR = QColor("#fbd3d3")
 NEUTRAL_COLOUR = QColor("#ffffff")
@@ -287,14 +289,25 @@ class FilterEditor(QWidget):
         items = [text] + [item for item in self.history() if item != text]
         QSettings().setValue(self._history_key(), items[:HISTORY_LENGTH])
 
+    @staticmethod
+    def presets_path() -> str:
+        """The user's presets: a text file, one filter a line, as Clumsy keeps them."""
+        folder = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppConfigLocation)
+        return os.path.join(folder, PRESETS_FILE)
+
     def user_presets(self) -> list[str]:
-        value = QSettings().value("filters/presets", [])
-        return [value] if isinstance(value, str) else list(value or [])
+        try:
+            with open(self.presets_path(), encoding="utf-8") as lines:
+                return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+        except FileNotFoundError:
+            return []
 
     def save_as_preset(self) -> None:
         text = self.text()
         if text and self.is_valid() and text not in self.user_presets():
-            QSettings().setValue("filters/presets", self.user_presets() + [text])
+            os.makedirs(os.path.dirname(self.presets_path()), exist_ok=True)
+            with open(self.presets_path(), "a", encoding="utf-8") as lines:
+                lines.write(text + "\n")
 
     def _fill_menu(self) -> None:
         menu = self.menu_button.menu()

@@ -96,9 +96,10 @@ class MainWindow(QMainWindow):
         self.options = options or CaptureOptions()
         self.setWindowTitle("divertgui — packet interception workbench")
         self.count = 0
-        self.generation = getattr(store, "generation", 0)
+        self.generation = store.generation
         self.running = False
         self.paused = False
+        self.source_name = self.options.source
         self.session_stats: dict = {}
         self.errors: list[dict] = []
         self.last_display_filter_seconds = 0.0
@@ -315,7 +316,7 @@ class MainWindow(QMainWindow):
             self.error_banner.show_error(event.get("message", ""), event.get("where", ""))
 
     def on_rows(self, count: int, stats: dict) -> None:
-        generation = getattr(self.store, "generation", 0)
+        generation = self.store.generation
         if generation != self.generation:
             self.generation = generation
             self._reset_views()
@@ -401,7 +402,7 @@ class MainWindow(QMainWindow):
 
     def _update_status(self) -> None:
         labels = self.status_labels
-        source = getattr(self, "source_name", self.options.source)
+        source = self.source_name
         state = "paused" if self.paused else ("capturing" if self.running else "stopped")
         labels["state"].setText(f"● {state} ({source})" if self.running else f"○ {state}")
         shown = self.table_model.rowCount()
@@ -440,7 +441,10 @@ class MainWindow(QMainWindow):
             self.details.clear()
             return
         row = self.table_model.store_row(current.row())
-        self.details.show_packet(self.store.raw(row), self.store.original(row))
+        try:
+            self.details.show_packet(self.store.raw(row), self.store.original(row))
+        except IndexError:
+            self.details.clear()
 
     def select_view_row(self, view_row: int) -> None:
         index = self.table_model.index(view_row, 0)

@@ -12,15 +12,9 @@ from divertgui.views.hex_view import HexView
 SPAN_ROLE = Qt.ItemDataRole.UserRole
 
 
-def node_parts(node) -> tuple[str, int, int, list]:
-    """(text, offset, length, children) of a decode_tree node."""
-    get = node.get if isinstance(node, dict) else (lambda key, default=None: getattr(node, key, default))
-    label = get("label") or get("name") or ""
-    value = get("value")
-    text = get("text") or (f"{label}: {value}" if value not in (None, "") else str(label))
-    offset = get("offset", 0)
-    length = get("length", 0)
-    return text, int(offset or 0), int(length or 0), list(get("children") or ())
+def node_text(node) -> str:
+    """A dissect.Node as Wireshark shows it: "label: value", or the label alone."""
+    return f"{node.label}: {node.value}" if node.value not in (None, "") else str(node.label)
 
 
 class PacketDetails(QWidget):
@@ -85,23 +79,17 @@ class PacketDetails(QWidget):
         from divertgui.engine import dissect
         self.tree.clear()
         self.hex.set_data(raw)
-        try:
-            nodes = dissect.decode_tree(raw)
-        except Exception as exc:  # the bytes are still shown; the tree says why it is empty
-            nodes = [{"text": f"Undecodable packet: {exc}", "offset": 0, "length": len(raw)}]
-        if not isinstance(nodes, (list, tuple)):
-            nodes = [nodes]
-        for node in nodes:
+        for node in dissect.decode_tree(raw):
             self.tree.addTopLevelItem(self._item(node))
         for index in range(self.tree.topLevelItemCount()):
             self.tree.topLevelItem(index).setExpanded(True)
 
     def _item(self, node) -> QTreeWidgetItem:
-        text, offset, length, children = node_parts(node)
-        item = QTreeWidgetItem([text])
+        item = QTreeWidgetItem([node_text(node)])
+        offset, length = node.offset, node.length
         item.setData(0, SPAN_ROLE, (offset, length))
-        item.setToolTip(0, f"bytes {offset}..{offset + length - 1}" if length else f"byte {offset}")
-        for child in children:
+        item.setToolTip(0, f"bytes {offset}..{offset + length - 1}" if length > 1 else f"byte {offset}")
+        for child in node.children:
             item.addChild(self._item(child))
         return item
 

@@ -7,8 +7,9 @@ from PySide6.QtCore import QCoreApplication, QSettings  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def private_settings(qapp, tmp_path):
-    """Each test gets its own QSettings store, never the user's."""
+def private_settings(qapp, tmp_path, monkeypatch):
+    """Each test gets its own QSettings store and config folder, never the user's."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     QCoreApplication.setOrganizationName("divertgui-tests")
     QCoreApplication.setApplicationName("divertgui-tests")
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)

@@ -102,6 +102,10 @@ def test_history_and_presets(qtbot):
     assert editor.text() == "ipv6" and editor.is_valid()
     editor.save_as_preset()
     assert FilterEditor("capture").user_presets() == ["ipv6"]
+    with open(FilterEditor.presets_path(), "a") as presets:
+        presets.write("# mine\nudp.DstPort == 9999\n")
+    editor._fill_menu()
+    assert "★ udp.DstPort == 9999" in [a.text() for a in editor.menu_button.menu().actions()]
 
 
 def test_layer_decides_what_is_valid(qtbot):

@@ -267,3 +267,44 @@ def icmp_echo(host: str, count: int, timeout: float = 2.0) -> int:
                     replies += 1
                     break
     return replies
+
+
+def _link(left: Namespace, right: Namespace, device: str, left_addrs, right_addrs) -> None:
+    """A veth pair named `device` on both sides, addressed, with static neighbours."""
+    temp_left, temp_right = f"dgl{next(_names)}", f"dgr{next(_names)}"
+    run("ip", "link", "add", temp_left, "netns", left.name, "type", "veth", "peer", "name", temp_right,
+        "netns", right.name)
+    for ns, temp in ((left, temp_left), (right, temp_right)):
+        ns.ip("link", "set", temp, "name", device)
+    for ns, (v4, v6) in ((left, left_addrs), (right, right_addrs)):
+        ns.ip("addr", "add", v4, "dev", device)
+        ns.ip("-6", "addr", "add", v6, "dev", device, "nodad")
+        ns.ip("link", "set", device, "up")
+    mac = {ns.name: json.loads(ns.ip("-j", "link", "show", device))[0]["address"] for ns in (left, right)}
+    for ns, peer, (v4, v6) in ((left, right, right_addrs), (right, left, left_addrs)):
+        ns.ip("neigh", "replace", v4.split("/")[0], "lladdr", mac[peer.name], "dev", device, "nud", "permanent")
+        ns.ip("-6", "neigh", "replace", v6.split("/")[0], "lladdr", mac[peer.name], "dev", device,
+              "nud", "permanent")
+
+
+class Routed:
+    """a (10.78.1.2, fd78:1::2) -- r -- b (10.78.2.2, fd78:2::2): r forwards between them."""
+
+    a_v4, b_v4 = "10.78.1.2", "10.78.2.2"
+    a_v6, b_v6 = "fd78:1::2", "fd78:2::2"
+
+    def __init__(self, a: Namespace, r: Namespace, b: Namespace):
+        self.a, self.r, self.b = a, r, b
+
+
+@pytest.fixture
+def routed(make_namespace) -> Routed:
+    a, r, b = make_namespace(), make_namespace(), make_namespace()
+    _link(a, r, "eth0", ("10.78.1.2/24", "fd78:1::2/64"), ("10.78.1.1/24", "fd78:1::1/64"))
+    _link(b, r, "eth1", ("10.78.2.2/24", "fd78:2::2/64"), ("10.78.2.1/24", "fd78:2::1/64"))
+    r.exec("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+    r.exec("sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1")
+    for ns, device, gateway4, gateway6 in ((a, "eth0", "10.78.1.1", "fd78:1::1"), (b, "eth1", "10.78.2.1", "fd78:2::1")):
+        ns.ip("route", "add", "default", "via", gateway4, "dev", device)
+        ns.ip("-6", "route", "add", "default", "via", gateway6, "dev", device)
+    return Routed(a, r, b)

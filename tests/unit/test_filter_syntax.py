@@ -56,3 +56,32 @@ def test_tree_shape():
 
 def test_compiled_filters_are_cached():
     assert compile_filter("tcp and udp") is compile_filter("tcp and udp")
+
+
+def test_program_is_the_reference_jump_table():
+    from divertgui.engine.filter import ACCEPT, REJECT
+    program = compile_filter("(tcp ? udp : icmp)").program
+    assert [(step.test.field, step.success, step.failure) for step in program] == [
+        ("tcp", 1, 2), ("udp", ACCEPT, REJECT), ("icmp", ACCEPT, REJECT)]
+
+
+@pytest.mark.parametrize("text, message, position", [
+    ("@WinDiv_", errors.BAD_OBJECT, 0),
+    (" or ".join(["tcp"] * 257), errors.TOO_LONG, 0),
+    ("not " * 1277 + "tcp", errors.TOO_LONG, 5111),
+    ("(" * 341 + "tcp" + ")" * 341, errors.PARSE_ERROR, 341),
+    ("tcp.DstPort == " + "1" * 40, errors.BAD_TOKEN, 15),
+    ("tcp and y: udp", errors.BAD_TOKEN, 7),
+])
+def test_reference_limits(text, message, position):
+    with pytest.raises(FilterError) as info:
+        compile_filter(text)
+    assert (info.value.message, info.value.position) == (message, position)
+
+
+def test_values_compare_like_the_reference():
+    # Fields of 32 bits or less compare with the low 32 bits of the value.
+    assert parse_filter("tcp.SeqNum == 0x100000001") == Test("tcp.SeqNum", "==", 1)
+    assert parse_filter("tcp.SeqNum > -0x100000002") == Test("tcp.SeqNum", ">", -2)
+    assert parse_filter("ipv6.SrcAddr == ::1") == Test("ipv6.SrcAddr", "==", 1)
+    assert parse_filter("ip.DstAddr == 10.0.0.1") == Test("ip.DstAddr", "==", 0xFFFF0A000001)

@@ -134,7 +134,8 @@ def test_views_agree_with_dpkt():
     raw = ipv4(6, tcp(b"hello", options=bytes([2, 4, 5, 0xB4])))
     packet = Packet(raw)
     parsed = dpkt.ip.IP(raw)
-    assert (packet.ip.ttl, packet.ip.id, packet.ip.df, packet.ip.length) == (parsed.ttl, parsed.id, parsed.df, parsed.len)
+    assert (packet.ip.ttl, packet.ip.id, packet.ip.df, packet.ip.length) == \
+        (parsed.ttl, parsed.id, parsed.df, parsed.len)
     assert (packet.tcp.src_port, packet.tcp.dst_port, packet.tcp.seq_num, packet.tcp.ack_num) == \
         (parsed.data.sport, parsed.data.dport, parsed.data.seq, parsed.data.ack)
     assert packet.tcp.window == parsed.data.win and packet.payload == parsed.data.data == b"hello"
@@ -208,7 +209,8 @@ def test_tcp_options_decode_and_rewrite():
     options = bytes([2, 4, 5, 0xB4, 1, 3, 3, 7, 4, 2, 8, 10]) + (1).to_bytes(4, "big") + (2).to_bytes(4, "big")
     packet = Packet(ipv4(6, tcp(b"data", options=options, flags=0x02)))
     view = packet.tcp
-    assert (view.mss, view.window_scale, view.sack_permitted, view.timestamps, view.sack) == (1460, 7, True, (1, 2), None)
+    assert (view.mss, view.window_scale, view.sack_permitted, view.timestamps, view.sack) == \
+        (1460, 7, True, (1, 2), None)
     assert [o.kind for o in view.option_list] == [2, 1, 3, 4, 8]
 
     view.mss = 1200                       # same size: rewritten in place

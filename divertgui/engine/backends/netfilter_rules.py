@@ -5,7 +5,7 @@ hook in which handles stand in priority order (highest first).
     mangle INPUT   -> DIVERTGUI_IN  -> DG<pid>_<queue>_<level>I -> NFQUEUE / NFLOG / DROP
     mangle OUTPUT  -> DIVERTGUI_OUT -> DG<pid>_<queue>_<level>O
     mangle FORWARD -> DIVERTGUI_FWD -> DG<pid>_<queue>_<level>F
-    mangle PREROUTING -> DIVERTGUI_PRE -> ...P   (FRAGMENTS: inbound fragments)
+    mangle PREROUTING -> DIVERTGUI_PRE -> ...P   (FRAGMENTS: inbound, before reassembly)
 
 The packet mark carries the priority level a packet has passed (bits 16-31):
 a verdict re-runs the hook (NF_REPEAT) with the level of the handle that
@@ -60,8 +60,9 @@ class KernelTest(NamedTuple):
     exact: bool
 
 
-# For an IP version (4 or 6), the iptables match arguments of the handle's rule.
-KernelMatch = Callable[[int], "str | None"]
+# For an IP version (4 or 6) and a hook letter, the iptables match arguments
+# of the handle's rule (KernelTest.match).
+KernelMatch = Callable[[int, str], "str | None"]
 
 
 class RuleError(RuntimeError):
@@ -115,23 +116,21 @@ class HandleRules:
     def rules(self, hook: str, version: int) -> list[str]:
         """iptables-restore lines that fill this handle's chain for one hook."""
         chain = self.chain(hook)
-        lines = [f"-A {chain} -m mark --mark 0x{value:x}/0x{mask:x} -j RETURN"
-                 for value, mask in passed_levels(level_of(self.priority))]
+        lines = []
         if hook == "I":
             # Loopback packets are diverted once, on the outbound path.
             lines.append(f"-A {chain} -i lo -j RETURN")
         if hook == "P":
-            fragment = "-f" if version == 4 else "-m frag"
+            # FRAGMENTS: inbound packets are taken before reassembly, which
+            # happens between PREROUTING and INPUT.
             lines.append(f"-A {chain} -m addrtype ! --dst-type LOCAL -j RETURN")
             lines.append(f"-A {chain} -i lo -j RETURN")
-            match = f"{fragment} "
-        else:
-            match = ""
+        match = ""
         if self.kernel_match is not None:
-            extra = self.kernel_match(version)
+            extra = self.kernel_match(version, hook)
             if extra is None:
                 return lines
-            match += extra + " " if extra else ""
+            match = extra + " " if extra else ""
         if self.action == "divert":
             target = f"-j NFQUEUE --queue-num {self.queue} --queue-bypass"
         elif self.action == "sniff":
@@ -140,6 +139,14 @@ class HandleRules:
             target = "-j DROP"
         else:
             raise ValueError(f"unknown handle action {self.action!r}")
+        # Most packets have passed no level yet: one rule takes them.
+        unmarked = f"-m mark --mark 0x0/0x{LEVEL_MASK:x}"
+        lines.append(f"-A {chain} {unmarked} {match}{target}")
+        lines.append(f"-A {chain} {unmarked} -j RETURN")   # NFLOG does not end the chain
+        # Highest first: a packet this handle has just released carries its
+        # own level, which the first of these rules then takes.
+        lines += [f"-A {chain} -m mark --mark 0x{value:x}/0x{mask:x} -j RETURN"
+                  for value, mask in reversed(passed_levels(level_of(self.priority)))]
         lines.append(f"-A {chain} {match}{target}")
         return lines
 

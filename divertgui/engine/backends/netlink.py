@@ -53,8 +53,9 @@ TIMESTAMP = struct.Struct("!qq")              # sec, usec
 # nfnetlink_log.h
 NFULNL_MSG_PACKET, NFULNL_MSG_CONFIG = 0, 1
 NFULA_PACKET_HDR, NFULA_MARK, NFULA_TIMESTAMP = 1, 2, 3
-NFULA_IFINDEX_INDEV, NFULA_IFINDEX_OUTDEV, NFULA_PAYLOAD = 4, 5, 9
-NFULA_CFG_CMD, NFULA_CFG_MODE, NFULA_CFG_NLBUFSIZ, NFULA_CFG_TIMEOUT, NFULA_CFG_QTHRESH = 1, 2, 3, 4, 5
+NFULA_IFINDEX_INDEV, NFULA_IFINDEX_OUTDEV, NFULA_PAYLOAD, NFULA_SEQ = 4, 5, 9, 12
+NFULA_CFG_CMD, NFULA_CFG_MODE, NFULA_CFG_NLBUFSIZ, NFULA_CFG_TIMEOUT, NFULA_CFG_QTHRESH, NFULA_CFG_FLAGS = 1, 2, 3, 4, 5, 6
+NFULNL_CFG_F_SEQ = 0x0001
 NFULNL_CFG_CMD_BIND, NFULNL_CFG_CMD_UNBIND = 1, 2
 NFULNL_COPY_PACKET = 2
 NFULNL_PACKET_HDR = struct.Struct("!HBx")     # hw_protocol, hook, _pad
@@ -90,6 +91,7 @@ class NetfilterPacket(NamedTuple):
     payload: bytes
     skb_info: int           # NFQA_SKB_* bits
     cap_len: int            # original length when the copy was cut short, else len(payload)
+    log_seq: int = -1       # nfnetlink_log's per-group sequence number: its gaps are lost copies
 
 
 def _align(n: int) -> int:
@@ -170,27 +172,36 @@ def verdict_batch(queue: int, up_to_id: int, code: int, mark: int | None = None)
 
 
 def parse_queue_packet(data, body: int, end: int) -> NetfilterPacket:
+    # The hot path of every diverted packet: attributes are walked in place.
     packet_id = hw_protocol = hook = mark = indev = outdev = skb_info = 0
     timestamp = None
     payload = b""
     cap_len = -1
-    for kind, value in iter_attributes(data, body + NFGENMSG.size, end):
-        if kind == NFQA_PACKET_HDR:
-            packet_id, hw_protocol, hook = NFQNL_PACKET_HDR.unpack_from(value)
-        elif kind == NFQA_PAYLOAD:
-            payload = bytes(value)
+    offset = body + NFGENMSG.size
+    unpack_attribute, unpack_u32 = NLATTR.unpack_from, U32.unpack_from
+    while offset + 4 <= end:
+        length, kind = unpack_attribute(data, offset)
+        if length < 4 or offset + length > end:
+            raise NetlinkError(errno.EPROTO, f"malformed netlink attribute at byte {offset}")
+        kind &= NLA_TYPE_MASK
+        value = offset + 4
+        if kind == NFQA_PAYLOAD:
+            payload = bytes(data[value:offset + length])
+        elif kind == NFQA_PACKET_HDR:
+            packet_id, hw_protocol, hook = NFQNL_PACKET_HDR.unpack_from(data, value)
         elif kind == NFQA_MARK:
-            mark = U32.unpack_from(value)[0]
+            mark = unpack_u32(data, value)[0]
         elif kind == NFQA_IFINDEX_INDEV:
-            indev = U32.unpack_from(value)[0]
+            indev = unpack_u32(data, value)[0]
         elif kind == NFQA_IFINDEX_OUTDEV:
-            outdev = U32.unpack_from(value)[0]
+            outdev = unpack_u32(data, value)[0]
         elif kind == NFQA_TIMESTAMP:
-            timestamp = TIMESTAMP.unpack_from(value)
+            timestamp = TIMESTAMP.unpack_from(data, value)
         elif kind == NFQA_SKB_INFO:
-            skb_info = U32.unpack_from(value)[0]
+            skb_info = unpack_u32(data, value)[0]
         elif kind == NFQA_CAP_LEN:
-            cap_len = U32.unpack_from(value)[0]
+            cap_len = unpack_u32(data, value)[0]
+        offset += (length + 3) & ~3
     if packet_id == 0:
         raise NetlinkError(errno.EPROTO, "nfnetlink_queue packet message without NFQA_PACKET_HDR")
     return NetfilterPacket(packet_id, hw_protocol, hook, mark, indev, outdev, timestamp, payload,
@@ -210,13 +221,15 @@ def log_config_params(group: int, *, copy_range: int, buffer_size: int, flush_ce
     attrs = (attribute(NFULA_CFG_MODE, NFULNL_CONFIG_MODE.pack(copy_range, NFULNL_COPY_PACKET))
              + attribute(NFULA_CFG_NLBUFSIZ, U32.pack(buffer_size))
              + attribute(NFULA_CFG_TIMEOUT, U32.pack(flush_centiseconds))
-             + attribute(NFULA_CFG_QTHRESH, U32.pack(threshold)))
+             + attribute(NFULA_CFG_QTHRESH, U32.pack(threshold))
+             + attribute(NFULA_CFG_FLAGS, U16.pack(NFULNL_CFG_F_SEQ)))
     return message(NFNL_SUBSYS_ULOG, NFULNL_MSG_CONFIG, group, attrs,
                    flags=NLM_F_REQUEST | NLM_F_ACK, seq=seq)
 
 
 def parse_log_packet(data, body: int, end: int) -> NetfilterPacket:
     hw_protocol = hook = mark = indev = outdev = 0
+    log_seq = -1
     timestamp = None
     payload = b""
     for kind, value in iter_attributes(data, body + NFGENMSG.size, end):
@@ -232,7 +245,9 @@ def parse_log_packet(data, body: int, end: int) -> NetfilterPacket:
             outdev = U32.unpack_from(value)[0]
         elif kind == NFULA_TIMESTAMP:
             timestamp = TIMESTAMP.unpack_from(value)
-    return NetfilterPacket(0, hw_protocol, hook, mark, indev, outdev, timestamp, payload, 0, len(payload))
+        elif kind == NFULA_SEQ:
+            log_seq = U32.unpack_from(value)[0]
+    return NetfilterPacket(0, hw_protocol, hook, mark, indev, outdev, timestamp, payload, 0, len(payload), log_seq)
 
 
 # -- the socket --------------------------------------------------------------
@@ -253,6 +268,8 @@ class NetfilterSocket:
         self.sock.bind((0, 0))
         self._grow_receive_buffer(receive_buffer)
         self._buffer = bytearray(256 * 1024)
+        self._view = memoryview(self._buffer)
+        self._stash: list[tuple[bytes, int, int]] = []
         self._seq = 0
         self.enobufs = 0
         self.verdict_errors = 0
@@ -272,23 +289,41 @@ class NetfilterSocket:
         return self._seq
 
     def request(self, build) -> None:
-        """Send a request built by build(seq) and wait for its acknowledgement."""
+        """Send a request built by build(seq) and wait for its acknowledgement.
+
+        Packets that arrive meanwhile are kept for the next read_messages():
+        each of them waits in the kernel for a verdict.
+        """
         seq = self.next_seq()
         self.sock.send(build(seq))
         while True:
-            length = self.sock.recv_into(self._buffer)
+            try:
+                length = self.sock.recv_into(self._buffer)
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    self.enobufs += 1
+                    continue
+                raise
+            acknowledged = False
             for msg_type, _flags, msg_seq, body, end in iter_messages(self._buffer, length):
                 if msg_type == NLMSG_ERROR and msg_seq == seq:
                     code = struct.unpack_from("=i", self._buffer, body)[0]
                     if code:
                         raise NetlinkError(-code, f"netfilter refused the request: {os.strerror(-code)}")
-                    return
+                    acknowledged = True
+                elif msg_type & 0xFF00:
+                    start = body - NLMSGHDR.size
+                    self._stash.append((bytes(self._buffer[start:end]), NLMSGHDR.size, end - start))
+            if acknowledged:
+                return
 
     def send(self, data: bytes) -> None:
         if data:
             self.sock.send(data)
 
     def wait(self, timeout: float | None) -> bool:
+        if self._stash:
+            return True
         readable, _, _ = select.select([self.sock], [], [], timeout)
         return bool(readable)
 
@@ -300,8 +335,9 @@ class NetfilterSocket:
         error answer to a verdict (a packet id the kernel no longer holds) is
         counted in `verdict_errors`.
         """
-        packets: list[NetfilterPacket] = []
-        buffer = self._buffer
+        packets: list[NetfilterPacket] = [parse(data, body, end) for data, body, end in self._stash]
+        self._stash.clear()
+        buffer, view = self._buffer, self._view
         while len(packets) < limit:
             try:
                 length = self.sock.recv_into(buffer, 0, socket.MSG_DONTWAIT)
@@ -314,11 +350,12 @@ class NetfilterSocket:
                 raise
             for msg_type, _flags, _seq, body, end in iter_messages(buffer, length):
                 if msg_type & 0xFF00:
-                    packets.append(parse(buffer, body, end))
+                    packets.append(parse(view, body, end))
                 elif msg_type == NLMSG_ERROR:
                     if struct.unpack_from("=i", buffer, body)[0]:
                         self.verdict_errors += 1
         return packets
 
     def close(self) -> None:
+        self._view.release()
         self.sock.close()

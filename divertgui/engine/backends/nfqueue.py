@@ -33,6 +33,7 @@ QUEUE_NUMBER_BASE = 0x4000
 QUEUE_NUMBER_SPAN = 0x3000
 OUTBOUND_HOOKS = (netlink.NF_INET_LOCAL_OUT, netlink.NF_INET_POST_ROUTING)
 PROC_QUEUES = "/proc/net/netfilter/nfnetlink_queue"
+RULE_HITS_PERIOD = 0.5
 
 
 class PrerequisiteError(RuntimeError):
@@ -63,8 +64,8 @@ class NfqueueBackend(Backend):
     name = "nfqueue"
 
     def __init__(self, kernel_prefilter=None):
-        # kernel_prefilter(filter, ip_version) -> iptables match text, "" for
-        # everything, None for nothing; see netfilter_rules.KernelMatch.
+        # kernel_prefilter(filter, ip_version, hook) -> netfilter_rules.KernelTest;
+        # hook is a letter of netfilter_rules.HOOKS.
         self.kernel_prefilter = kernel_prefilter
         self.sock: netlink.NetfilterSocket | None = None
         self.rules: HandleRules | None = None
@@ -76,12 +77,14 @@ class NfqueueBackend(Backend):
         self._readers = 0
         self._pending: dict[int, tuple[int, bytes]] = {}        # ticket -> (mark, original bytes)
         self._next_id = 0
+        self._next_log_seq = 0
         self._lock = threading.RLock()
         self._closed = threading.Event()
         self._sifter: threading.Thread | None = None
         self._recv_open = self._send_open = True
         self._lo_index = 1
         self._rule_hits = 0
+        self._rule_hits_at = -RULE_HITS_PERIOD
         self._final_kernel_counts: dict[str, int] = {}
 
     # -- opening -------------------------------------------------------------
@@ -102,26 +105,38 @@ class NfqueueBackend(Backend):
         netfilter_rules.cleanup(dead_only=True)
         if flags & Flag.SEND_ONLY:
             return
-        self.sock = netlink.NetfilterSocket(receive_buffer=self._receive_buffer_size())
-        hooks = "F" if layer == Layer.NETWORK_FORWARD else "IO" + ("P" if flags & Flag.FRAGMENTS else "")
+        if layer == Layer.NETWORK_FORWARD:
+            hooks = "F"
+        else:
+            hooks = ("P" if flags & Flag.FRAGMENTS else "I") + "O"
         exact, kernel_match = self.match_all, None
         if self.kernel_prefilter is not None and not self.match_all:
-            tests = {version: self.kernel_prefilter(filter, version) for version in (4, 6)}
+            tests = {(version, hook): self.kernel_prefilter(filter, version, hook)
+                     for version in (4, 6) for hook in hooks}
             exact = all(test.exact for test in tests.values())
-            kernel_match = lambda version: tests[version].match  # noqa: E731
+            kernel_match = lambda version, hook: tests[version, hook].match  # noqa: E731
         # A DROP handle whose filter the kernel cannot test exactly has its
         # packets queued and dropped here, the rest released at once.
         self.action = "divert" if self.mode == "drop" and not exact else self.mode
-        if self.action != "drop":
-            self.queue = self._bind_free_number()
-        else:
+        # What the kernel tests exactly need not be tested again here.
+        self.match_all = exact
+        if self.action == "drop":
             self.queue = self._free_number_for_drop()
+        else:
+            self.sock = netlink.NetfilterSocket(receive_buffer=self._receive_buffer_size())
+            self.queue = self._bind_free_number()
         self.rules = HandleRules(os.getpid(), self.queue, priority, self.action, hooks, kernel_match)
         try:
             netfilter_rules.install(self.rules)
-        except Exception:
+        except Exception as exc:
             self.rules = None
             self.close()
+            target = {"divert": "NFQUEUE", "sniff": "NFLOG", "drop": "DROP"}[self.action]
+            if isinstance(exc, netfilter_rules.RuleError) and (target in str(exc) or "by that name" in str(exc)):
+                modules = ([f"xt_{target}"] if target != "DROP" else []) + ["iptable_mangle", "ip6table_mangle"]
+                raise PrerequisiteError(
+                    f"the kernel lacks the iptables {target} target or the mangle table: load them with "
+                    f"`modprobe {' '.join(modules)}` or use a kernel built with them", "kernel") from exc
             raise
         if self.action == "divert":
             self._sifter = threading.Thread(target=self._keep_flowing, name=f"divert-queue-{self.queue}", daemon=True)
@@ -207,6 +222,8 @@ class NfqueueBackend(Backend):
         for packet in self.sock.read_messages(parse, limit):
             if packet.packet_id:
                 self._note_id(packet.packet_id)
+            elif packet.log_seq >= 0:
+                self._note_log_seq(packet.log_seq)
             address = self._address(packet, now)
             if not self.match_all and not self._matches(packet.payload, address):
                 self.counters["rejected"] += 1
@@ -217,11 +234,12 @@ class NfqueueBackend(Backend):
                 drops.append(packet.packet_id)
                 continue
             self._ready.append((packet, address))
-        if releases:
-            self._release(releases)
+        # Drops first: a batch verdict among the releases may cover their ids.
         if drops:
             self.sock.send(b"".join(netlink.verdict(self.queue, i, netlink.NF_DROP) for i in drops))
             self.counters["dropped"] += len(drops)
+        if releases:
+            self._release(releases)
 
     def _note_id(self, packet_id: int) -> None:
         # Queue ids go up by one per queued packet. A gap is a message the
@@ -236,11 +254,18 @@ class NfqueueBackend(Backend):
             if self.flags & Flag.FAIL_OPEN:
                 self.counters["bypassed"] += lost
 
+    def _note_log_seq(self, sequence: int) -> None:
+        # Copies the kernel could not deliver (socket buffer full) leave gaps.
+        if sequence > self._next_log_seq:
+            self.counters["sniff_lost"] += sequence - self._next_log_seq
+        self._next_log_seq = sequence + 1
+
     def recv_batch(self, max_count: int, timeout: float | None) -> list[Captured]:
         if self.sock is None:
             return []
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._readers += 1
+        with self._lock:
+            self._readers += 1
         try:
             while True:
                 with self._lock:
@@ -266,7 +291,8 @@ class NfqueueBackend(Backend):
                 # Bounded waits so that shutdown() and close() are noticed.
                 self.sock.wait(0.2 if remaining is None else min(remaining, 0.2))
         finally:
-            self._readers -= 1
+            with self._lock:
+                self._readers -= 1
 
     def _take(self, max_count: int) -> list[Captured]:
         captured: list[Captured] = []
@@ -383,27 +409,44 @@ class NfqueueBackend(Backend):
         self.verdict_many([(ticket, raw)])
 
     def verdict_many(self, verdicts: list[tuple[int, bytes | None]]) -> None:
-        """Several verdicts in one send()."""
+        """Several verdicts in one send(); all or none of them."""
         if self.sock is None:
             raise OSError(errno.EBADF, "the handle is closed")
-        parts = []
         with self._lock:
-            for ticket, raw in verdicts:
-                pending = self._pending.pop(ticket, None)
-                if pending is None:
-                    raise KeyError(f"no pending verdict for packet {ticket} on queue {self.queue}")
-                mark, original = pending
-                if raw is None:
-                    parts.append(netlink.verdict(self.queue, ticket, netlink.NF_DROP))
-                    self.counters["dropped"] += 1
-                    continue
-                payload = None if raw == original else bytes(raw)
-                parts.append(netlink.verdict(self.queue, ticket, netlink.NF_REPEAT, payload,
-                                             mark=self._released_mark(mark)))
-                self.counters["sent"] += 1
-                if payload is not None:
-                    self.counters["modified"] += 1
-            self.sock.send(b"".join(parts))
+            tickets = [ticket for ticket, _ in verdicts]
+            unknown = [ticket for ticket in tickets if ticket not in self._pending]
+            if unknown:
+                raise KeyError(f"no pending verdict for packet {unknown[0]} on queue {self.queue}")
+            if len(set(tickets)) != len(tickets):
+                raise ValueError("the same packet appears twice in one batch of verdicts")
+            entries = [(ticket, raw, *self._pending.pop(ticket)) for ticket, raw in verdicts]
+            self.sock.send(self._verdict_messages(entries))
+
+    def _verdict_messages(self, entries) -> bytes:
+        """entries: (ticket, bytes to send or None to drop, mark, bytes as received)."""
+        if len(entries) > 1 and all(raw is not None and raw == original for _, raw, _, original in entries):
+            last = max(ticket for ticket, *_ in entries)
+            marks = {mark for _, _, mark, _ in entries}
+            older = min(self._pending, default=last + 1)
+            if self._ready:
+                older = min(older, self._ready[0][0].packet_id)
+            if len(marks) == 1 and older > last:
+                # Everything the kernel holds for us up to `last` is in this batch.
+                self.counters["sent"] += len(entries)
+                return netlink.verdict_batch(self.queue, last, netlink.NF_REPEAT, mark=self._released_mark(marks.pop()))
+        parts = []
+        for ticket, raw, mark, original in entries:
+            if raw is None:
+                parts.append(netlink.verdict(self.queue, ticket, netlink.NF_DROP))
+                self.counters["dropped"] += 1
+                continue
+            payload = None if raw == original else bytes(raw)
+            parts.append(netlink.verdict(self.queue, ticket, netlink.NF_REPEAT, payload,
+                                         mark=self._released_mark(mark)))
+            self.counters["sent"] += 1
+            if payload is not None:
+                self.counters["modified"] += 1
+        return b"".join(parts)
 
     def pending(self, ticket: int) -> bool:
         return ticket in self._pending
@@ -426,7 +469,8 @@ class NfqueueBackend(Backend):
         if how in ("recv", "both"):
             self._recv_open = False
             if self.rules is not None:
-                self._rule_hits = netfilter_rules.queue_rule_hits(self.rules)
+                if self.flags & Flag.FAIL_OPEN:
+                    self._rule_hits = netfilter_rules.queue_rule_hits(self.rules)
                 netfilter_rules.remove(self.rules)
                 self.rules = None
         if how in ("send", "both"):
@@ -434,6 +478,8 @@ class NfqueueBackend(Backend):
 
     def close(self) -> None:
         self._closed.set()
+        if self.sock is not None:
+            self.stats()    # the kernel's counts, kept for after the close
         self._final_kernel_counts = self._kernel_counts()
         if self.rules is not None:
             try:
@@ -467,11 +513,12 @@ class NfqueueBackend(Backend):
     def stats(self) -> dict[str, int]:
         counts = dict(self.counters)
         for key in ("diverted", "sniffed", "dropped", "expired", "overflowed", "bypassed", "rejected",
-                    "sent", "modified", "injected", "lost_messages"):
+                    "sent", "modified", "injected", "lost_messages", "sniff_lost"):
             counts.setdefault(key, 0)
         if self.sock is not None:
-            counts["enobufs"] = self.sock.enobufs
-            counts["verdict_errors"] = self.sock.verdict_errors
+            self.counters["enobufs"] = self.sock.enobufs
+            self.counters["verdict_errors"] = self.sock.verdict_errors
+            counts.update(enobufs=self.sock.enobufs, verdict_errors=self.sock.verdict_errors)
         counts.update(self._kernel_counts())
         return counts
 
@@ -498,7 +545,13 @@ class NfqueueBackend(Backend):
             return {}
         _number, _portid, queue_total, _mode, _range, queue_dropped, user_dropped, last_id = row
         counts = {"in_kernel_queue": queue_total, "overflowed": queue_dropped + user_dropped}
-        if self.rules is not None:
-            self._rule_hits = netfilter_rules.queue_rule_hits(self.rules)
-        counts["bypassed"] = self.counters["bypassed"] + max(0, self._rule_hits - last_id - queue_dropped)
+        if self.flags & Flag.FAIL_OPEN:
+            # Only fail-open passes packets while we are bound (queue bypass
+            # needs an absent reader). Rule counters cost a subprocess each,
+            # hence read at most every RULE_HITS_PERIOD seconds.
+            now = time.monotonic()
+            if self.rules is not None and (self._closed.is_set() or now - self._rule_hits_at >= RULE_HITS_PERIOD):
+                self._rule_hits = netfilter_rules.queue_rule_hits(self.rules)
+                self._rule_hits_at = now
+            counts["bypassed"] = self.counters["bypassed"] + max(0, self._rule_hits - last_id - queue_dropped)
         return counts

@@ -1,8 +1,10 @@
 """A folded syntax tree to one Python function over raw bytes.
 
-The function is generated as source once per filter: header fields are read
-at fixed offsets from the IP header, transport fields at the offset
-`parse_headers` finds (called once per packet, only when a test needs it).
+The function is generated as source once per filter. IP header fields are
+read at fixed offsets; the transport header is located only when a test
+needs it, by an inline copy of parse_headers' rules (IPv6 extension headers
+included); tests that need no transport header run first. No per-packet
+object is built.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from .. import headers
 from ..packet_hash import layout_hash
 from .ast import And, Cond, Const, Node, Or, Test, walk
-from .fields import FIELDS
+from .fields import FIELDS, effective_value
 
 _IPV4 = {
     "ip.HdrLength": "(r[0] & 15)",
@@ -130,12 +132,13 @@ def _index_parts(node: Test) -> tuple[str | None, str]:
     else:
         start = f"{base} + {length} - {-node.index}"
         in_range = f"{-node.index} <= {length}"
+    value = effective_value(node.field, node.value)
     if size == 1:
-        return guard, f"{in_range} and r[{start}] {node.op} {node.value}"
-    if 0 <= node.value < 1 << (8 * size):
-        constant = repr(node.value.to_bytes(size, "big"))
+        return guard, f"{in_range} and r[{start}] {node.op} {value}"
+    if 0 <= value < 1 << (8 * size):
+        constant = repr(value.to_bytes(size, "big"))
         return guard, f"{in_range} and r[{start}:{start} + {size}] {node.op} {constant}"
-    return guard, f"{in_range} and int.from_bytes(r[{start}:{start} + {size}], 'big') {node.op} {node.value}"
+    return guard, f"{in_range} and int.from_bytes(r[{start}:{start} + {size}], 'big') {node.op} {value}"
 
 
 # Multi-byte fields compared as big-endian byte strings (same order, no int
@@ -154,15 +157,27 @@ _CONDITION = {
 }
 
 
+_LOCALS = "r, a, n, V, T, t, e, P, Fr, po, pl, H"
+# Python refuses expressions nested much deeper than this (its parser stops at
+# 200 parentheses); deeper parts of a filter become helper functions.
+_MAX_NESTING = 40
+
+
 class _Names:
-    """Fresh local names for values read once and compared several times."""
+    """Fresh local names, and the helper functions a deep filter needs."""
 
     def __init__(self):
         self.count = 0
+        self.helpers: list[str] = []
 
     def new(self) -> str:
         self.count += 1
         return f"_v{self.count}"
+
+    def helper(self, body: str) -> str:
+        name = f"_h{len(self.helpers)}"
+        self.helpers.append(f"def {name}({_LOCALS}):\n    return {body}\n")
+        return f"{name}({_LOCALS})"
 
 
 def _operand(node: Test) -> tuple[str | None, str, str]:
@@ -174,7 +189,7 @@ def _operand(node: Test) -> tuple[str | None, str, str]:
         guard = "V == 4" if node.field.startswith("ip.") else "V == 6"
         return guard, piece, repr((node.value - offset).to_bytes(width, "big"))
     value, guard = _value_expression(node.field)
-    return guard, value, str(node.value)
+    return guard, value, str(effective_value(node.field, node.value))
 
 
 def _test_parts(node: Test, cached: dict | None = None, names: _Names | None = None) -> tuple[str | None, str]:
@@ -198,7 +213,7 @@ def _test_parts(node: Test, cached: dict | None = None, names: _Names | None = N
     return guard, f"{value} {node.op} {constant}"
 
 
-def _chain(node: And | Or, names: _Names) -> str:
+def _chain(node: And | Or, names: _Names, depth: int) -> str:
     """A flat and/or chain, with tests regrouped so that each guard and each
     field is evaluated once: `tcp.DstPort == 80 or tcp.DstPort == 443 or
     tcp.SrcPort == 80` becomes `T == 6 and (dport in {80, 443} or sport == 80)`.
@@ -211,7 +226,7 @@ def _chain(node: And | Or, names: _Names) -> str:
         for part in parts:
             if isinstance(part, Test) and part.index is None and part.op == "==" \
                     and part.field not in _BYTE_FIELDS and part.field not in _CONDITION:
-                equal_values.setdefault(part.field, []).append(part.value)
+                equal_values.setdefault(part.field, []).append(effective_value(part.field, part.value))
     reads: dict[str, int] = {}
     for part in parts:
         if isinstance(part, Test) and part.index is None and part.field not in equal_values:
@@ -221,9 +236,9 @@ def _chain(node: And | Or, names: _Names) -> str:
     done_fields = set()
     for part in parts:
         if not isinstance(part, Test):
-            by_guard.setdefault(None, []).append(_expression(part, names))
+            by_guard.setdefault(None, []).append(_expression(part, names, depth + 1))
             continue
-        if part.index is None and part.field in equal_values:
+        if part.index is None and part.op == "==" and part.field in equal_values:
             if part.field in done_fields:
                 continue
             done_fields.add(part.field)
@@ -246,14 +261,16 @@ def _chain(node: And | Or, names: _Names) -> str:
     return "(" + joiner.join(terms) + ")"
 
 
-def _expression(node: Node, names: _Names) -> str:
+def _expression(node: Node, names: _Names, depth: int = 0) -> str:
     if isinstance(node, Const):
         return "True" if node.value else "False"
+    if isinstance(node, (And, Or, Cond)) and depth >= _MAX_NESTING:
+        return names.helper(_expression(node, names, 0))
     if isinstance(node, (And, Or)):
-        return _chain(node, names)
+        return _chain(node, names, depth)
     if isinstance(node, Cond):
-        return (f"({_expression(node.then, names)} if {_expression(node.test, names)} "
-                f"else {_expression(node.otherwise, names)})")
+        return (f"({_expression(node.then, names, depth + 1)} if {_expression(node.test, names, depth + 1)} "
+                f"else {_expression(node.otherwise, names, depth + 1)})")
     guard, test = _test_parts(node)
     return f"({guard} and {test})" if guard else f"({test})"
 
@@ -279,14 +296,19 @@ _PAYLOAD_FIELDS = frozenset({"tcp.PayloadLength", "udp.PayloadLength", "tcp.Payl
 # judged without building a HeaderLayout, and it computes only what the
 # filter reads: n (length), V (IP version), P (protocol), Fr (fragment),
 # T (transport protocol present, 0 if none), t (its offset), po/pl (payload).
-_CHECK_ONLY = """\
+_CHECK = """\
+    if r.__class__ is not bytes:
+        r = bytes(r)
     n = len(r)
     if n < 20:
         return False
     V = r[0] >> 4
     if V == 4:
         h = (r[0] & 15) << 2
-        if h < 20 or a.ipv6 or n < h or (r[2] << 8 | r[3]) < h:
+        if h < 20 or a.ipv6 or n < h:
+            return False
+        e = r[2] << 8 | r[3]
+        if e < h:
             return False
     elif V != 6 or n < 40 or not a.ipv6:
         return False
@@ -295,18 +317,8 @@ _CHECK_ONLY = """\
 
 def _transport_prelude(protocols: set[int], need_p: bool, need_fr: bool) -> str:
     lines = [
-        "    n = len(r)",
-        "    if n < 20:",
-        "        return False",
-        "    V = r[0] >> 4",
         "    T = 0",
         "    if V == 4:",
-        "        h = (r[0] & 15) << 2",
-        "        if h < 20 or a.ipv6 or n < h:",
-        "            return False",
-        "        e = r[2] << 8 | r[3]",
-        "        if e < h:",
-        "            return False",
         "        if e > n:",
         "            e = n",
     ]
@@ -319,33 +331,38 @@ def _transport_prelude(protocols: set[int], need_p: bool, need_fr: bool) -> str:
         lines.append("        if not (r[6] & 0x1F or r[7]):")
         lines += _classify_lines(v4, "h", "            ")
     lines += [
-        "    elif V == 6:",
-        "        if n < 40 or not a.ipv6:",
-        "            return False",
+        "    else:",
+        "        e = (r[4] << 8 | r[5]) + 40",
+        "        if e > n:",
+        "            e = n",
         "        P = r[6]",
-        "        if P == 6 or P == 17 or P == 58:",
-        "            e = (r[4] << 8 | r[5]) + 40",
-        "            if e > n:",
-        "                e = n",
-        "            h = 40",
+        "        h = 40",
+        "        Fr = False",
+        "        O = 0",
+        "        while e - h >= 2:",
+        "            if P == 0 or P == 43 or P == 60 or P == 135:",
+        "                k = (r[h + 1] + 1) << 3",
+        "            elif P == 51:",
+        "                k = (r[h + 1] + 2) << 2",
+        "            elif P == 44 and not Fr:",
+        "                k = 8",
+        "            else:",
+        "                break",
+        "            if k > e - h:",
+        "                break",
+        "            if P == 44:",
+        "                Fr = True",
+        "                O = (r[h + 2] << 8 | r[h + 3]) >> 3",
+        "            P = r[h]",
+        "            h += k",
+        "            if O:",
+        "                break",
     ]
-    if need_fr:
-        lines.append("            Fr = False")
     v6 = sorted(p for p in protocols if p != 1)
     if v6:
-        lines += _classify_lines(v6, "40", "            ")
-    lines += [
-        "        else:",
-        "            L = parse_headers(r)",
-        "            P = L.protocol",
-        "            Fr = L.fragment",
-        "            T = L.transport",
-        "            e = L.ip_total_len",
-        "            h = L.transport_offset if T else L.payload_offset",
-        "    else:",
-        "        return False",
-        "    t = h",
-    ]
+        lines.append("        if not O:")
+        lines += _classify_lines(v6, "h", "            ")
+    lines.append("    t = h")
     return "\n".join(lines) + "\n"
 
 
@@ -404,19 +421,47 @@ def _reads(tree: Node) -> tuple[set[int], bool, bool, bool, bool]:
     return protocols, need_p, need_fr, payload, hashing
 
 
+def _early_parts(tree: Node) -> tuple[Node | None, Node]:
+    """Operands of a top-level `and` that read no transport header, to be
+    decided before the transport header is located, and the rest."""
+    if not isinstance(tree, And):
+        return None, tree
+    early, rest = [], []
+    for part in flatten(tree):
+        protocols, need_p, need_fr, payload, hashing = _reads(part)
+        (rest if protocols or need_p or need_fr or payload or hashing else early).append(part)
+    if not rest or not early:
+        return None, tree
+    return _and_all(early), _and_all(rest)
+
+
+def _and_all(parts: list[Node]) -> Node:
+    node = parts[0]
+    for part in parts[1:]:
+        node = And(node, part)
+    return node
+
+
 def python_source(tree: Node) -> str:
+    names = _Names()
+    source = _CHECK
+    early, tree = _early_parts(tree)
+    if early is not None:
+        source += f"    if not {_expression(early, names)}:\n        return False\n"
     protocols, need_p, need_fr, payload, hashing = _reads(tree)
-    if protocols or need_p or need_fr:
-        source = "def match(r, a):\n" + _transport_prelude(protocols, need_p, need_fr)
-    else:
-        source = "def match(r, a):\n" + _CHECK_ONLY
+    if protocols or need_p or need_fr or payload:
+        source += _transport_prelude(protocols, need_p, need_fr)
     if payload:
         source += _PAYLOAD
     if hashing:
         source += "    H = layout_hash(r, parse_headers(r), a.timestamp)\n"
     # Conditions such as `a.outbound` or `Fr` may be truthy non-bools: the
     # answer is always exactly True or False.
-    return source + f"    return True if {_expression(tree, _Names())} else False\n"
+    source += f"    return True if {_expression(tree, names)} else False\n"
+    if names.helpers:
+        # Helpers take every local; give the ones this filter never set a value.
+        return "".join(names.helpers) + "def match(r, a):\n    T = t = e = P = Fr = po = pl = H = 0\n" + source
+    return "def match(r, a):\n" + source
 
 
 def compile_tree(tree: Node, name: str = "<filter>"):

@@ -35,6 +35,9 @@ def _f(name, guard, lo, hi, layers=NETWORK_LAYERS, style="dec", index_size=0):
 _NONE = (None, None)
 FIELDS = {f.name: f for f in (
     _f("zero", None, 0, 0),
+    # `true` and `false` are tests on constant variables in the reference.
+    _f("true", None, 1, 1, ALL_LAYERS),
+    _f("false", None, 0, 0, ALL_LAYERS),
     _f("timestamp", None, -(1 << 63), (1 << 63) - 1),
     _f("event", None, 0, 9, style="event"),
     _f("outbound", None, 0, 1, NETWORK_ONLY),
@@ -123,8 +126,6 @@ FIELDS = {f.name: f for f in (
     _f("priority", None, *_NONE, frozenset()),
 )}
 
-BOOLEAN_FIELDS = frozenset(name for name, f in FIELDS.items() if (f.lo, f.hi) == (0, 1))
-
 # name -> (value, layers where the macro may be used)
 MACROS = {
     "TRUE": (1, ALL_LAYERS),
@@ -148,6 +149,20 @@ MACROS = {
     "SOCKET": (int(Layer.SOCKET), frozenset({Layer.REFLECT})),
     "REFLECT": (int(Layer.REFLECT), frozenset({Layer.REFLECT})),
 }
-EVENT_NAMES = {0: "PACKET"}
 
-INDEX_MAX = 0xFFFF  # byte offsets of index fields stay below this, as in the reference
+INDEX_MAX = 0xFFFF          # byte offsets of index fields stay below this, as in the reference
+INDEX_WORD_MAX = 0xFFFF + 40   # the largest index number accepted before scaling (WinDivert's MTU)
+
+# Fields compared on all 128 bits. Every other field is compared, after the
+# reference's folding, against the low 32 bits of the written value with its
+# sign kept: `tcp.SeqNum == 0x100000001` matches sequence number 1.
+BIG_FIELDS = frozenset({"timestamp", "localAddr", "remoteAddr", "ip.SrcAddr", "ip.DstAddr",
+                        "ipv6.SrcAddr", "ipv6.DstAddr"})
+
+
+def effective_value(field: str, value: int) -> int:
+    """The number a field is really compared with (see BIG_FIELDS)."""
+    if field in BIG_FIELDS:
+        return value
+    magnitude = abs(value) & 0xFFFFFFFF
+    return -magnitude if value < 0 else magnitude

@@ -1,58 +1,226 @@
-"""A folded syntax tree to the reference's canonical filter text."""
+"""A filter's canonical text, as WinDivertHelperFormatFilter writes it.
+
+The reference formats from its compiled form (program.flatten), not from the
+text: it turns the jump table back into and/or/conditional expressions
+(`_coalesce_and_or`, then `_coalesce`) and prints those. The same steps are
+followed here so that the text is the same, parentheses and all.
+"""
 
 from __future__ import annotations
 
-import ipaddress
+from ..address import Layer
+from .ast import Test
+from .fields import FIELDS
+from .program import ACCEPT, REJECT, Step
 
-from .ast import And, Cond, Const, Node, Or, Test
-from .compiler import flatten
-from .fields import BOOLEAN_FIELDS, EVENT_NAMES, FIELDS
-
-_OP_TEXT = {"==": "=", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
-
-
-def _value_text(field: str, value: int) -> str:
-    style = FIELDS[field].style
-    if value < 0:
-        # The reference writes the magnitude of a negative hex-styled value.
-        return f"{-value:#x}" if style == "hex" else str(value)
-    if style == "hex":
-        return f"{value:#x}"
-    if style in ("ipv4", "addr"):
-        if 0xFFFF00000000 <= value <= 0xFFFFFFFFFFFF:
-            return str(ipaddress.IPv4Address(value & 0xFFFFFFFF))
-        return str(ipaddress.IPv6Address(value))
-    if style == "event" and value in EVENT_NAMES:
-        return EVENT_NAMES[value]
-    return str(value)
+_TERMINAL = (ACCEPT, REJECT)
+_FLAG_FIELDS = frozenset({
+    "zero", "inbound", "outbound", "fragment", "ip", "ipv6", "icmp", "tcp", "udp", "icmpv6",
+    "ip.DF", "ip.MF", "tcp.Urg", "tcp.Ack", "tcp.Psh", "tcp.Rst", "tcp.Syn", "tcp.Fin",
+    "loopback", "impostor",
+})
+_OP_TEXT = {"==": " = ", "!=": " != ", "<": " < ", "<=": " <= ", ">": " > ", ">=": " >= "}
 
 
-def _test_text(node: Test) -> str:
-    name = node.field
-    if node.index is not None:
-        name = f"{name}[{node.index}b]"
-    elif name in BOOLEAN_FIELDS or name in ("loopback", "impostor"):
-        if (node.op, node.value) in (("!=", 0), ("==", 1)):
-            return name
-        if (node.op, node.value) in (("==", 0), ("!=", 1)):
-            return f"not {name}"
-    return f"{name} {_OP_TEXT[node.op]} {_value_text(node.field, node.value)}"
+class _Expr:
+    """A node while decompiling: a test, and/or, conditional or constant,
+    with its jump targets and the number of jumps that reach it."""
+
+    __slots__ = ("kind", "args", "test", "success", "failure", "count")
+
+    def __init__(self, kind, args=(), test=None, success=ACCEPT, failure=REJECT, count=0):
+        self.kind, self.args, self.test = kind, args, test
+        self.success, self.failure, self.count = success, failure, count
 
 
-def format_tree(tree: Node) -> str:
-    return _format(tree, None)
+_TRUE = _Expr("true")
+_FALSE = _Expr("false")
 
 
-def _format(node: Node, parent: type | None) -> str:
-    if isinstance(node, Const):
-        return "true" if node.value else "false"
-    if isinstance(node, Test):
-        return _test_text(node)
-    if isinstance(node, Cond):
-        return (f"({_format(node.test, Cond)}? {_format(node.then, Cond)}: "
-                f"{_format(node.otherwise, Cond)})")
-    joiner = " and " if isinstance(node, And) else " or "
-    text = joiner.join(_format(part, type(node)) for part in flatten(node))
-    if parent in (And, Or) and parent is not type(node):
-        return f"({text})"
-    return text
+def format_program(steps: list[Step], layer: Layer) -> str:
+    exprs: list[_Expr | None] = [None] * len(steps)
+    for i in range(len(steps) - 1, -1, -1):
+        step = steps[i]
+        exprs[i] = _Expr("test", test=step.test, success=step.success, failure=step.failure)
+        for target in (step.success, step.failure):
+            if target not in _TERMINAL:
+                exprs[target].count += 1
+    exprs[0].count += 1
+    for i in range(len(steps) - 1, -1, -1):
+        _coalesce_and_or(exprs, i)
+    expr = _coalesce(exprs, 0)
+    if expr is None:
+        raise ValueError("the compiled filter does not decompile")
+    out: list[str] = []
+    _format(expr, layer, True, False, out)
+    return "".join(out)
+
+
+def _deref(exprs, i: int) -> None:
+    if i in _TERMINAL:
+        return
+    exprs[i].count -= 1
+    if exprs[i].count == 0:
+        exprs[i] = None
+
+
+def _join(exprs, expr: _Expr, and_: bool, next_index: int, other: int) -> _Expr:
+    following = exprs[next_index]
+    joined = _Expr("and" if and_ else "or", (expr, following), success=following.success,
+                   failure=following.failure, count=expr.count)
+    _deref(exprs, next_index)
+    _deref(exprs, other)
+    return joined
+
+
+def _coalesce_and_or(exprs, i: int) -> None:
+    expr = exprs[i]
+    while True:
+        if expr is None or expr.count == 0:
+            return
+        singleton = False
+        if expr.success not in _TERMINAL:
+            following = exprs[expr.success]
+            if following.count == 1:
+                singleton = True
+                if following.failure == expr.failure:
+                    expr = _join(exprs, expr, True, expr.success, expr.failure)
+                    continue
+                if following.success == expr.failure:
+                    new = _Expr("cond", (expr, following, _TRUE), success=following.success,
+                                failure=following.failure, count=expr.count)
+                    _deref(exprs, expr.success)
+                    _deref(exprs, expr.failure)
+                    expr = new
+                    continue
+        if expr.failure in _TERMINAL:
+            singleton = False
+        else:
+            following = exprs[expr.failure]
+            if following.count != 1:
+                singleton = False
+            elif following.success == expr.success:
+                expr = _join(exprs, expr, False, expr.failure, expr.success)
+                continue
+            elif following.failure == expr.success:
+                new = _Expr("cond", (expr, _FALSE, following), success=following.success,
+                            failure=following.failure, count=expr.count)
+                _deref(exprs, expr.success)
+                _deref(exprs, expr.failure)
+                expr = new
+                continue
+        if singleton:
+            then, otherwise = exprs[expr.success], exprs[expr.failure]
+            if then.success != otherwise.success or then.failure != otherwise.failure:
+                break
+            new = _Expr("cond", (expr, then, otherwise), success=then.success,
+                        failure=otherwise.failure, count=expr.count)
+            _deref(exprs, expr.success)
+            _deref(exprs, expr.failure)
+            _deref(exprs, new.success)
+            _deref(exprs, new.failure)
+            expr = new
+            continue
+        break
+    exprs[i] = expr
+
+
+def _coalesce(exprs, i: int) -> _Expr | None:
+    if i == ACCEPT:
+        return _TRUE
+    if i == REJECT:
+        return _FALSE
+    expr = exprs[i]
+    if expr is None:
+        return None
+    if expr.success == expr.failure:
+        return _coalesce(exprs, expr.success)
+    then = _coalesce(exprs, expr.success)
+    otherwise = _coalesce(exprs, expr.failure)
+    if then is None or otherwise is None:
+        return None
+    if then.kind == "true" and otherwise.kind == "false":
+        return expr
+    return _Expr("cond", (expr, then, otherwise))
+
+
+def _format(expr: _Expr, layer: Layer, top_level: bool, and_: bool, out: list[str]) -> None:
+    kind = expr.kind
+    if kind == "and":
+        wrap = not top_level and not and_
+        out.append("(" if wrap else "")
+        _format(expr.args[0], layer, False, True, out)
+        out.append(" and ")
+        _format(expr.args[1], layer, False, True, out)
+        out.append(")" if wrap else "")
+    elif kind == "or":
+        wrap = not top_level and and_
+        out.append("(" if wrap else "")
+        _format(expr.args[0], layer, False, False, out)
+        out.append(" or ")
+        _format(expr.args[1], layer, False, False, out)
+        out.append(")" if wrap else "")
+    elif kind == "cond":
+        out.append("(")
+        _format(expr.args[0], layer, True, False, out)
+        out.append("? ")
+        _format(expr.args[1], layer, True, False, out)
+        out.append(": ")
+        _format(expr.args[2], layer, True, False, out)
+        out.append(")")
+    elif kind in ("true", "false"):
+        out.append(kind)
+    else:
+        out.append(test_text(expr.test, layer))
+
+
+def test_text(test: Test, layer: Layer = Layer.NETWORK) -> str:
+    name, value = test.field, test.value
+    magnitude = abs(value)
+    if name in _FLAG_FIELDS and magnitude <= 1 and test.op in ("==", "!="):
+        negated = (magnitude == 0) if test.op == "==" else (magnitude != 0)
+        return ("not " if negated else "") + name
+    if test.index is not None:
+        name = f"{name}[{test.index}b]"
+    style = FIELDS[test.field].style
+    sign = "-" if value < 0 else ""
+    if style == "ipv4":
+        text = _ipv4(magnitude & 0xFFFFFFFF)
+    elif style == "addr":
+        text = _ipv6(magnitude)
+    elif style == "event":
+        text = "PACKET" if magnitude == 0 and layer in (Layer.NETWORK, Layer.NETWORK_FORWARD) \
+            else str(magnitude & 0xFFFFFFFF)
+    elif style == "hex":
+        # The reference loses the sign of index-field values when it decompiles them.
+        sign = "" if test.index is not None else sign
+        text = f"0x{magnitude:x}"
+    else:
+        text = str(magnitude)
+    return f"{name}{_OP_TEXT[test.op]}{sign}{text}"
+
+
+def _ipv4(value: int) -> str:
+    return ".".join(str(value >> shift & 0xFF) for shift in (24, 16, 8, 0))
+
+
+def _ipv6(value: int) -> str:
+    if value >> 32 == 0xFFFF:
+        return _ipv4(value & 0xFFFFFFFF)
+    groups = [value >> (16 * (7 - k)) & 0xFFFF for k in range(8)]
+    # The first longest run of zero groups becomes "::".
+    best_start, best_len, run_start, run_len = -1, 0, -1, 0
+    for k in range(8):
+        if groups[k] == 0:
+            if run_len == 0:
+                run_start = k
+            run_len += 1
+            if run_len > best_len:
+                best_start, best_len = run_start, run_len
+        else:
+            run_len = 0
+    if best_len == 0:
+        return ":".join(f"{g:x}" for g in groups)
+    head = ":".join(f"{g:x}" for g in groups[:best_start])
+    tail = ":".join(f"{g:x}" for g in groups[best_start + best_len:])
+    return f"{head}::{tail}"

@@ -1,184 +1,189 @@
-"""Filter text to a folded syntax tree (see ast.py), with the reference's errors.
+"""Tokens to the reference's expression tree, with its errors and limits.
 
-    FILTER := OR
-    OR     := AND { (or | ||) AND }
-    AND    := TEST { (and | &&) TEST }
-    TEST   := ( FILTER [ ? FILTER : FILTER ] ) | { not | ! } (true | false | FIELD [ op VALUE ])
+The shape mirrors WinDivert's recursive-descent parser: `and` groups to the
+left, `or` to the right, `not` only before a test, the conditional only in
+parentheses. Tests are folded as they are built (simplify.test). Errors are
+recorded the way the reference records them: the last error set wins, and a
+group that fails inside parentheses reports a parse error at the token where
+it stopped.
+
+    FILTER := AND { or FILTER }           (right-nested)
+    AND    := ARG { and ARG }             (left-nested)
+    ARG    := ( FILTER ) | ( FILTER ? FILTER : FILTER ) | TEST
+    TEST   := { not } VAR [ op [ - ] NUMBER ]
+    VAR    := field | true | false | indexfield [ [ - ] NUMBER [ b ] ]
 """
 
 from __future__ import annotations
 
-import re
+import contextlib
+import sys
 
 from ..address import Layer
 from . import errors, simplify
-from .ast import NEGATED_OP
+from .ast import NEGATED_OP, And, Cond, Or
 from .errors import FilterError
-from .fields import FIELDS, INDEX_MAX, MACROS
+from .fields import FIELDS, INDEX_MAX, INDEX_WORD_MAX
 from .lexer import Token, tokenize
-from .values import parse_value
 
-MAX_LENGTH = 16 * 1024      # characters
-MAX_DEPTH = 64              # nested parentheses
-MAX_TESTS = 1024
-_COMPARISONS = {"==": "==", "=": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
-_INDEX = re.compile(r"(0[xX][0-9a-fA-F]{0,8}|[0-9]{1,10})(b?)\Z")
-_WORD_KINDS = ("and", "or", "not", "true", "false")
+MAX_DEPTH = 1024
+_COMPARISONS = {"==", "!=", "<", "<=", ">", ">="}
+
+
+@contextlib.contextmanager
+def recursion_room(frames: int = 6000):
+    """Deep but legal filters recurse a few thousand Python frames deep.
+
+    The limit is raised and left raised: lowering it again could break
+    another thread compiling at the same time, and Python-level recursion
+    does not consume the C stack in this interpreter.
+    """
+    if sys.getrecursionlimit() < frames:
+        sys.setrecursionlimit(frames)
+    yield
 
 
 def parse(text: str, layer: Layer = Layer.NETWORK):
-    if not isinstance(text, str):
-        raise FilterError("Filter expression is not text", 0)
-    if len(text) > MAX_LENGTH:
-        raise FilterError(errors.TOO_LONG, MAX_LENGTH)
-    tokens = [_classify(token, layer) for token in tokenize(text)]
-    return _Parser(tokens, layer).parse()
-
-
-def _classify(token: Token, layer: Layer) -> Token:
-    if token.kind != "word":
-        return token
-    if token.text in _WORD_KINDS:
-        return Token(token.text, token.text, token.position)
-    spec = FIELDS.get(token.text)
-    if spec is not None:
-        if layer not in spec.layers:
-            raise FilterError(errors.BAD_TOKEN_FOR_LAYER, token.position)
-        return Token("field", token.text, token.position)
-    if token.text in MACROS:
-        return Token("macro", token.text, token.position)
-    if parse_value(token.text) is not None or _INDEX.match(token.text):
-        return Token("literal", token.text, token.position)
-    raise FilterError(errors.BAD_TOKEN, token.position)
+    """The reference-shaped tree of `text` (tests folded, and/or/conditional kept as written)."""
+    if text.startswith("@"):
+        # The reference reads text starting with '@' as a compiled filter object.
+        raise FilterError(errors.BAD_OBJECT, 0)
+    tokens = tokenize(text, layer)
+    parser = _Parser(tokens)
+    with recursion_room():
+        tree = parser.filter(MAX_DEPTH, and_=False)
+    if tree is None or parser.error is not None and parser.broken:
+        raise FilterError(*parser.error)
+    if parser.token.kind != "end":
+        raise FilterError(errors.PARSE_ERROR, parser.token.position)
+    return tree
 
 
 class _Parser:
-    def __init__(self, tokens: list[Token], layer: Layer):
+    def __init__(self, tokens: list[Token]):
         self.tokens = tokens
-        self.layer = layer
         self.i = 0
-        self.tests = 0
+        self.error: tuple[str, int] | None = None
+        # Set when a conditional was built around a failed condition: the
+        # reference would go on and crash; this parser reports the error.
+        self.broken = False
 
     @property
     def token(self) -> Token:
         return self.tokens[self.i]
 
-    def advance(self) -> Token:
-        token = self.tokens[self.i]
-        if token.kind != "end":
+    def fail(self, message: str, position: int):
+        self.error = (message, position)
+        return None
+
+    def filter(self, depth: int, and_: bool):
+        if depth < 0:
+            return self.fail(errors.TOO_DEEP, self.token.position)
+        depth -= 1
+        expr = self.argument(depth) if and_ else self.filter(depth, and_=True)
+        while True:
+            if expr is None:
+                return None
+            kind = self.token.kind
+            if kind == "and":
+                self.i += 1
+                arg = self.argument(depth)
+                expr = And(expr, arg) if arg is not None else None
+            elif kind == "or":
+                self.i += 1
+                arg = self.filter(depth, and_=True)
+                expr = Or(expr, arg) if arg is not None else None
+            else:
+                return expr
+
+    def argument(self, depth: int):
+        if depth < 0:
+            return self.fail(errors.TOO_DEEP, self.token.position)
+        depth -= 1
+        if self.token.kind != "(":
+            return self.test()
+        self.i += 1
+        inner = self.filter(depth, and_=False)
+        if self.token.kind == ")":
             self.i += 1
-        return token
-
-    def fail(self, token: Token | None = None):
-        raise FilterError(errors.PARSE_ERROR, (token or self.token).position)
-
-    def expect(self, kind: str) -> Token:
-        if self.token.kind != kind:
-            self.fail()
-        return self.advance()
-
-    def parse(self):
-        node = self.parse_or(0)
-        if self.token.kind != "end":
-            self.fail()
-        return node
-
-    def parse_or(self, depth: int):
-        node = self.parse_and(depth)
-        while self.token.kind == "or":
-            self.advance()
-            node = simplify.or_(node, self.parse_and(depth))
-        return node
-
-    def parse_and(self, depth: int):
-        node = self.parse_test(depth)
-        while self.token.kind == "and":
-            self.advance()
-            node = simplify.and_(node, self.parse_test(depth))
-        return node
-
-    def parse_test(self, depth: int):
-        token = self.token
-        if token.kind == "(":
-            if depth >= MAX_DEPTH:
-                raise FilterError(errors.TOO_DEEP, token.position)
-            self.advance()
-            try:
-                inner = self.parse_or(depth + 1)
-            except FilterError as exc:
-                # The reference reports a bad index inside a group as a parse error.
-                if exc.message == errors.INDEX_OUT_OF_BOUNDS:
-                    raise FilterError(errors.PARSE_ERROR, exc.position) from None
-                raise
-            if self.token.kind == "?":
-                self.advance()
-                then = self.parse_or(depth + 1)
-                self.expect(":")
-                otherwise = self.parse_or(depth + 1)
-                self.expect(")")
-                return simplify.cond(inner, then, otherwise)
-            self.expect(")")
             return inner
+        if self.token.kind == "?":
+            self.i += 1
+            then = self.filter(depth, and_=False)
+            if then is None:
+                return None
+            if self.token.kind != ":":
+                return self.fail(errors.PARSE_ERROR, self.token.position)
+            self.i += 1
+            otherwise = self.filter(depth, and_=False)
+            if otherwise is None:
+                return None
+            if self.token.kind != ")":
+                return self.fail(errors.PARSE_ERROR, self.token.position)
+            self.i += 1
+            if inner is None:
+                self.broken = True
+                return simplify.FALSE
+            return Cond(inner, then, otherwise)
+        return self.fail(errors.PARSE_ERROR, self.token.position)
+
+    def test(self):
         negated = False
         while self.token.kind == "not":
             negated = not negated
-            self.advance()
-        token = self.advance()
+            self.i += 1
+        token = self.token
+        index = None
         if token.kind in ("true", "false"):
-            return simplify.Const((token.kind == "true") != negated)
-        if token.kind != "field":
-            self.fail(token)
-        self.tests += 1
-        if self.tests > MAX_TESTS:
-            raise FilterError(errors.TOO_LONG, token.position)
-        spec = FIELDS[token.text]
-        index = self.parse_index(spec.index_size) if spec.index_size else None
-        if self.token.kind in _COMPARISONS:
-            op = _COMPARISONS[self.advance().kind]
-            value = self.parse_value()
+            name = token.kind
+            self.i += 1
+        elif token.kind == "field":
+            name = token.text
+            self.i += 1
+            size = FIELDS[name].index_size
+            if size:
+                index = self.index(size)
+                if index is None:
+                    return None
         else:
-            op, value = "!=", 0
+            return self.fail(errors.PARSE_ERROR, token.position)
+        if self.token.kind not in _COMPARISONS:
+            return simplify.test(name, "==" if negated else "!=", 0, index)
+        op = self.token.kind
         if negated:
             op = NEGATED_OP[op]
-        return simplify.test(token.text, op, value, index)
-
-    def parse_index(self, size: int) -> int:
-        self.expect("[")
+        self.i += 1
         negative = False
         if self.token.kind == "-":
             negative = True
-            self.advance()
-        word = self.token
-        match = _INDEX.match(word.text) if word.kind == "literal" else None
-        if match is None:
-            self.fail()
-        self.advance()
-        close = self.expect("]")
-        digits = match.group(1)
-        number = int(digits[2:] or "0", 16) if digits[:2].lower() == "0x" else int(digits)
-        offset = number if match.group(2) else number * size
-        if negative:
-            if not size <= offset <= INDEX_MAX:
-                raise FilterError(errors.INDEX_OUT_OF_BOUNDS, close.position)
-            return -offset
-        if offset > INDEX_MAX - size:
-            raise FilterError(errors.INDEX_OUT_OF_BOUNDS, close.position)
-        return offset
+            self.i += 1
+        if self.token.kind != "number":
+            return self.fail(errors.PARSE_ERROR, self.token.position)
+        value = self.token.value
+        self.i += 1
+        return simplify.test(name, op, -value if negative else value, index)
 
-    def parse_value(self) -> int:
+    def index(self, size: int) -> int | None:
+        if self.token.kind != "[":
+            return self.fail(errors.PARSE_ERROR, self.token.position)
+        self.i += 1
         negative = False
         if self.token.kind == "-":
             negative = True
-            self.advance()
-        token = self.advance()
-        if token.kind == "macro":
-            value, layers = MACROS[token.text]
-            if self.layer not in layers:
-                self.fail(token)
-        elif token.kind == "literal":
-            value = parse_value(token.text)
-            if value is None:
-                raise FilterError(errors.BAD_TOKEN, token.position)
+            self.i += 1
+        if self.token.kind != "number":
+            return self.fail(errors.PARSE_ERROR, self.token.position)
+        number = self.token.value
+        if number > INDEX_WORD_MAX:
+            return self.fail(errors.INDEX_OUT_OF_BOUNDS, self.token.position)
+        self.i += 1
+        if self.token.kind == "bytes":
+            self.i += 1
         else:
-            self.fail(token)
-        return -value if negative else value
+            number *= size
+        if (not negative and number > INDEX_MAX - size) or (negative and not size <= number <= INDEX_MAX):
+            return self.fail(errors.INDEX_OUT_OF_BOUNDS, self.token.position)
+        if self.token.kind != "]":
+            return self.fail(errors.PARSE_ERROR, self.token.position)
+        self.i += 1
+        return -number if negative else number

@@ -10,7 +10,7 @@ and the conditional fold away.
 from __future__ import annotations
 
 from .ast import And, Cond, Const, Node, Or, Test
-from .fields import FIELDS
+from .fields import FIELDS, effective_value
 
 TRUE, FALSE = Const(True), Const(False)
 
@@ -60,6 +60,21 @@ def or_(left: Node, right: Node) -> Node:
     if isinstance(right, Const):
         return TRUE if right.value else left
     return Or(left, right)
+
+
+def simplified(tree: Node) -> Node:
+    """`tree` with constants folded out of and/or/conditionals and each test's
+    value replaced by the number the field is really compared with
+    (fields.effective_value): the same filter, ready to evaluate."""
+    if isinstance(tree, And):
+        return and_(simplified(tree.left), simplified(tree.right))
+    if isinstance(tree, Or):
+        return or_(simplified(tree.left), simplified(tree.right))
+    if isinstance(tree, Cond):
+        return cond(simplified(tree.test), simplified(tree.then), simplified(tree.otherwise))
+    if isinstance(tree, Test):
+        return tree._replace(value=effective_value(tree.field, tree.value))
+    return tree
 
 
 def cond(test_: Node, then: Node, otherwise: Node) -> Node:

@@ -1,34 +1,123 @@
-"""Number and address literals of the filter language."""
+"""Number and address literals, read exactly as the reference reads them.
+
+Each reader returns the value, or None when the text is not that kind of
+literal. Numbers are at most 128 bits; an IPv4 address reads as the
+IPv4-mapped IPv6 address ::ffff:a.b.c.d.
+"""
 
 from __future__ import annotations
 
-import ipaddress
-import re
-
 MAX_VALUE = (1 << 128) - 1
-_DECIMAL = re.compile(r"[0-9]{1,40}\Z")
-_HEX = re.compile(r"0[xX][0-9a-fA-F]{0,32}\Z")
-_IPV4 = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\Z")
-_IPV6 = re.compile(r"[0-9a-fA-F:.]+\Z")
 IPV4_MAPPED = 0xFFFF00000000
+_DIGITS = frozenset("0123456789")
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
-def parse_value(word: str) -> int | None:
-    """The number a literal stands for, None when it is not a literal."""
-    if _HEX.match(word):
-        return int(word[2:] or "0", 16)
-    if _DECIMAL.match(word):
-        value = int(word)
-        return value if value <= MAX_VALUE else None
-    match = _IPV4.match(word)
-    if match:
-        parts = [int(p) for p in match.groups()]
-        if max(parts) > 255:
+def read_decimal(text: str) -> tuple[int, int] | None:
+    """(value, characters read) for the leading decimal digits of `text`."""
+    end = 0
+    while end < len(text) and text[end] in _DIGITS:
+        end += 1
+    if end == 0:
+        return None
+    value = int(text[:end])
+    return (value, end) if value <= MAX_VALUE else None
+
+
+def read_hex(text: str, prefix: bool) -> tuple[int, int] | None:
+    """(value, characters read) for a hex number; `prefix` requires a leading "0x"."""
+    start = 0
+    if prefix:
+        if not text.startswith("0x"):
             return None
-        return IPV4_MAPPED | (parts[0] << 24) | (parts[1] << 16) | (parts[2] << 8) | parts[3]
-    if ":" in word and _IPV6.match(word):
-        try:
-            return int(ipaddress.IPv6Address(word))
-        except ValueError:
+        start = 2
+    end = start
+    while end < len(text) and text[end] in _HEX_DIGITS:
+        end += 1
+    if end == 0:
+        return None
+    value = int(text[start:end], 16) if end > start else 0
+    return (value, end) if value <= MAX_VALUE else None
+
+
+def parse_ipv4(text: str) -> int | None:
+    """A dotted quad as a 32-bit number (leading zeros allowed, as in the reference)."""
+    value, pos = 0, 0
+    for part_index in range(4):
+        read = read_decimal(text[pos:])
+        if read is None or read[0] > 0xFF:
             return None
-    return None
+        part, length = read
+        pos += length
+        if part_index != 3:
+            if text[pos:pos + 1] != ".":
+                return None
+            pos += 1
+        value |= part << (8 * (3 - part_index))
+    return value if pos == len(text) else None
+
+
+def parse_ipv6(text: str) -> int | None:
+    """An IPv6 address as a 128-bit number, following the reference's reader
+    (it stops after eight groups and accepts an IPv4 tail)."""
+    def at(p: int) -> str:
+        return text[p] if p < len(text) else ""
+
+    left_groups, right_groups = [0] * 8, [0] * 8
+    left, ipv4, ipv4_value = True, False, 0
+    i = j = p = 0
+    finished = False
+    if at(p) == ":":
+        p += 1
+        if at(p) != ":":
+            return None
+        left = False
+        p += 1
+        finished = p == len(text)
+    k = 0
+    while not finished and k < 8:
+        if at(p) == ":":
+            if not left:
+                return None
+            left = False
+            p += 1
+            if p == len(text):
+                break
+        if i < 6:
+            tail = parse_ipv4(text[p:])
+            if tail is not None:
+                ipv4, ipv4_value = True, tail
+                j += 2
+                break
+        start = p
+        while p - start < 4 and at(p) in _HEX_DIGITS and at(p):
+            p += 1
+        if p == start:
+            return None
+        if at(p) not in (":", ""):
+            return None
+        group = int(text[start:p], 16)
+        if left:
+            left_groups[i] = group
+            i += 1
+        else:
+            right_groups[j] = group
+            j += 1
+        if p == len(text):
+            if not left or k == 7:
+                break
+            return None
+        p += 1
+        k += 1
+    words = [0, 0, 0, 0]
+    for n in range(4):
+        a, b = 2 * n + j, 2 * n + j + 1
+        a, b = a - 8 if a >= 8 else a, b - 8 if b >= 8 else b
+        words[3 - n] = (left_groups[2 * n + 1] | left_groups[2 * n] << 16
+                        | right_groups[b] | right_groups[a] << 16) & 0xFFFFFFFF
+    if ipv4:
+        if words[3] or words[2] or words[0] or words[1] not in (0xFFFF, 0):
+            return None
+        words[0] = ipv4_value
+    return words[3] << 96 | words[2] << 64 | words[1] << 32 | words[0]
+

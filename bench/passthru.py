@@ -1,0 +1,391 @@
+"""Passthru throughput: a 64-byte UDP flood between two processes in two
+network namespaces joined by a veth pair (created here, removed at the end),
+side by side in one run:
+
+  (a) no diversion
+  (ours) `divert passthru` on the receiving side
+  (b) the NetfilterQueue C binding doing the same passthru (NFQUEUE rule + accept)
+  (c) pydivert 4's Linux (eBPF) backend doing the same passthru
+  (d) `divert passthru` open on a filter the flood does not match
+
+The sender keeps at most --window packets unacknowledged (the receiver acks
+every 64 over a separate UDP port that no filter here matches), so a diverter
+that keeps up loses nothing, and pps is the rate of the slowest stage. lost =
+sent - received; bypassed = packets that reached the queue rule but never
+user space (fail-open). Targets: ours >= 1.0x (b) with zero loss and bypass;
+(d) >= 0.95x (a). Summary last.
+
+    python bench/passthru.py [--count N] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FLOOD_PORT, CONTROL_PORT, OTHER_PORT = 47001, 47002, 47003
+SENDER_ADDR, RECEIVER_ADDR = "10.99.0.1", "10.99.0.2"
+PAYLOAD = 64 - 20 - 8  # a 64-byte IPv4 packet
+ACK_EVERY = 64
+RUN_SECONDS = 20.0
+NFQ_NUMBER = 99
+
+
+# -- the two flood processes -------------------------------------------------------
+
+def run_receiver(expected: int) -> None:
+    flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    flood.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    flood.bind((RECEIVER_ADDR, FLOOD_PORT))
+    control = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    control.bind((RECEIVER_ADDR, CONTROL_PORT))
+    print("ready", flush=True)
+    flood.settimeout(RUN_SECONDS)
+    buffer = bytearray(2048)
+    received = 0
+    sender = (SENDER_ADDR, CONTROL_PORT)
+    deadline = time.monotonic() + RUN_SECONDS
+    try:
+        while received < expected and time.monotonic() < deadline:
+            flood.recv_into(buffer)
+            received += 1
+            if received % ACK_EVERY == 0:
+                control.sendto(struct.pack("!Q", received), sender)
+    except socket.timeout:
+        pass
+    # Stragglers, then the final count.
+    flood.settimeout(0.5)
+    try:
+        while True:
+            flood.recv_into(buffer)
+            received += 1
+    except socket.timeout:
+        pass
+    control.sendto(struct.pack("!Q", received) + b"END", sender)
+    print(json.dumps({"received": received}), flush=True)
+
+
+def run_sender(count: int, window: int) -> None:
+    flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    control = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    control.bind((SENDER_ADDR, CONTROL_PORT))
+    control.settimeout(0.5)
+    payload = b"x" * PAYLOAD
+    target = (RECEIVER_ADDR, FLOOD_PORT)
+    sent = acked = stalls = 0
+    started = time.monotonic()
+    deadline = started + RUN_SECONDS
+    while sent < count and time.monotonic() < deadline:
+        while sent - acked < window and sent < count:
+            flood.sendto(payload, target)
+            sent += 1
+        try:
+            acked = max(acked, struct.unpack("!Q", control.recv(64)[:8])[0])
+        except socket.timeout:
+            stalls += 1
+            acked = sent  # lost packets are never acked: carry on
+    received = None
+    end = time.monotonic() + 5
+    while time.monotonic() < end:
+        try:
+            message = control.recv(64)
+        except socket.timeout:
+            continue
+        if message.endswith(b"END"):
+            received = struct.unpack("!Q", message[:8])[0]
+            break
+    elapsed = time.monotonic() - started
+    print(json.dumps({"sent": sent, "received": received, "seconds": elapsed, "stalls": stalls}), flush=True)
+
+
+# -- namespaces ----------------------------------------------------------------------
+
+def sh(*args: str, check: bool = True) -> str:
+    done = subprocess.run(list(args), capture_output=True, text=True, timeout=60)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout
+
+
+class Pair:
+    def __init__(self):
+        tag = os.getpid()
+        self.sender, self.receiver = f"dgbench{tag}s", f"dgbench{tag}r"
+
+    def __enter__(self):
+        for ns in (self.sender, self.receiver):
+            sh("ip", "netns", "add", ns)
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "link", "add", "dgb0", "netns", self.sender, "type", "veth", "peer", "name", "dgb1",
+           "netns", self.receiver)
+        for ns, dev, addr in ((self.sender, "dgb0", SENDER_ADDR), (self.receiver, "dgb1", RECEIVER_ADDR)):
+            sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
+            sh("ip", "-n", ns, "link", "set", dev, "up")
+        return self
+
+    def __exit__(self, *exc):
+        for ns in (self.sender, self.receiver):
+            sh("ip", "netns", "del", ns, check=False)
+
+    def popen(self, ns: str, args: list[str], **kwargs) -> subprocess.Popen:
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        return subprocess.Popen(["ip", "netns", "exec", ns, *args], env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+def _wait_line(process: subprocess.Popen, stream, marker: str, seconds: float = 20) -> str:
+    import select
+    seen = ""
+    end = time.monotonic() + seconds
+    while marker not in seen and time.monotonic() < end and process.poll() is None:
+        if select.select([stream], [], [], 0.2)[0]:
+            seen += stream.readline()
+    if marker not in seen:
+        raise RuntimeError(f"process did not get ready: {seen}{process.stderr.read() if process.poll() is not None else ''}")
+    return seen
+
+
+def flood(pair: Pair, count: int, window: int) -> dict:
+    me = str(Path(__file__).resolve())
+    receiver = pair.popen(pair.receiver, [sys.executable, me, "--role", "receiver", "--count", str(count)])
+    _wait_line(receiver, receiver.stdout, "ready")
+    sender = pair.popen(pair.sender, [sys.executable, me, "--role", "sender", "--count", str(count),
+                                      "--window", str(window)])
+    out, err = sender.communicate(timeout=RUN_SECONDS + 30)
+    receiver.communicate(timeout=30)
+    if sender.returncode != 0:
+        raise RuntimeError(f"sender failed: {err}")
+    result = json.loads(out.strip().splitlines()[-1])
+    result["pps"] = (result["received"] or 0) / result["seconds"]
+    result["lost"] = result["sent"] - (result["received"] or 0)
+    return result
+
+
+# -- the diverters -------------------------------------------------------------------
+
+class NoDiversion:
+    name = "(a) no diversion"
+
+    def __init__(self, pair):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def counters(self) -> dict:
+        return {"bypassed": 0}
+
+
+class DivertPassthru:
+    def __init__(self, pair: Pair, filter_text: str, name: str, profile: str | None = None):
+        self.pair, self.filter_text, self.name, self.profile = pair, filter_text, name, profile
+        self.output = ""
+
+    def __enter__(self):
+        command = [sys.executable]
+        if self.profile:
+            command += ["-m", "cProfile", "-o", self.profile]
+        command += ["-m", "divertgui.cli", "passthru", self.filter_text, "--batch", "255"]
+        self.process = self.pair.popen(self.pair.receiver, command)
+        _wait_line(self.process, self.process.stderr, "Ctrl+C to stop")
+        return self
+
+    def __exit__(self, *exc):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        out, err = self.process.communicate(timeout=60)
+        self.output = out + err
+
+    def counters(self) -> dict:
+        found = re.search(r"counters: (.*)", self.output)
+        return {k: int(v) for k, v in (item.split("=") for item in found.group(1).split())} if found else {}
+
+
+NFQ_SCRIPT = """
+import sys
+from netfilterqueue import NetfilterQueue
+seen = 0
+def accept(packet):
+    global seen
+    seen += 1
+    packet.accept()
+queue = NetfilterQueue()
+queue.bind(%d, accept, max_len=4096)
+import signal, os
+def stop(*a):
+    print(seen, flush=True)
+    os._exit(0)
+signal.signal(signal.SIGTERM, stop)
+print("ready", flush=True)
+queue.run()
+"""
+
+
+class NetfilterQueueBinding:
+    name = "(b) NetfilterQueue C binding"
+
+    def __init__(self, pair: Pair):
+        self.pair = pair
+        self.seen = 0
+        self.rule = ["-t", "mangle", "-I", "INPUT", "-p", "udp", "--dport", str(FLOOD_PORT), "-j", "NFQUEUE",
+                     "--queue-num", str(NFQ_NUMBER), "--queue-bypass"]
+
+    def __enter__(self):
+        self.process = self.pair.popen(self.pair.receiver, [sys.executable, "-c", NFQ_SCRIPT % NFQ_NUMBER])
+        _wait_line(self.process, self.process.stdout, "ready")
+        sh("ip", "netns", "exec", self.pair.receiver, "iptables", "-w", *self.rule)
+        return self
+
+    def __exit__(self, *exc):
+        listing = sh("ip", "netns", "exec", self.pair.receiver, "iptables", "-w", "-t", "mangle", "-L", "INPUT",
+                     "-n", "-v", "-x")
+        self.hits = sum(int(line.split()[0]) for line in listing.splitlines() if "NFQUEUE" in line)
+        rule = list(self.rule)
+        rule[rule.index("-I")] = "-D"
+        sh("ip", "netns", "exec", self.pair.receiver, "iptables", "-w", *rule)
+        self.process.send_signal(signal.SIGTERM)
+        out, _ = self.process.communicate(timeout=30)
+        self.seen = int(out.strip().splitlines()[-1])
+
+    def counters(self) -> dict:
+        return {"diverted": self.seen, "bypassed": max(0, self.hits - self.seen)}
+
+
+PYDIVERT_SCRIPT = """
+import os, signal, sys
+from pydivert.ebpf import EBPFDivert
+handle = EBPFDivert("udp.DstPort == %d")
+handle.open()
+seen = 0
+def stop(*a):
+    print(seen, flush=True)
+    os._exit(0)
+signal.signal(signal.SIGTERM, stop)
+print("ready", flush=True)
+while True:
+    packet = handle.recv()
+    seen += 1
+    handle.send(packet)
+"""
+
+
+class PydivertEbpf:
+    name = "(c) pydivert 4 Linux (eBPF)"
+
+    def __init__(self, pair: Pair):
+        self.pair = pair
+        self.seen = 0
+
+    def __enter__(self):
+        self.process = self.pair.popen(self.pair.receiver, [sys.executable, "-c", PYDIVERT_SCRIPT % FLOOD_PORT])
+        _wait_line(self.process, self.process.stdout, "ready")
+        return self
+
+    def __exit__(self, *exc):
+        self.process.send_signal(signal.SIGTERM)
+        out, err = self.process.communicate(timeout=30)
+        lines = out.strip().splitlines()
+        self.seen = int(lines[-1]) if lines and lines[-1].isdigit() else 0
+
+    def counters(self) -> dict:
+        return {"diverted": self.seen, "bypassed": 0}
+
+
+# -- the run ----------------------------------------------------------------------------
+
+def measure(pair: Pair, diverter, count: int, window: int) -> dict:
+    try:
+        with diverter:
+            result = flood(pair, count, window)
+    except Exception as exc:  # a contender that cannot run here is reported, not fatal
+        return {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"}
+    result.update(diverter.counters())
+    return result
+
+
+def _profile_report(path: str) -> str:
+    import io
+    import pstats
+    stream = io.StringIO()
+    stats = pstats.Stats(path, stream=stream)
+    stats.sort_stats("tottime").print_stats(18)
+    lines = [line for line in stream.getvalue().splitlines() if line.strip()]
+    start = next((i for i, line in enumerate(lines) if "ncalls" in line), 0)
+    return "\n".join(lines[start:])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--role", choices=("bench", "sender", "receiver"), default="bench")
+    parser.add_argument("--count", type=int, default=100_000)
+    parser.add_argument("--window", type=int, default=1024)
+    parser.add_argument("--profile", action="store_true", help="also profile `divert passthru` (cProfile)")
+    args = parser.parse_args(argv)
+    if args.role == "receiver":
+        run_receiver(args.count)
+        return 0
+    if args.role == "sender":
+        run_sender(args.count, args.window)
+        return 0
+    if os.geteuid() != 0 or shutil.which("iptables") is None:
+        print("bench/passthru.py needs root and iptables (it creates network namespaces)", file=sys.stderr)
+        return 1
+
+    results = {}
+    with Pair() as pair:
+        contenders = [
+            ("a", NoDiversion(pair)),
+            ("ours", DivertPassthru(pair, f"udp.DstPort == {FLOOD_PORT}", "(ours) divert passthru")),
+            ("b", NetfilterQueueBinding(pair)),
+            ("c", PydivertEbpf(pair)),
+            ("d", DivertPassthru(pair, f"udp.DstPort == {OTHER_PORT}", "(d) divert passthru, flood not matched")),
+        ]
+        for key, diverter in contenders:
+            results[key] = measure(pair, diverter, args.count, args.window)
+            r = results[key]
+            if "error" in r:
+                print(f"{diverter.name:<42} cannot run here: {r['error']}")
+            else:
+                print(f"{diverter.name:<42} {r['pps']:>9.0f} pps  sent {r['sent']:>7}  lost {r['lost']:>6}  "
+                      f"bypassed {r.get('bypassed', 0):>6}  stalls {r['stalls']}")
+        if args.profile:
+            profile = f"/tmp/divert-passthru-{os.getpid()}.prof"
+            measure(pair, DivertPassthru(pair, f"udp.DstPort == {FLOOD_PORT}", "profiled", profile),
+                    args.count, args.window)
+            if os.path.exists(profile):
+                print("\nwhere `divert passthru` spends its time (cProfile, by own time):")
+                print(_profile_report(profile))
+                os.unlink(profile)
+
+    def ratio(x: str, y: str) -> str:
+        if "error" in results[x] or "error" in results[y] or not results[y]["pps"]:
+            return "n/a"
+        return f"{results[x]['pps'] / results[y]['pps']:.2f}x"
+
+    ours = results["ours"]
+    print("\nsummary")
+    print(f"  ours vs (b) NetfilterQueue: {ratio('ours', 'b')} (target >= 1.0x); "
+          f"ours lost {ours.get('lost', 'n/a')}, bypassed {ours.get('bypassed', 'n/a')} (target 0 and 0)")
+    print(f"  ours vs (c) pydivert eBPF:  {ratio('ours', 'c')}"
+          + (f" ((c) cannot run here: {results['c']['error']})" if "error" in results["c"] else ""))
+    print(f"  ours vs (a) no diversion:   {ratio('ours', 'a')}")
+    print(f"  (d) handle open, flood not matched vs (a): {ratio('d', 'a')} (target >= 0.95x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,644 @@
+"""`divert`: WinDivert's sample programs as subcommands.
+
+    divert netdump FILTER [-w FILE.pcapng] [-c N] [-v]   sniff and print packets
+    divert netfilter FILTER                              block: TCP RST, UDP ICMP unreachable, drop the rest
+    divert passthru FILTER [--batch N] [--threads N]     divert and re-inject everything
+    divert check FILTER                                  print the canonical form of a filter
+    divert list | cleanup [--all]                        our handles and rules in this network namespace
+    divert doctor                                        what works on this machine, what is missing
+
+Long-running commands stop on SIGINT and SIGTERM, closing their handle
+(which removes its rules). Exit status: 0 done, 1 runtime failure (missing
+privilege, kernel feature, tool), 2 bad usage or bad filter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import struct
+import sys
+import threading
+import time
+
+from divertgui.engine.address import Address, Flag, Layer, PRIORITY_MAX, PRIORITY_MIN
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+LAYERS = {"network": Layer.NETWORK, "forward": Layer.NETWORK_FORWARD}
+POLL_SECONDS = 0.2
+
+
+class _Stop:
+    """Set by SIGINT/SIGTERM; the loops poll it between bounded waits."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.signal_name: str | None = None
+
+    def install(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.signal_name = signal.Signals(signum).name
+        self.event.set()
+
+    def __bool__(self) -> bool:
+        return self.event.is_set()
+
+
+# -- errors ------------------------------------------------------------------------
+
+def _say(message: str, stream=None) -> None:
+    print(message, file=stream or sys.stdout, flush=True)
+
+
+def _error(message: str) -> None:
+    _say(f"divert: {message}", sys.stderr)
+
+
+def filter_error_text(text: str, exc) -> str:
+    """The error, the filter, and a caret under the position it names."""
+    position = max(0, min(getattr(exc, "position", 0), len(text)))
+    line_start = text.rfind("\n", 0, position) + 1
+    line_end = text.find("\n", position)
+    line = text[line_start:] if line_end < 0 else text[line_start:line_end]
+    column = position - line_start
+    caret = "".join("\t" if c == "\t" else " " for c in line[:column]) + "^"
+    message = getattr(exc, "message", str(exc))
+    return f"divert: bad filter: {message} (at position {position})\n  {line}\n  {caret}"
+
+
+def _compile(text: str, layer: Layer):
+    from divertgui.engine.filter import compile_filter
+    return compile_filter(text, layer)
+
+
+def _open_handle(args, flags: Flag):
+    from divertgui.engine.handle import Divert
+    _compile(args.filter, LAYERS[args.layer])  # a bad filter is a usage error, whatever the privilege
+    _require_privilege()
+    handle = Divert(args.filter, layer=LAYERS[args.layer], priority=args.priority, flags=flags,
+                    backend=_backend())
+    handle.open()
+    return handle
+
+
+def _backend():
+    """The Linux backend with the kernel prefilter, when this is Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    from divertgui.engine.backends.nfqueue import NfqueueBackend
+    from divertgui.engine.filter.kernel import kernel_test
+    return NfqueueBackend(kernel_prefilter=kernel_test)
+
+
+def _run_guarded(command, args) -> int:
+    """Runs a command; turns the engine's errors into one sentence and an exit status."""
+    from divertgui.engine.filter import FilterError
+    from divertgui.engine.handle import DivertArgumentError, DivertError
+    try:
+        return command(args)
+    except FilterError as exc:
+        _say(filter_error_text(args.filter, exc), sys.stderr)
+        return EXIT_USAGE
+    except DivertArgumentError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except (DivertError, PermissionError, RuntimeError) as exc:
+        text = _first_sentence(exc)
+        _error(PRIVILEGE_MESSAGE if "Permission denied" in text or "must be root" in text else text)
+        return EXIT_FAILURE
+    except BrokenPipeError:
+        # The reader of our output went away (`divert netdump ... | head`).
+        sys.stdout = open(os.devnull, "w")
+        return EXIT_OK
+    except OSError as exc:
+        _error(str(exc))
+        return EXIT_FAILURE
+
+
+def _first_sentence(exc: BaseException) -> str:
+    return str(exc).strip() or type(exc).__name__
+
+
+CAP_NET_ADMIN = 12
+PRIVILEGE_MESSAGE = "this needs root (CAP_NET_ADMIN) to change netfilter rules: run it as root, e.g. with sudo"
+
+
+def has_net_admin() -> bool:
+    """Whether this process may change netfilter rules and bind queues."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_NET_ADMIN & 1)
+    except (OSError, ValueError):
+        pass
+    return os.geteuid() == 0
+
+
+def _require_privilege() -> None:
+    if sys.platform.startswith("linux") and not has_net_admin():
+        raise PermissionError(PRIVILEGE_MESSAGE)
+
+
+# -- decoding for display --------------------------------------------------------
+
+TCP_FLAG_LETTERS = (("U", 0x20), ("A", 0x10), ("P", 0x08), ("R", 0x04), ("S", 0x02), ("F", 0x01))
+
+
+def _flag_text(flags: int) -> str:
+    return "".join(letter for letter, bit in TCP_FLAG_LETTERS if flags & bit) or "."
+
+
+def summary_line(packet, number: int) -> str:
+    """One line: direction, interface, flags, then the decoded headers."""
+    address = packet.address
+    parts = [f"{number:>5}", "outbound" if address.outbound else "inbound ", f"if={address.if_idx}"]
+    if address.loopback:
+        parts.append("loopback")
+    if address.impostor:
+        parts.append("impostor")
+    ip4, ip6 = packet.ipv4, packet.ipv6
+    if ip4 is not None:
+        parts.append(f"IPv4 {ip4.src_addr} > {ip4.dst_addr} ttl={ip4.ttl} id={ip4.id} len={ip4.length}"
+                     + (" frag" if ip4.mf or ip4.frag_offset else ""))
+    elif ip6 is not None:
+        parts.append(f"IPv6 {ip6.src_addr} > {ip6.dst_addr} hlim={ip6.hop_limit} len={ip6.length}")
+    else:
+        parts.append(f"not IPv4/IPv6 ({len(packet.raw)} bytes)")
+        return " ".join(parts)
+    tcp, udp, icmp, icmp6 = packet.tcp, packet.udp, packet.icmpv4, packet.icmpv6
+    if tcp is not None:
+        payload = packet.payload or b""
+        parts.append(f"TCP {tcp.src_port} > {tcp.dst_port} [{_flag_text(tcp.flags)}] seq={tcp.seq_num} "
+                     f"ack={tcp.ack_num} win={tcp.window} payload={len(payload)}")
+    elif udp is not None:
+        parts.append(f"UDP {udp.src_port} > {udp.dst_port} payload={len(packet.payload or b'')}")
+    elif icmp is not None:
+        parts.append(f"ICMP type={icmp.type} code={icmp.code}")
+    elif icmp6 is not None:
+        parts.append(f"ICMPv6 type={icmp6.type} code={icmp6.code}")
+    else:
+        protocol = ip4.protocol if ip4 is not None else ip6.next_hdr
+        parts.append(f"protocol={protocol}")
+    return " ".join(parts)
+
+
+def _fields_text(name: str, values: list[tuple[str, object]]) -> str:
+    return f"{name} [" + " ".join(f"{k}={v}" for k, v in values) + "]"
+
+
+def detail_block(packet, number: int) -> str:
+    """WinDivert netdump's block: address, each header's fields, then the bytes."""
+    address = packet.address
+    lines = [_fields_text(f"Packet #{number}", [
+        ("Timestamp", address.timestamp), ("Direction", "outbound" if address.outbound else "inbound"),
+        ("IfIdx", address.if_idx), ("SubIfIdx", address.sub_if_idx), ("Loopback", int(address.loopback)),
+        ("Impostor", int(address.impostor))])]
+    ip4, ip6 = packet.ipv4, packet.ipv6
+    if ip4 is not None:
+        lines.append(_fields_text("IPv4", [
+            ("HdrLength", ip4.hdr_len), ("TOS", ip4.tos), ("Length", ip4.length), ("Id", f"0x{ip4.id:04x}"),
+            ("Reserved", ip4.reserved_flag), ("DF", ip4.df), ("MF", ip4.mf), ("FragOff", ip4.frag_offset),
+            ("TTL", ip4.ttl), ("Protocol", ip4.protocol), ("Checksum", f"0x{ip4.checksum:04x}"),
+            ("SrcAddr", ip4.src_addr), ("DstAddr", ip4.dst_addr)]))
+    if ip6 is not None:
+        lines.append(_fields_text("IPv6", [
+            ("TrafficClass", ip6.traffic_class), ("FlowLabel", ip6.flow_label), ("Length", ip6.length),
+            ("NextHdr", ip6.next_hdr), ("HopLimit", ip6.hop_limit), ("SrcAddr", ip6.src_addr),
+            ("DstAddr", ip6.dst_addr)]))
+    icmp, icmp6, tcp, udp = packet.icmpv4, packet.icmpv6, packet.tcp, packet.udp
+    for name, header in (("ICMP", icmp), ("ICMPV6", icmp6)):
+        if header is not None:
+            lines.append(_fields_text(name, [("Type", header.type), ("Code", header.code),
+                                             ("Checksum", f"0x{header.checksum:04x}"), ("Body", f"0x{header.body:08x}")]))
+    if tcp is not None:
+        lines.append(_fields_text("TCP", [
+            ("SrcPort", tcp.src_port), ("DstPort", tcp.dst_port), ("SeqNum", tcp.seq_num), ("AckNum", tcp.ack_num),
+            ("HdrLength", tcp.hdr_len), ("Urg", tcp.urg), ("Ack", tcp.ack), ("Psh", tcp.psh), ("Rst", tcp.rst),
+            ("Syn", tcp.syn), ("Fin", tcp.fin), ("Window", tcp.window), ("Checksum", f"0x{tcp.checksum:04x}"),
+            ("UrgPtr", tcp.urg_ptr)]))
+    if udp is not None:
+        lines.append(_fields_text("UDP", [("SrcPort", udp.src_port), ("DstPort", udp.dst_port),
+                                          ("Length", udp.length), ("Checksum", f"0x{udp.checksum:04x}")]))
+    raw = bytes(packet.raw)
+    for offset in range(0, len(raw), 16):
+        chunk = raw[offset:offset + 16]
+        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        lines.append(f"  {offset:04x}  {chunk.hex(' '):<47}  {text}")
+    return "\n".join(lines)
+
+
+# -- netdump ---------------------------------------------------------------------------
+
+def cmd_netdump(args) -> int:
+    from divertgui.engine.pcapng import PcapngWriter
+    stop = _Stop()
+    stop.install()
+    writer = PcapngWriter(args.write, application="divert netdump") if args.write else None
+    count = 0
+    try:
+        handle = _open_handle(args, Flag.SNIFF | Flag.RECV_ONLY)
+        with handle:
+            if not args.quiet:
+                _say(f"divert: sniffing {args.filter!r} (priority {args.priority}); Ctrl+C to stop", sys.stderr)
+            while not stop and (args.count is None or count < args.count):
+                wanted = 255 if args.count is None else min(255, args.count - count)
+                batch = handle.recv_batch(wanted, POLL_SECONDS)
+                for packet in batch:
+                    count += 1
+                    if not args.quiet:
+                        _say(detail_block(packet, count) if args.verbose else summary_line(packet, count))
+                if writer is not None and batch:
+                    writer.write_batch([(p.raw, p.address, None) for p in batch])
+            stats = handle.stats()
+    finally:
+        if writer is not None:
+            writer.close()
+    _say(f"divert: {count} packets captured" + (f", written to {args.write}" if writer else "")
+         + f"; kernel: sniffed {stats.get('sniffed', 0)}, lost {stats.get('lost_messages', 0)}", sys.stderr)
+    return EXIT_OK
+
+
+# -- netfilter -------------------------------------------------------------------------
+
+def _ip_header(version: int, src: bytes, dst: bytes, protocol: int, payload_len: int) -> bytes:
+    if version == 4:
+        return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + payload_len, 0, 0x4000, 64, protocol, 0, src, dst)
+    return struct.pack("!IHBB16s16s", 6 << 28, payload_len, protocol, 64, src, dst)
+
+
+def _addresses(raw: bytes, version: int) -> tuple[bytes, bytes]:
+    return (raw[12:16], raw[16:20]) if version == 4 else (raw[8:24], raw[24:40])
+
+
+def tcp_reset_for(packet):
+    """The RST that refuses `packet`, sent back the way it came from; None for a RST."""
+    from divertgui.engine.packet import Packet
+    tcp = packet.tcp
+    if tcp is None or tcp.rst:
+        return None
+    raw = bytes(packet.raw)
+    version = raw[0] >> 4
+    src, dst = _addresses(raw, version)
+    if tcp.ack:
+        seq, ack, flags = tcp.ack_num, 0, 0x04
+    else:
+        length = len(packet.payload or b"") + tcp.syn + tcp.fin
+        seq, ack, flags = 0, (tcp.seq_num + length) & 0xFFFFFFFF, 0x14
+    segment = struct.pack("!HHIIBBHHH", tcp.dst_port, tcp.src_port, seq, ack, 5 << 4, flags, 0, 0, 0)
+    reply = Packet(_ip_header(version, dst, src, 6, len(segment)) + segment, _reply_address(packet))
+    reply.recalculate_checksums()
+    return reply
+
+
+def icmp_unreachable_for(packet):
+    """ICMP port unreachable (ICMPv6 for IPv6) quoting `packet`."""
+    from divertgui.engine.packet import Packet
+    raw = bytes(packet.raw)
+    version = raw[0] >> 4
+    src, dst = _addresses(raw, version)
+    if version == 4:
+        quoted = raw[:(raw[0] & 0x0F) * 4 + 8]
+        message = struct.pack("!BBHI", 3, 3, 0, 0) + quoted
+        protocol = 1
+    else:
+        quoted = raw[:1280 - 48]  # an ICMPv6 error fits the minimum MTU
+        message = struct.pack("!BBHI", 1, 4, 0, 0) + quoted
+        protocol = 58
+    reply = Packet(_ip_header(version, dst, src, protocol, len(message)) + message, _reply_address(packet))
+    reply.recalculate_checksums()
+    return reply
+
+
+def _reply_address(packet) -> Address:
+    address = packet.address
+    return Address(outbound=not address.outbound, loopback=address.loopback, ipv6=address.ipv6,
+                   if_idx=address.if_idx, layer=address.layer, timestamp=address.timestamp)
+
+
+def cmd_netfilter(args) -> int:
+    stop = _Stop()
+    stop.install()
+    blocked = {"tcp": 0, "udp": 0, "other": 0}
+    handle = _open_handle(args, Flag(0))
+    with handle:
+        _say(f"divert: blocking {args.filter!r} (priority {args.priority}); Ctrl+C to stop", sys.stderr)
+        while not stop:
+            for packet in handle.recv_batch(64, POLL_SECONDS):
+                if packet.tcp is not None:
+                    reply, kind = tcp_reset_for(packet), "tcp"
+                elif packet.udp is not None:
+                    reply, kind = icmp_unreachable_for(packet), "udp"
+                else:
+                    reply, kind = None, "other"
+                handle.drop(packet)
+                if reply is not None:
+                    handle.send(reply)
+                blocked[kind] += 1
+                _say(f"BLOCK {summary_line(packet, sum(blocked.values()))}"
+                     + (" (answered with RST)" if kind == "tcp" and reply is not None
+                        else " (answered with ICMP unreachable)" if kind == "udp" else ""))
+        stats = handle.stats()
+    _say(f"divert: blocked {blocked['tcp']} TCP (RST), {blocked['udp']} UDP (ICMP unreachable), "
+         f"{blocked['other']} other (dropped); overflowed {stats.get('overflowed', 0)}", sys.stderr)
+    return EXIT_OK
+
+
+# -- passthru --------------------------------------------------------------------------
+
+def cmd_passthru(args) -> int:
+    stop = _Stop()
+    stop.install()
+    handle = _open_handle(args, Flag(0))
+    passed = [0] * args.threads
+    failures: list[BaseException] = []
+
+    def reinject(slot: int) -> None:
+        try:
+            while not stop:
+                batch = handle.recv_batch(args.batch, POLL_SECONDS)
+                if batch:
+                    handle.send_batch(batch)
+                    passed[slot] += len(batch)
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+            stop.event.set()
+
+    started = time.monotonic()
+    with handle:
+        _say(f"divert: passing {args.filter!r} through (priority {args.priority}, batch {args.batch}, "
+             f"{args.threads} thread{'s' if args.threads > 1 else ''}); Ctrl+C to stop", sys.stderr)
+        workers = [threading.Thread(target=reinject, args=(i,), daemon=True) for i in range(args.threads)]
+        for worker in workers:
+            worker.start()
+        while not stop and (args.duration is None or time.monotonic() - started < args.duration):
+            stop.event.wait(min(POLL_SECONDS, args.duration or POLL_SECONDS))
+        stop.event.set()
+        for worker in workers:
+            worker.join(timeout=5)
+        stats = handle.stats()
+    elapsed = max(time.monotonic() - started, 1e-9)
+    total = sum(passed)
+    _say(f"passthru: {total} packets in {elapsed:.2f} s ({total / elapsed:.0f} pkt/s)")
+    keys = ("diverted", "sent", "dropped", "expired", "overflowed", "bypassed", "rejected", "lost_messages")
+    _say("counters: " + " ".join(f"{key}={stats.get(key, 0)}" for key in keys))
+    if failures:
+        _error(f"passthru stopped: {_first_sentence(failures[0])}")
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+# -- check, list, cleanup ---------------------------------------------------------------
+
+def cmd_check(args) -> int:
+    from divertgui.engine.filter import FilterError, format_filter
+    try:
+        _say(format_filter(args.filter, LAYERS[args.layer]))
+    except FilterError as exc:
+        _say(filter_error_text(args.filter, exc), sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def _rules_module():
+    from divertgui.engine.backends import netfilter_rules
+    _require_privilege()
+    return netfilter_rules
+
+
+_HOOK_NAMES = {"P": "prerouting", "I": "input", "O": "output", "F": "forward"}
+
+
+def cmd_list(args) -> int:
+    rules = _rules_module()
+    chains = rules.list_handles()
+    if not chains:
+        _say("no divertgui handles in this network namespace")
+        return EXIT_OK
+    _say(f"{'PID':>7}  {'STATE':<7} {'QUEUE':>6} {'PRIORITY':>8}  {'IP':<4} {'HOOK':<10} CHAIN")
+    for chain in sorted(chains, key=lambda c: (c.pid, c.queue, -c.level, c.version, c.hook)):
+        state = "running" if rules.pid_alive(chain.pid) else "dead"
+        _say(f"{chain.pid:>7}  {state:<7} {chain.queue:>6} {chain.priority:>8}  v{chain.version:<3} "
+             f"{_HOOK_NAMES.get(chain.hook, chain.hook):<10} {chain.name}")
+    return EXIT_OK
+
+
+def cmd_cleanup(args) -> int:
+    rules = _rules_module()
+    removed = rules.cleanup(dead_only=not args.all)
+    if not removed:
+        _say("nothing to remove" + ("" if args.all else " (no rules left by dead processes)"))
+        return EXIT_OK
+    pids = sorted({c.pid for c in removed})
+    _say(f"removed {len(removed)} chain{'s' if len(removed) != 1 else ''} of process"
+         f"{'es' if len(pids) != 1 else ''} {', '.join(map(str, pids))}")
+    return EXIT_OK
+
+
+# -- doctor ------------------------------------------------------------------------------
+
+def _check_root():
+    if has_net_admin():
+        return True, "running with CAP_NET_ADMIN" + (" (root)" if os.geteuid() == 0 else ""), ""
+    return False, "no CAP_NET_ADMIN: netfilter rules cannot be changed", \
+        "run divert as root (sudo divert ...) or grant it CAP_NET_ADMIN"
+
+
+def _check_tools():
+    missing = [t for t in ("iptables", "ip6tables", "iptables-restore", "ip6tables-restore") if not shutil.which(t)]
+    if missing:
+        return False, f"missing {', '.join(missing)}", "apt-get install iptables"
+    import subprocess
+    try:
+        version = subprocess.run(["iptables", "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        version = "iptables"
+    return True, version or "iptables and ip6tables present", ""
+
+
+def _kernel_config() -> dict[str, str]:
+    import gzip
+    try:
+        with gzip.open("/proc/config.gz", "rt") as f:
+            return dict(line.strip().split("=", 1) for line in f if "=" in line and not line.startswith("#"))
+    except OSError:
+        return {}
+
+
+def _kernel_has(option: str, module: str, proc_file: str | None = None) -> bool | None:
+    if proc_file and os.path.exists(proc_file):
+        return True
+    config = _kernel_config()
+    if option in config:
+        return config[option] in ("y", "m")
+    release = os.uname().release
+    for directory, _, files in os.walk(f"/lib/modules/{release}/kernel/net"):
+        if any(name.startswith(module + ".ko") for name in files):
+            return True
+    return None
+
+
+def _check_nfqueue():
+    has = _kernel_has("CONFIG_NETFILTER_NETLINK_QUEUE", "nfnetlink_queue", "/proc/net/netfilter/nfnetlink_queue")
+    target = _kernel_has("CONFIG_NETFILTER_XT_TARGET_NFQUEUE", "xt_NFQUEUE")
+    if has and target is not False:
+        return True, "NFQUEUE (nfnetlink_queue) available", ""
+    if has is None:
+        return None, "cannot tell whether the kernel has NFQUEUE", "modprobe nfnetlink_queue xt_NFQUEUE"
+    return False, "the kernel has no NFQUEUE support", "modprobe nfnetlink_queue xt_NFQUEUE, or use a kernel built with it"
+
+
+def _check_xt_bpf():
+    from divertgui.engine.filter.kernel import xt_bpf_available
+    if xt_bpf_available():
+        return True, "xt_bpf match available: filters are tested in the kernel", ""
+    return False, "no xt_bpf match: every packet of a handle's IP version crosses to user space first", \
+        "modprobe xt_bpf (CONFIG_NETFILTER_XT_MATCH_BPF)"
+
+
+def _check_netns():
+    if not shutil.which("ip"):
+        return False, "no `ip` command", "apt-get install iproute2"
+    if not os.path.exists("/proc/self/ns/net"):
+        return False, "the kernel has no network namespaces", "use a kernel built with CONFIG_NET_NS"
+    return True, "network namespaces and iproute2 available", ""
+
+
+def _check_display():
+    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    try:
+        import importlib.util
+        if importlib.util.find_spec("PySide6") is None:
+            return False, "PySide6 is not installed: no GUI", "pip install PySide6-Essentials"
+    except (ImportError, ValueError):
+        return False, "PySide6 is not importable: no GUI", "pip install PySide6-Essentials"
+    if platform in ("offscreen", "minimal"):
+        return True, f"Qt platform {platform} (no window will show)", ""
+    if os.environ.get("WAYLAND_DISPLAY") or os.environ.get("DISPLAY"):
+        return True, "a display is available for the GUI", ""
+    return False, "no display (DISPLAY/WAYLAND_DISPLAY unset): the GUI cannot open a window", \
+        "run the GUI in a desktop session, or set QT_QPA_PLATFORM=offscreen for headless use"
+
+
+DOCTOR_CHECKS = (("root", _check_root), ("iptables", _check_tools), ("NFQUEUE", _check_nfqueue),
+                 ("xt_bpf", _check_xt_bpf), ("netns", _check_netns), ("Qt display", _check_display))
+REQUIRED_FOR_DIVERTING = {"root", "iptables", "NFQUEUE"}
+
+
+def cmd_doctor(args) -> int:
+    blocking = False
+    for name, check in DOCTOR_CHECKS:
+        try:
+            ok, what, fix = check()
+        except Exception as exc:  # a check that breaks is itself a finding
+            ok, what, fix = None, f"check failed: {exc}", ""
+        mark = {True: "ok     ", False: "MISSING", None: "UNKNOWN"}[ok]
+        _say(f"{mark} {name:<11} {what}" + (f"\n{'':19} fix: {fix}" if fix and ok is not True else ""))
+        if ok is False and name in REQUIRED_FOR_DIVERTING:
+            blocking = True
+    _say("diverting packets: " + ("not possible until the MISSING items above are fixed" if blocking
+                                    else "possible"))
+    return EXIT_FAILURE if blocking else EXIT_OK
+
+
+# -- arguments --------------------------------------------------------------------------
+
+def _priority(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not PRIORITY_MIN <= value <= PRIORITY_MAX:
+        raise argparse.ArgumentTypeError(f"{value} is outside {PRIORITY_MIN}..{PRIORITY_MAX}")
+    return value
+
+
+def _bounded(low: int, high: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 0)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is outside {low}..{high}")
+        return value
+    return parse
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="divert", description="Capture, block and re-inject packets chosen by "
+                                     "a WinDivert filter (Linux: netfilter NFQUEUE).")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def diverting(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("filter", metavar="FILTER", help="WinDivert filter, e.g. \"tcp.DstPort == 80\"")
+        sub.add_argument("--priority", type=_priority, default=0, help="handle priority, -30000..30000 (default 0)")
+        sub.add_argument("--layer", choices=sorted(LAYERS), default="network",
+                         help="network: packets to/from this machine; forward: routed through it")
+        return sub
+
+    netdump = diverting("netdump", "sniff matching packets and print one line each")
+    netdump.add_argument("-w", "--write", metavar="FILE.pcapng", help="also write the packets to a pcapng file")
+    netdump.add_argument("-c", "--count", type=_bounded(1, 1 << 62), metavar="N", help="stop after N packets")
+    netdump.add_argument("-v", "--verbose", action="store_true", help="print every header field and the bytes")
+    netdump.add_argument("-q", "--quiet", action="store_true", help="print nothing per packet")
+    netdump.set_defaults(run=cmd_netdump)
+
+    netfilter = diverting("netfilter", "block matching packets: TCP answered with RST, UDP with ICMP "
+                                       "port unreachable, the rest dropped")
+    netfilter.set_defaults(run=cmd_netfilter)
+
+    passthru = diverting("passthru", "divert matching packets and re-inject them unchanged")
+    passthru.add_argument("--batch", type=_bounded(1, 255), default=64, metavar="N",
+                          help="packets per receive and send call, 1..255 (default 64)")
+    passthru.add_argument("--threads", type=_bounded(1, 64), default=1, metavar="N",
+                          help="threads receiving and re-injecting (default 1)")
+    passthru.add_argument("--duration", type=_positive_seconds, metavar="SECONDS",
+                          help="stop after this long (default: until SIGINT/SIGTERM)")
+    passthru.set_defaults(run=cmd_passthru)
+
+    check = commands.add_parser("check", help="print a filter's canonical form, or where it is wrong")
+    check.add_argument("filter", metavar="FILTER")
+    check.add_argument("--layer", choices=sorted(LAYERS), default="network")
+    check.set_defaults(run=cmd_check)
+
+    listing = commands.add_parser("list", help="divertgui handles and their rules in this network namespace")
+    listing.set_defaults(run=cmd_list)
+    cleanup = commands.add_parser("cleanup", help="remove rules left by processes that are gone")
+    cleanup.add_argument("--all", action="store_true", help="remove every divertgui rule, live processes' too")
+    cleanup.set_defaults(run=cmd_cleanup)
+
+    doctor = commands.add_parser("doctor", help="what works on this machine and what is missing")
+    doctor.set_defaults(run=cmd_doctor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on bad usage, 0 for --help
+        return int(exc.code or 0)
+    if not hasattr(args, "filter"):
+        args.filter = ""
+    return _run_guarded(args.run, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""The backend a Divert handle uses when none is given: the one native to this operating system."""
+
+from __future__ import annotations
+
+import sys
+
+from divertgui.engine.backends.base import Backend
+
+
+def default_backend() -> Backend:
+    """NfqueueBackend on Linux, PydivertBackend (the WinDivert driver) on Windows."""
+    if sys.platform.startswith("linux"):
+        from divertgui.engine.backends.nfqueue import NfqueueBackend
+        return NfqueueBackend()
+    if sys.platform == "win32":
+        from divertgui.engine.backends.pydivert import PydivertBackend
+        return PydivertBackend()
+    from divertgui.engine.handle import UnsupportedPlatformError
+    raise UnsupportedPlatformError(
+        f"no diversion backend for {sys.platform}: divertgui diverts on Linux (netfilter) "
+        f"and on Windows (WinDivert, through pydivert)")

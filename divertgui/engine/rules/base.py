@@ -1,0 +1,160 @@
+"""What every rule has: enabled, a filter, a direction, declared parameters,
+per-rule counters, and the hooks a Pipeline calls.
+
+Hooks (all optional but `process`):
+    process(packet, now_ns, out)   a matching packet: append what continues to `out`
+                                   (nothing: dropped or held; more: copies, new packets)
+    observe(packet)                a packet this rule does not match (seq/ack fixing needs it)
+    due(now_ns) -> list            held packets whose time has come, in order
+    next_deadline() -> int | None  when the next held packet is due
+    release_all() -> list          every held packet, now (on stop: nothing is lost)
+Times are nanoseconds of a monotonic clock the caller passes in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+from divertgui.engine.address import Layer
+from divertgui.engine.filter import FilterError, compile_filter
+
+DIRECTIONS = ("both", "inbound", "outbound")
+COUNTERS = ("matched", "dropped", "delayed", "duplicated", "modified", "injected")
+
+
+class RuleError(ValueError):
+    """A rule that cannot be built: `where` names the rule and parameter at fault.
+
+    `position` is the character of the filter where it went wrong, when the filter is at fault.
+    """
+
+    def __init__(self, message: str, where: str = "", position: int | None = None):
+        super().__init__(f"{where}: {message}" if where else message)
+        self.where = where
+        self.position = position
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """A rule parameter: its default and what it accepts (a numeric range or a set of choices)."""
+
+    default: object
+    low: float | None = None
+    high: float | None = None
+    choices: tuple | None = None
+
+    def check(self, value, where: str):
+        default = self.default
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise RuleError(f"expects true or false, not {value!r}", where)
+            return value
+        if isinstance(default, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise RuleError(f"expects a number, not {value!r}", where)
+            if isinstance(default, int) and value != int(value):
+                raise RuleError(f"expects a whole number, not {value!r}", where)
+            if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+                raise RuleError(f"{value} is outside {self.low:g}..{self.high:g}", where)
+            return type(default)(value)
+        if self.choices is not None:
+            if value not in self.choices:
+                raise RuleError(f"{value!r} is not one of {', '.join(map(str, self.choices))}", where)
+            return value
+        if isinstance(default, str) and not isinstance(value, str):
+            raise RuleError(f"expects text, not {value!r}", where)
+        if isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise RuleError(f"expects a mapping, not {value!r}", where)
+            return dict(value)
+        return value
+
+
+def chance(percent: float) -> Param:
+    """A probability in percent, as Clumsy shows it (10.0 means one packet in ten)."""
+    return Param(float(percent), 0.0, 100.0)
+
+
+class Rule:
+    """A network condition or rewrite applied to the packets its filter and direction select."""
+
+    kind = "rule"
+    params: dict[str, Param] = {}
+
+    def __init__(self, filter: str = "true", direction: str = "both", enabled: bool = True,
+                 name: str = "", **values):
+        self.name = name or self.kind
+        if direction not in DIRECTIONS:
+            raise RuleError(f"direction {direction!r} is not one of {', '.join(DIRECTIONS)}",
+                            f"{self.kind}.direction")
+        self.direction = direction
+        self.enabled = bool(enabled)
+        self.filter_text = (filter or "true").strip()
+        try:
+            self.filter = compile_filter(self.filter_text, Layer.NETWORK)
+        except FilterError as exc:
+            raise RuleError(f"filter {self.filter_text!r}: {exc.message} at character {exc.position}",
+                            f"{self.kind}.filter", exc.position) from exc
+        self._match_all = self.filter_text == "true"
+        self._outbound = {"both": None, "inbound": False, "outbound": True}[direction]
+        for key in values:
+            if key not in self.params:
+                known = ", ".join(self.params) or "none"
+                raise RuleError(f"unknown parameter {key!r} (parameters: {known})", f"{self.kind}.{key}")
+        for key, param in self.params.items():
+            value = values.get(key, param.default)
+            setattr(self, key, param.check(value, f"{self.kind}.{key}"))
+        self.counters = dict.fromkeys(COUNTERS, 0)
+        self.rng = random.Random(0)
+        self.setup()
+
+    def setup(self) -> None:
+        """Derived state, after the parameters are set."""
+
+    # -- selection --------------------------------------------------------------
+
+    def applies(self, packet) -> bool:
+        if self._outbound is not None and packet.address.outbound != self._outbound:
+            return False
+        return self._match_all or self.filter.match(packet.raw, packet.address)
+
+    def hit(self, percent: float) -> bool:
+        return percent > 0 and (percent >= 100 or self.rng.random() * 100 < percent)
+
+    # -- hooks ----------------------------------------------------------------------
+
+    def process(self, packet, now_ns: int, out: list) -> None:
+        out.append(packet)
+
+    observe = None      # a rule that needs to see unmatched packets defines observe(packet)
+
+    def due(self, now_ns: int) -> list:
+        return []
+
+    def next_deadline(self) -> int | None:
+        return None
+
+    def release_all(self) -> list:
+        return []
+
+    def held(self) -> int:
+        return 0
+
+    # -- description ---------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        data = {"kind": self.kind, "enabled": self.enabled, "filter": self.filter_text,
+                "direction": self.direction}
+        if self.name != self.kind:
+            data["name"] = self.name
+        for key in self.params:
+            data[key] = getattr(self, key)
+        return data
+
+    def stats(self) -> dict:
+        return {"kind": self.kind, "name": self.name, **self.counters, "held": self.held()}
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.params)
+        return f"{type(self).__name__}({self.filter_text!r}, {self.direction}, {values})"

@@ -1,0 +1,145 @@
+"""`divert conditions`: its arguments, and the program behind them.
+
+The CLI adds the subcommand with add_conditions_parser(subparsers) and calls
+args.handler(args), which is conditions_main: it returns the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from divertgui.engine.rules.base import RuleError
+from divertgui.engine.rules.pipeline import Pipeline
+from divertgui.engine.rules.profiles import load_profile
+from divertgui.engine.rules.registry import rules_from_dicts
+
+_DIRECTIONS = {"in": "inbound", "out": "outbound", "both": "both"}
+_COLUMNS = ("matched", "dropped", "delayed", "duplicated", "modified", "injected", "held")
+
+
+def _pair(text: str, what: str) -> tuple[float, float]:
+    first, sep, second = text.partition(":")
+    try:
+        return float(first), float(second) if sep else None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what}: expected numbers like {what.split()[-1]}, not {text!r}")
+
+
+def _lag(text):
+    inbound, outbound = _pair(text, "lag MS or IN_MS:OUT_MS")
+    return inbound, inbound if outbound is None else outbound
+
+
+def _throttle(text):
+    frame, percent = _pair(text, "throttle MS:PCT")
+    return frame, 10.0 if percent is None else percent
+
+
+def _duplicate(text):
+    count, percent = _pair(text, "duplicate N:PCT")
+    return count, 10.0 if percent is None else percent
+
+
+def add_conditions_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "conditions", help="apply network conditions (lag, loss, ...) to the packets a filter selects",
+        description="Divert the packets FILTER selects and apply network conditions to them until "
+                    "SIGINT or SIGTERM, then print per-rule counters. Rules run in the order "
+                    "lag, drop, throttle, reorder, duplicate, tamper, reset, bandwidth, after "
+                    "those of --profile.")
+    parser.add_argument("filter", metavar="FILTER", help="WinDivert filter of the packets to divert")
+    parser.add_argument("--lag", type=_lag, metavar="MS[:MS]", help="delay (inbound:outbound if two values)")
+    parser.add_argument("--jitter", type=float, default=0.0, metavar="MS", help="lag jitter, +- MS (uniform)")
+    parser.add_argument("--drop", type=float, metavar="PCT", help="drop this percentage of packets")
+    parser.add_argument("--throttle", type=_throttle, metavar="MS:PCT", help="throttle frames of MS, started with PCT")
+    parser.add_argument("--reorder", type=float, metavar="PCT", help="send this percentage out of order")
+    parser.add_argument("--duplicate", type=_duplicate, metavar="N:PCT", help="send PCT of packets N times")
+    parser.add_argument("--tamper", type=float, metavar="PCT", help="flip a payload byte in PCT of packets")
+    parser.add_argument("--reset", type=float, metavar="PCT", help="reset TCP connections on PCT of packets")
+    parser.add_argument("--bandwidth", type=float, metavar="KBPS", help="limit each direction to KBPS kbit/s")
+    parser.add_argument("--direction", choices=tuple(_DIRECTIONS), default="both",
+                        help="which packets the options above apply to")
+    parser.add_argument("--profile", metavar="FILE", help="rules from a profile (file, saved name or preset)")
+    parser.add_argument("--priority", type=int, default=0, help="handle priority (-30000..30000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the rules' randomness")
+    parser.set_defaults(handler=conditions_main)
+    return parser
+
+
+def rules_from_args(args) -> list[dict]:
+    """Rule dicts for the options given, after those of --profile."""
+    rules = list(load_profile(args.profile)["rules"]) if args.profile else []
+    common = {"direction": _DIRECTIONS[args.direction]}
+    if args.lag is not None:
+        rules.append({"kind": "lag", "inbound_ms": args.lag[0], "outbound_ms": args.lag[1],
+                      "jitter_ms": args.jitter, **common})
+    if args.drop is not None:
+        rules.append({"kind": "drop", "chance": args.drop, **common})
+    if args.throttle is not None:
+        rules.append({"kind": "throttle", "frame_ms": args.throttle[0], "chance": args.throttle[1], **common})
+    if args.reorder is not None:
+        rules.append({"kind": "out_of_order", "chance": args.reorder, **common})
+    if args.duplicate is not None:
+        count = args.duplicate[0]
+        rules.append({"kind": "duplicate", "count": int(count) if count == int(count) else count,
+                      "chance": args.duplicate[1], **common})
+    if args.tamper is not None:
+        rules.append({"kind": "tamper", "chance": args.tamper, **common})
+    if args.reset is not None:
+        rules.append({"kind": "reset", "chance": args.reset, **common})
+    if args.bandwidth is not None:
+        rules.append({"kind": "bandwidth", "kbps": args.bandwidth, **common})
+    return rules
+
+
+def format_stats(stats: dict) -> str:
+    """Per-rule counters as a table, then the totals."""
+    width = max([len("rule")] + [len(r["name"]) for r in stats["rules"]])
+    lines = ["rule".ljust(width) + "".join(f"{c:>11}" for c in _COLUMNS)]
+    for rule in stats["rules"]:
+        lines.append(rule["name"].ljust(width) + "".join(f"{rule.get(c, 0):>11}" for c in _COLUMNS))
+    lines.append(f"received {stats['received']}, sent {stats['sent']}, dropped {stats['dropped']}, "
+                 f"created {stats['created']}, held {stats['held']}, send errors {stats.get('send_errors', 0)}")
+    return "\n".join(lines)
+
+
+def conditions_main(args, out=None, err=None, stop: threading.Event | None = None) -> int:
+    """Run until SIGINT/SIGTERM (or until `stop` is set), print the counters; the exit status."""
+    from divertgui.engine.address import Param
+    from divertgui.engine.filter import FilterError
+    from divertgui.engine.handle import Divert, DivertError
+    from divertgui.engine.rules.runner import run_conditions
+
+    try:
+        pipeline = Pipeline(rules_from_dicts(rules_from_args(args)), seed=args.seed)
+    except RuleError as exc:
+        print(f"divert conditions: {exc}", file=err)
+        return 2
+    if not pipeline.rules:
+        print("divert conditions: no condition given (use --lag, --drop, ... or --profile)", file=err)
+        return 2
+    out, err = out or sys.stdout, err or sys.stderr
+    stop = stop if stop is not None else threading.Event()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        handle = Divert(args.filter, priority=args.priority)
+        # Lagged and queued packets wait in the kernel queue: give them room.
+        handle.set_param(Param.QUEUE_LENGTH, 16384)
+        with handle:
+            stats = run_conditions(handle, pipeline, stop)
+    except FilterError as exc:
+        print(f"divert conditions: bad filter: {exc.message}\n  {args.filter}\n  {' ' * exc.position}^", file=err)
+        return 2
+    except DivertError as exc:
+        print(f"divert conditions: {exc}", file=err)
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print(format_stats(stats), file=out)
+    return 0

@@ -1,0 +1,62 @@
+"""Driving a Divert handle through a rules Pipeline with precise timing.
+
+The loop never sleeps a fixed amount: it waits for packets only until the
+pipeline's next deadline, so a held packet leaves within the handle's
+wake-up latency of its due time.
+"""
+
+from __future__ import annotations
+
+import time
+
+from divertgui.engine.handle import MAX_BATCH
+
+IDLE_WAIT = 0.05        # seconds; bounds how long a stop request waits to be noticed
+
+
+def send_out(handle, packets: list, errors: list) -> None:
+    """Verdicts for received packets in one batch; new packets (copies, RSTs) one by one,
+    so that one that cannot be injected costs only itself (and is counted)."""
+    releases, new = [], []
+    for packet in packets:
+        (releases if getattr(packet, "ticket", 0) else new).append(packet)
+    if releases:
+        handle.send_batch(releases)
+    for packet in new:
+        try:
+            handle.send(packet)
+        except OSError as exc:
+            errors.append(str(exc))
+
+
+def run_conditions(handle, pipeline, stop_event, batch: int = MAX_BATCH, clock=time.monotonic_ns,
+                   idle_wait: float = IDLE_WAIT) -> dict:
+    """Move packets from `handle` through `pipeline` until `stop_event` is set.
+
+    On stop every held packet is sent (nothing is lost); returns pipeline.stats()
+    plus "send_errors" (how many new packets could not be injected) and the
+    first such error, if any.
+    """
+    errors: list[str] = []
+    try:
+        while not stop_event.is_set():
+            deadline = pipeline.next_deadline()
+            wait = idle_wait
+            if deadline is not None:
+                wait = min(wait, max(0.0, (deadline - clock()) / 1e9))
+            packets = handle.recv_batch(batch, wait)
+            now = clock()
+            out = pipeline.due(now)
+            if packets:
+                out.extend(pipeline.process(packets, now))
+            if out:
+                send_out(handle, out, errors)
+    finally:
+        remaining = pipeline.release_all()
+        if remaining and handle.is_open:
+            send_out(handle, remaining, errors)
+    stats = pipeline.stats()
+    stats["send_errors"] = len(errors)
+    if errors:
+        stats["first_send_error"] = errors[0]
+    return stats

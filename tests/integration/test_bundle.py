@@ -1,0 +1,70 @@
+"""packaging/build.sh builds the one-folder bundle, and the bundle runs headless:
+the GUI's self-test, and `divert doctor` reporting what the source tree reports."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+EXE = ".exe" if sys.platform == "win32" else ""
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> pathlib.Path:
+    if sys.platform == "win32":
+        pytest.skip("build.sh is the Linux build; Windows builds run pyinstaller on the spec directly")
+    work = tmp_path_factory.mktemp("bundle")
+    process = subprocess.run(["sh", str(ROOT / "packaging" / "build.sh"), "--dist", str(work / "dist"),
+                              "--work", str(work / "build")],
+                             capture_output=True, text=True, timeout=540, cwd=work)
+    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
+    return work / "dist" / "divertgui"
+
+
+def _headless_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env["QT_QPA_PLATFORM"] = "offscreen"
+    return env
+
+
+def test_the_bundle_holds_both_programs_qt_plugins_and_resources(bundle):
+    internal = bundle / "_internal"
+    assert os.access(bundle / f"divertgui{EXE}", os.X_OK)
+    assert os.access(bundle / f"divert{EXE}", os.X_OK)
+    plugins = {p.name for p in internal.rglob("plugins/platforms/*")}
+    assert {"libqoffscreen.so", "libqxcb.so"} <= plugins, plugins
+    assert (internal / "resources" / "icons" / "divertgui.svg").is_file()
+    assert (internal / "resources" / "icons" / "divertgui-256.png").is_file()
+    assert (internal / "pydivert" / "bpf" / "libebpfdivert.so").is_file()
+
+
+def test_the_gui_passes_its_self_test_headless(bundle, tmp_path):
+    env = _headless_env()
+    # A home of its own: the self-test must not read or write the user's settings.
+    env["HOME"] = env["XDG_CONFIG_HOME"] = str(tmp_path)
+    process = subprocess.run([str(bundle / f"divertgui{EXE}"), "--self-test"], capture_output=True, text=True,
+                             timeout=180, env=env, cwd=tmp_path)
+    assert process.returncode == 0, process.stdout + process.stderr
+    assert "self-test passed" in process.stdout
+    assert "Traceback" not in process.stderr
+
+
+def _statuses(output: str) -> list[str]:
+    return [line.split()[0] for line in output.splitlines() if line and not line[0].isspace()]
+
+
+def test_doctor_runs_from_the_bundle_and_agrees_with_the_source_tree(bundle, tmp_path):
+    env = _headless_env()
+    bundled = subprocess.run([str(bundle / f"divert{EXE}"), "doctor"], capture_output=True, text=True,
+                             timeout=120, env=env, cwd=tmp_path)
+    source = subprocess.run([sys.executable, "-m", "divertgui.cli", "doctor"], capture_output=True, text=True,
+                            timeout=120, env=dict(env, PYTHONPATH=str(ROOT)), cwd=tmp_path)
+    assert "Traceback" not in bundled.stderr, bundled.stderr
+    assert bundled.stdout.strip(), bundled.stderr
+    assert bundled.returncode == source.returncode, (bundled.stdout, source.stdout)
+    assert _statuses(bundled.stdout) == _statuses(source.stdout), (bundled.stdout, source.stdout)

@@ -1,0 +1,115 @@
+"""With the kernel prefilter, traffic the filter does not match never reaches
+user space (the handle's counters say so), and matching traffic does."""
+
+import socket
+
+import pytest
+
+from divertgui.engine.backends.nfqueue import NfqueueBackend
+from divertgui.engine.filter.kernel import kernel_test, xt_bpf_available
+from divertgui.engine.handle import Divert
+from tests.integration.conftest import Passthru, icmp_echo, receive_all, udp_socket, wait_until
+
+pytestmark = pytest.mark.netns
+
+PORT, OTHER_PORT = 40101, 40102
+COUNT = 20
+
+
+def _require_xt_bpf():
+    if not xt_bpf_available():
+        pytest.fail("the kernel has no xt_bpf match (CONFIG_NETFILTER_XT_MATCH_BPF)")
+
+
+def _prefiltered(text: str) -> Divert:
+    return Divert(text, backend=NfqueueBackend(kernel_prefilter=kernel_test))
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_non_matching_udp_never_reaches_user_space(veth, version):
+    _require_xt_bpf()
+    a_addr, b_addr = (veth.a_v4, veth.b_v4) if version == 4 else (veth.a_v6, veth.b_v6)
+    with veth.b.entered():
+        server = udp_socket(b_addr, PORT)
+        other = udp_socket(b_addr, OTHER_PORT)
+        with _prefiltered(f"udp.DstPort == {PORT}") as handle, Passthru(handle) as passthru:
+            with veth.a.entered():
+                client = udp_socket(a_addr)
+                for i in range(COUNT):
+                    client.sendto(b"match %d" % i, (b_addr, PORT))
+                    client.sendto(b"other %d" % i, (b_addr, OTHER_PORT))
+            matched = receive_all(server, 0.5)
+            elsewhere = receive_all(other, 0.3)
+            wait_until(lambda: len(passthru.records) >= COUNT, 2)
+            passthru.stop()
+            stats = handle.stats()
+    assert not passthru.errors
+    assert len(matched) == COUNT and len(elsewhere) == COUNT
+    assert stats["diverted"] == COUNT
+    assert stats["rejected"] == 0, stats  # nothing the filter rejects was queued
+    assert all(raw[0] >> 4 == version for raw, _ in passthru.records)
+
+
+def test_tcp_handshake_flags_and_icmp_types_are_decided_in_the_kernel(veth):
+    _require_xt_bpf()
+    with veth.b.entered():
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind((veth.b_v4, PORT))
+        listener.listen(4)
+        listener.settimeout(5)
+        text = f"(tcp.Syn and not tcp.Ack and tcp.DstPort == {PORT}) or icmp.Type == 8"
+        with _prefiltered(text) as handle, Passthru(handle) as passthru:
+            with veth.a.entered():
+                clients = [socket.create_connection((veth.b_v4, PORT), timeout=5) for _ in range(3)]
+                for client in clients:
+                    client.sendall(b"data that no rule wants")
+                replies = icmp_echo(veth.b_v4, 2)
+            conns = [listener.accept()[0] for _ in clients]
+            got = [conn.recv(100) for conn in conns]
+            passthru.stop()
+            stats = handle.stats()
+    assert not passthru.errors
+    assert replies == 2 and got == [b"data that no rule wants"] * 3
+    assert stats["diverted"] == 3 + 2, (stats, passthru.records)   # three SYNs, two echo requests
+    assert stats["rejected"] == 0, stats
+
+
+def test_loopback_ipv6_address_test_in_the_kernel(netns):
+    _require_xt_bpf()
+    with netns.entered():
+        server = udp_socket("::1", PORT)
+        with _prefiltered(f"ipv6.DstAddr == ::1 and udp.DstPort == {PORT}") as handle, Passthru(handle) as passthru:
+            client = udp_socket("::1")
+            v4_server = udp_socket("127.0.0.1", PORT)
+            v4_client = udp_socket("127.0.0.1")
+            for i in range(5):
+                client.sendto(b"six %d" % i, ("::1", PORT))
+                client.sendto(b"elsewhere %d" % i, ("::1", OTHER_PORT))
+                v4_client.sendto(b"four %d" % i, ("127.0.0.1", PORT))
+            got = receive_all(server, 0.5)
+            got_v4 = receive_all(v4_server, 0.3)
+            passthru.stop()
+            stats = handle.stats()
+    assert not passthru.errors
+    assert len(got) == 5 and len(got_v4) == 5
+    assert stats["diverted"] == 5 and stats["rejected"] == 0, stats
+    assert all(address.loopback and address.outbound for _, address in passthru.records)
+
+
+def test_without_the_prefilter_the_same_traffic_is_sifted_in_user_space(veth):
+    """The control: the rejected counter does count when the kernel tests nothing."""
+    with veth.b.entered():
+        server = udp_socket(veth.b_v4, PORT)
+        other = udp_socket(veth.b_v4, OTHER_PORT)
+        with Divert(f"udp.DstPort == {PORT}", backend=NfqueueBackend()) as handle, Passthru(handle) as passthru:
+            with veth.a.entered():
+                client = udp_socket(veth.a_v4)
+                for i in range(5):
+                    client.sendto(b"match %d" % i, (veth.b_v4, PORT))
+                    client.sendto(b"other %d" % i, (veth.b_v4, OTHER_PORT))
+            receive_all(server, 0.5)
+            receive_all(other, 0.3)
+            passthru.stop()
+            stats = handle.stats()
+    assert stats["diverted"] == 5
+    assert stats["rejected"] >= 5

@@ -1,0 +1,151 @@
+"""The `divert` CLI without traffic: check, doctor, argument and privilege errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from divertgui import cli
+from divertgui.engine.address import Address
+from divertgui.engine.packet import Packet
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run_main(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_check_prints_the_canonical_form(capsys):
+    code, out, err = run_main(capsys, "check", "tcp.DstPort == 80 or  udp")
+    assert (code, out, err) == (0, "tcp.DstPort = 80 or udp\n", "")
+
+
+def test_check_puts_a_caret_under_the_error(capsys):
+    code, out, err = run_main(capsys, "check", "tcp.DstPort == 80 or udpp")
+    assert code == 2 and out == ""
+    message, shown, caret = err.rstrip("\n").split("\n")
+    assert message.startswith("divert: bad filter: ") and "position 21" in message
+    assert shown == "  tcp.DstPort == 80 or udpp"
+    assert caret == "  " + " " * 21 + "^"
+
+
+def test_check_knows_the_layer(capsys):
+    assert run_main(capsys, "check", "outbound", "--layer", "forward")[0] == 2
+    assert run_main(capsys, "check", "outbound", "--layer", "network")[0] == 0
+
+
+def test_a_bad_filter_is_a_usage_error_before_any_privilege_is_needed(capsys):
+    code, out, err = run_main(capsys, "passthru", "tcp and TRUE")
+    assert code == 2 and "bad filter" in err and "^" in err
+
+
+@pytest.mark.parametrize("argv, complaint", [
+    ((), "required"),
+    (("frobnicate",), "invalid choice"),
+    (("passthru",), "FILTER"),
+    (("passthru", "tcp", "--batch", "0"), "outside 1..255"),
+    (("passthru", "tcp", "--batch", "256"), "outside 1..255"),
+    (("netdump", "tcp", "--priority", "30001"), "outside -30000..30000"),
+    (("netdump", "tcp", "-c", "many"), "not a number"),
+    (("netfilter", "tcp", "--layer", "socket"), "invalid choice"),
+])
+def test_argument_errors_exit_2_with_usage(capsys, argv, complaint):
+    code, out, err = run_main(capsys, *argv)
+    assert code == 2
+    assert "usage: divert" in err and complaint in err
+
+
+def test_help_exits_0(capsys):
+    code, out, _ = run_main(capsys, "--help")
+    assert code == 0 and "netdump" in out and "doctor" in out
+
+
+def test_doctor_reports_every_prerequisite_with_a_fix(capsys):
+    code, out, _ = run_main(capsys, "doctor")
+    lines = out.splitlines()
+    for name in ("root", "iptables", "NFQUEUE", "xt_bpf", "netns", "Qt display"):
+        assert any(line[8:].startswith(name) for line in lines), (name, out)
+    for i, line in enumerate(lines):
+        if line.startswith("MISSING"):
+            assert lines[i + 1].strip().startswith("fix: "), out
+    assert lines[-1].startswith("diverting packets: ")
+    assert code == (1 if "not possible" in lines[-1] else 0)
+
+
+def test_doctor_sees_a_missing_display(capsys, monkeypatch):
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    _, out, _ = run_main(capsys, "doctor")
+    assert "MISSING Qt display" in out and "QT_QPA_PLATFORM=offscreen" in out
+
+
+def _unprivileged(args: list[str]) -> subprocess.CompletedProcess:
+    """The CLI in a process without CAP_NET_ADMIN (dropped by setpriv when we are root)."""
+    command = [sys.executable, "-m", "divertgui.cli", *args]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("setpriv (util-linux) is needed to drop privileges")
+        command = ["setpriv", "--inh-caps=-all", "--bounding-set=-net_admin,-net_raw", *command]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=REPO))
+
+
+@pytest.mark.parametrize("args", [["passthru", "udp"], ["netdump", "tcp"], ["netfilter", "icmp"], ["list"],
+                                  ["cleanup"]])
+def test_missing_privilege_is_one_sentence_and_exit_1(args):
+    done = _unprivileged(args)
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "CAP_NET_ADMIN" in done.stderr and "root" in done.stderr
+
+
+def _tcp_packet(flags: int, payload: bytes = b"", outbound=False) -> Packet:
+    import struct
+    segment = struct.pack("!HHIIBBHHH", 5555, 80, 1000, 2000, 5 << 4, flags, 100, 0, 0) + payload
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(segment), 1, 0, 64, 6, 0,
+                         bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
+    packet = Packet(header + segment, Address(outbound=outbound, if_idx=3))
+    packet.recalculate_checksums()
+    return packet
+
+
+def test_rst_answers_a_syn_with_its_sequence_acknowledged():
+    reset = cli.tcp_reset_for(_tcp_packet(0x02))
+    assert reset.ipv4.src_addr == "10.0.0.2" and reset.ipv4.dst_addr == "10.0.0.1"
+    assert (reset.tcp.src_port, reset.tcp.dst_port) == (80, 5555)
+    assert reset.tcp.rst and reset.tcp.ack and reset.tcp.ack_num == 1001 and reset.tcp.seq_num == 0
+    assert reset.address.outbound and reset.address.if_idx == 3
+    before = bytes(reset.raw)
+    assert reset.recalculate_checksums() and bytes(reset.raw) == before  # checksums were right
+
+
+def test_rst_answers_an_ack_at_its_acknowledged_sequence():
+    reset = cli.tcp_reset_for(_tcp_packet(0x18, b"hello"))
+    assert reset.tcp.rst and not reset.tcp.ack and reset.tcp.seq_num == 2000
+    assert cli.tcp_reset_for(_tcp_packet(0x04)) is None  # never a RST for a RST
+
+
+def test_icmp_unreachable_quotes_the_packet():
+    import struct
+    datagram = struct.pack("!HHHH", 5353, 53, 12, 0) + b"abcd"
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(datagram), 1, 0, 64, 17, 0,
+                         bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
+    original = Packet(header + datagram, Address(outbound=False))
+    reply = cli.icmp_unreachable_for(original)
+    assert (reply.icmpv4.type, reply.icmpv4.code) == (3, 3)
+    assert bytes(reply.raw[28:]) == bytes(original.raw[:28])
+    assert reply.ipv4.dst_addr == "10.0.0.1"
+
+
+def test_summary_line_has_direction_interface_and_headers():
+    line = cli.summary_line(_tcp_packet(0x12, b"xy", outbound=True), 7)
+    assert line.split()[:3] == ["7", "outbound", "if=3"]
+    assert "IPv4 10.0.0.1 > 10.0.0.2" in line and "TCP 5555 > 80 [AS]" in line and "payload=2" in line
+    assert "not IPv4/IPv6" in cli.summary_line(Packet(b"\x00" * 10), 1)

@@ -1,0 +1,206 @@
+"""The kernel prefilter is a superset of the filter, and exact where it says so.
+
+The BPF programs are run here by a small classic-BPF interpreter with the
+kernel's rules (out-of-bounds loads end the program with 0), on packets from
+tests/packet_gen.py.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from divertgui.engine.address import Address
+from divertgui.engine.filter import compile_filter, parse_filter
+from divertgui.engine.filter import kernel
+from divertgui.engine.headers import parse_headers
+from divertgui.engine.filter.kernel import (INJECTED_MARK, MAX_INSTRUCTIONS, kernel_exactness, kernel_match_for,
+                                            kernel_test, translate)
+from tests import packet_gen
+
+
+def run_bpf(program, raw: bytes, mark: int = 0) -> int:
+    """Classic BPF as the kernel runs it on an skb whose data starts at the IP header."""
+    a = x = 0
+    memory = [0] * 16
+    pc = 0
+    n = len(raw)
+
+    def load(offset: int, size: int):
+        if offset < 0 or offset + size > n:
+            return None
+        return int.from_bytes(raw[offset:offset + size], "big")
+
+    for _ in range(4096):
+        code, jt, jf, k = program[pc]
+        cls = code & 0x07
+        pc += 1
+        if cls in (kernel.LD, kernel.LDX):
+            mode, size = code & 0xE0, {kernel.W: 4, kernel.H: 2, kernel.B: 1}[code & 0x18]
+            if mode == kernel.IMM:
+                value = k
+            elif mode == kernel.LEN:
+                value = n
+            elif mode == kernel.MEM:
+                value = memory[k]
+            elif mode == kernel.MSH:
+                byte = load(k, 1)
+                if byte is None:
+                    return 0
+                value = (byte & 0x0F) * 4
+            elif mode == kernel.ABS and k == kernel.SKF_AD_MARK:
+                value = mark
+            else:
+                value = load(k + (x if mode == kernel.IND else 0), size)
+                if value is None:
+                    return 0
+            if cls == kernel.LD:
+                a = value
+            else:
+                x = value
+        elif cls == kernel.ST:
+            memory[k] = a
+        elif cls == kernel.ALU:
+            operand = x if code & kernel.X else k
+            op = code & 0xF0
+            a = {kernel.ADD: a + operand, kernel.SUB: a - operand, kernel.AND_: a & operand,
+                 kernel.LSH: a << operand, kernel.RSH: a >> operand}[op] & 0xFFFFFFFF
+        elif cls == kernel.JMP:
+            op = code & 0xF0
+            if op == kernel.JA:
+                pc += k
+                continue
+            operand = x if code & kernel.X else k
+            taken = {kernel.JEQ: a == operand, kernel.JGT: a > operand, kernel.JGE: a >= operand,
+                     kernel.JSET: bool(a & operand)}[op]
+            pc += jt if taken else jf
+        elif cls == kernel.RET:
+            return k
+        elif cls == kernel.MISC:
+            if code & 0xF8 == kernel.TXA:
+                a = x
+            else:
+                x = a
+        else:
+            raise AssertionError(f"unknown opcode {code:#x}")
+    raise AssertionError("program did not end")
+
+
+def kernel_accepts(filter_text: str, raw: bytes, address: Address, hook=None) -> bool:
+    version = 6 if address.ipv6 else 4
+    translation = translate(parse_filter(filter_text), version, hook)
+    if translation.program is None:
+        return translation.tree.value
+    return run_bpf(translation.program, raw, INJECTED_MARK if address.impostor else 0) != 0
+
+
+def _packets(seed: int, count: int):
+    rng = random.Random(seed)
+    for _ in range(count):
+        raw = packet_gen.packet(rng)
+        yield raw, packet_gen.address_for(rng, raw)
+
+
+def _check_superset(text: str, packets, hook=None) -> int:
+    """Asserts the superset property; returns how many packets the filter accepted."""
+    compiled = compile_filter(text)
+    exactness = {v: translate(compiled.tree, v, hook).exact for v in (4, 6)}
+    accepted = 0
+    for raw, address in packets:
+        if hook == "O" and not address.outbound or hook == "I" and address.outbound:
+            continue
+        exact = compiled.match(raw, address)
+        if not raw or raw[0] >> 4 not in (4, 6):
+            continue
+        in_kernel = kernel_accepts(text, raw, address, hook)
+        if exact:
+            accepted += 1
+            assert in_kernel, f"{text!r} accepts {raw.hex()} ({address}) but the kernel program rejects it"
+        elif exactness[6 if address.ipv6 else 4] and _kernel_shaped(raw):
+            assert not in_kernel, f"{text!r} is called exact but the kernel accepts {raw.hex()} ({address})"
+    return accepted
+
+
+def _kernel_shaped(raw: bytes) -> bool:
+    """A packet as a netfilter hook can hold it: parsable, its IP length that of the buffer."""
+    layout = parse_headers(raw)
+    if layout is None:
+        return False
+    declared = int.from_bytes(raw[2:4], "big") if layout.version == 4 else int.from_bytes(raw[4:6], "big") + 40
+    return declared == len(raw)
+
+
+HAND_PICKED = [
+    "tcp.DstPort == 80", "tcp.DstPort == 80 or tcp.SrcPort == 80", "udp and udp.DstPort >= 1000",
+    "tcp.DstPort == 8080 or tcp.SrcPort == 8080 or udp.DstPort == 8080 or udp.SrcPort == 8080",
+    "ip.DstAddr == 10.0.0.1 or ip.SrcAddr == 10.0.0.1", "ipv6.SrcAddr > 2001:db8:: and ipv6.SrcAddr <= 2001:db8::1",
+    "ipv6.DstAddr != ::1", "icmp.Type == 8", "icmpv6.Type == 128 and icmpv6.Body > 5", "fragment",
+    "not fragment and tcp", "tcp.Syn and not tcp.Ack", "localPort == 53", "remotePort < 1024 and tcp",
+    "localAddr == 10.0.0.1", "remoteAddr == fe80::1", "protocol == 17", "ip.TTL < 64 or ipv6.HopLimit < 64",
+    "length > 100", "length <= 100 and udp", "impostor", "not impostor and udp", "packet[9] == 6",
+    "packet16[0] == 0x4500", "packet32[-1] == 0", "tcp.Payload[0] == 0x47", "(tcp ? tcp.DstPort == 80 : udp)",
+    "(outbound ? tcp : udp)", "outbound and udp", "loopback", "ifIdx == 2 and tcp", "ip.FragOff > 0",
+    "ip.HdrLength > 5", "ip.TOS == 0 and ip.DF", "ipv6.FlowLabel == 0 or ipv6.TrafficClass > 3",
+    "tcp.HdrLength > 5", "tcp.AckNum == 0", "random8 < 10", "ip.SrcAddr < 127.0.0.1", "udp.SrcPort == 53",
+    "tcp.DstPort < 0", "icmp and icmp.Code != 0", "ipv6 and protocol == 58", "timestamp > 5 or tcp.Rst",
+]
+
+
+@pytest.mark.parametrize("text", HAND_PICKED)
+def test_hand_picked_filters_are_supersets(text):
+    _check_superset(text, _packets(hash(text) & 0xFFFF, 600))
+
+
+def test_generated_filters_are_supersets_on_thousands_of_packets():
+    rng = random.Random(20261126)
+    packets = list(_packets(7, 400))
+    accepted = 0
+    for _ in range(120):
+        text = packet_gen.filter_text(rng)
+        accepted += _check_superset(text, packets)
+    assert accepted > 1000  # the property was exercised on many accepted packets
+
+
+@pytest.mark.parametrize("hook", ["I", "O"])
+def test_direction_is_exact_for_one_hook(hook):
+    for text in ("outbound and udp", "inbound and tcp.DstPort == 80", "localPort == 53", "remoteAddr == 10.0.0.1",
+                 "(outbound ? tcp : udp)"):
+        _check_superset(text, _packets(11, 500), hook)
+        assert all(translate(parse_filter(text), v, hook).exact for v in (4,)), text
+
+
+def test_versions_that_cannot_match_get_no_rule():
+    assert kernel_test("ipv6 and tcp", 4, use_bpf=True).match is None
+    assert kernel_test("ip.SrcAddr == 10.0.0.1", 6, use_bpf=True).match is None
+    assert kernel_test("ip", 4, use_bpf=True) == (("", True))
+    assert kernel_test("true", 6, use_bpf=True) == ("", True)
+
+
+def test_exactness_per_version():
+    assert kernel_exactness("tcp.DstPort == 80") == {4: True, 6: False}  # IPv6 extension headers
+    assert kernel_exactness("ip.TTL == 3 or ipv6.HopLimit == 3") == {4: True, 6: True}
+    assert kernel_exactness("timestamp > 0") == {4: False, 6: False}
+
+
+def test_match_text_is_an_xt_bpf_match():
+    match = kernel_match_for("udp.DstPort == 53")(4)
+    assert match.startswith('-m bpf --bytecode "')
+    count, *instructions = match.split('"')[1].split(",")
+    assert int(count) == len(instructions) <= MAX_INSTRUCTIONS
+    assert all(len(i.split()) == 4 for i in instructions)
+
+
+def test_long_filters_are_cut_to_fit_and_stay_supersets():
+    text = " or ".join(f"(tcp.DstPort == {p} and ip.SrcAddr == 10.0.0.{p % 250})" for p in range(1, 40))
+    translation = translate(parse_filter(text), 4)
+    assert translation.program is None or len(translation.program) <= MAX_INSTRUCTIONS
+    assert not translation.exact
+    _check_superset(text, _packets(5, 300))
+    deep = "tcp and " * 60 + "udp.DstPort == 5"
+    assert not kernel_test(deep, 4, use_bpf=True).exact or kernel_test(deep, 4, use_bpf=True).match is None
+
+
+def test_without_xt_bpf_everything_goes_to_user_space():
+    assert kernel_test("tcp.DstPort == 80", 4, use_bpf=False) == ("", False)
+    assert kernel_test("ipv6", 4, use_bpf=False) == (None, True)
