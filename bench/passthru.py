@@ -15,7 +15,7 @@ sent - received; bypassed = packets that reached the queue rule but never
 user space (fail-open). Targets: ours >= 1.0x (b) with zero loss and bypass;
 (d) >= 0.95x (a). Summary last.
 
-    python bench/passthru.py [--count N] [--profile]
+    python bench/passthru.py [--count N] [--rounds R] [--profile]
 """
 
 from __future__ import annotations
@@ -272,12 +272,16 @@ handle = EBPFDivert("udp.DstPort == %d")
 handle.open()
 seen = 0
 def stop(*a):
+    handle.close()
     print(seen, flush=True)
     os._exit(0)
 signal.signal(signal.SIGTERM, stop)
 print("ready", flush=True)
 while True:
-    packet = handle.recv()
+    try:
+        packet = handle.recv(timeout=0.2)  # bounded, so that SIGTERM is handled
+    except TimeoutError:
+        continue
     seen += 1
     handle.send(packet)
 """
@@ -297,7 +301,15 @@ class PydivertEbpf:
 
     def __exit__(self, *exc):
         self.process.send_signal(signal.SIGTERM)
-        out, err = self.process.communicate(timeout=30)
+        try:
+            out, err = self.process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            out, err = self.process.communicate(timeout=10)
+        # Whatever a killed handle left attached goes, so later runs see a clean namespace.
+        subprocess.run(["ip", "netns", "exec", self.pair.receiver, sys.executable, "-c",
+                        "from pydivert.ebpf import EBPFDivert; EBPFDivert.unregister()"],
+                       capture_output=True, timeout=30)
         lines = out.strip().splitlines()
         self.seen = int(lines[-1]) if lines and lines[-1].isdigit() else 0
 
@@ -313,19 +325,54 @@ def measure(pair: Pair, diverter, count: int, window: int) -> dict:
             result = flood(pair, count, window)
     except Exception as exc:  # a contender that cannot run here is reported, not fatal
         return {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"}
-    result.update(diverter.counters())
+    counters = diverter.counters()
+    result["bypassed"] = counters.get("bypassed", 0)
+    result["overflowed"] = counters.get("overflowed", 0)
     return result
 
 
-def _profile_report(path: str) -> str:
-    import io
-    import pstats
-    stream = io.StringIO()
-    stats = pstats.Stats(path, stream=stream)
-    stats.sort_stats("tottime").print_stats(18)
-    lines = [line for line in stream.getvalue().splitlines() if line.strip()]
-    start = next((i for i, line in enumerate(lines) if "ncalls" in line), 0)
-    return "\n".join(lines[start:])
+def profile_passthru(pair: Pair, count: int, window: int) -> str:
+    """py-spy samples of `divert passthru` during a flood: own time by function, and by module."""
+    if shutil.which("py-spy") is None:
+        return "  py-spy is not installed (pip install py-spy)"
+    output = f"/tmp/divert-passthru-{os.getpid()}.spy"
+    diverter = DivertPassthru(pair, f"udp.DstPort == {FLOOD_PORT}", "profiled")
+    with diverter:
+        spy = subprocess.Popen(["py-spy", "record", "--pid", str(diverter.process.pid), "--format", "raw",
+                                "--rate", "250", "--nonblocking", "--output", output],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1)
+        flood(pair, count, window)
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=30)
+    own: dict[str, int] = {}
+    modules: dict[str, int] = {}
+    total = 0
+    try:
+        with open(output) as f:
+            for line in f:
+                stack, _, samples = line.rstrip().rpartition(" ")
+                frames = stack.split(";")
+                if not samples.isdigit() or not frames or "wait" in frames[-1] or "select" in frames[-1]:
+                    continue
+                n = int(samples)
+                total += n
+                leaf = re.sub(r" \(.*/", " (", frames[-1])
+                own[leaf] = own.get(leaf, 0) + n
+                for frame in reversed(frames):
+                    found = re.search(r"divertgui/engine/([\w/]+)\.py", frame)
+                    if found:
+                        modules[found.group(1)] = modules.get(found.group(1), 0) + n
+                        break
+        os.unlink(output)
+    except OSError as exc:
+        return f"  no samples: {exc}"
+    if not total:
+        return "  no busy samples"
+    lines = [f"  {100 * n / total:5.1f}%  {name}" for name, n in sorted(own.items(), key=lambda x: -x[1])[:15]]
+    lines.append("  by innermost engine module (busy samples):")
+    lines += [f"  {100 * n / total:5.1f}%  {name}.py" for name, n in sorted(modules.items(), key=lambda x: -x[1])]
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -333,6 +380,8 @@ def main(argv=None) -> int:
     parser.add_argument("--role", choices=("bench", "sender", "receiver"), default="bench")
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--window", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", metavar="KEYS", help="comma-separated subset of a,d,ours,b,c")
     parser.add_argument("--profile", action="store_true", help="also profile `divert passthru` (cProfile)")
     args = parser.parse_args(argv)
     if args.role == "receiver":
@@ -345,43 +394,62 @@ def main(argv=None) -> int:
         print("bench/passthru.py needs root and iptables (it creates network namespaces)", file=sys.stderr)
         return 1
 
-    results = {}
+    runs: dict[str, list[dict]] = {}
+    names = {}
     with Pair() as pair:
         contenders = [
-            ("a", NoDiversion(pair)),
-            ("ours", DivertPassthru(pair, f"udp.DstPort == {FLOOD_PORT}", "(ours) divert passthru")),
-            ("b", NetfilterQueueBinding(pair)),
-            ("c", PydivertEbpf(pair)),
-            ("d", DivertPassthru(pair, f"udp.DstPort == {OTHER_PORT}", "(d) divert passthru, flood not matched")),
+            ("a", lambda: NoDiversion(pair)),
+            ("d", lambda: DivertPassthru(pair, f"udp.DstPort == {OTHER_PORT}", "(d) divert passthru, flood not matched")),
+            ("ours", lambda: DivertPassthru(pair, f"udp.DstPort == {FLOOD_PORT}", "(ours) divert passthru")),
+            ("b", lambda: NetfilterQueueBinding(pair)),
+            ("c", lambda: PydivertEbpf(pair)),  # last: a crashed eBPF handle may leave programs attached
         ]
-        for key, diverter in contenders:
-            results[key] = measure(pair, diverter, args.count, args.window)
-            r = results[key]
-            if "error" in r:
-                print(f"{diverter.name:<42} cannot run here: {r['error']}")
-            else:
-                print(f"{diverter.name:<42} {r['pps']:>9.0f} pps  sent {r['sent']:>7}  lost {r['lost']:>6}  "
-                      f"bypassed {r.get('bypassed', 0):>6}  stalls {r['stalls']}")
+        # Rounds interleave the contenders, so that a busy moment of the
+        # machine does not fall on one of them only; medians are compared.
+        if args.only:
+            contenders = [(key, make) for key, make in contenders if key in args.only.split(",")]
+        for round_number in range(args.rounds):
+            for key, make in contenders:
+                if runs.get(key) and "error" in runs[key][-1]:
+                    continue
+                diverter = make()
+                names[key] = diverter.name
+                r = measure(pair, diverter, args.count, args.window)
+                runs.setdefault(key, []).append(r)
+                if "error" in r:
+                    print(f"{diverter.name:<42} cannot run here: {r['error']}")
+                else:
+                    print(f"round {round_number + 1}  {diverter.name:<42} {r['pps']:>9.0f} pps  sent {r['sent']:>7}  "
+                          f"lost {r['lost']:>6}  bypassed {r['bypassed']:>6}  stalls {r['stalls']}", flush=True)
         if args.profile:
-            profile = f"/tmp/divert-passthru-{os.getpid()}.prof"
-            measure(pair, DivertPassthru(pair, f"udp.DstPort == {FLOOD_PORT}", "profiled", profile),
-                    args.count, args.window)
-            if os.path.exists(profile):
-                print("\nwhere `divert passthru` spends its time (cProfile, by own time):")
-                print(_profile_report(profile))
-                os.unlink(profile)
+            print("\nwhere `divert passthru` spends its time (py-spy samples, all threads):")
+            print(profile_passthru(pair, args.count, args.window))
+
+    results = {}
+    for key, rs in runs.items():
+        good = [r for r in rs if "error" not in r]
+        if not good:
+            results[key] = rs[-1]
+            continue
+        pps = sorted(r["pps"] for r in good)
+        results[key] = {"pps": pps[len(pps) // 2], "lost": sum(r["lost"] for r in good),
+                        "bypassed": sum(r["bypassed"] for r in good), "sent": sum(r["sent"] for r in good)}
+    print("\nmedians over", args.rounds, "rounds")
+    for key, r in results.items():
+        if "error" not in r:
+            print(f"  {names[key]:<42} {r['pps']:>9.0f} pps  lost {r['lost']} of {r['sent']}, bypassed {r['bypassed']}")
 
     def ratio(x: str, y: str) -> str:
-        if "error" in results[x] or "error" in results[y] or not results[y]["pps"]:
+        if x not in results or y not in results or "error" in results[x] or "error" in results[y] or not results[y]["pps"]:
             return "n/a"
         return f"{results[x]['pps'] / results[y]['pps']:.2f}x"
 
-    ours = results["ours"]
+    ours = results.get("ours", {})
     print("\nsummary")
     print(f"  ours vs (b) NetfilterQueue: {ratio('ours', 'b')} (target >= 1.0x); "
           f"ours lost {ours.get('lost', 'n/a')}, bypassed {ours.get('bypassed', 'n/a')} (target 0 and 0)")
     print(f"  ours vs (c) pydivert eBPF:  {ratio('ours', 'c')}"
-          + (f" ((c) cannot run here: {results['c']['error']})" if "error" in results["c"] else ""))
+          + (f" ((c) cannot run here: {results['c']['error']})" if "error" in results.get("c", {}) else ""))
     print(f"  ours vs (a) no diversion:   {ratio('ours', 'a')}")
     print(f"  (d) handle open, flood not matched vs (a): {ratio('d', 'a')} (target >= 0.95x)")
     return 0

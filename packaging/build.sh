@@ -23,7 +23,9 @@ if ! "$python" -c "import PyInstaller" 2>/dev/null; then
     "$python" -m pip install -q "pyinstaller>=6.5"
 fi
 # The package is taken from this checkout; its dependencies from the running Python.
-PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$python" -c "import divertgui.app" || {
+PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH
+"$python" -c "import divertgui.app" || {
     echo "build.sh: divertgui.app does not import with $python: install the dependencies with 'pip install -e $root'" >&2
     exit 1
 }

@@ -10,11 +10,12 @@ packet simply by not sending it and nothing stays stuck in the kernel queue.
 from __future__ import annotations
 
 import itertools
-import sys
 import threading
 import weakref
 
-from divertgui.engine.address import (PARAM_LIMITS, PRIORITY_MAX, PRIORITY_MIN, Flag, Layer, Param)
+from divertgui.engine.address import PARAM_LIMITS, PRIORITY_MAX, PRIORITY_MIN, Flag, Layer, Param
+from divertgui.engine.backends.select import default_backend
+from divertgui.engine.filter import compile_filter
 from divertgui.engine.packet import Packet
 
 VERSION_MAJOR, VERSION_MINOR = 2, 2
@@ -57,39 +58,17 @@ class _HeldPacket(Packet):
     __slots__ = ("__weakref__",)
 
 
-class _MatchAll:
-    text = "true"
-
-    def match(self, raw, address) -> bool:
-        return True
-
-
-def _compile(text: str, layer: Layer):
-    try:
-        from divertgui.engine.filter import compile_filter
-    except ImportError:
-        if text.strip() == "true":
-            return _MatchAll()
-        raise
-    return compile_filter(text, layer)
-
-
-def _default_backend():
-    if sys.platform.startswith("linux"):
-        from divertgui.engine.backends.nfqueue import NfqueueBackend
-        return NfqueueBackend()
-    raise UnsupportedPlatformError(
-        f"no diversion backend for {sys.platform}: divertgui diverts on Linux (netfilter); "
-        f"on Windows pass backend= a pydivert backend")
-
-
 def _translate(exc: Exception) -> DivertError:
-    """One clear sentence from a backend failure, as the right DivertError."""
-    from divertgui.engine.backends.nfqueue import PrerequisiteError
+    """One clear sentence from a backend failure, as the right DivertError.
+
+    A backend names what is missing with a `kind` attribute on its exception:
+    "privilege", "tool", "kernel" or "platform".
+    """
     kinds = {"privilege": NotPrivilegedError, "tool": MissingToolError,
              "kernel": KernelFeatureError, "platform": UnsupportedPlatformError}
-    if isinstance(exc, PrerequisiteError):
-        return kinds.get(exc.kind, DivertError)(str(exc))
+    kind = getattr(exc, "kind", None)
+    if kind in kinds:
+        return kinds[kind](str(exc))
     if isinstance(exc, PermissionError):
         return NotPrivilegedError(f"diverting packets needs root (CAP_NET_ADMIN): {exc}")
     return DivertError(str(exc))
@@ -111,7 +90,7 @@ class Divert:
         if not isinstance(priority, int) or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
             raise DivertArgumentError(f"priority {priority!r} is outside {PRIORITY_MIN}..{PRIORITY_MAX}")
         self.filter_text = filter
-        self.filter = _compile(filter, layer)
+        self.filter = compile_filter(filter, layer)
         self.layer, self.priority, self.flags = layer, priority, flags
         self.params = {param: limits[0] for param, limits in PARAM_LIMITS.items()}
         self._backend = backend
@@ -132,7 +111,7 @@ class Divert:
             raise DivertError("the handle is already open")
         if self._closed:
             raise HandleClosedError("a closed handle cannot be opened again; create a new Divert")
-        backend = self._backend if self._backend is not None else _default_backend()
+        backend = self._backend if self._backend is not None else default_backend()
         try:
             backend.open(self.filter, self.layer, self.priority, self.flags, dict(self.params))
         except DivertError:

@@ -9,6 +9,7 @@ another process. Events are coalesced: at most one per EMIT_INTERVAL.
 from __future__ import annotations
 
 import queue
+import sys
 import time
 from typing import Callable, NamedTuple
 
@@ -20,6 +21,7 @@ EMIT_INTERVAL = 1 / 30
 RECV_TIMEOUT = 0.01
 BATCH = 255
 DEMO_RATE = 1000.0
+SWITCH_INTERVAL = 0.0001
 
 _MODES = {"divert": Flag(0), "sniff": Flag.SNIFF, "drop": Flag.DROP}
 
@@ -85,6 +87,11 @@ class Session:
 
     def run(self) -> None:
         """Carry out commands and move packets until a "shutdown" command."""
+        # A GUI thread calls into Python many times per repaint, and waits for
+        # the interpreter lock at each call while this loop is busy: a short
+        # switch interval keeps each of those waits short.
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch_interval, SWITCH_INTERVAL))
         try:
             while not self._ended:
                 self._take_commands(wait=RECV_TIMEOUT if self._handle is None or self._mode == "drop" else 0)
@@ -100,6 +107,7 @@ class Session:
         finally:
             self._close_source("the session ended")
             self._flush(force=True)
+            sys.setswitchinterval(switch_interval)
 
     def _take_commands(self, wait: float) -> None:
         try:
@@ -143,7 +151,10 @@ class Session:
             if getattr(self._backend, "finished", False) and not self._held:
                 self._close_source("the capture file has been replayed to its end")
             return
-        self._process(self.apply_rules(packets))
+        try:
+            self._process(self.apply_rules(packets))
+        except Exception as exc:   # one bad batch must not end the session
+            self._error(f"a batch of {len(packets)} packets failed: {exc}", "session")
 
     def apply_rules(self, packets: list) -> list:
         """The rules pipeline between the source and the intercept filter.

@@ -20,6 +20,9 @@ _PROTOCOL_INDEX[17] = 1
 _PROTOCOL_INDEX[1] = 2
 _PROTOCOL_INDEX[58] = 3
 _PROTOCOL_NAMES = {6: "TCP", 17: "UDP", 1: "ICMP", 58: "ICMPv6"}
+# A quarter of a second per bin: each chart update (4 a second) shows new data.
+BIN_NS = 250_000_000
+BIN_SECONDS = BIN_NS / 1e9
 
 
 class TrafficStats:
@@ -31,7 +34,7 @@ class TrafficStats:
         self.generation = self.store.generation
         self.processed = 0
         self.start_ns: int | None = None
-        self.seconds = 0
+        self.bins = 0
         capacity = 64
         self.packets = np.zeros((len(PROTOCOLS), capacity), dtype=np.int64)
         self.bytes = np.zeros((len(PROTOCOLS), capacity), dtype=np.int64)
@@ -43,11 +46,11 @@ class TrafficStats:
         self.conversation_packets: collections.Counter = collections.Counter()
         self.conversation_row: dict[int, int] = {}
 
-    def _grow(self, seconds: int) -> None:
+    def _grow(self, bins: int) -> None:
         capacity = self.inbound.shape[0]
-        if seconds <= capacity:
+        if bins <= capacity:
             return
-        while capacity < seconds:
+        while capacity < bins:
             capacity *= 2
         pad = capacity - self.inbound.shape[0]
         self.packets = np.pad(self.packets, ((0, 0), (0, pad)))
@@ -72,9 +75,9 @@ class TrafficStats:
             return
         if self.start_ns is None:
             self.start_ns = int(stamps[0])
-        bins = np.maximum((stamps - self.start_ns) // 1_000_000_000, 0)
-        self.seconds = max(self.seconds, int(bins.max()) + 1)
-        self._grow(self.seconds)
+        bins = np.maximum((stamps - self.start_ns) // BIN_NS, 0)
+        self.bins = max(self.bins, int(bins.max()) + 1)
+        self._grow(self.bins)
         kinds = _PROTOCOL_INDEX[protocols]
         for kind in range(len(PROTOCOLS)):
             chosen = kinds == kind
@@ -114,22 +117,28 @@ class TrafficStats:
         return f"{name} {source} ⇄ {destination}"
 
     # what the charts draw ------------------------------------------------
-    def window(self, seconds: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(x seconds, packets[protocol, t], bytes[protocol, t], inbound[t], outbound[t]) for the last
-        `seconds` complete seconds (the current one too while it is the only one)."""
-        # The second still being filled would show as a false drop at the live edge.
-        end = self.seconds - 1 if self.seconds >= 2 else self.seconds
-        start = max(0, end - seconds)
-        x = np.arange(start, end, dtype=np.float64)
-        return (x, self.packets[:, start:end], self.bytes[:, start:end],
-                self.inbound[start:end], self.outbound[start:end])
+    @property
+    def seconds(self) -> float:
+        return self.bins * BIN_SECONDS
+
+    def window(self, seconds: float = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(x in seconds, packets/s[protocol, t], bytes/s[protocol, t], inbound/s[t], outbound/s[t]) over
+        the last `seconds` of complete bins (the current bin too while it is the only one)."""
+        # The bin still being filled would show as a false drop at the live edge.
+        end = self.bins - 1 if self.bins >= 2 else self.bins
+        start = max(0, end - int(seconds / BIN_SECONDS))
+        x = np.arange(start, end, dtype=np.float64) * BIN_SECONDS
+        per_second = 1.0 / BIN_SECONDS
+        return (x, self.packets[:, start:end] * per_second, self.bytes[:, start:end] * per_second,
+                self.inbound[start:end] * per_second, self.outbound[start:end] * per_second)
 
     def rates(self) -> tuple[float, float]:
-        """Packets/s and bytes/s over the last complete second (the current one while it is the only one)."""
-        if self.seconds == 0:
+        """Packets/s and bytes/s over the last complete bin (the current one while it is the only one)."""
+        if self.bins == 0:
             return 0.0, 0.0
-        second = self.seconds - 2 if self.seconds >= 2 else 0  # the last complete second
-        return float(self.packets[:, second].sum()), float(self.bytes[:, second].sum())
+        last = self.bins - 2 if self.bins >= 2 else 0
+        return (float(self.packets[:, last].sum()) / BIN_SECONDS,
+                float(self.bytes[:, last].sum()) / BIN_SECONDS)
 
     def top_conversations(self, n: int = 8) -> list[tuple[str, int, int]]:
         """(label, bytes, packets), most bytes first."""

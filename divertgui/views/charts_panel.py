@@ -28,7 +28,7 @@ def _plot(title: str, units: str) -> pg.PlotWidget:
     plot.setTitle(title, color="#333333", size="9pt")
     plot.showGrid(x=True, y=True, alpha=0.25)
     plot.setLabel("bottom", "seconds since start")
-    plot.setLabel("left", units)
+    plot.setLabel("left", units=units)
     plot.setMouseEnabled(x=True, y=False)
     plot.getPlotItem().getViewBox().setLimits(yMin=0)
     return plot
@@ -68,9 +68,9 @@ class ChartsPanel(QWidget):
         self.stats = stats
         self.paused = False
         self.updates = 0
-        self.packets_plot = _plot("Packets per second, by protocol", "packets/s")
-        self.bytes_plot = _plot("Bytes per second, by protocol", "bytes/s")
-        self.direction_plot = _plot("Inbound vs outbound", "packets/s")
+        self.packets_plot = _plot("Packets per second, by protocol", "pkt/s")
+        self.bytes_plot = _plot("Bytes per second, by protocol", "B/s")
+        self.direction_plot = _plot("Inbound vs outbound", "pkt/s")
         colours = [PROTOCOL_PENS[name] for name in PROTOCOLS]
         self.packets_stack = StackedPlot(self.packets_plot, PROTOCOLS, colours)
         self.bytes_stack = StackedPlot(self.bytes_plot, PROTOCOLS, colours)
@@ -132,12 +132,20 @@ class ChartsPanel(QWidget):
             plot.enableAutoRange()
         self.redraw()
 
+    @staticmethod
+    def _fit_height(plot: pg.PlotWidget, top: float) -> None:
+        # Re-ranging re-lays out the axes; only do it when the data leaves the
+        # view or fills less than half of it.
+        _, current = plot.getViewBox().viewRange()[1]
+        if not current * 0.5 <= top <= current:
+            plot.setYRange(0, top * 1.2, padding=0)
+
     def redraw(self) -> None:
         """Draws the current arrays; called by a timer (>= 4 per second) unless paused."""
         if self.paused:
             return
         x, packets, size, inbound, outbound = self.stats.window(self.window_spin.value() if self.following
-                                                                else max(self.stats.seconds, 1))
+                                                                else max(self.stats.seconds, 1.0))
         self.packets_stack.set_data(x, packets)
         self.bytes_stack.set_data(x, size)
         self.inbound_curve.setData(x, inbound)
@@ -147,7 +155,7 @@ class ChartsPanel(QWidget):
             for plot, peak in ((self.packets_plot, packets.sum(axis=0).max()),
                                (self.bytes_plot, size.sum(axis=0).max()),
                                (self.direction_plot, max(inbound.max(), outbound.max()))):
-                plot.setYRange(0, max(1.0, float(peak)) * 1.15, padding=0)
+                self._fit_height(plot, max(1.0, float(peak)) * 1.15)
         top = self.stats.top_conversations(8)
         self.conversations.setRowCount(len(top))
         for row, (label, size_bytes, count) in enumerate(top):

@@ -13,9 +13,9 @@ import re
 from typing import Callable
 
 from PySide6.QtCore import QSettings, QStandardPaths, QStringListModel, Qt, Signal
-from PySide6.QtGui import (QColor, QFont, QFontMetrics, QKeySequence, QSyntaxHighlighter,
+from PySide6.QtGui import (QColor, QFont, QFontMetrics, QSyntaxHighlighter,
                            QTextCharFormat, QTextCursor, QTextOption)
-from PySide6.QtWidgets import (QCompleter, QFrame, QHBoxLayout, QLabel, QMenu, QPlainTextEdit,
+from PySide6.QtWidgets import (QCompleter, QHBoxLayout, QLabel, QMenu, QPlainTextEdit,
                                QSizePolicy, QToolButton, QVBoxLayout, QWidget)
 
 from divertgui.views import filter_vocabulary as vocab

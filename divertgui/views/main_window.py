@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDockWidget, QFileD
 
 from divertgui.engine.address import PRIORITY_MAX, PRIORITY_MIN
 from divertgui.models.intercept_queue import InterceptQueueModel
-from divertgui.models.packet_table import COLUMNS, INFO, PacketTableModel, TimeFormat
+from divertgui.models.packet_table import INFO, PacketTableModel, TimeFormat
 from divertgui.models.stats import TrafficStats
 from divertgui.views.capture_options import CaptureOptions, CaptureOptionsDialog
 from divertgui.views.charts_panel import ChartsPanel
@@ -26,6 +26,7 @@ from divertgui.views.packet_details import PacketDetails
 
 Post = Callable[..., None]
 CHART_INTERVAL_MS = 250
+LIST_INTERVAL_MS = 100
 RECENT_FILES = 10
 COLUMN_WIDTHS = (70, 100, 50, 170, 170, 70, 60, 420, 80)
 
@@ -79,6 +80,12 @@ class PacketTableView(QTableView):
         self.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self.setFont(QFont("DejaVu Sans", 9))
 
+    def paintEvent(self, event) -> None:
+        # Painting from a Python override keeps the interpreter lock for the
+        # whole repaint; otherwise every cell's multiData call would wait for
+        # the busy session thread to hand the lock over.
+        super().paintEvent(event)
+
     def at_bottom(self) -> bool:
         bar = self.verticalScrollBar()
         return bar.value() >= bar.maximum() - 1
@@ -95,7 +102,8 @@ class MainWindow(QMainWindow):
         self.post = post
         self.options = options or CaptureOptions()
         self.setWindowTitle("divertgui — packet interception workbench")
-        self.count = 0
+        self.count = 0          # rows shown
+        self.announced = 0      # rows the session has announced
         self.generation = store.generation
         self.running = False
         self.paused = False
@@ -115,6 +123,10 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self._build_actions_and_menus()
 
+        self.rows_timer = QTimer(self)
+        self.rows_timer.setSingleShot(True)
+        self.rows_timer.setInterval(LIST_INTERVAL_MS)
+        self.rows_timer.timeout.connect(self._show_rows)
         self.chart_timer = QTimer(self)
         self.chart_timer.timeout.connect(self._tick)
         self.chart_timer.start(CHART_INTERVAL_MS)
@@ -316,14 +328,24 @@ class MainWindow(QMainWindow):
             self.error_banner.show_error(event.get("message", ""), event.get("where", ""))
 
     def on_rows(self, count: int, stats: dict) -> None:
+        self.session_stats = stats
+        self.announced = count
         generation = self.store.generation
         if generation != self.generation:
             self.generation = generation
             self._reset_views()
-        self.count = count
-        self.session_stats = stats
+            self._show_rows()
+        elif not self.rows_timer.isActive():
+            # Showing new rows at most every LIST_INTERVAL_MS, as Wireshark does:
+            # a repaint per session event would leave no time for the user.
+            self.rows_timer.start()
+
+    def _show_rows(self) -> None:
+        if self.announced == self.count:
+            return
+        self.count = self.announced
         was_at_bottom = self.table.at_bottom()
-        self.table_model.refresh(count)
+        self.table_model.refresh(self.count)
         self.table.follow_if(was_at_bottom)
         self._update_status()
 

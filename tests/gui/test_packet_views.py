@@ -1,6 +1,5 @@
 """Details tree and hex/ASCII bytes, linked both ways."""
 
-from PySide6.QtCore import Qt
 from PySide6.QtGui import QTextCursor
 
 from divertgui.models.compose_templates import template

@@ -304,7 +304,8 @@ def routed(make_namespace) -> Routed:
     _link(b, r, "eth1", ("10.78.2.2/24", "fd78:2::2/64"), ("10.78.2.1/24", "fd78:2::1/64"))
     r.exec("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
     r.exec("sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1")
-    for ns, device, gateway4, gateway6 in ((a, "eth0", "10.78.1.1", "fd78:1::1"), (b, "eth1", "10.78.2.1", "fd78:2::1")):
+    gateways = ((a, "eth0", "10.78.1.1", "fd78:1::1"), (b, "eth1", "10.78.2.1", "fd78:2::1"))
+    for ns, device, gateway4, gateway6 in gateways:
         ns.ip("route", "add", "default", "via", gateway4, "dev", device)
         ns.ip("-6", "route", "add", "default", "via", gateway6, "dev", device)
     return Routed(a, r, b)

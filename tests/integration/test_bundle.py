@@ -41,6 +41,11 @@ def test_the_bundle_holds_both_programs_qt_plugins_and_resources(bundle):
     assert (internal / "resources" / "icons" / "divertgui.svg").is_file()
     assert (internal / "resources" / "icons" / "divertgui-256.png").is_file()
     assert (internal / "pydivert" / "bpf" / "libebpfdivert.so").is_file()
+    # Modules only ever imported by name at run time are in the archives too.
+    archives = (bundle / f"divertgui{EXE}").read_bytes() + (bundle / f"divert{EXE}").read_bytes()
+    for module in ("divertgui.engine.backends.pydivert", "divertgui.engine.backends.select",
+                   "divertgui.engine.backends.replay", "divertgui.cli"):
+        assert module.encode() in archives, module
 
 
 def test_the_gui_passes_its_self_test_headless(bundle, tmp_path):

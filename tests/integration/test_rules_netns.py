@@ -18,10 +18,12 @@ import numpy
 import pytest
 
 from divertgui.engine.address import Param
+from divertgui.engine.backends import netfilter_rules
 from divertgui.engine.handle import Divert
 from divertgui.engine.rules import (Bandwidth, Drop, Duplicate, Lag, OutOfOrder, PayloadReplace, Pipeline,
                                     Reset, Tamper, Throttle, rules_from_dicts)
 from divertgui.engine.rules.runner import run_conditions
+from tests.integration.conftest import wait_until
 
 pytestmark = pytest.mark.netns
 
@@ -91,6 +93,35 @@ done.set()
 receiver.join()
 print(json.dumps({"sent": sent, "replies": replies}), flush=True)
 """
+
+
+# Wakes up every half millisecond and reports every gap of more than 3 ms: moments when
+# the machine (other processes, the hypervisor) did not run us, which no rule can help.
+STALL_MONITOR = r"""
+import json, select, sys, time
+stalls, last = [], time.monotonic_ns()
+while True:
+    readable, _, _ = select.select([sys.stdin], [], [], 0.0005)
+    now = time.monotonic_ns()
+    if now - last > 3_000_000:
+        stalls.append(round((now - last) / 1e6, 1))
+    last = now
+    if readable:
+        break
+print(json.dumps(stalls), flush=True)
+"""
+
+
+class StallMonitor:
+    def __enter__(self):
+        self.process = subprocess.Popen([sys.executable, "-c", STALL_MONITOR], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+        self.stalls = []
+        return self
+
+    def __exit__(self, *exc):
+        out, _ = self.process.communicate("stop\n", timeout=10)
+        self.stalls = json.loads(out)
 
 
 def probe_id(payload: bytes) -> int:
@@ -192,14 +223,22 @@ def probe_together(veth, ports, count, interval_ms):
 
 def test_lag_is_accurate(veth):
     # Flow `lagged` meets the rule; flow `plain`, probed at the same time, is the baseline.
+    # A lagged packet is in flight for 50 ms, so a machine-wide stall (other processes, the
+    # hypervisor) shows in its tail far more than in the baseline's: a measurement during which
+    # the stall monitor saw the machine stop is taken again, at most three times in all.
     lagged, plain = 40101, 40103
     echoes = [Echo(veth, lagged), Echo(veth, plain)]
     both = f"{udp_filter(lagged)} or {udp_filter(plain)}"
     try:
         with veth.a.entered():
-            rule = Lag(filter=udp_filter(lagged), direction="outbound", outbound_ms=50)
-            with conditions([rule], both) as fifty:
-                with_lag, baseline = map(round_trips_ms, probe_together(veth, [lagged, plain], 200, 5))
+            for _attempt in range(3):
+                rule = Lag(filter=udp_filter(lagged), direction="outbound", outbound_ms=50)
+                with StallMonitor() as monitor, conditions([rule], both) as fifty:
+                    with_lag, baseline = map(round_trips_ms, probe_together(veth, [lagged, plain], 200, 5))
+                added_p50 = numpy.percentile(with_lag, 50) - numpy.percentile(baseline, 50)
+                added_p99 = numpy.percentile(with_lag, 99) - numpy.percentile(baseline, 99)
+                if (abs(added_p50 - 50) <= 2 and abs(added_p99 - 50) <= 5) or not monitor.stalls:
+                    break
             # 0 ms of lag, against a flow that is not diverted at all.
             with conditions([Lag(inbound_ms=0, outbound_ms=0)], udp_filter(lagged)) as zero:
                 zero_lag, undiverted = map(round_trips_ms, probe_together(veth, [lagged, plain], 200, 5))
@@ -207,10 +246,8 @@ def test_lag_is_accurate(veth):
         for echo in echoes:
             echo.stop()
     assert len(with_lag) == len(baseline) == len(zero_lag) == len(undiverted) == 200
-    added_p50 = numpy.percentile(with_lag, 50) - numpy.percentile(baseline, 50)
-    added_p99 = numpy.percentile(with_lag, 99) - numpy.percentile(baseline, 99)
-    assert abs(added_p50 - 50) <= 2, (added_p50, numpy.percentile(baseline, 50))
-    assert abs(added_p99 - 50) <= 5, (added_p99, numpy.percentile(baseline, 99))
+    assert abs(added_p50 - 50) <= 2, (added_p50, numpy.percentile(baseline, 50), monitor.stalls)
+    assert abs(added_p99 - 50) <= 5, (added_p99, numpy.percentile(baseline, 99), monitor.stalls)
     assert numpy.percentile(zero_lag, 50) - numpy.percentile(undiverted, 50) < 1.0
     assert fifty["rules"][0]["matched"] == 200 and fifty["rules"][0]["delayed"] == 200
     assert zero["rules"][0]["matched"] == 400 and zero["rules"][0]["delayed"] == 0
@@ -431,3 +468,62 @@ def test_every_rule_at_once_accounts_for_every_packet(veth):
     # From the counters and from the receiver: what arrived plus what the rules dropped is what was sent.
     assert counts["sent"] + counts["dropped"] == counts["received"] + counts["created"]
     assert len(received) + counts["dropped"] == len(sent) + counts["created"]
+
+
+# -- stopping, and the command line -------------------------------------------------------------
+
+
+def test_stopping_releases_every_held_packet(veth):
+    port = 40125
+    sink = Echo(veth, port, echo=False)
+    with veth.a.entered():
+        with conditions([Lag(outbound_ms=10_000), Throttle(frame_ms=1000, chance=100.0)], udp_filter(port)) as counts:
+            sent = probes(veth, port, 30, 1, wait=0.2)["sent"]
+    received = sink.stop()
+    assert len(received) == len(sent) == 30
+    assert counts["rules"][0]["delayed"] == 30 and counts["held"] == 0 and counts["sent"] == 30
+
+
+def test_conditions_command_runs_until_stopped_and_prints_counters(veth):
+    import argparse
+    import io
+
+    from divertgui.engine.rules.cli_args import add_conditions_parser
+
+    port = 40127
+    parser = argparse.ArgumentParser(prog="divert")
+    add_conditions_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["conditions", f"outbound and udp.DstPort == {port}", "--lag", "0:5",
+                              "--drop", "50", "--duplicate", "2:100", "--seed", "4"])
+    sink = Echo(veth, port, echo=False)
+    out, err, stop, status = io.StringIO(), io.StringIO(), threading.Event(), []
+    with veth.a.entered():
+        running = threading.Thread(target=lambda: status.append(args.run(args, out=out, err=err, stop=stop)))
+        running.start()
+        assert wait_until(lambda: any(c.version == 4 for c in netfilter_rules.list_handles()), 10)
+        probes(veth, port, 100, 1, wait=0.2)
+        stop.set()
+        running.join(10)
+    received = sink.stop()
+    assert status == [0], err.getvalue()
+    table = out.getvalue().splitlines()
+    assert table[0].split()[:3] == ["rule", "matched", "dropped"]
+    dropped = int(table[2].split()[2])
+    assert [row.split()[0] for row in table[1:4]] == ["lag", "drop", "duplicate"]
+    assert table[1].split()[1] == "100" and 30 < dropped < 70
+    assert len(received) == 2 * (100 - dropped)
+
+
+def test_conditions_command_reports_a_bad_filter(veth):
+    import argparse
+    import io
+
+    from divertgui.engine.rules.cli_args import add_conditions_parser
+
+    parser = argparse.ArgumentParser(prog="divert")
+    add_conditions_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["conditions", "udp and tcp.Nope == 1", "--lag", "5"])
+    err = io.StringIO()
+    with veth.a.entered():
+        assert args.run(args, out=io.StringIO(), err=err, stop=threading.Event()) == 2
+    assert "bad filter" in err.getvalue() and "\n  " + " " * 8 + "^" in err.getvalue()

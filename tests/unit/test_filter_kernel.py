@@ -88,8 +88,14 @@ def run_bpf(program, raw: bytes, mark: int = 0) -> int:
 
 
 def kernel_accepts(filter_text: str, raw: bytes, address: Address, hook=None) -> bool:
+    """What the rule's match (`-o lo` and the BPF program) says of this packet."""
     version = 6 if address.ipv6 else 4
-    translation = translate(parse_filter(filter_text), version, hook)
+    tree, interface = parse_filter(filter_text), ""
+    if hook == "O":
+        tree, interface = kernel._take_loopback(tree)
+    if interface == "-o lo" and not address.loopback or interface == "! -o lo" and address.loopback:
+        return False
+    translation = translate(tree, version, hook)
     if translation.program is None:
         return translation.tree.value
     return run_bpf(translation.program, raw, INJECTED_MARK if address.impostor else 0) != 0
@@ -105,7 +111,7 @@ def _packets(seed: int, count: int):
 def _check_superset(text: str, packets, hook=None) -> int:
     """Asserts the superset property; returns how many packets the filter accepted."""
     compiled = compile_filter(text)
-    exactness = {v: translate(compiled.tree, v, hook).exact for v in (4, 6)}
+    exactness = {v: kernel_test(compiled.tree, v, hook, use_bpf=True).exact for v in (4, 6)}
     accepted = 0
     for raw, address in packets:
         if hook == "O" and not address.outbound or hook == "I" and address.outbound:
@@ -165,9 +171,11 @@ def test_generated_filters_are_supersets_on_thousands_of_packets():
 @pytest.mark.parametrize("hook", ["I", "O"])
 def test_direction_is_exact_for_one_hook(hook):
     for text in ("outbound and udp", "inbound and tcp.DstPort == 80", "localPort == 53", "remoteAddr == 10.0.0.1",
-                 "(outbound ? tcp : udp)"):
+                 "(outbound ? tcp : udp)", "outbound and loopback", "udp and not loopback and ip"):
         _check_superset(text, _packets(11, 500), hook)
-        assert all(translate(parse_filter(text), v, hook).exact for v in (4,)), text
+        assert kernel_test(text, 4, hook, use_bpf=True).exact, text
+    assert not kernel_test("loopback or udp", 4, "O", use_bpf=True).exact
+    _check_superset("loopback or udp", _packets(12, 500), hook)
 
 
 def test_versions_that_cannot_match_get_no_rule():
@@ -181,10 +189,20 @@ def test_exactness_per_version():
     assert kernel_exactness("tcp.DstPort == 80") == {4: True, 6: False}  # IPv6 extension headers
     assert kernel_exactness("ip.TTL == 3 or ipv6.HopLimit == 3") == {4: True, 6: True}
     assert kernel_exactness("timestamp > 0") == {4: False, 6: False}
+    assert kernel_exactness("outbound and loopback") == {4: True, 6: True}
+    assert kernel_exactness("udp and length > 100") == {4: False, 6: False}  # GSO segments
+
+
+def test_loopback_at_the_output_hook_is_an_interface_match():
+    assert kernel_test("outbound and loopback", 4, "O", use_bpf=True) == ("-o lo", True)
+    assert kernel_test("outbound and loopback", 4, "I", use_bpf=True) == (None, True)
+    match, exact = kernel_test("udp and not loopback", 6, "O", use_bpf=True)
+    assert match.startswith("! -o lo -m bpf ")
+    assert kernel_test("loopback and not loopback", 4, "O", use_bpf=True) == (None, True)
 
 
 def test_match_text_is_an_xt_bpf_match():
-    match = kernel_match_for("udp.DstPort == 53")(4)
+    match = kernel_match_for("udp.DstPort == 53")(4, "I")
     assert match.startswith('-m bpf --bytecode "')
     count, *instructions = match.split('"')[1].split(",")
     assert int(count) == len(instructions) <= MAX_INSTRUCTIONS

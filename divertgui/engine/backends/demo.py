@@ -36,6 +36,7 @@ MAX_RETRIES = 6
 # back instead of all at once.
 MAX_CATCH_UP_NS = 200_000_000
 MAX_LAG_NS = 250_000_000
+BATCH_WAIT_NS = 1_000_000
 
 TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
@@ -251,18 +252,23 @@ class DemoBackend(Backend):
         if not self._open:
             raise RuntimeError("demo backend: recv on a closed backend")
         deadline = None if timeout is None else self._clock() + int(timeout * 1e9)
+        queue = self._queue
         while True:
             now = self._clock()
             self._run_until(now, max_count)
             self._expire(self._now)
-            if self._queue:
-                count = min(max_count, len(self._queue))
-                return [self._queue.popleft()[0] for _ in range(count)]
-            if not self._recv_open or (deadline is not None and now >= deadline):
+            late = not self._recv_open or (deadline is not None and now >= deadline)
+            # Like a NIC's interrupt coalescing: a packet waits up to BATCH_WAIT_NS
+            # for company, so that a busy network is read in batches.
+            if queue and (late or len(queue) >= max_count or now - queue[0][1] >= BATCH_WAIT_NS):
+                return [queue.popleft()[0] for _ in range(min(max_count, len(queue)))]
+            if late:
                 return []
             wake = self._events[0][0] if self._events else now + 5_000_000
             if self.rate and self._next_start < wake:
                 wake = self._next_start
+            if queue:
+                wake = min(wake, queue[0][1] + BATCH_WAIT_NS)
             if deadline is not None:
                 wake = min(wake, deadline)
             self._sleep(min(max(wake - now, 0), 5_000_000) / 1e9)

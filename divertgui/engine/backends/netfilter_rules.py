@@ -10,8 +10,8 @@ hook in which handles stand in priority order (highest first).
 The packet mark carries the priority level a packet has passed (bits 16-31):
 a verdict re-runs the hook (NF_REPEAT) with the level of the handle that
 released it, and every handle chain returns at once when the level in the
-mark is its own or a higher one, so each packet meets the handles in priority order and each level at
-most once. Packets injected through a raw socket carry the level of the
+mark is its own or a higher one, so each packet meets the handles in
+priority order and each level at most once. Packets injected through a raw socket carry the level of the
 injecting handle plus INJECTED_MARK, which lower handles report as impostor.
 
 See driver/README.md for why iptables and why mangle.
@@ -31,7 +31,7 @@ import subprocess
 import threading
 from typing import Callable, NamedTuple
 
-from divertgui.engine.address import PRIORITY_MAX, PRIORITY_MIN
+from divertgui.engine.address import PRIORITY_MIN
 
 TABLE = "mangle"
 LEVEL_SHIFT = 16
@@ -46,6 +46,7 @@ HOOKS = {  # code letter: (base chain, dispatcher chain)
 }
 TOOLS = {4: "iptables", 6: "ip6tables"}
 CHAIN_NAME = re.compile(r"^DG(\d+)_(\d+)_(\d+)([PIOF])$")
+
 
 class KernelTest(NamedTuple):
     """What the kernel tests of a filter for one IP version.
@@ -183,17 +184,36 @@ def _run(args: list[str], stdin: str | None = None) -> str:
     return done.stdout
 
 
+_process_lock = threading.RLock()
+_lock_depth = 0
+
+
 @contextlib.contextmanager
 def _namespace_lock():
-    """Serialises rule changes of all our processes in this network namespace."""
-    netns = os.stat("/proc/self/ns/net").st_ino
-    os.makedirs("/run/lock", exist_ok=True)
-    with open(f"/run/lock/divertgui-netns-{netns}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    """Serialises rule changes of all our processes in this network namespace.
+
+    Re-entrant within the process, so that a signal handler removing rules
+    while the interrupted code holds the lock does not wait for itself.
+    """
+    global _lock_depth
+    with _process_lock:
+        if _lock_depth:
+            _lock_depth += 1
+            try:
+                yield
+            finally:
+                _lock_depth -= 1
+            return
+        netns = os.stat("/proc/thread-self/ns/net").st_ino
+        os.makedirs("/run/lock", exist_ok=True)
+        with open(f"/run/lock/divertgui-netns-{netns}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            _lock_depth = 1
+            try:
+                yield
+            finally:
+                _lock_depth = 0
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _listing(version: int) -> list[str]:
@@ -333,6 +353,7 @@ def cleanup(dead_only: bool = True) -> list[InstalledChain]:
 _installed: dict[tuple[int, int], HandleRules] = {}
 _installed_lock = threading.Lock()
 _previous_handlers: dict[int, object] = {}
+_exit_hook_installed = False
 
 
 def _track(handle: HandleRules) -> None:
@@ -369,9 +390,14 @@ def _on_signal(signum, frame):
 
 
 def _install_signal_handlers() -> None:
+    global _exit_hook_installed
+    if not _exit_hook_installed:
+        atexit.register(remove_all_installed)
+        _exit_hook_installed = True
+    # Python lets only the main thread set signal handlers; a handle opened
+    # on another thread first gets them with the next one opened on the main thread.
     if _previous_handlers or threading.current_thread() is not threading.main_thread():
         return
     for signum in (signal.SIGTERM, signal.SIGINT):
         _previous_handlers[signum] = signal.getsignal(signum)
         signal.signal(signum, _on_signal)
-    atexit.register(remove_all_installed)

@@ -15,6 +15,7 @@ Drop mode is a DROP rule: nothing crosses to user space.
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import os
 import socket
@@ -32,7 +33,8 @@ NF_REPEAT = 4
 QUEUE_NUMBER_BASE = 0x4000
 QUEUE_NUMBER_SPAN = 0x3000
 OUTBOUND_HOOKS = (netlink.NF_INET_LOCAL_OUT, netlink.NF_INET_POST_ROUTING)
-PROC_QUEUES = "/proc/net/netfilter/nfnetlink_queue"
+# thread-self: a thread may have entered another network namespace than the process.
+PROC_QUEUES = "/proc/thread-self/net/netfilter/nfnetlink_queue"
 RULE_HITS_PERIOD = 0.5
 
 
@@ -75,7 +77,7 @@ class NfqueueBackend(Backend):
         self.counters = collections.Counter()
         self._ready: collections.deque = collections.deque()     # (NetfilterPacket, Address) passed the filter
         self._readers = 0
-        self._pending: dict[int, tuple[int, bytes]] = {}        # ticket -> (mark, original bytes)
+        self._pending: dict[int, tuple] = {}   # ticket -> (mark, bytes as received, length in the kernel)
         self._next_id = 0
         self._next_log_seq = 0
         self._lock = threading.RLock()
@@ -86,6 +88,7 @@ class NfqueueBackend(Backend):
         self._rule_hits = 0
         self._rule_hits_at = -RULE_HITS_PERIOD
         self._final_kernel_counts: dict[str, int] = {}
+        self._proc_queues = None
 
     # -- opening -------------------------------------------------------------
 
@@ -125,6 +128,9 @@ class NfqueueBackend(Backend):
         else:
             self.sock = netlink.NetfilterSocket(receive_buffer=self._receive_buffer_size())
             self.queue = self._bind_free_number()
+            # Opened now: the file then speaks of this network namespace whichever thread reads it.
+            with contextlib.suppress(OSError):
+                self._proc_queues = open(PROC_QUEUES)
         self.rules = HandleRules(os.getpid(), self.queue, priority, self.action, hooks, kernel_match)
         try:
             netfilter_rules.install(self.rules)
@@ -304,7 +310,7 @@ class NfqueueBackend(Backend):
                 captured.append(Captured(packet.payload, address, 0))
             else:
                 self.counters["diverted"] += 1
-                self._pending[packet.packet_id] = (packet.mark, packet.payload)
+                self._pending[packet.packet_id] = (packet.mark, packet.payload, packet.cap_len)
                 captured.append(Captured(packet.payload, address, packet.packet_id))
         return captured
 
@@ -419,14 +425,19 @@ class NfqueueBackend(Backend):
                 raise KeyError(f"no pending verdict for packet {unknown[0]} on queue {self.queue}")
             if len(set(tickets)) != len(tickets):
                 raise ValueError("the same packet appears twice in one batch of verdicts")
+            for ticket, raw in verdicts:
+                _mark, original, length = self._pending[ticket]
+                if raw is not None and raw != original and length > len(original):
+                    raise ValueError(f"packet {ticket} was received cut to {len(original)} of its {length} bytes; "
+                                     f"it can be released unmodified or dropped, not edited")
             entries = [(ticket, raw, *self._pending.pop(ticket)) for ticket, raw in verdicts]
             self.sock.send(self._verdict_messages(entries))
 
     def _verdict_messages(self, entries) -> bytes:
-        """entries: (ticket, bytes to send or None to drop, mark, bytes as received)."""
-        if len(entries) > 1 and all(raw is not None and raw == original for _, raw, _, original in entries):
+        """entries: (ticket, bytes to send or None to drop, mark, bytes as received, length in the kernel)."""
+        if len(entries) > 1 and all(raw is not None and raw == original for _, raw, _, original, _ in entries):
             last = max(ticket for ticket, *_ in entries)
-            marks = {mark for _, _, mark, _ in entries}
+            marks = {mark for _, _, mark, _, _ in entries}
             older = min(self._pending, default=last + 1)
             if self._ready:
                 older = min(older, self._ready[0][0].packet_id)
@@ -435,7 +446,7 @@ class NfqueueBackend(Backend):
                 self.counters["sent"] += len(entries)
                 return netlink.verdict_batch(self.queue, last, netlink.NF_REPEAT, mark=self._released_mark(marks.pop()))
         parts = []
-        for ticket, raw, mark, original in entries:
+        for ticket, raw, mark, original, _length in entries:
             if raw is None:
                 parts.append(netlink.verdict(self.queue, ticket, netlink.NF_DROP))
                 self.counters["dropped"] += 1
@@ -479,7 +490,9 @@ class NfqueueBackend(Backend):
     def close(self) -> None:
         self._closed.set()
         if self.sock is not None:
-            self.stats()    # the kernel's counts, kept for after the close
+            # Kept for stats() after the close.
+            self.counters["enobufs"] = self.sock.enobufs
+            self.counters["verdict_errors"] = self.sock.verdict_errors
         self._final_kernel_counts = self._kernel_counts()
         if self.rules is not None:
             try:
@@ -507,6 +520,8 @@ class NfqueueBackend(Backend):
                 self.sock = None
         if self.injector is not None:
             self.injector.close()
+        if self._proc_queues is not None:
+            self._proc_queues.close()
         if self._sifter is not None and self._sifter is not threading.current_thread():
             self._sifter.join(timeout=2)
 
@@ -516,8 +531,6 @@ class NfqueueBackend(Backend):
                     "sent", "modified", "injected", "lost_messages", "sniff_lost"):
             counts.setdefault(key, 0)
         if self.sock is not None:
-            self.counters["enobufs"] = self.sock.enobufs
-            self.counters["verdict_errors"] = self.sock.verdict_errors
             counts.update(enobufs=self.sock.enobufs, verdict_errors=self.sock.verdict_errors)
         counts.update(self._kernel_counts())
         return counts
@@ -534,12 +547,12 @@ class NfqueueBackend(Backend):
             return self._final_kernel_counts
         row = None
         try:
-            with open(PROC_QUEUES) as f:
-                for line in f:
-                    fields = line.split()
-                    if fields and int(fields[0]) == self.queue:
-                        row = [int(x) for x in fields[:8]]
-        except (OSError, ValueError):
+            self._proc_queues.seek(0)
+            for line in self._proc_queues.read().splitlines():
+                fields = line.split()
+                if fields and int(fields[0]) == self.queue:
+                    row = [int(x) for x in fields[:8]]
+        except (AttributeError, OSError, ValueError):
             return {}
         if row is None:
             return {}

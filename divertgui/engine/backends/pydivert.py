@@ -218,6 +218,12 @@ class PydivertBackend(Backend):
             self.counters["dropped"] += len(self._pending)
             self._pending.clear()
         if divert is not None and divert.is_open:
+            if not IS_WINDOWS:
+                # Wakes a reader blocked in recv before the handle's memory goes.
+                try:
+                    divert.shutdown(3)
+                except OSError:
+                    pass
             divert.close()
 
     def stats(self) -> dict[str, int]:

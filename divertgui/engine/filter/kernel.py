@@ -2,8 +2,11 @@
 BPF program for the xt_bpf match (`-m bpf --bytecode`), per IP version.
 
     kernel_test(filter, version, hook=None) -> KernelTest(match, exact)
-    kernel_match_for(filter, layer) -> KernelMatch      (version -> match)
+    kernel_match_for(filter, layer) -> KernelMatch      ((version, hook) -> match)
     kernel_exactness(filter, layer) -> {4: bool, 6: bool}
+
+Direction is exact when the hook is known (INPUT: inbound, OUTPUT:
+outbound, where `loopback` becomes `-o lo`).
 
 The program is a superset of the filter: every packet the filter accepts,
 it accepts. What the kernel cannot see the way user space sees it becomes
@@ -219,9 +222,9 @@ def _approximate_test(node: Test, ctx: _Context) -> tuple[Node, bool]:
     if node.index is not None:
         return _index(node, ctx)
     if field == "length":
-        if node.op in (">", ">="):
-            return node, True
-        return guard, False
+        # Sound as a superset only: a short last segment of a long super-packet
+        # passes the kernel's test and fails the exact one.
+        return (node if node.op in (">", ">=") else guard), False
     if field in _UNKNOWN or field in ("outbound", "inbound", "loopback"):
         return guard, False
     if field in _TRANSPORT or field in ("impostor", "fragment", "ipv6.SrcAddr", "ipv6.DstAddr") \
@@ -859,31 +862,67 @@ def xt_bpf_available() -> bool:
         return False
 
 
+def _take_loopback(tree: Node) -> tuple[Node, str]:
+    """At the OUTPUT hook, top-level `loopback` tests become `-o lo` / `! -o lo`."""
+    if not isinstance(tree, (And, Test)):
+        return tree, ""
+    parts = flatten_and(tree)
+    wanted: set[int] = {0, 1}
+    kept = []
+    for part in parts:
+        if isinstance(part, Test) and part.field == "loopback" and part.index is None:
+            wanted &= {v for v in (0, 1) if _compare(part.op, v, part.value)}
+        else:
+            kept.append(part)
+    if not wanted:
+        return FALSE, ""
+    rest = _chain(And, kept) if kept else TRUE
+    if wanted == {0, 1}:
+        return (tree if len(kept) == len(parts) else rest), ""
+    return rest, "-o lo" if wanted == {1} else "! -o lo"
+
+
+def flatten_and(node: Node) -> list[Node]:
+    parts, stack = [], [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, And):
+            stack += [current.right, current.left]
+        else:
+            parts.append(current)
+    return parts
+
+
 def kernel_test(filter, version: int, hook: str | None = None, use_bpf: bool | None = None) -> KernelTest:
     """What the kernel tests of `filter` (a Filter, a tree or filter text) for one IP version.
 
     `hook` ("I", "O", "P", "F") makes direction exact when the match serves
-    one hook only. The signature NfqueueBackend(kernel_prefilter=...) takes.
+    one hook only. The callable NfqueueBackend(kernel_prefilter=...) takes.
     """
-    translation = translate(_tree(filter), version, hook)
+    tree, interface = _take_loopback(_tree(filter)) if hook == "O" else (_tree(filter), "")
+    translation = translate(tree, version, hook)
     if translation.program is None:
         if translation.tree == FALSE:
             return KernelTest(None, True)
-        return KernelTest("", translation.exact)
+        return KernelTest(interface, translation.exact)
     if not (xt_bpf_available() if use_bpf is None else use_bpf):
-        return KernelTest("", False)
-    return KernelTest(f'-m bpf --bytecode "{bytecode(translation.program)}"', translation.exact)
+        return KernelTest(interface, False)
+    match = f'-m bpf --bytecode "{bytecode(translation.program)}"'
+    return KernelTest(f"{interface} {match}" if interface else match, translation.exact)
 
 
-KernelMatch = Callable[[int], "str | None"]
+HOOKS_OF_LAYER = {Layer.NETWORK: ("I", "O"), Layer.NETWORK_FORWARD: ("F",)}
+KernelMatch = Callable[[int, str], "str | None"]
 
 
 def kernel_match_for(filter, layer: Layer = Layer.NETWORK) -> KernelMatch:
-    """The callable netfilter_rules.HandleRules.kernel_match takes: IP version -> match."""
-    tests = {version: kernel_test(filter, version) for version in (4, 6)}
-    return lambda version: tests[version].match
+    """The callable netfilter_rules.HandleRules.kernel_match takes: (IP version, hook) -> match."""
+    tests = {(version, hook): kernel_test(filter, version, hook)
+             for version in (4, 6) for hook in HOOKS_OF_LAYER[Layer(layer)] + ("P",)}
+    return lambda version, hook: tests[version, hook].match
 
 
 def kernel_exactness(filter, layer: Layer = Layer.NETWORK) -> dict[int, bool]:
-    """Per IP version: does the kernel match accept exactly the filter's packets?"""
-    return {version: kernel_test(filter, version).exact for version in (4, 6)}
+    """Per IP version: does the kernel match accept exactly the filter's packets, at every hook of the layer?"""
+    return {version: all(kernel_test(filter, version, hook).exact for hook in HOOKS_OF_LAYER[Layer(layer)])
+            for version in (4, 6)}

@@ -1,7 +1,8 @@
 """`divert conditions`: its arguments, and the program behind them.
 
 The CLI adds the subcommand with add_conditions_parser(subparsers) and calls
-args.handler(args), which is conditions_main: it returns the exit status.
+args.run(args), which is conditions_main: it returns the exit status
+(0 done, 1 runtime failure, 2 bad usage, rule or filter).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def add_conditions_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--profile", metavar="FILE", help="rules from a profile (file, saved name or preset)")
     parser.add_argument("--priority", type=int, default=0, help="handle priority (-30000..30000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the rules' randomness")
-    parser.set_defaults(handler=conditions_main)
+    parser.set_defaults(run=conditions_main)
     return parser
 
 
@@ -110,7 +111,7 @@ def conditions_main(args, out=None, err=None, stop: threading.Event | None = Non
     """Run until SIGINT/SIGTERM (or until `stop` is set), print the counters; the exit status."""
     from divertgui.engine.address import Param
     from divertgui.engine.filter import FilterError
-    from divertgui.engine.handle import Divert, DivertError
+    from divertgui.engine.handle import Divert, DivertArgumentError, DivertError
     from divertgui.engine.rules.runner import run_conditions
 
     try:
@@ -134,6 +135,9 @@ def conditions_main(args, out=None, err=None, stop: threading.Event | None = Non
             stats = run_conditions(handle, pipeline, stop)
     except FilterError as exc:
         print(f"divert conditions: bad filter: {exc.message}\n  {args.filter}\n  {' ' * exc.position}^", file=err)
+        return 2
+    except DivertArgumentError as exc:
+        print(f"divert conditions: {exc}", file=err)
         return 2
     except DivertError as exc:
         print(f"divert conditions: {exc}", file=err)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 
 from divertgui.engine.rules.base import Param, Rule
 
 _MS = 1_000_000
+RECENT = 4096
 
 
 class Lag(Rule):
@@ -31,6 +33,8 @@ class Lag(Rule):
         self._heap: list = []
         self._order = itertools.count()
         self._last_release = {True: 0, False: 0}
+        # The delays given to the latest packets, in ms: what a delay chart plots.
+        self.recent_delays_ms: collections.deque = collections.deque(maxlen=RECENT)
 
     def _delay_ns(self, outbound: bool) -> int:
         delay = self.outbound_ms if outbound else self.inbound_ms
@@ -48,6 +52,7 @@ class Lag(Rule):
         if self.keep_order:
             release = max(release, self._last_release[outbound])
             self._last_release[outbound] = release
+        self.recent_delays_ms.append((release - now_ns) / _MS)
         if release <= now_ns and not self._heap:
             out.append(packet)
             return

@@ -1,0 +1,148 @@
+#!/bin/sh
+# Install the bundle built by packaging/build.sh:
+#   <root>/opt/divertgui/                       the bundle (divertgui, divert, _internal/)
+#   <root><prefix>/bin/divertgui, divert        symlinks into /opt/divertgui
+#   <root><prefix>/share/applications/divertgui.desktop
+#   <root><prefix>/share/icons/hicolor/*/apps/divertgui.{png,svg}
+# and give the two executables the capabilities to divert packets.
+#
+#   install-linux.sh [--bundle DIR] [--prefix /usr] [--root DIR] [--no-capabilities]
+#
+# --root DIR installs into a scratch root (paths inside it are those above).
+# Everything written is listed in /opt/divertgui/install-manifest, which
+# packaging/uninstall-linux.sh follows to remove every trace.
+#
+# Capabilities, not polkit: diverting needs CAP_NET_ADMIN (netfilter rules,
+# NFQUEUE) and CAP_NET_RAW (re-injection through raw sockets) in the process
+# that talks to the kernel. polkit can only start a program as root (pkexec),
+# which here would mean the whole Qt GUI running as root: X/Wayland clients as
+# root, a large attack surface, and files saved as root. File capabilities
+# give exactly these two privileges to these two executables, for whoever
+# starts them from a double-click, and nothing else of root's.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+bundle="$repo/dist/divertgui"
+prefix=/usr
+root=""
+capabilities=yes
+CAPS="cap_net_admin,cap_net_raw+ep"
+
+usage() {
+    echo "usage: install-linux.sh [--bundle DIR] [--prefix DIR] [--root DIR] [--no-capabilities]" >&2
+    exit 2
+}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --bundle) [ $# -ge 2 ] || usage; bundle=$2; shift 2 ;;
+        --prefix) [ $# -ge 2 ] || usage; prefix=$2; shift 2 ;;
+        --root) [ $# -ge 2 ] || usage; root=$2; shift 2 ;;
+        --no-capabilities) capabilities=no; shift ;;
+        -h|--help) usage ;;
+        *) echo "install-linux.sh: unknown argument $1" >&2; usage ;;
+    esac
+done
+
+case "$prefix" in /*) ;; *) echo "install-linux.sh: --prefix must be an absolute path, not $prefix" >&2; exit 2 ;; esac
+if [ -n "$root" ]; then
+    [ -d "$root" ] || { echo "install-linux.sh: --root $root is not a directory" >&2; exit 2; }
+    root=$(cd "$root" && pwd)
+fi
+for program in divertgui divert; do
+    [ -x "$bundle/$program" ] || {
+        echo "install-linux.sh: no bundle at $bundle ($program missing): run packaging/build.sh first, or pass --bundle DIR" >&2
+        exit 1
+    }
+done
+icons="$repo/resources/icons"
+desktop="$repo/resources/divertgui.desktop"
+for f in "$icons/divertgui.svg" "$desktop"; do
+    [ -f "$f" ] || { echo "install-linux.sh: $f is missing from the source tree" >&2; exit 1; }
+done
+
+opt="$root/opt/divertgui"
+manifest="$opt/install-manifest"
+if [ -e "$opt" ]; then
+    echo "install-linux.sh: $opt exists already: run packaging/uninstall-linux.sh${root:+ --root $root} first" >&2
+    exit 1
+fi
+share="$root$prefix/share"
+bin="$root$prefix/bin"
+if [ -z "$root" ] && [ "$(id -u)" -ne 0 ]; then
+    echo "install-linux.sh: installing into /opt and $prefix needs root: run it with sudo (or use --root DIR)" >&2
+    exit 1
+fi
+
+# Directories are recorded as created only when they did not exist, so that
+# uninstalling removes them and nothing that was there before.
+created=""
+make_dir() {
+    missing=""
+    dir=$1
+    while [ ! -d "$dir" ]; do
+        missing="$dir
+$missing"
+        dir=$(dirname "$dir")
+    done
+    mkdir -p "$1"
+    created="$created$missing"
+}
+
+make_dir "$opt"
+make_dir "$bin"
+make_dir "$share/applications"
+for size in 16 24 32 48 64 128 256; do
+    make_dir "$share/icons/hicolor/${size}x${size}/apps"
+done
+make_dir "$share/icons/hicolor/scalable/apps"
+
+files=""
+record() { files="$files$1
+"; }
+
+cp -a "$bundle/." "$opt/"
+ln -s "/opt/divertgui/divertgui" "$bin/divertgui"
+record "$bin/divertgui"
+ln -s "/opt/divertgui/divert" "$bin/divert"
+record "$bin/divert"
+# The entry starts the installed program by its full path: a double-click must
+# not depend on $PATH.
+sed -e "s|^Exec=divertgui|Exec=/opt/divertgui/divertgui|" -e "s|^TryExec=divertgui|TryExec=/opt/divertgui/divertgui|" \
+    "$desktop" > "$share/applications/divertgui.desktop"
+record "$share/applications/divertgui.desktop"
+for size in 16 24 32 48 64 128 256; do
+    cp "$icons/divertgui-$size.png" "$share/icons/hicolor/${size}x${size}/apps/divertgui.png"
+    record "$share/icons/hicolor/${size}x${size}/apps/divertgui.png"
+done
+cp "$icons/divertgui.svg" "$share/icons/hicolor/scalable/apps/divertgui.svg"
+record "$share/icons/hicolor/scalable/apps/divertgui.svg"
+
+if [ "$capabilities" = yes ]; then
+    if ! command -v setcap >/dev/null 2>&1; then
+        echo "install-linux.sh: setcap not found (Debian package libcap2-bin): capture will need root" >&2
+    else
+        for program in divertgui divert; do
+            if ! setcap "$CAPS" "$opt/$program" 2>/tmp/divertgui-setcap.$$; then
+                echo "install-linux.sh: could not give $opt/$program $CAPS ($(cat /tmp/divertgui-setcap.$$));" \
+                     "the filesystem may not support extended attributes: capture will need root" >&2
+            fi
+            rm -f /tmp/divertgui-setcap.$$
+        done
+    fi
+fi
+
+# Paths are stored relative to the root, so that the tree can be moved as a whole.
+{
+    echo "# divertgui install manifest: uninstall-linux.sh removes these"
+    printf '%s' "$files" | sed -e '/^$/d' -e "s|^$root|file |"
+    echo "tree /opt/divertgui"
+    printf '%s' "$created" | sed -e '/^$/d' -e "s|^$root|dir |"
+} > "$manifest"
+
+# An icon cache that exists must learn the new icon; none is created where there was none.
+if [ -f "$share/icons/hicolor/icon-theme.cache" ] && command -v gtk-update-icon-cache >/dev/null 2>&1; then
+    gtk-update-icon-cache -q -t "$share/icons/hicolor" || true
+fi
+echo "installed divertgui in $opt"
