@@ -3,7 +3,7 @@
 # libraries) and for its tests (tshark reads the capture files we write).
 set -eu
 
-packages="python3-venv iptables nftables iproute2 tshark libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3 libglib2.0-0"
+packages="python3-venv iptables nftables iproute2 tshark libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3 libglib2.0-0 libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 libcap2-bin"
 
 missing=""
 for p in $packages; do

@@ -241,36 +241,44 @@ class Divert:
             raise DivertError("this handle was opened RECV_ONLY: it cannot send")
         if self._send_shut:
             raise HandleClosedError("sending was shut down on this handle")
-        verdicts = []
-        for packet in packets:
-            ticket = self._own_ticket(packet)
-            with self._lock:
-                finalizer = self._finalizers.pop(ticket, None) if ticket else None
-            if finalizer is not None:
-                finalizer.detach()
-                verdicts.append((ticket, packet.raw))
-                packet.ticket = 0
-            else:
-                self._backend.inject(packet.raw, packet.address)
+        verdicts, released, injected = [], [], []
+        with self._lock:
+            for packet in packets:
+                ticket = self._own_ticket(packet)
+                if ticket and ticket in self._finalizers:
+                    verdicts.append((ticket, packet.raw))
+                    released.append((ticket, packet))
+                else:
+                    injected.append(packet)
         if verdicts:
+            # Tickets are let go only once the backend took the verdicts.
             many = getattr(self._backend, "verdict_many", None)
             if many is not None:
                 many(verdicts)
             else:
                 for ticket, raw in verdicts:
                     self._backend.verdict(ticket, raw)
+            with self._lock:
+                for ticket, packet in released:
+                    finalizer = self._finalizers.pop(ticket, None)
+                    if finalizer is not None:
+                        finalizer.detach()
+                    packet.ticket = 0
+        for packet in injected:
+            self._backend.inject(packet.raw, packet.address)
 
     def drop(self, packet: Packet) -> None:
         """Drop a received packet now rather than when it is garbage-collected."""
         self._require_open()
         ticket = self._own_ticket(packet)
-        with self._lock:
-            finalizer = self._finalizers.pop(ticket, None) if ticket else None
-        if finalizer is None:
+        if not ticket or ticket not in self._finalizers:
             raise DivertError("this packet has no pending verdict on this handle")
-        finalizer.detach()
-        packet.ticket = 0
         self._backend.verdict(ticket, None)
+        with self._lock:
+            finalizer = self._finalizers.pop(ticket, None)
+        if finalizer is not None:
+            finalizer.detach()
+        packet.ticket = 0
 
     # -- parameters and counters ---------------------------------------------------
 

@@ -173,6 +173,7 @@ class CaptureStore:
         self._arenas: list[bytearray] = []
         self._arena_used = ARENA_BYTES
         self._edits: dict[int, tuple[bytes, int]] = {}   # row -> (current bytes, original length)
+        self.edit_log: list[int] = []                     # rows in the order they were edited
         self._count = 0
         self.bytes_stored = 0
         self.generation = getattr(self, "generation", -1) + 1
@@ -248,6 +249,7 @@ class CaptureStore:
         record = self._record(row)
         original_length = self._edits[row][1] if row in self._edits else int(record["length"])
         self._edits[row] = (bytes(raw), original_length)
+        self.edit_log.append(row)
         s = summarise(raw)
         flags = int(record["flags"]) & ~Flags.PLAIN
         if s.plain:
@@ -630,6 +632,7 @@ class DisplayIndex:
         self._tree = getattr(filter, "tree", None) if self._match is not None else None
         self._generation = store.generation
         self._done = 0
+        self._edits_seen = 0
         self._parts: list[np.ndarray] = []
         self._rows: np.ndarray | None = np.zeros(0, np.int64)
         self._count = 0
@@ -645,11 +648,15 @@ class DisplayIndex:
         return self._rows
 
     def update(self) -> int:
-        """Index the rows appended since the last update; returns how many of them match."""
+        """Index the rows appended since the last update; returns how many of them match.
+
+        `rows` only grows here; edits of rows already indexed wait for recheck_edits().
+        """
         store = self.store
         if store.generation != self._generation:
             self._generation = store.generation
             self._done, self._parts, self._rows, self._count = 0, [], np.zeros(0, np.int64), 0
+            self._edits_seen = 0
         start, stop = self._done, len(store)
         if stop <= start:
             return 0
@@ -663,6 +670,24 @@ class DisplayIndex:
             self._rows = None
             self._count += len(found)
         return len(found)
+
+    def recheck_edits(self) -> bool:
+        """Decide again the indexed rows edited since the last recheck; True when `rows` changed."""
+        log = self.store.edit_log
+        if self._edits_seen >= len(log) or self._match is None:
+            self._edits_seen = len(log)
+            return False
+        rows = {row for row in log[self._edits_seen:] if row < self._done}
+        self._edits_seen = len(log)
+        if not rows:
+            return False
+        store = self.store
+        now_in = np.array(sorted(r for r in rows if self._match(store.raw(r), store.address(r))), np.int64)
+        now_out = np.array(sorted(rows), np.int64)
+        updated = np.union1d(np.setdiff1d(self.rows, now_out), now_in)
+        changed = not np.array_equal(updated, self.rows)
+        self._parts, self._rows, self._count = [updated], updated, len(updated)
+        return changed
 
     def _scan(self, start: int, stop: int) -> np.ndarray:
         rows = _Rows(self.store, start, stop)

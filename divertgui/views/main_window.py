@@ -329,7 +329,9 @@ class MainWindow(QMainWindow):
 
     def on_rows(self, count: int, stats: dict) -> None:
         self.session_stats = stats
-        self.announced = count
+        # A "rows" event sent just before the store was emptied may arrive after
+        # it: never announce rows the store does not have.
+        self.announced = min(count, len(self.store))
         generation = self.store.generation
         if generation != self.generation:
             self.generation = generation

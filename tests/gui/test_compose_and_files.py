@@ -78,8 +78,7 @@ def test_save_read_by_tshark_and_reopen(qtbot, workbench, tmp_path):
     window = workbench.window
     start_demo(qtbot, workbench, rows=80)
     window.stop_capture()
-    qtbot.waitUntil(lambda: not window.running, timeout=5000)
-    qtbot.wait(100)
+    qtbot.waitUntil(lambda: not window.running and window.count == len(workbench.store), timeout=5000)
     count = window.count
     outbound = workbench.store.column("outbound", 0, count)
     saved = [workbench.store.raw(r) for r in range(count)]
@@ -101,8 +100,10 @@ def test_save_read_by_tshark_and_reopen(qtbot, workbench, tmp_path):
     assert window.save_capture(str(exported), selection) == 2
     assert len(tshark_fields(exported, "frame.number")) == 2
 
+    before = workbench.store.generation
     window.open_capture(str(path))
-    qtbot.waitUntil(lambda: window.count == count and window.table_model.rowCount() == count, timeout=10000)
+    qtbot.waitUntil(lambda: workbench.store.generation != before and window.count == count
+                    and window.table_model.rowCount() == count, timeout=10000)
     assert [workbench.store.raw(r) for r in range(count)] == saved
     reopened_outbound = workbench.store.column("outbound", 0, count)
     assert list(reopened_outbound) == list(outbound)

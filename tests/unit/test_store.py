@@ -283,6 +283,20 @@ def test_display_index_is_incremental_and_decides_plain_rows_from_columns():
     assert index.update() == 1 and index.rows.tolist() == [0]
 
 
+def test_display_index_follows_edits_of_rows_already_indexed():
+    store = CaptureStore()
+    store.append_batch([tcp4(dport=80), tcp4(dport=81), tcp4(dport=80)], [Address()] * 3, Verdict.HELD, 0)
+    index = DisplayIndex(store, "tcp.DstPort == 80")
+    index.update()
+    assert index.rows.tolist() == [0, 2]
+    store.set_edited(0, tcp4(dport=8080))
+    store.set_edited(1, tcp4(dport=80))
+    assert index.update() == 0 and index.rows.tolist() == [0, 2], "update() only appends"
+    assert index.recheck_edits()
+    assert index.rows.tolist() == [1, 2] and len(index) == 2
+    assert not index.recheck_edits()
+
+
 def test_empty_display_filter_shows_everything_and_bad_filters_raise():
     store = CaptureStore()
     store.append_batch([tcp4()] * 3, [Address()] * 3, Verdict.PASSED, 0)

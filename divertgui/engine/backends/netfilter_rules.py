@@ -350,7 +350,7 @@ def cleanup(dead_only: bool = True) -> list[InstalledChain]:
 
 # -- removal when the process ends -------------------------------------------
 
-_installed: dict[tuple[int, int], HandleRules] = {}
+_installed: dict[int, HandleRules] = {}
 _installed_lock = threading.Lock()
 _previous_handlers: dict[int, object] = {}
 _exit_hook_installed = False
@@ -358,13 +358,13 @@ _exit_hook_installed = False
 
 def _track(handle: HandleRules) -> None:
     with _installed_lock:
-        _installed[(handle.queue, handle.priority)] = handle
+        _installed[id(handle)] = handle
     _install_signal_handlers()
 
 
 def _untrack(handle: HandleRules) -> None:
     with _installed_lock:
-        _installed.pop((handle.queue, handle.priority), None)
+        _installed.pop(id(handle), None)
 
 
 def remove_all_installed() -> None:
