@@ -58,6 +58,19 @@ class _HeldPacket(Packet):
     __slots__ = ("__weakref__",)
 
 
+class _TicketRef(weakref.ref):
+    """A weak reference to a received packet that remembers the packet's ticket."""
+
+    __slots__ = ("ticket",)
+
+    def __init__(self, packet, callback, ticket: int):
+        super().__init__(packet, callback)
+        self.ticket = ticket
+
+    def __new__(cls, packet, callback, ticket: int):
+        return super().__new__(cls, packet, callback)
+
+
 def _translate(exc: Exception) -> DivertError:
     """One clear sentence from a backend failure, as the right DivertError.
 
@@ -98,9 +111,12 @@ class Divert:
         self._opened = False
         self._closed = False
         self._recv_shut = self._send_shut = False
-        self._finalizers: dict[int, weakref.finalize] = {}
+        # ticket -> weak reference to the received packet; its callback drops
+        # the packet once garbage-collected. Forgetting the reference (sent,
+        # dropped) silences the callback.
+        self._held: dict[int, _TicketRef] = {}
         # Re-entrant: a garbage collection inside a locked block may run a
-        # finalizer that drops an unsent packet, which takes the lock again.
+        # callback that drops an unsent packet, which takes the lock again.
         self._lock = threading.RLock()
         self._received = 0
 
@@ -131,10 +147,7 @@ class Divert:
             return
         self._closed = True
         with self._lock:
-            finalizers = list(self._finalizers.values())
-            self._finalizers.clear()
-        for finalizer in finalizers:
-            finalizer.detach()
+            self._held.clear()
         if self._opened:
             self._backend.close()
 
@@ -199,24 +212,28 @@ class Divert:
         if self.flags & Flag.DROP:
             raise DivertError("this handle was opened with DROP: matching packets are dropped in the "
                               "kernel and there is nothing to receive")
-        packets = []
-        for captured in self._backend.recv_batch(n, timeout):
-            if captured.ticket:
-                packet = _HeldPacket(captured.raw, captured.address)
-                packet.ticket = (self._serial << TICKET_SHIFT) | captured.ticket
-                finalizer = weakref.finalize(packet, self._drop_unsent, captured.ticket)
-                finalizer.atexit = False
-                with self._lock:
-                    self._finalizers[captured.ticket] = finalizer
+        packets, held = [], []
+        prefix = self._serial << TICKET_SHIFT
+        for raw, address, ticket in self._backend.recv_batch(n, timeout):
+            if ticket:
+                packet = _HeldPacket(raw, address, prefix | ticket)
+                held.append((ticket, _TicketRef(packet, self._on_collected, ticket)))
             else:
-                packet = Packet(captured.raw, captured.address)
+                packet = Packet(raw, address)
             packets.append(packet)
+        if held:
+            with self._lock:
+                self._held.update(held)
         self._received += len(packets)
         return packets
 
-    def _drop_unsent(self, ticket: int) -> None:
+    def _on_collected(self, ref: _TicketRef) -> None:
+        """A received packet was garbage-collected: drop it unless it was sent or dropped."""
+        ticket = ref.ticket
         with self._lock:
-            self._finalizers.pop(ticket, None)
+            if self._held.get(ticket) is not ref:
+                return
+            del self._held[ticket]
         if not self._closed:
             try:
                 self._backend.verdict(ticket, None)
@@ -245,7 +262,7 @@ class Divert:
         with self._lock:
             for packet in packets:
                 ticket = self._own_ticket(packet)
-                if ticket and ticket in self._finalizers:
+                if ticket and ticket in self._held:
                     verdicts.append((ticket, packet.raw))
                     released.append((ticket, packet))
                 else:
@@ -260,9 +277,7 @@ class Divert:
                     self._backend.verdict(ticket, raw)
             with self._lock:
                 for ticket, packet in released:
-                    finalizer = self._finalizers.pop(ticket, None)
-                    if finalizer is not None:
-                        finalizer.detach()
+                    self._held.pop(ticket, None)
                     packet.ticket = 0
         for packet in injected:
             self._backend.inject(packet.raw, packet.address)
@@ -271,13 +286,11 @@ class Divert:
         """Drop a received packet now rather than when it is garbage-collected."""
         self._require_open()
         ticket = self._own_ticket(packet)
-        if not ticket or ticket not in self._finalizers:
+        if not ticket or ticket not in self._held:
             raise DivertError("this packet has no pending verdict on this handle")
         self._backend.verdict(ticket, None)
         with self._lock:
-            finalizer = self._finalizers.pop(ticket, None)
-        if finalizer is not None:
-            finalizer.detach()
+            self._held.pop(ticket, None)
         packet.ticket = 0
 
     # -- parameters and counters ---------------------------------------------------
@@ -307,7 +320,7 @@ class Divert:
         if self._opened:
             counts.update(self._backend.stats())
         counts["received"] = self._received
-        counts["held"] = len(self._finalizers)
+        counts["held"] = len(self._held)
         return counts
 
     def __repr__(self) -> str:

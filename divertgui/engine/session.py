@@ -21,7 +21,7 @@ EMIT_INTERVAL = 1 / 30
 RECV_TIMEOUT = 0.01
 BATCH = 255
 DEMO_RATE = 1000.0
-SWITCH_INTERVAL = 0.0001
+SWITCH_INTERVAL = 0.0005
 
 _MODES = {"divert": Flag(0), "sniff": Flag.SNIFF, "drop": Flag.DROP}
 
@@ -76,6 +76,11 @@ class Session:
     def backend(self):
         """The backend of the running capture (the demo network, a replay), None when stopped or live."""
         return self._backend
+
+    @property
+    def held(self) -> dict[int, int]:
+        """Held packets: id -> store row."""
+        return {ident: held.row for ident, held in list(self._held.items())}
 
     # -- the thread-safe side -------------------------------------------------------
 
@@ -306,13 +311,18 @@ class Session:
 
     def _on_clear(self, command: dict) -> None:
         self.store.clear()
-        # Held packets stay held; they get rows in the emptied store.
+        # Held packets stay held; they get rows in the emptied store (and are
+        # announced once, with those rows).
+        self._newly_held = [h for h in self._newly_held if h["id"] not in self._held]
         for ident, held in list(self._held.items()):
             row = self.store.append(held.packet.raw, held.packet.address, Verdict.HELD,
                                     held.packet.address.timestamp + self._wall_offset)
             self._held[ident] = held._replace(row=row)
             self._newly_held.append({"id": ident, "row": row})
         self._rows_due = True
+        # The emptied store is announced before the held packets it holds again,
+        # so a view that resets on the smaller count then sees them re-held.
+        self._last_kind = "held"
 
     def _on_set_rate(self, command: dict) -> None:
         rate = float(command["rate"])

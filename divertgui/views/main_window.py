@@ -66,6 +66,9 @@ class PacketTableView(QTableView):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.auto_scroll = True
+        self.following = True
+        self._following_now = False
+        self.verticalScrollBar().valueChanged.connect(self._scrolled)
         self.setObjectName("packet_list")
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
@@ -86,13 +89,20 @@ class PacketTableView(QTableView):
         # the busy session thread to hand the lock over.
         super().paintEvent(event)
 
-    def at_bottom(self) -> bool:
-        bar = self.verticalScrollBar()
-        return bar.value() >= bar.maximum() - 1
+    def _scrolled(self, value: int) -> None:
+        # Only the user's scrolling decides: leaving the bottom stops following,
+        # coming back resumes it. New rows alone never change it.
+        if not self._following_now:
+            self.following = value >= self.verticalScrollBar().maximum() - 1
 
-    def follow_if(self, was_at_bottom: bool) -> None:
-        if self.auto_scroll and was_at_bottom:
-            self.scrollToBottom()
+    def follow(self) -> None:
+        """Shows the newest rows when auto-scroll is on and the user has not scrolled away."""
+        if self.auto_scroll and self.following:
+            self._following_now = True
+            try:
+                self.scrollToBottom()
+            finally:
+                self._following_now = False
 
 
 class MainWindow(QMainWindow):
@@ -329,13 +339,8 @@ class MainWindow(QMainWindow):
 
     def on_rows(self, count: int, stats: dict) -> None:
         self.session_stats = stats
-        # A "rows" event sent just before the store was emptied may arrive after
-        # it: never announce rows the store does not have.
-        self.announced = min(count, len(self.store))
-        generation = self.store.generation
-        if generation != self.generation:
-            self.generation = generation
-            self._reset_views()
+        self.announced = count
+        if self.store.generation != self.generation:
             self._show_rows()
         elif not self.rows_timer.isActive():
             # Showing new rows at most every LIST_INTERVAL_MS, as Wireshark does:
@@ -343,12 +348,17 @@ class MainWindow(QMainWindow):
             self.rows_timer.start()
 
     def _show_rows(self) -> None:
-        if self.announced == self.count:
+        if self.store.generation != self.generation:
+            self.generation = self.store.generation
+            self._reset_views()
+        # A "rows" event sent just before the store was emptied may arrive after
+        # it: never show rows the store does not have.
+        count = min(self.announced, len(self.store))
+        if count == self.count:
             return
-        self.count = self.announced
-        was_at_bottom = self.table.at_bottom()
-        self.table_model.refresh(self.count)
-        self.table.follow_if(was_at_bottom)
+        self.count = count
+        self.table_model.refresh(count)
+        self.table.follow()
         self._update_status()
 
     def on_held(self, event: dict) -> None:

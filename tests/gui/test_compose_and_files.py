@@ -102,7 +102,7 @@ def test_save_read_by_tshark_and_reopen(qtbot, workbench, tmp_path):
 
     before = workbench.store.generation
     window.open_capture(str(path))
-    qtbot.waitUntil(lambda: workbench.store.generation != before and window.count == count
+    qtbot.waitUntil(lambda: window.generation != before and window.count == count
                     and window.table_model.rowCount() == count, timeout=10000)
     assert [workbench.store.raw(r) for r in range(count)] == saved
     reopened_outbound = workbench.store.column("outbound", 0, count)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,7 +13,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import receive_all, udp_socket, wait_until
+from tests.integration.conftest import REPO, receive_all, udp_socket
 
 pytestmark = pytest.mark.netns
 
@@ -54,12 +55,21 @@ def our_chains(ns) -> list[str]:
 
 
 def cli(ns, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    env = dict(os.environ, PYTHONPATH=REPO)
     return subprocess.run(["ip", "netns", "exec", ns.name, sys.executable, "-m", "divertgui.cli", *args],
                           capture_output=True, text=True, timeout=60, env=env)
 
 
+def _require_tshark():
+    if shutil.which("tshark") is None:
+        reason = "tshark is not installed (Debian package tshark)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"missing prerequisite in CI: {reason}")
+        pytest.skip(reason)
+
+
 def test_netdump_prints_real_packets_and_writes_a_pcapng_tshark_reads(netns, tmp_path):
+    _require_tshark()
     capture = tmp_path / "dump.pcapng"
     process = start_cli(netns, "netdump", f"udp.DstPort == {PORT}", "-w", str(capture), "-c", "3")
     with netns.entered():

@@ -91,7 +91,10 @@ def _unprivileged(args: list[str]) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "divertgui.cli", *args]
     if os.geteuid() == 0:
         if shutil.which("setpriv") is None:
-            pytest.skip("setpriv (util-linux) is needed to drop privileges")
+            reason = "setpriv (util-linux) is needed to drop privileges"
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"missing prerequisite in CI: {reason}")
+            pytest.skip(reason)
         command = ["setpriv", "--inh-caps=-all", "--bounding-set=-net_admin,-net_raw", *command]
     return subprocess.run(command, capture_output=True, text=True, timeout=60,
                           env=dict(os.environ, PYTHONPATH=REPO))

@@ -160,6 +160,31 @@ def test_a_dropped_tcp_segment_is_retransmitted_and_the_connection_completes():
     assert backend.stats()["retransmitted"] >= 1
 
 
+@pytest.mark.parametrize("lost", ["SYN", "SYN-ACK"])
+def test_a_lost_handshake_packet_is_sent_again_and_the_connection_completes(lost):
+    backend, clock = demo("tcp", rate=100, seed=4)
+    dropped = []
+
+    def decide(c):
+        tcp = decoded(c.raw).data
+        is_ack = bool(tcp.flags & dpkt.tcp.TH_ACK)
+        if not dropped and is_ack == (lost == "SYN-ACK"):
+            dropped.append((tcp.sport, tcp.dport))
+            return None
+        return c.raw
+
+    seen = run(backend, clock, 2.0, decide)
+    flow = set(dropped[0])
+    handshake = [decoded(c.raw).data for c in seen
+                 if {decoded(c.raw).data.sport, decoded(c.raw).data.dport} == flow]
+    kinds = [t.flags & (dpkt.tcp.TH_SYN | dpkt.tcp.TH_ACK) for t in handshake]
+    wanted = dpkt.tcp.TH_SYN | (dpkt.tcp.TH_ACK if lost == "SYN-ACK" else 0)
+    assert kinds.count(wanted) >= 2, kinds
+    assert any(t.flags & dpkt.tcp.TH_FIN for t in handshake), "the connection went on to its end"
+    assert backend.stats()["retransmitted"] >= 1
+    assert backend.stats().get("tcp_gave_up", 0) == 0
+
+
 def held_ping(backend, clock):
     for _ in range(1000):
         for c in backend.recv_batch(255, 0.01):

@@ -558,8 +558,10 @@ class _TcpEnd:
                 self.rcv_nxt = (s.seq + 1) & 0xFFFFFFFF
                 self._emit(self.snd_nxt, ACK, b"", at)
                 self._deliver_app(None, at)
-            elif s.seq + 1 & 0xFFFFFFFF == self.rcv_nxt:
-                self._emit(self.snd_una, SYN | ACK, b"", at)   # our SYN-ACK was lost
+            elif s.flags & ACK:
+                self._emit(self.snd_nxt, ACK, b"", at)          # our ACK of their SYN was lost
+            elif (s.seq + 1) & 0xFFFFFFFF == self.rcv_nxt:
+                self._emit(self.snd_una, SYN | ACK, b"", at)    # our SYN-ACK was lost
             return
         if s.payload or s.flags & FIN:
             if s.seq != self.rcv_nxt:

@@ -67,7 +67,11 @@ KernelMatch = Callable[[int, str], "str | None"]
 
 
 class RuleError(RuntimeError):
-    """iptables refused a change, or is not there."""
+    """iptables refused a change, or is not there; `stderr` is what it said."""
+
+    def __init__(self, message: str, stderr: str = ""):
+        super().__init__(message)
+        self.stderr = stderr
 
 
 def level_of(priority: int) -> int:
@@ -179,8 +183,9 @@ def _run(args: list[str], stdin: str | None = None) -> str:
     except FileNotFoundError as exc:
         raise RuleError(f"{args[0]} is not installed; install Debian's iptables package") from exc
     if done.returncode != 0:
+        said = done.stderr.strip() or done.stdout.strip()
         where = f" (input:\n{stdin})" if stdin else ""
-        raise RuleError(f"{' '.join(args)} failed: {done.stderr.strip() or done.stdout.strip()}{where}")
+        raise RuleError(f"{' '.join(args)} failed: {said}{where}", said)
     return done.stdout
 
 
@@ -244,24 +249,34 @@ def _restore(version: int, lines: list[str]) -> None:
 def install(handle: HandleRules) -> None:
     require_tools()
     with _namespace_lock():
-        for version in (4, 6):
-            listing = _listing(version)
-            declared = {line[3:].strip() for line in listing if line.startswith("-N ")}
-            lines: list[str] = []
-            for hook in handle.hooks:
-                base, dispatcher = HOOKS[hook]
-                if dispatcher not in declared:
-                    lines += [f":{dispatcher} - [0:0]", f"-I {base} 1 -j {dispatcher}"]
-                chain = handle.chain(hook)
-                lines.append(f":{chain} - [0:0]")
-                lines += handle.rules(hook, version)
-                # Higher levels first; among equal levels, the older handle first.
-                order = _dispatcher_order(listing, dispatcher)
-                position = 1 + sum(1 for name in order
-                                   if (m := CHAIN_NAME.match(name)) and int(m.group(3)) >= level_of(handle.priority))
-                lines.append(f"-I {dispatcher} {position} -j {chain}")
-            _restore(version, lines)
+        try:
+            _install_locked(handle)
+        except Exception:
+            # Half a handle (IPv4 but not IPv6, say) is taken out again.
+            with contextlib.suppress(Exception):
+                remove(handle)
+            raise
     _track(handle)
+
+
+def _install_locked(handle: HandleRules) -> None:
+    for version in (4, 6):
+        listing = _listing(version)
+        declared = {line[3:].strip() for line in listing if line.startswith("-N ")}
+        lines: list[str] = []
+        for hook in handle.hooks:
+            base, dispatcher = HOOKS[hook]
+            if dispatcher not in declared:
+                lines += [f":{dispatcher} - [0:0]", f"-I {base} 1 -j {dispatcher}"]
+            chain = handle.chain(hook)
+            lines.append(f":{chain} - [0:0]")
+            lines += handle.rules(hook, version)
+            # Higher levels first; among equal levels, the older handle first.
+            order = _dispatcher_order(listing, dispatcher)
+            position = 1 + sum(1 for name in order
+                               if (m := CHAIN_NAME.match(name)) and int(m.group(3)) >= level_of(handle.priority))
+            lines.append(f"-I {dispatcher} {position} -j {chain}")
+        _restore(version, lines)
 
 
 def _remove_chains(version: int, listing: list[str], names: set[str]) -> None:

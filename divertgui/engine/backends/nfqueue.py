@@ -33,6 +33,8 @@ NF_REPEAT = 4
 QUEUE_NUMBER_BASE = 0x4000
 QUEUE_NUMBER_SPAN = 0x3000
 OUTBOUND_HOOKS = (netlink.NF_INET_LOCAL_OUT, netlink.NF_INET_POST_ROUTING)
+NF_HOOKS = {"P": netlink.NF_INET_PRE_ROUTING, "I": netlink.NF_INET_LOCAL_IN,
+            "O": netlink.NF_INET_LOCAL_OUT, "F": netlink.NF_INET_FORWARD}
 # thread-self: a thread may have entered another network namespace than the process.
 PROC_QUEUES = "/proc/thread-self/net/netfilter/nfnetlink_queue"
 RULE_HITS_PERIOD = 0.5
@@ -77,6 +79,7 @@ class NfqueueBackend(Backend):
         self.counters = collections.Counter()
         self._ready: collections.deque = collections.deque()     # (NetfilterPacket, Address) passed the filter
         self._readers = 0
+        self._sniffing = False
         self._pending: dict[int, tuple] = {}   # ticket -> (mark, bytes as received, length in the kernel)
         self._next_id = 0
         self._next_log_seq = 0
@@ -89,6 +92,7 @@ class NfqueueBackend(Backend):
         self._rule_hits_at = -RULE_HITS_PERIOD
         self._final_kernel_counts: dict[str, int] = {}
         self._proc_queues = None
+        self._exact_at: set[tuple[int, int]] = set()   # (IP version, NF hook) the kernel tests exactly
 
     # -- opening -------------------------------------------------------------
 
@@ -105,6 +109,7 @@ class NfqueueBackend(Backend):
         except OSError:
             pass
         self.mode = "drop" if flags & Flag.DROP else "sniff" if flags & Flag.SNIFF else "divert"
+        self._sniffing = self.mode == "sniff"
         netfilter_rules.cleanup(dead_only=True)
         if flags & Flag.SEND_ONLY:
             return
@@ -118,6 +123,7 @@ class NfqueueBackend(Backend):
                      for version in (4, 6) for hook in hooks}
             exact = all(test.exact for test in tests.values())
             kernel_match = lambda version, hook: tests[version, hook].match  # noqa: E731
+            self._exact_at = {(version, NF_HOOKS[hook]) for (version, hook), test in tests.items() if test.exact}
         # A DROP handle whose filter the kernel cannot test exactly has its
         # packets queued and dropped here, the rest released at once.
         self.action = "divert" if self.mode == "drop" and not exact else self.mode
@@ -138,7 +144,8 @@ class NfqueueBackend(Backend):
             self.rules = None
             self.close()
             target = {"divert": "NFQUEUE", "sniff": "NFLOG", "drop": "DROP"}[self.action]
-            if isinstance(exc, netfilter_rules.RuleError) and (target in str(exc) or "by that name" in str(exc)):
+            said = getattr(exc, "stderr", "")
+            if target in said and ("load target" in said or "kernel module" in said or "not supported" in said):
                 modules = ([f"xt_{target}"] if target != "DROP" else []) + ["iptable_mangle", "ip6table_mangle"]
                 raise PrerequisiteError(
                     f"the kernel lacks the iptables {target} target or the mangle table: load them with "
@@ -227,11 +234,14 @@ class NfqueueBackend(Backend):
         drops: list[int] = []
         for packet in self.sock.read_messages(parse, limit):
             if packet.packet_id:
-                self._note_id(packet.packet_id)
+                if packet.packet_id != self._next_id:
+                    self._note_id_gap(packet.packet_id)
+                self._next_id = packet.packet_id + 1
             elif packet.log_seq >= 0:
                 self._note_log_seq(packet.log_seq)
             address = self._address(packet, now)
-            if not self.match_all and not self._matches(packet.payload, address):
+            if (not self.match_all and (6 if address.ipv6 else 4, packet.hook) not in self._exact_at
+                    and not self._matches(packet.payload, address)):
                 self.counters["rejected"] += 1
                 if packet.packet_id:
                     releases.append((packet.packet_id, packet.mark))
@@ -247,13 +257,12 @@ class NfqueueBackend(Backend):
         if releases:
             self._release(releases)
 
-    def _note_id(self, packet_id: int) -> None:
+    def _note_id_gap(self, packet_id: int) -> None:
         # Queue ids go up by one per queued packet. A gap is a message the
         # kernel could not deliver (our socket buffer was full): the kernel
         # already dropped that packet (counted by it as user_dropped) or, in
         # fail-open mode, let it through, which only we can count.
         expected = self._next_id
-        self._next_id = packet_id + 1
         if expected and packet_id > expected:
             lost = packet_id - expected
             self.counters["lost_messages"] += lost
@@ -303,15 +312,19 @@ class NfqueueBackend(Backend):
     def _take(self, max_count: int) -> list[Captured]:
         captured: list[Captured] = []
         self._expire_old()
-        while self._ready and len(captured) < max_count:
-            packet, address = self._ready.popleft()
-            if self.mode == "sniff":
-                self.counters["sniffed"] += 1
+        ready, pending = self._ready, self._pending
+        count = min(max_count, len(ready))
+        if self.mode == "sniff":
+            for _ in range(count):
+                packet, address = ready.popleft()
                 captured.append(Captured(packet.payload, address, 0))
-            else:
-                self.counters["diverted"] += 1
-                self._pending[packet.packet_id] = (packet.mark, packet.payload, packet.cap_len)
+            self.counters["sniffed"] += count
+        else:
+            for _ in range(count):
+                packet, address = ready.popleft()
+                pending[packet.packet_id] = (packet.mark, packet.payload, packet.cap_len)
                 captured.append(Captured(packet.payload, address, packet.packet_id))
+            self.counters["diverted"] += count
         return captured
 
     def _expire_old(self) -> None:
@@ -340,14 +353,15 @@ class NfqueueBackend(Backend):
         else:
             outbound = packet.hook in OUTBOUND_HOOKS
             if_idx = packet.outdev if outbound else packet.indev
+        payload = packet.payload
         return Address(
             outbound=outbound,
             loopback=outbound and if_idx == self._lo_index,
             impostor=bool(packet.mark & INJECTED_MARK),
-            ipv6=packet.hw_protocol == 0x86DD or (bool(packet.payload) and packet.payload[0] >> 4 == 6),
+            ipv6=bool(payload) and payload[0] >> 4 == 6,
             if_idx=if_idx,
             timestamp=arrival_ns,
-            sniffed=self.mode == "sniff",
+            sniffed=self._sniffing,
             layer=self.layer,
         )
 
@@ -458,9 +472,6 @@ class NfqueueBackend(Backend):
             if payload is not None:
                 self.counters["modified"] += 1
         return b"".join(parts)
-
-    def pending(self, ticket: int) -> bool:
-        return ticket in self._pending
 
     def inject(self, raw: bytes, address: Address) -> None:
         if not self._send_open:

@@ -17,10 +17,14 @@ it accepts. What the kernel cannot see the way user space sees it becomes
 - NFQUEUE hands user space GSO/GRO super-packets cut into segments, so the
   fields that differ between a super-packet and its segments (lengths, IP
   id and checksum, TCP sequence, FIN/PSH/URG, window, checksums, payload
-  bytes) are unknown; `length >` and `length >=` stay, since a super-packet
-  is never shorter than its segments;
-- IPv6 extension headers: a packet whose next header is one is accepted
-  whole when the filter reads transport fields.
+  bytes) are unknown; `length >` and `length >=` stay, as supersets only,
+  since a super-packet is never shorter than its segments;
+- IPv6 extension headers: one hop-by-hop header is walked; a packet with
+  other or more extension headers is accepted whole when the filter reads
+  transport fields.
+
+`exact` speaks of packets as a netfilter hook holds them: parsable, with an
+IP length equal to the bytes present (the kernel trims or drops others).
 
 xt_bpf takes at most 64 instructions: a longer program is cut by replacing
 its deepest subtrees with "unknown" until it fits.
