@@ -8,14 +8,15 @@ Commands (GUI -> Session)
     start         {"source": "demo"|"live"|"replay", "filter": str, "mode": "divert"|"sniff"|"drop",
                    "priority": int, "layer": "NETWORK"|"NETWORK_FORWARD",
                    "path": str (replay), "speed": float (replay; 0 = as fast as possible),
-                   "rate": float (demo, packets per second)}
+                   "rate": float (demo, packets per second), "seed": int (demo)}
     stop          {}
     pause         {"paused": bool}      stop appending to the store; packets still flow
     clear         {}                    empty the store
     set_rate      {"rate": float}       demo source rate
     set_intercept {"filter": str}       "" or "false" holds nothing
     set_hold_timeout {"seconds": float, "action": "forward"|"drop"}   0 = never
-    forward       {"ids": [int], "data": {id: hex}}   data: edited bytes of some of the ids
+    forward       {"ids": [int], "data": {id: hex}, "fix": bool}   data: edited bytes of some
+                  of the ids; fix: recompute their lengths and checksums first (default False)
     forward_unmodified {"ids": [int]}
     drop          {"ids": [int]}
     forward_all   {}
@@ -28,7 +29,7 @@ Events (Session -> GUI), at most ~30 per second in all
     state         {"running": bool, "paused": bool, "source": str, "reason": str}
     rows          {"count": int, "stats": {...}}   the store now has `count` rows
     held          {"held": [{"id": int, "row": int}], "released": [int]}
-    error         {"message": str, "where": str}
+    error         {"message": str, "where": str, "position": int (filter errors)}
 """
 
 from __future__ import annotations

@@ -20,9 +20,19 @@ class InterceptQueueModel(QAbstractTableModel):
 
     def apply_event(self, event: dict) -> None:
         # An event may hold and release the same packet: add first, then remove.
-        known = {item[0] for item in self.items}
-        held = [(int(h["id"]), int(h["row"]), time.monotonic()) for h in event.get("held", ())
-                if int(h["id"]) not in known]
+        # A packet already listed is announced again with its new row after the
+        # store was emptied.
+        known = {item[0]: position for position, item in enumerate(self.items)}
+        held = []
+        for announced in event.get("held", ()):
+            hold_id, row = int(announced["id"]), int(announced["row"])
+            if hold_id in known:
+                position = known[hold_id]
+                self.items[position] = (hold_id, row, self.items[position][2])
+                self.text.forget(row)
+                self.dataChanged.emit(self.index(position, 0), self.index(position, len(COLUMNS) - 1))
+            else:
+                held.append((hold_id, row, time.monotonic()))
         if held:
             self.beginInsertRows(QModelIndex(), len(self.items), len(self.items) + len(held) - 1)
             self.items.extend(held)
@@ -40,6 +50,10 @@ class InterceptQueueModel(QAbstractTableModel):
         self.items = []
         self.text.clear()
         self.endResetModel()
+
+    def store_emptied(self) -> None:
+        """The rows changed under the held packets; the session announces their new rows."""
+        self.text.clear()
 
     def hold_id(self, row: int) -> int:
         return self.items[row][0]

@@ -383,7 +383,7 @@ class MainWindow(QMainWindow):
         self.count = 0
         self.table_model.reset_to(0)
         self.stats.clear()
-        self.queue_model.clear()
+        self.queue_model.store_emptied()
         self.details.clear()
 
     # capture control ---------------------------------------------------------------

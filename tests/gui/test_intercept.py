@@ -125,3 +125,24 @@ def test_bad_intercept_filter_is_refused_in_place(qtbot, workbench):
     panel.filter.applied.connect(sent.append)
     panel.filter.submit()
     assert sent == []
+
+
+def test_held_packets_survive_clear_and_can_still_be_forwarded(qtbot, workbench):
+    window = workbench.window
+    start_demo(qtbot, workbench)
+    panel = hold(qtbot, workbench, "udp")
+    hold_id = panel.current_id
+    raw = workbench.store.raw(window.queue_model.store_row(window.queue_model.row_of(hold_id)))
+    before = window.generation
+    window.clear_action.trigger()
+    qtbot.waitUntil(lambda: window.generation != before, timeout=5000)
+
+    def listed_with_its_new_row():
+        position = window.queue_model.row_of(hold_id)
+        row = window.queue_model.store_row(position) if position is not None else len(workbench.store)
+        return row < len(workbench.store) and workbench.store.raw(row) == raw
+
+    qtbot.waitUntil(listed_with_its_new_row, timeout=5000)
+    assert panel.current_id == hold_id
+    panel.forward_unmodified()
+    qtbot.waitUntil(lambda: window.queue_model.row_of(hold_id) is None, timeout=5000)
