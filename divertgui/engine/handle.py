@@ -194,6 +194,8 @@ class Divert:
         """The next packet; TimeoutError when `timeout` seconds pass first."""
         batch = self.recv_batch(1, timeout)
         if not batch:
+            if self._closed:
+                raise HandleClosedError("the handle was closed while waiting for a packet")
             if self._recv_shut:
                 raise HandleClosedError("receiving was shut down and no queued packet is left")
             raise TimeoutError(f"no packet matching {self.filter_text!r} within {timeout} s")

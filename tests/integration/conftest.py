@@ -227,6 +227,22 @@ def receive_all(sock: socket.socket, seconds: float) -> list[bytes]:
             return got
 
 
+def receive_expected(sock: socket.socket, count: int, seconds: float = 5.0, quiet: float = 0.1) -> list[bytes]:
+    """Waits (at most `seconds`) for `count` datagrams, then `quiet` more seconds for any extra one.
+
+    The result is compared by the caller, so a missing or an extra datagram fails the test.
+    """
+    got = []
+    end = time.monotonic() + seconds
+    while len(got) < count and (left := end - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            got.append(sock.recv(65535))
+        except socket.timeout:
+            break
+    return got + receive_all(sock, quiet)
+
+
 def transport_ports(raw: bytes) -> tuple[int, int, int]:
     """(protocol, source port, destination port) of a raw IPv4/IPv6 packet without extension headers."""
     if raw[0] >> 4 == 4:

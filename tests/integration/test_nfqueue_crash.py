@@ -9,7 +9,7 @@ import pytest
 
 from divertgui.engine.backends import netfilter_rules
 from divertgui.engine.handle import Divert
-from tests.integration.conftest import receive_all, udp_socket
+from tests.integration.conftest import receive_all, receive_expected, udp_socket
 
 pytestmark = pytest.mark.netns
 
@@ -49,7 +49,7 @@ def test_kill_9_keeps_traffic_flowing_and_cleanup_removes_the_leftovers(netns):
         process.wait(timeout=10)
         assert holder_pid in _pids_with_chains()        # left behind by the dead process
         client.sendto(b"after the crash", ("127.0.0.1", PORT))
-        assert receive_all(server, 0.3) == [b"after the crash"]
+        assert receive_expected(server, 1) == [b"after the crash"]
         removed = netfilter_rules.cleanup()
         assert {chain.pid for chain in removed} == {holder_pid}
         assert netfilter_rules.list_handles() == []

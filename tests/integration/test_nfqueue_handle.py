@@ -5,7 +5,7 @@ import pytest
 from divertgui.engine.address import Flag, Param
 from divertgui.engine.handle import Divert, DivertArgumentError, DivertError, HandleClosedError
 from divertgui.engine.packet import Packet
-from tests.integration.conftest import receive_all, udp_socket
+from tests.integration.conftest import receive_all, receive_expected, udp_socket
 
 PORT = 40071
 
@@ -51,11 +51,11 @@ def test_shutdown_recv_keeps_what_was_queued_and_diverts_nothing_new(netns):
             assert receive_all(server, 0.2) == []
             handle.shutdown("recv")
             client.sendto(b"after shutdown", ("127.0.0.1", PORT))
-            assert receive_all(server, 0.3) == [b"after shutdown"]
+            assert receive_expected(server, 1) == [b"after shutdown"]
             queued = handle.recv(timeout=1)
             assert queued.payload == b"queued"
             handle.send(queued)
-            assert receive_all(server, 0.3) == [b"queued"]
+            assert receive_expected(server, 1) == [b"queued"]
             with pytest.raises(HandleClosedError, match="shut down"):
                 handle.recv(timeout=0.2)
             handle.shutdown("send")
@@ -71,10 +71,10 @@ def test_send_only_injects_and_cannot_receive(netns):
             udp_socket("127.0.0.1").sendto(b"template", ("127.0.0.1", PORT))
             template = catcher.recv(timeout=1)
             catcher.send(template)
-        assert receive_all(server, 0.2) == [b"template"]
+        assert receive_expected(server, 1) == [b"template"]
         with Divert("false", flags=Flag.SEND_ONLY) as sender:
             sender.send(Packet(template.raw, template.address))
             with pytest.raises(DivertError, match="SEND_ONLY"):
                 sender.recv(timeout=0.1)
             assert sender.stats()["injected"] == 1
-        assert receive_all(server, 0.3) == [b"template"]
+        assert receive_expected(server, 1) == [b"template"]

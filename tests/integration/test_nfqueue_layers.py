@@ -4,7 +4,7 @@ import pytest
 
 from divertgui.engine.address import Flag, Layer
 from divertgui.engine.handle import Divert
-from tests.integration.conftest import Passthru, receive_all, udp_socket
+from tests.integration.conftest import Passthru, receive_expected, udp_socket
 
 pytestmark = pytest.mark.netns
 
@@ -23,7 +23,7 @@ def test_forwarded_packets_are_diverted_at_the_forward_layer(routed, version):
             client = udp_socket(a_addr)
             for i in range(3):
                 client.sendto(b"routed %d" % i, (b_addr, PORT))
-        got = receive_all(server, 0.4)
+        got = receive_expected(server, 3)
         passthru.stop()
     assert sorted(got) == [b"routed %d" % i for i in range(3)]
     assert len(passthru.records) == 3
@@ -42,7 +42,7 @@ def test_inbound_fragments_only_with_the_flag(veth, fragments):
                 Passthru(handle) as passthru:
             with veth.a.entered():
                 udp_socket(veth.a_v4).sendto(big, (veth.b_v4, PORT))
-            got = receive_all(server, 0.4)
+            got = receive_expected(server, 1)
             passthru.stop()
     assert got == [big]
     sizes = sorted(len(raw) for raw, _ in passthru.records)

@@ -5,7 +5,7 @@ import pytest
 
 from divertgui.engine.handle import Divert
 from divertgui.engine.packet import Packet
-from tests.integration.conftest import Passthru, receive_all, udp_socket
+from tests.integration.conftest import Passthru, receive_expected, udp_socket
 
 pytestmark = pytest.mark.netns
 
@@ -34,7 +34,7 @@ def test_higher_priority_first_then_lower_once_each(netns):
             client = udp_socket("127.0.0.1")
             for i in range(3):
                 client.sendto(b"packet %d" % i, ("127.0.0.1", PORT))
-            got = receive_all(server, 0.4)
+            got = receive_expected(server, 3)
             low_side.stop()
             high_side.stop()
     assert not low_side.errors and not high_side.errors
@@ -56,7 +56,7 @@ def test_same_priority_diverts_a_packet_once(netns):
             client = udp_socket("127.0.0.1")
             for i in range(4):
                 client.sendto(b"once %d" % i, ("127.0.0.1", PORT))
-            got = receive_all(server, 0.4)
+            got = receive_expected(server, 4)
             one.stop()
             two.stop()
     assert sorted(got) == [b"once %d" % i for i in range(4)]
@@ -78,7 +78,7 @@ def test_injected_packets_skip_same_and_higher_priorities_and_are_impostors_belo
             duplicate.raw = _with_checksums(duplicate.raw)
             middle.send(packet)           # verdict: goes on to `low`
             middle.send(duplicate)        # no pending verdict: injected
-            got = receive_all(server, 0.4)
+            got = receive_expected(server, 2)
             high_side.stop()
             low_side.stop()
             stats = middle.stats()

@@ -9,7 +9,9 @@ next and this one never again. Packets the reader has not taken within
 QUEUE_TIME are dropped and counted as expired.
 
 Sniff mode never holds a packet: NFLOG copies it and the original goes on.
-Drop mode is a DROP rule: nothing crosses to user space.
+Drop mode is a DROP rule when the kernel tests the filter exactly (nothing
+crosses to user space); otherwise packets are queued and dropped here.
+See driver/README.md for the whole design.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from divertgui.engine.backends.base import Backend, Captured
 from divertgui.engine.backends.inject import RawInjector
 from divertgui.engine.backends.netfilter_rules import HandleRules, INJECTED_MARK, LEVEL_MASK, level_mark
 
-NF_REPEAT = 4
 QUEUE_NUMBER_BASE = 0x4000
 QUEUE_NUMBER_SPAN = 0x3000
 OUTBOUND_HOOKS = (netlink.NF_INET_LOCAL_OUT, netlink.NF_INET_POST_ROUTING)
@@ -304,10 +305,25 @@ class NfqueueBackend(Backend):
                 if remaining is not None and remaining <= 0:
                     return []
                 # Bounded waits so that shutdown() and close() are noticed.
-                self.sock.wait(0.2 if remaining is None else min(remaining, 0.2))
+                if not self._wait(0.2 if remaining is None else min(remaining, 0.2)):
+                    return []
         finally:
             with self._lock:
                 self._readers -= 1
+
+    def _wait(self, seconds: float) -> bool:
+        """Wait for the socket to become readable; False once the backend is closed."""
+        sock = self.sock
+        if sock is None:
+            return False
+        try:
+            sock.wait(seconds)
+        except (OSError, ValueError):
+            # close() on another thread took the socket away.
+            if self._closed.is_set():
+                return False
+            raise
+        return True
 
     def _take(self, max_count: int) -> list[Captured]:
         captured: list[Captured] = []
@@ -372,8 +388,8 @@ class NfqueueBackend(Backend):
         while not self._closed.is_set():
             if self._readers:
                 self._closed.wait(period)
-            else:
-                self.sock.wait(period)
+            elif not self._wait(period):
+                return
             if self._closed.is_set() or not self._lock.acquire(blocking=False):
                 continue
             try:
