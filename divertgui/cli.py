@@ -3,6 +3,7 @@
     divert netdump FILTER [-w FILE.pcapng] [-c N] [-v]   sniff and print packets
     divert netfilter FILTER                              block: TCP RST, UDP ICMP unreachable, drop the rest
     divert passthru FILTER [--batch N] [--threads N]     divert and re-inject everything
+    divert conditions FILTER [--lag MS] [--drop PCT] ... network conditions (Clumsy's modules) until stopped
     divert check FILTER                                  print the canonical form of a filter
     divert list | cleanup [--all]                        our handles and rules in this network namespace
     divert doctor                                        what works on this machine, what is missing
@@ -393,6 +394,39 @@ def cmd_passthru(args) -> int:
     return EXIT_OK
 
 
+# -- conditions ---------------------------------------------------------------------------
+
+def cmd_conditions(args) -> int:
+    """Lag, loss and the other rules on the packets FILTER selects; the counters on SIGINT/SIGTERM."""
+    from divertgui.engine.address import Param
+    from divertgui.engine.rules import Pipeline, RuleError, rules_from_dicts
+    from divertgui.engine.rules.cli_args import format_stats, rules_from_args
+    from divertgui.engine.rules.runner import run_conditions
+    try:
+        pipeline = Pipeline(rules_from_dicts(rules_from_args(args)), seed=args.seed)
+    except RuleError as exc:
+        _error(f"conditions: {exc}")
+        return EXIT_USAGE
+    if not pipeline.rules:
+        _error("conditions: no condition given (use --lag, --drop, ... or --profile)")
+        return EXIT_USAGE
+    stop = _Stop()
+    stop.install()
+    handle = _open_handle(args, Flag(0))
+    # Lagged and throttled packets wait in the kernel queue: give them room.
+    handle.set_param(Param.QUEUE_LENGTH, 16384)
+    with handle:
+        names = ", ".join(rule.name for rule in pipeline.rules)
+        _say(f"divert: applying {names} to {args.filter!r} (priority {args.priority}); Ctrl+C to stop",
+             sys.stderr)
+        stats = run_conditions(handle, pipeline, stop.event)
+    _say(format_stats(stats))
+    if stats.get("first_send_error"):
+        _error(f"{stats['send_errors']} packets made by the rules could not be injected: "
+               f"{stats['first_send_error']}")
+    return EXIT_OK
+
+
 # -- check, list, cleanup ---------------------------------------------------------------
 
 def cmd_check(args) -> int:
@@ -612,6 +646,13 @@ def build_parser() -> argparse.ArgumentParser:
     passthru.add_argument("--duration", type=_positive_seconds, metavar="SECONDS",
                           help="stop after this long (default: until SIGINT/SIGTERM)")
     passthru.set_defaults(run=cmd_passthru)
+
+    from divertgui.engine.rules.cli_args import add_conditions_parser
+    conditions = add_conditions_parser(commands)
+    conditions.add_argument("--layer", choices=sorted(LAYERS), default="network",
+                            help="network: packets to/from this machine; forward: routed through it")
+    # The CLI's own runner: the kernel prefilter, the privilege check and its error sentences.
+    conditions.set_defaults(run=cmd_conditions)
 
     check = commands.add_parser("check", help="print a filter's canonical form, or where it is wrong")
     check.add_argument("filter", metavar="FILTER")

@@ -22,14 +22,29 @@ Commands (GUI -> Session)
     forward_all   {}
     drop_all      {}
     inject        {"data": hex, "outbound": bool, "if_idx": int}
-    set_rules     {"rules": [rule dict]}   network-condition and rewrite rules
+    set_rules     {"rules": [rule dict], "seed": int, "version": int}   network-condition and
+                  rewrite rules (divertgui.engine.rules); replaces the rules at once, after
+                  sending on what the old rules held; a bad rule leaves the old ones in place
     shutdown      {}                    stop and end the session loop
 
 Events (Session -> GUI), at most ~30 per second in all
     state         {"running": bool, "paused": bool, "source": str, "reason": str}
-    rows          {"count": int, "stats": {...}}   the store now has `count` rows
+    rows          {"count": int, "generation": int, "stats": {...}, "delays_ms": [float]}
+                  the store (emptied `generation` times) now has `count` rows; stats has
+                  "rules" (one dict of counters per rule, in order), "rules_total" and
+                  "rules_version" (the version of the set_rules they count);
+                  delays_ms: the delays lag rules gave since the previous rows event
     held          {"held": [{"id": int, "row": int}], "released": [int]}
     error         {"message": str, "where": str, "position": int (filter errors)}
+                  where "rules": a rule could not be built; the message names the rule
+
+Order of work on a diverted packet: the rules first, then the intercept
+filter. A packet a rule delays meets the intercept filter when its delay is
+over, so the list and the held queue show packets as the rules let them go
+(dropped ones are counted by their rule, copies appear as injected), and the
+user's hold time never counts towards a lag. Sniffed copies skip the rules.
+On stop, and when the rules are replaced, every packet the rules hold goes on
+at once.
 """
 
 from __future__ import annotations

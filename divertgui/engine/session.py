@@ -8,6 +8,7 @@ another process. Events are coalesced: at most one per EMIT_INTERVAL.
 
 from __future__ import annotations
 
+import itertools
 import queue
 import sys
 import time
@@ -15,6 +16,8 @@ from typing import Callable, NamedTuple
 
 from divertgui.engine.address import Address, Flag, Layer
 from divertgui.engine.protocol import event
+from divertgui.engine.rules import Lag, Pipeline, RuleError
+from divertgui.engine.rules.runner import send_out
 from divertgui.engine.store import CaptureStore, Verdict
 
 EMIT_INTERVAL = 1 / 30
@@ -22,6 +25,7 @@ RECV_TIMEOUT = 0.01
 BATCH = 255
 DEMO_RATE = 1000.0
 SWITCH_INTERVAL = 0.0005
+DELAYS_PER_EVENT = 512      # lag delays sent to the charts per "rows" event, the newest
 
 _MODES = {"divert": Flag(0), "sniff": Flag.SNIFF, "drop": Flag.DROP}
 
@@ -46,6 +50,10 @@ class Session:
         self.emit = emit
         self.store = store if store is not None else CaptureStore()
         self.rules: list[dict] = []
+        self.pipeline = Pipeline()
+        self._rules_version = 0
+        self._delays_seen: dict[int, int] = {}      # id(lag rule) -> its delays already sent
+        self._send_errors = 0
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._handle = None
         self._backend = None
@@ -146,34 +154,53 @@ class Session:
     # -- moving packets -----------------------------------------------------------------
 
     def _pump(self) -> None:
+        timeout = RECV_TIMEOUT
+        deadline = self.pipeline.next_deadline()
+        if deadline is not None:
+            # Wake for the next held packet rather than a poll later: that is the lag's precision.
+            timeout = min(timeout, max(0.0, (deadline - time.monotonic_ns()) / 1e9))
         try:
-            packets = self._handle.recv_batch(BATCH, RECV_TIMEOUT)
+            packets = self._handle.recv_batch(BATCH, timeout)
         except Exception as exc:   # a source failing must end that capture, not the session
             self._error(f"{self._source} capture stopped: {exc}", self._source)
             self._close_source(f"{self._source} capture stopped: {exc}")
             return
-        if not packets:
-            if getattr(self._backend, "finished", False) and not self._held:
-                self._close_source("the capture file has been replayed to its end")
-            return
         try:
-            self._process(self.apply_rules(packets))
+            out = self.apply_rules(packets)
+            if out:
+                self._process(out)
         except Exception as exc:   # one bad batch must not end the session
             self._error(f"a batch of {len(packets)} packets failed: {exc}", "session")
+            return
+        if (not packets and not out and getattr(self._backend, "finished", False) and not self._held
+                and not self.pipeline.held()):
+            self._close_source("the capture file has been replayed to its end")
 
     def apply_rules(self, packets: list) -> list:
         """The rules pipeline between the source and the intercept filter.
 
-        Network-condition and rewrite rules plug in here; each takes the
-        batch and returns the packets that go on (delayed, duplicated and
-        dropped ones are its own business). With no rules the batch passes.
+        Returns the held packets now due, then what goes on of `packets`;
+        dropped and held ones stay with the rules, which count them. Called
+        with no packets too, so that due packets leave on time. Sniffed
+        copies pass untouched: delaying a copy changes nothing on the wire.
         """
-        return packets
+        if self._mode == "sniff" or not self.pipeline.rules:
+            return packets
+        now = time.monotonic_ns()
+        out = self.pipeline.due(now)
+        if packets:
+            out.extend(self.pipeline.process(packets, now))
+            self._rows_due = True
+        elif out:
+            self._rows_due = True
+        return out
 
     def _process(self, packets: list) -> None:
         sniffing = self._mode == "sniff"
         intercept = None if sniffing or self._paused else self._intercept
         release, verdicts, hold = [], [], []
+        # Copies and RSTs the rules created have no pending verdict: the list shows them injected.
+        created = [] if sniffing or not self.pipeline.rules else [i for i, p in enumerate(packets) if not getattr(p, "ticket", 0)]
         for packet in packets:
             if sniffing:
                 verdicts.append(Verdict.SNIFFED)
@@ -184,9 +211,12 @@ class Session:
                 verdicts.append(Verdict.PASSED)
                 release.append(packet)
         if release:
-            self._handle.send_batch(release)
+            self._send(release)
         if self._paused:
             return
+        for index in created:
+            if verdicts[index] == Verdict.PASSED:
+                verdicts[index] = Verdict.INJECTED
         rows = self.store.append_batch([p.raw for p in packets], [p.address for p in packets], verdicts,
                                        [p.address.timestamp + self._wall_offset for p in packets])
         if hold:
@@ -195,6 +225,13 @@ class Session:
                 if verdicts[row - rows.start] == Verdict.HELD:
                     self._hold(packet, row, now)
         self._rows_due = True
+
+    def _send(self, packets: list) -> None:
+        errors: list[str] = []
+        send_out(self._handle, packets, errors)
+        if errors:
+            self._send_errors += len(errors)
+            self._error(f"{len(errors)} packet(s) made by the rules could not be injected: {errors[0]}", "rules")
 
     def _hold(self, packet, row: int, since: float) -> None:
         ident = self._next_id
@@ -207,7 +244,8 @@ class Session:
         if held is None:
             raise SessionError(f"no held packet has id {ident} (already released or expired)", "held")
         if drop:
-            self._handle.drop(held.packet)
+            if getattr(held.packet, "ticket", 0):
+                self._handle.drop(held.packet)
             self.store.set_verdict(held.row, Verdict.DROPPED)
             self._counts["user_dropped"] += 1
         else:
@@ -291,6 +329,7 @@ class Session:
     def _close_source(self, reason: str) -> None:
         if self._handle is None:
             return
+        self._release_rules()
         # Held packets continue unmodified rather than vanish with the handle.
         for ident in list(self._held):
             try:
@@ -395,10 +434,26 @@ class Session:
             self._rows_due = True
 
     def _on_set_rules(self, command: dict) -> None:
-        rules = command.get("rules", [])
-        if not isinstance(rules, list):
-            raise SessionError("rules must be a list", "rules")
-        self.rules = rules
+        try:
+            pipeline = Pipeline.from_dicts(command.get("rules", []), int(command.get("seed", 0)))
+        except RuleError as exc:
+            raise SessionError(str(exc), "rules", exc.position) from exc
+        self._release_rules()
+        self.pipeline = pipeline
+        self.rules = pipeline.to_dicts()
+        self._rules_version = int(command.get("version", 0))
+        self._delays_seen = {}
+        self._rows_due = True
+
+    def _release_rules(self) -> None:
+        """Every packet the rules hold goes on now, through the intercept filter: nothing is lost."""
+        remaining = self.pipeline.release_all()
+        if not remaining or self._handle is None:
+            return
+        try:
+            self._process(remaining)
+        except Exception as exc:
+            self._error(f"{len(remaining)} packets held by the rules could not be released: {exc}", "rules")
 
     def _on_shutdown(self, command: dict) -> None:
         self._ended = True
@@ -415,7 +470,28 @@ class Session:
         counts = dict(self._handle.stats()) if self._handle is not None else {}
         counts.update(self._counts)
         counts.update(packets=len(self.store), bytes=self.store.bytes_stored, held=len(self._held))
+        rules = self.pipeline.stats()
+        counts["rules"] = rules.pop("rules")
+        counts["rules_total"] = rules
+        counts["rules_version"] = self._rules_version
+        counts["send_errors"] = self._send_errors
         return counts
+
+    def new_delays(self) -> list[float]:
+        """Delays (ms) the lag rules gave since the last call, the newest DELAYS_PER_EVENT at most."""
+        delays: list[float] = []
+        seen = {}
+        for rule in self.pipeline.rules:
+            if not isinstance(rule, Lag):
+                continue
+            # A lag rule records one delay per packet it matches.
+            total = rule.counters["matched"]
+            fresh = min(total - self._delays_seen.get(id(rule), 0), len(rule.recent_delays_ms))
+            seen[id(rule)] = total
+            if fresh > 0:
+                delays.extend(reversed(list(itertools.islice(reversed(rule.recent_delays_ms), fresh))))
+        self._delays_seen = seen
+        return [round(d, 3) for d in delays[-DELAYS_PER_EVENT:]]
 
     def _flush(self, force: bool = False) -> None:
         """Emit at most one event per EMIT_INTERVAL (every pending one when forced)."""
@@ -448,7 +524,8 @@ class Session:
         if self._rows_due:
             self._rows_due = False
             self._last_kind = "rows"
-            return event("rows", count=len(self.store), stats=self.stats())
+            return event("rows", count=len(self.store), generation=self.store.generation,
+                         stats=self.stats(), delays_ms=self.new_delays())
         return None
 
 

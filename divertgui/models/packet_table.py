@@ -64,8 +64,10 @@ _BLOCK_COLUMNS = ("timestamp", "wall_ns", "length", "outbound", "loopback", "ver
 class PacketTableModel(QAbstractTableModel):
     """Rows are stored packets that pass the display filter, oldest first.
 
-    `refresh(count)` follows the store up to `count` rows (the count of the
-    last "rows" event: the GUI thread never reads beyond it).
+    `refresh(count, generation)` follows the store up to `count` rows (the
+    count of the last "rows" event: the GUI thread never reads beyond it); a
+    count from another generation of the store (an event sent just before a
+    clear) is ignored.
     """
 
     def __init__(self, store, parent=None):
@@ -86,7 +88,9 @@ class PacketTableModel(QAbstractTableModel):
                          (*VERDICT_COLOURS.values(), *PROTOCOL_COLOURS.values(), HELD_ROW_COLOUR, DROPPED_TEXT_COLOUR)}
 
     # following the store ------------------------------------------------
-    def refresh(self, count: int) -> None:
+    def refresh(self, count: int, generation: int | None = None) -> None:
+        if generation is not None and generation != self.store.generation:
+            return
         if count < self.count:
             self.reset_to(count)
             return

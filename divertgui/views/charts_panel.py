@@ -1,6 +1,7 @@
 """Live charts over TrafficStats: packets/s and bytes/s stacked by protocol,
-inbound vs outbound, and the top conversations. Pause freezes the picture;
-the mouse zooms and pans; "Follow" returns to the live edge."""
+inbound vs outbound, the top conversations, and the distribution of the
+delays lag rules gave. Pause freezes the picture; the mouse zooms and pans;
+"Follow" returns to the live edge."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ PROTOCOL_PENS = {
 }
 INBOUND_PEN = "#1b9e77"
 OUTBOUND_PEN = "#d95f02"
+DELAY_PEN = "#7b3294"
 
 
 def _plot(title: str, units: str) -> pg.PlotWidget:
@@ -63,9 +65,10 @@ class StackedPlot:
 
 
 class ChartsPanel(QWidget):
-    def __init__(self, stats, parent=None):
+    def __init__(self, stats, parent=None, delays=None):
         super().__init__(parent)
         self.stats = stats
+        self.delays = delays
         self.paused = False
         self.updates = 0
         self.packets_plot = _plot("Packets per second, by protocol", "pkt/s")
@@ -78,6 +81,16 @@ class ChartsPanel(QWidget):
         self.outbound_curve = self.direction_plot.plot([], [], name="outbound", pen=pg.mkPen(OUTBOUND_PEN, width=2))
         self.bytes_plot.setXLink(self.packets_plot)
         self.direction_plot.setXLink(self.packets_plot)
+        self.delay_plot = _plot("Lag delays, recent packets", "packets")
+        self.delay_plot.setLabel("bottom", "delay (ms)")
+        self.delay_plot.setMouseEnabled(x=False, y=False)
+        fill = pg.mkColor(DELAY_PEN)
+        fill.setAlpha(120)
+        self.delay_curve = self.delay_plot.plot([0, 1], [0], stepMode="center", fillLevel=0, brush=fill,
+                                                pen=pg.mkPen(DELAY_PEN, width=1.5))
+        self.delay_summary = QLabel(self)
+        self.delay_summary.setObjectName("delay_summary")
+        self.delay_shown = 0
 
         self.conversations = QTableWidget(0, 3, self)
         self.conversations.setHorizontalHeaderLabels(["Top conversations", "Bytes", "Packets"])
@@ -113,6 +126,12 @@ class ChartsPanel(QWidget):
         grid.addWidget(self.bytes_plot, 0, 1)
         grid.addWidget(self.direction_plot, 1, 0)
         grid.addWidget(self.conversations, 1, 1)
+        delay_column = QVBoxLayout()
+        delay_column.addWidget(self.delay_plot, 1)
+        delay_column.addWidget(self.delay_summary)
+        grid.addLayout(delay_column, 0, 2, 2, 1)
+        self.delay_plot.setVisible(self.delays is not None)
+        self.delay_summary.setVisible(self.delays is not None)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(controls)
@@ -164,4 +183,18 @@ class ChartsPanel(QWidget):
                 if column:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.conversations.setItem(row, column, item)
+        self._draw_delays()
         self.updates += 1
+
+    def _draw_delays(self) -> None:
+        if self.delays is None or self.delays.total == self.delay_shown:
+            return
+        self.delay_shown = self.delays.total
+        edges, counts = self.delays.histogram()
+        if not len(counts):
+            self.delay_curve.setData([0, 1], [0])
+            self.delay_summary.setText("No lag rule has delayed a packet yet")
+            return
+        self.delay_curve.setData(edges, counts)
+        self.delay_summary.setText(f"{len(self.delays):,} packets · p50 {self.delays.percentile(50):.1f} ms · "
+                                   f"p99 {self.delays.percentile(99):.1f} ms")

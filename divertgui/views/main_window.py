@@ -14,8 +14,10 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDockWidget, QFileD
                                QToolButton, QVBoxLayout, QWidget)
 
 from divertgui.engine.address import PRIORITY_MAX, PRIORITY_MIN
+from divertgui.models.delay_histogram import DelayHistogram
 from divertgui.models.intercept_queue import InterceptQueueModel
 from divertgui.models.packet_table import INFO, PacketTableModel, TimeFormat
+from divertgui.models.rules_model import RulesModel
 from divertgui.models.stats import TrafficStats
 from divertgui.views.capture_options import CaptureOptions, CaptureOptionsDialog
 from divertgui.views.charts_panel import ChartsPanel
@@ -23,6 +25,7 @@ from divertgui.views.compose_dialog import ComposeDialog
 from divertgui.views.filter_editor import FilterEditor, engine_validator
 from divertgui.views.intercept_panel import InterceptPanel
 from divertgui.views.packet_details import PacketDetails
+from divertgui.views.rules_panel import RulesPanel
 
 Post = Callable[..., None]
 CHART_INTERVAL_MS = 250
@@ -114,6 +117,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("divertgui — packet interception workbench")
         self.count = 0          # rows shown
         self.announced = 0      # rows the session has announced
+        self.announced_generation = store.generation
         self.generation = store.generation
         self.running = False
         self.paused = False
@@ -125,6 +129,8 @@ class MainWindow(QMainWindow):
         self.table_model = PacketTableModel(store, self)
         self.stats = TrafficStats(store)
         self.queue_model = InterceptQueueModel(store, self)
+        self.rules_model = RulesModel(self)
+        self.delays = DelayHistogram()
 
         self._build_capture_toolbar()
         self._build_display_bar()
@@ -243,7 +249,16 @@ class MainWindow(QMainWindow):
         self.intercept_dock.setObjectName("intercept_dock")
         self.intercept_dock.setWidget(self.intercept)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.intercept_dock)
-        self.charts = ChartsPanel(self.stats, self)
+        self.rules_panel = RulesPanel(self.rules_model, self.post, self)
+        self.rules_dock = QDockWidget("Network conditions (rules)", self)
+        self.rules_dock.setObjectName("rules_dock")
+        self.rules_dock.setWidget(self.rules_panel)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.rules_dock)
+        self.tabifyDockWidget(self.intercept_dock, self.rules_dock)
+        self.intercept_dock.raise_()
+        # The histogram shows what the current rules do, not what earlier ones did.
+        self.rules_model.rules_changed.connect(self.delays.clear)
+        self.charts = ChartsPanel(self.stats, self, delays=self.delays)
         self.charts_dock = QDockWidget("Charts", self)
         self.charts_dock.setObjectName("charts_dock")
         self.charts_dock.setWidget(self.charts)
@@ -315,13 +330,16 @@ class MainWindow(QMainWindow):
         view_menu.addAction(self.auto_scroll_action)
         view_menu.addSeparator()
         view_menu.addAction(self.intercept_dock.toggleViewAction())
+        view_menu.addAction(self.rules_dock.toggleViewAction())
         view_menu.addAction(self.charts_dock.toggleViewAction())
 
     # session events ----------------------------------------------------------
     def handle_event(self, event: dict) -> None:
         kind = event.get("type")
         if kind == "rows":
-            self.on_rows(int(event["count"]), event.get("stats") or {})
+            self.on_rows(int(event["count"]), event.get("stats") or {}, event.get("generation"))
+            self.rules_panel.on_stats(event.get("stats") or {})
+            self.delays.extend(event.get("delays_ms") or ())
         elif kind == "held":
             self.on_held(event)
         elif kind == "state":
@@ -336,10 +354,16 @@ class MainWindow(QMainWindow):
         elif kind == "error":
             self.errors.append(event)
             self.error_banner.show_error(event.get("message", ""), event.get("where", ""))
+            if event.get("where") == "rules":
+                self.rules_panel.on_error(event)
 
-    def on_rows(self, count: int, stats: dict) -> None:
+    def on_rows(self, count: int, stats: dict, generation: int | None = None) -> None:
         self.session_stats = stats
+        if generation is not None and generation != self.store.generation:
+            # Counted before the store was emptied: its rows are gone.
+            return
         self.announced = count
+        self.announced_generation = self.store.generation if generation is None else generation
         if self.store.generation != self.generation:
             self._show_rows()
         elif not self.rows_timer.isActive():
@@ -351,13 +375,14 @@ class MainWindow(QMainWindow):
         if self.store.generation != self.generation:
             self.generation = self.store.generation
             self._reset_views()
-        # A "rows" event sent just before the store was emptied may arrive after
-        # it: never show rows the store does not have.
+        if self.announced_generation != self.store.generation:
+            # The count announced was the emptied store's; the next event brings the new one.
+            return
         count = min(self.announced, len(self.store))
         if count == self.count:
             return
         self.count = count
-        self.table_model.refresh(count)
+        self.table_model.refresh(count, self.announced_generation)
         self.table.follow()
         self._update_status()
 

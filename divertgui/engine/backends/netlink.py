@@ -337,9 +337,10 @@ class NetfilterSocket:
         packets: list[NetfilterPacket] = [parse(data, body, end) for data, body, end in self._stash]
         self._stash.clear()
         buffer, view = self._buffer, self._view
+        receive, header = self.sock.recv_into, NLMSGHDR.unpack_from
         while len(packets) < limit:
             try:
-                length = self.sock.recv_into(buffer, 0, socket.MSG_DONTWAIT)
+                length = receive(buffer, 0, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 break
             except OSError as exc:
@@ -347,12 +348,18 @@ class NetfilterSocket:
                     self.enobufs += 1
                     continue
                 raise
-            for msg_type, _flags, _seq, body, end in iter_messages(buffer, length):
+            # iter_messages, inlined: this loop runs once per diverted packet.
+            offset = 0
+            while offset + 16 <= length:
+                msg_len, msg_type, _flags, _seq, _pid = header(buffer, offset)
+                end = offset + msg_len
+                if msg_len < 16 or end > length:
+                    raise NetlinkError(errno.EPROTO, f"truncated netlink message at byte {offset}")
                 if msg_type & 0xFF00:
-                    packets.append(parse(view, body, end))
-                elif msg_type == NLMSG_ERROR:
-                    if struct.unpack_from("=i", buffer, body)[0]:
-                        self.verdict_errors += 1
+                    packets.append(parse(view, offset + 16, end))
+                elif msg_type == NLMSG_ERROR and struct.unpack_from("=i", buffer, offset + 16)[0]:
+                    self.verdict_errors += 1
+                offset = (end + 3) & ~3
         return packets
 
     def close(self) -> None:

@@ -11,7 +11,8 @@ def default_backend() -> Backend:
     """NfqueueBackend on Linux, PydivertBackend (the WinDivert driver) on Windows."""
     if sys.platform.startswith("linux"):
         from divertgui.engine.backends.nfqueue import NfqueueBackend
-        return NfqueueBackend()
+        from divertgui.engine.filter.kernel import kernel_test
+        return NfqueueBackend(kernel_prefilter=kernel_test)
     if sys.platform == "win32":
         from divertgui.engine.backends.pydivert import PydivertBackend
         return PydivertBackend()

@@ -1,0 +1,273 @@
+"""The rules list the Session applies: one row per rule, its settings and live counters.
+
+Rows are plain rule dicts (the engine's JSON form), every parameter present.
+Each change bumps `version`; the counters of a "rows" event are shown only
+when they count that version of the rules, so an event sent before a change
+never lands on the wrong row.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QAbstractTableModel, QByteArray, QMimeData, QModelIndex, Qt, Signal
+from PySide6.QtGui import QBrush, QColor
+
+from divertgui.engine.rules import COUNTERS, DIRECTIONS, RULE_KINDS, RuleError, rule_from_dict, rules_from_dicts
+
+COLUMNS = ("On", "Rule", "Direction", "Matched", "Dropped", "Delayed", "Duplicated", "Modified", "Filter",
+           "Parameters")
+ENABLED, NAME, DIRECTION = range(3)
+COUNTER_COLUMNS = {3: "matched", 4: "dropped", 5: "delayed", 6: "duplicated", 7: "modified"}
+FILTER, PARAMETERS = 8, 9
+KIND_TITLES = {
+    "lag": "Lag", "drop": "Drop", "throttle": "Throttle", "out_of_order": "Out of order",
+    "duplicate": "Duplicate", "tamper": "Tamper", "reset": "Reset (TCP RST)", "bandwidth": "Bandwidth",
+    "set_field": "Set field", "payload_replace": "Payload find/replace",
+}
+ROW_MIME = "application/x-divertgui-rule-row"
+ERROR_BRUSH = QBrush(QColor("#fbd3d3"))
+DISABLED_BRUSH = QBrush(QColor("#8a8a8a"))
+
+
+def kind_title(kind: str) -> str:
+    return KIND_TITLES.get(kind, kind.replace("_", " ").capitalize())
+
+
+def parameters_text(rule: dict) -> str:
+    params = RULE_KINDS[rule["kind"]].params
+    parts = []
+    for key in params:
+        value = rule.get(key)
+        if isinstance(value, float):
+            value = f"{value:g}"
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items()) or "{}"
+        parts.append(f"{key}={value}")
+    return " · ".join(parts)
+
+
+class RulesModel(QAbstractTableModel):
+    rules_changed = Signal()
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._rules: list[dict] = []
+        self._counters: list[dict] = []
+        self._errors: list[str | None] = []
+        self.version = 0
+
+    # reading ---------------------------------------------------------------
+    @staticmethod
+    def kinds() -> list[str]:
+        return list(RULE_KINDS)
+
+    @staticmethod
+    def params(kind: str) -> dict:
+        """The kind's declared parameters: name -> Param (default, low, high, choices)."""
+        return dict(RULE_KINDS[kind].params)
+
+    def rule(self, row: int) -> dict:
+        return dict(self._rules[row])
+
+    def counters(self, row: int) -> dict:
+        return dict(self._counters[row])
+
+    def error(self, row: int) -> str | None:
+        return self._errors[row]
+
+    def is_valid(self) -> bool:
+        return not any(self._errors)
+
+    def to_dicts(self) -> list[dict]:
+        return [dict(rule) for rule in self._rules]
+
+    # changing ---------------------------------------------------------------
+    def _changed(self) -> None:
+        # Checked again as a whole: an error names its rule by its place in the list.
+        for row, rule in enumerate(self._rules):
+            try:
+                rule_from_dict(rule, row)
+                self._errors[row] = None
+            except RuleError as exc:
+                self._errors[row] = str(exc)
+        self.version += 1
+        self._counters = [dict.fromkeys(COUNTERS, 0) for _ in self._rules]
+        if self._rules:
+            self.dataChanged.emit(self.index(0, 0), self.index(len(self._rules) - 1, len(COLUMNS) - 1))
+        self.rules_changed.emit()
+
+    @staticmethod
+    def _complete(data: dict) -> dict:
+        """Every field of the rule, defaults filled in, in the engine's own form."""
+        return rule_from_dict(data).to_dict()
+
+    def add(self, kind: str, enabled: bool = False) -> int:
+        """A new rule of `kind` with its defaults, at the end; returns its row."""
+        if kind not in RULE_KINDS:
+            raise RuleError(f"unknown kind {kind!r} (kinds: {', '.join(RULE_KINDS)})", "rule")
+        row = len(self._rules)
+        self.beginInsertRows(QModelIndex(), row, row)
+        # From the declared defaults, not a built rule: some kinds (find/replace) need a
+        # value before they are valid, and the row shows what is missing until then.
+        defaults = {key: param.default for key, param in RULE_KINDS[kind].params.items()}
+        self._rules.append({"kind": kind, "enabled": enabled, "filter": "true", "direction": "both", **defaults})
+        self._counters.append(dict.fromkeys(COUNTERS, 0))
+        self._errors.append(None)
+        self.endInsertRows()
+        self._changed()
+        return row
+
+    def remove(self, row: int) -> None:
+        self.beginRemoveRows(QModelIndex(), row, row)
+        for column in (self._rules, self._counters, self._errors):
+            del column[row]
+        self.endRemoveRows()
+        self._changed()
+
+    def move(self, row: int, delta: int) -> int:
+        """Moves a rule up (-1) or down (+1); returns where it is now."""
+        target = max(0, min(len(self._rules) - 1, row + delta))
+        if target != row:
+            self.moveRows(QModelIndex(), row, 1, QModelIndex(), target + 1 if target > row else target)
+        return target
+
+    def moveRows(self, source_parent, source_row, count, destination_parent, destination_child) -> bool:
+        if count != 1 or not 0 <= source_row < len(self._rules) or destination_child in (source_row,
+                                                                                          source_row + 1):
+            return False
+        if not self.beginMoveRows(source_parent, source_row, source_row, destination_parent, destination_child):
+            return False
+        at = destination_child - 1 if destination_child > source_row else destination_child
+        for column in (self._rules, self._counters, self._errors):
+            column.insert(at, column.pop(source_row))
+        self.endMoveRows()
+        self._changed()
+        return True
+
+    def set_value(self, row: int, key: str, value) -> str | None:
+        """Sets one field (enabled, name, filter, direction or a parameter); the rule's error or None.
+
+        A value the engine refuses is kept, so the user can correct it, and the
+        row shows the error; the rules are not applied until every row is valid.
+        """
+        rule = self._rules[row]
+        if rule.get(key) == value:
+            return self._errors[row]
+        rule[key] = value
+        self._changed()
+        return self._errors[row]
+
+    def set_error(self, row: int, message: str | None) -> None:
+        self._errors[row] = message
+        self.dataChanged.emit(self.index(row, 0), self.index(row, len(COLUMNS) - 1))
+
+    def load(self, rules: list[dict]) -> None:
+        """Replaces every rule (a profile's); RuleError when one of them is not a rule."""
+        complete = [self._complete(item) for item in rules_from_dicts_checked(rules)]
+        self.beginResetModel()
+        self._rules = complete
+        self._counters = [dict.fromkeys(COUNTERS, 0) for _ in complete]
+        self._errors = [None] * len(complete)
+        self.endResetModel()
+        self._changed()
+
+    def apply_stats(self, stats: dict) -> bool:
+        """Counters from a "rows" event's stats; False when they count other rules than these."""
+        counted = stats.get("rules")
+        if counted is None or stats.get("rules_version") != self.version or len(counted) != len(self._rules):
+            return False
+        if [c.get("kind") for c in counted] != [r["kind"] for r in self._rules]:
+            return False
+        if counted == self._counters:
+            return True
+        self._counters = [dict(c) for c in counted]
+        if self._rules:
+            self.dataChanged.emit(self.index(0, min(COUNTER_COLUMNS)),
+                                  self.index(len(self._rules) - 1, max(COUNTER_COLUMNS)))
+        return True
+
+    # Qt model ---------------------------------------------------------------
+    def rowCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self._rules)
+
+    def columnCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section]
+        return None
+
+    def flags(self, index):
+        base = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsDragEnabled
+        if not index.isValid():
+            return Qt.ItemFlag.ItemIsDropEnabled
+        if index.column() == ENABLED:
+            base |= Qt.ItemFlag.ItemIsUserCheckable
+        return base
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid() or index.row() >= len(self._rules):
+            return None
+        row, column = index.row(), index.column()
+        rule = self._rules[row]
+        if role == Qt.ItemDataRole.CheckStateRole and column == ENABLED:
+            return Qt.CheckState.Checked if rule["enabled"] else Qt.CheckState.Unchecked
+        if role == Qt.ItemDataRole.DisplayRole:
+            if column == NAME:
+                return rule.get("name") or kind_title(rule["kind"])
+            if column == DIRECTION:
+                return rule["direction"]
+            if column == FILTER:
+                return rule["filter"]
+            if column == PARAMETERS:
+                return parameters_text(rule)
+            if column in COUNTER_COLUMNS:
+                return f"{self._counters[row].get(COUNTER_COLUMNS[column], 0):,}"
+            return None
+        if role == Qt.ItemDataRole.BackgroundRole and self._errors[row]:
+            return ERROR_BRUSH
+        if role == Qt.ItemDataRole.ForegroundRole and not rule["enabled"]:
+            return DISABLED_BRUSH
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self._errors[row] or parameters_text(rule)
+        if role == Qt.ItemDataRole.TextAlignmentRole and column in COUNTER_COLUMNS:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    def setData(self, index, value, role=Qt.ItemDataRole.EditRole) -> bool:
+        if index.isValid() and index.column() == ENABLED and role == Qt.ItemDataRole.CheckStateRole:
+            self.set_value(index.row(), "enabled", Qt.CheckState(value) == Qt.CheckState.Checked)
+            return True
+        return False
+
+    # dragging rows to reorder them --------------------------------------------
+    def supportedDropActions(self):
+        return Qt.DropAction.MoveAction
+
+    def mimeTypes(self) -> list[str]:
+        return [ROW_MIME]
+
+    def mimeData(self, indexes) -> QMimeData:
+        data = QMimeData()
+        rows = sorted({index.row() for index in indexes})
+        data.setData(ROW_MIME, QByteArray(str(rows[0] if rows else -1).encode()))
+        return data
+
+    def dropMimeData(self, data, action, row, column, parent) -> bool:
+        if not data.hasFormat(ROW_MIME):
+            return False
+        source = int(bytes(data.data(ROW_MIME)).decode() or -1)
+        target = row if row >= 0 else (parent.row() if parent.isValid() else len(self._rules))
+        if 0 <= source < len(self._rules):
+            self.moveRows(QModelIndex(), source, 1, QModelIndex(), target)
+        # The move is done: a True here would make the view remove the dragged row too.
+        return False
+
+
+def rules_from_dicts_checked(rules) -> list[dict]:
+    """The rule dicts themselves, once the engine has accepted them all."""
+    rules_from_dicts(rules)
+    return list(rules)
+
+
+__all__ = ["RulesModel", "COLUMNS", "COUNTER_COLUMNS", "DIRECTIONS", "kind_title", "parameters_text"]

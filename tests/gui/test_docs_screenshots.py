@@ -1,0 +1,117 @@
+"""The user guide's pictures: the real window on the demo source, in the states the guide describes.
+
+Each test writes one or more files under docs/images/ and checks that each is a
+real PNG of a sensible size with something drawn on it.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import struct
+
+import numpy as np
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QImage
+
+from tests.gui.conftest import start_demo
+
+IMAGES = pathlib.Path(__file__).resolve().parents[2] / "docs" / "images"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+WINDOW_SIZE = (1600, 1000)
+
+
+def save(widget, name: str, min_size: tuple[int, int]) -> pathlib.Path:
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    path = IMAGES / name
+    assert widget.grab().save(str(path), "PNG"), f"Qt could not write {path}"
+    check_picture(path, min_size)
+    return path
+
+
+def check_picture(path: pathlib.Path, min_size: tuple[int, int]) -> None:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, f"{path} is not a PNG file"
+    width, height = struct.unpack(">II", data[16:24])
+    assert width >= min_size[0] and height >= min_size[1], f"{path} is only {width}x{height}"
+    image = QImage(str(path)).convertToFormat(QImage.Format.Format_RGB32)
+    assert not image.isNull() and (image.width(), image.height()) == (width, height)
+    pixels = np.frombuffer(image.constBits(), dtype=np.uint32, count=image.width() * image.height())
+    colours, counts = np.unique(pixels, return_counts=True)
+    # A blank or single-colour grab has a handful of colours and one of them everywhere.
+    assert len(colours) >= 16, f"{path} has only {len(colours)} colours: it looks blank"
+    assert counts.max() / pixels.size < 0.97, f"{path} is almost all one colour"
+
+
+def hold_one(qtbot, window, text: str) -> None:
+    window.intercept.filter.set_text(text)
+    window.intercept.filter.submit()
+    qtbot.waitUntil(lambda: window.queue_model.rowCount() > 0, timeout=10000)
+
+
+def test_main_window_with_traffic_and_charts(qtbot, workbench):
+    window = workbench.window
+    window.resize(*WINDOW_SIZE)
+    start_demo(qtbot, workbench, rows=300)
+    hold_one(qtbot, window, "tcp.DstPort == 443 and tcp.PayloadLength > 0")
+    qtbot.waitUntil(lambda: window.charts.updates >= 8, timeout=10000)
+    window.table.auto_scroll = False
+    window.go_to_packet(max(1, window.count - 10))
+    tree = window.details.tree
+    transport = tree.topLevelItem(min(1, tree.topLevelItemCount() - 1))
+    transport.setExpanded(True)
+    if transport.childCount() > 1:
+        tree.setCurrentItem(transport.child(1))
+    window.display_filter.set_text("tcp or udp or icmp or icmpv6")
+    qtbot.wait(300)
+    save(window, "main-window.png", (1200, 700))
+    save(window.charts_dock, "charts.png", (600, 200))
+    window.intercept.forward_all()
+
+
+def test_a_held_packet_in_the_intercept_editor(qtbot, workbench):
+    window = workbench.window
+    window.resize(*WINDOW_SIZE)
+    window.resizeDocks([window.intercept_dock], [560], Qt.Orientation.Horizontal)
+    start_demo(qtbot, workbench, rows=20)
+    hold_one(qtbot, window, "tcp.DstPort == 80 and tcp.PayloadLength > 0")
+    panel = window.intercept
+    panel.select(window.queue_model.hold_id(0))
+    form = panel.editor.form
+    qtbot.waitUntil(lambda: panel.current_id is not None and ("payload", "bytes") in form.edits)
+    payload = form.field("payload", "bytes")
+    assert payload.text().startswith("GET /")
+    payload.setText(payload.text().replace("GET /", "GET /edited/", 1))
+    payload.setCursorPosition(0)
+    form.parentWidget().parentWidget().ensureWidgetVisible(payload)
+    qtbot.wait(300)
+    save(window.intercept_dock, "intercept-editor.png", (400, 600))
+    window.intercept.filter.set_text("false")
+    window.intercept.filter.submit()
+    panel.forward()
+    panel.forward_all()
+
+
+def test_the_filter_editor_underlines_an_error(qtbot, workbench):
+    window = workbench.window
+    window.resize(1000, 700)
+    editor = window.display_filter
+    editor.set_text("tcp.DstPort == 443 and ip.TTL < 64 or udp.Dstport == 53")
+    qtbot.waitUntil(lambda: not editor.is_valid())
+    message, position = editor.error
+    assert position == len("tcp.DstPort == 443 and ip.TTL < 64 or ")
+    editor.edit.setFocus()
+    qtbot.wait(200)
+    save(editor.parentWidget(), "filter-error.png", (800, 40))
+    editor.set_text("tcp.DstPort == 443 and ip.TTL < 64 or udp.DstPort == 53")
+    qtbot.waitUntil(editor.is_valid)
+    save(editor.parentWidget(), "filter-valid.png", (800, 25))
+
+
+def test_the_compose_dialog(qtbot, workbench):
+    window = workbench.window
+    dialog = window.make_compose_dialog()
+    qtbot.addWidget(dialog)
+    dialog.resize(560, 640)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    save(dialog, "compose.png", (500, 500))
