@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import weakref
 
 from divertgui.engine.address import PARAM_LIMITS, PRIORITY_MAX, PRIORITY_MIN, Flag, Layer, Param
 from divertgui.engine.backends.select import default_backend
@@ -21,6 +20,7 @@ from divertgui.engine.packet import Packet
 VERSION_MAJOR, VERSION_MINOR = 2, 2
 MAX_BATCH = 255
 TICKET_SHIFT = 32
+TICKET_MASK = (1 << TICKET_SHIFT) - 1
 _serials = itertools.count(1)
 
 
@@ -53,22 +53,22 @@ class HandleClosedError(DivertError):
 
 
 class _HeldPacket(Packet):
-    """A received packet whose pending verdict is dropped when it is garbage-collected."""
+    """A received packet whose pending verdict is dropped when it is garbage-collected unsent.
 
-    __slots__ = ("__weakref__",)
+    A finaliser on the packet itself costs one call when it goes away; a
+    weak reference with a callback per packet cost several times more.
+    """
 
+    __slots__ = ("_handle",)
 
-class _TicketRef(weakref.ref):
-    """A weak reference to a received packet that remembers the packet's ticket."""
+    def __init__(self, raw, address, ticket: int, handle: "Divert"):
+        Packet.__init__(self, raw, address, ticket)
+        self._handle = handle
 
-    __slots__ = ("ticket",)
-
-    def __init__(self, packet, callback, ticket: int):
-        super().__init__(packet, callback)
-        self.ticket = ticket
-
-    def __new__(cls, packet, callback, ticket: int):
-        return super().__new__(cls, packet, callback)
+    def __del__(self):
+        # Sending or dropping the packet sets its ticket to 0.
+        if self.ticket:
+            self._handle._collected(self.ticket)
 
 
 def _translate(exc: Exception) -> DivertError:
@@ -111,12 +111,10 @@ class Divert:
         self._opened = False
         self._closed = False
         self._recv_shut = self._send_shut = False
-        # ticket -> weak reference to the received packet; its callback drops
-        # the packet once garbage-collected. Forgetting the reference (sent,
-        # dropped) silences the callback.
-        self._held: dict[int, _TicketRef] = {}
-        # Re-entrant: a garbage collection inside a locked block may run a
-        # callback that drops an unsent packet, which takes the lock again.
+        # Backend tickets of the received packets whose verdict is pending here.
+        self._held: set[int] = set()
+        # Re-entrant: a garbage collection inside a locked block may finalise
+        # an unsent packet, which drops it and takes the lock again.
         self._lock = threading.RLock()
         self._received = 0
 
@@ -214,40 +212,40 @@ class Divert:
         if self.flags & Flag.DROP:
             raise DivertError("this handle was opened with DROP: matching packets are dropped in the "
                               "kernel and there is nothing to receive")
-        packets, held = [], []
+        packets, tickets = [], []
         prefix = self._serial << TICKET_SHIFT
         for raw, address, ticket in self._backend.recv_batch(n, timeout):
             if ticket:
-                packet = _HeldPacket(raw, address, prefix | ticket)
-                held.append((ticket, _TicketRef(packet, self._on_collected, ticket)))
+                packets.append(_HeldPacket(raw, address, prefix | ticket, self))
+                tickets.append(ticket)
             else:
-                packet = Packet(raw, address)
-            packets.append(packet)
-        if held:
+                packets.append(Packet(raw, address))
+        if tickets:
             with self._lock:
-                self._held.update(held)
+                self._held.update(tickets)
         self._received += len(packets)
         return packets
 
-    def _on_collected(self, ref: _TicketRef) -> None:
-        """A received packet was garbage-collected: drop it unless it was sent or dropped."""
-        ticket = ref.ticket
-        with self._lock:
-            if self._held.get(ticket) is not ref:
-                return
-            del self._held[ticket]
-        if not self._closed:
-            try:
+    def _collected(self, ticket: int) -> None:
+        """A received packet was garbage-collected unsent: drop it, unless the handle already let it go."""
+        ticket &= TICKET_MASK
+        try:
+            with self._lock:
+                if ticket not in self._held:
+                    return
+                self._held.discard(ticket)
+            if not self._closed:
                 self._backend.verdict(ticket, None)
-            except (KeyError, OSError):
-                pass
+        except (KeyError, OSError):
+            # Already released by the backend (expired, closed): nothing is left to drop.
+            pass
 
     # -- sending -----------------------------------------------------------------
 
     def _own_ticket(self, packet: Packet) -> int:
         ticket = getattr(packet, "ticket", 0) or 0
         if ticket >> TICKET_SHIFT == self._serial:
-            return ticket & ((1 << TICKET_SHIFT) - 1)
+            return ticket & TICKET_MASK
         return 0
 
     def send(self, packet: Packet) -> None:
@@ -261,12 +259,13 @@ class Divert:
         if self._send_shut:
             raise HandleClosedError("sending was shut down on this handle")
         verdicts, released, injected = [], [], []
+        serial, held = self._serial, self._held
         with self._lock:
             for packet in packets:
-                ticket = self._own_ticket(packet)
-                if ticket and ticket in self._held:
-                    verdicts.append((ticket, packet.raw))
-                    released.append((ticket, packet))
+                ticket = getattr(packet, "ticket", 0) or 0
+                if ticket >> TICKET_SHIFT == serial and ticket & TICKET_MASK in held:
+                    verdicts.append((ticket & TICKET_MASK, packet.raw))
+                    released.append(packet)
                 else:
                     injected.append(packet)
         if verdicts:
@@ -278,8 +277,8 @@ class Divert:
                 for ticket, raw in verdicts:
                     self._backend.verdict(ticket, raw)
             with self._lock:
-                for ticket, packet in released:
-                    self._held.pop(ticket, None)
+                held.difference_update([ticket for ticket, _raw in verdicts])
+                for packet in released:
                     packet.ticket = 0
         for packet in injected:
             self._backend.inject(packet.raw, packet.address)
@@ -292,7 +291,7 @@ class Divert:
             raise DivertError("this packet has no pending verdict on this handle")
         self._backend.verdict(ticket, None)
         with self._lock:
-            self._held.pop(ticket, None)
+            self._held.discard(ticket)
         packet.ticket = 0
 
     # -- parameters and counters ---------------------------------------------------

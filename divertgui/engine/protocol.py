@@ -31,12 +31,14 @@ Events (Session -> GUI), at most ~30 per second in all
     state         {"running": bool, "paused": bool, "source": str, "reason": str}
     rows          {"count": int, "generation": int, "stats": {...}, "delays_ms": [float]}
                   the store (emptied `generation` times) now has `count` rows; stats has
-                  "rules" (one dict of counters per rule, in order), "rules_total" and
-                  "rules_version" (the version of the set_rules they count);
+                  "rules" (one dict of counters per rule, in order), "rules_total",
+                  "rules_version" (the version of the set_rules they count) and
+                  "send_errors" (packets the rules made that could not be injected);
                   delays_ms: the delays lag rules gave since the previous rows event
     held          {"held": [{"id": int, "row": int}], "released": [int]}
     error         {"message": str, "where": str, "position": int (filter errors)}
-                  where "rules": a rule could not be built; the message names the rule
+                  where "rules": a rule could not be built; the message names the rule;
+                  where "send": the first packet the rules made that could not be injected
 
 Order of work on a diverted packet: the rules first, then the intercept
 filter. A packet a rule delays meets the intercept filter when its delay is

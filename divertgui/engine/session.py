@@ -200,7 +200,8 @@ class Session:
         intercept = None if sniffing or self._paused else self._intercept
         release, verdicts, hold = [], [], []
         # Copies and RSTs the rules created have no pending verdict: the list shows them injected.
-        created = [] if sniffing or not self.pipeline.rules else [i for i, p in enumerate(packets) if not getattr(p, "ticket", 0)]
+        created = [] if sniffing or not self.pipeline.rules else [
+            i for i, p in enumerate(packets) if not getattr(p, "ticket", 0)]
         for packet in packets:
             if sniffing:
                 verdicts.append(Verdict.SNIFFED)
@@ -230,8 +231,11 @@ class Session:
         errors: list[str] = []
         send_out(self._handle, packets, errors)
         if errors:
+            # Said once; afterwards "send_errors" in the stats keeps counting, so that a
+            # failing injection cannot crowd every other event out.
+            if not self._send_errors:
+                self._error(f"a packet made by the rules could not be injected: {errors[0]}", "send")
             self._send_errors += len(errors)
-            self._error(f"{len(errors)} packet(s) made by the rules could not be injected: {errors[0]}", "rules")
 
     def _hold(self, packet, row: int, since: float) -> None:
         ident = self._next_id

@@ -23,6 +23,7 @@ PROTOCOL_PENS = {
 INBOUND_PEN = "#1b9e77"
 OUTBOUND_PEN = "#d95f02"
 DELAY_PEN = "#7b3294"
+NO_DELAYS = "No lag rule has delayed a packet yet"
 
 
 def _plot(title: str, units: str) -> pg.PlotWidget:
@@ -90,6 +91,7 @@ class ChartsPanel(QWidget):
                                                 pen=pg.mkPen(DELAY_PEN, width=1.5))
         self.delay_summary = QLabel(self)
         self.delay_summary.setObjectName("delay_summary")
+        self.delay_summary.setText(NO_DELAYS)
         self.delay_shown = 0
 
         self.conversations = QTableWidget(0, 3, self)
@@ -130,6 +132,8 @@ class ChartsPanel(QWidget):
         delay_column.addWidget(self.delay_plot, 1)
         delay_column.addWidget(self.delay_summary)
         grid.addLayout(delay_column, 0, 2, 2, 1)
+        for column, stretch in enumerate((3, 3, 2)):
+            grid.setColumnStretch(column, stretch)
         self.delay_plot.setVisible(self.delays is not None)
         self.delay_summary.setVisible(self.delays is not None)
         layout = QVBoxLayout(self)
@@ -193,7 +197,7 @@ class ChartsPanel(QWidget):
         edges, counts = self.delays.histogram()
         if not len(counts):
             self.delay_curve.setData([0, 1], [0])
-            self.delay_summary.setText("No lag rule has delayed a packet yet")
+            self.delay_summary.setText(NO_DELAYS)
             return
         self.delay_curve.setData(edges, counts)
         self.delay_summary.setText(f"{len(self.delays):,} packets · p50 {self.delays.percentile(50):.1f} ms · "

@@ -34,6 +34,9 @@ from divertgui.engine.backends.netfilter_rules import HandleRules, INJECTED_MARK
 QUEUE_NUMBER_BASE = 0x4000
 QUEUE_NUMBER_SPAN = 0x3000
 OUTBOUND_HOOKS = (netlink.NF_INET_LOCAL_OUT, netlink.NF_INET_POST_ROUTING)
+_LOCAL_OUT, _POST_ROUTING = OUTBOUND_HOOKS
+# Captured is a NamedTuple: building the tuple directly skips its Python-level __new__.
+_new_captured = tuple.__new__
 NF_HOOKS = {"P": netlink.NF_INET_PRE_ROUTING, "I": netlink.NF_INET_LOCAL_IN,
             "O": netlink.NF_INET_LOCAL_OUT, "F": netlink.NF_INET_FORWARD}
 # thread-self: a thread may have entered another network namespace than the process.
@@ -230,27 +233,44 @@ class NfqueueBackend(Backend):
     def _drain(self, limit: int) -> None:
         """Read what the socket holds, run the exact filter, release what it rejects."""
         parse = netlink.parse_log_packet if self.mode == "sniff" else netlink.parse_queue_packet
+        packets = self.sock.read_messages(parse, limit)
+        if not packets:
+            return
         now = time.monotonic_ns()
         releases: list[tuple[int, int]] = []
         drops: list[int] = []
-        for packet in self.sock.read_messages(parse, limit):
-            if packet.packet_id:
-                if packet.packet_id != self._next_id:
-                    self._note_id_gap(packet.packet_id)
-                self._next_id = packet.packet_id + 1
+        keep = self._ready.append
+        exact_everywhere, exact_at = self.match_all, self._exact_at
+        dropping = self.mode == "drop"
+        forward = self.layer == Layer.NETWORK_FORWARD
+        lo_index, sniffed, layer = self._lo_index, self._sniffing, self.layer
+        for packet in packets:
+            packet_id, _hw_protocol, hook, mark, indev, outdev, _ts, payload = packet[:8]
+            if packet_id:
+                if packet_id != self._next_id:
+                    self._note_id_gap(packet_id)
+                self._next_id = packet_id + 1
             elif packet.log_seq >= 0:
                 self._note_log_seq(packet.log_seq)
-            address = self._address(packet, now)
-            if (not self.match_all and (6 if address.ipv6 else 4, packet.hook) not in self._exact_at
-                    and not self._matches(packet.payload, address)):
+            if forward:
+                outbound, if_idx = False, indev
+            else:
+                outbound = hook == _LOCAL_OUT or hook == _POST_ROUTING
+                if_idx = outdev if outbound else indev
+            ipv6 = bool(payload) and payload[0] >> 4 == 6
+            # Positional, in Address's field order: this runs once per packet.
+            address = Address(outbound, outbound and if_idx == lo_index, bool(mark & INJECTED_MARK), ipv6,
+                              if_idx, 0, now, sniffed, layer)
+            if (not exact_everywhere and (6 if ipv6 else 4, hook) not in exact_at
+                    and not self._matches(payload, address)):
                 self.counters["rejected"] += 1
-                if packet.packet_id:
-                    releases.append((packet.packet_id, packet.mark))
+                if packet_id:
+                    releases.append((packet_id, mark))
                 continue
-            if self.mode == "drop":
-                drops.append(packet.packet_id)
+            if dropping:
+                drops.append(packet_id)
                 continue
-            self._ready.append((packet, address))
+            keep((packet, address))
         # Drops first: a batch verdict among the releases may cover their ids.
         if drops:
             self.sock.send(b"".join(netlink.verdict(self.queue, i, netlink.NF_DROP) for i in drops))
@@ -326,21 +346,25 @@ class NfqueueBackend(Backend):
         return True
 
     def _take(self, max_count: int) -> list[Captured]:
-        captured: list[Captured] = []
         self._expire_old()
         ready, pending = self._ready, self._pending
         count = min(max_count, len(ready))
+        if not count:
+            return []
+        take = ready.popleft
         if self.mode == "sniff":
-            for _ in range(count):
-                packet, address = ready.popleft()
-                captured.append(Captured(packet.payload, address, 0))
+            captured = [_new_captured(Captured, (packet.payload, address, 0))
+                        for packet, address in (take() for _ in range(count))]
             self.counters["sniffed"] += count
-        else:
-            for _ in range(count):
-                packet, address = ready.popleft()
-                pending[packet.packet_id] = (packet.mark, packet.payload, packet.cap_len)
-                captured.append(Captured(packet.payload, address, packet.packet_id))
-            self.counters["diverted"] += count
+            return captured
+        captured = []
+        keep = captured.append
+        for _ in range(count):
+            packet, address = take()
+            packet_id, payload = packet[0], packet[7]
+            pending[packet_id] = (packet[3], payload, packet[9])
+            keep(_new_captured(Captured, (payload, address, packet_id)))
+        self.counters["diverted"] += count
         return captured
 
     def _expire_old(self) -> None:
@@ -362,24 +386,6 @@ class NfqueueBackend(Backend):
             # The filter contract is never to raise; a packet it cannot judge matches nothing.
             self.counters["filter_errors"] += 1
             return False
-
-    def _address(self, packet: netlink.NetfilterPacket, arrival_ns: int) -> Address:
-        if self.layer == Layer.NETWORK_FORWARD:
-            outbound, if_idx = False, packet.indev
-        else:
-            outbound = packet.hook in OUTBOUND_HOOKS
-            if_idx = packet.outdev if outbound else packet.indev
-        payload = packet.payload
-        return Address(
-            outbound=outbound,
-            loopback=outbound and if_idx == self._lo_index,
-            impostor=bool(packet.mark & INJECTED_MARK),
-            ipv6=bool(payload) and payload[0] >> 4 == 6,
-            if_idx=if_idx,
-            timestamp=arrival_ns,
-            sniffed=self._sniffing,
-            layer=self.layer,
-        )
 
     def _keep_flowing(self) -> None:
         """While nobody is inside recv, sift new packets (releasing what the
@@ -449,44 +455,64 @@ class NfqueueBackend(Backend):
         if self.sock is None:
             raise OSError(errno.EBADF, "the handle is closed")
         with self._lock:
-            tickets = [ticket for ticket, _ in verdicts]
-            unknown = [ticket for ticket in tickets if ticket not in self._pending]
-            if unknown:
-                raise KeyError(f"no pending verdict for packet {unknown[0]} on queue {self.queue}")
-            if len(set(tickets)) != len(tickets):
-                raise ValueError("the same packet appears twice in one batch of verdicts")
-            for ticket, raw in verdicts:
-                _mark, original, length = self._pending[ticket]
-                if raw is not None and raw != original and length > len(original):
-                    raise ValueError(f"packet {ticket} was received cut to {len(original)} of its {length} bytes; "
-                                     f"it can be released unmodified or dropped, not edited")
-            entries = [(ticket, raw, *self._pending.pop(ticket)) for ticket, raw in verdicts]
-            self.sock.send(self._verdict_messages(entries))
+            pending = self._pending
+            entries = []
+            last, mark_seen, uniform = 0, None, True
+            try:
+                for ticket, raw in verdicts:
+                    held = pending.pop(ticket, None)
+                    if held is None:
+                        if any(entry[0] == ticket for entry in entries):
+                            raise ValueError("the same packet appears twice in one batch of verdicts")
+                        raise KeyError(f"no pending verdict for packet {ticket} on queue {self.queue}")
+                    mark, original, length = held
+                    entries.append((ticket, raw, mark, original, length))
+                    if raw is None or raw != original:
+                        if raw is not None and length > len(original):
+                            raise ValueError(f"packet {ticket} was received cut to {len(original)} of its {length} "
+                                             f"bytes; it can be released unmodified or dropped, not edited")
+                        uniform = False
+                    elif mark_seen is None:
+                        mark_seen = mark
+                    elif mark != mark_seen:
+                        uniform = False
+                    if ticket > last:
+                        last = ticket
+            except (KeyError, ValueError):
+                for ticket, _raw, mark, original, length in entries:
+                    pending[ticket] = (mark, original, length)
+                raise
+            if uniform and len(entries) > 1 and self._nothing_older_than(last):
+                # Every packet the kernel holds for us up to `last` is in this batch, unmodified.
+                message = netlink.verdict_batch(self.queue, last, netlink.NF_REPEAT,
+                                                mark=self._released_mark(mark_seen))
+                self.counters["sent"] += len(entries)
+            else:
+                message = self._verdict_messages(entries)
+            self.sock.send(message)
+
+    def _nothing_older_than(self, packet_id: int) -> bool:
+        """No packet with a lower id is still pending here or waiting to be read."""
+        ready = self._ready
+        if ready and ready[0][0][0] < packet_id:
+            return False
+        return not self._pending or min(self._pending) > packet_id
 
     def _verdict_messages(self, entries) -> bytes:
         """entries: (ticket, bytes to send or None to drop, mark, bytes as received, length in the kernel)."""
-        if len(entries) > 1 and all(raw is not None and raw == original for _, raw, _, original, _ in entries):
-            last = max(ticket for ticket, *_ in entries)
-            marks = {mark for _, _, mark, _, _ in entries}
-            older = min(self._pending, default=last + 1)
-            if self._ready:
-                older = min(older, self._ready[0][0].packet_id)
-            if len(marks) == 1 and older > last:
-                # Everything the kernel holds for us up to `last` is in this batch.
-                self.counters["sent"] += len(entries)
-                return netlink.verdict_batch(self.queue, last, netlink.NF_REPEAT, mark=self._released_mark(marks.pop()))
         parts = []
+        counters = self.counters
         for ticket, raw, mark, original, _length in entries:
             if raw is None:
                 parts.append(netlink.verdict(self.queue, ticket, netlink.NF_DROP))
-                self.counters["dropped"] += 1
+                counters["dropped"] += 1
                 continue
             payload = None if raw == original else bytes(raw)
             parts.append(netlink.verdict(self.queue, ticket, netlink.NF_REPEAT, payload,
                                          mark=self._released_mark(mark)))
-            self.counters["sent"] += 1
+            counters["sent"] += 1
             if payload is not None:
-                self.counters["modified"] += 1
+                counters["modified"] += 1
         return b"".join(parts)
 
     def inject(self, raw: bytes, address: Address) -> None:
