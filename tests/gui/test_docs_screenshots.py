@@ -82,8 +82,15 @@ def test_a_held_packet_in_the_intercept_editor(qtbot, workbench):
     assert payload.text().startswith("GET /")
     payload.setText(payload.text().replace("GET /", "GET /edited/", 1))
     payload.setCursorPosition(0)
-    form.parentWidget().parentWidget().ensureWidgetVisible(payload)
-    qtbot.wait(300)
+    scroll = form.parentWidget().parentWidget()
+
+    def payload_shown() -> bool:
+        # The form lays itself out after the packet is loaded; scroll once it has.
+        scroll.ensureWidgetVisible(payload)
+        return not payload.visibleRegion().isEmpty()
+
+    qtbot.waitUntil(payload_shown)
+    qtbot.wait(200)
     save(window.intercept_dock, "intercept-editor.png", (400, 600))
     window.intercept.filter.set_text("false")
     window.intercept.filter.submit()
@@ -115,3 +122,27 @@ def test_the_compose_dialog(qtbot, workbench):
     dialog.show()
     qtbot.waitExposed(dialog)
     save(dialog, "compose.png", (500, 500))
+
+
+def test_the_rules_panel_with_counters_and_the_delay_chart(qtbot, workbench):
+    window = workbench.window
+    window.resize(*WINDOW_SIZE)
+    window.resizeDocks([window.intercept_dock], [560], Qt.Orientation.Horizontal)
+    window.rules_dock.show()
+    window.rules_dock.raise_()
+    panel = window.rules_panel
+    panel.profiles.setCurrentText("preset: mobile-3g")
+    qtbot.mouseClick(panel.load_button, Qt.MouseButton.LeftButton)
+    assert [panel.model.rule(row)["kind"] for row in range(panel.model.rowCount())] == \
+        ["lag", "drop", "bandwidth", "bandwidth"]
+    for row in range(panel.model.rowCount()):
+        panel.model.set_value(row, "enabled", True)
+    panel.select(0)
+    qtbot.waitUntil(lambda: [rule["enabled"] for rule in workbench.bridge.session.rules] == [True] * 4,
+                    timeout=5000)
+    start_demo(qtbot, workbench, rows=100)
+    qtbot.waitUntil(lambda: panel.model.counters(0)["delayed"] >= 100, timeout=10000)
+    qtbot.waitUntil(lambda: window.stats.seconds >= 3, timeout=10000)
+    qtbot.wait(300)
+    save(window.rules_dock, "rules.png", (400, 600))
+    save(window.charts_dock, "charts-with-rules.png", (600, 200))
