@@ -6,6 +6,10 @@ removed afterwards even when the test fails. Code runs inside a namespace
 either in this thread (`with ns.entered():`, setns(2) on the calling thread,
 which threads and subprocesses started inside inherit) or as a separate
 process (`ns.popen([...])`, through `ip netns exec`).
+
+The `backend` fixture runs a test once per Linux backend (nfqueue, pydivert's
+eBPF library); `@pytest.mark.backend_differs(name, xfail=... | skip=..., when={...})`
+marks where one backend's semantics differ, with the reason.
 """
 
 from __future__ import annotations
@@ -41,7 +45,11 @@ def missing_prerequisite() -> str | None:
 
 
 def require_prerequisites() -> None:
-    reason = missing_prerequisite()
+    require(missing_prerequisite())
+
+
+def require(reason: str | None) -> None:
+    """A missing prerequisite (`reason`) fails the test under CI=true and skips it elsewhere."""
     if reason:
         if os.environ.get("CI") == "true":
             pytest.fail(f"missing prerequisite in CI: {reason}")
@@ -325,3 +333,82 @@ def routed(make_namespace) -> Routed:
         ns.ip("route", "add", "default", "via", gateway4, "dev", device)
         ns.ip("-6", "route", "add", "default", "via", gateway6, "dev", device)
     return Routed(a, r, b)
+
+
+# -- the backends the shared tests run on ------------------------------------
+
+BACKENDS = ("nfqueue", "pydivert")
+_ebpf_problem: list = []
+
+
+class BackendChoice:
+    """One of BACKENDS; calling it makes a fresh backend for one Divert handle."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __call__(self):
+        if self.name == "nfqueue":
+            from divertgui.engine.backends.nfqueue import NfqueueBackend
+            from divertgui.engine.backends.select import default_backend
+            backend = default_backend()
+            assert isinstance(backend, NfqueueBackend), backend
+            return backend
+        from divertgui.engine.backends.pydivert import PydivertBackend
+        return PydivertBackend()
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def missing_ebpf(ns: Namespace) -> str | None:
+    """Why pydivert's eBPF backend cannot open a handle here; None when it can."""
+    try:
+        import pydivert.bpf
+    except ImportError as exc:
+        return f"pydivert is not installed (pip install 'pydivert>=4'): {exc}"
+    if pydivert.bpf.libebpfdivert is None:
+        return "pydivert's libebpfdivert.so did not load: install pydivert's manylinux wheel"
+    from divertgui.engine.handle import Divert, DivertError
+    with ns.entered():
+        try:
+            with Divert("false", backend=BackendChoice("pydivert")()):
+                pass
+        except DivertError as exc:
+            return f"pydivert's eBPF backend cannot open a handle on this kernel (BPF, tc clsact): {exc}"
+    return None
+
+
+def require_ebpf(make_namespace) -> None:
+    if not _ebpf_problem:
+        _ebpf_problem.append(missing_ebpf(make_namespace()))
+    require(_ebpf_problem[0])
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, make_namespace) -> BackendChoice:
+    """Each backend in turn: `Divert(..., backend=backend())`."""
+    if request.param == "pydivert":
+        require_ebpf(make_namespace)
+    return BackendChoice(request.param)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "backend_differs(name, xfail=reason | skip=reason, when={param: value}): "
+                                       "where backend `name` differs, and why")
+
+
+def pytest_collection_modifyitems(items):
+    """Turns each backend_differs mark into a strict xfail or a skip of that backend's parameter."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        for mark in item.iter_markers("backend_differs"):
+            name, = mark.args
+            if params.get("backend") != name:
+                continue
+            if any(params.get(key) != value for key, value in mark.kwargs.get("when", {}).items()):
+                continue
+            if "xfail" in mark.kwargs:
+                item.add_marker(pytest.mark.xfail(strict=True, reason=f"{name}: {mark.kwargs['xfail']}"))
+            else:
+                item.add_marker(pytest.mark.skip(reason=f"{name}: {mark.kwargs['skip']}"))

@@ -177,7 +177,7 @@ class PydivertBackend(Backend):
             self.counters["dropped"] += 1
             return
         self._send(raw, wd)
-        self.counters["reinjected"] += 1
+        self.counters["sent"] += 1
         if raw != original:
             self.counters["modified"] += 1
 

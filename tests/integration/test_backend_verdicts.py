@@ -15,11 +15,11 @@ PORT, OTHER_PORT = 40011, 40012
 
 
 @pytest.mark.parametrize("version", [4, 6])
-def test_a_modified_packet_arrives_modified(veth, version):
+def test_a_modified_packet_arrives_modified(veth, backend, version):
     a_addr, b_addr = (veth.a_v4, veth.b_v4) if version == 4 else (veth.a_v6, veth.b_v6)
     with veth.b.entered():
         server = udp_socket(b_addr, PORT)
-        with Divert(f"inbound and udp.DstPort == {PORT}") as handle:
+        with Divert(f"inbound and udp.DstPort == {PORT}", backend=backend()) as handle:
             with veth.a.entered():
                 udp_socket(a_addr).sendto(b"hello, world", (b_addr, PORT))
             packet = handle.recv(timeout=2)
@@ -35,10 +35,25 @@ def test_a_modified_packet_arrives_modified(veth, version):
     assert stats["modified"] == 1 and stats["diverted"] == 1
 
 
-def test_a_packet_received_and_never_sent_never_arrives(netns):
+def test_an_outbound_packet_modified_on_its_way_out(veth, backend):
+    with veth.a.entered():
+        server = udp_socket(veth.a_v4, PORT)
+    with veth.b.entered():
+        with Divert(f"outbound and udp.DstPort == {PORT}", backend=backend()) as handle:
+            udp_socket(veth.b_v4).sendto(b"lower case", (veth.a_v4, PORT))
+            packet = handle.recv(timeout=2)
+            packet.payload = b"UPPER CASE"
+            edited = bytearray(packet.raw)
+            assert calc_checksums(edited)
+            packet.raw = edited
+            handle.send(packet)
+    assert server.recv(100) == b"UPPER CASE"
+
+
+def test_a_packet_received_and_never_sent_never_arrives(netns, backend):
     with netns.entered():
         server = udp_socket("127.0.0.1", PORT)
-        with Divert(f"udp.DstPort == {PORT}") as handle:
+        with Divert(f"udp.DstPort == {PORT}", backend=backend()) as handle:
             client = udp_socket("127.0.0.1")
             client.sendto(b"kept", ("127.0.0.1", PORT))
             client.sendto(b"kept too", ("127.0.0.1", PORT))
@@ -58,10 +73,10 @@ def test_a_packet_received_and_never_sent_never_arrives(netns):
     assert after == [b"sent"] and late == []
 
 
-def test_sniff_copies_without_holding_anything_up(netns):
+def test_sniff_copies_without_holding_anything_up(netns, backend):
     with netns.entered():
         server = udp_socket("127.0.0.1", PORT)
-        with Divert(f"udp.DstPort == {PORT}", flags=Flag.SNIFF) as handle:
+        with Divert(f"udp.DstPort == {PORT}", flags=Flag.SNIFF, backend=backend()) as handle:
             client = udp_socket("127.0.0.1")
             for i in range(5):
                 client.sendto(b"seen %d" % i, ("127.0.0.1", PORT))
@@ -78,11 +93,11 @@ def test_sniff_copies_without_holding_anything_up(netns):
     assert stats["sniffed"] == 5 and stats["diverted"] == 0
 
 
-def test_drop_drops_in_the_kernel_and_nothing_else(veth):
+def test_drop_drops_in_the_kernel_and_nothing_else(veth, backend):
     with veth.b.entered():
         dropped_port = udp_socket(veth.b_v4, PORT)
         open_port = udp_socket(veth.b_v4, OTHER_PORT)
-        with Divert(f"udp.DstPort == {PORT}", flags=Flag.DROP) as handle:
+        with Divert(f"udp.DstPort == {PORT}", flags=Flag.DROP, backend=backend()) as handle:
             with veth.a.entered():
                 client = udp_socket(veth.a_v4)
                 for i in range(5):
@@ -90,9 +105,11 @@ def test_drop_drops_in_the_kernel_and_nothing_else(veth):
                     client.sendto(b"kept", (veth.b_v4, OTHER_PORT))
             assert receive_all(dropped_port, 0.3) == []
             assert receive_expected(open_port, 5) == [b"kept"] * 5
+            stats = handle.stats()
             with pytest.raises(DivertError):
                 handle.recv(timeout=0.1)
         # Closed: the port is reachable again.
         with veth.a.entered():
             client.sendto(b"back", (veth.b_v4, PORT))
         assert dropped_port.recv(100) == b"back"
+    assert stats["dropped"] == 5

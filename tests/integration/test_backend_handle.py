@@ -42,11 +42,11 @@ def test_a_handle_that_is_not_open_says_so():
 
 
 @pytest.mark.netns
-def test_shutdown_recv_keeps_what_was_queued_and_diverts_nothing_new(netns):
+def test_shutdown_recv_keeps_what_was_queued_and_diverts_nothing_new(netns, backend):
     with netns.entered():
         server = udp_socket("127.0.0.1", PORT)
         client = udp_socket("127.0.0.1")
-        with Divert(f"udp.DstPort == {PORT}") as handle:
+        with Divert(f"udp.DstPort == {PORT}", backend=backend()) as handle:
             client.sendto(b"queued", ("127.0.0.1", PORT))
             assert receive_all(server, 0.2) == []
             handle.shutdown("recv")
@@ -64,15 +64,15 @@ def test_shutdown_recv_keeps_what_was_queued_and_diverts_nothing_new(netns):
 
 
 @pytest.mark.netns
-def test_send_only_injects_and_cannot_receive(netns):
+def test_send_only_injects_and_cannot_receive(netns, backend):
     with netns.entered():
         server = udp_socket("127.0.0.1", PORT)
-        with Divert(f"udp.DstPort == {PORT}") as catcher:
+        with Divert(f"udp.DstPort == {PORT}", backend=backend()) as catcher:
             udp_socket("127.0.0.1").sendto(b"template", ("127.0.0.1", PORT))
             template = catcher.recv(timeout=1)
             catcher.send(template)
         assert receive_expected(server, 1) == [b"template"]
-        with Divert("false", flags=Flag.SEND_ONLY) as sender:
+        with Divert("false", flags=Flag.SEND_ONLY, backend=backend()) as sender:
             sender.send(Packet(template.raw, template.address))
             with pytest.raises(DivertError, match="SEND_ONLY"):
                 sender.recv(timeout=0.1)

@@ -37,7 +37,7 @@ class _Server(http.server.ThreadingHTTPServer):
 
 @pytest.mark.parametrize("version", [4, 6])
 @pytest.mark.parametrize("diverting_side", ["client", "server"])
-def test_http_through_passthru(veth, version, diverting_side):
+def test_http_through_passthru(veth, backend, version, diverting_side):
     a_addr, b_addr = (veth.a_v4, veth.b_v4) if version == 4 else (veth.a_v6, veth.b_v6)
     family = socket.AF_INET if version == 4 else socket.AF_INET6
     # The handle lives in `b`; b is the client in one case and the server in the other.
@@ -48,7 +48,8 @@ def test_http_through_passthru(veth, version, diverting_side):
         serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         serving.start()
     try:
-        with veth.b.entered(), Divert(f"tcp and remotePort == {PORT} or tcp and localPort == {PORT}") as handle, \
+        with veth.b.entered(), \
+                Divert(f"tcp and remotePort == {PORT} or tcp and localPort == {PORT}", backend=backend()) as handle, \
                 Passthru(handle) as passthru:
             with client_ns.entered():
                 host = server_addr if version == 4 else f"[{server_addr}]"

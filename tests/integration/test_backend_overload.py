@@ -30,10 +30,14 @@ def _big_receiver() -> socket.socket:
 
 
 @pytest.mark.parametrize("fail_open", [False, True], ids=["drop-beyond-queue", "fail-open"])
-def test_overload_is_counted_packet_for_packet(netns, fail_open):
+@pytest.mark.backend_differs("pydivert", when={"fail_open": True},
+                             skip="FAIL_OPEN is netfilter's queue bypass; WinDivert and libebpfdivert have no "
+                                  "such mode (the backend passes the flag over)")
+def test_overload_is_counted_packet_for_packet(netns, backend, fail_open):
     with netns.entered():
         server = _big_receiver()
-        handle = Divert(f"udp.DstPort == {PORT}", flags=Flag.FAIL_OPEN if fail_open else Flag(0))
+        handle = Divert(f"udp.DstPort == {PORT}", flags=Flag.FAIL_OPEN if fail_open else Flag(0),
+                        backend=backend())
         handle.set_param(Param.QUEUE_LENGTH, 32)
         handle.set_param(Param.QUEUE_TIME, 16000)
         with handle:
@@ -45,7 +49,8 @@ def test_overload_is_counted_packet_for_packet(netns, fail_open):
             arrived = receive_expected(server, sent if fail_open else read)
             stats = handle.stats()
     assert stats["diverted"] == read
-    assert stats["expired"] == 0 and stats["rejected"] == 0
+    # A backend whose kernel program tests the whole filter has no user-space rejections to count.
+    assert stats["expired"] == 0 and stats.get("rejected", 0) == 0
     assert stats["diverted"] + stats["overflowed"] + stats["bypassed"] == sent
     if fail_open:
         assert stats["overflowed"] == 0 and stats["bypassed"] > 0
@@ -55,14 +60,16 @@ def test_overload_is_counted_packet_for_packet(netns, fail_open):
         assert len(arrived) == read
 
 
-def test_packets_not_read_within_queue_time_expire_and_are_counted(netns):
+@pytest.mark.backend_differs("pydivert", xfail="libebpfdivert expires held packets only when the handle is next "
+                                               "read, and counts them as queue_full (overflowed), not expired")
+def test_packets_not_read_within_queue_time_expire_and_are_counted(netns, backend):
     with netns.entered():
         server = _big_receiver()
-        handle = Divert(f"udp.DstPort == {PORT}")
+        handle = Divert(f"udp.DstPort == {PORT}", backend=backend())
         handle.set_param(Param.QUEUE_TIME, 100)
         with handle:
             sent = _flood(5)
-            expired = wait_until(lambda: handle.stats()["expired"] == 5, 5)
+            expired = wait_until(lambda: handle.stats()["expired"] == 5, 2)
             late = handle.recv_batch(16, 0.2)
             arrived = receive_all(server, 0.2)
             stats = handle.stats()
