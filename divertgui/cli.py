@@ -193,44 +193,69 @@ def _fields_text(name: str, values: list[tuple[str, object]]) -> str:
     return f"{name} [" + " ".join(f"{k}={v}" for k, v in values) + "]"
 
 
-def detail_block(packet, number: int) -> str:
-    """WinDivert netdump's block: address, each header's fields, then the bytes."""
+def _bit(value) -> int:
+    return 1 if value else 0
+
+
+def _hex(value: int, digits: int) -> str:
+    return f"0x{value:0{digits}X}"
+
+
+BYTES_PER_HEX_LINE, CHARS_PER_TEXT_LINE = 20, 40
+
+
+def detail_block(packet, start_ns: int) -> str:
+    """WinDivert netdump's block, line for line: a blank line, the address, each
+    header's fields, a blank line, the bytes in hex and then as text.
+
+    Flags print as 0/1 and hex fields in upper case, as the C sample prints them,
+    so that scripts written against netdump's output read ours. The timestamp is
+    in seconds since `start_ns` (time.monotonic_ns(), the clock of Address.timestamp).
+    """
+    from divertgui.engine.packet_hash import hash_packet
     address = packet.address
-    lines = [_fields_text(f"Packet #{number}", [
-        ("Timestamp", address.timestamp), ("Direction", "outbound" if address.outbound else "inbound"),
-        ("IfIdx", address.if_idx), ("SubIfIdx", address.sub_if_idx), ("Loopback", int(address.loopback)),
-        ("Impostor", int(address.impostor))])]
+    raw = bytes(packet.raw)
+    # netdump writes ", " after the timestamp and spaces elsewhere; kept for its parsers.
+    lines = ["", f"Packet [Timestamp={(address.timestamp - start_ns) / 1e9:.8g}, " + " ".join(
+        f"{k}={v}" for k, v in (
+            ("Direction", "outbound" if address.outbound else "inbound"), ("IfIdx", address.if_idx),
+            ("SubIfIdx", address.sub_if_idx), ("Loopback", _bit(address.loopback)),
+            ("Impostor", _bit(address.impostor)), ("Hash", _hex(hash_packet(raw), 16)))) + "]"]
     ip4, ip6 = packet.ipv4, packet.ipv6
     if ip4 is not None:
         lines.append(_fields_text("IPv4", [
-            ("HdrLength", ip4.hdr_len), ("TOS", ip4.tos), ("Length", ip4.length), ("Id", f"0x{ip4.id:04x}"),
-            ("Reserved", ip4.reserved_flag), ("DF", ip4.df), ("MF", ip4.mf), ("FragOff", ip4.frag_offset),
-            ("TTL", ip4.ttl), ("Protocol", ip4.protocol), ("Checksum", f"0x{ip4.checksum:04x}"),
-            ("SrcAddr", ip4.src_addr), ("DstAddr", ip4.dst_addr)]))
+            ("Version", ip4.version), ("HdrLength", ip4.hdr_len), ("TOS", ip4.tos), ("Length", ip4.length),
+            ("Id", _hex(ip4.id, 4)), ("Reserved", _bit(ip4.reserved_flag)), ("DF", _bit(ip4.df)),
+            ("MF", _bit(ip4.mf)), ("FragOff", ip4.frag_offset), ("TTL", ip4.ttl), ("Protocol", ip4.protocol),
+            ("Checksum", _hex(ip4.checksum, 4)), ("SrcAddr", ip4.src_addr), ("DstAddr", ip4.dst_addr)]))
     if ip6 is not None:
         lines.append(_fields_text("IPv6", [
-            ("TrafficClass", ip6.traffic_class), ("FlowLabel", ip6.flow_label), ("Length", ip6.length),
-            ("NextHdr", ip6.next_hdr), ("HopLimit", ip6.hop_limit), ("SrcAddr", ip6.src_addr),
-            ("DstAddr", ip6.dst_addr)]))
+            ("Version", ip6.version), ("TrafficClass", ip6.traffic_class), ("FlowLabel", ip6.flow_label),
+            ("Length", ip6.length), ("NextHdr", ip6.next_hdr), ("HopLimit", ip6.hop_limit),
+            ("SrcAddr", ip6.src_addr), ("DstAddr", ip6.dst_addr)]))
     icmp, icmp6, tcp, udp = packet.icmpv4, packet.icmpv6, packet.tcp, packet.udp
     for name, header in (("ICMP", icmp), ("ICMPV6", icmp6)):
         if header is not None:
             lines.append(_fields_text(name, [("Type", header.type), ("Code", header.code),
-                                             ("Checksum", f"0x{header.checksum:04x}"), ("Body", f"0x{header.body:08x}")]))
+                                             ("Checksum", _hex(header.checksum, 4)), ("Body", _hex(header.body, 8))]))
     if tcp is not None:
+        # WinDivert's TCP header splits the bits beside the flags into Reserved1
+        # (the low nibble of byte 12: three reserved bits and NS) and Reserved2 (CWR, ECE).
         lines.append(_fields_text("TCP", [
             ("SrcPort", tcp.src_port), ("DstPort", tcp.dst_port), ("SeqNum", tcp.seq_num), ("AckNum", tcp.ack_num),
-            ("HdrLength", tcp.hdr_len), ("Urg", tcp.urg), ("Ack", tcp.ack), ("Psh", tcp.psh), ("Rst", tcp.rst),
-            ("Syn", tcp.syn), ("Fin", tcp.fin), ("Window", tcp.window), ("Checksum", f"0x{tcp.checksum:04x}"),
-            ("UrgPtr", tcp.urg_ptr)]))
+            ("HdrLength", tcp.hdr_len), ("Reserved1", (tcp.reserved << 1) | _bit(tcp.ns)),
+            ("Reserved2", (_bit(tcp.cwr) << 1) | _bit(tcp.ece)), ("Urg", _bit(tcp.urg)), ("Ack", _bit(tcp.ack)),
+            ("Psh", _bit(tcp.psh)), ("Rst", _bit(tcp.rst)), ("Syn", _bit(tcp.syn)), ("Fin", _bit(tcp.fin)),
+            ("Window", tcp.window), ("Checksum", _hex(tcp.checksum, 4)), ("UrgPtr", tcp.urg_ptr)]))
     if udp is not None:
         lines.append(_fields_text("UDP", [("SrcPort", udp.src_port), ("DstPort", udp.dst_port),
-                                          ("Length", udp.length), ("Checksum", f"0x{udp.checksum:04x}")]))
-    raw = bytes(packet.raw)
-    for offset in range(0, len(raw), 16):
-        chunk = raw[offset:offset + 16]
-        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
-        lines.append(f"  {offset:04x}  {chunk.hex(' '):<47}  {text}")
+                                          ("Length", udp.length), ("Checksum", _hex(udp.checksum, 4))]))
+    lines.append("")
+    for offset in range(0, len(raw), BYTES_PER_HEX_LINE):
+        lines.append("\t" + raw[offset:offset + BYTES_PER_HEX_LINE].hex().upper())
+    text = "".join(chr(b) if 32 <= b < 127 else "." for b in raw)
+    for offset in range(0, len(text), CHARS_PER_TEXT_LINE):
+        lines.append("\t" + text[offset:offset + CHARS_PER_TEXT_LINE])
     return "\n".join(lines)
 
 
@@ -247,13 +272,14 @@ def cmd_netdump(args) -> int:
         with handle:
             if not args.quiet:
                 _say(f"divert: sniffing {args.filter!r} (priority {args.priority}); Ctrl+C to stop", sys.stderr)
+            started_ns = time.monotonic_ns()
             while not stop and (args.count is None or count < args.count):
                 wanted = 255 if args.count is None else min(255, args.count - count)
                 batch = handle.recv_batch(wanted, POLL_SECONDS)
                 for packet in batch:
                     count += 1
                     if not args.quiet:
-                        _say(detail_block(packet, count) if args.verbose else summary_line(packet, count))
+                        _say(detail_block(packet, started_ns) if args.verbose else summary_line(packet, count))
                 if writer is not None and batch:
                     writer.write_batch([(p.raw, p.address, None) for p in batch])
             stats = handle.stats()

@@ -21,7 +21,7 @@ import re
 import socket
 import struct
 import time
-from typing import BinaryIO, Iterable, Iterator, NamedTuple
+from typing import BinaryIO, Callable, Iterable, Iterator, NamedTuple
 
 import dpkt
 from dpkt import pcapng as ng
@@ -107,7 +107,8 @@ def _comment_option(text: str) -> bytes:
     return _OPT_HEAD.pack(ng.PCAPNG_OPT_COMMENT, len(data)) + data + _PADDING[len(data) & 3]
 
 
-def _interface_name(if_idx: int, loopback: bool) -> str:
+def host_interface_name(if_idx: int, loopback: bool) -> str:
+    """This machine's name for the interface (eth0, lo, ...); if<N> when it has none."""
     try:
         return socket.if_indextoname(if_idx)
     except (OSError, ValueError, OverflowError):
@@ -119,10 +120,14 @@ class PcapngWriter:
 
     Usable as a context manager. write() appends to the file's buffer;
     write_batch() and flush() push what was written to the file.
+    `interface_name(if_idx, loopback)` names each interface in the file; by
+    default the writing machine's name for that index, which makes the file
+    depend on the host: pass a function of its own for a reproducible file.
     """
 
     def __init__(self, target: str | os.PathLike | BinaryIO, *, application: str = "divertgui",
-                 comment: str | None = None):
+                 comment: str | None = None,
+                 interface_name: Callable[[int, bool], str] = host_interface_name):
         if hasattr(target, "write"):
             self._file, self._owns_file = target, False
             self.path = getattr(target, "name", None)
@@ -130,6 +135,7 @@ class PcapngWriter:
             self.path = os.fspath(target)
             self._file, self._owns_file = open(self.path, "wb"), True
         self._interfaces: dict[tuple[int, bool], int] = {}
+        self._interface_name = interface_name
         self.count = 0
         shb_options = [_option(ng.PCAPNG_OPT_SHB_USERAPPL, application.encode())]
         if comment:
@@ -149,13 +155,19 @@ class PcapngWriter:
             linktype=LINKTYPE_RAW,
             snaplen=SNAPLEN,
             opts=[
-                _option(ng.PCAPNG_OPT_IF_NAME, _interface_name(if_idx, loopback).encode()),
+                _option(ng.PCAPNG_OPT_IF_NAME, self._name_of(if_idx, loopback).encode()),
                 _option(ng.PCAPNG_OPT_IF_DESCRIPTION, description.encode()),
                 _option(ng.PCAPNG_OPT_IF_TSRESOL, bytes([9])),
                 _option(ng.PCAPNG_OPT_ENDOFOPT, b""),
             ],
         )
         return number, bytes(idb)
+
+    def _name_of(self, if_idx: int, loopback: bool) -> str:
+        name = self._interface_name(if_idx, loopback)
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"interface_name({if_idx}, {loopback}) gave {name!r}, not a non-empty name")
+        return name
 
     def _encode(self, raw: bytes, address: Address | None, wall_ns: int | None, comment: str | None) -> bytes:
         if address is None:

@@ -260,7 +260,21 @@ class FilterEditor(QWidget):
             self.edit.setToolTip("")
             self._paint(VALID_COLOUR if text.strip() else NEUTRAL_COLOUR)
         if was_valid != (self.error is None):
+            self._relayout()
             self.validity_changed.emit(self.error is None)
+
+    def _relayout(self) -> None:
+        """Lays out the window now that the message line came or went.
+
+        Qt would do it on a later turn of the event loop; until then a toolbar
+        holding this editor keeps its old height, an empty line once the
+        message is gone, and that is what the next paint or grab shows.
+        """
+        widget = self
+        while widget is not None:
+            if widget.layout() is not None:
+                widget.layout().activate()
+            widget = widget.parentWidget()
 
     def _paint(self, colour: QColor) -> None:
         self.edit.setStyleSheet(

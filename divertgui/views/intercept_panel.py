@@ -11,10 +11,15 @@ from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QHBoxLayout, QHeaderView,
                                QLabel, QPushButton, QSplitter, QTableView, QVBoxLayout, QWidget)
 
+from divertgui.models.intercept_queue import COLUMNS
 from divertgui.views.filter_editor import FilterEditor
 from divertgui.views.packet_editor import EditError, PacketEditor
 
 Post = Callable[..., None]
+# Columns widen to fit the newest rows of each batch; a burst of held packets
+# is measured on this many rows, not all of them.
+FIT_ROWS_PER_BATCH = 256
+AGE_COLUMN = COLUMNS.index("Held")
 
 
 class InterceptPanel(QWidget):
@@ -38,9 +43,13 @@ class InterceptPanel(QWidget):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.verticalHeader().hide()
         self.table.verticalHeader().setDefaultSectionSize(20)
-        self.table.horizontalHeader().setStretchLastSection(True)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setStretchLastSection(True)
+        for column in range(queue_model.columnCount() - 1):
+            self.table.setColumnWidth(column, header.sectionSizeHint(column))
         self.table.selectionModel().currentRowChanged.connect(self._on_current)
+        queue_model.rowsInserted.connect(self._fit_new_rows)
         queue_model.rowsInserted.connect(self._on_queue_changed)
         queue_model.rowsRemoved.connect(self._on_queue_changed)
         queue_model.modelReset.connect(self._on_queue_changed)
@@ -114,6 +123,7 @@ class InterceptPanel(QWidget):
             shortcut.activated.connect(slot)
         self.age_timer = QTimer(self)
         self.age_timer.timeout.connect(queue_model.refresh_ages)
+        self.age_timer.timeout.connect(self._fit_ages)
         self.age_timer.start(1000)
         self._update_buttons()
 
@@ -194,6 +204,29 @@ class InterceptPanel(QWidget):
         else:
             self._show(None)
         self._update_buttons()
+
+    # column widths ------------------------------------------------------------
+    def _fit_new_rows(self, _parent, first: int, last: int) -> None:
+        """Widens the columns (all but Info, which stretches) to fit the rows just held.
+
+        Columns only grow: the rows already shown keep their place while the
+        user reads them, and a width the user dragged wider stays.
+        """
+        rows = range(max(first, last - FIT_ROWS_PER_BATCH + 1), last + 1)
+        for column in range(self.queue.columnCount() - 1):
+            self._fit(column, rows)
+
+    def _fit_ages(self) -> None:
+        # The first row has been held longest, so its age is the longest text.
+        if self.queue.rowCount():
+            self._fit(AGE_COLUMN, range(1))
+
+    def _fit(self, column: int, rows: range) -> None:
+        grid = 1 if self.table.showGrid() else 0
+        needed = max((self.table.sizeHintForIndex(self.queue.index(row, column)).width() + grid for row in rows),
+                     default=0)
+        if needed > self.table.columnWidth(column):
+            self.table.setColumnWidth(column, needed)
 
     def _update_buttons(self) -> None:
         has_current = self.current_id is not None

@@ -7,6 +7,8 @@ it goes through the view, so the editor knows no header layout itself.
 
 from __future__ import annotations
 
+import html
+
 from PySide6.QtWidgets import (QCheckBox, QFormLayout, QGroupBox, QLabel, QLineEdit, QScrollArea,
                                QTabWidget, QVBoxLayout, QWidget)
 
@@ -35,6 +37,15 @@ def payload_bytes(text: str) -> bytes:
     return text.encode("latin-1", "backslashreplace").decode("unicode_escape").encode("latin-1")
 
 
+def payload_hint(text: str) -> str:
+    """The line under the payload field: its length as it would be sent, or why it cannot be."""
+    try:
+        size = len(payload_bytes(text))
+    except (ValueError, UnicodeDecodeError) as exc:
+        return f"<small style='color: #a00000'>not valid: {html.escape(str(exc))}</small>"
+    return f"<small>{size} byte{'' if size == 1 else 's'}; \\r \\n \\xNN escapes</small>"
+
+
 def _field_text(value) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
@@ -51,11 +62,13 @@ class FieldForm(QWidget):
         self.edits: dict[tuple[str, str], QLineEdit] = {}
         self.values: dict[tuple[str, str], str] = {}
         self.groups: list[QGroupBox] = []
+        self.payload_hint: QLabel | None = None
 
     def load(self, packet: Packet) -> None:
         for group in self.groups:
             group.deleteLater()
         self.groups, self.edits, self.values = [], {}, {}
+        self.payload_hint = None
         while self.layout_.count():
             item = self.layout_.takeAt(0)
             if item.widget():
@@ -77,20 +90,24 @@ class FieldForm(QWidget):
             group = QGroupBox("Payload", self)
             form = QFormLayout(group)
             form.setContentsMargins(6, 4, 6, 4)
-            self._add(form, "payload", "bytes", payload_text(payload))
-            form.addRow(QLabel(f"<small>{len(payload)} bytes; \\r \\n \\xNN escapes</small>", group))
+            edit = self._add(form, "payload", "bytes", payload_text(payload))
+            hint = self.payload_hint = QLabel(payload_hint(edit.text()), group)
+            hint.setObjectName("payload_hint")
+            edit.textChanged.connect(lambda text: hint.setText(payload_hint(text)))
+            form.addRow(hint)
             self.layout_.addWidget(group)
             self.groups.append(group)
         if not self.groups:
             self.layout_.addWidget(QLabel("Not an IPv4/IPv6 packet: edit the raw bytes.", self))
         self.layout_.addStretch(1)
 
-    def _add(self, form: QFormLayout, header: str, name: str, text: str) -> None:
+    def _add(self, form: QFormLayout, header: str, name: str, text: str) -> QLineEdit:
         edit = QLineEdit(text)
         edit.setObjectName(f"{header}.{name}")
         form.addRow(name, edit)
         self.edits[(header, name)] = edit
         self.values[(header, name)] = text
+        return edit
 
     def field(self, header: str, name: str) -> QLineEdit:
         return self.edits[(header, name)]

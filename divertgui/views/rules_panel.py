@@ -336,10 +336,24 @@ class RulesPanel(QWidget):
             self.status.setText(f"Profile {name}: {exc}")
             self.status.setStyleSheet("color: #a00000;")
             return False
+        self._show_profile(name)
         self.profiles.setToolTip(data.get("description", ""))
         self.select(0 if self.model.rowCount() else None)
+        self.status.setStyleSheet("")
         self.status.setText(f"Loaded {name}: {data.get('description', '')}")
         return True
+
+    def _show_profile(self, name: str) -> None:
+        """Puts the loaded profile in the combo box, however it was named to load_profile."""
+        self.fill_profiles()
+        saved = list_profiles()
+        bare = name.removeprefix(PRESET_PREFIX)
+        # The engine looks a bare name up among the saved profiles first, then the presets.
+        shown = bare if not name.startswith(PRESET_PREFIX) and bare in saved else PRESET_PREFIX + bare
+        if self.profiles.findText(shown) < 0:
+            shown = name
+            self.profiles.addItem(shown)
+        self.profiles.setCurrentText(shown)
 
     def save_profile(self, name: str, description: str = "") -> bool:
         try:

@@ -105,7 +105,7 @@ def test_netdump_verbose_prints_the_netdump_block(netns):
     process.wait(timeout=20)
     code, out, err = finish(process)
     assert code == 0, err
-    assert "IPv4 [HdrLength=5" in out and "ICMP [Type=3 Code=3" in out and "Loopback=1" in out, out
+    assert "IPv4 [Version=4 HdrLength=5" in out and "ICMP [Type=3 Code=3" in out and "Loopback=1" in out, out
 
 
 @pytest.mark.parametrize("version", [4, 6])

@@ -152,3 +152,47 @@ def test_summary_line_has_direction_interface_and_headers():
     assert line.split()[:3] == ["7", "outbound", "if=3"]
     assert "IPv4 10.0.0.1 > 10.0.0.2" in line and "TCP 5555 > 80 [AS]" in line and "payload=2" in line
     assert "not IPv4/IPv6" in cli.summary_line(Packet(b"\x00" * 10), 1)
+
+
+def _udp_packet_df(payload: bytes) -> Packet:
+    import struct
+    datagram = struct.pack("!HHHH", 5353, 53, 8 + len(payload), 0) + payload
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(datagram), 0xBEEF, 0x4000, 64, 17, 0,
+                         bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
+    packet = Packet(header + datagram, Address(outbound=True, loopback=True, if_idx=1, timestamp=3_500_000_000))
+    packet.recalculate_checksums()
+    return packet
+
+
+def test_verbose_block_is_laid_out_as_windivert_netdump_prints_it():
+    from divertgui.engine.packet_hash import hash_packet
+    packet = _udp_packet_df(b"netdump prints twenty bytes/line")
+    raw = bytes(packet.raw)
+    shown = "".join(chr(b) if chr(b).isascii() and chr(b).isprintable() else "." for b in raw)
+    block = cli.detail_block(packet, 1_000_000_000)
+    ip_sum, udp_sum = packet.ipv4.checksum, packet.udp.checksum
+    assert block.split("\n") == [
+        "",
+        f"Packet [Timestamp=2.5, Direction=outbound IfIdx=1 SubIfIdx=0 Loopback=1 Impostor=0 "
+        f"Hash=0x{hash_packet(raw):016X}]",
+        "IPv4 [Version=4 HdrLength=5 TOS=0 Length=60 Id=0xBEEF Reserved=0 DF=1 MF=0 FragOff=0 TTL=64 "
+        f"Protocol=17 Checksum=0x{ip_sum:04X} SrcAddr=10.0.0.1 DstAddr=10.0.0.2]",
+        f"UDP [SrcPort=5353 DstPort=53 Length=40 Checksum=0x{udp_sum:04X}]",
+        "",
+        "\t" + raw[:20].hex().upper(),
+        "\t" + raw[20:40].hex().upper(),
+        "\t" + raw[40:].hex().upper(),
+        "\t" + shown[:40],
+        "\t" + shown[40:],
+    ]
+    assert shown.endswith("netdump prints twenty bytes/line")
+    assert hash_packet(raw) != 0
+
+
+def test_verbose_tcp_flags_and_reserved_bits_print_as_integers():
+    packet = _tcp_packet(0x12 | 0xC0)    # SYN ACK with CWR and ECE
+    packet.tcp.ns = 1                    # the low bit beside the header length
+    tcp_line = cli.detail_block(packet, 0).split("\n")[3]
+    assert tcp_line.startswith("TCP [SrcPort=5555 DstPort=80 SeqNum=1000 AckNum=2000 HdrLength=5 "
+                               "Reserved1=1 Reserved2=3 Urg=0 Ack=1 Psh=0 Rst=0 Syn=1 Fin=0 Window=100 Checksum=0x")
+    assert "True" not in tcp_line and "False" not in tcp_line and tcp_line.endswith(" UrgPtr=0]")

@@ -110,6 +110,28 @@ def test_one_interface_block_per_interface_seen(tmp_path):
     assert all(interface.linktype == 101 and interface.ts_units_per_s == 10**9 for interface in reader.interfaces)
 
 
+def test_interface_names_can_be_chosen_by_the_writer(tmp_path):
+    packets = sample_packets(60)
+    names = {1: "lo", 2: "lan", 3: "wan", 7: "vpn"}
+    path = tmp_path / "named.pcapng"
+    write_capture(path, packets, interface_name=lambda if_idx, loopback: names[if_idx])
+    reader = CaptureReader(path)
+    records = list(reader)
+    assert [reader.interfaces[r.interface].name for r in records] == [names[a.if_idx] for _, a, _, _ in packets]
+    shown = tshark_fields(path, "frame.interface_name")
+    assert [row[0] for row in shown] == [names[a.if_idx] for _, a, _, _ in packets]
+    # The names are the file's only host-dependent part: the same packets give the same bytes.
+    again = tmp_path / "again.pcapng"
+    write_capture(again, packets, interface_name=lambda if_idx, loopback: names[if_idx])
+    assert again.read_bytes() == path.read_bytes()
+
+
+def test_an_interface_name_that_is_not_a_name_is_refused(tmp_path):
+    with PcapngWriter(io.BytesIO(), interface_name=lambda if_idx, loopback: "") as writer:
+        with pytest.raises(ValueError, match=r"interface_name\(4, False\) gave ''"):
+            writer.write(ipv4_udp(1, 4), Address(if_idx=4), BASE_NS)
+
+
 def test_packets_that_are_not_ip_still_round_trip(tmp_path):
     # An edited packet can be anything; saving it must not lose it.
     odd = [(b"", Address(), BASE_NS, None), (b"\x00\x01\x02", Address(outbound=True), BASE_NS + 1, "garbage")]

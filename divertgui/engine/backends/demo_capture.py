@@ -16,7 +16,7 @@ import argparse
 import sys
 
 from divertgui.engine.address import Flag
-from divertgui.engine.backends.demo import DemoBackend
+from divertgui.engine.backends.demo import IF_LAN, IF_LOOPBACK, DemoBackend
 from divertgui.engine.handle import Divert
 from divertgui.engine.pcapng import PcapngWriter
 
@@ -31,6 +31,15 @@ QUIET_SECONDS = 2.0
 MAX_SECONDS = 30.0
 BATCH = 255
 READ_SECONDS = 0.05
+
+
+# The demo network's interfaces by the names a Linux host would give them, so
+# that the file does not depend on the machine that wrote it.
+INTERFACE_NAMES = {IF_LOOPBACK: "lo", IF_LAN: "eth0"}
+
+
+def demo_interface_name(if_idx: int, loopback: bool) -> str:
+    return INTERFACE_NAMES.get(if_idx, f"if{if_idx}")
 
 
 class SimulatedClock:
@@ -76,7 +85,8 @@ def write_demo_capture(path: str, seed: int = SEED) -> int:
     """Writes the demo capture to `path`; returns the number of packets."""
     packets = record_demo(seed)
     comment = f"divertgui demo network, seed {seed}, {len(packets)} packets"
-    with PcapngWriter(path, application="divertgui demo_capture", comment=comment) as writer:
+    with PcapngWriter(path, application="divertgui demo_capture", comment=comment,
+                      interface_name=demo_interface_name) as writer:
         writer.write_batch(packets)
         return writer.count
 
