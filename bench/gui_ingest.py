@@ -7,7 +7,8 @@ Prints, each beside a baseline measured in this same run:
 - the capture store's memory per packet beyond the packet bytes;
 - the time to apply display filters over 1,000,000 stored packets, against
   calling the compiled filter on every row (timed on a sample, scaled).
-Targets: p99 < 100 ms, <= 64 bytes per packet, < 2 s. Summary last.
+Targets: every packet asked for stored (>= 95 % of RATE), p99 < 100 ms,
+<= 64 bytes per packet, < 2 s. Summary last.
 
     QT_QPA_PLATFORM=offscreen python bench/gui_ingest.py [--seconds 20] [--rate 50000]
 """
@@ -156,8 +157,10 @@ def main() -> int:
         print(f"display filter {text!r}: {matched:,} of {args.packets:,} rows in {indexed:.2f} s; "
               f"matching every row would take {per_row:.1f} s ({per_row / indexed:.0f}x)")
 
-    ok = busy99 < 100 and display["overhead"] <= 64 and worst < 2
-    print(f"summary: GUI lateness p99 {busy99:.1f} ms at {gui['achieved']:,.0f} packets/s (target < 100 ms), "
+    kept_up = gui["achieved"] >= 0.95 * args.rate
+    ok = kept_up and busy99 < 100 and display["overhead"] <= 64 and worst < 2
+    print(f"summary: {gui['achieved']:,.0f} of {args.rate:,.0f} packets/s stored (target >= 95 %), "
+          f"GUI lateness p99 {busy99:.1f} ms (target < 100 ms), "
           f"{display['overhead']:.1f} bytes/packet beyond the packet bytes (target <= 64), "
           f"slowest display filter over {args.packets:,} packets {worst:.2f} s (target < 2 s): "
           f"{'all targets met' if ok else 'TARGETS MISSED'}")

@@ -24,7 +24,7 @@ EMIT_INTERVAL = 1 / 30
 RECV_TIMEOUT = 0.01
 BATCH = 255
 DEMO_RATE = 1000.0
-SWITCH_INTERVAL = 0.0005
+SWITCH_INTERVAL = 0.0001
 DELAYS_PER_EVENT = 512      # lag delays sent to the charts per "rows" event, the newest
 
 _MODES = {"divert": Flag(0), "sniff": Flag.SNIFF, "drop": Flag.DROP}

@@ -9,8 +9,8 @@ bytearray arenas of ARENA_BYTES each.
 from __future__ import annotations
 
 import enum
+import operator
 import threading
-import zlib
 from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
@@ -92,6 +92,7 @@ class Summary(NamedTuple):
 
 _NOTHING = Summary(0, 0, 0, 0, 0, False)
 _IPV6_EXTENSIONS = frozenset({0, 43, 60, 51, 44, 135, 139, 140, 253, 254})
+_IPV6_EXTENSION_LIST = sorted(_IPV6_EXTENSIONS)
 
 
 def summarise(raw: bytes) -> Summary:
@@ -139,10 +140,29 @@ def summarise(raw: bytes) -> Summary:
             plain = at + 8 <= n
         else:
             plain = False
-    a = src + sport.to_bytes(2, "big")
-    b = dst + dport.to_bytes(2, "big")
-    conversation = zlib.crc32(a + b if a <= b else b + a, protocol)
+    conversation = _conversation(_endpoint(src, sport), _endpoint(dst, dport), version << 8 | protocol)
     return Summary(version, protocol, sport, dport, conversation, bool(plain))
+
+
+# A conversation id mixes both endpoints in an order-free way, in 64-bit
+# arithmetic that numpy does for a whole batch as Python does for one packet.
+_MASK64 = (1 << 64) - 1
+_MIX = 0x9E3779B97F4A7C15
+_MIX_PAIR = 0xC2B2AE3D27D4EB4F
+
+
+def _endpoint(address: bytes, port: int) -> int:
+    value = 0
+    for at in range(0, len(address), 4):
+        value = (value * _MIX + int.from_bytes(address[at:at + 4], "big")) & _MASK64
+    return (value * _MIX + port) & _MASK64
+
+
+def _conversation(a: int, b: int, kind: int) -> int:
+    low, high = (a, b) if a <= b else (b, a)
+    value = (kind * _MIX_PAIR + low) & _MASK64
+    value = (value * _MIX_PAIR + high) & _MASK64
+    return ((value * _MIX_PAIR) & _MASK64) >> 32
 
 
 _OUTBOUND, _LOOPBACK, _IMPOSTOR, _IPV6, _SNIFFED, _IP_CK, _TCP_CK, _UDP_CK, _FORWARD, _PLAIN = (
@@ -150,11 +170,117 @@ _OUTBOUND, _LOOPBACK, _IMPOSTOR, _IPV6, _SNIFFED, _IP_CK, _TCP_CK, _UDP_CK, _FOR
                      Flags.TCP_CHECKSUM, Flags.UDP_CHECKSUM, Flags.FORWARD_LAYER, Flags.PLAIN))
 
 
-def _address_flags(a: Address) -> int:
-    return ((_OUTBOUND if a.outbound else 0) | (_LOOPBACK if a.loopback else 0)
-            | (_IMPOSTOR if a.impostor else 0) | (_IPV6 if a.ipv6 else 0) | (_SNIFFED if a.sniffed else 0)
-            | (_IP_CK if a.ip_checksum else 0) | (_TCP_CK if a.tcp_checksum else 0)
-            | (_UDP_CK if a.udp_checksum else 0) | (_FORWARD if a.layer == Layer.NETWORK_FORWARD else 0))
+_ADDRESS_FIELDS = operator.attrgetter("timestamp", "if_idx", "sub_if_idx", "outbound", "loopback", "impostor",
+                                       "ipv6", "sniffed", "ip_checksum", "tcp_checksum", "udp_checksum", "layer")
+_ADDRESS_BITS = np.array([_OUTBOUND, _LOOPBACK, _IMPOSTOR, _IPV6, _SNIFFED, _IP_CK, _TCP_CK, _UDP_CK], np.int64)
+
+
+def _address_columns(addresses: Sequence[Address], block: np.ndarray) -> None:
+    """timestamp, if_idx, sub_if_idx and the address bits of `flags`, for a batch."""
+    if not len(block):
+        return
+    values = np.array(list(map(_ADDRESS_FIELDS, addresses)), np.int64)
+    block["timestamp"] = values[:, 0]
+    block["if_idx"] = values[:, 1]
+    block["sub_if_idx"] = values[:, 2]
+    flags = (values[:, 3:11] != 0) @ _ADDRESS_BITS
+    flags |= np.where(values[:, 11] == int(Layer.NETWORK_FORWARD), _FORWARD, 0)
+    block["flags"] = flags
+
+
+# Below this many packets a batch is summarised packet by packet: numpy's
+# cost per call outweighs its cost per packet.
+VECTOR_ROWS = 96
+
+
+def _summaries_one_by_one(raws: Sequence[bytes], block: np.ndarray) -> None:
+    summaries = [summarise(raw) for raw in raws]
+    if not summaries:
+        return
+    columns = np.array(summaries, np.int64)
+    block["ip_version"] = columns[:, 0]
+    block["protocol"] = columns[:, 1]
+    block["src_port"] = columns[:, 2]
+    block["dst_port"] = columns[:, 3]
+    block["conversation"] = columns[:, 4]
+    block["flags"] |= np.where(columns[:, 5] != 0, _PLAIN, 0).astype(np.uint16)
+
+
+# Bytes of a packet's start read for its summary: an IPv6 header and a TCP header's data offset.
+_HEAD_BYTES = 56
+
+
+def _summary_columns(raws: Sequence[bytes], blob: bytes, lengths: np.ndarray, block: np.ndarray) -> None:
+    """ip_version, protocol, ports, conversation and the PLAIN bit, as summarise() gives them.
+
+    IPv4 without options and IPv6 without extension headers are read with
+    numpy for the whole batch; any other packet goes through summarise().
+    """
+    count = len(lengths)
+    if not count:
+        return
+    data = np.frombuffer(blob, np.uint8)
+    starts = np.cumsum(lengths) - lengths
+    positions = np.minimum(starts[:, None] + np.arange(_HEAD_BYTES), max(len(data) - 1, 0))
+    head = data[positions].astype(np.int64) if len(data) else np.zeros((count, _HEAD_BYTES), np.int64)
+    # Bytes beyond a packet's end belong to the next one: every read below is guarded by a length test.
+    head[np.arange(_HEAD_BYTES) >= lengths[:, None]] = 0
+    n = lengths
+    version = head[:, 0] >> 4
+    v4 = (version == 4) & (n >= 20) & ((head[:, 0] & 15) == 5)
+    v6 = (version == 6) & (n >= 40)
+    protocol = np.where(v4, head[:, 9], head[:, 6])
+    v6 &= ~np.isin(protocol, _IPV6_EXTENSION_LIST)
+    simple = v4 | v6
+    at = np.where(v4, 20, 40)
+    fragment = v4 & (((head[:, 6] & 0x3F) | head[:, 7]) != 0)
+    plain = np.where(v4, ((head[:, 2] << 8) | head[:, 3]) == n, ((head[:, 4] << 8) | head[:, 5]) + 40 == n)
+    plain &= ~fragment
+
+    def byte(offset):
+        return np.where(v4, head[:, 20 + offset], head[:, 40 + offset])
+
+    ported = ((protocol == 6) | (protocol == 17)) & ~fragment & (at + 4 <= n)
+    sport = np.where(ported, (byte(0) << 8) | byte(1), 0)
+    dport = np.where(ported, (byte(2) << 8) | byte(3), 0)
+    data_offset = (byte(12) >> 4) * 4
+    tcp_plain = (at + 20 <= n) & (20 <= data_offset) & (data_offset <= n - at)
+    udp_plain = (at + 8 <= n) & (((byte(4) << 8) | byte(5)) == n - at)
+    icmp = np.where(v4, protocol == 1, protocol == 58)
+    plain &= np.where(protocol == 6, tcp_plain, np.where(protocol == 17, udp_plain, icmp & (at + 8 <= n)))
+
+    words = head.astype(np.uint64)
+    mix = np.uint64(_MIX)
+
+    def address_word(at):
+        return words[:, at] << np.uint64(24) | words[:, at + 1] << np.uint64(16) \
+            | words[:, at + 2] << np.uint64(8) | words[:, at + 3]
+
+    def endpoint(v4_at, v6_at, port):
+        v6_value = np.zeros(count, np.uint64)
+        for word in range(4):
+            v6_value = v6_value * mix + address_word(v6_at + 4 * word)
+        return np.where(v4, address_word(v4_at), v6_value) * mix + port.astype(np.uint64)
+
+    a, b = endpoint(12, 8, sport), endpoint(16, 24, dport)
+    low, high = np.minimum(a, b), np.maximum(a, b)
+    pair = np.uint64(_MIX_PAIR)
+    kind = (version << 8 | protocol).astype(np.uint64)
+    conversation = ((kind * pair + low) * pair + high) * pair >> np.uint64(32)
+
+    block["ip_version"] = np.where(simple, version, 0)
+    block["protocol"] = np.where(simple, protocol, 0)
+    block["src_port"] = sport
+    block["dst_port"] = dport
+    block["conversation"] = np.where(simple, conversation, 0)
+    block["flags"] |= np.where(simple & plain, _PLAIN, 0).astype(np.uint16)
+    for i in np.flatnonzero(~simple).tolist():
+        s = summarise(raws[i])
+        record = block[i]
+        record["ip_version"], record["protocol"] = s.ip_version, s.protocol
+        record["src_port"], record["dst_port"], record["conversation"] = s.src_port, s.dst_port, s.conversation
+        if s.plain:
+            record["flags"] |= _PLAIN
 
 
 class CaptureStore:
@@ -192,23 +318,23 @@ class CaptureStore:
         count = len(raws)
         if len(addresses) != count:
             raise ValueError(f"append_batch: {count} packets but {len(addresses)} addresses")
-        one_wall = isinstance(wall_ns, int)
-        one_verdict = isinstance(verdicts, int)
+        lengths = np.fromiter(map(len, raws), np.int64, count)
+        largest = int(lengths.max()) if count else 0
+        if largest > ARENA_BYTES:
+            raise ValueError(f"packet of {largest} bytes is larger than a store arena ({ARENA_BYTES} bytes)")
+        block = np.empty(count, RECORD)
+        block["wall_ns"] = wall_ns
+        block["verdict"] = verdicts
+        block["length"] = lengths
+        _address_columns(addresses, block)
+        blob = b"".join(raws)
+        if count >= VECTOR_ROWS:
+            _summary_columns(raws, blob, lengths, block)
+        else:
+            _summaries_one_by_one(raws, block)
         with self._append_lock:
             first = self._count
-            put = self._put
-            records = []
-            for i in range(count):
-                raw = raws[i]
-                address = addresses[i]
-                s = summarise(raw)
-                records.append((
-                    wall_ns if one_wall else wall_ns[i], address.timestamp, put(raw), len(raw),
-                    address.if_idx, address.sub_if_idx, s.conversation, s.src_port, s.dst_port,
-                    _address_flags(address) | (_PLAIN if s.plain else 0), s.ip_version, s.protocol,
-                    verdicts if one_verdict else verdicts[i],
-                ))
-            block = np.array(records, RECORD) if records else None
+            block["offset"] = self._put_batch(blob, lengths)
             row, done = first, 0
             while done < count:
                 chunk = self._record_chunk(row)
@@ -221,25 +347,35 @@ class CaptureStore:
             self._count = row
         return range(first, row)
 
+    def _put_batch(self, blob: bytes, lengths: np.ndarray) -> np.ndarray:
+        """Copy the packets joined in `blob` into the arenas; their offsets. No packet spans two arenas."""
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
+        offsets = np.empty(len(lengths), np.uint64)
+        done = 0
+        while done < len(lengths):
+            if not self._arenas or self._arena_used + int(lengths[done]) > ARENA_BYTES:
+                self._arenas.append(bytearray(ARENA_BYTES))
+                self._arena_used = 0
+            base = int(starts[done])
+            room = ARENA_BYTES - self._arena_used
+            fits = int(np.searchsorted(ends, base + room, side="right"))
+            stop = int(ends[fits - 1])
+            at = self._arena_used
+            arena_index = len(self._arenas) - 1
+            self._arenas[arena_index][at:at + stop - base] = blob[base:stop]
+            arena_offsets = (starts[done:fits] - base + at).astype(np.uint64)
+            offsets[done:fits] = arena_offsets | np.uint64(arena_index << ARENA_BITS)
+            self._arena_used = at + stop - base
+            done = fits
+        self.bytes_stored += len(blob)
+        return offsets
+
     def _record_chunk(self, row: int) -> np.ndarray:
         index = row >> CHUNK_BITS
         if index == len(self._records):
             self._records.append(np.zeros(CHUNK_ROWS, RECORD))
         return self._records[index]
-
-    def _put(self, raw: bytes) -> int:
-        size = len(raw)
-        if size > ARENA_BYTES:
-            raise ValueError(f"packet of {size} bytes is larger than a store arena ({ARENA_BYTES} bytes)")
-        if not self._arenas or self._arena_used + size > ARENA_BYTES:
-            self._arenas.append(bytearray(ARENA_BYTES))
-            self._arena_used = 0
-        arena_index = len(self._arenas) - 1
-        at = self._arena_used
-        self._arenas[arena_index][at:at + size] = raw
-        self._arena_used = at + size
-        self.bytes_stored += size
-        return (arena_index << ARENA_BITS) | at
 
     def set_verdict(self, row: int, verdict: Verdict) -> None:
         self._record(row)["verdict"] = verdict

@@ -21,6 +21,8 @@ class TimeFormat(enum.Enum):
 
 
 COLUMNS = ("No.", "Time", "Dir", "Source", "Destination", "Protocol", "Length", "Info", "Verdict")
+_COLUMN_COUNT = len(COLUMNS)
+_ROOT = QModelIndex()
 NUMBER, TIME, DIRECTION, SOURCE, DESTINATION, PROTOCOL, LENGTH, INFO, VERDICT = range(len(COLUMNS))
 
 VERDICT_NAMES = ("passed", "modified", "dropped", "held", "injected", "sniffed")
@@ -52,6 +54,7 @@ class RowCells(NamedTuple):
     background: QBrush | None
     foreground: QBrush | None
     verdict_background: QBrush | None
+    roles: tuple          # per column: {role number: value} of every role that has a value
 
 
 # Rows are prepared in blocks: one store column read per block, not per cell,
@@ -235,13 +238,34 @@ class PacketTableModel(QAbstractTableModel):
             background = self._brush(colour) if colour is not None else None
         foreground = self._brush(DROPPED_TEXT_COLOUR) if verdict == "dropped" else None
         verdict_colour = VERDICT_COLOURS.get(verdict)
-        return RowCells(texts, background, foreground,
-                        self._brush(verdict_colour) if verdict_colour is not None else background)
+        verdict_background = self._brush(verdict_colour) if verdict_colour is not None else background
+        roles = []
+        for column, text in enumerate(texts):
+            values = {_DISPLAY: text, _USER: row}
+            cell_background = verdict_background if column == VERDICT else background
+            if cell_background is not None:
+                values[_BACKGROUND] = cell_background
+            if foreground is not None:
+                values[_FOREGROUND] = foreground
+            if column in (NUMBER, TIME, LENGTH):
+                values[_FONT] = self._fixed_font
+                values[_ALIGNMENT] = _RIGHT
+            if column == VERDICT and verdict == "modified":
+                values[_TOOLTIP] = MODIFIED_TOOLTIP
+            roles.append(values)
+        return RowCells(texts, background, foreground, verdict_background, tuple(roles))
 
     def _brush(self, colour: QColor) -> QBrush:
         return self._brushes[colour.name()]
 
     # Qt model -----------------------------------------------------------
+    def index(self, row, column, parent=_ROOT):
+        # The inherited index() asks rowCount() and columnCount() first: two
+        # more calls into Python for every cell a view paints.
+        if 0 <= row < self.shown and 0 <= column < _COLUMN_COUNT and not parent.isValid():
+            return self.createIndex(row, column)
+        return QModelIndex()
+
     def rowCount(self, parent=QModelIndex()) -> int:
         return 0 if parent.isValid() else self.shown
 
@@ -260,10 +284,12 @@ class PacketTableModel(QAbstractTableModel):
     def multiData(self, index, role_data_span) -> None:
         # Views ask for every role of a cell at once: one call into Python per
         # cell instead of one per role, which is what keeps painting cheap
-        # while the session thread competes for the interpreter.
+        # while the session thread competes for the interpreter. The values
+        # were prepared with the row, so a cell is only dictionary lookups.
         cells = self._cells_at(index)
+        values = _NO_VALUES if cells is None else cells.roles[index.column()]
         for role_data in role_data_span:
-            value = None if cells is None else self._role_value(cells, index, role_data.role())
+            value = values.get(role_data.role())
             # The span is reused from cell to cell: clear what this cell does not set.
             if value is None:
                 role_data.clearData()
@@ -293,7 +319,7 @@ class PacketTableModel(QAbstractTableModel):
             return _RIGHT if column in (NUMBER, TIME, LENGTH) else None
         if role == Qt.ItemDataRole.ToolTipRole:
             if column == VERDICT and cells.texts[VERDICT] == "modified":
-                return "Edited before it was forwarded; the original is kept (see the details pane)."
+                return MODIFIED_TOOLTIP
             return None
         if role == Qt.ItemDataRole.UserRole:
             return self.store_row(index.row())
@@ -305,3 +331,10 @@ def _verdict_name(value: int) -> str:
 
 
 _RIGHT = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+MODIFIED_TOOLTIP = "Edited before it was forwarded; the original is kept (see the details pane)."
+_DISPLAY, _BACKGROUND, _FOREGROUND, _FONT, _ALIGNMENT, _TOOLTIP, _USER = (
+    int(role.value) for role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.BackgroundRole,
+                                 Qt.ItemDataRole.ForegroundRole, Qt.ItemDataRole.FontRole,
+                                 Qt.ItemDataRole.TextAlignmentRole, Qt.ItemDataRole.ToolTipRole,
+                                 Qt.ItemDataRole.UserRole))
+_NO_VALUES: dict = {}

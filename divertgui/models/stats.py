@@ -7,8 +7,6 @@ lives as a Python object.
 
 from __future__ import annotations
 
-import collections
-
 import numpy as np
 
 from divertgui.models.row_text import ip_endpoints
@@ -42,9 +40,11 @@ class TrafficStats:
         self.outbound = np.zeros(capacity, dtype=np.int64)
         self.total_packets = 0
         self.total_bytes = 0
-        self.conversations: collections.Counter = collections.Counter()
-        self.conversation_packets: collections.Counter = collections.Counter()
-        self.conversation_row: dict[int, int] = {}
+        # One entry per conversation id, sorted by id: bytes, packets and the first row seen.
+        self._conversation_ids = np.zeros(0, np.int64)
+        self._conversation_bytes = np.zeros(0, np.int64)
+        self._conversation_packets = np.zeros(0, np.int64)
+        self._conversation_rows = np.zeros(0, np.int64)
 
     def _grow(self, bins: int) -> None:
         capacity = self.inbound.shape[0]
@@ -98,13 +98,20 @@ class TrafficStats:
         keys, first_index, inverse = np.unique(ids, return_index=True, return_inverse=True)
         sizes = np.bincount(inverse, weights=lengths).astype(np.int64)
         packets = np.bincount(inverse)
-        for key, at, size, number in zip(keys.tolist(), first_index.tolist(), sizes.tolist(), packets.tolist()):
-            self.conversations[key] += size
-            self.conversation_packets[key] += number
-            self.conversation_row.setdefault(key, first + at)
+        at = np.searchsorted(self._conversation_ids, keys)
+        known = at < len(self._conversation_ids)
+        known[known] = self._conversation_ids[at[known]] == keys[known]
+        self._conversation_bytes[at[known]] += sizes[known]
+        self._conversation_packets[at[known]] += packets[known]
+        new = ~known
+        if new.any():
+            where = at[new]
+            self._conversation_ids = np.insert(self._conversation_ids, where, keys[new])
+            self._conversation_bytes = np.insert(self._conversation_bytes, where, sizes[new])
+            self._conversation_packets = np.insert(self._conversation_packets, where, packets[new])
+            self._conversation_rows = np.insert(self._conversation_rows, where, first + first_index[new])
 
-    def _conversation_label(self, key: int) -> str:
-        row = self.conversation_row[key]
+    def _conversation_label(self, row: int) -> str:
         try:
             source, destination = ip_endpoints(self.store.raw(row))
         except IndexError:
@@ -142,5 +149,10 @@ class TrafficStats:
 
     def top_conversations(self, n: int = 8) -> list[tuple[str, int, int]]:
         """(label, bytes, packets), most bytes first."""
-        return [(self._conversation_label(key), size, self.conversation_packets[key])
-                for key, size in self.conversations.most_common(n)]
+        sizes = self._conversation_bytes
+        if not len(sizes):
+            return []
+        top = np.argpartition(sizes, -n)[-n:] if len(sizes) > n else np.arange(len(sizes))
+        top = top[np.argsort(-sizes[top], kind="stable")]
+        return [(self._conversation_label(int(self._conversation_rows[i])), int(sizes[i]),
+                 int(self._conversation_packets[i])) for i in top.tolist()]

@@ -5,6 +5,8 @@ delays lag rules gave. Pause freezes the picture; the mouse zooms and pans;
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
@@ -111,6 +113,7 @@ class ChartsPanel(QWidget):
         self.window_spin.setValue(60)
         self.window_spin.setSuffix(" s window")
         self.following = True
+        self._x_range = None
         for plot in (self.packets_plot, self.bytes_plot, self.direction_plot):
             plot.getPlotItem().getViewBox().sigRangeChangedManually.connect(self._user_zoomed)
 
@@ -151,9 +154,22 @@ class ChartsPanel(QWidget):
 
     def follow(self) -> None:
         self.following = True
+        self._x_range = None
         for plot in (self.packets_plot, self.bytes_plot, self.direction_plot):
-            plot.enableAutoRange()
+            plot.enableAutoRange(y=True)
         self.redraw()
+
+    def _follow_x(self, x: np.ndarray) -> None:
+        # The live edge moves every redraw; moving the x range with it would
+        # re-lay out and repaint every axis each time. The range moves in
+        # steps of a tenth of the window instead, so the axes change rarely.
+        window = float(self.window_spin.value())
+        step = window / 10
+        end = (math.floor(float(x[-1]) / step) + 1) * step if len(x) else step
+        wanted = (max(0.0, end - window), max(end, window / 10))
+        if wanted != self._x_range:
+            self._x_range = wanted
+            self.packets_plot.setXRange(*wanted, padding=0)
 
     @staticmethod
     def _fit_height(plot: pg.PlotWidget, top: float) -> None:
@@ -173,22 +189,33 @@ class ChartsPanel(QWidget):
         self.bytes_stack.set_data(x, size)
         self.inbound_curve.setData(x, inbound)
         self.outbound_curve.setData(x, outbound)
+        if self.following:
+            self._follow_x(x)
         if self.following and len(x):
             # Rates read against zero; a bare auto-range would magnify noise.
             for plot, peak in ((self.packets_plot, packets.sum(axis=0).max()),
                                (self.bytes_plot, size.sum(axis=0).max()),
                                (self.direction_plot, max(inbound.max(), outbound.max()))):
                 self._fit_height(plot, max(1.0, float(peak)) * 1.15)
-        top = self.stats.top_conversations(8)
-        self.conversations.setRowCount(len(top))
-        for row, (label, size_bytes, count) in enumerate(top):
-            for column, text in enumerate((label, f"{size_bytes:,}", f"{count:,}")):
-                item = QTableWidgetItem(text)
-                if column:
-                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                self.conversations.setItem(row, column, item)
+        self._show_conversations(self.stats.top_conversations(8))
         self._draw_delays()
         self.updates += 1
+
+    def _show_conversations(self, top) -> None:
+        # Only cells whose text changed are touched: each change repaints the table.
+        table = self.conversations
+        if table.rowCount() != len(top):
+            table.setRowCount(len(top))
+        for row, (label, size_bytes, count) in enumerate(top):
+            for column, text in enumerate((label, f"{size_bytes:,}", f"{count:,}")):
+                item = table.item(row, column)
+                if item is None:
+                    item = QTableWidgetItem(text)
+                    if column:
+                        item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                    table.setItem(row, column, item)
+                elif item.text() != text:
+                    item.setText(text)
 
     def _draw_delays(self) -> None:
         if self.delays is None or self.delays.total == self.delay_shown:

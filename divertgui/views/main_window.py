@@ -30,6 +30,9 @@ from divertgui.views.rules_panel import RulesPanel
 Post = Callable[..., None]
 CHART_INTERVAL_MS = 250
 LIST_INTERVAL_MS = 100
+# The packet list and the charts repaint at least this far apart, so that
+# the event loop never waits for both in one go.
+PAINT_SPREAD_S = 0.04
 RECENT_FILES = 10
 COLUMN_WIDTHS = (70, 100, 50, 170, 170, 70, 60, 420, 80)
 
@@ -139,10 +142,14 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self._build_actions_and_menus()
 
+        self._rows_shown_at = self._charts_drawn_at = 0.0
         self.rows_timer = QTimer(self)
         self.rows_timer.setSingleShot(True)
         self.rows_timer.setInterval(LIST_INTERVAL_MS)
         self.rows_timer.timeout.connect(self._show_rows)
+        self.deferred_charts_timer = QTimer(self)
+        self.deferred_charts_timer.setSingleShot(True)
+        self.deferred_charts_timer.timeout.connect(self._draw_charts)
         self.chart_timer = QTimer(self)
         self.chart_timer.timeout.connect(self._tick)
         self.chart_timer.start(CHART_INTERVAL_MS)
@@ -372,6 +379,12 @@ class MainWindow(QMainWindow):
             self.rows_timer.start()
 
     def _show_rows(self) -> None:
+        self.rows_timer.setInterval(LIST_INTERVAL_MS)
+        wait = self._charts_drawn_at + PAINT_SPREAD_S - time.monotonic()
+        if wait > 0 and self.store.generation == self.generation:
+            self.rows_timer.start(int(wait * 1000) + 1)
+            return
+        self._rows_shown_at = time.monotonic()
         if self.store.generation != self.generation:
             self.generation = self.store.generation
             self._reset_views()
@@ -476,6 +489,14 @@ class MainWindow(QMainWindow):
             labels[key].setText(f"{key.capitalize()} {int(stats.get(key, 0)):,}")
 
     def _tick(self) -> None:
+        wait = self._rows_shown_at + PAINT_SPREAD_S - time.monotonic()
+        if wait > 0:
+            self.deferred_charts_timer.start(int(wait * 1000) + 1)
+        else:
+            self._draw_charts()
+
+    def _draw_charts(self) -> None:
+        self._charts_drawn_at = time.monotonic()
         self.stats.update(self.count)
         self.charts.redraw()
         self._update_status()

@@ -36,7 +36,7 @@ MAX_RETRIES = 6
 # back instead of all at once.
 MAX_CATCH_UP_NS = 200_000_000
 MAX_LAG_NS = 250_000_000
-BATCH_WAIT_NS = 1_000_000
+BATCH_WAIT_NS = 6_000_000
 
 TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
@@ -73,45 +73,89 @@ NAMES = ("example.com", "www.example.org", "api.example.net", "cdn.example.com",
 
 
 # -- packet bytes ------------------------------------------------------------------
+#
+# Checksums are sums of 16-bit words modulo 0xFFFF, and 2**16 is 1 modulo
+# 0xFFFF: a field wider than a word may be added as one number, and a
+# header's words need not be packed before they are summed.
 
-def _transport_checksum(src: bytes, dst: bytes, protocol: int, segment: bytes) -> int:
-    words = int.from_bytes(src + dst, "big") + protocol + len(segment) + int.from_bytes(segment, "big") * (
-        256 if len(segment) & 1 else 1)
-    return internet_checksum(words)
+_IPV4_HEADER = struct.Struct("!BBHHHBBH4s4s")
+_IPV6_HEADER = struct.Struct("!IHBB16s16s")
+_TCP_HEADER = struct.Struct("!HHIIBBHHH")
+_UDP_HEADER = struct.Struct("!HHHH")
+_ECHO_HEADER = struct.Struct("!BBHHH")
+_IPV4_FIXED_WORDS = 0x4500 + 0x4000      # version/IHL/TOS and the DF flag
+
+
+def _fold(words: int) -> int:
+    """internet_checksum of a sum known not to be zero."""
+    rest = words % 0xFFFF
+    return 0xFFFF - rest if rest else 0
+
+
+def _payload_words(payload: bytes) -> int:
+    # Data after an even-length header: an odd length is padded with one zero byte.
+    return int.from_bytes(payload, "big") << 8 if len(payload) & 1 else int.from_bytes(payload, "big")
 
 
 def ip_packet(src: bytes, dst: bytes, protocol: int, segment: bytes, ident: int = 0, ttl: int = 64) -> bytes:
     if len(src) == 4:
-        header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(segment), ident & 0xFFFF, 0x4000,
-                             ttl, protocol, 0, src, dst)
-        checksum = internet_checksum(int.from_bytes(header, "big"))
-        return header[:10] + checksum.to_bytes(2, "big") + header[12:] + segment
-    return struct.pack("!IHBB16s16s", 0x60000000, len(segment), protocol, ttl, src, dst) + segment
+        total = 20 + len(segment)
+        ident &= 0xFFFF
+        checksum = _fold(_IPV4_FIXED_WORDS + total + ident + (ttl << 8) + protocol + int.from_bytes(src + dst, "big"))
+        return _IPV4_HEADER.pack(0x45, 0, total, ident, 0x4000, ttl, protocol, checksum, src, dst) + segment
+    return _IPV6_HEADER.pack(0x60000000, len(segment), protocol, ttl, src, dst) + segment
 
 
 def tcp_packet(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, flags: int,
                payload: bytes = b"", window: int = 64240, ident: int = 0) -> bytes:
-    header = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF,
-                         0x50, flags, window, 0, 0)
-    segment = header + payload
-    checksum = _transport_checksum(src, dst, TCP, segment)
-    return ip_packet(src, dst, TCP, header[:16] + checksum.to_bytes(2, "big") + header[18:] + payload, ident)
+    seq &= 0xFFFFFFFF
+    ack &= 0xFFFFFFFF
+    words = (int.from_bytes(src + dst, "big") + TCP + 20 + len(payload) + sport + dport + seq + ack
+             + 0x5000 + flags + window + _payload_words(payload))
+    header = _TCP_HEADER.pack(sport, dport, seq, ack, 0x50, flags, window, _fold(words), 0)
+    return ip_packet(src, dst, TCP, header + payload, ident)
+
+
+class TcpFlowBytes:
+    """tcp_packet() for one direction of one connection, with the sums of its fixed fields done once."""
+
+    def __init__(self, src: bytes, dst: bytes, sport: int, dport: int, window: int = 64240) -> None:
+        self.src, self.dst, self.sport, self.dport, self.window = src, dst, sport, dport, window
+        addresses = int.from_bytes(src + dst, "big")
+        self.v4 = len(src) == 4
+        self.tcp_words = addresses + TCP + 20 + sport + dport + 0x5000 + window
+        self.ip_words = _IPV4_FIXED_WORDS + (64 << 8) + TCP + addresses
+
+    def packet(self, seq: int, ack: int, flags: int, payload: bytes, ident: int) -> bytes:
+        words = self.tcp_words + len(payload) + seq + ack + flags + _payload_words(payload)
+        segment = _TCP_HEADER.pack(self.sport, self.dport, seq, ack, 0x50, flags, self.window, _fold(words), 0)
+        if self.v4:
+            total = 40 + len(payload)
+            ident &= 0xFFFF
+            header = _IPV4_HEADER.pack(0x45, 0, total, ident, 0x4000, 64, TCP, _fold(self.ip_words + total + ident),
+                                       self.src, self.dst)
+        else:
+            header = _IPV6_HEADER.pack(0x60000000, 20 + len(payload), TCP, 64, self.src, self.dst)
+        return header + segment + payload
 
 
 def udp_packet(src: bytes, dst: bytes, sport: int, dport: int, payload: bytes, ident: int = 0) -> bytes:
-    segment = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-    checksum = _transport_checksum(src, dst, UDP, segment) or 0xFFFF
-    return ip_packet(src, dst, UDP, segment[:6] + checksum.to_bytes(2, "big") + payload, ident)
+    length = 8 + len(payload)
+    words = int.from_bytes(src + dst, "big") + UDP + 2 * length + sport + dport + _payload_words(payload)
+    # A UDP checksum of zero means "none": a computed zero is sent as 0xFFFF.
+    checksum = _fold(words) or 0xFFFF
+    return ip_packet(src, dst, UDP, _UDP_HEADER.pack(sport, dport, length, checksum) + payload, ident)
 
 
 def echo_packet(src: bytes, dst: bytes, reply: bool, ident: int, seq: int, payload: bytes) -> bytes:
     if len(src) == 4:
-        message = struct.pack("!BBHHH", 0 if reply else 8, 0, 0, ident, seq) + payload
-        checksum = internet_checksum(int.from_bytes(message, "big") * (256 if len(message) & 1 else 1))
-        return ip_packet(src, dst, ICMP, message[:2] + checksum.to_bytes(2, "big") + message[4:], ident)
-    message = struct.pack("!BBHHH", 129 if reply else 128, 0, 0, ident, seq) + payload
-    checksum = _transport_checksum(src, dst, ICMPV6, message)
-    return ip_packet(src, dst, ICMPV6, message[:2] + checksum.to_bytes(2, "big") + message[4:])
+        kind = 0 if reply else 8
+        checksum = internet_checksum((kind << 8) + ident + seq + _payload_words(payload))
+        return ip_packet(src, dst, ICMP, _ECHO_HEADER.pack(kind, 0, checksum, ident, seq) + payload, ident)
+    kind = 129 if reply else 128
+    words = (int.from_bytes(src + dst, "big") + ICMPV6 + 8 + len(payload) + (kind << 8) + ident + seq
+             + _payload_words(payload))
+    return ip_packet(src, dst, ICMPV6, _ECHO_HEADER.pack(kind, 0, _fold(words), ident, seq) + payload)
 
 
 class Segment(NamedTuple):
@@ -179,6 +223,11 @@ def parse_segment(raw: bytes) -> Segment | None:
 
 # -- the network -----------------------------------------------------------------
 
+# NamedTuple's own constructor is a Python function: this builds one at C speed
+# from a tuple of every field, in the hot paths where a packet is made.
+_new_tuple = tuple.__new__
+
+
 class _Packet(NamedTuple):
     raw: bytes
     address: Address
@@ -208,7 +257,7 @@ class DemoBackend(Backend):
         self._next_ticket = 1
         self._events: list = []
         self._event_seq = 0
-        self._now = 0
+        self.now = 0        # the network's time: the event being played, or the clock when idle
         self._next_start = 0
         self._flows: dict[tuple, object] = {}
         self._next_port = 32768 + self._rng.randrange(20000)
@@ -233,8 +282,8 @@ class DemoBackend(Backend):
         self._place_hosts(self._layer)
         for param, value in (params or {}).items():
             self.set_param(param, value)
-        self._now = self._clock()
-        self._next_start = self._now
+        self.now = self._clock()
+        self._next_start = self.now
         self._open = self._recv_open = self._send_open = True
 
     def set_rate(self, rate: float) -> None:
@@ -256,7 +305,7 @@ class DemoBackend(Backend):
         while True:
             now = self._clock()
             self._run_until(now, max_count)
-            self._expire(self._now)
+            self._expire(self.now)
             late = not self._recv_open or (deadline is not None and now >= deadline)
             # Like a NIC's interrupt coalescing: a packet waits up to BATCH_WAIT_NS
             # for company, so that a busy network is read in batches.
@@ -286,6 +335,18 @@ class DemoBackend(Backend):
             return
         self._stats["released"] += 1
         self._deliver(raw, packet)
+
+    def verdict_many(self, verdicts: list[tuple[int, bytes | None]]) -> None:
+        """verdict() for each (ticket, raw) in turn; a released packet whose bytes are unchanged skips the checks."""
+        pending, deliver, stats = self._pending, self._deliver, self._stats
+        for ticket, raw in verdicts:
+            packet = pending.get(ticket)
+            if packet is not None and raw is packet.raw and self._send_open:
+                del pending[ticket]
+                stats["released"] += 1
+                deliver(raw, packet)
+            else:
+                self.verdict(ticket, raw)
 
     def inject(self, raw: bytes, address: Address) -> None:
         if not self._send_open:
@@ -329,13 +390,13 @@ class DemoBackend(Backend):
                     return
             elif flags & _SNIFF:
                 self._stats["sniffed"] += 1
-                self._queue.append((Captured(packet.raw, packet.address.copy(sniffed=True), 0), self._now))
+                self._queue.append((Captured(packet.raw, packet.address.copy(sniffed=True), 0), self.now))
             else:
                 self._stats["diverted"] += 1
                 ticket = self._next_ticket
                 self._next_ticket += 1
                 self._pending[ticket] = packet
-                self._queue.append((Captured(packet.raw, packet.address, ticket), self._now))
+                self._queue.append((_new_tuple(Captured, (packet.raw, packet.address, ticket)), self.now))
                 return
         self._deliver(packet.raw, packet)
 
@@ -371,7 +432,7 @@ class DemoBackend(Backend):
 
     def _unsolicited(self, s: Segment, host: Host) -> None:
         """A packet no flow expects: servers accept, echo requests are answered, the rest is refused."""
-        at = self._now + host.delay_ns
+        at = self.now + host.delay_ns
         if s.protocol in (ICMP, ICMPV6):
             if s.flags in (8, 128):
                 self.send_at(at, echo_packet(s.dst, s.src, True, s.sport, s.dport, s.payload),
@@ -399,13 +460,22 @@ class DemoBackend(Backend):
     # -- scheduling ---------------------------------------------------------------
 
     def send_at(self, at: int, raw: bytes, segment: Segment) -> None:
-        source = self._hosts_by_addr[segment.src]
-        dest = self._hosts_by_addr.get(segment.dst)
+        route = self._routes.get((segment.src, segment.dst))
+        if route is None:
+            route = self._routes[segment.src, segment.dst] = self._route(segment.src, segment.dst)
+        outbound, loopback, ipv6, if_idx = route
+        address = Address(outbound, loopback, False, ipv6, if_idx, 0, at, False, self._layer)
+        self._event_seq += 1
+        packet = _new_tuple(_Packet, (raw, address, segment))
+        heapq.heappush(self._events, (at, self._event_seq, self._cross, (packet,)))
+
+    def _route(self, src: bytes, dst: bytes) -> tuple[bool, bool, bool, int]:
+        """(outbound, loopback, ipv6, if_idx) of the packets from src to dst."""
+        source = self._hosts_by_addr[src]
+        dest = self._hosts_by_addr.get(dst)
         loopback = source.local and dest is not None and dest.local
-        address = Address(source.local and self._layer == Layer.NETWORK, loopback, False,
-                          len(segment.src) == 16, IF_LOOPBACK if loopback else IF_LAN, 0, at, False,
-                          self._layer)
-        self.call_at(at, self._cross, _Packet(raw, address, segment))
+        return (source.local and self._layer == Layer.NETWORK, loopback, len(src) == 16,
+                IF_LOOPBACK if loopback else IF_LAN)
 
     def call_at(self, at: int, function, *args) -> None:
         self._event_seq += 1
@@ -420,33 +490,31 @@ class DemoBackend(Backend):
         queue overflow, as it would on a real handle.
         """
         events, queue = self._events, self._queue
-        if self.rate and self._next_start < now - MAX_CATCH_UP_NS:
+        rate = self.rate
+        if rate and self._next_start < now - MAX_CATCH_UP_NS:
             self._next_start = now - MAX_CATCH_UP_NS
         # A reader that falls behind slows the start of new conversations
         # rather than making every flow retransmit into a full queue.
         starts_allowed = self._queue_length // 2
+        heappop, lag_limit = heapq.heappop, now - MAX_LAG_NS
         while True:
-            if len(queue) >= enough and now - self._now <= MAX_LAG_NS:
+            if len(queue) >= enough and self.now >= lag_limit:
                 return
             next_event = events[0][0] if events else now + 1
-            if (self.rate and self._next_start <= now and self._next_start <= next_event
-                    and len(queue) < starts_allowed):
-                self._now = self._next_start
+            next_start = self._next_start
+            if rate and next_start <= now and next_start <= next_event and len(queue) < starts_allowed:
+                self.now = next_start
                 mean_packets = _start_conversation(self)
-                self._next_start += int(self._rng.expovariate(self.rate / mean_packets) * 1e9) + 1
+                self._next_start = next_start + int(self._rng.expovariate(rate / mean_packets) * 1e9) + 1
                 continue
             if next_event > now:
                 break
-            at, _, function, args = heapq.heappop(events)
-            self._now = at
+            at, _, function, args = heappop(events)
+            self.now = at
             function(*args)
-        self._now = now
+        self.now = now
 
     # -- helpers for flows ----------------------------------------------------------
-
-    @property
-    def now(self) -> int:
-        return self._now
 
     @property
     def rng(self) -> random.Random:
@@ -473,6 +541,7 @@ class DemoBackend(Backend):
         self.client = LAN_CLIENT if layer == Layer.NETWORK_FORWARD else HOSTS[0]
         hosts = HOSTS[2:] + (self.client,) + (() if layer == Layer.NETWORK_FORWARD else HOSTS[1:2])
         self._hosts_by_addr = {addr: host for host in hosts for addr in (host.v4, host.v6)}
+        self._routes: dict[tuple[bytes, bytes], tuple[bool, bool, bool, int]] = {}
         self.hosts = {host.name: host for host in hosts}
 
 
@@ -490,10 +559,12 @@ class _TcpEnd:
         self.rcv_nxt = 0
         self.synchronised = False
         self.unacked: list[tuple[int, int, bytes]] = []      # (seq, flags, payload)
-        self.timer = 0
+        self.deadline: int | None = None     # when the retransmission timer expires; None: off
+        self.alarm: int | None = None        # the earliest wake-up queued for it
         self.retries = 0
         self.fin_sent = self.fin_received = self.closed = False
         self.key = (local, TCP, lport, remote, rport)
+        self.bytes = TcpFlowBytes(local, remote, lport, rport)
         net.bind(self.key, self)
 
     @classmethod
@@ -522,17 +593,34 @@ class _TcpEnd:
         ack = self.rcv_nxt if flags & ACK or not flags & SYN else 0
         if not flags & SYN or flags & ACK:
             flags |= ACK
-        raw = tcp_packet(self.local, self.remote, self.lport, self.rport, seq, ack, flags, payload,
-                         ident=self.net.next_ident())
-        self.net.send_at(at, raw, Segment(self.local, self.remote, TCP, self.lport, self.rport,
-                                          seq, ack, flags, payload))
+        raw = self.bytes.packet(seq, ack, flags, payload, self.net.next_ident())
+        self.net.send_at(at, raw, _new_tuple(Segment, (self.local, self.remote, TCP, self.lport, self.rport,
+                                                       seq, ack, flags, payload)))
 
     def _arm(self, at: int) -> None:
-        self.timer += 1
-        self.net.call_at(at + (RTO_NS << min(self.retries, 5)), self._timeout, self.timer)
+        # Each segment sent re-arms the timer; a queued wake-up that comes
+        # before the deadline goes back to sleep until it, so there is one
+        # event per timer period rather than one per segment.
+        deadline = self.deadline = at + (RTO_NS << min(self.retries, 5))
+        if self.alarm is None or deadline < self.alarm:
+            self.alarm = deadline
+            self.net.call_at(deadline, self._wake, deadline)
 
-    def _timeout(self, timer: int) -> None:
-        if timer != self.timer or not self.unacked or self.closed:
+    def _wake(self, alarm: int) -> None:
+        if alarm != self.alarm:
+            return          # an earlier wake-up took its place
+        self.alarm = None
+        deadline = self.deadline
+        if deadline is None or self.closed:
+            return
+        if self.net.now < deadline:
+            self.alarm = deadline
+            self.net.call_at(deadline, self._wake, deadline)
+            return
+        self._timeout()
+
+    def _timeout(self) -> None:
+        if not self.unacked:
             return
         self.retries += 1
         if self.retries > MAX_RETRIES:
@@ -587,14 +675,17 @@ class _TcpEnd:
         if not advanced or advanced > (self.snd_nxt - self.snd_una) & 0xFFFFFFFF:
             return
         self.snd_una = ack
-        self.unacked = [u for u in self.unacked
-                        if 0 < (u[0] + len(u[2]) + (1 if u[1] & (SYN | FIN) else 0) - ack) & 0xFFFFFFFF
-                        <= 0x7FFFFFFF]
+        if ack == self.snd_nxt:
+            self.unacked = []
+        else:
+            self.unacked = [u for u in self.unacked
+                            if 0 < (u[0] + len(u[2]) + (1 if u[1] & (SYN | FIN) else 0) - ack) & 0xFFFFFFFF
+                            <= 0x7FFFFFFF]
         self.retries = 0
         if self.unacked:
             self._arm(at)
         else:
-            self.timer += 1
+            self.deadline = None
 
     def _deliver_app(self, s: Segment | None, at: int) -> None:
         replies = self.app.on_data(s.payload if s else None, bool(s and s.flags & PSH))
@@ -606,7 +697,7 @@ class _TcpEnd:
 
     def _close(self) -> None:
         self.closed = True
-        self.timer += 1
+        self.deadline = None
         self.net.unbind(self.key)
 
 
