@@ -12,7 +12,7 @@ import pytest
 from divertgui.engine.address import Address, Layer
 from divertgui.engine.backends.demo import echo_packet, ip_packet, tcp_packet, udp_packet
 from divertgui.engine.filter import compile_filter
-from divertgui.engine.store import CHUNK_ROWS, RECORD, CaptureStore, DisplayIndex, Verdict, summarise
+from divertgui.engine.store import CHUNK_ROWS, RECORD, VECTOR_ROWS, CaptureStore, DisplayIndex, Verdict, summarise
 from tests import packet_gen
 
 A4, B4 = bytes((10, 0, 0, 2)), bytes((198, 51, 100, 10))
@@ -314,3 +314,23 @@ def test_display_rows_are_sorted_numpy_indexes():
     index.update()
     rows = index.rows
     assert rows.dtype == np.int64 and np.all(np.diff(rows) > 0)
+
+
+def test_vectorised_and_one_by_one_appends_give_the_same_columns():
+    rng = random.Random(7)
+    raws = []
+    for _ in range(600):
+        raw = packet_gen.packet(rng)
+        raws.append(packet_gen.mangle(rng, raw) if rng.random() < 0.2 else raw)
+    addresses = [packet_gen.address_for(rng, raw) for raw in raws]
+    batched, single = CaptureStore(), CaptureStore()
+    batched.append_batch(raws, addresses, Verdict.PASSED, 1)
+    for raw, address in zip(raws, addresses):
+        single.append(raw, address, Verdict.PASSED, 1)
+    assert len(raws) >= VECTOR_ROWS
+    for name in RECORD.names:
+        if name == "offset":
+            continue
+        assert np.array_equal(batched.column(name), single.column(name)), name
+    for row, raw in enumerate(raws):
+        assert batched.raw(row) == raw
