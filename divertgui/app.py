@@ -97,18 +97,10 @@ def default_source() -> str:
     return "demo"
 
 
-# How long a thread waiting for the interpreter lock waits before the running
-# thread must hand it over. The session thread is busy whenever traffic is
-# heavy; every Qt callback into Python on the GUI thread (painting, timers)
-# waits this long for the lock, so the default 5 ms makes the window sluggish.
-GIL_SWITCH_INTERVAL = 0.001
-
-
 class Workbench:
     """The store, the session bridge and the main window, wired together."""
 
     def __init__(self, options=None):
-        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         from divertgui.engine.store import CaptureStore
         from divertgui.views.main_window import MainWindow
         self.store = CaptureStore()
