@@ -12,8 +12,10 @@ The sender keeps at most --window packets unacknowledged (the receiver acks
 every 64 over a separate UDP port that no filter here matches), so a diverter
 that keeps up loses nothing, and pps is the rate of the slowest stage. lost =
 sent - received; bypassed = packets that reached the queue rule but never
-user space (fail-open). Targets: ours >= 1.0x (b) with zero loss and bypass;
-(d) >= 0.95x (a). Summary last.
+user space (fail-open). diverter cpu = the CPU time (user + system) the
+diverting process used during the flood, per packet sent: on a shared,
+noisy machine it moves far less than pps. Targets: ours >= 1.0x (b) with
+zero loss and bypass; (d) >= 0.95x (a). Summary last.
 
     python bench/passthru.py [--count N] [--rounds R] [--profile]
 """
@@ -319,12 +321,33 @@ class PydivertEbpf:
 
 # -- the run ----------------------------------------------------------------------------
 
+def cpu_ns(process: subprocess.Popen | None) -> int | None:
+    """CPU time (user + system, every thread) the process has used so far, in ns (clock-tick resolution)."""
+    if process is None:
+        return None
+    try:
+        with open(f"/proc/{process.pid}/stat") as f:
+            # Fields after the command name, which is in parentheses and may hold spaces.
+            fields = f.read().rpartition(")")[2].split()
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    except (OSError, ValueError, IndexError):
+        return None
+    return ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
 def measure(pair: Pair, diverter, count: int, window: int) -> dict:
     try:
         with diverter:
+            # CPU used during the flood only: start-up and clean-up left out. Unlike
+            # pps it hardly moves with what else the machine runs meanwhile.
+            process = getattr(diverter, "process", None)
+            before = cpu_ns(process)
             result = flood(pair, count, window)
+            after = cpu_ns(process)
     except Exception as exc:  # a contender that cannot run here is reported, not fatal
         return {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"}
+    if before is not None and after is not None and result["sent"]:
+        result["cpu_us"] = (after - before) / 1000 / result["sent"]
     counters = diverter.counters()
     result["bypassed"] = counters.get("bypassed", 0)
     result["overflowed"] = counters.get("overflowed", 0)
@@ -419,8 +442,9 @@ def main(argv=None) -> int:
                 if "error" in r:
                     print(f"{diverter.name:<42} cannot run here: {r['error']}")
                 else:
+                    cpu = f"  diverter cpu {r['cpu_us']:.2f} us/packet" if "cpu_us" in r else ""
                     print(f"round {round_number + 1}  {diverter.name:<42} {r['pps']:>9.0f} pps  sent {r['sent']:>7}  "
-                          f"lost {r['lost']:>6}  bypassed {r['bypassed']:>6}  stalls {r['stalls']}", flush=True)
+                          f"lost {r['lost']:>6}  bypassed {r['bypassed']:>6}  stalls {r['stalls']}{cpu}", flush=True)
         if args.profile:
             print("\nwhere `divert passthru` spends its time (py-spy samples, all threads):")
             print(profile_passthru(pair, args.count, args.window))
@@ -434,10 +458,14 @@ def main(argv=None) -> int:
         pps = sorted(r["pps"] for r in good)
         results[key] = {"pps": pps[len(pps) // 2], "lost": sum(r["lost"] for r in good),
                         "bypassed": sum(r["bypassed"] for r in good), "sent": sum(r["sent"] for r in good)}
+        cpus = sorted(r["cpu_us"] for r in good if "cpu_us" in r)
+        if cpus:
+            results[key]["cpu_us"] = cpus[len(cpus) // 2]
     print("\nmedians over", args.rounds, "rounds")
     for key, r in results.items():
         if "error" not in r:
-            print(f"  {names[key]:<42} {r['pps']:>9.0f} pps  lost {r['lost']} of {r['sent']}, bypassed {r['bypassed']}")
+            cpu = f", diverter cpu {r['cpu_us']:.2f} us/packet" if "cpu_us" in r else ""
+            print(f"  {names[key]:<42} {r['pps']:>9.0f} pps  lost {r['lost']} of {r['sent']}, bypassed {r['bypassed']}{cpu}")
 
     def ratio(x: str, y: str) -> str:
         if x not in results or y not in results or "error" in results[x] or "error" in results[y] or not results[y]["pps"]:
@@ -448,6 +476,9 @@ def main(argv=None) -> int:
     print("\nsummary")
     print(f"  ours vs (b) NetfilterQueue: {ratio('ours', 'b')} (target >= 1.0x); "
           f"ours lost {ours.get('lost', 'n/a')}, bypassed {ours.get('bypassed', 'n/a')} (target 0 and 0)")
+    if "cpu_us" in ours and "cpu_us" in results.get("b", {}):
+        print(f"  diverter cpu per packet, ours vs (b): {ours['cpu_us']:.2f} vs {results['b']['cpu_us']:.2f} us "
+              f"({ours['cpu_us'] / results['b']['cpu_us']:.2f}x)")
     print(f"  ours vs (c) pydivert eBPF:  {ratio('ours', 'c')}"
           + (f" ((c) cannot run here: {results['c']['error']})" if "error" in results.get("c", {}) else ""))
     print(f"  ours vs (a) no diversion:   {ratio('ours', 'a')}")

@@ -388,10 +388,7 @@ def cmd_passthru(args) -> int:
     def reinject(slot: int) -> None:
         try:
             while not stop:
-                batch = handle.recv_batch(args.batch, POLL_SECONDS)
-                if batch:
-                    handle.send_batch(batch)
-                    passed[slot] += len(batch)
+                passed[slot] += handle.pass_batch(args.batch, POLL_SECONDS)
         except BaseException as exc:  # reported by the main thread
             failures.append(exc)
             stop.event.set()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import weakref
 
 from divertgui.engine.address import PARAM_LIMITS, PRIORITY_MAX, PRIORITY_MIN, Flag, Layer, Param
 from divertgui.engine.backends.select import default_backend
@@ -52,23 +53,26 @@ class HandleClosedError(DivertError):
     """The handle is closed, or shut down in the direction asked."""
 
 
+# serial -> open handle, so that a received packet finds its handle from its ticket alone.
+_open_handles: "weakref.WeakValueDictionary[int, Divert]" = weakref.WeakValueDictionary()
+
+
 class _HeldPacket(Packet):
     """A received packet whose pending verdict is dropped when it is garbage-collected unsent.
 
-    A finaliser on the packet itself costs one call when it goes away; a
-    weak reference with a callback per packet cost several times more.
+    A finaliser on the packet costs one call when it goes away; a weak
+    reference with a callback per packet cost several times more.
     """
 
-    __slots__ = ("_handle",)
-
-    def __init__(self, raw, address, ticket: int, handle: "Divert"):
-        Packet.__init__(self, raw, address, ticket)
-        self._handle = handle
+    __slots__ = ()
 
     def __del__(self):
         # Sending or dropping the packet sets its ticket to 0.
-        if self.ticket:
-            self._handle._collected(self.ticket)
+        ticket = self.ticket
+        if ticket:
+            handle = _open_handles.get(ticket >> TICKET_SHIFT)
+            if handle is not None:
+                handle._collected(ticket & TICKET_MASK)
 
 
 def _translate(exc: Exception) -> DivertError:
@@ -134,6 +138,7 @@ class Divert:
             raise _translate(exc) from exc
         self._backend = backend
         self._opened = True
+        _open_handles[self._serial] = self
         return self
 
     @property
@@ -144,6 +149,7 @@ class Divert:
         if self._closed:
             return
         self._closed = True
+        _open_handles.pop(self._serial, None)
         with self._lock:
             self._held.clear()
         if self._opened:
@@ -216,7 +222,7 @@ class Divert:
         prefix = self._serial << TICKET_SHIFT
         for raw, address, ticket in self._backend.recv_batch(n, timeout):
             if ticket:
-                packets.append(_HeldPacket(raw, address, prefix | ticket, self))
+                packets.append(_HeldPacket(raw, address, prefix | ticket))
                 tickets.append(ticket)
             else:
                 packets.append(Packet(raw, address))
@@ -228,7 +234,6 @@ class Divert:
 
     def _collected(self, ticket: int) -> None:
         """A received packet was garbage-collected unsent: drop it, unless the handle already let it go."""
-        ticket &= TICKET_MASK
         try:
             with self._lock:
                 if ticket not in self._held:
@@ -282,6 +287,30 @@ class Divert:
                     packet.ticket = 0
         for packet in injected:
             self._backend.inject(packet.raw, packet.address)
+
+    def pass_batch(self, n: int = MAX_BATCH, timeout: float | None = None) -> int:
+        """send_batch(recv_batch(n, timeout)) without building the packets; how many passed.
+
+        For programs that re-inject what they divert unchanged and only count
+        it (WinDivert's passthru): the backend reads each packet's id and
+        mark and releases the lot, in one verdict where it can.
+        """
+        if not 1 <= n <= MAX_BATCH:
+            raise DivertArgumentError(f"batch size {n} is outside 1..{MAX_BATCH}")
+        self._require_open()
+        passer = getattr(self._backend, "pass_batch", None)
+        if passer is None or self.flags & (Flag.SNIFF | Flag.SEND_ONLY | Flag.RECV_ONLY | Flag.DROP):
+            # Exactly send_batch(recv_batch()): sniffed copies get injected, the
+            # other flags raise their own errors.
+            batch = self._recv(n, timeout)
+            if batch:
+                self.send_batch(batch)
+            return len(batch)
+        if self._send_shut:
+            raise HandleClosedError("sending was shut down on this handle")
+        count = passer(n, timeout)
+        self._received += count
+        return count
 
     def drop(self, packet: Packet) -> None:
         """Drop a received packet now rather than when it is garbage-collected."""

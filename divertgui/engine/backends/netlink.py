@@ -210,8 +210,76 @@ def parse_queue_packet(data, body: int, end: int) -> NetfilterPacket:
 
 
 _NLATTR_UNPACK, _U32_UNPACK, _PACKET_HDR_UNPACK = NLATTR.unpack_from, U32.unpack_from, NFQNL_PACKET_HDR.unpack_from
+_LENGTH_AND_TYPE = struct.Struct("=IH").unpack_from  # the start of a netlink message header
 # NamedTuple's own __new__ is a Python function; building the tuple directly skips that call.
 _new_packet = tuple.__new__
+
+
+class QueuedPacketSummary:
+    """(packet id, hook, mark, first payload byte) of a queued packet's message, without the rest.
+
+    The kernel lays out the attributes of packets of one kind (same hook,
+    devices, mark or none) alike, so the layout walked in one message is
+    checked against the next in one unpack of its attribute headers, and
+    the values are read at known places. A message laid out otherwise is
+    walked, and its layout becomes the one expected.
+    """
+
+    def __init__(self):
+        self._headers: struct.Struct | None = None
+        self._expected: tuple = ()
+        self._values: struct.Struct | None = None
+        self._size = 0
+        self._has_mark = False
+
+    def __call__(self, data, body: int, end: int) -> tuple[int, int, int, int]:
+        headers = self._headers
+        if headers is not None and end - body - 4 >= self._size and \
+                headers.unpack_from(data, body + 4) == self._expected:
+            if self._has_mark:
+                return self._values.unpack_from(data, body + 4)
+            packet_id, hook, first_byte = self._values.unpack_from(data, body + 4)
+            return packet_id, hook, 0, first_byte
+        return self._learn(data, body, end)
+
+    def _learn(self, data, body: int, end: int) -> tuple[int, int, int, int]:
+        start = body + 4
+        offset = start
+        header_format, expected = ["="], []
+        header_at = mark_at = payload_at = None
+        packet_id = hook = mark = first_byte = 0
+        while offset + 4 <= end:
+            length, kind = NLATTR.unpack_from(data, offset)
+            if length < 4 or offset + length > end:
+                raise NetlinkError(errno.EPROTO, f"malformed netlink attribute at byte {offset}")
+            if kind == NFQA_PAYLOAD:
+                header_format.append("2xH")
+                expected.append(kind)
+                payload_at = offset + 4 - start
+                if length > 4:
+                    first_byte = data[offset + 4]
+                break
+            header_format.append(f"HH{_align(length) - 4}x")
+            expected += (length, kind)
+            if kind == NFQA_PACKET_HDR:
+                header_at = offset + 4 - start
+                packet_id, _hw_protocol, hook = NFQNL_PACKET_HDR.unpack_from(data, offset + 4)
+            elif kind == NFQA_MARK:
+                mark_at, mark = offset + 4 - start, U32.unpack_from(data, offset + 4)[0]
+            offset += _align(length)
+        if not packet_id:
+            raise NetlinkError(errno.EPROTO, "nfnetlink_queue packet message without NFQA_PACKET_HDR")
+        self._headers = None
+        if payload_at is not None and first_byte and (mark_at is None or mark_at > header_at):
+            values, at = f"!{header_at}xI2xB", header_at + 7
+            if mark_at is not None:
+                values, at = values + f"{mark_at - at}xI", mark_at + 4
+            self._values = struct.Struct(values + f"{payload_at - at}xB")
+            self._headers = struct.Struct("".join(header_format))
+            self._expected = tuple(expected)
+            self._size = max(self._headers.size, self._values.size)
+            self._has_mark = mark_at is not None
+        return packet_id, hook, mark, first_byte
 
 
 # -- nfnetlink_log -----------------------------------------------------------
@@ -273,9 +341,9 @@ class _MMsgHdr(ctypes.Structure):
 
 
 MSG_TRUNC = 0x20
-# A queued packet's message: the copied bytes (at most MAX_COPY) plus its
-# attributes, which stay well under a page.
-DATAGRAM_SLOT = 65536 + 4096
+# The largest datagram nfnetlink_queue sends: one packet's message, its copied
+# bytes (at most MAX_COPY) plus attributes that stay well under a page.
+QUEUE_DATAGRAM_SIZE = MAX_COPY + 1 + 4096
 
 
 def _libc_recvmmsg():
@@ -297,30 +365,34 @@ class DatagramBatchReader:
 
     _recvmmsg = staticmethod(_libc_recvmmsg()) if hasattr(socket, "AF_NETLINK") else None
 
-    def __init__(self, fd: int, slots: int = 64):
+    def __init__(self, fd: int, slot_size: int, slots: int = 64):
         self.fd, self.slots = fd, slots
-        self.memory = mmap.mmap(-1, slots * DATAGRAM_SLOT)
+        # Whole pages, so that each datagram starts on a page of its own.
+        self.slot_size = slot_size = mmap.PAGESIZE * -(-slot_size // mmap.PAGESIZE)
+        self.memory = mmap.mmap(-1, slots * slot_size)
         self.view = memoryview(self.memory)
         self._anchor = ctypes.c_char.from_buffer(self.memory)
         base = ctypes.addressof(self._anchor)
-        self._iovecs = (_IoVec * slots)(*[_IoVec(base + i * DATAGRAM_SLOT, DATAGRAM_SLOT) for i in range(slots)])
+        self._iovecs = (_IoVec * slots)(*[_IoVec(base + i * slot_size, slot_size) for i in range(slots)])
         self._headers = (_MMsgHdr * slots)()
         for i in range(slots):
             self._headers[i].header.iov = ctypes.pointer(self._iovecs[i])
             self._headers[i].header.iovlen = 1
-        self._header_bytes = memoryview(self._headers).cast("B")
-        flags_at = _MMsgHdr.header.offset + _MsgHdr.flags.offset
-        length_at = _MMsgHdr.length.offset
-        self._results = struct.Struct(f"={flags_at}xi{length_at - flags_at - 4}xI{ctypes.sizeof(_MMsgHdr) - length_at - 4}x")
+        # The headers as 32-bit words: each datagram's length and flags are every stride-th word.
+        self._words = memoryview(self._headers).cast("B").cast("I")
+        self._stride = ctypes.sizeof(_MMsgHdr) // 4
+        self._length_word = _MMsgHdr.length.offset // 4
+        self._flags_word = (_MMsgHdr.header.offset + _MsgHdr.flags.offset) // 4
 
     @classmethod
     def available(cls) -> bool:
         return cls._recvmmsg is not None
 
-    def receive(self, count: int) -> list[tuple[int, int]]:
-        """(offset, length) of each datagram read, without blocking; [] when none waits.
+    def receive(self, count: int) -> list[int]:
+        """The length of each datagram read, without blocking; [] when none waits.
 
-        Raises OSError (e.g. ENOBUFS) as recv would.
+        Datagram i starts at byte i * slot_size of `view`. Raises OSError
+        (e.g. ENOBUFS) as recv would.
         """
         received = self._recvmmsg(self.fd, ctypes.addressof(self._headers), min(count, self.slots),
                                   socket.MSG_DONTWAIT, None)
@@ -329,19 +401,23 @@ class DatagramBatchReader:
             if code in (errno.EAGAIN, errno.EWOULDBLOCK):
                 return []
             raise OSError(code, os.strerror(code))
-        found = []
-        for slot, (flags, length) in enumerate(self._results.iter_unpack(
-                self._header_bytes[:received * self._results.size])):
-            if flags & MSG_TRUNC:
-                raise NetlinkError(errno.EMSGSIZE, f"a netlink message was larger than {DATAGRAM_SLOT} bytes")
-            found.append((slot * DATAGRAM_SLOT, length))
-        return found
+        stride = self._stride
+        lengths = self._words[self._length_word:received * stride:stride].tolist()
+        # A cut datagram fills its slot; only then are the flags worth reading.
+        if lengths and max(lengths) >= self.slot_size and \
+                any(flags & MSG_TRUNC for flags in self._words[self._flags_word:received * stride:stride].tolist()):
+            raise NetlinkError(errno.EMSGSIZE, f"a netlink datagram was larger than {self.slot_size} bytes")
+        return lengths
 
     def close(self) -> None:
-        self._header_bytes.release()
+        self._words.release()
         self.view.release()
         del self._anchor
-        self.memory.close()
+        try:
+            self.memory.close()
+        except BufferError:
+            # A view of a datagram is still alive somewhere; the mapping goes with it.
+            pass
 
 
 # -- the socket --------------------------------------------------------------
@@ -355,17 +431,22 @@ class NetfilterSocket:
     out concatenated in one send().
     """
 
-    def __init__(self, receive_buffer: int = 8 * 1024 * 1024):
+    def __init__(self, receive_buffer: int = 8 * 1024 * 1024, largest_datagram: int = QUEUE_DATAGRAM_SIZE,
+                 datagrams_per_read: int = 64):
         try:
             self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
         except PermissionError as exc:
             raise PermissionError(exc.errno, "opening a netfilter netlink socket needs root (CAP_NET_ADMIN)") from exc
         self.sock.bind((0, 0))
         self._grow_receive_buffer(receive_buffer)
-        self._buffer = bytearray(256 * 1024)
+        self._buffer = bytearray(max(256 * 1024, largest_datagram))
         self._view = memoryview(self._buffer)
-        self._batches = DatagramBatchReader(self.sock.fileno()) if DatagramBatchReader.available() else None
+        self._batches = (DatagramBatchReader(self.sock.fileno(), largest_datagram, datagrams_per_read)
+                         if DatagramBatchReader.available() else None)
         self._stash: list[tuple[bytes, int, int]] = []
+        # True once a read found the socket empty, until wait() sees it readable:
+        # until then, reading again would only cost a system call.
+        self.drained = False
         self._seq = 0
         self.enobufs = 0
         self.verdict_errors = 0
@@ -420,8 +501,10 @@ class NetfilterSocket:
     def wait(self, timeout: float | None) -> bool:
         if self._stash:
             return True
-        readable, _, _ = select.select([self.sock], [], [], timeout)
-        return bool(readable)
+        readable = bool(select.select([self.sock], [], [], timeout)[0])
+        if readable:
+            self.drained = False
+        return readable
 
     def read_messages(self, parse, limit: int) -> list[NetfilterPacket]:
         """Everything waiting (up to about `limit` packets) without blocking.
@@ -441,6 +524,7 @@ class NetfilterSocket:
             try:
                 length = receive(buffer, 0, socket.MSG_DONTWAIT)
             except BlockingIOError:
+                self.drained = True
                 break
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:
@@ -452,23 +536,28 @@ class NetfilterSocket:
 
     def _read_batches(self, parse, limit: int, packets: list) -> list[NetfilterPacket]:
         batches = self._batches
-        view, receive, header = batches.view, batches.receive, NLMSGHDR.unpack_from
+        view, receive, header, size = batches.view, batches.receive, _LENGTH_AND_TYPE, batches.slot_size
+        keep = packets.append
         while len(packets) < limit:
+            wanted = limit - len(packets)
             try:
-                datagrams = receive(limit - len(packets))
+                lengths = receive(wanted)
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:
                     self.enobufs += 1
                     continue
                 raise
-            for start, length in datagrams:
+            start = 0
+            for length in lengths:
                 # The kernel sends each queued packet as a datagram of its own.
-                msg_len, msg_type = header(view, start)[:2]
+                msg_len, msg_type = header(view, start)
                 if msg_type & 0xFF00 and msg_len == length:
-                    packets.append(parse(view, start + 16, start + length))
+                    keep(parse(view, start + 16, start + length))
                 else:
                     self._parse_datagram(view, start, length, parse, packets)
-            if len(datagrams) < batches.slots:
+                start += size
+            if len(lengths) < min(wanted, batches.slots):
+                self.drained = True
                 break
         return packets
 
@@ -486,7 +575,7 @@ class NetfilterSocket:
             offset = (end + 3) & ~3
 
     def close(self) -> None:
+        self.sock.close()
         if self._batches is not None:
             self._batches.close()
         self._view.release()
-        self.sock.close()

@@ -34,7 +34,6 @@ from divertgui.engine.backends.netfilter_rules import HandleRules, INJECTED_MARK
 QUEUE_NUMBER_BASE = 0x4000
 QUEUE_NUMBER_SPAN = 0x3000
 OUTBOUND_HOOKS = (netlink.NF_INET_LOCAL_OUT, netlink.NF_INET_POST_ROUTING)
-_LOCAL_OUT, _POST_ROUTING = OUTBOUND_HOOKS
 # Captured is a NamedTuple: building the tuple directly skips its Python-level __new__.
 _new_captured = tuple.__new__
 NF_HOOKS = {"P": netlink.NF_INET_PRE_ROUTING, "I": netlink.NF_INET_LOCAL_IN,
@@ -42,6 +41,10 @@ NF_HOOKS = {"P": netlink.NF_INET_PRE_ROUTING, "I": netlink.NF_INET_LOCAL_IN,
 # thread-self: a thread may have entered another network namespace than the process.
 PROC_QUEUES = "/proc/thread-self/net/netfilter/nfnetlink_queue"
 RULE_HITS_PERIOD = 0.5
+# Packets released per verdict by pass_batch: what one recvmmsg call reads.
+PASS_CHUNK = 64
+# The buffer in which NFLOG gathers copies before it sends them.
+LOG_BUFFER_SIZE = 128 * 1024
 
 
 class PrerequisiteError(RuntimeError):
@@ -84,7 +87,7 @@ class NfqueueBackend(Backend):
         self._ready: collections.deque = collections.deque()     # (NetfilterPacket, Address) passed the filter
         self._readers = 0
         self._sniffing = False
-        self._pending: dict[int, tuple] = {}   # ticket -> (mark, bytes as received, length in the kernel)
+        self._pending: dict[int, netlink.NetfilterPacket] = {}   # ticket -> the packet as received
         self._next_id = 0
         self._next_log_seq = 0
         self._lock = threading.RLock()
@@ -97,6 +100,7 @@ class NfqueueBackend(Backend):
         self._final_kernel_counts: dict[str, int] = {}
         self._proc_queues = None
         self._exact_at: set[tuple[int, int]] = set()   # (IP version, NF hook) the kernel tests exactly
+        self._summary = netlink.QueuedPacketSummary()
 
     # -- opening -------------------------------------------------------------
 
@@ -136,7 +140,14 @@ class NfqueueBackend(Backend):
         if self.action == "drop":
             self.queue = self._free_number_for_drop()
         else:
-            self.sock = netlink.NetfilterSocket(receive_buffer=self._receive_buffer_size())
+            if self.mode == "sniff":
+                # NFLOG packs many copies into one datagram; the kernel fills the
+                # buffer it asked for up to its allocation size, which is rounded
+                # up to a power of two: at most twice LOG_BUFFER_SIZE.
+                self.sock = netlink.NetfilterSocket(self._receive_buffer_size(), 2 * LOG_BUFFER_SIZE + 4096,
+                                                    datagrams_per_read=16)
+            else:
+                self.sock = netlink.NetfilterSocket(self._receive_buffer_size())
             self.queue = self._bind_free_number()
             # Opened now: the file then speaks of this network namespace whichever thread reads it.
             with contextlib.suppress(OSError):
@@ -222,7 +233,7 @@ class NfqueueBackend(Backend):
         # Copies are flushed every 10 ms or every 64 packets, whichever first,
         # so that one read carries many packets without delaying any of them.
         self.sock.request(lambda seq: netlink.log_config_params(
-            number, copy_range=netlink.MAX_COPY, buffer_size=128 * 1024, flush_centiseconds=1,
+            number, copy_range=netlink.MAX_COPY, buffer_size=LOG_BUFFER_SIZE, flush_centiseconds=1,
             threshold=64, seq=seq))
 
     # -- receiving -----------------------------------------------------------
@@ -242,25 +253,17 @@ class NfqueueBackend(Backend):
         keep = self._ready.append
         exact_everywhere, exact_at = self.match_all, self._exact_at
         dropping = self.mode == "drop"
-        forward = self.layer == Layer.NETWORK_FORWARD
-        lo_index, sniffed, layer = self._lo_index, self._sniffing, self.layer
+        address_of = self._address_of
         for packet in packets:
-            packet_id, _hw_protocol, hook, mark, indev, outdev, _ts, payload = packet[:8]
+            packet_id, hook, mark, payload = packet[0], packet[2], packet[3], packet[7]
             if packet_id:
                 if packet_id != self._next_id:
                     self._note_id_gap(packet_id)
                 self._next_id = packet_id + 1
             elif packet.log_seq >= 0:
                 self._note_log_seq(packet.log_seq)
-            if forward:
-                outbound, if_idx = False, indev
-            else:
-                outbound = hook == _LOCAL_OUT or hook == _POST_ROUTING
-                if_idx = outdev if outbound else indev
-            ipv6 = bool(payload) and payload[0] >> 4 == 6
-            # Positional, in Address's field order: this runs once per packet.
-            address = Address(outbound, outbound and if_idx == lo_index, bool(mark & INJECTED_MARK), ipv6,
-                              if_idx, 0, now, sniffed, layer)
+            address = address_of(packet, now)
+            ipv6 = address.ipv6
             if (not exact_everywhere and (6 if ipv6 else 4, hook) not in exact_at
                     and not self._matches(payload, address)):
                 self.counters["rejected"] += 1
@@ -277,6 +280,18 @@ class NfqueueBackend(Backend):
             self.counters["dropped"] += len(drops)
         if releases:
             self._release(releases)
+
+    def _address_of(self, packet: netlink.NetfilterPacket, arrival_ns: int) -> Address:
+        if self.layer == Layer.NETWORK_FORWARD:
+            # As WinDivert has it: a forwarded packet is outbound, on the interface it leaves by.
+            outbound, if_idx = True, packet.outdev
+        else:
+            outbound = packet.hook in OUTBOUND_HOOKS
+            if_idx = packet.outdev if outbound else packet.indev
+        payload = packet.payload
+        # Positional, in Address's field order: this runs once per packet.
+        return Address(outbound, outbound and if_idx == self._lo_index, bool(packet.mark & INJECTED_MARK),
+                       bool(payload) and payload[0] >> 4 == 6, if_idx, 0, arrival_ns, self._sniffing, self.layer)
 
     def _note_id_gap(self, packet_id: int) -> None:
         # Queue ids go up by one per queued packet. A gap is a message the
@@ -297,8 +312,28 @@ class NfqueueBackend(Backend):
         self._next_log_seq = sequence + 1
 
     def recv_batch(self, max_count: int, timeout: float | None) -> list[Captured]:
+        return self._receive(lambda: self._take_ready(max_count), timeout, [])
+
+    def pass_batch(self, max_count: int, timeout: float | None) -> int:
+        """Receive up to max_count diverted packets and release them unchanged; how many.
+
+        What verdicts for recv_batch's packets with their bytes as received
+        would do, without building the packets: only each packet's id and
+        mark are read. Sniffed copies are only counted.
+        """
+        if self.mode == "sniff":
+            return len(self.recv_batch(max_count, timeout))
+        if self.mode != "divert":
+            captured = self.recv_batch(max_count, timeout)
+            if captured:
+                self.verdict_many([(ticket, raw) for raw, _address, ticket in captured])
+            return len(captured)
+        return self._receive(lambda: self._pass_now(max_count), timeout, 0)
+
+    def _receive(self, take, timeout: float | None, nothing):
+        """take() under the lock until it returns something, waiting at most `timeout` seconds."""
         if self.sock is None:
-            return []
+            return nothing
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             self._readers += 1
@@ -306,30 +341,89 @@ class NfqueueBackend(Backend):
             while True:
                 with self._lock:
                     if self.sock is None:
-                        return []
-                    if not self._ready:
-                        self._drain(max(max_count, 64))
-                    captured = self._take(max_count)
-                if captured:
-                    return captured
+                        return nothing
+                    got = take()
+                if got:
+                    return got
                 if self._closed.is_set():
-                    return []
+                    return nothing
                 if not self._recv_open:
                     # After shutdown("recv") what was queued stays readable, then recv ends.
                     with self._lock:
                         self._drain(self.params[Param.QUEUE_LENGTH])
                         if not self._ready:
-                            return []
+                            return nothing
                     continue
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    return []
+                    return nothing
                 # Bounded waits so that shutdown() and close() are noticed.
                 if not self._wait(0.2 if remaining is None else min(remaining, 0.2)):
-                    return []
+                    return nothing
         finally:
             with self._lock:
                 self._readers -= 1
+
+    def _take_ready(self, max_count: int) -> list[Captured]:
+        if not self._ready and not self.sock.drained:
+            self._drain(max(max_count, 64))
+        return self._take(max_count)
+
+    def _pass_now(self, max_count: int) -> int:
+        if self._ready:
+            # Sifted while nobody was reading: those go first, in order.
+            captured = self._take(max_count)
+            if captured:
+                self.verdict_many([(ticket, raw) for raw, _address, ticket in captured])
+            return len(captured)
+        parse = self._summary if self.match_all else self._summary_or_packet
+        passed = 0
+        sock = self.sock
+        while passed < max_count and not sock.drained:
+            # Released as they are read, so that the first packets of a large
+            # batch do not wait for the last ones.
+            entries = sock.read_messages(parse, min(PASS_CHUNK, max_count - passed))
+            if entries:
+                passed += self._pass_entries(entries)
+        return passed
+
+    def _pass_entries(self, entries: list) -> int:
+        """Release what was read; entries are summaries, or whole packets the filter must judge."""
+        next_id, rejected = self._next_id, 0
+        marks = []
+        keep = marks.append
+        for entry in entries:
+            packet_id = entry[0]
+            if packet_id != next_id:
+                self._next_id = next_id
+                self._note_id_gap(packet_id)
+            next_id = packet_id + 1
+            if entry.__class__ is tuple:
+                keep(entry[2])
+                continue
+            # The kernel could not test this one exactly; the filter decides
+            # whether it counts as diverted or rejected. Both are released alike.
+            if not self._matches(entry.payload, self._address_of(entry, time.monotonic_ns())):
+                rejected += 1
+            keep(entry.mark)
+        self._next_id = next_id
+        last, mark = entries[-1][0], marks[0]
+        if marks.count(mark) == len(marks) and not self._ready and (not self._pending or min(self._pending) > last):
+            self.sock.send(netlink.verdict_batch(self.queue, last, netlink.NF_REPEAT, mark=self._released_mark(mark)))
+        else:
+            self._release([(entry[0], mark) for entry, mark in zip(entries, marks)])
+        count = len(entries) - rejected
+        self.counters["rejected"] += rejected
+        self.counters["diverted"] += count
+        self.counters["sent"] += count
+        return count
+
+    def _summary_or_packet(self, data, body: int, end: int):
+        """The summary of a packet the kernel tested exactly, else the whole packet."""
+        summary = self._summary(data, body, end)
+        if (summary[3] >> 4, summary[1]) in self._exact_at:
+            return summary
+        return netlink.parse_queue_packet(data, body, end)
 
     def _wait(self, seconds: float) -> bool:
         """Wait for the socket to become readable; False once the backend is closed."""
@@ -361,9 +455,9 @@ class NfqueueBackend(Backend):
         keep = captured.append
         for _ in range(count):
             packet, address = take()
-            packet_id, payload = packet[0], packet[7]
-            pending[packet_id] = (packet[3], payload, packet[9])
-            keep(_new_captured(Captured, (payload, address, packet_id)))
+            packet_id = packet[0]
+            pending[packet_id] = packet
+            keep(_new_captured(Captured, (packet[7], address, packet_id)))
         self.counters["diverted"] += count
         return captured
 
@@ -456,39 +550,34 @@ class NfqueueBackend(Backend):
             raise OSError(errno.EBADF, "the handle is closed")
         with self._lock:
             pending = self._pending
-            entries = []
-            last, mark_seen, uniform = 0, None, True
-            try:
-                for ticket, raw in verdicts:
-                    held = pending.pop(ticket, None)
-                    if held is None:
-                        if any(entry[0] == ticket for entry in entries):
-                            raise ValueError("the same packet appears twice in one batch of verdicts")
-                        raise KeyError(f"no pending verdict for packet {ticket} on queue {self.queue}")
-                    mark, original, length = held
-                    entries.append((ticket, raw, mark, original, length))
-                    if raw is None or raw != original:
-                        if raw is not None and length > len(original):
-                            raise ValueError(f"packet {ticket} was received cut to {len(original)} of its {length} "
-                                             f"bytes; it can be released unmodified or dropped, not edited")
-                        uniform = False
-                    elif mark_seen is None:
-                        mark_seen = mark
-                    elif mark != mark_seen:
-                        uniform = False
-                    if ticket > last:
-                        last = ticket
-            except (KeyError, ValueError):
-                for ticket, _raw, mark, original, length in entries:
-                    pending[ticket] = (mark, original, length)
-                raise
-            if uniform and len(entries) > 1 and self._nothing_older_than(last):
+            last, mark, uniform = 0, None, True
+            # Checked first, taken after: nothing is taken from a batch that fails.
+            for ticket, raw in verdicts:
+                packet = pending.get(ticket)
+                if packet is None:
+                    raise KeyError(f"no pending verdict for packet {ticket} on queue {self.queue}")
+                original = packet[7]
+                if raw is None or raw != original:
+                    uniform = False
+                    if raw is not None and packet[9] > len(original):
+                        raise ValueError(f"packet {ticket} was received cut to {len(original)} of its {packet[9]} "
+                                         f"bytes; it can be released unmodified or dropped, not edited")
+                elif mark is None:
+                    mark = packet[3]
+                elif packet[3] != mark:
+                    uniform = False
+                if ticket > last:
+                    last = ticket
+            if len(verdicts) > 1 and len({ticket for ticket, _raw in verdicts}) != len(verdicts):
+                raise ValueError("the same packet appears twice in one batch of verdicts")
+            taken = [pending.pop(ticket) for ticket, _raw in verdicts]
+            if uniform and len(taken) > 1 and self._nothing_older_than(last):
                 # Every packet the kernel holds for us up to `last` is in this batch, unmodified.
-                message = netlink.verdict_batch(self.queue, last, netlink.NF_REPEAT,
-                                                mark=self._released_mark(mark_seen))
-                self.counters["sent"] += len(entries)
+                message = netlink.verdict_batch(self.queue, last, netlink.NF_REPEAT, mark=self._released_mark(mark))
+                self.counters["sent"] += len(taken)
             else:
-                message = self._verdict_messages(entries)
+                message = self._verdict_messages([(ticket, raw, packet)
+                                                  for (ticket, raw), packet in zip(verdicts, taken)])
             self.sock.send(message)
 
     def _nothing_older_than(self, packet_id: int) -> bool:
@@ -499,10 +588,11 @@ class NfqueueBackend(Backend):
         return not self._pending or min(self._pending) > packet_id
 
     def _verdict_messages(self, entries) -> bytes:
-        """entries: (ticket, bytes to send or None to drop, mark, bytes as received, length in the kernel)."""
+        """entries: (ticket, bytes to send or None to drop, the packet as received)."""
         parts = []
         counters = self.counters
-        for ticket, raw, mark, original, _length in entries:
+        for ticket, raw, packet in entries:
+            mark, original = packet[3], packet[7]
             if raw is None:
                 parts.append(netlink.verdict(self.queue, ticket, netlink.NF_DROP))
                 counters["dropped"] += 1
