@@ -39,6 +39,7 @@ from typing import Callable, NamedTuple
 from ..address import Layer
 from .ast import And, Cond, Const, Node, Or, Test
 from .fields import FIELDS, IPV4_MAPPED_LO
+from .simplify import constant_result
 
 try:  # the one shape both sides agree on
     from ..backends.netfilter_rules import KernelTest
@@ -155,21 +156,6 @@ _UNKNOWN = frozenset({
 })
 _PORTS = {"localPort", "remotePort"}
 _ADDRESSES = {"localAddr", "remoteAddr"}
-
-
-def _truth(op: str, value: int, lo: int, hi: int) -> bool | None:
-    """The test's result when the same for every field value in [lo, hi], else None."""
-    if op == "==":
-        return False if not lo <= value <= hi else True if lo == hi else None
-    if op == "!=":
-        return True if not lo <= value <= hi else False if lo == hi else None
-    if op == "<":
-        return False if value <= lo else True if value > hi else None
-    if op == "<=":
-        return False if value < lo else True if value >= hi else None
-    if op == ">":
-        return False if value >= hi else True if value < lo else None
-    return False if value > hi else True if value <= lo else None
 
 
 def _compare(op: str, a: int, b: int) -> bool:
@@ -558,7 +544,7 @@ class _Generator:
             else:
                 code.jump(JMP | JSET | K, load.bit, false, true)
             return
-        always = _truth(op, value, 0, load.hi)
+        always = constant_result(op, value, 0, load.hi)
         if always is not None:
             code.goto(true if always else false)
             return
@@ -576,7 +562,7 @@ class _Generator:
     def _port(self, node: Test, true: _Label, false: _Label) -> None:
         """Source or destination port: ICMP types count as source ports; no transport reads 0."""
         code = self.code
-        always = _truth(node.op, node.value, 0, 0xFFFF)
+        always = constant_result(node.op, node.value, 0, 0xFFFF)
         if self.known_transport in (6, 17):
             if always is not None:
                 code.goto(true if always else false)
@@ -615,7 +601,7 @@ class _Generator:
         code = self.code
         base = 8 if node.field == "ipv6.SrcAddr" else 24
         op, value = node.op, node.value
-        always = _truth(op, value, 0, (1 << 128) - 1)
+        always = constant_result(op, value, 0, (1 << 128) - 1)
         if always is not None:
             code.goto(true if always else false)
             return

@@ -15,7 +15,7 @@ from .fields import FIELDS, effective_value
 TRUE, FALSE = Const(True), Const(False)
 
 
-def _always(op: str, value: int, lo: int, hi: int) -> bool | None:
+def constant_result(op: str, value: int, lo: int, hi: int) -> bool | None:
     """The test's result when it is the same for every field value in [lo, hi]."""
     if op == "==":
         if value < lo or value > hi:
@@ -38,7 +38,7 @@ def test(field: str, op: str, value: int, index: int | None = None) -> Node:
     spec = FIELDS[field]
     if spec.lo is None:
         return Test(field, op, value, index)
-    result = _always(op, value, spec.lo, spec.hi)
+    result = constant_result(op, value, spec.lo, spec.hi)
     if result is None:
         return Test(field, op, value, index)
     if spec.guard is None:
