@@ -90,11 +90,25 @@ def _use_offscreen_without_display() -> None:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
-def default_source() -> str:
-    """Live capture when this process may divert packets; the demo source otherwise."""
-    if sys.platform.startswith("linux") and os.geteuid() == 0:
-        return "live"
-    return "demo"
+def live_capture_problem() -> str | None:
+    """Why this process cannot capture live traffic, in one sentence; None when it can."""
+    if sys.platform.startswith("linux"):
+        from divertgui.engine.backends.nfqueue import PrerequisiteError, check_prerequisites
+        try:
+            check_prerequisites()
+        except PrerequisiteError as exc:
+            return str(exc)
+        return None
+    if sys.platform == "win32":
+        from divertgui.engine import privileges
+        return privileges.missing_privilege()
+    return (f"divertgui captures live traffic on Linux (netfilter) and Windows (WinDivert) only, "
+            f"not on {sys.platform}")
+
+
+def fallback_notice(problem: str) -> str:
+    """The window's sentence when the demo network runs because live capture cannot."""
+    return f"Live capture is not possible here ({problem.rstrip('.')}), so the demo network runs instead."
 
 
 class Workbench:
@@ -195,6 +209,38 @@ def _argument_error(args: argparse.Namespace) -> str | None:
     return None
 
 
+def open_workbench(args: argparse.Namespace) -> Workbench:
+    """The window as the command line asks, shown, with the demo or the replay started when asked for.
+
+    When live capture is impossible here and nothing else was asked for, the
+    window says why and the demo network runs at once, so that a first start
+    from a double-click shows traffic rather than an empty list.
+    """
+    from divertgui.views.capture_options import CaptureOptions
+    problem = None
+    if args.demo or args.self_test:
+        source = "demo"
+    else:
+        problem = live_capture_problem()
+        source = "demo" if problem else "live"
+    options = CaptureOptions(source=source, rate=500.0 if args.self_test else args.rate)
+    bench = Workbench(options)
+    window = bench.window
+    if args.filter:
+        window.capture_filter.set_text(args.filter)
+    window.show()
+    if args.self_test:
+        return bench
+    if args.replay:
+        window.open_capture(args.replay)
+    elif args.demo:
+        window.start_capture()
+    elif problem:
+        window.show_notice(fallback_notice(problem))
+        window.start_capture()
+    return bench
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     problem = _argument_error(args)
@@ -207,14 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     app.setOrganizationName("divertgui")
     app.setApplicationName("divertgui")
     app.setApplicationVersion(__version__)
-    from divertgui.views.capture_options import CaptureOptions
-    source = "demo" if (args.demo or args.self_test) else default_source()
-    options = CaptureOptions(source=source, rate=500.0 if args.self_test else args.rate)
-    bench = Workbench(options)
+    bench = open_workbench(args)
     window = bench.window
-    if args.filter:
-        window.capture_filter.set_text(args.filter)
-    window.show()
     if args.self_test:
         try:
             passed, summary = self_test(bench)
@@ -224,10 +264,6 @@ def main(argv: list[str] | None = None) -> int:
             passed, summary = False, summary + "; the session thread did not stop"
         print(summary if passed else f"self-test FAILED: {summary}", flush=True)
         return 0 if passed else 1
-    if args.replay:
-        window.open_capture(args.replay)
-    elif args.demo:
-        window.start_capture()
     code = app.exec()
     bench.close()
     return code

@@ -110,7 +110,10 @@ def _run_guarded(command, args) -> int:
         return EXIT_USAGE
     except (DivertError, PermissionError, RuntimeError) as exc:
         text = _first_sentence(exc)
-        _error(PRIVILEGE_MESSAGE if "Permission denied" in text or "must be root" in text else text)
+        if "Permission denied" in text or "must be root" in text:
+            from divertgui.engine import privileges
+            text = privileges.privilege_sentence()
+        _error(text)
         return EXIT_FAILURE
     except BrokenPipeError:
         # The reader of our output went away (`divert netdump ... | head`).
@@ -125,25 +128,10 @@ def _first_sentence(exc: BaseException) -> str:
     return str(exc).strip() or type(exc).__name__
 
 
-CAP_NET_ADMIN = 12
-PRIVILEGE_MESSAGE = "this needs root (CAP_NET_ADMIN) to change netfilter rules: run it as root, e.g. with sudo"
-
-
-def has_net_admin() -> bool:
-    """Whether this process may change netfilter rules and bind queues."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) >> CAP_NET_ADMIN & 1)
-    except (OSError, ValueError):
-        pass
-    return os.geteuid() == 0
-
-
 def _require_privilege() -> None:
-    if sys.platform.startswith("linux") and not has_net_admin():
-        raise PermissionError(PRIVILEGE_MESSAGE)
+    from divertgui.engine import privileges
+    if sys.platform.startswith("linux") and not privileges.may_divert():
+        raise PermissionError(privileges.privilege_sentence())
 
 
 # -- decoding for display --------------------------------------------------------
@@ -500,10 +488,15 @@ def cmd_cleanup(args) -> int:
 # -- doctor ------------------------------------------------------------------------------
 
 def _check_root():
-    if has_net_admin():
-        return True, "running with CAP_NET_ADMIN" + (" (root)" if os.geteuid() == 0 else ""), ""
-    return False, "no CAP_NET_ADMIN: netfilter rules cannot be changed", \
-        "run divert as root (sudo divert ...) or grant it CAP_NET_ADMIN"
+    from divertgui.engine import privileges
+    missing = privileges.missing_capabilities()
+    if not missing:
+        who = "root" if os.geteuid() == 0 else "given to this user's process, not root"
+        return True, f"running with CAP_NET_ADMIN and CAP_NET_RAW ({who})", ""
+    if privileges.may_divert():
+        return True, "running with CAP_NET_ADMIN; without CAP_NET_RAW new packets cannot be injected", ""
+    return False, f"no {' and no '.join(missing)}: netfilter rules cannot be changed", \
+        privileges.how_to_get(missing)
 
 
 def _check_tools():

@@ -3,6 +3,7 @@ and bytes, the intercept panel, live charts and the status bar."""
 
 from __future__ import annotations
 
+import html
 import os
 import time
 from typing import Callable
@@ -45,15 +46,25 @@ def _human_bytes(value: float) -> str:
     return f"{value:.1f} GB"
 
 
-class ErrorBanner(QWidget):
-    def __init__(self, parent=None):
+class Banner(QWidget):
+    """A message across the top of the window that stays until closed: an error, or an
+    information such as why live capture is not running."""
+
+    COLOURS = {"error": "background: #fde2e2; color: #7a0000;", "info": "background: #e1ecfb; color: #0b3566;"}
+
+    def __init__(self, kind: str, parent=None):
         super().__init__(parent)
-        self.setStyleSheet("background: #fde2e2; color: #7a0000;")
+        self.kind = kind
+        self.setObjectName(f"{kind}_banner")
+        self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
+        self.setStyleSheet(self.COLOURS[kind])
         self.label = QLabel(self)
         self.label.setWordWrap(True)
-        self.label.setObjectName("error_banner")
+        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.label.setObjectName(f"{kind}_banner_text")
         close = QToolButton(self)
         close.setText("✕")
+        close.setToolTip("Hide this message")
         close.clicked.connect(self.hide)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(8, 3, 4, 3)
@@ -61,8 +72,9 @@ class ErrorBanner(QWidget):
         layout.addWidget(close)
         self.hide()
 
-    def show_error(self, message: str, where: str = "") -> None:
-        self.label.setText(f"<b>{where}:</b> {message}" if where else message)
+    def show_message(self, message: str, where: str = "") -> None:
+        self.label.setTextFormat(Qt.TextFormat.RichText if where else Qt.TextFormat.PlainText)
+        self.label.setText(f"<b>{html.escape(where)}:</b> {html.escape(message)}" if where else message)
         self.show()
 
 
@@ -125,6 +137,7 @@ class MainWindow(QMainWindow):
         self.running = False
         self.paused = False
         self.source_name = self.options.source
+        self.state_reason = ""
         self.session_stats: dict = {}
         self.errors: list[dict] = []
         self.last_display_filter_seconds = 0.0
@@ -234,7 +247,8 @@ class MainWindow(QMainWindow):
         self.table.horizontalHeader().setSectionResizeMode(INFO, QHeaderView.ResizeMode.Stretch)
         self.table.selectionModel().currentRowChanged.connect(self._on_current_row)
         self.details = PacketDetails(self)
-        self.error_banner = ErrorBanner(self)
+        self.notice_banner = Banner("info", self)
+        self.error_banner = Banner("error", self)
         split = QSplitter(Qt.Orientation.Vertical, self)
         split.setObjectName("main_splitter")
         split.addWidget(self.table)
@@ -246,6 +260,7 @@ class MainWindow(QMainWindow):
         layout = QVBoxLayout(central)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
+        layout.addWidget(self.notice_banner)
         layout.addWidget(self.error_banner)
         layout.addWidget(split, 1)
         self.setCentralWidget(central)
@@ -355,14 +370,26 @@ class MainWindow(QMainWindow):
             if event.get("source"):
                 self.source_name = event["source"]
             reason = event.get("reason") or ""
-            if reason:
+            if self.running and reason:
+                # A source runs, but not the one asked for (live capture fell back to the demo);
+                # later state events repeat the reason, and a notice closed stays closed.
+                if reason != self.state_reason:
+                    self.show_notice(reason)
+            elif self.running and self.source_name == "live":
+                self.notice_banner.hide()
+            elif reason:
                 self.statusBar().showMessage(reason, 8000)
+            self.state_reason = reason
             self._update_state_widgets()
         elif kind == "error":
             self.errors.append(event)
-            self.error_banner.show_error(event.get("message", ""), event.get("where", ""))
+            self.error_banner.show_message(event.get("message", ""), event.get("where", ""))
             if event.get("where") == "rules":
                 self.rules_panel.on_error(event)
+
+    def show_notice(self, message: str) -> None:
+        """Says something the user must know until they close it (why the demo runs, say)."""
+        self.notice_banner.show_message(message)
 
     def on_rows(self, count: int, stats: dict, generation: int | None = None) -> None:
         self.session_stats = stats
@@ -586,7 +613,7 @@ class MainWindow(QMainWindow):
     def open_capture(self, path: str) -> None:
         """Replays a pcap/pcapng file into a fresh capture, as fast as possible."""
         if not os.path.isfile(path):
-            self.error_banner.show_error(f"no such file: {path}", "Open")
+            self.error_banner.show_message(f"no such file: {path}", "Open")
             return
         self.options = CaptureOptions(source="replay", rate=self.options.rate, path=path, speed=0.0)
         self._remember_file(path)
@@ -618,7 +645,7 @@ class MainWindow(QMainWindow):
         try:
             written = pcapng.write_capture(path, records())
         except OSError as exc:
-            self.error_banner.show_error(f"cannot write {path}: {exc.strerror}", "Save")
+            self.error_banner.show_message(f"cannot write {path}: {exc.strerror}", "Save")
             return 0
         self._remember_file(path)
         self.statusBar().showMessage(f"Saved {written:,} packets to {path}", 5000)

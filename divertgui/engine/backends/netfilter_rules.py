@@ -31,6 +31,7 @@ import subprocess
 import threading
 from typing import Callable, NamedTuple
 
+from divertgui.engine import privileges
 from divertgui.engine.address import PRIORITY_MIN
 
 TABLE = "mangle"
@@ -45,6 +46,7 @@ HOOKS = {  # code letter: (base chain, dispatcher chain)
     "F": ("FORWARD", "DIVERTGUI_FWD"),
 }
 TOOLS = {4: "iptables", 6: "ip6tables"}
+LOCK_DIRECTORY = "/run/lock"
 CHAIN_NAME = re.compile(r"^DG(\d+)_(\d+)_(\d+)([PIOF])$")
 
 
@@ -179,7 +181,10 @@ def require_tools() -> None:
 
 def _run(args: list[str], stdin: str | None = None) -> str:
     try:
-        done = subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=30)
+        # A process given its capabilities as file capabilities (not root)
+        # passes them on to iptables only through the ambient set.
+        with privileges.inherited_by_children():
+            done = subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=30)
     except FileNotFoundError as exc:
         raise RuleError(f"{args[0]} is not installed; install Debian's iptables package") from exc
     if done.returncode != 0:
@@ -210,8 +215,7 @@ def _namespace_lock():
                 _lock_depth -= 1
             return
         netns = os.stat("/proc/thread-self/ns/net").st_ino
-        os.makedirs("/run/lock", exist_ok=True)
-        with open(f"/run/lock/divertgui-netns-{netns}.lock", "w") as lock:
+        with _open_lock_file(f"{LOCK_DIRECTORY}/divertgui-netns-{netns}.lock") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             _lock_depth = 1
             try:
@@ -219,6 +223,33 @@ def _namespace_lock():
             finally:
                 _lock_depth = 0
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _open_lock_file(path: str):
+    """The lock file, opened for reading: that is all flock needs.
+
+    Processes of different users (root, or a user whose divertgui has file
+    capabilities) share it, so it is never opened for writing, and never with
+    O_CREAT when it exists: in a sticky world-writable directory the kernel
+    (fs.protected_regular) refuses that on another user's file, even to root.
+    """
+    os.makedirs(LOCK_DIRECTORY, exist_ok=True)
+    while True:
+        try:
+            try:
+                return open(path, "rb")
+            except FileNotFoundError:
+                pass
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                continue
+            # Readable by every user whatever the umask.
+            os.fchmod(fd, 0o644)
+            return os.fdopen(fd, "rb")
+        except PermissionError as exc:
+            raise RuleError(f"cannot open the lock file {path} ({exc.strerror}): it belongs to another "
+                            f"user and is not readable by this one; remove it while no divertgui process runs") from exc
 
 
 def _listing(version: int) -> list[str]:

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 
+from divertgui.engine import privileges
 from divertgui.engine.address import Address, Flag, Layer, Param, PARAM_LIMITS
 from divertgui.engine.backends import netfilter_rules, netlink
 from divertgui.engine.backends.base import Backend, Captured
@@ -62,9 +63,8 @@ def check_prerequisites() -> None:
     if not sys.platform.startswith("linux"):
         raise PrerequisiteError(f"the netfilter backend runs on Linux only, not on {sys.platform}; "
                                 f"on Windows use the pydivert backend", "platform")
-    if os.geteuid() != 0:
-        raise PrerequisiteError("diverting packets needs root (CAP_NET_ADMIN): run as root, e.g. with sudo",
-                                "privilege")
+    if not privileges.may_divert():
+        raise PrerequisiteError(privileges.privilege_sentence(), "privilege")
     try:
         netfilter_rules.require_tools()
     except netfilter_rules.RuleError as exc:
@@ -608,7 +608,10 @@ class NfqueueBackend(Backend):
     def inject(self, raw: bytes, address: Address) -> None:
         if not self._send_open:
             raise OSError(errno.ESHUTDOWN, "sending was shut down on this handle")
-        self.injector.send(raw, address.if_idx)
+        try:
+            self.injector.send(raw, address.if_idx)
+        except PermissionError as exc:
+            raise PrerequisiteError(privileges.privilege_sentence(["CAP_NET_RAW"]), "privilege") from exc
         self.counters["injected"] += 1
 
     # -- parameters, shutdown, close, counters ------------------------------
