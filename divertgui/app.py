@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QApplication
 
 from divertgui import __version__
 from divertgui.engine.protocol import command
+from divertgui.engine.session import demo_fallback_reason
 
 
 class SessionThread(QThread):
@@ -104,11 +105,6 @@ def live_capture_problem() -> str | None:
         return privileges.missing_privilege()
     return (f"divertgui captures live traffic on Linux (netfilter) and Windows (WinDivert) only, "
             f"not on {sys.platform}")
-
-
-def fallback_notice(problem: str) -> str:
-    """The window's sentence when the demo network runs because live capture cannot."""
-    return f"Live capture is not possible here ({problem.rstrip('.')}), so the demo network runs instead."
 
 
 class Workbench:
@@ -236,7 +232,7 @@ def open_workbench(args: argparse.Namespace) -> Workbench:
     elif args.demo:
         window.start_capture()
     elif problem:
-        window.show_notice(fallback_notice(problem))
+        window.show_notice(demo_fallback_reason(problem))
         window.start_capture()
     return bench
 

@@ -87,7 +87,8 @@ def _translate(exc: Exception) -> DivertError:
     if kind in kinds:
         return kinds[kind](str(exc))
     if isinstance(exc, PermissionError):
-        return NotPrivilegedError(f"diverting packets needs root (CAP_NET_ADMIN): {exc}")
+        from divertgui.engine.privileges import privilege_sentence
+        return NotPrivilegedError(f"{privilege_sentence()} ({exc})")
     return DivertError(str(exc))
 
 

@@ -15,6 +15,7 @@ import time
 from typing import Callable, NamedTuple
 
 from divertgui.engine.address import Address, Flag, Layer
+from divertgui.engine.packet import Packet
 from divertgui.engine.protocol import event
 from divertgui.engine.rules import Lag, Pipeline, RuleError
 from divertgui.engine.rules.runner import send_out
@@ -298,7 +299,7 @@ class Session:
             except SessionError:
                 raise
             except Exception as exc:
-                reason = f"Live capture is not possible here ({_sentence(exc)}), so the demo network runs instead."
+                reason = demo_fallback_reason(_sentence(exc))
                 source = "demo"
         if source == "demo":
             from divertgui.engine.backends.demo import DemoBackend
@@ -427,7 +428,6 @@ class Session:
         raw = bytes.fromhex(command["data"])
         if not raw or raw[0] >> 4 not in (4, 6):
             raise SessionError("an injected packet must start with an IPv4 or IPv6 header", "inject")
-        from divertgui.engine.packet import Packet
         address = Address(outbound=bool(command.get("outbound", True)), ipv6=raw[0] >> 4 == 6,
                           if_idx=int(command.get("if_idx", 0)), timestamp=time.monotonic_ns(),
                           layer=self._layer)
@@ -533,22 +533,17 @@ class Session:
         return None
 
 
+def demo_fallback_reason(problem: str) -> str:
+    """What the session says when the demo network runs because live capture cannot."""
+    return f"Live capture is not possible here ({problem.rstrip('.')}), so the demo network runs instead."
+
+
 def _sentence(exc: Exception) -> str:
     return str(exc).strip().rstrip(".") or type(exc).__name__
 
 
 def fix_lengths_and_checksums(raw: bytes, address: Address) -> bytes:
-    """Set the IPv4/IPv6 and UDP length fields to the bytes present, then every checksum."""
-    from divertgui.engine.checksum import calc_checksums
-    from divertgui.engine.headers import parse_headers
-    packet = bytearray(raw)
-    if len(packet) >= 20 and packet[0] >> 4 == 4:
-        packet[2:4] = min(len(packet), 0xFFFF).to_bytes(2, "big")
-    elif len(packet) >= 40 and packet[0] >> 4 == 6:
-        packet[4:6] = min(len(packet) - 40, 0xFFFF).to_bytes(2, "big")
-    layout = parse_headers(packet)
-    if layout is not None and layout.protocol == 17 and layout.transport_offset >= 0:
-        at = layout.transport_offset
-        packet[at + 4:at + 6] = min(len(packet) - at, 0xFFFF).to_bytes(2, "big")
-    calc_checksums(packet, address.copy())
-    return bytes(packet)
+    """The packet with its IP and UDP lengths set to the bytes present, then every checksum."""
+    packet = Packet(bytearray(raw), address.copy())
+    packet.fix_lengths_and_checksums()
+    return packet.raw

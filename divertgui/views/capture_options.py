@@ -7,7 +7,7 @@ import dataclasses
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog, QFormLayout,
                                QHBoxLayout, QLineEdit, QPushButton, QWidget)
 
-SOURCES = {"demo": "Demo traffic (no privileges needed)", "live": "Live capture (netfilter, needs root)",
+SOURCES = {"demo": "Demo traffic (no privileges needed)", "live": "Live capture (netfilter, needs root or the installed capabilities)",
            "replay": "Replay a capture file"}
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from divertgui.app import fallback_notice
+from divertgui.engine.session import demo_fallback_reason
 from divertgui.engine import privileges
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,7 +80,7 @@ def _run_without_capture_privilege(script: str, tmp_path) -> str:
 
 
 def _expected_notice() -> str:
-    return fallback_notice(privileges.privilege_sentence(["CAP_NET_ADMIN", "CAP_NET_RAW"]))
+    return demo_fallback_reason(privileges.privilege_sentence(["CAP_NET_ADMIN", "CAP_NET_RAW"]))
 
 
 def test_a_first_start_without_privilege_explains_why_and_runs_the_demo(tmp_path):

@@ -436,7 +436,7 @@ class NetfilterSocket:
         try:
             self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
         except PermissionError as exc:
-            raise PermissionError(exc.errno, "opening a netfilter netlink socket needs root (CAP_NET_ADMIN)") from exc
+            raise PermissionError(exc.errno, "opening a netfilter netlink socket needs CAP_NET_ADMIN") from exc
         self.sock.bind((0, 0))
         self._grow_receive_buffer(receive_buffer)
         self._buffer = bytearray(max(256 * 1024, largest_datagram))
