@@ -32,7 +32,8 @@ from divertgui.app import Workbench  # noqa: E402
 from divertgui.engine.address import Flag, Layer  # noqa: E402
 from divertgui.engine.backends.demo import DemoBackend  # noqa: E402
 from divertgui.engine.filter import compile_filter  # noqa: E402
-from divertgui.engine.store import CaptureStore, DisplayIndex, Verdict  # noqa: E402
+from divertgui.engine.display_index import DisplayIndex  # noqa: E402
+from divertgui.engine.store import CaptureStore, Verdict  # noqa: E402
 from divertgui.views.capture_options import CaptureOptions  # noqa: E402
 
 TICK_MS = 10

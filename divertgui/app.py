@@ -250,7 +250,6 @@ def main(argv: list[str] | None = None) -> int:
     app.setApplicationName("divertgui")
     app.setApplicationVersion(__version__)
     bench = open_workbench(args)
-    window = bench.window
     if args.self_test:
         try:
             passed, summary = self_test(bench)

@@ -2,6 +2,9 @@ import os
 
 from hypothesis import HealthCheck, settings
 
+# The `reference` fixture (WinDivert's own compiler, the test oracle).
+pytest_plugins = ["tests.reference"]
+
 # Generated-input tests run a bounded number of examples so the suite stays
 # fast; `HYPOTHESIS_PROFILE=thorough` runs many more.
 settings.register_profile("default", max_examples=200, deadline=None,

@@ -126,7 +126,7 @@ class PacketTableModel(QAbstractTableModel):
         self.generation = self.store.generation
         self._forget_all()
         if self.display_filter is not None:
-            from divertgui.engine.store import DisplayIndex
+            from divertgui.engine.display_index import DisplayIndex
             self.display_index = DisplayIndex(self.store, self.display_filter, self.display_filter.layer)
         self.endResetModel()
         self.refresh(count)
@@ -136,7 +136,7 @@ class PacketTableModel(QAbstractTableModel):
         self.display_filter = compiled_filter
         self.display_index = None
         if compiled_filter is not None:
-            from divertgui.engine.store import DisplayIndex
+            from divertgui.engine.display_index import DisplayIndex
             self.display_index = DisplayIndex(self.store, compiled_filter, compiled_filter.layer)
         count = self.count
         self.beginResetModel()

@@ -97,7 +97,7 @@ class Namespace:
     @contextlib.contextmanager
     def entered(self):
         """Run the block in this namespace (this thread, and what it starts)."""
-        home = os.open(f"/proc/thread-self/ns/net", os.O_RDONLY)
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         try:
             _setns(self.path)
             try:

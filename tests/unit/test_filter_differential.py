@@ -7,7 +7,6 @@ import pytest
 from divertgui.engine.address import Layer
 from divertgui.engine.filter import FilterError, compile_filter, format_filter
 from tests import packet_gen
-from tests.reference import reference  # noqa: F401
 
 
 def _mine(text, layer=Layer.NETWORK):

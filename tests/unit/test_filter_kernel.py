@@ -13,10 +13,10 @@ import pytest
 
 from divertgui.engine.address import Address
 from divertgui.engine.filter import compile_filter, parse_filter
-from divertgui.engine.filter import kernel
+from divertgui.engine.filter import bpf, kernel
 from divertgui.engine.headers import parse_headers
-from divertgui.engine.filter.kernel import (INJECTED_MARK, MAX_INSTRUCTIONS, kernel_exactness, kernel_match_for,
-                                            kernel_test, translate)
+from divertgui.engine.filter.kernel import MAX_INSTRUCTIONS, kernel_exactness, kernel_match_for, kernel_test, translate
+from divertgui.engine.filter.kernel_fields import INJECTED_MARK
 from tests import packet_gen
 
 
@@ -36,49 +36,49 @@ def run_bpf(program, raw: bytes, mark: int = 0) -> int:
         code, jt, jf, k = program[pc]
         cls = code & 0x07
         pc += 1
-        if cls in (kernel.LD, kernel.LDX):
-            mode, size = code & 0xE0, {kernel.W: 4, kernel.H: 2, kernel.B: 1}[code & 0x18]
-            if mode == kernel.IMM:
+        if cls in (bpf.LD, bpf.LDX):
+            mode, size = code & 0xE0, {bpf.W: 4, bpf.H: 2, bpf.B: 1}[code & 0x18]
+            if mode == bpf.IMM:
                 value = k
-            elif mode == kernel.LEN:
+            elif mode == bpf.LEN:
                 value = n
-            elif mode == kernel.MEM:
+            elif mode == bpf.MEM:
                 value = memory[k]
-            elif mode == kernel.MSH:
+            elif mode == bpf.MSH:
                 byte = load(k, 1)
                 if byte is None:
                     return 0
                 value = (byte & 0x0F) * 4
-            elif mode == kernel.ABS and k == kernel.SKF_AD_MARK:
+            elif mode == bpf.ABS and k == bpf.SKF_AD_MARK:
                 value = mark
             else:
-                value = load(k + (x if mode == kernel.IND else 0), size)
+                value = load(k + (x if mode == bpf.IND else 0), size)
                 if value is None:
                     return 0
-            if cls == kernel.LD:
+            if cls == bpf.LD:
                 a = value
             else:
                 x = value
-        elif cls == kernel.ST:
+        elif cls == bpf.ST:
             memory[k] = a
-        elif cls == kernel.ALU:
-            operand = x if code & kernel.X else k
+        elif cls == bpf.ALU:
+            operand = x if code & bpf.X else k
             op = code & 0xF0
-            a = {kernel.ADD: a + operand, kernel.SUB: a - operand, kernel.AND_: a & operand,
-                 kernel.LSH: a << operand, kernel.RSH: a >> operand}[op] & 0xFFFFFFFF
-        elif cls == kernel.JMP:
+            a = {bpf.ADD: a + operand, bpf.SUB: a - operand, bpf.AND_: a & operand,
+                 bpf.LSH: a << operand, bpf.RSH: a >> operand}[op] & 0xFFFFFFFF
+        elif cls == bpf.JMP:
             op = code & 0xF0
-            if op == kernel.JA:
+            if op == bpf.JA:
                 pc += k
                 continue
-            operand = x if code & kernel.X else k
-            taken = {kernel.JEQ: a == operand, kernel.JGT: a > operand, kernel.JGE: a >= operand,
-                     kernel.JSET: bool(a & operand)}[op]
+            operand = x if code & bpf.X else k
+            taken = {bpf.JEQ: a == operand, bpf.JGT: a > operand, bpf.JGE: a >= operand,
+                     bpf.JSET: bool(a & operand)}[op]
             pc += jt if taken else jf
-        elif cls == kernel.RET:
+        elif cls == bpf.RET:
             return k
-        elif cls == kernel.MISC:
-            if code & 0xF8 == kernel.TXA:
+        elif cls == bpf.MISC:
+            if code & 0xF8 == bpf.TXA:
                 a = x
             else:
                 x = a

@@ -6,7 +6,6 @@ import pytest
 from divertgui.engine.address import Address
 from divertgui.engine.headers import parse_headers
 from tests import packet_gen
-from tests.reference import reference  # noqa: F401
 
 
 def ipv4(payload: bytes, protocol: int = 6, length: int | None = None, flags_offset: int = 0) -> bytes:

@@ -2,7 +2,6 @@ import random
 
 from divertgui.engine.packet_hash import hash_packet
 from tests import packet_gen
-from tests.reference import reference  # noqa: F401
 
 
 def test_unparsable_packet_hashes_to_zero():

@@ -6,7 +6,7 @@ import time
 
 from divertgui.engine.packet import Packet
 from divertgui.engine.store import Verdict
-from tests.unit.test_session import Running, running, start_demo  # noqa: F401 (fixture)
+from tests.unit.session_harness import Running, start_demo
 
 PINGS = "icmp and icmp.Type == 8"
 

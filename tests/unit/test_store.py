@@ -12,7 +12,8 @@ import pytest
 from divertgui.engine.address import Address, Layer
 from divertgui.engine.backends.demo import echo_packet, ip_packet, tcp_packet, udp_packet
 from divertgui.engine.filter import compile_filter
-from divertgui.engine.store import CHUNK_ROWS, RECORD, VECTOR_ROWS, CaptureStore, DisplayIndex, Verdict, summarise
+from divertgui.engine.display_index import DisplayIndex
+from divertgui.engine.store import CHUNK_ROWS, RECORD, VECTOR_ROWS, CaptureStore, Verdict, summarise
 from tests import packet_gen
 
 A4, B4 = bytes((10, 0, 0, 2)), bytes((198, 51, 100, 10))

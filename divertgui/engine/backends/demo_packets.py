@@ -1,0 +1,168 @@
+"""Packet bytes for the demo network: IPv4/IPv6 packets carrying TCP, UDP,
+ICMP echo and DNS queries, with correct checksums; and parse_segment, what a
+receiving host reads back (None where its stack would discard the packet).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+from divertgui.engine.checksum import internet_checksum
+
+TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
+FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+
+# Checksums are sums of 16-bit words modulo 0xFFFF, and 2**16 is 1 modulo
+# 0xFFFF: a field wider than a word may be added as one number, and a
+# header's words need not be packed before they are summed.
+
+_IPV4_HEADER = struct.Struct("!BBHHHBBH4s4s")
+_IPV6_HEADER = struct.Struct("!IHBB16s16s")
+_TCP_HEADER = struct.Struct("!HHIIBBHHH")
+_UDP_HEADER = struct.Struct("!HHHH")
+_ECHO_HEADER = struct.Struct("!BBHHH")
+_IPV4_FIXED_WORDS = 0x4500 + 0x4000      # version/IHL/TOS and the DF flag
+
+
+def _fold(words: int) -> int:
+    """internet_checksum of a sum known not to be zero."""
+    rest = words % 0xFFFF
+    return 0xFFFF - rest if rest else 0
+
+
+def _payload_words(payload: bytes) -> int:
+    # Data after an even-length header: an odd length is padded with one zero byte.
+    return int.from_bytes(payload, "big") << 8 if len(payload) & 1 else int.from_bytes(payload, "big")
+
+
+def ip_packet(src: bytes, dst: bytes, protocol: int, segment: bytes, ident: int = 0, ttl: int = 64) -> bytes:
+    if len(src) == 4:
+        total = 20 + len(segment)
+        ident &= 0xFFFF
+        checksum = _fold(_IPV4_FIXED_WORDS + total + ident + (ttl << 8) + protocol + int.from_bytes(src + dst, "big"))
+        return _IPV4_HEADER.pack(0x45, 0, total, ident, 0x4000, ttl, protocol, checksum, src, dst) + segment
+    return _IPV6_HEADER.pack(0x60000000, len(segment), protocol, ttl, src, dst) + segment
+
+
+def tcp_packet(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, flags: int,
+               payload: bytes = b"", window: int = 64240, ident: int = 0) -> bytes:
+    seq &= 0xFFFFFFFF
+    ack &= 0xFFFFFFFF
+    words = (int.from_bytes(src + dst, "big") + TCP + 20 + len(payload) + sport + dport + seq + ack
+             + 0x5000 + flags + window + _payload_words(payload))
+    header = _TCP_HEADER.pack(sport, dport, seq, ack, 0x50, flags, window, _fold(words), 0)
+    return ip_packet(src, dst, TCP, header + payload, ident)
+
+
+class TcpFlowBytes:
+    """tcp_packet() for one direction of one connection, with the sums of its fixed fields done once."""
+
+    def __init__(self, src: bytes, dst: bytes, sport: int, dport: int, window: int = 64240) -> None:
+        self.src, self.dst, self.sport, self.dport, self.window = src, dst, sport, dport, window
+        addresses = int.from_bytes(src + dst, "big")
+        self.v4 = len(src) == 4
+        self.tcp_words = addresses + TCP + 20 + sport + dport + 0x5000 + window
+        self.ip_words = _IPV4_FIXED_WORDS + (64 << 8) + TCP + addresses
+
+    def packet(self, seq: int, ack: int, flags: int, payload: bytes, ident: int) -> bytes:
+        words = self.tcp_words + len(payload) + seq + ack + flags + _payload_words(payload)
+        segment = _TCP_HEADER.pack(self.sport, self.dport, seq, ack, 0x50, flags, self.window, _fold(words), 0)
+        if self.v4:
+            total = 40 + len(payload)
+            ident &= 0xFFFF
+            header = _IPV4_HEADER.pack(0x45, 0, total, ident, 0x4000, 64, TCP, _fold(self.ip_words + total + ident),
+                                       self.src, self.dst)
+        else:
+            header = _IPV6_HEADER.pack(0x60000000, 20 + len(payload), TCP, 64, self.src, self.dst)
+        return header + segment + payload
+
+
+def udp_packet(src: bytes, dst: bytes, sport: int, dport: int, payload: bytes, ident: int = 0) -> bytes:
+    length = 8 + len(payload)
+    words = int.from_bytes(src + dst, "big") + UDP + 2 * length + sport + dport + _payload_words(payload)
+    # A UDP checksum of zero means "none": a computed zero is sent as 0xFFFF.
+    checksum = _fold(words) or 0xFFFF
+    return ip_packet(src, dst, UDP, _UDP_HEADER.pack(sport, dport, length, checksum) + payload, ident)
+
+
+def echo_packet(src: bytes, dst: bytes, reply: bool, ident: int, seq: int, payload: bytes) -> bytes:
+    if len(src) == 4:
+        kind = 0 if reply else 8
+        checksum = internet_checksum((kind << 8) + ident + seq + _payload_words(payload))
+        return ip_packet(src, dst, ICMP, _ECHO_HEADER.pack(kind, 0, checksum, ident, seq) + payload, ident)
+    kind = 129 if reply else 128
+    words = (int.from_bytes(src + dst, "big") + ICMPV6 + 8 + len(payload) + (kind << 8) + ident + seq
+             + _payload_words(payload))
+    return ip_packet(src, dst, ICMPV6, _ECHO_HEADER.pack(kind, 0, _fold(words), ident, seq) + payload)
+
+
+class Segment(NamedTuple):
+    """What a receiving host reads from a packet."""
+
+    src: bytes
+    dst: bytes
+    protocol: int
+    sport: int          # ICMP echo: the identifier
+    dport: int          # ICMP echo: the sequence number
+    seq: int
+    ack: int
+    flags: int          # ICMP: the type
+    payload: bytes
+
+
+def parse_segment(raw: bytes) -> Segment | None:
+    """The segment a host's stack accepts, or None when it would discard the packet."""
+    n = len(raw)
+    if n < 20:
+        return None
+    version = raw[0] >> 4
+    if version == 4:
+        ihl = (raw[0] & 15) * 4
+        total = int.from_bytes(raw[2:4], "big")
+        if ihl < 20 or total < ihl or total > n or raw[6] & 0x3F or raw[7] or raw[6] & 0x20:
+            return None
+        if internet_checksum(int.from_bytes(raw[:ihl], "big")) != 0:
+            return None
+        src, dst, protocol, body = raw[12:16], raw[16:20], raw[9], raw[ihl:total]
+    elif version == 6:
+        if n < 40 or int.from_bytes(raw[4:6], "big") + 40 > n:
+            return None
+        src, dst, protocol = raw[8:24], raw[24:40], raw[6]
+        body = raw[40:40 + int.from_bytes(raw[4:6], "big")]
+    else:
+        return None
+    odd = 256 if len(body) & 1 else 1
+    if protocol == TCP:
+        if len(body) < 20 or (body[12] >> 4) * 4 < 20 or (body[12] >> 4) * 4 > len(body):
+            return None
+        if internet_checksum(int.from_bytes(src + dst, "big") + TCP + len(body)
+                             + int.from_bytes(body, "big") * odd) != 0:
+            return None
+        sport, dport, seq, ack = struct.unpack_from("!HHII", body)
+        return Segment(src, dst, TCP, sport, dport, seq, ack, body[13], body[(body[12] >> 4) * 4:])
+    if protocol == UDP:
+        if len(body) < 8 or int.from_bytes(body[4:6], "big") != len(body):
+            return None
+        if body[6:8] != b"\0\0" and internet_checksum(
+                int.from_bytes(src + dst, "big") + UDP + len(body) + int.from_bytes(body, "big") * odd) != 0:
+            return None
+        sport, dport = struct.unpack_from("!HH", body)
+        return Segment(src, dst, UDP, sport, dport, 0, 0, 0, body[8:])
+    if protocol in (ICMP, ICMPV6) and len(body) >= 8:
+        words = int.from_bytes(body, "big") * odd
+        if protocol == ICMPV6:
+            words += int.from_bytes(src + dst, "big") + ICMPV6 + len(body)
+        if internet_checksum(words) != 0:
+            return None
+        kind, _, _, ident, seq = struct.unpack_from("!BBHHH", body)
+        return Segment(src, dst, protocol, ident, seq, 0, 0, kind, body[8:])
+    return None
+
+
+def _dns_name(name: str) -> bytes:
+    return b"".join(bytes((len(p),)) + p.encode() for p in name.split(".")) + b"\0"
+
+
+def dns_query(ident: int, name: str, qtype: int) -> bytes:
+    return struct.pack("!HHHHHH", ident, 0x0100, 1, 0, 0, 0) + _dns_name(name) + struct.pack("!HH", qtype, 1)
