@@ -8,11 +8,13 @@ import os
 import time
 from typing import Callable
 
+import numpy as np
+
 from PySide6.QtCore import QByteArray, QItemSelectionModel, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QFont, QKeySequence
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDockWidget, QFileDialog, QHBoxLayout, QHeaderView,
-                               QInputDialog, QLabel, QMainWindow, QSpinBox, QSplitter, QStyle, QTableView, QToolBar,
-                               QToolButton, QVBoxLayout, QWidget)
+                               QInputDialog, QLabel, QMainWindow, QMenu, QSpinBox, QSplitter, QStyle, QTableView,
+                               QToolBar, QToolButton, QVBoxLayout, QWidget)
 
 from divertgui.engine.address import PRIORITY_MAX, PRIORITY_MIN
 from divertgui.models.delay_histogram import DelayHistogram
@@ -23,7 +25,9 @@ from divertgui.models.stats import TrafficStats
 from divertgui.views.capture_options import CaptureOptions, CaptureOptionsDialog
 from divertgui.views.charts_panel import ChartsPanel
 from divertgui.views.compose_dialog import ComposeDialog
+from divertgui.views.conversations_dialog import ConversationsDialog
 from divertgui.views.filter_editor import FilterEditor, engine_validator
+from divertgui.views.follow_stream_dialog import FollowStreamDialog
 from divertgui.views.intercept_panel import InterceptPanel
 from divertgui.views.packet_details import PacketDetails
 from divertgui.views.rules_panel import RulesPanel
@@ -246,6 +250,8 @@ class MainWindow(QMainWindow):
             self.table.setColumnWidth(column, width)
         self.table.horizontalHeader().setSectionResizeMode(INFO, QHeaderView.ResizeMode.Stretch)
         self.table.selectionModel().currentRowChanged.connect(self._on_current_row)
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.table.customContextMenuRequested.connect(self._packet_menu)
         self.details = PacketDetails(self)
         self.notice_banner = Banner("info", self)
         self.error_banner = Banner("error", self)
@@ -334,6 +340,16 @@ class MainWindow(QMainWindow):
 
         packet_menu = menus.addMenu("&Packet")
         self._action(packet_menu, "&Compose and Inject…", self.compose_dialog, "Ctrl+I")
+
+        analyze_menu = menus.addMenu("&Analyze")
+        self.follow_tcp_action = self._action(analyze_menu, "Follow &TCP Stream", lambda: self.follow_stream("TCP"),
+                                              "Ctrl+Alt+Shift+T")
+        self.follow_udp_action = self._action(analyze_menu, "Follow &UDP Stream", lambda: self.follow_stream("UDP"),
+                                              "Ctrl+Alt+Shift+U")
+        statistics_menu = menus.addMenu("&Statistics")
+        self._action(statistics_menu, "&Conversations",
+                     lambda: self.conversations_dialog(ConversationsDialog.CONVERSATIONS))
+        self._action(statistics_menu, "&Endpoints", lambda: self.conversations_dialog(ConversationsDialog.ENDPOINTS))
 
         view_menu = menus.addMenu("&View")
         time_menu = view_menu.addMenu("&Time Format")
@@ -713,6 +729,50 @@ class MainWindow(QMainWindow):
 
     def compose_dialog(self) -> None:
         self.make_compose_dialog().show()
+
+    def _packet_menu(self, position) -> None:
+        menu = QMenu(self.table)
+        menu.addAction(self.follow_tcp_action)
+        menu.addAction(self.follow_udp_action)
+        menu.exec(self.table.viewport().mapToGlobal(position))
+
+    def follow_stream(self, protocol: str | None = None) -> FollowStreamDialog | None:
+        """Opens the stream of the current packet; `protocol` ("TCP"/"UDP") when the user asked for one."""
+        from divertgui.engine.streams import StreamError, follow_stream
+        current = self.table.currentIndex()
+        if not current.isValid() or self.table_model.stale():
+            self.statusBar().showMessage("Select a TCP or UDP packet to follow its stream", 5000)
+            return None
+        try:
+            stream = follow_stream(self.store, self.table_model.store_row(current.row()))
+        except StreamError as exc:
+            self.statusBar().showMessage(str(exc), 8000)
+            return None
+        if protocol is not None and stream.protocol_name != protocol:
+            self.statusBar().showMessage(f"The selected packet is {stream.protocol_name}, not {protocol}", 8000)
+            return None
+        dialog = FollowStreamDialog(stream, self)
+        dialog.filter_requested.connect(self.apply_filter_text)
+        dialog.show()
+        return dialog
+
+    def conversations_dialog(self, tab: int = ConversationsDialog.CONVERSATIONS) -> ConversationsDialog:
+        def rows(displayed_only: bool):
+            model = self.table_model
+            if displayed_only and model.index_rows is not None:
+                return np.asarray(model.index_rows[:model.rowCount()])
+            return np.arange(self.count)
+
+        dialog = ConversationsDialog(self.store, rows, self)
+        dialog.filter_requested.connect(self.apply_filter_text)
+        dialog.show_tab(tab)
+        dialog.show()
+        return dialog
+
+    def apply_filter_text(self, text: str) -> None:
+        """Puts `text` in the display filter bar and applies it."""
+        self.display_filter.set_text(text)
+        self.display_filter.submit()
 
     # settings --------------------------------------------------------------------------
     def restore_settings(self) -> None:
