@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import time
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
+from PySide6.QtCore import QModelIndex, Qt
 
+from divertgui.models.named_columns import NamedColumnsModel
 from divertgui.models.row_text import RowText
 
 COLUMNS = ("Id", "No.", "Held", "Protocol", "Source", "Destination", "Info")
 
 
-class InterceptQueueModel(QAbstractTableModel):
+class InterceptQueueModel(NamedColumnsModel):
+    COLUMNS = COLUMNS
+
     def __init__(self, store, parent=None):
         super().__init__(parent)
         self.store = store
@@ -76,14 +79,6 @@ class InterceptQueueModel(QAbstractTableModel):
 
     def rowCount(self, parent=QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self.items)
-
-    def columnCount(self, parent=QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return COLUMNS[section]
-        return None
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid() or role != Qt.ItemDataRole.DisplayRole:

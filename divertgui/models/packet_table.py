@@ -8,9 +8,10 @@ import enum
 from typing import NamedTuple
 
 import numpy as np
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
+from PySide6.QtCore import QModelIndex, Qt
 from PySide6.QtGui import QBrush, QColor, QFont
 
+from divertgui.models.named_columns import NamedColumnsModel
 from divertgui.models.row_text import RowText
 
 
@@ -64,7 +65,7 @@ CACHED_ROWS = 16384
 _BLOCK_COLUMNS = ("timestamp", "wall_ns", "length", "outbound", "loopback", "verdict")
 
 
-class PacketTableModel(QAbstractTableModel):
+class PacketTableModel(NamedColumnsModel):
     """Rows are stored packets that pass the display filter, oldest first.
 
     `refresh(count, generation)` follows the store up to `count` rows (the
@@ -72,6 +73,8 @@ class PacketTableModel(QAbstractTableModel):
     count from another generation of the store (an event sent just before a
     clear) is ignored.
     """
+
+    COLUMNS = COLUMNS
 
     def __init__(self, store, parent=None):
         super().__init__(parent)
@@ -268,14 +271,6 @@ class PacketTableModel(QAbstractTableModel):
 
     def rowCount(self, parent=QModelIndex()) -> int:
         return 0 if parent.isValid() else self.shown
-
-    def columnCount(self, parent=QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return COLUMNS[section]
-        return None
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
         cells = self._cells_at(index)

@@ -8,10 +8,18 @@ never lands on the wrong row.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QAbstractTableModel, QByteArray, QMimeData, QModelIndex, Qt, Signal
+from PySide6.QtCore import QByteArray, QMimeData, QModelIndex, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 
-from divertgui.engine.rules import COUNTERS, DIRECTIONS, RULE_KINDS, RuleError, rule_from_dict, rules_from_dicts
+from divertgui.engine.rules import (
+    COUNTERS,
+    DIRECTIONS,
+    RULE_KINDS,
+    RuleError,
+    rule_from_dict,
+    rules_from_dicts,
+)
+from divertgui.models.named_columns import NamedColumnsModel
 
 COLUMNS = ("On", "Rule", "Direction", "Matched", "Dropped", "Delayed", "Duplicated", "Modified", "Filter",
            "Parameters")
@@ -45,7 +53,8 @@ def parameters_text(rule: dict) -> str:
     return " · ".join(parts)
 
 
-class RulesModel(QAbstractTableModel):
+class RulesModel(NamedColumnsModel):
+    COLUMNS = COLUMNS
     rules_changed = Signal()
 
     def __init__(self, parent=None):
@@ -188,14 +197,6 @@ class RulesModel(QAbstractTableModel):
     # Qt model ---------------------------------------------------------------
     def rowCount(self, parent=QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self._rules)
-
-    def columnCount(self, parent=QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return COLUMNS[section]
-        return None
 
     def flags(self, index):
         base = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsDragEnabled
