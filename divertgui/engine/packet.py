@@ -23,17 +23,21 @@ _MAX_IP_LENGTH = 0xFFFF
 
 
 class Field:
-    """An unsigned big-endian field: `size` bytes at `offset` in a header, or `bits` of them from `shift`."""
+    """An unsigned big-endian field: `size` bytes at `offset` in a header, or `bits` of them from `shift`.
 
-    __slots__ = ("offset", "size", "shift", "mask", "name", "boolean")
+    `label` is the field's name as Wireshark's details pane shows it.
+    """
+
+    __slots__ = ("offset", "size", "shift", "mask", "name", "boolean", "label")
 
     def __init__(self, offset: int, size: int, bits: int | None = None, shift: int = 0,
-                 boolean: bool = False):
+                 boolean: bool = False, label: str = ""):
         self.offset = offset
         self.size = size
         self.shift = shift
         self.mask = (1 << (bits if bits is not None else size * 8)) - 1
         self.boolean = boolean
+        self.label = label
         self.name = ""
 
     def __set_name__(self, owner, name):
@@ -58,19 +62,20 @@ class Field:
         view._packet._changed()
 
 
-def bit_flag(offset: int, size: int, bit: int) -> Field:
+def bit_flag(offset: int, size: int, bit: int, label: str = "") -> Field:
     """A one-bit field read as a bool."""
-    return Field(offset, size, bits=1, shift=bit, boolean=True)
+    return Field(offset, size, bits=1, shift=bit, boolean=True, label=label)
 
 
 class AddressField:
     """An IPv4 (4 bytes) or IPv6 (16 bytes) address, read as text; set from text, int or ipaddress."""
 
-    __slots__ = ("offset", "size", "name")
+    __slots__ = ("offset", "size", "name", "label")
 
-    def __init__(self, offset: int, size: int):
+    def __init__(self, offset: int, size: int, label: str = ""):
         self.offset = offset
         self.size = size
+        self.label = label
         self.name = ""
 
     def __set_name__(self, owner, name):
@@ -155,23 +160,23 @@ class HeaderView:
 class IPv4Header(HeaderView):
     __slots__ = ()
 
-    version = Field(0, 1, bits=4, shift=4)
-    hdr_len = Field(0, 1, bits=4)           # in 32-bit words
-    tos = Field(1, 1)
-    dscp = Field(1, 1, bits=6, shift=2)
-    ecn = Field(1, 1, bits=2)
-    length = Field(2, 2)
-    id = Field(4, 2)
-    flags = Field(6, 1, bits=3, shift=5)
-    reserved_flag = bit_flag(6, 1, 7)
-    df = bit_flag(6, 1, 6)
-    mf = bit_flag(6, 1, 5)
-    frag_offset = Field(6, 2, bits=13)      # in 8-byte units
-    ttl = Field(8, 1)
-    protocol = Field(9, 1)
-    checksum = Field(10, 2)
-    src_addr = AddressField(12, 4)
-    dst_addr = AddressField(16, 4)
+    version = Field(0, 1, bits=4, shift=4, label="Version")
+    hdr_len = Field(0, 1, bits=4, label="Header Length")           # in 32-bit words
+    tos = Field(1, 1, label="Differentiated Services Field")
+    dscp = Field(1, 1, bits=6, shift=2, label="Differentiated Services Codepoint")
+    ecn = Field(1, 1, bits=2, label="Explicit Congestion Notification")
+    length = Field(2, 2, label="Total Length")
+    id = Field(4, 2, label="Identification")
+    flags = Field(6, 1, bits=3, shift=5, label="Flags")
+    reserved_flag = bit_flag(6, 1, 7, label="Reserved bit")
+    df = bit_flag(6, 1, 6, label="Don't fragment")
+    mf = bit_flag(6, 1, 5, label="More fragments")
+    frag_offset = Field(6, 2, bits=13, label="Fragment Offset")      # in 8-byte units
+    ttl = Field(8, 1, label="Time to Live")
+    protocol = Field(9, 1, label="Protocol")
+    checksum = Field(10, 2, label="Header Checksum")
+    src_addr = AddressField(12, 4, label="Source Address")
+    dst_addr = AddressField(16, 4, label="Destination Address")
 
     @property
     def header_len(self) -> int:
@@ -194,14 +199,14 @@ class IPv4Header(HeaderView):
 class IPv6Header(HeaderView):
     __slots__ = ()
 
-    version = Field(0, 1, bits=4, shift=4)
-    traffic_class = Field(0, 2, bits=8, shift=4)
-    flow_label = Field(1, 3, bits=20)
-    length = Field(4, 2)
-    next_hdr = Field(6, 1)
-    hop_limit = Field(7, 1)
-    src_addr = AddressField(8, 16)
-    dst_addr = AddressField(24, 16)
+    version = Field(0, 1, bits=4, shift=4, label="Version")
+    traffic_class = Field(0, 2, bits=8, shift=4, label="Traffic Class")
+    flow_label = Field(1, 3, bits=20, label="Flow Label")
+    length = Field(4, 2, label="Payload Length")
+    next_hdr = Field(6, 1, label="Next Header")
+    hop_limit = Field(7, 1, label="Hop Limit")
+    src_addr = AddressField(8, 16, label="Source Address")
+    dst_addr = AddressField(24, 16, label="Destination Address")
 
     header_len = 40
 
@@ -242,8 +247,8 @@ class ExtensionHeader(HeaderView):
 
     __slots__ = ("header_type", "_length")
 
-    next_hdr = Field(0, 1)
-    hdr_ext_len = Field(1, 1)
+    next_hdr = Field(0, 1, label="Next Header")
+    hdr_ext_len = Field(1, 1, label="Length")
 
     def __init__(self, packet, offset, header_type, length):
         super().__init__(packet, offset)
@@ -297,8 +302,8 @@ class OptionsHeader(ExtensionHeader):
 class RoutingHeader(ExtensionHeader):
     __slots__ = ()
 
-    routing_type = Field(2, 1)
-    segments_left = Field(3, 1)
+    routing_type = Field(2, 1, label="Type")
+    segments_left = Field(3, 1, label="Segments Left")
 
     @property
     def type_data(self) -> bytes:
@@ -308,17 +313,17 @@ class RoutingHeader(ExtensionHeader):
 class FragmentHeader(ExtensionHeader):
     __slots__ = ()
 
-    reserved = Field(1, 1)
-    frag_offset = Field(2, 2, bits=13, shift=3)     # in 8-byte units
-    mf = bit_flag(2, 2, 0)
-    id = Field(4, 4)
+    reserved = Field(1, 1, label="Reserved octet")
+    frag_offset = Field(2, 2, bits=13, shift=3, label="Offset")     # in 8-byte units
+    mf = bit_flag(2, 2, 0, label="More Fragments")
+    id = Field(4, 4, label="Identification")
 
 
 class AuthenticationHeader(ExtensionHeader):
     __slots__ = ()
 
-    spi = Field(4, 4)
-    sequence = Field(8, 4)
+    spi = Field(4, 4, label="AH SPI")
+    sequence = Field(8, 4, label="AH Sequence")
 
 
 _EXTENSION_VIEWS = {
@@ -333,10 +338,10 @@ _EXTENSION_VIEWS = {
 class ICMPHeader(HeaderView):
     __slots__ = ()
 
-    type = Field(0, 1)
-    code = Field(1, 1)
-    checksum = Field(2, 2)
-    body = Field(4, 4)      # the rest of the header: id/sequence, MTU, pointer, ... by type
+    type = Field(0, 1, label="Type")
+    code = Field(1, 1, label="Code")
+    checksum = Field(2, 2, label="Checksum")
+    body = Field(4, 4, label="Rest of Header")      # id/sequence, MTU, pointer, ... by type
 
     header_len = 8
 
@@ -348,10 +353,10 @@ class ICMPv6Header(ICMPHeader):
 class UDPHeader(HeaderView):
     __slots__ = ()
 
-    src_port = Field(0, 2)
-    dst_port = Field(2, 2)
-    length = Field(4, 2)
-    checksum = Field(6, 2)
+    src_port = Field(0, 2, label="Source Port")
+    dst_port = Field(2, 2, label="Destination Port")
+    length = Field(4, 2, label="Length")
+    checksum = Field(6, 2, label="Checksum")
 
     header_len = 8
 
@@ -403,25 +408,25 @@ def encode_tcp_options(options) -> bytes:
 class TCPHeader(HeaderView):
     __slots__ = ("_length",)
 
-    src_port = Field(0, 2)
-    dst_port = Field(2, 2)
-    seq_num = Field(4, 4)
-    ack_num = Field(8, 4)
-    hdr_len = Field(12, 1, bits=4, shift=4)   # in 32-bit words
-    reserved = Field(12, 1, bits=3, shift=1)
-    ns = bit_flag(12, 1, 0)
-    flags = Field(13, 1)
-    cwr = bit_flag(13, 1, 7)
-    ece = bit_flag(13, 1, 6)
-    urg = bit_flag(13, 1, 5)
-    ack = bit_flag(13, 1, 4)
-    psh = bit_flag(13, 1, 3)
-    rst = bit_flag(13, 1, 2)
-    syn = bit_flag(13, 1, 1)
-    fin = bit_flag(13, 1, 0)
-    window = Field(14, 2)
-    checksum = Field(16, 2)
-    urg_ptr = Field(18, 2)
+    src_port = Field(0, 2, label="Source Port")
+    dst_port = Field(2, 2, label="Destination Port")
+    seq_num = Field(4, 4, label="Sequence Number")
+    ack_num = Field(8, 4, label="Acknowledgment Number")
+    hdr_len = Field(12, 1, bits=4, shift=4, label="Header Length")   # in 32-bit words
+    reserved = Field(12, 1, bits=3, shift=1, label="Reserved")
+    ns = bit_flag(12, 1, 0, label="Nonce")
+    flags = Field(13, 1, label="Flags")
+    cwr = bit_flag(13, 1, 7, label="Congestion Window Reduced")
+    ece = bit_flag(13, 1, 6, label="ECN-Echo")
+    urg = bit_flag(13, 1, 5, label="Urgent")
+    ack = bit_flag(13, 1, 4, label="Acknowledgment")
+    psh = bit_flag(13, 1, 3, label="Push")
+    rst = bit_flag(13, 1, 2, label="Reset")
+    syn = bit_flag(13, 1, 1, label="Syn")
+    fin = bit_flag(13, 1, 0, label="Fin")
+    window = Field(14, 2, label="Window")
+    checksum = Field(16, 2, label="Checksum")
+    urg_ptr = Field(18, 2, label="Urgent Pointer")
 
     def __init__(self, packet, offset, length):
         super().__init__(packet, offset)

@@ -23,8 +23,13 @@ Commands (GUI -> Session)
     drop_all      {}
     inject        {"data": hex, "outbound": bool, "if_idx": int}
     set_rules     {"rules": [rule dict], "seed": int, "version": int}   network-condition and
-                  rewrite rules (divertgui.engine.rules); replaces the rules at once, after
-                  sending on what the old rules held; a bad rule leaves the old ones in place
+                  rewrite rules (divertgui.engine.rules); a bad rule leaves the old ones in place.
+                  Each rule dict may carry an "id" (text or int, unique in the list) naming the
+                  rule across set_rules: a rule whose id and settings are unchanged goes on as it
+                  was, wherever it moved; one whose settings changed keeps its counters and held
+                  packets (held packets leave when they were due, new settings apply to packets
+                  arriving afterwards); a rule whose id is gone, or a rule without an id, sends
+                  on what it held at once. "seed" seeds the rules new to the list.
     shutdown      {}                    stop and end the session loop
 
 Events (Session -> GUI), at most ~30 per second in all
@@ -45,8 +50,8 @@ filter. A packet a rule delays meets the intercept filter when its delay is
 over, so the list and the held queue show packets as the rules let them go
 (dropped ones are counted by their rule, copies appear as injected), and the
 user's hold time never counts towards a lag. Sniffed copies skip the rules.
-On stop, and when the rules are replaced, every packet the rules hold goes on
-at once.
+On stop every packet the rules hold goes on at once; on set_rules, what the
+removed rules hold.
 """
 
 from __future__ import annotations

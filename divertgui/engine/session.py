@@ -53,7 +53,7 @@ class Session:
         self.rules: list[dict] = []
         self.pipeline = Pipeline()
         self._rules_version = 0
-        self._delays_seen: dict[int, int] = {}      # id(lag rule) -> its delays already sent
+        self._delays_seen: dict[int, int] = {}      # a lag rule's delays deque -> delays already sent
         self._send_errors = 0
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._handle = None
@@ -439,19 +439,19 @@ class Session:
 
     def _on_set_rules(self, command: dict) -> None:
         try:
-            pipeline = Pipeline.from_dicts(command.get("rules", []), int(command.get("seed", 0)))
+            released = self.pipeline.update(command.get("rules", []), int(command.get("seed", 0)))
         except RuleError as exc:
             raise SessionError(str(exc), "rules", exc.position) from exc
-        self._release_rules()
-        self.pipeline = pipeline
-        self.rules = pipeline.to_dicts()
+        self._release_rules(released)
+        self.rules = self.pipeline.to_dicts()
         self._rules_version = int(command.get("version", 0))
-        self._delays_seen = {}
         self._rows_due = True
 
-    def _release_rules(self) -> None:
-        """Every packet the rules hold goes on now, through the intercept filter: nothing is lost."""
-        remaining = self.pipeline.release_all()
+    def _release_rules(self, remaining: list | None = None) -> None:
+        """Packets the rules held (by default all of them) go on now, through the intercept
+        filter: nothing is lost."""
+        if remaining is None:
+            remaining = self.pipeline.release_all()
         if not remaining or self._handle is None:
             return
         try:
@@ -489,9 +489,11 @@ class Session:
             if not isinstance(rule, Lag):
                 continue
             # A lag rule records one delay per packet it matches.
+            # Keyed by the deque, which a rule whose parameters change carries over.
+            key = id(rule.recent_delays_ms)
             total = rule.counters["matched"]
-            fresh = min(total - self._delays_seen.get(id(rule), 0), len(rule.recent_delays_ms))
-            seen[id(rule)] = total
+            fresh = min(total - self._delays_seen.get(key, 0), len(rule.recent_delays_ms))
+            seen[key] = total
             if fresh > 0:
                 delays.extend(reversed(list(itertools.islice(reversed(rule.recent_delays_ms), fresh))))
         self._delays_seen = seen

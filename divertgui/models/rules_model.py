@@ -3,10 +3,13 @@
 Rows are plain rule dicts (the engine's JSON form), every parameter present.
 Each change bumps `version`; the counters of a "rows" event are shown only
 when they count that version of the rules, so an event sent before a change
-never lands on the wrong row.
+never lands on the wrong row. Every rule has an "id" the session knows it
+by, so that an edit or a move keeps its counters and held packets.
 """
 
 from __future__ import annotations
+
+import uuid
 
 from PySide6.QtCore import QByteArray, QMimeData, QModelIndex, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
@@ -34,6 +37,11 @@ KIND_TITLES = {
 ROW_MIME = "application/x-divertgui-rule-row"
 ERROR_BRUSH = QBrush(QColor("#fbd3d3"))
 DISABLED_BRUSH = QBrush(QColor("#8a8a8a"))
+
+
+def new_rule_id() -> str:
+    # Random rather than counted: ids restored from the settings must not meet new ones.
+    return uuid.uuid4().hex[:12]
 
 
 def kind_title(kind: str) -> str:
@@ -86,8 +94,12 @@ class RulesModel(NamedColumnsModel):
     def is_valid(self) -> bool:
         return not any(self._errors)
 
-    def to_dicts(self) -> list[dict]:
-        return [dict(rule) for rule in self._rules]
+    def to_dicts(self, ids: bool = False) -> list[dict]:
+        """The rules as a profile keeps them; with `ids`, as the session knows them from one
+        set_rules to the next."""
+        if ids:
+            return [dict(rule) for rule in self._rules]
+        return [{k: v for k, v in rule.items() if k != "id"} for rule in self._rules]
 
     # changing ---------------------------------------------------------------
     def _changed(self) -> None:
@@ -99,7 +111,6 @@ class RulesModel(NamedColumnsModel):
             except RuleError as exc:
                 self._errors[row] = str(exc)
         self.version += 1
-        self._counters = [dict.fromkeys(COUNTERS, 0) for _ in self._rules]
         if self._rules:
             self.dataChanged.emit(self.index(0, 0), self.index(len(self._rules) - 1, len(COLUMNS) - 1))
         self.rules_changed.emit()
@@ -118,7 +129,7 @@ class RulesModel(NamedColumnsModel):
         # From the declared defaults, not a built rule: some kinds (find/replace) need a
         # value before they are valid, and the row shows what is missing until then.
         defaults = {key: param.default for key, param in RULE_KINDS[kind].params.items()}
-        self._rules.append({"kind": kind, "enabled": enabled, "filter": "true", "direction": "both", **defaults})
+        self._rules.append({"id": new_rule_id(), "kind": kind, "enabled": enabled, "filter": "true", "direction": "both", **defaults})
         self._counters.append(dict.fromkeys(COUNTERS, 0))
         self._errors.append(None)
         self.endInsertRows()
@@ -170,8 +181,32 @@ class RulesModel(NamedColumnsModel):
         self.dataChanged.emit(self.index(row, 0), self.index(row, len(COLUMNS) - 1))
 
     def load(self, rules: list[dict]) -> None:
-        """Replaces every rule (a profile's); RuleError when one of them is not a rule."""
+        """Replaces every rule (a profile's, new rules with new ids); RuleError when one is not a rule."""
         complete = [self._complete(item) for item in rules_from_dicts_checked(rules)]
+        for rule in complete:
+            rule["id"] = new_rule_id()
+        self._replace(complete)
+
+    def restore(self, rules) -> None:
+        """Replaces every rule by the rules of an earlier run, ids kept, each as it was:
+        one still being edited (not valid yet) comes back with its error shown.
+        RuleError when an item is not a rule of a known kind at all."""
+        if not isinstance(rules, list):
+            raise RuleError(f"rules must be a list, not {type(rules).__name__}")
+        restored, seen = [], set()
+        for index, item in enumerate(rules):
+            if not isinstance(item, dict) or item.get("kind") not in RULE_KINDS:
+                raise RuleError("not a rule of a known kind", f"rule {index + 1}")
+            params = RULE_KINDS[item["kind"]].params
+            rule = {"enabled": False, "filter": "true", "direction": "both",
+                    **{key: param.default for key, param in params.items()}, **item}
+            if rule.get("id", "") in ("", *seen):
+                rule["id"] = new_rule_id()
+            seen.add(rule["id"])
+            restored.append(rule)
+        self._replace(restored)
+
+    def _replace(self, complete: list[dict]) -> None:
         self.beginResetModel()
         self._rules = complete
         self._counters = [dict.fromkeys(COUNTERS, 0) for _ in complete]
@@ -271,4 +306,5 @@ def rules_from_dicts_checked(rules) -> list[dict]:
     return list(rules)
 
 
-__all__ = ["RulesModel", "COLUMNS", "COUNTER_COLUMNS", "DIRECTIONS", "kind_title", "parameters_text"]
+__all__ = ["RulesModel", "COLUMNS", "COUNTER_COLUMNS", "DIRECTIONS", "kind_title", "new_rule_id",
+           "parameters_text"]

@@ -4,23 +4,17 @@ filter" for the selected entry."""
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import numpy as np
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog, QHBoxLayout, QLabel, QPushButton,
                                QTableView, QTabWidget, QVBoxLayout)
 
 from divertgui.engine.conversations import Conversations, Endpoints, conversations, endpoints, protocol_name
+from divertgui.models.array_table import ArrayTableModel, Column
 
 RowsProvider = Callable[[bool], "np.ndarray | None"]
-
-
-class Column(NamedTuple):
-    title: str
-    text: Callable[[int], str]
-    sort_keys: tuple          # arrays, most significant first
-    numeric: bool = True
 
 
 def _count(values: np.ndarray) -> Callable[[int], str]:
@@ -62,54 +56,6 @@ def endpoint_columns(e: Endpoints) -> list[Column]:
         Column("Rx Packets", _count(e.rx_packets), (e.rx_packets,)),
         Column("Rx Bytes", _count(e.rx_bytes), (e.rx_bytes,)),
     ]
-
-
-class ArrayTableModel(QAbstractTableModel):
-    """Entries held as arrays; sorting reorders an index, never the data."""
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.columns: list[Column] = []
-        self.order = np.zeros(0, np.int64)
-
-    def set_columns(self, columns: list[Column], count: int) -> None:
-        self.beginResetModel()
-        self.columns = columns
-        self.order = np.arange(count)
-        self.endResetModel()
-
-    def entry(self, view_row: int) -> int:
-        return int(self.order[view_row])
-
-    def rowCount(self, parent=QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.order)
-
-    def columnCount(self, parent=QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.columns)
-
-    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return self.columns[section].title
-        return None
-
-    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid():
-            return None
-        column = self.columns[index.column()]
-        if role == Qt.ItemDataRole.DisplayRole:
-            return column.text(self.entry(index.row()))
-        if role == Qt.ItemDataRole.TextAlignmentRole and column.numeric:
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        return None
-
-    def sort(self, column: int, order=Qt.SortOrder.AscendingOrder) -> None:
-        if not 0 <= column < len(self.columns):
-            return
-        self.layoutAboutToBeChanged.emit()
-        keys = self.columns[column].sort_keys
-        ordered = np.lexsort(tuple(reversed(keys))) if len(self.order) else self.order
-        self.order = ordered[::-1] if order == Qt.SortOrder.DescendingOrder else ordered
-        self.layoutChanged.emit()
 
 
 def _table(model: ArrayTableModel, name: str, parent) -> QTableView:

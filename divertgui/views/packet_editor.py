@@ -1,16 +1,17 @@
 """Edit a packet as a form of its decoded fields or as raw hex.
 
 The form is generated from the engine's writable header views (Packet.ip,
-.ipv6, .icmp, .icmpv6, .tcp, .udp and .payload): each field a line, setting
-it goes through the view, so the editor knows no header layout itself.
+.ipv6, .icmp, .icmpv6, .tcp, .udp and .payload) and labelled by their field
+descriptors: each field a line (a checkbox for a one-bit flag), setting it
+goes through the view, so the editor knows no header layout itself.
 """
 
 from __future__ import annotations
 
 import html
 
-from PySide6.QtWidgets import (QCheckBox, QFormLayout, QGroupBox, QLabel, QLineEdit, QScrollArea,
-                               QTabWidget, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QFormLayout, QGridLayout, QGroupBox, QLabel, QLineEdit,
+                               QScrollArea, QTabWidget, QVBoxLayout, QWidget)
 
 from divertgui.engine.address import Address
 from divertgui.engine.packet import Packet
@@ -52,14 +53,26 @@ def _field_text(value) -> str:
     return str(value)
 
 
+def field_label(descriptor, name: str) -> str:
+    """The field's name as Wireshark shows it, or its attribute name when it has none."""
+    return getattr(descriptor, "label", "") or name
+
+
+# A field made only of one-bit flags is edited through their checkboxes, which take its place.
+BIT_SET_FIELDS = {"flags"}
+FLAG_COLUMNS = 2
+
+
 class FieldForm(QWidget):
-    """One QLineEdit per decoded field, grouped by header."""
+    """Decoded fields grouped by header, labelled as Wireshark labels them: a line per
+    field, and one-bit flags as checkboxes gathered in a "Flags" row."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.layout_ = QVBoxLayout(self)
         self.layout_.setContentsMargins(2, 2, 2, 2)
         self.edits: dict[tuple[str, str], QLineEdit] = {}
+        self.checks: dict[tuple[str, str], QCheckBox] = {}
         self.values: dict[tuple[str, str], str] = {}
         self.groups: list[QGroupBox] = []
         self.payload_hint: QLabel | None = None
@@ -67,7 +80,7 @@ class FieldForm(QWidget):
     def load(self, packet: Packet) -> None:
         for group in self.groups:
             group.deleteLater()
-        self.groups, self.edits, self.values = [], {}, {}
+        self.groups, self.edits, self.checks, self.values = [], {}, {}, {}
         self.payload_hint = None
         while self.layout_.count():
             item = self.layout_.takeAt(0)
@@ -78,19 +91,20 @@ class FieldForm(QWidget):
             if view is None:
                 continue
             group = QGroupBox(HEADER_TITLES[header], self)
+            group.setObjectName(f"{header}_fields")
             form = QFormLayout(group)
             form.setContentsMargins(6, 4, 6, 4)
             form.setVerticalSpacing(2)
-            for name, value in view.fields().items():
-                self._add(form, header, name, _field_text(value))
+            self._add_header(form, header, view)
             self.layout_.addWidget(group)
             self.groups.append(group)
         payload = packet.payload
         if payload is not None:
             group = QGroupBox("Payload", self)
+            group.setObjectName("payload_fields")
             form = QFormLayout(group)
             form.setContentsMargins(6, 4, 6, 4)
-            edit = self._add(form, "payload", "bytes", payload_text(payload))
+            edit = self._add(form, "payload", "bytes", "Data", payload_text(payload))
             hint = self.payload_hint = QLabel(payload_hint(edit.text()), group)
             hint.setObjectName("payload_hint")
             edit.textChanged.connect(lambda text: hint.setText(payload_hint(text)))
@@ -101,23 +115,83 @@ class FieldForm(QWidget):
             self.layout_.addWidget(QLabel("Not an IPv4/IPv6 packet: edit the raw bytes.", self))
         self.layout_.addStretch(1)
 
-    def _add(self, form: QFormLayout, header: str, name: str, text: str) -> QLineEdit:
+    def _add_header(self, form: QFormLayout, header: str, view) -> None:
+        values = view.fields()
+        flags: QGridLayout | None = None
+        for name, descriptor in view.field_descriptors().items():
+            value = values[name]
+            if isinstance(value, bool):
+                if flags is None:
+                    flags = self._add_flags_row(form, header)
+                self._add_check(flags, header, name, field_label(descriptor, name), value)
+            elif name not in BIT_SET_FIELDS:
+                self._add(form, header, name, field_label(descriptor, name), _field_text(value))
+
+    def _add_flags_row(self, form: QFormLayout, header: str) -> QGridLayout:
+        box = QWidget()
+        box.setObjectName(f"{header}.flags")
+        grid = QGridLayout(box)
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.setHorizontalSpacing(12)
+        grid.setVerticalSpacing(0)
+        label = QLabel("Flags")
+        label.setToolTip("flags")
+        form.addRow(label, box)
+        return grid
+
+    def _add_check(self, grid: QGridLayout, header: str, name: str, label: str, value: bool) -> QCheckBox:
+        check = QCheckBox(label)
+        check.setObjectName(f"{header}.{name}")
+        check.setToolTip(name)
+        check.setChecked(value)
+        at = len([key for key in self.checks if key[0] == header])
+        grid.addWidget(check, at // FLAG_COLUMNS, at % FLAG_COLUMNS)
+        self.checks[(header, name)] = check
+        self.values[(header, name)] = _field_text(value)
+        return check
+
+    def _add(self, form: QFormLayout, header: str, name: str, label: str, text: str) -> QLineEdit:
         edit = QLineEdit(text)
         edit.setObjectName(f"{header}.{name}")
-        form.addRow(name, edit)
+        edit.setToolTip(name)
+        caption = QLabel(label)
+        caption.setToolTip(name)
+        caption.setBuddy(edit)
+        form.addRow(caption, edit)
         self.edits[(header, name)] = edit
         self.values[(header, name)] = text
         return edit
 
-    def field(self, header: str, name: str) -> QLineEdit:
-        return self.edits[(header, name)]
+    def field(self, header: str, name: str) -> QLineEdit | QCheckBox:
+        """The line edit of a field, or the checkbox of a one-bit flag."""
+        key = (header, name)
+        return self.checks[key] if key in self.checks else self.edits[key]
+
+    def label_of(self, header: str, name: str) -> str:
+        """The text the form shows for a field."""
+        widget = self.field(header, name)
+        if isinstance(widget, QCheckBox):
+            return widget.text()
+        form = widget.parentWidget().layout()
+        caption = form.labelForField(widget)
+        return caption.text() if caption is not None else ""
+
+    def _changed_fields(self):
+        """(header, name, text) of every header field whose widget differs from what was loaded."""
+        for (header, name), check in self.checks.items():
+            text = _field_text(check.isChecked())
+            if text != self.values[(header, name)]:
+                yield header, name, text
+        for (header, name), edit in self.edits.items():
+            if header == "payload":
+                continue
+            text = edit.text().strip()
+            if text != self.values[(header, name)]:
+                yield header, name, text
 
     def apply(self, packet: Packet) -> None:
         """Writes the changed fields into `packet` (headers first, then the payload)."""
-        for (header, name), edit in self.edits.items():
-            text = edit.text().strip() if header != "payload" else edit.text()
-            if header == "payload" or text == self.values[(header, name)]:
-                continue
+        for header, name, text in self._changed_fields():
             view = getattr(packet, header)
             if view is None:
                 raise EditError(f"{header}.{name}", f"the packet no longer has a {HEADER_TITLES[header]} header")

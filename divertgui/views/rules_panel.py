@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Callable
 
-from PySide6.QtCore import QTimer, Qt
+from PySide6.QtCore import QSettings, QTimer, Qt
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox,
                                QHBoxLayout, QHeaderView, QInputDialog, QLabel, QLineEdit, QMenu, QSpinBox,
                                QTableView, QToolButton, QVBoxLayout, QWidget)
@@ -24,6 +24,9 @@ from divertgui.views.filter_editor import FilterEditor
 APPLY_DELAY_MS = 150
 PERCENT_KEYS = ("chance", "enter_bad", "leave_bad", "loss_good", "loss_bad")
 PRESET_PREFIX = "preset: "
+# The rules of the last run, as JSON text (the same in every QSettings format), and their profile.
+SETTINGS_RULES = "rules/current"
+SETTINGS_PROFILE = "rules/profile"
 
 
 def _suffix(key: str) -> str:
@@ -178,6 +181,7 @@ class RulesPanel(QWidget):
         self.model = model
         self.post = post
         self.applied_version: int | None = None
+        self.profile_name = ""
 
         self.add_button = QToolButton(self)
         self.add_button.setText("Add ▾")
@@ -245,6 +249,9 @@ class RulesPanel(QWidget):
         model.dataChanged.connect(lambda *_: self.editor.refresh_enabled())
         model.rowsMoved.connect(lambda *_: self._follow_moved())
         self.fill_profiles()
+        self.restore_rules()
+        # Connected after the restore, which must not write back what it is reading.
+        model.rules_changed.connect(self.remember_rules)
 
     def _button(self, text: str, slot, name: str) -> QToolButton:
         button = QToolButton(self)
@@ -295,7 +302,7 @@ class RulesPanel(QWidget):
             self.status.setText(f"Not applied: rule {bad + 1}: {self.model.error(bad)}")
             self.status.setStyleSheet("color: #a00000;")
             return False
-        self.post("set_rules", rules=self.model.to_dicts(), version=self.model.version)
+        self.post("set_rules", rules=self.model.to_dicts(ids=True), version=self.model.version)
         self.applied_version = self.model.version
         enabled = sum(rule["enabled"] for rule in self.model.to_dicts())
         self.status.setText(f"Applied: {enabled} of {self.model.rowCount()} rules enabled")
@@ -336,6 +343,8 @@ class RulesPanel(QWidget):
             self.status.setText(f"Profile {name}: {exc}")
             self.status.setStyleSheet("color: #a00000;")
             return False
+        self.profile_name = name
+        self.remember_rules()
         self._show_profile(name)
         self.profiles.setToolTip(data.get("description", ""))
         self.select(0 if self.model.rowCount() else None)
@@ -364,6 +373,8 @@ class RulesPanel(QWidget):
             return False
         self.fill_profiles()
         self.profiles.setCurrentText(name)
+        self.profile_name = name
+        self.remember_rules()
         self.status.setText(f"Saved {name} ({path})")
         return True
 
@@ -389,3 +400,33 @@ class RulesPanel(QWidget):
             self.status.setText(str(exc))
             return
         self.fill_profiles()
+
+    # the rules of the previous run ------------------------------------------------
+    def remember_rules(self) -> None:
+        """Keeps the rules, as they are, and their profile for the next start of the app."""
+        settings = QSettings()
+        settings.setValue(SETTINGS_RULES, json.dumps(self.model.to_dicts(ids=True)))
+        settings.setValue(SETTINGS_PROFILE, self.profile_name)
+
+    def restore_rules(self) -> bool:
+        """The rules of the previous run, each on or off as it was. They reach the session
+        like any edit and act only once a capture runs; False when there were none or they
+        could not be read (the status line says why)."""
+        settings = QSettings()
+        text = settings.value(SETTINGS_RULES, "")
+        if not text:
+            return False
+        try:
+            self.model.restore(json.loads(str(text)))
+        except (ValueError, RuleError) as exc:
+            where = settings.fileName()
+            self.status.setText(f"The rules of the previous run were not restored ({SETTINGS_RULES} in {where}): "
+                                f"{exc}")
+            self.status.setStyleSheet("color: #a00000;")
+            return False
+        self.profile_name = str(settings.value(SETTINGS_PROFILE, "") or "")
+        if self.profile_name:
+            self._show_profile(self.profile_name)
+        self.status.setText(f"Restored {self.model.rowCount()} rules from the previous run"
+                            + (f" (profile {self.profile_name})" if self.profile_name else ""))
+        return True

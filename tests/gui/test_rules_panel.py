@@ -128,3 +128,74 @@ def test_rows_reorder_by_dragging(qtbot):
     assert [model.rule(r)["kind"] for r in range(3)] == ["lag", "drop", "duplicate"]
     version = model.version
     assert not model.apply_stats({"rules": [{"kind": "lag"}] * 3, "rules_version": version - 1})
+
+
+def test_rules_survive_closing_and_reopening_the_window(qtbot):
+    from PySide6.QtCore import QSettings
+
+    from divertgui.app import Workbench
+    from divertgui.views.capture_options import CaptureOptions
+    from divertgui.views.rules_panel import SETTINGS_RULES
+
+    first = Workbench(CaptureOptions(source="demo", rate=400.0))
+    qtbot.addWidget(first.window)
+    panel = first.window.rules_panel
+    assert panel.load_profile("preset: mobile-3g")
+    panel.model.set_value(0, "inbound_ms", 333.0)
+    panel.model.set_value(1, "enabled", False)
+    unfinished = add_from_menu(panel, "Payload find/replace")
+    assert panel.model.error(unfinished), "a find/replace rule needs something to find"
+    rules = panel.model.to_dicts(ids=True)
+    assert len({rule["id"] for rule in rules}) == len(rules)
+    assert first.close()
+
+    assert json.loads(QSettings().value(SETTINGS_RULES))[0]["inbound_ms"] == 333.0
+    second = Workbench(CaptureOptions(source="demo", rate=400.0))
+    qtbot.addWidget(second.window)
+    try:
+        panel = second.window.rules_panel
+        assert panel.model.to_dicts(ids=True) == rules, "the same rules, ids, values and on/off switches"
+        assert panel.model.error(unfinished) and not panel.model.error(0)
+        assert panel.profiles.currentText() == "preset: mobile-3g" and panel.profile_name == "preset: mobile-3g"
+        assert "Restored 5 rules" in panel.status.text()
+        # Invalid rules are kept back from the session until corrected; nothing captures by itself.
+        panel.model.remove(unfinished)
+        qtbot.waitUntil(lambda: [r["id"] for r in second.bridge.session.rules] == [r["id"] for r in rules[:4]],
+                        timeout=5000)
+        assert not second.window.running and second.bridge.session.backend is None
+    finally:
+        assert second.close()
+
+
+def test_unreadable_saved_rules_are_reported_not_applied(qtbot):
+    from PySide6.QtCore import QSettings
+
+    from divertgui.models.rules_model import RulesModel
+    from divertgui.views.rules_panel import SETTINGS_RULES, RulesPanel
+
+    QSettings().setValue(SETTINGS_RULES, '[{"kind": "lag"}, {"kind": "warp"}]')
+    posted = []
+    panel = RulesPanel(RulesModel(), lambda kind, **fields: posted.append(kind))
+    qtbot.addWidget(panel)
+    assert panel.model.rowCount() == 0
+    assert "not restored" in panel.status.text() and "rule 2" in panel.status.text()
+    assert SETTINGS_RULES in panel.status.text()
+
+
+def test_an_edit_while_capturing_keeps_the_counters_counting(qtbot, workbench):
+    window = workbench.window
+    panel = window.rules_panel
+    row = add_from_menu(panel, "Lag")
+    panel.model.set_value(row, "inbound_ms", 400.0)
+    panel.model.set_value(row, "outbound_ms", 400.0)
+    panel.model.set_value(row, "enabled", True)
+    start_demo(qtbot, workbench)
+    qtbot.waitUntil(lambda: panel.model.counters(row)["delayed"] >= 20, timeout=10000)
+    lag = workbench.bridge.session.pipeline.rules[0]
+    assert lag.id == panel.model.rule(row)["id"]
+    panel.editor.fields["inbound_ms"].setValue(30.0)
+    before = panel.model.counters(row)["matched"]
+    assert before >= 20, "an edit does not zero the counters shown"
+    qtbot.waitUntil(lambda: workbench.bridge.session.rules[0]["inbound_ms"] == 30.0, timeout=5000)
+    assert workbench.bridge.session.pipeline.rules[0].counters["matched"] >= before
+    qtbot.waitUntil(lambda: panel.model.counters(row)["matched"] >= before + 20, timeout=10000)

@@ -120,3 +120,31 @@ def test_rows_events_carry_the_store_generation(running):
     after = running.wait_for(lambda e: e["type"] == "rows" and e["generation"] != before["generation"],
                              "rows after the clear")
     assert after["generation"] == running.store.generation == before["generation"] + 1
+
+
+def test_a_lag_edit_keeps_held_packets_and_counters_and_loses_nothing(running):
+    lag = {"id": "lag-1", "kind": "lag", "inbound_ms": 1500.0, "outbound_ms": 1500.0}
+    running.post("set_rules", rules=[lag], version=1)
+    start_demo(running, rate=500)
+    before = rules_event(running, lambda rules: rules[0]["held"] >= 10, "ten lagged packets", limit=5)
+    counted = before["stats"]["rules"][0]
+    running.post("set_rules", rules=[{**lag, "inbound_ms": 20.0, "outbound_ms": 20.0}], version=2)
+    after = running.wait_for(lambda e: e["type"] == "rows" and e["stats"]["rules_version"] == 2,
+                             "counters of the edited rule")
+    edited = after["stats"]["rules"][0]
+    assert edited["matched"] >= counted["matched"] and edited["delayed"] >= counted["delayed"], \
+        "the counters go on from where they were"
+    assert edited["held"] >= counted["held"] - 1, "packets held under 1500 ms are not let go by the edit"
+    assert running.session.rules[0]["inbound_ms"] == 20.0
+    later = rules_event(running, lambda rules: rules[0]["matched"] >= edited["matched"] + 50,
+                        "fifty packets more under the new lag")
+    assert later["stats"]["rules_version"] == 2
+    backend = running.session.backend
+    running.post("stop")
+    running.wait_for(lambda e: e["type"] == "state" and not e["running"], "stopped")
+    final = running.wait_for(lambda e: e["type"] == "rows" and e["stats"]["rules_total"]["held"] == 0,
+                             "every held packet released")
+    totals = final["stats"]["rules_total"]
+    assert totals["sent"] == totals["received"] == final["stats"]["rules"][0]["matched"]
+    assert backend.stats().get("dropped", 0) == 0 and backend.stats().get("expired", 0) == 0
+    assert len(running.store) == totals["received"], "every packet, held through the edit or not, is listed"

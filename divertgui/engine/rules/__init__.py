@@ -2,6 +2,7 @@
 
     Pipeline(rules, seed).process(packets, now_ns) -> packets to send now
     Pipeline.due(now_ns), next_deadline(), release_all(), stats()
+    Pipeline.update(rule dicts) -> packets removed rules held; rules with the same "id" keep their state
     rule_from_dict / rules_from_dicts / rules_to_dicts, RULE_KINDS
     save_profile / load_profile / list_profiles / list_presets
     run_conditions (runner.py) drives a Divert handle through a Pipeline.

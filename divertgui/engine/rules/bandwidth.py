@@ -38,6 +38,13 @@ class Bandwidth(Rule):
         self._capacity = float(self.burst_bytes or max(1514, self.kbps * 1000 / 8 * 0.005))
         self._buckets = {False: _Bucket(self._capacity), True: _Bucket(self._capacity)}
 
+    def adopt(self, old: Rule) -> None:
+        """Queued packets stay queued and leave at the new rate; a smaller bucket caps the tokens."""
+        super().adopt(old)
+        self._buckets = old._buckets
+        for bucket in self._buckets.values():
+            bucket.tokens = min(bucket.tokens, self._capacity)
+
     def _refill(self, bucket: _Bucket, now_ns: int) -> None:
         if bucket.stamp is not None and now_ns > bucket.stamp:
             bucket.tokens = min(self._capacity, bucket.tokens + (now_ns - bucket.stamp) * self._bytes_per_ns)

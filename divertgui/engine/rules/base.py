@@ -8,6 +8,8 @@ Hooks (all optional but `process`):
     due(now_ns) -> list            held packets whose time has come, in order
     next_deadline() -> int | None  when the next held packet is due
     release_all() -> list          every held packet, now (on stop: nothing is lost)
+    adopt(old)                     take over the counters and `carried` state of the same
+                                   rule before its parameters changed (Pipeline.update)
 Times are nanoseconds of a monotonic clock the caller passes in.
 """
 
@@ -81,10 +83,16 @@ class Rule:
 
     kind = "rule"
     params: dict[str, Param] = {}
+    # Attributes made by setup() that outlive a change of parameters: held packets, per-connection state.
+    carried: tuple[str, ...] = ()
 
     def __init__(self, filter: str = "true", direction: str = "both", enabled: bool = True,
-                 name: str = "", **values):
+                 name: str = "", id: str | int = "", **values):
         self.name = name or self.kind
+        if isinstance(id, bool) or not isinstance(id, (str, int)):
+            raise RuleError(f"id expects text or a whole number, not {id!r}", f"{self.kind}.id")
+        # The rule's identity across Pipeline.update; "" for a rule that has none.
+        self.id = id
         if direction not in DIRECTIONS:
             raise RuleError(f"direction {direction!r} is not one of {', '.join(DIRECTIONS)}",
                             f"{self.kind}.direction")
@@ -141,6 +149,14 @@ class Rule:
     def held(self) -> int:
         return 0
 
+    def adopt(self, old: Rule) -> None:
+        """Continues `old`: its counters keep counting, its held packets leave as scheduled."""
+        for key, value in old.counters.items():
+            self.counters[key] = value
+        self.rng = old.rng
+        for name in self.carried:
+            setattr(self, name, getattr(old, name))
+
     # -- description ---------------------------------------------------------------
 
     def to_dict(self) -> dict:
@@ -148,6 +164,8 @@ class Rule:
                 "direction": self.direction}
         if self.name != self.kind:
             data["name"] = self.name
+        if self.id != "":
+            data["id"] = self.id
         for key in self.params:
             data[key] = getattr(self, key)
         return data

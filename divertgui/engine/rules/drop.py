@@ -24,6 +24,8 @@ class Drop(Rule):
         "loss_bad": chance(100.0),
     }
 
+    carried = ("bad",)
+
     def setup(self) -> None:
         self.bad = False
 

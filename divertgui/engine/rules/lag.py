@@ -29,6 +29,9 @@ class Lag(Rule):
         "keep_order": Param(False),
     }
 
+    # A new delay applies to packets arriving from then on; held ones leave when they were due.
+    carried = ("_heap", "_order", "_last_release", "recent_delays_ms")
+
     def setup(self) -> None:
         self._heap: list = []
         self._order = itertools.count()

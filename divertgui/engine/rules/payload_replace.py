@@ -44,6 +44,9 @@ class PayloadReplace(Rule):
         "count": Param(0, 0, 1_000_000),
     }
 
+    # Connections already resized keep their sequence offsets, or they would break.
+    carried = ("connections",)
+
     def setup(self) -> None:
         if not self.find:
             raise RuleError("nothing to find: `find` is empty", f"{self.kind}.find")

@@ -8,13 +8,19 @@ drop it, hold it (it resumes at the next rule when due), or add packets
 Nothing is lost without a count:
     received + created == sent + dropped + held
 where created counts duplicates and injected packets.
+
+update() changes the rules in place and keeps what it can, rules being
+known by their "id": an unchanged rule goes on as it was, wherever it
+moved; a changed one keeps its counters and held packets (new parameters
+apply to packets arriving from then on); a removed one lets go of what it
+holds. A rule without an id is always a new rule.
 """
 
 from __future__ import annotations
 
 import random
 
-from divertgui.engine.rules.base import Rule
+from divertgui.engine.rules.base import Rule, RuleError
 from divertgui.engine.rules.registry import rules_from_dicts, rules_to_dicts
 
 
@@ -33,6 +39,41 @@ class Pipeline:
 
     def to_dicts(self) -> list[dict]:
         return rules_to_dicts(self.rules)
+
+    def update(self, items, seed: int | None = None) -> list:
+        """Replaces the rules by those `items` describe; returns the packets removed rules held.
+
+        The caller sends those on (they skip the rules after their holder, as on
+        stop). A bad rule raises RuleError and leaves the pipeline as it was.
+        `seed` seeds the rules new to the pipeline; the others keep their draws.
+        """
+        fresh = rules_from_dicts(items)
+        ids = [rule.id for rule in fresh if rule.id != ""]
+        repeated = sorted({str(i) for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise RuleError(f"two rules have the same id: {', '.join(repeated)}", "rules")
+        if seed is not None:
+            self.seed = seed
+        previous = {rule.id: rule for rule in self.rules if rule.id != ""}
+        rules, kept = [], set()
+        for index, rule in enumerate(fresh):
+            old = previous.get(rule.id) if rule.id != "" else None
+            if old is not None and old.kind == rule.kind:
+                kept.add(id(old))
+                if old.to_dict() == rule.to_dict():
+                    rule = old
+                else:
+                    rule.adopt(old)
+            else:
+                rule.rng = random.Random(f"{self.seed}:{index}:{rule.kind}")
+            rules.append(rule)
+        released: list = []
+        for rule in self.rules:
+            if id(rule) not in kept:
+                released.extend(rule.release_all())
+        self.rules = rules
+        self.sent += len(released)
+        return released
 
     # -- moving packets ------------------------------------------------------------
 

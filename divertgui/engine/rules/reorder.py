@@ -19,6 +19,8 @@ class OutOfOrder(Rule):
         "max_hold_ms": Param(100.0, 1, 10000),
     }
 
+    carried = ("_held",)
+
     def setup(self) -> None:
         self._held: list[list] = []     # [packets still to pass it, deadline, packet], oldest first
         self.counters["reordered"] = 0

@@ -21,6 +21,9 @@ class Throttle(Rule):
         "max_packets": Param(1000, 1, 100000),
     }
 
+    # An open frame closes when it was due to; a new frame_ms applies to the next frame.
+    carried = ("_until", "_held")
+
     def setup(self) -> None:
         self._until: int | None = None
         self._held: list = []
