@@ -18,7 +18,7 @@ import dpkt
 from divertgui.engine.headers import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, parse_headers
 from divertgui.engine.packet import (
     TCP_OPTION_NAMES, ExtensionHeader, FragmentHeader, IPv4Header, IPv6Header,
-    OptionsHeader, Packet, RoutingHeader, TCPHeader, format_ipv6, ipv6_options, tcp_options,
+    OptionsHeader, Packet, RoutingHeader, TCPHeader, field_label, format_ipv6, ipv6_options, tcp_options,
 )
 
 
@@ -332,24 +332,6 @@ def _dns_rdata(record) -> str:
 
 # --- decoded tree -------------------------------------------------------------------
 
-_LABELS = {
-    "version": "Version", "hdr_len": "Header Length", "tos": "Type of Service",
-    "dscp": "Differentiated Services Codepoint", "ecn": "Explicit Congestion Notification",
-    "length": "Length", "id": "Identification", "reserved_flag": "Reserved bit",
-    "flags": "Flags",
-    "df": "Don't fragment", "mf": "More fragments", "frag_offset": "Fragment Offset",
-    "ttl": "Time to Live", "protocol": "Protocol", "checksum": "Checksum",
-    "src_addr": "Source Address", "dst_addr": "Destination Address",
-    "traffic_class": "Traffic Class", "flow_label": "Flow Label", "next_hdr": "Next Header",
-    "hop_limit": "Hop Limit", "hdr_ext_len": "Header Extension Length",
-    "routing_type": "Routing Type", "segments_left": "Segments Left", "reserved": "Reserved",
-    "spi": "Security Parameters Index", "sequence": "Sequence Number",
-    "type": "Type", "code": "Code", "body": "Rest of Header",
-    "src_port": "Source Port", "dst_port": "Destination Port", "seq_num": "Sequence Number",
-    "ack_num": "Acknowledgment Number", "ns": "Nonce", "cwr": "CWR",
-    "ece": "ECE", "urg": "Urgent", "ack": "Acknowledgment", "psh": "Push", "rst": "Reset",
-    "syn": "Syn", "fin": "Fin", "window": "Window", "urg_ptr": "Urgent Pointer",
-}
 _HEX_FIELDS = {"checksum", "tos", "flags", "body", "flow_label", "traffic_class", "id", "spi"}
 _IPV4_OPTION_NAMES = {0: "End of Option List", 1: "No-Operation", 7: "Record Route",
                       68: "Timestamp", 130: "Security", 131: "Loose Source Route",
@@ -409,6 +391,7 @@ _SUBFIELDS = {
 
 
 def _field_nodes(view) -> list[Node]:
+    # Labels come from the descriptors so that the tree and the packet editor's form name a field alike.
     nodes, by_name = [], {}
     for name, attr in view.field_descriptors().items():
         if isinstance(view, FragmentHeader) and name == "hdr_ext_len":
@@ -417,7 +400,7 @@ def _field_nodes(view) -> list[Node]:
         text = _format_value(name, value, attr)
         if name == "flags" and isinstance(view, TCPHeader):
             text += f" ({tcp_flags_text(value)})"
-        by_name[name] = Node(_LABELS.get(name, name), text, view.offset + attr.offset, attr.size, [])
+        by_name[name] = Node(field_label(attr, name), text, view.offset + attr.offset, attr.size, [])
     nested = {child for parent in _SUBFIELDS if parent in by_name for child in _SUBFIELDS[parent]}
     for name, node in by_name.items():
         if name in nested:

@@ -101,6 +101,11 @@ class AddressField:
         view._packet._changed()
 
 
+def field_label(descriptor, name: str) -> str:
+    """The field's name as Wireshark shows it, or its attribute name when it has none."""
+    return getattr(descriptor, "label", "") or name
+
+
 def format_ipv6(packed: bytes) -> str:
     """IPv6 text, with an IPv4-mapped address in its dotted form (::ffff:10.0.0.1)."""
     address = ipaddress.IPv6Address(packed)

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (QCheckBox, QFormLayout, QGridLayout, QGroupBox, Q
                                QScrollArea, QTabWidget, QVBoxLayout, QWidget)
 
 from divertgui.engine.address import Address
-from divertgui.engine.packet import Packet
+from divertgui.engine.packet import Packet, field_label
 from divertgui.views.hex_view import HexEditor
 
 HEADERS = ("ip", "ipv6", "icmp", "icmpv6", "tcp", "udp")
@@ -51,11 +51,6 @@ def _field_text(value) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
     return str(value)
-
-
-def field_label(descriptor, name: str) -> str:
-    """The field's name as Wireshark shows it, or its attribute name when it has none."""
-    return getattr(descriptor, "label", "") or name
 
 
 # A field made only of one-bit flags is edited through their checkboxes, which take its place.

@@ -14,6 +14,8 @@ import dpkt
 import pytest
 
 from divertgui.engine.dissect import Node, decode_tree, protocol_name, summary
+from divertgui.engine.packet import FragmentHeader, Packet
+from divertgui.engine.packet import field_label
 from tests import packet_gen
 from tests.unit.test_packet import icmp, ipv4, ipv6, tcp, udp
 
@@ -127,12 +129,53 @@ def test_tree_has_ipv4_options_and_ipv6_extension_headers():
                                            "IPv6 Hop-by-Hop", "IPv6 Fragment"]
     assert find(tree, "IPv6 Fragment").offset == 48
     assert find(find(tree, "IPv6 Fragment").children, "Identification").value == "0x00000009"
-    assert find(find(tree, "IPv6 Fragment").children, "More fragments").value == "Set"
+    assert find(find(tree, "IPv6 Fragment").children, "More Fragments").value == "Set"
     router_alert = find(find(tree, "IPv6 Hop-by-Hop").children, "Router Alert")
     assert (router_alert.offset, router_alert.length) == (42, 4)
     dns = find(tree, "Domain Name System")
     assert dns.value == "query" and find(dns.children, "Transaction ID").value == "0x1a2b"
     assert find(dns.children, "example.com").value == "A"
+
+
+def _header_views(raw: bytes) -> list:
+    packet = Packet(raw)
+    views = [packet.ipv4] if packet.ipv4 is not None else [packet.ipv6, *packet.ipv6.extension_headers]
+    return views + [view for view in (packet.tcp, packet.udp, packet.icmp, packet.icmpv6) if view is not None]
+
+
+def _editor_labelled_fields(raw: bytes) -> set:
+    return {(field_label(attr, name), view.offset + attr.offset, attr.size)
+            for view in _header_views(raw) for name, attr in view.field_descriptors().items()
+            if not (isinstance(view, FragmentHeader) and name == "hdr_ext_len")}   # shares its byte with reserved
+
+
+ROUTING = bytes([51, 0, 0, 0, 0, 0, 0, 0])
+AUTHENTICATION = bytes([17, 1, 0, 0]) + (0x1001).to_bytes(4, "big") + (7).to_bytes(4, "big")
+
+
+@pytest.mark.parametrize("raw", [
+    syn_packet(), ipv4(17, udp(b"x"), options=bytes([148, 4, 0, 0])), ipv4(1, icmp()), ipv6(58, icmp()),
+    ipv6(0, bytes([44, 0, 5, 2, 0, 0, 1, 0]) + bytes([43, 0, 0, 1, 0, 0, 0, 9]) + ROUTING + AUTHENTICATION
+         + udp(b"x")),
+    ipv6(6, tcp(b"GET / HTTP/1.1\r\n\r\n", options=bytes([1, 1, 4, 2]), flags=0xFF)),
+], ids=["ipv4-tcp-syn", "ipv4-options-udp", "ipv4-icmp", "ipv6-icmpv6", "ipv6-extensions", "ipv6-tcp-all-flags"])
+def test_every_header_field_node_is_labelled_as_in_the_packet_editor(raw):
+    expected = _editor_labelled_fields(raw)
+    field_spans = {(offset, length) for _, offset, length in expected}
+    shown = {(node.label, node.offset, node.length) for node, _ in walk(decode_tree(raw))}
+    assert expected <= shown, sorted(expected - shown)
+    # Wherever a field's span holds a node with a field's label, it is that field's label and no other.
+    field_labels = {label for label, _, _ in expected}
+    stray = {node for node in shown if node[0] in field_labels and node[1:] in field_spans} - expected
+    assert not stray, sorted(stray)
+
+
+def test_tree_uses_wiresharks_names_for_fields_whose_names_differ_by_header():
+    ipv4_tree = decode_tree(syn_packet())
+    assert (find(ipv4_tree, "Total Length").offset, find(ipv4_tree, "Header Checksum").offset) == (2, 10)
+    ipv6_tree = decode_tree(ipv6(17, udp(b"x")))
+    assert find(ipv6_tree, "Payload Length").value == "9"
+    assert find(find(ipv6_tree, "User Datagram Protocol").children, "Length").value == "9"
 
 
 def test_tree_shows_http_lines_at_their_offsets():
