@@ -101,6 +101,20 @@ class AddressField:
         view._packet._changed()
 
 
+def _delegated(view_of: str, name: str, what: str) -> property:
+    """A Packet property that reads and writes `name` on the header view `view_of` returns;
+    None to read when the packet has no such header, an error to write."""
+
+    def get(packet):
+        view = getattr(packet, view_of)()
+        return getattr(view, name) if view is not None else None
+
+    def put(packet, value):
+        setattr(packet._required(getattr(packet, view_of)(), what), name, value)
+
+    return property(get, put)
+
+
 def field_label(descriptor, name: str) -> str:
     """The field's name as Wireshark shows it, or its attribute name when it has none."""
     return getattr(descriptor, "label", "") or name
@@ -695,45 +709,14 @@ class Packet:
             return UDPHeader(self, layout.transport_offset)
         return None
 
-    @property
-    def src_addr(self) -> str | None:
-        view = self._ip_view()
-        return view.src_addr if view is not None else None
-
-    @src_addr.setter
-    def src_addr(self, value) -> None:
-        self._required(self._ip_view(), "an IP header").src_addr = value
-
-    @property
-    def dst_addr(self) -> str | None:
-        view = self._ip_view()
-        return view.dst_addr if view is not None else None
-
-    @dst_addr.setter
-    def dst_addr(self, value) -> None:
-        self._required(self._ip_view(), "an IP header").dst_addr = value
-
-    @property
-    def src_port(self) -> int | None:
-        view = self._port_view()
-        return view.src_port if view is not None else None
-
-    @src_port.setter
-    def src_port(self, value: int) -> None:
-        self._required(self._port_view(), "a TCP or UDP header").src_port = value
-
-    @property
-    def dst_port(self) -> int | None:
-        view = self._port_view()
-        return view.dst_port if view is not None else None
-
-    @dst_port.setter
-    def dst_port(self, value: int) -> None:
-        self._required(self._port_view(), "a TCP or UDP header").dst_port = value
+    src_addr = _delegated("_ip_view", "src_addr", "no IP header")
+    dst_addr = _delegated("_ip_view", "dst_addr", "no IP header")
+    src_port = _delegated("_port_view", "src_port", "no TCP or UDP header")
+    dst_port = _delegated("_port_view", "dst_port", "no TCP or UDP header")
 
     def _required(self, view, what: str):
         if view is None:
-            raise ValueError(f"the packet has no {what} (first bytes: {bytes(self._buf[:8]).hex()})")
+            raise ValueError(f"the packet has {what} to change (first bytes: {bytes(self._buf[:8]).hex()})")
         return view
 
     @property
