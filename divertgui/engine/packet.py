@@ -22,26 +22,33 @@ from divertgui.engine.headers import (
 _MAX_IP_LENGTH = 0xFFFF
 
 
-class Field:
-    """An unsigned big-endian field: `size` bytes at `offset` in a header, or `bits` of them from `shift`.
+class _HeaderField:
+    """A descriptor for `size` bytes at `offset` in a header view; `label` is
+    the field's name as Wireshark's details pane shows it."""
 
-    `label` is the field's name as Wireshark's details pane shows it.
-    """
+    __slots__ = ("offset", "size", "name", "label")
 
-    __slots__ = ("offset", "size", "shift", "mask", "name", "boolean", "label")
-
-    def __init__(self, offset: int, size: int, bits: int | None = None, shift: int = 0,
-                 boolean: bool = False, label: str = ""):
+    def __init__(self, offset: int, size: int, label: str = ""):
         self.offset = offset
         self.size = size
-        self.shift = shift
-        self.mask = (1 << (bits if bits is not None else size * 8)) - 1
-        self.boolean = boolean
         self.label = label
         self.name = ""
 
     def __set_name__(self, owner, name):
         self.name = f"{owner.__name__}.{name}"
+
+
+class Field(_HeaderField):
+    """An unsigned big-endian field: `size` bytes at `offset` in a header, or `bits` of them from `shift`."""
+
+    __slots__ = ("shift", "mask", "boolean")
+
+    def __init__(self, offset: int, size: int, bits: int | None = None, shift: int = 0,
+                 boolean: bool = False, label: str = ""):
+        super().__init__(offset, size, label)
+        self.shift = shift
+        self.mask = (1 << (bits if bits is not None else size * 8)) - 1
+        self.boolean = boolean
 
     def __get__(self, view, owner=None):
         if view is None:
@@ -67,19 +74,10 @@ def bit_flag(offset: int, size: int, bit: int, label: str = "") -> Field:
     return Field(offset, size, bits=1, shift=bit, boolean=True, label=label)
 
 
-class AddressField:
+class AddressField(_HeaderField):
     """An IPv4 (4 bytes) or IPv6 (16 bytes) address, read as text; set from text, int or ipaddress."""
 
-    __slots__ = ("offset", "size", "name", "label")
-
-    def __init__(self, offset: int, size: int, label: str = ""):
-        self.offset = offset
-        self.size = size
-        self.label = label
-        self.name = ""
-
-    def __set_name__(self, owner, name):
-        self.name = f"{owner.__name__}.{name}"
+    __slots__ = ()
 
     def __get__(self, view, owner=None):
         if view is None:
@@ -163,7 +161,7 @@ class HeaderView:
         found = {}
         for klass in reversed(type(self).__mro__):
             for name, attr in vars(klass).items():
-                if isinstance(attr, (Field, AddressField)) and attr.offset + attr.size <= self.header_len:
+                if isinstance(attr, _HeaderField) and attr.offset + attr.size <= self.header_len:
                     found[name] = attr
         return found
 

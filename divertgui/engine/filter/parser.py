@@ -153,27 +153,30 @@ class _Parser:
         if negated:
             op = NEGATED_OP[op]
         self.i += 1
-        negative = False
-        if self.token.kind == "-":
-            negative = True
+        signed = self.signed_number()
+        if signed is None:
+            return None
+        negative, value = signed
+        self.i += 1
+        return simplify.test(name, op, -value if negative else value, index)
+
+    def signed_number(self) -> tuple[bool, int] | None:
+        """An optional `-`, consumed, then the number token under the cursor (left for the caller)."""
+        negative = self.token.kind == "-"
+        if negative:
             self.i += 1
         if self.token.kind != "number":
             return self.fail(errors.PARSE_ERROR, self.token.position)
-        value = self.token.value
-        self.i += 1
-        return simplify.test(name, op, -value if negative else value, index)
+        return negative, self.token.value
 
     def index(self, size: int) -> int | None:
         if self.token.kind != "[":
             return self.fail(errors.PARSE_ERROR, self.token.position)
         self.i += 1
-        negative = False
-        if self.token.kind == "-":
-            negative = True
-            self.i += 1
-        if self.token.kind != "number":
-            return self.fail(errors.PARSE_ERROR, self.token.position)
-        number = self.token.value
+        signed = self.signed_number()
+        if signed is None:
+            return None
+        negative, number = signed
         if number > INDEX_WORD_MAX:
             return self.fail(errors.INDEX_OUT_OF_BOUNDS, self.token.position)
         self.i += 1
