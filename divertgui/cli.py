@@ -69,7 +69,9 @@ def filter_error_text(text: str, exc) -> str:
     column = position - line_start
     caret = "".join("\t" if c == "\t" else " " for c in line[:column]) + "^"
     message = getattr(exc, "message", str(exc))
-    return f"divert: bad filter: {message} (at position {position})\n  {line}\n  {caret}"
+    text = f"divert: bad filter: {message} (at position {position})\n  {line}\n  {caret}"
+    suggestion = getattr(exc, "suggestion", None)
+    return text + (f"\n  did you mean `{suggestion}`?" if suggestion else "")
 
 
 def _compile(text: str, layer: Layer):

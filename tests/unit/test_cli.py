@@ -30,10 +30,23 @@ def test_check_prints_the_canonical_form(capsys):
 def test_check_puts_a_caret_under_the_error(capsys):
     code, out, err = run_main(capsys, "check", "tcp.DstPort == 80 or udpp")
     assert code == 2 and out == ""
-    message, shown, caret = err.rstrip("\n").split("\n")
+    message, shown, caret, hint = err.rstrip("\n").split("\n")
     assert message.startswith("divert: bad filter: ") and "position 21" in message
     assert shown == "  tcp.DstPort == 80 or udpp"
     assert caret == "  " + " " * 21 + "^"
+    assert hint == "  did you mean `udp`?"
+
+
+def test_check_offers_the_field_a_wrongly_cased_name_meant(capsys):
+    code, out, err = run_main(capsys, "check", "TCP.dstport == 80")
+    assert code == 2
+    assert err.splitlines() == ["divert: bad filter: Filter expression contains a bad token (at position 0)",
+                                "  TCP.dstport == 80", "  ^", "  did you mean `tcp.DstPort`?"]
+
+
+def test_check_offers_nothing_for_a_word_close_to_no_name(capsys):
+    code, out, err = run_main(capsys, "check", "frobnicate")
+    assert code == 2 and "did you mean" not in err
 
 
 def test_check_knows_the_layer(capsys):

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 
 class FilterError(ValueError):
-    """A filter that does not compile; `position` is a 0-based character index."""
+    """A filter that does not compile; `position` is a 0-based character index.
 
-    def __init__(self, message: str, position: int):
-        super().__init__(message, position)
+    `message` and `position` are the reference's own. `suggestion` is a name
+    valid at the filter's layer that the bad word probably meant (a field,
+    macro or keyword in the wrong case, or a near miss), or None.
+    """
+
+    def __init__(self, message: str, position: int, suggestion: str | None = None):
+        super().__init__(message, position, suggestion)
         self.message = message
         self.position = position
+        self.suggestion = suggestion
 
     def __str__(self) -> str:
         return f"{self.message} (at position {self.position})"

@@ -15,6 +15,7 @@ from ..address import Layer
 from . import errors
 from .errors import FilterError
 from .fields import FIELDS, MACROS
+from .suggest import suggest_name
 from .values import IPV4_MAPPED, parse_ipv4, parse_ipv6, read_decimal, read_hex
 
 MAX_TOKENS = 1278           # the reference's token array, minus its end marker
@@ -94,7 +95,16 @@ def tokenize(text: str, layer: Layer) -> list[Token]:
             word = word[:-1]
             i -= 1
             error_at = max(start - 1, 0)
-        tokens.extend(_word_tokens(word, start, error_at, layer))
+        try:
+            tokens.extend(_word_tokens(word, start, error_at, layer))
+        except FilterError as exc:
+            if exc.message == errors.BAD_TOKEN:
+                value_expected = bool(tokens) and tokens[-1].kind in _VALUE_BEFORE
+                exc.suggestion = suggest_name(word, layer, value_expected)
+            raise
+
+
+_VALUE_BEFORE = frozenset({"==", "!=", "<", "<=", ">", ">=", "-"})
 
 
 def _word_tokens(word: str, start: int, error_at: int, layer: Layer) -> list[Token]:
