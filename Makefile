@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run demo test bench clean
+.PHONY: setup run demo test bench bundle clean
 
 setup: $(VENV)/.installed
 
@@ -15,18 +15,26 @@ $(VENV)/.installed: pyproject.toml packaging/system-deps.sh
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
+# PyInstaller, for the bundle and the test that builds it; only ever into .venv/.
+$(VENV)/.installed-package: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[package]'
+	touch $@
+
 run: setup
 	$(BIN)/divertgui
 
 demo: setup
 	$(BIN)/divertgui --demo
 
-test: setup
+test: setup $(VENV)/.installed-package
 	$(BIN)/python -m pytest -q
 
 bench: setup
 	$(BIN)/pip install -q -e '.[bench]'
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+bundle: $(VENV)/.installed-package
+	PYTHON=$(BIN)/python sh packaging/build.sh
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

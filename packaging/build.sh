@@ -1,14 +1,16 @@
 #!/bin/sh
 # Build the one-folder bundle dist/divertgui/ (executables divertgui and divert).
 #   packaging/build.sh [--dist DIR] [--work DIR]
-# Installs PyInstaller (the project's `package` extra) into the running Python when it is missing.
+# PYTHON names the interpreter whose environment has the project's dependencies
+# and PyInstaller (the `package` extra); `make bundle` passes the project's
+# .venv. The script installs nothing.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 dist="$root/dist"
 work="$root/build/pyinstaller"
-python=${PYTHON:-python3}
+python=${PYTHON:?"set PYTHON to the interpreter of the environment that has the project and PyInstaller (make bundle does)"}
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -18,10 +20,10 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-if ! "$python" -c "import PyInstaller" 2>/dev/null; then
-    echo "installing PyInstaller"
-    "$python" -m pip install -q "pyinstaller>=6.5"
-fi
+"$python" -c "import PyInstaller" 2>/dev/null || {
+    echo "build.sh: PyInstaller does not import with $python: install the project's package extra with '$python -m pip install -e \"$root[package]\"' (make bundle does)" >&2
+    exit 1
+}
 # The package is taken from this checkout; its dependencies from the running Python.
 PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONPATH

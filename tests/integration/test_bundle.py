@@ -14,16 +14,53 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXE = ".exe" if sys.platform == "win32" else ""
 
 
+def _path_with_a_python3_that_cannot_build(directory: pathlib.Path) -> str:
+    """A PATH whose first `python3`, `python` and `pip` fail, as a fresh machine's
+    system interpreter without the project's dependencies would: the build must
+    take the interpreter it is given, never one from PATH."""
+    directory.mkdir()
+    for name in ("python3", "python", "pip", "pip3"):
+        fake = directory / name
+        fake.write_text("#!/bin/sh\necho \"$0 is not the project's interpreter\" >&2\nexit 97\n")
+        fake.chmod(0o755)
+    return f"{directory}{os.pathsep}{os.environ['PATH']}"
+
+
+def _build(work: pathlib.Path, **env) -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", str(ROOT / "packaging" / "build.sh"), "--dist", str(work / "dist"),
+                           "--work", str(work / "build")],
+                          capture_output=True, text=True, timeout=540, cwd=work, env=env)
+
+
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> pathlib.Path:
     if sys.platform == "win32":
         pytest.skip("build.sh is the Linux build; Windows builds run pyinstaller on the spec directly")
     work = tmp_path_factory.mktemp("bundle")
-    process = subprocess.run(["sh", str(ROOT / "packaging" / "build.sh"), "--dist", str(work / "dist"),
-                              "--work", str(work / "build")],
-                             capture_output=True, text=True, timeout=540, cwd=work)
+    path = _path_with_a_python3_that_cannot_build(work / "system-bin")
+    process = _build(work, **dict(os.environ, PATH=path, PYTHON=sys.executable))
     assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
+    assert "is not the project's interpreter" not in process.stderr
     return work / "dist" / "divertgui"
+
+
+def test_the_build_refuses_to_guess_an_interpreter(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON"}
+    env["PATH"] = _path_with_a_python3_that_cannot_build(tmp_path / "system-bin")
+    process = _build(tmp_path, **env)
+    assert process.returncode != 0
+    assert "set PYTHON" in process.stderr
+    assert "is not the project's interpreter" not in process.stderr
+    assert not (tmp_path / "dist").exists()
+
+
+def test_the_build_names_the_missing_package_extra_and_installs_nothing(tmp_path):
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
+    process = _build(tmp_path, **dict(os.environ, PYTHON=str(bare / "bin" / "python")))
+    assert process.returncode == 1
+    assert "PyInstaller does not import" in process.stderr and "[package]" in process.stderr
+    assert not list((bare / "lib").glob("python*/site-packages/PyInstaller*"))
 
 
 def _headless_env() -> dict:

@@ -9,6 +9,7 @@ import random
 import shutil
 import struct
 import subprocess
+import sys
 
 import dpkt
 import pytest
@@ -487,7 +488,7 @@ def test_live_capture_by_tshark_in_a_namespace(tmp_path):
                       "    socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).sendto(b'v6', ('::1', 9))\n"
                       "    time.sleep(0.1)\n")
             # Keeps sending until tshark has what it wants (it starts asynchronously).
-            sending = subprocess.Popen(["ip", "netns", "exec", namespace, "python3", "-c", sender])
+            sending = subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, "-c", sender])
             try:
                 capture.wait(timeout=20)
             finally:
