@@ -52,8 +52,28 @@ def to_windivert_address(address: Address) -> "WinDivertAddress":
     out.IPChecksum = int(bool(address.ip_checksum))
     out.TCPChecksum = int(bool(address.tcp_checksum))
     out.UDPChecksum = int(bool(address.udp_checksum))
-    out.Network.IfIdx = address.if_idx & 0xFFFFFFFF
-    out.Network.SubIfIdx = address.sub_if_idx & 0xFFFFFFFF
+    if address.flow is not None:
+        data = address.flow
+        out.Flow.EndpointId = data.endpoint_id
+        out.Flow.ParentEndpointId = data.parent_endpoint_id
+        out.Flow.ProcessId = data.process_id
+        for n in range(4):
+            # Word 0 holds the address's low 32 bits, as WinDivert stores it.
+            out.Flow.LocalAddr[n] = data.local_addr >> (32 * n) & 0xFFFFFFFF
+            out.Flow.RemoteAddr[n] = data.remote_addr >> (32 * n) & 0xFFFFFFFF
+        out.Flow.LocalPort = data.local_port
+        out.Flow.RemotePort = data.remote_port
+        out.Flow.Protocol = data.protocol
+    elif address.reflect is not None:
+        data = address.reflect
+        out.Reflect.Timestamp = data.timestamp
+        out.Reflect.ProcessId = data.process_id
+        out.Reflect.Layer = int(data.layer)
+        out.Reflect.Flags = data.flags
+        out.Reflect.Priority = data.priority
+    else:
+        out.Network.IfIdx = address.if_idx & 0xFFFFFFFF
+        out.Network.SubIfIdx = address.sub_if_idx & 0xFFFFFFFF
     return out
 
 
@@ -73,10 +93,12 @@ def compile(text: str, layer: Layer = Layer.NETWORK) -> tuple[bool, str, int]:
 def eval(text: str, raw: bytes, address: Address) -> bool | None:
     """True/False, or None when the reference reports an error (bad filter or unparsable packet)."""
     _require()
-    buf = ctypes.create_string_buffer(bytes(raw), max(len(raw), 1))
+    # The reference refuses a packet at the FLOW and SOCKET layers, which have none.
+    no_packet = address.layer in (Layer.FLOW, Layer.SOCKET)
+    buf = None if no_packet else ctypes.create_string_buffer(bytes(raw), max(len(raw), 1))
     addr = to_windivert_address(address)
     ret = _lib.ebpfdivert_helper_eval_filter(
-        text.encode("latin-1", "replace"), buf, len(raw), ctypes.byref(addr))
+        text.encode("latin-1", "replace"), buf, 0 if no_packet else len(raw), ctypes.byref(addr))
     if ret in (0, 1):
         return bool(ret)
     return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import struct
 
-from divertgui.engine.address import Address, Layer
+from divertgui.engine.address import Address, EndpointData, Event, Layer, ReflectData
 
 IPV4_POOL = ("10.0.0.1", "10.0.0.2", "192.168.1.10", "127.0.0.1", "8.8.8.8", "255.255.255.255", "0.0.0.0")
 IPV6_POOL = ("::1", "fe80::1", "fe80::2", "2001:db8::1", "2001:db8::ffff", "::ffff:10.0.0.1", "::")
@@ -290,3 +290,104 @@ def broken_filter_text(rng: random.Random) -> str:
         i = rng.randrange(len(base) + 1)
         return base[:i] + rng.choice("()[]?:!=<>&|-.,;@#$xZ0 \t\n") + base[i:]
     return " ".join(tokens)
+
+
+# The FLOW, SOCKET and REFLECT layers: events, their addresses and filters.
+ENDPOINT_FLAG_FIELDS = ("outbound", "inbound", "loopback", "ip", "ipv6", "icmp", "icmpv6", "tcp", "udp", "zero")
+ENDPOINT_NUMBER_FIELDS = ("event", "timestamp", "protocol", "localPort", "remotePort", "processId",
+                          "endpointId", "parentEndpointId")
+REFLECT_NUMBER_FIELDS = ("event", "timestamp", "processId", "layer", "priority", "zero")
+EVENT_MACROS = ("ESTABLISHED", "DELETED", "BIND", "CONNECT", "LISTEN", "ACCEPT", "CLOSE", "OPEN", "PACKET",
+                "NETWORK", "NETWORK_FORWARD", "FLOW", "SOCKET", "REFLECT", "TCP", "UDP", "ICMP", "ICMPV6")
+# Fields valid at no event layer or only at some, to exercise the layer errors.
+WRONG_LAYER_FIELDS = ("ifIdx", "tcp.DstPort", "packet[0]", "length", "impostor", "fragment", "layer", "priority",
+                      "endpointId", "localPort", "ip.TTL", "random8")
+PIDS = (0, 1, 4, 1234, 65535, 0xFFFFFFFF)
+ENDPOINT_IDS = (0, 1, 7, 0xFFFFFFFF, 0x100000000, 0x123456789, (1 << 64) - 1)
+
+
+def _event_number(rng: random.Random, field: str) -> str:
+    r = rng.random()
+    if r < 0.3:
+        return rng.choice(EVENT_MACROS)
+    if field in ("processId",) and r < 0.6:
+        return str(rng.choice(PIDS))
+    if field in ("endpointId", "parentEndpointId") and r < 0.7:
+        value = rng.choice(ENDPOINT_IDS)
+        return hex(value) if rng.random() < 0.5 else str(value)
+    if field == "priority" and r < 0.7:
+        return str(rng.randrange(-30005, 30006))
+    return _number(rng)
+
+
+def event_test_text(rng: random.Random, layer: Layer) -> str:
+    r = rng.random()
+    if r < 0.05:
+        text = rng.choice(WRONG_LAYER_FIELDS)
+        if "[" not in text and rng.random() < 0.5:
+            text += f" {rng.choice(OPS)} {_number(rng)}"
+    elif layer == Layer.REFLECT:
+        field = rng.choice(REFLECT_NUMBER_FIELDS)
+        text = field if rng.random() < 0.1 else f"{field} {rng.choice(OPS)} {_event_number(rng, field)}"
+    elif r < 0.35:
+        text = rng.choice(ENDPOINT_FLAG_FIELDS)
+        if rng.random() < 0.3:
+            text += f" {rng.choice(OPS)} {_number(rng)}"
+    elif r < 0.75:
+        field = rng.choice(ENDPOINT_NUMBER_FIELDS)
+        text = f"{field} {rng.choice(OPS)} {_event_number(rng, field)}"
+    else:
+        field = rng.choice(("localAddr", "remoteAddr"))
+        text = f"{field} {rng.choice(OPS)} {_address_value(rng, field)}"
+    if rng.random() < 0.15:
+        text = ("not " if rng.random() < 0.5 else "!") + text
+    return text
+
+
+def event_filter_text(rng: random.Random, layer: Layer, depth: int = 0) -> str:
+    r = rng.random()
+    if depth >= 3 or r < 0.35:
+        return event_test_text(rng, layer) if rng.random() < 0.95 else rng.choice(("true", "false"))
+    left, right = event_filter_text(rng, layer, depth + 1), event_filter_text(rng, layer, depth + 1)
+    if r < 0.6:
+        return f"{left} {rng.choice(('and', '&&'))} {right}"
+    if r < 0.8:
+        return f"{left} {rng.choice(('or', '||'))} {right}"
+    if r < 0.9:
+        return f"({left})"
+    return f"({left} ? {right} : {event_filter_text(rng, layer, depth + 1)})"
+
+
+_LAYER_EVENTS = {
+    Layer.FLOW: (Event.FLOW_ESTABLISHED, Event.FLOW_DELETED),
+    Layer.SOCKET: (Event.SOCKET_BIND, Event.SOCKET_CONNECT, Event.SOCKET_LISTEN, Event.SOCKET_ACCEPT,
+                   Event.SOCKET_CLOSE),
+    Layer.REFLECT: (Event.REFLECT_OPEN, Event.REFLECT_CLOSE),
+}
+
+
+def _endpoint_address(rng: random.Random, ipv6: bool) -> int:
+    if ipv6:
+        return int.from_bytes(_ipv6_bytes(rng.choice(IPV6_POOL)), "big")
+    return 0xFFFF00000000 | int.from_bytes(_ipv4_bytes(rng.choice(IPV4_POOL)), "big")
+
+
+def event_address(rng: random.Random, layer: Layer) -> Address:
+    """An event's address at `layer`, with its layer data drawn from the edges of each field."""
+    ipv6 = rng.random() < 0.4
+    address = Address(
+        layer=layer, event=rng.choice(_LAYER_EVENTS[layer]), ipv6=ipv6 and layer != Layer.REFLECT,
+        outbound=rng.random() < 0.5 and layer != Layer.REFLECT, loopback=rng.random() < 0.3 and layer != Layer.REFLECT,
+        sniffed=True, timestamp=rng.choice((0, 1, rng.getrandbits(40), -rng.getrandbits(20))),
+    )
+    if layer == Layer.REFLECT:
+        address.reflect = ReflectData(timestamp=rng.getrandbits(40), process_id=rng.choice(PIDS),
+                                      layer=rng.choice(list(Layer)), flags=rng.choice((0, 1, 2, 4, 5)),
+                                      priority=rng.choice((0, 1, -1, 30000, -30000, rng.randrange(-300, 300))))
+    else:
+        address.flow = EndpointData(
+            endpoint_id=rng.choice(ENDPOINT_IDS), parent_endpoint_id=rng.choice(ENDPOINT_IDS),
+            process_id=rng.choice(PIDS), local_addr=_endpoint_address(rng, ipv6),
+            remote_addr=_endpoint_address(rng, ipv6), local_port=rng.choice(PORTS), remote_port=rng.choice(PORTS),
+            protocol=rng.choice((6, 17, 1, 58, 0, 255)))
+    return address

@@ -63,12 +63,44 @@ PRIORITY_MIN, PRIORITY_MAX = -30000, 30000
 
 
 @dataclasses.dataclass(slots=True)
+class EndpointData:
+    """WINDIVERT_DATA_FLOW and WINDIVERT_DATA_SOCKET (the same layout): one endpoint of a flow or socket.
+
+    Addresses are 128-bit numbers, IPv4 as the IPv4-mapped IPv6 address
+    ::ffff:a.b.c.d; ports in host order.
+    """
+
+    endpoint_id: int = 0
+    parent_endpoint_id: int = 0
+    process_id: int = 0
+    local_addr: int = 0
+    remote_addr: int = 0
+    local_port: int = 0
+    remote_port: int = 0
+    protocol: int = 0
+
+
+@dataclasses.dataclass(slots=True)
+class ReflectData:
+    """WINDIVERT_DATA_REFLECT: the divert handle a REFLECT event is about."""
+
+    timestamp: int = 0          # when the handle was opened (CLOCK_MONOTONIC ns)
+    process_id: int = 0
+    layer: Layer = Layer.NETWORK
+    flags: int = 0
+    priority: int = 0
+
+
+@dataclasses.dataclass(slots=True)
 class Address:
-    """The WINDIVERT_ADDRESS of a packet at the NETWORK and NETWORK_FORWARD layers.
+    """The WINDIVERT_ADDRESS of a packet or event.
 
     `timestamp` is in nanoseconds of CLOCK_MONOTONIC (time.monotonic_ns()) on
     every backend, so that timestamps from different handles compare.
     The checksum flags are 1 when that checksum is known to be valid.
+    `flow` holds the FLOW and SOCKET layers' data (`socket` is the same
+    object, as WinDivert's union makes Flow and Socket one), `reflect` the
+    REFLECT layer's; both are None at the network layers.
     """
 
     outbound: bool = False
@@ -84,10 +116,20 @@ class Address:
     ip_checksum: bool = True
     tcp_checksum: bool = True
     udp_checksum: bool = True
+    flow: EndpointData | None = None
+    reflect: ReflectData | None = None
 
     @property
     def inbound(self) -> bool:
         return not self.outbound
+
+    @property
+    def socket(self) -> EndpointData | None:
+        return self.flow
+
+    @socket.setter
+    def socket(self, data: EndpointData | None) -> None:
+        self.flow = data
 
     def copy(self, **changes) -> "Address":
         return dataclasses.replace(self, **changes)

@@ -139,3 +139,66 @@ def test_limits_and_oddities_like_the_reference(reference, text):
             assert error == (message, position)
     else:
         assert format_filter(text) == reference.format(text)
+
+
+EVENT_LAYERS = (Layer.FLOW, Layer.SOCKET, Layer.REFLECT)
+
+
+@pytest.mark.parametrize("layer", EVENT_LAYERS, ids=lambda layer: layer.name)
+@pytest.mark.parametrize("seed", range(2))
+def test_event_layers_same_answers_on_generated_filters(reference, layer, seed):
+    rng = random.Random(f"{layer.name}{seed}")
+    compared = refused = 0
+    for _ in range(250):
+        text = packet_gen.event_filter_text(rng, layer)
+        if reference.crashes_reference(text):
+            continue
+        ok, message, position = reference.compile(text, layer)
+        compiled, error = _mine(text, layer)
+        assert ok == (compiled is not None), (text, message, position, error)
+        if not ok:
+            assert error == (message, position), text
+            refused += 1
+            continue
+        assert format_filter(text, layer) == reference.format(text, layer), text
+        for _ in range(12):
+            address = packet_gen.event_address(rng, layer)
+            expected = reference.eval(text, b"", address)
+            assert expected is not None, (text, address)
+            assert compiled.match(b"", address) is expected, (text, address)
+            compared += 1
+    assert compared > 1000 and refused > 5
+
+
+@pytest.mark.parametrize("layer", list(Layer), ids=lambda layer: layer.name)
+def test_every_field_and_macro_is_judged_like_the_reference_at_every_layer(reference, layer):
+    from divertgui.engine.filter.fields import FIELDS, MACROS
+    for name, spec in FIELDS.items():
+        text = f"{name}[0] == 1" if spec.index_size else f"{name} == 1"
+        ok, message, position = reference.compile(text, layer)
+        compiled, error = _mine(text, layer)
+        assert ok == (compiled is not None), (text, message, error)
+        if ok:
+            assert format_filter(text, layer) == reference.format(text, layer), text
+        else:
+            assert error == (message, position), text
+    for macro in MACROS:
+        text = f"zero == {macro}"
+        ok, message, position = reference.compile(text, layer)
+        compiled, error = _mine(text, layer)
+        assert ok == (compiled is not None), (text, message, error)
+        assert (compiled is None) or format_filter(text, layer) == reference.format(text, layer), text
+
+
+@pytest.mark.parametrize("text,layer", [
+    ("event == CONNECT and processId == 1234", Layer.SOCKET),
+    ("event == CLOSE", Layer.SOCKET),
+    ("event == CLOSE or event == OPEN", Layer.REFLECT),
+    ("layer == SOCKET and priority < -3", Layer.REFLECT),
+    ("layer = 7", Layer.REFLECT),
+    ("endpointId == 0x123456789 or parentEndpointId > 4294967296", Layer.FLOW),
+    ("event == ESTABLISHED and tcp and remotePort == 443 and remoteAddr == 10.0.0.1", Layer.FLOW),
+    ("localAddr == ::1 and not outbound and loopback", Layer.SOCKET),
+])
+def test_canonical_text_at_the_event_layers(reference, text, layer):
+    assert format_filter(text, layer) == reference.format(text, layer)

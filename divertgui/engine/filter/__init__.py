@@ -47,7 +47,7 @@ class Filter:
         self.program = program
         try:
             with recursion_room():
-                self.match = compile_tree(tree)
+                self.match = compile_tree(tree, layer=layer)
         except (SyntaxError, RecursionError, MemoryError) as exc:
             raise FilterError("Filter expression too deep", 0) from exc
 
@@ -66,7 +66,7 @@ class Filter:
     @property
     def source(self) -> str:
         with recursion_room():
-            return python_source(self.tree)
+            return python_source(self.tree, self.layer)
 
     def __repr__(self) -> str:
         return f"Filter({self.text!r}, layer={self.layer.name})"

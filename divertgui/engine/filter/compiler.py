@@ -12,7 +12,8 @@ from __future__ import annotations
 from .. import headers
 from ..packet_hash import layout_hash
 from .ast import And, Cond, Const, Node, Or, Test, walk
-from .fields import FIELDS, effective_value
+from ..address import Layer
+from .fields import FIELDS, NETWORK_LAYERS, effective_value
 
 _IPV4 = {
     "ip.HdrLength": "(r[0] & 15)",
@@ -102,8 +103,45 @@ _INDEX_BASE = {"packet": ("0", "n"), "tcp": ("po", "pl"),
                "udp": ("po", "pl")}
 
 
+# FLOW and SOCKET events: `d` is the address's EndpointData. As in the
+# reference, `ip` and `ipv6` read the (absent) packet's IP header at these
+# layers and are always 0; `icmp` and `icmpv6` follow the address's IPv6 bit.
+_ENDPOINT = {
+    "zero": "0",
+    "timestamp": "a.timestamp",
+    "event": "a.event",
+    "outbound": "(1 if a.outbound else 0)",
+    "inbound": "(0 if a.outbound else 1)",
+    "loopback": "(1 if a.loopback else 0)",
+    "ip": "0",
+    "ipv6": "0",
+    "icmp": "(0 if a.ipv6 or d.protocol != 1 else 1)",
+    "icmpv6": "(1 if a.ipv6 and d.protocol == 58 else 0)",
+    "tcp": "(1 if d.protocol == 6 else 0)",
+    "udp": "(1 if d.protocol == 17 else 0)",
+    "protocol": "d.protocol",
+    "localAddr": "d.local_addr",
+    "remoteAddr": "d.remote_addr",
+    "localPort": "d.local_port",
+    "remotePort": "d.remote_port",
+    "processId": "d.process_id",
+    "endpointId": "d.endpoint_id",
+    "parentEndpointId": "d.parent_endpoint_id",
+}
+# REFLECT events: `d` is the address's ReflectData.
+_REFLECT = {
+    "zero": "0",
+    "timestamp": "a.timestamp",
+    "event": "a.event",
+    "processId": "d.process_id",
+    "layer": "d.layer",
+    "priority": "d.priority",
+}
+_EVENT_CONDITION = {"outbound": "a.outbound", "inbound": "not a.outbound", "loopback": "a.loopback"}
+
+
 def _value_expression(field: str) -> tuple[str, str | None]:
-    """(expression, guard expression or None)."""
+    """(expression, guard expression or None) at the network layers."""
     if field in _ADDRESS:
         return _ADDRESS[field], None
     if field in _OTHER:
@@ -164,11 +202,19 @@ _MAX_NESTING = 40
 
 
 class _Names:
-    """Fresh local names, and the helper functions a deep filter needs."""
+    """Fresh local names, the helper functions a deep filter needs, and how
+    the filter's layer reads each field (`values`, `conditions`)."""
 
-    def __init__(self):
+    def __init__(self, layer: Layer = Layer.NETWORK):
         self.count = 0
         self.helpers: list[str] = []
+        self.locals = _LOCALS
+        if layer in NETWORK_LAYERS:
+            self.values, self.conditions = _value_expression, _CONDITION
+        else:
+            self.locals = "r, a, d"
+            table = _REFLECT if layer == Layer.REFLECT else _ENDPOINT
+            self.values, self.conditions = (lambda field: (table[field], None)), _EVENT_CONDITION
 
     def new(self) -> str:
         self.count += 1
@@ -176,11 +222,11 @@ class _Names:
 
     def helper(self, body: str) -> str:
         name = f"_h{len(self.helpers)}"
-        self.helpers.append(f"def {name}({_LOCALS}):\n    return {body}\n")
-        return f"{name}({_LOCALS})"
+        self.helpers.append(f"def {name}({self.locals}):\n    return {body}\n")
+        return f"{name}({self.locals})"
 
 
-def _operand(node: Test) -> tuple[str | None, str, str]:
+def _operand(node: Test, names: _Names) -> tuple[str | None, str, str]:
     """(guard, value expression, constant) so that the test is `guard and value op constant`."""
     if node.index is not None:
         raise ValueError("index fields have their own form")
@@ -188,22 +234,23 @@ def _operand(node: Test) -> tuple[str | None, str, str]:
         piece, width, offset = _BYTE_FIELDS[node.field]
         guard = "V == 4" if node.field.startswith("ip.") else "V == 6"
         return guard, piece, repr((node.value - offset).to_bytes(width, "big"))
-    value, guard = _value_expression(node.field)
+    value, guard = names.values(node.field)
     return guard, value, str(effective_value(node.field, node.value))
 
 
-def _test_parts(node: Test, cached: dict | None = None, names: _Names | None = None) -> tuple[str | None, str]:
+def _test_parts(node: Test, names: _Names, cached: dict | None = None) -> tuple[str | None, str]:
     """(guard, comparison); the test is `guard and comparison`. `cached` maps a
     field read more than once in a chain to its local name (None until read)."""
     if node.index is not None:
         return _index_parts(node)
-    if node.field in _CONDITION and FIELDS[node.field].lo is not None:
+    conditions = names.conditions
+    if node.field in conditions and FIELDS[node.field].lo is not None:
         if (node.op, node.value) in (("!=", 0), ("==", 1)):
-            return None, _CONDITION[node.field]
+            return None, conditions[node.field]
         if (node.op, node.value) in (("==", 0), ("!=", 1)):
-            return None, f"not {_CONDITION[node.field]}" if " " not in _CONDITION[node.field] \
-                else f"not ({_CONDITION[node.field]})"
-    guard, value, constant = _operand(node)
+            return None, f"not {conditions[node.field]}" if " " not in conditions[node.field] \
+                else f"not ({conditions[node.field]})"
+    guard, value, constant = _operand(node, names)
     if cached is not None and node.field in cached:
         if cached[node.field] is None:
             cached[node.field] = names.new()
@@ -225,7 +272,7 @@ def _chain(node: And | Or, names: _Names, depth: int) -> str:
     if is_or:
         for part in parts:
             if isinstance(part, Test) and part.index is None and part.op == "==" \
-                    and part.field not in _BYTE_FIELDS and part.field not in _CONDITION:
+                    and part.field not in _BYTE_FIELDS and part.field not in names.conditions:
                 equal_values.setdefault(part.field, []).append(effective_value(part.field, part.value))
     reads: dict[str, int] = {}
     for part in parts:
@@ -243,11 +290,11 @@ def _chain(node: And | Or, names: _Names, depth: int) -> str:
                 continue
             done_fields.add(part.field)
             values = sorted(set(equal_values[part.field]))
-            value, guard = _value_expression(part.field)
+            value, guard = names.values(part.field)
             test = f"{value} == {values[0]}" if len(values) == 1 else \
                 f"{value} in {{{', '.join(str(v) for v in values)}}}"
         else:
-            guard, test = _test_parts(part, cached, names)
+            guard, test = _test_parts(part, names, cached)
         by_guard.setdefault(guard, []).append(test)
     terms = []
     for guard, tests in by_guard.items():
@@ -271,7 +318,7 @@ def _expression(node: Node, names: _Names, depth: int = 0) -> str:
     if isinstance(node, Cond):
         return (f"({_expression(node.then, names, depth + 1)} if {_expression(node.test, names, depth + 1)} "
                 f"else {_expression(node.otherwise, names, depth + 1)})")
-    guard, test = _test_parts(node)
+    guard, test = _test_parts(node, names)
     return f"({guard} and {test})" if guard else f"({test})"
 
 
@@ -442,7 +489,9 @@ def _and_all(parts: list[Node]) -> Node:
     return node
 
 
-def python_source(tree: Node) -> str:
+def python_source(tree: Node, layer: Layer = Layer.NETWORK) -> str:
+    if layer not in NETWORK_LAYERS:
+        return _event_source(tree, layer)
     names = _Names()
     source = _CHECK
     early, tree = _early_parts(tree)
@@ -464,7 +513,17 @@ def python_source(tree: Node) -> str:
     return "def match(r, a):\n" + source
 
 
-def compile_tree(tree: Node, name: str = "<filter>"):
+def _event_source(tree: Node, layer: Layer) -> str:
+    """An event has no packet: the filter reads the address and its layer data
+    `d`; an address without that data never matches."""
+    names = _Names(layer)
+    data = "a.reflect" if layer == Layer.REFLECT else "a.flow"
+    body = f"    return True if {_expression(tree, names)} else False\n"
+    return "".join(names.helpers) + (f"def match(r, a):\n    d = {data}\n"
+                                     "    if d is None:\n        return False\n" + body)
+
+
+def compile_tree(tree: Node, name: str = "<filter>", layer: Layer = Layer.NETWORK):
     namespace = {"parse_headers": headers.parse_headers, "layout_hash": layout_hash}
-    exec(compile(python_source(tree), name, "exec"), namespace)
+    exec(compile(python_source(tree, layer), name, "exec"), namespace)
     return namespace["match"]

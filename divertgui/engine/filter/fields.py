@@ -9,12 +9,19 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..address import Event, Layer
+from ..address import PRIORITY_MAX, PRIORITY_MIN, Event, Layer
 
+# Where each field is valid: WinDivertValidateField's table (dll/windivert_shared.c).
 NETWORK_LAYERS = frozenset({Layer.NETWORK, Layer.NETWORK_FORWARD})
 NETWORK_ONLY = frozenset({Layer.NETWORK})
 ALL_LAYERS = frozenset(Layer)
-U8, U16, U32, U128 = 0xFF, 0xFFFF, 0xFFFFFFFF, (1 << 128) - 1
+EVENT_LAYERS = frozenset({Layer.FLOW, Layer.SOCKET, Layer.REFLECT})
+ENDPOINT_LAYERS = frozenset({Layer.FLOW, Layer.SOCKET})
+NOT_REFLECT = ALL_LAYERS - {Layer.REFLECT}
+ENDPOINT_AND_NETWORK = ENDPOINT_LAYERS | NETWORK_ONLY
+PROCESS_LAYERS = EVENT_LAYERS
+REFLECT_ONLY = frozenset({Layer.REFLECT})
+U8, U16, U32, U64, U128 = 0xFF, 0xFFFF, 0xFFFFFFFF, (1 << 64) - 1, (1 << 128) - 1
 IPV4_MAPPED_LO, IPV4_MAPPED_HI = 0xFFFF00000000, 0xFFFFFFFFFFFF
 
 
@@ -24,7 +31,7 @@ class Field(NamedTuple):
     lo: int | None
     hi: int | None
     layers: frozenset
-    style: str = "dec"          # how the formatter writes values: dec, hex, ipv4, addr, event
+    style: str = "dec"          # how the formatter writes values: dec, hex, ipv4, addr, event, layer
     index_size: int = 0         # bytes per word for index fields, 0 otherwise
 
 
@@ -34,34 +41,34 @@ def _f(name, guard, lo, hi, layers=NETWORK_LAYERS, style="dec", index_size=0):
 
 _NONE = (None, None)
 FIELDS = {f.name: f for f in (
-    _f("zero", None, 0, 0),
+    _f("zero", None, 0, 0, ALL_LAYERS),
     # `true` and `false` are tests on constant variables in the reference.
     _f("true", None, 1, 1, ALL_LAYERS),
     _f("false", None, 0, 0, ALL_LAYERS),
-    _f("timestamp", None, -(1 << 63), (1 << 63) - 1),
-    _f("event", None, 0, 9, style="event"),
-    _f("outbound", None, 0, 1, NETWORK_ONLY),
-    _f("inbound", None, 0, 1, NETWORK_ONLY),
+    _f("timestamp", None, -(1 << 63), (1 << 63) - 1, ALL_LAYERS),
+    _f("event", None, 0, 9, ALL_LAYERS, style="event"),
+    _f("outbound", None, 0, 1, ENDPOINT_AND_NETWORK),
+    _f("inbound", None, 0, 1, ENDPOINT_AND_NETWORK),
     _f("ifIdx", None, 0, U32),
     _f("subIfIdx", None, 0, U32),
-    _f("loopback", None, *_NONE, NETWORK_ONLY),
+    _f("loopback", None, *_NONE, ENDPOINT_AND_NETWORK),
     _f("impostor", None, *_NONE),
     _f("fragment", None, 0, 1),
     _f("random8", None, 0, U8),
     _f("random16", None, 0, U16),
     _f("random32", None, 0, U32),
     _f("length", None, 20, 0xFFFF + 40),
-    _f("ip", None, 0, 1),
-    _f("ipv6", None, 0, 1),
-    _f("icmp", None, 0, 1),
-    _f("icmpv6", None, 0, 1),
-    _f("tcp", None, 0, 1),
-    _f("udp", None, 0, 1),
-    _f("protocol", None, 0, U8, NETWORK_ONLY),
-    _f("localAddr", None, 0, U128, NETWORK_ONLY, style="addr"),
-    _f("localPort", None, 0, U16, NETWORK_ONLY),
-    _f("remoteAddr", None, 0, U128, NETWORK_ONLY, style="addr"),
-    _f("remotePort", None, 0, U16, NETWORK_ONLY),
+    _f("ip", None, 0, 1, NOT_REFLECT),
+    _f("ipv6", None, 0, 1, NOT_REFLECT),
+    _f("icmp", None, 0, 1, NOT_REFLECT),
+    _f("icmpv6", None, 0, 1, NOT_REFLECT),
+    _f("tcp", None, 0, 1, NOT_REFLECT),
+    _f("udp", None, 0, 1, NOT_REFLECT),
+    _f("protocol", None, 0, U8, ENDPOINT_AND_NETWORK),
+    _f("localAddr", None, 0, U128, ENDPOINT_AND_NETWORK, style="addr"),
+    _f("localPort", None, 0, U16, ENDPOINT_AND_NETWORK),
+    _f("remoteAddr", None, 0, U128, ENDPOINT_AND_NETWORK, style="addr"),
+    _f("remotePort", None, 0, U16, ENDPOINT_AND_NETWORK),
     _f("ip.HdrLength", "ip", 0, 0xF),
     _f("ip.TOS", "ip", 0, U16),
     _f("ip.Length", "ip", 0, U16),
@@ -118,37 +125,43 @@ FIELDS = {f.name: f for f in (
     _f("udp.Payload", "udp", 0, U8, style="hex", index_size=1),
     _f("udp.Payload16", "udp", 0, U16, style="hex", index_size=2),
     _f("udp.Payload32", "udp", 0, U32, style="hex", index_size=4),
-    # FLOW, SOCKET and REFLECT fields: known, and refused at the network layers.
-    _f("endpointId", None, *_NONE, frozenset()),
-    _f("parentEndpointId", None, *_NONE, frozenset()),
-    _f("processId", None, *_NONE, frozenset()),
-    _f("layer", None, *_NONE, frozenset()),
-    _f("priority", None, *_NONE, frozenset()),
+    _f("endpointId", None, 0, U64, ENDPOINT_LAYERS),
+    _f("parentEndpointId", None, 0, U64, ENDPOINT_LAYERS),
+    _f("processId", None, 0, U32, PROCESS_LAYERS),
+    _f("layer", None, 0, max(Layer), REFLECT_ONLY, style="layer"),
+    _f("priority", None, PRIORITY_MIN, PRIORITY_MAX, REFLECT_ONLY),
 )}
 
-# name -> (value, layers where the macro may be used)
+
+def _at(layers, value) -> dict:
+    return {layer: int(value) for layer in layers}
+
+
+# name -> {layer where the macro may be used: its value there}. CLOSE is
+# SOCKET_CLOSE at the socket layer and REFLECT_CLOSE at the reflect layer.
 MACROS = {
-    "TRUE": (1, ALL_LAYERS),
-    "FALSE": (0, ALL_LAYERS),
-    "TCP": (6, ALL_LAYERS),
-    "UDP": (17, ALL_LAYERS),
-    "ICMP": (1, ALL_LAYERS),
-    "ICMPV6": (58, ALL_LAYERS),
-    "PACKET": (int(Event.PACKET), NETWORK_LAYERS),
-    "ESTABLISHED": (int(Event.FLOW_ESTABLISHED), frozenset({Layer.FLOW})),
-    "DELETED": (int(Event.FLOW_DELETED), frozenset({Layer.FLOW})),
-    "BIND": (int(Event.SOCKET_BIND), frozenset({Layer.SOCKET})),
-    "CONNECT": (int(Event.SOCKET_CONNECT), frozenset({Layer.SOCKET})),
-    "LISTEN": (int(Event.SOCKET_LISTEN), frozenset({Layer.SOCKET})),
-    "ACCEPT": (int(Event.SOCKET_ACCEPT), frozenset({Layer.SOCKET})),
-    "CLOSE": (int(Event.SOCKET_CLOSE), frozenset({Layer.SOCKET, Layer.REFLECT})),
-    "OPEN": (int(Event.REFLECT_OPEN), frozenset({Layer.REFLECT})),
-    "NETWORK": (int(Layer.NETWORK), frozenset({Layer.REFLECT})),
-    "NETWORK_FORWARD": (int(Layer.NETWORK_FORWARD), frozenset({Layer.REFLECT})),
-    "FLOW": (int(Layer.FLOW), frozenset({Layer.REFLECT})),
-    "SOCKET": (int(Layer.SOCKET), frozenset({Layer.REFLECT})),
-    "REFLECT": (int(Layer.REFLECT), frozenset({Layer.REFLECT})),
+    "TRUE": _at(Layer, 1),
+    "FALSE": _at(Layer, 0),
+    "TCP": _at(Layer, 6),
+    "UDP": _at(Layer, 17),
+    "ICMP": _at(Layer, 1),
+    "ICMPV6": _at(Layer, 58),
+    "PACKET": _at(NETWORK_LAYERS, Event.PACKET),
+    "ESTABLISHED": _at({Layer.FLOW}, Event.FLOW_ESTABLISHED),
+    "DELETED": _at({Layer.FLOW}, Event.FLOW_DELETED),
+    "BIND": _at({Layer.SOCKET}, Event.SOCKET_BIND),
+    "CONNECT": _at({Layer.SOCKET}, Event.SOCKET_CONNECT),
+    "LISTEN": _at({Layer.SOCKET}, Event.SOCKET_LISTEN),
+    "ACCEPT": _at({Layer.SOCKET}, Event.SOCKET_ACCEPT),
+    "CLOSE": {Layer.SOCKET: int(Event.SOCKET_CLOSE), Layer.REFLECT: int(Event.REFLECT_CLOSE)},
+    "OPEN": _at({Layer.REFLECT}, Event.REFLECT_OPEN),
+    # The layer names are numbers at every layer (the reference expands them everywhere).
+    **{layer.name: _at(Layer, layer) for layer in Layer},
 }
+
+# The event macro that names each (layer, event value), for the formatter.
+_EVENT_MACROS = ("PACKET", "ESTABLISHED", "DELETED", "BIND", "CONNECT", "LISTEN", "ACCEPT", "CLOSE", "OPEN")
+EVENT_NAMES = {(layer, value): name for name in _EVENT_MACROS for layer, value in MACROS[name].items()}
 
 INDEX_MAX = 0xFFFF          # byte offsets of index fields stay below this, as in the reference
 INDEX_WORD_MAX = 0xFFFF + 40   # the largest index number accepted before scaling (WinDivert's MTU)
@@ -156,7 +169,7 @@ INDEX_WORD_MAX = 0xFFFF + 40   # the largest index number accepted before scalin
 # Fields compared on all 128 bits. Every other field is compared, after the
 # reference's folding, against the low 32 bits of the written value with its
 # sign kept: `tcp.SeqNum == 0x100000001` matches sequence number 1.
-BIG_FIELDS = frozenset({"timestamp", "localAddr", "remoteAddr", "ip.SrcAddr", "ip.DstAddr",
+BIG_FIELDS = frozenset({"timestamp", "endpointId", "parentEndpointId", "localAddr", "remoteAddr", "ip.SrcAddr", "ip.DstAddr",
                         "ipv6.SrcAddr", "ipv6.DstAddr"})
 
 

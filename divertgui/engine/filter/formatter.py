@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..address import Layer
 from .ast import Test
-from .fields import FIELDS
+from .fields import EVENT_NAMES, FIELDS
 from .program import ACCEPT, REJECT, Step
 
 _TERMINAL = (ACCEPT, REJECT)
@@ -189,8 +189,9 @@ def test_text(test: Test, layer: Layer = Layer.NETWORK) -> str:
     elif style == "addr":
         text = _ipv6(magnitude)
     elif style == "event":
-        text = "PACKET" if magnitude == 0 and layer in (Layer.NETWORK, Layer.NETWORK_FORWARD) \
-            else str(magnitude & 0xFFFFFFFF)
+        text = EVENT_NAMES.get((layer, magnitude), str(magnitude & 0xFFFFFFFF))
+    elif style == "layer":
+        text = Layer(magnitude).name if magnitude in Layer._value2member_map_ else str(magnitude & 0xFFFFFFFF)
     elif style == "hex":
         # The reference loses the sign of index-field values when it decompiles them.
         sign = "" if test.index is not None else sign

@@ -116,9 +116,9 @@ def _word_tokens(word: str, start: int, error_at: int, layer: Layer) -> list[Tok
             raise FilterError(errors.BAD_TOKEN_FOR_LAYER, error_at)
         return [Token("field", start, word)]
     if word in MACROS:
-        value, layers = MACROS[word]
-        if layer in layers:
-            return [Token("number", start, word, value)]
+        values = MACROS[word]
+        if layer in values:
+            return [Token("number", start, word, values[layer])]
         return [Token("macro", start, word)]
     if word == "b":
         return []  # the reference drops a lone `b`
