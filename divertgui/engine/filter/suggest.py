@@ -59,7 +59,7 @@ def suggest_name(word: str, layer: Layer, value_expected: bool = False) -> str |
 
 def _names(layer: Layer, value_expected: bool) -> list[str]:
     """Candidates in order of preference: what may stand here first."""
-    macros = [name for name, (_, layers) in MACROS.items() if layer in layers]
+    macros = [name for name, values in MACROS.items() if layer in values]
     tests = [name for name, spec in FIELDS.items() if layer in spec.layers] + list(KEYWORDS)
     return macros + tests if value_expected else tests + macros
 
