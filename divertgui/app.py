@@ -12,6 +12,7 @@ from PySide6.QtCore import QCoreApplication, QEventLoop, QObject, Qt, QThread, S
 from PySide6.QtWidgets import QApplication
 
 from divertgui import __version__
+from divertgui.engine import privileges
 from divertgui.engine.protocol import command
 from divertgui.engine.session import demo_fallback_reason
 
@@ -89,22 +90,6 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 def _use_offscreen_without_display() -> None:
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-
-
-def live_capture_problem() -> str | None:
-    """Why this process cannot capture live traffic, in one sentence; None when it can."""
-    if sys.platform.startswith("linux"):
-        from divertgui.engine.backends.nfqueue import PrerequisiteError, check_prerequisites
-        try:
-            check_prerequisites()
-        except PrerequisiteError as exc:
-            return str(exc)
-        return None
-    if sys.platform == "win32":
-        from divertgui.engine import privileges
-        return privileges.missing_privilege()
-    return (f"divertgui captures live traffic on Linux (netfilter) and Windows (WinDivert) only, "
-            f"not on {sys.platform}")
 
 
 class Workbench:
@@ -217,7 +202,7 @@ def open_workbench(args: argparse.Namespace) -> Workbench:
     if args.demo or args.self_test:
         source = "demo"
     else:
-        problem = live_capture_problem()
+        problem = privileges.live_capture_problem()
         source = "demo" if problem else "live"
     options = CaptureOptions(source=source, rate=500.0 if args.self_test else args.rate)
     bench = Workbench(options)

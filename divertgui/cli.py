@@ -6,6 +6,7 @@
     divert conditions FILTER [--lag MS] [--drop PCT] ... network conditions (Clumsy's modules) until stopped
     divert check FILTER                                  print the canonical form of a filter
     divert list | cleanup [--all]                        our handles and rules in this network namespace
+    divert serve [--listen PATH --allow-uid UID ...]     a capture service for divertgui windows
     divert doctor                                        what works on this machine, what is missing
 
 Long-running commands stop on SIGINT and SIGTERM, closing their handle
@@ -582,6 +583,11 @@ DOCTOR_CHECKS = (("root", _check_root), ("iptables", _check_tools), ("NFQUEUE", 
 REQUIRED_FOR_DIVERTING = {"root", "iptables", "NFQUEUE"}
 
 
+def cmd_serve(args) -> int:
+    from divertgui.service.serve import serve
+    return serve(args)
+
+
 def cmd_doctor(args) -> int:
     blocking = False
     for name, check in DOCTOR_CHECKS:
@@ -682,6 +688,16 @@ def build_parser() -> argparse.ArgumentParser:
     cleanup = commands.add_parser("cleanup", help="remove rules left by processes that are gone")
     cleanup.add_argument("--all", action="store_true", help="remove every divertgui rule, live processes' too")
     cleanup.set_defaults(run=cmd_cleanup)
+
+    serve = commands.add_parser("serve", help="run a capture service for divertgui windows",
+                                description="Run a capture service: a session driven by one client on "
+                                            "standard input/output, or by the allowed clients of a Unix socket.")
+    serve.add_argument("--listen", metavar="PATH", help="listen on this Unix socket instead of standard input/output")
+    serve.add_argument("--allow-uid", metavar="UID", type=_bounded(0, (1 << 32) - 2), action="append",
+                       help="with --listen: a user id that may connect (repeatable; the service's own always may)")
+    serve.add_argument("--allow-group", metavar="NAME", action="append",
+                       help="with --listen: a group whose members may connect (repeatable)")
+    serve.set_defaults(run=cmd_serve)
 
     doctor = commands.add_parser("doctor", help="what works on this machine and what is missing")
     doctor.set_defaults(run=cmd_doctor)

@@ -151,6 +151,21 @@ def missing_privilege(sets: CapabilitySets | None = None) -> str | None:
     return privilege_sentence(missing) if missing else None
 
 
+def live_capture_problem() -> str | None:
+    """Why this process cannot capture live traffic, in one sentence; None when it can."""
+    if sys.platform.startswith("linux"):
+        from divertgui.engine.backends.nfqueue import PrerequisiteError, check_prerequisites
+        try:
+            check_prerequisites()
+        except PrerequisiteError as exc:
+            return str(exc)
+        return None
+    if sys.platform == "win32":
+        return missing_privilege()
+    return (f"divertgui captures live traffic on Linux (netfilter) and Windows (WinDivert) only, "
+            f"not on {sys.platform}")
+
+
 # -- handing the capabilities on to child processes ---------------------------------------
 
 class _CapHeader(ctypes.Structure):

@@ -41,6 +41,9 @@ Events (Session -> GUI), at most ~30 per second in all
                   "send_errors" (packets the rules made that could not be injected);
                   delays_ms: the delays lag rules gave since the previous rows event
     held          {"held": [{"id": int, "row": int}], "released": [int]}
+    hello         {"version": int, "host": str, "pid": int, "live": str}   the first event of a capture
+                  service (divertgui.service): its protocol version, host name, process id, and why it
+                  cannot capture live traffic ("" when it can)
     error         {"message": str, "where": str, "position": int (filter errors)}
                   where "rules": a rule could not be built; the message names the rule;
                   where "send": the first packet the rules made that could not be injected
@@ -62,7 +65,7 @@ COMMANDS = frozenset({
     "set_rules", "shutdown",
 })
 
-EVENTS = frozenset({"state", "rows", "held", "error"})
+EVENTS = frozenset({"hello", "state", "rows", "held", "error"})
 
 
 def command(kind: str, **fields) -> dict:

@@ -27,6 +27,8 @@ BATCH = 255
 DEMO_RATE = 1000.0
 SWITCH_INTERVAL = 0.0001
 DELAYS_PER_EVENT = 512      # lag delays sent to the charts per "rows" event, the newest
+MAX_HELD = 10_000           # held packets; beyond, matching packets pass and are counted
+MAX_HELD_BYTES = 64 << 20   # their bytes
 
 _MODES = {"divert": Flag(0), "sniff": Flag.SNIFF, "drop": Flag.DROP}
 
@@ -69,9 +71,12 @@ class Session:
         self._hold_seconds = 0.0
         self._hold_action = "forward"
         self._held: dict[int, Held] = {}
+        self._held_bytes = 0
+        self.max_held, self.max_held_bytes = MAX_HELD, MAX_HELD_BYTES
         self._next_id = 1
         self._wall_offset = 0
-        self._counts = dict.fromkeys(("forwarded", "modified", "user_dropped", "hold_expired", "injected"), 0)
+        self._counts = dict.fromkeys(("forwarded", "modified", "user_dropped", "hold_expired", "injected",
+                                      "hold_refused"), 0)
         # Coalesced outgoing events.
         self._state_due = False
         self._rows_due = False
@@ -200,13 +205,16 @@ class Session:
         sniffing = self._mode == "sniff"
         intercept = None if sniffing or self._paused else self._intercept
         release, verdicts, hold = [], [], []
+        room, bytes_room = self.max_held - len(self._held), self.max_held_bytes - self._held_bytes
         # Copies and RSTs the rules created have no pending verdict: the list shows them injected.
         created = [] if sniffing or not self.pipeline.rules else [
             i for i, p in enumerate(packets) if not getattr(p, "ticket", 0)]
         for packet in packets:
             if sniffing:
                 verdicts.append(Verdict.SNIFFED)
-            elif intercept is not None and intercept.match(packet.raw, packet.address):
+            elif (intercept is not None and intercept.match(packet.raw, packet.address)
+                    and self._room_to_hold(room, bytes_room, len(packet.raw))):
+                room, bytes_room = room - 1, bytes_room - len(packet.raw)
                 verdicts.append(Verdict.HELD)
                 hold.append(packet)
             else:
@@ -238,16 +246,29 @@ class Session:
                 self._error(f"a packet made by the rules could not be injected: {errors[0]}", "send")
             self._send_errors += len(errors)
 
+    def _room_to_hold(self, room: int, bytes_room: int, size: int) -> bool:
+        """Whether one more packet of `size` bytes may be held; said once when not."""
+        if room > 0 and size <= bytes_room:
+            return True
+        if not self._counts["hold_refused"]:
+            self._error(f"{len(self._held)} packets ({self._held_bytes} bytes) are held, the most this session "
+                        f"holds ({self.max_held} packets, {self.max_held_bytes} bytes): further matching "
+                        f"packets pass (counted as hold_refused)", "held")
+        self._counts["hold_refused"] += 1
+        return False
+
     def _hold(self, packet, row: int, since: float) -> None:
         ident = self._next_id
         self._next_id += 1
         self._held[ident] = Held(packet, row, since)
+        self._held_bytes += len(packet.raw)
         self._newly_held.append({"id": ident, "row": row})
 
     def _release(self, ident: int, data: bytes | None, drop: bool = False, fix: bool = False) -> None:
         held = self._held.pop(ident, None)
         if held is None:
             raise SessionError(f"no held packet has id {ident} (already released or expired)", "held")
+        self._held_bytes -= len(held.packet.raw)
         if drop:
             if getattr(held.packet, "ticket", 0):
                 self._handle.drop(held.packet)

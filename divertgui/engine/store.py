@@ -66,7 +66,33 @@ class CaptureStore:
         block["verdict"] = verdicts
         block["length"] = lengths
         address_columns(addresses, block)
-        blob = b"".join(raws)
+        return self._append_block(block, raws, b"".join(raws), lengths)
+
+    def append_received(self, wall_ns: np.ndarray, timestamp: np.ndarray, if_idx: np.ndarray,
+                        sub_if_idx: np.ndarray, address_flags: np.ndarray, verdicts: np.ndarray,
+                        lengths: np.ndarray, blob: bytes) -> range:
+        """Append packets given as columns and their joined bytes, as a capture service sends them.
+
+        `address_flags` holds the address bits of the flags column; the rest is read from the bytes."""
+        count = len(lengths)
+        lengths = np.asarray(lengths, np.int64)
+        if count and int(lengths.max()) > ARENA_BYTES:
+            raise ValueError(f"packet of {int(lengths.max())} bytes is larger than a store arena ({ARENA_BYTES} bytes)")
+        block = np.zeros(count, RECORD)
+        block["wall_ns"] = wall_ns
+        block["timestamp"] = timestamp
+        block["if_idx"] = if_idx
+        block["sub_if_idx"] = sub_if_idx
+        block["flags"] = address_flags
+        block["verdict"] = verdicts
+        block["length"] = lengths
+        ends = np.cumsum(lengths)
+        view = memoryview(blob)
+        raws = [view[end - length:end] for end, length in zip(ends.tolist(), lengths.tolist())]
+        return self._append_block(block, raws, blob, lengths)
+
+    def _append_block(self, block: np.ndarray, raws: Sequence[bytes], blob: bytes, lengths: np.ndarray) -> range:
+        count = len(block)
         if count >= VECTOR_ROWS:
             summary_columns(raws, blob, lengths, block)
         else:

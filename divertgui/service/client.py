@@ -1,0 +1,239 @@
+"""The window's side of a capture service, without Qt: start or reach a
+service, send it commands, and turn what it sends into rows of a capture
+store and event dicts (divertgui.engine.protocol).
+
+Targets:
+    local                       `divert serve` started as a child process
+    unix:PATH                   a service listening on a Unix socket
+    ssh://[user@]host[:port]    `divert serve` on another host, through the system's ssh
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import urllib.parse
+from typing import Callable
+
+from divertgui.engine.store_record import Flags
+from divertgui.service import framing
+from divertgui.service.packet_frames import decode_edit, decode_packets, decode_verdicts
+
+SSH = "/usr/bin/ssh"
+REMOTE_COMMAND = "divert serve"
+ADDRESS_FLAGS = int(Flags.OUTBOUND | Flags.LOOPBACK | Flags.IMPOSTOR | Flags.IPV6 | Flags.SNIFFED
+                    | Flags.IP_CHECKSUM | Flags.TCP_CHECKSUM | Flags.UDP_CHECKSUM | Flags.FORWARD_LAYER)
+STDERR_KEPT = 8192
+
+
+class TargetError(ValueError):
+    """A connection target that is not one of the forms above."""
+
+
+def service_command() -> list[str]:
+    """How this installation starts `divert serve`: the bundled or installed `divert`, else this Python."""
+    here = os.path.dirname(os.path.abspath(sys.executable))
+    name = "divert.exe" if sys.platform == "win32" else "divert"
+    program = os.path.join(here, name)
+    if os.path.isfile(program) and os.access(program, os.X_OK):
+        return [program, "serve"]
+    return [sys.executable, "-I", "-m", "divertgui.cli", "serve"]
+
+
+def ssh_command(target: str, remote_command: str = REMOTE_COMMAND, options=()) -> list[str]:
+    """The ssh command line for `ssh://[user@]host[:port]`: non-interactive, its errors on stderr."""
+    parsed = urllib.parse.urlsplit(target)
+    if parsed.scheme != "ssh" or not parsed.hostname or parsed.path not in ("", "/") or parsed.query:
+        raise TargetError(f"{target!r} is not ssh://[user@]host[:port]")
+    try:
+        port = parsed.port
+    except ValueError:
+        raise TargetError(f"{target!r} has a bad port") from None
+    command = [SSH, "-o", "BatchMode=yes", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=2",
+               *options]
+    if port is not None:
+        command += ["-p", str(port)]
+    if parsed.username:
+        command += ["-l", urllib.parse.unquote(parsed.username)]
+    host = parsed.hostname
+    if host.startswith("-"):
+        raise TargetError(f"{target!r}: a host name cannot start with '-'")
+    return command + ["--", host, remote_command]
+
+
+def host_label(target: str) -> str:
+    """What the Host column shows for a target."""
+    if target == "local":
+        return "local"
+    if target.startswith("unix:"):
+        return target
+    parsed = urllib.parse.urlsplit(target)
+    return parsed.hostname or target
+
+
+class ServiceClient:
+    """One connection to a capture service.
+
+    `on_event(dict)` is called on the connection's reader thread, after the
+    rows the event speaks of are in `store`. When the stream ends, one last
+    error event (where "connection") says why, with ssh's or the service's
+    own words.
+    """
+
+    def __init__(self, target: str, store, on_event: Callable[[dict], None], *,
+                 remote_command: str = REMOTE_COMMAND, ssh_options=(), command: list[str] | None = None):
+        self.target = target
+        self.host = host_label(target)
+        self.store = store
+        self.on_event = on_event
+        self.remote_command = remote_command
+        self.ssh_options = tuple(ssh_options)
+        self.command = command
+        self.hello: dict | None = None
+        self.connected = False
+        self._process: subprocess.Popen | None = None
+        self._socket: socket.socket | None = None
+        self._write_lock = threading.Lock()
+        self._stderr = bytearray()
+        self._closing = False
+        self._reader: threading.Thread | None = None
+        self._stderr_reader: threading.Thread | None = None
+
+    # -- connecting ---------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.target == "local":
+            self._spawn(self.command or service_command())
+        elif self.target.startswith("unix:"):
+            path = self.target[len("unix:"):]
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(path)
+            except OSError as exc:
+                sock.close()
+                raise ConnectionError(f"{self.target}: cannot connect: {exc.strerror or exc}") from None
+            self._socket = sock
+            self._read, self._write = sock.recv, sock.sendall
+        elif self.target.startswith("ssh://"):
+            self._spawn(ssh_command(self.target, self.remote_command, self.ssh_options))
+        else:
+            raise TargetError(f"{self.target!r}: use local, unix:PATH or ssh://[user@]host[:port]")
+        self.connected = True
+        self._reader = threading.Thread(target=self._read_frames, name=f"service-{self.host}", daemon=True)
+        self._reader.start()
+
+    def _spawn(self, command: list[str]) -> None:
+        try:
+            self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                             stderr=subprocess.PIPE, bufsize=0, start_new_session=True)
+        except OSError as exc:
+            raise ConnectionError(f"{self.target}: cannot start {command[0]}: {exc.strerror or exc}") from None
+        self._read = self._process.stdout.read
+        self._write = self._process.stdin.write
+        self._stderr_reader = threading.Thread(target=self._keep_stderr, daemon=True)
+        self._stderr_reader.start()
+
+    def _keep_stderr(self) -> None:
+        for line in iter(self._process.stderr.readline, b""):
+            self._stderr += line
+            del self._stderr[:-STDERR_KEPT]
+
+    @property
+    def pid(self) -> int | None:
+        """The child process (service or ssh), None for a socket."""
+        return self._process.pid if self._process is not None else None
+
+    def stderr_text(self) -> str:
+        return self._stderr.decode("utf-8", "replace").strip()
+
+    # -- commands -------------------------------------------------------------------
+
+    def send(self, command: dict) -> None:
+        frame = framing.encode_json(command)
+        with self._write_lock:
+            try:
+                self._write(frame)
+            except (OSError, ValueError) as exc:
+                raise ConnectionError(f"{self.host}: the service is gone ({exc})") from None
+
+    def post(self, kind: str, **fields) -> None:
+        """A command (divertgui.engine.protocol); a lost service says so through an event instead."""
+        try:
+            self.send({"type": kind, **fields})
+        except ConnectionError:
+            pass
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Ask the service to end, then let go of it."""
+        self._closing = True
+        if self.connected:
+            self.post("shutdown")
+        if self._socket is not None:
+            if self._reader is not None:
+                self._reader.join(timeout)
+            self._socket.close()
+        if self._process is not None:
+            try:
+                self._process.stdin.close()
+            except OSError:
+                pass
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        if self._reader is not None:
+            self._reader.join(timeout)
+
+    # -- what the service sends ------------------------------------------------------
+
+    def _read_frames(self) -> None:
+        reader = framing.FrameReader(self._read, framing.MAX_SERVICE_FRAME)
+        why = "the service closed the connection"
+        try:
+            for kind, body in reader:
+                self._apply(kind, body)
+        except (framing.FrameError, ValueError) as exc:
+            why = f"the service sent a broken frame ({exc})"
+        except OSError as exc:
+            why = f"reading from the service failed ({exc})"
+        except Exception as exc:   # whatever breaks here must still say the connection ended
+            why = f"the service's data could not be stored ({exc!r})"
+        self.connected = False
+        if self._process is not None:
+            try:
+                self._process.wait(2)
+            except subprocess.TimeoutExpired:
+                pass
+            if self._stderr_reader is not None:
+                self._stderr_reader.join(1)
+        if not self._closing:
+            said = self.stderr_text()
+            self.on_event({"type": "error", "where": "connection",
+                           "message": f"{self.host}: {why}" + (f": {said}" if said else "")})
+
+    def _apply(self, kind: int, body: bytes) -> None:
+        store = self.store
+        if kind == framing.JSON:
+            message = framing.decode_json(body)
+            if message.get("type") == "hello":
+                self.hello = message
+            self.on_event(message)
+        elif kind == framing.PACKETS:
+            rows, blob = decode_packets(body)
+            store.append_received(rows["wall_ns"], rows["timestamp"], rows["if_idx"], rows["sub_if_idx"],
+                                  rows["flags"] & ADDRESS_FLAGS, rows["verdict"], rows["length"], blob)
+        elif kind == framing.VERDICTS:
+            count = len(store)
+            for row, verdict in decode_verdicts(body).tolist():
+                if row < count:
+                    store.set_verdict(row, verdict)
+        elif kind == framing.EDIT:
+            row, raw = decode_edit(body)
+            if row < len(store):
+                store.set_edited(row, raw)
+        elif kind == framing.CLEAR:
+            store.clear()

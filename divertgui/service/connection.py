@@ -1,0 +1,118 @@
+"""One client of the capture service: a Session driven by the client's
+commands, its events and rows framed back.
+
+Fail-safe: when the client goes away (end of stream, a broken frame, a
+failed write) the session releases what it holds by the hold policy
+(forward unless the client chose drop), removes its rules and ends.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import threading
+from typing import Callable
+
+from divertgui.engine.protocol import event
+from divertgui.engine.session import Session
+from divertgui.service import framing
+from divertgui.service.commands import CommandError, validate
+from divertgui.service.store_relay import StoreRelay
+from divertgui.service.writer import FrameWriter
+
+PROTOCOL_VERSION = 1
+
+
+class Peer:
+    """Who is at the other end: a uid when the transport says (a Unix socket), else None (the owner)."""
+
+    def __init__(self, description: str, uid: int | None = None):
+        self.description = description
+        self.uid = uid
+
+
+class Connection:
+    def __init__(self, read: Callable[[int], bytes], write: Callable[[bytes], object], peer: Peer,
+                 log: Callable[[str], None], live_problem: str = ""):
+        self.peer = peer
+        self._read = read
+        self._log = log
+        self._live_problem = live_problem
+        self._hold_action = "forward"
+        self._gone = threading.Event()
+        self.writer = FrameWriter(write, self._client_gone)
+        self.relay = StoreRelay(self.writer.send)
+        self.session = Session(self.relay.send_event, self.relay)
+
+    def run(self) -> None:
+        """Serve until the client leaves or asks for shutdown; the session's rules are gone on return."""
+        self.relay.send_event(event("hello", version=PROTOCOL_VERSION, host=socket.gethostname(),
+                                    pid=os.getpid(), live=self._live_problem))
+        reader = threading.Thread(target=self._read_commands, name="command-reader", daemon=True)
+        reader.start()
+        try:
+            self.session.run()
+        finally:
+            self.writer.close()
+
+    def end(self, why: str) -> None:
+        """End the session as if the client had left (the service is stopping)."""
+        self._client_gone(why)
+
+    def _client_gone(self, why: str) -> None:
+        if self._gone.is_set():
+            return
+        self._gone.set()
+        self._log(f"{self.peer.description}: {why}; releasing held packets ({self._hold_action}) and ending")
+        if self._hold_action == "drop":
+            self.session.post({"type": "drop_all"})
+        self.session.post({"type": "shutdown"})
+
+    def _read_commands(self) -> None:
+        reader = framing.FrameReader(self._read, framing.MAX_COMMAND_FRAME)
+        try:
+            for kind, body in reader:
+                if self._gone.is_set():
+                    return
+                if kind != framing.JSON:
+                    self._refuse(f"a client sends JSON command frames only, not frame kind {chr(kind)!r}")
+                    continue
+                try:
+                    self._take(validate(framing.decode_json(body)))
+                except (CommandError, ValueError) as exc:
+                    self._refuse(str(exc))
+        except framing.FrameError as exc:
+            self._refuse(f"broken frame: {exc}")
+            self._client_gone(f"broken frame ({exc})")
+            return
+        except (OSError, ValueError) as exc:
+            self._client_gone(f"reading failed ({exc})")
+            return
+        self._client_gone("the client closed the connection")
+
+    def _take(self, command: dict) -> None:
+        if command["type"] == "start" and command.get("source") == "replay":
+            self._check_replay_path(command.get("path", ""))
+        if command["type"] == "set_hold_timeout":
+            self._hold_action = command.get("action", "forward")
+        self.session.post(command)
+
+    def _check_replay_path(self, path: str) -> None:
+        """A client of another user replays only files that user may read anyway."""
+        if self.peer.uid is None or self.peer.uid == os.geteuid():
+            return
+        if not os.path.isabs(path):
+            raise CommandError(f"start.path must be an absolute path, not {path[:200]!r}")
+        try:
+            info = os.stat(path)
+        except OSError as exc:
+            raise CommandError(f"start.path: cannot read {path[:200]}: {exc.strerror}") from None
+        if not stat.S_ISREG(info.st_mode):
+            raise CommandError(f"start.path: {path[:200]} is not a regular file")
+        if info.st_uid != self.peer.uid and not info.st_mode & stat.S_IROTH:
+            raise CommandError(f"start.path: {path[:200]} is neither yours nor readable by everyone")
+
+    def _refuse(self, message: str) -> None:
+        self._log(f"{self.peer.description}: refused: {message}")
+        self.relay.send_event(event("error", message=message, where="command"))

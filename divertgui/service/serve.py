@@ -1,0 +1,127 @@
+"""`divert serve`: a capture service on standard input/output or a Unix socket."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+
+from divertgui.engine import privileges
+from divertgui.service import framing
+from divertgui.service.connection import Connection, Peer
+from divertgui.service.peers import AccessPolicy, peer_credentials, user_name
+from divertgui.service.transports import SocketPathError, listen_unix, take_stdio, write_all
+
+MAX_CLIENTS = 8
+ACCEPT_POLL = 0.2
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def log(message: str) -> None:
+    print(f"divert serve[{os.getpid()}]: {message}", file=sys.stderr, flush=True)
+
+
+def serve(args) -> int:
+    """Serve one client on stdin/stdout, or every allowed client of `--listen PATH` until a signal."""
+    if args.listen:
+        try:
+            policy = AccessPolicy(args.allow_uid or (), args.allow_group or ())
+        except ValueError as exc:
+            log(str(exc))
+            return 2
+        try:
+            server = listen_unix(args.listen)
+        except (SocketPathError, OSError) as exc:
+            log(str(exc))
+            return 2
+        return serve_socket(server, args.listen, policy)
+    if args.allow_uid or args.allow_group:
+        log("--allow-uid and --allow-group apply to --listen only")
+        return 2
+    return serve_stdio()
+
+
+def serve_stdio() -> int:
+    read_fd, write_fd = take_stdio()
+    connection = Connection(lambda n: os.read(read_fd, n), lambda data: write_all(write_fd, data),
+                            Peer("the client on standard input"), log, privileges.live_capture_problem() or "")
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, lambda signum, frame: connection.end(f"{signal.Signals(signum).name} received"))
+    connection.run()
+    return 0
+
+
+def _refuse(client: socket.socket, message: str) -> None:
+    try:
+        client.settimeout(1.0)
+        client.sendall(framing.encode_json({"type": "error", "message": message, "where": "access"}))
+        client.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        client.close()
+
+
+def serve_socket(server: socket.socket, path: str, policy: AccessPolicy) -> int:
+    stopping = threading.Event()
+    connections: dict[Connection, threading.Thread] = {}
+    lock = threading.Lock()
+
+    def on_signal(signum, frame):
+        stopping.set()
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, on_signal)
+    log(f"listening on {path} for {policy.describe()}")
+    server.settimeout(ACCEPT_POLL)
+    problem = privileges.live_capture_problem() or ""
+    try:
+        while not stopping.is_set():
+            try:
+                client, _ = server.accept()
+            except TimeoutError:
+                continue
+            except InterruptedError:
+                continue
+            client.settimeout(None)
+            pid, uid, gid = peer_credentials(client)
+            refusal = policy.refusal(uid, gid)
+            if refusal is None:
+                with lock:
+                    if len(connections) >= MAX_CLIENTS:
+                        refusal = f"this divert service already serves {MAX_CLIENTS} clients, its most"
+            if refusal is not None:
+                log(f"refused process {pid} of {user_name(uid)} (uid {uid}): {refusal}")
+                _refuse(client, refusal)
+                continue
+            peer = Peer(f"process {pid} of {user_name(uid)} (uid {uid})", uid)
+            log(f"serving {peer.description}")
+            connection = Connection(client.recv, client.sendall, peer, log, problem)
+
+            def run(connection=connection, client=client):
+                try:
+                    connection.run()
+                finally:
+                    client.close()
+                    with lock:
+                        connections.pop(connection, None)
+
+            thread = threading.Thread(target=run, name=f"client-{pid}", daemon=True)
+            with lock:
+                connections[connection] = thread
+            thread.start()
+    finally:
+        server.close()
+        os.unlink(path)
+        with lock:
+            running = list(connections.items())
+        for connection, _ in running:
+            connection.end("the service is stopping")
+        deadline = time.monotonic() + 5
+        for _, thread in running:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        log("stopped")
+    return 0

@@ -1,0 +1,82 @@
+"""The service's stand-in for the capture store: what the Session appends and
+changes goes to the client as binary frames, in order with the events.
+
+The service keeps no packet bytes: the client's store is the only copy.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Sequence
+
+import numpy as np
+
+from divertgui.engine.address import Address
+from divertgui.engine.store_columns import address_columns
+from divertgui.service import framing
+from divertgui.service.packet_frames import ROW, encode_edit, encode_packets, encode_verdicts
+
+
+class StoreRelay:
+    """The writing side of CaptureStore, turned into frames for `send(frame_bytes)`."""
+
+    def __init__(self, send: Callable[[bytes], None]):
+        self._send = send
+        self._lock = threading.Lock()
+        self._verdicts: list[tuple[int, int]] = []
+        self._count = 0
+        self.bytes_stored = 0
+        self.generation = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def append(self, raw: bytes, address: Address, verdict, wall_ns: int) -> int:
+        return self.append_batch((raw,), (address,), verdict, wall_ns).start
+
+    def append_batch(self, raws: Sequence[bytes], addresses: Sequence[Address], verdicts, wall_ns) -> range:
+        count = len(raws)
+        if len(addresses) != count:
+            raise ValueError(f"append_batch: {count} packets but {len(addresses)} addresses")
+        rows = np.zeros(count, ROW)
+        rows["wall_ns"] = wall_ns
+        rows["verdict"] = verdicts
+        rows["length"] = np.fromiter(map(len, raws), np.int64, count)
+        address_columns(addresses, rows)
+        blob = b"".join(raws)
+        with self._lock:
+            first = self._count
+            self._flush_verdicts()
+            self._send(framing.encode(framing.PACKETS, encode_packets(rows, blob)))
+            self._count += count
+            self.bytes_stored += len(blob)
+        return range(first, first + count)
+
+    def set_verdict(self, row: int, verdict) -> None:
+        with self._lock:
+            self._verdicts.append((row, int(verdict)))
+
+    def set_edited(self, row: int, raw: bytes) -> None:
+        with self._lock:
+            self._flush_verdicts()
+            self._send(framing.encode(framing.EDIT, encode_edit(row, bytes(raw))))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._verdicts.clear()
+            self._send(framing.encode(framing.CLEAR, b""))
+            self._count = 0
+            self.bytes_stored = 0
+            self.generation += 1
+
+    def send_event(self, message: dict) -> None:
+        """An event, after every row change made before it."""
+        frame = framing.encode_json(message)
+        with self._lock:
+            self._flush_verdicts()
+            self._send(frame)
+
+    def _flush_verdicts(self) -> None:
+        if self._verdicts:
+            changes, self._verdicts = self._verdicts, []
+            self._send(framing.encode(framing.VERDICTS, encode_verdicts(changes)))

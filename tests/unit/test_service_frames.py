@@ -1,0 +1,127 @@
+"""The service's frames: the store a client fills from them equals the store
+the session would have filled in-process, and a broken stream is refused."""
+
+import io
+import random
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from divertgui.engine.store import CaptureStore
+from divertgui.engine.store_record import COLUMNS, Verdict
+from divertgui.service import framing
+from divertgui.service.client import ServiceClient
+from divertgui.service.packet_frames import decode_packets
+from divertgui.service.store_relay import StoreRelay
+from tests.packet_gen import address_for, packet
+
+
+def relayed(operations) -> tuple[CaptureStore, CaptureStore]:
+    """The same store operations on a CaptureStore and, through frames, on a client's."""
+    direct = CaptureStore()
+    frames = []
+    relay = StoreRelay(frames.append)
+    for name, args in operations:
+        getattr(direct, name)(*args)
+        getattr(relay, name)(*args)
+    relay.send_event({"type": "rows", "count": len(relay)})
+    received = CaptureStore()
+    events = []
+    client = ServiceClient("local", received, events.append)
+    client._read = io.BytesIO(b"".join(frames)).read
+    client._closing = True
+    client._read_frames()
+    assert events == [{"type": "rows", "count": len(direct)}]
+    return direct, received
+
+
+def assert_same(direct: CaptureStore, received: CaptureStore) -> None:
+    assert len(received) == len(direct)
+    for name in COLUMNS:
+        if name != "offset":
+            assert np.array_equal(received.column(name), direct.column(name)), name
+    for row in range(len(direct)):
+        assert received.raw(row) == direct.raw(row)
+        assert received.original(row) == direct.original(row)
+        assert received.address(row) == direct.address(row)
+
+
+def test_a_client_store_equals_the_sessions_store():
+    rng = random.Random(7)
+    raws = [packet(rng) for _ in range(300)]
+    addresses = [address_for(rng, raw) for raw in raws]
+    walls = [1_700_000_000_000_000_000 + i for i in range(300)]
+    verdicts = [rng.choice(list(Verdict)) for _ in range(300)]
+    direct, received = relayed([
+        ("append_batch", (raws[:200], addresses[:200], verdicts[:200], walls[:200])),
+        ("append", (raws[200], addresses[200], Verdict.HELD, walls[200])),
+        ("set_verdict", (5, Verdict.DROPPED)),
+        ("set_edited", (200, raws[201])),
+        ("append_batch", (raws[202:], addresses[202:], Verdict.SNIFFED, walls[202:])),
+    ])
+    assert_same(direct, received)
+    assert received.verdict(200) == Verdict.MODIFIED and received.verdict(5) == Verdict.DROPPED
+
+
+def test_clear_empties_the_client_store_too():
+    rng = random.Random(8)
+    raws = [packet(rng) for _ in range(20)]
+    addresses = [address_for(rng, raw) for raw in raws]
+    direct, received = relayed([
+        ("append_batch", (raws[:10], addresses[:10], Verdict.PASSED, 1)),
+        ("clear", ()),
+        ("append_batch", (raws[10:], addresses[10:], Verdict.PASSED, 2)),
+    ])
+    assert_same(direct, received)
+    assert received.generation == direct.generation == 1
+
+
+def frames_of(data: bytes, limit: int = framing.MAX_COMMAND_FRAME):
+    return list(framing.FrameReader(io.BytesIO(data).read, limit))
+
+
+def test_frames_round_trip_and_end_cleanly():
+    data = framing.encode_json({"type": "stop"}) + framing.encode(framing.CLEAR, b"")
+    assert frames_of(data) == [(framing.JSON, b'{"type":"stop"}'), (framing.CLEAR, b"")]
+
+
+@pytest.mark.parametrize("data, says", [
+    (b"\x00\x00", "ended inside a frame's header"),
+    (b"\x00\x00\x00\x00J", "length is 0"),
+    (b"\x00\x00\x00\x05J{}", "ended inside a frame's body"),
+    (b"\x7f\xff\xff\xffJ", "larger than the limit"),
+    (b"\x00\x00\x00\x01Z", "unknown frame kind"),
+])
+def test_a_broken_stream_is_refused_with_a_reason(data, says):
+    with pytest.raises(framing.FrameError, match=says):
+        frames_of(data)
+
+
+@pytest.mark.parametrize("body, says", [
+    (b"\xff", "not UTF-8"), (b"{", "not JSON"), (b"[1]", "JSON object"), (b'{"a": NaN}', "NaN"),
+    (b"[" * 100000, "nested too deeply|not JSON"),
+])
+def test_json_bodies_are_checked(body, says):
+    with pytest.raises(ValueError, match=says):
+        framing.decode_json(body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_the_frame_decoder_takes_any_bytes_without_crashing(data):
+    try:
+        for kind, body in frames_of(data, 256):
+            assert kind in framing.KINDS and len(body) < 256
+            if kind == framing.JSON:
+                try:
+                    framing.decode_json(body)
+                except ValueError:
+                    pass
+            elif kind == framing.PACKETS:
+                try:
+                    decode_packets(body)
+                except ValueError:
+                    pass
+    except framing.FrameError:
+        pass
