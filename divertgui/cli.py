@@ -17,6 +17,7 @@ privilege, kernel feature, tool), 2 bad usage or bad filter.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import signal
@@ -25,7 +26,7 @@ import sys
 import threading
 import time
 
-from divertgui.engine.address import Address, Flag, Layer, PRIORITY_MAX, PRIORITY_MIN
+from divertgui.engine.address import Address, Flag, Layer
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 LAYERS = {"network": Layer.NETWORK, "forward": Layer.NETWORK_FORWARD}
@@ -61,18 +62,11 @@ def _error(message: str) -> None:
     _say(f"divert: {message}", sys.stderr)
 
 
-def filter_error_text(text: str, exc) -> str:
-    """The error, the filter, and a caret under the position it names."""
-    position = max(0, min(getattr(exc, "position", 0), len(text)))
-    line_start = text.rfind("\n", 0, position) + 1
-    line_end = text.find("\n", position)
-    line = text[line_start:] if line_end < 0 else text[line_start:line_end]
-    column = position - line_start
-    caret = "".join("\t" if c == "\t" else " " for c in line[:column]) + "^"
-    message = getattr(exc, "message", str(exc))
-    text = f"divert: bad filter: {message} (at position {position})\n  {line}\n  {caret}"
-    suggestion = getattr(exc, "suggestion", None)
-    return text + (f"\n  did you mean `{suggestion}`?" if suggestion else "")
+def filter_error_text(text: str, exc, prefix: str = "divert") -> str:
+    """The error, the filter around the position it names with a caret under it, and a suggestion."""
+    from divertgui.engine.filter.errors import report_lines
+    first, *rest = report_lines(text, exc)
+    return "\n  ".join([f"{prefix}: bad filter: {first}", *rest])
 
 
 def _compile(text: str, layer: Layer):
@@ -413,11 +407,11 @@ def cmd_passthru(args) -> int:
 def cmd_conditions(args) -> int:
     """Lag, loss and the other rules on the packets FILTER selects; the counters on SIGINT/SIGTERM."""
     from divertgui.engine.address import Param
-    from divertgui.engine.rules import Pipeline, RuleError, rules_from_dicts
-    from divertgui.engine.rules.cli_args import format_stats, rules_from_args
+    from divertgui.engine.rules import RuleError
+    from divertgui.engine.rules.cli_args import format_stats, pipeline_from_args
     from divertgui.engine.rules.runner import run_conditions
     try:
-        pipeline = Pipeline(rules_from_dicts(rules_from_args(args)), seed=args.seed)
+        pipeline = pipeline_from_args(args)
     except RuleError as exc:
         _error(f"conditions: {exc}")
         return EXIT_USAGE
@@ -606,16 +600,6 @@ def cmd_doctor(args) -> int:
 
 # -- arguments --------------------------------------------------------------------------
 
-def _priority(text: str) -> int:
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not PRIORITY_MIN <= value <= PRIORITY_MAX:
-        raise argparse.ArgumentTypeError(f"{value} is outside {PRIORITY_MIN}..{PRIORITY_MAX}")
-    return value
-
-
 def _bounded(low: int, high: int):
     def parse(text: str) -> int:
         try:
@@ -633,12 +617,13 @@ def _positive_seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds more than 0")
     return value
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from divertgui.engine.rules.cli_args import add_conditions_parser, priority
     parser = argparse.ArgumentParser(prog="divert", description="Capture, block and re-inject packets chosen by "
                                      "a WinDivert filter (Linux: netfilter NFQUEUE).")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -646,7 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
     def diverting(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("filter", metavar="FILTER", help="WinDivert filter, e.g. \"tcp.DstPort == 80\"")
-        sub.add_argument("--priority", type=_priority, default=0, help="handle priority, -30000..30000 (default 0)")
+        sub.add_argument("--priority", type=priority, default=0, help="handle priority, -30000..30000 (default 0)")
         sub.add_argument("--layer", choices=sorted(LAYERS), default="network",
                          help="network: packets to/from this machine; forward: routed through it")
         return sub
@@ -671,7 +656,6 @@ def build_parser() -> argparse.ArgumentParser:
                           help="stop after this long (default: until SIGINT/SIGTERM)")
     passthru.set_defaults(run=cmd_passthru)
 
-    from divertgui.engine.rules.cli_args import add_conditions_parser
     conditions = add_conditions_parser(commands)
     conditions.add_argument("--layer", choices=sorted(LAYERS), default="network",
                             help="network: packets to/from this machine; forward: routed through it")

@@ -93,7 +93,7 @@ def test_bad_usage_exits_2_with_what_is_wrong(netns):
     bad_filter = cli(netns, "conditions", "udp andd tcp", "--lag", "10")
     assert bad_filter.returncode == 2 and "at position 4" in bad_filter.stderr, bad_filter.stderr
     bad_value = cli(netns, "conditions", "udp", "--lag", "20000")
-    assert bad_value.returncode == 2 and "lag.inbound_ms: 20000.0 is outside 0..15000" in bad_value.stderr
+    assert bad_value.returncode == 2 and "--lag: inbound_ms 20000.0 is outside 0..15000" in bad_value.stderr
     nothing = cli(netns, "conditions", "udp")
     assert nothing.returncode == 2 and "no condition given" in nothing.stderr
     assert our_chains(netns) == []

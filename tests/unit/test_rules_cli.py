@@ -52,7 +52,7 @@ def test_a_malformed_option_is_refused(capsys):
 def test_out_of_range_values_say_which_rule(capsys):
     err = io.StringIO()
     assert conditions_main(parse("udp", "--drop", "150"), out=io.StringIO(), err=err) == 2
-    assert "rule 1: drop.chance: 150.0 is outside 0..100" in err.getvalue()
+    assert "--drop: chance 150.0 is outside 0..100" in err.getvalue()
 
 
 def test_no_condition_is_an_error():

@@ -16,6 +16,7 @@ Times are nanoseconds of a monotonic clock the caller passes in.
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 
 from divertgui.engine.address import Layer
@@ -33,18 +34,27 @@ class RuleError(ValueError):
 
     def __init__(self, message: str, where: str = "", position: int | None = None):
         super().__init__(f"{where}: {message}" if where else message)
+        self.message = message
         self.where = where
         self.position = position
 
 
 @dataclasses.dataclass(frozen=True)
 class Param:
-    """A rule parameter: its default and what it accepts (a numeric range or a set of choices)."""
+    """A rule parameter: its default and what it accepts (a numeric range or a set of choices).
+
+    A numeric parameter (its default a number) declares both bounds.
+    """
 
     default: object
     low: float | None = None
     high: float | None = None
     choices: tuple | None = None
+
+    def __post_init__(self):
+        numeric = isinstance(self.default, (int, float)) and not isinstance(self.default, bool)
+        if numeric and (self.low is None or self.high is None):
+            raise TypeError(f"a numeric parameter needs both bounds, not {self.low}..{self.high}")
 
     def check(self, value, where: str):
         default = self.default
@@ -55,10 +65,11 @@ class Param:
         if isinstance(default, (int, float)):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise RuleError(f"expects a number, not {value!r}", where)
+            # NaN compares false with every bound, so it is refused by name.
+            if not math.isfinite(value) or not self.low <= value <= self.high:
+                raise RuleError(f"{value} is outside {_number(self.low)}..{_number(self.high)}", where)
             if isinstance(default, int) and value != int(value):
                 raise RuleError(f"expects a whole number, not {value!r}", where)
-            if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
-                raise RuleError(f"{value} is outside {self.low:g}..{self.high:g}", where)
             return type(default)(value)
         if self.choices is not None:
             if value not in self.choices:
@@ -71,6 +82,10 @@ class Param:
                 raise RuleError(f"expects a mapping, not {value!r}", where)
             return dict(value)
         return value
+
+
+def _number(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
 
 
 def chance(percent: float) -> Param:
@@ -102,7 +117,7 @@ class Rule:
         try:
             self.filter = compile_filter(self.filter_text, Layer.NETWORK)
         except FilterError as exc:
-            raise RuleError(f"filter {self.filter_text!r}: {exc.message} at character {exc.position}",
+            raise RuleError(f"filter {self.filter_text!r}: {exc.message} at position {exc.position}",
                             f"{self.kind}.filter", exc.position) from exc
         self._match_all = self.filter_text == "true"
         self._outbound = {"both": None, "inbound": False, "outbound": True}[direction]

@@ -12,10 +12,12 @@ import signal
 import sys
 import threading
 
+from divertgui.engine.address import PRIORITY_MAX, PRIORITY_MIN
 from divertgui.engine.rules.base import RuleError
+from divertgui.engine.rules.lag import Lag
 from divertgui.engine.rules.pipeline import Pipeline
 from divertgui.engine.rules.profiles import load_profile
-from divertgui.engine.rules.registry import rules_from_dicts
+from divertgui.engine.rules.registry import RULE_KINDS, rules_from_dicts
 
 _DIRECTIONS = {"in": "inbound", "out": "outbound", "both": "both"}
 _COLUMNS = ("matched", "dropped", "delayed", "duplicated", "modified", "injected", "held")
@@ -27,6 +29,17 @@ def _pair(text: str, what: str) -> tuple[float, float]:
         return float(first), float(second) if sep else None
     except ValueError:
         raise argparse.ArgumentTypeError(f"{what}: expected numbers like {what.split()[-1]}, not {text!r}")
+
+
+def priority(text: str) -> int:
+    """A handle priority, as argparse reads it."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not PRIORITY_MIN <= value <= PRIORITY_MAX:
+        raise argparse.ArgumentTypeError(f"{value} is outside {PRIORITY_MIN}..{PRIORITY_MAX}")
+    return value
 
 
 def _lag(text):
@@ -53,7 +66,7 @@ def add_conditions_parser(subparsers) -> argparse.ArgumentParser:
                     "those of --profile.")
     parser.add_argument("filter", metavar="FILTER", help="WinDivert filter of the packets to divert")
     parser.add_argument("--lag", type=_lag, metavar="MS[:MS]", help="delay (inbound:outbound if two values)")
-    parser.add_argument("--jitter", type=float, default=0.0, metavar="MS", help="lag jitter, +- MS (uniform)")
+    parser.add_argument("--jitter", type=float, metavar="MS", help="lag jitter, +- MS (uniform); needs --lag")
     parser.add_argument("--drop", type=float, metavar="PCT", help="drop this percentage of packets")
     parser.add_argument("--throttle", type=_throttle, metavar="MS:PCT", help="throttle frames of MS, started with PCT")
     parser.add_argument("--reorder", type=float, metavar="PCT", help="send this percentage out of order")
@@ -64,36 +77,70 @@ def add_conditions_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--direction", choices=tuple(_DIRECTIONS), default="both",
                         help="which packets the options above apply to")
     parser.add_argument("--profile", metavar="FILE", help="rules from a profile (file, saved name or preset)")
-    parser.add_argument("--priority", type=int, default=0, help="handle priority (-30000..30000)")
+    parser.add_argument("--priority", type=priority, default=0,
+                        help=f"handle priority, {PRIORITY_MIN}..{PRIORITY_MAX} (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the rules' randomness")
     parser.set_defaults(run=conditions_main)
     return parser
 
 
+def option_rules(args) -> list[tuple[str, dict]]:
+    """(option, rule dict) for each condition option given, in Clumsy's order."""
+    common = {"direction": _DIRECTIONS[args.direction]}
+    rules = []
+    if args.lag is not None:
+        rules.append(("--lag", {"kind": "lag", "inbound_ms": args.lag[0], "outbound_ms": args.lag[1],
+                                "jitter_ms": args.jitter or 0.0, **common}))
+    if args.drop is not None:
+        rules.append(("--drop", {"kind": "drop", "chance": args.drop, **common}))
+    if args.throttle is not None:
+        rules.append(("--throttle", {"kind": "throttle", "frame_ms": args.throttle[0],
+                                     "chance": args.throttle[1], **common}))
+    if args.reorder is not None:
+        rules.append(("--reorder", {"kind": "out_of_order", "chance": args.reorder, **common}))
+    if args.duplicate is not None:
+        count = args.duplicate[0]
+        rules.append(("--duplicate", {"kind": "duplicate", "count": int(count) if count.is_integer() else count,
+                                      "chance": args.duplicate[1], **common}))
+    if args.tamper is not None:
+        rules.append(("--tamper", {"kind": "tamper", "chance": args.tamper, **common}))
+    if args.reset is not None:
+        rules.append(("--reset", {"kind": "reset", "chance": args.reset, **common}))
+    if args.bandwidth is not None:
+        rules.append(("--bandwidth", {"kind": "bandwidth", "kbps": args.bandwidth, **common}))
+    return rules
+
+
 def rules_from_args(args) -> list[dict]:
     """Rule dicts for the options given, after those of --profile."""
     rules = list(load_profile(args.profile)["rules"]) if args.profile else []
-    common = {"direction": _DIRECTIONS[args.direction]}
-    if args.lag is not None:
-        rules.append({"kind": "lag", "inbound_ms": args.lag[0], "outbound_ms": args.lag[1],
-                      "jitter_ms": args.jitter, **common})
-    if args.drop is not None:
-        rules.append({"kind": "drop", "chance": args.drop, **common})
-    if args.throttle is not None:
-        rules.append({"kind": "throttle", "frame_ms": args.throttle[0], "chance": args.throttle[1], **common})
-    if args.reorder is not None:
-        rules.append({"kind": "out_of_order", "chance": args.reorder, **common})
-    if args.duplicate is not None:
-        count = args.duplicate[0]
-        rules.append({"kind": "duplicate", "count": int(count) if count == int(count) else count,
-                      "chance": args.duplicate[1], **common})
-    if args.tamper is not None:
-        rules.append({"kind": "tamper", "chance": args.tamper, **common})
-    if args.reset is not None:
-        rules.append({"kind": "reset", "chance": args.reset, **common})
-    if args.bandwidth is not None:
-        rules.append({"kind": "bandwidth", "kbps": args.bandwidth, **common})
-    return rules
+    return rules + [data for _, data in option_rules(args)]
+
+
+def pipeline_from_args(args) -> Pipeline:
+    """The rules of --profile, then of the options, checked against the rules' declared parameters.
+
+    A bad value raises RuleError whose message names the option, the
+    parameter and the range it accepts.
+    """
+    rules = rules_from_dicts(list(load_profile(args.profile)["rules"])) if args.profile else []
+    if args.jitter is not None:
+        _checked("--jitter", lambda: Lag.params["jitter_ms"].check(args.jitter, "lag.jitter_ms"))
+        if args.lag is None:
+            raise RuleError("needs --lag (jitter varies the lag's delay)", "--jitter")
+    for option, data in option_rules(args):
+        fields = dict(data)
+        kind = RULE_KINDS[fields.pop("kind")]
+        rules.append(_checked(option, lambda: kind(**fields)))
+    return Pipeline(rules, seed=args.seed)
+
+
+def _checked(option: str, build):
+    try:
+        return build()
+    except RuleError as exc:
+        parameter = exc.where.partition(".")[2]
+        raise RuleError(f"{parameter} {exc.message}" if parameter else exc.message, option) from exc
 
 
 def format_stats(stats: dict) -> str:
@@ -111,11 +158,12 @@ def conditions_main(args, out=None, err=None, stop: threading.Event | None = Non
     """Run until SIGINT/SIGTERM (or until `stop` is set), print the counters; the exit status."""
     from divertgui.engine.address import Param
     from divertgui.engine.filter import FilterError
+    from divertgui.engine.filter.errors import report_lines
     from divertgui.engine.handle import Divert, DivertArgumentError, DivertError
     from divertgui.engine.rules.runner import run_conditions
 
     try:
-        pipeline = Pipeline(rules_from_dicts(rules_from_args(args)), seed=args.seed)
+        pipeline = pipeline_from_args(args)
     except RuleError as exc:
         print(f"divert conditions: {exc}", file=err)
         return 2
@@ -134,7 +182,8 @@ def conditions_main(args, out=None, err=None, stop: threading.Event | None = Non
         with handle:
             stats = run_conditions(handle, pipeline, stop)
     except FilterError as exc:
-        print(f"divert conditions: bad filter: {exc.message}\n  {args.filter}\n  {' ' * exc.position}^", file=err)
+        first, *rest = report_lines(args.filter, exc)
+        print("\n  ".join([f"divert conditions: bad filter: {first}", *rest]), file=err)
         return 2
     except DivertArgumentError as exc:
         print(f"divert conditions: {exc}", file=err)
