@@ -10,6 +10,9 @@ Commands (GUI -> Session)
                    "path": str (replay), "speed": float (replay; 0 = as fast as possible),
                    "rate": float (demo, packets per second), "seed": int (demo)}
     stop          {}
+    open          {"path": str}         stop, empty the store and fill it with a capture file's
+                  packets as they were saved: recorded times, direction, verdicts and the
+                  original bytes of modified packets (divertgui.engine.saved_capture)
     pause         {"paused": bool}      stop appending to the store; packets still flow
     clear         {}                    empty the store
     set_rate      {"rate": float}       demo source rate
@@ -33,7 +36,8 @@ Commands (GUI -> Session)
     shutdown      {}                    stop and end the session loop
 
 Events (Session -> GUI), at most ~30 per second in all
-    state         {"running": bool, "paused": bool, "source": str, "reason": str}
+    state         {"running": bool, "paused": bool, "source": str ("file" after open),
+                   "mode": "divert"|"sniff"|"drop", "reason": str}
     rows          {"count": int, "generation": int, "stats": {...}, "delays_ms": [float]}
                   the store (emptied `generation` times) now has `count` rows; stats has
                   "rules" (one dict of counters per rule, in order), "rules_total",
@@ -60,7 +64,7 @@ removed rules hold.
 from __future__ import annotations
 
 COMMANDS = frozenset({
-    "start", "stop", "pause", "clear", "set_rate", "set_intercept", "set_hold_timeout",
+    "start", "stop", "open", "pause", "clear", "set_rate", "set_intercept", "set_hold_timeout",
     "forward", "forward_unmodified", "drop", "forward_all", "drop_all", "inject",
     "set_rules", "shutdown",
 })

@@ -349,6 +349,35 @@ class Session:
         handle.open()
         return handle
 
+    def _on_open(self, command: dict) -> None:
+        from divertgui.engine.pcapng import CaptureFileError, CaptureReader
+        from divertgui.engine.saved_capture import load_into
+        path = command.get("path")
+        if not path:
+            raise SessionError("open needs the path of a capture file", "open")
+        try:
+            # A file that is not a capture leaves the capture as it was.
+            reader = CaptureReader(path)
+        except CaptureFileError as exc:
+            raise SessionError(str(exc), "open") from exc
+        self._close_source("")
+        loaded = load_into(self._fresh_store(), reader)
+        self._source = "file"
+        malformed = f", {loaded.malformed:,} malformed" if loaded.malformed else ""
+        skipped = sum(loaded.skipped.values())
+        not_ip = f", {skipped:,} records not IP skipped" if skipped else ""
+        self._reason = f"opened {path}: {loaded.count:,} packets{malformed}{not_ip}"
+        self._state_due = self._rows_due = True
+        if loaded.error is not None:
+            raise SessionError(str(loaded.error), "open")
+
+    def _fresh_store(self) -> CaptureStore:
+        """The store emptied; held packets were released before, so none come back."""
+        self.store.clear()
+        self._newly_held = []
+        self._last_kind = "held"
+        return self.store
+
     def _on_stop(self, command: dict) -> None:
         self._close_source("stopped")
 
@@ -540,7 +569,7 @@ class Session:
         if self._state_due:
             self._state_due = False
             return event("state", running=self._handle is not None, paused=self._paused,
-                         source=self._source, reason=self._reason)
+                         source=self._source, mode=self._mode, reason=self._reason)
         held_due = bool(self._newly_held or self._released)
         # Rows and held take turns so that neither starves the other.
         if held_due and (not self._rows_due or self._last_kind != "held"):

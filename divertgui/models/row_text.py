@@ -9,6 +9,8 @@ from __future__ import annotations
 import collections
 import ipaddress
 
+from divertgui.engine.saved_capture import is_malformed
+
 CACHE_ROWS = 4096
 
 
@@ -47,7 +49,8 @@ class RowText:
             return ("", "", "", "")
         source, destination = ip_endpoints(raw)
         try:
-            protocol = dissect.protocol_name(raw)
+            # Named as Wireshark names a packet its IP dissector cannot read.
+            protocol = "Malformed" if is_malformed(raw) else dissect.protocol_name(raw)
             info = dissect.summary(raw, address)
         except Exception as exc:  # a malformed packet must still show as a row
             protocol, info = "?", f"undecodable: {exc}"

@@ -91,6 +91,16 @@ class TrafficStats:
         self.total_bytes += int(lengths.sum())
         self._count_conversations(first, count, lengths)
 
+    def advance_to(self, now_ns: int) -> None:
+        """Moves the time axis on to `now_ns` (the packets' clock): seconds without traffic
+        count as seconds of none, so that the charts and the rate fall to zero when it stops."""
+        if self.start_ns is None:
+            return
+        bins = (now_ns - self.start_ns) // BIN_NS + 1
+        if bins > self.bins:
+            self._grow(bins)
+            self.bins = bins
+
     def _count_conversations(self, first: int, count: int, lengths) -> None:
         ids = np.asarray(self.store.column("conversation", first, count), dtype=np.int64)
         if len(ids) != len(lengths):

@@ -156,6 +156,7 @@ FIELDS: dict[str, dict[str, Check]] = {
               "layer": choice("NETWORK", "NETWORK_FORWARD"), "path": text(MAX_PATH),
               "speed": number(0, 1000), "rate": number(0, 1_000_000, low_open=True), "seed": SEED},
     "stop": {},
+    "open": {"path": text(MAX_PATH)},
     "pause": {"paused": flag},
     "clear": {},
     "set_rate": {"rate": number(0, 1_000_000, low_open=True)},
@@ -170,7 +171,7 @@ FIELDS: dict[str, dict[str, Check]] = {
     "set_rules": {"rules": rule_list, "seed": SEED, "version": integer(0, MAX_SEED)},
     "shutdown": {},
 }
-REQUIRED = {"set_rate": {"rate"}, "inject": {"data"}, "set_hold_timeout": {"seconds"}}
+REQUIRED = {"open": {"path"}, "set_rate": {"rate"}, "inject": {"data"}, "set_hold_timeout": {"seconds"}}
 assert set(FIELDS) == COMMANDS, "every session command is declared here"
 
 

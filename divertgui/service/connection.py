@@ -64,10 +64,10 @@ class Connection:
         if self._gone.is_set():
             return
         self._gone.set()
+        self._log(f"{self.peer.description}: {why}; releasing held packets ({self._hold_action}) and ending")
         if self._hold_action == "drop":
             self.session.post({"type": "drop_all"})
         self.session.post({"type": "shutdown"})
-        self._log(f"{self.peer.description}: {why}; releasing held packets ({self._hold_action}) and ending")
 
     def _read_commands(self) -> None:
         reader = framing.FrameReader(self._read, framing.MAX_COMMAND_FRAME)
@@ -93,25 +93,27 @@ class Connection:
 
     def _take(self, command: dict) -> None:
         if command["type"] == "start" and command.get("source") == "replay":
-            self._check_replay_path(command.get("path", ""))
+            self._check_readable(command.get("path", ""), "start.path")
+        if command["type"] == "open":
+            self._check_readable(command.get("path", ""), "open.path")
         if command["type"] == "set_hold_timeout":
             self._hold_action = command.get("action", "forward")
         self.session.post(command)
 
-    def _check_replay_path(self, path: str) -> None:
-        """A client of another user replays only files that user may read anyway."""
+    def _check_readable(self, path: str, name: str) -> None:
+        """A client of another user replays or opens only files that user may read anyway."""
         if self.peer.uid is None or self.peer.uid == os.geteuid():
             return
         if not os.path.isabs(path):
-            raise CommandError(f"start.path must be an absolute path, not {path[:200]!r}")
+            raise CommandError(f"{name} must be an absolute path, not {path[:200]!r}")
         try:
             info = os.stat(path)
         except OSError as exc:
-            raise CommandError(f"start.path: cannot read {path[:200]}: {exc.strerror}") from None
+            raise CommandError(f"{name}: cannot read {path[:200]}: {exc.strerror}") from None
         if not stat.S_ISREG(info.st_mode):
-            raise CommandError(f"start.path: {path[:200]} is not a regular file")
+            raise CommandError(f"{name}: {path[:200]} is not a regular file")
         if info.st_uid != self.peer.uid and not info.st_mode & stat.S_IROTH:
-            raise CommandError(f"start.path: {path[:200]} is neither yours nor readable by everyone")
+            raise CommandError(f"{name}: {path[:200]} is neither yours nor readable by everyone")
 
     def _refuse(self, message: str) -> None:
         self._log(f"{self.peer.description}: refused: {message}")

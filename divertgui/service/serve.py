@@ -21,11 +21,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def log(message: str) -> None:
-    """A line on standard error, which may be gone with the client that read it."""
-    try:
-        print(f"divert serve[{os.getpid()}]: {message}", file=sys.stderr, flush=True)
-    except (OSError, ValueError):
-        pass
+    print(f"divert serve[{os.getpid()}]: {message}", file=sys.stderr, flush=True)
 
 
 def serve(args) -> int:

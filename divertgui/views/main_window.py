@@ -12,11 +12,12 @@ import numpy as np
 
 from PySide6.QtCore import QByteArray, QItemSelectionModel, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QFont, QKeySequence
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDockWidget, QFileDialog, QHBoxLayout, QHeaderView,
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDockWidget, QHBoxLayout, QHeaderView,
                                QInputDialog, QLabel, QMainWindow, QMenu, QSpinBox, QSplitter, QStyle, QTableView,
                                QToolBar, QToolButton, QVBoxLayout, QWidget)
 
 from divertgui.engine.address import PRIORITY_MAX, PRIORITY_MIN
+from divertgui.engine.loss import describe, losses
 from divertgui.models.delay_histogram import DelayHistogram
 from divertgui.models.intercept_queue import InterceptQueueModel
 from divertgui.models.packet_table import INFO, PacketTableModel, TimeFormat
@@ -26,6 +27,7 @@ from divertgui.views.capture_options import CaptureOptions, CaptureOptionsDialog
 from divertgui.views.charts_panel import ChartsPanel
 from divertgui.views.compose_dialog import ComposeDialog
 from divertgui.views.conversations_dialog import ConversationsDialog
+from divertgui.views.file_actions import FileActions
 from divertgui.views.filter_editor import FilterEditor, engine_validator
 from divertgui.views.follow_stream_dialog import FollowStreamDialog
 from divertgui.views.intercept_panel import InterceptPanel
@@ -38,7 +40,6 @@ LIST_INTERVAL_MS = 100
 # The packet list and the charts repaint at least this far apart, so that
 # the event loop never waits for both in one go.
 PAINT_SPREAD_S = 0.04
-RECENT_FILES = 10
 COLUMN_WIDTHS = (70, 100, 50, 170, 170, 70, 60, 420, 80)
 
 
@@ -128,12 +129,15 @@ class PacketTableView(QTableView):
 
 
 class MainWindow(QMainWindow):
+    TITLE = "divertgui — packet interception workbench"
+
     def __init__(self, store, post: Post, options: CaptureOptions | None = None, parent=None):
         super().__init__(parent)
         self.store = store
         self.post = post
         self.options = options or CaptureOptions()
-        self.setWindowTitle("divertgui — packet interception workbench")
+        self.files = FileActions(self)
+        self.setWindowTitle(self.TITLE)
         self.count = 0          # rows shown
         self.announced = 0      # rows the session has announced
         self.announced_generation = store.generation
@@ -141,6 +145,7 @@ class MainWindow(QMainWindow):
         self.running = False
         self.paused = False
         self.source_name = self.options.source
+        self.mode_running = ""
         self.state_reason = ""
         self.session_stats: dict = {}
         self.errors: list[dict] = []
@@ -255,6 +260,9 @@ class MainWindow(QMainWindow):
         self.details = PacketDetails(self)
         self.notice_banner = Banner("info", self)
         self.error_banner = Banner("error", self)
+        self.loss_banner = Banner("error", self)
+        self.loss_banner.setObjectName("loss_banner")
+        self.lost_reported = 0
         split = QSplitter(Qt.Orientation.Vertical, self)
         split.setObjectName("main_splitter")
         split.addWidget(self.table)
@@ -268,6 +276,7 @@ class MainWindow(QMainWindow):
         layout.setSpacing(0)
         layout.addWidget(self.notice_banner)
         layout.addWidget(self.error_banner)
+        layout.addWidget(self.loss_banner)
         layout.addWidget(split, 1)
         self.setCentralWidget(central)
 
@@ -297,7 +306,7 @@ class MainWindow(QMainWindow):
 
     def _build_status_bar(self) -> None:
         self.status_labels: dict[str, QLabel] = {}
-        for key in ("state", "packets", "bytes", "rate", "held", "dropped", "expired", "overflowed"):
+        for key in ("state", "packets", "bytes", "rate", "held", "dropped", "expired", "lost"):
             label = QLabel(self)
             label.setObjectName(f"status_{key}")
             label.setContentsMargins(6, 0, 6, 0)
@@ -317,11 +326,11 @@ class MainWindow(QMainWindow):
     def _build_actions_and_menus(self) -> None:
         menus = self.menuBar()
         file_menu = menus.addMenu("&File")
-        self._action(file_menu, "&Open…", self.open_dialog, QKeySequence.StandardKey.Open)
+        self._action(file_menu, "&Open…", self.files.open_dialog, QKeySequence.StandardKey.Open)
         self.recent_menu = file_menu.addMenu("Open &Recent")
-        self.recent_menu.aboutToShow.connect(self._fill_recent)
-        self._action(file_menu, "&Save…", self.save_dialog, QKeySequence.StandardKey.Save)
-        self._action(file_menu, "&Export Selected Packets…", self.export_dialog, "Ctrl+Shift+X")
+        self.recent_menu.aboutToShow.connect(lambda: self.files.fill_recent(self.recent_menu))
+        self._action(file_menu, "&Save…", self.files.save_dialog, QKeySequence.StandardKey.Save)
+        self._action(file_menu, "&Export Selected Packets…", self.files.export_dialog, "Ctrl+Shift+X")
         file_menu.addSeparator()
         self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
 
@@ -385,6 +394,7 @@ class MainWindow(QMainWindow):
             self.paused = bool(event.get("paused"))
             if event.get("source"):
                 self.source_name = event["source"]
+            self.mode_running = event.get("mode") or ""
             reason = event.get("reason") or ""
             if self.running and reason:
                 # A source runs, but not the one asked for (live capture fell back to the demo);
@@ -409,6 +419,7 @@ class MainWindow(QMainWindow):
 
     def on_rows(self, count: int, stats: dict, generation: int | None = None) -> None:
         self.session_stats = stats
+        self._report_loss(losses(stats))
         if generation is not None and generation != self.store.generation:
             # Counted before the store was emptied: its rows are gone.
             return
@@ -420,6 +431,15 @@ class MainWindow(QMainWindow):
             # Showing new rows at most every LIST_INTERVAL_MS, as Wireshark does:
             # a repaint per session event would leave no time for the user.
             self.rows_timer.start()
+
+    def _report_loss(self, lost: dict[str, int]) -> None:
+        """Says so while packets are being lost, not only at the end."""
+        total = sum(lost.values())
+        if total > self.lost_reported:
+            self.loss_banner.show_message(describe(lost), "Capture is losing packets")
+        if total != self.lost_reported:
+            self.lost_reported = total
+            self._update_status()
 
     def _show_rows(self) -> None:
         self.rows_timer.setInterval(LIST_INTERVAL_MS)
@@ -473,6 +493,7 @@ class MainWindow(QMainWindow):
             message, position = self.capture_filter.error
             self.statusBar().showMessage(f"Capture filter: {message} (character {position + 1})", 8000)
             return
+        self.files.before_capture()
         text = self.capture_filter.text() or "true"
         fields = dict(source=self.options.source, filter=text, mode=self.mode.currentText(),
                       priority=self.priority.value(), layer=self.layer.currentText())
@@ -519,7 +540,12 @@ class MainWindow(QMainWindow):
         labels = self.status_labels
         source = self.source_name
         state = "paused" if self.paused else ("capturing" if self.running else "stopped")
-        labels["state"].setText(f"● {state} ({source})" if self.running else f"○ {state}")
+        if self.running:
+            labels["state"].setText(f"● {state} ({source}, {self.mode_running or self.mode.currentText()} mode)")
+        elif self.files.opened is not None:
+            labels["state"].setText(f"○ file {os.path.basename(self.files.opened)}")
+        else:
+            labels["state"].setText(f"○ {state}")
         shown = self.table_model.rowCount()
         shown_text = f" · displayed {shown:,}" if self.table_model.display_filter is not None else ""
         labels["packets"].setText(f"Packets {self.count:,}{shown_text}")
@@ -528,8 +554,12 @@ class MainWindow(QMainWindow):
         labels["rate"].setText(f"{packets_per_s:,.0f} pkt/s · {_human_bytes(bytes_per_s)}/s")
         stats = self.session_stats
         labels["held"].setText(f"Held {self.queue_model.rowCount()}")
-        for key in ("dropped", "expired", "overflowed"):
+        for key in ("dropped", "expired"):
             labels[key].setText(f"{key.capitalize()} {int(stats.get(key, 0)):,}")
+        lost = losses(stats)
+        labels["lost"].setText(f"Lost {sum(lost.values()):,}")
+        labels["lost"].setStyleSheet("color: white; background: #c62828; font-weight: bold;" if lost else "")
+        labels["lost"].setToolTip(describe(lost) if lost else "No packet lost")
 
     def _tick(self) -> None:
         wait = self._rows_shown_at + PAINT_SPREAD_S - time.monotonic()
@@ -541,6 +571,9 @@ class MainWindow(QMainWindow):
     def _draw_charts(self) -> None:
         self._charts_drawn_at = time.monotonic()
         self.stats.update(self.count)
+        if self.running:
+            # Packets carry monotonic times while capturing; idle seconds then show as zero.
+            self.stats.advance_to(time.monotonic_ns())
         self.charts.redraw()
         self._update_status()
 
@@ -627,89 +660,16 @@ class MainWindow(QMainWindow):
 
     # files ---------------------------------------------------------------------------
     def open_capture(self, path: str) -> None:
-        """Replays a pcap/pcapng file into a fresh capture, as fast as possible."""
-        if not os.path.isfile(path):
-            self.error_banner.show_message(f"no such file: {path}", "Open")
-            return
-        self.options = CaptureOptions(source="replay", rate=self.options.rate, path=path, speed=0.0)
-        self._remember_file(path)
-        self.post("stop")
-        self.post("clear")
-        self.mode.setCurrentText("sniff")
-        self.start_capture()
-        self.setWindowTitle(f"{os.path.basename(path)} — divertgui")
+        self.files.open_capture(path)
 
     def save_capture(self, path: str, rows=None) -> int:
-        """Writes the stored packets (or `rows`) to a pcapng file; returns how many."""
-        from divertgui.engine import pcapng
-        count = self.count
-        rows = range(count) if rows is None else [r for r in rows if r < count]
-        wall = self.store.column("wall_ns", 0, count) if count else []
-        names = ("passed", "modified", "dropped", "held", "injected", "sniffed")
-        verdicts = self.store.column("verdict", 0, count) if count else []
+        return self.files.save_capture(path, rows)
 
-        def records():
-            for row in rows:
-                verdict = names[int(verdicts[row])] if int(verdicts[row]) < len(names) else str(verdicts[row])
-                comment = None
-                if verdict == "modified" and self.store.original(row) is not None:
-                    comment = f"modified; original bytes: {self.store.original(row).hex()}"
-                elif verdict not in ("passed", "sniffed"):
-                    comment = verdict
-                yield self.store.raw(row), self.store.address(row), int(wall[row]), comment
-
-        try:
-            written = pcapng.write_capture(path, records())
-        except OSError as exc:
-            self.error_banner.show_message(f"cannot write {path}: {exc.strerror}", "Save")
-            return 0
-        self._remember_file(path)
-        self.statusBar().showMessage(f"Saved {written:,} packets to {path}", 5000)
-        return written
+    def recent_files(self) -> list[str]:
+        return self.files.recent_files()
 
     def selected_store_rows(self) -> list[int]:
         return sorted(self.table_model.store_row(index.row()) for index in self.table.selectionModel().selectedRows())
-
-    def open_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open capture", self._last_directory(),
-                                              "Captures (*.pcapng *.pcap *.cap);;All files (*)")
-        if path:
-            self.open_capture(path)
-
-    def save_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save capture", self._last_directory(), "pcapng (*.pcapng)")
-        if path:
-            self.save_capture(path if path.endswith((".pcapng", ".pcap")) else path + ".pcapng")
-
-    def export_dialog(self) -> None:
-        rows = self.selected_store_rows()
-        if not rows:
-            self.statusBar().showMessage("Select the packets to export first", 5000)
-            return
-        path, _ = QFileDialog.getSaveFileName(self, f"Export {len(rows)} packets", self._last_directory(),
-                                              "pcapng (*.pcapng)")
-        if path:
-            self.save_capture(path if path.endswith(".pcapng") else path + ".pcapng", rows)
-
-    def _last_directory(self) -> str:
-        recent = self.recent_files()
-        return os.path.dirname(recent[0]) if recent else os.getcwd()
-
-    def recent_files(self) -> list[str]:
-        value = QSettings().value("files/recent", [])
-        return [value] if isinstance(value, str) else list(value or [])
-
-    def _remember_file(self, path: str) -> None:
-        path = os.path.abspath(path)
-        recent = [path] + [p for p in self.recent_files() if p != path]
-        QSettings().setValue("files/recent", recent[:RECENT_FILES])
-
-    def _fill_recent(self) -> None:
-        self.recent_menu.clear()
-        for path in self.recent_files():
-            self.recent_menu.addAction(path, lambda p=path: self.open_capture(p))
-        if not self.recent_files():
-            self.recent_menu.addAction("(none)").setEnabled(False)
 
     # dialogs ---------------------------------------------------------------------------
     def options_dialog(self) -> None:

@@ -46,6 +46,8 @@ def test_well_formed_commands_pass(command):
     ({"type": "set_rules", "rules": [[]]}, r"rules\[0\] must be an object"),
     ({"type": "set_rules", "rules": [{"a": {"b": {"c": {"d": {"e": 1}}}}}]}, "nested too deeply"),
     ({"type": "pause", "paused": "yes"}, "pause.paused must be true or false"),
+    ({"type": "open"}, "open: missing path"),
+    ({"type": "open", "path": 7}, "open.path must be"),
 ])
 def test_malformed_commands_are_refused_with_what_and_where(command, says):
     with pytest.raises(CommandError, match=says):
