@@ -64,10 +64,10 @@ class Connection:
         if self._gone.is_set():
             return
         self._gone.set()
-        self._log(f"{self.peer.description}: {why}; releasing held packets ({self._hold_action}) and ending")
         if self._hold_action == "drop":
             self.session.post({"type": "drop_all"})
         self.session.post({"type": "shutdown"})
+        self._log(f"{self.peer.description}: {why}; releasing held packets ({self._hold_action}) and ending")
 
     def _read_commands(self) -> None:
         reader = framing.FrameReader(self._read, framing.MAX_COMMAND_FRAME)

@@ -21,7 +21,11 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def log(message: str) -> None:
-    print(f"divert serve[{os.getpid()}]: {message}", file=sys.stderr, flush=True)
+    """A line on standard error, which may be gone with the client that read it."""
+    try:
+        print(f"divert serve[{os.getpid()}]: {message}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def serve(args) -> int:

@@ -1,0 +1,122 @@
+"""The capture service with real traffic in a namespace: a root service on a
+Unix socket serves an unprivileged user and refuses another; a window killed
+while it holds packets loses none of them and leaves no rule behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from tests.integration.conftest import receive_expected, run, wait_until
+
+pytestmark = pytest.mark.netns
+
+SCENARIOS = [sys.executable, "-m", "tests.integration.service_scenarios"]
+
+
+def report_of(process: subprocess.Popen, timeout: float = 60) -> dict:
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err
+    return json.loads(out.splitlines()[-1])
+
+
+def our_chains(ns) -> list[str]:
+    found = []
+    for tool in ("iptables", "ip6tables"):
+        found += [line for line in ns.exec(tool, "-t", "mangle", "-S").stdout.splitlines()
+                  if "DG" in line or "DIVERTGUI" in line]
+    return found
+
+
+@pytest.fixture
+def socket_directory():
+    """A directory only root may write to, which every user may pass through."""
+    directory = tempfile.mkdtemp(prefix="divertgui-test-", dir="/run")
+    os.chmod(directory, 0o755)
+    yield directory
+    for name in os.listdir(directory):
+        os.unlink(os.path.join(directory, name))
+    os.rmdir(directory)
+
+
+@pytest.fixture
+def listening(netns, socket_directory):
+    path = os.path.join(socket_directory, "divert.sock")
+    service = netns.popen([sys.executable, "-m", "divertgui.cli", "serve", "--listen", path, "--allow-uid", "65534"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert wait_until(lambda: os.path.exists(path) or service.poll() is not None, 20), "no socket"
+    assert service.poll() is None, service.stderr.read()
+    yield path, service
+    service.send_signal(signal.SIGTERM)
+    service.wait(10)
+
+
+def test_an_unprivileged_user_captures_holds_edits_and_forwards_through_a_root_service(netns, listening):
+    path, service = listening
+    client = netns.popen([*SCENARIOS, "capture", f"unix:{path}", "65534", "40311"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    report = report_of(client)
+    assert report["uid"] == 65534 and report["effective_capabilities"] == 0
+    assert report["hello"]["live"] == ""
+    assert report["state"]["running"] and report["state"]["source"] == "live", report
+    assert report["held_payload"] == "original payload!"
+    assert report["received"] == "EDITED payload!!!"
+    assert report["verdict"] == "MODIFIED"
+    assert report["udp_received"] == ["datagram 0", "datagram 1", "datagram 2"]
+    assert report["udp_rows"] == 3
+    assert report["errors"] == []
+    assert wait_until(lambda: not our_chains(netns), 5), our_chains(netns)
+
+
+def test_a_user_not_allowed_is_refused_with_a_clear_message(netns, listening):
+    path, service = listening
+    client = netns.popen([*SCENARIOS, "refused", f"unix:{path}", "65533"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    report = report_of(client)
+    assert report["hello"] is None
+    assert report["errors"][0] == (
+        "uid 65533 (uid 65533) may not use this divert service: it serves uid 0 (root), uid 65534 (nobody); "
+        "ask its administrator to add you (divert serve --allow-uid or --allow-group)")
+    service.send_signal(signal.SIGTERM)
+    _, log = service.communicate(timeout=10)
+    assert "refused process" in log and "uid 65533" in log
+
+
+def test_killing_the_window_while_it_holds_packets_forwards_them_and_removes_the_rules(netns):
+    port, count = 40312, 3
+    with netns.entered():
+        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        receiver.bind(("127.0.0.1", port))
+    window = netns.popen([*SCENARIOS, "hold", "local", str(port), str(count)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = window.stdout.readline()
+    assert line, window.stderr.read()
+    report = json.loads(line)
+    assert report["held"] == count and report["state"]["source"] == "live", report
+    assert our_chains(netns)
+    service = report["service_pid"]
+    window.kill()
+    killed = time.monotonic()
+    gone = wait_until(lambda: not os.path.exists(f"/proc/{service}") or _zombie(service), 10, 0.005)
+    took = time.monotonic() - killed
+    print(f"the service ended {took:.3f} s after the window was killed")
+    assert gone, f"service {service} still running"
+    got = receive_expected(receiver, count)
+    assert sorted(got) == [b"held %d" % i for i in range(count)]
+    assert not our_chains(netns)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
