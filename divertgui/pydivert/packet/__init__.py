@@ -1,0 +1,364 @@
+"""pydivert's Packet over the engine's: the same bytes and Address, pydivert's names and types.
+
+`Packet.raw` is a memoryview of the engine packet's own bytearray, so edits
+through either show in both; the header views wrap the engine's views. As
+in pydivert, header views are kept until `raw` is replaced or the packet
+changes size, and setting a header field clears the address's checksum
+flags (WinDivert then fills those checksums in when the packet is sent).
+"""
+
+from __future__ import annotations
+
+import socket
+
+from divertgui.engine.address import Address, Event, Layer
+from divertgui.engine.checksum import calc_checksums
+from divertgui.engine.filter import FilterError, compile_filter
+from divertgui.engine.packet import Packet as EnginePacket
+from divertgui.pydivert.address import engine_address, windivert_address
+from divertgui.pydivert.consts import CalcChecksumsOption, Direction, Protocol
+from divertgui.pydivert.packet.icmp import ICMPHeader, ICMPv4Header, ICMPv6Header
+from divertgui.pydivert.packet.ip import IPHeader, IPv4Header, IPv6Header
+from divertgui.pydivert.packet.tcp import TCPHeader
+from divertgui.pydivert.packet.udp import UDPHeader
+
+__all__ = ["Packet"]
+
+_NO_TRANSPORT_CHECKSUMS = (CalcChecksumsOption.NO_TCP_CHECKSUM | CalcChecksumsOption.NO_UDP_CHECKSUM
+                           | CalcChecksumsOption.NO_IP_CHECKSUM)
+
+
+def _buffer(packet: EnginePacket) -> bytearray:
+    """The engine packet's bytes, shared rather than copied: pydivert's raw is zero-copy."""
+    return packet._buf
+
+
+class Packet:
+    """A packet as pydivert 4 shows it: raw bytes, header views and WinDivert address fields."""
+
+    __slots__ = ("_packet", "_views")
+
+    def __init__(self, raw, interface: int | tuple[int, int] | None = None,
+                 direction: Direction = Direction.OUTBOUND, timestamp: int = 0, loopback: bool = False,
+                 impostor: bool = False, sniffed: bool = False, ip_checksum: bool = False,
+                 tcp_checksum: bool = False, udp_checksum: bool = False, layer: Layer = Layer.NETWORK,
+                 event: int = 0, flow=None, socket=None, reflect=None, wd_addr=None) -> None:
+        buffer = raw if isinstance(raw, bytearray) else bytearray(raw)
+        if wd_addr is not None:
+            address = engine_address(wd_addr)
+        else:
+            if_idx, sub_if_idx = interface if isinstance(interface, tuple) else (interface or 0, 0)
+            address = Address(
+                outbound=direction == Direction.OUTBOUND, loopback=loopback, impostor=impostor,
+                ipv6=bool(buffer) and buffer[0] >> 4 == 6, if_idx=if_idx, sub_if_idx=sub_if_idx,
+                timestamp=timestamp, sniffed=sniffed, layer=Layer(layer),
+                event=Event(event) if event in Event._value2member_map_ else event,
+                ip_checksum=ip_checksum, tcp_checksum=tcp_checksum, udp_checksum=udp_checksum)
+        self._packet = EnginePacket(buffer, address)
+        self._views: dict = {}
+
+    @classmethod
+    def _of(cls, packet: EnginePacket) -> "Packet":
+        """The pydivert face of a packet the engine received (its pending verdict goes with it)."""
+        self = cls.__new__(cls)
+        self._packet = packet
+        self._views = {}
+        return self
+
+    def __repr__(self) -> str:
+        proto = self.protocol[0]
+        try:
+            name = Protocol(proto).name if proto is not None else "Unknown"
+        except ValueError:
+            name = str(proto)
+        return (f"<Packet {name} from={self.src_addr}:{self.src_port} "
+                f"to={self.dst_addr}:{self.dst_port} len={len(self._packet)}>")
+
+    # -- bytes -------------------------------------------------------------------
+
+    @property
+    def raw(self) -> memoryview:
+        return memoryview(_buffer(self._packet))
+
+    @raw.setter
+    def raw(self, value) -> None:
+        self._packet.raw = bytes(value)
+        self._views.clear()
+        self._invalidate_checksums()
+
+    def _resize(self, start: int, end: int, value: bytes) -> None:
+        """Replace bytes start..end with `value` and set the IP length to the new size."""
+        buffer = _buffer(self._packet)
+        self.raw = bytes(buffer[:start]) + value + bytes(buffer[end:])
+        ip = self.ip
+        if ip is not None:
+            ip.packet_len = len(buffer)
+
+    # -- headers -----------------------------------------------------------------
+
+    def _view(self, name: str, wrapper):
+        views = self._views
+        if name not in views:
+            engine_view = getattr(self._packet, name)
+            views[name] = wrapper(self, engine_view) if engine_view is not None else None
+        return views[name]
+
+    @property
+    def address_family(self) -> int | None:
+        if len(self._packet) >= 20:
+            version = _buffer(self._packet)[0] >> 4
+            if version == 4:
+                return socket.AF_INET
+            if version == 6:
+                return socket.AF_INET6
+        return None
+
+    @property
+    def ipv4(self) -> IPv4Header | None:
+        return self._view("ipv4", IPv4Header)
+
+    @property
+    def ipv6(self) -> IPv6Header | None:
+        return self._view("ipv6", IPv6Header)
+
+    @property
+    def ip(self) -> IPHeader | None:
+        """The IPv4 or the IPv6 header."""
+        return self.ipv4 or self.ipv6
+
+    @property
+    def tcp(self) -> TCPHeader | None:
+        return self._view("tcp", TCPHeader)
+
+    @property
+    def udp(self) -> UDPHeader | None:
+        return self._view("udp", UDPHeader)
+
+    @property
+    def icmpv4(self) -> ICMPv4Header | None:
+        return self._view("icmpv4", ICMPv4Header)
+
+    @property
+    def icmpv6(self) -> ICMPv6Header | None:
+        return self._view("icmpv6", ICMPv6Header)
+
+    @property
+    def icmp(self) -> ICMPHeader | None:
+        """The ICMP or the ICMPv6 header."""
+        return self.icmpv4 or self.icmpv6
+
+    @property
+    def protocol(self) -> tuple[int | None, int | None]:
+        """(protocol number after the IPv6 extension headers, offset of the header it names)."""
+        if self.ipv4 is not None:
+            return self.ipv4.protocol, self.ipv4.header_len
+        ipv6 = self.ipv6
+        if ipv6 is None:
+            return None, None
+        extensions = ipv6._view.extension_headers
+        end = extensions[-1].offset + extensions[-1].header_len if extensions else ipv6.header_len
+        return self._packet.protocol, end
+
+    def _transport(self):
+        return self.tcp or self.udp or self.icmpv4 or self.icmpv6
+
+    # -- addresses, ports, payload: None when absent, setting them then does nothing -------
+
+    @property
+    def src_addr(self) -> str | None:
+        ip = self.ip
+        return ip.src_addr if ip else None
+
+    @src_addr.setter
+    def src_addr(self, value: str) -> None:
+        ip = self.ip
+        if ip:
+            ip.src_addr = value
+
+    @property
+    def dst_addr(self) -> str | None:
+        ip = self.ip
+        return ip.dst_addr if ip else None
+
+    @dst_addr.setter
+    def dst_addr(self, value: str) -> None:
+        ip = self.ip
+        if ip:
+            ip.dst_addr = value
+
+    @property
+    def src_port(self) -> int | None:
+        ports = self.tcp or self.udp
+        return ports.src_port if ports else None
+
+    @src_port.setter
+    def src_port(self, value: int) -> None:
+        ports = self.tcp or self.udp
+        if ports:
+            ports.src_port = value
+
+    @property
+    def dst_port(self) -> int | None:
+        ports = self.tcp or self.udp
+        return ports.dst_port if ports else None
+
+    @dst_port.setter
+    def dst_port(self, value: int) -> None:
+        ports = self.tcp or self.udp
+        if ports:
+            ports.dst_port = value
+
+    @property
+    def payload(self) -> bytes | None:
+        """The bytes after the TCP, UDP or ICMP header; None without one."""
+        transport = self._transport()
+        return transport.payload if transport else None
+
+    @payload.setter
+    def payload(self, value) -> None:
+        transport = self._transport()
+        if transport:
+            transport.payload = value
+            self._views.clear()
+
+    # -- the address ---------------------------------------------------------------
+
+    @property
+    def address(self) -> Address:
+        """The engine's Address of this packet."""
+        return self._packet.address
+
+    @property
+    def wd_addr(self):
+        """A copy of the address as WinDivert's WINDIVERT_ADDRESS (set fields through the Packet)."""
+        return windivert_address(self._packet.address)
+
+    @property
+    def interface(self) -> tuple[int, int]:
+        address = self._packet.address
+        return address.if_idx, address.sub_if_idx
+
+    @interface.setter
+    def interface(self, value: int | tuple[int, int]) -> None:
+        address = self._packet.address
+        address.if_idx, address.sub_if_idx = value if isinstance(value, tuple) else (value, 0)
+
+    @property
+    def direction(self) -> Direction:
+        return Direction.OUTBOUND if self._packet.address.outbound else Direction.INBOUND
+
+    @direction.setter
+    def direction(self, value: Direction) -> None:
+        self._packet.address.outbound = value == Direction.OUTBOUND
+
+    @property
+    def is_outbound(self) -> bool:
+        return bool(self._packet.address.outbound)
+
+    @is_outbound.setter
+    def is_outbound(self, value: bool) -> None:
+        self._packet.address.outbound = bool(value)
+
+    @property
+    def is_inbound(self) -> bool:
+        return not self._packet.address.outbound
+
+    @is_inbound.setter
+    def is_inbound(self, value: bool) -> None:
+        self._packet.address.outbound = not value
+
+    @property
+    def timestamp(self) -> int:
+        """CLOCK_MONOTONIC nanoseconds (WinDivert: QueryPerformanceCounter ticks)."""
+        return self._packet.address.timestamp
+
+    @timestamp.setter
+    def timestamp(self, value: int) -> None:
+        self._packet.address.timestamp = value
+
+    def _flag(name: str):
+        def get(self) -> bool:
+            return bool(getattr(self._packet.address, name))
+
+        def put(self, value: bool) -> None:
+            setattr(self._packet.address, name, bool(value))
+
+        return property(get, put)
+
+    is_loopback = loopback = _flag("loopback")
+    is_impostor = impostor = _flag("impostor")
+    is_sniffed = sniffed = _flag("sniffed")
+    # WinDivert's meaning: the checksum is known to be valid (received), or is
+    # to be sent as it is rather than filled in (sent).
+    ip_checksum = _flag("ip_checksum")
+    tcp_checksum = _flag("tcp_checksum")
+    udp_checksum = _flag("udp_checksum")
+    del _flag
+
+    @property
+    def layer(self) -> Layer:
+        return self._packet.address.layer
+
+    @layer.setter
+    def layer(self, value: Layer) -> None:
+        self._packet.address.layer = Layer(value)
+
+    @property
+    def event(self) -> int:
+        return self._packet.address.event
+
+    @event.setter
+    def event(self, value: int) -> None:
+        self._packet.address.event = Event(value) if value in Event._value2member_map_ else value
+
+    @property
+    def flow(self):
+        """The FLOW layer's WINDIVERT_DATA_FLOW, None at other layers."""
+        return self.wd_addr.Flow if self.layer == Layer.FLOW else None
+
+    @property
+    def socket(self):
+        """The SOCKET layer's WINDIVERT_DATA_SOCKET, None at other layers."""
+        return self.wd_addr.Socket if self.layer == Layer.SOCKET else None
+
+    @property
+    def reflect(self):
+        """The REFLECT layer's WINDIVERT_DATA_REFLECT, None at other layers."""
+        return self.wd_addr.Reflect if self.layer == Layer.REFLECT else None
+
+    # -- checksums and filters -------------------------------------------------------
+
+    def _invalidate_checksums(self) -> None:
+        address = self._packet.address
+        address.ip_checksum = address.tcp_checksum = address.udp_checksum = False
+
+    def _checksums_hold(self, flags: int = 0) -> bool:
+        """Whether recomputing the checksums `flags` leaves on would change no byte."""
+        original = _buffer(self._packet)
+        recomputed = bytearray(original)
+        calc_checksums(recomputed, None, flags)
+        return recomputed == original
+
+    @property
+    def is_checksum_valid(self) -> bool:
+        """True when every checksum the packet has (IPv4, TCP, UDP, ICMP, ICMPv6) is correct."""
+        return self._checksums_hold()
+
+    @property
+    def icmp_checksum(self) -> bool:
+        """True when the ICMP or ICMPv6 checksum is correct (WinDivert's address has no flag for it)."""
+        return self._checksums_hold(_NO_TRANSPORT_CHECKSUMS)
+
+    def recalculate_checksums(self, flags: int = 0) -> int:
+        """WinDivertHelperCalcChecksums: 1 when done, 0 when the packet does not allow it."""
+        return int(self._packet.recalculate_checksums(int(flags)))
+
+    def matches(self, filter_str: str) -> bool:
+        """WinDivertHelperEvalFilter: whether the packet and its address match the filter."""
+        try:
+            compiled = compile_filter(filter_str, self._packet.address.layer)
+        except FilterError as exc:
+            # pydivert's wording on Linux (EINVAL), with the compiler's reason.
+            raise ValueError(f"Cannot evaluate filter {filter_str!r}: Invalid argument "
+                             f"({exc.message} at position {exc.position})") from exc
+        return bool(compiled.match(bytes(_buffer(self._packet)), self._packet.address))
