@@ -47,6 +47,9 @@ class _Stop:
     def _on_signal(self, signum, frame) -> None:
         self.signal_name = signal.Signals(signum).name
         self.event.set()
+        if sys.platform.startswith("linux"):
+            from divertgui.engine.backends.netfilter_rules import interrupt_lock_waits
+            interrupt_lock_waits()
 
     def __bool__(self) -> bool:
         return self.event.is_set()

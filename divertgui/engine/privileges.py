@@ -196,18 +196,18 @@ def _check(result: int, what: str) -> int:
     return result
 
 
-def _capget():
+def capget():
     header = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
     _check(_c_library().capget(ctypes.byref(header), data), "capget")
     return header, data
 
 
-def _capset(header, data) -> None:
+def capset(header, data) -> None:
     _check(_c_library().capset(ctypes.byref(header), data), "capset")
 
 
-def _prctl(option: int, arg2: int, arg3: int) -> int:
+def prctl(option: int, arg2: int, arg3: int) -> int:
     return _check(_c_library().prctl(option, arg2, arg3, 0, 0), f"prctl({option}, {arg2}, {arg3})")
 
 
@@ -219,18 +219,18 @@ def raise_ambient(capabilities=DIVERT_CAPABILITIES) -> list[int]:
     """
     if not sys.platform.startswith("linux"):
         return []
-    header, data = _capget()
+    header, data = capget()
     wanted = [cap for cap in capabilities if data[cap // 32].permitted >> (cap % 32) & 1]
     # The ambient set may only hold what is both permitted and inheritable.
     missing_inheritable = [cap for cap in wanted if not data[cap // 32].inheritable >> (cap % 32) & 1]
     if missing_inheritable:
         for cap in missing_inheritable:
             data[cap // 32].inheritable |= 1 << (cap % 32)
-        _capset(header, data)
+        capset(header, data)
     raised = []
     for cap in wanted:
-        if not _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, cap):
-            _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)
+        if not prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, cap):
+            prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)
             raised.append(cap)
     return raised
 
@@ -247,7 +247,7 @@ def inherited_by_children(capabilities=DIVERT_CAPABILITIES):
         yield
         return
     try:
-        _, before = _capget()
+        _, before = capget()
         inheritable = [d.inheritable for d in before]
         raised = raise_ambient(capabilities)
     except PrivilegeError:
@@ -261,9 +261,9 @@ def inherited_by_children(capabilities=DIVERT_CAPABILITIES):
 
 def _restore(raised: list[int], inheritable: list[int]) -> None:
     for cap in raised:
-        _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_LOWER, cap)
-    header, now = _capget()
+        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_LOWER, cap)
+    header, now = capget()
     if [d.inheritable for d in now] != inheritable:
         for d, mask in zip(now, inheritable):
             d.inheritable = mask
-        _capset(header, now)
+        capset(header, now)

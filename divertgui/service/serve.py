@@ -12,12 +12,19 @@ import time
 from divertgui.engine import privileges
 from divertgui.service import framing
 from divertgui.service.connection import Connection, Peer
+from divertgui.service.hardening import harden
 from divertgui.service.peers import AccessPolicy, peer_credentials, user_name
 from divertgui.service.transports import SocketPathError, listen_unix, take_stdio, write_all
 
 MAX_CLIENTS = 8
 ACCEPT_POLL = 0.2
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def interrupt_lock_waits() -> None:
+    if sys.platform.startswith("linux"):
+        from divertgui.engine.backends import netfilter_rules
+        netfilter_rules.interrupt_lock_waits()
 
 
 def log(message: str) -> None:
@@ -28,8 +35,22 @@ def log(message: str) -> None:
         pass
 
 
+def command_line(args) -> list[str]:
+    """The arguments after the program that ask for this service again."""
+    arguments = ["serve"]
+    if args.listen:
+        arguments += ["--listen", os.path.abspath(args.listen)]
+    for uid in args.allow_uid or ():
+        arguments += ["--allow-uid", str(uid)]
+    for name in args.allow_group or ():
+        arguments += ["--allow-group", name]
+    return arguments
+
+
 def serve(args) -> int:
     """Serve one client on stdin/stdout, or every allowed client of `--listen PATH` until a signal."""
+    harden(command_line(args))
+    os.chdir("/")
     if args.listen:
         try:
             policy = AccessPolicy(args.allow_uid or (), args.allow_group or ())
@@ -52,8 +73,12 @@ def serve_stdio() -> int:
     read_fd, write_fd = take_stdio()
     connection = Connection(lambda n: os.read(read_fd, n), lambda data: write_all(write_fd, data),
                             Peer("the client on standard input"), log, privileges.live_capture_problem() or "")
+    def on_signal(signum, frame):
+        interrupt_lock_waits()
+        connection.end(f"{signal.Signals(signum).name} received")
+
     for signum in STOP_SIGNALS:
-        signal.signal(signum, lambda signum, frame: connection.end(f"{signal.Signals(signum).name} received"))
+        signal.signal(signum, on_signal)
     connection.run()
     return 0
 
@@ -75,6 +100,7 @@ def serve_socket(server: socket.socket, path: str, policy: AccessPolicy) -> int:
     lock = threading.Lock()
 
     def on_signal(signum, frame):
+        interrupt_lock_waits()
         stopping.set()
 
     for signum in STOP_SIGNALS:

@@ -119,6 +119,9 @@ class Namespace:
 @pytest.fixture
 def make_namespace():
     require_prerequisites()
+    # What the installer has the system create at boot, for tests that divert as another user.
+    from divertgui.engine.backends import netfilter_rules
+    os.close(netfilter_rules.open_lock_directory())
     created: list[Namespace] = []
 
     def make() -> Namespace:

@@ -25,10 +25,11 @@ import dataclasses
 import fcntl
 import os
 import re
-import shutil
 import signal
+import stat
 import subprocess
 import threading
+import time
 from typing import Callable, NamedTuple
 
 from divertgui.engine import privileges
@@ -46,7 +47,17 @@ HOOKS = {  # code letter: (base chain, dispatcher chain)
     "F": ("FORWARD", "DIVERTGUI_FWD"),
 }
 TOOLS = {4: "iptables", 6: "ip6tables"}
-LOCK_DIRECTORY = "/run/lock"
+# Programs are run from these directories only, never found through PATH,
+# with this environment only: they run with CAP_NET_ADMIN.
+TOOL_DIRECTORIES = ("/usr/sbin", "/sbin")
+TOOL_ENVIRONMENT = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+# Rule changes of every divertgui process take turns by locking this
+# directory: root's, writable by no other user, so nobody else can put a
+# file, a FIFO or a link in its place.
+LOCK_DIRECTORY = "/run/divertgui"
+LOCK_TIMEOUT = 10.0
+LOCK_TIMEOUT_STOPPING = 1.0
+LOCK_POLL = 0.02
 CHAIN_NAME = re.compile(r"^DG(\d+)_(\d+)_(\d+)([PIOF])$")
 
 
@@ -172,21 +183,34 @@ class InstalledChain:
         return self.level + PRIORITY_MIN - 1
 
 
+def tool_path(name: str) -> str:
+    """The absolute path of an iptables program in TOOL_DIRECTORIES."""
+    for directory in TOOL_DIRECTORIES:
+        path = os.path.join(directory, name)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    raise RuleError(f"{name} is not installed in {' or '.join(TOOL_DIRECTORIES)}; install Debian's iptables "
+                    f"package (apt-get install iptables)")
+
+
 def require_tools() -> None:
     for tool in ("iptables", "ip6tables", "iptables-restore", "ip6tables-restore"):
-        if shutil.which(tool) is None:
-            raise RuleError(f"{tool} is not installed; install Debian's iptables package "
-                            f"(apt-get install iptables)")
+        tool_path(tool)
 
 
 def _run(args: list[str], stdin: str | None = None) -> str:
+    command = [tool_path(args[0]), *args[1:]]
+    # Root's iptables holds what root's bounding set allows. A process given
+    # its capabilities as file capabilities (not root) passes them on only
+    # through the ambient set, raised in this thread for this one trusted
+    # program and lowered again at once.
+    handing_on = privileges.inherited_by_children() if os.geteuid() != 0 else contextlib.nullcontext()
     try:
-        # A process given its capabilities as file capabilities (not root)
-        # passes them on to iptables only through the ambient set.
-        with privileges.inherited_by_children():
-            done = subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=30)
+        with handing_on:
+            done = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=30,
+                                  env=TOOL_ENVIRONMENT, close_fds=True)
     except FileNotFoundError as exc:
-        raise RuleError(f"{args[0]} is not installed; install Debian's iptables package") from exc
+        raise RuleError(f"{command[0]} is not installed; install Debian's iptables package") from exc
     if done.returncode != 0:
         said = done.stderr.strip() or done.stdout.strip()
         where = f" (input:\n{stdin})" if stdin else ""
@@ -196,11 +220,17 @@ def _run(args: list[str], stdin: str | None = None) -> str:
 
 _process_lock = threading.RLock()
 _lock_depth = 0
+_stopping = threading.Event()
+
+
+def interrupt_lock_waits() -> None:
+    """A stop signal arrived: waits for the rule lock end within LOCK_TIMEOUT_STOPPING."""
+    _stopping.set()
 
 
 @contextlib.contextmanager
 def _namespace_lock():
-    """Serialises rule changes of all our processes in this network namespace.
+    """Serialises the rule changes of all our processes.
 
     Re-entrant within the process, so that a signal handler removing rules
     while the interrupted code holds the lock does not wait for itself.
@@ -214,42 +244,57 @@ def _namespace_lock():
             finally:
                 _lock_depth -= 1
             return
-        netns = os.stat("/proc/thread-self/ns/net").st_ino
-        with _open_lock_file(f"{LOCK_DIRECTORY}/divertgui-netns-{netns}.lock") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        fd = open_lock_directory()
+        try:
+            _wait_for_lock(fd)
             _lock_depth = 1
             try:
                 yield
             finally:
                 _lock_depth = 0
-                fcntl.flock(lock, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
 
-def _open_lock_file(path: str):
-    """The lock file, opened for reading: that is all flock needs.
-
-    Processes of different users (root, or a user whose divertgui has file
-    capabilities) share it, so it is never opened for writing, and never with
-    O_CREAT when it exists: in a sticky world-writable directory the kernel
-    (fs.protected_regular) refuses that on another user's file, even to root.
-    """
-    os.makedirs(LOCK_DIRECTORY, exist_ok=True)
+def _wait_for_lock(fd: int) -> None:
+    """flock without blocking, retried until LOCK_TIMEOUT (LOCK_TIMEOUT_STOPPING once a stop signal came)."""
+    deadline = time.monotonic() + LOCK_TIMEOUT
     while True:
         try:
-            try:
-                return open(path, "rb")
-            except FileNotFoundError:
-                pass
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                continue
-            # Readable by every user whatever the umask.
-            os.fchmod(fd, 0o644)
-            return os.fdopen(fd, "rb")
-        except PermissionError as exc:
-            raise RuleError(f"cannot open the lock file {path} ({exc.strerror}): it belongs to another "
-                            f"user and is not readable by this one; remove it while no divertgui process runs") from exc
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        now = time.monotonic()
+        if _stopping.is_set():
+            deadline = min(deadline, now + LOCK_TIMEOUT_STOPPING)
+        if now >= deadline:
+            raise RuleError(f"another process has held the rule lock {LOCK_DIRECTORY} for too long; "
+                            f"`fuser -v {LOCK_DIRECTORY}` shows which")
+        time.sleep(LOCK_POLL)
+
+
+def open_lock_directory() -> int:
+    """The lock directory, opened without following links or blocking; made (by root) when missing."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(LOCK_DIRECTORY, flags)
+    except FileNotFoundError:
+        if os.geteuid() != 0:
+            raise RuleError(f"the lock directory {LOCK_DIRECTORY} does not exist: packaging/install-linux.sh "
+                            f"has the system create it at boot, and any divert run as root creates it") from None
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(LOCK_DIRECTORY, 0o755)
+        fd = os.open(LOCK_DIRECTORY, flags)
+    except OSError as exc:
+        raise RuleError(f"cannot open the lock directory {LOCK_DIRECTORY}: {exc.strerror}") from exc
+    info = os.fstat(fd)
+    if info.st_uid != 0 or info.st_mode & stat.S_IWOTH:
+        os.close(fd)
+        raise RuleError(f"the lock directory {LOCK_DIRECTORY} must belong to root and be writable by no other "
+                        f"user (it is uid {info.st_uid}, mode {stat.S_IMODE(info.st_mode):04o})")
+    return fd
 
 
 def _listing(version: int) -> list[str]:
@@ -359,12 +404,30 @@ def queue_rule_hits(handle: HandleRules) -> int:
     return hits
 
 
+def pid_owner(pid: int) -> int | None:
+    """The user id of a running process, None when it is gone."""
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except FileNotFoundError:
+        return None
+
+
+def caller_may_touch(chain: InstalledChain) -> bool:
+    """Whether the calling user may see and remove this chain: root may all; a user, those of
+    its own processes and those left by processes that are gone."""
+    uid = os.geteuid()
+    if uid == 0:
+        return True
+    owner = pid_owner(chain.pid)
+    return owner is None or owner == uid
+
+
 def list_handles() -> list[InstalledChain]:
-    """Every chain of ours in this network namespace, IPv4 and IPv6."""
+    """The chains of ours in this network namespace the caller may see (`caller_may_touch`), IPv4 and IPv6."""
     require_tools()
     found = []
     for version in (4, 6):
-        found += _chains_in(_listing(version), version)
+        found += [c for c in _chains_in(_listing(version), version) if caller_may_touch(c)]
     return found
 
 
@@ -379,13 +442,15 @@ def pid_alive(pid: int) -> bool:
 
 
 def cleanup(dead_only: bool = True) -> list[InstalledChain]:
-    """Remove chains left by processes that are gone (or all of ours); returns what went."""
+    """Remove chains left by processes that are gone (or all the caller may remove: `caller_may_touch`);
+    returns what went."""
     require_tools()
     removed = []
     with _namespace_lock():
         for version in (4, 6):
             listing = _listing(version)
-            doomed = [c for c in _chains_in(listing, version) if not dead_only or not pid_alive(c.pid)]
+            doomed = [c for c in _chains_in(listing, version)
+                      if caller_may_touch(c) and (not dead_only or not pid_alive(c.pid))]
             if doomed:
                 _remove_chains(version, listing, {c.name for c in doomed})
                 removed += doomed
@@ -423,6 +488,7 @@ def remove_all_installed() -> None:
 
 
 def _on_signal(signum, frame):
+    interrupt_lock_waits()
     remove_all_installed()
     previous = _previous_handlers.get(signum)
     if callable(previous):
