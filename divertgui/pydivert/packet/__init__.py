@@ -33,6 +33,22 @@ def _buffer(packet: EnginePacket) -> bytearray:
     return packet._buf
 
 
+def _through(header_of, name: str) -> property:
+    """The field `name` of the header `header_of(packet)` finds: None without that header,
+    whose absence also makes setting the field do nothing, as in pydivert."""
+
+    def get(packet):
+        header = header_of(packet)
+        return getattr(header, name) if header else None
+
+    def put(packet, value) -> None:
+        header = header_of(packet)
+        if header:
+            setattr(header, name, value)
+
+    return property(get, put)
+
+
 class Packet:
     """A packet as pydivert 4 shows it: raw bytes, header views and WinDivert address fields."""
 
@@ -164,49 +180,13 @@ class Packet:
 
     # -- addresses, ports, payload: None when absent, setting them then does nothing -------
 
-    @property
-    def src_addr(self) -> str | None:
-        ip = self.ip
-        return ip.src_addr if ip else None
+    def _ports(self) -> TCPHeader | UDPHeader | None:
+        return self.tcp or self.udp
 
-    @src_addr.setter
-    def src_addr(self, value: str) -> None:
-        ip = self.ip
-        if ip:
-            ip.src_addr = value
-
-    @property
-    def dst_addr(self) -> str | None:
-        ip = self.ip
-        return ip.dst_addr if ip else None
-
-    @dst_addr.setter
-    def dst_addr(self, value: str) -> None:
-        ip = self.ip
-        if ip:
-            ip.dst_addr = value
-
-    @property
-    def src_port(self) -> int | None:
-        ports = self.tcp or self.udp
-        return ports.src_port if ports else None
-
-    @src_port.setter
-    def src_port(self, value: int) -> None:
-        ports = self.tcp or self.udp
-        if ports:
-            ports.src_port = value
-
-    @property
-    def dst_port(self) -> int | None:
-        ports = self.tcp or self.udp
-        return ports.dst_port if ports else None
-
-    @dst_port.setter
-    def dst_port(self, value: int) -> None:
-        ports = self.tcp or self.udp
-        if ports:
-            ports.dst_port = value
+    src_addr = _through(lambda packet: packet.ip, "src_addr")
+    dst_addr = _through(lambda packet: packet.ip, "dst_addr")
+    src_port = _through(_ports, "src_port")
+    dst_port = _through(_ports, "dst_port")
 
     @property
     def payload(self) -> bytes | None:

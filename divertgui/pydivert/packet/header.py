@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import struct
+from divertgui.pydivert.util import raw_property
 
 
 class EngineField:
@@ -27,6 +27,21 @@ class EngineField:
         setattr(header._view, self.name, value)
         if self.invalidates:
             header._packet._invalidate_checksums()
+
+
+class HeaderLength(EngineField):
+    """A header length in 32-bit words, 5 to 15, refused otherwise with pydivert's message."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, name: str, message: str):
+        super().__init__(name)
+        self.message = message
+
+    def __set__(self, header, value):
+        if not 5 <= value <= 15:
+            raise ValueError(self.message)
+        super().__set__(header, value)
 
 
 class Header:
@@ -95,18 +110,5 @@ class PayloadMixin(RawProtocol):
 class PortMixin(RawProtocol):
     """`src_port` and `dst_port`: the first two 16-bit words of `raw`."""
 
-    @property
-    def src_port(self) -> int:
-        return struct.unpack_from("!H", self.raw, 0)[0]
-
-    @src_port.setter
-    def src_port(self, value: int) -> None:
-        self.raw[0:2] = struct.pack("!H", value)
-
-    @property
-    def dst_port(self) -> int:
-        return struct.unpack_from("!H", self.raw, 2)[0]
-
-    @dst_port.setter
-    def dst_port(self, value: int) -> None:
-        self.raw[2:4] = struct.pack("!H", value)
+    src_port = raw_property("!H", 0)
+    dst_port = raw_property("!H", 2)

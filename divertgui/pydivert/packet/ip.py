@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from divertgui.pydivert.packet.header import EngineField, Header
+from divertgui.pydivert.packet.header import EngineField, Header, HeaderLength
 
 
 class IPHeader(Header):
@@ -36,17 +36,7 @@ class IPv4Header(IPHeader):
     df = EngineField("df")
     mf = EngineField("mf")
 
-    @property
-    def hdr_len(self) -> int:
-        """The header length in 32-bit words."""
-        return self._view.hdr_len
-
-    @hdr_len.setter
-    def hdr_len(self, value: int) -> None:
-        if not 5 <= value <= 15:
-            raise ValueError("IP header length must be between 5 and 15")
-        self._view.hdr_len = value
-        self._packet._invalidate_checksums()
+    hdr_len = HeaderLength("hdr_len", "IP header length must be between 5 and 15")
 
     @property
     def header_len(self) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from divertgui.pydivert.packet.header import EngineField, Header
+from divertgui.pydivert.packet.header import EngineField, Header, HeaderLength
 from divertgui.pydivert.packet.transport import TransportPayload
 
 
@@ -27,17 +27,7 @@ class TCPHeader(TransportPayload, Header):
     cksum = EngineField("checksum", invalidates=False)
     urg_ptr = EngineField("urg_ptr")
 
-    @property
-    def data_offset(self) -> int:
-        """The header length in 32-bit words."""
-        return self._view.hdr_len
-
-    @data_offset.setter
-    def data_offset(self, value: int) -> None:
-        if not 5 <= value <= 15:
-            raise ValueError("TCP data offset must be between 5 and 15")
-        self._view.hdr_len = value
-        self._packet._invalidate_checksums()
+    data_offset = HeaderLength("hdr_len", "TCP data offset must be between 5 and 15")
 
     @property
     def header_len(self) -> int:
