@@ -4,21 +4,26 @@
 #   <root><prefix>/bin/divertgui, divert        symlinks into /opt/divertgui
 #   <root><prefix>/share/applications/divertgui.desktop
 #   <root><prefix>/share/icons/hicolor/*/apps/divertgui.{png,svg}
-# and give the two executables the capabilities to divert packets.
+#   <root>/usr/lib/tmpfiles.d/divertgui.conf    /run/divertgui, the rule lock, made at boot
+# and make the capture program the one privileged part, as Wireshark does with
+# dumpcap: `divert` (which the window starts as `divert serve`) gets
+# CAP_NET_ADMIN and CAP_NET_RAW as file capabilities and is installed
+# root:divertgui mode 0750, so only members of the group divertgui can run it.
+# The group is created when missing and the user who ran sudo (SUDO_USER) is
+# added to it. `divertgui`, the window, gets no capabilities.
 #
 #   install-linux.sh [--bundle DIR] [--prefix /usr] [--root DIR] [--no-capabilities]
 #
-# --root DIR installs into a scratch root (paths inside it are those above).
-# Everything written is listed in /opt/divertgui/install-manifest, which
-# packaging/uninstall-linux.sh follows to remove every trace.
+# --root DIR installs into a scratch root (paths inside it are those above;
+# the group goes into DIR/etc/group). Everything written is listed in
+# /opt/divertgui/install-manifest, which packaging/uninstall-linux.sh follows
+# to remove every trace, the group too when this script created it.
 #
 # Capabilities, not polkit: diverting needs CAP_NET_ADMIN (netfilter rules,
 # NFQUEUE) and CAP_NET_RAW (re-injection through raw sockets) in the process
-# that talks to the kernel. polkit can only start a program as root (pkexec),
-# which here would mean the whole Qt GUI running as root: X/Wayland clients as
-# root, a large attack surface, and files saved as root. File capabilities
-# give exactly these two privileges to these two executables, for whoever
-# starts them from a double-click, and nothing else of root's.
+# that talks to the kernel. polkit can only start a program as root (pkexec).
+# File capabilities give exactly these two privileges to the capture program
+# alone, for the members of its group, and nothing else of root's.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -28,6 +33,7 @@ prefix=/usr
 root=""
 capabilities=yes
 CAPS="cap_net_admin,cap_net_raw+ep"
+GROUP=divertgui
 
 usage() {
     echo "usage: install-linux.sh [--bundle DIR] [--prefix DIR] [--root DIR] [--no-capabilities]" >&2
@@ -97,6 +103,8 @@ for size in 16 24 32 48 64 128 256; do
     make_dir "$share/icons/hicolor/${size}x${size}/apps"
 done
 make_dir "$share/icons/hicolor/scalable/apps"
+tmpfiles="$root$prefix/lib/tmpfiles.d"
+make_dir "$tmpfiles"
 
 files=""
 record() { files="$files$1
@@ -118,19 +126,57 @@ for size in 16 24 32 48 64 128 256; do
 done
 cp "$icons/divertgui.svg" "$share/icons/hicolor/scalable/apps/divertgui.svg"
 record "$share/icons/hicolor/scalable/apps/divertgui.svg"
+# The rule lock's directory: root's, writable by no one else (divertgui.engine.backends.netfilter_rules).
+echo "d /run/divertgui 0755 root root -" > "$tmpfiles/divertgui.conf"
+record "$tmpfiles/divertgui.conf"
+if [ -z "$root" ]; then
+    mkdir -p /run/divertgui && chmod 0755 /run/divertgui
+fi
+
+# The group that may run the capture program; in a scratch root, that root's group file.
+groups="$root/etc/group"
+group_made=no
+member_added=""
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-linux.sh: not root: $opt/divert stays yours and runnable by you only" >&2
+    chmod 0700 "$opt/divert"
+elif [ ! -f "$groups" ]; then
+    echo "install-linux.sh: $groups does not exist: no group $GROUP; $opt/divert runs for root only" >&2
+    chown root:root "$opt/divert"
+    chmod 0700 "$opt/divert"
+else
+    prefix_option=""
+    [ -n "$root" ] && prefix_option="-P $root"
+    if ! grep -q "^$GROUP:" "$groups"; then
+        # shellcheck disable=SC2086
+        groupadd $prefix_option -r "$GROUP"
+        group_made=yes
+    fi
+    gid=$(grep "^$GROUP:" "$groups" | cut -d: -f3)
+    chown "root:$gid" "$opt/divert"
+    chmod 0750 "$opt/divert"
+    user=${SUDO_USER:-}
+    if [ -n "$user" ] && [ "$user" != root ]; then
+        members=$(grep "^$GROUP:" "$groups" | cut -d: -f4)
+        case ",$members," in
+            *",$user,"*) ;;
+            *)
+                # shellcheck disable=SC2086
+                if usermod $prefix_option -a -G "$GROUP" "$user"; then
+                    member_added=$user
+                fi ;;
+        esac
+    fi
+fi
 
 if [ "$capabilities" = yes ]; then
     if ! command -v setcap >/dev/null 2>&1; then
         echo "install-linux.sh: setcap not found (Debian package libcap2-bin): capture will need root" >&2
-    else
-        for program in divertgui divert; do
-            if ! setcap "$CAPS" "$opt/$program" 2>/tmp/divertgui-setcap.$$; then
-                echo "install-linux.sh: could not give $opt/$program $CAPS ($(cat /tmp/divertgui-setcap.$$));" \
-                     "the filesystem may not support extended attributes: capture will need root" >&2
-            fi
-            rm -f /tmp/divertgui-setcap.$$
-        done
+    elif ! setcap "$CAPS" "$opt/divert" 2>/tmp/divertgui-setcap.$$; then
+        echo "install-linux.sh: could not give $opt/divert $CAPS ($(cat /tmp/divertgui-setcap.$$));" \
+             "the filesystem may not support extended attributes: capture will need root" >&2
     fi
+    rm -f /tmp/divertgui-setcap.$$
 fi
 
 # Paths are stored relative to the root, so that the tree can be moved as a whole.
@@ -139,6 +185,9 @@ fi
     printf '%s' "$files" | sed -e '/^$/d' -e "s|^$root|file |"
     echo "tree /opt/divertgui"
     printf '%s' "$created" | sed -e '/^$/d' -e "s|^$root|dir |"
+    [ "$group_made" = yes ] && echo "group $GROUP"
+    [ -n "$member_added" ] && echo "member $member_added"
+    true
 } > "$manifest"
 
 # An icon cache that exists must learn the new icon; none is created where there was none.
@@ -146,3 +195,7 @@ if [ -f "$share/icons/hicolor/icon-theme.cache" ] && command -v gtk-update-icon-
     gtk-update-icon-cache -q -t "$share/icons/hicolor" || true
 fi
 echo "installed divertgui in $opt"
+if [ -n "$member_added" ]; then
+    echo "added $member_added to the group $GROUP, whose members may capture: log out and in again" \
+         "(a new login) for it to take effect"
+fi

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Remove what packaging/install-linux.sh installed, following the manifest it
 # wrote: the files it placed, /opt/divertgui as a whole, and the directories
-# it had to create (only those, and only when they are empty again).
+# it had to create (only those, and only when they are empty again), and the
+# group divertgui if it created it.
 #
 #   uninstall-linux.sh [--root DIR]
 set -eu
@@ -41,6 +42,22 @@ echo "$entries" | while read -r kind path; do
         tree) rm -rf "$root$path" ;;
     esac
 done
+# The group goes if the installer made it; otherwise the user it added leaves it.
+prefix_option=""
+[ -n "$root" ] && prefix_option="-P $root"
+echo "$entries" | while read -r kind name; do
+    case "$kind" in
+        # shellcheck disable=SC2086
+        group) groupdel $prefix_option "$name" ;;
+    esac
+done
+if ! echo "$entries" | grep -q '^group '; then
+    echo "$entries" | while read -r kind name; do
+        case "$kind" in
+            member) gpasswd ${root:+-Q "$root"} -d "$name" divertgui >/dev/null || true ;;
+        esac
+    done
+fi
 # Deepest directories first; a directory someone has since put files in stays.
 echo "$entries" | grep '^dir ' | sort -r | while read -r kind path; do
     rmdir "$root$path" 2>/dev/null || true

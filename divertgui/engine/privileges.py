@@ -27,6 +27,7 @@ CAPABILITY_NAMES = {CAP_NET_ADMIN: "CAP_NET_ADMIN", CAP_NET_RAW: "CAP_NET_RAW"}
 STATUS_FIELDS = {"CapInh": "inheritable", "CapPrm": "permitted", "CapEff": "effective",
                  "CapBnd": "bounding", "CapAmb": "ambient"}
 INSTALL_SCRIPT = "packaging/install-linux.sh"
+CAPTURE_GROUP = "divertgui"
 
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_IS_SET, PR_CAP_AMBIENT_RAISE, PR_CAP_AMBIENT_LOWER = 1, 2, 3
@@ -131,7 +132,7 @@ def how_to_get(missing: list[str]) -> str:
         return "start divertgui or divert from an elevated prompt (Run as administrator)"
     granted = "this capability" if len(missing) == 1 else "these capabilities"
     return (f"run it as root (sudo), or install it with {INSTALL_SCRIPT}, which gives the installed "
-            f"divertgui and divert {granted}")
+            f"divert {granted} for the members of the group {CAPTURE_GROUP}")
 
 
 def privilege_sentence(missing: list[str] | None = None) -> str:

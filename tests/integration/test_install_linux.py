@@ -1,5 +1,6 @@
 """install-linux.sh then uninstall-linux.sh, in a scratch root, leaves the tree
-exactly as it was; the installed executables carry the capabilities to divert."""
+exactly as it was (the group file too); only the capture program carries the
+capabilities to divert, and only the group divertgui may run it."""
 
 import hashlib
 import os
@@ -15,6 +16,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 INSTALL = ROOT / "packaging" / "install-linux.sh"
 UNINSTALL = ROOT / "packaging" / "uninstall-linux.sh"
 CAPABILITIES = "cap_net_admin,cap_net_raw=ep"
+# What the shadow tools leave beside the group file: backups and their lock.
+TOOL_BACKUPS = {"etc/group-", "etc/gshadow-", "etc/.pwd.lock"}
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux installer")
 
@@ -32,7 +35,9 @@ def snapshot(root: pathlib.Path) -> dict[str, tuple]:
                 entry = ("dir", stat.S_IMODE(info.st_mode))
             else:
                 entry = ("file", stat.S_IMODE(info.st_mode), hashlib.sha256(path.read_bytes()).hexdigest())
-            tree[str(path.relative_to(root))] = entry
+            relative = str(path.relative_to(root))
+            if relative not in TOOL_BACKUPS:
+                tree[relative] = entry
     return tree
 
 
@@ -135,7 +140,7 @@ def _capabilities_storable(directory: pathlib.Path) -> str | None:
     return None
 
 
-def test_the_installed_executables_carry_the_capabilities_to_divert(fake_bundle, scratch_root):
+def test_only_the_capture_program_has_the_capabilities_and_only_the_group_runs_it(fake_bundle, scratch_root):
     missing = None
     if os.geteuid() != 0:
         missing = "setting file capabilities needs root (CAP_SETFCAP)"
@@ -148,11 +153,43 @@ def test_the_installed_executables_carry_the_capabilities_to_divert(fake_bundle,
     unsupported = _capabilities_storable(scratch_root)
     if unsupported:
         pytest.skip(unsupported)
+    (scratch_root / "etc").mkdir()
+    (scratch_root / "etc/group").write_text("root:x:0:\nusers:x:100:\n")
+    (scratch_root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\nalice:x:1000:100::/home/alice:/bin/sh\n")
     before = snapshot(scratch_root)
-    sh(INSTALL, "--bundle", fake_bundle, "--root", scratch_root)
-    for program in ("divertgui", "divert"):
-        shown = subprocess.run(["getcap", str(scratch_root / "opt/divertgui" / program)],
-                               capture_output=True, text=True, check=True).stdout
-        assert CAPABILITIES in shown, shown
+    done = subprocess.run(["sh", str(INSTALL), "--bundle", str(fake_bundle), "--root", str(scratch_root)],
+                          capture_output=True, text=True, timeout=60, env=dict(os.environ, SUDO_USER="alice"))
+    assert done.returncode == 0, done.stderr
+    assert "added alice to the group divertgui" in done.stdout and "new login" in done.stdout
+    group = next(line for line in (scratch_root / "etc/group").read_text().splitlines() if line.startswith("divertgui:"))
+    name, _, gid, members = group.split(":")
+    assert members == "alice"
+    capture = scratch_root / "opt/divertgui/divert"
+    info = capture.stat()
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, int(gid), 0o750)
+    shown = subprocess.run(["getcap", str(capture)], capture_output=True, text=True, check=True).stdout
+    assert shown.split()[-1] == CAPABILITIES, shown
+    window = subprocess.run(["getcap", str(scratch_root / "opt/divertgui/divertgui")],
+                            capture_output=True, text=True, check=True).stdout
+    assert window == "", window
+    assert (scratch_root / "usr/lib/tmpfiles.d/divertgui.conf").read_text() == "d /run/divertgui 0755 root root -\n"
+    sh(UNINSTALL, "--root", scratch_root)
+    assert snapshot(scratch_root) == before
+
+
+def test_a_group_that_was_there_stays_and_loses_only_the_member_the_installer_added(fake_bundle, scratch_root):
+    if os.geteuid() != 0:
+        pytest.skip("changing a group file and file owners needs root")
+    (scratch_root / "etc").mkdir()
+    (scratch_root / "etc/group").write_text("root:x:0:\ndivertgui:x:990:bob\n")
+    (scratch_root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\nalice:x:1000:100::/home/alice:/bin/sh\n"
+                                             "bob:x:1001:100::/home/bob:/bin/sh\n")
+    before = snapshot(scratch_root)
+    done = subprocess.run(["sh", str(INSTALL), "--bundle", str(fake_bundle), "--root", str(scratch_root),
+                           "--no-capabilities"], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, SUDO_USER="alice"))
+    assert done.returncode == 0, done.stderr
+    assert "divertgui:x:990:bob,alice" in (scratch_root / "etc/group").read_text()
+    assert (scratch_root / "opt/divertgui/divert").stat().st_gid == 990
     sh(UNINSTALL, "--root", scratch_root)
     assert snapshot(scratch_root) == before
