@@ -28,12 +28,20 @@ DELAY_PEN = "#7b3294"
 NO_DELAYS = "No lag rule has delayed a packet yet"
 
 
+# Below this a chart shows no tick numbers: the dock gives up room to the list first.
+PLOT_MIN_HEIGHT = 120
+
+
 def _plot(title: str, units: str) -> pg.PlotWidget:
     plot = pg.PlotWidget(background="w")
+    plot.setMinimumHeight(PLOT_MIN_HEIGHT)
     plot.setTitle(title, color="#333333", size="9pt")
     plot.showGrid(x=True, y=True, alpha=0.25)
     plot.setLabel("bottom", "seconds since start")
     plot.setLabel("left", units=units)
+    left = plot.getAxis("left")
+    left.setStyle(showValues=True, autoExpandTextSpace=True)
+    left.setWidth(48)
     plot.setMouseEnabled(x=True, y=False)
     plot.getPlotItem().getViewBox().setLimits(yMin=0)
     return plot

@@ -12,7 +12,7 @@ import os
 import re
 from typing import Callable
 
-from PySide6.QtCore import QSettings, QStandardPaths, QStringListModel, Qt, Signal
+from PySide6.QtCore import QEvent, QSettings, QStandardPaths, QStringListModel, Qt, Signal
 from PySide6.QtGui import (QColor, QFont, QFontMetrics, QSyntaxHighlighter,
                            QTextCharFormat, QTextCursor, QTextOption)
 from PySide6.QtWidgets import (QCompleter, QHBoxLayout, QLabel, QMenu, QPlainTextEdit,
@@ -20,7 +20,8 @@ from PySide6.QtWidgets import (QCompleter, QHBoxLayout, QLabel, QMenu, QPlainTex
 
 from divertgui.views import filter_vocabulary as vocab
 
-Validator = Callable[[str], "tuple[str, int] | None"]
+# (message, position, suggestion or None), or None when the text is valid.
+Validator = Callable[[str], "tuple[str, int, str | None] | None"]
 
 HISTORY_LENGTH = 20
 PRESETS_FILE = "filter-presets.txt"
@@ -39,7 +40,7 @@ def engine_validator(layer_name: str = "NETWORK") -> Validator:
         try:
             compile_filter(text, Layer[layer_name])
         except FilterError as exc:
-            return exc.message, exc.position
+            return exc.message, exc.position, exc.suggestion
         return None
 
     return validate
@@ -177,10 +178,60 @@ class FilterTextEdit(QPlainTextEdit):
         self.insertPlainText(" ".join(source.text().split()))
 
 
+def problem_text(message: str, position: int, suggestion: str | None) -> str:
+    """A filter error as every filter box shows it: the position as the CLI counts it, and a
+    suggestion when the engine has one."""
+    text = f"position {position}: {message}"
+    return f"{text}; did you mean `{suggestion}`?" if suggestion else text
+
+
+class FloatingMessage(QLabel):
+    """The error line under a filter box, drawn over what is below it: showing it never
+    moves the packet list or anything else down."""
+
+    def __init__(self, anchor: QWidget):
+        super().__init__(anchor)
+        self.anchor = anchor
+        self.setObjectName("filter_message")
+        self.setAutoFillBackground(True)
+        self.setStyleSheet("QLabel { color: #a00000; background: #fff4f4; border: 1px solid #e0a0a0;"
+                           " padding: 1px 4px; }")
+        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.hide()
+        self._host: QWidget | None = None
+
+    def show_text(self, text: str) -> None:
+        self.setText(text)
+        self.place()
+        if self.anchor.isVisible():
+            self.show()
+            self.raise_()
+
+    def place(self) -> None:
+        host = self.anchor.window()
+        if host is not self._host:
+            if self._host is not None:
+                self._host.removeEventFilter(self.anchor)
+            self._host = host
+            self.setParent(host)
+            if host is not self.anchor:
+                host.installEventFilter(self.anchor)
+        self.adjustSize()
+        if host is self.anchor:
+            self.move(0, 0)
+            return
+        below = self.anchor.mapTo(host, self.anchor.rect().bottomLeft())
+        width = min(max(self.anchor.width(), self.sizeHint().width()), max(host.width() - below.x(), 50))
+        self.setFixedWidth(width)
+        self.move(below.x(), below.y() + 1)
+
+
 class FilterEditor(QWidget):
-    """Filter text with live validation; `applied(text)` fires on Enter with a valid filter."""
+    """Filter text with live validation; `applied(text)` fires on Enter with a valid filter,
+    `refused(reason)` on Enter with an invalid one."""
 
     applied = Signal(str)
+    refused = Signal(str)
     validity_changed = Signal(bool)
 
     def __init__(self, purpose: str, validator: Validator | None = None, placeholder: str = "",
@@ -189,6 +240,7 @@ class FilterEditor(QWidget):
         self.purpose = purpose
         self.validator = validator or engine_validator()
         self.error: tuple[str, int] | None = None
+        self.suggestion: str | None = None
         self.edit = FilterTextEdit(self)
         self.edit.setPlaceholderText(placeholder)
         self.edit.setObjectName(f"{purpose}_filter")
@@ -203,10 +255,7 @@ class FilterEditor(QWidget):
         self.apply_button = QToolButton(self)
         self.apply_button.setText("Apply")
         self.apply_button.clicked.connect(self.submit)
-        self.message = QLabel(self)
-        self.message.setStyleSheet("color: #a00000;")
-        self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.message.hide()
+        self.message = FloatingMessage(self)
 
         row = QHBoxLayout()
         row.setContentsMargins(0, 0, 0, 0)
@@ -216,9 +265,7 @@ class FilterEditor(QWidget):
         row.addWidget(self.apply_button)
         column = QVBoxLayout(self)
         column.setContentsMargins(0, 0, 0, 0)
-        column.setSpacing(1)
         column.addLayout(row)
-        column.addWidget(self.message)
 
         self.edit.textChanged.connect(self.validate)
         self.edit.submitted.connect(self.submit)
@@ -243,16 +290,17 @@ class FilterEditor(QWidget):
     def validate(self) -> None:
         text = self.edit.toPlainText()
         was_valid = self.error is None
-        self.error = self.validator(text.strip()) if text.strip() else None
-        if self.error is not None:
-            message, position = self.error
+        problem = self.validator(text.strip()) if text.strip() else None
+        self.error, self.suggestion = None, None
+        if problem is not None:
+            message, position, *rest = problem
             # Positions are into the stripped text; map back onto what is shown.
             position += len(text) - len(text.lstrip())
             self.error = (message, position)
+            self.suggestion = rest[0] if rest else None
             self.highlighter.set_error_position(position)
-            self.message.setText(f"col {position + 1}: {message}")
-            self.message.show()
-            self.edit.setToolTip(f"{message} (at character {position + 1})")
+            self.message.show_text(self.problem())
+            self.edit.setToolTip(self.problem())
             self._paint(INVALID_COLOUR)
         else:
             self.highlighter.set_error_position(None)
@@ -260,21 +308,27 @@ class FilterEditor(QWidget):
             self.edit.setToolTip("")
             self._paint(VALID_COLOUR if text.strip() else NEUTRAL_COLOUR)
         if was_valid != (self.error is None):
-            self._relayout()
             self.validity_changed.emit(self.error is None)
 
-    def _relayout(self) -> None:
-        """Lays out the window now that the message line came or went.
+    def problem(self) -> str:
+        """What is wrong with the text and where, "" when it is valid."""
+        if self.error is None:
+            return ""
+        return problem_text(*self.error, self.suggestion)
 
-        Qt would do it on a later turn of the event loop; until then a toolbar
-        holding this editor keeps its old height, an empty line once the
-        message is gone, and that is what the next paint or grab shows.
-        """
-        widget = self
-        while widget is not None:
-            if widget.layout() is not None:
-                widget.layout().activate()
-            widget = widget.parentWidget()
+    def eventFilter(self, watched, event) -> bool:
+        if watched is self.message._host and event.type() in (QEvent.Type.Resize, QEvent.Type.LayoutRequest):
+            if self.message.isVisible():
+                self.message.place()
+        return False
+
+    def event(self, event) -> bool:
+        kind = event.type()
+        if kind == QEvent.Type.Hide:
+            self.message.hide()
+        elif kind in (QEvent.Type.Show, QEvent.Type.Move, QEvent.Type.Resize) and self.error is not None:
+            self.message.show_text(self.problem())
+        return super().event(event)
 
     def _paint(self, colour: QColor) -> None:
         self.edit.setStyleSheet(
@@ -283,6 +337,9 @@ class FilterEditor(QWidget):
     def submit(self) -> None:
         self.validate()
         if self.error is not None:
+            reason = f"not applied: {self.problem()}"
+            self.message.show_text(reason)
+            self.refused.emit(reason)
             return
         text = self.text()
         if text:

@@ -33,8 +33,10 @@ class InterceptPanel(QWidget):
         self.filter = FilterEditor("intercept", placeholder="Hold packets matching…",
                                    parent=self)
         self.filter.applied.connect(self.set_intercept)
+        self.filter.refused.connect(lambda reason: self.status.setText(f"Intercept filter {reason}"))
         self.status = QLabel("Holding nothing", self)
         self.status.setObjectName("intercept_status")
+        self.status.setWordWrap(True)
 
         self.table = QTableView(self)
         self.table.setObjectName("held_queue")

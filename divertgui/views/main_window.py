@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 
 from PySide6.QtCore import QByteArray, QItemSelectionModel, QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QActionGroup, QFont, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QFont, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDockWidget, QHBoxLayout, QHeaderView,
                                QInputDialog, QLabel, QMainWindow, QMenu, QSpinBox, QSplitter, QStyle, QTableView,
                                QToolBar, QToolButton, QVBoxLayout, QWidget)
@@ -20,7 +20,7 @@ from divertgui.engine.address import PRIORITY_MAX, PRIORITY_MIN
 from divertgui.engine.loss import describe, losses
 from divertgui.models.delay_histogram import DelayHistogram
 from divertgui.models.intercept_queue import InterceptQueueModel
-from divertgui.models.packet_table import INFO, PacketTableModel, TimeFormat
+from divertgui.models.packet_table import INFO, VERDICT, PacketTableModel, TimeFormat
 from divertgui.models.rules_model import RulesModel
 from divertgui.models.stats import TrafficStats
 from divertgui.views.capture_options import CaptureOptions, CaptureOptionsDialog
@@ -33,6 +33,7 @@ from divertgui.views.follow_stream_dialog import FollowStreamDialog
 from divertgui.views.intercept_panel import InterceptPanel
 from divertgui.views.packet_details import PacketDetails
 from divertgui.views.rules_panel import RulesPanel
+from divertgui.views.window_layout import charts_height, first_window_size, side_panel_width
 
 Post = Callable[..., None]
 CHART_INTERVAL_MS = 250
@@ -40,7 +41,8 @@ LIST_INTERVAL_MS = 100
 # The packet list and the charts repaint at least this far apart, so that
 # the event loop never waits for both in one go.
 PAINT_SPREAD_S = 0.04
-COLUMN_WIDTHS = (70, 100, 50, 170, 170, 70, 60, 420, 80)
+# No., Time, Dir, Source, Destination, Protocol, Length, Info (stretches), Verdict.
+COLUMN_WIDTHS = (55, 85, 45, 125, 125, 60, 50, 200, 70)
 
 
 def _human_bytes(value: float) -> str:
@@ -84,7 +86,8 @@ class Banner(QWidget):
 
 
 class PacketTableView(QTableView):
-    """A packet list that follows new rows until the user scrolls away from the bottom."""
+    """A packet list that follows new rows until the user scrolls away from the bottom or
+    selects a packet other than the newest; scrolling back to the bottom follows again."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -117,6 +120,12 @@ class PacketTableView(QTableView):
         # coming back resumes it. New rows alone never change it.
         if not self._following_now:
             self.following = value >= self.verticalScrollBar().maximum() - 1
+
+    def currentChanged(self, current, previous) -> None:
+        super().currentChanged(current, previous)
+        if current.isValid():
+            # A selected packet stays where the user sees it while new rows arrive.
+            self.following = current.row() >= self.model().rowCount() - 1
 
     def follow(self) -> None:
         """Shows the newest rows when auto-scroll is on and the user has not scrolled away."""
@@ -245,6 +254,9 @@ class MainWindow(QMainWindow):
         self.find_filter.applied.connect(self.find_next)
         find_bar.addWidget(self.find_filter)
         self.find_bar = find_bar
+        for name, editor in (("Capture filter", self.capture_filter), ("Display filter", self.display_filter),
+                             ("Find", self.find_filter)):
+            editor.refused.connect(lambda reason, name=name: self.statusBar().showMessage(f"{name} {reason}", 8000))
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, find_bar)
         find_bar.hide()
 
@@ -253,7 +265,10 @@ class MainWindow(QMainWindow):
         self.table.setModel(self.table_model)
         for column, width in enumerate(COLUMN_WIDTHS):
             self.table.setColumnWidth(column, width)
-        self.table.horizontalHeader().setSectionResizeMode(INFO, QHeaderView.ResizeMode.Stretch)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(INFO, QHeaderView.ResizeMode.Stretch)
+        # The verdict stands before Info, which takes what width is left: both stay in view.
+        header.moveSection(header.visualIndex(VERDICT), header.visualIndex(INFO))
         self.table.selectionModel().currentRowChanged.connect(self._on_current_row)
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.customContextMenuRequested.connect(self._packet_menu)
@@ -301,8 +316,6 @@ class MainWindow(QMainWindow):
         self.charts_dock.setWidget(self.charts)
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.charts_dock)
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
-        self.resizeDocks([self.intercept_dock], [430], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.charts_dock], [330], Qt.Orientation.Vertical)
 
     def _build_status_bar(self) -> None:
         self.status_labels: dict[str, QLabel] = {}
@@ -490,8 +503,7 @@ class MainWindow(QMainWindow):
     # capture control ---------------------------------------------------------------
     def start_capture(self) -> None:
         if not self.capture_filter.is_valid():
-            message, position = self.capture_filter.error
-            self.statusBar().showMessage(f"Capture filter: {message} (character {position + 1})", 8000)
+            self.statusBar().showMessage(f"Capture filter not applied: {self.capture_filter.problem()}", 8000)
             return
         self.files.before_capture()
         text = self.capture_filter.text() or "true"
@@ -735,16 +747,26 @@ class MainWindow(QMainWindow):
         self.display_filter.submit()
 
     # settings --------------------------------------------------------------------------
+    def apply_default_layout(self) -> None:
+        """The panels' share of the window at its current size, as on a first start."""
+        self.resizeDocks([self.intercept_dock], [side_panel_width(self.width())], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.charts_dock], [charts_height(self.height())], Qt.Orientation.Vertical)
+
     def restore_settings(self) -> None:
         settings = QSettings()
         geometry = settings.value("window/geometry")
         if isinstance(geometry, QByteArray):
             self.restoreGeometry(geometry)
         else:
-            self.resize(1400, 900)
+            area = (self.screen() or QGuiApplication.primaryScreen()).availableGeometry()
+            size = first_window_size(area)
+            self.resize(size)
+            self.move(area.center() - self.rect().center())
         state = settings.value("window/state")
         if isinstance(state, QByteArray):
             self.restoreState(state)
+        else:
+            self.apply_default_layout()
         splitter = settings.value("window/splitter")
         if isinstance(splitter, QByteArray):
             self.splitter.restoreState(splitter)

@@ -10,20 +10,23 @@ import pathlib
 import struct
 
 import numpy as np
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QRect, Qt
 from PySide6.QtGui import QImage
 
+from divertgui.views.window_layout import first_window_size
 from tests.gui.conftest import start_demo
 
 IMAGES = pathlib.Path(__file__).resolve().parents[2] / "docs" / "images"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-WINDOW_SIZE = (1600, 1000)
+# The first window's size on a 1920x1080 screen.
+WINDOW_SIZE = first_window_size(QRect(0, 0, 1920, 1080)).toTuple()
 
 
-def save(widget, name: str, min_size: tuple[int, int]) -> pathlib.Path:
+def save(widget, name: str, min_size: tuple[int, int], area: QRect | None = None) -> pathlib.Path:
     IMAGES.mkdir(parents=True, exist_ok=True)
     path = IMAGES / name
-    assert widget.grab().save(str(path), "PNG"), f"Qt could not write {path}"
+    picture = widget.grab(area) if area is not None else widget.grab()
+    assert picture.save(str(path), "PNG"), f"Qt could not write {path}"
     check_picture(path, min_size)
     return path
 
@@ -51,6 +54,7 @@ def hold_one(qtbot, window, text: str) -> None:
 def test_main_window_with_traffic_and_charts(qtbot, workbench):
     window = workbench.window
     window.resize(*WINDOW_SIZE)
+    window.apply_default_layout()
     start_demo(qtbot, workbench, rows=300)
     hold_one(qtbot, window, "tcp.DstPort == 443 and tcp.PayloadLength > 0")
     qtbot.waitUntil(lambda: window.charts.updates >= 8, timeout=10000)
@@ -108,7 +112,10 @@ def test_the_filter_editor_underlines_an_error(qtbot, workbench):
     assert position == len("tcp.DstPort == 443 and ip.TTL < 64 or ")
     editor.edit.setFocus()
     qtbot.wait(200)
-    save(editor.parentWidget(), "filter-error.png", (800, 40))
+    bar = editor.parentWidget().geometry()
+    # The error line is drawn over the list under the bar: the picture takes both.
+    save(window, "filter-error.png", (800, 40),
+         QRect(bar.left(), bar.top(), bar.width(), editor.message.geometry().bottom() + 4 - bar.top()))
     editor.set_text("tcp.DstPort == 443 and ip.TTL < 64 or udp.DstPort == 53")
     qtbot.waitUntil(editor.is_valid)
     save(editor.parentWidget(), "filter-valid.png", (800, 25))

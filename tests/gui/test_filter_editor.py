@@ -44,7 +44,7 @@ def test_bad_filter_is_red_before_enter_with_the_error_underlined_and_explained(
     assert min(underlined_positions(editor)) == position
     assert "bad token" in message
     assert editor.message.isVisible()
-    assert f"col {position + 1}" in editor.message.text()
+    assert f"position {position}:" in editor.message.text()
     applied = []
     editor.applied.connect(applied.append)
     qtbot.keyClick(editor.edit, Qt.Key.Key_Return)
@@ -116,3 +116,21 @@ def test_layer_decides_what_is_valid(qtbot):
     editor.set_validator(engine_validator("NETWORK_FORWARD"))
     assert not editor.is_valid()
     assert editor.error[1] == 0
+
+
+def test_enter_on_an_invalid_filter_says_why_it_was_not_applied(qtbot):
+    editor = make(qtbot)
+    qtbot.keyClicks(editor.edit, "tcp.DstPort == ")
+    with qtbot.waitSignal(editor.refused) as refused:
+        qtbot.keyClick(editor.edit, Qt.Key.Key_Return)
+    assert refused.args[0].startswith("not applied: position ")
+    assert editor.message.isVisible() and editor.message.text().startswith("not applied")
+
+
+def test_a_mistyped_field_gets_a_did_you_mean(qtbot):
+    editor = make(qtbot)
+    qtbot.keyClicks(editor.edit, "TCP.dstport == 80")
+    assert editor.error[1] == 0
+    assert editor.suggestion == "tcp.DstPort"
+    assert editor.message.text() == ("position 0: Filter expression contains a bad token; "
+                                     "did you mean `tcp.DstPort`?")

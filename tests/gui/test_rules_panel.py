@@ -93,7 +93,7 @@ def test_a_bad_rule_filter_shows_red_and_is_not_applied(qtbot, workbench):
     assert INVALID_COLOUR.name() in editor.filter.edit.styleSheet()
     assert panel.model.index(row, 1).data(Qt.ItemDataRole.BackgroundRole) == ERROR_BRUSH
     assert editor.error.isVisible() and "rule 1: drop.filter" in editor.error.text()
-    assert "col 19" in editor.filter.message.text()
+    assert "position 18" in editor.filter.message.text()
     click_box(qtbot, editor.enabled)
     qtbot.waitUntil(lambda: panel.status.text().startswith("Not applied: rule 1"), timeout=5000)
     assert session_kinds(workbench) == [("drop", False)], "the session keeps the last valid rules"
