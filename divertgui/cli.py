@@ -17,6 +17,7 @@ privilege, kernel feature, tool), 2 bad usage or bad filter.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import shutil
@@ -28,7 +29,7 @@ import time
 
 from divertgui.engine.address import Address, Flag, Layer
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_LOST = 0, 1, 2, 3
 LAYERS = {"network": Layer.NETWORK, "forward": Layer.NETWORK_FORWARD}
 POLL_SECONDS = 0.2
 
@@ -77,14 +78,57 @@ def _compile(text: str, layer: Layer):
     return compile_filter(text, layer)
 
 
-def _open_handle(args, flags: Flag):
+def _open_handle(args, flags: Flag, queue_length: int | None = None):
+    from divertgui.engine.address import Param
     from divertgui.engine.handle import Divert
     _compile(args.filter, LAYERS[args.layer])  # a bad filter is a usage error, whatever the privilege
     _require_privilege()
     handle = Divert(args.filter, layer=LAYERS[args.layer], priority=args.priority, flags=flags,
                     backend=_backend())
+    queue_length = getattr(args, "queue_length", None) or queue_length
+    if queue_length:
+        handle.set_param(Param.QUEUE_LENGTH, queue_length)
     handle.open()
     return handle
+
+
+LOSS_WARNING_SECONDS = 1.0
+
+
+class _LossWarnings:
+    """While a handle runs: a line on stderr, at most one a second, whenever it lost packets."""
+
+    def __init__(self, handle):
+        from divertgui.engine.loss import LossWatch
+        self.handle = handle
+        self.watch = LossWatch()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="loss warnings", daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self.done.wait(LOSS_WARNING_SECONDS):
+            news = self.watch.news(self.handle.stats())
+            if news is not None:
+                loss, new = news
+                _say(f"divert: warning: {new} packets lost in the last second; {loss.lost} of {loss.offered} "
+                     f"({loss.percent_text()}) so far: {loss.parts_text()}", sys.stderr)
+
+
+def _report_loss(args, stats: dict) -> int | None:
+    """The loss line at the end; EXIT_LOST when packets were lost and --strict was given."""
+    from divertgui.engine.loss import loss_of
+    loss = loss_of(stats)
+    _say(f"divert: lost {loss.lost} of {loss.offered} packets ({loss.percent_text()})"
+         + (f": {loss.parts_text()}" if loss.lost else ""), sys.stderr)
+    return EXIT_LOST if loss.lost and args.strict else None
 
 
 def _backend():
@@ -108,6 +152,9 @@ def _run_guarded(command, args) -> int:
     except DivertArgumentError as exc:
         _error(str(exc))
         return EXIT_USAGE
+    except _CaptureFileError as exc:
+        _error(str(exc))
+        return EXIT_FAILURE
     except (DivertError, PermissionError, RuntimeError) as exc:
         text = _first_sentence(exc)
         if "Permission denied" in text or "must be root" in text:
@@ -250,33 +297,70 @@ def detail_block(packet, start_ns: int) -> str:
 # -- netdump ---------------------------------------------------------------------------
 
 def cmd_netdump(args) -> int:
-    from divertgui.engine.pcapng import PcapngWriter
     stop = _Stop()
     stop.install()
-    writer = PcapngWriter(args.write, application="divert netdump") if args.write else None
-    count = 0
+    _compile(args.filter, LAYERS[args.layer])
+    _require_privilege()
+    writer = _capture_file(args.write) if args.write else None
+    count, write_error = 0, None
     try:
         handle = _open_handle(args, Flag.SNIFF | Flag.RECV_ONLY)
         with handle:
             if not args.quiet:
                 _say(f"divert: sniffing {args.filter!r} (priority {args.priority}); Ctrl+C to stop", sys.stderr)
             started_ns = time.monotonic_ns()
-            while not stop and (args.count is None or count < args.count):
-                wanted = 255 if args.count is None else min(255, args.count - count)
-                batch = handle.recv_batch(wanted, POLL_SECONDS)
-                for packet in batch:
-                    count += 1
-                    if not args.quiet:
-                        _say(detail_block(packet, started_ns) if args.verbose else summary_line(packet, count))
-                if writer is not None and batch:
-                    writer.write_batch([(p.raw, p.address, None) for p in batch])
+            with _LossWarnings(handle):
+                while not stop and write_error is None and (args.count is None or count < args.count):
+                    wanted = 255 if args.count is None else min(255, args.count - count)
+                    batch = handle.recv_batch(wanted, POLL_SECONDS)
+                    for packet in batch:
+                        count += 1
+                        if not args.quiet:
+                            _say(detail_block(packet, started_ns) if args.verbose else summary_line(packet, count))
+                    if writer is not None and batch:
+                        try:
+                            writer.write_batch([(p.raw, p.address, None) for p in batch])
+                        except OSError as exc:
+                            write_error = exc
             stats = handle.stats()
     finally:
         if writer is not None:
-            writer.close()
-    _say(f"divert: {count} packets captured" + (f", written to {args.write}" if writer else "")
-         + f"; kernel: sniffed {stats.get('sniffed', 0)}, lost {stats.get('lost_messages', 0)}", sys.stderr)
-    return EXIT_OK
+            try:
+                writer.close()
+            except OSError as exc:
+                write_error = write_error or exc
+    written = "" if writer is None else (f", written to {args.write}" if write_error is None
+                                         else f"; {args.write} holds those written before the error below")
+    _say(f"divert: {count} packets captured{written}", sys.stderr)
+    lost = _report_loss(args, stats)
+    if write_error is not None:
+        _error(_write_error_text(args.write, write_error))
+        return EXIT_FAILURE
+    return lost or EXIT_OK
+
+
+def _capture_file(path: str):
+    """The pcapng writer of `-w`, its header already on disk: a file that cannot be
+    written is refused before anything is diverted."""
+    from divertgui.engine.pcapng import PcapngWriter
+    writer = None
+    try:
+        writer = PcapngWriter(path, application="divert netdump")
+        writer.flush()
+    except OSError as exc:
+        if writer is not None:
+            with contextlib.suppress(OSError):
+                writer.close()
+        raise _CaptureFileError(_write_error_text(path, exc)) from exc
+    return writer
+
+
+class _CaptureFileError(Exception):
+    """The -w file cannot be written; the message names it."""
+
+
+def _write_error_text(path: str, exc: OSError) -> str:
+    return f"cannot write {path}: {exc.strerror or exc}"
 
 
 # -- netfilter -------------------------------------------------------------------------
@@ -343,25 +427,26 @@ def cmd_netfilter(args) -> int:
     handle = _open_handle(args, Flag(0))
     with handle:
         _say(f"divert: blocking {args.filter!r} (priority {args.priority}); Ctrl+C to stop", sys.stderr)
-        while not stop:
-            for packet in handle.recv_batch(64, POLL_SECONDS):
-                if packet.tcp is not None:
-                    reply, kind = tcp_reset_for(packet), "tcp"
-                elif packet.udp is not None:
-                    reply, kind = icmp_unreachable_for(packet), "udp"
-                else:
-                    reply, kind = None, "other"
-                handle.drop(packet)
-                if reply is not None:
-                    handle.send(reply)
-                blocked[kind] += 1
-                _say(f"BLOCK {summary_line(packet, sum(blocked.values()))}"
-                     + (" (answered with RST)" if kind == "tcp" and reply is not None
-                        else " (answered with ICMP unreachable)" if kind == "udp" else ""))
+        with _LossWarnings(handle):
+            while not stop:
+                for packet in handle.recv_batch(64, POLL_SECONDS):
+                    if packet.tcp is not None:
+                        reply, kind = tcp_reset_for(packet), "tcp"
+                    elif packet.udp is not None:
+                        reply, kind = icmp_unreachable_for(packet), "udp"
+                    else:
+                        reply, kind = None, "other"
+                    handle.drop(packet)
+                    if reply is not None:
+                        handle.send(reply)
+                    blocked[kind] += 1
+                    _say(f"BLOCK {summary_line(packet, sum(blocked.values()))}"
+                         + (" (answered with RST)" if kind == "tcp" and reply is not None
+                            else " (answered with ICMP unreachable)" if kind == "udp" else ""))
         stats = handle.stats()
     _say(f"divert: blocked {blocked['tcp']} TCP (RST), {blocked['udp']} UDP (ICMP unreachable), "
-         f"{blocked['other']} other (dropped); overflowed {stats.get('overflowed', 0)}", sys.stderr)
-    return EXIT_OK
+         f"{blocked['other']} other (dropped)", sys.stderr)
+    return _report_loss(args, stats) or EXIT_OK
 
 
 # -- passthru --------------------------------------------------------------------------
@@ -386,32 +471,33 @@ def cmd_passthru(args) -> int:
         _say(f"divert: passing {args.filter!r} through (priority {args.priority}, batch {args.batch}, "
              f"{args.threads} thread{'s' if args.threads > 1 else ''}); Ctrl+C to stop", sys.stderr)
         workers = [threading.Thread(target=reinject, args=(i,), daemon=True) for i in range(args.threads)]
-        for worker in workers:
-            worker.start()
-        while not stop and (args.duration is None or time.monotonic() - started < args.duration):
-            stop.event.wait(min(POLL_SECONDS, args.duration or POLL_SECONDS))
-        stop.event.set()
-        for worker in workers:
-            worker.join(timeout=5)
+        with _LossWarnings(handle):
+            for worker in workers:
+                worker.start()
+            while not stop and (args.duration is None or time.monotonic() - started < args.duration):
+                stop.event.wait(min(POLL_SECONDS, args.duration or POLL_SECONDS))
+            stop.event.set()
+            for worker in workers:
+                worker.join(timeout=5)
         stats = handle.stats()
     elapsed = max(time.monotonic() - started, 1e-9)
     total = sum(passed)
     _say(f"passthru: {total} packets in {elapsed:.2f} s ({total / elapsed:.0f} pkt/s)")
     keys = ("diverted", "sent", "dropped", "expired", "overflowed", "bypassed", "rejected", "lost_messages")
     _say("counters: " + " ".join(f"{key}={stats.get(key, 0)}" for key in keys))
+    lost = _report_loss(args, stats)
     if failures:
         _error(f"passthru stopped: {_first_sentence(failures[0])}")
         return EXIT_FAILURE
-    return EXIT_OK
+    return lost or EXIT_OK
 
 
 # -- conditions ---------------------------------------------------------------------------
 
 def cmd_conditions(args) -> int:
     """Lag, loss and the other rules on the packets FILTER selects; the counters on SIGINT/SIGTERM."""
-    from divertgui.engine.address import Param
     from divertgui.engine.rules import RuleError
-    from divertgui.engine.rules.cli_args import format_stats, pipeline_from_args
+    from divertgui.engine.rules.cli_args import CONDITIONS_QUEUE_LENGTH, format_stats, pipeline_from_args
     from divertgui.engine.rules.runner import run_conditions
     try:
         pipeline = pipeline_from_args(args)
@@ -423,19 +509,20 @@ def cmd_conditions(args) -> int:
         return EXIT_USAGE
     stop = _Stop()
     stop.install()
-    handle = _open_handle(args, Flag(0))
     # Lagged and throttled packets wait in the kernel queue: give them room.
-    handle.set_param(Param.QUEUE_LENGTH, 16384)
+    handle = _open_handle(args, Flag(0), queue_length=CONDITIONS_QUEUE_LENGTH)
     with handle:
         names = ", ".join(rule.name for rule in pipeline.rules)
         _say(f"divert: applying {names} to {args.filter!r} (priority {args.priority}); Ctrl+C to stop",
              sys.stderr)
-        stats = run_conditions(handle, pipeline, stop.event)
+        with _LossWarnings(handle):
+            stats = run_conditions(handle, pipeline, stop.event)
+        handle_stats = handle.stats()
     _say(format_stats(stats))
     if stats.get("first_send_error"):
         _error(f"{stats['send_errors']} packets made by the rules could not be injected: "
                f"{stats['first_send_error']}")
-    return EXIT_OK
+    return _report_loss(args, handle_stats) or EXIT_OK
 
 
 # -- check, list, cleanup ---------------------------------------------------------------
@@ -603,18 +690,6 @@ def cmd_doctor(args) -> int:
 
 # -- arguments --------------------------------------------------------------------------
 
-def _bounded(low: int, high: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text, 0)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is outside {low}..{high}")
-        return value
-    return parse
-
-
 def _positive_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -626,7 +701,8 @@ def _positive_seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from divertgui.engine.rules.cli_args import add_conditions_parser, priority
+    from divertgui.engine.rules.cli_args import add_conditions_parser, add_loss_options, priority
+    from divertgui.engine.rules.cli_args import whole_number as _bounded
     parser = argparse.ArgumentParser(prog="divert", description="Capture, block and re-inject packets chosen by "
                                      "a WinDivert filter (Linux: netfilter NFQUEUE).")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -644,10 +720,13 @@ def build_parser() -> argparse.ArgumentParser:
     netdump.add_argument("-c", "--count", type=_bounded(1, 1 << 62), metavar="N", help="stop after N packets")
     netdump.add_argument("-v", "--verbose", action="store_true", help="print every header field and the bytes")
     netdump.add_argument("-q", "--quiet", action="store_true", help="print nothing per packet")
+    netdump.add_argument("--strict", action="store_true",
+                         help="exit with status 3 if the kernel could not deliver every copy")
     netdump.set_defaults(run=cmd_netdump)
 
     netfilter = diverting("netfilter", "block matching packets: TCP answered with RST, UDP with ICMP "
                                        "port unreachable, the rest dropped")
+    add_loss_options(netfilter)
     netfilter.set_defaults(run=cmd_netfilter)
 
     passthru = diverting("passthru", "divert matching packets and re-inject them unchanged")
@@ -657,6 +736,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="threads receiving and re-injecting (default 1)")
     passthru.add_argument("--duration", type=_positive_seconds, metavar="SECONDS",
                           help="stop after this long (default: until SIGINT/SIGTERM)")
+    add_loss_options(passthru)
     passthru.set_defaults(run=cmd_passthru)
 
     conditions = add_conditions_parser(commands)

@@ -210,12 +210,15 @@ class PcapngWriter:
             self._file.flush()
 
     def close(self) -> None:
+        """Flushes and closes; the file is closed even when the flush fails (and raises)."""
         if self._file is None:
             return
-        self.flush()
-        if self._owns_file:
-            self._file.close()
-        self._file = None
+        file, self._file = self._file, None
+        try:
+            file.flush()
+        finally:
+            if self._owns_file:
+                file.close()
 
     def __enter__(self) -> "PcapngWriter":
         return self

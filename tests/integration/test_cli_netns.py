@@ -21,9 +21,9 @@ PORT = 40201
 READY = "Ctrl+C to stop"
 
 
-def start_cli(ns, *args: str) -> subprocess.Popen:
-    """`python -m divertgui.cli ARGS` inside `ns`, returned once its handle is open."""
-    process = ns.popen([sys.executable, "-m", "divertgui.cli", *args], stdout=subprocess.PIPE,
+def start_cli(ns, *args: str, wrapper: tuple[str, ...] = ()) -> subprocess.Popen:
+    """`python -m divertgui.cli ARGS` inside `ns` (run by `wrapper`, if any), returned once its handle is open."""
+    process = ns.popen([*wrapper, sys.executable, "-m", "divertgui.cli", *args], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, text=True)
     seen = ""
     end = time.monotonic() + 20

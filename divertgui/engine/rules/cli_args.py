@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 
-from divertgui.engine.address import PRIORITY_MAX, PRIORITY_MIN
+from divertgui.engine.address import PARAM_LIMITS, PRIORITY_MAX, PRIORITY_MIN, Param
 from divertgui.engine.rules.base import RuleError
 from divertgui.engine.rules.lag import Lag
 from divertgui.engine.rules.pipeline import Pipeline
@@ -31,15 +31,33 @@ def _pair(text: str, what: str) -> tuple[float, float]:
         raise argparse.ArgumentTypeError(f"{what}: expected numbers like {what.split()[-1]}, not {text!r}")
 
 
-def priority(text: str) -> int:
-    """A handle priority, as argparse reads it."""
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not PRIORITY_MIN <= value <= PRIORITY_MAX:
-        raise argparse.ArgumentTypeError(f"{value} is outside {PRIORITY_MIN}..{PRIORITY_MAX}")
-    return value
+def whole_number(low: int, high: int):
+    """An argparse type: a whole number (decimal, 0x hex) in low..high."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 0)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is outside {low}..{high}")
+        return value
+    return parse
+
+
+priority = whole_number(PRIORITY_MIN, PRIORITY_MAX)
+QUEUE_LENGTH_LIMITS = PARAM_LIMITS[Param.QUEUE_LENGTH][1:]
+queue_length = whole_number(*QUEUE_LENGTH_LIMITS)
+# Lagged and throttled packets wait in the kernel queue: conditions give them room.
+CONDITIONS_QUEUE_LENGTH = QUEUE_LENGTH_LIMITS[1]
+
+
+def add_loss_options(parser, queue_default: str = "4096") -> None:
+    """--queue-length and --strict, for the commands that divert."""
+    parser.add_argument("--queue-length", type=queue_length, metavar="N",
+                        help=f"packets the kernel queue holds for divert, {QUEUE_LENGTH_LIMITS[0]}.."
+                             f"{QUEUE_LENGTH_LIMITS[1]} (default {queue_default}); beyond it packets are lost")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit with status 3 if any packet was lost (queue full or waited too long)")
 
 
 def _lag(text):
@@ -80,6 +98,7 @@ def add_conditions_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--priority", type=priority, default=0,
                         help=f"handle priority, {PRIORITY_MIN}..{PRIORITY_MAX} (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the rules' randomness")
+    add_loss_options(parser, queue_default=str(CONDITIONS_QUEUE_LENGTH))
     parser.set_defaults(run=conditions_main)
     return parser
 
@@ -156,7 +175,6 @@ def format_stats(stats: dict) -> str:
 
 def conditions_main(args, out=None, err=None, stop: threading.Event | None = None) -> int:
     """Run until SIGINT/SIGTERM (or until `stop` is set), print the counters; the exit status."""
-    from divertgui.engine.address import Param
     from divertgui.engine.filter import FilterError
     from divertgui.engine.filter.errors import report_lines
     from divertgui.engine.handle import Divert, DivertArgumentError, DivertError
@@ -177,8 +195,7 @@ def conditions_main(args, out=None, err=None, stop: threading.Event | None = Non
         previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         handle = Divert(args.filter, priority=args.priority)
-        # Lagged and queued packets wait in the kernel queue: give them room.
-        handle.set_param(Param.QUEUE_LENGTH, 16384)
+        handle.set_param(Param.QUEUE_LENGTH, args.queue_length or CONDITIONS_QUEUE_LENGTH)
         with handle:
             stats = run_conditions(handle, pipeline, stop)
     except FilterError as exc:
