@@ -1,13 +1,16 @@
 """What a window does through a capture service, run as a separate process by
 tests/integration/test_service_netns.py:
 
-    python -m tests.integration.service_scenarios capture TARGET UID PORT
+    python -m tests.integration.service_scenarios capture TARGET UID PORT [HOST]
     python -m tests.integration.service_scenarios refused TARGET UID
     python -m tests.integration.service_scenarios hold TARGET PORT COUNT
 
 The process imports everything as whoever started it, then (for a UID other
 than 0) becomes that user with no capabilities: the interpreter may live
 where that user cannot read it. One JSON line on stdout reports what happened.
+`capture` talks TCP to HOST (default 127.0.0.1, where it listens itself; any
+other host must run an echo server on PORT), and UDP over ::1 on loopback.
+SCENARIO_CLIENT_OPTIONS (JSON) may give the client remote_command and ssh_options.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ def _client_options() -> dict:
     return {key: options[key] for key in ("remote_command", "ssh_options") if key in options}
 
 
-def capture(target: str, uid: int, port: int) -> dict:
+def capture(target: str, uid: int, port: int, host: str = "127.0.0.1") -> dict:
     become(uid)
     report = {"uid": os.getuid(), "effective_capabilities": privileges.current().effective}
     window = Window(target)
@@ -76,9 +79,12 @@ def capture(target: str, uid: int, port: int) -> dict:
     report["state"] = state[-1] if state else None
     window.client.post("set_intercept", filter=f"tcp.DstPort == {port} and tcp.PayloadLength > 0")
     time.sleep(0.3)
-    server = socket.create_server(("127.0.0.1", port))
-    sender = socket.create_connection(("127.0.0.1", port), timeout=5)
-    receiver, _ = server.accept()
+    loopback = host == "127.0.0.1"
+    if loopback:
+        server = socket.create_server((host, port))
+    sender = socket.create_connection((host, port), timeout=5)
+    # On loopback the receiving socket is ours; elsewhere the echo of the receiving socket.
+    receiver = server.accept()[0] if loopback else sender
     receiver.settimeout(10)
     sender.sendall(PAYLOAD)
     held = until(lambda: window.held())
@@ -96,6 +102,10 @@ def capture(target: str, uid: int, port: int) -> dict:
             report["received"] = repr(exc)
         until(lambda: window.store.verdict(first["row"]) == Verdict.MODIFIED, 5)
         report["verdict"] = window.store.verdict(first["row"]).name
+    report["errors"] = [e["message"] for e in window.of("error")]
+    if not loopback:
+        window.client.close()
+        return report
     udp_in = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     udp_in.bind(("::1", port))
     udp_in.settimeout(5)
@@ -136,7 +146,7 @@ def hold(target: str, port: int, count: int) -> dict:
 def main(argv: list[str]) -> None:
     mode, target, *rest = argv
     if mode == "capture":
-        report = capture(target, int(rest[0]), int(rest[1]))
+        report = capture(target, int(rest[0]), int(rest[1]), *rest[2:])
     elif mode == "refused":
         report = refused(target, int(rest[0]))
     else:
