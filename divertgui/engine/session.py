@@ -18,7 +18,7 @@ from divertgui.engine.address import Address, Flag, Layer
 from divertgui.engine.packet import Packet
 from divertgui.engine.protocol import event
 from divertgui.engine.rules import Lag, Pipeline, RuleError
-from divertgui.engine.rules.runner import send_out
+from divertgui.engine.rules.runner import drain_queued, send_out
 from divertgui.engine.store import CaptureStore, Verdict
 
 EMIT_INTERVAL = 1 / 30
@@ -384,6 +384,7 @@ class Session:
     def _close_source(self, reason: str) -> None:
         if self._handle is None:
             return
+        self._drain_source()
         self._release_rules()
         # Held packets continue unmodified rather than vanish with the handle.
         for ident in list(self._held):
@@ -398,6 +399,20 @@ class Session:
         self._handle = self._backend = None
         self._reason = reason
         self._state_due = self._rows_due = True
+
+    def _drain_source(self) -> None:
+        """Packets still queued for the handle go through the rules and the intercept filter
+        like any other: closing the handle would drop them."""
+        if self._mode == "drop":
+            return
+        try:
+            for packets in drain_queued(self._handle, BATCH):
+                out = self.apply_rules(packets)
+                if out:
+                    self._process(out)
+        except Exception as exc:
+            self._error(f"packets still queued when the {self._source} source closed could not be "
+                        f"released: {exc}", self._source)
 
     def _on_pause(self, command: dict) -> None:
         self._paused = bool(command.get("paused", True))

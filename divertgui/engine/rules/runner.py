@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from divertgui.engine.address import Flag, Param
 from divertgui.engine.handle import MAX_BATCH
 
 IDLE_WAIT = 0.05        # seconds; bounds how long a stop request waits to be noticed
@@ -29,11 +30,32 @@ def send_out(handle, packets: list, errors: list) -> None:
             errors.append(str(exc))
 
 
+def drain_queued(handle, batch: int = MAX_BATCH):
+    """Stop diverting new packets, then yield, batch by batch, those already queued for `handle`.
+
+    Closing a handle makes the kernel drop what is still queued for it; after
+    shutdown("recv") new packets pass undiverted and the queued ones stay
+    readable, so that they can be given their verdicts first.
+    """
+    if not handle.is_open or handle.flags & (Flag.DROP | Flag.SEND_ONLY):
+        return
+    handle.shutdown("recv")
+    # Nothing new is queued once the rules are gone: at most a full queue is left.
+    left = handle.get_param(Param.QUEUE_LENGTH) + batch
+    while left > 0:
+        packets = handle.recv_batch(min(batch, MAX_BATCH), 0)
+        if not packets:
+            return
+        left -= len(packets)
+        yield packets
+
+
 def run_conditions(handle, pipeline, stop_event, batch: int = MAX_BATCH, clock=time.monotonic_ns,
                    idle_wait: float = IDLE_WAIT) -> dict:
     """Move packets from `handle` through `pipeline` until `stop_event` is set.
 
-    On stop every held packet is sent (nothing is lost); returns pipeline.stats()
+    On stop the packets still queued for the handle run through the pipeline,
+    then every held packet is sent (nothing is lost); returns pipeline.stats()
     plus "send_errors" (how many new packets could not be injected) and the
     first such error, if any.
     """
@@ -52,9 +74,15 @@ def run_conditions(handle, pipeline, stop_event, batch: int = MAX_BATCH, clock=t
             if out:
                 send_out(handle, out, errors)
     finally:
-        remaining = pipeline.release_all()
-        if remaining and handle.is_open:
-            send_out(handle, remaining, errors)
+        try:
+            for packets in drain_queued(handle, batch):
+                out = pipeline.process(packets, clock())
+                if out:
+                    send_out(handle, out, errors)
+        finally:
+            remaining = pipeline.release_all()
+            if remaining and handle.is_open:
+                send_out(handle, remaining, errors)
     stats = pipeline.stats()
     stats["send_errors"] = len(errors)
     if errors:
