@@ -4,7 +4,7 @@
 # test starts its own sshd in a namespace to capture through ssh).
 set -eu
 
-packages="python3-venv iptables nftables iproute2 tshark libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3 libglib2.0-0 libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 libcap2-bin openssh-server openssh-client"
+packages="python3-venv iptables nftables iproute2 tshark libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3 libglib2.0-0 libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 libcap2-bin openssh-server openssh-client curl netcat-openbsd"
 
 missing=""
 for p in $packages; do

@@ -25,6 +25,14 @@ TICKET_MASK = (1 << TICKET_SHIFT) - 1
 _serials = itertools.count(1)
 
 
+# Flags WinDivertOpen requires at the event layers (doc/windivert.html, section 5.1).
+REQUIRED_FLAGS = {
+    Layer.FLOW: Flag.SNIFF | Flag.RECV_ONLY,
+    Layer.SOCKET: Flag.RECV_ONLY,
+    Layer.REFLECT: Flag.SNIFF | Flag.RECV_ONLY,
+}
+
+
 class DivertError(Exception):
     """A handle could not do what was asked; the message says what and why."""
 
@@ -99,8 +107,10 @@ class Divert:
                  flags: Flag = Flag(0), backend=None):
         layer = Layer(layer)
         flags = Flag(flags)
-        if layer not in (Layer.NETWORK, Layer.NETWORK_FORWARD):
-            raise DivertArgumentError(f"layer {layer.name} is not supported yet; use NETWORK or NETWORK_FORWARD")
+        required = REQUIRED_FLAGS.get(layer, Flag(0))
+        if flags & required != required:
+            raise DivertArgumentError(f"a {layer.name}-layer handle needs the flags {required!r} "
+                                      f"(its events can only be received, as in WinDivert)")
         if flags & Flag.SNIFF and flags & Flag.DROP:
             raise DivertArgumentError("flags SNIFF and DROP cannot be combined")
         if flags & Flag.RECV_ONLY and flags & Flag.SEND_ONLY:
@@ -130,7 +140,7 @@ class Divert:
             raise DivertError("the handle is already open")
         if self._closed:
             raise HandleClosedError("a closed handle cannot be opened again; create a new Divert")
-        backend = self._backend if self._backend is not None else default_backend()
+        backend = self._backend if self._backend is not None else default_backend(self.layer)
         try:
             backend.open(self.filter, self.layer, self.priority, self.flags, dict(self.params))
         except DivertError:

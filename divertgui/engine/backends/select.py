@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import sys
 
+from divertgui.engine.address import Layer
 from divertgui.engine.backends.base import Backend
 
 
-def default_backend() -> Backend:
-    """NfqueueBackend on Linux, PydivertBackend (the WinDivert driver) on Windows."""
+def default_backend(layer: Layer = Layer.NETWORK) -> Backend:
+    """On Linux: NfqueueBackend at the network layers, the eBPF SocketBackend at the
+    SOCKET layer; PydivertBackend (the WinDivert driver) on Windows."""
+    if sys.platform.startswith("linux") and layer == Layer.SOCKET:
+        from divertgui.engine.backends.socket_layer import SocketBackend
+        return SocketBackend()
+    if sys.platform.startswith("linux") and layer in (Layer.FLOW, Layer.REFLECT):
+        from divertgui.engine.handle import DivertArgumentError
+        raise DivertArgumentError(f"the {layer.name} layer is not available on Linux yet")
     if sys.platform.startswith("linux"):
         from divertgui.engine.backends.nfqueue import NfqueueBackend
         from divertgui.engine.filter.kernel import kernel_test

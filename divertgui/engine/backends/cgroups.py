@@ -1,0 +1,32 @@
+"""Where the cgroup v2 hierarchy is mounted, found from the kernel's own mount table.
+
+Unified layouts mount it at /sys/fs/cgroup, hybrid ones next to the v1
+controllers (often /sys/fs/cgroup/unified); /proc/self/mountinfo says which.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class CgroupError(OSError):
+    kind = "kernel"
+
+
+def cgroup2_mount(mountinfo: str = "/proc/self/mountinfo") -> str:
+    with open(mountinfo, encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            fields = line.split()
+            # mountinfo: ... mount point (5th) ... " - " filesystem type, source, options.
+            if " - cgroup2 " in line:
+                return fields[4].replace("\\040", " ")
+    raise CgroupError(0, "no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup/unified): "
+                         "the SOCKET layer attaches its eBPF programs to a cgroup v2")
+
+
+def open_cgroup(path: str) -> int:
+    """A descriptor of the cgroup directory, which bpf() attaches programs to."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise CgroupError(exc.errno, f"cannot open the cgroup {path}: {exc.strerror}") from None

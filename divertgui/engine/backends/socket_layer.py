@@ -1,0 +1,168 @@
+"""The SOCKET layer on Linux: cgroup eBPF programs report socket operations and refuse them.
+
+The programs (socket_programs.py) are attached through bpf links to a cgroup
+v2: by default the hierarchy's root, so that every process on the machine is
+seen as WinDivert sees every process; a test attaches to a cgroup of its
+own. A link lives as long as a descriptor refers to it, so the programs
+leave the kernel when the handle closes or its process dies, however it
+dies: there is nothing for `divert cleanup` to find.
+
+Blocking: the handle's filter is compiled into the BIND and CONNECT
+programs, which refuse a matching operation (the program sees EPERM) when
+the handle has no SNIFF flag. LISTEN and ACCEPT come from sock_ops
+callbacks, which cannot refuse anything, so a blocking handle whose
+filter could select them is refused at open; CLOSE cannot be refused, as
+in WinDivert.
+"""
+
+from __future__ import annotations
+
+import os
+
+from divertgui.engine.address import Event, Flag, Layer
+from divertgui.engine.filter.assume import possible
+
+from . import bpf_syscall as sys_bpf
+from . import socket_programs as programs
+from .base import Backend, Captured
+from .cgroups import cgroup2_mount, open_cgroup
+from .ringbuf import RingBuffer
+from .socket_record import to_address
+
+RING_BYTES = 1 << 20
+TABLE_ENTRIES = 1 << 16
+SOCKET_EVENTS = (Event.SOCKET_BIND, Event.SOCKET_CONNECT, Event.SOCKET_LISTEN, Event.SOCKET_ACCEPT,
+                 Event.SOCKET_CLOSE)
+UNBLOCKABLE = (Event.SOCKET_LISTEN, Event.SOCKET_ACCEPT)
+
+
+class SocketLayerError(OSError):
+    """The kernel cannot do what the handle asks; `kind` says what is missing."""
+
+    def __init__(self, message: str, kind: str | None = None):
+        super().__init__(message)
+        self.kind = kind
+
+
+def selectable_events(tree) -> set[Event]:
+    return {event for event in SOCKET_EVENTS if possible(tree, "event", int(event))}
+
+
+def build(tree, maps: programs.Maps, events: set[Event], block: bool) -> list[programs.Program]:
+    """The programs a filter that can select `events` needs."""
+    wanted = []
+    if Event.SOCKET_BIND in events:
+        wanted += [programs.sock_addr(tree, maps, Event.SOCKET_BIND, ipv6, block) for ipv6 in (False, True)]
+    if Event.SOCKET_CONNECT in events:
+        wanted += [programs.sock_addr(tree, maps, Event.SOCKET_CONNECT, ipv6, block) for ipv6 in (False, True)]
+    if events & {Event.SOCKET_LISTEN, Event.SOCKET_ACCEPT, Event.SOCKET_CLOSE}:
+        # The process behind LISTEN and ACCEPT, and the local address behind CLOSE.
+        wanted += [programs.sock_create(maps), programs.sock_ops(tree, maps)]
+    if Event.SOCKET_CLOSE in events:
+        wanted.append(programs.sock_release(tree, maps))
+    return wanted
+
+
+class SocketBackend(Backend):
+    """Backend(cgroup=None): SOCKET events of the processes in `cgroup` (a cgroup v2
+    directory; None: the whole machine)."""
+
+    name = "ebpf-socket"
+
+    def __init__(self, cgroup: str | None = None):
+        self.cgroup = cgroup
+        self._fds: list[int] = []
+        self._links: list[int] = []
+        self._ring: RingBuffer | None = None
+        self._filter = None
+        self._stats = {"sniffed": 0, "dropped": 0}
+
+    def open(self, filter, layer: Layer, priority: int, flags: Flag, params) -> None:
+        if layer != Layer.SOCKET:
+            raise SocketLayerError(f"the eBPF socket backend serves the SOCKET layer, not {layer.name}")
+        block = not flags & Flag.SNIFF
+        events = selectable_events(filter.tree)
+        unblockable = events & set(UNBLOCKABLE)
+        if block and unblockable:
+            names = " and ".join(event.name.split("_", 1)[1] for event in sorted(unblockable))
+            raise SocketLayerError(
+                f"Linux cannot refuse {names} (they are reported by sock_ops callbacks, which cannot fail "
+                f"an operation): open this SOCKET handle with SNIFF, or exclude those events from its "
+                f"filter, e.g. \"(event == BIND or event == CONNECT) and ...\"", kind="kernel")
+        self._filter = filter
+        path = self.cgroup or cgroup2_mount()
+        cgroup_fd = open_cgroup(path)
+        try:
+            maps = programs.Maps(
+                self._keep(sys_bpf.create_ringbuf(RING_BYTES, "divert_events")),
+                self._keep(sys_bpf.create_lru_hash(TABLE_ENTRIES, 8, "divert_owners")),
+                self._keep(sys_bpf.create_lru_hash(TABLE_ENTRIES, 8, "divert_listen")),
+                self._keep(sys_bpf.create_lru_hash(TABLE_ENTRIES, programs.LOCAL_SIZE, "divert_locals")))
+            for program in build(filter.tree, maps, events, block):
+                prog_fd = self._load(program)
+                try:
+                    self._links.append(sys_bpf.attach_cgroup(prog_fd, cgroup_fd, program.attach_type))
+                except sys_bpf.BpfError as exc:
+                    raise SocketLayerError(f"cannot attach {program.name} to the cgroup {path}: {exc.strerror}",
+                                           kind="privilege" if exc.errno == 1 else "kernel") from None
+            self._ring = RingBuffer(maps.events, RING_BYTES)
+            self._fds.remove(maps.events)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            os.close(cgroup_fd)
+
+    def _keep(self, fd: int) -> int:
+        self._fds.append(fd)
+        return fd
+
+    def _load(self, program: programs.Program) -> int:
+        try:
+            return self._keep(sys_bpf.load_program(program.prog_type, program.attach_type, program.code,
+                                                   program.name))
+        except sys_bpf.BpfError as exc:
+            if exc.errno == 1:
+                raise SocketLayerError(f"loading the eBPF program {program.name} needs CAP_BPF and "
+                                       f"CAP_NET_ADMIN (or root)", kind="privilege") from None
+            lines = [line for line in exc.log.strip().splitlines()
+                     if not line.startswith(("processed ", "verification time", "stack depth"))]
+            detail = lines[-1:] or [exc.strerror]
+            raise SocketLayerError(f"this kernel refused the eBPF program {program.name} "
+                                   f"({program.event.name if program.event else 'socket tracking'}): "
+                                   f"{detail[0]}", kind="kernel") from None
+
+    def recv_batch(self, max_count: int, timeout: float | None) -> list[Captured]:
+        ring = self._ring
+        records = ring.records(max_count)
+        if not records:
+            ring.wait(timeout)
+            records = ring.records(max_count)
+        out = []
+        for raw in records:
+            address, blocked = to_address(raw)
+            if not self._filter.match(b"", address):
+                continue
+            self._stats["dropped" if blocked else "sniffed"] += 1
+            out.append(Captured(b"", address, 0))
+        return out
+
+    def verdict(self, ticket: int, raw) -> None:
+        raise SocketLayerError("a SOCKET event has no pending verdict: the kernel decided when it happened")
+
+    def inject(self, raw: bytes, address) -> None:
+        raise SocketLayerError("SOCKET events cannot be injected (as in WinDivert)")
+
+    def close(self) -> None:
+        for fd in self._links + self._fds:
+            os.close(fd)
+        self._links, self._fds = [], []
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
+
+    def stats(self) -> dict[str, int]:
+        return dict(self._stats)
+
+    def fileno(self) -> int | None:
+        return self._ring.fd if self._ring is not None else None
