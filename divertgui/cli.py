@@ -764,6 +764,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --listen: a user id that may connect (repeatable; the service's own always may)")
     serve.add_argument("--allow-group", metavar="NAME", action="append",
                        help="with --listen: a group whose members may connect (repeatable)")
+    serve.add_argument("--pipe", metavar="NAME", help=argparse.SUPPRESS if sys.platform != "win32" else
+                       "Windows: serve the window that created this named pipe (how it starts the service elevated)")
     serve.set_defaults(run=cmd_serve)
 
     doctor = commands.add_parser("doctor", help="what works on this machine and what is missing")

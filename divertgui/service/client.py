@@ -84,7 +84,8 @@ class ServiceClient:
     """
 
     def __init__(self, target: str, store, on_event: Callable[[dict], None], *,
-                 remote_command: str = REMOTE_COMMAND, ssh_options=(), command: list[str] | None = None):
+                 remote_command: str = REMOTE_COMMAND, ssh_options=(), command: list[str] | None = None,
+                 elevated: bool = False):
         self.target = target
         self.host = host_label(target)
         self.store = store
@@ -92,6 +93,8 @@ class ServiceClient:
         self.remote_command = remote_command
         self.ssh_options = tuple(ssh_options)
         self.command = command
+        self.elevated = elevated       # Windows: start the local service through a UAC prompt
+        self._pipe = None
         self.hello: dict | None = None
         self.connected = False
         self._process: subprocess.Popen | None = None
@@ -105,7 +108,16 @@ class ServiceClient:
     # -- connecting ---------------------------------------------------------------
 
     def start(self) -> None:
-        if self.target == "local":
+        if self.target == "local" and self.elevated and sys.platform == "win32":
+            from divertgui.service.windows import ElevatedPipe, ElevationError
+            self._pipe = ElevatedPipe()
+            try:
+                self._pipe.start_service(self.command[0] if self.command else None)
+            except ElevationError as exc:
+                self._pipe.close()
+                raise ConnectionError(str(exc)) from None
+            self._read, self._write = self._pipe.read, self._pipe.write
+        elif self.target == "local":
             self._spawn(self.command or service_command())
         elif self.target.startswith("unix:"):
             path = self.target[len("unix:"):]
@@ -175,6 +187,10 @@ class ServiceClient:
             if self._reader is not None:
                 self._reader.join(timeout)
             self._socket.close()
+        if self._pipe is not None:
+            if self._reader is not None:
+                self._reader.join(timeout)
+            self._pipe.close()
         if self._process is not None:
             try:
                 self._process.stdin.close()

@@ -44,6 +44,8 @@ def command_line(args) -> list[str]:
         arguments += ["--allow-uid", str(uid)]
     for name in args.allow_group or ():
         arguments += ["--allow-group", name]
+    if args.pipe:
+        arguments += ["--pipe", args.pipe]
     return arguments
 
 
@@ -66,7 +68,22 @@ def serve(args) -> int:
     if args.allow_uid or args.allow_group:
         log("--allow-uid and --allow-group apply to --listen only")
         return 2
+    if args.pipe:
+        return serve_pipe(args.pipe)
     return serve_stdio()
+
+
+def serve_pipe(name: str) -> int:
+    """Windows: serve the window that created the named pipe `name` and started this service elevated."""
+    from divertgui.service.windows import open_service_pipe
+    try:
+        pipe, read, write = open_service_pipe(name)
+    except (ValueError, OSError) as exc:
+        log(str(exc))
+        return 2
+    with pipe:
+        Connection(read, write, Peer(f"the window on {name}"), log, privileges.live_capture_problem() or "").run()
+    return 0
 
 
 def serve_stdio() -> int:

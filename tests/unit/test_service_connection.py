@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from divertgui.engine.packet import Packet
 from divertgui.engine.store import CaptureStore
@@ -151,3 +152,41 @@ def test_divert_serve_as_a_child_process_serves_and_exits_when_its_stdin_closes(
         assert client._process.wait(10) == 0
         client.close()
     assert "the client closed the connection" in client.stderr_text()
+
+
+class Recorder:
+    """A Session stand-in that records what reaches it."""
+
+    def __init__(self):
+        self.posted = []
+
+    def post(self, command):
+        self.posted.append(command)
+
+
+frame_parts = st.one_of(
+    st.binary(max_size=40),
+    st.builds(lambda kind, body: framing.encode(kind, body), st.sampled_from(sorted(framing.KINDS)),
+              st.binary(max_size=40)),
+    st.builds(lambda kind, fields: framing.encode_json({"type": kind, **fields}),
+              st.sampled_from(["start", "forward", "inject", "set_rules", "bogus", "open", "pause"]),
+              st.dictionaries(st.sampled_from(["source", "ids", "data", "priority", "rules", "paused", "path"]),
+                              st.one_of(st.integers(), st.text(max_size=5), st.lists(st.integers(), max_size=3),
+                                        st.booleans(), st.none()), max_size=3)),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(frame_parts, max_size=8))
+def test_whatever_a_client_sends_only_valid_commands_reach_the_session(parts):
+    import io
+    from divertgui.service.commands import validate
+    sent = []
+    connection = Connection(io.BytesIO(b"".join(parts)).read, sent.append, Peer("fuzz"), lambda line: None)
+    connection.session = Recorder()
+    connection._read_commands()
+    connection.writer.close()
+    posted = connection.session.posted
+    assert posted[-1] == {"type": "shutdown"}
+    for command in posted[:-1]:
+        assert validate(command) is command
