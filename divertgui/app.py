@@ -181,10 +181,11 @@ def _argument_error(args: argparse.Namespace) -> str | None:
     """What is wrong with the command line, before any window opens."""
     if args.filter:
         from divertgui.engine.filter import FilterError, compile_filter
+        from divertgui.engine.filter.errors import report
         try:
             compile_filter(args.filter)
         except FilterError as exc:
-            return f"--filter: {exc.message}\n  {args.filter}\n  {' ' * exc.position}^"
+            return report(args.filter, exc, "--filter: ")
     if args.replay and not os.path.isfile(args.replay):
         return f"--replay: no such file: {args.replay}"
     return None

@@ -66,11 +66,10 @@ def _error(message: str) -> None:
     _say(f"divert: {message}", sys.stderr)
 
 
-def filter_error_text(text: str, exc, prefix: str = "divert") -> str:
+def filter_error_text(text: str, exc) -> str:
     """The error, the filter around the position it names with a caret under it, and a suggestion."""
-    from divertgui.engine.filter.errors import report_lines
-    first, *rest = report_lines(text, exc)
-    return "\n  ".join([f"{prefix}: bad filter: {first}", *rest])
+    from divertgui.engine.filter.errors import report
+    return report(text, exc, "divert: bad filter: ")
 
 
 def _compile(text: str, layer: Layer):

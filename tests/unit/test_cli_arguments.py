@@ -126,3 +126,15 @@ def test_positions_are_said_the_same_way_by_every_command(capsys):
     assert err.getvalue().split("\n")[1:] == check_err.split("\n")[1:]
     with pytest.raises(RuleError, match="at position 8"):
         rules_from_dicts([{"kind": "drop", "filter": "tcp and udpp"}])
+
+
+def test_the_window_s_command_line_shows_a_bad_filter_the_same_way():
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    done = subprocess.run([sys.executable, "-m", "divertgui.app", "--filter", "TCP.dstport == 1"],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 2
+    assert done.stderr.endswith("--filter: Filter expression contains a bad token (at position 0)\n"
+                                "  TCP.dstport == 1\n  ^\n  did you mean `tcp.DstPort`?\n"), done.stderr

@@ -42,6 +42,12 @@ def report_lines(text: str, error: FilterError) -> list[str]:
     return lines
 
 
+def report(text: str, error: FilterError, lead: str) -> str:
+    """report_lines as one text: `lead` and the message, then the rest indented."""
+    first, *rest = report_lines(text, error)
+    return "\n  ".join([lead + first, *rest])
+
+
 def _shown(char: str) -> str:
     """A character as printed: a byte that was not UTF-8 (Python keeps it as a lone
     surrogate) and a control character are escaped, so that the caret, counted in

@@ -176,7 +176,7 @@ def format_stats(stats: dict) -> str:
 def conditions_main(args, out=None, err=None, stop: threading.Event | None = None) -> int:
     """Run until SIGINT/SIGTERM (or until `stop` is set), print the counters; the exit status."""
     from divertgui.engine.filter import FilterError
-    from divertgui.engine.filter.errors import report_lines
+    from divertgui.engine.filter.errors import report
     from divertgui.engine.handle import Divert, DivertArgumentError, DivertError
     from divertgui.engine.rules.runner import run_conditions
 
@@ -199,8 +199,7 @@ def conditions_main(args, out=None, err=None, stop: threading.Event | None = Non
         with handle:
             stats = run_conditions(handle, pipeline, stop)
     except FilterError as exc:
-        first, *rest = report_lines(args.filter, exc)
-        print("\n  ".join([f"divert conditions: bad filter: {first}", *rest]), file=err)
+        print(report(args.filter, exc, "divert conditions: bad filter: "), file=err)
         return 2
     except DivertArgumentError as exc:
         print(f"divert conditions: {exc}", file=err)
