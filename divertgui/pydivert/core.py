@@ -47,16 +47,45 @@ def _os_error(exc: Exception) -> Exception:
     return OSError(errno.EIO, str(exc))
 
 
+class FilterString(str):
+    """A handle's filter text; called, it yields the handle's packets that have the given fields."""
+
+    _handle: "Divert"
+
+    def __call__(self, *, proto=None, src_addr=None, dst_addr=None, src_port=None, dst_port=None,
+                 direction=None):
+        wanted = {"src_addr": src_addr, "dst_addr": dst_addr, "src_port": src_port, "dst_port": dst_port}
+        for packet in self._handle:
+            if proto and packet.protocol[0] != proto:
+                continue
+            if any(value and getattr(packet, name) != value for name, value in wanted.items()):
+                continue
+            if direction and packet.direction.name.lower() != direction.lower():
+                continue
+            yield packet
+
+
 class Divert:
     """Divert(filter="true", layer=Layer.NETWORK, priority=0, flags=Flag.DEFAULT): a WinDivert handle."""
 
     def __init__(self, filter: str = "true", layer: Layer = Layer.NETWORK, priority: int = 0,
                  flags: Flag = Flag.DEFAULT, **kwargs) -> None:
-        self.filter = filter.strip() if isinstance(filter, str) else filter
+        self.filter = filter
         self.layer, self.priority, self.flags = layer, priority, flags
         self._handle: EngineDivert | None = None
         # Packets a cancelled recv_async received after it was cancelled: the next receive returns them.
         self._late: collections.deque = collections.deque()
+
+    @property
+    def filter(self) -> FilterString:
+        """The filter text (used at the next open()); `handle.filter(dst_port=80, ...)` filters what is received."""
+        text = FilterString(self._filter)
+        text._handle = self
+        return text
+
+    @filter.setter
+    def filter(self, text: str) -> None:
+        self._filter = text.strip() if isinstance(text, str) else text
 
     # -- installation: nothing to install on Linux --------------------------------------
 
@@ -94,7 +123,7 @@ class Divert:
         if self.is_open:
             raise RuntimeError("Divert handle is already open.")
         try:
-            handle = EngineDivert(self.filter, Layer(self.layer), int(self.priority), EngineFlag(int(self.flags)))
+            handle = EngineDivert(self._filter, Layer(self.layer), int(self.priority), EngineFlag(int(self.flags)))
             handle.open()
         except (DivertError, FilterError) as exc:
             raise _os_error(exc) from exc
@@ -135,7 +164,7 @@ class Divert:
 
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"
-        return (f'<{type(self).__name__} state="{state}" filter={self.filter!r} '
+        return (f'<{type(self).__name__} state="{state}" filter={self._filter!r} '
                 f'layer="{self.layer}" priority="{self.priority}" flags="{self.flags}" />')
 
     def _engine(self) -> EngineDivert:

@@ -234,3 +234,16 @@ def test_address_family():
     v4, v6 = pydivert.PacketBuilder().ipv4().udp(1, 2).build(), pydivert.PacketBuilder().ipv6().udp(1, 2).build()
     assert (v4.address_family, v6.address_family) == (socket.AF_INET, socket.AF_INET6)
     assert pydivert.Packet(b"\x45").address_family is None
+
+
+def test_the_filter_is_text_that_also_filters_what_the_handle_receives():
+    handle = pydivert.Divert("  udp  ")
+    assert handle.filter == "udp" and isinstance(handle.filter, str)
+    handle.filter = "tcp"
+    assert handle.filter == "tcp" and "filter='tcp'" in repr(handle)
+    wanted = pydivert.PacketBuilder().ipv4().udp(1, 53).build()
+    other = pydivert.PacketBuilder().ipv4().udp(1, 54).build()
+    text = handle.filter
+    text._handle = [other, wanted, other]   # stands for what the handle receives
+    assert list(text(dst_port=53)) == [wanted]
+    assert list(text(dst_port=53, direction="inbound")) == []
