@@ -247,3 +247,17 @@ def test_the_filter_is_text_that_also_filters_what_the_handle_receives():
     text._handle = [other, wanted, other]   # stands for what the handle receives
     assert list(text(dst_port=53)) == [wanted]
     assert list(text(dst_port=53, direction="inbound")) == []
+
+
+def test_a_packet_let_go_is_freed_at_once():
+    """No reference cycle: an unsent received packet is dropped as soon as the program lets it go."""
+    import gc
+    gc.collect()
+    gc.disable()
+    try:
+        packet = pydivert.PacketBuilder().ipv4().tcp(1, 2).build()
+        assert packet.tcp.dst_port == 2 and packet.ipv4.ttl and packet.payload == b""
+        del packet
+        assert gc.collect() == 0    # nothing was left for the cycle collector
+    finally:
+        gc.enable()

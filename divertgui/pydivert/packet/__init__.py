@@ -113,11 +113,14 @@ class Packet:
     # -- headers -----------------------------------------------------------------
 
     def _view(self, name: str, wrapper):
+        # The engine's views are kept, not the wrappers: a wrapper refers to
+        # this packet, and a cycle would keep an unsent packet (and its
+        # pending verdict) alive until the garbage collector runs.
         views = self._views
         if name not in views:
-            engine_view = getattr(self._packet, name)
-            views[name] = wrapper(self, engine_view) if engine_view is not None else None
-        return views[name]
+            views[name] = getattr(self._packet, name)
+        engine_view = views[name]
+        return wrapper(self, engine_view) if engine_view is not None else None
 
     @property
     def address_family(self) -> int | None:
