@@ -17,7 +17,7 @@ import warnings
 from divertgui.engine.filter import FilterError, compile_filter
 from divertgui.engine.handle import MAX_BATCH
 from divertgui.engine.handle import Divert as EngineDivert
-from divertgui.engine.handle import (DivertArgumentError, DivertError, HandleClosedError,
+from divertgui.engine.handle import (DivertArgumentError, DivertError, HandleClosedError, KernelFeatureError,
                                      UnsupportedPlatformError)
 from divertgui.engine.address import Flag as EngineFlag
 from divertgui.engine.address import Param as EngineParam
@@ -36,7 +36,8 @@ def _os_error(exc: Exception) -> Exception:
     """An engine error as the exception pydivert raises for it."""
     if isinstance(exc, FilterError):
         return OSError(errno.EINVAL, f"Invalid filter at position {exc.position}: {exc.message}")
-    if isinstance(exc, UnsupportedPlatformError):
+    if isinstance(exc, (UnsupportedPlatformError, KernelFeatureError)):
+        # pydivert's word for what this system cannot do (its EOPNOTSUPP).
         return NotImplementedError(str(exc))
     if isinstance(exc, PermissionError):
         return OSError(errno.EPERM, str(exc))

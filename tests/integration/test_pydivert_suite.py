@@ -1,8 +1,9 @@
 """pydivert's own test suite, unchanged, run against divertgui.pydivert inside a network namespace.
 
 The suite ships in the pydivert wheel (pydivert/tests/). Its four files run
-in a pytest of their own, as root in a fresh namespace (loopback only), with
-`pydivert` replaced by divertgui.pydivert (tests/pydivert_suite/plugin.py).
+in a pytest of their own, as root in a fresh network namespace (loopback
+only) and a cgroup of the test's own, with `pydivert` replaced by
+divertgui.pydivert (tests/pydivert_suite/plugin.py).
 docs/porting.md lists, per file, how many pass, fail and are skipped, and
 every test that does not pass with the reason; this test holds the run to
 that list, so the documentation stays true.
@@ -14,13 +15,13 @@ import importlib.util
 import os
 import re
 import shutil
-import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
 
 import pytest
 
 from tests.integration.conftest import REPO, require
+from tests.integration.socket_layer_fixtures import own_cgroup, start_in  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(600)]
 
@@ -62,27 +63,31 @@ def outcomes(junit_xml: str) -> dict[str, str]:
     return results
 
 
-def test_pydivert_suite_runs_as_documented(netns, tmp_path):
+def test_pydivert_suite_runs_as_documented(netns, own_cgroup, tmp_path):
     source = installed_suite()
     require(None if source else "pydivert's test suite is not installed (pip install -e '.[test]')")
     for name in SUITE_FILES:
         shutil.copyfile(os.path.join(source, name), tmp_path / name)
-    (tmp_path / "pytest.ini").write_text(
-        "[pytest]\nasyncio_default_fixture_loop_scope = function\ntimeout = 60\n")
+    ini = tmp_path / "pytest.ini"
+    ini.write_text("[pytest]\nasyncio_default_fixture_loop_scope = function\ntimeout = 60\n")
     report = tmp_path / "report.xml"
-    process = netns.popen(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.pydivert_suite.plugin",
-         f"--junitxml={report}", *SUITE_FILES],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output, _ = process.communicate(timeout=540)
-    assert report.exists(), output
+    pytest_run = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.pydivert_suite.plugin",
+                  "-c", str(ini), "--rootdir", str(tmp_path), f"--junitxml={report}",
+                  *(str(tmp_path / name) for name in SUITE_FILES)]
+    # The SOCKET layer's programs attach to the root of the cgroup hierarchy
+    # they see: a cgroup namespace rooted at the test's own cgroup keeps
+    # them to the suite's own sockets.
+    process = start_in(netns, own_cgroup, shutil.which("unshare"), "--cgroup", "--mount", "/bin/sh", "-c",
+                       'mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec "$@"', "sh", *pytest_run)
+    output, errors = process.communicate(timeout=540)
+    assert report.exists(), output + errors
 
     results = outcomes(str(report))
     counts, not_passing = documented()
     actual_not_passing = {test: outcome for test, outcome in results.items() if outcome != "passed"}
-    assert actual_not_passing == not_passing, output
+    assert actual_not_passing == not_passing, output + errors
     actual_counts = {name: tuple(sum(1 for test, outcome in results.items()
                                      if test.startswith(name + "::") and outcome == kind)
                                  for kind in ("passed", "fails", "skipped"))
                      for name in SUITE_FILES}
-    assert actual_counts == counts, output
+    assert actual_counts == counts, output + errors

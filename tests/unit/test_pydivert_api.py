@@ -261,3 +261,25 @@ def test_a_packet_let_go_is_freed_at_once():
         assert gc.collect() == 0    # nothing was left for the cycle collector
     finally:
         gc.enable()
+
+
+def test_event_layer_data_reads_as_windivert_s_structures():
+    from divertgui.engine.address import EndpointData, ReflectData
+    endpoint = EndpointData(endpoint_id=7, parent_endpoint_id=3, process_id=99, local_addr=0xFFFF_0A000001,
+                            remote_addr=(1 << 127) | 5, local_port=80, remote_port=5000, protocol=6)
+    socket_event = pydivert.Packet(b"", layer=pydivert.Layer.SOCKET, event=4, socket=endpoint)
+    data = socket_event.socket
+    assert (data.EndpointId, data.ParentEndpointId, data.ProcessId) == (7, 3, 99)
+    assert (data.LocalPort, data.RemotePort, data.Protocol) == (80, 5000, 6)
+    assert list(data.LocalAddr) == [0x0A000001, 0xFFFF, 0, 0]
+    assert list(data.RemoteAddr) == [5, 0, 0, 1 << 31]
+    assert socket_event.flow is None and socket_event.reflect is None
+    again = pydivert.Packet(b"", wd_addr=socket_event.wd_addr)
+    assert again.address.flow == endpoint and again.event == 4
+
+    reflect = ReflectData(timestamp=5, process_id=12, layer=pydivert.Layer.NETWORK, flags=1, priority=-3)
+    reflect_event = pydivert.Packet(b"", layer=pydivert.Layer.REFLECT, reflect=reflect)
+    assert reflect_event.reflect.Priority == -3 and reflect_event.reflect.Flags == 1
+    assert pydivert.Packet(b"", wd_addr=reflect_event.wd_addr).address.reflect == reflect
+    reflect_event.reflect = socket_event.wd_addr.Reflect    # a WinDivert structure is taken too
+    assert reflect_event.address.reflect.process_id == socket_event.wd_addr.Reflect.ProcessId

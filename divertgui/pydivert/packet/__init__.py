@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import socket
 
-from divertgui.engine.address import Address, Event, Layer
+from divertgui.engine.address import Address, EndpointData, Event, Layer, ReflectData
 from divertgui.engine.checksum import calc_checksums
 from divertgui.engine.filter import FilterError, compile_filter
 from divertgui.engine.packet import Packet as EnginePacket
-from divertgui.pydivert.address import engine_address, windivert_address
+from divertgui.pydivert.address import endpoint_data, engine_address, reflect_data, windivert_address
 from divertgui.pydivert.consts import CalcChecksumsOption, Direction, Protocol
 from divertgui.pydivert.packet.icmp import ICMPHeader, ICMPv4Header, ICMPv6Header
 from divertgui.pydivert.packet.ip import IPHeader, IPv4Header, IPv6Header
@@ -31,6 +31,15 @@ _NO_TRANSPORT_CHECKSUMS = (CalcChecksumsOption.NO_TCP_CHECKSUM | CalcChecksumsOp
 def _buffer(packet: EnginePacket) -> bytearray:
     """The engine packet's bytes, shared rather than copied: pydivert's raw is zero-copy."""
     return packet._buf
+
+
+def _endpoint(data) -> EndpointData | None:
+    """FLOW/SOCKET data as the engine holds it, from the engine's form or WinDivert's structure."""
+    return data if data is None or isinstance(data, EndpointData) else endpoint_data(data)
+
+
+def _reflect(data) -> ReflectData | None:
+    return data if data is None or isinstance(data, ReflectData) else reflect_data(data)
 
 
 def _through(header_of, name: str) -> property:
@@ -69,7 +78,8 @@ class Packet:
                 ipv6=bool(buffer) and buffer[0] >> 4 == 6, if_idx=if_idx, sub_if_idx=sub_if_idx,
                 timestamp=timestamp, sniffed=sniffed, layer=Layer(layer),
                 event=Event(event) if event in Event._value2member_map_ else event,
-                ip_checksum=ip_checksum, tcp_checksum=tcp_checksum, udp_checksum=udp_checksum)
+                ip_checksum=ip_checksum, tcp_checksum=tcp_checksum, udp_checksum=udp_checksum,
+                flow=_endpoint(flow if flow is not None else socket), reflect=_reflect(reflect))
         self._packet = EnginePacket(buffer, address)
         self._views: dict = {}
 
@@ -294,20 +304,34 @@ class Packet:
     def event(self, value: int) -> None:
         self._packet.address.event = Event(value) if value in Event._value2member_map_ else value
 
+    # FLOW, SOCKET and REFLECT data: read as WinDivert's structures (copies),
+    # set from those or from the engine's EndpointData/ReflectData.
     @property
     def flow(self):
         """The FLOW layer's WINDIVERT_DATA_FLOW, None at other layers."""
         return self.wd_addr.Flow if self.layer == Layer.FLOW else None
+
+    @flow.setter
+    def flow(self, data) -> None:
+        self._packet.address.flow = _endpoint(data)
 
     @property
     def socket(self):
         """The SOCKET layer's WINDIVERT_DATA_SOCKET, None at other layers."""
         return self.wd_addr.Socket if self.layer == Layer.SOCKET else None
 
+    @socket.setter
+    def socket(self, data) -> None:
+        self._packet.address.flow = _endpoint(data)
+
     @property
     def reflect(self):
         """The REFLECT layer's WINDIVERT_DATA_REFLECT, None at other layers."""
         return self.wd_addr.Reflect if self.layer == Layer.REFLECT else None
+
+    @reflect.setter
+    def reflect(self, data) -> None:
+        self._packet.address.reflect = _reflect(data)
 
     # -- checksums and filters -------------------------------------------------------
 
