@@ -29,6 +29,7 @@ COLUMNS = ("On", "Rule", "Direction", "Matched", "Dropped", "Delayed", "Duplicat
 ENABLED, NAME, DIRECTION = range(3)
 COUNTER_COLUMNS = {3: "matched", 4: "dropped", 5: "delayed", 6: "duplicated", 7: "modified"}
 FILTER, PARAMETERS = 8, 9
+MATCHED = 3
 KIND_TITLES = {
     "lag": "Lag", "drop": "Drop", "throttle": "Throttle", "out_of_order": "Out of order",
     "duplicate": "Duplicate", "tamper": "Tamper", "reset": "Reset (TCP RST)", "bandwidth": "Bandwidth",
@@ -37,6 +38,7 @@ KIND_TITLES = {
 ROW_MIME = "application/x-divertgui-rule-row"
 ERROR_BRUSH = QBrush(QColor("#fbd3d3"))
 DISABLED_BRUSH = QBrush(QColor("#8a8a8a"))
+UNREACHABLE_BRUSH = QBrush(QColor("#b00020"))
 
 
 def new_rule_id() -> str:
@@ -71,6 +73,10 @@ class RulesModel(NamedColumnsModel):
         self._counters: list[dict] = []
         self._errors: list[str | None] = []
         self.version = 0
+        self.captured = 0                       # packets the capture took, for "0 of N captured"
+        self.capture_filter = "true"
+        self.capture_layer = None
+        self._unreachable: set[int] = set()     # rows whose filter excludes the capture filter's packets
 
     # reading ---------------------------------------------------------------
     @staticmethod
@@ -90,6 +96,34 @@ class RulesModel(NamedColumnsModel):
 
     def error(self, row: int) -> str | None:
         return self._errors[row]
+
+    def unreachable(self) -> list[int]:
+        """Enabled rules whose filter cannot match anything the capture filter takes."""
+        return sorted(self._unreachable)
+
+    def set_capture_filter(self, text: str, layer) -> None:
+        self.capture_filter, self.capture_layer = text or "true", layer
+        self._check_reach()
+
+    def _check_reach(self) -> None:
+        from divertgui.engine.address import Layer
+        from divertgui.engine.filter.overlap import texts_may_overlap
+        layer = self.capture_layer if self.capture_layer is not None else Layer.NETWORK
+        reach = {row for row, rule in enumerate(self._rules)
+                 if rule["enabled"] and not self._errors[row]
+                 and not texts_may_overlap(self.capture_filter, rule["filter"], layer)}
+        if reach != self._unreachable:
+            self._unreachable = reach
+            if self._rules:
+                self.dataChanged.emit(self.index(0, 0), self.index(len(self._rules) - 1, len(COLUMNS) - 1))
+
+    def reach_problem(self, row: int) -> str | None:
+        """Why a rule can never match, or None."""
+        if row not in self._unreachable:
+            return None
+        rule = self._rules[row]
+        return (f"rule {row + 1} ({kind_title(rule['kind'])} on `{rule['filter']}`) cannot match anything "
+                f"the capture filter `{self.capture_filter}` takes")
 
     def is_valid(self) -> bool:
         return not any(self._errors)
@@ -111,6 +145,8 @@ class RulesModel(NamedColumnsModel):
             except RuleError as exc:
                 self._errors[row] = str(exc)
         self.version += 1
+        self._unreachable = set()
+        self._check_reach()
         if self._rules:
             self.dataChanged.emit(self.index(0, 0), self.index(len(self._rules) - 1, len(COLUMNS) - 1))
         self.rules_changed.emit()
@@ -216,6 +252,11 @@ class RulesModel(NamedColumnsModel):
 
     def apply_stats(self, stats: dict) -> bool:
         """Counters from a "rows" event's stats; False when they count other rules than these."""
+        captured = int(stats.get("packets") or 0)
+        if captured != self.captured:
+            self.captured = captured
+            if self._rules:
+                self.dataChanged.emit(self.index(0, MATCHED), self.index(len(self._rules) - 1, MATCHED))
         counted = stats.get("rules")
         if counted is None or stats.get("rules_version") != self.version or len(counted) != len(self._rules):
             return False
@@ -258,14 +299,19 @@ class RulesModel(NamedColumnsModel):
             if column == PARAMETERS:
                 return parameters_text(rule)
             if column in COUNTER_COLUMNS:
-                return f"{self._counters[row].get(COUNTER_COLUMNS[column], 0):,}"
+                count = self._counters[row].get(COUNTER_COLUMNS[column], 0)
+                if column == MATCHED and count == 0 and rule["enabled"] and self.captured:
+                    return f"0 of {self.captured:,} captured"
+                return f"{count:,}"
             return None
+        if role == Qt.ItemDataRole.ForegroundRole and row in self._unreachable:
+            return UNREACHABLE_BRUSH
         if role == Qt.ItemDataRole.BackgroundRole and self._errors[row]:
             return ERROR_BRUSH
         if role == Qt.ItemDataRole.ForegroundRole and not rule["enabled"]:
             return DISABLED_BRUSH
         if role == Qt.ItemDataRole.ToolTipRole:
-            return self._errors[row] or parameters_text(rule)
+            return self._errors[row] or self.reach_problem(row) or parameters_text(rule)
         if role == Qt.ItemDataRole.TextAlignmentRole and column in COUNTER_COLUMNS:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None

@@ -42,6 +42,7 @@ class ComposeDialog(QDialog):
         self.inject_button = QPushButton("Inject", self)
         self.inject_button.setDefault(True)
         self.inject_button.clicked.connect(self.inject)
+        self.editor.validity_changed.connect(self.inject_button.setEnabled)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, self)
         buttons.addButton(self.inject_button, QDialogButtonBox.ButtonRole.ActionRole)
         buttons.rejected.connect(self.reject)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Signal
-from PySide6.QtGui import QColor, QFont, QTextCharFormat, QTextCursor
-from PySide6.QtWidgets import QPlainTextEdit, QTextEdit
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QTextCharFormat, QTextCursor
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QTextEdit, QVBoxLayout, QWidget
 
 BYTES_PER_LINE = 16
 # "0000  " + 16 * "xx " + " " + 16 ASCII characters
@@ -98,7 +98,7 @@ class HexView(QPlainTextEdit):
 
 class HexError(ValueError):
     def __init__(self, message: str, position: int):
-        super().__init__(f"{message} at character {position + 1}")
+        super().__init__(f"position {position}: {message}")
         self.message = message
         self.position = position
 
@@ -117,13 +117,33 @@ def parse_hex(text: str) -> bytes:
     return bytes.fromhex("".join(digits))
 
 
+def ascii_of_hex_line(line: str) -> str:
+    """The ASCII column for one line of hex: a character per byte, "." when not printable,
+    "?" for a pair that is not hex."""
+    digits = "".join(line.split())
+    shown = []
+    for at in range(0, len(digits), 2):
+        pair = digits[at:at + 2]
+        try:
+            value = int(pair, 16) if len(pair) == 2 else None
+        except ValueError:
+            value = None
+        shown.append("?" if value is None else chr(value) if 32 <= value < 127 else ".")
+    return "".join(shown)
+
+
 class HexEditor(QPlainTextEdit):
-    """Raw bytes as editable hex, 16 bytes a line."""
+    """Raw bytes as editable hex, 16 bytes a line; checked as typed (`problem` says what is
+    wrong and where, `validity_changed` fires when that changes)."""
+
+    validity_changed = Signal(bool)
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setFont(QFont("DejaVu Sans Mono", 9))
         self.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.problem: HexError | None = None
+        self.textChanged.connect(self._check)
 
     def set_data(self, data: bytes) -> None:
         lines = [" ".join(f"{b:02x}" for b in data[i:i + BYTES_PER_LINE])
@@ -132,3 +152,54 @@ class HexEditor(QPlainTextEdit):
 
     def data(self) -> bytes:
         return parse_hex(self.toPlainText())
+
+    def _check(self) -> None:
+        was_valid = self.problem is None
+        try:
+            parse_hex(self.toPlainText())
+            self.problem = None
+        except HexError as exc:
+            self.problem = exc
+        self.setStyleSheet("" if self.problem is None else "QPlainTextEdit { background: #fbd3d3; }")
+        if was_valid != (self.problem is None):
+            self.validity_changed.emit(self.problem is None)
+
+
+class HexPane(QWidget):
+    """The hex editor with an ASCII column beside it, line for line, and the problem under it."""
+
+    def __init__(self, editor: HexEditor, parent=None):
+        super().__init__(parent)
+        self.editor = editor
+        self.ascii = QPlainTextEdit(self)
+        self.ascii.setObjectName("raw_ascii")
+        self.ascii.setReadOnly(True)
+        self.ascii.setFont(editor.font())
+        self.ascii.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.ascii.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.ascii.setFixedWidth(QFontMetrics(editor.font()).horizontalAdvance("M" * (BYTES_PER_LINE + 2)) + 8)
+        self.message = QLabel(self)
+        self.message.setObjectName("hex_problem")
+        self.message.setStyleSheet("color: #a00000;")
+        self.message.hide()
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(2)
+        row.addWidget(editor, 1)
+        row.addWidget(self.ascii)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        layout.addLayout(row, 1)
+        layout.addWidget(self.message)
+        editor.textChanged.connect(self._update)
+        editor.verticalScrollBar().valueChanged.connect(self.ascii.verticalScrollBar().setValue)
+        self._update()
+
+    def _update(self) -> None:
+        lines = self.editor.toPlainText().split("\n")
+        self.ascii.setPlainText("\n".join(ascii_of_hex_line(line) for line in lines))
+        self.ascii.verticalScrollBar().setValue(self.editor.verticalScrollBar().value())
+        problem = self.editor.problem
+        self.message.setText("" if problem is None else f"Not valid hex: {problem}")
+        self.message.setVisible(problem is not None)

@@ -57,6 +57,7 @@ class InterceptPanel(QWidget):
         queue_model.modelReset.connect(self._on_queue_changed)
 
         self.editor = PacketEditor(self)
+        self.editor.validity_changed.connect(lambda _valid: self._update_buttons())
 
         self.forward_button = QPushButton("Forward", self)
         self.forward_button.setToolTip("Send the packet as edited (a)")
@@ -232,8 +233,10 @@ class InterceptPanel(QWidget):
 
     def _update_buttons(self) -> None:
         has_current = self.current_id is not None
-        for button in (self.forward_button, self.unmodified_button, self.drop_button):
+        for button in (self.unmodified_button, self.drop_button):
             button.setEnabled(has_current)
+        # Bytes that are not hex cannot be sent: Forward waits until they are.
+        self.forward_button.setEnabled(has_current and self.editor.is_valid())
         has_any = self.queue.rowCount() > 0
         self.forward_all_button.setEnabled(has_any)
         self.drop_all_button.setEnabled(has_any)

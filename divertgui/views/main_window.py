@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDockWidget, QHBoxL
                                QInputDialog, QLabel, QMainWindow, QMenu, QSpinBox, QSplitter, QStyle, QTableView,
                                QToolBar, QToolButton, QVBoxLayout, QWidget)
 
-from divertgui.engine.address import PRIORITY_MAX, PRIORITY_MIN
+from divertgui.engine.address import PRIORITY_MAX, PRIORITY_MIN, Layer
 from divertgui.engine.loss import describe, losses
 from divertgui.models.delay_histogram import DelayHistogram
 from divertgui.models.intercept_queue import InterceptQueueModel
@@ -516,6 +516,7 @@ class MainWindow(QMainWindow):
         if text != "true":
             self.capture_filter.remember(text)
         self.post("start", **fields)
+        self.rules_panel.set_capture_filter(text, Layer[self.layer.currentText()])
 
     def stop_capture(self) -> None:
         self.post("stop")
@@ -593,7 +594,6 @@ class MainWindow(QMainWindow):
     def apply_display_filter(self, text: str) -> None:
         started = time.perf_counter()
         if text and text != "true":
-            from divertgui.engine.address import Layer
             from divertgui.engine.filter import compile_filter
             self.table_model.set_display_filter(compile_filter(text, Layer[self.layer.currentText()]))
         else:
@@ -649,7 +649,6 @@ class MainWindow(QMainWindow):
         """Selects the next displayed packet after the current one that matches `text`."""
         if not text:
             return None
-        from divertgui.engine.address import Layer
         from divertgui.engine.filter import compile_filter
         compiled = compile_filter(text, Layer[self.layer.currentText()])
         shown = self.table_model.rowCount()

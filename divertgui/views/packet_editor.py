@@ -8,14 +8,15 @@ goes through the view, so the editor knows no header layout itself.
 
 from __future__ import annotations
 
-import html
-
-from PySide6.QtWidgets import (QCheckBox, QFormLayout, QGridLayout, QGroupBox, QLabel, QLineEdit,
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QCheckBox, QFormLayout, QGroupBox, QLabel, QLineEdit,
                                QScrollArea, QTabWidget, QVBoxLayout, QWidget)
 
 from divertgui.engine.address import Address
 from divertgui.engine.packet import Packet, field_label
-from divertgui.views.hex_view import HexEditor
+from divertgui.views.flow_layout import FlowLayout
+from divertgui.views.hex_view import HexEditor, HexPane
+from divertgui.views.payload_edit import PayloadEdit, PayloadSyntaxError, payload_bytes, payload_hint, payload_text
 
 HEADERS = ("ip", "ipv6", "icmp", "icmpv6", "tcp", "udp")
 HEADER_TITLES = {"ip": "IPv4", "ipv6": "IPv6", "icmp": "ICMP", "icmpv6": "ICMPv6", "tcp": "TCP", "udp": "UDP"}
@@ -30,23 +31,6 @@ class EditError(ValueError):
         self.message = message
 
 
-def payload_text(payload: bytes) -> str:
-    return payload.decode("latin-1").encode("unicode_escape").decode("ascii")
-
-
-def payload_bytes(text: str) -> bytes:
-    return text.encode("latin-1", "backslashreplace").decode("unicode_escape").encode("latin-1")
-
-
-def payload_hint(text: str) -> str:
-    """The line under the payload field: its length as it would be sent, or why it cannot be."""
-    try:
-        size = len(payload_bytes(text))
-    except (ValueError, UnicodeDecodeError) as exc:
-        return f"<small style='color: #a00000'>not valid: {html.escape(str(exc))}</small>"
-    return f"<small>{size} byte{'' if size == 1 else 's'}; \\r \\n \\xNN escapes</small>"
-
-
 def _field_text(value) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
@@ -55,7 +39,6 @@ def _field_text(value) -> str:
 
 # A field made only of one-bit flags is edited through their checkboxes, which take its place.
 BIT_SET_FIELDS = {"flags"}
-FLAG_COLUMNS = 2
 
 
 class FieldForm(QWidget):
@@ -66,7 +49,7 @@ class FieldForm(QWidget):
         super().__init__(parent)
         self.layout_ = QVBoxLayout(self)
         self.layout_.setContentsMargins(2, 2, 2, 2)
-        self.edits: dict[tuple[str, str], QLineEdit] = {}
+        self.edits: dict[tuple[str, str], QLineEdit | PayloadEdit] = {}
         self.checks: dict[tuple[str, str], QCheckBox] = {}
         self.values: dict[tuple[str, str], str] = {}
         self.groups: list[QGroupBox] = []
@@ -87,8 +70,7 @@ class FieldForm(QWidget):
                 continue
             group = QGroupBox(HEADER_TITLES[header], self)
             group.setObjectName(f"{header}_fields")
-            form = QFormLayout(group)
-            form.setContentsMargins(6, 4, 6, 4)
+            form = self._form(group)
             form.setVerticalSpacing(2)
             self._add_header(form, header, view)
             self.layout_.addWidget(group)
@@ -97,12 +79,12 @@ class FieldForm(QWidget):
         if payload is not None:
             group = QGroupBox("Payload", self)
             group.setObjectName("payload_fields")
-            form = QFormLayout(group)
-            form.setContentsMargins(6, 4, 6, 4)
-            edit = self._add(form, "payload", "bytes", "Data", payload_text(payload))
+            form = self._form(group)
+            form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapAllRows)
+            edit = self._add(form, "payload", "bytes", "Data", payload_text(payload), PayloadEdit)
             hint = self.payload_hint = QLabel(payload_hint(edit.text()), group)
             hint.setObjectName("payload_hint")
-            edit.textChanged.connect(lambda text: hint.setText(payload_hint(text)))
+            edit.textChanged.connect(lambda: hint.setText(payload_hint(edit.text())))
             form.addRow(hint)
             self.layout_.addWidget(group)
             self.groups.append(group)
@@ -110,9 +92,18 @@ class FieldForm(QWidget):
             self.layout_.addWidget(QLabel("Not an IPv4/IPv6 packet: edit the raw bytes.", self))
         self.layout_.addStretch(1)
 
+    @staticmethod
+    def _form(group: QGroupBox) -> QFormLayout:
+        form = QFormLayout(group)
+        form.setContentsMargins(6, 4, 6, 4)
+        # A narrow panel puts a label above its field rather than cutting either.
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        return form
+
     def _add_header(self, form: QFormLayout, header: str, view) -> None:
         values = view.fields()
-        flags: QGridLayout | None = None
+        flags: FlowLayout | None = None
         for name, descriptor in view.field_descriptors().items():
             value = values[name]
             if isinstance(value, bool):
@@ -122,31 +113,30 @@ class FieldForm(QWidget):
             elif name not in BIT_SET_FIELDS:
                 self._add(form, header, name, field_label(descriptor, name), _field_text(value))
 
-    def _add_flags_row(self, form: QFormLayout, header: str) -> QGridLayout:
+    def _add_flags_row(self, form: QFormLayout, header: str) -> FlowLayout:
         box = QWidget()
         box.setObjectName(f"{header}.flags")
-        grid = QGridLayout(box)
-        grid.setContentsMargins(0, 0, 0, 0)
-        grid.setHorizontalSpacing(12)
-        grid.setVerticalSpacing(0)
+        # The flags wrap to the panel's width: every name stays whole.
+        flow = FlowLayout(box)
         label = QLabel("Flags")
         label.setToolTip("flags")
         form.addRow(label, box)
-        return grid
+        return flow
 
-    def _add_check(self, grid: QGridLayout, header: str, name: str, label: str, value: bool) -> QCheckBox:
+    def _add_check(self, flow: FlowLayout, header: str, name: str, label: str, value: bool) -> QCheckBox:
         check = QCheckBox(label)
         check.setObjectName(f"{header}.{name}")
         check.setToolTip(name)
         check.setChecked(value)
-        at = len([key for key in self.checks if key[0] == header])
-        grid.addWidget(check, at // FLAG_COLUMNS, at % FLAG_COLUMNS)
+        flow.addWidget(check)
         self.checks[(header, name)] = check
         self.values[(header, name)] = _field_text(value)
         return check
 
-    def _add(self, form: QFormLayout, header: str, name: str, label: str, text: str) -> QLineEdit:
-        edit = QLineEdit(text)
+    def _add(self, form: QFormLayout, header: str, name: str, label: str, text: str,
+             kind=QLineEdit) -> QLineEdit | PayloadEdit:
+        edit = kind(text)
+        edit.setMinimumWidth(60)
         edit.setObjectName(f"{header}.{name}")
         edit.setToolTip(name)
         caption = QLabel(label)
@@ -157,7 +147,7 @@ class FieldForm(QWidget):
         self.values[(header, name)] = text
         return edit
 
-    def field(self, header: str, name: str) -> QLineEdit | QCheckBox:
+    def field(self, header: str, name: str) -> QLineEdit | PayloadEdit | QCheckBox:
         """The line edit of a field, or the checkbox of a one-bit flag."""
         key = (header, name)
         return self.checks[key] if key in self.checks else self.edits[key]
@@ -199,7 +189,7 @@ class FieldForm(QWidget):
         if edit is not None and edit.text() != self.values[("payload", "bytes")]:
             try:
                 packet.payload = payload_bytes(edit.text())
-            except (ValueError, UnicodeDecodeError) as exc:
+            except (PayloadSyntaxError, ValueError) as exc:
                 raise EditError("payload", str(exc)) from None
 
     @staticmethod
@@ -211,7 +201,10 @@ class FieldForm(QWidget):
 
 
 class PacketEditor(QWidget):
-    """Fields and Hex tabs over one packet; `edited()` gives the bytes to send."""
+    """Fields and Hex tabs over one packet; `edited()` gives the bytes to send.
+    `validity_changed(valid)` fires when the hex becomes valid or invalid as it is typed."""
+
+    validity_changed = Signal(bool)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -222,11 +215,16 @@ class PacketEditor(QWidget):
         scroll = QScrollArea(self)
         scroll.setWidget(self.form)
         scroll.setWidgetResizable(True)
+        # The form fits the panel's width (flags wrap, labels go above fields), never scrolls sideways.
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll = scroll
         self.hex = HexEditor(self)
         self.hex.setObjectName("raw_hex")
+        self.hex.validity_changed.connect(self.validity_changed)
+        self.hex_pane = HexPane(self.hex, self)
         self.tabs = QTabWidget(self)
         self.tabs.addTab(scroll, "Fields")
-        self.tabs.addTab(self.hex, "Hex")
+        self.tabs.addTab(self.hex_pane, "Hex")
         self.tabs.currentChanged.connect(self._sync)
         self.fix = QCheckBox("Fix lengths and checksums", self)
         self.fix.setChecked(True)
@@ -279,6 +277,10 @@ class PacketEditor(QWidget):
             return
         self._shown_tab = index
         self._load(raw)
+
+    def is_valid(self) -> bool:
+        """False while the hex tab holds text that is not hex."""
+        return self.hex.problem is None
 
     def show_error(self, error: Exception) -> None:
         self.error.setText(str(error))

@@ -307,7 +307,21 @@ class RulesPanel(QWidget):
         enabled = sum(rule["enabled"] for rule in self.model.to_dicts())
         self.status.setText(f"Applied: {enabled} of {self.model.rowCount()} rules enabled")
         self.status.setStyleSheet("")
+        self._warn_unreachable()
         return True
+
+    def set_capture_filter(self, text: str, layer) -> None:
+        """The capture filter now in use: a rule that cannot match what it takes is pointed out."""
+        self.model.set_capture_filter(text, layer)
+        if self.applied_version == self.model.version:
+            self.apply()
+
+    def _warn_unreachable(self) -> None:
+        problems = [self.model.reach_problem(row) for row in self.model.unreachable()]
+        if problems:
+            self.status.setText(self.status.text() + ". Warning: " + "; ".join(problems)
+                                + ": it will match 0 packets.")
+            self.status.setStyleSheet("color: #b00020;")
 
     def on_stats(self, stats: dict) -> None:
         self.model.apply_stats(stats)

@@ -11,7 +11,7 @@ import struct
 
 import numpy as np
 from PySide6.QtCore import QRect, Qt
-from PySide6.QtGui import QImage
+from PySide6.QtGui import QImage, QTextCursor
 
 from divertgui.views.window_layout import first_window_size
 from tests.gui.conftest import start_demo
@@ -85,7 +85,7 @@ def test_a_held_packet_in_the_intercept_editor(qtbot, workbench):
     payload = form.field("payload", "bytes")
     assert payload.text().startswith("GET /")
     payload.setText(payload.text().replace("GET /", "GET /edited/", 1))
-    payload.setCursorPosition(0)
+    payload.moveCursor(QTextCursor.MoveOperation.Start)
     scroll = form.parentWidget().parentWidget()
 
     def payload_shown() -> bool:

@@ -6,6 +6,7 @@ import struct
 
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QTextCursor
 from PySide6.QtWidgets import QMainWindow, QTextEdit, QToolBar
 
 from divertgui.engine.address import Address
@@ -98,7 +99,7 @@ def test_payload_hint_counts_the_bytes_as_they_are_edited(qtbot):
     assert hint.text().startswith("<small>5 bytes;")
     payload = editor.form.field("payload", "bytes")
     payload.setFocus()
-    payload.end(False)
+    payload.moveCursor(QTextCursor.MoveOperation.End)
     qtbot.keyClicks(payload, " world")
     assert hint.text().startswith("<small>11 bytes;")
     payload.setText(r"a\r\n")

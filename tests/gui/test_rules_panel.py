@@ -199,3 +199,28 @@ def test_an_edit_while_capturing_keeps_the_counters_counting(qtbot, workbench):
     qtbot.waitUntil(lambda: workbench.bridge.session.rules[0]["inbound_ms"] == 30.0, timeout=5000)
     assert workbench.bridge.session.pipeline.rules[0].counters["matched"] >= before
     qtbot.waitUntil(lambda: panel.model.counters(row)["matched"] >= before + 20, timeout=10000)
+
+
+def test_a_rule_that_cannot_match_the_captured_packets_says_so_and_counts_0_of_n(qtbot, workbench):
+    window = workbench.window
+    panel = window.rules_panel
+    row = add_from_menu(panel, "Lag")
+    panel.editor.filter.set_text("icmp")
+    panel.model.set_value(row, "enabled", True)
+    qtbot.waitUntil(lambda: session_kinds(workbench) == [("lag", True)], timeout=5000)
+    window.capture_filter.set_text("tcp.DstPort == 443")
+    start_demo(qtbot, workbench, rows=20)
+    assert "Warning: rule 1 (Lag on `icmp`) cannot match anything the capture filter " \
+           "`tcp.DstPort == 443` takes" in panel.status.text()
+    matched = panel.model.index(row, COLUMNS.index("Matched"))
+    qtbot.waitUntil(lambda: matched.data() == f"0 of {window.session_stats.get('packets', 0):,} captured"
+                    and panel.model.captured > 0, timeout=5000)
+    assert "cannot match" in matched.data(Qt.ItemDataRole.ToolTipRole)
+
+    window.stop_capture()
+    qtbot.waitUntil(lambda: not window.running, timeout=5000)
+    window.capture_filter.set_text("tcp or icmp")
+    window.start_capture()
+    qtbot.waitUntil(lambda: window.running, timeout=5000)
+    assert "Warning" not in panel.status.text()
+    assert panel.model.unreachable() == []
