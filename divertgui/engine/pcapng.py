@@ -259,8 +259,13 @@ def _skip(reason: str) -> _Frame:
     return _Frame(None, None, None, 0, reason)
 
 
+def is_malformed(raw: bytes) -> bool:
+    """True when the bytes do not start an IPv4 or IPv6 header (a corrupt version byte, say)."""
+    return not raw or raw[0] >> 4 not in (4, 6)
+
+
 def _ip_only(raw: bytes, outbound, loopback, if_idx: int = 0) -> _Frame:
-    if not raw or raw[0] >> 4 not in (4, 6):
+    if is_malformed(raw):
         return _skip("not an IPv4 or IPv6 packet")
     return _Frame(raw, outbound, loopback, if_idx, None)
 

@@ -13,6 +13,7 @@ import os
 from typing import Iterable, NamedTuple
 
 from divertgui.engine import pcapng
+from divertgui.engine.pcapng import is_malformed
 from divertgui.engine.address import Address, Layer
 from divertgui.engine.store import CaptureStore
 from divertgui.engine.store_record import Verdict
@@ -68,11 +69,6 @@ class Loaded(NamedTuple):
     malformed: int              # of them, records that are not an IPv4 or IPv6 packet
     skipped: dict               # records that are not IP at all (ARP, ...), by reason
     error: pcapng.CaptureFileError | None   # where the file broke; the packets before it are loaded
-
-
-def is_malformed(raw: bytes) -> bool:
-    """True when the bytes do not start an IPv4 or IPv6 header (a corrupt version byte, say)."""
-    return not raw or raw[0] >> 4 not in (4, 6)
 
 
 def load_into(store: CaptureStore, reader: pcapng.CaptureReader) -> Loaded:

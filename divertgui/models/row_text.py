@@ -9,7 +9,7 @@ from __future__ import annotations
 import collections
 import ipaddress
 
-from divertgui.engine.saved_capture import is_malformed
+from divertgui.engine.pcapng import is_malformed
 
 CACHE_ROWS = 4096
 

@@ -263,3 +263,17 @@ def test_through_a_divert_handle(tmp_path):
         assert handle.stats()["pending"] == 1
         del fifth
     assert backend.stats()["dropped"] == 3 and backend.stats()["pending"] == 0
+
+
+def test_a_record_with_a_corrupt_version_byte_is_delivered_and_counted_malformed(tmp_path):
+    from divertgui.engine.filter import compile_filter
+
+    good = ipv4_udp(1, 1)
+    corrupt = bytes([0x95]) + good[1:]
+    path = tmp_path / "corrupt.pcapng"
+    write_capture(path, [(good, Address(), BASE_NS), (corrupt, Address(), BASE_NS + 1), (good, Address(), BASE_NS + 2)])
+    backend = opened(path, filter=compile_filter("tcp"), flags=Flag.SNIFF)
+    got = drain(backend)
+    assert [c.raw for c in got] == [corrupt]
+    stats = backend.stats()
+    assert stats["malformed"] == 1 and stats["passed"] == 2

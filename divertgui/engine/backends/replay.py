@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from divertgui.engine.address import Address, Flag, Layer, Param
 from divertgui.engine.backends.base import Backend, Captured
-from divertgui.engine.pcapng import CaptureFileError, CaptureReader, CaptureRecord
+from divertgui.engine.pcapng import CaptureFileError, CaptureReader, CaptureRecord, is_malformed
 
 
 class Outcome(NamedTuple):
@@ -53,7 +53,7 @@ class ReplayBackend(Backend):
         self._exhausted = False
         self._error_raised = False
         self._counts = dict.fromkeys(
-            ("read", "diverted", "sniffed", "passed", "dropped", "sent", "released", "modified", "injected",
+            ("read", "malformed", "diverted", "sniffed", "passed", "dropped", "sent", "released", "modified", "injected",
              "unanswered", "expired", "overflowed", "bypassed"), 0)
 
     # -- Backend
@@ -208,7 +208,10 @@ class ReplayBackend(Backend):
             layer=self._layer,
             sniffed=bool(self._flags & Flag.SNIFF),
         )
-        if self._filter is not None and not self._filter.match(raw, address):
+        if is_malformed(raw):
+            # No filter can judge it; it is shown (as Wireshark shows a malformed packet), not passed unseen.
+            self._counts["malformed"] += 1
+        elif self._filter is not None and not self._filter.match(raw, address):
             self._counts["passed"] += 1
             return None
         if self._flags & Flag.DROP:
