@@ -83,6 +83,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--replay", metavar="FILE", help="open a pcap/pcapng file")
     parser.add_argument("--filter", metavar="TEXT", default="", help="capture filter (WinDivert language)")
     parser.add_argument("--rate", type=float, default=200.0, help="demo packets per second (default 200)")
+    parser.add_argument("--connect", metavar="TARGET", action="append",
+                        help="the capture service to use: local (the default: start divert serve), unix:PATH "
+                             "or ssh://[user@]host[:port]")
     parser.add_argument("--version", action="version", version=f"divertgui {__version__}")
     return parser.parse_args(argv)
 
@@ -93,16 +96,89 @@ def _use_offscreen_without_display() -> None:
 
 
 class Workbench:
-    """The store, the session bridge and the main window, wired together."""
+    """The store, the link to the capture session and the main window, wired together.
 
-    def __init__(self, options=None):
+    `target` names the capture service the window talks to (local, unix:PATH,
+    ssh://...; divertgui.service.client). When the local service cannot be
+    started (its program is not ours to run), or `target` is None, the
+    session runs on a thread of this process, without privileges: the demo
+    network and files work, live capture says why not (`unavailable`).
+    """
+
+    def __init__(self, options=None, target: str | None = None, **client_options):
         from divertgui.engine.store import CaptureStore
         from divertgui.views.main_window import MainWindow
         self.store = CaptureStore()
-        self.bridge = SessionBridge(self.store)
-        self.window = MainWindow(self.store, self.bridge.post, options)
+        self.unavailable: str | None = None
+        self.bridge = self._link(target, client_options)
+        self.window = MainWindow(self.store, self.post, options)
         self.bridge.event.connect(self.window.handle_event)
-        self.bridge.start()
+        self._add_connection_actions()
+
+    def _link(self, target: str | None, client_options: dict):
+        if target is not None:
+            from divertgui.views.connection import ServiceConnection
+            connection = ServiceConnection(target, self.store, **client_options)
+            try:
+                connection.start()
+                return connection
+            except ConnectionError as exc:
+                if target != "local":
+                    raise
+                self.unavailable = str(exc)
+        bridge = SessionBridge(self.store)
+        bridge.start()
+        return bridge
+
+    def post(self, kind: str, **fields) -> None:
+        self.bridge.post(kind, **fields)
+
+    @property
+    def hello(self) -> dict | None:
+        """The capture service's introduction (None in-process, or before it arrives)."""
+        return getattr(self.bridge, "hello", None)
+
+    def _add_connection_actions(self) -> None:
+        from PySide6.QtGui import QAction
+        menu = self.window.file_menu
+        quit_action = next(a for a in menu.actions() if a.text() == "&Quit")
+        for text, slot in (("&Connect to Host…", self.connect_dialog), ("&Reconnect", self.reconnect)):
+            action = QAction(text, self.window)
+            action.triggered.connect(slot)
+            menu.insertAction(quit_action, action)
+        menu.insertSeparator(quit_action)
+
+    def connect_to(self, target: str) -> None:
+        """Talk to another capture service; this one ends (releasing what it holds), the rows stay."""
+        from divertgui.views.connection import ServiceConnection
+        connection = ServiceConnection(target, self.store)
+        connection.start()
+        self.bridge.event.disconnect(self.window.handle_event)
+        self.bridge.shutdown()
+        self.bridge = connection
+        self.bridge.event.connect(self.window.handle_event)
+        self.unavailable = None
+
+    def connect_dialog(self) -> None:
+        from divertgui.service.client import TargetError
+        from divertgui.views.connection import ask_target
+        try:
+            target = ask_target(self.window, getattr(self.bridge, "target", ""))
+            if target:
+                self.connect_to(target)
+        except (TargetError, ConnectionError) as exc:
+            self.window.error_banner.show_message(str(exc), "connection")
+
+    def reconnect(self) -> None:
+        if not getattr(self.bridge, "lost", False):
+            self.window.statusBar().showMessage("The capture service is connected", 5000)
+            return
+        try:
+            self.bridge.reconnect()
+        except ConnectionError as exc:
+            self.window.error_banner.show_message(str(exc), "connection")
+            return
+        self.window.error_banner.hide()
 
     def close(self) -> bool:
         self.window.close()
@@ -179,6 +255,11 @@ def self_test(bench: Workbench) -> tuple[bool, str]:
 
 def _argument_error(args: argparse.Namespace) -> str | None:
     """What is wrong with the command line, before any window opens."""
+    if args.connect and len(args.connect) > 1:
+        return "--connect: one capture service per window for now"
+    for target in args.connect or ():
+        if not (target == "local" or target.startswith(("unix:", "ssh://"))):
+            return f"--connect: {target!r} is not local, unix:PATH or ssh://[user@]host[:port]"
     if args.filter:
         from divertgui.engine.filter import FilterError, compile_filter
         from divertgui.engine.filter.errors import report
@@ -191,6 +272,19 @@ def _argument_error(args: argparse.Namespace) -> str | None:
     return None
 
 
+def live_problem(bench: Workbench, timeout: float = 20.0) -> str | None:
+    """Why the workbench's session cannot capture live traffic, in one sentence; None when it can."""
+    if bench.unavailable:
+        return bench.unavailable
+    if not hasattr(bench.bridge, "client"):
+        return privileges.live_capture_problem()
+    if not wait_until(lambda: bench.hello is not None or bench.bridge.lost, timeout):
+        return f"the capture service did not answer within {timeout:.0f} s"
+    if bench.hello is None:
+        return f"the capture service ended: {bench.window.errors[-1]['message'] if bench.window.errors else ''}"
+    return bench.hello.get("live") or None
+
+
 def open_workbench(args: argparse.Namespace) -> Workbench:
     """The window as the command line asks, shown, with the demo or the replay started when asked for.
 
@@ -199,15 +293,13 @@ def open_workbench(args: argparse.Namespace) -> Workbench:
     from a double-click shows traffic rather than an empty list.
     """
     from divertgui.views.capture_options import CaptureOptions
-    problem = None
-    if args.demo or args.self_test:
-        source = "demo"
-    else:
-        problem = privileges.live_capture_problem()
-        source = "demo" if problem else "live"
-    options = CaptureOptions(source=source, rate=500.0 if args.self_test else args.rate)
-    bench = Workbench(options)
+    options = CaptureOptions(source="demo", rate=500.0 if args.self_test else args.rate)
+    bench = Workbench(options, (args.connect or ["local"])[0])
     window = bench.window
+    problem = None
+    if not (args.demo or args.self_test):
+        problem = live_problem(bench)
+        options.source = "demo" if problem else "live"
     if args.filter:
         window.capture_filter.set_text(args.filter)
     window.show()
@@ -217,7 +309,7 @@ def open_workbench(args: argparse.Namespace) -> Workbench:
         window.open_capture(args.replay)
     elif args.demo:
         window.start_capture()
-    elif problem:
+    elif problem and not getattr(bench.bridge, "lost", False):
         window.show_notice(demo_fallback_reason(problem))
         window.start_capture()
     return bench
@@ -235,7 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     app.setOrganizationName("divertgui")
     app.setApplicationName("divertgui")
     app.setApplicationVersion(__version__)
-    bench = open_workbench(args)
+    try:
+        bench = open_workbench(args)
+    except ConnectionError as exc:
+        print(f"divertgui: {exc}", file=sys.stderr)
+        return 1
     if args.self_test:
         try:
             passed, summary = self_test(bench)

@@ -38,9 +38,18 @@ def service_command() -> list[str]:
     here = os.path.dirname(os.path.abspath(sys.executable))
     name = "divert.exe" if sys.platform == "win32" else "divert"
     program = os.path.join(here, name)
-    if os.path.isfile(program) and os.access(program, os.X_OK):
+    # The bundle's capture program may be there and not ours to run (the group divertgui): then say so.
+    if getattr(sys, "frozen", False) or (os.path.isfile(program) and os.access(program, os.X_OK)):
         return [program, "serve"]
     return [sys.executable, "-I", "-m", "divertgui.cli", "serve"]
+
+
+def not_allowed_sentence(program: str) -> str:
+    """Why this user cannot start the capture program, and what to do, in one sentence."""
+    from divertgui.engine.privileges import CAPTURE_GROUP
+    user = os.environ.get("USER") or "YOUR-NAME"
+    return (f"capturing needs the capture program {program}, which only members of the group {CAPTURE_GROUP} "
+            f"may run: ask an administrator to run sudo usermod -a -G {CAPTURE_GROUP} {user}, then log in again")
 
 
 def ssh_command(target: str, remote_command: str = REMOTE_COMMAND, options=()) -> list[str]:
@@ -96,6 +105,10 @@ class ServiceClient:
         self.elevated = elevated       # Windows: start the local service through a UAC prompt
         self._pipe = None
         self.hello: dict | None = None
+        # The store may hold rows from before this connection (a reconnect): the service's
+        # row numbers and store generations count from these.
+        self._row_base = len(store)
+        self._generation_base = store.generation
         self.connected = False
         self._process: subprocess.Popen | None = None
         self._socket: socket.socket | None = None
@@ -141,6 +154,8 @@ class ServiceClient:
         try:
             self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                              stderr=subprocess.PIPE, bufsize=0, start_new_session=True)
+        except PermissionError:
+            raise ConnectionError(not_allowed_sentence(command[0])) from None
         except OSError as exc:
             raise ConnectionError(f"{self.target}: cannot start {command[0]}: {exc.strerror or exc}") from None
         self._read = self._process.stdout.read
@@ -234,7 +249,7 @@ class ServiceClient:
     def _apply(self, kind: int, body: bytes) -> None:
         store = self.store
         if kind == framing.JSON:
-            message = framing.decode_json(body)
+            message = self._in_store_terms(framing.decode_json(body))
             if message.get("type") == "hello":
                 self.hello = message
             self.on_event(message)
@@ -245,11 +260,23 @@ class ServiceClient:
         elif kind == framing.VERDICTS:
             count = len(store)
             for row, verdict in decode_verdicts(body).tolist():
-                if row < count:
-                    store.set_verdict(row, verdict)
+                if row + self._row_base < count:
+                    store.set_verdict(row + self._row_base, verdict)
         elif kind == framing.EDIT:
             row, raw = decode_edit(body)
-            if row < len(store):
-                store.set_edited(row, raw)
+            if row + self._row_base < len(store):
+                store.set_edited(row + self._row_base, raw)
         elif kind == framing.CLEAR:
             store.clear()
+            self._row_base = 0
+
+    def _in_store_terms(self, message: dict) -> dict:
+        """An event with the service's row numbers and generations as the store counts them."""
+        kind = message.get("type")
+        if kind == "rows" and self._row_base | self._generation_base:
+            message["count"] = int(message.get("count", 0)) + self._row_base
+            message["generation"] = int(message.get("generation", 0)) + self._generation_base
+        elif kind == "held" and self._row_base:
+            for held in message.get("held") or ():
+                held["row"] = int(held["row"]) + self._row_base
+        return message

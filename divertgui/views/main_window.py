@@ -338,7 +338,7 @@ class MainWindow(QMainWindow):
 
     def _build_actions_and_menus(self) -> None:
         menus = self.menuBar()
-        file_menu = menus.addMenu("&File")
+        file_menu = self.file_menu = menus.addMenu("&File")
         self._action(file_menu, "&Open…", self.files.open_dialog, QKeySequence.StandardKey.Open)
         self.recent_menu = file_menu.addMenu("Open &Recent")
         self.recent_menu.aboutToShow.connect(lambda: self.files.fill_recent(self.recent_menu))
