@@ -11,6 +11,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from divertgui.engine.header_fields import (
+    FILTER_READS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV4_HEADER_LEN, IPV6_HEADER_LEN,
+    UDP_HEADER_LEN, FilterRead,
+)
 from divertgui.engine.store_record import ARENA_BITS, ARENA_BYTES
 
 if TYPE_CHECKING:
@@ -19,10 +23,10 @@ if TYPE_CHECKING:
 HEADER_PRESENT = {
     "ip": lambda r: r.version == 4,
     "ipv6": lambda r: r.version == 6,
-    "tcp": lambda r: r.col("protocol") == 6,
-    "udp": lambda r: r.col("protocol") == 17,
-    "icmp": lambda r: (r.col("protocol") == 1) & (r.version == 4),
-    "icmpv6": lambda r: (r.col("protocol") == 58) & (r.version == 6),
+    "tcp": lambda r: r.col("protocol") == IPPROTO_TCP,
+    "udp": lambda r: r.col("protocol") == IPPROTO_UDP,
+    "icmp": lambda r: (r.col("protocol") == IPPROTO_ICMP) & (r.version == 4),
+    "icmpv6": lambda r: (r.col("protocol") == IPPROTO_ICMPV6) & (r.version == 6),
 }
 
 
@@ -30,8 +34,17 @@ def _flag(name):
     return lambda r: r.col(name).astype(np.int64)
 
 
-def _tcp_flag(bit):
-    return lambda r: (r.byte(r.transport + 13) >> bit) & 1
+def _header_read(read: FilterRead):
+    """A filter field's values, read from its header at the row's fixed offset."""
+
+    def values(r):
+        base = 0 if read.header in ("ip", "ipv6") else r.transport
+        total = 0
+        for field, position in read.pieces:
+            total = total | ((r.word(base + field.offset, field.size) >> field.shift) & field.mask) << position
+        return total
+
+    return values
 
 
 # field -> values over all rows (only rows where the field's guard holds are read)
@@ -50,50 +63,21 @@ VALUES = {
     "protocol": lambda r: r.col("protocol"),
     **{name: (lambda present: lambda r: present(r).astype(np.int64))(present)
        for name, present in HEADER_PRESENT.items()},
-    "ip.HdrLength": lambda r: r.byte(0) & 0xF,
-    "ip.TOS": lambda r: r.byte(1),
-    "ip.Length": lambda r: r.word(2, 2),
-    "ip.Id": lambda r: r.word(4, 2),
-    "ip.DF": lambda r: (r.byte(6) >> 6) & 1,
-    "ip.MF": lambda r: (r.byte(6) >> 5) & 1,
-    "ip.FragOff": lambda r: r.word(6, 2) & 0x1FFF,
-    "ip.TTL": lambda r: r.byte(8),
-    "ip.Protocol": lambda r: r.byte(9),
-    "ip.Checksum": lambda r: r.word(10, 2),
-    "ipv6.TrafficClass": lambda r: ((r.byte(0) & 0xF) << 4) | (r.byte(1) >> 4),
-    "ipv6.FlowLabel": lambda r: r.word(1, 3) & 0xFFFFF,
-    "ipv6.Length": lambda r: r.word(4, 2),
-    "ipv6.NextHdr": lambda r: r.byte(6),
-    "ipv6.HopLimit": lambda r: r.byte(7),
-    "icmp.Type": lambda r: r.byte(r.transport),
-    "icmp.Code": lambda r: r.byte(r.transport + 1),
-    "icmp.Checksum": lambda r: r.word(r.transport + 2, 2),
-    "icmp.Body": lambda r: r.word(r.transport + 4, 4),
+    **{name: _header_read(read) for name, read in FILTER_READS.items() if read.field is None
+       or read.field.kind != "address"},
     "tcp.SrcPort": lambda r: r.col("src_port"),
     "tcp.DstPort": lambda r: r.col("dst_port"),
-    "tcp.SeqNum": lambda r: r.word(r.transport + 4, 4),
-    "tcp.AckNum": lambda r: r.word(r.transport + 8, 4),
-    "tcp.HdrLength": lambda r: r.byte(r.transport + 12) >> 4,
-    "tcp.Urg": _tcp_flag(5), "tcp.Ack": _tcp_flag(4), "tcp.Psh": _tcp_flag(3),
-    "tcp.Rst": _tcp_flag(2), "tcp.Syn": _tcp_flag(1), "tcp.Fin": _tcp_flag(0),
-    "tcp.Window": lambda r: r.word(r.transport + 14, 2),
-    "tcp.Checksum": lambda r: r.word(r.transport + 16, 2),
-    "tcp.UrgPtr": lambda r: r.word(r.transport + 18, 2),
     "tcp.PayloadLength": lambda r: r.length - r.tcp_payload,
     "udp.SrcPort": lambda r: r.col("src_port"),
     "udp.DstPort": lambda r: r.col("dst_port"),
-    "udp.Length": lambda r: r.word(r.transport + 4, 2),
-    "udp.Checksum": lambda r: r.word(r.transport + 6, 2),
-    "udp.PayloadLength": lambda r: r.length - r.transport - 8,
+    "udp.PayloadLength": lambda r: r.length - r.transport - UDP_HEADER_LEN,
     "localPort": lambda r: np.where(r.col("outbound"), _source_port(r), _destination_port(r)),
     "remotePort": lambda r: np.where(r.col("outbound"), _destination_port(r), _source_port(r)),
 }
-for _name in ("Type", "Code", "Checksum", "Body"):
-    VALUES[f"icmpv6.{_name}"] = VALUES[f"icmp.{_name}"]
 
 def _ports_apply(r) -> np.ndarray:
     protocol = r.col("protocol")
-    return (protocol == 6) | (protocol == 17)
+    return (protocol == IPPROTO_TCP) | (protocol == IPPROTO_UDP)
 
 
 # As WinDivert has it: ICMP and ICMPv6 carry their type as the source "port" and 0 as the destination.
@@ -109,7 +93,8 @@ GUARDS = {name: name.split(".")[0] for name in VALUES if "." in name}
 INDEXED = {"packet": 1, "packet16": 2, "packet32": 4,
             "tcp.Payload": 1, "tcp.Payload16": 2, "tcp.Payload32": 4,
             "udp.Payload": 1, "udp.Payload16": 2, "udp.Payload32": 4}
-ADDRESSES = {"ip.SrcAddr": 12, "ip.DstAddr": 16, "ipv6.SrcAddr": 8, "ipv6.DstAddr": 24}
+ADDRESSES = {name: read.field.offset for name, read in FILTER_READS.items()
+             if read.field is not None and read.field.kind == "address"}
 _MAPPED = 0xFFFF00000000
 
 
@@ -126,7 +111,7 @@ class Rows:
         self.plain = plain
         self.version = self.col("ip_version")
         self.length = self.col("length").astype(np.int64)
-        self.transport = np.where(self.version == 4, 20, 40)
+        self.transport = np.where(self.version == 4, IPV4_HEADER_LEN, IPV6_HEADER_LEN)
 
     def col(self, name: str) -> np.ndarray:
         values = self._columns.get(name)
@@ -139,7 +124,7 @@ class Rows:
 
     @property
     def tcp_payload(self) -> np.ndarray:
-        return self.transport + (self.byte(self.transport + 12) >> 4) * 4
+        return self.transport + VALUES["tcp.HdrLength"](self) * 4
 
     def gather(self, at, size: int) -> np.ndarray:
         """Bytes at..at+size of each plain row, one row of the result per row; zeros where out of range."""

@@ -5,24 +5,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-IPPROTO_HOPOPTS = 0
-IPPROTO_ICMP = 1
-IPPROTO_TCP = 6
-IPPROTO_UDP = 17
-IPPROTO_ROUTING = 43
-IPPROTO_FRAGMENT = 44
-IPPROTO_AH = 51
-IPPROTO_ICMPV6 = 58
-IPPROTO_DSTOPTS = 60
-IPPROTO_MH = 135
-
-IPV4_HEADER_LEN = 20
-IPV6_HEADER_LEN = 40
-TCP_HEADER_MIN = 20
-UDP_HEADER_LEN = 8
-ICMP_HEADER_LEN = 8
-
-_EIGHT_OCTET_EXT = frozenset({IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_DSTOPTS, IPPROTO_MH})
+from .header_fields import (  # noqa: F401 - the protocol numbers are also read from here
+    FRAGMENT_HEADER_LEN, ICMP_HEADER_LEN, IPPROTO_AH, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS,
+    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_MH, IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP, IPV4_HEADER_LEN,
+    IPV6_EXTENSION_HEADERS, IPV6_FRAGMENT, IPV6_HEADER_LEN, TCP_HEADER_MIN, UDP_HEADER_LEN, field_value,
+)
 
 
 class HeaderLayout(NamedTuple):
@@ -106,7 +93,7 @@ def parse_headers(raw: bytes) -> HeaderLayout | None:
 
 
 def _skip_extension_headers(raw: bytes, protocol: int, total: int):
-    """Walk hop-by-hop, routing, destination-options, mobility, AH and fragment headers.
+    """Walk the extension headers WinDivert walks (header_fields.IPV6_EXTENSION_HEADERS).
 
     A header that does not fit in the packet ends the walk with `protocol`
     still naming it; a non-first fragment ends it with the fragment header's
@@ -116,23 +103,22 @@ def _skip_extension_headers(raw: bytes, protocol: int, total: int):
     offset = IPV6_HEADER_LEN
     fragment, frag_offset, more_fragments = False, 0, False
     ext_headers = []
-    while total - offset >= 2:
-        if protocol in _EIGHT_OCTET_EXT:
-            length = (raw[offset + 1] + 1) * 8
-        elif protocol == IPPROTO_AH:
-            length = (raw[offset + 1] + 2) * 4
-        elif protocol == IPPROTO_FRAGMENT and not fragment:
-            length = 8
+    while total - offset >= 2 and protocol in IPV6_EXTENSION_HEADERS:
+        rule = IPV6_EXTENSION_HEADERS[protocol]
+        if rule is None:
+            if fragment:
+                break
+            length = FRAGMENT_HEADER_LEN
         else:
-            break
+            add, unit = rule
+            length = (raw[offset + 1] + add) * unit
         if length > total - offset:
             break
         ext_headers.append((protocol, offset, length))
         if protocol == IPPROTO_FRAGMENT:
             fragment = True
-            field = (raw[offset + 2] << 8) | raw[offset + 3]
-            frag_offset = field >> 3
-            more_fragments = bool(field & 1)
+            frag_offset = field_value(raw, offset, IPV6_FRAGMENT["frag_offset"])
+            more_fragments = bool(field_value(raw, offset, IPV6_FRAGMENT["mf"]))
         protocol = raw[offset]
         offset += length
         if frag_offset != 0:

@@ -14,10 +14,12 @@ from typing import NamedTuple
 
 from divertgui.engine.address import Address
 from divertgui.engine.checksum import calc_checksums, decrement_ttl
-from divertgui.engine.headers import (
+from divertgui.engine import header_fields as table
+from divertgui.engine.header_fields import (
     IPPROTO_AH, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_ICMPV6,
-    IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP, parse_headers,
+    IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP, HeaderField,
 )
+from divertgui.engine.headers import parse_headers
 
 _MAX_IP_LENGTH = 0xFFFF
 
@@ -69,9 +71,24 @@ class Field(_HeaderField):
         view._packet._changed()
 
 
-def bit_flag(offset: int, size: int, bit: int, label: str = "") -> Field:
-    """A one-bit field read as a bool."""
-    return Field(offset, size, bits=1, shift=bit, boolean=True, label=label)
+def _descriptor(spec: HeaderField) -> "_HeaderField":
+    if spec.kind == "address":
+        return AddressField(spec.offset, spec.size, label=spec.label)
+    return Field(spec.offset, spec.size, bits=spec.mask.bit_length(), shift=spec.shift,
+                 boolean=spec.kind == "flag", label=spec.label)
+
+
+def fields_from(fields: dict):
+    """A class decorator: a descriptor for each header field of the table `fields`."""
+
+    def declare(cls):
+        for name, spec in fields.items():
+            descriptor = _descriptor(spec)
+            setattr(cls, name, descriptor)
+            descriptor.__set_name__(cls, name)
+        return cls
+
+    return declare
 
 
 class AddressField(_HeaderField):
@@ -174,26 +191,9 @@ class HeaderView:
         return f"{type(self).__name__}({inner})"
 
 
+@fields_from(table.IPV4)
 class IPv4Header(HeaderView):
     __slots__ = ()
-
-    version = Field(0, 1, bits=4, shift=4, label="Version")
-    hdr_len = Field(0, 1, bits=4, label="Header Length")           # in 32-bit words
-    tos = Field(1, 1, label="Differentiated Services Field")
-    dscp = Field(1, 1, bits=6, shift=2, label="Differentiated Services Codepoint")
-    ecn = Field(1, 1, bits=2, label="Explicit Congestion Notification")
-    length = Field(2, 2, label="Total Length")
-    id = Field(4, 2, label="Identification")
-    flags = Field(6, 1, bits=3, shift=5, label="Flags")
-    reserved_flag = bit_flag(6, 1, 7, label="Reserved bit")
-    df = bit_flag(6, 1, 6, label="Don't fragment")
-    mf = bit_flag(6, 1, 5, label="More fragments")
-    frag_offset = Field(6, 2, bits=13, label="Fragment Offset")      # in 8-byte units
-    ttl = Field(8, 1, label="Time to Live")
-    protocol = Field(9, 1, label="Protocol")
-    checksum = Field(10, 2, label="Header Checksum")
-    src_addr = AddressField(12, 4, label="Source Address")
-    dst_addr = AddressField(16, 4, label="Destination Address")
 
     @property
     def header_len(self) -> int:
@@ -213,17 +213,9 @@ class IPv4Header(HeaderView):
         self._packet._grow_ip_length(delta)
 
 
+@fields_from(table.IPV6)
 class IPv6Header(HeaderView):
     __slots__ = ()
-
-    version = Field(0, 1, bits=4, shift=4, label="Version")
-    traffic_class = Field(0, 2, bits=8, shift=4, label="Traffic Class")
-    flow_label = Field(1, 3, bits=20, label="Flow Label")
-    length = Field(4, 2, label="Payload Length")
-    next_hdr = Field(6, 1, label="Next Header")
-    hop_limit = Field(7, 1, label="Hop Limit")
-    src_addr = AddressField(8, 16, label="Source Address")
-    dst_addr = AddressField(24, 16, label="Destination Address")
 
     header_len = 40
 
@@ -259,13 +251,11 @@ class IPv6Header(HeaderView):
         return self._first(IPPROTO_DSTOPTS)
 
 
+@fields_from(table.IPV6_EXTENSION)
 class ExtensionHeader(HeaderView):
     """An IPv6 extension header; `header_type` is the next-header value that announced it."""
 
     __slots__ = ("header_type", "_length")
-
-    next_hdr = Field(0, 1, label="Next Header")
-    hdr_ext_len = Field(1, 1, label="Length")
 
     def __init__(self, packet, offset, header_type, length):
         super().__init__(packet, offset)
@@ -316,31 +306,23 @@ class OptionsHeader(ExtensionHeader):
         return ipv6_options(self.data)
 
 
+@fields_from(table.IPV6_ROUTING)
 class RoutingHeader(ExtensionHeader):
     __slots__ = ()
-
-    routing_type = Field(2, 1, label="Type")
-    segments_left = Field(3, 1, label="Segments Left")
 
     @property
     def type_data(self) -> bytes:
         return bytes(self._packet._buf[self._offset + 4:self._offset + self._length])
 
 
+@fields_from(table.IPV6_FRAGMENT)
 class FragmentHeader(ExtensionHeader):
     __slots__ = ()
 
-    reserved = Field(1, 1, label="Reserved octet")
-    frag_offset = Field(2, 2, bits=13, shift=3, label="Offset")     # in 8-byte units
-    mf = bit_flag(2, 2, 0, label="More Fragments")
-    id = Field(4, 4, label="Identification")
 
-
+@fields_from(table.IPV6_AUTHENTICATION)
 class AuthenticationHeader(ExtensionHeader):
     __slots__ = ()
-
-    spi = Field(4, 4, label="AH SPI")
-    sequence = Field(8, 4, label="AH Sequence")
 
 
 _EXTENSION_VIEWS = {
@@ -352,13 +334,9 @@ _EXTENSION_VIEWS = {
 }
 
 
+@fields_from(table.ICMP)
 class ICMPHeader(HeaderView):
     __slots__ = ()
-
-    type = Field(0, 1, label="Type")
-    code = Field(1, 1, label="Code")
-    checksum = Field(2, 2, label="Checksum")
-    body = Field(4, 4, label="Rest of Header")      # id/sequence, MTU, pointer, ... by type
 
     header_len = 8
 
@@ -367,13 +345,9 @@ class ICMPv6Header(ICMPHeader):
     __slots__ = ()
 
 
+@fields_from(table.UDP)
 class UDPHeader(HeaderView):
     __slots__ = ()
-
-    src_port = Field(0, 2, label="Source Port")
-    dst_port = Field(2, 2, label="Destination Port")
-    length = Field(4, 2, label="Length")
-    checksum = Field(6, 2, label="Checksum")
 
     header_len = 8
 
@@ -422,28 +396,9 @@ def encode_tcp_options(options) -> bytes:
     return bytes(out)
 
 
+@fields_from(table.TCP)
 class TCPHeader(HeaderView):
     __slots__ = ("_length",)
-
-    src_port = Field(0, 2, label="Source Port")
-    dst_port = Field(2, 2, label="Destination Port")
-    seq_num = Field(4, 4, label="Sequence Number")
-    ack_num = Field(8, 4, label="Acknowledgment Number")
-    hdr_len = Field(12, 1, bits=4, shift=4, label="Header Length")   # in 32-bit words
-    reserved = Field(12, 1, bits=3, shift=1, label="Reserved")
-    ns = bit_flag(12, 1, 0, label="Nonce")
-    flags = Field(13, 1, label="Flags")
-    cwr = bit_flag(13, 1, 7, label="Congestion Window Reduced")
-    ece = bit_flag(13, 1, 6, label="ECN-Echo")
-    urg = bit_flag(13, 1, 5, label="Urgent")
-    ack = bit_flag(13, 1, 4, label="Acknowledgment")
-    psh = bit_flag(13, 1, 3, label="Push")
-    rst = bit_flag(13, 1, 2, label="Reset")
-    syn = bit_flag(13, 1, 1, label="Syn")
-    fin = bit_flag(13, 1, 0, label="Fin")
-    window = Field(14, 2, label="Window")
-    checksum = Field(16, 2, label="Checksum")
-    urg_ptr = Field(18, 2, label="Urgent Pointer")
 
     def __init__(self, packet, offset, length):
         super().__init__(packet, offset)

@@ -9,6 +9,8 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from divertgui.engine.address import Address, Layer
+from divertgui.engine.header_fields import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_EXTENSION_HEADERS
+from divertgui.engine.headers import parse_headers
 from divertgui.engine.store_record import Flags
 
 
@@ -24,8 +26,7 @@ class Summary(NamedTuple):
 
 
 _NOTHING = Summary(0, 0, 0, 0, 0, False)
-_IPV6_EXTENSIONS = frozenset({0, 43, 60, 51, 44, 135, 139, 140, 253, 254})
-_IPV6_EXTENSION_LIST = sorted(_IPV6_EXTENSIONS)
+_IPV6_EXTENSION_LIST = sorted(IPV6_EXTENSION_HEADERS)
 
 
 def summarise(raw: bytes) -> Summary:
@@ -46,30 +47,23 @@ def summarise(raw: bytes) -> Summary:
         if n < 40:
             return _NOTHING
         protocol = raw[6]
-        plain = ((raw[4] << 8) | raw[5]) + 40 == n and protocol not in _IPV6_EXTENSIONS
+        plain = ((raw[4] << 8) | raw[5]) + 40 == n and protocol not in IPV6_EXTENSION_HEADERS
         src, dst = raw[8:24], raw[24:40]
-        at = 40
-        fragment = False
-        while protocol in _IPV6_EXTENSIONS and protocol != 44 and at + 8 <= n:
-            size = (raw[at + 1] + 2) * 4 if protocol == 51 else (raw[at + 1] + 1) * 8
-            protocol = raw[at]
-            at += size
-        if protocol == 44 and at + 8 <= n:
-            fragment = True
-            protocol = raw[at]
-            at += 8
+        layout = parse_headers(raw)
+        protocol, fragment = layout.protocol, layout.fragment
+        at = layout.payload_offset - layout.transport_len
     else:
         return _NOTHING
     sport = dport = 0
-    if protocol in (6, 17) and not fragment and at + 4 <= n:
+    if protocol in (IPPROTO_TCP, IPPROTO_UDP) and not fragment and at + 4 <= n:
         sport = (raw[at] << 8) | raw[at + 1]
         dport = (raw[at + 2] << 8) | raw[at + 3]
     if plain:
-        if protocol == 6:
+        if protocol == IPPROTO_TCP:
             plain = at + 20 <= n and 20 <= (raw[at + 12] >> 4) * 4 <= n - at
-        elif protocol == 17:
+        elif protocol == IPPROTO_UDP:
             plain = at + 8 <= n and ((raw[at + 4] << 8) | raw[at + 5]) == n - at
-        elif protocol == (1 if version == 4 else 58):
+        elif protocol == (IPPROTO_ICMP if version == 4 else IPPROTO_ICMPV6):
             plain = at + 8 <= n
         else:
             plain = False

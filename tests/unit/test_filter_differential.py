@@ -1,6 +1,7 @@
 """This filter implementation against the reference's, on generated filters and packets."""
 
 import random
+import struct
 
 import pytest
 
@@ -202,3 +203,35 @@ def test_every_field_and_macro_is_judged_like_the_reference_at_every_layer(refer
 ])
 def test_canonical_text_at_the_event_layers(reference, text, layer):
     assert format_filter(text, layer) == reference.format(text, layer)
+
+
+def _flow_label_words(rng):
+    """The first word of an IPv6 header: every bit of the traffic class and
+    flow label alone and with all the others, then random patterns."""
+    for bit in range(28):
+        yield 6 << 28 | 1 << bit
+        yield 6 << 28 | (0xFFFFFFF ^ 1 << bit)
+    yield 6 << 28
+    yield 6 << 28 | 0xFFFFFFF
+    for _ in range(400):
+        yield 6 << 28 | rng.getrandbits(28)
+
+
+def test_flow_label_is_read_as_windivert_reads_it(reference):
+    # dll/windivert_shared.c: val[0] = ntohl(WINDIVERT_IPV6HDR_GET_FLOWLABEL(ipv6_header)),
+    # over include/windivert.h's bit fields FlowLabel0:4 and UINT16 FlowLabel1.
+    rng = random.Random(28)
+    compared = 0
+    for word in _flow_label_words(rng):
+        raw = struct.pack("!IHBB16s16s", word, 0, 59, 64, bytes(15) + b"\1", bytes(15) + b"\2")
+        address = packet_gen.address_for(rng, raw)
+        rfc_label = word & 0xFFFFF
+        windivert_value = (word & 0xFFFF) << 16 | (word >> 16 & 0xF) << 8
+        for constant in {rfc_label, windivert_value & 0xFFFFF, (windivert_value >> 8) & 0xFFFFF, 0, 0xFFFFF,
+                         rng.randrange(1 << 20), rng.randrange(1 << 12) << 8}:
+            for op in packet_gen.OPS:
+                text = f"ipv6.FlowLabel {op} {constant}"
+                assert compile_filter(text).match(raw, address) is bool(reference.eval(text, raw, address)), \
+                    (text, hex(word))
+                compared += 1
+    assert compared > 20000

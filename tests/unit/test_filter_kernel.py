@@ -64,7 +64,7 @@ def run_bpf(program, raw: bytes, mark: int = 0) -> int:
         elif cls == bpf.ALU:
             operand = x if code & bpf.X else k
             op = code & 0xF0
-            a = {bpf.ADD: a + operand, bpf.SUB: a - operand, bpf.AND_: a & operand,
+            a = {bpf.ADD: a + operand, bpf.SUB: a - operand, bpf.AND_: a & operand, bpf.OR: a | operand,
                  bpf.LSH: a << operand, bpf.RSH: a >> operand}[op] & 0xFFFFFFFF
         elif cls == bpf.JMP:
             op = code & 0xF0

@@ -10,61 +10,52 @@ object is built.
 from __future__ import annotations
 
 from .. import headers
+from ..header_fields import (
+    FILTER_READS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_EXTENSION_HEADERS, TCP_HEADER_MIN,
+    TRANSPORT_HEADER_MIN, TRANSPORT_PROTOCOLS, UDP_HEADER_LEN, FilterRead,
+)
 from ..packet_hash import layout_hash
 from .ast import And, Cond, Const, Node, Or, Test, walk
 from ..address import Layer
-from .fields import FIELDS, NETWORK_LAYERS, effective_value
+from .fields import FIELDS, IPV4_MAPPED_LO as IPV4_MAPPED, NETWORK_LAYERS, effective_value
 
-_IPV4 = {
-    "ip.HdrLength": "(r[0] & 15)",
-    "ip.TOS": "r[1]",
-    "ip.Length": "(r[2] << 8 | r[3])",
-    "ip.Id": "(r[4] << 8 | r[5])",
-    "ip.DF": "(r[6] >> 6 & 1)",
-    "ip.MF": "(r[6] >> 5 & 1)",
-    "ip.FragOff": "((r[6] & 31) << 8 | r[7])",
-    "ip.TTL": "r[8]",
-    "ip.Protocol": "r[9]",
-    "ip.Checksum": "(r[10] << 8 | r[11])",
-    "ip.SrcAddr": "(0xFFFF00000000 | int.from_bytes(r[12:16], 'big'))",
-    "ip.DstAddr": "(0xFFFF00000000 | int.from_bytes(r[16:20], 'big'))",
-}
-_IPV6 = {
-    "ipv6.TrafficClass": "((r[0] & 15) << 4 | r[1] >> 4)",
-    "ipv6.FlowLabel": "((r[1] & 15) << 16 | r[2] << 8 | r[3])",
-    "ipv6.Length": "(r[4] << 8 | r[5])",
-    "ipv6.NextHdr": "r[6]",
-    "ipv6.HopLimit": "r[7]",
-    "ipv6.SrcAddr": "int.from_bytes(r[8:24], 'big')",
-    "ipv6.DstAddr": "int.from_bytes(r[24:40], 'big')",
-}
-_ICMP = {"Type": "r[t]", "Code": "r[t + 1]", "Checksum": "(r[t + 2] << 8 | r[t + 3])",
-         "Body": "int.from_bytes(r[t + 4:t + 8], 'big')"}
-_TCP = {
-    "tcp.SrcPort": "(r[t] << 8 | r[t + 1])",
-    "tcp.DstPort": "(r[t + 2] << 8 | r[t + 3])",
-    "tcp.SeqNum": "int.from_bytes(r[t + 4:t + 8], 'big')",
-    "tcp.AckNum": "int.from_bytes(r[t + 8:t + 12], 'big')",
-    "tcp.HdrLength": "(r[t + 12] >> 4)",
-    "tcp.Urg": "(r[t + 13] >> 5 & 1)",
-    "tcp.Ack": "(r[t + 13] >> 4 & 1)",
-    "tcp.Psh": "(r[t + 13] >> 3 & 1)",
-    "tcp.Rst": "(r[t + 13] >> 2 & 1)",
-    "tcp.Syn": "(r[t + 13] >> 1 & 1)",
-    "tcp.Fin": "(r[t + 13] & 1)",
-    "tcp.Window": "(r[t + 14] << 8 | r[t + 15])",
-    "tcp.Checksum": "(r[t + 16] << 8 | r[t + 17])",
-    "tcp.UrgPtr": "(r[t + 18] << 8 | r[t + 19])",
-    "tcp.PayloadLength": "pl",
-}
-_UDP = {
-    "udp.SrcPort": "(r[t] << 8 | r[t + 1])",
-    "udp.DstPort": "(r[t + 2] << 8 | r[t + 3])",
-    "udp.Length": "(r[t + 4] << 8 | r[t + 5])",
-    "udp.Checksum": "(r[t + 6] << 8 | r[t + 7])",
-    "udp.PayloadLength": "pl",
-}
-_TRANSPORT_GUARD = {"tcp": "T == 6", "udp": "T == 17", "icmp": "T == 1", "icmpv6": "T == 58"}
+
+def _index(base: str, offset: int) -> str:
+    return str(offset) if base == "0" else f"{base} + {offset}" if offset else base
+
+
+def _byte_expression(base: str, offset: int, size: int) -> str:
+    """The big-endian number in `size` bytes at `offset` from `base`."""
+    if size == 1:
+        return f"r[{_index(base, offset)}]"
+    if size <= 3:
+        return "(" + " | ".join(f"r[{_index(base, offset + k)}]" + (f" << {8 * (size - 1 - k)}" if k < size - 1 else "")
+                                for k in range(size)) + ")"
+    return f"int.from_bytes(r[{_index(base, offset)}:{_index(base, offset + size)}], 'big')"
+
+
+def _read_expression(read: FilterRead, base: str) -> str:
+    """Python for a filter field read from the header at `base` (an expression)."""
+    parts = []
+    for field, position in read.pieces:
+        value = _byte_expression(base, field.offset, field.size)
+        if field.shift:
+            value = f"{value} >> {field.shift}"
+        if ((1 << 8 * field.size) - 1) >> field.shift != field.mask:
+            value = f"{value} & {field.mask}"
+        parts.append(f"({value}) << {position}" if position else value)
+    if len(parts) == 1 and read.field is not None and read.field.whole:
+        return parts[0]
+    return f"({' | '.join(parts)})"
+
+
+_HEADER_BASE = {"ip": "0", "ipv6": "0", "tcp": "t", "udp": "t", "icmp": "t", "icmpv6": "t"}
+_HEADER_GUARD = {"ip": "V == 4", "ipv6": "V == 6", **{name: f"T == {number}"
+                                                     for name, number in TRANSPORT_PROTOCOLS.items()}}
+_READS = {name: _read_expression(read, _HEADER_BASE[read.header]) for name, read in FILTER_READS.items()}
+_READS["ip.SrcAddr"] = f"({IPV4_MAPPED} | {_READS['ip.SrcAddr']})"
+_READS["ip.DstAddr"] = f"({IPV4_MAPPED} | {_READS['ip.DstAddr']})"
+_READS["tcp.PayloadLength"] = _READS["udp.PayloadLength"] = "pl"
 _ADDRESS = {
     "zero": "0",
     "timestamp": "a.timestamp",
@@ -77,11 +68,12 @@ _ADDRESS = {
     "impostor": "(1 if a.impostor else 0)",
     "length": "n",
 }
-_SRC = "(int.from_bytes(r[8:24], 'big') if V == 6 else 0xFFFF00000000 | int.from_bytes(r[12:16], 'big'))"
-_DST = "(int.from_bytes(r[24:40], 'big') if V == 6 else 0xFFFF00000000 | int.from_bytes(r[16:20], 'big'))"
+_SRC = f"({_READS['ipv6.SrcAddr']} if V == 6 else {_READS['ip.SrcAddr']})"
+_DST = f"({_READS['ipv6.DstAddr']} if V == 6 else {_READS['ip.DstAddr']})"
 # ICMP and ICMPv6 carry their type as the source "port" and 0 as the destination.
-_SPORT = "((r[t] << 8 | r[t + 1]) if T == 6 or T == 17 else r[t] if T else 0)"
-_DPORT = "((r[t + 2] << 8 | r[t + 3]) if T == 6 or T == 17 else 0)"
+_PORTS = f"T == {IPPROTO_TCP} or T == {IPPROTO_UDP}"
+_SPORT = f"({_READS['tcp.SrcPort']} if {_PORTS} else {_READS['icmp.Type']} if T else 0)"
+_DPORT = f"({_READS['tcp.DstPort']} if {_PORTS} else 0)"
 _OTHER = {
     "fragment": "(1 if Fr else 0)",
     "protocol": "P",
@@ -89,12 +81,7 @@ _OTHER = {
     "remoteAddr": f"({_DST} if a.outbound else {_SRC})",
     "localPort": f"({_SPORT} if a.outbound else {_DPORT})",
     "remotePort": f"({_DPORT} if a.outbound else {_SPORT})",
-    "ip": "(1 if V == 4 else 0)",
-    "ipv6": "(1 if V == 6 else 0)",
-    "tcp": "(1 if T == 6 else 0)",
-    "udp": "(1 if T == 17 else 0)",
-    "icmp": "(1 if T == 1 else 0)",
-    "icmpv6": "(1 if T == 58 else 0)",
+    **{header: f"(1 if {guard} else 0)" for header, guard in _HEADER_GUARD.items()},
     "random8": "(H >> 48 & 0xFF)",
     "random16": "(H >> 32 & 0xFFFF)",
     "random32": "(H & 0xFFFFFFFF)",
@@ -146,16 +133,7 @@ def _value_expression(field: str) -> tuple[str, str | None]:
         return _ADDRESS[field], None
     if field in _OTHER:
         return _OTHER[field], None
-    if field in _IPV4:
-        return _IPV4[field], "V == 4"
-    if field in _IPV6:
-        return _IPV6[field], "V == 6"
-    if field in _TCP:
-        return _TCP[field], "T == 6"
-    if field in _UDP:
-        return _UDP[field], "T == 17"
-    proto, _, name = field.partition(".")
-    return _ICMP[name], _TRANSPORT_GUARD[proto]
+    return _READS[field], _HEADER_GUARD[field.partition(".")[0]]
 
 
 def _index_parts(node: Test) -> tuple[str | None, str]:
@@ -163,7 +141,7 @@ def _index_parts(node: Test) -> tuple[str | None, str]:
     base_name = node.field.split(".")[0].rstrip("0123456789")
     size = FIELDS[node.field].index_size
     base, length = _INDEX_BASE[base_name]
-    guard = None if base_name == "packet" else _TRANSPORT_GUARD[base_name]
+    guard = None if base_name == "packet" else _HEADER_GUARD[base_name]
     if node.index >= 0:
         start = f"{base} + {node.index}" if base != "0" else str(node.index)
         in_range = f"{node.index + size} <= {length}"
@@ -182,16 +160,13 @@ def _index_parts(node: Test) -> tuple[str | None, str]:
 # Multi-byte fields compared as big-endian byte strings (same order, no int
 # conversion): (slice, width, value offset). Folding leaves only values that fit.
 _BYTE_FIELDS = {
-    "ip.SrcAddr": ("r[12:16]", 4, 0xFFFF00000000),
-    "ip.DstAddr": ("r[16:20]", 4, 0xFFFF00000000),
-    "ipv6.SrcAddr": ("r[8:24]", 16, 0),
-    "ipv6.DstAddr": ("r[24:40]", 16, 0),
-}
+    name: (f"r[{read.field.offset}:{read.field.offset + read.field.size}]", read.field.size,
+           IPV4_MAPPED if read.header == "ip" else 0)
+    for name, read in FILTER_READS.items() if read.field is not None and read.field.kind == "address"}
 # Fields whose "!= 0" test is a plain condition.
 _CONDITION = {
     "outbound": "a.outbound", "inbound": "not a.outbound", "loopback": "a.loopback",
-    "impostor": "a.impostor", "fragment": "Fr", "ip": "V == 4", "ipv6": "V == 6",
-    "tcp": "T == 6", "udp": "T == 17", "icmp": "T == 1", "icmpv6": "T == 58",
+    "impostor": "a.impostor", "fragment": "Fr", **_HEADER_GUARD,
 }
 
 
@@ -373,7 +348,7 @@ def _transport_prelude(protocols: set[int], need_p: bool, need_fr: bool) -> str:
         lines.append("        P = r[9]")
     if need_fr:
         lines.append("        Fr = r[6] & 0x3F or r[7]")
-    v4 = sorted(p for p in protocols if p != 58)
+    v4 = sorted(p for p in protocols if p != IPPROTO_ICMPV6)
     if v4:
         lines.append("        if not (r[6] & 0x1F or r[7]):")
         lines += _classify_lines(v4, "h", "            ")
@@ -386,26 +361,12 @@ def _transport_prelude(protocols: set[int], need_p: bool, need_fr: bool) -> str:
         "        h = 40",
         "        Fr = False",
         "        O = 0",
-        "        while e - h >= 2:",
-        "            if P == 0 or P == 43 or P == 60 or P == 135:",
-        "                k = (r[h + 1] + 1) << 3",
-        "            elif P == 51:",
-        "                k = (r[h + 1] + 2) << 2",
-        "            elif P == 44 and not Fr:",
-        "                k = 8",
-        "            else:",
-        "                break",
-        "            if k > e - h:",
-        "                break",
-        "            if P == 44:",
-        "                Fr = True",
-        "                O = (r[h + 2] << 8 | r[h + 3]) >> 3",
-        "            P = r[h]",
-        "            h += k",
-        "            if O:",
-        "                break",
+        # Packets with extension headers are rare: parse_headers walks them.
+        f"        if P in {{{', '.join(str(p) for p in sorted(IPV6_EXTENSION_HEADERS))}}}:",
+        "            L = parse_headers(r)",
+        "            P, h, Fr, O = L.protocol, L.payload_offset - L.transport_len, L.fragment, L.frag_offset",
     ]
-    v6 = sorted(p for p in protocols if p != 1)
+    v6 = sorted(p for p in protocols if p != IPPROTO_ICMP)
     if v6:
         lines.append("        if not O:")
         lines += _classify_lines(v6, "h", "            ")
@@ -418,31 +379,24 @@ def _classify_lines(protocols: list[int], offset: str, indent: str) -> list[str]
     lines = []
     keyword = "if"
     for protocol in protocols:
-        if protocol == 6:
-            lines += [f"{indent}{keyword} P == 6:",
-                      f"{indent}    if e - {offset} >= 20 and r[{offset} + 12] >= 0x50:",
-                      f"{indent}        T = 6"]
-        else:
-            lines += [f"{indent}{keyword} P == {protocol}:",
-                      f"{indent}    if e - {offset} >= 8:",
-                      f"{indent}        T = {protocol}"]
+        lines += [f"{indent}{keyword} P == {protocol}:",
+                  f"{indent}    if e - {offset} >= {TRANSPORT_HEADER_MIN[protocol]}"
+                  + (f" and r[{offset} + 12] >= {(TCP_HEADER_MIN // 4) << 4}:" if protocol == IPPROTO_TCP else ":"),
+                  f"{indent}        T = {protocol}"]
         keyword = "elif"
     return lines
 
 
-_PAYLOAD = """\
-    if T == 6:
-        q = (r[t + 12] >> 4) << 2
+_PAYLOAD = f"""\
+    if T == {IPPROTO_TCP}:
+        q = {_READS['tcp.HdrLength']} << 2
         po = t + (q if q < e - t else e - t)
     elif T:
-        po = t + 8
+        po = t + {UDP_HEADER_LEN}
     else:
         po = t
     pl = e - po
 """
-
-_PROTOCOL_OF = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
-
 
 def _reads(tree: Node) -> tuple[set[int], bool, bool, bool, bool]:
     """(transport protocols tested, needs P, needs Fr, needs payload bounds, needs the hash)."""
@@ -453,10 +407,10 @@ def _reads(tree: Node) -> tuple[set[int], bool, bool, bool, bool]:
             continue
         name = node.field
         head = name.split(".")[0]
-        if head in _PROTOCOL_OF:
-            protocols.add(_PROTOCOL_OF[head])
+        if head in TRANSPORT_PROTOCOLS:
+            protocols.add(TRANSPORT_PROTOCOLS[head])
         elif name in ("localPort", "remotePort"):
-            protocols.update((6, 17, 1, 58))
+            protocols.update(TRANSPORT_PROTOCOLS.values())
         elif name == "protocol":
             need_p = True
         elif name == "fragment":

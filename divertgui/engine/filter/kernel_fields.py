@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .bpf import ABS, AND_, ALU, B, H, IND, K, LD, LEN, RSH, SKF_AD_MARK, W
+from ..header_fields import FILTER_READS, IPV4, IPV6, TRANSPORT_PROTOCOLS, HeaderField
+from .bpf import ABS, AND_, ALU, B, H, IND, K, LD, LDX, LEN, LSH, MEM, MISC, OR, RSH, SKF_AD_MARK, ST, TAX, TXA, W, X
 from .fields import IPV4_MAPPED_LO
 
 INJECTED_MARK = 0x00000400     # netfilter_rules.INJECTED_MARK
-TRANSPORT = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
+TRANSPORT = TRANSPORT_PROTOCOLS
+# Scratch memory a composite field's load uses (bpf_prelude uses 0..2).
+_SAVED_X_SLOT, _VALUE_SLOT = 3, 4
 
 
 class Load(NamedTuple):
@@ -23,59 +26,53 @@ class Load(NamedTuple):
     reads_x: bool = False
 
 
-def _byte(offset, x=False, mask=None, shift=0, hi=0xFF):
-    steps = [(LD | B | (IND if x else ABS), offset)]
-    if shift:
-        steps.append((ALU | RSH | K, shift))
-    if mask is not None:
-        steps.append((ALU | AND_ | K, mask))
-    return Load(tuple(steps), hi, reads_x=x)
+def _steps(field: HeaderField, x: bool) -> list:
+    steps = [(LD | {1: B, 2: H, 4: W}[field.size] | (IND if x else ABS), field.offset)]
+    if field.shift:
+        steps.append((ALU | RSH | K, field.shift))
+    if ((1 << 8 * field.size) - 1) >> field.shift != field.mask:
+        steps.append((ALU | AND_ | K, field.mask))
+    return steps
 
 
-def _half(offset, x=False, mask=None, shift=0, hi=0xFFFF):
-    steps = [(LD | H | (IND if x else ABS), offset)]
-    if shift:
-        steps.append((ALU | RSH | K, shift))
-    if mask is not None:
-        steps.append((ALU | AND_ | K, mask))
-    return Load(tuple(steps), hi, reads_x=x)
+def _composite_steps(pieces) -> list:
+    """Pieces combined through scratch memory, X kept for the transport header's offset."""
+    steps = [(MISC | TXA, 0), (ST, _SAVED_X_SLOT)]
+    for number, (field, position) in enumerate(pieces):
+        steps += _steps(field, x=False)
+        if position:
+            steps.append((ALU | LSH | K, position))
+        if number:
+            steps += [(LDX | MEM, _VALUE_SLOT), (ALU | OR | X, 0)]
+        steps.append((ST, _VALUE_SLOT))
+    return steps + [(LDX | MEM, _SAVED_X_SLOT), (LD | MEM, _VALUE_SLOT)]
 
 
-def _flag(code_offset, bit, x=False):
-    return Load(((LD | B | (IND if x else ABS), code_offset),), 1, bit=bit, reads_x=x)
+def _load(name: str) -> Load:
+    read = FILTER_READS[name]
+    x = read.header in TRANSPORT
+    field = read.field
+    if field is None:
+        return Load(tuple(_composite_steps(read.pieces)), read.hi)
+    if field.kind == "flag":
+        byte = field.offset + field.size - 1 - field.shift // 8
+        return Load(((LD | B | (IND if x else ABS), byte),), 1, bit=1 << field.shift % 8, reads_x=x)
+    bias = IPV4_MAPPED_LO if field.kind == "address" else 0
+    return Load(tuple(_steps(field, x)), read.hi, bias=bias, reads_x=x)
 
 
-_V4_LOADS = {
-    "ip.HdrLength": _byte(0, mask=0x0F, hi=0x0F),
-    "ip.TOS": _byte(1),
-    "ip.DF": _flag(6, 0x40),
-    "ip.MF": _flag(6, 0x20),
-    "ip.FragOff": _half(6, mask=0x1FFF, hi=0x1FFF),
-    "ip.TTL": _byte(8),
-    "ip.Protocol": _byte(9),
-    "protocol": _byte(9),
-    "ip.SrcAddr": Load(((LD | W | ABS, 12),), 0xFFFFFFFF, bias=IPV4_MAPPED_LO),
-    "ip.DstAddr": Load(((LD | W | ABS, 16),), 0xFFFFFFFF, bias=IPV4_MAPPED_LO),
-    "fragment": Load(((LD | H | ABS, 6),), 1, bit=0x3FFF),
-}
-_V6_LOADS = {
-    "ipv6.TrafficClass": _half(0, shift=4, mask=0xFF, hi=0xFF),
-    "ipv6.FlowLabel": Load(((LD | W | ABS, 0), (ALU | AND_ | K, 0xFFFFF)), 0xFFFFF),
-    "ipv6.NextHdr": _byte(6),
-    "ipv6.HopLimit": _byte(7),
-    "protocol": _byte(6),
-}
-_TRANSPORT_LOADS = {
-    "icmp.Type": _byte(0, x=True), "icmp.Code": _byte(1, x=True),
-    "icmp.Body": Load(((LD | W | IND, 4),), 0xFFFFFFFF, reads_x=True),
-    "tcp.SrcPort": _half(0, x=True), "tcp.DstPort": _half(2, x=True),
-    "tcp.AckNum": Load(((LD | W | IND, 8),), 0xFFFFFFFF, reads_x=True),
-    "tcp.HdrLength": _byte(12, x=True, shift=4, hi=0x0F),
-    "tcp.Ack": _flag(13, 0x10, x=True), "tcp.Rst": _flag(13, 0x04, x=True), "tcp.Syn": _flag(13, 0x02, x=True),
-    "udp.SrcPort": _half(0, x=True), "udp.DstPort": _half(2, x=True),
-}
-for _name in ("Type", "Code", "Body"):
-    _TRANSPORT_LOADS[f"icmpv6.{_name}"] = _TRANSPORT_LOADS[f"icmp.{_name}"]
+# The header fields the kernel tests; kernel_approximation says why the others are unknown.
+_V4_LOADS = {name: _load(name) for name in (
+    "ip.HdrLength", "ip.TOS", "ip.DF", "ip.MF", "ip.FragOff", "ip.TTL", "ip.Protocol", "ip.SrcAddr", "ip.DstAddr")}
+_V4_LOADS["protocol"] = Load(tuple(_steps(IPV4["protocol"], x=False)), 0xFF)
+_V4_LOADS["fragment"] = Load(((LD | H | ABS, IPV4["frag_offset"].offset),), 1,
+                             bit=IPV4["frag_offset"].mask | 1 << IPV4["mf"].shift + 8)
+_V6_LOADS = {name: _load(name) for name in ("ipv6.TrafficClass", "ipv6.FlowLabel", "ipv6.NextHdr", "ipv6.HopLimit")}
+_V6_LOADS["protocol"] = Load(tuple(_steps(IPV6["next_hdr"], x=False)), 0xFF)
+_TRANSPORT_LOADS = {name: _load(name) for name in (
+    "icmp.Type", "icmp.Code", "icmp.Body", "icmpv6.Type", "icmpv6.Code", "icmpv6.Body",
+    "tcp.SrcPort", "tcp.DstPort", "tcp.AckNum", "tcp.HdrLength", "tcp.Ack", "tcp.Rst", "tcp.Syn",
+    "udp.SrcPort", "udp.DstPort")}
 _IMPOSTOR = Load(((LD | W | ABS, SKF_AD_MARK),), 1, bit=INJECTED_MARK)
 
 _LENGTH = Load(((LD | W | LEN, 0),), 0xFFFFFFFF)
