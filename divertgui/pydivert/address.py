@@ -16,6 +16,11 @@ REFLECT_FIELDS = {"timestamp": "Timestamp", "process_id": "ProcessId", "layer": 
                   "priority": "Priority"}
 
 
+def event_value(number: int) -> Event | int:
+    """An address's event as the engine's Event where it is one of WinDivert's."""
+    return Event(number) if number in Event._value2member_map_ else number
+
+
 def endpoint_struct(data: EndpointData, struct) -> None:
     """Fill a WINDIVERT_DATA_FLOW/SOCKET; its addresses are UINT32[4], the low word first."""
     for name, field in ENDPOINT_FIELDS.items():
@@ -68,7 +73,7 @@ def engine_address(wd: WinDivertAddress) -> Address:
         ipv6=bool(wd.IPv6), if_idx=wd.Network.IfIdx if network else 0,
         sub_if_idx=wd.Network.SubIfIdx if network else 0, timestamp=wd.Timestamp,
         sniffed=bool(wd.Sniffed), layer=layer,
-        event=Event(wd.Event) if wd.Event in Event._value2member_map_ else wd.Event,
+        event=event_value(wd.Event),
         ip_checksum=bool(wd.IPChecksum), tcp_checksum=bool(wd.TCPChecksum),
         udp_checksum=bool(wd.UDPChecksum),
         flow=endpoint_data(wd.Flow) if layer in ENDPOINT_LAYERS else None,

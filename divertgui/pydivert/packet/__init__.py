@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import socket
 
-from divertgui.engine.address import Address, EndpointData, Event, Layer, ReflectData
+from divertgui.engine.address import Address, EndpointData, Layer, ReflectData
 from divertgui.engine.checksum import calc_checksums
 from divertgui.engine.filter import FilterError, compile_filter
 from divertgui.engine.packet import Packet as EnginePacket
-from divertgui.pydivert.address import endpoint_data, engine_address, reflect_data, windivert_address
+from divertgui.pydivert.address import endpoint_data, engine_address, event_value, reflect_data, windivert_address
 from divertgui.pydivert.consts import CalcChecksumsOption, Direction, Protocol
 from divertgui.pydivert.packet.icmp import ICMPHeader, ICMPv4Header, ICMPv6Header
 from divertgui.pydivert.packet.ip import IPHeader, IPv4Header, IPv6Header
@@ -77,7 +77,7 @@ class Packet:
                 outbound=direction == Direction.OUTBOUND, loopback=loopback, impostor=impostor,
                 ipv6=bool(buffer) and buffer[0] >> 4 == 6, if_idx=if_idx, sub_if_idx=sub_if_idx,
                 timestamp=timestamp, sniffed=sniffed, layer=Layer(layer),
-                event=Event(event) if event in Event._value2member_map_ else event,
+                event=event_value(event),
                 ip_checksum=ip_checksum, tcp_checksum=tcp_checksum, udp_checksum=udp_checksum,
                 flow=_endpoint(flow if flow is not None else socket), reflect=_reflect(reflect))
         self._packet = EnginePacket(buffer, address)
@@ -302,7 +302,7 @@ class Packet:
 
     @event.setter
     def event(self, value: int) -> None:
-        self._packet.address.event = Event(value) if value in Event._value2member_map_ else value
+        self._packet.address.event = event_value(value)
 
     # FLOW, SOCKET and REFLECT data: read as WinDivert's structures (copies),
     # set from those or from the engine's EndpointData/ReflectData.
