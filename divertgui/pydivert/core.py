@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import errno
+import socket
 import sys
 import warnings
 
@@ -70,9 +71,12 @@ class Divert:
     """Divert(filter="true", layer=Layer.NETWORK, priority=0, flags=Flag.DEFAULT): a WinDivert handle."""
 
     def __init__(self, filter: str = "true", layer: Layer = Layer.NETWORK, priority: int = 0,
-                 flags: Flag = Flag.DEFAULT, **kwargs) -> None:
+                 flags: Flag = Flag.DEFAULT, *, interfaces: list[str] | None = None, ring_bytes: int = 0) -> None:
         self.filter = filter
         self.layer, self.priority, self.flags = layer, priority, flags
+        # pydivert's Linux options: the interfaces to divert on (all when None),
+        # and its ring buffer's size, which has no counterpart here (QUEUE_SIZE sizes the queue).
+        self._interfaces = list(interfaces) if interfaces else None
         self._handle: EngineDivert | None = None
         # Packets a cancelled recv_async received after it was cancelled: the next receive returns them.
         self._late: collections.deque = collections.deque()
@@ -124,12 +128,24 @@ class Divert:
         if self.is_open:
             raise RuntimeError("Divert handle is already open.")
         try:
-            handle = EngineDivert(self._filter, Layer(self.layer), int(self.priority), EngineFlag(int(self.flags)))
+            handle = EngineDivert(self._filter_on_interfaces(), Layer(self.layer), int(self.priority),
+                                  EngineFlag(int(self.flags)))
             handle.open()
         except (DivertError, FilterError) as exc:
             raise _os_error(exc) from exc
         self._handle = handle
         return self
+
+    def _filter_on_interfaces(self) -> str:
+        """The filter, limited to the `interfaces` given, as an ifIdx test."""
+        if not self._interfaces:
+            return self._filter
+        if Layer(self.layer) not in (Layer.NETWORK, Layer.NETWORK_FORWARD):
+            raise OSError(errno.EINVAL, "interfaces= applies to the NETWORK and NETWORK_FORWARD layers only")
+        # Compiled alone first, so that an error's position is in the caller's text.
+        compile_filter(self._filter, self.layer)
+        indexes = " or ".join(f"ifIdx == {socket.if_nametoindex(name)}" for name in self._interfaces)
+        return f"({self._filter}) and ({indexes})"
 
     def close(self) -> None:
         if not self.is_open:

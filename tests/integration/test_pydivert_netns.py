@@ -1,0 +1,82 @@
+"""divertgui.pydivert on real traffic in network namespaces, beyond what pydivert's own suite covers."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+import pytest
+
+import divertgui.pydivert as pydivert
+from tests.integration.conftest import receive_all, udp_socket
+
+pytestmark = pytest.mark.netns
+
+PORT = 40311
+
+
+def test_interfaces_limit_the_handle_to_those_interfaces(veth):
+    """pydivert's Linux option interfaces=[...]: packets on other interfaces are not diverted."""
+    with veth.a.entered():
+        on_lo = udp_socket("127.0.0.1", PORT)
+        sender = udp_socket(veth.a_v4)
+        with pydivert.Divert(f"udp.DstPort == {PORT}", flags=pydivert.Flag.SNIFF, interfaces=["veth0"]) as w:
+            sender.sendto(b"over lo", ("127.0.0.1", PORT))
+            sender.sendto(b"over veth", (veth.b_v4, PORT))
+            seen = []
+            while True:
+                try:
+                    seen.append(w.recv(timeout=0.5))
+                except TimeoutError:
+                    break
+        assert receive_all(on_lo, 0.5) == [b"over lo"]
+    assert [(p.payload, p.dst_addr, p.interface) for p in seen] == \
+        [(b"over veth", veth.b_v4, (veth.a.ifindex("veth0"), 0))]
+    with pytest.raises(OSError):
+        pydivert.Divert("true", interfaces=["no-such-interface"]).open()
+
+
+def test_a_packet_not_sent_is_dropped_when_let_go(netns):
+    with netns.entered():
+        server = udp_socket("127.0.0.1", PORT)
+        client = udp_socket("127.0.0.1")
+        with pydivert.Divert(f"udp.DstPort == {PORT}") as w:
+            client.sendto(b"dropped", ("127.0.0.1", PORT))
+            packet = w.recv(timeout=2)
+            assert packet.payload == b"dropped"
+            gc.disable()
+            try:
+                del packet
+                counts = w.stats()
+            finally:
+                gc.enable()
+            client.sendto(b"passed", ("127.0.0.1", PORT))
+            w.send(w.recv(timeout=2))
+            assert receive_all(server, 0.5) == [b"passed"]
+    assert counts["dropped"] == 1 and counts["held"] == 0
+
+
+def test_a_cancelled_recv_async_loses_no_packet(netns):
+    async def run(w, client):
+        for attempt in range(5):
+            waiting = asyncio.create_task(w.recv_async())
+            await asyncio.sleep(0.05)
+            waiting.cancel()
+            client.sendto(b"packet %d" % attempt, ("127.0.0.1", PORT))
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            packet = await w.recv_async(timeout=2)
+            await w.send_async(packet)
+            yield packet.payload
+
+    async def collect(w, client):
+        return [payload async for payload in run(w, client)]
+
+    with netns.entered():
+        server = udp_socket("127.0.0.1", PORT)
+        client = udp_socket("127.0.0.1")
+        with pydivert.Divert(f"udp.DstPort == {PORT}") as w:
+            payloads = asyncio.run(collect(w, client))
+        received = receive_all(server, 0.5)
+    expected = [b"packet %d" % i for i in range(5)]
+    assert payloads == expected and received == expected
