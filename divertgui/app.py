@@ -80,6 +80,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--demo", action="store_true", help="start at once on the built-in demo traffic source")
     parser.add_argument("--self-test", action="store_true",
                         help="open the window, run the demo, hold/edit/forward a packet, report and exit")
+    parser.add_argument("--live", action="store_true",
+                        help="with --self-test: capture real traffic the test makes on loopback, through the service")
     parser.add_argument("--replay", metavar="FILE", help="open a pcap/pcapng file")
     parser.add_argument("--filter", metavar="TEXT", default="", help="capture filter (WinDivert language)")
     parser.add_argument("--rate", type=float, default=200.0, help="demo packets per second (default 200)")
@@ -131,7 +133,18 @@ class Workbench:
         return bridge
 
     def post(self, kind: str, **fields) -> None:
+        if kind == "start" and fields.get("source") == "live" and self._needs_elevation():
+            try:
+                self.connect_to("local", elevated=True)
+            except ConnectionError as exc:
+                self.window.error_banner.show_message(str(exc), "capture")
         self.bridge.post(kind, **fields)
+
+    def _needs_elevation(self) -> bool:
+        """Windows: live capture asked of an unelevated local service, which said it cannot."""
+        client = getattr(self.bridge, "client", None)
+        return (sys.platform == "win32" and client is not None and client.target == "local"
+                and not client.elevated and bool((self.hello or {}).get("live")))
 
     @property
     def hello(self) -> dict | None:
@@ -148,10 +161,10 @@ class Workbench:
             menu.insertAction(quit_action, action)
         menu.insertSeparator(quit_action)
 
-    def connect_to(self, target: str) -> None:
+    def connect_to(self, target: str, **client_options) -> None:
         """Talk to another capture service; this one ends (releasing what it holds), the rows stay."""
         from divertgui.views.connection import ServiceConnection
-        connection = ServiceConnection(target, self.store)
+        connection = ServiceConnection(target, self.store, **client_options)
         connection.start()
         self.bridge.event.disconnect(self.window.handle_event)
         self.bridge.shutdown()
@@ -255,6 +268,8 @@ def self_test(bench: Workbench) -> tuple[bool, str]:
 
 def _argument_error(args: argparse.Namespace) -> str | None:
     """What is wrong with the command line, before any window opens."""
+    if args.live and not args.self_test:
+        return "--live goes with --self-test"
     if args.connect and len(args.connect) > 1:
         return "--connect: one capture service per window for now"
     for target in args.connect or ():
@@ -334,7 +349,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.self_test:
         try:
-            passed, summary = self_test(bench)
+            if args.live:
+                from divertgui.live_self_test import live_self_test
+                passed, summary = live_self_test(bench, wait_until)
+            else:
+                passed, summary = self_test(bench)
         except Exception as exc:
             passed, summary = False, f"self-test failed: {exc!r}"
         if not bench.close():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -120,3 +121,40 @@ def _zombie(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+# The window, imported and its QApplication made as root (the interpreter may live
+# where uid 65534 cannot read it), then run as uid 65534 with no capabilities.
+LIVE_SELF_TEST_AS_NOBODY = """
+import encodings.idna, os, sys
+from PySide6.QtWidgets import QApplication
+import divertgui.app, divertgui.live_self_test, divertgui.views.main_window, divertgui.views.connection
+app = QApplication(["divertgui"])
+os.setgroups([])
+os.setresgid(65534, 65534, 65534)
+os.setresuid(65534, 65534, 65534)
+sys.exit(divertgui.app.main(["--self-test", "--live", "--connect", sys.argv[1]]))
+"""
+
+
+@pytest.fixture
+def nobodys_directory():
+    """A directory of uid 65534's own, which it can reach (pytest's are under root's 0700 one)."""
+    directory = tempfile.mkdtemp(prefix="divertgui-nobody-")
+    os.chown(directory, 65534, 65534)
+    yield directory
+    shutil.rmtree(directory)
+
+
+def test_the_live_self_test_passes_in_an_unprivileged_window_through_a_root_service(netns, listening,
+                                                                                    nobodys_directory):
+    path, service = listening
+    config = nobodys_directory
+    window = netns.popen([sys.executable, "-c", LIVE_SELF_TEST_AS_NOBODY, f"unix:{path}"],
+                         env={"QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": config,
+                              "XDG_RUNTIME_DIR": config},
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = window.communicate(timeout=120)
+    assert window.returncode == 0, out + err
+    summary = out.strip().splitlines()[-1]
+    assert summary.startswith("live self-test passed: ") and summary.endswith("capabilities: none"), summary
