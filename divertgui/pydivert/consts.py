@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-from divertgui.engine import headers
+from divertgui.engine import header_fields as headers
 from divertgui.engine.address import Flag as _EngineFlag
 from divertgui.engine.address import Layer
 from divertgui.engine.address import Param as _EngineParam
@@ -69,5 +69,5 @@ class Protocol(enum.IntEnum):
     DSTOPTS = headers.IPPROTO_DSTOPTS
 
 
-# The extension headers pydivert lists (WinDivert's walk, headers.parse_headers, also skips mobility).
-IPV6_EXT_HEADERS = {Protocol.HOPOPT, Protocol.ROUTING, Protocol.FRAGMENT, Protocol.DSTOPTS, Protocol.AH}
+# pydivert's list: the extension headers WinDivert walks that Protocol names (all but mobility).
+IPV6_EXT_HEADERS = {protocol for protocol in Protocol if protocol in headers.IPV6_EXTENSION_HEADERS}

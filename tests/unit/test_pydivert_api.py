@@ -15,14 +15,11 @@ from pydivert import util as reference_util
 import pytest
 
 import divertgui.pydivert as pydivert
-from divertgui.engine import headers
+from divertgui.engine import header_fields, headers
 from divertgui.engine.address import Address
 from divertgui.engine.packet import Packet as EnginePacket
 from tests import packet_gen
 
-EXTENSION_HEADERS = {headers.IPPROTO_HOPOPTS, headers.IPPROTO_ROUTING, headers.IPPROTO_FRAGMENT,
-                     headers.IPPROTO_AH, headers.IPPROTO_DSTOPTS, headers.IPPROTO_MH}
-TRANSPORTS = {headers.IPPROTO_TCP, headers.IPPROTO_UDP, headers.IPPROTO_ICMP, headers.IPPROTO_ICMPV6}
 FIELDS = {
     "ipv4": ("hdr_len", "header_len", "tos", "diff_serv", "dscp", "ecn", "packet_len", "ident", "ttl",
              "protocol", "cksum", "flags", "frag_offset", "rf", "df", "mf", "src_addr", "dst_addr"),
@@ -64,15 +61,14 @@ def well_formed(raw: bytes) -> bool:
     if packet.udp is not None and packet.udp.length != len(raw) - layout.transport_offset:
         return False
     kinds = [kind for kind, _offset, _length in layout.ext_headers]
-    if headers.IPPROTO_MH in kinds or kinds.count(headers.IPPROTO_FRAGMENT) > 1:
+    if header_fields.IPPROTO_MH in kinds or kinds.count(header_fields.IPPROTO_FRAGMENT) > 1:
         return False
-    if layout.protocol in EXTENSION_HEADERS:
+    if layout.protocol in header_fields.IPV6_EXTENSION_HEADERS:
         return False    # an extension header that does not fit
-    if layout.frag_offset == 0 and layout.protocol in TRANSPORTS:
+    if layout.frag_offset == 0 and layout.protocol in header_fields.TRANSPORT_HEADER_MIN:
         if layout.transport != layout.protocol:
             return False
-        if layout.transport == headers.IPPROTO_TCP and (raw[layout.transport_offset + 12] >> 4) * 4 > \
-                layout.ip_total_len - layout.transport_offset:
+        if packet.tcp is not None and packet.tcp.hdr_len * 4 > len(raw) - layout.transport_offset:
             return False
     return True
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from divertgui.engine import headers
+from divertgui.engine import header_fields as headers
 from divertgui.engine import packet as engine
 from divertgui.pydivert.packet import Packet
 
