@@ -5,7 +5,10 @@
     divert passthru FILTER [--batch N] [--threads N]     divert and re-inject everything
     divert conditions FILTER [--lag MS] [--drop PCT] ... network conditions (Clumsy's modules) until stopped
     divert check FILTER                                  print the canonical form of a filter
-    divert list | cleanup [--all]                        our handles and rules in this network namespace
+    divert list | cleanup [--all]                        open handles; our rules in this network namespace
+    divert watch [-c N]                                  handles opening and closing (the REFLECT layer)
+    divert kill PID... | --all                           stop the processes holding handles, removing their rules
+    divert socketdump [FILTER] [--block]                 socket operations with their process (the SOCKET layer)
     divert serve [--listen PATH --allow-uid UID ...]     a capture service for divertgui windows
     divert doctor                                        what works on this machine, what is missing
 
@@ -546,7 +549,10 @@ _HOOK_NAMES = {"P": "prerouting", "I": "input", "O": "output", "F": "forward"}
 
 
 def cmd_list(args) -> int:
+    from divertgui import handle_commands
     rules = _rules_module()
+    handle_commands.print_handles(_say)
+    _say("")
     chains = rules.list_handles()
     if not chains:
         _say("no divertgui handles in this network namespace")
@@ -568,6 +574,42 @@ def cmd_cleanup(args) -> int:
     pids = sorted({c.pid for c in removed})
     _say(f"removed {len(removed)} chain{'s' if len(removed) != 1 else ''} of process"
          f"{'es' if len(pids) != 1 else ''} {', '.join(map(str, pids))}")
+    return EXIT_OK
+
+
+def cmd_watch(args) -> int:
+    from divertgui import handle_commands
+    _require_privilege()
+    stop = _Stop()
+    stop.install()
+    handle_commands.watch(_say, stop, args.count)
+    return EXIT_OK
+
+
+def cmd_kill(args) -> int:
+    from divertgui import handle_commands
+    _require_privilege()
+    holders = sorted({entry.pid for entry in handle_commands.live_entries()} - {os.getpid()})
+    pids = holders if args.all else args.pids
+    if not args.all:
+        strangers = [pid for pid in pids if pid not in holders]
+        if strangers:
+            _error(f"no divert handle is open in process {', '.join(map(str, strangers))} (`divert list` shows them)")
+            return EXIT_USAGE
+    if not pids:
+        _say("no process holds a divert handle")
+        return EXIT_OK
+    handle_commands.kill(pids, _say)
+    return EXIT_OK
+
+
+def cmd_socketdump(args) -> int:
+    from divertgui import event_samples
+    _compile(args.filter, Layer.SOCKET)
+    _require_privilege()
+    stop = _Stop()
+    stop.install()
+    event_samples.socketdump(args.filter, args.block, _say, stop, args.count, args.priority)
     return EXIT_OK
 
 
@@ -749,8 +791,26 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--layer", choices=sorted(LAYERS), default="network")
     check.set_defaults(run=cmd_check)
 
-    listing = commands.add_parser("list", help="divertgui handles and their rules in this network namespace")
+    listing = commands.add_parser("list", help="the machine's open handles (filter, layer, priority, flags, "
+                                               "process) and our rules in this network namespace")
     listing.set_defaults(run=cmd_list)
+    watch = commands.add_parser("watch", help="print divert handles opening and closing (the REFLECT layer)")
+    watch.add_argument("-c", "--count", type=_bounded(1, 1 << 62), metavar="N", help="stop after N events")
+    watch.set_defaults(run=cmd_watch)
+    kill = commands.add_parser("kill", help="stop the processes holding divert handles (SIGTERM, then SIGKILL "
+                                            "after 5 s) and remove the rules they leave")
+    kill.add_argument("pids", metavar="PID", type=_bounded(1, (1 << 22)), nargs="*")
+    kill.add_argument("--all", action="store_true", help="every process holding a handle but this one")
+    kill.set_defaults(run=cmd_kill)
+    socketdump = commands.add_parser("socketdump", help="print socket operations (bind, connect, listen, accept, "
+                                                        "close) with their process")
+    socketdump.add_argument("filter", metavar="FILTER", nargs="?", default="true",
+                            help="SOCKET-layer filter, e.g. \"event == CONNECT and remotePort == 443\"")
+    socketdump.add_argument("--block", action="store_true",
+                            help="refuse the matching operations (they fail with EPERM); BIND and CONNECT only")
+    socketdump.add_argument("--priority", type=priority, default=0, help="handle priority, -30000..30000")
+    socketdump.add_argument("-c", "--count", type=_bounded(1, 1 << 62), metavar="N", help="stop after N events")
+    socketdump.set_defaults(run=cmd_socketdump)
     cleanup = commands.add_parser("cleanup", help="remove rules left by processes that are gone")
     cleanup.add_argument("--all", action="store_true", help="remove every divertgui rule, live processes' too")
     cleanup.set_defaults(run=cmd_cleanup)

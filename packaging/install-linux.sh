@@ -128,9 +128,13 @@ cp "$icons/divertgui.svg" "$share/icons/hicolor/scalable/apps/divertgui.svg"
 record "$share/icons/hicolor/scalable/apps/divertgui.svg"
 # The rule lock's directory: root's, writable by no one else (divertgui.engine.backends.netfilter_rules).
 echo "d /run/divertgui 0755 root root -" > "$tmpfiles/divertgui.conf"
+# The handle registry: the capture group may add entries, each writer may remove only its own
+# (divertgui.engine.backends.handle_registry).
+echo "d /run/divertgui/handles 1775 root divertgui -" >> "$tmpfiles/divertgui.conf"
 record "$tmpfiles/divertgui.conf"
 if [ -z "$root" ]; then
     mkdir -p /run/divertgui && chmod 0755 /run/divertgui
+    mkdir -p /run/divertgui/handles && chmod 1775 /run/divertgui/handles
 fi
 
 # The group that may run the capture program; in a scratch root, that root's group file.
@@ -154,6 +158,7 @@ else
     fi
     gid=$(grep "^$GROUP:" "$groups" | cut -d: -f3)
     chown "root:$gid" "$opt/divert"
+    if [ -z "$root" ]; then chgrp "$gid" /run/divertgui/handles; fi
     chmod 0750 "$opt/divert"
     user=${SUDO_USER:-}
     if [ -n "$user" ] && [ "$user" != root ]; then

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 import weakref
 
 from divertgui.engine.address import PARAM_LIMITS, PRIORITY_MAX, PRIORITY_MIN, Flag, Layer, Param
@@ -132,6 +133,8 @@ class Divert:
         # an unsent packet, which drops it and takes the lock again.
         self._lock = threading.RLock()
         self._received = 0
+        self._registry_name: str | None = None
+        self.registry_error: str | None = None
 
     # -- life cycle ------------------------------------------------------------
 
@@ -150,7 +153,25 @@ class Divert:
         self._backend = backend
         self._opened = True
         _open_handles[self._serial] = self
+        self._announce()
         return self
+
+    def _announce(self) -> None:
+        """Enter the handle in the machine's registry, for REFLECT handles and `divert list`.
+
+        Best effort: a process that may not write the registry still diverts;
+        `registry_error` says why it is not listed.
+        """
+        self._registry_name = None
+        self.registry_error = None
+        if self.layer == Layer.REFLECT or not self._backend.registered:
+            return
+        from divertgui.engine.backends import handle_registry
+        try:
+            self._registry_name = handle_registry.register(self.layer, self.priority, int(self.flags),
+                                                           self.filter_text, time.monotonic_ns())
+        except OSError as exc:
+            self.registry_error = str(exc)
 
     @property
     def is_open(self) -> bool:
@@ -165,6 +186,9 @@ class Divert:
             self._held.clear()
         if self._opened:
             self._backend.close()
+            if self._registry_name is not None:
+                from divertgui.engine.backends import handle_registry
+                handle_registry.unregister(self._registry_name)
 
     def shutdown(self, how: str = "both") -> None:
         """Stop receiving ("recv"), sending ("send") or both; queued packets stay readable."""

@@ -172,7 +172,8 @@ def test_only_the_capture_program_has_the_capabilities_and_only_the_group_runs_i
     window = subprocess.run(["getcap", str(scratch_root / "opt/divertgui/divertgui")],
                             capture_output=True, text=True, check=True).stdout
     assert window == "", window
-    assert (scratch_root / "usr/lib/tmpfiles.d/divertgui.conf").read_text() == "d /run/divertgui 0755 root root -\n"
+    assert (scratch_root / "usr/lib/tmpfiles.d/divertgui.conf").read_text() == ("d /run/divertgui 0755 root root -\n"
+                                                                          "d /run/divertgui/handles 1775 root divertgui -\n")
     sh(UNINSTALL, "--root", scratch_root)
     assert snapshot(scratch_root) == before
 

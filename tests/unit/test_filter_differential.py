@@ -235,3 +235,22 @@ def test_flow_label_is_read_as_windivert_reads_it(reference):
                     (text, hex(word))
                 compared += 1
     assert compared > 20000
+
+
+@pytest.mark.parametrize("layer", list(Layer), ids=lambda layer: layer.name)
+def test_filter_objects_read_back_as_the_reference_reads_them(reference, layer):
+    """The REFLECT layer's data: WinDivert's object text of a filter, decoded by the reference itself."""
+    from divertgui.engine.filter.serialize import filter_object
+    rng = random.Random(f"object{layer.name}")
+    compared = 0
+    for _ in range(150):
+        text = packet_gen.filter_text(rng) if layer in (Layer.NETWORK, Layer.NETWORK_FORWARD) \
+            else packet_gen.event_filter_text(rng, layer)
+        if reference.crashes_reference(text) or not reference.compile(text, layer)[0]:
+            continue
+        text_object = filter_object(compile_filter(text, layer).program)
+        assert text_object.startswith("@WinDiv_")
+        assert reference.format(text_object, layer) == format_filter(text, layer) == \
+            format_filter(text_object, layer), text
+        compared += 1
+    assert compared > 50

@@ -25,6 +25,9 @@ class Backend(abc.ABC):
     """
 
     name = "backend"
+    # Diverts the machine's real traffic or events: such handles are entered in
+    # the machine's handle registry (REFLECT, `divert list`).
+    registered = False
 
     @abc.abstractmethod
     def open(self, filter, layer: Layer, priority: int, flags: Flag, params: dict[Param, int]) -> None:

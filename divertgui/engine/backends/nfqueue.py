@@ -73,6 +73,7 @@ def check_prerequisites() -> None:
 
 class NfqueueBackend(Backend):
     name = "nfqueue"
+    registered = True
 
     def __init__(self, kernel_prefilter=None):
         # kernel_prefilter(filter, ip_version, hook) -> netfilter_rules.KernelTest;

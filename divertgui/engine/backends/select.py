@@ -14,7 +14,10 @@ def default_backend(layer: Layer = Layer.NETWORK) -> Backend:
     if sys.platform.startswith("linux") and layer == Layer.SOCKET:
         from divertgui.engine.backends.socket_layer import SocketBackend
         return SocketBackend()
-    if sys.platform.startswith("linux") and layer in (Layer.FLOW, Layer.REFLECT):
+    if sys.platform.startswith("linux") and layer == Layer.REFLECT:
+        from divertgui.engine.backends.reflect_layer import ReflectBackend
+        return ReflectBackend()
+    if sys.platform.startswith("linux") and layer == Layer.FLOW:
         from divertgui.engine.handle import DivertArgumentError
         raise DivertArgumentError(f"the {layer.name} layer is not available on Linux yet")
     if sys.platform.startswith("linux"):

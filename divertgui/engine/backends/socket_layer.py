@@ -68,6 +68,7 @@ class SocketBackend(Backend):
     directory; None: the whole machine)."""
 
     name = "ebpf-socket"
+    registered = True
 
     def __init__(self, cgroup: str | None = None):
         self.cgroup = cgroup

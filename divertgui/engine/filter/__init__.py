@@ -16,6 +16,7 @@ import functools
 from ..address import Address, Layer
 from .ast import And, Cond, Const, Node, Or, Test, walk
 from .compiler import compile_tree, python_source
+from . import errors
 from .errors import FilterError
 from .fields import FIELDS, effective_value
 from .formatter import format_program
@@ -100,6 +101,14 @@ def eval_filter(text: str, raw: bytes, address: Address) -> bool:
 
 
 def format_filter(text: str, layer: Layer = Layer.NETWORK) -> str:
+    """The canonical text of a filter, or of a filter object ("@WinDiv_...", as the REFLECT layer gives it)."""
+    if isinstance(text, str) and text.startswith("@WinDiv_"):
+        from .serialize import parse_object
+        try:
+            program = parse_object(text)
+        except ValueError:
+            raise FilterError(errors.BAD_OBJECT, 0) from None
+        return format_program(program, _layer(layer))
     compiled = compile_filter(text, layer)
     with recursion_room():
         return format_program(compiled.program, compiled.layer)

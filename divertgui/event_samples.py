@@ -1,0 +1,47 @@
+"""WinDivert's event samples: `divert socketdump`, one line per socket operation with its process."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from divertgui.engine.address import Flag, Layer
+
+PROTOCOLS = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
+
+
+def endpoint_text(address: int, port: int) -> str:
+    ip = ipaddress.IPv6Address(address)
+    mapped = ip.ipv4_mapped
+    return f"{mapped}:{port}" if mapped is not None else f"[{ip}]:{port}"
+
+
+def process_name(pid: int) -> str:
+    import psutil
+    try:
+        return psutil.Process(pid).name()
+    except psutil.Error:
+        return "?"
+
+
+def event_line(address) -> str:
+    """EVENT PID PROGRAM PROTOCOL LOCAL -> REMOTE, as WinDivert's socketdump and flowtrack print them."""
+    data = address.flow
+    event = address.event.name.split("_", 1)[1]
+    protocol = PROTOCOLS.get(data.protocol, str(data.protocol))
+    verdict = "  [blocked]" if not address.sniffed else ""
+    return (f"{event:<11} {data.process_id:>7} {process_name(data.process_id):<16} {protocol:<6} "
+            f"{endpoint_text(data.local_addr, data.local_port)} -> "
+            f"{endpoint_text(data.remote_addr, data.remote_port)}{verdict}")
+
+
+def socketdump(filter_text: str, block: bool, say, stop, count: int | None = None, priority: int = 0) -> int:
+    """Prints each matching socket operation (and refuses it with `block`) until `stop` or `count` events."""
+    from divertgui.engine.handle import Divert
+    flags = Flag.RECV_ONLY if block else Flag.SNIFF | Flag.RECV_ONLY
+    seen = 0
+    with Divert(filter_text, Layer.SOCKET, priority=priority, flags=flags) as handle:
+        while not stop and (count is None or seen < count):
+            for packet in handle.recv_batch(64, 0.2):
+                say(event_line(packet.address))
+                seen += 1
+    return seen
