@@ -24,6 +24,7 @@ MAX_BATCH = 255
 TICKET_SHIFT = 32
 TICKET_MASK = (1 << TICKET_SHIFT) - 1
 _serials = itertools.count(1)
+KNOWN_FLAGS = sum(int(flag) for flag in Flag)
 
 
 # Flags WinDivertOpen requires at the event layers (doc/windivert.html, section 5.1).
@@ -108,6 +109,11 @@ class Divert:
                  flags: Flag = Flag(0), backend=None):
         layer = Layer(layer)
         flags = Flag(flags)
+        unknown = int(flags) & ~KNOWN_FLAGS
+        if unknown:
+            # WinDivertOpen: ERROR_INVALID_PARAMETER for "an invalid ... flags".
+            raise DivertArgumentError(f"flags 0x{int(flags):x} include unknown bits 0x{unknown:x}; "
+                                      f"known flags: {', '.join(f.name for f in Flag)}")
         required = REQUIRED_FLAGS.get(layer, Flag(0))
         if flags & required != required:
             raise DivertArgumentError(f"a {layer.name}-layer handle needs the flags {required!r} "

@@ -86,6 +86,7 @@ class NfqueueBackend(Backend):
         self.queue = 0
         self.counters = collections.Counter()
         self._ready: collections.deque = collections.deque()     # (NetfilterPacket, Address) passed the filter
+        self._ready_bytes = 0                                    # what _ready holds, capped by QUEUE_SIZE
         self._readers = 0
         self._sniffing = False
         self._pending: dict[int, netlink.NetfilterPacket] = {}   # ticket -> the packet as received
@@ -275,12 +276,33 @@ class NfqueueBackend(Backend):
                 drops.append(packet_id)
                 continue
             keep((packet, address))
+            self._ready_bytes += len(payload)
+        if self._ready_bytes > self.params[Param.QUEUE_SIZE]:
+            self._overflow()
         # Drops first: a batch verdict among the releases may cover their ids.
         if drops:
             self.sock.send(b"".join(netlink.verdict(self.queue, i, netlink.NF_DROP) for i in drops))
             self.counters["dropped"] += len(drops)
         if releases:
             self._release(releases)
+
+    def _overflow(self) -> None:
+        """Drop the oldest unread packets until what is queued fits QUEUE_SIZE.
+
+        WinDivert does the same when "the maximum number of bytes that can
+        be stored in the packet queue" is reached; the drops are counted as
+        overflowed.
+        """
+        limit, ready = self.params[Param.QUEUE_SIZE], self._ready
+        dropped = []
+        while self._ready_bytes > limit and ready:
+            packet, _address = ready.popleft()
+            self._ready_bytes -= len(packet[7])
+            if packet[0]:
+                dropped.append(packet[0])
+            self.counters["overflowed"] += 1
+        if dropped:
+            self.sock.send(b"".join(netlink.verdict(self.queue, i, netlink.NF_DROP) for i in dropped))
 
     def _address_of(self, packet: netlink.NetfilterPacket, arrival_ns: int) -> Address:
         if self.layer == Layer.NETWORK_FORWARD:
@@ -451,14 +473,18 @@ class NfqueueBackend(Backend):
             captured = [_new_captured(Captured, (packet.payload, address, 0))
                         for packet, address in (take() for _ in range(count))]
             self.counters["sniffed"] += count
+            self._ready_bytes -= sum(len(c[0]) for c in captured)
             return captured
         captured = []
         keep = captured.append
+        taken_bytes = 0
         for _ in range(count):
             packet, address = take()
             packet_id = packet[0]
             pending[packet_id] = packet
+            taken_bytes += len(packet[7])
             keep(_new_captured(Captured, (packet[7], address, packet_id)))
+        self._ready_bytes -= taken_bytes
         self.counters["diverted"] += count
         return captured
 
@@ -469,7 +495,9 @@ class NfqueueBackend(Backend):
         limit = time.monotonic_ns() - self.params[Param.QUEUE_TIME] * 1_000_000
         expired = []
         while self._ready and self._ready[0][1].timestamp < limit:
-            expired.append(self._ready.popleft()[0].packet_id)
+            packet = self._ready.popleft()[0]
+            self._ready_bytes -= len(packet.payload)
+            expired.append(packet.packet_id)
         if expired:
             self.sock.send(b"".join(netlink.verdict(self.queue, i, netlink.NF_DROP) for i in expired))
             self.counters["expired"] += len(expired)
@@ -654,6 +682,7 @@ class NfqueueBackend(Backend):
                 self.counters["dropped"] += held
                 self._pending.clear()
                 self._ready.clear()
+                self._ready_bytes = 0
                 try:
                     if self.action == "sniff":
                         self.sock.request(lambda seq: netlink.log_config_cmd(
@@ -704,7 +733,8 @@ class NfqueueBackend(Backend):
         if row is None:
             return {}
         _number, _portid, queue_total, _mode, _range, queue_dropped, user_dropped, last_id = row
-        counts = {"in_kernel_queue": queue_total, "overflowed": queue_dropped + user_dropped}
+        counts = {"in_kernel_queue": queue_total,
+                  "overflowed": queue_dropped + user_dropped + self.counters["overflowed"]}
         if self.flags & Flag.FAIL_OPEN:
             # Only fail-open passes packets while we are bound (queue bypass
             # needs an absent reader). Rule counters cost a subprocess each,

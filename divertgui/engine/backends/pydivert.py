@@ -207,9 +207,13 @@ class PydivertBackend(Backend):
 
     def shutdown(self, how: str) -> None:
         divert = self._require_open()
+        code = {"recv": 1, "send": 2, "both": 3}[how]
         if IS_WINDOWS:
-            return      # pydivert 4 offers no WinDivertShutdown on Windows; the handle stops reading itself.
-        divert.shutdown({"recv": 1, "send": 2, "both": 3}[how])
+            # pydivert's WinDivert class has no shutdown(); its DLL binding does.
+            from pydivert import windivert_dll
+            windivert_dll.WinDivertShutdown(divert._handle, code)
+            return
+        divert.shutdown(code)
 
     def close(self) -> None:
         divert, self.divert = self.divert, None
