@@ -97,7 +97,10 @@ class Address:
 
     `timestamp` is in nanoseconds of CLOCK_MONOTONIC (time.monotonic_ns()) on
     every backend, so that timestamps from different handles compare.
-    The checksum flags are 1 when that checksum is known to be valid.
+    The checksum flags are 1 when that checksum is valid. They default to 0,
+    as in WinDivert's zeroed WINDIVERT_ADDRESS, which makes send() fill the
+    checksums in: "Injected packets must have the correct checksums or have
+    the corresponding *Checksum flag unset".
     `flow` holds the FLOW and SOCKET layers' data (`socket` is the same
     object, as WinDivert's union makes Flow and Socket one), `reflect` the
     REFLECT layer's; both are None at the network layers.
@@ -113,9 +116,9 @@ class Address:
     sniffed: bool = False
     layer: Layer = Layer.NETWORK
     event: Event = Event.PACKET
-    ip_checksum: bool = True
-    tcp_checksum: bool = True
-    udp_checksum: bool = True
+    ip_checksum: bool = False
+    tcp_checksum: bool = False
+    udp_checksum: bool = False
     flow: EndpointData | None = None
     reflect: ReflectData | None = None
 

@@ -131,6 +131,66 @@ def calc_checksums(packet: bytearray | memoryview, address: Address | None = Non
     return True
 
 
+def checksums_valid(raw: bytes) -> tuple[bool, bool, bool]:
+    """(ip, tcp, udp): whether each checksum of `raw` is correct, as the
+    WINDIVERT_ADDRESS flags report it ("Set to 1 if the ... checksum is
+    valid"); a checksum the packet does not have, or that cannot be computed
+    (a fragment), counts as valid.
+    """
+    quick = _quick_check(raw)
+    if quick is not None:
+        return quick
+    fixed = bytearray(raw)
+    calc_checksums(fixed, None, _SKIP_FLAG[_ICMP] | _SKIP_FLAG[_ICMPV6])
+    if fixed == raw:
+        return True, True, True
+    ip_ok = raw[0] >> 4 != 4 or fixed[10:12] == raw[10:12]
+    layout = parse_headers(raw)
+    protocol = layout.transport if layout is not None else 0
+    if protocol not in (_TCP, _UDP):
+        return ip_ok, True, True
+    at = layout.transport_offset + _CHECKSUM_AT[protocol]
+    ok = fixed[at:at + 2] == raw[at:at + 2] or (protocol == _UDP and layout.version == 4 and raw[at:at + 2] == b"\0\0")
+    return ip_ok, ok or protocol != _TCP, ok or protocol != _UDP
+
+
+def _quick_check(raw: bytes) -> tuple[bool, bool, bool] | None:
+    """checksums_valid of an unfragmented TCP/UDP packet without IPv6
+    extension headers, whose lengths agree with its size; None otherwise."""
+    size = len(raw)
+    if size < 40:
+        return None
+    version = raw[0] >> 4
+    if version == 4:
+        start = (raw[0] & 0x0F) * 4
+        protocol = raw[9]
+        if start < 20 or raw[6] & 0x3F or raw[7] or (raw[2] << 8 | raw[3]) != size:
+            return None
+        ip_ok = internet_checksum(int.from_bytes(raw[:start], "big")) == 0
+        pseudo = int.from_bytes(raw[12:20], "big")
+    elif version == 6:
+        start, protocol = 40, raw[6]
+        if (raw[4] << 8 | raw[5]) + 40 != size:
+            return None
+        ip_ok = True
+        pseudo = int.from_bytes(raw[8:40], "big")
+    else:
+        return None
+    if size - start < 20:
+        return None
+    if protocol == _TCP:
+        if not 20 <= (raw[start + 12] >> 4) * 4 <= size - start:
+            return None
+    elif protocol != _UDP:
+        return None
+    elif version == 4 and raw[start + 6:start + 8] == b"\0\0":
+        return ip_ok, True, True
+    # A correct checksum makes the one's-complement sum of the segment and
+    # pseudo-header all ones: a non-zero multiple of 0xFFFF.
+    ok = (_words(raw[start:]) + pseudo + protocol + size - start) % 0xFFFF == 0
+    return ip_ok, ok or protocol != _TCP, ok or protocol != _UDP
+
+
 def _length_field(view, layout) -> int:
     if layout.version == 4:
         return view[2] << 8 | view[3]

@@ -16,6 +16,7 @@ import weakref
 
 from divertgui.engine.address import PARAM_LIMITS, PRIORITY_MAX, PRIORITY_MIN, Flag, Layer, Param
 from divertgui.engine.backends.select import default_backend
+from divertgui.engine.checksum import ChecksumFlag, calc_checksums, decrement_ttl
 from divertgui.engine.filter import compile_filter
 from divertgui.engine.packet import Packet
 
@@ -63,6 +64,10 @@ class HandleClosedError(DivertError):
     """The handle is closed, or shut down in the direction asked."""
 
 
+class HostUnreachableError(DivertError):
+    """An impostor packet's TTL or hop limit reached zero (WinDivert's ERROR_HOST_UNREACHABLE)."""
+
+
 # serial -> open handle, so that a received packet finds its handle from its ticket alone.
 _open_handles: "weakref.WeakValueDictionary[int, Divert]" = weakref.WeakValueDictionary()
 
@@ -83,6 +88,38 @@ class _HeldPacket(Packet):
             handle = _open_handles.get(ticket >> TICKET_SHIFT)
             if handle is not None:
                 handle._collected(ticket & TICKET_MASK)
+
+
+def _outgoing_bytes(packet: Packet) -> bytes:
+    """The bytes WinDivertSend would send for this packet and its address.
+
+    "Injected packets must have the correct checksums or have the
+    corresponding *Checksum flag unset": an unset flag has that checksum
+    computed (ICMP and ICMPv6 checksums are assumed valid, as the driver
+    assumes them). "For impostor packets ... WinDivert will automatically
+    decrement the ip.TTL or ipv6.HopLimit fields before reinjection", and
+    refuses the packet with ERROR_HOST_UNREACHABLE when that reaches zero.
+    """
+    raw, address = packet.raw, packet.address
+    skip = (_ALWAYS_VALID | (_NO_IP if address.ip_checksum else 0) | (_NO_TCP if address.tcp_checksum else 0)
+            | (_NO_UDP if address.udp_checksum else 0))
+    if skip == _ALL_VALID and not address.impostor:
+        return raw
+    edited = bytearray(raw)
+    if skip != _ALL_VALID:
+        calc_checksums(edited, None, skip)
+    if address.impostor and not decrement_ttl(edited):
+        hops = "hop limit" if edited[:1] and edited[0] >> 4 == 6 else "TTL"
+        raise HostUnreachableError(f"an impostor packet's {hops} reached zero: not sent "
+                                   f"(WinDivert: ERROR_HOST_UNREACHABLE)")
+    return bytes(edited)
+
+
+# Plain ints: this runs for every packet sent.
+_ALWAYS_VALID = int(ChecksumFlag.NO_ICMP_CHECKSUM | ChecksumFlag.NO_ICMPV6_CHECKSUM)
+_NO_IP, _NO_TCP, _NO_UDP = (int(ChecksumFlag.NO_IP_CHECKSUM), int(ChecksumFlag.NO_TCP_CHECKSUM),
+                            int(ChecksumFlag.NO_UDP_CHECKSUM))
+_ALL_VALID = _ALWAYS_VALID | _NO_IP | _NO_TCP | _NO_UDP
 
 
 def _translate(exc: Exception) -> DivertError:
@@ -306,14 +343,16 @@ class Divert:
             raise HandleClosedError("sending was shut down on this handle")
         verdicts, released, injected = [], [], []
         serial, held = self._serial, self._held
+        # Every packet is checked before any is sent.
+        outgoing = [(packet, _outgoing_bytes(packet)) for packet in packets]
         with self._lock:
-            for packet in packets:
+            for packet, raw in outgoing:
                 ticket = getattr(packet, "ticket", 0) or 0
                 if ticket >> TICKET_SHIFT == serial and ticket & TICKET_MASK in held:
-                    verdicts.append((ticket & TICKET_MASK, packet.raw))
+                    verdicts.append((ticket & TICKET_MASK, raw))
                     released.append(packet)
                 else:
-                    injected.append(packet)
+                    injected.append((packet, raw))
         if verdicts:
             # Tickets are let go only once the backend took the verdicts.
             many = getattr(self._backend, "verdict_many", None)
@@ -326,8 +365,9 @@ class Divert:
                 held.difference_update([ticket for ticket, _raw in verdicts])
                 for packet in released:
                     packet.ticket = 0
-        for packet in injected:
-            self._backend.inject(packet.raw, packet.address)
+        for packet, raw in injected:
+            self._backend.inject(raw, packet.address.copy(impostor=False) if packet.address.impostor
+                                 else packet.address)
 
     def pass_batch(self, n: int = MAX_BATCH, timeout: float | None = None) -> int:
         """send_batch(recv_batch(n, timeout)) without building the packets; how many passed.

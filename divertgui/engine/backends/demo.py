@@ -21,7 +21,7 @@ import random
 import time
 from typing import Callable, NamedTuple
 
-from divertgui.engine.address import PARAM_LIMITS, Address, Flag, Layer, Param
+from divertgui.engine.address import PARAM_LIMITS, Address, Event, Flag, Layer, Param
 from divertgui.engine.backends.base import Backend, Captured
 from divertgui.engine.backends.demo_hosts import HOSTS, LAN_CLIENT, LOCAL_DELAY_NS, NAMES, Host
 from divertgui.engine.backends.demo_packets import (ACK, FIN, ICMP, ICMPV6, PSH, RST, SYN, TCP, UDP, Segment,
@@ -290,7 +290,9 @@ class DemoBackend(Backend):
         if route is None:
             route = self._routes[segment.src, segment.dst] = self._route(segment.src, segment.dst)
         outbound, loopback, ipv6, if_idx = route
-        address = Address(outbound, loopback, False, ipv6, if_idx, 0, at, False, self._layer)
+        # The demo hosts' packets carry correct checksums.
+        address = Address(outbound, loopback, False, ipv6, if_idx, 0, at, False, self._layer, Event.PACKET,
+                          True, True, True)
         self._event_seq += 1
         packet = _new_tuple(_Packet, (raw, address, segment))
         heapq.heappush(self._events, (at, self._event_seq, self._cross, (packet,)))

@@ -11,8 +11,8 @@ The packet mark carries the priority level a packet has passed (bits 16-31):
 a verdict re-runs the hook (NF_REPEAT) with the level of the handle that
 released it, and every handle chain returns at once when the level in the
 mark is its own or a higher one, so each packet meets the handles in
-priority order and each level at most once. Packets injected through a raw socket carry the level of the
-injecting handle plus INJECTED_MARK, which lower handles report as impostor.
+priority order and each level at most once. Packets a handle injects carry
+its level too (see inject.py).
 
 See driver/README.md for why iptables and why mangle.
 """
@@ -38,7 +38,11 @@ from divertgui.engine.address import PRIORITY_MIN
 TABLE = "mangle"
 LEVEL_SHIFT = 16
 LEVEL_MASK = 0xFFFF0000
+# Impostor: set by no handle of ours; a program that injects packets may set
+# it (SO_MARK) to have handles see them as impostors.
 INJECTED_MARK = 0x00000400
+# Injected by one of our handles into the inbound path (through lo).
+INBOUND_INJECTED_MARK = 0x00000800
 
 HOOKS = {  # code letter: (base chain, dispatcher chain)
     "P": ("PREROUTING", "DIVERTGUI_PRE"),
@@ -135,14 +139,16 @@ class HandleRules:
         """iptables-restore lines that fill this handle's chain for one hook."""
         chain = self.chain(hook)
         lines = []
+        # Loopback packets are diverted once, on the outbound path; packets
+        # injected into the inbound path arrive on lo too, and are kept.
+        from_lo = f"-i lo -m mark ! --mark 0x{INBOUND_INJECTED_MARK:x}/0x{INBOUND_INJECTED_MARK:x} -j RETURN"
         if hook == "I":
-            # Loopback packets are diverted once, on the outbound path.
-            lines.append(f"-A {chain} -i lo -j RETURN")
+            lines.append(f"-A {chain} {from_lo}")
         if hook == "P":
             # FRAGMENTS: inbound packets are taken before reassembly, which
             # happens between PREROUTING and INPUT.
             lines.append(f"-A {chain} -m addrtype ! --dst-type LOCAL -j RETURN")
-            lines.append(f"-A {chain} -i lo -j RETURN")
+            lines.append(f"-A {chain} {from_lo}")
         match = ""
         if self.kernel_match is not None:
             extra = self.kernel_match(version, hook)

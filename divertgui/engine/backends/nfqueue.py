@@ -26,9 +26,10 @@ import threading
 import time
 
 from divertgui.engine import privileges
-from divertgui.engine.address import Address, Flag, Layer, Param, PARAM_LIMITS
+from divertgui.engine.address import Address, Event, Flag, Layer, Param, PARAM_LIMITS
 from divertgui.engine.backends import netfilter_rules, netlink
 from divertgui.engine.backends.base import Backend, Captured
+from divertgui.engine.checksum import checksums_valid
 from divertgui.engine.backends.inject import RawInjector
 from divertgui.engine.backends.netfilter_rules import HandleRules, INJECTED_MARK, LEVEL_MASK, level_mark
 
@@ -312,9 +313,20 @@ class NfqueueBackend(Backend):
             outbound = packet.hook in OUTBOUND_HOOKS
             if_idx = packet.outdev if outbound else packet.indev
         payload = packet.payload
+        if outbound and not self._sniffing:
+            # Without NFQA_CFG_F_GSO the kernel completes partial checksums
+            # before queueing, and the IP header checksum of a packet this
+            # host sends is computed before the hooks.
+            ip_ok = tcp_ok = udp_ok = True
+        else:
+            # Inbound transport checksums are not yet verified at these hooks,
+            # and NFLOG copies a packet of this host before its offloaded
+            # checksums are filled in (CHECKSUM_PARTIAL).
+            ip_ok, tcp_ok, udp_ok = checksums_valid(payload)
         # Positional, in Address's field order: this runs once per packet.
         return Address(outbound, outbound and if_idx == self._lo_index, bool(packet.mark & INJECTED_MARK),
-                       bool(payload) and payload[0] >> 4 == 6, if_idx, 0, arrival_ns, self._sniffing, self.layer)
+                       bool(payload) and payload[0] >> 4 == 6, if_idx, 0, arrival_ns, self._sniffing, self.layer,
+                       Event.PACKET, ip_ok, tcp_ok, udp_ok)
 
     def _note_id_gap(self, packet_id: int) -> None:
         # Queue ids go up by one per queued packet. A gap is a message the
@@ -638,7 +650,7 @@ class NfqueueBackend(Backend):
         if not self._send_open:
             raise OSError(errno.ESHUTDOWN, "sending was shut down on this handle")
         try:
-            self.injector.send(raw, address.if_idx)
+            self.injector.send(raw, address.if_idx, address.outbound)
         except PermissionError as exc:
             raise PrerequisiteError(privileges.privilege_sentence(["CAP_NET_RAW"]), "privilege") from exc
         self.counters["injected"] += 1

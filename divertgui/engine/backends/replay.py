@@ -16,6 +16,7 @@ import time
 from typing import NamedTuple
 
 from divertgui.engine.address import Address, Flag, Layer, Param
+from divertgui.engine.checksum import checksums_valid
 from divertgui.engine.backends.base import Backend, Captured
 from divertgui.engine.pcapng import CaptureFileError, CaptureReader, CaptureRecord, is_malformed
 
@@ -208,6 +209,7 @@ class ReplayBackend(Backend):
             layer=self._layer,
             sniffed=bool(self._flags & Flag.SNIFF),
         )
+        address.ip_checksum, address.tcp_checksum, address.udp_checksum = checksums_valid(raw)
         if is_malformed(raw):
             # No filter can judge it; it is shown (as Wireshark shows a malformed packet), not passed unseen.
             self._counts["malformed"] += 1
