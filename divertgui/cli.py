@@ -3,6 +3,8 @@
     divert netdump FILTER [-w FILE.pcapng] [-c N] [-v]   sniff and print packets
     divert netfilter FILTER                              block: TCP RST, UDP ICMP unreachable, drop the rest
     divert passthru FILTER [--batch N] [--threads N]     divert and re-inject everything
+    divert webfilter [BLOCKLIST...] [--block HOST/PATH]  block HTTP requests: block page or RST
+    divert streamdump PORT                               print TCP streams to PORT through a local proxy
     divert conditions FILTER [--lag MS] [--drop PCT] ... network conditions (Clumsy's modules) until stopped
     divert check FILTER                                  print the canonical form of a filter
     divert list | cleanup [--all]                        open handles; our rules in this network namespace
@@ -25,12 +27,12 @@ import math
 import os
 import shutil
 import signal
-import struct
 import sys
 import threading
 import time
 
-from divertgui.engine.address import Address, Flag, Layer
+from divertgui.engine.address import Flag, Layer
+from divertgui.samples import UsageError, streamdump, webfilter
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_LOST = 0, 1, 2, 3
 LAYERS = {"network": Layer.NETWORK, "forward": Layer.NETWORK_FORWARD}
@@ -367,62 +369,8 @@ def _write_error_text(path: str, exc: OSError) -> str:
 
 # -- netfilter -------------------------------------------------------------------------
 
-def _ip_header(version: int, src: bytes, dst: bytes, protocol: int, payload_len: int) -> bytes:
-    if version == 4:
-        return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + payload_len, 0, 0x4000, 64, protocol, 0, src, dst)
-    return struct.pack("!IHBB16s16s", 6 << 28, payload_len, protocol, 64, src, dst)
-
-
-def _addresses(raw: bytes, version: int) -> tuple[bytes, bytes]:
-    return (raw[12:16], raw[16:20]) if version == 4 else (raw[8:24], raw[24:40])
-
-
-def tcp_reset_for(packet):
-    """The RST that refuses `packet`, sent back the way it came from; None for a RST."""
-    from divertgui.engine.packet import Packet
-    tcp = packet.tcp
-    if tcp is None or tcp.rst:
-        return None
-    raw = bytes(packet.raw)
-    version = raw[0] >> 4
-    src, dst = _addresses(raw, version)
-    if tcp.ack:
-        seq, ack, flags = tcp.ack_num, 0, 0x04
-    else:
-        length = len(packet.payload or b"") + tcp.syn + tcp.fin
-        seq, ack, flags = 0, (tcp.seq_num + length) & 0xFFFFFFFF, 0x14
-    segment = struct.pack("!HHIIBBHHH", tcp.dst_port, tcp.src_port, seq, ack, 5 << 4, flags, 0, 0, 0)
-    reply = Packet(_ip_header(version, dst, src, 6, len(segment)) + segment, _reply_address(packet))
-    reply.recalculate_checksums()
-    return reply
-
-
-def icmp_unreachable_for(packet):
-    """ICMP port unreachable (ICMPv6 for IPv6) quoting `packet`."""
-    from divertgui.engine.packet import Packet
-    raw = bytes(packet.raw)
-    version = raw[0] >> 4
-    src, dst = _addresses(raw, version)
-    if version == 4:
-        quoted = raw[:(raw[0] & 0x0F) * 4 + 8]
-        message = struct.pack("!BBHI", 3, 3, 0, 0) + quoted
-        protocol = 1
-    else:
-        quoted = raw[:1280 - 48]  # an ICMPv6 error fits the minimum MTU
-        message = struct.pack("!BBHI", 1, 4, 0, 0) + quoted
-        protocol = 58
-    reply = Packet(_ip_header(version, dst, src, protocol, len(message)) + message, _reply_address(packet))
-    reply.recalculate_checksums()
-    return reply
-
-
-def _reply_address(packet) -> Address:
-    address = packet.address
-    return Address(outbound=not address.outbound, loopback=address.loopback, ipv6=address.ipv6,
-                   if_idx=address.if_idx, layer=address.layer, timestamp=address.timestamp)
-
-
 def cmd_netfilter(args) -> int:
+    from divertgui.engine import replies
     stop = _Stop()
     stop.install()
     blocked = {"tcp": 0, "udp": 0, "other": 0}
@@ -433,9 +381,9 @@ def cmd_netfilter(args) -> int:
             while not stop:
                 for packet in handle.recv_batch(64, POLL_SECONDS):
                     if packet.tcp is not None:
-                        reply, kind = tcp_reset_for(packet), "tcp"
+                        reply, kind = replies.tcp_reset(packet), "tcp"
                     elif packet.udp is not None:
-                        reply, kind = icmp_unreachable_for(packet), "udp"
+                        reply, kind = replies.icmp_unreachable(packet), "udp"
                     else:
                         reply, kind = None, "other"
                     handle.drop(packet)
@@ -449,6 +397,29 @@ def cmd_netfilter(args) -> int:
     _say(f"divert: blocked {blocked['tcp']} TCP (RST), {blocked['udp']} UDP (ICMP unreachable), "
          f"{blocked['other']} other (dropped)", sys.stderr)
     return _report_loss(args, stats) or EXIT_OK
+
+
+# -- webfilter, streamdump --------------------------------------------------------------
+
+def _sample_runner(sample):
+    def run(args) -> int:
+        stop = _Stop()
+        stop.install()
+
+        def open_handle(filter_text: str, priority: int):
+            args.filter, args.layer, args.priority = filter_text, "network", priority
+            return _open_handle(args, Flag(0))
+
+        try:
+            return sample.run(args, open_handle, stop, _say, lambda text: _say(text, sys.stderr), POLL_SECONDS)
+        except UsageError as exc:
+            _error(str(exc))
+            return EXIT_USAGE
+    return run
+
+
+cmd_webfilter = _sample_runner(webfilter)
+cmd_streamdump = _sample_runner(streamdump)
 
 
 # -- passthru --------------------------------------------------------------------------
@@ -779,6 +750,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="stop after this long (default: until SIGINT/SIGTERM)")
     add_loss_options(passthru)
     passthru.set_defaults(run=cmd_passthru)
+
+    webfilter.add_parser(commands).set_defaults(run=cmd_webfilter)
+    streamdump.add_parser(commands).set_defaults(run=cmd_streamdump)
 
     conditions = add_conditions_parser(commands)
     conditions.add_argument("--layer", choices=sorted(LAYERS), default="network",

@@ -170,8 +170,9 @@ class Divert:
         self._opened = False
         self._closed = False
         self._recv_shut = self._send_shut = False
-        # Backend tickets of the received packets whose verdict is pending here.
-        self._held: set[int] = set()
+        # Backend tickets of the received packets whose verdict is pending
+        # here, each with the direction the packet was received in.
+        self._held: dict[int, bool] = {}
         # Re-entrant: a garbage collection inside a locked block may finalise
         # an unsent packet, which drops it and takes the lock again.
         self._lock = threading.RLock()
@@ -301,7 +302,7 @@ class Divert:
         for raw, address, ticket in self._backend.recv_batch(n, timeout):
             if ticket:
                 packets.append(_HeldPacket(raw, address, prefix | ticket))
-                tickets.append(ticket)
+                tickets.append((ticket, address.outbound))
             else:
                 packets.append(Packet(raw, address))
         if tickets:
@@ -314,9 +315,8 @@ class Divert:
         """A received packet was garbage-collected unsent: drop it, unless the handle already let it go."""
         try:
             with self._lock:
-                if ticket not in self._held:
+                if self._held.pop(ticket, None) is None:
                     return
-                self._held.discard(ticket)
             if not self._closed:
                 self._backend.verdict(ticket, None)
         except (KeyError, OSError):
@@ -348,10 +348,18 @@ class Divert:
         with self._lock:
             for packet, raw in outgoing:
                 ticket = getattr(packet, "ticket", 0) or 0
-                if ticket >> TICKET_SHIFT == serial and ticket & TICKET_MASK in held:
+                received_outbound = held.get(ticket & TICKET_MASK) if ticket >> TICKET_SHIFT == serial else None
+                if received_outbound is None:
+                    injected.append((packet, raw))
+                elif received_outbound == packet.address.outbound:
                     verdicts.append((ticket & TICKET_MASK, raw))
                     released.append(packet)
                 else:
+                    # "Only the Outbound field ... determines the packet's
+                    # direction": a packet turned around leaves the path it
+                    # was held on and is injected into the other one.
+                    verdicts.append((ticket & TICKET_MASK, None))
+                    released.append(packet)
                     injected.append((packet, raw))
         if verdicts:
             # Tickets are let go only once the backend took the verdicts.
@@ -362,7 +370,8 @@ class Divert:
                 for ticket, raw in verdicts:
                     self._backend.verdict(ticket, raw)
             with self._lock:
-                held.difference_update([ticket for ticket, _raw in verdicts])
+                for ticket, _raw in verdicts:
+                    held.pop(ticket, None)
                 for packet in released:
                     packet.ticket = 0
         for packet, raw in injected:
@@ -401,7 +410,7 @@ class Divert:
             raise DivertError("this packet has no pending verdict on this handle")
         self._backend.verdict(ticket, None)
         with self._lock:
-            self._held.discard(ticket)
+            self._held.pop(ticket, None)
         packet.ticket = 0
 
     # -- parameters and counters ---------------------------------------------------

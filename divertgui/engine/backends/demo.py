@@ -29,6 +29,7 @@ from divertgui.engine.backends.demo_packets import (ACK, FIN, ICMP, ICMPV6, PSH,
                                                     tcp_packet, udp_packet)
 from divertgui.engine.backends.demo_services import SERVICES, start_conversation
 from divertgui.engine.backends.demo_tcp import MAX_RETRIES, RTO_NS, SEGMENT_GAP_NS, TcpEnd
+from divertgui.engine.replies import reset_numbers
 
 # The packet builders and hosts are read from here as well as from their own modules.
 __all__ = [
@@ -269,11 +270,9 @@ class DemoBackend(Backend):
             if service is not None and s.flags & (SYN | ACK | RST) == SYN:
                 TcpEnd.accept(self, s, host, service)
             elif not s.flags & RST:
-                ack_flags = RST if s.flags & ACK else RST | ACK
-                seq = s.ack if s.flags & ACK else 0
-                ack = s.seq + len(s.payload) + (1 if s.flags & SYN else 0) + (1 if s.flags & FIN else 0)
-                self.send_at(at, tcp_packet(s.dst, s.src, s.dport, s.sport, seq, ack, ack_flags),
-                             Segment(s.dst, s.src, TCP, s.dport, s.sport, seq, ack, ack_flags, b""))
+                seq, ack, flags = reset_numbers(s.seq, s.ack, s.flags, len(s.payload))
+                self.send_at(at, tcp_packet(s.dst, s.src, s.dport, s.sport, seq, ack, flags),
+                             Segment(s.dst, s.src, TCP, s.dport, s.sport, seq, ack, flags, b""))
         elif s.protocol == UDP:
             if service is not None:
                 answer = service(self, s.payload)
