@@ -299,20 +299,15 @@ class Divert:
     def send_batch(self, packets: list[Packet], recalculate_checksum: bool = True) -> int:
         """Send each packet; how many were sent (a packet that fails is skipped, as in pydivert)."""
         handle = self._sending()
-        if recalculate_checksum:
-            for packet in packets:
-                packet.recalculate_checksums()
-        try:
-            handle.send_batch([packet._packet for packet in packets])
-            return len(packets)
-        except DivertError:
-            pass
         sent = 0
+        # One at a time: a batch that fails part way would not say which packets went.
         for packet in packets:
+            if recalculate_checksum:
+                packet.recalculate_checksums()
             try:
                 handle.send(packet._packet)
                 sent += 1
-            except DivertError:
+            except (DivertError, OSError):
                 continue
         return sent
 

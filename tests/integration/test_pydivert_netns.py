@@ -80,3 +80,18 @@ def test_a_cancelled_recv_async_loses_no_packet(netns):
         received = receive_all(server, 0.5)
     expected = [b"packet %d" % i for i in range(5)]
     assert payloads == expected and received == expected
+
+
+def test_send_batch_sends_each_packet_once_and_counts_those_sent(netns):
+    with netns.entered():
+        server = udp_socket("127.0.0.1", PORT)
+        client = udp_socket("127.0.0.1")
+        with pydivert.Divert(f"udp.DstPort == {PORT}") as w:
+            for i in range(3):
+                client.sendto(b"batch %d" % i, ("127.0.0.1", PORT))
+            received = []
+            while len(received) < 3:
+                received += w.recv_batch(3, timeout=2)
+            unsendable = pydivert.Packet(bytes(20))      # not an IP packet
+            assert w.send_batch([received[0], unsendable, *received[1:]]) == 3
+        assert sorted(receive_all(server, 0.5)) == [b"batch 0", b"batch 1", b"batch 2"]
