@@ -91,21 +91,23 @@ def hex_bytes(limit: int) -> Check:
     return check
 
 
+def sized(name, value, kind: type, what: str, limit: int, items: str) -> None:
+    """`value` is a `kind` (described as `what`) of at most `limit` `items`."""
+    if not isinstance(value, kind):
+        raise CommandError(f"{name} must be {what}, not {_type_name(value)}")
+    if len(value) > limit:
+        raise CommandError(f"{name} has {len(value)} {items}; the limit is {limit}")
+
+
 def id_list(name, value):
-    if not isinstance(value, list):
-        raise CommandError(f"{name} must be a list of held packet ids, not {_type_name(value)}")
-    if len(value) > MAX_IDS:
-        raise CommandError(f"{name} names {len(value)} packets; the limit is {MAX_IDS}")
+    sized(name, value, list, "a list of held packet ids", MAX_IDS, "packets")
     for index, ident in enumerate(value):
         integer(1, MAX_SEED)(f"{name}[{index}]", ident)
     return value
 
 
 def edited_data(name, value):
-    if not isinstance(value, dict):
-        raise CommandError(f"{name} must map held packet ids to hexadecimal bytes, not {_type_name(value)}")
-    if len(value) > MAX_IDS:
-        raise CommandError(f"{name} has {len(value)} packets; the limit is {MAX_IDS}")
+    sized(name, value, dict, "a map of held packet ids to hexadecimal bytes", MAX_IDS, "packets")
     for key, data in value.items():
         if not (key.isascii() and key.isdigit() and len(key) <= 19):
             raise CommandError(f"{name} has the key {key[:40]!r}, which is not a held packet id")
@@ -122,13 +124,11 @@ def _rule_value(where: str, value, depth: int) -> None:
         if not math.isfinite(value) or abs(value) > 1 << 62:
             raise CommandError(f"{where} is out of range: {value}")
     elif isinstance(value, list):
-        if len(value) > MAX_RULES:
-            raise CommandError(f"{where} has {len(value)} items; the limit is {MAX_RULES}")
+        sized(where, value, list, "a list", MAX_RULES, "items")
         for index, item in enumerate(value):
             _rule_value(f"{where}[{index}]", item, depth + 1)
     elif isinstance(value, dict):
-        if len(value) > MAX_RULES:
-            raise CommandError(f"{where} has {len(value)} fields; the limit is {MAX_RULES}")
+        sized(where, value, dict, "an object", MAX_RULES, "fields")
         for key, item in value.items():
             text(64)(f"{where} key", key)
             _rule_value(f"{where}.{key}", item, depth + 1)
@@ -138,10 +138,7 @@ def _rule_value(where: str, value, depth: int) -> None:
 
 def rule_list(name, value):
     """The shape and size of a rule list; the rules module judges the rules themselves."""
-    if not isinstance(value, list):
-        raise CommandError(f"{name} must be a list of rules, not {_type_name(value)}")
-    if len(value) > MAX_RULES:
-        raise CommandError(f"{name} has {len(value)} rules; the limit is {MAX_RULES}")
+    sized(name, value, list, "a list of rules", MAX_RULES, "rules")
     for index, rule in enumerate(value):
         if not isinstance(rule, dict):
             raise CommandError(f"{name}[{index}] must be an object, not {_type_name(rule)}")

@@ -27,6 +27,11 @@ from divertgui.engine.packet import Packet
 from divertgui.engine.store import CaptureStore
 from divertgui.engine.store_record import Verdict
 from divertgui.service.client import ServiceClient
+from tests.integration.conftest import wait_until
+
+
+def wait(condition, seconds: float = 10.0):
+    return wait_until(condition, seconds, 0.01)
 
 PAYLOAD = b"original payload!"
 EDITED = b"EDITED payload!!!"
@@ -37,16 +42,6 @@ def become(uid: int) -> None:
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
-
-
-def until(condition, seconds: float = 10.0):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.01)
-    return condition()
 
 
 class Window:
@@ -72,10 +67,10 @@ def capture(target: str, uid: int, port: int, host: str = "127.0.0.1") -> dict:
     become(uid)
     report = {"uid": os.getuid(), "effective_capabilities": privileges.current().effective}
     window = Window(target)
-    report["hello"] = until(lambda: window.client.hello)
+    report["hello"] = wait(lambda: window.client.hello)
     window.client.post("start", source="live", mode="divert",
                        filter=f"tcp.DstPort == {port} or tcp.SrcPort == {port} or udp.DstPort == {port}")
-    state = until(lambda: window.of("state"))
+    state = wait(lambda: window.of("state"))
     report["state"] = state[-1] if state else None
     window.client.post("set_intercept", filter=f"tcp.DstPort == {port} and tcp.PayloadLength > 0")
     time.sleep(0.3)
@@ -87,7 +82,7 @@ def capture(target: str, uid: int, port: int, host: str = "127.0.0.1") -> dict:
     receiver = server.accept()[0] if loopback else sender
     receiver.settimeout(10)
     sender.sendall(PAYLOAD)
-    held = until(lambda: window.held())
+    held = wait(lambda: window.held())
     if held:
         first = held[0]
         packet = Packet(bytearray(window.store.raw(first["row"])))
@@ -100,7 +95,7 @@ def capture(target: str, uid: int, port: int, host: str = "127.0.0.1") -> dict:
             report["received"] = receiver.recv(100).decode()
         except OSError as exc:
             report["received"] = repr(exc)
-        until(lambda: window.store.verdict(first["row"]) == Verdict.MODIFIED, 5)
+        wait(lambda: window.store.verdict(first["row"]) == Verdict.MODIFIED, 5)
         report["verdict"] = window.store.verdict(first["row"]).name
     report["errors"] = [e["message"] for e in window.of("error")]
     if not loopback:
@@ -113,7 +108,7 @@ def capture(target: str, uid: int, port: int, host: str = "127.0.0.1") -> dict:
     for i in range(3):
         udp_out.sendto(b"datagram %d" % i, ("::1", port))
     report["udp_received"] = [udp_in.recv(100).decode() for _ in range(3)]
-    until(lambda: (window.store.column("protocol") == 17).sum() >= 3, 5)
+    wait(lambda: (window.store.column("protocol") == 17).sum() >= 3, 5)
     report["udp_rows"] = int((window.store.column("protocol") == 17).sum())
     report["errors"] = [e["message"] for e in window.of("error")]
     window.client.close()
@@ -123,22 +118,22 @@ def capture(target: str, uid: int, port: int, host: str = "127.0.0.1") -> dict:
 def refused(target: str, uid: int) -> dict:
     become(uid)
     window = Window(target)
-    until(lambda: window.of("error") and not window.client.connected)
+    wait(lambda: window.of("error") and not window.client.connected)
     return {"errors": [e["message"] for e in window.of("error")], "hello": window.client.hello}
 
 
 def hold(target: str, port: int, count: int) -> dict:
     """Hold `count` UDP datagrams to 127.0.0.1:port, report, then wait to be killed."""
     window = Window(target)
-    until(lambda: window.client.hello)
+    wait(lambda: window.client.hello)
     window.client.post("start", source="live", mode="divert", filter=f"udp.DstPort == {port}")
-    until(lambda: window.of("state"))
+    wait(lambda: window.of("state"))
     window.client.post("set_intercept", filter="udp")
     time.sleep(0.3)
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     for i in range(count):
         sender.sendto(b"held %d" % i, ("127.0.0.1", port))
-    until(lambda: len(window.held()) >= count)
+    wait(lambda: len(window.held()) >= count)
     return {"held": len(window.held()), "service_pid": window.client.hello["pid"],
             "state": window.of("state")[-1], "errors": [e["message"] for e in window.of("error")]}
 
