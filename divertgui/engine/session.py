@@ -19,6 +19,7 @@ from divertgui.engine.packet import Packet
 from divertgui.engine.protocol import event
 from divertgui.engine.rules import Lag, Pipeline, RuleError
 from divertgui.engine.rules.runner import drain_queued, send_out
+from divertgui.engine.rules.seq_adjust import SeqAdjuster
 from divertgui.engine.store import CaptureStore, Verdict
 
 EMIT_INTERVAL = 1 / 30
@@ -76,7 +77,11 @@ class Session:
         self._next_id = 1
         self._wall_offset = 0
         self._counts = dict.fromkeys(("forwarded", "modified", "user_dropped", "hold_expired", "injected",
-                                      "hold_refused"), 0)
+                                      "hold_refused", "resent_edited", "seq_adjusted"), 0)
+        # TCP connections with a segment edited by hand: the rest of each is renumbered as it
+        # leaves, and a retransmission of the edited segment leaves edited. Kept across captures,
+        # since the connections outlive them.
+        self._edited = SeqAdjuster()
         # Coalesced outgoing events.
         self._state_due = False
         self._rows_due = False
@@ -209,9 +214,15 @@ class Session:
         # Copies and RSTs the rules created have no pending verdict: the list shows them injected.
         created = [] if sniffing or not self.pipeline.rules else [
             i for i, p in enumerate(packets) if not getattr(p, "ticket", 0)]
-        for packet in packets:
+        # The list shows each packet as its sender numbered it, before any renumbering.
+        raws = [p.raw for p in packets]
+        resent = {} if sniffing or not self._edited else self._resend_edited(packets)
+        for index, packet in enumerate(packets):
             if sniffing:
                 verdicts.append(Verdict.SNIFFED)
+            elif index in resent:
+                verdicts.append(Verdict.PASSED)
+                release.append(packet)
             elif (intercept is not None and intercept.match(packet.raw, packet.address)
                     and self._room_to_hold(room, bytes_room, len(packet.raw))):
                 room, bytes_room = room - 1, bytes_room - len(packet.raw)
@@ -227,8 +238,11 @@ class Session:
         for index in created:
             if verdicts[index] == Verdict.PASSED:
                 verdicts[index] = Verdict.INJECTED
-        rows = self.store.append_batch([p.raw for p in packets], [p.address for p in packets], verdicts,
+        rows = self.store.append_batch(raws, [p.address for p in packets], verdicts,
                                        [p.address.timestamp + self._wall_offset for p in packets])
+        for index, sent in resent.items():
+            if sent != raws[index]:
+                self.store.set_edited(rows.start + index, sent)
         if hold:
             now = time.monotonic()
             for packet, row in zip(packets, rows):
@@ -236,7 +250,21 @@ class Session:
                     self._hold(packet, row, now)
         self._rows_due = True
 
+    def _resend_edited(self, packets: list) -> dict[int, bytes]:
+        """Retransmissions of segments edited by hand get the edited bytes again; their
+        indexes, each with the bytes it now has. They are not held again: the edit was the verdict."""
+        resent = {}
+        for index, packet in enumerate(packets):
+            if self._edited.resend(packet):
+                resent[index] = packet.raw
+        self._counts["resent_edited"] += len(resent)
+        return resent
+
     def _send(self, packets: list) -> None:
+        if self._edited:
+            for packet in packets:
+                if self._edited.renumber(packet):
+                    self._counts["seq_adjusted"] += 1
         errors: list[str] = []
         send_out(self._handle, packets, errors)
         if errors:
@@ -275,18 +303,57 @@ class Session:
             self.store.set_verdict(held.row, Verdict.DROPPED)
             self._counts["user_dropped"] += 1
         else:
+            packet, original = held.packet, held.packet.raw
             if data is not None:
-                data = fix_lengths_and_checksums(data, held.packet.address) if fix else data
-            if data is not None and data != held.packet.raw:
-                held.packet.raw = data
+                data = fix_lengths_and_checksums(data, packet.address) if fix else data
+            retransmissions = []
+            if data is not None and data != original:
+                packet.raw = data
                 self.store.set_edited(held.row, data)
                 self._counts["modified"] += 1
+                if self._edited.record_edit(Packet(original, packet.address), packet):
+                    retransmissions = self._held_retransmissions()
+                    self._check_answers_diverted(packet, original)
+            elif self._edited and self._edited.resend(packet):
+                self._counts["resent_edited"] += 1
+                if packet.raw != original:
+                    self.store.set_edited(held.row, packet.raw)
+                else:
+                    self.store.set_verdict(held.row, Verdict.PASSED)
             else:
                 self.store.set_verdict(held.row, Verdict.PASSED)
+            if self._edited and self._edited.renumber(packet):
+                self._counts["seq_adjusted"] += 1
             self._counts["forwarded"] += 1
-            self._handle.send(held.packet)
+            self._handle.send(packet)
+            # Copies of the segment the sender retransmitted while it was held follow it, edited.
+            for other in retransmissions:
+                self._release(other, None)
         self._released.append(ident)
         self._rows_due = True
+
+    def _check_answers_diverted(self, packet, original: bytes) -> None:
+        """Say so when a segment changed length but the capture filter does not take the packets
+        coming back: their acknowledgements cannot be renumbered, and the connection stalls."""
+        if len(Packet(original).payload or b"") == len(packet.payload or b""):
+            return
+        address = packet.address
+        # WinDivert's directions: loopback and forwarded packets are outbound both ways.
+        outbound = address.loopback or address.layer == Layer.NETWORK_FORWARD or not address.outbound
+        answer = Packet(bytearray(packet.raw), address.copy(outbound=outbound))
+        answer.src_addr, answer.dst_addr = packet.dst_addr, packet.src_addr
+        answer.tcp.src_port, answer.tcp.dst_port = packet.tcp.dst_port, packet.tcp.src_port
+        if not self._handle.filter.match(answer.raw, answer.address):
+            self._error(f"the edited segment changed length, but the capture filter does not take the packets "
+                        f"from {packet.dst_addr} port {packet.tcp.dst_port} back to {packet.src_addr} port "
+                        f"{packet.tcp.src_port}: their acknowledgement numbers cannot be shifted to match, so "
+                        f"the connection will stall; capture both directions (tcp.SrcPort == "
+                        f"{packet.tcp.dst_port} or tcp.DstPort == {packet.tcp.dst_port})", "held")
+
+    def _held_retransmissions(self) -> list[int]:
+        """Held packets that are retransmissions of a segment edited by hand."""
+        return [ident for ident, held in self._held.items()
+                if self._edited.resend(Packet(held.packet.raw, held.packet.address))]
 
     def _expire_holds(self) -> None:
         if not self._held or self._hold_seconds <= 0:
