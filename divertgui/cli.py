@@ -82,12 +82,13 @@ def _compile(text: str, layer: Layer):
     return compile_filter(text, layer)
 
 
-def _open_handle(args, flags: Flag, queue_length: int | None = None):
+def _open_handle(args, flags: Flag, queue_length: int | None = None, diverted: str | None = None):
+    """A handle on args.filter; `diverted` (args.filter narrowed) is what it actually diverts."""
     from divertgui.engine.address import Param
     from divertgui.engine.handle import Divert
     _compile(args.filter, LAYERS[args.layer])  # a bad filter is a usage error, whatever the privilege
     _require_privilege()
-    handle = Divert(args.filter, layer=LAYERS[args.layer], priority=args.priority, flags=flags,
+    handle = Divert(diverted or args.filter, layer=LAYERS[args.layer], priority=args.priority, flags=flags,
                     backend=_backend())
     queue_length = getattr(args, "queue_length", None) or queue_length
     if queue_length:
@@ -483,7 +484,8 @@ def cmd_conditions(args) -> int:
     stop = _Stop()
     stop.install()
     # Lagged and throttled packets wait in the kernel queue: give them room.
-    handle = _open_handle(args, Flag(0), queue_length=CONDITIONS_QUEUE_LENGTH)
+    handle = _open_handle(args, Flag(0), queue_length=CONDITIONS_QUEUE_LENGTH,
+                          diverted=pipeline.divert_filter(args.filter, LAYERS[args.layer]))
     with handle:
         names = ", ".join(rule.name for rule in pipeline.rules)
         _say(f"divert: applying {names} to {args.filter!r} (priority {args.priority}); Ctrl+C to stop",
@@ -713,14 +715,15 @@ def _positive_seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from divertgui.engine.rules.cli_args import add_conditions_parser, add_loss_options, priority
+    from divertgui.engine.rules.cli_args import CONDITIONS_DESCRIPTION, add_condition_options, add_loss_options
+    from divertgui.engine.rules.cli_args import priority
     from divertgui.engine.rules.cli_args import whole_number as _bounded
     parser = argparse.ArgumentParser(prog="divert", description="Capture, block and re-inject packets chosen by "
                                      "a WinDivert filter (Linux: netfilter NFQUEUE).")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def diverting(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+    def diverting(name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=description or help_text)
         sub.add_argument("filter", metavar="FILTER", help="WinDivert filter, e.g. \"tcp.DstPort == 80\"")
         sub.add_argument("--priority", type=priority, default=0, help="handle priority, -30000..30000 (default 0)")
         sub.add_argument("--layer", choices=sorted(LAYERS), default="network",
@@ -754,10 +757,9 @@ def build_parser() -> argparse.ArgumentParser:
     webfilter.add_parser(commands).set_defaults(run=cmd_webfilter)
     streamdump.add_parser(commands).set_defaults(run=cmd_streamdump)
 
-    conditions = add_conditions_parser(commands)
-    conditions.add_argument("--layer", choices=sorted(LAYERS), default="network",
-                            help="network: packets to/from this machine; forward: routed through it")
-    # The CLI's own runner: the kernel prefilter, the privilege check and its error sentences.
+    conditions = diverting("conditions", "apply network conditions (lag, loss, ...) to the packets a filter selects",
+                           CONDITIONS_DESCRIPTION)
+    add_condition_options(conditions)
     conditions.set_defaults(run=cmd_conditions)
 
     check = commands.add_parser("check", help="print a filter's canonical form, or where it is wrong")

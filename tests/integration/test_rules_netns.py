@@ -8,6 +8,7 @@ for every namespace and process, so one-way delays are measured directly.
 
 import contextlib
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -485,28 +486,19 @@ def test_stopping_releases_every_held_packet(veth):
 
 
 def test_conditions_command_runs_until_stopped_and_prints_counters(veth):
-    import argparse
-    import io
-
-    from divertgui.engine.rules.cli_args import add_conditions_parser
+    from tests.integration.test_cli_netns import finish, start_cli
 
     port = 40127
-    parser = argparse.ArgumentParser(prog="divert")
-    add_conditions_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["conditions", f"outbound and udp.DstPort == {port}", "--lag", "0:5",
-                              "--drop", "50", "--duplicate", "2:100", "--seed", "4"])
     sink = Echo(veth, port, echo=False)
-    out, err, stop, status = io.StringIO(), io.StringIO(), threading.Event(), []
-    with veth.a.entered():
-        running = threading.Thread(target=lambda: status.append(args.run(args, out=out, err=err, stop=stop)))
-        running.start()
-        assert wait_until(lambda: any(c.version == 4 for c in netfilter_rules.list_handles()), 10)
+    process = start_cli(veth.a, "conditions", f"outbound and udp.DstPort == {port}", "--lag", "0:5",
+                        "--drop", "50", "--duplicate", "2:100", "--seed", "4")
+    try:
         probes(veth, port, 100, 1, wait=0.2)
-        stop.set()
-        running.join(10)
+    finally:
+        code, out, err = finish(process, signal.SIGINT)
     received = sink.stop()
-    assert status == [0], err.getvalue()
-    table = out.getvalue().splitlines()
+    assert code == 0, err
+    table = out.splitlines()
     assert table[0].split()[:3] == ["rule", "matched", "dropped"]
     dropped = int(table[2].split()[2])
     assert [row.split()[0] for row in table[1:4]] == ["lag", "drop", "duplicate"]
@@ -515,15 +507,10 @@ def test_conditions_command_runs_until_stopped_and_prints_counters(veth):
 
 
 def test_conditions_command_reports_a_bad_filter(veth):
-    import argparse
-    import io
+    from divertgui import cli
 
-    from divertgui.engine.rules.cli_args import add_conditions_parser
-
-    parser = argparse.ArgumentParser(prog="divert")
-    add_conditions_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["conditions", "udp and tcp.Nope == 1", "--lag", "5"])
-    err = io.StringIO()
-    with veth.a.entered():
-        assert args.run(args, out=io.StringIO(), err=err, stop=threading.Event()) == 2
-    assert "bad filter" in err.getvalue() and "\n  " + " " * 8 + "^" in err.getvalue()
+    process = veth.a.popen([sys.executable, "-m", "divertgui.cli", "conditions", "udp and tcp.Nope == 1", "--lag",
+                            "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == cli.EXIT_USAGE
+    assert "tcp.Nope" in err and "\n  " + " " * 8 + "^" in err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
@@ -117,13 +116,11 @@ def test_control_characters_are_escaped_and_tabs_kept():
 
 
 def test_positions_are_said_the_same_way_by_every_command(capsys):
-    from divertgui.engine.rules.cli_args import conditions_main
     _, _, check_err = run_main(capsys, "check", "tcp and udpp")
-    args = cli.build_parser().parse_args(["conditions", "tcp and udpp", "--drop", "1"])
-    err = io.StringIO()
-    assert conditions_main(args, out=io.StringIO(), err=err) == 2
-    assert "(at position 8)" in check_err and "(at position 8)" in err.getvalue()
-    assert err.getvalue().split("\n")[1:] == check_err.split("\n")[1:]
+    code, _, err = run_main(capsys, "conditions", "tcp and udpp", "--drop", "1")
+    assert code == 2
+    assert "(at position 8)" in check_err and "(at position 8)" in err
+    assert err.split("\n")[1:] == check_err.split("\n")[1:]
     with pytest.raises(RuleError, match="at position 8"):
         rules_from_dicts([{"kind": "drop", "filter": "tcp and udpp"}])
 

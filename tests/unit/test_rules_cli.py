@@ -1,19 +1,16 @@
 """`divert conditions` options turned into rules, and its counter table."""
 
-import argparse
-import io
 import json
 
 import pytest
 
+from divertgui import cli
 from divertgui.engine.rules import Pipeline, rules_from_dicts
-from divertgui.engine.rules.cli_args import add_conditions_parser, conditions_main, format_stats, rules_from_args
+from divertgui.engine.rules.cli_args import format_stats, rules_from_args
 
 
 def parse(*argv):
-    parser = argparse.ArgumentParser(prog="divert")
-    add_conditions_parser(parser.add_subparsers(dest="command"))
-    return parser.parse_args(["conditions", *argv])
+    return cli.build_parser().parse_args(["conditions", *argv])
 
 
 def test_every_option_becomes_a_rule_in_clumsy_order():
@@ -29,7 +26,7 @@ def test_every_option_becomes_a_rule_in_clumsy_order():
     assert rules[4]["count"] == 3 and rules[4]["chance"] == 20.0
     assert all(r["direction"] == "outbound" for r in rules)
     assert len(rules_from_dicts(rules)) == 8
-    assert args.run is conditions_main and args.filter == "udp"
+    assert args.run is cli.cmd_conditions and args.filter == "udp"
 
 
 def test_a_single_lag_value_applies_both_ways():
@@ -50,15 +47,24 @@ def test_a_malformed_option_is_refused(capsys):
 
 
 def test_out_of_range_values_say_which_rule(capsys):
-    err = io.StringIO()
-    assert conditions_main(parse("udp", "--drop", "150"), out=io.StringIO(), err=err) == 2
-    assert "--drop: chance 150.0 is outside 0..100" in err.getvalue()
+    assert cli.main(["conditions", "udp", "--drop", "150"]) == 2
+    assert "--drop: chance 150.0 is outside 0..100" in capsys.readouterr().err
 
 
-def test_no_condition_is_an_error():
-    err = io.StringIO()
-    assert conditions_main(parse("udp"), out=io.StringIO(), err=err) == 2
-    assert "no condition given" in err.getvalue()
+def test_no_condition_is_an_error(capsys):
+    assert cli.main(["conditions", "udp"]) == 2
+    assert "no condition given" in capsys.readouterr().err
+
+
+def test_only_what_some_rule_can_match_is_diverted():
+    pipeline = Pipeline.from_dicts([{"kind": "drop", "filter": "udp.DstPort == 53", "direction": "outbound"},
+                                    {"kind": "lag", "filter": "tcp"}])
+    assert pipeline.divert_filter("ip") == "(ip) and ((outbound and (udp.DstPort == 53)) or ((tcp)))"
+    # A rule that must see every packet (payload_replace fixes later segments' numbers) keeps the filter.
+    pipeline = Pipeline.from_dicts([{"kind": "payload_replace", "filter": "tcp.DstPort == 80", "find": "a",
+                                     "replace": "b"}])
+    assert pipeline.divert_filter("tcp") == "tcp"
+    assert Pipeline.from_dicts([{"kind": "drop"}]).divert_filter("udp") == "udp"
 
 
 def test_counter_table():

@@ -481,3 +481,45 @@ def compile_tree(tree: Node, name: str = "<filter>", layer: Layer = Layer.NETWOR
     namespace = {"parse_headers": headers.parse_headers, "layout_hash": layout_hash}
     exec(compile(python_source(tree, layer), name, "exec"), namespace)
     return namespace["match"]
+
+
+# -- several filters in one function (filter/matcher.py) ---------------------------------
+
+class SharedSource:
+    """Python for several network-layer trees judged in one function over (r, a):
+    one packet check and header walk for all of them, then `condition(tree)`
+    for each test; `function(name, body, rejected)` wraps a body that ends in
+    its own return. A packet the check refuses returns `rejected`."""
+
+    def __init__(self, trees: list[Node]):
+        self.trees = trees
+        self._names = _Names()
+
+    def condition(self, tree: Node) -> str:
+        return _expression(tree, self._names)
+
+    def function(self, name: str, body: str, rejected: str) -> str:
+        protocols: set[int] = set()
+        need_p = need_fr = payload = hashing = False
+        for tree in self.trees:
+            reads = _reads(tree)
+            protocols |= reads[0]
+            need_p, need_fr = need_p or reads[1], need_fr or reads[2]
+            payload, hashing = payload or reads[3], hashing or reads[4]
+        source = _CHECK.replace("return False", f"return {rejected}")
+        if protocols or need_p or need_fr or payload:
+            source += _transport_prelude(protocols, need_p, need_fr)
+        if payload:
+            source += _PAYLOAD
+        if hashing:
+            source += "    H = layout_hash(r, parse_headers(r), a.timestamp)\n"
+        head = f"def {name}(r, a):\n"
+        if self._names.helpers:
+            head += "    T = t = e = P = Fr = po = pl = H = 0\n"
+        return "".join(self._names.helpers) + head + source + body
+
+
+def compile_source(source: str, name: str, function: str, constants: dict):
+    namespace = {"parse_headers": headers.parse_headers, "layout_hash": layout_hash, **constants}
+    exec(compile(source, name, "exec"), namespace)
+    return namespace[function]

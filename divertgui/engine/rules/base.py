@@ -151,6 +151,7 @@ class Rule:
         out.append(packet)
 
     observe = None      # a rule that needs to see unmatched packets defines observe(packet)
+    rewrites = False    # True for a rule whose process or observe may change a packet's bytes
 
     def due(self, now_ns: int) -> list:
         return []

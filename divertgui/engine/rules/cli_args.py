@@ -1,16 +1,12 @@
-"""`divert conditions`: its arguments, and the program behind them.
-
-The CLI adds the subcommand with add_conditions_parser(subparsers) and calls
-args.run(args), which is conditions_main: it returns the exit status
-(0 done, 1 runtime failure, 2 bad usage, rule or filter).
+"""`divert conditions`' options: the argument types, the condition options
+(add_condition_options adds them to the subcommand the CLI makes), the rules
+they stand for, and the counter table printed at the end. The command itself
+is cmd_conditions in divertgui/cli.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import signal
-import sys
-import threading
 
 from divertgui.engine.address import PARAM_LIMITS, PRIORITY_MAX, PRIORITY_MIN, Param
 from divertgui.engine.rules.base import RuleError
@@ -75,14 +71,13 @@ def _duplicate(text):
     return count, 10.0 if percent is None else percent
 
 
-def add_conditions_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "conditions", help="apply network conditions (lag, loss, ...) to the packets a filter selects",
-        description="Divert the packets FILTER selects and apply network conditions to them until "
-                    "SIGINT or SIGTERM, then print per-rule counters. Rules run in the order "
-                    "lag, drop, throttle, reorder, duplicate, tamper, reset, bandwidth, after "
-                    "those of --profile.")
-    parser.add_argument("filter", metavar="FILTER", help="WinDivert filter of the packets to divert")
+CONDITIONS_DESCRIPTION = (
+    "Divert the packets FILTER selects and apply network conditions to them until SIGINT or SIGTERM, "
+    "then print per-rule counters. Rules run in the order lag, drop, throttle, reorder, duplicate, "
+    "tamper, reset, bandwidth, after those of --profile. Only packets some rule can match are diverted.")
+
+
+def add_condition_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lag", type=_lag, metavar="MS[:MS]", help="delay (inbound:outbound if two values)")
     parser.add_argument("--jitter", type=float, metavar="MS", help="lag jitter, +- MS (uniform); needs --lag")
     parser.add_argument("--drop", type=float, metavar="PCT", help="drop this percentage of packets")
@@ -95,12 +90,8 @@ def add_conditions_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--direction", choices=tuple(_DIRECTIONS), default="both",
                         help="which packets the options above apply to")
     parser.add_argument("--profile", metavar="FILE", help="rules from a profile (file, saved name or preset)")
-    parser.add_argument("--priority", type=priority, default=0,
-                        help=f"handle priority, {PRIORITY_MIN}..{PRIORITY_MAX} (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the rules' randomness")
     add_loss_options(parser, queue_default=str(CONDITIONS_QUEUE_LENGTH))
-    parser.set_defaults(run=conditions_main)
-    return parser
 
 
 def option_rules(args) -> list[tuple[str, dict]]:
@@ -171,44 +162,3 @@ def format_stats(stats: dict) -> str:
     lines.append(f"received {stats['received']}, sent {stats['sent']}, dropped {stats['dropped']}, "
                  f"created {stats['created']}, held {stats['held']}, send errors {stats.get('send_errors', 0)}")
     return "\n".join(lines)
-
-
-def conditions_main(args, out=None, err=None, stop: threading.Event | None = None) -> int:
-    """Run until SIGINT/SIGTERM (or until `stop` is set), print the counters; the exit status."""
-    from divertgui.engine.filter import FilterError
-    from divertgui.engine.filter.errors import report
-    from divertgui.engine.handle import Divert, DivertArgumentError, DivertError
-    from divertgui.engine.rules.runner import run_conditions
-
-    try:
-        pipeline = pipeline_from_args(args)
-    except RuleError as exc:
-        print(f"divert conditions: {exc}", file=err)
-        return 2
-    if not pipeline.rules:
-        print("divert conditions: no condition given (use --lag, --drop, ... or --profile)", file=err)
-        return 2
-    out, err = out or sys.stdout, err or sys.stderr
-    stop = stop if stop is not None else threading.Event()
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        handle = Divert(args.filter, priority=args.priority)
-        handle.set_param(Param.QUEUE_LENGTH, args.queue_length or CONDITIONS_QUEUE_LENGTH)
-        with handle:
-            stats = run_conditions(handle, pipeline, stop)
-    except FilterError as exc:
-        print(report(args.filter, exc, "divert conditions: bad filter: "), file=err)
-        return 2
-    except DivertArgumentError as exc:
-        print(f"divert conditions: {exc}", file=err)
-        return 2
-    except DivertError as exc:
-        print(f"divert conditions: {exc}", file=err)
-        return 1
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    print(format_stats(stats), file=out)
-    return 0

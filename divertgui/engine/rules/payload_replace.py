@@ -37,6 +37,7 @@ class PayloadReplace(Rule):
     """
 
     kind = "payload_replace"
+    rewrites = True
     params = {
         "find": Param(""),
         "replace": Param(""),

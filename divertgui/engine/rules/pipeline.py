@@ -5,6 +5,12 @@ drop it, hold it (it resumes at the next rule when due), or add packets
 (copies, RSTs) that run through the rules after it. The clock is passed in
 (nanoseconds, monotonic), so tests drive time without sleeping.
 
+Which rules a packet matches is decided once, by one function generated
+from all the rules' filters (filter/matcher.py): a rule the packet does not
+match costs nothing, and a rule no packet of a batch matches is not visited.
+A rule that may change a packet's bytes says so (Rule.rewrites), and what it
+passes on is judged again for the rules after it.
+
 Nothing is lost without a count:
     received + created == sent + dropped + held
 where created counts duplicates and injected packets.
@@ -20,6 +26,9 @@ from __future__ import annotations
 
 import random
 
+from divertgui.engine.address import Layer
+from divertgui.engine.filter import FilterError, compile_filter
+from divertgui.engine.filter.matcher import compile_matcher
 from divertgui.engine.rules.base import Rule, RuleError
 from divertgui.engine.rules.registry import rules_from_dicts, rules_to_dicts
 
@@ -32,6 +41,8 @@ class Pipeline:
             rule.rng = random.Random(f"{seed}:{index}:{rule.kind}")
         self.received = 0
         self.sent = 0
+        self._matcher_key = None
+        self._match = None
 
     @classmethod
     def from_dicts(cls, items, seed: int = 0) -> "Pipeline":
@@ -75,29 +86,85 @@ class Pipeline:
         self.sent += len(released)
         return released
 
+    def divert_filter(self, text: str, layer: Layer = Layer.NETWORK) -> str:
+        """`text` narrowed to the packets some enabled rule can match: all that a
+        handle feeding only this pipeline needs to divert, since the rest would
+        pass untouched. `text` itself when a rule must see every packet (one that
+        observes what it does not match, or matches everything) or when the
+        narrowed filter is more than the language allows."""
+        enabled = [rule for rule in self.rules if rule.enabled]
+        if not enabled or any(rule.observe is not None or (rule._match_all and rule._outbound is None)
+                              for rule in enabled):
+            return text
+        sides = {True: "outbound", False: "inbound"}
+        alternatives = []
+        for rule in enabled:
+            selected = "true" if rule._match_all else f"({rule.filter_text})"
+            if rule._outbound is not None:
+                selected = f"{sides[rule._outbound]} and {selected}"
+            alternatives.append(f"({selected})")
+        narrowed = f"({text}) and ({' or '.join(alternatives)})"
+        try:
+            compile_filter(narrowed, layer)
+        except FilterError:
+            return text
+        return narrowed
+
     # -- moving packets ------------------------------------------------------------
+
+    def _matcher(self):
+        """One function giving, per packet, the bitmask of the enabled rules it matches (bit = rule index)."""
+        key = (tuple(self.rules), tuple(rule.enabled for rule in self.rules))
+        if key != self._matcher_key:
+            self._matcher_key = key
+            self._match = compile_matcher([
+                (None if rule._match_all else rule.filter, rule._outbound) if rule.enabled else None
+                for rule in self.rules])
+        return self._match
 
     def _run(self, packets: list, start: int, now_ns: int) -> list:
         rules = self.rules
+        if start >= len(rules) or not packets:
+            return packets
+        match = self._matcher()
+        masks = [match(packet.raw, packet.address) for packet in packets]
+        seen = 0
+        for mask in masks:
+            seen |= mask
         for index in range(start, len(rules)):
             rule = rules[index]
-            if not rule.enabled or not packets:
+            bit = 1 << index
+            observe = rule.observe
+            if not rule.enabled or not packets or (not seen & bit and observe is None):
                 continue
             passed: list = []
-            counters, observe, process = rule.counters, rule.observe, rule.process
-            # Rule.applies, inlined: this loop is the per-packet cost of every rule.
-            outbound, match = rule._outbound, None if rule._match_all else rule.filter.match
-            for packet in packets:
-                address = packet.address
-                if ((outbound is None or address.outbound == outbound)
-                        and (match is None or match(packet.raw, address))):
+            passed_masks: list = []
+            counters, process, rewrites = rule.counters, rule.process, rule.rewrites
+            for packet, mask in zip(packets, masks):
+                if mask & bit:
                     counters["matched"] += 1
+                    size = len(passed)
+                    before = packet.raw if rewrites else None
                     process(packet, now_ns, passed)
+                    same = before is None or before == packet.raw
+                    if same and len(passed) == size + 1 and passed[size] is packet:
+                        passed_masks.append(mask)
+                        continue
+                    # Changed bytes and new packets (copies, RSTs) are judged again by the rules after this one.
+                    for made in passed[size:]:
+                        again = mask if made is packet and same else match(made.raw, made.address)
+                        passed_masks.append(again)
+                        seen |= again
                 else:
                     if observe is not None:
+                        before = packet.raw if rewrites else None
                         observe(packet)
+                        if before is not None and before != packet.raw:
+                            mask = match(packet.raw, packet.address)
+                            seen |= mask
                     passed.append(packet)
-            packets = passed
+                    passed_masks.append(mask)
+            packets, masks = passed, passed_masks
         return packets
 
     def process(self, packets: list, now_ns: int) -> list:

@@ -21,6 +21,7 @@ class Reset(Rule):
     connection reset."""
 
     kind = "reset"
+    rewrites = True
     params = {"chance": chance(0.0)}
 
     def setup(self) -> None:

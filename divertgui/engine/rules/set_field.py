@@ -80,6 +80,7 @@ class SetField(Rule):
     fixed afterwards unless fix_checksums is off (or a checksum field is itself set)."""
 
     kind = "set_field"
+    rewrites = True
     params = {
         "fields": Param({}),
         "fix_checksums": Param(True),

@@ -12,6 +12,7 @@ class Tamper(Rule):
     Packets without payload pass untouched."""
 
     kind = "tamper"
+    rewrites = True
     params = {
         "chance": chance(10.0),
         "flips": Param(1, 1, 64),

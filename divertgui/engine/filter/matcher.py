@@ -1,0 +1,110 @@
+"""Many filters judged at once: one generated function returning which of them match.
+
+    match = compile_matcher([(filter or None, outbound or None) or None, ...])
+    match(raw, address) -> int      bit i set when entry i matches
+
+An entry None never matches (a disabled rule keeps its bit). An entry's filter None matches every packet (even one that is not IP, as a
+rule whose filter is "true" does); its direction None means both, True
+outbound only, False inbound only. Bit i is set exactly when entry i's
+Filter.match would say True and the direction fits.
+
+The packet is checked and its headers located once for all entries; tests
+that several filters share (the top-level `and` operands they have in
+common) are evaluated once, in nested ifs, so the filters that cannot match
+cost one failed test between them.
+"""
+
+from __future__ import annotations
+
+from .ast import And, Const, Node
+from .compiler import SharedSource, compile_source, flatten
+from .parser import recursion_room
+
+# Nested ifs beyond this depth are written flat (Python limits indentation to 100 levels).
+_MAX_DEPTH = 24
+
+
+def compile_matcher(entries: list[tuple[object | None, bool | None]]):
+    """The function over (raw, address) returning the bitmask of matching entries."""
+    always = {True: 0, False: 0}
+    direction = {True: 0, False: 0}
+    tested: list[tuple[int, frozenset]] = []
+    for index, entry in enumerate(entries):
+        if entry is None:
+            continue
+        filter_, outbound = entry
+        bit = 1 << index
+        for side in (True, False):
+            if outbound is None or outbound == side:
+                (always if filter_ is None else direction)[side] |= bit
+        if filter_ is not None:
+            tested.append((bit, _conjuncts(filter_.tree)))
+    tested = [(bit, parts) for bit, parts in tested if parts is not None]
+    constants = {"AO": always[True], "AI": always[False], "DO": direction[True], "DI": direction[False]}
+    if not tested:
+        return lambda raw, address, AO=constants["AO"], AI=constants["AI"]: AO if address.outbound else AI
+    try:
+        with recursion_room():
+            return _compile(tested, constants)
+    except (SyntaxError, RecursionError, MemoryError):
+        return _one_by_one(entries)
+
+
+def _conjuncts(tree: Node) -> frozenset | None:
+    """The operands of the tree's top-level `and` (None: it never matches)."""
+    if isinstance(tree, Const):
+        return frozenset() if tree.value else None
+    return frozenset(flatten(tree)) if isinstance(tree, And) else frozenset((tree,))
+
+
+def _compile(tested: list[tuple[int, frozenset]], constants: dict):
+    shared = SharedSource([part for _, parts in tested for part in parts])
+    lines = ["    m = 0"]
+    _decide(tested, shared, lines, 1)
+    lines.append("    return (m & DO | AO) if a.outbound else (m & DI | AI)")
+    body = "\n".join(lines) + "\n"
+    source = shared.function("matches", body, "AO if a.outbound else AI")
+    return compile_source(source, "<rules>", "matches", constants)
+
+
+def _decide(entries: list[tuple[int, frozenset]], shared: SharedSource, lines: list, depth: int) -> None:
+    """Lines setting the bits of `entries` whose every conjunct holds; a conjunct
+    common to several entries becomes one `if` around all of them."""
+    indent = "    " * depth
+    entries = list(entries)
+    while entries:
+        done = 0
+        for bit, parts in entries:
+            if not parts:
+                done |= bit
+        if done:
+            lines.append(f"{indent}m |= {done}")
+        entries = [(bit, parts) for bit, parts in entries if parts]
+        counts: dict = {}
+        for _, parts in entries:
+            for part in parts:
+                counts[part] = counts.get(part, 0) + 1
+        common = max(counts, key=counts.get, default=None)
+        if common is None or counts[common] < 2 or depth >= _MAX_DEPTH:
+            for bit, parts in entries:
+                test = " and ".join(shared.condition(part) for part in sorted(parts, key=repr))
+                lines.append(f"{indent}if {test}:\n{indent}    m |= {bit}")
+            return
+        lines.append(f"{indent}if {shared.condition(common)}:")
+        inner = [(bit, parts - {common}) for bit, parts in entries if common in parts]
+        _decide(inner, shared, lines, depth + 1)
+        entries = [(bit, parts) for bit, parts in entries if common not in parts]
+
+
+def _one_by_one(entries):
+    """The same answers, filter by filter (for sets of filters too large to merge)."""
+    checks = [(1 << i, None if entry[0] is None else entry[0].match, entry[1])
+              for i, entry in enumerate(entries) if entry is not None]
+
+    def matches(raw, address) -> int:
+        mask = 0
+        for bit, match, outbound in checks:
+            if (outbound is None or bool(address.outbound) == outbound) and (match is None or match(raw, address)):
+                mask |= bit
+        return mask
+    return matches
