@@ -42,6 +42,23 @@ def _reflect(data) -> ReflectData | None:
     return data if data is None or isinstance(data, ReflectData) else reflect_data(data)
 
 
+def _header(name: str, wrapper) -> property:
+    """The engine's `name` header view as pydivert's `wrapper`; None when the packet has none."""
+    return property(lambda packet: packet._view(name, wrapper))
+
+
+def _layer_data(layer: Layer, member: str, attribute: str, convert) -> property:
+    """The address's `attribute` as WINDIVERT_ADDRESS's union `member` at `layer`."""
+
+    def get(packet):
+        return getattr(packet.wd_addr, member) if packet.layer == layer else None
+
+    def put(packet, data) -> None:
+        setattr(packet._packet.address, attribute, convert(data))
+
+    return property(get, put)
+
+
 def _through(header_of, name: str) -> property:
     """The field `name` of the header `header_of(packet)` finds: None without that header,
     whose absence also makes setting the field do nothing, as in pydivert."""
@@ -142,34 +159,18 @@ class Packet:
                 return socket.AF_INET6
         return None
 
-    @property
-    def ipv4(self) -> IPv4Header | None:
-        return self._view("ipv4", IPv4Header)
-
-    @property
-    def ipv6(self) -> IPv6Header | None:
-        return self._view("ipv6", IPv6Header)
+    ipv4 = _header("ipv4", IPv4Header)
+    ipv6 = _header("ipv6", IPv6Header)
 
     @property
     def ip(self) -> IPHeader | None:
         """The IPv4 or the IPv6 header."""
         return self.ipv4 or self.ipv6
 
-    @property
-    def tcp(self) -> TCPHeader | None:
-        return self._view("tcp", TCPHeader)
-
-    @property
-    def udp(self) -> UDPHeader | None:
-        return self._view("udp", UDPHeader)
-
-    @property
-    def icmpv4(self) -> ICMPv4Header | None:
-        return self._view("icmpv4", ICMPv4Header)
-
-    @property
-    def icmpv6(self) -> ICMPv6Header | None:
-        return self._view("icmpv6", ICMPv6Header)
+    tcp = _header("tcp", TCPHeader)
+    udp = _header("udp", UDPHeader)
+    icmpv4 = _header("icmpv4", ICMPv4Header)
+    icmpv6 = _header("icmpv6", ICMPv6Header)
 
     @property
     def icmp(self) -> ICMPHeader | None:
@@ -304,34 +305,11 @@ class Packet:
     def event(self, value: int) -> None:
         self._packet.address.event = event_value(value)
 
-    # FLOW, SOCKET and REFLECT data: read as WinDivert's structures (copies),
-    # set from those or from the engine's EndpointData/ReflectData.
-    @property
-    def flow(self):
-        """The FLOW layer's WINDIVERT_DATA_FLOW, None at other layers."""
-        return self.wd_addr.Flow if self.layer == Layer.FLOW else None
-
-    @flow.setter
-    def flow(self, data) -> None:
-        self._packet.address.flow = _endpoint(data)
-
-    @property
-    def socket(self):
-        """The SOCKET layer's WINDIVERT_DATA_SOCKET, None at other layers."""
-        return self.wd_addr.Socket if self.layer == Layer.SOCKET else None
-
-    @socket.setter
-    def socket(self, data) -> None:
-        self._packet.address.flow = _endpoint(data)
-
-    @property
-    def reflect(self):
-        """The REFLECT layer's WINDIVERT_DATA_REFLECT, None at other layers."""
-        return self.wd_addr.Reflect if self.layer == Layer.REFLECT else None
-
-    @reflect.setter
-    def reflect(self, data) -> None:
-        self._packet.address.reflect = _reflect(data)
+    # FLOW, SOCKET and REFLECT data: read as WinDivert's structures (copies, None
+    # at the other layers), set from those or from the engine's EndpointData/ReflectData.
+    flow = _layer_data(Layer.FLOW, "Flow", "flow", _endpoint)
+    socket = _layer_data(Layer.SOCKET, "Socket", "flow", _endpoint)
+    reflect = _layer_data(Layer.REFLECT, "Reflect", "reflect", _reflect)
 
     # -- checksums and filters -------------------------------------------------------
 

@@ -29,6 +29,17 @@ class EngineField:
             header._packet._invalidate_checksums()
 
 
+def engine_fields(*names: str):
+    """A class decorator adding an EngineField for each field pydivert names as the engine does."""
+
+    def add(cls):
+        for name in names:
+            setattr(cls, name, EngineField(name))
+        return cls
+
+    return add
+
+
 class HeaderLength(EngineField):
     """A header length in 32-bit words, 5 to 15, refused otherwise with pydivert's message."""
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from divertgui.pydivert.packet.header import EngineField, Header, PayloadMixin
+from divertgui.pydivert.packet.header import EngineField, Header, PayloadMixin, engine_fields
 
 
+@engine_fields("type", "code")
 class ICMPHeader(Header, PayloadMixin):
     __slots__ = ()
 
-    type = EngineField("type")
-    code = EngineField("code")
     cksum = EngineField("checksum", invalidates=False)
 
     @property

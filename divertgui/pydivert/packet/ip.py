@@ -4,37 +4,28 @@ from __future__ import annotations
 
 import socket
 
-from divertgui.pydivert.packet.header import EngineField, Header, HeaderLength
+from divertgui.pydivert.packet.header import EngineField, Header, HeaderLength, engine_fields
 
 
+@engine_fields("src_addr", "dst_addr")
 class IPHeader(Header):
     __slots__ = ()
-
-    src_addr = EngineField("src_addr")
-    dst_addr = EngineField("dst_addr")
 
     @property
     def packet_len(self) -> int:
         return len(self._packet.raw)
 
 
+@engine_fields("tos", "dscp", "ecn", "ttl", "protocol", "flags", "frag_offset", "df", "mf")
 class IPv4Header(IPHeader):
     __slots__ = ()
     _af = socket.AF_INET
 
-    tos = EngineField("tos")
-    diff_serv = dscp = EngineField("dscp")
-    ecn = EngineField("ecn")
+    diff_serv = EngineField("dscp")
     packet_len = EngineField("length")
     ident = EngineField("id")
-    ttl = EngineField("ttl")
-    protocol = EngineField("protocol")
     cksum = EngineField("checksum", invalidates=False)
-    flags = EngineField("flags")
-    frag_offset = EngineField("frag_offset")
     rf = evil = reserved = EngineField("reserved_flag")
-    df = EngineField("df")
-    mf = EngineField("mf")
 
     hdr_len = HeaderLength("hdr_len", "IP header length must be between 5 and 15")
 
@@ -43,16 +34,13 @@ class IPv4Header(IPHeader):
         return self._view.header_len
 
 
+@engine_fields("next_hdr", "hop_limit", "traffic_class", "flow_label")
 class IPv6Header(IPHeader):
     __slots__ = ()
     _af = socket.AF_INET6
     header_len = 40
 
     payload_len = EngineField("length")
-    next_hdr = EngineField("next_hdr")
-    hop_limit = EngineField("hop_limit")
-    traffic_class = EngineField("traffic_class")
-    flow_label = EngineField("flow_label")
 
     @property
     def packet_len(self) -> int:

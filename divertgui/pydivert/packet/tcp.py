@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-from divertgui.pydivert.packet.header import EngineField, Header, HeaderLength
+from divertgui.pydivert.packet.header import EngineField, Header, HeaderLength, engine_fields
 from divertgui.pydivert.packet.transport import TransportPayload
 
 
+@engine_fields("src_port", "dst_port", "seq_num", "ack_num", "reserved", "ns", "cwr", "ece", "urg", "ack", "psh",
+               "rst", "syn", "fin", "window", "urg_ptr")
 class TCPHeader(TransportPayload, Header):
     __slots__ = ()
 
-    src_port = EngineField("src_port")
-    dst_port = EngineField("dst_port")
-    seq_num = EngineField("seq_num")
-    ack_num = EngineField("ack_num")
-    reserved = EngineField("reserved")
-    ns = EngineField("ns")
-    cwr = EngineField("cwr")
-    ece = EngineField("ece")
-    urg = EngineField("urg")
-    ack = EngineField("ack")
-    psh = EngineField("psh")
-    rst = EngineField("rst")
-    syn = EngineField("syn")
-    fin = EngineField("fin")
-    window = EngineField("window")
     cksum = EngineField("checksum", invalidates=False)
-    urg_ptr = EngineField("urg_ptr")
-
     data_offset = HeaderLength("hdr_len", "TCP data offset must be between 5 and 15")
 
     @property

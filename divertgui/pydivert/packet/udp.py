@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from divertgui.pydivert.packet.header import EngineField, Header
+from divertgui.pydivert.packet.header import EngineField, Header, engine_fields
 from divertgui.pydivert.packet.transport import TransportPayload
 
 
+@engine_fields("src_port", "dst_port")
 class UDPHeader(TransportPayload, Header):
     __slots__ = ()
 
-    src_port = EngineField("src_port")
-    dst_port = EngineField("dst_port")
     cksum = EngineField("checksum", invalidates=False)
 
     @property
