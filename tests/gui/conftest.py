@@ -5,6 +5,9 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest  # noqa: E402
 from PySide6.QtCore import QCoreApplication, QSettings  # noqa: E402
 
+# Network namespaces for the tests of the window on live traffic.
+from tests.integration.conftest import make_namespace, netns  # noqa: E402,F401
+
 
 @pytest.fixture(autouse=True)
 def private_settings(qapp, tmp_path, monkeypatch):
