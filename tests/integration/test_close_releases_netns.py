@@ -1,17 +1,22 @@
-"""What the rules hold when diverting stops, in the middle of a stream, reaches the receiver
-or is counted as dropped: received + dropped == sent, and the counters say so."""
+"""What the rules hold when diverting stops in the middle of a stream (`divert conditions`
+on SIGTERM, a session stopped, a capture service on SIGTERM) reaches the receiver or is
+counted as dropped: received + dropped == sent, and the counters say so."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
-from tests.integration.conftest import udp_socket
+from tests.integration.conftest import udp_socket, wait_until
 from tests.integration.test_cli_conditions import counter_rows
 from tests.integration.test_cli_netns import our_chains, start_cli
+from tests.integration.test_service_netns import socket_directory  # noqa: F401  (a fixture)
 from tests.integration.test_session_rules_netns import live_session
 
 pytestmark = pytest.mark.netns
@@ -102,6 +107,40 @@ def test_stopping_a_session_in_the_middle_of_a_lagged_stream_loses_nothing_uncou
         final = running.session.stats()["rules_total"]
     finally:
         running.stop()
+    assert final["held"] == 0, final
+    assert len(got) + final["dropped"] == COUNT, (len(got), final)
+    assert final["received"] == final["sent"] + final["dropped"], final
+    assert final["dropped"] > 0, final
+    assert our_chains(netns) == []
+
+
+def test_sigterm_to_the_capture_service_in_the_middle_of_a_lagged_stream_loses_nothing_uncounted(
+        netns, socket_directory):  # noqa: F811
+    from divertgui.engine.store import CaptureStore
+    from divertgui.service.client import ServiceClient
+    path = os.path.join(socket_directory, "divert.sock")
+    service = netns.popen([sys.executable, "-m", "divertgui.cli", "serve", "--listen", path, "--allow-uid", "0"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert wait_until(lambda: os.path.exists(path) or service.poll() is not None, 20), "no socket"
+    events: list[dict] = []
+    client = ServiceClient(f"unix:{path}", CaptureStore(), events.append)
+    try:
+        client.start()
+        client.post("set_rules", rules=[{"kind": "lag", "inbound_ms": LAG_MS, "outbound_ms": LAG_MS},
+                                        {"kind": "drop", "chance": 10.0}])
+        client.post("start", source="live", mode="divert", filter=f"udp.DstPort == {PORT}")
+        assert wait_until(lambda: any(e["type"] == "state" and e.get("running") for e in list(events)), 20), events
+        stream = Stream(netns)
+        stream.send(lambda: service.send_signal(signal.SIGTERM))
+        service.wait(timeout=30)
+        got = stream.finish()
+    finally:
+        client.close()
+        if service.poll() is None:
+            service.kill()
+            service.wait(timeout=10)
+    assert service.returncode == 0, service.stderr.read()
+    final = [e for e in events if e["type"] == "rows"][-1]["stats"]["rules_total"]
     assert final["held"] == 0, final
     assert len(got) + final["dropped"] == COUNT, (len(got), final)
     assert final["received"] == final["sent"] + final["dropped"], final
