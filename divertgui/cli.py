@@ -11,6 +11,7 @@
     divert watch [-c N]                                  handles opening and closing (the REFLECT layer)
     divert kill PID... | --all                           stop the processes holding handles, removing their rules
     divert socketdump [FILTER] [--block]                 socket operations with their process (the SOCKET layer)
+    divert flowtrack [FILTER]                            TCP connections opening and closing, with their process
     divert serve [--listen PATH --allow-uid UID ...]     a capture service for divertgui windows
     divert doctor                                        what works on this machine, what is missing
 
@@ -586,6 +587,16 @@ def cmd_socketdump(args) -> int:
     return EXIT_OK
 
 
+def cmd_flowtrack(args) -> int:
+    from divertgui import event_samples
+    _compile(args.filter, Layer.FLOW)
+    _require_privilege()
+    stop = _Stop()
+    stop.install()
+    event_samples.flowtrack(args.filter, _say, stop, args.count, args.priority)
+    return EXIT_OK
+
+
 # -- doctor ------------------------------------------------------------------------------
 
 def _check_root():
@@ -787,6 +798,13 @@ def build_parser() -> argparse.ArgumentParser:
     socketdump.add_argument("--priority", type=priority, default=0, help="handle priority, -30000..30000")
     socketdump.add_argument("-c", "--count", type=_bounded(1, 1 << 62), metavar="N", help="stop after N events")
     socketdump.set_defaults(run=cmd_socketdump)
+    flowtrack = commands.add_parser("flowtrack", help="print TCP connections as they are established and "
+                                                      "deleted, with their process")
+    flowtrack.add_argument("filter", metavar="FILTER", nargs="?", default="true",
+                           help="FLOW-layer filter, e.g. \"remotePort == 443\"")
+    flowtrack.add_argument("--priority", type=priority, default=0, help="handle priority, -30000..30000")
+    flowtrack.add_argument("-c", "--count", type=_bounded(1, 1 << 62), metavar="N", help="stop after N events")
+    flowtrack.set_defaults(run=cmd_flowtrack)
     cleanup = commands.add_parser("cleanup", help="remove rules left by processes that are gone")
     cleanup.add_argument("--all", action="store_true", help="remove every divertgui rule, live processes' too")
     cleanup.set_defaults(run=cmd_cleanup)

@@ -1,4 +1,5 @@
-"""WinDivert's event samples: `divert socketdump`, one line per socket operation with its process."""
+"""WinDivert's event samples: `divert socketdump` (socket operations) and `divert flowtrack`
+(connections), one line per event with its process."""
 
 from __future__ import annotations
 
@@ -36,10 +37,19 @@ def event_line(address) -> str:
 
 def socketdump(filter_text: str, block: bool, say, stop, count: int | None = None, priority: int = 0) -> int:
     """Prints each matching socket operation (and refuses it with `block`) until `stop` or `count` events."""
-    from divertgui.engine.handle import Divert
     flags = Flag.RECV_ONLY if block else Flag.SNIFF | Flag.RECV_ONLY
+    return _dump(filter_text, Layer.SOCKET, flags, say, stop, count, priority)
+
+
+def flowtrack(filter_text: str, say, stop, count: int | None = None, priority: int = 0) -> int:
+    """Prints each matching flow as it is established and deleted, until `stop` or `count` events."""
+    return _dump(filter_text, Layer.FLOW, Flag.SNIFF | Flag.RECV_ONLY, say, stop, count, priority)
+
+
+def _dump(filter_text: str, layer: Layer, flags: Flag, say, stop, count: int | None, priority: int) -> int:
+    from divertgui.engine.handle import Divert
     seen = 0
-    with Divert(filter_text, Layer.SOCKET, priority=priority, flags=flags) as handle:
+    with Divert(filter_text, layer, priority=priority, flags=flags) as handle:
         while not stop and (count is None or seen < count):
             for packet in handle.recv_batch(64, 0.2):
                 say(event_line(packet.address))

@@ -9,8 +9,9 @@ from divertgui.engine.backends.base import Backend
 
 
 def default_backend(layer: Layer = Layer.NETWORK) -> Backend:
-    """On Linux: NfqueueBackend at the network layers, the eBPF SocketBackend at the
-    SOCKET layer; PydivertBackend (the WinDivert driver) on Windows."""
+    """On Linux: NfqueueBackend at the network layers, the eBPF SocketBackend and
+    FlowBackend at the SOCKET and FLOW layers, ReflectBackend at the REFLECT layer;
+    PydivertBackend (the WinDivert driver) on Windows."""
     if sys.platform.startswith("linux") and layer == Layer.SOCKET:
         from divertgui.engine.backends.socket_layer import SocketBackend
         return SocketBackend()
@@ -18,8 +19,8 @@ def default_backend(layer: Layer = Layer.NETWORK) -> Backend:
         from divertgui.engine.backends.reflect_layer import ReflectBackend
         return ReflectBackend()
     if sys.platform.startswith("linux") and layer == Layer.FLOW:
-        from divertgui.engine.handle import DivertArgumentError
-        raise DivertArgumentError(f"the {layer.name} layer is not available on Linux yet")
+        from divertgui.engine.backends.socket_layer import FlowBackend
+        return FlowBackend()
     if sys.platform.startswith("linux"):
         from divertgui.engine.backends.nfqueue import NfqueueBackend
         from divertgui.engine.filter.kernel import kernel_test

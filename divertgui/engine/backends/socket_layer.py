@@ -26,11 +26,12 @@ from . import bpf_syscall as sys_bpf
 from . import socket_programs as programs
 from .base import Backend, Captured
 from .cgroups import cgroup2_mount, open_cgroup
+from .flow_programs import FLOW_SIZE, flow_sock_ops
 from .ringbuf import RingBuffer
 from .socket_record import to_address
 
 RING_BYTES = 1 << 20
-TABLE_ENTRIES = 1 << 16
+TABLE_ENTRIES = 1 << 14
 SOCKET_EVENTS = (Event.SOCKET_BIND, Event.SOCKET_CONNECT, Event.SOCKET_LISTEN, Event.SOCKET_ACCEPT,
                  Event.SOCKET_CLOSE)
 UNBLOCKABLE = (Event.SOCKET_LISTEN, Event.SOCKET_ACCEPT)
@@ -78,11 +79,11 @@ class SocketBackend(Backend):
         self._filter = None
         self._stats = {"sniffed": 0, "dropped": 0}
 
-    def open(self, filter, layer: Layer, priority: int, flags: Flag, params) -> None:
-        if layer != Layer.SOCKET:
-            raise SocketLayerError(f"the eBPF socket backend serves the SOCKET layer, not {layer.name}")
+    layer = Layer.SOCKET
+
+    def programs(self, tree, maps: programs.Maps, flags: Flag) -> list[programs.Program]:
         block = not flags & Flag.SNIFF
-        events = selectable_events(filter.tree)
+        events = selectable_events(tree)
         unblockable = events & set(UNBLOCKABLE)
         if block and unblockable:
             names = " and ".join(event.name.split("_", 1)[1] for event in sorted(unblockable))
@@ -90,6 +91,11 @@ class SocketBackend(Backend):
                 f"Linux cannot refuse {names} (they are reported by sock_ops callbacks, which cannot fail "
                 f"an operation): open this SOCKET handle with SNIFF, or exclude those events from its "
                 f"filter, e.g. \"(event == BIND or event == CONNECT) and ...\"", kind="kernel")
+        return build(tree, maps, events, block)
+
+    def open(self, filter, layer: Layer, priority: int, flags: Flag, params) -> None:
+        if layer != self.layer:
+            raise SocketLayerError(f"this eBPF backend serves the {self.layer.name} layer, not {layer.name}")
         self._filter = filter
         path = self.cgroup or cgroup2_mount()
         cgroup_fd = open_cgroup(path)
@@ -98,8 +104,9 @@ class SocketBackend(Backend):
                 self._keep(sys_bpf.create_ringbuf(RING_BYTES, "divert_events")),
                 self._keep(sys_bpf.create_lru_hash(TABLE_ENTRIES, 8, "divert_owners")),
                 self._keep(sys_bpf.create_lru_hash(TABLE_ENTRIES, 8, "divert_listen")),
-                self._keep(sys_bpf.create_lru_hash(TABLE_ENTRIES, programs.LOCAL_SIZE, "divert_locals")))
-            for program in build(filter.tree, maps, events, block):
+                self._keep(sys_bpf.create_lru_hash(TABLE_ENTRIES, programs.LOCAL_SIZE, "divert_locals")),
+                self._keep(sys_bpf.create_lru_hash(TABLE_ENTRIES, FLOW_SIZE, "divert_flows")))
+            for program in self.programs(filter.tree, maps, flags):
                 prog_fd = self._load(program)
                 try:
                     self._links.append(sys_bpf.attach_cgroup(prog_fd, cgroup_fd, program.attach_type))
@@ -167,3 +174,13 @@ class SocketBackend(Backend):
 
     def fileno(self) -> int | None:
         return self._ring.fd if self._ring is not None else None
+
+
+class FlowBackend(SocketBackend):
+    """Backend(cgroup=None): FLOW events (TCP connections) of the processes in `cgroup`."""
+
+    name = "ebpf-flow"
+    layer = Layer.FLOW
+
+    def programs(self, tree, maps: programs.Maps, flags: Flag) -> list[programs.Program]:
+        return [programs.sock_create(maps), flow_sock_ops(tree, maps)]

@@ -50,6 +50,7 @@ class Maps(NamedTuple):
     owners: int         # socket cookie -> pid of the process that created the socket
     listeners: int      # family << 16 | port -> the listening socket's cookie
     locals: int         # socket cookie -> its local address and port (LOCAL_SIZE bytes)
+    flows: int = -1     # socket cookie -> (outbound, parent cookie) of a FLOW-layer flow
 
 
 class Program(NamedTuple):
@@ -60,62 +61,62 @@ class Program(NamedTuple):
     code: bytes
 
 
-def _at(field: str) -> int:
+def field_at(field: str) -> int:
     return RECORD + OFFSET[field]
 
 
-def _begin(code: Assembler, event: Event, outbound: bool) -> None:
+def begin_record(code: Assembler, event: Event, outbound: bool) -> None:
     """r6 = ctx; the record zeroed, then its timestamp, endpoint id, event and direction set."""
     code.mov(R6, R1)
     for offset in range(0, SIZE, 8):
         code.store_imm(DW, R10, RECORD + offset, 0)
     code.call(ebpf.KTIME_GET_NS)                                    # CLOCK_MONOTONIC, as Address wants
-    code.store(DW, R10, _at("timestamp"), R0)
+    code.store(DW, R10, field_at("timestamp"), R0)
     code.mov(R1, R6)
     code.call(ebpf.GET_SOCKET_COOKIE)
-    code.store(DW, R10, _at("endpoint_id"), R0)
-    code.store_imm(W, R10, _at("event"), int(event))
-    code.store_imm(B, R10, _at("outbound"), int(outbound))
+    code.store(DW, R10, field_at("endpoint_id"), R0)
+    code.store_imm(W, R10, field_at("event"), int(event))
+    code.store_imm(B, R10, field_at("outbound"), int(outbound))
 
 
 def _current_process(code: Assembler) -> None:
     code.call(ebpf.GET_CURRENT_PID_TGID)
     code.alu_imm(ebpf.RSH, R0, 32)                                  # the upper half is the process id
-    code.store(W, R10, _at("process_id"), R0)
+    code.store(W, R10, field_at("process_id"), R0)
 
 
 def _copy_ipv4(code: Assembler, base: int, offset: int, field: str) -> None:
     """An IPv4 address (network order) from base+offset into the record as ::ffff:a.b.c.d."""
     code.load(W, R2, base, offset)
     code.swap(R2, 32)
-    code.store(W, R10, _at(field) + 12, R2)
-    code.store_imm(W, R10, _at(field) + 8, 0xFFFF)
+    code.store(W, R10, field_at(field) + 12, R2)
+    code.store_imm(W, R10, field_at(field) + 8, 0xFFFF)
 
 
 def _copy_ipv6(code: Assembler, base: int, offset: int, field: str) -> None:
     for i in range(4):
         code.load(W, R2, base, offset + 4 * i)
         code.swap(R2, 32)
-        code.store(W, R10, _at(field) + 4 * i, R2)
+        code.store(W, R10, field_at(field) + 4 * i, R2)
 
 
 def _copy_port(code: Assembler, base: int, offset: int, field: str, network_order: bool) -> None:
     code.load(W, R2, base, offset)
     if network_order:
         code.swap(R2, 16)
-    code.store(H, R10, _at(field), R2)
+    code.store(H, R10, field_at(field), R2)
 
 
 def _mark_loopback(code: Assembler) -> None:
     """loopback = the peer's address (the remote one, or the local one when there is
     no remote port yet) is 127.0.0.0/8, ::ffff:127.0.0.0/104 or ::1."""
     check, v6, yes, no = (code.label() for _ in range(4))
-    code.load(H, R3, R10, _at("remote_port"))
+    code.load(H, R3, R10, field_at("remote_port"))
     code.mov(R7, R10)
-    code.alu_imm(ebpf.ADD, R7, _at("remote_addr"))
+    code.alu_imm(ebpf.ADD, R7, field_at("remote_addr"))
     code.jump_imm(ebpf.JNE, R3, 0, check)
     code.mov(R7, R10)
-    code.alu_imm(ebpf.ADD, R7, _at("local_addr"))
+    code.alu_imm(ebpf.ADD, R7, field_at("local_addr"))
     code.place(check)                                               # r7 = the address to judge
     code.load(W, R2, R7, 0)
     code.jump_imm(ebpf.JNE, R2, 0, no)
@@ -132,23 +133,23 @@ def _mark_loopback(code: Assembler) -> None:
     code.load(W, R2, R7, 12)
     code.jump_imm(ebpf.JNE, R2, 1, no)
     code.place(yes)
-    code.store_imm(B, R10, _at("loopback"), 1)
+    code.store_imm(B, R10, field_at("loopback"), 1)
     code.place(no)
 
 
 def _remember_local(code: Assembler, maps: Maps) -> None:
     """locals[this socket's cookie] = the record's local address and port."""
     for i in range(0, 16, 4):
-        code.load(W, R2, R10, _at("local_addr") + i)
+        code.load(W, R2, R10, field_at("local_addr") + i)
         code.store(W, R10, VALUE + i, R2)
-    code.load(H, R2, R10, _at("local_port"))
+    code.load(H, R2, R10, field_at("local_port"))
     code.store(DW, R10, VALUE + 16, R2)
-    code.load(DW, R2, R10, _at("endpoint_id"))
+    code.load(DW, R2, R10, field_at("endpoint_id"))
     code.store(DW, R10, KEY, R2)
-    _update(code, maps.locals)
+    update(code, maps.locals)
 
 
-def _finish(code: Assembler, tree: Node, maps: Maps, block: bool, remember: bool = False) -> None:
+def finish(code: Assembler, tree: Node, maps: Maps, block: bool, remember: bool = False) -> None:
     """Filter, report, and return the verdict; `remember` keeps the local address
     of an operation that is let through, for its CLOSE."""
     _mark_loopback(code)
@@ -169,7 +170,7 @@ def _finish(code: Assembler, tree: Node, maps: Maps, block: bool, remember: bool
 def _matched(code: Assembler, maps: Maps, block: bool, remember: bool) -> None:
     if remember:
         _remember_local(code, maps)
-    code.store_imm(B, R10, _at("blocked"), int(block))
+    code.store_imm(B, R10, field_at("blocked"), int(block))
     code.load_map(R1, maps.events)
     code.mov(R2, R10)
     code.alu_imm(ebpf.ADD, R2, RECORD)
@@ -180,7 +181,7 @@ def _matched(code: Assembler, maps: Maps, block: bool, remember: bool) -> None:
     code.exit()
 
 
-def _lookup(code: Assembler, map_fd: int, found, missing) -> None:
+def lookup(code: Assembler, map_fd: int, found, missing) -> None:
     """r0 = map[*KEY] (a pointer) -> found, or -> missing."""
     code.load_map(R1, map_fd)
     code.mov(R2, R10)
@@ -190,7 +191,7 @@ def _lookup(code: Assembler, map_fd: int, found, missing) -> None:
     code.goto(found)
 
 
-def _update(code: Assembler, map_fd: int) -> None:
+def update(code: Assembler, map_fd: int) -> None:
     """map[*KEY] = *VALUE."""
     code.load_map(R1, map_fd)
     code.mov(R2, R10)
@@ -209,7 +210,7 @@ def sock_create(maps: Maps) -> Program:
     code.call(ebpf.GET_CURRENT_PID_TGID)
     code.alu_imm(ebpf.RSH, R0, 32)
     code.store(DW, R10, VALUE, R0)
-    _update(code, maps.owners)
+    update(code, maps.owners)
     code.mov_imm(R0, 1)
     code.exit()
     return Program("divert_create", sys_bpf.PROG_TYPE_CGROUP_SOCK, 2, None, code.assemble())
@@ -218,11 +219,11 @@ def sock_create(maps: Maps) -> Program:
 def sock_addr(tree: Node, maps: Maps, event: Event, ipv6: bool, block: bool) -> Program:
     """bind4/6 or connect4/6."""
     code = Assembler()
-    _begin(code, event, outbound=True)
+    begin_record(code, event, outbound=True)
     _current_process(code)
-    code.store_imm(B, R10, _at("ipv6"), int(ipv6))
+    code.store_imm(B, R10, field_at("ipv6"), int(ipv6))
     code.load(W, R2, R6, SOCK_ADDR["protocol"])
-    code.store(B, R10, _at("protocol"), R2)
+    code.store(B, R10, field_at("protocol"), R2)
     asked = "local" if event == Event.SOCKET_BIND else "remote"
     if ipv6:
         _copy_ipv6(code, R6, SOCK_ADDR["user_ip6"], f"{asked}_addr")
@@ -236,7 +237,7 @@ def sock_addr(tree: Node, maps: Maps, event: Event, ipv6: bool, block: bool) -> 
         else:
             _copy_ipv4(code, R7, SOCK["src_ip4"], "local_addr")
         _copy_port(code, R7, SOCK["src_port"], "local_port", network_order=False)
-    _finish(code, tree, maps, block, remember=event == Event.SOCKET_BIND)
+    finish(code, tree, maps, block, remember=event == Event.SOCKET_BIND)
     kind = ("bind" if event == Event.SOCKET_BIND else "connect") + ("6" if ipv6 else "4")
     attach = {"bind4": sys_bpf.ATTACH_INET4_BIND, "bind6": sys_bpf.ATTACH_INET6_BIND,
               "connect4": sys_bpf.ATTACH_INET4_CONNECT, "connect6": sys_bpf.ATTACH_INET6_CONNECT}[kind]
@@ -254,7 +255,7 @@ def _endpoints(code: Assembler, base: int, offsets: dict, local: str | None, rem
         _copy_ipv4(code, base, offsets[f"{remote}_ip4"], "remote_addr")
     code.goto(done)
     code.place(v6)
-    code.store_imm(B, R10, _at("ipv6"), 1)
+    code.store_imm(B, R10, field_at("ipv6"), 1)
     if local:
         _copy_ipv6(code, base, offsets[f"{local}_ip6"], "local_addr")
     if remote:
@@ -262,7 +263,7 @@ def _endpoints(code: Assembler, base: int, offsets: dict, local: str | None, rem
     code.place(done)
 
 
-def _listener_key(code: Assembler) -> None:
+def listener_key(code: Assembler) -> None:
     """*KEY = family << 16 | local port, from the sock_ops context in r6."""
     code.load(W, R2, R6, SOCK_OPS["family"])
     code.alu_imm(ebpf.LSH, R2, 16)
@@ -284,54 +285,54 @@ def sock_ops(tree: Node, maps: Maps) -> Program:
     code.exit()
 
     code.place(connect)                                             # the port connect() was given
-    _begin(code, Event.SOCKET_CONNECT, outbound=True)
-    _common_sock_ops(code, remote=False)
+    begin_record(code, Event.SOCKET_CONNECT, outbound=True)
+    sock_ops_endpoints(code, remote=False)
     _remember_local(code, maps)
     code.mov_imm(R0, 1)
     code.exit()
 
     code.place(listen)
-    _begin(code, Event.SOCKET_LISTEN, outbound=True)
-    _common_sock_ops(code, remote=False)
+    begin_record(code, Event.SOCKET_LISTEN, outbound=True)
+    sock_ops_endpoints(code, remote=False)
     owner, no_owner = code.label(), code.label()
-    code.load(DW, R2, R10, _at("endpoint_id"))
+    code.load(DW, R2, R10, field_at("endpoint_id"))
     code.store(DW, R10, KEY, R2)
-    _lookup(code, maps.owners, owner, no_owner)
+    lookup(code, maps.owners, owner, no_owner)
     code.place(owner)
     code.load(W, R2, R0, 0)
-    code.store(W, R10, _at("process_id"), R2)
+    code.store(W, R10, field_at("process_id"), R2)
     code.place(no_owner)
-    _listener_key(code)
-    code.load(DW, R2, R10, _at("endpoint_id"))
+    listener_key(code)
+    code.load(DW, R2, R10, field_at("endpoint_id"))
     code.store(DW, R10, VALUE, R2)
-    _update(code, maps.listeners)                                   # this port's listener, for ACCEPT
-    _finish(code, tree, maps, block=False, remember=True)
+    update(code, maps.listeners)                                   # this port's listener, for ACCEPT
+    finish(code, tree, maps, block=False, remember=True)
 
     code.place(accept)
-    _begin(code, Event.SOCKET_ACCEPT, outbound=False)
-    _common_sock_ops(code, remote=True)
+    begin_record(code, Event.SOCKET_ACCEPT, outbound=False)
+    sock_ops_endpoints(code, remote=True)
     parent, owner, done = code.label(), code.label(), code.label()
-    _listener_key(code)
-    _lookup(code, maps.listeners, parent, done)
+    listener_key(code)
+    lookup(code, maps.listeners, parent, done)
     code.place(parent)
     code.load(DW, R2, R0, 0)
-    code.store(DW, R10, _at("parent_endpoint_id"), R2)
+    code.store(DW, R10, field_at("parent_endpoint_id"), R2)
     code.store(DW, R10, KEY, R2)
-    _lookup(code, maps.owners, owner, done)
+    lookup(code, maps.owners, owner, done)
     code.place(owner)
     code.load(W, R2, R0, 0)
-    code.store(W, R10, _at("process_id"), R2)
+    code.store(W, R10, field_at("process_id"), R2)
     code.store(DW, R10, VALUE, R2)
-    code.load(DW, R2, R10, _at("endpoint_id"))
+    code.load(DW, R2, R10, field_at("endpoint_id"))
     code.store(DW, R10, KEY, R2)
-    _update(code, maps.owners)                                      # the accepted socket is the listener's process's
+    update(code, maps.owners)                                      # the accepted socket is the listener's process's
     code.place(done)
-    _finish(code, tree, maps, block=False, remember=True)
+    finish(code, tree, maps, block=False, remember=True)
     return Program("divert_sockops", sys_bpf.PROG_TYPE_SOCK_OPS, sys_bpf.ATTACH_SOCK_OPS, None, code.assemble())
 
 
-def _common_sock_ops(code: Assembler, remote: bool) -> None:
-    code.store_imm(B, R10, _at("protocol"), 6)
+def sock_ops_endpoints(code: Assembler, remote: bool) -> None:
+    code.store_imm(B, R10, field_at("protocol"), 6)
     _endpoints(code, R6, SOCK_OPS, "local", "remote" if remote else None)
     _copy_port(code, R6, SOCK_OPS["local_port"], "local_port", network_order=False)
     if remote:
@@ -339,27 +340,27 @@ def _common_sock_ops(code: Assembler, remote: bool) -> None:
         code.load(W, R2, R6, SOCK_OPS["remote_port"])
         code.alu_imm(ebpf.RSH, R2, 16)
         code.swap(R2, 16)
-        code.store(H, R10, _at("remote_port"), R2)
+        code.store(H, R10, field_at("remote_port"), R2)
 
 
 def sock_release(tree: Node, maps: Maps) -> Program:
     code = Assembler()
-    _begin(code, Event.SOCKET_CLOSE, outbound=True)
+    begin_record(code, Event.SOCKET_CLOSE, outbound=True)
     _current_process(code)
     code.load(W, R2, R6, SOCK["protocol"])
-    code.store(B, R10, _at("protocol"), R2)
+    code.store(B, R10, field_at("protocol"), R2)
     _endpoints(code, R6, SOCK, None, "dst")
     _copy_port(code, R6, SOCK["dst_port"], "remote_port", network_order=True)
     known, unknown = code.label(), code.label()
-    code.load(DW, R2, R10, _at("endpoint_id"))
+    code.load(DW, R2, R10, field_at("endpoint_id"))
     code.store(DW, R10, KEY, R2)
-    _lookup(code, maps.locals, known, unknown)
+    lookup(code, maps.locals, known, unknown)
     code.place(known)                                               # the local address another program saw
     for i in range(0, 16, 4):
         code.load(W, R2, R0, i)
-        code.store(W, R10, _at("local_addr") + i, R2)
+        code.store(W, R10, field_at("local_addr") + i, R2)
     code.load(H, R2, R0, 16)
-    code.store(H, R10, _at("local_port"), R2)
+    code.store(H, R10, field_at("local_port"), R2)
     for map_fd in (maps.locals, maps.owners):
         code.load_map(R1, map_fd)
         code.mov(R2, R10)
@@ -367,13 +368,13 @@ def sock_release(tree: Node, maps: Maps) -> Program:
         code.call(MAP_DELETE)
     code.place(unknown)
     had_port = code.label()
-    code.load(H, R2, R10, _at("local_port"))
-    code.load(H, R3, R10, _at("remote_port"))
+    code.load(H, R2, R10, field_at("local_port"))
+    code.load(H, R3, R10, field_at("remote_port"))
     code.emit(ebpf.ALU64 | ebpf.OR | ebpf.X, R2, R3)
     code.jump_imm(ebpf.JNE, R2, 0, had_port)                         # a socket that never had a port: no CLOSE
     code.mov_imm(R0, 1)
     code.exit()
     code.place(had_port)
-    _finish(code, tree, maps, block=False)
+    finish(code, tree, maps, block=False)
     return Program("divert_release", sys_bpf.PROG_TYPE_CGROUP_SOCK, sys_bpf.ATTACH_INET_SOCK_RELEASE,
                    Event.SOCKET_CLOSE, code.assemble())

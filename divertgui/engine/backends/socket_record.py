@@ -36,6 +36,7 @@ def to_address(raw: bytes) -> tuple[Address, bool]:
     data = EndpointData(endpoint_id=endpoint_id, parent_endpoint_id=parent_id, process_id=pid,
                         local_addr=_address(local), remote_addr=_address(remote),
                         local_port=local_port, remote_port=remote_port, protocol=protocol)
-    address = Address(layer=Layer.SOCKET, event=Event(event), timestamp=timestamp, outbound=bool(outbound),
+    layer = Layer.FLOW if event in (Event.FLOW_ESTABLISHED, Event.FLOW_DELETED) else Layer.SOCKET
+    address = Address(layer=layer, event=Event(event), timestamp=timestamp, outbound=bool(outbound),
                       loopback=bool(loopback), ipv6=bool(ipv6), sniffed=not blocked, flow=data)
     return address, bool(blocked)
