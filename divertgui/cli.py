@@ -8,7 +8,7 @@
     divert conditions FILTER [--lag MS] [--drop PCT] ... network conditions (Clumsy's modules) until stopped
     divert check FILTER                                  print the canonical form of a filter
     divert list | cleanup [--all]                        open handles; our rules in this network namespace
-    divert watch [-c N]                                  handles opening and closing (the REFLECT layer)
+    divert watch [FILTER] [-c N]                         handles opening and closing (the REFLECT layer)
     divert kill PID... | --all                           stop the processes holding handles, removing their rules
     divert socketdump [FILTER] [--block]                 socket operations with their process (the SOCKET layer)
     divert flowtrack [FILTER]                            TCP connections opening and closing, with their process
@@ -556,7 +556,8 @@ def cmd_watch(args) -> int:
     _require_privilege()
     stop = _Stop()
     stop.install()
-    handle_commands.watch(_say, stop, args.count)
+    _compile(args.filter, Layer.REFLECT)
+    handle_commands.watch(_say, stop, args.count, args.filter)
     return EXIT_OK
 
 
@@ -782,6 +783,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                "process) and our rules in this network namespace")
     listing.set_defaults(run=cmd_list)
     watch = commands.add_parser("watch", help="print divert handles opening and closing (the REFLECT layer)")
+    watch.add_argument("filter", metavar="FILTER", nargs="?", default="true",
+                       help="REFLECT-layer filter, e.g. \"layer == NETWORK and processId == 1234\"")
     watch.add_argument("-c", "--count", type=_bounded(1, 1 << 62), metavar="N", help="stop after N events")
     watch.set_defaults(run=cmd_watch)
     kill = commands.add_parser("kill", help="stop the processes holding divert handles (SIGTERM, then SIGKILL "

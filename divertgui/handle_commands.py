@@ -60,13 +60,14 @@ def print_handles(say) -> None:
         say(handle_line(entry))
 
 
-def watch(say, stop, count: int | None = None) -> int:
-    """Prints each handle opening and closing until `stop` is set or `count` events were seen."""
+def watch(say, stop, count: int | None = None, filter_text: str = "true") -> int:
+    """Prints each handle opening and closing that `filter_text` selects, until `stop` is set
+    or `count` events were seen."""
     from divertgui.engine.address import Event
     from divertgui.engine.backends import handle_registry
     from divertgui.engine.handle import Divert
     seen = 0
-    with Divert("true", Layer.REFLECT, flags=Flag.SNIFF | Flag.RECV_ONLY) as handle:
+    with Divert(filter_text, Layer.REFLECT, flags=Flag.SNIFF | Flag.RECV_ONLY) as handle:
         while not stop and (count is None or seen < count):
             for packet in handle.recv_batch(64, 0.2):
                 data = packet.address.reflect

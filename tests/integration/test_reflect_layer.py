@@ -108,11 +108,13 @@ def _cli(*args: str, ns=None) -> subprocess.CompletedProcess:
 
 
 def test_divert_list_watch_and_kill_a_passthru_in_a_namespace(netns):
-    watcher = subprocess.Popen([sys.executable, "-m", "divertgui.cli", "watch", "-c", "2"], cwd=REPO,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     passthru = netns.popen([sys.executable, "-m", "divertgui.cli", "passthru", "udp.DstPort == 5300",
                             "--priority", "17"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert wait_until(lambda: any(e.pid == passthru.pid for e in handle_registry.entries()), 20)
+    # Other programs on the machine open handles too: watch this one (already open, so reported first).
+    watcher = subprocess.Popen([sys.executable, "-m", "divertgui.cli", "watch", "-c", "2",
+                                f"processId == {passthru.pid}"], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     listing = _cli("list")
     line = next(line for line in listing.stdout.splitlines() if line.split()[:1] == [str(passthru.pid)])
     assert "NETWORK" in line and " 17 " in line and "'udp.DstPort == 5300'" in line and "passthru" in line
