@@ -2,9 +2,9 @@
 mangle table, one per handle and hook, reached from one dispatcher chain per
 hook in which handles stand in priority order (highest first).
 
-    mangle INPUT   -> DIVERTGUI_IN  -> DG<pid>_<queue>_<level>I -> NFQUEUE / NFLOG / DROP
-    mangle OUTPUT  -> DIVERTGUI_OUT -> DG<pid>_<queue>_<level>O
-    mangle FORWARD -> DIVERTGUI_FWD -> DG<pid>_<queue>_<level>F
+    mangle INPUT   -> DIVERTGUI_IN  -> DG<pid>_<queue>_<level>s<n>I -> NFQUEUE / NFLOG / DROP
+    mangle OUTPUT  -> DIVERTGUI_OUT -> DG<pid>_<queue>_<level>s<n>O
+    mangle FORWARD -> DIVERTGUI_FWD -> DG<pid>_<queue>_<level>s<n>F
     mangle PREROUTING -> DIVERTGUI_PRE -> ...P   (FRAGMENTS: inbound, before reassembly)
 
 The packet mark carries the priority level a packet has passed (bits 16-31):
@@ -43,6 +43,14 @@ LEVEL_MASK = 0xFFFF0000
 INJECTED_MARK = 0x00000400
 # Injected by one of our handles into the inbound path (through lo).
 INBOUND_INJECTED_MARK = 0x00000800
+# Handles may share a priority level (WinDivert: "handles should not share
+# priority levels unless they use mutually exclusive filters"): each gets an
+# ordinal in its level, 1..MAX_SHARING in the order they see packets, and a
+# packet one of them rejects carries that ordinal here, so the handles after
+# it at the same level still see it.
+SUB_SHIFT = 12
+SUB_MASK = 0x0000F000
+MAX_SHARING = SUB_MASK >> SUB_SHIFT
 
 HOOKS = {  # code letter: (base chain, dispatcher chain)
     "P": ("PREROUTING", "DIVERTGUI_PRE"),
@@ -62,7 +70,7 @@ LOCK_DIRECTORY = "/run/divertgui"
 LOCK_TIMEOUT = 10.0
 LOCK_TIMEOUT_STOPPING = 1.0
 LOCK_POLL = 0.02
-CHAIN_NAME = re.compile(r"^DG(\d+)_(\d+)_(\d+)([PIOF])$")
+CHAIN_NAME = re.compile(r"^DG(?P<pid>\d+)_(?P<queue>\d+)_(?P<level>\d+)(?:s(?P<ordinal>\d+))?(?P<hook>[PIOF])$")
 
 
 class KernelTest(NamedTuple):
@@ -100,22 +108,26 @@ def level_mark(priority: int) -> int:
     return level_of(priority) << LEVEL_SHIFT
 
 
+def _field_range(low: int, high: int, shift: int, bits: int) -> list[tuple[int, int]]:
+    """(value, mask) pairs on the mark whose union is 'the field of `bits` bits at `shift` is in low..high'."""
+    pairs = []
+    while low <= high:
+        size = 1
+        while low % (size * 2) == 0 and low + size * 2 - 1 <= high:
+            size *= 2
+        mask = (~(size - 1)) & ((1 << bits) - 1)
+        pairs.append((low << shift, mask << shift))
+        low += size
+    return pairs
+
+
 def passed_levels(level: int) -> list[tuple[int, int]]:
     """(value, mask) pairs on the mark whose union is 'level field in 1..level'.
 
     A packet whose field is there has passed (or was injected by) a handle of
     this priority or a higher one, so this handle lets it go by.
     """
-    pairs = []
-    low, high = 1, level
-    while low <= high:
-        size = 1
-        while low % (size * 2) == 0 and low + size * 2 - 1 <= high:
-            size *= 2
-        mask = (~(size - 1)) & 0xFFFF
-        pairs.append((low << LEVEL_SHIFT, mask << LEVEL_SHIFT))
-        low += size
-    return pairs
+    return _field_range(1, level, LEVEL_SHIFT, 16)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,9 +140,10 @@ class HandleRules:
     action: str             # "divert", "sniff" or "drop"
     hooks: str              # letters of HOOKS
     kernel_match: KernelMatch | None = None
+    ordinal: int = 1        # among the handles of this priority level, given by install()
 
     def chain(self, hook: str) -> str:
-        return f"DG{self.pid}_{self.queue}_{level_of(self.priority):05d}{hook}"
+        return f"DG{self.pid}_{self.queue}_{level_of(self.priority):05d}s{self.ordinal:02d}{hook}"
 
     def chains(self) -> list[str]:
         return [self.chain(hook) for hook in self.hooks]
@@ -167,10 +180,17 @@ class HandleRules:
         unmarked = f"-m mark --mark 0x0/0x{LEVEL_MASK:x}"
         lines.append(f"-A {chain} {unmarked} {match}{target}")
         lines.append(f"-A {chain} {unmarked} -j RETURN")   # NFLOG does not end the chain
-        # Highest first: a packet this handle has just released carries its
-        # own level, which the first of these rules then takes.
+        # This level first: a packet this handle has just released carries it.
+        # Released or injected at this level (ordinal 0), or rejected by this
+        # handle or one after it: passed. Rejected by one before it: not yet.
+        level = level_of(self.priority)
+        own, both = level << LEVEL_SHIFT, LEVEL_MASK | SUB_MASK
+        lines.append(f"-A {chain} -m mark --mark 0x{own:x}/0x{both:x} -j RETURN")
+        lines += [f"-A {chain} -m mark --mark 0x{own | value:x}/0x{LEVEL_MASK | mask:x} -j RETURN"
+                  for value, mask in _field_range(self.ordinal, MAX_SHARING, SUB_SHIFT, 4)]
+        # Then the lower levels, which a packet reaches only after this one.
         lines += [f"-A {chain} -m mark --mark 0x{value:x}/0x{mask:x} -j RETURN"
-                  for value, mask in reversed(passed_levels(level_of(self.priority)))]
+                  for value, mask in reversed(passed_levels(level - 1))]
         lines.append(f"-A {chain} {match}{target}")
         return lines
 
@@ -183,6 +203,7 @@ class InstalledChain:
     queue: int
     level: int
     hook: str
+    ordinal: int = 0        # 0 for a chain named without one
 
     @property
     def priority(self) -> int:
@@ -313,8 +334,8 @@ def _chains_in(lines: list[str], version: int) -> list[InstalledChain]:
         if line.startswith("-N "):
             m = CHAIN_NAME.match(line[3:].strip())
             if m:
-                found.append(InstalledChain(version, m.group(0), int(m.group(1)), int(m.group(2)),
-                                            int(m.group(3)), m.group(4)))
+                found.append(InstalledChain(version, m.group(0), int(m["pid"]), int(m["queue"]), int(m["level"]),
+                                            m["hook"], int(m["ordinal"] or 0)))
     return found
 
 
@@ -328,22 +349,38 @@ def _restore(version: int, lines: list[str]) -> None:
         _run([f"{TOOLS[version]}-restore", "-w", "--noflush"], "*mangle\n" + "\n".join(lines) + "\nCOMMIT\n")
 
 
-def install(handle: HandleRules) -> None:
+def install(handle: HandleRules) -> HandleRules:
+    """Installs the handle's chains; returns it with its ordinal in its priority level."""
     require_tools()
     with _namespace_lock():
+        listings = {version: _listing(version) for version in (4, 6)}
+        handle = dataclasses.replace(handle, ordinal=_next_ordinal(listings, handle.priority))
         try:
-            _install_locked(handle)
+            _install_locked(handle, listings)
         except Exception:
             # Half a handle (IPv4 but not IPv6, say) is taken out again.
             with contextlib.suppress(Exception):
                 remove(handle)
             raise
     _track(handle)
+    return handle
 
 
-def _install_locked(handle: HandleRules) -> None:
+def _next_ordinal(listings: dict[int, list[str]], priority: int) -> int:
+    """One more than the ordinals of the handles already at this priority level."""
+    level = level_of(priority)
+    taken = [chain.ordinal for version, listing in listings.items()
+             for chain in _chains_in(listing, version) if chain.level == level]
+    ordinal = max(taken, default=0) + 1
+    if ordinal > MAX_SHARING:
+        raise RuleError(f"{len(set(taken))} handles or more already share priority {priority} in this network "
+                        f"namespace (at most {MAX_SHARING} can); choose another priority")
+    return ordinal
+
+
+def _install_locked(handle: HandleRules, listings: dict[int, list[str]]) -> None:
     for version in (4, 6):
-        listing = _listing(version)
+        listing = listings[version]
         declared = {line[3:].strip() for line in listing if line.startswith("-N ")}
         lines: list[str] = []
         for hook in handle.hooks:
@@ -356,7 +393,7 @@ def _install_locked(handle: HandleRules) -> None:
             # Higher levels first; among equal levels, the older handle first.
             order = _dispatcher_order(listing, dispatcher)
             position = 1 + sum(1 for name in order
-                               if (m := CHAIN_NAME.match(name)) and int(m.group(3)) >= level_of(handle.priority))
+                               if (m := CHAIN_NAME.match(name)) and int(m["level"]) >= level_of(handle.priority))
             lines.append(f"-I {dispatcher} {position} -j {chain}")
         _restore(version, lines)
 

@@ -31,7 +31,8 @@ from divertgui.engine.backends import netfilter_rules, netlink
 from divertgui.engine.backends.base import Backend, Captured
 from divertgui.engine.checksum import checksums_valid
 from divertgui.engine.backends.inject import RawInjector
-from divertgui.engine.backends.netfilter_rules import HandleRules, INJECTED_MARK, LEVEL_MASK, level_mark
+from divertgui.engine.backends.netfilter_rules import (HandleRules, INJECTED_MARK, LEVEL_MASK, SUB_MASK, SUB_SHIFT,
+                                                      level_mark)
 
 QUEUE_NUMBER_BASE = 0x4000
 QUEUE_NUMBER_SPAN = 0x3000
@@ -104,6 +105,7 @@ class NfqueueBackend(Backend):
         self._proc_queues = None
         self._exact_at: set[tuple[int, int]] = set()   # (IP version, NF hook) the kernel tests exactly
         self._summary = netlink.QueuedPacketSummary()
+        self._ordinal_bits = 0      # this handle's ordinal in its priority level, in place in the mark
 
     # -- opening -------------------------------------------------------------
 
@@ -155,9 +157,10 @@ class NfqueueBackend(Backend):
             # Opened now: the file then speaks of this network namespace whichever thread reads it.
             with contextlib.suppress(OSError):
                 self._proc_queues = open(PROC_QUEUES)
-        self.rules = HandleRules(os.getpid(), self.queue, priority, self.action, hooks, kernel_match)
         try:
-            netfilter_rules.install(self.rules)
+            self.rules = netfilter_rules.install(
+                HandleRules(os.getpid(), self.queue, priority, self.action, hooks, kernel_match))
+            self._ordinal_bits = self.rules.ordinal << SUB_SHIFT
         except Exception as exc:
             self.rules = None
             self.close()
@@ -271,7 +274,7 @@ class NfqueueBackend(Backend):
                     and not self._matches(payload, address)):
                 self.counters["rejected"] += 1
                 if packet_id:
-                    releases.append((packet_id, mark))
+                    releases.append((packet_id, self._rejected_mark(mark)))
                 continue
             if dropping:
                 drops.append(packet_id)
@@ -424,7 +427,7 @@ class NfqueueBackend(Backend):
 
     def _pass_entries(self, entries: list) -> int:
         """Release what was read; entries are summaries, or whole packets the filter must judge."""
-        next_id, rejected = self._next_id, 0
+        next_id, rejected_ids = self._next_id, set()
         marks = []
         keep = marks.append
         for entry in entries:
@@ -437,16 +440,20 @@ class NfqueueBackend(Backend):
                 keep(entry[2])
                 continue
             # The kernel could not test this one exactly; the filter decides
-            # whether it counts as diverted or rejected. Both are released alike.
+            # whether it counts as diverted or rejected (offered to the next
+            # handle of this priority level).
             if not self._matches(entry.payload, self._address_of(entry, time.monotonic_ns())):
-                rejected += 1
+                rejected_ids.add(packet_id)
             keep(entry.mark)
         self._next_id = next_id
+        rejected = len(rejected_ids)
         last, mark = entries[-1][0], marks[0]
-        if marks.count(mark) == len(marks) and not self._ready and (not self._pending or min(self._pending) > last):
+        if (not rejected and marks.count(mark) == len(marks) and not self._ready
+                and (not self._pending or min(self._pending) > last)):
             self.sock.send(netlink.verdict_batch(self.queue, last, netlink.NF_REPEAT, mark=self._released_mark(mark)))
         else:
-            self._release([(entry[0], mark) for entry, mark in zip(entries, marks)])
+            self._release([(entry[0], self._rejected_mark(mark) if entry[0] in rejected_ids
+                            else self._released_mark(mark)) for entry, mark in zip(entries, marks)])
         count = len(entries) - rejected
         self.counters["rejected"] += rejected
         self.counters["diverted"] += count
@@ -549,10 +556,16 @@ class NfqueueBackend(Backend):
     # -- verdicts ------------------------------------------------------------
 
     def _released_mark(self, mark: int) -> int:
-        return (mark & ~LEVEL_MASK & 0xFFFFFFFF) | self.level_mark
+        """The mark of a packet this handle lets go on to the lower priority levels."""
+        return (mark & ~(LEVEL_MASK | SUB_MASK) & 0xFFFFFFFF) | self.level_mark
+
+    def _rejected_mark(self, mark: int) -> int:
+        """The mark of a packet this handle's filter rejects: the handles after
+        it at the same priority level see it too."""
+        return (mark & ~(LEVEL_MASK | SUB_MASK) & 0xFFFFFFFF) | self.level_mark | self._ordinal_bits
 
     def _release(self, releases: list[tuple[int, int]]) -> None:
-        """Let filter-rejected packets go on, in as few messages as possible.
+        """Let packets go on with the marks given, in as few messages as possible.
 
         A batch verdict covers every id up to the one named, so it is used
         for a run only when nothing older than the run is still pending.
@@ -568,10 +581,9 @@ class NfqueueBackend(Backend):
                 return
             last_id, mark = run[-1]
             if len(run) > 1 and (oldest_pending is None or oldest_pending > last_id):
-                parts.append(netlink.verdict_batch(self.queue, last_id, netlink.NF_REPEAT,
-                                                   mark=self._released_mark(mark)))
+                parts.append(netlink.verdict_batch(self.queue, last_id, netlink.NF_REPEAT, mark=mark))
             else:
-                parts.extend(netlink.verdict(self.queue, i, netlink.NF_REPEAT, mark=self._released_mark(m))
+                parts.extend(netlink.verdict(self.queue, i, netlink.NF_REPEAT, mark=m)
                              for i, m in run)
             run.clear()
 
