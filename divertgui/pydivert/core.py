@@ -177,7 +177,11 @@ class Divert:
         if getattr(self, "_handle", None) is not None and self._handle.is_open:
             warnings.warn(f"Unclosed {type(self).__name__} handle: use it in a with block or call close()",
                           ResourceWarning, stacklevel=1)
-            self._handle.close()
+            try:
+                self._handle.close()
+            except (DivertError, OSError):
+                # Late in interpreter shutdown the rules may already be gone; nothing is left to close.
+                pass
 
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"

@@ -95,3 +95,13 @@ def test_send_batch_sends_each_packet_once_and_counts_those_sent(netns):
             unsendable = pydivert.Packet(bytes(20))      # not an IP packet
             assert w.send_batch([received[0], unsendable, *received[1:]]) == 3
         assert sorted(receive_all(server, 0.5)) == [b"batch 0", b"batch 1", b"batch 2"]
+
+
+def test_a_handle_left_open_is_closed_with_a_warning(netns):
+    with netns.entered():
+        handle = pydivert.Divert(f"udp.DstPort == {PORT}").open()
+        engine_handle = handle._handle
+        with pytest.warns(ResourceWarning, match="Unclosed Divert"):
+            del handle
+            gc.collect()
+        assert not engine_handle.is_open
