@@ -105,3 +105,24 @@ def test_a_handle_left_open_is_closed_with_a_warning(netns):
             del handle
             gc.collect()
         assert not engine_handle.is_open
+
+
+def test_an_edited_packet_sent_without_recalculating_gets_correct_checksums(veth):
+    """Editing clears the checksum flags, and send() fills in the checksums whose flag is 0."""
+    with veth.b.entered():
+        server = udp_socket(veth.b_v4, PORT)
+        sniffer = pydivert.Divert(f"inbound and udp.DstPort == {PORT}", flags=pydivert.Flag.SNIFF).open()
+    try:
+        with veth.a.entered():
+            client = udp_socket(veth.a_v4)
+            with pydivert.Divert(f"outbound and udp.DstPort == {PORT}") as w:
+                client.sendto(b"lower case", (veth.b_v4, PORT))
+                packet = w.recv(timeout=2)
+                packet.payload = packet.payload.upper()
+                assert not packet.udp_checksum and not packet.is_checksum_valid
+                w.send(packet, recalculate_checksum=False)
+        arrived = sniffer.recv(timeout=2)
+    finally:
+        sniffer.close()
+    assert arrived.payload == b"LOWER CASE" and arrived.is_checksum_valid
+    assert receive_all(server, 0.5) == [b"LOWER CASE"]

@@ -4,7 +4,7 @@
 through either show in both; the header views wrap the engine's views. As
 in pydivert, header views are kept until `raw` is replaced or the packet
 changes size, and setting a header field clears the address's checksum
-flags (WinDivert then fills those checksums in when the packet is sent).
+flags (the engine's send() then fills those checksums in, as WinDivert's does).
 """
 
 from __future__ import annotations
