@@ -261,49 +261,30 @@ class Packet:
     def is_inbound(self, value: bool) -> None:
         self._packet.address.outbound = not value
 
-    @property
-    def timestamp(self) -> int:
-        """CLOCK_MONOTONIC nanoseconds (WinDivert: QueryPerformanceCounter ticks)."""
-        return self._packet.address.timestamp
+    def _address_field(name: str, convert):
+        """The address's field `name`, read and written as `convert` makes it."""
 
-    @timestamp.setter
-    def timestamp(self, value: int) -> None:
-        self._packet.address.timestamp = value
+        def get(self):
+            return convert(getattr(self._packet.address, name))
 
-    def _flag(name: str):
-        def get(self) -> bool:
-            return bool(getattr(self._packet.address, name))
-
-        def put(self, value: bool) -> None:
-            setattr(self._packet.address, name, bool(value))
+        def put(self, value) -> None:
+            setattr(self._packet.address, name, convert(value))
 
         return property(get, put)
 
-    is_loopback = loopback = _flag("loopback")
-    is_impostor = impostor = _flag("impostor")
-    is_sniffed = sniffed = _flag("sniffed")
+    # CLOCK_MONOTONIC nanoseconds (WinDivert: QueryPerformanceCounter ticks).
+    timestamp = _address_field("timestamp", int)
+    is_loopback = loopback = _address_field("loopback", bool)
+    is_impostor = impostor = _address_field("impostor", bool)
+    is_sniffed = sniffed = _address_field("sniffed", bool)
     # WinDivert's meaning: the checksum is known to be valid (received), or is
     # to be sent as it is rather than filled in (sent).
-    ip_checksum = _flag("ip_checksum")
-    tcp_checksum = _flag("tcp_checksum")
-    udp_checksum = _flag("udp_checksum")
-    del _flag
-
-    @property
-    def layer(self) -> Layer:
-        return self._packet.address.layer
-
-    @layer.setter
-    def layer(self, value: Layer) -> None:
-        self._packet.address.layer = Layer(value)
-
-    @property
-    def event(self) -> int:
-        return self._packet.address.event
-
-    @event.setter
-    def event(self, value: int) -> None:
-        self._packet.address.event = event_value(value)
+    ip_checksum = _address_field("ip_checksum", bool)
+    tcp_checksum = _address_field("tcp_checksum", bool)
+    udp_checksum = _address_field("udp_checksum", bool)
+    layer = _address_field("layer", Layer)
+    event = _address_field("event", event_value)
+    del _address_field
 
     # FLOW, SOCKET and REFLECT data: read as WinDivert's structures (copies, None
     # at the other layers), set from those or from the engine's EndpointData/ReflectData.
