@@ -540,8 +540,13 @@ def cmd_list(args) -> int:
 
 
 def cmd_cleanup(args) -> int:
+    from divertgui.engine.backends import handle_registry
     rules = _rules_module()
     removed = rules.cleanup(dead_only=not args.all)
+    forgotten = handle_registry.sweep()
+    if forgotten:
+        _say(f"forgot {len(forgotten)} registry entr{'ies' if len(forgotten) != 1 else 'y'} of handles whose "
+             f"process is gone", sys.stderr)
     if not removed:
         _say("nothing to remove" + ("" if args.all else " (no rules left by dead processes)"))
         return EXIT_OK
@@ -578,24 +583,26 @@ def cmd_kill(args) -> int:
     return EXIT_OK
 
 
-def cmd_socketdump(args) -> int:
-    from divertgui import event_samples
-    _compile(args.filter, Layer.SOCKET)
+def _event_sample(args, layer: Layer, run) -> int:
+    """socketdump and flowtrack: a bad filter is a usage error, then the privilege, then `run(stop)`."""
+    _compile(args.filter, layer)
     _require_privilege()
     stop = _Stop()
     stop.install()
-    event_samples.socketdump(args.filter, args.block, _say, stop, args.count, args.priority)
+    run(stop)
     return EXIT_OK
+
+
+def cmd_socketdump(args) -> int:
+    from divertgui import event_samples
+    return _event_sample(args, Layer.SOCKET, lambda stop: event_samples.socketdump(
+        args.filter, args.block, _say, stop, args.count, args.priority))
 
 
 def cmd_flowtrack(args) -> int:
     from divertgui import event_samples
-    _compile(args.filter, Layer.FLOW)
-    _require_privilege()
-    stop = _Stop()
-    stop.install()
-    event_samples.flowtrack(args.filter, _say, stop, args.count, args.priority)
-    return EXIT_OK
+    return _event_sample(args, Layer.FLOW, lambda stop: event_samples.flowtrack(
+        args.filter, _say, stop, args.count, args.priority))
 
 
 # -- doctor ------------------------------------------------------------------------------

@@ -249,17 +249,19 @@ def test_text(rng: random.Random) -> str:
     return text
 
 
-def filter_text(rng: random.Random, depth: int = 0) -> str:
+def filter_text(rng: random.Random, depth: int = 0, leaf=test_text) -> str:
+    """A filter of `leaf(rng)` tests joined by and, or, parentheses and conditionals."""
     r = rng.random()
     if depth >= 3 or r < 0.35:
-        return test_text(rng) if rng.random() < 0.95 else rng.choice(("true", "false"))
+        return leaf(rng) if rng.random() < 0.95 else rng.choice(("true", "false"))
     if r < 0.6:
-        return f"{filter_text(rng, depth + 1)} {rng.choice(('and', '&&'))} {filter_text(rng, depth + 1)}"
+        return f"{filter_text(rng, depth + 1, leaf)} {rng.choice(('and', '&&'))} {filter_text(rng, depth + 1, leaf)}"
     if r < 0.8:
-        return f"{filter_text(rng, depth + 1)} {rng.choice(('or', '||'))} {filter_text(rng, depth + 1)}"
+        return f"{filter_text(rng, depth + 1, leaf)} {rng.choice(('or', '||'))} {filter_text(rng, depth + 1, leaf)}"
     if r < 0.9:
-        return f"({filter_text(rng, depth + 1)})"
-    return f"({filter_text(rng, depth + 1)} ? {filter_text(rng, depth + 1)} : {filter_text(rng, depth + 1)})"
+        return f"({filter_text(rng, depth + 1, leaf)})"
+    return (f"({filter_text(rng, depth + 1, leaf)} ? {filter_text(rng, depth + 1, leaf)} : "
+            f"{filter_text(rng, depth + 1, leaf)})")
 
 
 def broken_filter_text(rng: random.Random) -> str:
@@ -344,18 +346,8 @@ def event_test_text(rng: random.Random, layer: Layer) -> str:
     return text
 
 
-def event_filter_text(rng: random.Random, layer: Layer, depth: int = 0) -> str:
-    r = rng.random()
-    if depth >= 3 or r < 0.35:
-        return event_test_text(rng, layer) if rng.random() < 0.95 else rng.choice(("true", "false"))
-    left, right = event_filter_text(rng, layer, depth + 1), event_filter_text(rng, layer, depth + 1)
-    if r < 0.6:
-        return f"{left} {rng.choice(('and', '&&'))} {right}"
-    if r < 0.8:
-        return f"{left} {rng.choice(('or', '||'))} {right}"
-    if r < 0.9:
-        return f"({left})"
-    return f"({left} ? {right} : {event_filter_text(rng, layer, depth + 1)})"
+def event_filter_text(rng: random.Random, layer: Layer) -> str:
+    return filter_text(rng, leaf=lambda r: event_test_text(r, layer))
 
 
 _LAYER_EVENTS = {

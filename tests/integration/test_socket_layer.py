@@ -21,7 +21,7 @@ from divertgui.engine.backends.cgroups import open_cgroup
 from divertgui.engine.handle import Divert, DivertArgumentError, KernelFeatureError
 
 from .conftest import wait_until
-from .socket_layer_fixtures import SNIFF, events_until, ipv4, own_cgroup, run_in, socket_handle, start_in
+from .socket_layer_fixtures import events_until, ipv4, own_cgroup, run_in, socket_handle, start_in
 
 pytestmark = pytest.mark.netns
 __all__ = ["own_cgroup"]

@@ -23,8 +23,8 @@ from . import bpf_syscall as sys_bpf
 from . import ebpf
 from .ebpf import B, DW, R0, R1, R2, R6, R10, W, Assembler
 from .socket_programs import (KEY, MAP_DELETE, SOCK_OPS, SOCK_OPS_LISTEN, SOCK_OPS_PASSIVE_ESTABLISHED, VALUE, Maps,
-                              Program, begin_record, field_at, finish, listener_key, lookup, sock_ops_endpoints,
-                              update)
+                              Program, begin_record, field_at, finish, inherit_listener, listener_key, lookup,
+                              owner_of, sock_ops_endpoints, update)
 
 SOCK_OPS_ACTIVE_ESTABLISHED, SOCK_OPS_STATE = 4, 10
 SOCK_OPS_NEW_STATE = 8                  # args[1] of STATE_CB
@@ -34,42 +34,20 @@ SOCK_OPS_CB_FLAGS_SET = 59              # the bpf_sock_ops_cb_flags_set helper
 FLOW_SIZE = 16                          # a flows map value: outbound (8 bytes), parent cookie (8 bytes)
 
 
-def _owner_of(code: Assembler, maps: Maps, cookie_field: str) -> None:
-    """The record's process = owners[the record's `cookie_field`], when known."""
-    found, missing = code.label(), code.label()
-    code.load(DW, R2, R10, field_at(cookie_field))
-    code.store(DW, R10, KEY, R2)
-    lookup(code, maps.owners, found, missing)
-    code.place(found)
-    code.load(W, R2, R0, 0)
-    code.store(W, R10, field_at("process_id"), R2)
-    code.place(missing)
-
-
 def _established(code: Assembler, tree: Node, maps: Maps, outbound: bool) -> None:
     begin_record(code, Event.FLOW_ESTABLISHED, outbound)
     sock_ops_endpoints(code, remote=True)
     if outbound:
-        _owner_of(code, maps, "endpoint_id")
+        owner_of(code, maps, "endpoint_id")
     else:
-        parent, done = code.label(), code.label()
-        listener_key(code)
-        lookup(code, maps.listeners, parent, done)
-        code.place(parent)
-        code.load(DW, R2, R0, 0)
-        code.store(DW, R10, field_at("parent_endpoint_id"), R2)
-        _owner_of(code, maps, "parent_endpoint_id")
-        code.place(done)
-    # Remember the flow for its DELETED: direction and parent, and its process.
+        inherit_listener(code, maps)
+    # Remember the flow for its DELETED: its direction and parent.
     code.store_imm(DW, R10, VALUE, int(outbound))
     code.load(DW, R2, R10, field_at("parent_endpoint_id"))
     code.store(DW, R10, VALUE + 8, R2)
     code.load(DW, R2, R10, field_at("endpoint_id"))
     code.store(DW, R10, KEY, R2)
     update(code, maps.flows)
-    code.load(W, R2, R10, field_at("process_id"))
-    code.store(DW, R10, VALUE, R2)
-    update(code, maps.owners)
     code.mov(R1, R6)
     code.mov_imm(R2, STATE_CB_FLAG)
     code.call(SOCK_OPS_CB_FLAGS_SET)                                # the kernel will tell us when it closes
@@ -94,7 +72,7 @@ def _deleted(code: Assembler, tree: Node, maps: Maps) -> None:
     code.alu_imm(ebpf.ADD, R2, KEY)
     code.call(MAP_DELETE)
     sock_ops_endpoints(code, remote=True)
-    _owner_of(code, maps, "endpoint_id")
+    owner_of(code, maps, "endpoint_id")
     finish(code, tree, maps, block=False)
     code.place(ignore)
     code.mov_imm(R0, 1)

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 from divertgui.engine.address import Flag, Layer
 
-from .netfilter_rules import LOCK_DIRECTORY, open_lock_directory
+from .netfilter_rules import LOCK_DIRECTORY, open_lock_directory, pid_owner
 
 DIRECTORY = os.path.join(LOCK_DIRECTORY, "handles")
 GROUP = "divertgui"
@@ -60,13 +60,6 @@ def process_start(pid: int) -> int | None:
         return None
     # The command name (field 2) may hold spaces and parentheses: count from the last ')'.
     return int(text[text.rindex(b")") + 2:].split()[19])
-
-
-def process_uid(pid: int) -> int | None:
-    try:
-        return os.stat(f"/proc/{pid}").st_uid
-    except OSError:
-        return None
 
 
 def alive(entry: Entry) -> bool:
@@ -161,7 +154,7 @@ def read_entry(directory_fd: int, name: str) -> Entry | None:
         return None
     finally:
         os.close(fd)
-    uid = process_uid(entry.pid)
+    uid = pid_owner(entry.pid)
     if uid is not None and owner not in (0, uid):
         return None
     return entry

@@ -272,6 +272,36 @@ def listener_key(code: Assembler) -> None:
     code.store(DW, R10, KEY, R2)
 
 
+def owner_of(code: Assembler, maps: Maps, cookie_field: str) -> None:
+    """The record's process = owners[the record's `cookie_field`], when known."""
+    found, missing = code.label(), code.label()
+    code.load(DW, R2, R10, field_at(cookie_field))
+    code.store(DW, R10, KEY, R2)
+    lookup(code, maps.owners, found, missing)
+    code.place(found)
+    code.load(W, R2, R0, 0)
+    code.store(W, R10, field_at("process_id"), R2)
+    code.place(missing)
+
+
+def inherit_listener(code: Assembler, maps: Maps) -> None:
+    """An accepted socket's listener (listeners map) becomes the record's parent endpoint,
+    and the listener's process the record's and, from now on, the socket's (owners map)."""
+    parent, done = code.label(), code.label()
+    listener_key(code)
+    lookup(code, maps.listeners, parent, done)
+    code.place(parent)
+    code.load(DW, R2, R0, 0)
+    code.store(DW, R10, field_at("parent_endpoint_id"), R2)
+    owner_of(code, maps, "parent_endpoint_id")
+    code.load(W, R2, R10, field_at("process_id"))
+    code.store(DW, R10, VALUE, R2)
+    code.load(DW, R2, R10, field_at("endpoint_id"))
+    code.store(DW, R10, KEY, R2)
+    update(code, maps.owners)
+    code.place(done)
+
+
 def sock_ops(tree: Node, maps: Maps) -> Program:
     """LISTEN and ACCEPT (TCP only); neither can be refused from here."""
     code = Assembler()
@@ -294,14 +324,7 @@ def sock_ops(tree: Node, maps: Maps) -> Program:
     code.place(listen)
     begin_record(code, Event.SOCKET_LISTEN, outbound=True)
     sock_ops_endpoints(code, remote=False)
-    owner, no_owner = code.label(), code.label()
-    code.load(DW, R2, R10, field_at("endpoint_id"))
-    code.store(DW, R10, KEY, R2)
-    lookup(code, maps.owners, owner, no_owner)
-    code.place(owner)
-    code.load(W, R2, R0, 0)
-    code.store(W, R10, field_at("process_id"), R2)
-    code.place(no_owner)
+    owner_of(code, maps, "endpoint_id")
     listener_key(code)
     code.load(DW, R2, R10, field_at("endpoint_id"))
     code.store(DW, R10, VALUE, R2)
@@ -311,22 +334,7 @@ def sock_ops(tree: Node, maps: Maps) -> Program:
     code.place(accept)
     begin_record(code, Event.SOCKET_ACCEPT, outbound=False)
     sock_ops_endpoints(code, remote=True)
-    parent, owner, done = code.label(), code.label(), code.label()
-    listener_key(code)
-    lookup(code, maps.listeners, parent, done)
-    code.place(parent)
-    code.load(DW, R2, R0, 0)
-    code.store(DW, R10, field_at("parent_endpoint_id"), R2)
-    code.store(DW, R10, KEY, R2)
-    lookup(code, maps.owners, owner, done)
-    code.place(owner)
-    code.load(W, R2, R0, 0)
-    code.store(W, R10, field_at("process_id"), R2)
-    code.store(DW, R10, VALUE, R2)
-    code.load(DW, R2, R10, field_at("endpoint_id"))
-    code.store(DW, R10, KEY, R2)
-    update(code, maps.owners)                                      # the accepted socket is the listener's process's
-    code.place(done)
+    inherit_listener(code, maps)
     finish(code, tree, maps, block=False, remember=True)
     return Program("divert_sockops", sys_bpf.PROG_TYPE_SOCK_OPS, sys_bpf.ATTACH_SOCK_OPS, None, code.assemble())
 
