@@ -8,6 +8,7 @@ Never imported by the engine.
 from __future__ import annotations
 
 import ctypes
+import struct
 import re
 
 from divertgui.engine.address import Address, Layer
@@ -129,3 +130,72 @@ def calc_checksums(raw: bytes, address: Address | None = None, flags: int = 0) -
     _lib.ebpfdivert_helper_calc_checksums(
         buf, len(raw), ctypes.byref(addr) if addr is not None else None, flags)
     return buf.raw[:len(raw)]
+
+
+# WinDivert's address helpers are in the library as local symbols only:
+# they are called at their address, found from the library's symbol table.
+def _symbol_values(path: str, names: set[str]) -> dict[str, int]:
+    """st_value of each named symbol in an ELF64 little-endian file's .symtab."""
+    with open(path, "rb") as f:
+        data = f.read()
+    section_offset, = struct.unpack_from("<Q", data, 0x28)
+    entry_size, count = struct.unpack_from("<HH", data, 0x3A)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", data, section_offset + i * entry_size) for i in range(count)]
+    found = {}
+    for _, kind, _, _, offset, size, link, _, _, symbol_size in sections:
+        if kind != 2:   # SHT_SYMTAB
+            continue
+        strings = sections[link][4]
+        for at in range(offset, offset + size, symbol_size):
+            name_at, _, _, _, value, _ = struct.unpack_from("<IBBHQQ", data, at)
+            name = data[strings + name_at:data.index(b"\0", strings + name_at)].decode()
+            if name in names:
+                found[name] = value
+    return found
+
+
+_PARSE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_char_p, ctypes.POINTER(ctypes.c_uint32))
+_FORMAT_IPV4 = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint32, ctypes.c_char_p, ctypes.c_uint)
+_FORMAT_IPV6 = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_uint32), ctypes.c_char_p, ctypes.c_uint)
+_HELPER_TYPES = {"WinDivertHelperParseIPv4Address": _PARSE, "WinDivertHelperParseIPv6Address": _PARSE,
+                 "WinDivertHelperFormatIPv4Address": _FORMAT_IPV4, "WinDivertHelperFormatIPv6Address": _FORMAT_IPV6}
+_helpers: dict = {}
+
+
+def _helper(name: str):
+    _require()
+    if not _helpers:
+        exported = "ebpfdivert_helper_eval_filter"
+        values = _symbol_values(_lib._name, set(_HELPER_TYPES) | {exported})
+        base = ctypes.cast(getattr(_lib, exported), ctypes.c_void_p).value - values[exported]
+        _helpers.update({helper: kind(base + values[helper]) for helper, kind in _HELPER_TYPES.items()})
+    return _helpers[name]
+
+
+def _words(value: int):
+    """A 128-bit number as WinDivert holds it: four host-order words, least significant first."""
+    return (ctypes.c_uint32 * 4)(*(value >> 32 * i & 0xFFFFFFFF for i in range(4)))
+
+
+def parse_ipv4_address(text: str) -> int | None:
+    out = ctypes.c_uint32()
+    ok = _helper("WinDivertHelperParseIPv4Address")(text.encode("latin-1"), ctypes.byref(out))
+    return out.value if ok else None
+
+
+def parse_ipv6_address(text: str) -> int | None:
+    out = _words(0)
+    ok = _helper("WinDivertHelperParseIPv6Address")(text.encode("latin-1"), out)
+    return sum(word << 32 * i for i, word in enumerate(out)) if ok else None
+
+
+def format_ipv4_address(value: int) -> str:
+    buffer = ctypes.create_string_buffer(64)
+    assert _helper("WinDivertHelperFormatIPv4Address")(value, buffer, len(buffer))
+    return buffer.value.decode()
+
+
+def format_ipv6_address(value: int) -> str:
+    buffer = ctypes.create_string_buffer(64)
+    assert _helper("WinDivertHelperFormatIPv6Address")(_words(value), buffer, len(buffer))
+    return buffer.value.decode()

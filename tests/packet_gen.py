@@ -11,6 +11,7 @@ import random
 import struct
 
 from divertgui.engine.address import Address, EndpointData, Event, Layer, ReflectData
+from divertgui.engine.header_fields import IPV6_EXTENSION_HEADERS
 
 IPV4_POOL = ("10.0.0.1", "10.0.0.2", "192.168.1.10", "127.0.0.1", "8.8.8.8", "255.255.255.255", "0.0.0.0")
 IPV6_POOL = ("::1", "fe80::1", "fe80::2", "2001:db8::1", "2001:db8::ffff", "::ffff:10.0.0.1", "::")
@@ -120,11 +121,15 @@ def _ext_header(rng: random.Random, kind: int, next_header: int, fragment_offset
     return bytes([next_header, units]) + rng.randbytes((units + 1) * 8 - 2)
 
 
+# The extension headers WinDivert walks, and two it does not (HIP, experimental).
+_EXTENSION_KINDS = (*sorted(IPV6_EXTENSION_HEADERS), 139, 253)
+
+
 def ipv6_packet(rng: random.Random) -> bytes:
     protocol, data = transport(rng, 6)
     chain = []
     if rng.random() < 0.5:
-        chain = [rng.choice((0, 43, 44, 51, 60, 135)) for _ in range(rng.randrange(1, 4))]
+        chain = [rng.choice(_EXTENSION_KINDS) for _ in range(rng.randrange(1, 4))]
     for kind in reversed(chain):
         offset = None
         if kind == 44 and rng.random() < 0.5:

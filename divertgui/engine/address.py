@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import ipaddress
+
+from .address_text import format_ipv4, format_ipv6, parse_ipv4, parse_ipv6
 
 
 class Layer(enum.IntEnum):
@@ -140,23 +141,25 @@ class Address:
 
 def parse_ipv4_address(text: str) -> int:
     """WinDivertHelperParseIPv4Address: dotted quad to a 32-bit number."""
-    try:
-        return int(ipaddress.IPv4Address(text.strip()))
-    except ValueError as exc:
-        raise ValueError(f"not an IPv4 address: {text!r}") from exc
+    value = parse_ipv4(text)
+    if value is None:
+        raise ValueError(f"not an IPv4 address as WinDivert reads one: {text!r}")
+    return value
 
 
 def parse_ipv6_address(text: str) -> int:
     """WinDivertHelperParseIPv6Address: IPv6 text to a 128-bit number."""
-    try:
-        return int(ipaddress.IPv6Address(text.strip()))
-    except ValueError as exc:
-        raise ValueError(f"not an IPv6 address: {text!r}") from exc
+    value = parse_ipv6(text)
+    if value is None:
+        raise ValueError(f"not an IPv6 address as WinDivert reads one: {text!r}")
+    return value
 
 
 def format_ipv4_address(value: int) -> str:
-    return str(ipaddress.IPv4Address(value))
+    """WinDivertHelperFormatIPv4Address."""
+    return format_ipv4(value)
 
 
 def format_ipv6_address(value: int) -> str:
-    return str(ipaddress.IPv6Address(value))
+    """WinDivertHelperFormatIPv6Address: an IPv4-mapped address as its dotted quad."""
+    return format_ipv6(value)

@@ -15,7 +15,10 @@ from typing import NamedTuple
 
 import dpkt
 
-from divertgui.engine.headers import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, parse_headers
+from divertgui.engine.header_fields import (
+    FILTER_READS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6, read_value,
+)
+from divertgui.engine.headers import parse_headers
 from divertgui.engine.packet import (
     TCP_OPTION_NAMES, ExtensionHeader, FragmentHeader, IPv4Header, IPv6Header,
     OptionsHeader, Packet, RoutingHeader, TCPHeader, field_label, format_ipv6, ipv6_options, tcp_options,
@@ -439,11 +442,25 @@ def _ip_node(packet: Packet, layout) -> list[Node]:
         title = f"Internet Protocol Version 4, Src: {ip.src_addr}, Dst: {ip.dst_addr}"
         return [Node(title, "", 0, layout.ip_header_len, children)]
     ip6 = IPv6Header(packet, 0)
+    children = _field_nodes(ip6)
+    for node in children:
+        if node.label == IPV6["flow_label"].label:
+            node.children.append(_filter_flow_label_node(packet.raw))
     nodes = [Node(f"Internet Protocol Version 6, Src: {ip6.src_addr}, Dst: {ip6.dst_addr}", "",
-                  0, 40, _field_nodes(ip6))]
+                  0, 40, children)]
     for header in ip6.extension_headers:
         nodes.append(_extension_node(header))
     return nodes
+
+
+def _filter_flow_label_node(raw: bytes) -> Node:
+    """What a filter's ipv6.FlowLabel compares: WinDivert's value, not the 20-bit label."""
+    read = FILTER_READS["ipv6.FlowLabel"]
+    value = read_value(raw, 0, read)
+    first = min(field.offset for field, _ in read.pieces)
+    last = max(field.offset + field.size for field, _ in read.pieces)
+    return Node("ipv6.FlowLabel in filters (WinDivert's byte order)", f"0x{value:08x} ({value})",
+                first, last - first, [])
 
 
 def _ipv4_option_nodes(options: bytes, base: int) -> list[Node]:

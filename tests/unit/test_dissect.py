@@ -308,3 +308,14 @@ def test_field_values_and_offsets_agree_with_tshark(tmp_path):
                 assert ours.offset == ip_offset
             compared += 1
     assert compared > 1000
+
+
+def test_flow_label_shows_the_label_and_what_a_filter_compares():
+    raw = struct.pack("!IHBB16s16s", 6 << 28 | 0x12 << 20 | 0xABCDE, 0, 59, 64, bytes(16), bytes(16))
+    ip6 = decode_tree(raw)[0]
+    label = next(node for node in ip6.children if node.label == "Flow Label")
+    assert label.value == "0xabcde"
+    (as_filtered,) = label.children
+    # WinDivert's ipv6.FlowLabel: ntohl((FlowLabel0 << 16) | FlowLabel1) over its header struct.
+    assert "ipv6.FlowLabel" in as_filtered.label and as_filtered.value == f"0x{0xBCDE0A00:08x} ({0xBCDE0A00})"
+    assert Packet(raw).ipv6.flow_label == 0xABCDE

@@ -254,3 +254,19 @@ def test_filter_objects_read_back_as_the_reference_reads_them(reference, layer):
             format_filter(text_object, layer), text
         compared += 1
     assert compared > 50
+
+
+@pytest.mark.parametrize("text", [
+    "ip.SrcAddr == 010.0.0.1", "ip.DstAddr == 4294967306.0.0.1", "ipv6.DstAddr == 64:ff9b::1.2.3.4",
+    "ipv6.SrcAddr == ::ffff:1.2.3.4", "ipv6.SrcAddr == 1:0:2:3:4:5:6:7", "remoteAddr == 1:2:3:4:5:6:7::",
+])
+def test_address_literals_are_read_and_written_by_windivert_helpers(reference, text):
+    # The reference's lexer reads addresses with WinDivertHelperParseIPv4/IPv6Address
+    # and its formatter writes them as WinDivertHelperFormatIPv6Address does.
+    ok, message, position = reference.compile(text)
+    compiled, error = _mine(text)
+    assert ok == (compiled is not None), (message, position, error)
+    if ok:
+        assert format_filter(text) == reference.format(text)
+    else:
+        assert error == (message, position)

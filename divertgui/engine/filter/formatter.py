@@ -9,6 +9,7 @@ followed here so that the text is the same, parentheses and all.
 from __future__ import annotations
 
 from ..address import Layer
+from ..address_text import format_ipv4, format_ipv6
 from .ast import Test
 from .fields import EVENT_NAMES, FIELDS
 from .program import ACCEPT, REJECT, Step
@@ -185,9 +186,9 @@ def test_text(test: Test, layer: Layer = Layer.NETWORK) -> str:
     style = FIELDS[test.field].style
     sign = "-" if value < 0 else ""
     if style == "ipv4":
-        text = _ipv4(magnitude & 0xFFFFFFFF)
+        text = format_ipv4(magnitude & 0xFFFFFFFF)
     elif style == "addr":
-        text = _ipv6(magnitude)
+        text = format_ipv6(magnitude)
     elif style == "event":
         text = EVENT_NAMES.get((layer, magnitude), str(magnitude & 0xFFFFFFFF))
     elif style == "layer":
@@ -199,29 +200,3 @@ def test_text(test: Test, layer: Layer = Layer.NETWORK) -> str:
     else:
         text = str(magnitude)
     return f"{name}{_OP_TEXT[test.op]}{sign}{text}"
-
-
-def _ipv4(value: int) -> str:
-    return ".".join(str(value >> shift & 0xFF) for shift in (24, 16, 8, 0))
-
-
-def _ipv6(value: int) -> str:
-    if value >> 32 == 0xFFFF:
-        return _ipv4(value & 0xFFFFFFFF)
-    groups = [value >> (16 * (7 - k)) & 0xFFFF for k in range(8)]
-    # The first longest run of zero groups becomes "::".
-    best_start, best_len, run_start, run_len = -1, 0, -1, 0
-    for k in range(8):
-        if groups[k] == 0:
-            if run_len == 0:
-                run_start = k
-            run_len += 1
-            if run_len > best_len:
-                best_start, best_len = run_start, run_len
-        else:
-            run_len = 0
-    if best_len == 0:
-        return ":".join(f"{g:x}" for g in groups)
-    head = ":".join(f"{g:x}" for g in groups[:best_start])
-    tail = ":".join(f"{g:x}" for g in groups[best_start + best_len:])
-    return f"{head}::{tail}"

@@ -16,7 +16,7 @@ from . import errors
 from .errors import FilterError
 from .fields import FIELDS, MACROS
 from .suggest import suggest_name
-from .values import IPV4_MAPPED, parse_ipv4, parse_ipv6, read_decimal, read_hex
+from ..address_text import IPV4_MAPPED, parse_ipv4, parse_ipv6, read_decimal, read_hex
 
 MAX_TOKENS = 1278           # the reference's token array, minus its end marker
 MAX_WORD = 40               # a word of this many characters or more is refused

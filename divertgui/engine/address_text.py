@@ -1,8 +1,10 @@
-"""Number and address literals, read exactly as the reference reads them.
+"""IP addresses as text, read and written exactly as WinDivert's helpers
+read and write them (WinDivertHelperParseIPv4Address, ParseIPv6Address,
+FormatIPv4Address and FormatIPv6Address in dll/windivert_helper.c); the
+filter language reads its number and address literals with these too.
 
 Each reader returns the value, or None when the text is not that kind of
-literal. Numbers are at most 128 bits; an IPv4 address reads as the
-IPv4-mapped IPv6 address ::ffff:a.b.c.d.
+literal. Numbers are at most 128 bits.
 """
 
 from __future__ import annotations
@@ -41,13 +43,15 @@ def read_hex(text: str, prefix: bool) -> tuple[int, int] | None:
 
 
 def parse_ipv4(text: str) -> int | None:
-    """A dotted quad as a 32-bit number (leading zeros allowed, as in the reference)."""
+    """A dotted quad as a 32-bit number. Parts are decimal, leading zeros
+    allowed ("010" is 10); a part is its number's low 32 bits, as WinDivertAToI
+    leaves it when asked for one word."""
     value, pos = 0, 0
     for part_index in range(4):
         read = read_decimal(text[pos:])
-        if read is None or read[0] > 0xFF:
+        if read is None or (read[0] & 0xFFFFFFFF) > 0xFF:
             return None
-        part, length = read
+        part, length = read[0] & 0xFFFFFFFF, read[1]
         pos += length
         if part_index != 3:
             if text[pos:pos + 1] != ".":
@@ -55,8 +59,6 @@ def parse_ipv4(text: str) -> int | None:
             pos += 1
         value |= part << (8 * (3 - part_index))
     return value if pos == len(text) else None
-
-
 def parse_ipv6(text: str) -> int | None:
     """An IPv6 address as a 128-bit number, following the reference's reader
     (it stops after eight groups and accepts an IPv4 tail)."""
@@ -121,3 +123,31 @@ def parse_ipv6(text: str) -> int | None:
         words[0] = ipv4_value
     return words[3] << 96 | words[2] << 64 | words[1] << 32 | words[0]
 
+
+
+def format_ipv4(value: int) -> str:
+    return ".".join(str(value >> shift & 0xFF) for shift in (24, 16, 8, 0))
+
+
+def format_ipv6(value: int) -> str:
+    """An IPv4-mapped address as its dotted quad alone; otherwise the groups
+    in lower-case hex with the first longest run of zero groups, even a
+    single one, written "::"."""
+    if value >> 32 == 0xFFFF:
+        return format_ipv4(value & 0xFFFFFFFF)
+    groups = [value >> (16 * (7 - k)) & 0xFFFF for k in range(8)]
+    best_start, best_len, run_start, run_len = -1, 0, -1, 0
+    for k in range(8):
+        if groups[k] == 0:
+            if run_len == 0:
+                run_start = k
+            run_len += 1
+            if run_len > best_len:
+                best_start, best_len = run_start, run_len
+        else:
+            run_len = 0
+    if best_len == 0:
+        return ":".join(f"{g:x}" for g in groups)
+    head = ":".join(f"{g:x}" for g in groups[:best_start])
+    tail = ":".join(f"{g:x}" for g in groups[best_start + best_len:])
+    return f"{head}::{tail}"
