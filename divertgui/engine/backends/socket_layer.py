@@ -35,6 +35,13 @@ TABLE_ENTRIES = 1 << 14
 SOCKET_EVENTS = (Event.SOCKET_BIND, Event.SOCKET_CONNECT, Event.SOCKET_LISTEN, Event.SOCKET_ACCEPT,
                  Event.SOCKET_CLOSE)
 UNBLOCKABLE = (Event.SOCKET_LISTEN, Event.SOCKET_ACCEPT)
+# attach type -> (the hook, the first Linux release that has it with bpf links to cgroups)
+HOOKS = {
+    sys_bpf.ATTACH_INET4_BIND: ("cgroup/bind4", "5.7"), sys_bpf.ATTACH_INET6_BIND: ("cgroup/bind6", "5.7"),
+    sys_bpf.ATTACH_INET4_CONNECT: ("cgroup/connect4", "5.7"), sys_bpf.ATTACH_INET6_CONNECT: ("cgroup/connect6", "5.7"),
+    sys_bpf.ATTACH_SOCK_OPS: ("sock_ops", "5.7"), sys_bpf.ATTACH_INET_SOCK_RELEASE: ("cgroup/sock_release", "5.9"),
+    sys_bpf.ATTACH_INET_SOCK_CREATE: ("cgroup/sock_create", "5.7"),
+}
 
 
 class SocketLayerError(OSError):
@@ -101,7 +108,7 @@ class SocketBackend(Backend):
         cgroup_fd = open_cgroup(path)
         try:
             maps = programs.Maps(
-                self._keep(sys_bpf.create_ringbuf(RING_BYTES, "divert_events")),
+                self._keep(self._ring_buffer()),
                 self._keep(sys_bpf.create_lru_hash(TABLE_ENTRIES, 8, "divert_owners")),
                 self._keep(sys_bpf.create_lru_hash(TABLE_ENTRIES, 8, "divert_listen")),
                 self._keep(sys_bpf.create_lru_hash(TABLE_ENTRIES, programs.LOCAL_SIZE, "divert_locals")),
@@ -111,8 +118,13 @@ class SocketBackend(Backend):
                 try:
                     self._links.append(sys_bpf.attach_cgroup(prog_fd, cgroup_fd, program.attach_type))
                 except sys_bpf.BpfError as exc:
-                    raise SocketLayerError(f"cannot attach {program.name} to the cgroup {path}: {exc.strerror}",
-                                           kind="privilege" if exc.errno == 1 else "kernel") from None
+                    hook, since = HOOKS[program.attach_type]
+                    if exc.errno == 1:
+                        raise SocketLayerError(f"attaching {program.name} to the cgroup {path} needs CAP_BPF and "
+                                               f"CAP_NET_ADMIN (or root)", kind="privilege") from None
+                    raise SocketLayerError(f"cannot attach {program.name} to the cgroup {path}: {exc.strerror} "
+                                           f"(the {hook} hook, and bpf links to cgroups, need Linux {since} or "
+                                           f"later)", kind="kernel") from None
             self._ring = RingBuffer(maps.events, RING_BYTES)
             self._fds.remove(maps.events)
         except BaseException:
@@ -120,6 +132,16 @@ class SocketBackend(Backend):
             raise
         finally:
             os.close(cgroup_fd)
+
+    def _ring_buffer(self) -> int:
+        try:
+            return sys_bpf.create_ringbuf(RING_BYTES, "divert_events")
+        except sys_bpf.BpfError as exc:
+            if exc.errno == 1:
+                raise SocketLayerError("creating eBPF maps needs CAP_BPF (or root)", kind="privilege") from None
+            raise SocketLayerError(f"this kernel cannot create a BPF ring buffer ({exc.strerror}): the "
+                                   f"{self.layer.name} layer needs BPF_MAP_TYPE_RINGBUF, Linux 5.8 or later",
+                                   kind="kernel") from None
 
     def _keep(self, fd: int) -> int:
         self._fds.append(fd)

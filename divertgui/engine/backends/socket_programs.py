@@ -213,7 +213,8 @@ def sock_create(maps: Maps) -> Program:
     update(code, maps.owners)
     code.mov_imm(R0, 1)
     code.exit()
-    return Program("divert_create", sys_bpf.PROG_TYPE_CGROUP_SOCK, 2, None, code.assemble())
+    return Program("divert_create", sys_bpf.PROG_TYPE_CGROUP_SOCK, sys_bpf.ATTACH_INET_SOCK_CREATE, None,
+                   code.assemble())
 
 
 def sock_addr(tree: Node, maps: Maps, event: Event, ipv6: bool, block: bool) -> Program:
