@@ -156,19 +156,23 @@ def checksums_valid(raw: bytes) -> tuple[bool, bool, bool]:
 
 def _quick_check(raw: bytes) -> tuple[bool, bool, bool] | None:
     """checksums_valid of an unfragmented TCP/UDP packet without IPv6
-    extension headers, whose lengths agree with its size; None otherwise."""
+    extension headers, whose lengths agree with its size; None otherwise.
+
+    A correct checksum makes the one's-complement sum of what it covers all
+    ones: a non-zero multiple of 0xFFFF (see internet_checksum).
+    """
     size = len(raw)
     if size < 40:
         return None
-    version = raw[0] >> 4
-    if version == 4:
-        start = (raw[0] & 0x0F) * 4
+    first = raw[0]
+    if first >> 4 == 4:
+        start = (first & 0x0F) * 4
         protocol = raw[9]
         if start < 20 or raw[6] & 0x3F or raw[7] or (raw[2] << 8 | raw[3]) != size:
             return None
-        ip_ok = internet_checksum(int.from_bytes(raw[:start], "big")) == 0
+        ip_ok = int.from_bytes(raw[:start], "big") % 0xFFFF == 0
         pseudo = int.from_bytes(raw[12:20], "big")
-    elif version == 6:
+    elif first >> 4 == 6:
         start, protocol = 40, raw[6]
         if (raw[4] << 8 | raw[5]) + 40 != size:
             return None
@@ -176,19 +180,19 @@ def _quick_check(raw: bytes) -> tuple[bool, bool, bool] | None:
         pseudo = int.from_bytes(raw[8:40], "big")
     else:
         return None
-    if size - start < 20:
+    length = size - start
+    if length < 20:
         return None
     if protocol == _TCP:
-        if not 20 <= (raw[start + 12] >> 4) * 4 <= size - start:
+        if not 20 <= (raw[start + 12] >> 4) * 4 <= length:
             return None
-    elif protocol != _UDP:
+        ok = (_words(raw[start:]) + pseudo + _TCP + length) % 0xFFFF == 0
+        return ip_ok, ok, True
+    if protocol != _UDP:
         return None
-    elif version == 4 and raw[start + 6:start + 8] == b"\0\0":
+    if first >> 4 == 4 and not raw[start + 6] and not raw[start + 7]:
         return ip_ok, True, True
-    # A correct checksum makes the one's-complement sum of the segment and
-    # pseudo-header all ones: a non-zero multiple of 0xFFFF.
-    ok = (_words(raw[start:]) + pseudo + protocol + size - start) % 0xFFFF == 0
-    return ip_ok, ok or protocol != _TCP, ok or protocol != _UDP
+    return ip_ok, True, (_words(raw[start:]) + pseudo + _UDP + length) % 0xFFFF == 0
 
 
 def _length_field(view, layout) -> int:

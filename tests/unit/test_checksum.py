@@ -233,3 +233,35 @@ def test_decrement_ttl_rejects_what_is_not_ip():
     assert decrement_ttl(bytearray(b"\x50" + bytes(40))) is False
     with pytest.raises(TypeError, match="bytearray"):
         decrement_ttl(bytes(_tcp_packet()))
+
+
+def test_checksums_valid_says_what_calc_checksums_would_change():
+    # A flag is valid exactly when recomputing that checksum leaves it as it is.
+    from divertgui.engine.checksum import checksums_valid
+    rng = random.Random(11)
+    checked = 0
+    for _ in range(3000):
+        raw = packet_gen.packet(rng)
+        if rng.random() < 0.5:
+            fixed = bytearray(raw)
+            calc_checksums(fixed)
+            raw = bytes(fixed)
+        if rng.random() < 0.5 and raw:
+            spoiled = bytearray(raw)
+            spoiled[rng.randrange(len(spoiled))] ^= 1 << rng.randrange(8)
+            raw = bytes(spoiled)
+        layout = parse_headers(raw)
+        fixed = bytearray(raw)
+        if layout is None or not calc_checksums(fixed, None, ChecksumFlag.NO_ICMP_CHECKSUM
+                                                | ChecksumFlag.NO_ICMPV6_CHECKSUM):
+            continue
+        ip_ok, tcp_ok, udp_ok = checksums_valid(raw)
+        assert ip_ok == (layout.version != 4 or fixed[10:12] == raw[10:12])
+        if layout.transport in (6, 17):
+            at = layout.transport_offset + (16 if layout.transport == 6 else 6)
+            same = fixed[at:at + 2] == raw[at:at + 2] or (
+                layout.transport == 17 and layout.version == 4 and raw[at:at + 2] == b"\0\0")
+            assert (tcp_ok if layout.transport == 6 else udp_ok) == same
+            assert (udp_ok if layout.transport == 6 else tcp_ok) is True
+            checked += 1
+    assert checked > 500
