@@ -211,11 +211,11 @@ class FloatingMessage(QLabel):
         host = self.anchor.window()
         if host is not self._host:
             if self._host is not None:
-                self._host.removeEventFilter(self.anchor)
+                self._host.removeEventFilter(self)
             self._host = host
             self.setParent(host)
             if host is not self.anchor:
-                host.installEventFilter(self.anchor)
+                host.installEventFilter(self)
         self.adjustSize()
         if host is self.anchor:
             self.move(0, 0)
@@ -224,6 +224,13 @@ class FloatingMessage(QLabel):
         width = min(max(self.anchor.width(), self.sizeHint().width()), max(host.width() - below.x(), 50))
         self.setFixedWidth(width)
         self.move(below.x(), below.y() + 1)
+
+    def eventFilter(self, watched, event) -> bool:
+        # The window was resized or laid out again: the box may have moved.
+        if watched is self._host and event.type() in (QEvent.Type.Resize, QEvent.Type.LayoutRequest):
+            if self.isVisible():
+                self.place()
+        return False
 
 
 class FilterEditor(QWidget):
@@ -315,12 +322,6 @@ class FilterEditor(QWidget):
         if self.error is None:
             return ""
         return problem_text(*self.error, self.suggestion)
-
-    def eventFilter(self, watched, event) -> bool:
-        if watched is self.message._host and event.type() in (QEvent.Type.Resize, QEvent.Type.LayoutRequest):
-            if self.message.isVisible():
-                self.message.place()
-        return False
 
     def event(self, event) -> bool:
         kind = event.type()

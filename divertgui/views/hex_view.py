@@ -6,6 +6,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QTextEdit, QVBoxLayout, QWidget
 
+from divertgui.views.position_error import PositionError
+
 BYTES_PER_LINE = 16
 # "0000  " + 16 * "xx " + " " + 16 ASCII characters
 _HEX_START = 6
@@ -96,11 +98,8 @@ class HexView(QPlainTextEdit):
             bar.setValue(max(0, line - 1))
 
 
-class HexError(ValueError):
-    def __init__(self, message: str, position: int):
-        super().__init__(f"position {position}: {message}")
-        self.message = message
-        self.position = position
+class HexError(PositionError):
+    """Bad hex text."""
 
 
 def parse_hex(text: str) -> bytes:

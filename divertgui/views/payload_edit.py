@@ -13,16 +13,15 @@ import html
 from PySide6.QtGui import QFont, QFontMetrics
 from PySide6.QtWidgets import QPlainTextEdit
 
+from divertgui.views.position_error import PositionError
+
 _SHOWN = {0x0A: "\n", 0x0D: "\\r", 0x09: "\\t", 0x5C: "\\\\"}
 _ESCAPES = {"r": 0x0D, "n": 0x0A, "t": 0x09, "\\": 0x5C, "0": 0x00}
 HINT_ESCAPES = "Enter is \\n; \\r \\t \\\\ \\xNN escapes"
 
 
-class PayloadSyntaxError(ValueError):
-    def __init__(self, message: str, position: int):
-        super().__init__(f"position {position}: {message}")
-        self.message = message
-        self.position = position
+class PayloadSyntaxError(PositionError):
+    """Bad payload text."""
 
 
 def payload_text(payload: bytes) -> str:
