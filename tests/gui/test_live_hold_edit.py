@@ -61,3 +61,43 @@ def test_edited_held_packet_reaches_the_socket_edited(qtbot, namespace):
         sender.close()
         receiver.close()
         assert bench.close(), "the session thread did not stop"
+
+
+def test_after_opening_a_file_live_capture_runs_in_the_mode_chosen_and_holds(qtbot, namespace, tmp_path):
+    from divertgui.app import Workbench
+    from divertgui.engine import pcapng
+    from divertgui.engine.address import Address
+    from divertgui.views.capture_options import CaptureOptions
+    from tests.gui.test_reopen_and_live_state import RECORDED_START_NS, udp_packet
+    path = tmp_path / "earlier.pcapng"
+    pcapng.write_capture(path, [(udp_packet(), Address(outbound=True), RECORDED_START_NS)])
+    with namespace.entered():
+        bench = Workbench(CaptureOptions(source="live"))
+        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        receiver.bind(("127.0.0.1", 0))
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    port = receiver.getsockname()[1]
+    window = bench.window
+    qtbot.addWidget(window)
+    try:
+        window.mode.setCurrentText("divert")
+        window.open_capture(str(path))
+        qtbot.waitUntil(lambda: window.count == 1, timeout=5000)
+        assert window.mode.currentText() == "divert"
+        window.capture_filter.set_text(f"udp.DstPort == {port}")
+        window.intercept.filter.set_text(f"udp.DstPort == {port}")
+        window.intercept.filter.submit()
+        window.start_capture()
+        qtbot.waitUntil(lambda: window.running, timeout=10000)
+        assert window.source_name == "live", window.errors
+        assert window.status_labels["state"].text() == "● capturing (live, divert mode)"
+        sender.sendto(b"held because the mode is divert", ("127.0.0.1", port))
+        qtbot.waitUntil(lambda: window.queue_model.rowCount() == 1, timeout=10000)
+        window.intercept.forward_all()
+        receiver.settimeout(5)
+        data, _ = receiver.recvfrom(65535)
+        assert data == b"held because the mode is divert"
+    finally:
+        sender.close()
+        receiver.close()
+        assert bench.close(), "the session thread did not stop"
