@@ -176,6 +176,8 @@ class PydivertBackend(Backend):
         if raw is None:
             self.counters["dropped"] += 1
             return
+        # Divert.send has already taken an impostor's hop off: the driver must not again.
+        wd.Impostor = 0
         self._send(raw, wd)
         self.counters["sent"] += 1
         if raw != original:
