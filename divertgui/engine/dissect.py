@@ -16,7 +16,8 @@ from typing import NamedTuple
 import dpkt
 
 from divertgui.engine.header_fields import (
-    FILTER_READS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6, read_value,
+    FILTER_READS, ICMP, IPPROTO_FRAGMENT, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV4, IPV6,
+    IPV6_FRAGMENT, IPV6_HEADER_LEN, TCP, field_value, read_value,
 )
 from divertgui.engine.headers import parse_headers
 from divertgui.engine.packet import (
@@ -97,7 +98,8 @@ def _application(protocol: int, src_port: int, dst_port: int, data: bytes) -> st
 
 
 def _ports(raw, at: int) -> tuple[int, int]:
-    return (raw[at] << 8 | raw[at + 1]), (raw[at + 2] << 8 | raw[at + 3])
+    # TCP and UDP put their ports alike.
+    return field_value(raw, at, TCP["src_port"]), field_value(raw, at, TCP["dst_port"])
 
 
 def protocol_name(raw: bytes) -> str:
@@ -190,10 +192,10 @@ def _summary(raw: bytes) -> str:
 
 def _fragment_id(raw, layout) -> int:
     if layout.version == 4:
-        return raw[4] << 8 | raw[5]
+        return field_value(raw, 0, IPV4["id"])
     for kind, offset, _ in layout.ext_headers:
-        if kind == 44:
-            return int.from_bytes(raw[offset + 4:offset + 8], "big")
+        if kind == IPPROTO_FRAGMENT:
+            return field_value(raw, offset, IPV6_FRAGMENT["id"])
     return 0
 
 
@@ -205,12 +207,12 @@ def _malformed_ip_reason(raw) -> str:
     if version == 4:
         if size < 20:
             return f"Malformed IPv4 packet: {size} bytes, shorter than the 20-byte header"
-        header_len = (raw[0] & 0xF) * 4
+        header_len = field_value(raw, 0, IPV4["hdr_len"]) * 4
         if header_len < 20:
             return f"Malformed IPv4 packet: header length {header_len} < 20"
         if header_len > size:
             return f"Malformed IPv4 packet: header length {header_len} > {size} bytes present"
-        return f"Malformed IPv4 packet: total length {raw[2] << 8 | raw[3]} < header length {header_len}"
+        return f"Malformed IPv4 packet: total length {field_value(raw, 0, IPV4['length'])} < header length {header_len}"
     if version == 6:
         return f"Malformed IPv6 packet: {size} bytes, shorter than the 40-byte header"
     return f"Not an IP packet: version {version} ({size} bytes)"
@@ -227,10 +229,7 @@ def _tcp_summary(raw, at: int, header_len: int, payload: bytes) -> str:
         text = _dns_summary(payload[2:])
         if text:
             return text
-    flags = raw[at + 13]
-    seq = int.from_bytes(raw[at + 4:at + 8], "big")
-    ack = int.from_bytes(raw[at + 8:at + 12], "big")
-    window = raw[at + 14] << 8 | raw[at + 15]
+    flags, seq, ack, window = (field_value(raw, at, TCP[name]) for name in ("flags", "seq_num", "ack_num", "window"))
     text = f"{src_port} → {dst_port} [{tcp_flags_text(flags)}] Seq={seq}"
     if flags & 0x10:
         text += f" Ack={ack}"
@@ -246,7 +245,7 @@ def _tcp_summary(raw, at: int, header_len: int, payload: bytes) -> str:
         elif option.kind == 8 and len(option.data) == 8:
             text += (f" TSval={int.from_bytes(option.data[:4], 'big')}"
                      f" TSecr={int.from_bytes(option.data[4:], 'big')}")
-    if header_len < (raw[at + 12] >> 4) * 4:
+    if header_len < field_value(raw, at, TCP["hdr_len"]) * 4:
         text += " [header truncated]"
     return text
 
@@ -264,7 +263,7 @@ def _udp_summary(raw, at: int, payload: bytes) -> str:
 
 
 def _icmp_summary(raw, at: int, names: dict) -> str:
-    kind, code = raw[at], raw[at + 1]
+    kind, code = field_value(raw, at, ICMP["type"]), field_value(raw, at, ICMP["code"])
     name = names.get(kind, f"Type {kind}")
     if kind in (0, 8, 128, 129):
         ident = raw[at + 4] << 8 | raw[at + 5]
@@ -375,7 +374,9 @@ def decode_tree(raw: bytes) -> list[Node]:
 
 
 def _length_field(raw, layout) -> int:
-    return (raw[2] << 8 | raw[3]) if layout.version == 4 else (raw[4] << 8 | raw[5]) + 40
+    if layout.version == 4:
+        return field_value(raw, 0, IPV4["length"])
+    return field_value(raw, 0, IPV6["length"]) + IPV6_HEADER_LEN
 
 
 def _guarded(nodes, raw, offset, decoder, packet, layout) -> None:

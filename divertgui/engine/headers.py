@@ -8,7 +8,8 @@ from typing import NamedTuple
 from .header_fields import (  # noqa: F401 - the protocol numbers are also read from here
     FRAGMENT_HEADER_LEN, ICMP_HEADER_LEN, IPPROTO_AH, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS,
     IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_MH, IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP, IPV4_HEADER_LEN,
-    IPV6_EXTENSION_HEADERS, IPV6_FRAGMENT, IPV6_HEADER_LEN, TCP_HEADER_MIN, UDP_HEADER_LEN, field_value,
+    IPV4, IPV6, IPV6_EXTENSION, IPV6_EXTENSION_HEADERS, IPV6_FRAGMENT, IPV6_HEADER_LEN, TCP, TCP_HEADER_MIN,
+    UDP_HEADER_LEN, field_value,
 )
 
 
@@ -45,15 +46,14 @@ def parse_headers(raw: bytes) -> HeaderLayout | None:
     if version == 4:
         if size < IPV4_HEADER_LEN:
             return None
-        header_len = (raw[0] & 0x0F) * 4
-        length_field = (raw[2] << 8) | raw[3]
+        header_len = field_value(raw, 0, IPV4["hdr_len"]) * 4
+        length_field = field_value(raw, 0, IPV4["length"])
         if header_len < IPV4_HEADER_LEN or size < header_len or length_field < header_len:
             return None
         total = min(length_field, size)
-        protocol = raw[9]
-        flags_offset = (raw[6] << 8) | raw[7]
-        frag_offset = flags_offset & 0x1FFF
-        more_fragments = bool(flags_offset & 0x2000)
+        protocol = field_value(raw, 0, IPV4["protocol"])
+        frag_offset = field_value(raw, 0, IPV4["frag_offset"])
+        more_fragments = bool(field_value(raw, 0, IPV4["mf"]))
         fragment = more_fragments or frag_offset != 0
         offset = header_len
         ext_headers = ()
@@ -61,9 +61,9 @@ def parse_headers(raw: bytes) -> HeaderLayout | None:
         if size < IPV6_HEADER_LEN:
             return None
         header_len = IPV6_HEADER_LEN
-        total = min(((raw[4] << 8) | raw[5]) + IPV6_HEADER_LEN, size)
+        total = min(field_value(raw, 0, IPV6["length"]) + IPV6_HEADER_LEN, size)
         protocol, offset, fragment, frag_offset, more_fragments, ext_headers = \
-            _skip_extension_headers(raw, raw[6], total)
+            _skip_extension_headers(raw, field_value(raw, 0, IPV6["next_hdr"]), total)
     else:
         return None
 
@@ -72,7 +72,7 @@ def parse_headers(raw: bytes) -> HeaderLayout | None:
     if frag_offset == 0:
         if protocol == IPPROTO_TCP:
             if remaining >= TCP_HEADER_MIN:
-                declared = (raw[offset + 12] >> 4) * 4
+                declared = field_value(raw, offset, TCP["hdr_len"]) * 4
                 if declared >= TCP_HEADER_MIN:
                     transport, transport_len = IPPROTO_TCP, min(declared, remaining)
         elif protocol == IPPROTO_UDP:
@@ -111,7 +111,7 @@ def _skip_extension_headers(raw: bytes, protocol: int, total: int):
             length = FRAGMENT_HEADER_LEN
         else:
             add, unit = rule
-            length = (raw[offset + 1] + add) * unit
+            length = (field_value(raw, offset, IPV6_EXTENSION["hdr_ext_len"]) + add) * unit
         if length > total - offset:
             break
         ext_headers.append((protocol, offset, length))
@@ -119,7 +119,7 @@ def _skip_extension_headers(raw: bytes, protocol: int, total: int):
             fragment = True
             frag_offset = field_value(raw, offset, IPV6_FRAGMENT["frag_offset"])
             more_fragments = bool(field_value(raw, offset, IPV6_FRAGMENT["mf"]))
-        protocol = raw[offset]
+        protocol = field_value(raw, offset, IPV6_EXTENSION["next_hdr"])
         offset += length
         if frag_offset != 0:
             break

@@ -9,7 +9,9 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from divertgui.engine.address import Address, Layer
-from divertgui.engine.header_fields import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_EXTENSION_HEADERS
+from divertgui.engine.header_fields import (
+    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_EXTENSION_HEADERS,
+)
 from divertgui.engine.headers import parse_headers
 from divertgui.engine.store_record import Flags
 

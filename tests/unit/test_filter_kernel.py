@@ -8,6 +8,7 @@ tests/packet_gen.py.
 from __future__ import annotations
 
 import random
+import struct
 
 import pytest
 
@@ -64,8 +65,9 @@ def run_bpf(program, raw: bytes, mark: int = 0) -> int:
         elif cls == bpf.ALU:
             operand = x if code & bpf.X else k
             op = code & 0xF0
-            a = {bpf.ADD: a + operand, bpf.SUB: a - operand, bpf.AND_: a & operand, bpf.OR: a | operand,
-                 bpf.LSH: a << operand, bpf.RSH: a >> operand}[op] & 0xFFFFFFFF
+            # Only the operation asked is computed: a shift by a large X would build a huge number.
+            a = {bpf.ADD: int.__add__, bpf.SUB: int.__sub__, bpf.AND_: int.__and__, bpf.OR: int.__or__,
+                 bpf.LSH: int.__lshift__, bpf.RSH: int.__rshift__}[op](a, operand) & 0xFFFFFFFF
         elif cls == bpf.JMP:
             op = code & 0xF0
             if op == bpf.JA:
@@ -222,3 +224,28 @@ def test_long_filters_are_cut_to_fit_and_stay_supersets():
 def test_without_xt_bpf_everything_goes_to_user_space():
     assert kernel_test("tcp.DstPort == 80", 4, use_bpf=False) == ("", False)
     assert kernel_test("ipv6", 4, use_bpf=False) == (None, True)
+
+
+def test_flow_label_is_tested_in_the_kernel_as_windivert_reads_it(reference):
+    # dll/windivert_shared.c compares ntohl(WINDIVERT_IPV6HDR_GET_FLOWLABEL(hdr)): the label's
+    # low 16 bits are bits 31..16 and its high 4 bits are bits 11..8.
+    rng = random.Random(20)
+    tcp = struct.pack("!HHIIBBHHH", 1234, 80, 1, 2, 5 << 4, 0x18, 1000, 0, 0)
+    small = [rng.randrange(16) << 16 | rng.randrange(16) for _ in range(8)]   # values below 0x100000
+    words = [1 << bit for bit in range(28)] + [0xFFFFFFF ^ 1 << bit for bit in range(28)]
+    words += small + [rng.getrandbits(28) for _ in range(100)]
+    packets = [struct.pack("!IHBB16s16s", 6 << 28 | word, len(tcp), 6, 64, bytes(15) + b"\1", bytes(15) + b"\2")
+               + tcp for word in words]
+    address = Address(ipv6=True, outbound=True)
+    constants = {0, 1, 0xF00, 0x10000, 0xF0F00, 0xFFFFF} | {(w & 0xFFFF) << 16 | (w >> 16 & 0xF) << 8 for w in small}
+    for constant in constants:
+        for op in ("==", "!=", "<", ">=", ">"):
+            text = f"ipv6.FlowLabel {op} {constant}"
+            assert kernel_test(text, 6, use_bpf=True).exact, text
+            # The transport tests around the flow label check that its load keeps X, the TCP offset.
+            for tested in (text, f"tcp.DstPort == 80 and {text} and tcp.SrcPort == 1234"):
+                translation = translate(compile_filter(tested).tree, 6)
+                for raw in packets:
+                    in_kernel = translation.tree.value if translation.program is None \
+                        else run_bpf(translation.program, raw) != 0
+                    assert in_kernel is reference.eval(tested, raw, address), (tested, raw[:4].hex())

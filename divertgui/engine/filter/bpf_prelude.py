@@ -12,9 +12,14 @@ from __future__ import annotations
 from .ast import And, Cond, Node, Or, Test
 from .bpf import (ABS, ADD, ALU, B, H, IMM, IND, JEQ, JGE, JGT, JMP, JSET, K, LD, LDX, LEN, LSH, MEM, MISC, MSH, ST,
                   SUB, TAX, TXA, W, X, Assembler, Label)
+from ..header_fields import (
+    IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV4, IPV6, IPV6_EXTENSION,
+    IPV6_EXTENSION_HEADERS, IPV6_HEADER_LEN, TCP, TCP_HEADER_MIN, TRANSPORT_HEADER_MIN,
+)
 from .kernel_fields import TRANSPORT
 
 T_SLOT, REMAINING_SLOT, END_SLOT = 0, 1, 2  # scratch memory: transport protocol, bytes after the IP headers, IP end
+_IPV6_TRANSPORTS = (IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMPV6)
 
 
 def reads_transport(tree: Node, version: int) -> set[int]:
@@ -33,7 +38,7 @@ def reads_transport(tree: Node, version: int) -> set[int]:
             if head in TRANSPORT:
                 protocols.add(TRANSPORT[head])
             elif node.field in ("_sport", "_dport"):
-                protocols.update((6, 17, 1, 58))
+                protocols.update(TRANSPORT.values())
             elif node.field in ("protocol", "fragment") and version == 6:
                 protocols.add(-1)  # no transport needed, but IPv6's layout is
     return protocols
@@ -44,12 +49,13 @@ def prelude(code: Assembler, version: int, protocols: set[int], accept: Label) -
     (0 when none), deciding exactly as headers.parse_headers does; IPv6
     packets with extension headers beyond one hop-by-hop header jump to `accept`."""
     reads_protocol = -1 in protocols
-    protocols = {p for p in protocols if p > 0 and (p != 1 or version == 4) and (p != 58 or version == 6)}
+    protocols = {p for p in protocols
+                 if p > 0 and (p != IPPROTO_ICMP or version == 4) and (p != IPPROTO_ICMPV6 or version == 6)}
     # e = min(IP length, bytes present); remaining = e - header length.
     code.op(LDX | W | LEN)
-    code.op(LD | H | ABS, 2 if version == 4 else 4)
+    code.op(LD | H | ABS, IPV4["length"].offset if version == 4 else IPV6["length"].offset)
     if version == 6:
-        code.op(ALU | ADD | K, 40)
+        code.op(ALU | ADD | K, IPV6_HEADER_LEN)
     shorter, keep = code.label(), code.label()
     code.jump(JMP | JGT | X, 0, shorter, keep)
     code.place(shorter)
@@ -62,17 +68,17 @@ def prelude(code: Assembler, version: int, protocols: set[int], accept: Label) -
         code.op(ALU | SUB | X)
         code.op(ST, REMAINING_SLOT)
         whole = code.label()
-        code.op(LD | H | ABS, 6)
-        code.jump(JMP | JSET | K, 0x1FFF, none, whole)
+        code.op(LD | H | ABS, IPV4["frag_offset"].offset)
+        code.jump(JMP | JSET | K, IPV4["frag_offset"].mask, none, whole)
         code.place(whole)
-        code.op(LD | B | ABS, 9)
+        code.op(LD | B | ABS, IPV4["protocol"].offset)
         _dispatch(code, branches, none)
     else:
         code.op(ST, END_SLOT)
-        code.op(ALU | SUB | K, 40)
+        code.op(ALU | SUB | K, IPV6_HEADER_LEN)
         code.op(ST, REMAINING_SLOT)
-        code.op(LDX | IMM, 40)
-        code.op(LD | B | ABS, 6)
+        code.op(LDX | IMM, IPV6_HEADER_LEN)
+        code.op(LD | B | ABS, IPV6["next_hdr"].offset)
         hop = code.label()
         for protocol, target in branches.items():
             following = code.label()
@@ -81,12 +87,12 @@ def prelude(code: Assembler, version: int, protocols: set[int], accept: Label) -
         if not reads_protocol:
             # One hop-by-hop header (MLD, router alerts) is common enough to walk.
             following = code.label()
-            code.jump(JMP | JEQ | K, 0, hop, following)
+            code.jump(JMP | JEQ | K, IPPROTO_HOPOPTS, hop, following)
             code.place(following)
         # Other next headers: an extension header (the transport may follow
         # it: accept) or none (no transport). Telling them apart costs more
         # instructions than the rare packet without transport costs here.
-        for protocol in (6, 17, 58):
+        for protocol in _IPV6_TRANSPORTS:
             if protocol not in branches:
                 following = code.label()
                 code.jump(JMP | JEQ | K, protocol, none, following)
@@ -96,20 +102,21 @@ def prelude(code: Assembler, version: int, protocols: set[int], accept: Label) -
             code.place(hop)
             code.op(LD | MEM, REMAINING_SLOT)
             room, fits = code.label(), code.label()
-            code.jump(JMP | JGE | K, 8, room, accept)
+            add, unit = IPV6_EXTENSION_HEADERS[IPPROTO_HOPOPTS]
+            code.jump(JMP | JGE | K, add * unit, room, accept)
             code.place(room)
-            code.op(LD | B | ABS, 41)
-            code.op(ALU | ADD | K, 1)
-            code.op(ALU | LSH | K, 3)
-            code.op(ALU | ADD | K, 40)
+            code.op(LD | B | ABS, IPV6_HEADER_LEN + IPV6_EXTENSION["hdr_ext_len"].offset)
+            code.op(ALU | ADD | K, add)
+            code.op(ALU | LSH | K, unit.bit_length() - 1)
+            code.op(ALU | ADD | K, IPV6_HEADER_LEN)
             code.op(MISC | TAX)
             code.op(LD | MEM, END_SLOT)
             code.jump(JMP | JGE | X, 0, fits, accept)
             code.place(fits)
             code.op(ALU | SUB | X)
             code.op(ST, REMAINING_SLOT)
-            code.op(LD | B | ABS, 40)
-            for protocol in (6, 17, 58):
+            code.op(LD | B | ABS, IPV6_HEADER_LEN + IPV6_EXTENSION["next_hdr"].offset)
+            for protocol in _IPV6_TRANSPORTS:
                 following = code.label()
                 code.jump(JMP | JEQ | K, protocol, branches.get(protocol, none), following)
                 code.place(following)
@@ -118,14 +125,14 @@ def prelude(code: Assembler, version: int, protocols: set[int], accept: Label) -
         code.place(target)
         code.op(LD | MEM, REMAINING_SLOT)
         found = code.label()
-        if protocol == 6:
+        if protocol == IPPROTO_TCP:
             long_enough = code.label()
-            code.jump(JMP | JGE | K, 20, long_enough, none)
+            code.jump(JMP | JGE | K, TCP_HEADER_MIN, long_enough, none)
             code.place(long_enough)
-            code.op(LD | B | IND, 12)
-            code.jump(JMP | JGE | K, 0x50, found, none)
+            code.op(LD | B | IND, TCP["hdr_len"].offset)
+            code.jump(JMP | JGE | K, TCP_HEADER_MIN // 4 << TCP["hdr_len"].shift, found, none)
         else:
-            code.jump(JMP | JGE | K, 8, found, none)
+            code.jump(JMP | JGE | K, TRANSPORT_HEADER_MIN[protocol], found, none)
         code.place(found)
         code.op(LD | IMM, protocol)
         code.goto(store)

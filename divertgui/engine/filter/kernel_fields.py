@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..header_fields import FILTER_READS, IPV4, IPV6, TRANSPORT_PROTOCOLS, HeaderField
-from .bpf import ABS, AND_, ALU, B, H, IND, K, LD, LDX, LEN, LSH, MEM, MISC, OR, RSH, SKF_AD_MARK, ST, TAX, TXA, W, X
+from .bpf import ABS, AND_, ALU, B, H, IND, K, LD, LDX, LEN, LSH, MEM, MISC, OR, RSH, SKF_AD_MARK, ST, TXA, W, X
 from .fields import IPV4_MAPPED_LO
 
 INJECTED_MARK = 0x00000400     # netfilter_rules.INJECTED_MARK
