@@ -128,3 +128,21 @@ def test_divert_list_watch_and_kill_a_passthru_in_a_namespace(netns):
     assert opened.startswith("OPEN") and closed.startswith("CLOSE") and str(passthru.pid) in opened
     assert "udp.DstPort = 5300" in opened and "NETWORK" in opened
     assert str(passthru.pid) not in _cli("list").stdout
+
+
+def test_an_entry_not_written_by_its_processs_user_is_not_believed():
+    """Anyone the registry lets write could claim another process's handle; such a claim is ignored."""
+    import json
+    name = f"{os.getpid()}-forged-{os.urandom(4).hex()}.json"
+    path = os.path.join(handle_registry.DIRECTORY, name)
+    honest = handle_registry.register(Layer.NETWORK, 3, 0, "tcp", 1)
+    try:
+        with open(path, "w") as forged:
+            json.dump({"pid": os.getpid(), "start": handle_registry.process_start(os.getpid()), "layer": 0,
+                       "priority": 9, "flags": 0, "filter": "true", "opened": 1}, forged)
+        os.chown(path, 65534, 65534)
+        names = {entry.name for entry in handle_registry.entries()}
+        assert honest in names and name not in names
+    finally:
+        handle_registry.unregister(honest)
+        os.unlink(path)

@@ -106,8 +106,10 @@ def register(layer: Layer, priority: int, flags: int, filter_text: str, opened: 
     """Writes this process's entry for a handle just opened; returns its name.
 
     The entry appears whole (written aside, then renamed into place), so a
-    watcher never reads half of one.
+    watcher never reads half of one. Entries of processes that died without
+    closing their handles are swept first.
     """
+    sweep()
     pid = os.getpid()
     name = f"{pid}-{next(_counter)}-{time.monotonic_ns()}{_SUFFIX}"
     record = {"pid": pid, "start": process_start(pid), "layer": int(layer), "priority": priority,
