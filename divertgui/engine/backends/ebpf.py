@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import struct
 
+from divertgui.engine.filter import bpf as classic
+from divertgui.engine.filter.bpf import Label
+
 # Instruction classes.
 LD, LDX, ST, STX, ALU, JMP, JMP32, ALU64 = 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07
 # Sizes of memory accesses.
@@ -41,25 +44,13 @@ COMPARISONS = {"==": (JEQ, JEQ), "!=": (JNE, JNE), "<": (JLT, JSLT), "<=": (JLE,
                ">": (JGT, JSGT), ">=": (JGE, JSGE)}
 
 
-class Label:
-    __slots__ = ()
-
-
 def _pack(code: int, dst: int = 0, src: int = 0, offset: int = 0, imm: int = 0) -> bytes:
     return struct.pack("<BBhi", code, (src << 4) | dst, offset, imm)
 
 
-class Assembler:
-    """Instructions with symbolic jump targets; `assemble()` resolves them to bytes."""
-
-    def __init__(self):
-        self.items: list = []
-
-    def label(self) -> Label:
-        return Label()
-
-    def place(self, label: Label) -> None:
-        self.items.append(label)
+class Assembler(classic.Assembler):
+    """Instructions with symbolic jump targets (labels as in classic BPF's assembler);
+    `assemble()` resolves them to bytes."""
 
     def emit(self, code: int, dst: int = 0, src: int = 0, offset: int = 0, imm: int = 0) -> None:
         self.items.append((code, dst, src, offset, imm, None))
@@ -125,12 +116,7 @@ class Assembler:
         self.items.append((JMP | op | X, dst, src, 0, 0, target))
 
     def assemble(self) -> bytes:
-        where, position = {}, 0
-        for item in self.items:
-            if isinstance(item, Label):
-                where[item] = position
-            else:
-                position += 1
+        where = classic.label_positions(self.items)
         out, position = [], 0
         for item in self.items:
             if isinstance(item, Label):

@@ -22,9 +22,9 @@ from divertgui.engine.filter import Node
 from . import bpf_syscall as sys_bpf
 from . import ebpf
 from .ebpf import B, DW, R0, R1, R2, R6, R10, W, Assembler
-from .socket_programs import (KEY, MAP_DELETE, SOCK_OPS, SOCK_OPS_LISTEN, SOCK_OPS_PASSIVE_ESTABLISHED, VALUE, Maps,
-                              Program, begin_record, field_at, finish, inherit_listener, listener_key, lookup,
-                              owner_of, sock_ops_endpoints, update)
+from .socket_programs import (KEY, MAP_DELETE, SOCK_OPS_LISTEN, SOCK_OPS_PASSIVE_ESTABLISHED, VALUE, Maps, Program,
+                              begin_record, dispatch_sock_ops, field_at, finish, inherit_listener, listener_key,
+                              lookup, owner_of, sock_ops_endpoints, update)
 
 SOCK_OPS_ACTIVE_ESTABLISHED, SOCK_OPS_STATE = 4, 10
 SOCK_OPS_NEW_STATE = 8                  # args[1] of STATE_CB
@@ -81,16 +81,9 @@ def _deleted(code: Assembler, tree: Node, maps: Maps) -> None:
 
 def flow_sock_ops(tree: Node, maps: Maps) -> Program:
     code = Assembler()
-    listen, active, passive, state, other = (code.label() for _ in range(5))
     code.mov(R6, R1)
-    code.load(W, R2, R1, SOCK_OPS["op"])
-    code.jump_imm(ebpf.JEQ, R2, SOCK_OPS_LISTEN, listen)
-    code.jump_imm(ebpf.JEQ, R2, SOCK_OPS_ACTIVE_ESTABLISHED, active)
-    code.jump_imm(ebpf.JEQ, R2, SOCK_OPS_PASSIVE_ESTABLISHED, passive)
-    code.jump_imm(ebpf.JEQ, R2, SOCK_OPS_STATE, state)
-    code.place(other)
-    code.mov_imm(R0, 1)
-    code.exit()
+    listen, active, passive, state = dispatch_sock_ops(code, SOCK_OPS_LISTEN, SOCK_OPS_ACTIVE_ESTABLISHED,
+                                                       SOCK_OPS_PASSIVE_ESTABLISHED, SOCK_OPS_STATE)
 
     code.place(listen)                                              # this port's listener, for inbound flows
     code.mov(R1, R6)

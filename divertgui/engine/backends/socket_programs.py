@@ -303,17 +303,22 @@ def inherit_listener(code: Assembler, maps: Maps) -> None:
     code.place(done)
 
 
+def dispatch_sock_ops(code: Assembler, *ops: int) -> list:
+    """A label for each callback in `ops`, jumped to by the context's op; any other returns."""
+    labels = [code.label() for _ in ops]
+    code.load(W, R2, R1, SOCK_OPS["op"])
+    for op, label in zip(ops, labels):
+        code.jump_imm(ebpf.JEQ, R2, op, label)
+    code.mov_imm(R0, 1)
+    code.exit()
+    return labels
+
+
 def sock_ops(tree: Node, maps: Maps) -> Program:
     """LISTEN and ACCEPT (TCP only); neither can be refused from here."""
     code = Assembler()
-    listen, accept, connect, other = code.label(), code.label(), code.label(), code.label()
-    code.load(W, R2, R1, SOCK_OPS["op"])
-    code.jump_imm(ebpf.JEQ, R2, SOCK_OPS_LISTEN, listen)
-    code.jump_imm(ebpf.JEQ, R2, SOCK_OPS_PASSIVE_ESTABLISHED, accept)
-    code.jump_imm(ebpf.JEQ, R2, SOCK_OPS_CONNECT, connect)
-    code.place(other)
-    code.mov_imm(R0, 1)
-    code.exit()
+    listen, accept, connect = dispatch_sock_ops(code, SOCK_OPS_LISTEN, SOCK_OPS_PASSIVE_ESTABLISHED,
+                                                SOCK_OPS_CONNECT)
 
     code.place(connect)                                             # the port connect() was given
     begin_record(code, Event.SOCKET_CONNECT, outbound=True)

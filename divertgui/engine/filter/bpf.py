@@ -30,6 +30,17 @@ class Label:
     __slots__ = ()
 
 
+def label_positions(items: list) -> dict:
+    """Each label's instruction index among `items` (instructions and labels, in order)."""
+    position, where = 0, {}
+    for item in items:
+        if isinstance(item, Label):
+            where[item] = position
+        else:
+            position += 1
+    return where
+
+
 class Assembler:
     """Instructions with symbolic jump targets, resolved once all are placed."""
 
@@ -53,12 +64,7 @@ class Assembler:
 
     def resolve(self) -> list[Instruction]:
         items = self._without_useless_gotos()
-        position, where = 0, {}
-        for item in items:
-            if isinstance(item, Label):
-                where[item] = position
-            else:
-                position += 1
+        where = label_positions(items)
         program, position = [], 0
         for item in items:
             if isinstance(item, Label):
