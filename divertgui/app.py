@@ -215,6 +215,8 @@ def self_test(bench: Workbench) -> tuple[bool, str]:
     from divertgui.engine.store import Verdict
     window = bench.window
     started = time.monotonic()
+    # The last capture filter restored from the settings may match none of the demo's traffic.
+    window.capture_filter.set_text("")
     window.start_capture()
     if not wait_until(lambda: window.count >= 50, 10):
         return False, f"no traffic: {window.count} rows after 10 s (errors: {window.errors})"

@@ -5,6 +5,7 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
 from PySide6.QtCore import Qt
 
 from tests.gui.conftest import start_demo
@@ -38,7 +39,12 @@ def test_screenshot_of_the_main_window_with_traffic_and_charts(qtbot, workbench)
     panel.forward_all()
 
 
-def test_self_test_command_passes_and_says_so(tmp_path):
+@pytest.mark.parametrize("last_capture_filter", [None, "udp.DstPort == 1"], ids=["fresh", "leftover-filter"])
+def test_self_test_command_passes_and_says_so(tmp_path, last_capture_filter):
+    if last_capture_filter is not None:
+        # A filter left by an earlier run that the demo never matches.
+        (tmp_path / "divertgui").mkdir()
+        (tmp_path / "divertgui" / "divertgui.conf").write_text(f'[filters]\ncapture\\last="{last_capture_filter}"\n')
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ARTIFACTS.parent), env.get("PYTHONPATH")]))
     env["XDG_CONFIG_HOME"] = str(tmp_path)
