@@ -10,7 +10,8 @@ import numpy as np
 
 from divertgui.engine.address import Address, Layer
 from divertgui.engine.header_fields import (
-    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_EXTENSION_HEADERS,
+    ICMP_HEADER_LEN, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV4, IPV4_HEADER_LEN, IPV6,
+    IPV6_EXTENSION_HEADERS, IPV6_HEADER_LEN, TCP, TCP_HEADER_MIN, UDP, UDP_HEADER_LEN, field_value,
 )
 from divertgui.engine.headers import parse_headers
 from divertgui.engine.store_record import Flags
@@ -33,44 +34,47 @@ _IPV6_EXTENSION_LIST = sorted(IPV6_EXTENSION_HEADERS)
 
 def summarise(raw: bytes) -> Summary:
     n = len(raw)
-    if n < 20:
+    if n < IPV4_HEADER_LEN:
         return _NOTHING
-    version = raw[0] >> 4
+    version = field_value(raw, 0, IPV4["version"])
     if version == 4:
-        ihl = (raw[0] & 15) * 4
-        if ihl < 20 or ihl > n:
+        ihl = field_value(raw, 0, IPV4["hdr_len"]) * 4
+        if ihl < IPV4_HEADER_LEN or ihl > n:
             return _NOTHING
-        protocol = raw[9]
-        fragment = (raw[6] & 0x3F) or raw[7]
-        plain = ihl == 20 and ((raw[2] << 8) | raw[3]) == n and not fragment
-        src, dst = raw[12:16], raw[16:20]
+        protocol = field_value(raw, 0, IPV4["protocol"])
+        fragment = field_value(raw, 0, IPV4["mf"]) or field_value(raw, 0, IPV4["frag_offset"])
+        plain = ihl == IPV4_HEADER_LEN and field_value(raw, 0, IPV4["length"]) == n and not fragment
+        src, dst = _address_bytes(raw, IPV4)
         at = ihl
     elif version == 6:
-        if n < 40:
+        if n < IPV6_HEADER_LEN:
             return _NOTHING
-        protocol = raw[6]
-        plain = ((raw[4] << 8) | raw[5]) + 40 == n and protocol not in IPV6_EXTENSION_HEADERS
-        src, dst = raw[8:24], raw[24:40]
+        plain = field_value(raw, 0, IPV6["length"]) + IPV6_HEADER_LEN == n \
+            and field_value(raw, 0, IPV6["next_hdr"]) not in IPV6_EXTENSION_HEADERS
+        src, dst = _address_bytes(raw, IPV6)
         layout = parse_headers(raw)
         protocol, fragment = layout.protocol, layout.fragment
         at = layout.payload_offset - layout.transport_len
     else:
         return _NOTHING
     sport = dport = 0
-    if protocol in (IPPROTO_TCP, IPPROTO_UDP) and not fragment and at + 4 <= n:
-        sport = (raw[at] << 8) | raw[at + 1]
-        dport = (raw[at + 2] << 8) | raw[at + 3]
+    if protocol in (IPPROTO_TCP, IPPROTO_UDP) and not fragment and at + _PORTS_END <= n:
+        sport, dport = field_value(raw, at, TCP["src_port"]), field_value(raw, at, TCP["dst_port"])
     if plain:
         if protocol == IPPROTO_TCP:
-            plain = at + 20 <= n and 20 <= (raw[at + 12] >> 4) * 4 <= n - at
+            plain = at + TCP_HEADER_MIN <= n and TCP_HEADER_MIN <= field_value(raw, at, TCP["hdr_len"]) * 4 <= n - at
         elif protocol == IPPROTO_UDP:
-            plain = at + 8 <= n and ((raw[at + 4] << 8) | raw[at + 5]) == n - at
+            plain = at + UDP_HEADER_LEN <= n and field_value(raw, at, UDP["length"]) == n - at
         elif protocol == (IPPROTO_ICMP if version == 4 else IPPROTO_ICMPV6):
-            plain = at + 8 <= n
+            plain = at + ICMP_HEADER_LEN <= n
         else:
             plain = False
     conversation = _conversation(_endpoint(src, sport), _endpoint(dst, dport), version << 8 | protocol)
     return Summary(version, protocol, sport, dport, conversation, bool(plain))
+
+
+def _address_bytes(raw: bytes, header: dict) -> tuple[bytes, bytes]:
+    return tuple(raw[header[name].offset:header[name].offset + header[name].size] for name in ("src_addr", "dst_addr"))
 
 
 # A conversation id mixes both endpoints in an order-free way, in 64-bit
@@ -136,7 +140,18 @@ def summaries_one_by_one(raws: Sequence[bytes], block: np.ndarray) -> None:
 
 
 # Bytes of a packet's start read for its summary: an IPv6 header and a TCP header's data offset.
-_HEAD_BYTES = 56
+_HEAD_BYTES = IPV6_HEADER_LEN + TCP["hdr_len"].offset + 1
+# TCP and UDP put their ports alike, in the header's first bytes.
+_PORTS_END = TCP["dst_port"].offset + TCP["dst_port"].size
+
+
+def _field_column(head: np.ndarray, at, field) -> np.ndarray:
+    """A header field's value in each row of `head`, the header starting at byte `at` (one or per row)."""
+    start = at + field.offset
+    value = np.zeros(len(head), np.int64)
+    for k in range(field.size):
+        value = value << 8 | (head[:, start + k] if np.ndim(start) == 0 else head[np.arange(len(head)), start + k])
+    return value >> field.shift & field.mask
 
 
 def summary_columns(raws: Sequence[bytes], blob: bytes, lengths: np.ndarray, block: np.ndarray) -> None:
@@ -155,28 +170,30 @@ def summary_columns(raws: Sequence[bytes], blob: bytes, lengths: np.ndarray, blo
     # Bytes beyond a packet's end belong to the next one: every read below is guarded by a length test.
     head[np.arange(_HEAD_BYTES) >= lengths[:, None]] = 0
     n = lengths
-    version = head[:, 0] >> 4
-    v4 = (version == 4) & (n >= 20) & ((head[:, 0] & 15) == 5)
-    v6 = (version == 6) & (n >= 40)
-    protocol = np.where(v4, head[:, 9], head[:, 6])
+
+    def column(at, field):
+        return _field_column(head, at, field)
+
+    version = column(0, IPV4["version"])
+    v4 = (version == 4) & (n >= IPV4_HEADER_LEN) & (column(0, IPV4["hdr_len"]) * 4 == IPV4_HEADER_LEN)
+    v6 = (version == 6) & (n >= IPV6_HEADER_LEN)
+    protocol = np.where(v4, column(0, IPV4["protocol"]), column(0, IPV6["next_hdr"]))
     v6 &= ~np.isin(protocol, _IPV6_EXTENSION_LIST)
     simple = v4 | v6
-    at = np.where(v4, 20, 40)
-    fragment = v4 & (((head[:, 6] & 0x3F) | head[:, 7]) != 0)
-    plain = np.where(v4, ((head[:, 2] << 8) | head[:, 3]) == n, ((head[:, 4] << 8) | head[:, 5]) + 40 == n)
+    at = np.where(v4, IPV4_HEADER_LEN, IPV6_HEADER_LEN)
+    fragment = v4 & ((column(0, IPV4["mf"]) | column(0, IPV4["frag_offset"])) != 0)
+    plain = np.where(v4, column(0, IPV4["length"]) == n, column(0, IPV6["length"]) + IPV6_HEADER_LEN == n)
     plain &= ~fragment
 
-    def byte(offset):
-        return np.where(v4, head[:, 20 + offset], head[:, 40 + offset])
-
-    ported = ((protocol == 6) | (protocol == 17)) & ~fragment & (at + 4 <= n)
-    sport = np.where(ported, (byte(0) << 8) | byte(1), 0)
-    dport = np.where(ported, (byte(2) << 8) | byte(3), 0)
-    data_offset = (byte(12) >> 4) * 4
-    tcp_plain = (at + 20 <= n) & (20 <= data_offset) & (data_offset <= n - at)
-    udp_plain = (at + 8 <= n) & (((byte(4) << 8) | byte(5)) == n - at)
-    icmp = np.where(v4, protocol == 1, protocol == 58)
-    plain &= np.where(protocol == 6, tcp_plain, np.where(protocol == 17, udp_plain, icmp & (at + 8 <= n)))
+    ported = ((protocol == IPPROTO_TCP) | (protocol == IPPROTO_UDP)) & ~fragment & (at + _PORTS_END <= n)
+    sport = np.where(ported, column(at, TCP["src_port"]), 0)
+    dport = np.where(ported, column(at, TCP["dst_port"]), 0)
+    data_offset = column(at, TCP["hdr_len"]) * 4
+    tcp_plain = (at + TCP_HEADER_MIN <= n) & (TCP_HEADER_MIN <= data_offset) & (data_offset <= n - at)
+    udp_plain = (at + UDP_HEADER_LEN <= n) & (column(at, UDP["length"]) == n - at)
+    icmp = np.where(v4, protocol == IPPROTO_ICMP, protocol == IPPROTO_ICMPV6)
+    plain &= np.where(protocol == IPPROTO_TCP, tcp_plain,
+                      np.where(protocol == IPPROTO_UDP, udp_plain, icmp & (at + ICMP_HEADER_LEN <= n)))
 
     words = head.astype(np.uint64)
     mix = np.uint64(_MIX)
@@ -191,7 +208,8 @@ def summary_columns(raws: Sequence[bytes], blob: bytes, lengths: np.ndarray, blo
             v6_value = v6_value * mix + address_word(v6_at + 4 * word)
         return np.where(v4, address_word(v4_at), v6_value) * mix + port.astype(np.uint64)
 
-    a, b = endpoint(12, 8, sport), endpoint(16, 24, dport)
+    a = endpoint(IPV4["src_addr"].offset, IPV6["src_addr"].offset, sport)
+    b = endpoint(IPV4["dst_addr"].offset, IPV6["dst_addr"].offset, dport)
     low, high = np.minimum(a, b), np.maximum(a, b)
     pair = np.uint64(_MIX_PAIR)
     kind = (version << 8 | protocol).astype(np.uint64)
