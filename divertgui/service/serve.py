@@ -39,7 +39,7 @@ def command_line(args) -> list[str]:
     """The arguments after the program that ask for this service again."""
     arguments = ["serve"]
     if args.listen:
-        arguments += ["--listen", os.path.abspath(args.listen)]
+        arguments += ["--listen", args.listen]
     for uid in args.allow_uid or ():
         arguments += ["--allow-uid", str(uid)]
     for name in args.allow_group or ():
@@ -51,6 +51,8 @@ def command_line(args) -> list[str]:
 
 def serve(args) -> int:
     """Serve one client on stdin/stdout, or every allowed client of `--listen PATH` until a signal."""
+    if args.listen:
+        args.listen = os.path.abspath(args.listen)
     harden(command_line(args))
     os.chdir("/")
     if args.listen:
