@@ -2,9 +2,12 @@
 (a UAC prompt) when a capture needs it.
 
 An elevated process cannot inherit the pipes of an unelevated one, so the
-window creates a named pipe whose name is random and which only its own
-user may open, starts `divert serve --pipe NAME` through ShellExecuteExW
-with the "runas" verb, and waits for the service to connect. The service
+window creates a named pipe with a random name, a single instance and no
+remote clients, starts `divert serve --pipe NAME` through ShellExecuteExW
+with the "runas" verb, and waits for the service to connect. The pipe has
+Windows' default security descriptor, which lets other local users open
+it for reading; an explicit one (this user and SYSTEM only) is still to
+be written. The service
 speaks the same framed protocol on that pipe as on standard input/output.
 
 Written against the Win32 documentation and unit-tested on Linux where it
@@ -97,7 +100,7 @@ class ElevatedPipe:
         import _winapi
         self._winapi = _winapi
         self.name = pipe_name()
-        # One instance, this user only (the default security descriptor), no remote clients.
+        # One instance, no remote clients.
         self.handle = _winapi.CreateNamedPipe(
             self.name, _winapi.PIPE_ACCESS_DUPLEX | _winapi.FILE_FLAG_FIRST_PIPE_INSTANCE,
             _winapi.PIPE_TYPE_BYTE | _winapi.PIPE_READMODE_BYTE | _winapi.PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS,
