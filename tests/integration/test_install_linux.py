@@ -194,3 +194,36 @@ def test_a_group_that_was_there_stays_and_loses_only_the_member_the_installer_ad
     assert (scratch_root / "opt/divertgui/divert").stat().st_gid == 990
     sh(UNINSTALL, "--root", scratch_root)
     assert snapshot(scratch_root) == before
+
+
+def test_only_members_of_the_group_can_run_the_installed_capture_program(fake_bundle):
+    """Attacks (a) and (b) start by running the capture program: a user outside the group cannot."""
+    if os.geteuid() != 0:
+        pytest.skip("running a program as another user needs root")
+    import tempfile
+    root = pathlib.Path(tempfile.mkdtemp(prefix="divertgui-install-"))     # reachable by every user
+    try:
+        root.chmod(0o755)
+        (root / "etc").mkdir()
+        (root / "etc/group").write_text("root:x:0:\n")
+        sh(INSTALL, "--bundle", fake_bundle, "--root", root, "--no-capabilities")
+        gid = int(next(line for line in (root / "etc/group").read_text().splitlines()
+                       if line.startswith("divertgui:")).split(":")[2])
+        capture = root / "opt/divertgui/divert"
+
+        def run_as(*groups: int) -> subprocess.CompletedProcess:
+            def become_nobody():
+                # Leaving uid 0 without keeping capabilities drops every one of them.
+                os.setgroups(list(groups))
+                os.setresgid(65534, 65534, 65534)
+                os.setresuid(65534, 65534, 65534)
+            return subprocess.run([str(capture)], capture_output=True, text=True, timeout=30,
+                                  preexec_fn=become_nobody)
+
+        with pytest.raises(PermissionError):
+            run_as()
+        member = run_as(gid)
+        assert member.returncode == 0, member.stderr
+        sh(UNINSTALL, "--root", root)
+    finally:
+        shutil.rmtree(root)
