@@ -110,3 +110,26 @@ def test_doctor_runs_from_the_bundle_and_agrees_with_the_source_tree(bundle, tmp
     assert bundled.stdout.strip(), bundled.stderr
     assert bundled.returncode == source.returncode, (bundled.stdout, source.stdout)
     assert _statuses(bundled.stdout) == _statuses(source.stdout), (bundled.stdout, source.stdout)
+
+
+def test_the_bundled_capture_service_ignores_python_and_qt_variables(bundle, tmp_path, monkeypatch):
+    """What attack (e) did to the window, tried on the capture service: it never runs the code offered."""
+    from divertgui.engine.store import CaptureStore
+    from divertgui.service.client import ServiceClient
+    from divertgui.service.hardening import MINIMAL_ENVIRONMENT
+    from tests.integration.conftest import wait_until
+    marker = tmp_path / "ran"
+    (tmp_path / "sitecustomize.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("PYTHONSTARTUP", str(tmp_path / "sitecustomize.py"))
+    monkeypatch.setenv("QT_QPA_PLATFORM_PLUGIN_PATH", str(tmp_path))
+    client = ServiceClient("local", CaptureStore(), lambda event: None, command=[str(bundle / "divert"), "serve"])
+    client.start()
+    try:
+        assert wait_until(lambda: client.hello, 30), client.stderr_text()
+        with open(f"/proc/{client.hello['pid']}/environ", "rb") as f:
+            environ = dict(item.decode().split("=", 1) for item in f.read().split(b"\0") if item)
+    finally:
+        client.close()
+    assert not marker.exists()
+    assert environ == MINIMAL_ENVIRONMENT

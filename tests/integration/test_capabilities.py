@@ -29,6 +29,7 @@ COUNT = 5
 BECOME_NOBODY = """
 import ctypes, gzip, json, os, socket, sys, time
 import divertgui.engine.backends.nfqueue, divertgui.engine.filter.kernel, divertgui.engine.backends.select
+import divertgui.engine.backends.handle_registry
 from divertgui.engine import privileges
 from divertgui.engine.backends import netfilter_rules
 from divertgui.engine.handle import Divert, DivertError
