@@ -25,11 +25,16 @@ CAP_SETPCAP = 8
 KEPT = sum(1 << cap for cap in privileges.DIVERT_CAPABILITIES)
 
 
-def is_clean(environ=None, flags=None, frozen=None) -> bool:
-    environ = os.environ if environ is None else environ
+def is_clean(environ=None, flags=None, frozen=None, bundle_libraries=None) -> bool:
+    environ = dict(os.environ if environ is None else environ)
     flags = sys.flags if flags is None else flags
     frozen = getattr(sys, "frozen", False) if frozen is None else frozen
-    return dict(environ) == MINIMAL_ENVIRONMENT and (frozen or bool(flags.isolated))
+    if frozen:
+        # The bundle's bootloader starts itself again with these, whatever it was given.
+        bundle_libraries = getattr(sys, "_MEIPASS", None) if bundle_libraries is None else bundle_libraries
+        environ = {key: value for key, value in environ.items() if not key.startswith("_PYI_")
+                   and not (key == "LD_LIBRARY_PATH" and value == bundle_libraries)}
+    return environ == MINIMAL_ENVIRONMENT and (frozen or bool(flags.isolated))
 
 
 def clean_command(arguments: list[str], frozen=None) -> list[str]:
