@@ -30,11 +30,20 @@ def is_clean(environ=None, flags=None, frozen=None, bundle_libraries=None) -> bo
     flags = sys.flags if flags is None else flags
     frozen = getattr(sys, "frozen", False) if frozen is None else frozen
     if frozen:
-        # The bundle's bootloader starts itself again with these, whatever it was given.
-        bundle_libraries = getattr(sys, "_MEIPASS", None) if bundle_libraries is None else bundle_libraries
-        environ = {key: value for key, value in environ.items() if not key.startswith("_PYI_")
-                   and not (key == "LD_LIBRARY_PATH" and value == bundle_libraries)}
+        # The bundle's bootloader and runtime hooks set these themselves, whatever it was given:
+        # its own variables, and paths into the bundle (LD_LIBRARY_PATH, QT_PLUGIN_PATH, ...).
+        bundle = getattr(sys, "_MEIPASS", None) if bundle_libraries is None else bundle_libraries
+        environ = {key: value for key, value in environ.items()
+                   if not key.startswith("_PYI_") and not _inside(value, bundle)}
     return environ == MINIMAL_ENVIRONMENT and (frozen or bool(flags.isolated))
+
+
+def _inside(value: str, bundle: str | None) -> bool:
+    """Whether `value` is one or more paths, each inside the (root-owned) bundle directory."""
+    if not bundle:
+        return False
+    parts = value.split(os.pathsep)
+    return all(part == bundle or part.startswith(bundle.rstrip("/") + "/") for part in parts)
 
 
 def clean_command(arguments: list[str], frozen=None) -> list[str]:

@@ -7,7 +7,9 @@ from divertgui.service.hardening import MINIMAL_ENVIRONMENT, clean_command, is_c
 
 ISOLATED, NOT_ISOLATED = types.SimpleNamespace(isolated=1), types.SimpleNamespace(isolated=0)
 BOOTLOADER = {"_PYI_ARCHIVE_FILE": "/opt/divertgui/divert", "_PYI_PARENT_PROCESS_LEVEL": "-1",
-              "LD_LIBRARY_PATH": "/opt/divertgui/_internal"}
+              "LD_LIBRARY_PATH": "/opt/divertgui/_internal",
+              "QT_PLUGIN_PATH": "/opt/divertgui/_internal/PySide6/Qt/plugins",
+              "QML2_IMPORT_PATH": "/opt/divertgui/_internal/PySide6/qml:/opt/divertgui/_internal/PySide6/Qt/qml"}
 
 
 def test_clean_means_the_minimal_environment_in_isolated_mode():
@@ -20,8 +22,10 @@ def test_clean_means_the_minimal_environment_in_isolated_mode():
 def test_the_bundles_own_bootloader_variables_do_not_make_it_start_again():
     assert is_clean({**MINIMAL_ENVIRONMENT, **BOOTLOADER}, NOT_ISOLATED, frozen=True,
                     bundle_libraries="/opt/divertgui/_internal")
-    assert not is_clean({**MINIMAL_ENVIRONMENT, **BOOTLOADER, "LD_LIBRARY_PATH": "/evil"}, NOT_ISOLATED,
-                        frozen=True, bundle_libraries="/opt/divertgui/_internal")
+    for key, value in (("LD_LIBRARY_PATH", "/evil"), ("QT_PLUGIN_PATH", "/opt/divertgui/_internal/x:/evil"),
+                       ("QT_PLUGIN_PATH", "/opt/divertgui/_internal-evil"), ("PYTHONPATH", "/evil")):
+        assert not is_clean({**MINIMAL_ENVIRONMENT, **BOOTLOADER, key: value}, NOT_ISOLATED,
+                            frozen=True, bundle_libraries="/opt/divertgui/_internal"), (key, value)
     assert not is_clean({**BOOTLOADER, **MINIMAL_ENVIRONMENT, "LD_LIBRARY_PATH": "/opt/divertgui/_internal"},
                         NOT_ISOLATED, frozen=False)
 
