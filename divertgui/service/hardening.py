@@ -30,8 +30,8 @@ def is_clean(environ=None, flags=None, frozen=None, bundle_libraries=None) -> bo
     flags = sys.flags if flags is None else flags
     frozen = getattr(sys, "frozen", False) if frozen is None else frozen
     if frozen:
-        # The bundle's bootloader and runtime hooks set these themselves, whatever it was given:
-        # its own variables, and paths into the bundle (LD_LIBRARY_PATH, QT_PLUGIN_PATH, ...).
+        # The bundle's bootloader starts itself again with these, whatever it was given:
+        # its own variables, and paths into the bundle (LD_LIBRARY_PATH).
         bundle = getattr(sys, "_MEIPASS", None) if bundle_libraries is None else bundle_libraries
         environ = {key: value for key, value in environ.items()
                    if not key.startswith("_PYI_") and not _inside(value, bundle)}
@@ -54,9 +54,17 @@ def clean_command(arguments: list[str], frozen=None) -> list[str]:
     return [sys.executable, "-I", "-m", "divertgui.cli", *arguments]
 
 
+def started_with() -> dict[str, str]:
+    """The environment this process was started with (os.environ may have changed since: the
+    bundle's runtime hooks set variables of their own)."""
+    with open("/proc/self/environ", "rb") as f:
+        items = [item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item]
+    return {os.fsdecode(key): os.fsdecode(value) for key, value in items}
+
+
 def restart_clean(arguments: list[str]) -> None:
     """exec() this service again from a minimal environment, unless it already runs from one."""
-    if is_clean():
+    if is_clean(started_with()):
         return
     command = clean_command(arguments)
     sys.stdout.flush()
