@@ -82,6 +82,8 @@ FIELDS = {f.name: f for f in (
     _f("ip.SrcAddr", "ip", IPV4_MAPPED_LO, IPV4_MAPPED_HI, style="ipv4"),
     _f("ip.DstAddr", "ip", IPV4_MAPPED_LO, IPV4_MAPPED_HI, style="ipv4"),
     _f("ipv6.TrafficClass", "ipv6", 0, U8),
+    # The reference folds with the 20-bit range although the value it compares
+    # is wider (header_fields.WINDIVERT_FLOW_LABEL).
     _f("ipv6.FlowLabel", "ipv6", 0, 0xFFFFF),
     _f("ipv6.Length", "ipv6", 0, U16),
     _f("ipv6.NextHdr", "ipv6", 0, U8),
