@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run demo test bench bundle clean
+.PHONY: setup run demo test screenshots bench bundle clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,9 @@ demo: setup
 
 test: setup $(VENV)/.installed-package
 	$(BIN)/python -m pytest -q
+
+screenshots: setup
+	DIVERTGUI_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/gui/test_docs_screenshots.py
 
 bench: setup
 	$(BIN)/pip install -q -e '.[bench]'

@@ -1,25 +1,36 @@
 """The user guide's pictures: the real window on the demo source, in the states the guide describes.
 
-Each test writes one or more files under docs/images/ and checks that each is a
-real PNG of a sensible size with something drawn on it.
+Each test takes one or more pictures and checks that each is a real PNG of a
+sensible size with something drawn on it. They go to a temporary folder, so a
+test run leaves the checkout as it was; `make screenshots` writes them into
+docs/images/ instead.
 """
 
 from __future__ import annotations
 
+import os
 import pathlib
 import struct
 
 import numpy as np
+import pytest
 from PySide6.QtCore import QRect, Qt
 from PySide6.QtGui import QImage, QTextCursor
 
 from divertgui.views.window_layout import first_window_size
 from tests.gui.conftest import start_demo
 
-IMAGES = pathlib.Path(__file__).resolve().parents[2] / "docs" / "images"
+DOCS_IMAGES = pathlib.Path(__file__).resolve().parents[2] / "docs" / "images"
+IMAGES: pathlib.Path  # where this run puts its pictures: see images_folder
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # The first window's size on a 1920x1080 screen.
 WINDOW_SIZE = first_window_size(QRect(0, 0, 1920, 1080)).toTuple()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def images_folder(tmp_path_factory):
+    global IMAGES
+    IMAGES = DOCS_IMAGES if os.environ.get("DIVERTGUI_SCREENSHOTS") == "docs" else tmp_path_factory.mktemp("images")
 
 
 def save(widget, name: str, min_size: tuple[int, int], area: QRect | None = None) -> pathlib.Path:
