@@ -6,9 +6,10 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 
-from PySide6.QtCore import QCoreApplication, QEventLoop, QObject, Qt, QThread, Signal
+from PySide6.QtCore import QCoreApplication, QEventLoop, QObject, QSettings, Qt, QThread, Signal
 from PySide6.QtWidgets import QApplication
 
 from divertgui import __version__
@@ -215,8 +216,6 @@ def self_test(bench: Workbench) -> tuple[bool, str]:
     from divertgui.engine.store import Verdict
     window = bench.window
     started = time.monotonic()
-    # The last capture filter restored from the settings may match none of the demo's traffic.
-    window.capture_filter.set_text("")
     window.start_capture()
     if not wait_until(lambda: window.count >= 50, 10):
         return False, f"no traffic: {window.count} rows after 10 s (errors: {window.errors})"
@@ -344,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     app.setOrganizationName("divertgui")
     app.setApplicationName("divertgui")
     app.setApplicationVersion(__version__)
+    if args.self_test:
+        # A self-test neither reads nor changes the user's settings.
+        scratch = tempfile.TemporaryDirectory(prefix="divertgui-self-test-")
+        QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+        QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, scratch.name)
     try:
         bench = open_workbench(args)
     except ConnectionError as exc:

@@ -42,7 +42,7 @@ def test_screenshot_of_the_main_window_with_traffic_and_charts(qtbot, workbench)
 @pytest.mark.parametrize("last_capture_filter", [None, "udp.DstPort == 1"], ids=["fresh", "leftover-filter"])
 def test_self_test_command_passes_and_says_so(tmp_path, last_capture_filter):
     if last_capture_filter is not None:
-        # A filter left by an earlier run that the demo never matches.
+        # A filter left by an earlier run that the demo never matches: the self-test does not read it.
         (tmp_path / "divertgui").mkdir()
         (tmp_path / "divertgui" / "divertgui.conf").write_text(f'[filters]\ncapture\\last="{last_capture_filter}"\n')
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
@@ -54,6 +54,11 @@ def test_self_test_command_passes_and_says_so(tmp_path, last_capture_filter):
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("self-test passed:"), result.stdout
     assert "modified" in lines[0] and "checksums valid" in lines[0]
+    settings = tmp_path / "divertgui" / "divertgui.conf"
+    if last_capture_filter is None:
+        assert not settings.exists(), "the self-test wrote the user's settings"
+    else:
+        assert last_capture_filter in settings.read_text(), "the self-test changed the user's settings"
 
 
 def test_wireshark_shortcuts(qtbot, workbench):
