@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from .. import headers
 from ..header_fields import (
-    FILTER_READS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_EXTENSION_HEADERS, TCP_HEADER_MIN,
-    TRANSPORT_HEADER_MIN, TRANSPORT_PROTOCOLS, UDP_HEADER_LEN, FilterRead,
+    FILTER_READS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV4, IPV4_HEADER_LEN, IPV6_EXTENSION_HEADERS,
+    IPV6_HEADER_LEN, TCP_HEADER_MIN,
+    TRANSPORT_HEADER_MIN, TRANSPORT_PROTOCOLS, UDP_HEADER_LEN, FilterRead, HeaderField,
 )
 from ..packet_hash import layout_hash
 from .ast import And, Cond, Const, Node, Or, Test, walk
@@ -34,19 +35,21 @@ def _byte_expression(base: str, offset: int, size: int) -> str:
     return f"int.from_bytes(r[{_index(base, offset)}:{_index(base, offset + size)}], 'big')"
 
 
+def _field_expression(field: HeaderField, base: str) -> str:
+    """Python for a header field of the header at `base` (an expression)."""
+    value = _byte_expression(base, field.offset, field.size)
+    if field.shift:
+        value = f"{value} >> {field.shift}"
+    if ((1 << 8 * field.size) - 1) >> field.shift != field.mask:
+        value = f"{value} & {field.mask}"
+    return value if field.whole else f"({value})"
+
+
 def _read_expression(read: FilterRead, base: str) -> str:
     """Python for a filter field read from the header at `base` (an expression)."""
-    parts = []
-    for field, position in read.pieces:
-        value = _byte_expression(base, field.offset, field.size)
-        if field.shift:
-            value = f"{value} >> {field.shift}"
-        if ((1 << 8 * field.size) - 1) >> field.shift != field.mask:
-            value = f"{value} & {field.mask}"
-        parts.append(f"({value}) << {position}" if position else value)
-    if len(parts) == 1 and read.field is not None and read.field.whole:
-        return parts[0]
-    return f"({' | '.join(parts)})"
+    parts = [_field_expression(field, base) + (f" << {position}" if position else "")
+             for field, position in read.pieces]
+    return parts[0] if len(parts) == 1 else f"({' | '.join(parts)})"
 
 
 _HEADER_BASE = {"ip": "0", "ipv6": "0", "tcp": "t", "udp": "t", "icmp": "t", "icmpv6": "t"}
@@ -318,21 +321,21 @@ _PAYLOAD_FIELDS = frozenset({"tcp.PayloadLength", "udp.PayloadLength", "tcp.Payl
 # judged without building a HeaderLayout, and it computes only what the
 # filter reads: n (length), V (IP version), P (protocol), Fr (fragment),
 # T (transport protocol present, 0 if none), t (its offset), po/pl (payload).
-_CHECK = """\
+_CHECK = f"""\
     if r.__class__ is not bytes:
         r = bytes(r)
     n = len(r)
-    if n < 20:
+    if n < {IPV4_HEADER_LEN}:
         return False
-    V = r[0] >> 4
+    V = {_field_expression(IPV4["version"], "0")}
     if V == 4:
-        h = (r[0] & 15) << 2
-        if h < 20 or a.ipv6 or n < h:
+        h = {_READS["ip.HdrLength"]} << 2
+        if h < {IPV4_HEADER_LEN} or a.ipv6 or n < h:
             return False
-        e = r[2] << 8 | r[3]
+        e = {_READS["ip.Length"]}
         if e < h:
             return False
-    elif V != 6 or n < 40 or not a.ipv6:
+    elif V != 6 or n < {IPV6_HEADER_LEN} or not a.ipv6:
         return False
 """
 
@@ -345,20 +348,20 @@ def _transport_prelude(protocols: set[int], need_p: bool, need_fr: bool) -> str:
         "            e = n",
     ]
     if need_p or protocols:
-        lines.append("        P = r[9]")
+        lines.append(f"        P = {_READS['ip.Protocol']}")
     if need_fr:
-        lines.append("        Fr = r[6] & 0x3F or r[7]")
+        lines.append(f"        Fr = {_READS['ip.MF']} or {_READS['ip.FragOff']}")
     v4 = sorted(p for p in protocols if p != IPPROTO_ICMPV6)
     if v4:
-        lines.append("        if not (r[6] & 0x1F or r[7]):")
+        lines.append(f"        if not {_READS['ip.FragOff']}:")
         lines += _classify_lines(v4, "h", "            ")
     lines += [
         "    else:",
-        "        e = (r[4] << 8 | r[5]) + 40",
+        f"        e = {_READS['ipv6.Length']} + {IPV6_HEADER_LEN}",
         "        if e > n:",
         "            e = n",
-        "        P = r[6]",
-        "        h = 40",
+        f"        P = {_READS['ipv6.NextHdr']}",
+        f"        h = {IPV6_HEADER_LEN}",
         "        Fr = False",
         "        O = 0",
         # Packets with extension headers are rare: parse_headers walks them.
