@@ -372,33 +372,85 @@ def _write_error_text(path: str, exc: OSError) -> str:
 # -- netfilter -------------------------------------------------------------------------
 
 def cmd_netfilter(args) -> int:
-    from divertgui.engine import replies
-    stop = _Stop()
-    stop.install()
     blocked = {"tcp": 0, "udp": 0, "other": 0}
-    handle = _open_handle(args, Flag(0))
-    with handle:
-        _say(f"divert: blocking {args.filter!r} (priority {args.priority}); Ctrl+C to stop", sys.stderr)
-        with _LossWarnings(handle):
-            while not stop:
-                for packet in handle.recv_batch(64, POLL_SECONDS):
-                    if packet.tcp is not None:
-                        reply, kind = replies.tcp_reset(packet), "tcp"
-                    elif packet.udp is not None:
-                        reply, kind = replies.icmp_unreachable(packet), "udp"
-                    else:
-                        reply, kind = None, "other"
-                    handle.drop(packet)
-                    if reply is not None:
-                        handle.send(reply)
-                    blocked[kind] += 1
-                    _say(f"BLOCK {summary_line(packet, sum(blocked.values()))}"
-                         + (" (answered with RST)" if kind == "tcp" and reply is not None
-                            else " (answered with ICMP unreachable)" if kind == "udp" else ""))
-        stats = handle.stats()
+    if args.workers > 1:
+        totals = _run_workers(args, _netfilter_work, None, f"blocking {args.filter!r}")
+        blocked = totals.get("blocked", blocked)
+        stats = totals
+    else:
+        stop = _Stop()
+        stop.install()
+        handle = _open_handle(args, Flag(0))
+        with handle:
+            _say(f"divert: blocking {args.filter!r} (priority {args.priority}); Ctrl+C to stop", sys.stderr)
+            with _LossWarnings(handle):
+                while not stop:
+                    _block_batch(handle, blocked)
+            stats = handle.stats()
     _say(f"divert: blocked {blocked['tcp']} TCP (RST), {blocked['udp']} UDP (ICMP unreachable), "
          f"{blocked['other']} other (dropped)", sys.stderr)
     return _report_loss(args, stats) or EXIT_OK
+
+
+def _block_batch(handle, blocked: dict) -> None:
+    """Drops what `handle` receives within POLL_SECONDS, answering TCP with RST and UDP with ICMP unreachable."""
+    from divertgui.engine import replies
+    for packet in handle.recv_batch(64, POLL_SECONDS):
+        if packet.tcp is not None:
+            reply, kind = replies.tcp_reset(packet), "tcp"
+        elif packet.udp is not None:
+            reply, kind = replies.icmp_unreachable(packet), "udp"
+        else:
+            reply, kind = None, "other"
+        handle.drop(packet)
+        if reply is not None:
+            handle.send(reply)
+        blocked[kind] += 1
+        _say(f"BLOCK {summary_line(packet, sum(blocked.values()))}"
+             + (" (answered with RST)" if kind == "tcp" and reply is not None
+                else " (answered with ICMP unreachable)" if kind == "udp" else ""))
+
+
+def _netfilter_work(handle, stop, _options) -> dict:
+    blocked = {"tcp": 0, "udp": 0, "other": 0}
+    while not stop.is_set():
+        _block_batch(handle, blocked)
+    return {"blocked": blocked}
+
+
+# -- workers ---------------------------------------------------------------------------
+
+def _workers(text: str) -> int:
+    from divertgui.engine.worker_pool import worker_count
+    try:
+        count = worker_count(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of workers or auto: {text!r}") from None
+    if not 1 <= count <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"{count} is outside 1..{MAX_WORKERS}")
+    return count
+
+
+MAX_WORKERS = 64
+
+
+def _run_workers(args, work, options, doing: str, queue_length: int | None = None,
+                 diverted: str | None = None) -> dict:
+    """`work` in args.workers processes, each with its own queue of the handle's packets; the summed counters."""
+    from divertgui.engine.worker_pool import WorkerPool
+    _compile(args.filter, LAYERS[args.layer])
+    _require_privilege()
+    stop = _Stop()
+    stop.install()
+    if getattr(args, "duration", None):
+        timer = threading.Timer(args.duration, stop.event.set)
+        timer.daemon = True
+        timer.start()
+    pool = WorkerPool(diverted or args.filter, work, args.workers, LAYERS[args.layer], args.priority, Flag(0),
+                      getattr(args, "queue_length", None) or queue_length, options)
+    return pool.run(stop.event, on_ready=lambda: _say(
+        f"divert: {doing} (priority {args.priority}, {args.workers} worker processes, queues "
+        f"{pool.first_queue}..{pool.first_queue + args.workers - 1}); Ctrl+C to stop", sys.stderr))
 
 
 # -- webfilter, streamdump --------------------------------------------------------------
@@ -427,6 +479,8 @@ cmd_streamdump = _sample_runner(streamdump)
 # -- passthru --------------------------------------------------------------------------
 
 def cmd_passthru(args) -> int:
+    if args.workers > 1:
+        return _passthru_workers(args)
     stop = _Stop()
     stop.install()
     handle = _open_handle(args, Flag(0))
@@ -467,6 +521,26 @@ def cmd_passthru(args) -> int:
     return lost or EXIT_OK
 
 
+def _passthru_work(handle, stop, batch: int) -> dict:
+    passed = 0
+    while not stop.is_set():
+        passed += handle.pass_batch(batch, POLL_SECONDS)
+    return {"passed": passed}
+
+
+def _passthru_workers(args) -> int:
+    started = time.monotonic()
+    totals = _run_workers(args, _passthru_work, args.batch, f"passing {args.filter!r} through")
+    elapsed = max(time.monotonic() - started, 1e-9)
+    total = totals.get("passed", 0)
+    _say(f"passthru: {total} packets in {elapsed:.2f} s ({total / elapsed:.0f} pkt/s)")
+    keys = ("diverted", "sent", "dropped", "expired", "overflowed", "bypassed", "rejected", "lost_messages",
+            "workers_restarted", "lost_with_worker", "dropped_without_worker")
+    _say("counters: " + " ".join(f"{key}={totals.get(key, 0)}" for key in keys if key in totals or
+                                 not key.startswith(("workers", "lost_with", "dropped_without"))))
+    return _report_loss(args, totals) or EXIT_OK
+
+
 # -- conditions ---------------------------------------------------------------------------
 
 def cmd_conditions(args) -> int:
@@ -482,23 +556,37 @@ def cmd_conditions(args) -> int:
     if not pipeline.rules:
         _error("conditions: no condition given (use --lag, --drop, ... or --profile)")
         return EXIT_USAGE
-    stop = _Stop()
-    stop.install()
-    # Lagged and throttled packets wait in the kernel queue: give them room.
-    handle = _open_handle(args, Flag(0), queue_length=CONDITIONS_QUEUE_LENGTH,
-                          diverted=pipeline.divert_filter(args.filter, LAYERS[args.layer]))
-    with handle:
+    if args.workers > 1:
         names = ", ".join(rule.name for rule in pipeline.rules)
-        _say(f"divert: applying {names} to {args.filter!r} (priority {args.priority}); Ctrl+C to stop",
-             sys.stderr)
-        with _LossWarnings(handle):
-            stats = run_conditions(handle, pipeline, stop.event)
-        handle_stats = handle.stats()
+        totals = _run_workers(args, _conditions_work, {"rules": pipeline.to_dicts(), "seed": args.seed},
+                              f"applying {names} to {args.filter!r}", CONDITIONS_QUEUE_LENGTH,
+                              pipeline.divert_filter(args.filter, LAYERS[args.layer]))
+        stats, handle_stats = totals.get("conditions", pipeline.stats()), totals
+    else:
+        stop = _Stop()
+        stop.install()
+        # Lagged and throttled packets wait in the kernel queue: give them room.
+        handle = _open_handle(args, Flag(0), queue_length=CONDITIONS_QUEUE_LENGTH,
+                              diverted=pipeline.divert_filter(args.filter, LAYERS[args.layer]))
+        with handle:
+            names = ", ".join(rule.name for rule in pipeline.rules)
+            _say(f"divert: applying {names} to {args.filter!r} (priority {args.priority}); Ctrl+C to stop",
+                 sys.stderr)
+            with _LossWarnings(handle):
+                stats = run_conditions(handle, pipeline, stop.event)
+            handle_stats = handle.stats()
     _say(format_stats(stats))
     if stats.get("first_send_error"):
         _error(f"{stats['send_errors']} packets made by the rules could not be injected: "
                f"{stats['first_send_error']}")
     return _report_loss(args, handle_stats) or EXIT_OK
+
+
+def _conditions_work(handle, stop, options) -> dict:
+    from divertgui.engine.rules import Pipeline
+    from divertgui.engine.rules.runner import run_conditions
+    pipeline = Pipeline.from_dicts(options["rules"], seed=options["seed"])
+    return {"conditions": run_conditions(handle, pipeline, stop)}
 
 
 # -- check, list, cleanup ---------------------------------------------------------------
@@ -741,6 +829,11 @@ def build_parser() -> argparse.ArgumentParser:
                                      "a WinDivert filter (Linux: netfilter NFQUEUE).")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    workers_option = dict(
+        type=_workers, default=1, metavar="N",
+        help=f"worker processes sharing the packets, each flow staying on one, 1..{MAX_WORKERS} or auto "
+             "(the cores; default 1)")
+
     def diverting(name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=description or help_text)
         sub.add_argument("filter", metavar="FILTER", help="WinDivert filter, e.g. \"tcp.DstPort == 80\"")
@@ -761,6 +854,7 @@ def build_parser() -> argparse.ArgumentParser:
     netfilter = diverting("netfilter", "block matching packets: TCP answered with RST, UDP with ICMP "
                                        "port unreachable, the rest dropped")
     add_loss_options(netfilter)
+    netfilter.add_argument("--workers", **workers_option)
     netfilter.set_defaults(run=cmd_netfilter)
 
     passthru = diverting("passthru", "divert matching packets and re-inject them unchanged")
@@ -768,6 +862,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="packets per receive and send call, 1..255 (default 64)")
     passthru.add_argument("--threads", type=_bounded(1, 64), default=1, metavar="N",
                           help="threads receiving and re-injecting (default 1)")
+    passthru.add_argument("--workers", **workers_option)
     passthru.add_argument("--duration", type=_positive_seconds, metavar="SECONDS",
                           help="stop after this long (default: until SIGINT/SIGTERM)")
     add_loss_options(passthru)
@@ -779,6 +874,7 @@ def build_parser() -> argparse.ArgumentParser:
     conditions = diverting("conditions", "apply network conditions (lag, loss, ...) to the packets a filter selects",
                            CONDITIONS_DESCRIPTION)
     add_condition_options(conditions)
+    conditions.add_argument("--workers", **workers_option)
     conditions.set_defaults(run=cmd_conditions)
 
     check = commands.add_parser("check", help="print a filter's canonical form, or where it is wrong")

@@ -14,6 +14,8 @@ LOSS_COUNTERS = {
     "overflowed": "the kernel queue was full, or could not deliver them to this program",
     "expired": "they waited for this program longer than QUEUE_TIME",
     "sniff_lost": "sniffed copies the kernel could not deliver",
+    "lost_with_worker": "a worker process died while they waited in its queue",
+    "dropped_without_worker": "their worker was being restarted and the handle does not fail open",
 }
 
 

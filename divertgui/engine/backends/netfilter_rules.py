@@ -141,6 +141,10 @@ class HandleRules:
     hooks: str              # letters of HOOKS
     kernel_match: KernelMatch | None = None
     ordinal: int = 1        # among the handles of this priority level, given by install()
+    # Queues queue..queue+balance-1, the flow's addresses choosing one (a worker pool);
+    # bypass: packets pass while a queue has no reader (else the kernel drops them).
+    balance: int = 1
+    bypass: bool = True
 
     def chain(self, hook: str) -> str:
         return f"DG{self.pid}_{self.queue}_{level_of(self.priority):05d}s{self.ordinal:02d}{hook}"
@@ -169,7 +173,9 @@ class HandleRules:
                 return lines
             match = extra + " " if extra else ""
         if self.action == "divert":
-            target = f"-j NFQUEUE --queue-num {self.queue} --queue-bypass"
+            queues = f"--queue-balance {self.queue}:{self.queue + self.balance - 1}" if self.balance > 1 \
+                else f"--queue-num {self.queue}"
+            target = f"-j NFQUEUE {queues}" + (" --queue-bypass" if self.bypass else "")
         elif self.action == "sniff":
             target = f"-j NFLOG --nflog-group {self.queue} --nflog-size 65535"
         elif self.action == "drop":

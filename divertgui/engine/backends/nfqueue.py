@@ -77,10 +77,13 @@ class NfqueueBackend(Backend):
     name = "nfqueue"
     registered = True
 
-    def __init__(self, kernel_prefilter=None):
+    def __init__(self, kernel_prefilter=None, queue: int | None = None):
         # kernel_prefilter(filter, ip_version, hook) -> netfilter_rules.KernelTest;
         # hook is a letter of netfilter_rules.HOOKS.
         self.kernel_prefilter = kernel_prefilter
+        # A queue of a worker pool (worker_pool.py): this number is bound, and
+        # the rules that fill it are the pool's, not this handle's.
+        self.assigned_queue = queue
         self.sock: netlink.NetfilterSocket | None = None
         self.rules: HandleRules | None = None
         self.injector: RawInjector | None = None
@@ -153,14 +156,15 @@ class NfqueueBackend(Backend):
                                                     datagrams_per_read=16)
             else:
                 self.sock = netlink.NetfilterSocket(self._receive_buffer_size())
-            self.queue = self._bind_free_number()
+            self.queue = self._bind_free_number() if self.assigned_queue is None else self._bind_assigned()
             # Opened now: the file then speaks of this network namespace whichever thread reads it.
             with contextlib.suppress(OSError):
                 self._proc_queues = open(PROC_QUEUES)
         try:
-            self.rules = netfilter_rules.install(
-                HandleRules(os.getpid(), self.queue, priority, self.action, hooks, kernel_match))
-            self._ordinal_bits = self.rules.ordinal << SUB_SHIFT
+            if self.assigned_queue is None:
+                self.rules = netfilter_rules.install(
+                    HandleRules(os.getpid(), self.queue, priority, self.action, hooks, kernel_match))
+                self._ordinal_bits = self.rules.ordinal << SUB_SHIFT
         except Exception as exc:
             self.rules = None
             self.close()
@@ -216,6 +220,18 @@ class NfqueueBackend(Backend):
                 raise PrerequisiteError(self._kernel_support_message(exc), "kernel") from exc
         raise PrerequisiteError("no free NFQUEUE number left between "
                                 f"{QUEUE_NUMBER_BASE} and {QUEUE_NUMBER_BASE + QUEUE_NUMBER_SPAN - 1}", "kernel")
+
+    def join_pool(self, ordinal: int) -> None:
+        """A worker of a pool: the pool's rules were installed with this ordinal, which
+        the marks of this handle's verdicts carry (see netfilter_rules)."""
+        self._ordinal_bits = ordinal << SUB_SHIFT
+
+    def _bind_assigned(self) -> int:
+        try:
+            self._bind_queue(self.assigned_queue)
+        except netlink.NetlinkError as exc:
+            raise PrerequisiteError(self._kernel_support_message(exc), "kernel") from exc
+        return self.assigned_queue
 
     def _kernel_support_message(self, exc: OSError) -> str:
         module = "nfnetlink_log" if self.mode == "sniff" else "nfnetlink_queue"

@@ -1,0 +1,309 @@
+"""One handle's packets spread over worker processes, one NFQUEUE queue each.
+
+    pool = WorkerPool(filter, work, workers=2, priority=0, flags=Flag(0), options=...)
+    totals = pool.run(stop)       # until the threading.Event `stop` is set
+
+`work(handle, stop, options) -> dict` is a module-level function; each worker
+process calls it with a Divert handle of its own, already open, and `stop`
+(a multiprocessing Event). The pool's one kernel rule is NFQUEUE
+--queue-balance over the workers' consecutive queue numbers: netfilter picks
+the queue by a hash of the packet's addresses and protocol, the same for
+both directions, so a connection (indeed every flow between two hosts) stays
+on one worker and per-flow order and per-flow rule state hold.
+
+A worker that dies is started again on the same queue. Meanwhile its queue
+has no reader: with Flag.FAIL_OPEN the kernel lets its packets pass
+(--queue-bypass), otherwise it drops them; the packets the worker held when
+it died (those in its queue, as the kernel counted them last) are counted as
+lost. The totals sum the workers' counters, each worker's once (the last
+report of a worker that died).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import queue as queue_module
+import signal
+import threading
+import time
+
+from divertgui.engine.address import Flag, Layer, Param
+
+REPORT_PERIOD = 0.25    # seconds between a worker's counter reports and the pool's look at its queues
+HITS_PERIOD = 1.0       # seconds between readings of the rule's packet counter, once a worker has died
+START_TIMEOUT = 30.0    # seconds a worker has to open its handle
+STOP_TIMEOUT = 15.0     # seconds a worker has to drain its queue and report after stop
+
+
+class WorkerPoolError(RuntimeError):
+    pass
+
+
+def worker_count(text: str) -> int:
+    """`auto` (the cores this process may run on) or a whole number of workers."""
+    if text == "auto":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return int(text)
+
+
+class WorkerPool:
+    def __init__(self, filter: str, work, workers: int, layer: Layer = Layer.NETWORK, priority: int = 0,
+                 flags: Flag = Flag(0), queue_length: int | None = None, options=None):
+        if workers < 1:
+            raise WorkerPoolError(f"a pool needs at least 1 worker, not {workers}")
+        if flags & (Flag.SNIFF | Flag.DROP | Flag.RECV_ONLY | Flag.SEND_ONLY):
+            raise WorkerPoolError("workers divert packets: SNIFF, DROP, RECV_ONLY and SEND_ONLY handles have none")
+        self.filter, self.work, self.workers = filter, work, workers
+        self.layer, self.priority, self.flags = Layer(layer), priority, Flag(flags)
+        self.queue_length, self.options = queue_length, options
+        self._context = multiprocessing.get_context("spawn")
+        self._stop = self._context.Event()
+        self._reports = self._context.Queue()
+        # The rules' ordinal among the handles of their priority, which the workers' verdicts carry.
+        self._ordinal = self._context.Value("i", 0)
+        self._processes: dict[int, multiprocessing.Process] = {}
+        self._latest: dict[int, dict] = {}         # pid -> the worker's last counters
+        self._results: dict[int, dict] = {}        # pid -> what work() returned
+        self._finished: set[int] = set()
+        self._queued: dict[int, int] = {}          # queue number -> packets in it, as last read
+        self.restarted = 0
+        self.lost = 0
+        self.rules = None
+        self.first_queue = 0
+        self._hits = 0
+        self._hits_at = 0.0
+
+    # -- running --------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, on_ready=None) -> dict:
+        """Runs the workers until `stop` is set; `on_ready()` is called once packets flow to them."""
+        from divertgui.engine.backends import netfilter_rules
+        self.first_queue = self._free_queues()
+        try:
+            for slot in range(self.workers):
+                self._start(slot)
+            self._wait_ready(set(self._processes.values()))
+            self.rules = netfilter_rules.install(self._rules())
+            self._ordinal.value = self.rules.ordinal
+            if on_ready is not None:
+                on_ready()
+            while not stop.is_set():
+                stop.wait(REPORT_PERIOD)
+                self._collect()
+                self._look_at_queues()
+                self._restart_dead()
+                self._count_rule_hits()
+        finally:
+            bypassed = self._finish()
+        totals = self.totals()
+        totals["bypassed" if self.flags & Flag.FAIL_OPEN else "dropped_without_worker"] = bypassed
+        return totals
+
+    def _start(self, slot: int) -> None:
+        process = self._context.Process(
+            target=_worker, name=f"divert worker {slot}", daemon=True,
+            args=(self.first_queue + slot, self.filter, int(self.layer), self.priority, int(self.flags),
+                  self.queue_length, self.work, self.options, self._stop, self._reports, self._ordinal))
+        process.start()
+        self._processes[slot] = process
+
+    def _wait_ready(self, processes) -> None:
+        waiting = {process.pid for process in processes}
+        end = time.monotonic() + START_TIMEOUT
+        while waiting and time.monotonic() < end:
+            for kind, pid, payload in self._drain(0.1):
+                if kind == "ready":
+                    waiting.discard(pid)
+                elif kind == "failed":
+                    raise WorkerPoolError(f"a worker could not open its handle: {payload}")
+            if any(not p.is_alive() and p.pid in waiting for p in processes):
+                raise WorkerPoolError("a worker exited before its handle was open")
+        if waiting:
+            raise WorkerPoolError(f"{len(waiting)} workers did not open their handles within {START_TIMEOUT:.0f} s")
+
+    def _drain(self, wait: float = 0.0):
+        items = []
+        try:
+            items.append(self._reports.get(timeout=wait) if wait else self._reports.get_nowait())
+            while True:
+                items.append(self._reports.get_nowait())
+        except queue_module.Empty:
+            pass
+        for kind, pid, payload in items:
+            if kind == "stats":
+                self._latest[pid] = payload
+            elif kind == "done":
+                self._latest[pid] = payload["stats"]
+                self._results[pid] = payload["result"]
+                self._finished.add(pid)
+        return items
+
+    def _collect(self) -> None:
+        self._drain()
+
+    def _look_at_queues(self) -> None:
+        from divertgui.engine.backends.nfqueue import PROC_QUEUES
+        try:
+            with open(PROC_QUEUES) as rows:
+                for row in rows:
+                    fields = row.split()
+                    if fields and self.first_queue <= int(fields[0]) < self.first_queue + self.workers:
+                        self._queued[int(fields[0])] = int(fields[2])
+        except (OSError, ValueError, IndexError):
+            pass
+
+    def _restart_dead(self) -> None:
+        for slot, process in list(self._processes.items()):
+            if process.is_alive():
+                continue
+            self._drain()
+            if process.pid in self._finished:
+                continue
+            # The kernel dropped what its queue held when the worker's socket closed.
+            self.lost += self._queued.pop(self.first_queue + slot, 0)
+            self.restarted += 1
+            self._start(slot)
+            try:
+                self._wait_ready([self._processes[slot]])
+            except WorkerPoolError:
+                pass        # tried again at the next look
+
+    def _count_rule_hits(self, now: bool = False) -> None:
+        """The packets the pool's rule took so far, read (a subprocess per chain) only once a worker
+        has died, when they tell what passed or was dropped while it was away; a stop signal may
+        remove the rule before _finish reads it, so the last reading stands."""
+        from divertgui.engine.backends import netfilter_rules
+        if self.rules is None or not (now or self.restarted and time.monotonic() - self._hits_at >= HITS_PERIOD):
+            return
+        self._hits_at = time.monotonic()
+        with contextlib.suppress(netfilter_rules.RuleError, OSError):
+            self._hits = max(self._hits, netfilter_rules.queue_rule_hits(self.rules))
+
+    def _finish(self) -> int:
+        """Stops diverting, lets the workers give what they hold its verdict, and collects their counters;
+        the packets the rule took that no worker received (bypassed or dropped while one was missing)."""
+        from divertgui.engine.backends import netfilter_rules
+        if self.rules is not None:
+            try:
+                self._count_rule_hits(now=True)
+            finally:
+                netfilter_rules.remove(self.rules)
+        hits = self._hits
+        self._stop.set()
+        end = time.monotonic() + STOP_TIMEOUT
+        for process in self._processes.values():
+            while process.is_alive() and time.monotonic() < end:
+                self._drain(0.1)
+            if process.is_alive():
+                process.kill()
+            process.join(1)
+        self._drain()
+        totals = self.totals()
+        if not hits:
+            return 0
+        return max(0, hits - totals.get("diverted", 0) - totals.get("overflowed", 0) - self.lost)
+
+    def totals(self) -> dict:
+        """Every worker's counters (and what its work returned) summed, each worker once."""
+        total: dict = {}
+        for pid, stats in self._latest.items():
+            _add(total, stats)
+            if pid in self._results:
+                _add(total, self._results[pid])
+        total["workers"] = self.workers
+        total["workers_restarted"] = self.restarted
+        total["lost_with_worker"] = self.lost
+        return total
+
+    def _free_queues(self) -> int:
+        from divertgui.engine.backends import netfilter_rules
+        from divertgui.engine.backends.nfqueue import PROC_QUEUES, QUEUE_NUMBER_BASE, QUEUE_NUMBER_SPAN
+        used = {chain.queue for chain in netfilter_rules.list_handles()}
+        try:
+            with open(PROC_QUEUES) as rows:
+                used |= {int(row.split()[0]) for row in rows if row.strip()}
+        except OSError:
+            pass
+        start = (os.getpid() * 31) % QUEUE_NUMBER_SPAN
+        for i in range(QUEUE_NUMBER_SPAN - self.workers):
+            first = QUEUE_NUMBER_BASE + (start + i) % (QUEUE_NUMBER_SPAN - self.workers)
+            if not used & set(range(first, first + self.workers)):
+                return first
+        raise WorkerPoolError(f"no {self.workers} consecutive free NFQUEUE numbers")
+
+    def _rules(self):
+        from divertgui.engine.backends.netfilter_rules import HandleRules
+        from divertgui.engine.filter import compile_filter
+        from divertgui.engine.filter.kernel import kernel_test
+        if self.layer == Layer.NETWORK_FORWARD:
+            hooks = "F"
+        else:
+            hooks = ("P" if self.flags & Flag.FRAGMENTS else "I") + "O"
+        compiled = compile_filter(self.filter, self.layer)
+        kernel_match = None
+        if self.filter.strip() != "true":
+            tests = {(version, hook): kernel_test(compiled, version, hook) for version in (4, 6) for hook in hooks}
+            kernel_match = lambda version, hook: tests[version, hook].match  # noqa: E731
+        return HandleRules(os.getpid(), self.first_queue, self.priority, "divert", hooks, kernel_match,
+                           balance=self.workers, bypass=bool(self.flags & Flag.FAIL_OPEN))
+
+
+def _add(total: dict, more: dict) -> None:
+    for key, value in more.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, list, dict)):
+            total.setdefault(key, value)
+        elif isinstance(value, dict):
+            _add(total.setdefault(key, {}), value)
+        elif isinstance(value, list):
+            mine = total.setdefault(key, [])
+            for index, item in enumerate(value):
+                if index < len(mine) and isinstance(item, dict):
+                    _add(mine[index], item)
+                elif index >= len(mine):
+                    mine.append(dict(item) if isinstance(item, dict) else item)
+        else:
+            total[key] = total.get(key, 0) + value
+
+
+def _worker(queue: int, filter: str, layer: int, priority: int, flags: int, queue_length, work, options,
+            stop, reports, ordinal) -> None:
+    """A worker process: a handle bound to `queue`, `work` on it until `stop`, its counters reported."""
+    from divertgui.engine.backends.nfqueue import NfqueueBackend
+    from divertgui.engine.filter.kernel import kernel_test
+    from divertgui.engine.handle import Divert
+    # Ctrl+C and `kill -- -GROUP` reach the whole process group: the pool decides when its
+    # workers stop, after removing its rule, so that what they hold gets its verdict.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    pid, parent = os.getpid(), os.getppid()
+    try:
+        backend = NfqueueBackend(kernel_prefilter=kernel_test, queue=queue)
+        handle = Divert(filter, Layer(layer), priority, Flag(flags), backend=backend)
+        if queue_length:
+            handle.set_param(Param.QUEUE_LENGTH, queue_length)
+        handle.open()
+    except Exception as exc:
+        reports.put(("failed", pid, str(exc)))
+        return
+    reports.put(("ready", pid, None))
+    # Packets come once the pool's rules are in, which gives the ordinal this worker's verdicts carry.
+    while not ordinal.value and not stop.is_set() and os.getppid() == parent:
+        time.sleep(0.001)
+    backend.join_pool(ordinal.value)
+    done = threading.Event()
+
+    def report() -> None:
+        while not done.wait(REPORT_PERIOD):
+            if os.getppid() != parent:
+                stop.set()      # the pool is gone: nobody else would stop this worker
+            reports.put(("stats", pid, handle.stats()))
+    reporter = threading.Thread(target=report, daemon=True)
+    reporter.start()
+    try:
+        result = work(handle, stop, options) or {}
+    finally:
+        done.set()
+        handle.close()
+    reports.put(("done", pid, {"stats": handle.stats(), "result": result}))
