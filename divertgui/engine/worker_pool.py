@@ -218,14 +218,8 @@ class WorkerPool:
         return total
 
     def _free_queues(self) -> int:
-        from divertgui.engine.backends import netfilter_rules
-        from divertgui.engine.backends.nfqueue import PROC_QUEUES, QUEUE_NUMBER_BASE, QUEUE_NUMBER_SPAN
-        used = {chain.queue for chain in netfilter_rules.list_handles()}
-        try:
-            with open(PROC_QUEUES) as rows:
-                used |= {int(row.split()[0]) for row in rows if row.strip()}
-        except OSError:
-            pass
+        from divertgui.engine.backends.nfqueue import QUEUE_NUMBER_BASE, QUEUE_NUMBER_SPAN, queue_numbers_in_use
+        used = queue_numbers_in_use()
         start = (os.getpid() * 31) % QUEUE_NUMBER_SPAN
         for i in range(QUEUE_NUMBER_SPAN - self.workers):
             first = QUEUE_NUMBER_BASE + (start + i) % (QUEUE_NUMBER_SPAN - self.workers)

@@ -77,18 +77,25 @@ def _workers_of(pid: int) -> list[int]:
     return workers
 
 
-def test_a_hundred_udp_flows_keep_their_order_over_two_workers(netns):
-    port = 40701
+def _flows_through_two_workers(netns, port: int, flows: int, count: int, pace: float, meanwhile=None):
+    """FLOWS through `divert passthru --workers 2`: (exit status, what it printed, stderr,
+    flow -> sequence numbers received, last packet id of each queue)."""
     process = start_cli(netns, "passthru", f"udp.DstPort == {port}", "--workers", "2")
     try:
-        flows = netns.popen([sys.executable, "-c", FLOWS, str(port), "100", "40", "0.004"],
-                            stdout=subprocess.PIPE, text=True)
-        out, _ = flows.communicate(timeout=120)
+        sending = netns.popen([sys.executable, "-c", FLOWS, str(port), str(flows), str(count), str(pace)],
+                              stdout=subprocess.PIPE, text=True)
+        if meanwhile is not None:
+            meanwhile(process)
+        out, _ = sending.communicate(timeout=120)
         queued = _queue_ids(netns)
     finally:
         code, printed, err = finish(process, signal.SIGINT)
+    return code, printed, err, {int(k): v for k, v in json.loads(out).items()}, queued
+
+
+def test_a_hundred_udp_flows_keep_their_order_over_two_workers(netns):
+    code, printed, err, got, queued = _flows_through_two_workers(netns, 40701, 100, 40, 0.004)
     assert code == 0, err
-    got = {int(k): v for k, v in json.loads(out).items()}
     assert all(seqs == list(range(40)) for seqs in got.values()), \
         {k: v for k, v in got.items() if v != list(range(40))}
     assert len([n for n in queued.values() if n > 0]) == 2, f"both workers' queues carried packets: {queued}"
@@ -98,26 +105,19 @@ def test_a_hundred_udp_flows_keep_their_order_over_two_workers(netns):
 
 
 def test_killing_a_worker_loses_only_what_it_held_counted_and_the_others_keep_passing(netns):
-    port = 40703
-    process = start_cli(netns, "passthru", f"udp.DstPort == {port}", "--workers", "2")
-    try:
-        flows = netns.popen([sys.executable, "-c", FLOWS, str(port), "40", "400", "0.005"],
-                            stdout=subprocess.PIPE, text=True)
+    def kill_one_worker(process):
         time.sleep(1.0)
-        victim = _workers_of(process.pid)[0]
-        os.kill(victim, signal.SIGKILL)
-        out, _ = flows.communicate(timeout=120)
-    finally:
-        code, printed, err = finish(process, signal.SIGINT)
+        os.kill(_workers_of(process.pid)[0], signal.SIGKILL)
+
+    code, printed, err, got, _ = _flows_through_two_workers(netns, 40703, 40, 400, 0.005, kill_one_worker)
     assert code == 0, err
-    got = {int(k): v for k, v in json.loads(out).items()}
     counters = _counters(printed)
     assert counters["workers_restarted"] == 1, err
     sent = 40 * 400
     received = sum(len(v) for v in got.values())
     missing = sent - received
     counted = counters["lost_with_worker"] + counters["dropped_without_worker"]
-    assert 0 < missing <= counted, (missing, printed, err, {k: (len(v), v[:3], v[-3:]) for k, v in got.items() if len(v) < 400})
+    assert 0 < missing <= counted, (missing, printed, err)
     intact = [k for k, v in got.items() if v == list(range(400))]
     hurt = [k for k, v in got.items() if v != list(range(400))]
     assert intact and hurt, "one worker's flows lost packets, the other's none"

@@ -73,6 +73,17 @@ def check_prerequisites() -> None:
         raise PrerequisiteError(str(exc), "tool") from exc
 
 
+def queue_numbers_in_use() -> set[int]:
+    """The queue numbers our handles' rules name or a reader has bound, in this network namespace."""
+    used = {c.queue for c in netfilter_rules.list_handles()}
+    try:
+        with open(PROC_QUEUES) as f:
+            used |= {int(line.split()[0]) for line in f if line.strip()}
+    except OSError:
+        pass
+    return used
+
+
 class NfqueueBackend(Backend):
     name = "nfqueue"
     registered = True
@@ -191,13 +202,7 @@ class NfqueueBackend(Backend):
             yield QUEUE_NUMBER_BASE + (start + i) % QUEUE_NUMBER_SPAN
 
     def _in_use(self) -> set[int]:
-        used = {c.queue for c in netfilter_rules.list_handles()}
-        try:
-            with open(PROC_QUEUES) as f:
-                used |= {int(line.split()[0]) for line in f if line.strip()}
-        except OSError:
-            pass
-        return used
+        return queue_numbers_in_use()
 
     def _free_number_for_drop(self) -> int:
         used = self._in_use()
