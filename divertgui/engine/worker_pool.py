@@ -291,7 +291,12 @@ def _worker(queue: int, filter: str, layer: int, priority: int, flags: int, queu
     def report() -> None:
         while not done.wait(REPORT_PERIOD):
             if os.getppid() != parent:
-                stop.set()      # the pool is gone: nobody else would stop this worker
+                # The pool was killed: its rule, which without fail-open drops what it takes, goes
+                # first, and nobody else would stop this worker.
+                from divertgui.engine.backends import netfilter_rules
+                with contextlib.suppress(Exception):
+                    netfilter_rules.cleanup(dead_only=True)
+                stop.set()
             reports.put(("stats", pid, handle.stats()))
     reporter = threading.Thread(target=report, daemon=True)
     reporter.start()

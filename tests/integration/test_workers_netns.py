@@ -176,3 +176,21 @@ def test_twenty_megabytes_of_tcp_through_a_payload_replace_rule_over_two_workers
         "the 20 MB arrived whole, in order, every ~ removed"
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:2]}
     assert int(rows["payload_replace"][4]) == size // 65522, out
+
+
+def test_workers_of_a_killed_pool_remove_its_rule_and_exit(netns, tmp_path):
+    # Output to a file, as to a terminal or a log: the workers outlive the pool and clean up.
+    with open(tmp_path / "divert.log", "w") as log:
+        process = netns.popen([sys.executable, "-m", "divertgui.cli", "passthru", "udp.DstPort == 40707",
+                               "--workers", "2"], stdout=log, stderr=log)
+    end = time.monotonic() + 30
+    while "Ctrl+C to stop" not in (tmp_path / "divert.log").read_text() and time.monotonic() < end:
+        time.sleep(0.1)
+    workers = _workers_of(process.pid)
+    process.kill()
+    process.wait(10)
+    end = time.monotonic() + 15
+    while (our_chains(netns) or any(os.path.exists(f"/proc/{pid}") for pid in workers)) and time.monotonic() < end:
+        time.sleep(0.2)
+    assert our_chains(netns) == [], "the rule that would drop the flows' packets is gone"
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in workers)
