@@ -657,12 +657,18 @@ def cmd_watch(args) -> int:
 def cmd_kill(args) -> int:
     from divertgui import handle_commands
     _require_privilege()
-    holders = sorted({entry.pid for entry in handle_commands.live_entries()} - {os.getpid()})
+    from divertgui.engine.backends.netfilter_rules import pid_owner
+    uid = os.geteuid()
+    # A user stops only its own processes; root, any.
+    holders = sorted(pid for pid in {entry.pid for entry in handle_commands.live_entries()} - {os.getpid()}
+                     if uid == 0 or pid_owner(pid) == uid)
     pids = holders if args.all else args.pids
     if not args.all:
         strangers = [pid for pid in pids if pid not in holders]
         if strangers:
-            _error(f"no divert handle is open in process {', '.join(map(str, strangers))} (`divert list` shows them)")
+            yours = "" if uid == 0 else " of yours"
+            _error(f"no divert handle{yours} is open in process {', '.join(map(str, strangers))} "
+                   f"(`divert list` shows them)")
             return EXIT_USAGE
     if not pids:
         _say("no process holds a divert handle")

@@ -135,14 +135,22 @@ def test_the_lock_directory_is_refused_when_another_user_could_replace_it(tmp_pa
         netfilter_rules.open_lock_directory()
 
 
-CLEANUP_ALL_AS_NOBODY = BECOME_NOBODY + """
+# Imported before the user changes: the interpreter may live where uid 65534 cannot read it.
+CLEANUP_ALL_AS_NOBODY = """
+import contextlib, io
+import divertgui.cli, divertgui.handle_commands, divertgui.engine.filter, divertgui.engine.handle
+divertgui.cli.build_parser()
+""" + BECOME_NOBODY + """
 removed = netfilter_rules.cleanup(dead_only=False)
+said = io.StringIO()
+with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
+    code = divertgui.cli.main(["kill", "--all"])
 print(json.dumps({"uid": os.getuid(), "removed": [c.name for c in removed],
-                  "listed": [c.name for c in netfilter_rules.list_handles()]}))
+                  "listed": [c.name for c in netfilter_rules.list_handles()], "kill": [code, said.getvalue()]}))
 """
 
 
-def test_another_user_can_neither_see_nor_remove_a_running_handles_rules(netns):
+def test_another_user_can_neither_see_nor_remove_nor_kill_a_running_handle(netns):
     with netns.entered(), Divert("udp.DstPort == 9"):
         process = netns.popen([sys.executable, "-c", CLEANUP_ALL_AS_NOBODY, "file"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
@@ -152,4 +160,5 @@ def test_another_user_can_neither_see_nor_remove_a_running_handles_rules(netns):
         still = sorted(c.name for c in netfilter_rules.list_handles() if c.pid == os.getpid())
     assert report["uid"] == 65534
     assert report["removed"] == [] and report["listed"] == []
+    assert report["kill"] == [0, "no process holds a divert handle\n"]
     assert still
