@@ -116,7 +116,7 @@ def test_the_bundled_capture_service_ignores_python_and_qt_variables(bundle, tmp
     """What attack (e) did to the window, tried on the capture service: it never runs the code offered."""
     from divertgui.engine.store import CaptureStore
     from divertgui.service.client import ServiceClient
-    from divertgui.service.hardening import MINIMAL_ENVIRONMENT
+    from divertgui.service.hardening import MINIMAL_ENVIRONMENT, is_clean
     from tests.integration.conftest import wait_until
     marker = tmp_path / "ran"
     (tmp_path / "sitecustomize.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
@@ -132,4 +132,6 @@ def test_the_bundled_capture_service_ignores_python_and_qt_variables(bundle, tmp
     finally:
         client.close()
     assert not marker.exists()
-    assert environ == MINIMAL_ENVIRONMENT
+    # The minimal environment, plus what the bundle's bootloader adds when it starts itself again.
+    assert is_clean(environ, frozen=True, bundle_libraries=str(bundle / "_internal")), environ
+    assert {key: environ[key] for key in MINIMAL_ENVIRONMENT} == MINIMAL_ENVIRONMENT
