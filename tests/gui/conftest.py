@@ -38,3 +38,13 @@ def workbench(qtbot):
 def start_demo(qtbot, bench, rows: int = 40):
     bench.window.start_capture()
     qtbot.waitUntil(lambda: bench.window.count >= rows, timeout=10000)
+
+
+def start_live_capture(qtbot, window, capture_filter: str, intercept_filter: str) -> None:
+    """Live capture of `capture_filter`, holding what `intercept_filter` matches, once running."""
+    window.capture_filter.set_text(capture_filter)
+    window.intercept.filter.set_text(intercept_filter)
+    window.intercept.filter.submit()
+    window.start_capture()
+    qtbot.waitUntil(lambda: window.running, timeout=10000)
+    assert window.source_name == "live", window.errors

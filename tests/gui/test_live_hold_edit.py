@@ -6,6 +6,7 @@ import socket
 import pytest
 from PySide6.QtCore import Qt
 
+from tests.gui.conftest import start_live_capture
 from tests.integration.conftest import Namespace, require_prerequisites, run
 
 pytestmark = pytest.mark.netns
@@ -38,12 +39,7 @@ def test_edited_held_packet_reaches_the_socket_edited(qtbot, namespace):
     window = bench.window
     qtbot.addWidget(window)
     try:
-        window.capture_filter.set_text(f"udp.DstPort == {port}")
-        window.intercept.filter.set_text(f"udp.DstPort == {port}")
-        window.intercept.filter.submit()
-        window.start_capture()
-        qtbot.waitUntil(lambda: window.running, timeout=10000)
-        assert window.source_name == "live", window.errors
+        start_live_capture(qtbot, window, f"udp.DstPort == {port}", f"udp.DstPort == {port}")
         sender.sendto(b"original payload", ("127.0.0.1", port))
         qtbot.waitUntil(lambda: window.queue_model.rowCount() == 1, timeout=10000)
         panel = window.intercept

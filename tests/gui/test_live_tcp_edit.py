@@ -6,6 +6,7 @@ import shutil
 import pytest
 from PySide6.QtCore import Qt
 
+from tests.gui.conftest import start_live_capture
 from tests.integration.conftest import require
 from tests.integration.test_edit_tcp_netns import ASKED, FILES, PORT, HttpServer, curl
 
@@ -26,12 +27,8 @@ def test_a_request_edited_longer_in_the_window_completes(qtbot, netns, tmp_path)
     window = bench.window
     qtbot.addWidget(window)
     try:
-        window.capture_filter.set_text(f"tcp.DstPort == {PORT} or tcp.SrcPort == {PORT}")
-        window.intercept.filter.set_text(f"tcp.DstPort == {PORT} and tcp.PayloadLength > 0")
-        window.intercept.filter.submit()
-        window.start_capture()
-        qtbot.waitUntil(lambda: window.running, timeout=10000)
-        assert window.source_name == "live", window.errors
+        start_live_capture(qtbot, window, f"tcp.DstPort == {PORT} or tcp.SrcPort == {PORT}",
+                           f"tcp.DstPort == {PORT} and tcp.PayloadLength > 0")
         body = tmp_path / "body"
         client = curl(netns, "127.0.0.1", body)
         qtbot.waitUntil(lambda: window.queue_model.rowCount() >= 1, timeout=10000)
