@@ -18,6 +18,7 @@ Commands (GUI -> Session)
     set_rate      {"rate": float}       demo source rate
     set_intercept {"filter": str}       "" or "false" holds nothing
     set_hold_timeout {"seconds": float, "action": "forward"|"drop"}   0 = never
+    set_hold_processes {"pids": [int]}  also hold every live packet of these processes' flows
     forward       {"ids": [int], "data": {id: hex}, "fix": bool}   data: edited bytes of some
                   of the ids; fix: recompute their lengths and checksums first (default False)
     forward_unmodified {"ids": [int]}
@@ -65,7 +66,7 @@ from __future__ import annotations
 
 COMMANDS = frozenset({
     "start", "stop", "open", "pause", "clear", "set_rate", "set_intercept", "set_hold_timeout",
-    "forward", "forward_unmodified", "drop", "forward_all", "drop_all", "inject",
+    "set_hold_processes", "forward", "forward_unmodified", "drop", "forward_all", "drop_all", "inject",
     "set_rules", "shutdown",
 })
 

@@ -16,6 +16,7 @@ from typing import Callable, NamedTuple
 
 from divertgui.engine.address import Address, Flag, Layer
 from divertgui.engine.packet import Packet
+from divertgui.engine.processes import FlowOwners
 from divertgui.engine.protocol import event
 from divertgui.engine.rules import Lag, Pipeline, RuleError
 from divertgui.engine.rules.runner import drain_queued, send_out
@@ -38,6 +39,7 @@ class Held(NamedTuple):
     packet: object          # the handle's Packet, its verdict pending
     row: int
     since: float            # time.monotonic() when it was held
+    process: int = 0        # its index in the store's process list
 
 
 class SessionError(Exception):
@@ -73,6 +75,8 @@ class Session:
         self._hold_action = "forward"
         self._held: dict[int, Held] = {}
         self._held_bytes = 0
+        self._hold_pids: set[int] = set()     # every packet of these processes is held
+        self._owners: FlowOwners | None = None
         self.max_held, self.max_held_bytes = MAX_HELD, MAX_HELD_BYTES
         self._next_id = 1
         self._wall_offset = 0
@@ -217,14 +221,17 @@ class Session:
         # The list shows each packet as its sender numbered it, before any renumbering.
         raws = [p.raw for p in packets]
         resent = {} if sniffing or not self._edited else self._resend_edited(packets)
+        processes = self._processes_of(raws, packets)
+        held_process = self._held_process_indexes() if not sniffing and not self._paused else ()
         for index, packet in enumerate(packets):
             if sniffing:
                 verdicts.append(Verdict.SNIFFED)
             elif index in resent:
                 verdicts.append(Verdict.PASSED)
                 release.append(packet)
-            elif (intercept is not None and intercept.match(packet.raw, packet.address)
-                    and self._room_to_hold(room, bytes_room, len(packet.raw))):
+            elif (processes[index] in held_process
+                    or intercept is not None and intercept.match(packet.raw, packet.address)) \
+                    and self._room_to_hold(room, bytes_room, len(packet.raw)):
                 room, bytes_room = room - 1, bytes_room - len(packet.raw)
                 verdicts.append(Verdict.HELD)
                 hold.append(packet)
@@ -239,16 +246,28 @@ class Session:
             if verdicts[index] == Verdict.PASSED:
                 verdicts[index] = Verdict.INJECTED
         rows = self.store.append_batch(raws, [p.address for p in packets], verdicts,
-                                       [p.address.timestamp + self._wall_offset for p in packets])
+                                       [p.address.timestamp + self._wall_offset for p in packets], processes)
         for index, sent in resent.items():
             if sent != raws[index]:
                 self.store.set_edited(rows.start + index, sent)
         if hold:
             now = time.monotonic()
-            for packet, row in zip(packets, rows):
-                if verdicts[row - rows.start] == Verdict.HELD:
-                    self._hold(packet, row, now)
+            for index, (packet, row) in enumerate(zip(packets, rows)):
+                if verdicts[index] == Verdict.HELD:
+                    self._hold(packet, row, now, processes[index])
         self._rows_due = True
+
+    def _processes_of(self, raws: list, packets: list) -> list[int]:
+        """Each packet's process index in the store; only live packets have local processes."""
+        if self._owners is None:
+            return [0] * len(packets)
+        self._owners.refresh()
+        return self._owners.indexes(raws, [p.address.outbound for p in packets])
+
+    def _held_process_indexes(self) -> set[int]:
+        if not self._hold_pids:
+            return set()
+        return {i for pid in self._hold_pids for i in self.store.processes.indexes_of_pid(pid)}
 
     def _resend_edited(self, packets: list) -> dict[int, bytes]:
         """Retransmissions of segments edited by hand get the edited bytes again; their
@@ -285,10 +304,10 @@ class Session:
         self._counts["hold_refused"] += 1
         return False
 
-    def _hold(self, packet, row: int, since: float) -> None:
+    def _hold(self, packet, row: int, since: float, process: int = 0) -> None:
         ident = self._next_id
         self._next_id += 1
-        self._held[ident] = Held(packet, row, since)
+        self._held[ident] = Held(packet, row, since, process)
         self._held_bytes += len(packet.raw)
         self._newly_held.append({"id": ident, "row": row})
 
@@ -401,6 +420,8 @@ class Session:
             backend = ReplayBackend(path, float(command.get("speed", 1.0)))
             handle = self._open(filter_text, layer, priority, _MODES[mode], backend)
         self._handle, self._backend = handle, backend
+        # Created here, on the session's thread: it reads this thread's network namespace's sockets.
+        self._owners = FlowOwners(self.store.processes) if source == "live" else None
         self._source, self._mode, self._layer, self._reason = source, mode, layer, reason
         self._wall_offset = time.time_ns() - time.monotonic_ns()
         self._recompile_intercept()
@@ -491,8 +512,9 @@ class Session:
         # announced once, with those rows).
         self._newly_held = [h for h in self._newly_held if h["id"] not in self._held]
         for ident, held in list(self._held.items()):
-            row = self.store.append(held.packet.raw, held.packet.address, Verdict.HELD,
-                                    held.packet.address.timestamp + self._wall_offset)
+            row = self.store.append_batch((held.packet.raw,), (held.packet.address,), Verdict.HELD,
+                                          held.packet.address.timestamp + self._wall_offset,
+                                          held.process).start
             self._held[ident] = held._replace(row=row)
             self._newly_held.append({"id": ident, "row": row})
         self._rows_due = True
@@ -522,6 +544,11 @@ class Session:
         except FilterError as exc:
             self._intercept = None
             raise SessionError(f"intercept filter: {exc.message}", "intercept", exc.position) from exc
+
+    def _on_set_hold_processes(self, command: dict) -> None:
+        """Hold every packet of these pids (besides what the intercept filter holds)."""
+        self._hold_pids = {int(pid) for pid in command.get("pids", ())}
+        self._state_due = True
 
     def _on_set_hold_timeout(self, command: dict) -> None:
         seconds = float(command.get("seconds", 0))

@@ -14,6 +14,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from divertgui.engine.address import Address, Layer
+from divertgui.engine.processes import Process, ProcessList
 from divertgui.engine.store_columns import VECTOR_ROWS, address_columns, summaries_one_by_one, summarise, \
     summary_columns
 from divertgui.engine.store_record import ARENA_BITS, ARENA_BYTES, COLUMNS, FLAG_COLUMNS, RECORD, Flags, Verdict
@@ -31,6 +32,8 @@ class CaptureStore:
 
     def __init__(self) -> None:
         self._append_lock = threading.Lock()
+        # Outlives clear(): a process named once keeps its index.
+        self.processes = ProcessList()
         self._reset()
 
     def _reset(self) -> None:
@@ -52,8 +55,10 @@ class CaptureStore:
         return self.append_batch((raw,), (address,), verdict, wall_ns).start
 
     def append_batch(self, raws: Sequence[bytes], addresses: Sequence[Address],
-                     verdicts: Sequence[int] | int, wall_ns: Sequence[int] | int) -> range:
-        """Append packets; `verdicts` and `wall_ns` are one value for all or one per packet."""
+                     verdicts: Sequence[int] | int, wall_ns: Sequence[int] | int,
+                     processes: Sequence[int] | int = 0) -> range:
+        """Append packets; `verdicts`, `wall_ns` and `processes` (indexes into `self.processes`)
+        are one value for all or one per packet."""
         count = len(raws)
         if len(addresses) != count:
             raise ValueError(f"append_batch: {count} packets but {len(addresses)} addresses")
@@ -65,6 +70,7 @@ class CaptureStore:
         block["wall_ns"] = wall_ns
         block["verdict"] = verdicts
         block["length"] = lengths
+        block["process"] = processes
         address_columns(addresses, block)
         return self._append_block(block, raws, b"".join(raws), lengths)
 
@@ -214,6 +220,10 @@ class CaptureStore:
     def value(self, name: str, row: int) -> int:
         """One cell of a RECORD column, without copying a column."""
         return int(self._record(row)[name])
+
+    def process(self, row: int) -> Process | None:
+        """The local process the row's flow belongs to, None when not known."""
+        return self.processes.get(int(self._record(row)["process"]))
 
     def verdict(self, row: int) -> Verdict:
         return Verdict(int(self._record(row)["verdict"]))

@@ -53,6 +53,8 @@ RECORD = np.dtype([
     ("ip_version", "u1"),
     ("protocol", "u1"),
     ("verdict", "u1"),
+    # Index into the store's ProcessList of the local process the packet's flow belongs to; 0: none.
+    ("process", "<u2"),
 ])
 
 FLAG_COLUMNS = {

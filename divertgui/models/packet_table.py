@@ -21,10 +21,10 @@ class TimeFormat(enum.Enum):
     DELTA = "Seconds since previous displayed packet"
 
 
-COLUMNS = ("No.", "Time", "Dir", "Source", "Destination", "Protocol", "Length", "Info", "Verdict")
+COLUMNS = ("No.", "Time", "Dir", "Source", "Destination", "Protocol", "Length", "Info", "Verdict", "Process")
 _COLUMN_COUNT = len(COLUMNS)
 _ROOT = QModelIndex()
-NUMBER, TIME, DIRECTION, SOURCE, DESTINATION, PROTOCOL, LENGTH, INFO, VERDICT = range(len(COLUMNS))
+NUMBER, TIME, DIRECTION, SOURCE, DESTINATION, PROTOCOL, LENGTH, INFO, VERDICT, PROCESS = range(len(COLUMNS))
 
 VERDICT_NAMES = ("passed", "modified", "dropped", "held", "injected", "sniffed")
 VERDICT_COLOURS = {
@@ -62,7 +62,7 @@ class RowCells(NamedTuple):
 # and a repaint is then only dictionary lookups.
 BLOCK_ROWS = 64
 CACHED_ROWS = 16384
-_BLOCK_COLUMNS = ("timestamp", "wall_ns", "length", "outbound", "loopback", "verdict")
+_BLOCK_COLUMNS = ("timestamp", "wall_ns", "length", "outbound", "loopback", "verdict", "process")
 
 
 class PacketTableModel(NamedColumnsModel):
@@ -232,8 +232,9 @@ class PacketTableModel(NamedColumnsModel):
             direction = "lo ↺"
         else:
             direction = "out →" if fields["outbound"] else "in ←"
+        process = self.store.processes.get(fields["process"])
         texts = (str(row + 1), time_text, direction, source, destination, protocol, str(fields["length"]),
-                 info, verdict)
+                 info, verdict, process.label() if process is not None else "")
         if verdict == "held":
             background = self._brush(HELD_ROW_COLOUR)
         else:

@@ -106,6 +106,13 @@ def id_list(name, value):
     return value
 
 
+def pid_list(name, value):
+    sized(name, value, list, "a list of process ids", MAX_IDS, "processes")
+    for index, pid in enumerate(value):
+        integer(1, (1 << 31) - 1)(f"{name}[{index}]", pid)
+    return value
+
+
 def edited_data(name, value):
     sized(name, value, dict, "a map of held packet ids to hexadecimal bytes", MAX_IDS, "packets")
     for key, data in value.items():
@@ -159,6 +166,7 @@ FIELDS: dict[str, dict[str, Check]] = {
     "set_rate": {"rate": number(0, 1_000_000, low_open=True)},
     "set_intercept": {"filter": text(MAX_FILTER)},
     "set_hold_timeout": {"seconds": number(0, 86400), "action": choice("forward", "drop")},
+    "set_hold_processes": {"pids": pid_list},
     "forward": {"ids": id_list, "data": edited_data, "fix": flag},
     "forward_unmodified": {"ids": id_list},
     "drop": {"ids": id_list},

@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from divertgui.engine.address import Address
+from divertgui.engine.processes import ProcessList
 from divertgui.engine.store_columns import address_columns
 from divertgui.service import framing
 from divertgui.service.packet_frames import ROW, encode_edit, encode_packets, encode_verdicts
@@ -27,6 +28,8 @@ class StoreRelay:
         self._count = 0
         self.bytes_stored = 0
         self.generation = 0
+        # The session attributes packets here too, but process names do not travel to the client yet.
+        self.processes = ProcessList()
 
     def __len__(self) -> int:
         return self._count
@@ -34,7 +37,8 @@ class StoreRelay:
     def append(self, raw: bytes, address: Address, verdict, wall_ns: int) -> int:
         return self.append_batch((raw,), (address,), verdict, wall_ns).start
 
-    def append_batch(self, raws: Sequence[bytes], addresses: Sequence[Address], verdicts, wall_ns) -> range:
+    def append_batch(self, raws: Sequence[bytes], addresses: Sequence[Address], verdicts, wall_ns,
+                     processes=0) -> range:
         count = len(raws)
         if len(addresses) != count:
             raise ValueError(f"append_batch: {count} packets but {len(addresses)} addresses")

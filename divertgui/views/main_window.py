@@ -610,7 +610,7 @@ class MainWindow(QMainWindow):
             return
         row = self.table_model.store_row(current.row())
         try:
-            self.details.show_packet(self.store.raw(row), self.store.original(row))
+            self.details.show_packet(self.store.raw(row), self.store.original(row), self.store.process(row))
         except IndexError:
             self.details.clear()
 

@@ -52,13 +52,16 @@ class PacketDetails(QWidget):
         layout.addWidget(split, 1)
 
         self.packets: tuple[bytes, bytes | None] = (b"", None)
+        self.process = None
         self._linking = False
         self.tree.currentItemChanged.connect(self._on_field)
         self.hex.byte_clicked.connect(self._on_byte)
 
-    def show_packet(self, raw: bytes, original: bytes | None = None) -> None:
-        """`original`: the captured bytes when `raw` is an edit of them."""
+    def show_packet(self, raw: bytes, original: bytes | None = None, process=None) -> None:
+        """`original`: the captured bytes when `raw` is an edit of them; `process`: the local
+        process its flow belongs to (an engine.processes.Process), when known."""
         self.packets = (bytes(raw), original)
+        self.process = process
         self.header.setVisible(original is not None)
         self.version.blockSignals(True)
         self.version.setCurrentIndex(0)
@@ -67,6 +70,7 @@ class PacketDetails(QWidget):
 
     def clear(self) -> None:
         self.packets = (b"", None)
+        self.process = None
         self.header.hide()
         self.tree.clear()
         self.hex.set_data(b"")
@@ -79,6 +83,8 @@ class PacketDetails(QWidget):
         from divertgui.engine import dissect
         self.tree.clear()
         self.hex.set_data(raw)
+        if self.process is not None:
+            self.tree.addTopLevelItem(self._process_item(self.process))
         for node in dissect.decode_tree(raw):
             self.tree.addTopLevelItem(self._item(node))
         for index in range(self.tree.topLevelItemCount()):
@@ -91,6 +97,16 @@ class PacketDetails(QWidget):
         item.setToolTip(0, f"bytes {offset}..{offset + length - 1}" if length > 1 else f"byte {offset}")
         for child in node.children:
             item.addChild(self._item(child))
+        return item
+
+    @staticmethod
+    def _process_item(process) -> QTreeWidgetItem:
+        item = QTreeWidgetItem([f"Process: {process.label()}"])
+        item.setData(0, SPAN_ROLE, (0, 0))    # no bytes of the packet say it
+        for text in (f"Process ID: {process.pid}", f"Name: {process.name}", f"User: {process.user}"):
+            child = QTreeWidgetItem([text])
+            child.setData(0, SPAN_ROLE, (0, 0))
+            item.addChild(child)
         return item
 
     def _on_field(self, item, _previous=None) -> None:

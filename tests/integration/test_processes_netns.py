@@ -1,0 +1,93 @@
+"""The process behind each live packet: two real programs in a namespace, each packet with its sender."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tests.integration.conftest import receive_expected
+from tests.unit.test_session import Running
+
+pytestmark = pytest.mark.netns
+
+# Connects (TCP) or binds (UDP), prints its pid and local port, then sends one message per line read.
+SENDER = r"""
+import os, socket, sys
+kind, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM)
+if kind == "tcp":
+    s.connect(("127.0.0.1", port))
+else:
+    s.bind(("127.0.0.1", 0))
+print(os.getpid(), s.getsockname()[1], flush=True)
+for line in sys.stdin:
+    data = line.strip().encode()
+    s.send(data) if kind == "tcp" else s.sendto(data, ("127.0.0.1", port))
+"""
+
+
+def start_sender(netns, kind: str, port: int):
+    process = netns.popen([sys.executable, "-c", SENDER, kind, str(port)], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True)
+    pid, local_port = map(int, process.stdout.readline().split())
+    return process, pid, local_port
+
+
+def say(process, text: str) -> None:
+    process.stdin.write(text + "\n")
+    process.stdin.flush()
+
+
+def test_each_live_packet_names_the_program_that_sent_it(netns):
+    with netns.entered():
+        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        receiver.bind(("127.0.0.1", 0))
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        running = Running()
+    udp_port, tcp_port = receiver.getsockname()[1], listener.getsockname()[1]
+    first, first_pid, first_port = start_sender(netns, "udp", udp_port)
+    second, second_pid, second_port = start_sender(netns, "udp", udp_port)
+    # A connection made before the capture starts.
+    early, early_pid, early_port = start_sender(netns, "tcp", tcp_port)
+    accepted, _ = listener.accept()
+    try:
+        running.post("start", source="live", mode="sniff", priority=0, layer="NETWORK",
+                     filter=f"udp.DstPort == {udp_port} or tcp.DstPort == {tcp_port} or tcp.SrcPort == {tcp_port}")
+        state = running.wait_for(lambda e: e["type"] in ("state", "error"), "state event")
+        assert state["type"] == "state" and state["source"] == "live" and not state["reason"], state
+        for i in range(3):
+            say(first, f"first {i}")
+            say(second, f"second {i}")
+        say(early, "early")
+        receive_expected(receiver, 6)
+        accepted.settimeout(5)
+        assert accepted.recv(100) == b"early"
+        accepted.send(b"answer")
+        running.wait_for(lambda e: e["type"] == "rows" and e["count"] >= 8, "the packets")
+        store = running.store
+        owner_of_port = {first_port: first_pid, second_port: second_pid, early_port: early_pid,
+                         tcp_port: os.getpid()}
+        seen = set()
+        for row in range(len(store)):
+            # On loopback each packet is seen leaving: its source port is its sender's socket.
+            assert store.address(row).outbound
+            process = store.process(row)
+            expected = owner_of_port[store.value("src_port", row)]
+            assert process is not None and process.pid == expected, (row, process, expected)
+            assert process.name.startswith("python") or process.name == os.path.basename(sys.executable)
+            seen.add(expected)
+        assert seen == {first_pid, second_pid, early_pid, os.getpid()}
+    finally:
+        running.stop()
+        for process in (first, second, early):
+            process.stdin.close()
+            process.wait(timeout=10)
+        accepted.close()
+        listener.close()
+        receiver.close()

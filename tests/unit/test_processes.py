@@ -1,0 +1,86 @@
+"""Process attribution: a packet's local flow, the kernel's socket tables and the sockets' owners."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+
+from divertgui.engine.processes import FlowOwners, ProcessList, flow_key, read_socket_tables
+
+MAPPED = bytes(10) + b"\xff\xff"
+
+
+def udp4(src: str, sport: int, dst: str, dport: int, payload: bytes = b"x") -> bytes:
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                     socket.inet_aton(src), socket.inet_aton(dst))
+    return ip + udp
+
+
+def udp6(src: str, sport: int, dst: str, dport: int, payload: bytes = b"x") -> bytes:
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    return struct.pack("!IHBB", 6 << 28, len(udp), 17, 64) + socket.inet_pton(socket.AF_INET6, src) \
+        + socket.inet_pton(socket.AF_INET6, dst) + udp
+
+
+def test_the_direction_decides_which_side_is_local():
+    raw = udp4("10.0.0.1", 1000, "10.0.0.2", 53)
+    local, remote = MAPPED + bytes([10, 0, 0, 1]), MAPPED + bytes([10, 0, 0, 2])
+    assert flow_key(raw, outbound=True) == (17, local, 1000, remote, 53)
+    assert flow_key(raw, outbound=False) == (17, remote, 53, local, 1000)
+    six = udp6("fd00::1", 5, "fd00::2", 6)
+    assert flow_key(six, True) == (17, socket.inet_pton(socket.AF_INET6, "fd00::1"), 5,
+                                   socket.inet_pton(socket.AF_INET6, "fd00::2"), 6)
+
+
+def test_fragments_icmp_and_short_packets_have_no_flow():
+    raw = bytearray(udp4("10.0.0.1", 1000, "10.0.0.2", 53))
+    raw[6] = 0x20                      # more fragments
+    assert flow_key(bytes(raw), True) is None
+    icmp = bytearray(udp4("10.0.0.1", 1, "10.0.0.2", 2))
+    icmp[9] = 1
+    assert flow_key(bytes(icmp), True) is None
+    assert flow_key(b"\x45" + bytes(10), True) is None
+
+
+def test_a_bound_socket_of_this_process_owns_its_packets_both_ways():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ours, \
+            socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as ours6:
+        ours.bind(("127.0.0.1", 0))
+        ours6.bind(("::1", 0))
+        port, port6 = ours.getsockname()[1], ours6.getsockname()[1]
+        tables = read_socket_tables()
+        assert (17, MAPPED + bytes([127, 0, 0, 1]), port) in tables.bound
+        processes = ProcessList()
+        owners = FlowOwners(processes)
+        packets = [udp4("127.0.0.1", port, "127.0.0.1", 9), udp4("127.0.0.1", 9, "127.0.0.1", port),
+                   udp6("::1", port6, "::1", 9), udp4("127.0.0.1", 9, "127.0.0.1", 9)]
+        indexes = owners.indexes(packets, [True, False, True, True])
+        assert indexes[0] == indexes[1] == indexes[2] != 0
+        assert indexes[3] == 0, "no socket has port 9"
+        process = processes.get(indexes[0])
+        assert process.pid == os.getpid() and process.name
+        assert owners.lookups == 1, "the new flows of one batch are looked up together"
+        assert owners.indexes(packets[:1], [True]) == indexes[:1] and owners.lookups == 1
+
+
+def test_a_flow_whose_socket_closed_is_looked_up_again():
+    processes = ProcessList()
+    owners = FlowOwners(processes)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ours:
+        ours.bind(("127.0.0.1", 0))
+        port = ours.getsockname()[1]
+        raw = udp4("127.0.0.1", port, "127.0.0.1", 9)
+        assert owners.indexes([raw], [True])[0] != 0
+    owners.refresh(now=1e12)
+    assert owners.flow_count() == 0
+    assert owners.indexes([raw], [True]) == [0]
+
+
+def test_the_process_list_gives_each_process_one_small_index():
+    processes = ProcessList()
+    from divertgui.engine.processes import Process
+    a, b = Process(10, "curl", "root"), Process(11, "nc", "root")
+    assert processes.intern(a) == 1 and processes.intern(b) == 2 and processes.intern(a) == 1
+    assert processes.get(0) is None and processes.get(2) == b and processes.indexes_of_pid(10) == [1]
