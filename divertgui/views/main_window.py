@@ -157,6 +157,7 @@ class MainWindow(QMainWindow):
         self.mode_running = ""
         self.state_reason = ""
         self.session_stats: dict = {}
+        self.held_pids: list[int] = []
         self.errors: list[dict] = []
         self.last_display_filter_seconds = 0.0
 
@@ -705,7 +706,28 @@ class MainWindow(QMainWindow):
         menu = QMenu(self.table)
         menu.addAction(self.follow_tcp_action)
         menu.addAction(self.follow_udp_action)
+        process = self.current_process()
+        if process is not None:
+            menu.addSeparator()
+            menu.addAction(f"Hold Everything from {process.label()}", lambda: self.hold_process(process.pid))
+        if self.held_pids:
+            menu.addAction("Stop Holding by Process", lambda: self.hold_process(None))
         menu.exec(self.table.viewport().mapToGlobal(position))
+
+    def current_process(self):
+        """The local process of the selected packet's flow, None when none or not known."""
+        current = self.table.currentIndex()
+        if not current.isValid() or self.table_model.stale():
+            return None
+        return self.store.process(self.table_model.store_row(current.row()))
+
+    def hold_process(self, pid: int | None) -> None:
+        """Holds every packet of `pid` from now on, besides what the intercept filter holds; None: no process."""
+        self.held_pids = [] if pid is None else sorted({*self.held_pids, pid})
+        self.post("set_hold_processes", pids=self.held_pids)
+        self.statusBar().showMessage(
+            f"Holding every packet of process {', '.join(map(str, self.held_pids))}" if self.held_pids
+            else "No process is held by its pid", 5000)
 
     def follow_stream(self, protocol: str | None = None) -> FollowStreamDialog | None:
         """Opens the stream of the current packet; `protocol` ("TCP"/"UDP") when the user asked for one."""

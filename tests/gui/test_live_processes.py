@@ -1,0 +1,64 @@
+"""Live capture in a network namespace with two programs sending: each packet shows its program,
+and holding one program's packets holds only those."""
+
+import socket
+
+import pytest
+
+from tests.gui.conftest import start_live_capture
+from tests.gui.test_live_hold_edit import namespace  # noqa: F401 (a fixture)
+from tests.integration.conftest import receive_expected
+from tests.integration.test_processes_netns import say, start_sender
+
+pytestmark = pytest.mark.netns
+
+
+def test_each_packet_shows_its_process_and_holding_one_process_holds_only_its_packets(qtbot, namespace):  # noqa: F811
+    from divertgui.app import Workbench
+    from divertgui.models.packet_table import PROCESS
+    from divertgui.views.capture_options import CaptureOptions
+    with namespace.entered():
+        bench = Workbench(CaptureOptions(source="live"))
+        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        receiver.bind(("127.0.0.1", 0))
+    port = receiver.getsockname()[1]
+    first, first_pid, first_port = start_sender(namespace, "udp", port)
+    second, second_pid, second_port = start_sender(namespace, "udp", port)
+    window = bench.window
+    qtbot.addWidget(window)
+    model = window.table_model
+    try:
+        start_live_capture(qtbot, window, f"udp.DstPort == {port}", "")
+        say(first, "first before")
+        say(second, "second before")
+        receive_expected(receiver, 2)
+        qtbot.waitUntil(lambda: model.rowCount() == 2, timeout=10000)
+        pid_of_port = {first_port: first_pid, second_port: second_pid}
+        for view_row in range(2):
+            row = model.store_row(view_row)
+            pid = pid_of_port[model.value("src_port", row)]
+            assert window.store.process(row).pid == pid
+            assert model.index(view_row, PROCESS).data().endswith(f"({pid})")
+        first_row = next(r for r in range(2) if model.value("src_port", model.store_row(r)) == first_port)
+        window.select_view_row(first_row)
+        assert f"({first_pid})" in window.details.tree.topLevelItem(0).text(0)
+        window.hold_process(window.current_process().pid)
+
+        for i in range(2):
+            say(first, f"first held {i}")
+            say(second, f"second passes {i}")
+        assert sorted(receive_expected(receiver, 2)) == [b"second passes 0", b"second passes 1"]
+        qtbot.waitUntil(lambda: window.queue_model.rowCount() == 2, timeout=10000)
+        qtbot.waitUntil(lambda: model.rowCount() == 6, timeout=10000)
+        for view_row in range(2, 6):
+            row = model.store_row(view_row)
+            held = model.verdict_name(row) == "held"
+            assert held == (window.store.process(row).pid == first_pid), (row, model.verdict_name(row))
+        window.post("forward_all")
+        assert sorted(receive_expected(receiver, 2)) == [b"first held 0", b"first held 1"]
+    finally:
+        for process in (first, second):
+            process.stdin.close()
+            process.wait(timeout=10)
+        receiver.close()
+        assert bench.close(), "the session thread did not stop"
