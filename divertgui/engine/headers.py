@@ -9,8 +9,15 @@ from .header_fields import (  # noqa: F401 - the protocol numbers are also read 
     FRAGMENT_HEADER_LEN, ICMP_HEADER_LEN, IPPROTO_AH, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS,
     IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_MH, IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP, IPV4_HEADER_LEN,
     IPV4, IPV6, IPV6_EXTENSION, IPV6_EXTENSION_HEADERS, IPV6_FRAGMENT, IPV6_HEADER_LEN, TCP, TCP_HEADER_MIN,
-    UDP_HEADER_LEN, field_value,
+    UDP_HEADER_LEN, reader,
 )
+
+_IPV4_HDR_LEN, _IPV4_LENGTH, _IPV4_PROTOCOL, _IPV4_FRAG_OFFSET, _IPV4_MF = (
+    reader(IPV4[name]) for name in ("hdr_len", "length", "protocol", "frag_offset", "mf"))
+_IPV6_LENGTH, _IPV6_NEXT_HDR = reader(IPV6["length"]), reader(IPV6["next_hdr"])
+_EXTENSION_NEXT_HDR, _EXTENSION_LENGTH = reader(IPV6_EXTENSION["next_hdr"]), reader(IPV6_EXTENSION["hdr_ext_len"])
+_FRAGMENT_OFFSET, _FRAGMENT_MF = reader(IPV6_FRAGMENT["frag_offset"]), reader(IPV6_FRAGMENT["mf"])
+_TCP_HDR_LEN = reader(TCP["hdr_len"])
 
 
 class HeaderLayout(NamedTuple):
@@ -46,14 +53,14 @@ def parse_headers(raw: bytes) -> HeaderLayout | None:
     if version == 4:
         if size < IPV4_HEADER_LEN:
             return None
-        header_len = field_value(raw, 0, IPV4["hdr_len"]) * 4
-        length_field = field_value(raw, 0, IPV4["length"])
+        header_len = _IPV4_HDR_LEN(raw, 0) * 4
+        length_field = _IPV4_LENGTH(raw, 0)
         if header_len < IPV4_HEADER_LEN or size < header_len or length_field < header_len:
             return None
         total = min(length_field, size)
-        protocol = field_value(raw, 0, IPV4["protocol"])
-        frag_offset = field_value(raw, 0, IPV4["frag_offset"])
-        more_fragments = bool(field_value(raw, 0, IPV4["mf"]))
+        protocol = _IPV4_PROTOCOL(raw, 0)
+        frag_offset = _IPV4_FRAG_OFFSET(raw, 0)
+        more_fragments = bool(_IPV4_MF(raw, 0))
         fragment = more_fragments or frag_offset != 0
         offset = header_len
         ext_headers = ()
@@ -61,9 +68,9 @@ def parse_headers(raw: bytes) -> HeaderLayout | None:
         if size < IPV6_HEADER_LEN:
             return None
         header_len = IPV6_HEADER_LEN
-        total = min(field_value(raw, 0, IPV6["length"]) + IPV6_HEADER_LEN, size)
+        total = min(_IPV6_LENGTH(raw, 0) + IPV6_HEADER_LEN, size)
         protocol, offset, fragment, frag_offset, more_fragments, ext_headers = \
-            _skip_extension_headers(raw, field_value(raw, 0, IPV6["next_hdr"]), total)
+            walk_extension_headers(raw, _IPV6_NEXT_HDR(raw, 0), total)
     else:
         return None
 
@@ -72,7 +79,7 @@ def parse_headers(raw: bytes) -> HeaderLayout | None:
     if frag_offset == 0:
         if protocol == IPPROTO_TCP:
             if remaining >= TCP_HEADER_MIN:
-                declared = field_value(raw, offset, TCP["hdr_len"]) * 4
+                declared = _TCP_HDR_LEN(raw, offset) * 4
                 if declared >= TCP_HEADER_MIN:
                     transport, transport_len = IPPROTO_TCP, min(declared, remaining)
         elif protocol == IPPROTO_UDP:
@@ -92,7 +99,7 @@ def parse_headers(raw: bytes) -> HeaderLayout | None:
         transport)
 
 
-def _skip_extension_headers(raw: bytes, protocol: int, total: int):
+def walk_extension_headers(raw: bytes, protocol: int, total: int):
     """Walk the extension headers WinDivert walks (header_fields.IPV6_EXTENSION_HEADERS).
 
     A header that does not fit in the packet ends the walk with `protocol`
@@ -111,15 +118,15 @@ def _skip_extension_headers(raw: bytes, protocol: int, total: int):
             length = FRAGMENT_HEADER_LEN
         else:
             add, unit = rule
-            length = (field_value(raw, offset, IPV6_EXTENSION["hdr_ext_len"]) + add) * unit
+            length = (_EXTENSION_LENGTH(raw, offset) + add) * unit
         if length > total - offset:
             break
         ext_headers.append((protocol, offset, length))
         if protocol == IPPROTO_FRAGMENT:
             fragment = True
-            frag_offset = field_value(raw, offset, IPV6_FRAGMENT["frag_offset"])
-            more_fragments = bool(field_value(raw, offset, IPV6_FRAGMENT["mf"]))
-        protocol = field_value(raw, offset, IPV6_EXTENSION["next_hdr"])
+            frag_offset = _FRAGMENT_OFFSET(raw, offset)
+            more_fragments = bool(_FRAGMENT_MF(raw, offset))
+        protocol = _EXTENSION_NEXT_HDR(raw, offset)
         offset += length
         if frag_offset != 0:
             break

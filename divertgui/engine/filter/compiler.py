@@ -13,7 +13,7 @@ from .. import headers
 from ..header_fields import (
     FILTER_READS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV4, IPV4_HEADER_LEN, IPV6_EXTENSION_HEADERS,
     IPV6_HEADER_LEN, TCP_HEADER_MIN,
-    TRANSPORT_HEADER_MIN, TRANSPORT_PROTOCOLS, UDP_HEADER_LEN, FilterRead, HeaderField,
+    TRANSPORT_HEADER_MIN, TRANSPORT_PROTOCOLS, UDP_HEADER_LEN, FilterRead, field_expression,
 )
 from ..packet_hash import layout_hash
 from .ast import And, Cond, Const, Node, Or, Test, walk
@@ -21,33 +21,9 @@ from ..address import Layer
 from .fields import FIELDS, IPV4_MAPPED_LO as IPV4_MAPPED, NETWORK_LAYERS, effective_value
 
 
-def _index(base: str, offset: int) -> str:
-    return str(offset) if base == "0" else f"{base} + {offset}" if offset else base
-
-
-def _byte_expression(base: str, offset: int, size: int) -> str:
-    """The big-endian number in `size` bytes at `offset` from `base`."""
-    if size == 1:
-        return f"r[{_index(base, offset)}]"
-    if size <= 3:
-        return "(" + " | ".join(f"r[{_index(base, offset + k)}]" + (f" << {8 * (size - 1 - k)}" if k < size - 1 else "")
-                                for k in range(size)) + ")"
-    return f"int.from_bytes(r[{_index(base, offset)}:{_index(base, offset + size)}], 'big')"
-
-
-def _field_expression(field: HeaderField, base: str) -> str:
-    """Python for a header field of the header at `base` (an expression)."""
-    value = _byte_expression(base, field.offset, field.size)
-    if field.shift:
-        value = f"{value} >> {field.shift}"
-    if ((1 << 8 * field.size) - 1) >> field.shift != field.mask:
-        value = f"{value} & {field.mask}"
-    return value if field.whole else f"({value})"
-
-
 def _read_expression(read: FilterRead, base: str) -> str:
     """Python for a filter field read from the header at `base` (an expression)."""
-    parts = [_field_expression(field, base) + (f" << {position}" if position else "")
+    parts = [field_expression(field, base) + (f" << {position}" if position else "")
              for field, position in read.pieces]
     return parts[0] if len(parts) == 1 else f"({' | '.join(parts)})"
 
@@ -327,7 +303,7 @@ _CHECK = f"""\
     n = len(r)
     if n < {IPV4_HEADER_LEN}:
         return False
-    V = {_field_expression(IPV4["version"], "0")}
+    V = {field_expression(IPV4["version"], "0")}
     if V == 4:
         h = {_READS["ip.HdrLength"]} << 2
         if h < {IPV4_HEADER_LEN} or a.ipv6 or n < h:
@@ -364,10 +340,9 @@ def _transport_prelude(protocols: set[int], need_p: bool, need_fr: bool) -> str:
         f"        h = {IPV6_HEADER_LEN}",
         "        Fr = False",
         "        O = 0",
-        # Packets with extension headers are rare: parse_headers walks them.
+        # Packets with extension headers are rare: headers' walk takes them.
         f"        if P in {{{', '.join(str(p) for p in sorted(IPV6_EXTENSION_HEADERS))}}}:",
-        "            L = parse_headers(r)",
-        "            P, h, Fr, O = L.protocol, L.payload_offset - L.transport_len, L.fragment, L.frag_offset",
+        "            P, h, Fr, O, _, _ = walk_extension_headers(r, P, e)",
     ]
     v6 = sorted(p for p in protocols if p != IPPROTO_ICMP)
     if v6:
@@ -481,7 +456,8 @@ def _event_source(tree: Node, layer: Layer) -> str:
 
 
 def compile_tree(tree: Node, name: str = "<filter>", layer: Layer = Layer.NETWORK):
-    namespace = {"parse_headers": headers.parse_headers, "layout_hash": layout_hash}
+    namespace = {"parse_headers": headers.parse_headers, "walk_extension_headers": headers.walk_extension_headers,
+                 "layout_hash": layout_hash}
     exec(compile(python_source(tree, layer), name, "exec"), namespace)
     return namespace["match"]
 
@@ -523,6 +499,7 @@ class SharedSource:
 
 
 def compile_source(source: str, name: str, function: str, constants: dict):
-    namespace = {"parse_headers": headers.parse_headers, "layout_hash": layout_hash, **constants}
+    namespace = {"parse_headers": headers.parse_headers, "walk_extension_headers": headers.walk_extension_headers,
+                 "layout_hash": layout_hash, **constants}
     exec(compile(source, name, "exec"), namespace)
     return namespace[function]
