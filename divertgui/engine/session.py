@@ -101,6 +101,11 @@ class Session:
         return self._backend
 
     @property
+    def hold_pids(self) -> frozenset[int]:
+        """The processes whose every packet is held (set_hold_processes)."""
+        return frozenset(self._hold_pids)
+
+    @property
     def held(self) -> dict[int, int]:
         """Held packets: id -> store row."""
         return {ident: held.row for ident, held in list(self._held.items())}
@@ -548,7 +553,6 @@ class Session:
     def _on_set_hold_processes(self, command: dict) -> None:
         """Hold every packet of these pids (besides what the intercept filter holds)."""
         self._hold_pids = {int(pid) for pid in command.get("pids", ())}
-        self._state_due = True
 
     def _on_set_hold_timeout(self, command: dict) -> None:
         seconds = float(command.get("seconds", 0))

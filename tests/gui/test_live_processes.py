@@ -43,6 +43,8 @@ def test_each_packet_shows_its_process_and_holding_one_process_holds_only_its_pa
         window.select_view_row(first_row)
         assert f"({first_pid})" in window.details.tree.topLevelItem(0).text(0)
         window.hold_process(window.current_process().pid)
+        # The packets below are sent once the session has taken the command, not while it is on its way.
+        qtbot.waitUntil(lambda: bench.bridge.session.hold_pids == {first_pid}, timeout=5000)
 
         for i in range(2):
             say(first, f"first held {i}")
