@@ -68,6 +68,26 @@ class HostUnreachableError(DivertError):
     """An impostor packet's TTL or hop limit reached zero (WinDivert's ERROR_HOST_UNREACHABLE)."""
 
 
+class PacketTooLargeError(DivertError, ValueError):
+    """A packet is larger than its IP header or the backend can carry: that one packet is not sent.
+
+    Nothing of the send call that raised it was sent, and a received packet
+    among them keeps its pending verdict (as a failed WinDivertSend leaves
+    the packet un-injected): send its original bytes, or drop it.
+    """
+
+    def __init__(self, size: int, limit: int, why: str):
+        super().__init__(f"a packet of {size} bytes cannot be sent: {why} carries at most {limit} bytes; "
+                         f"the packet was not sent")
+        self.size, self.limit = size, limit
+
+
+# IPv4's total length and IPv6's payload length are 16-bit fields; IPv6
+# jumbograms (RFC 2675) are not sent.
+IPV4_MAX_SIZE = 0xFFFF
+IPV6_MAX_SIZE = 40 + 0xFFFF
+
+
 # serial -> open handle, so that a received packet finds its handle from its ticket alone.
 _open_handles: "weakref.WeakValueDictionary[int, Divert]" = weakref.WeakValueDictionary()
 
@@ -101,6 +121,7 @@ def _outgoing_bytes(packet: Packet) -> bytes:
     refuses the packet with ERROR_HOST_UNREACHABLE when that reaches zero.
     """
     raw, address = packet.raw, packet.address
+    _check_ip_size(raw)
     skip = (_ALWAYS_VALID | (_NO_IP if address.ip_checksum else 0) | (_NO_TCP if address.tcp_checksum else 0)
             | (_NO_UDP if address.udp_checksum else 0))
     if skip == _ALL_VALID and not address.impostor:
@@ -113,6 +134,15 @@ def _outgoing_bytes(packet: Packet) -> bytes:
         raise HostUnreachableError(f"an impostor packet's {hops} reached zero: not sent "
                                    f"(WinDivert: ERROR_HOST_UNREACHABLE)")
     return bytes(edited)
+
+
+def _check_ip_size(raw: bytes) -> None:
+    if len(raw) > IPV4_MAX_SIZE:
+        if raw[0] >> 4 == 6:
+            if len(raw) > IPV6_MAX_SIZE:
+                raise PacketTooLargeError(len(raw), IPV6_MAX_SIZE, "an IPv6 packet without jumbogram support")
+        else:
+            raise PacketTooLargeError(len(raw), IPV4_MAX_SIZE, "an IPv4 packet (16-bit total length)")
 
 
 # Plain ints: this runs for every packet sent.

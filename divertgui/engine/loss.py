@@ -3,7 +3,10 @@
 Lost: diverted packets the kernel queue had no room for or could not deliver
 (`overflowed`), packets that waited for a reader longer than QUEUE_TIME
 (`expired`), and sniffed copies the kernel could not deliver (`sniff_lost`).
-Offered: those plus the packets that reached the reader (`diverted`, `sniffed`).
+Also lost: received packets an edit made too large to send, which were
+dropped (`send_failed`, counted by the rules runner and the capture session).
+Offered: the packets lost before reaching the reader plus those that reached
+it (`diverted`, `sniffed`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ LOSS_COUNTERS = {
     "sniff_lost": "sniffed copies the kernel could not deliver",
     "lost_with_worker": "a worker process died while they waited in its queue",
     "dropped_without_worker": "their worker was being restarted and the handle does not fail open",
+    "send_failed": "an edit made them too large to send, so they were dropped",
 }
+# Counted among the packets that reached the reader (`diverted`) too.
+_ALSO_DIVERTED = ("send_failed",)
 
 
 def losses(stats: dict) -> dict[str, int]:
@@ -56,7 +62,8 @@ class Loss(NamedTuple):
 def loss_of(stats: dict) -> Loss:
     parts = losses(stats)
     lost = sum(parts.values())
-    return Loss(lost, lost + int(stats.get("diverted") or 0) + int(stats.get("sniffed") or 0), parts)
+    arrived = lost - sum(parts.get(name, 0) for name in _ALSO_DIVERTED)
+    return Loss(lost, arrived + int(stats.get("diverted") or 0) + int(stats.get("sniffed") or 0), parts)
 
 
 class LossWatch:

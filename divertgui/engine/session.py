@@ -15,6 +15,7 @@ import time
 from typing import Callable, NamedTuple
 
 from divertgui.engine.address import Address, Flag, Layer
+from divertgui.engine.handle import PacketTooLargeError
 from divertgui.engine.packet import Packet
 from divertgui.engine.processes import FlowOwners
 from divertgui.engine.protocol import event
@@ -81,7 +82,7 @@ class Session:
         self._next_id = 1
         self._wall_offset = 0
         self._counts = dict.fromkeys(("forwarded", "modified", "user_dropped", "hold_expired", "injected",
-                                      "hold_refused", "resent_edited", "seq_adjusted"), 0)
+                                      "hold_refused", "resent_edited", "seq_adjusted", "send_failed"), 0)
         # TCP connections with a segment edited by hand: the rest of each is renumbered as it
         # leaves, and a retransmission of the edited segment leaves edited. Kept across captures,
         # since the connections outlive them.
@@ -290,7 +291,13 @@ class Session:
                 if self._edited.renumber(packet):
                     self._counts["seq_adjusted"] += 1
         errors: list[str] = []
-        send_out(self._handle, packets, errors)
+        failed: list[str] = []
+        send_out(self._handle, packets, errors, failed)
+        if failed:
+            if not self._counts["send_failed"]:
+                self._error(f"a packet could not be sent after the rules edited it and was dropped "
+                            f"(counted as send_failed): {failed[0]}", "send")
+            self._counts["send_failed"] += len(failed)
         if errors:
             # Said once; afterwards "send_errors" in the stats keeps counting, so that a
             # failing injection cannot crowd every other event out.
@@ -348,8 +355,16 @@ class Session:
                 self.store.set_verdict(held.row, Verdict.PASSED)
             if self._edited and self._edited.renumber(packet):
                 self._counts["seq_adjusted"] += 1
+            try:
+                self._handle.send(packet)
+            except PacketTooLargeError as exc:
+                self._handle.drop(packet)
+                self.store.set_verdict(held.row, Verdict.DROPPED)
+                self._counts["send_failed"] += 1
+                self._released.append(ident)
+                self._rows_due = True
+                raise SessionError(f"{exc}; it was dropped (counted as send_failed)", "held") from exc
             self._counts["forwarded"] += 1
-            self._handle.send(packet)
             # Copies of the segment the sender retransmitted while it was held follow it, edited.
             for other in retransmissions:
                 self._release(other, None)

@@ -73,6 +73,12 @@ U32 = struct.Struct("!I")
 U16 = struct.Struct("!H")
 
 MAX_COPY = 0xFFFF
+# An attribute's length is 16 bits and counts its own header: the most bytes a
+# verdict can put back in place of a queued packet.
+MAX_VERDICT_PAYLOAD = 0xFFFF - NLATTR.size
+# What one send() of concatenated verdicts stays within: the kernel refuses
+# (EMSGSIZE) a netlink datagram larger than the socket's send buffer.
+MAX_SEND = 128 * 1024
 
 
 class NetlinkError(OSError):
@@ -497,6 +503,18 @@ class NetfilterSocket:
     def send(self, data: bytes) -> None:
         if data:
             self.sock.send(data)
+
+    def send_messages(self, messages: list[bytes]) -> None:
+        """Whole messages, as few send() calls as keep each datagram within MAX_SEND."""
+        chunk, size = [], 0
+        for message in messages:
+            if chunk and size + len(message) > MAX_SEND:
+                self.sock.send(b"".join(chunk))
+                chunk, size = [], 0
+            chunk.append(message)
+            size += len(message)
+        if chunk:
+            self.sock.send(b"".join(chunk))
 
     def wait(self, timeout: float | None) -> bool:
         if self._stash:

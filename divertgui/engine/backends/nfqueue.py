@@ -30,6 +30,7 @@ from divertgui.engine.address import Address, Event, Flag, Layer, Param, PARAM_L
 from divertgui.engine.backends import netfilter_rules, netlink
 from divertgui.engine.backends.base import Backend, Captured
 from divertgui.engine.checksum import checksums_valid
+from divertgui.engine.handle import PacketTooLargeError
 from divertgui.engine.backends.inject import RawInjector
 from divertgui.engine.backends.netfilter_rules import (HandleRules, INJECTED_MARK, LEVEL_MASK, SUB_MASK, SUB_SHIFT,
                                                       level_mark)
@@ -619,7 +620,10 @@ class NfqueueBackend(Backend):
         self.verdict_many([(ticket, raw)])
 
     def verdict_many(self, verdicts: list[tuple[int, bytes | None]]) -> None:
-        """Several verdicts in one send(); all or none of them."""
+        """Several verdicts, in as few send() calls as fit; all or none of them.
+
+        A packet the verdict cannot carry (PacketTooLargeError) fails the
+        call before anything is taken: every packet of it stays pending."""
         if self.sock is None:
             raise OSError(errno.EBADF, "the handle is closed")
         with self._lock:
@@ -636,6 +640,9 @@ class NfqueueBackend(Backend):
                     if raw is not None and packet[9] > len(original):
                         raise ValueError(f"packet {ticket} was received cut to {len(original)} of its {packet[9]} "
                                          f"bytes; it can be released unmodified or dropped, not edited")
+                    if raw is not None and len(raw) > netlink.MAX_VERDICT_PAYLOAD:
+                        raise PacketTooLargeError(len(raw), netlink.MAX_VERDICT_PAYLOAD,
+                                                  "an NFQUEUE verdict (16-bit netlink attribute length)")
                 elif mark is None:
                     mark = packet[3]
                 elif packet[3] != mark:
@@ -649,10 +656,10 @@ class NfqueueBackend(Backend):
                 # Every packet the kernel holds for us up to `last` is in this batch, unmodified.
                 message = netlink.verdict_batch(self.queue, last, netlink.NF_REPEAT, mark=self._released_mark(mark))
                 self.counters["sent"] += len(taken)
+                self.sock.send(message)
             else:
-                message = self._verdict_messages([(ticket, raw, packet)
-                                                  for (ticket, raw), packet in zip(verdicts, taken)])
-            self.sock.send(message)
+                self.sock.send_messages(self._verdict_messages([(ticket, raw, packet)
+                                                                for (ticket, raw), packet in zip(verdicts, taken)]))
 
     def _nothing_older_than(self, packet_id: int) -> bool:
         """No packet with a lower id is still pending here or waiting to be read."""
@@ -661,7 +668,7 @@ class NfqueueBackend(Backend):
             return False
         return not self._pending or min(self._pending) > packet_id
 
-    def _verdict_messages(self, entries) -> bytes:
+    def _verdict_messages(self, entries) -> list[bytes]:
         """entries: (ticket, bytes to send or None to drop, the packet as received)."""
         parts = []
         counters = self.counters
@@ -677,7 +684,7 @@ class NfqueueBackend(Backend):
             counters["sent"] += 1
             if payload is not None:
                 counters["modified"] += 1
-        return b"".join(parts)
+        return parts
 
     def inject(self, raw: bytes, address: Address) -> None:
         if not self._send_open:

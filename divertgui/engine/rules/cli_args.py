@@ -160,5 +160,6 @@ def format_stats(stats: dict) -> str:
     for rule in stats["rules"]:
         lines.append(rule["name"].ljust(width) + "".join(f"{rule.get(c, 0):>11}" for c in _COLUMNS))
     lines.append(f"received {stats['received']}, sent {stats['sent']}, dropped {stats['dropped']}, "
-                 f"created {stats['created']}, held {stats['held']}, send errors {stats.get('send_errors', 0)}")
+                 f"created {stats['created']}, held {stats['held']}, send errors {stats.get('send_errors', 0)}, "
+                 f"send failed {stats.get('send_failed', 0)}")
     return "\n".join(lines)

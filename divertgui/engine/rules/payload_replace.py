@@ -55,12 +55,13 @@ class PayloadReplace(Rule):
                                                            f"{self.kind}.find")
         self.connections = SeqAdjuster()
         self.counters["seq_adjusted"] = 0
+        self.counters["send_failed"] = 0
 
     def process(self, packet, now_ns: int, out: list) -> None:
-        out.append(packet)
         tcp = packet.tcp
         if tcp is None:
-            self._replace_datagram(packet)
+            if self._replace_datagram(packet):
+                out.append(packet)
             return
         key = SeqAdjuster.key(packet)
         original_seq = tcp.seq_num
@@ -68,13 +69,25 @@ class PayloadReplace(Rule):
         changed = False
         new_payload, replaced = self._pattern.subn(self._replacement, payload, count=self.count)
         if replaced and new_payload != payload:
-            packet.payload = new_payload
-            tcp = packet.tcp
+            if not self._set_payload(packet, new_payload):
+                return
             changed = True
             self.counters["modified"] += 1
             if len(new_payload) != len(payload):
                 self.connections.record(key, original_seq, len(payload), len(new_payload) - len(payload))
         self._adjust(packet, key, original_seq, changed)
+        out.append(packet)
+
+    def _set_payload(self, packet, payload: bytes) -> bool:
+        """Whether the packet took the new payload; one that IP cannot carry is dropped
+        and counted (as send_failed): letting it go unedited would break the rule."""
+        try:
+            packet.payload = payload
+        except ValueError:
+            self.counters["dropped"] += 1
+            self.counters["send_failed"] += 1
+            return False
+        return True
 
     def observe(self, packet) -> None:
         tcp = packet.tcp
@@ -91,12 +104,15 @@ class PayloadReplace(Rule):
         if changed:
             packet.recalculate_checksums()
 
-    def _replace_datagram(self, packet) -> None:
+    def _replace_datagram(self, packet) -> bool:
+        """Whether the datagram goes on (edited or not)."""
         payload = packet.payload
         if not payload:
-            return
+            return True
         new_payload, replaced = self._pattern.subn(self._replacement, payload, count=self.count)
         if replaced and new_payload != payload:
-            packet.payload = new_payload
+            if not self._set_payload(packet, new_payload):
+                return False
             packet.recalculate_checksums()
             self.counters["modified"] += 1
+        return True

@@ -10,23 +10,37 @@ from __future__ import annotations
 import time
 
 from divertgui.engine.address import Flag, Param
-from divertgui.engine.handle import MAX_BATCH
+from divertgui.engine.handle import MAX_BATCH, PacketTooLargeError
 
 IDLE_WAIT = 0.05        # seconds; bounds how long a stop request waits to be noticed
 
 
-def send_out(handle, packets: list, errors: list) -> None:
+def send_out(handle, packets: list, errors: list, failed: list | None = None) -> None:
     """Verdicts for received packets in one batch; new packets (copies, RSTs) one by one,
-    so that one that cannot be injected costs only itself (and is counted)."""
+    so that one that cannot be injected costs only itself (and is counted).
+
+    A received packet an edit made too large to send (PacketTooLargeError) is
+    dropped, never let through unedited, and its error goes to `failed`
+    (to `errors` when `failed` is None); the rest of its batch is sent.
+    """
     releases, new = [], []
     for packet in packets:
         (releases if getattr(packet, "ticket", 0) else new).append(packet)
     if releases:
-        handle.send_batch(releases)
+        try:
+            handle.send_batch(releases)
+        except PacketTooLargeError:
+            # The batch failed whole, before anything was sent: each packet on its own.
+            for packet in releases:
+                try:
+                    handle.send(packet)
+                except PacketTooLargeError as exc:
+                    handle.drop(packet)
+                    (errors if failed is None else failed).append(str(exc))
     for packet in new:
         try:
             handle.send(packet)
-        except OSError as exc:
+        except (OSError, PacketTooLargeError) as exc:
             errors.append(str(exc))
 
 
@@ -57,9 +71,12 @@ def run_conditions(handle, pipeline, stop_event, batch: int = MAX_BATCH, clock=t
     On stop the packets still queued for the handle run through the pipeline,
     then every held packet is sent (nothing is lost); returns pipeline.stats()
     plus "send_errors" (how many new packets could not be injected) and the
-    first such error, if any.
+    first such error, if any, and "send_failed" (received packets dropped
+    because an edit made them too large to send, by a rule or at the send)
+    and the first error of a send, if any.
     """
     errors: list[str] = []
+    failed: list[str] = []
     try:
         while not stop_event.is_set():
             deadline = pipeline.next_deadline()
@@ -72,19 +89,23 @@ def run_conditions(handle, pipeline, stop_event, batch: int = MAX_BATCH, clock=t
             if packets:
                 out.extend(pipeline.process(packets, now))
             if out:
-                send_out(handle, out, errors)
+                send_out(handle, out, errors, failed)
     finally:
         try:
             for packets in drain_queued(handle, batch):
                 out = pipeline.process(packets, clock())
                 if out:
-                    send_out(handle, out, errors)
+                    send_out(handle, out, errors, failed)
         finally:
             remaining = pipeline.release_all()
             if remaining and handle.is_open:
-                send_out(handle, remaining, errors)
+                send_out(handle, remaining, errors, failed)
     stats = pipeline.stats()
     stats["send_errors"] = len(errors)
     if errors:
         stats["first_send_error"] = errors[0]
+    # A rule drops what its edit makes too large for IP; the send drops what the backend cannot carry.
+    stats["send_failed"] = len(failed) + sum(rule.get("send_failed", 0) for rule in stats["rules"])
+    if failed:
+        stats["first_send_failure"] = failed[0]
     return stats
