@@ -65,6 +65,31 @@ def test_send_of_an_oversize_packet_raises_and_the_handle_keeps_working(netns):
     assert stats["diverted"] == 2 and stats["sent"] == 2
 
 
+def test_a_batch_of_large_edited_packets_goes_out_whole(netns):
+    """Their verdicts together exceed a netlink socket's send buffer; each arrives edited."""
+    port = 40307
+    with netns.entered():
+        sender, receiver = _udp_pair(port)
+        receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        with Divert(f"outbound and udp.DstPort == {port}") as handle:
+            for index in range(6):
+                sender.sendto(bytes([48 + index]) * 60000, ("127.0.0.1", port))
+            packets = []
+            while len(packets) < 6:
+                packets += handle.recv_batch(6 - len(packets), timeout=5)
+            for packet in packets:
+                packet.payload = packet.payload.replace(b"0", b"A")[:-1] + b"!"
+                packet.recalculate_checksums()
+            handle.send_batch(packets)
+            arrived = sorted(receiver.recv(70000) for _ in range(6))
+            stats = handle.stats()
+        sender.close()
+        receiver.close()
+    assert arrived == sorted(bytes([48 + index]) * 59999 + b"!" if index else b"A" * 59999 + b"!"
+                             for index in range(6))
+    assert stats["sent"] == 6 and stats["modified"] == 6
+
+
 def _serve(server: socket.socket, got: dict) -> None:
     """Read each connection to its end (or a quiet second), keeping the bytes."""
     for name in ("big", "small"):
