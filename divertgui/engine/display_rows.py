@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from divertgui.engine.address_text import IPV4_MAPPED
 from divertgui.engine.header_fields import (
     FILTER_READS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV4_HEADER_LEN, IPV6_HEADER_LEN,
     UDP_HEADER_LEN, FilterRead,
@@ -95,7 +96,6 @@ INDEXED = {"packet": 1, "packet16": 2, "packet32": 4,
             "udp.Payload": 1, "udp.Payload16": 2, "udp.Payload32": 4}
 ADDRESSES = {name: read.field.offset for name, read in FILTER_READS.items()
              if read.field is not None and read.field.kind == "address"}
-_MAPPED = 0xFFFF00000000
 
 
 class Rows:
@@ -175,5 +175,5 @@ def address_words(rows: Rows, at) -> tuple[np.ndarray, np.ndarray]:
     """The 128-bit address at byte `at` (IPv4 rows: mapped) as (high, low) uint64."""
     v4 = rows.version == 4
     high, low = rows.words64(np.where(v4, -1, at))       # -1: out of range, read nothing
-    mapped = np.uint64(_MAPPED) | rows.word(np.where(v4, at, -1), 4).astype(np.uint64)
+    mapped = np.uint64(IPV4_MAPPED) | rows.word(np.where(v4, at, -1), 4).astype(np.uint64)
     return np.where(v4, np.uint64(0), high), np.where(v4, mapped, low)

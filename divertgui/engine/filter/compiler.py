@@ -18,7 +18,8 @@ from ..header_fields import (
 from ..packet_hash import layout_hash
 from .ast import And, Cond, Const, Node, Or, Test, walk
 from ..address import Layer
-from .fields import FIELDS, IPV4_MAPPED_LO as IPV4_MAPPED, NETWORK_LAYERS, effective_value
+from ..address_text import IPV4_MAPPED
+from .fields import FIELDS, NETWORK_LAYERS, effective_value
 
 
 def _read_expression(read: FilterRead, base: str) -> str:

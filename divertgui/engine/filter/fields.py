@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..address import PRIORITY_MAX, PRIORITY_MIN, Event, Layer
+from ..address_text import IPV4_MAPPED
 
 # Where each field is valid: WinDivertValidateField's table (dll/windivert_shared.c).
 NETWORK_LAYERS = frozenset({Layer.NETWORK, Layer.NETWORK_FORWARD})
@@ -22,7 +23,7 @@ ENDPOINT_AND_NETWORK = ENDPOINT_LAYERS | NETWORK_ONLY
 PROCESS_LAYERS = EVENT_LAYERS
 REFLECT_ONLY = frozenset({Layer.REFLECT})
 U8, U16, U32, U64, U128 = 0xFF, 0xFFFF, 0xFFFFFFFF, (1 << 64) - 1, (1 << 128) - 1
-IPV4_MAPPED_LO, IPV4_MAPPED_HI = 0xFFFF00000000, 0xFFFFFFFFFFFF
+IPV4_MAPPED_LO, IPV4_MAPPED_HI = IPV4_MAPPED, IPV4_MAPPED | 0xFFFFFFFF
 
 
 class Field(NamedTuple):
