@@ -1,13 +1,13 @@
 """The process behind a packet: a live table of local flows to the processes that own them.
 
 A packet's 5-tuple (its direction says which side is local) is looked up in
-a dict of flows already seen; a flow not seen before is looked up in the
-kernel's socket tables (/proc/thread-self/net/{tcp,tcp6,udp,udp6}: the
-sockets of the calling thread's network namespace, with their inodes) and
-the inode in the open files of processes (/proc/PID/fd), once, for a whole
-batch of new flows together. So flows that began before the capture get
-their process too. `refresh()` forgets flows whose socket has closed and
-flows not found, so a port used again later is looked up again.
+a dict of flows already seen; a flow not seen before is asked of the
+kernel's socket diagnostics (sock_diag.py: the socket, in the network
+namespace of the thread that made the table) and the socket's inode is
+found among the open files of processes (/proc/PID/fd), once per flow, for
+a whole batch of new flows together. So flows that began before the capture
+get their process too. `refresh()` forgets flows whose socket has closed
+and flows not found, so a port used again later is looked up again.
 
 Reads only what /proc shows the caller: without CAP_SYS_PTRACE (or being
 the same user) the open files of other users' processes stay unreadable
@@ -20,12 +20,10 @@ import os
 import time
 from typing import Iterable, NamedTuple, Sequence
 
+from divertgui.engine.sock_diag import SocketDiag
+
 IPPROTO_TCP, IPPROTO_UDP = 6, 17
 _V4_MAPPED = bytes(10) + b"\xff\xff"
-_ANY_V4 = _V4_MAPPED + bytes(4)
-_ANY_V6 = bytes(16)
-SOCKET_TABLES = ((IPPROTO_TCP, "tcp"), (IPPROTO_TCP, "tcp6"), (IPPROTO_UDP, "udp"), (IPPROTO_UDP, "udp6"))
-NET_DIR = "/proc/thread-self/net"
 REFRESH_SECONDS = 1.0
 NO_PROCESS = 0
 MAX_INDEX = 0xFFFF           # the store's process column is 16 bits wide
@@ -98,66 +96,6 @@ def flow_key(raw: bytes, outbound: bool) -> FlowKey | None:
     return protocol, dst, dport, src, sport
 
 
-def _address(hex_text: str) -> bytes:
-    """A /proc/net address: 32-bit words in the machine's byte order."""
-    words = bytes.fromhex(hex_text)
-    value = b"".join(words[i:i + 4][::-1] for i in range(0, len(words), 4)) if _LITTLE else words
-    return _V4_MAPPED + value if len(value) == 4 else value
-
-
-_LITTLE = __import__("sys").byteorder == "little"
-
-
-class SocketTables(NamedTuple):
-    """The namespace's sockets by what a packet can match: connected, bound to an address, bound to any."""
-
-    connected: dict      # (protocol, local, lport, remote, rport) -> inode
-    bound: dict          # (protocol, local, lport) -> inode
-    wildcard: dict       # (protocol, lport, family 4 or 6) -> inode
-    inodes: set
-
-
-def read_socket_tables(net_dir: str = NET_DIR) -> SocketTables:
-    tables = SocketTables({}, {}, {}, set())
-    for protocol, name in SOCKET_TABLES:
-        try:
-            with open(f"{net_dir}/{name}", "rb") as f:
-                lines = f.read().decode("ascii", "replace").splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) < 10:
-                continue
-            inode = int(fields[9])
-            if not inode:                    # TIME_WAIT and embryonic sockets belong to no process
-                continue
-            local_hex, lport_hex = fields[1].split(":")
-            remote_hex, rport_hex = fields[2].split(":")
-            local, lport = _address(local_hex), int(lport_hex, 16)
-            remote, rport = _address(remote_hex), int(rport_hex, 16)
-            tables.inodes.add(inode)
-            if rport:
-                tables.connected.setdefault((protocol, local, lport, remote, rport), inode)
-            elif local in (_ANY_V4, _ANY_V6):
-                tables.wildcard.setdefault((protocol, lport, 6 if name.endswith("6") else 4), inode)
-            else:
-                tables.bound.setdefault((protocol, local, lport), inode)
-    return tables
-
-
-def socket_inode(tables: SocketTables, key: FlowKey) -> int:
-    """The inode of the socket a flow belongs to; 0 when none does."""
-    protocol, local, lport, _remote, _rport = key
-    inode = tables.connected.get(key) or tables.bound.get((protocol, local, lport))
-    if inode:
-        return inode
-    if local.startswith(_V4_MAPPED):
-        # A dual-stack IPv6 socket also receives IPv4.
-        return tables.wildcard.get((protocol, lport, 4)) or tables.wildcard.get((protocol, lport, 6), 0)
-    return tables.wildcard.get((protocol, lport, 6), 0)
-
-
 class SocketOwners:
     """Socket inode -> pid, from /proc/PID/fd; processes that owned sockets lately are looked at first."""
 
@@ -185,9 +123,8 @@ class SocketOwners:
         return found
 
     def forget(self, live_inodes: set) -> None:
-        """Drops sockets no longer in the tables (inode numbers get used again)."""
-        for inode in [i for i in self._owner if i not in live_inodes]:
-            del self._owner[inode]
+        """Keeps only these sockets' owners (inode numbers get used again)."""
+        self._owner = {i: pid for i, pid in self._owner.items() if i in live_inodes}
         while len(self._recent) > 256:
             del self._recent[next(iter(self._recent))]
 
@@ -236,33 +173,64 @@ def describe(pid: int) -> Process:
 
 
 class FlowOwners:
-    """The process index (into `processes`) of each packet's local flow, kept fresh by `refresh`."""
+    """The process index (into `processes`) of each packet's local flow, kept fresh by `refresh`.
 
-    def __init__(self, processes: ProcessList, net_dir: str = NET_DIR, proc: str = "/proc") -> None:
+    Made on the thread whose network namespace's sockets it looks up."""
+
+    def __init__(self, processes: ProcessList, proc: str = "/proc") -> None:
         self.processes = processes
-        self._net_dir = net_dir
+        self._diag = SocketDiag()
         self._owners = SocketOwners(proc)
         self._flows: dict[FlowKey, tuple[int, int]] = {}      # flow -> (process index, socket inode)
+        self._plain: dict[tuple, int] = {}                    # plain IPv4 packets' flows -> process index
         self._described: dict[int, int] = {}                  # pid -> process index
         self._next_refresh = 0.0
-        self.lookups = 0                                      # batches that read the socket tables
+        self.lookups = 0                                      # batches with new flows
+        self.error = ""                                       # why a lookup failed, the first time
+
+    def close(self) -> None:
+        self._diag.close()
 
     def indexes(self, raws: Sequence[bytes], outbound: Sequence[bool]) -> list[int]:
         """The process index of each packet (0 when it belongs to no local socket found)."""
+        # IPv4 without options and not a fragment: the protocol, the addresses and the ports
+        # (bytes 12..24) find a known flow in one dict lookup.
+        get = self._plain.get
+        found = [get((out, raw[9], raw[12:24])) if len(raw) >= 24 and raw[0] == 0x45 and not (raw[6] & 0x3F or raw[7])
+                 else None for raw, out in zip(raws, outbound)]
+        if None not in found:
+            return found
         flows = self._flows
-        keys = [flow_key(raw, out) for raw, out in zip(raws, outbound)]
-        new = {key for key in keys if key is not None and key not in flows}
+        missing = [i for i, index in enumerate(found) if index is None]
+        keys = {i: flow_key(raws[i], outbound[i]) for i in missing}
+        new = {key for key in keys.values() if key is not None and key not in flows}
         if new:
             self._resolve(new)
-        return [flows[key][0] if key is not None else NO_PROCESS for key in keys]
+        for i, key in keys.items():
+            if key is None:
+                found[i] = NO_PROCESS
+                continue
+            found[i] = flows[key][0]
+            raw = raws[i]
+            if raw[0] == 0x45:
+                self._plain[(outbound[i], raw[9], raw[12:24])] = found[i]
+        return found
 
     def flow_count(self) -> int:
         return len(self._flows)
 
+    def _inode(self, key: FlowKey) -> int:
+        try:
+            found = self._diag.lookup(*key)
+        except OSError as exc:
+            # Attribution is an extra: a failing lookup leaves the packet without a process, never lost.
+            self.error = self.error or f"socket diagnostics: {exc}"
+            return 0
+        return found[0] if found is not None else 0
+
     def _resolve(self, keys: set) -> None:
         self.lookups += 1
-        tables = read_socket_tables(self._net_dir)
-        inodes = {key: socket_inode(tables, key) for key in keys}
+        inodes = {key: self._inode(key) for key in keys}
         pids = self._owners.find({i for i in inodes.values() if i})
         for key, inode in inodes.items():
             pid = pids.get(inode)
@@ -275,15 +243,13 @@ class FlowOwners:
         return index
 
     def refresh(self, now: float | None = None) -> None:
-        """At most once per REFRESH_SECONDS: forget closed sockets' flows and flows not found."""
+        """At most once per REFRESH_SECONDS: forget flows whose socket closed or changed, and flows not found."""
         now = time.monotonic() if now is None else now
         if now < self._next_refresh or not self._flows:
             return
         self._next_refresh = now + REFRESH_SECONDS
-        tables = read_socket_tables(self._net_dir)
-        live = tables.inodes
-        self._flows = {k: v for k, v in self._flows.items() if v[1] in live}
-        self._owners.forget(live)
-        gone = {pid for pid in self._described if not os.path.exists(f"/proc/{pid}")}
-        for pid in gone:
+        self._flows = {key: value for key, value in self._flows.items() if value[1] and self._inode(key) == value[1]}
+        self._plain = {}
+        self._owners.forget({inode for _index, inode in self._flows.values()})
+        for pid in [pid for pid in self._described if not os.path.exists(f"/proc/{pid}")]:
             del self._described[pid]

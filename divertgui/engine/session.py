@@ -441,11 +441,18 @@ class Session:
             handle = self._open(filter_text, layer, priority, _MODES[mode], backend)
         self._handle, self._backend = handle, backend
         # Created here, on the session's thread: it reads this thread's network namespace's sockets.
-        self._owners = FlowOwners(self.store.processes) if source == "live" else None
+        self._owners = self._flow_owners() if source == "live" else None
         self._source, self._mode, self._layer, self._reason = source, mode, layer, reason
         self._wall_offset = time.time_ns() - time.monotonic_ns()
         self._recompile_intercept()
         self._state_due = True
+
+    def _flow_owners(self) -> FlowOwners | None:
+        try:
+            return FlowOwners(self.store.processes)
+        except OSError as exc:
+            self._error(f"packets get no process: the socket diagnostics cannot be asked ({exc})", "processes")
+            return None
 
     def _open(self, filter_text: str, layer: Layer, priority: int, flags: Flag, backend):
         from divertgui.engine.filter import FilterError
@@ -505,6 +512,11 @@ class Session:
         except Exception as exc:
             self._error(f"closing the {self._source} source failed: {exc}", self._source)
         self._handle = self._backend = None
+        if self._owners is not None:
+            if self._owners.error:
+                self._error(f"some packets got no process: {self._owners.error}", "processes")
+            self._owners.close()
+            self._owners = None
         self._reason = reason
         self._state_due = self._rows_due = True
 

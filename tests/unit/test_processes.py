@@ -6,7 +6,7 @@ import os
 import socket
 import struct
 
-from divertgui.engine.processes import FlowOwners, ProcessList, flow_key, read_socket_tables
+from divertgui.engine.processes import FlowOwners, ProcessList, flow_key
 
 MAPPED = bytes(10) + b"\xff\xff"
 
@@ -16,6 +16,13 @@ def udp4(src: str, sport: int, dst: str, dport: int, payload: bytes = b"x") -> b
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
                      socket.inet_aton(src), socket.inet_aton(dst))
     return ip + udp
+
+
+def tcp4(src: str, sport: int, dst: str, dport: int) -> bytes:
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, 0, 0, 5 << 4, 0x02, 65535, 0, 0)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, 6, 0,
+                     socket.inet_aton(src), socket.inet_aton(dst))
+    return ip + tcp
 
 
 def udp6(src: str, sport: int, dst: str, dport: int, payload: bytes = b"x") -> bytes:
@@ -44,14 +51,12 @@ def test_fragments_icmp_and_short_packets_have_no_flow():
     assert flow_key(b"\x45" + bytes(10), True) is None
 
 
-def test_a_bound_socket_of_this_process_owns_its_packets_both_ways():
+def test_bound_and_connected_sockets_of_this_process_own_their_packets_both_ways():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ours, \
             socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as ours6:
         ours.bind(("127.0.0.1", 0))
         ours6.bind(("::1", 0))
         port, port6 = ours.getsockname()[1], ours6.getsockname()[1]
-        tables = read_socket_tables()
-        assert (17, MAPPED + bytes([127, 0, 0, 1]), port) in tables.bound
         processes = ProcessList()
         owners = FlowOwners(processes)
         packets = [udp4("127.0.0.1", port, "127.0.0.1", 9), udp4("127.0.0.1", 9, "127.0.0.1", port),
@@ -63,6 +68,23 @@ def test_a_bound_socket_of_this_process_owns_its_packets_both_ways():
         assert process.pid == os.getpid() and process.name
         assert owners.lookups == 1, "the new flows of one batch are looked up together"
         assert owners.indexes(packets[:1], [True]) == indexes[:1] and owners.lookups == 1
+        owners.close()
+
+
+def test_a_tcp_listener_owns_a_new_connection_until_it_accepts_it_and_the_client_its_side():
+    processes = ProcessList()
+    owners = FlowOwners(processes)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            client_port = client.getsockname()[1]
+            syn = tcp4("127.0.0.1", client_port, "127.0.0.1", port)
+            indexes = owners.indexes([syn, syn], [True, False])
+            assert indexes[0] != 0 and indexes[0] == indexes[1]
+            assert processes.get(indexes[0]).pid == os.getpid()
+    owners.close()
 
 
 def test_a_flow_whose_socket_closed_is_looked_up_again():
@@ -76,6 +98,7 @@ def test_a_flow_whose_socket_closed_is_looked_up_again():
     owners.refresh(now=1e12)
     assert owners.flow_count() == 0
     assert owners.indexes([raw], [True]) == [0]
+    owners.close()
 
 
 def test_the_process_list_gives_each_process_one_small_index():

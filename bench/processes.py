@@ -1,0 +1,116 @@
+"""The cost of process attribution: packets/s the session stores with and without
+attributing each packet to its local process, and the time to attribute a new flow.
+
+The packets are UDP datagrams of real sockets this script binds on loopback
+(it sends nothing), in batches as the session receives them, so every lookup
+finds a real socket in /proc. "Stored" is the session's per-batch work for a
+sniffed packet: the attribution (when on) and the append to the capture
+store. Runs both side by side in interleaved rounds; summary last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import struct
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from divertgui.engine.address import Address  # noqa: E402
+from divertgui.engine.processes import FlowOwners, ProcessList  # noqa: E402
+from divertgui.engine.store import CaptureStore, Verdict  # noqa: E402
+
+BATCH = 255
+
+
+def udp4(sport: int, dport: int, payload: bytes) -> bytes:
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                       b"\x7f\x00\x00\x01", b"\x7f\x00\x00\x01") + udp
+
+
+def bound_sockets(count: int) -> list[socket.socket]:
+    sockets = []
+    for _ in range(count):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        sockets.append(s)
+    return sockets
+
+
+def stored_per_second(batches, addresses, attribute: bool) -> float:
+    store = CaptureStore()
+    owners = FlowOwners(store.processes) if attribute else None
+    outbound = [True] * BATCH
+    started = time.perf_counter()
+    for raws in batches:
+        processes = owners.indexes(raws, outbound) if owners is not None else 0
+        store.append_batch(raws, addresses, Verdict.SNIFFED, 0, processes)
+    return sum(map(len, batches)) / (time.perf_counter() - started)
+
+
+def new_flow_ms(count: int, warm: bool) -> list[float]:
+    """Milliseconds to attribute the first packet of each of `count` new sockets' flows.
+
+    warm: one table, as in a capture, which looks at processes that owned
+    sockets lately first; cold: a fresh table each time, which looks through
+    every process, newest first."""
+    times = []
+    owners = FlowOwners(ProcessList())
+    for _ in range(count):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            raw = udp4(s.getsockname()[1], 9, b"new")
+            if not warm:
+                owners = FlowOwners(ProcessList())
+            started = time.perf_counter()
+            index = owners.indexes([raw], [True])[0]
+            times.append((time.perf_counter() - started) * 1000)
+            if not index:
+                raise SystemExit("a new flow of this process was not attributed: /proc is not readable here")
+    return times
+
+
+def p99(values: list[float]) -> float:
+    return sorted(values)[min(len(values) - 1, int(len(values) * 0.99))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--flows", type=int, default=200, help="sockets the packets belong to")
+    parser.add_argument("--packets", type=int, default=100_000, help="packets per round and configuration")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--new-flows", type=int, default=300, help="new flows timed")
+    args = parser.parse_args()
+
+    sockets = bound_sockets(args.flows)
+    ports = [s.getsockname()[1] for s in sockets]
+    packets = [udp4(ports[i % len(ports)], 9, b"x" * 64) for i in range(args.packets)]
+    batches = [packets[at:at + BATCH] for at in range(0, len(packets) - BATCH + 1, BATCH)]
+    addresses = [Address(outbound=True, loopback=True)] * BATCH
+    rates = {False: [], True: []}
+    for round_number in range(1, args.rounds + 1):
+        for attribute in (False, True):
+            rate = stored_per_second(batches, addresses, attribute)
+            rates[attribute].append(rate)
+            print(f"round {round_number}  {'with' if attribute else 'without'} attribution  {rate:>12,.0f} pps")
+    warm, cold = new_flow_ms(args.new_flows, warm=True), new_flow_ms(max(10, args.new_flows // 10), warm=False)
+    for sock in sockets:
+        sock.close()
+
+    without, with_ = statistics.median(rates[False]), statistics.median(rates[True])
+    print()
+    print(f"stored without attribution   {without:>12,.0f} pps (median of {args.rounds})")
+    print(f"stored with attribution      {with_:>12,.0f} pps  ratio {with_ / without:.2f} (target >= 0.9)")
+    print(f"new flow, capture's table    p50 {statistics.median(warm):.2f} ms  p99 {p99(warm):.2f} ms "
+          f"(target p99 < 5 ms; {len(warm)} flows)")
+    print(f"new flow, fresh table        p50 {statistics.median(cold):.2f} ms  p99 {p99(cold):.2f} ms "
+          f"({len(cold)} flows; every process looked through)")
+
+
+if __name__ == "__main__":
+    main()
