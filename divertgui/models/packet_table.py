@@ -83,6 +83,7 @@ class PacketTableModel(NamedColumnsModel):
         self.index_rows: np.ndarray | None = None   # None: no display filter, every row shown
         self.display_index = None
         self.display_filter = None
+        self.process_pid: int | None = None      # only this process's packets are shown
         self.shown = 0
         self.time_format = TimeFormat.SINCE_START
         self.generation = store.generation
@@ -107,6 +108,8 @@ class PacketTableModel(NamedColumnsModel):
             rows = rows[: np.searchsorted(rows, count)]
         else:
             rows = None
+        if self.process_pid is not None:
+            rows = self._of_process(rows, count)
         new_shown = len(rows) if rows is not None else count
         if new_shown > self.shown:
             self.beginInsertRows(QModelIndex(), self.shown, new_shown - 1)
@@ -150,6 +153,18 @@ class PacketTableModel(NamedColumnsModel):
         self._cells.clear()
         self.endResetModel()
         self.refresh(count)
+
+    def set_process_filter(self, pid: int | None) -> None:
+        """Show only the packets of process `pid` (besides the display filter); None: every process."""
+        self.process_pid = pid
+        self.set_display_filter(self.display_filter)
+
+    def _of_process(self, rows: np.ndarray | None, count: int) -> np.ndarray:
+        indexes = self.store.processes.indexes_of_pid(self.process_pid)
+        processes = self.store.column("process", 0, count)
+        if rows is None:
+            return np.flatnonzero(np.isin(processes, indexes))
+        return rows[np.isin(processes[rows], indexes)]
 
     def stale(self) -> bool:
         """True between the store being emptied and the "rows" event that says so."""

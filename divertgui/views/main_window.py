@@ -709,7 +709,10 @@ class MainWindow(QMainWindow):
         process = self.current_process()
         if process is not None:
             menu.addSeparator()
+            menu.addAction(f"Filter on {process.label()}", lambda: self.filter_process(process.pid))
             menu.addAction(f"Hold Everything from {process.label()}", lambda: self.hold_process(process.pid))
+        if self.table_model.process_pid is not None:
+            menu.addAction("Show Every Process", lambda: self.filter_process(None))
         if self.held_pids:
             menu.addAction("Stop Holding by Process", lambda: self.hold_process(None))
         menu.exec(self.table.viewport().mapToGlobal(position))
@@ -720,6 +723,13 @@ class MainWindow(QMainWindow):
         if not current.isValid() or self.table_model.stale():
             return None
         return self.store.process(self.table_model.store_row(current.row()))
+
+    def filter_process(self, pid: int | None) -> None:
+        """Shows only the packets of process `pid` (within the display filter); None: every process's."""
+        self.table_model.set_process_filter(pid)
+        self.statusBar().showMessage(f"Showing the packets of process {pid} only" if pid is not None
+                                     else "Showing the packets of every process", 5000)
+        self._update_status()
 
     def hold_process(self, pid: int | None) -> None:
         """Holds every packet of `pid` from now on, besides what the intercept filter holds; None: no process."""

@@ -1,5 +1,5 @@
 """Live capture in a network namespace with two programs sending: each packet shows its program,
-and holding one program's packets holds only those."""
+holding one program's packets holds only those, and filtering on one shows only its packets."""
 
 import socket
 
@@ -13,7 +13,7 @@ from tests.integration.test_processes_netns import say, start_sender
 pytestmark = pytest.mark.netns
 
 
-def test_each_packet_shows_its_process_and_holding_one_process_holds_only_its_packets(qtbot, namespace):  # noqa: F811
+def test_each_packet_shows_its_process_and_one_process_is_held_or_shown_alone(qtbot, namespace):  # noqa: F811
     from divertgui.app import Workbench
     from divertgui.models.packet_table import PROCESS
     from divertgui.views.capture_options import CaptureOptions
@@ -56,6 +56,11 @@ def test_each_packet_shows_its_process_and_holding_one_process_holds_only_its_pa
             row = model.store_row(view_row)
             held = model.verdict_name(row) == "held"
             assert held == (window.store.process(row).pid == first_pid), (row, model.verdict_name(row))
+        window.filter_process(second_pid)
+        assert model.rowCount() == 3
+        assert {window.store.process(model.store_row(r)).pid for r in range(3)} == {second_pid}
+        window.filter_process(None)
+        assert model.rowCount() == 6
         window.post("forward_all")
         assert sorted(receive_expected(receiver, 2)) == [b"first held 0", b"first held 1"]
     finally:
