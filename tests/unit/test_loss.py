@@ -19,6 +19,11 @@ def test_sniffed_copies_not_delivered_are_lost():
     assert (loss.lost, loss.offered, loss.parts_text()) == (1, 1000, "sniff_lost 1")
 
 
+def test_packets_too_large_to_send_after_an_edit_are_lost_and_were_read():
+    loss = loss_of({"diverted": 100, "send_failed": 4})
+    assert (loss.lost, loss.offered, loss.parts_text()) == (4, 100, "send_failed 4")
+
+
 def test_undelivered_messages_stand_in_when_the_kernel_count_is_missing():
     assert loss_of({"diverted": 10, "lost_messages": 4}).lost == 4
     assert loss_of({"diverted": 10, "lost_messages": 4, "overflowed": 6}).lost == 6

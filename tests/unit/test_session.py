@@ -238,3 +238,19 @@ def test_live_capture_without_privilege_falls_back_to_demo_and_says_why():
     assert state["type"] == "state" and state["running"] and state["source"] == "demo", state
     assert state["reason"].startswith("Live capture is not possible here")
     assert state["reason"].count(". ") == 0 and state["reason"].endswith("instead.")
+
+
+def test_a_forward_edited_beyond_what_ip_carries_is_dropped_counted_and_said(running):
+    start_demo(running)
+    running.post("set_intercept", filter=PING_REQUESTS)
+    held = running.held()
+    running.post("set_intercept", filter="")
+    too_large = running.store.raw(held["row"]) + b"x" * 66000
+    running.post("forward", ids=[held["id"]], data={str(held["id"]): too_large.hex()})
+    error = running.wait_for(lambda e: e["type"] == "error", "error")
+    assert error["where"] == "held" and "cannot be sent" in error["message"] and "65535" in error["message"]
+    assert "send_failed" in error["message"]
+    running.wait_for(lambda e: e["type"] == "held" and held["id"] in e["released"], "release")
+    assert running.store.verdict(held["row"]) == Verdict.DROPPED
+    assert running.session.stats()["send_failed"] == 1
+    running.until(lambda: running.session.stats()["packets"] > held["row"] + 5, "capture going on")
