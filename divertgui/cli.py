@@ -577,9 +577,9 @@ def cmd_conditions(args) -> int:
             handle_stats = handle.stats()
     _say(format_stats(stats))
     handle_stats = dict(handle_stats, send_failed=stats.get("send_failed", 0))
-    if stats.get("first_send_failure"):
-        _error(f"{stats['send_failed']} packets could not be sent after the rules edited them and were "
-               f"dropped: {stats['first_send_failure']}")
+    if stats.get("send_failed"):
+        _error(f"{stats['send_failed']} packets were dropped because a rule's edit made them too large to send"
+               + (f": {stats['first_send_failure']}" if stats.get("first_send_failure") else ""))
     if stats.get("first_send_error"):
         _error(f"{stats['send_errors']} packets made by the rules could not be injected: "
                f"{stats['first_send_error']}")

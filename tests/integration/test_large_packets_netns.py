@@ -3,6 +3,9 @@ NFQUEUE hand up packets of up to 65535 bytes: the one packet fails, the handle l
 
 from __future__ import annotations
 
+import contextlib
+import json
+import signal
 import socket
 import threading
 import time
@@ -90,9 +93,13 @@ def test_a_batch_of_large_edited_packets_goes_out_whole(netns):
     assert stats["sent"] == 6 and stats["modified"] == 6
 
 
-def _serve(server: socket.socket, got: dict) -> None:
+FIRST = b"hello ZZ\n"
+BULK = (b"." * 998 + b"ZZ") * 400
+
+
+def _serve(server: socket.socket, got: dict, names: tuple[str, ...]) -> None:
     """Read each connection to its end (or a quiet second), keeping the bytes."""
-    for name in ("big", "small"):
+    for name in names:
         conn, _ = server.accept()
         conn.settimeout(1.0)
         data = bytearray()
@@ -105,19 +112,49 @@ def _serve(server: socket.socket, got: dict) -> None:
         got[name] = bytes(data)
 
 
+@contextlib.contextmanager
+def _server(port: int, names: tuple[str, ...]):
+    """A TCP server on 127.0.0.1:port reading len(names) connections; yields what it got by name."""
+    got: dict = {}
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    server.bind(("127.0.0.1", port))
+    server.listen(2)
+    serving = threading.Thread(target=_serve, args=(server, got, names))
+    serving.start()
+    try:
+        yield got
+    finally:
+        serving.join(20)
+        server.close()
+    assert not serving.is_alive()
+
+
+def _stalled_transfer(port: int, got: dict) -> None:
+    """FIRST in a segment of its own, then BULK in full-size segments, until the server gives up."""
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    client.connect(("127.0.0.1", port))
+    client.sendall(FIRST)
+    time.sleep(0.2)
+    client.sendall(BULK)
+    # The grown full-size segments (and their retransmissions) cannot be
+    # sent: the transfer stalls, and the server's read times out.
+    deadline = time.monotonic() + 20
+    while "big" not in got and time.monotonic() < deadline:
+        time.sleep(0.1)
+    client.close()
+
+
+def _grow_rule(port: int) -> dict:
+    return {"kind": "payload_replace", "filter": f"tcp.DstPort == {port}", "direction": "outbound",
+            "find": "ZZ", "replace": "ZZZZ"}
+
+
 def test_growing_large_tcp_segments_drops_and_counts_them_and_the_handle_survives(netns):
     port = 40303
-    first = b"hello ZZ\n"
-    bulk = (b"." * 998 + b"ZZ") * 400
-    rule = PayloadReplace(filter=f"tcp.DstPort == {port}", direction="outbound", find="ZZ", replace="ZZZZ")
-    pipeline, stop, result, errors, got = Pipeline([rule]), threading.Event(), {}, [], {}
-    with netns.entered():
-        server = socket.socket()
-        server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        server.bind(("127.0.0.1", port))
-        server.listen(2)
-        serving = threading.Thread(target=_serve, args=(server, got))
-        serving.start()
+    pipeline, stop, result, errors = Pipeline.from_dicts([_grow_rule(port)]), threading.Event(), {}, []
+    with netns.entered(), _server(port, ("big", "small")) as got:
         handle = Divert(f"tcp.DstPort == {port} or tcp.SrcPort == {port}")
         handle.set_param(Param.QUEUE_LENGTH, 16384)
 
@@ -131,37 +168,47 @@ def test_growing_large_tcp_segments_drops_and_counts_them_and_the_handle_survive
             running = threading.Thread(target=run)
             running.start()
             try:
-                client = socket.socket()
-                client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-                client.connect(("127.0.0.1", port))
-                client.sendall(first)
-                time.sleep(0.2)     # a segment of its own
-                client.sendall(bulk)
-                # The grown full-size segments (and their retransmissions) cannot
-                # be sent: the transfer stalls, and the server's read times out.
-                deadline = time.monotonic() + 20
-                while "big" not in got and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                client.close()
+                _stalled_transfer(port, got)
                 # The handle lives on: a small transfer still gets its edit.
                 with socket.create_connection(("127.0.0.1", port), timeout=5) as second:
-                    second.sendall(first)
-                serving.join(20)
+                    second.sendall(FIRST)
+                while "small" not in got and running.is_alive():
+                    time.sleep(0.05)
             finally:
                 stop.set()
                 running.join(20)
             stats = handle.stats()
-        server.close()
     assert not errors, errors
-    assert not running.is_alive() and not serving.is_alive()
+    assert not running.is_alive()
     assert got["small"] == b"hello ZZZZ\n"
-    assert got["big"].startswith(b"hello ZZZZ\n") and len(got["big"]) < len(first) + len(bulk)
+    assert got["big"].startswith(b"hello ZZZZ\n") and len(got["big"]) < len(FIRST) + len(BULK)
     # IP cannot carry the grown full-size segments: the rule drops them (and each retransmission) and counts them.
     assert result["send_failed"] == result["rules"][0]["send_failed"] == result["dropped"] > 0
     assert result["send_errors"] == 0 and result["held"] == 0
     # Every diverted packet had its verdict: sent, or dropped because it could not be.
     assert result["received"] == result["sent"] + result["dropped"] == stats["diverted"]
     assert stats["sent"] == result["sent"] and stats["dropped"] == result["dropped"]
+
+
+def test_conditions_command_reports_the_packets_it_could_not_send(netns, tmp_path):
+    from divertgui import cli
+    from tests.integration.test_cli_netns import finish, start_cli
+
+    port = 40309
+    profile = tmp_path / "grow.json"
+    profile.write_text(json.dumps({"name": "grow", "description": "", "rules": [_grow_rule(port)]}))
+    process = start_cli(netns, "conditions", f"tcp.DstPort == {port} or tcp.SrcPort == {port}",
+                        "--profile", str(profile), "--strict")
+    try:
+        with netns.entered(), _server(port, ("big",)) as got:
+            _stalled_transfer(port, got)
+    finally:
+        code, out, err = finish(process, signal.SIGINT)
+    failed = int(out.splitlines()[-1].rpartition("send failed ")[2])
+    assert code == cli.EXIT_LOST, err
+    assert failed > 0 and got["big"] == b"hello ZZZZ\n"
+    assert f"divert: {failed} packets were dropped because a rule's edit made them too large to send" in err
+    assert f"send_failed {failed}" in err.splitlines()[-1]
 
 
 def test_a_rule_edit_beyond_what_a_verdict_carries_is_dropped_and_counted(netns):
