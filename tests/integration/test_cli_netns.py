@@ -38,10 +38,22 @@ def start_cli(ns, *args: str, wrapper: tuple[str, ...] = ()) -> subprocess.Popen
     return process
 
 
-def finish(process: subprocess.Popen, signum=signal.SIGTERM) -> tuple[int, str, str]:
+def finish(process: subprocess.Popen, signum=signal.SIGTERM, timeout: float = 30) -> tuple[int, str, str]:
+    """Stop `process` with one `signum` and wait for it to exit; (exit code, stdout, stderr).
+
+    Never a second signal: one arriving while the process is already shutting down would
+    kill it with that signal. A process still running `timeout` seconds after the signal is
+    killed and the test fails, since divert must exit on its own after SIGTERM or SIGINT.
+    """
     if process.poll() is None:
         process.send_signal(signum)
-    out, err = process.communicate(timeout=20)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate(timeout=10)
+        pytest.fail(f"divert still ran {timeout} s after {signal.Signals(signum).name}; killed it. "
+                    f"stdout: {out!r} stderr: {err!r}")
     return process.returncode, out, err
 
 

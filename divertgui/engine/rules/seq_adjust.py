@@ -13,21 +13,15 @@ fills as before the edit.
 
 from __future__ import annotations
 
+import bisect
 import collections
+import itertools
 from typing import NamedTuple
 
 _MOD = 1 << 32
 _HALF = 1 << 31
 MAX_CONNECTIONS = 4096
-
-
-def _before(a: int, b: int) -> bool:
-    """a < b in sequence-number arithmetic."""
-    return 0 < (b - a) % _MOD < _HALF
-
-
-def _at_or_after(a: int, b: int) -> bool:
-    return (a - b) % _MOD < _HALF
+_KEEP = 1 << 30      # TCP's largest window: no byte further back is sent or acknowledged again
 
 
 class Edit(NamedTuple):
@@ -39,12 +33,43 @@ class Edit(NamedTuple):
 
 
 class Flow:
-    """One direction of a connection: the edits made to it."""
+    """One direction of a connection: the edits made to it.
 
-    __slots__ = ("edits",)
+    Each query costs O(log E) in the E edits kept: the edits are kept in stream order
+    (offsets from the connection's first edit, unwrapped) with the running sum of their
+    deltas, and again in the order of where they end in the receiver's numbering. A
+    number is placed in that order relative to the furthest edit, so anything within
+    2^31 of it is placed right across the wrap at 2^32. Edits more than _KEEP bytes
+    behind the furthest one, further back than any TCP window reaches, are folded into
+    one constant shift; so a connection longer than 2^31 bytes stays right, and the
+    edits kept stay bounded.
+    """
+
+    __slots__ = ("_offsets", "_edits", "_end_offsets", "_sums", "_end_sums", "_by_seq",
+                 "_folded", "_floor", "_front", "_front_seq", "_end_front", "_end_front_seq", "_longest")
 
     def __init__(self):
-        self.edits: list[Edit] = []
+        self._offsets: list[int] = []       # each kept edit's seq, unwrapped, ascending
+        self._edits: list[tuple[Edit, int]] = []    # (edit, its new_end unwrapped), in that order
+        self._sums: list[int] = [0]         # _sums[i]: the deltas of _edits[:i]
+        self._end_offsets: list[int] = []   # the kept edits' new_end, unwrapped, ascending
+        self._end_sums: list[int] = [0]     # _end_sums[i]: the deltas of the first i in that order
+        self._by_seq: dict[int, Edit] = {}
+        self._folded = 0                    # the deltas of the edits folded away
+        self._floor = 0                     # no kept edit starts before it (but ones recorded late)
+        self._front = self._front_seq = 0   # the furthest edit's offset and seq
+        self._end_front = self._end_front_seq = 0   # the furthest new_end, unwrapped and as numbered
+        self._longest = 0                   # the longest kept edit's length
+
+    def __len__(self) -> int:
+        """The edits kept (those folded away are not counted)."""
+        return len(self._edits)
+
+    def _offset(self, seq: int) -> int:
+        return self._front + (seq - self._front_seq + _HALF) % _MOD - _HALF
+
+    def _end_offset(self, number: int) -> int:
+        return self._end_front + (number - self._end_front_seq + _HALF) % _MOD - _HALF
 
     def shift_at(self, seq: int) -> int:
         """How far the byte numbered `seq` by the sender has moved.
@@ -52,37 +77,91 @@ class Flow:
         Bytes inserted where the sender had none (an edit of an empty segment)
         come before the sender's byte of that number.
         """
-        return sum(e.delta for e in self.edits if _before(e.seq, seq) or (e.length == 0 and e.seq == seq))
+        if not self._edits:
+            return self._folded
+        offset = self._offset(seq)
+        i = bisect.bisect_left(self._offsets, offset)
+        if i < len(self._offsets) and self._offsets[i] == offset and self._edits[i][0].length == 0:
+            i += 1
+        return self._folded + self._sums[i]
 
     def find(self, seq: int) -> Edit | None:
-        for edit in self.edits:
-            if edit.seq == seq:
-                return edit
-        return None
+        return self._by_seq.get(seq)
 
     def record(self, seq: int, length: int, delta: int, payload: bytes | None = None) -> None:
+        """Keep an edit of the segment at `seq`; one already kept for `seq` stays as it is."""
+        if seq in self._by_seq:
+            return
         new_end = (seq + self.shift_at(seq) + length + delta) % _MOD
-        self.edits.append(Edit(seq, length, delta, new_end, payload))
+        edit = Edit(seq, length, delta, new_end, payload)
+        if not self._edits:
+            self._front_seq = self._end_front_seq = seq
+        offset, end = self._offset(seq), self._end_offset(new_end)
+        i = bisect.bisect_right(self._offsets, offset)
+        self._offsets.insert(i, offset)
+        self._edits.insert(i, (edit, end))
+        _insert_sum(self._sums, i, delta)
+        j = bisect.bisect_right(self._end_offsets, end)
+        self._end_offsets.insert(j, end)
+        _insert_sum(self._end_sums, j, delta)
+        self._by_seq[seq] = edit
+        self._longest = max(self._longest, length)
+        if offset > self._front:
+            self._front, self._front_seq = offset, seq
+        if end > self._end_front:
+            self._end_front, self._end_front_seq = end, new_end
+        if self._front - self._floor > _KEEP + _KEEP // 2:
+            self._fold(self._front - _KEEP)
+
+    def _fold(self, floor: int) -> None:
+        """Fold the edits that start before `floor` into the constant shift."""
+        cut = bisect.bisect_left(self._offsets, floor)
+        self._folded += self._sums[cut]
+        for edit, _ in self._edits[:cut]:
+            del self._by_seq[edit.seq]
+        del self._offsets[:cut], self._edits[:cut]
+        self._sums = list(itertools.accumulate((edit.delta for edit, _ in self._edits), initial=0))
+        by_end = sorted(self._edits, key=lambda kept: kept[1])
+        self._end_offsets = [end for _, end in by_end]
+        self._end_sums = list(itertools.accumulate((edit.delta for edit, _ in by_end), initial=0))
+        self._longest = max((edit.length for edit, _ in self._edits), default=0)
+        self._floor = floor
 
     def to_sender(self, ack: int) -> int:
         """The receiver's acknowledgement number in the sender's numbering."""
-        return (ack - sum(e.delta for e in self.edits if _at_or_after(ack, e.new_end))) % _MOD
+        if not self._edits:
+            return (ack - self._folded) % _MOD
+        i = bisect.bisect_right(self._end_offsets, self._end_offset(ack))
+        return (ack - self._folded - self._end_sums[i]) % _MOD
 
     def redo(self, seq: int, payload: bytes) -> tuple[bool, bytes]:
         """(whether the segment overlaps an edited one, its payload with the edits it covers made again)."""
-        end = (seq + len(payload)) % _MOD
+        if not self._edits:
+            return False, payload
+        start = self._offset(seq)
+        first = bisect.bisect_right(self._offsets, start - self._longest)
+        last = bisect.bisect_left(self._offsets, start + len(payload))
         overlaps = False
         # Last first, so that splicing one edit leaves the offsets of the earlier ones in place.
-        for edit in sorted(self.edits, key=lambda e: (e.seq - seq) % _MOD, reverse=True):
-            if not edit.length or not (_before(edit.seq, end) and _before(seq, (edit.seq + edit.length) % _MOD)):
+        for i in range(last - 1, first - 1, -1):
+            edit = self._edits[i][0]
+            offset = self._offsets[i] - start
+            if not edit.length or offset + edit.length <= 0:
                 continue
             overlaps = True
-            offset = (edit.seq - seq) % _MOD
             # Only a segment holding the whole edited range can carry its new bytes; any other
             # overlap goes as the sender made it, and the receiver keeps what it already has.
-            if edit.payload is not None and _at_or_after(edit.seq, seq) and offset + edit.length <= len(payload):
+            if edit.payload is not None and offset >= 0 and offset + edit.length <= len(payload):
                 payload = payload[:offset] + edit.payload + payload[offset + edit.length:]
         return overlaps, payload
+
+
+def _insert_sum(sums: list[int], i: int, delta: int) -> None:
+    """Running sums `sums` with `delta` put in at position i."""
+    sums.insert(i + 1, sums[i] + delta)
+    if i + 2 < len(sums):
+        # An edit recorded out of stream order: the later sums move.
+        sums[i + 2:] = [total + delta for total in sums[i + 2:]]
 
 
 class SeqAdjuster:
@@ -132,13 +211,13 @@ class SeqAdjuster:
         tcp = packet.tcp
         changed = False
         forward = self._flows.get(key)
-        if forward is not None and forward.edits:
+        if forward:
             seq = (original_seq + forward.shift_at(original_seq)) % _MOD
             if seq != tcp.seq_num:
                 tcp.seq_num = seq
                 changed = True
         backward = self._flows.get(self.reverse(key))
-        if backward is not None and backward.edits:
+        if backward:
             if tcp.ack:
                 ack = backward.to_sender(tcp.ack_num)
                 if ack != tcp.ack_num:
@@ -175,7 +254,7 @@ class SeqAdjuster:
             return False
         flow = self._flows.get(self.key(packet))
         payload = packet.payload
-        if flow is None or not flow.edits or not payload:
+        if not flow or not payload:
             return False
         overlaps, redone = flow.redo(tcp.seq_num, payload)
         if redone != payload:
