@@ -361,6 +361,13 @@ class Divert:
             return ticket & TICKET_MASK
         return 0
 
+    def check_size(self, raw: bytes) -> None:
+        """Raise PacketTooLargeError when `raw`, sent in place of a received packet, could not be sent."""
+        _check_ip_size(raw)
+        limit = self._backend.max_edited_size
+        if limit is not None and len(raw) > limit:
+            raise PacketTooLargeError(len(raw), limit, self._backend.max_edited_size_reason)
+
     def send(self, packet: Packet) -> None:
         """Release a received packet with its current bytes, or inject a new one."""
         self.send_batch([packet])

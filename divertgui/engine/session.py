@@ -324,9 +324,16 @@ class Session:
         self._newly_held.append({"id": ident, "row": row})
 
     def _release(self, ident: int, data: bytes | None, drop: bool = False, fix: bool = False) -> None:
-        held = self._held.pop(ident, None)
-        if held is None:
+        if ident not in self._held:
             raise SessionError(f"no held packet has id {ident} (already released or expired)", "held")
+        if data is not None and not drop:
+            try:
+                self._handle.check_size(data)
+            except PacketTooLargeError as exc:
+                # As a failed WinDivertSend: nothing happens to the packet, it waits for another verdict.
+                raise SessionError(f"{exc}; it stays held: edit it again, forward it as it was, or drop it",
+                                   "held") from exc
+        held = self._held.pop(ident)
         self._held_bytes -= len(held.packet.raw)
         if drop:
             if getattr(held.packet, "ticket", 0):
@@ -355,16 +362,8 @@ class Session:
                 self.store.set_verdict(held.row, Verdict.PASSED)
             if self._edited and self._edited.renumber(packet):
                 self._counts["seq_adjusted"] += 1
-            try:
-                self._handle.send(packet)
-            except PacketTooLargeError as exc:
-                self._handle.drop(packet)
-                self.store.set_verdict(held.row, Verdict.DROPPED)
-                self._counts["send_failed"] += 1
-                self._released.append(ident)
-                self._rows_due = True
-                raise SessionError(f"{exc}; it was dropped (counted as send_failed)", "held") from exc
             self._counts["forwarded"] += 1
+            self._handle.send(packet)
             # Copies of the segment the sender retransmitted while it was held follow it, edited.
             for other in retransmissions:
                 self._release(other, None)

@@ -51,6 +51,9 @@ def test_send_of_an_oversize_packet_raises_and_the_handle_keeps_working(netns):
                 handle.send(packet)
             assert beyond_netlink.value.limit == netlink.MAX_VERDICT_PAYLOAD == 65531
             assert "NFQUEUE verdict" in str(beyond_netlink.value)
+            with pytest.raises(PacketTooLargeError):
+                handle.check_size(packet.raw)
+            handle.check_size(original + b"x" * (netlink.MAX_VERDICT_PAYLOAD - len(original)))
 
             # The packet is still pending: its original bytes go on.
             packet.raw = original

@@ -240,17 +240,17 @@ def test_live_capture_without_privilege_falls_back_to_demo_and_says_why():
     assert state["reason"].count(". ") == 0 and state["reason"].endswith("instead.")
 
 
-def test_a_forward_edited_beyond_what_ip_carries_is_dropped_counted_and_said(running):
+def test_a_forward_edited_beyond_what_ip_carries_is_refused_and_the_packet_stays_held(running):
     start_demo(running)
     running.post("set_intercept", filter=PING_REQUESTS)
     held = running.held()
     running.post("set_intercept", filter="")
-    too_large = running.store.raw(held["row"]) + b"x" * 66000
-    running.post("forward", ids=[held["id"]], data={str(held["id"]): too_large.hex()})
+    original = running.store.raw(held["row"])
+    running.post("forward", ids=[held["id"]], data={str(held["id"]): (original + b"x" * 66000).hex()})
     error = running.wait_for(lambda e: e["type"] == "error", "error")
-    assert error["where"] == "held" and "cannot be sent" in error["message"] and "65535" in error["message"]
-    assert "send_failed" in error["message"]
+    assert error["where"] == "held" and "65535" in error["message"] and "stays held" in error["message"]
+    assert running.store.verdict(held["row"]) == Verdict.HELD
+    running.post("forward", ids=[held["id"]])
     running.wait_for(lambda e: e["type"] == "held" and held["id"] in e["released"], "release")
-    assert running.store.verdict(held["row"]) == Verdict.DROPPED
-    assert running.session.stats()["send_failed"] == 1
-    running.until(lambda: running.session.stats()["packets"] > held["row"] + 5, "capture going on")
+    assert running.store.verdict(held["row"]) == Verdict.PASSED
+    assert original in running.session.backend.received

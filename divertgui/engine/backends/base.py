@@ -28,6 +28,10 @@ class Backend(abc.ABC):
     # Diverts the machine's real traffic or events: such handles are entered in
     # the machine's handle registry (REFLECT, `divert list`).
     registered = False
+    # The most bytes `verdict` can put in place of a diverted packet (None: IP's
+    # limits only), and what sets that limit, for the error that names it.
+    max_edited_size: int | None = None
+    max_edited_size_reason = ""
 
     @abc.abstractmethod
     def open(self, filter, layer: Layer, priority: int, flags: Flag, params: dict[Param, int]) -> None:

@@ -88,6 +88,8 @@ def queue_numbers_in_use() -> set[int]:
 class NfqueueBackend(Backend):
     name = "nfqueue"
     registered = True
+    max_edited_size = netlink.MAX_VERDICT_PAYLOAD
+    max_edited_size_reason = "an NFQUEUE verdict (16-bit netlink attribute length)"
 
     def __init__(self, kernel_prefilter=None, queue: int | None = None):
         # kernel_prefilter(filter, ip_version, hook) -> netfilter_rules.KernelTest;
@@ -640,9 +642,8 @@ class NfqueueBackend(Backend):
                     if raw is not None and packet[9] > len(original):
                         raise ValueError(f"packet {ticket} was received cut to {len(original)} of its {packet[9]} "
                                          f"bytes; it can be released unmodified or dropped, not edited")
-                    if raw is not None and len(raw) > netlink.MAX_VERDICT_PAYLOAD:
-                        raise PacketTooLargeError(len(raw), netlink.MAX_VERDICT_PAYLOAD,
-                                                  "an NFQUEUE verdict (16-bit netlink attribute length)")
+                    if raw is not None and len(raw) > self.max_edited_size:
+                        raise PacketTooLargeError(len(raw), self.max_edited_size, self.max_edited_size_reason)
                 elif mark is None:
                     mark = packet[3]
                 elif packet[3] != mark:
