@@ -42,7 +42,9 @@ class Flow:
     2^31 of it is placed right across the wrap at 2^32. Edits more than _KEEP bytes
     behind the furthest one, further back than any TCP window reaches, are folded into
     one constant shift; so a connection longer than 2^31 bytes stays right, and the
-    edits kept stay bounded.
+    edits kept stay bounded. Recording an edit costs O(log E) too when it lies past the
+    others, as edits of a stream passing through do; one behind later edits (a segment
+    edited only when sent again) moves the running sums after it, O(E).
     """
 
     __slots__ = ("_offsets", "_edits", "_end_offsets", "_sums", "_end_sums", "_by_seq",
