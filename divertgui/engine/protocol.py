@@ -49,6 +49,8 @@ Events (Session -> GUI), at most ~30 per second in all
     hello         {"version": int, "host": str, "pid": int, "live": str}   the first event of a capture
                   service (divertgui.service): its protocol version, host name, process id, and why it
                   cannot capture live traffic ("" when it can)
+    processes     {"processes": [[int, int, str, str]]}   from a capture service, before the rows
+                  that name them: each new process index of its packets with the pid, name and user
     error         {"message": str, "where": str, "position": int (filter errors)}
                   where "rules": a rule could not be built; the message names the rule;
                   where "send": the first packet the rules made that could not be injected
@@ -70,7 +72,7 @@ COMMANDS = frozenset({
     "set_rules", "shutdown",
 })
 
-EVENTS = frozenset({"hello", "state", "rows", "held", "error"})
+EVENTS = frozenset({"hello", "state", "rows", "held", "error", "processes"})
 
 
 def command(kind: str, **fields) -> dict:

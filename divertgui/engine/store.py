@@ -76,10 +76,11 @@ class CaptureStore:
 
     def append_received(self, wall_ns: np.ndarray, timestamp: np.ndarray, if_idx: np.ndarray,
                         sub_if_idx: np.ndarray, address_flags: np.ndarray, verdicts: np.ndarray,
-                        lengths: np.ndarray, blob: bytes) -> range:
+                        lengths: np.ndarray, blob: bytes, processes: np.ndarray | int = 0) -> range:
         """Append packets given as columns and their joined bytes, as a capture service sends them.
 
-        `address_flags` holds the address bits of the flags column; the rest is read from the bytes."""
+        `address_flags` holds the address bits of the flags column; the rest is read from the bytes.
+        `processes`: indexes into `self.processes`."""
         count = len(lengths)
         lengths = np.asarray(lengths, np.int64)
         if count and int(lengths.max()) > ARENA_BYTES:
@@ -92,6 +93,7 @@ class CaptureStore:
         block["flags"] = address_flags
         block["verdict"] = verdicts
         block["length"] = lengths
+        block["process"] = processes
         ends = np.cumsum(lengths)
         view = memoryview(blob)
         raws = [view[end - length:end] for end, length in zip(ends.tolist(), lengths.tolist())]

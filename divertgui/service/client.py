@@ -18,6 +18,9 @@ import threading
 import urllib.parse
 from typing import Callable
 
+import numpy as np
+
+from divertgui.engine.processes import MAX_INDEX as MAX_PROCESS_INDEX, Process
 from divertgui.engine.store_record import Flags
 from divertgui.service import framing
 from divertgui.service.packet_frames import decode_edit, decode_packets, decode_verdicts
@@ -108,6 +111,7 @@ class ServiceClient:
         # The store may hold rows from before this connection (a reconnect): the service's
         # row numbers and store generations count from these.
         self._row_base = len(store)
+        self._process_map = np.zeros(1, np.uint16)     # the service's process index -> the store's
         self._generation_base = store.generation
         self.connected = False
         self._process: subprocess.Popen | None = None
@@ -252,11 +256,15 @@ class ServiceClient:
             message = self._in_store_terms(framing.decode_json(body))
             if message.get("type") == "hello":
                 self.hello = message
+            if message.get("type") == "processes":
+                self._learn_processes(message)
+                return
             self.on_event(message)
         elif kind == framing.PACKETS:
             rows, blob = decode_packets(body)
             store.append_received(rows["wall_ns"], rows["timestamp"], rows["if_idx"], rows["sub_if_idx"],
-                                  rows["flags"] & ADDRESS_FLAGS, rows["verdict"], rows["length"], blob)
+                                  rows["flags"] & ADDRESS_FLAGS, rows["verdict"], rows["length"], blob,
+                                  self._store_processes(rows["process"]))
         elif kind == framing.VERDICTS:
             count = len(store)
             for row, verdict in decode_verdicts(body).tolist():
@@ -269,6 +277,22 @@ class ServiceClient:
         elif kind == framing.CLEAR:
             store.clear()
             self._row_base = 0
+
+    def _store_processes(self, indexes: np.ndarray) -> np.ndarray:
+        known = indexes < len(self._process_map)
+        return np.where(known, self._process_map[np.where(known, indexes, 0)], 0)
+
+    def _learn_processes(self, message: dict) -> None:
+        """The service's process indexes as the store's; an index never named stays 0 (no process)."""
+        for index, pid, name, user in message.get("processes") or ():
+            index = int(index)
+            if not 0 < index < MAX_PROCESS_INDEX:
+                raise ValueError(f"a processes event names index {index}")
+            if index >= len(self._process_map):
+                grown = np.zeros(index + 1, np.uint16)
+                grown[:len(self._process_map)] = self._process_map
+                self._process_map = grown
+            self._process_map[index] = self.store.processes.intern(Process(int(pid), str(name), str(user)))
 
     def _in_store_terms(self, message: dict) -> dict:
         """An event with the service's row numbers and generations as the store counts them."""

@@ -21,7 +21,7 @@ from divertgui.service.commands import CommandError, validate
 from divertgui.service.store_relay import StoreRelay
 from divertgui.service.writer import FrameWriter
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 
 class Peer:

@@ -25,6 +25,7 @@ ROW = np.dtype([
     ("flags", "<u2"),
     ("verdict", "u1"),
     ("pad", "u1"),
+    ("process", "<u2"),      # the service's process index; a "processes" event names each first
 ])
 VERDICT_ROW = np.dtype([("row", "<u8"), ("verdict", "u1")])
 COUNT = struct.Struct("<I")

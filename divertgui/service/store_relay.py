@@ -28,8 +28,9 @@ class StoreRelay:
         self._count = 0
         self.bytes_stored = 0
         self.generation = 0
-        # The session attributes packets here too, but process names do not travel to the client yet.
+        # The session names processes here; each index goes to the client once, before its packets.
         self.processes = ProcessList()
+        self._processes_sent = 1
 
     def __len__(self) -> int:
         return self._count
@@ -46,11 +47,13 @@ class StoreRelay:
         rows["wall_ns"] = wall_ns
         rows["verdict"] = verdicts
         rows["length"] = np.fromiter(map(len, raws), np.int64, count)
+        rows["process"] = processes
         address_columns(addresses, rows)
         blob = b"".join(raws)
         with self._lock:
             first = self._count
             self._flush_verdicts()
+            self._send_new_processes()
             self._send(framing.encode(framing.PACKETS, encode_packets(rows, blob)))
             self._count += count
             self.bytes_stored += len(blob)
@@ -79,6 +82,13 @@ class StoreRelay:
         with self._lock:
             self._flush_verdicts()
             self._send(frame)
+
+    def _send_new_processes(self) -> None:
+        known = len(self.processes)
+        if known > self._processes_sent:
+            described = [[i, *self.processes.get(i)] for i in range(self._processes_sent, known)]
+            self._send(framing.encode_json({"type": "processes", "processes": described}))
+            self._processes_sent = known
 
     def _flush_verdicts(self) -> None:
         if self._verdicts:

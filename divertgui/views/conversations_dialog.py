@@ -12,7 +12,9 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog,
                                QTableView, QTabWidget, QVBoxLayout)
 
 from divertgui.engine.conversations import Conversations, Endpoints, conversations, endpoints, protocol_name
+from divertgui.engine.process_totals import ProcessTotals, process_totals
 from divertgui.models.array_table import ArrayTableModel, Column
+from divertgui.views.processes_view import process_columns, process_table
 
 RowsProvider = Callable[[bool], "np.ndarray | None"]
 
@@ -75,7 +77,7 @@ class ConversationsDialog(QDialog):
     """`rows_provider(displayed_only)` gives the rows to count (None: every row)."""
 
     filter_requested = Signal(str)
-    CONVERSATIONS, ENDPOINTS = 0, 1
+    CONVERSATIONS, ENDPOINTS, PROCESSES = 0, 1, 2
 
     def __init__(self, store, rows_provider: RowsProvider, parent=None):
         super().__init__(parent)
@@ -87,6 +89,7 @@ class ConversationsDialog(QDialog):
         self.resize(1100, 560)
         self.conversations: Conversations | None = None
         self.endpoints: Endpoints | None = None
+        self.processes: ProcessTotals | None = None
         self.conversation_model = ArrayTableModel(self)
         self.endpoint_model = ArrayTableModel(self)
         self.conversation_table = _table(self.conversation_model, "conversation_table", self)
@@ -94,6 +97,9 @@ class ConversationsDialog(QDialog):
         self.tabs = QTabWidget(self)
         self.tabs.addTab(self.conversation_table, "Conversations")
         self.tabs.addTab(self.endpoint_table, "Endpoints")
+        self.process_model = ArrayTableModel(self)
+        self.process_table = process_table(self.process_model, self)
+        self.tabs.addTab(self.process_table, "Processes")
 
         self.displayed_only = QCheckBox("Limit to display filter", self)
         self.displayed_only.setObjectName("limit_to_display_filter")
@@ -129,13 +135,16 @@ class ConversationsDialog(QDialog):
         rows = self.rows_provider(self.displayed_only.isChecked())
         self.conversations = conversations(self.store, rows)
         self.endpoints = endpoints(self.store, rows)
+        self.processes = process_totals(self.store, rows)
+        self.process_model.set_columns(process_columns(self.processes), len(self.processes))
         self.conversation_model.set_columns(conversation_columns(self.conversations), len(self.conversations))
         self.endpoint_model.set_columns(endpoint_columns(self.endpoints), len(self.endpoints))
-        for view in (self.conversation_table, self.endpoint_table):
+        for view in (self.conversation_table, self.endpoint_table, self.process_table):
             view.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
             view.resizeColumnsToContents()
         self.tabs.setTabText(0, f"Conversations · {len(self.conversations):,}")
         self.tabs.setTabText(1, f"Endpoints · {len(self.endpoints):,}")
+        self.tabs.setTabText(2, f"Processes · {len(self.processes):,}")
         skipped = self.conversations.skipped
         self.summary.setText(f"{skipped:,} packets are not IPv4 or IPv6 and belong to no conversation"
                              if skipped else "")
@@ -145,6 +154,8 @@ class ConversationsDialog(QDialog):
 
     def selected_filter(self) -> str | None:
         """The filter for the selected conversation or endpoint of the current tab."""
+        if self.tabs.currentIndex() == self.PROCESSES:
+            return None
         on_conversations = self.tabs.currentIndex() == self.CONVERSATIONS
         view = self.conversation_table if on_conversations else self.endpoint_table
         index = view.currentIndex()

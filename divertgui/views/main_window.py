@@ -32,6 +32,7 @@ from divertgui.views.filter_editor import FilterEditor, engine_validator
 from divertgui.views.follow_stream_dialog import FollowStreamDialog
 from divertgui.views.intercept_panel import InterceptPanel
 from divertgui.views.packet_details import PacketDetails
+from divertgui.views.processes_view import ProcessesView
 from divertgui.views.rules_panel import RulesPanel
 from divertgui.views.window_layout import charts_height, first_window_size, side_panel_width
 
@@ -316,6 +317,15 @@ class MainWindow(QMainWindow):
         self.charts_dock.setObjectName("charts_dock")
         self.charts_dock.setWidget(self.charts)
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.charts_dock)
+        self.processes = ProcessesView(self.store, lambda: np.arange(self.count), self)
+        self.processes.filter_requested.connect(self.filter_process)
+        self.processes_dock = QDockWidget("Processes", self)
+        self.processes_dock.setObjectName("processes_dock")
+        self.processes_dock.setWidget(self.processes)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.processes_dock)
+        self.tabifyDockWidget(self.charts_dock, self.processes_dock)
+        self.charts_dock.raise_()
+        self.processes_dock.visibilityChanged.connect(lambda shown: shown and self.processes.refresh())
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
 
     def _build_status_bar(self) -> None:
@@ -393,6 +403,7 @@ class MainWindow(QMainWindow):
         view_menu.addAction(self.intercept_dock.toggleViewAction())
         view_menu.addAction(self.rules_dock.toggleViewAction())
         view_menu.addAction(self.charts_dock.toggleViewAction())
+        view_menu.addAction(self.processes_dock.toggleViewAction())
 
     # session events ----------------------------------------------------------
     def handle_event(self, event: dict) -> None:
@@ -474,6 +485,7 @@ class MainWindow(QMainWindow):
         self.count = count
         self.table_model.refresh(count, self.announced_generation)
         self.table.follow()
+        self.processes.maybe_refresh()
         self._update_status()
 
     def on_held(self, event: dict) -> None:

@@ -17,6 +17,7 @@ def test_each_packet_shows_its_process_and_one_process_is_held_or_shown_alone(qt
     from divertgui.app import Workbench
     from divertgui.models.packet_table import PROCESS
     from divertgui.views.capture_options import CaptureOptions
+    from divertgui.views.conversations_dialog import ConversationsDialog
     with namespace.entered():
         bench = Workbench(CaptureOptions(source="live"))
         receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -61,6 +62,17 @@ def test_each_packet_shows_its_process_and_one_process_is_held_or_shown_alone(qt
         assert {window.store.process(model.store_row(r)).pid for r in range(3)} == {second_pid}
         window.filter_process(None)
         assert model.rowCount() == 6
+        window.processes.refresh()
+        totals = window.processes.totals
+        by_pid = {int(pid): i for i, pid in enumerate(totals.pids)}
+        assert set(by_pid) == {first_pid, second_pid}
+        first_at, second_at = by_pid[first_pid], by_pid[second_pid]
+        assert (totals.packets[first_at], totals.held[first_at], totals.flows[first_at]) == (3, 2, 1)
+        assert (totals.packets[second_at], totals.held[second_at]) == (3, 0)
+        assert totals.bytes_out[second_at] > 0 and totals.bytes_in[second_at] == 0
+        dialog = window.conversations_dialog(ConversationsDialog.PROCESSES)
+        assert dialog.process_model.rowCount() == 2
+        dialog.close()
         window.post("forward_all")
         assert sorted(receive_expected(receiver, 2)) == [b"first held 0", b"first held 1"]
     finally:

@@ -6,6 +6,8 @@ import os
 import socket
 import struct
 
+import numpy as np
+
 from divertgui.engine.processes import FlowOwners, ProcessList, flow_key
 
 MAPPED = bytes(10) + b"\xff\xff"
@@ -107,3 +109,27 @@ def test_the_process_list_gives_each_process_one_small_index():
     a, b = Process(10, "curl", "root"), Process(11, "nc", "root")
     assert processes.intern(a) == 1 and processes.intern(b) == 2 and processes.intern(a) == 1
     assert processes.get(0) is None and processes.get(2) == b and processes.indexes_of_pid(10) == [1]
+
+
+def test_process_totals_count_each_process_once_with_its_flows_bytes_and_held_packets():
+    from divertgui.engine.address import Address
+    from divertgui.engine.process_totals import process_totals
+    from divertgui.engine.processes import Process
+    from divertgui.engine.store import CaptureStore, Verdict
+    store = CaptureStore()
+    curl = store.processes.intern(Process(10, "curl", "root"))
+    renamed = store.processes.intern(Process(10, "curl-renamed", "root"))
+    nc = store.processes.intern(Process(11, "nc", "user"))
+    raws = [udp4("10.0.0.1", 1000, "10.0.0.2", 53), udp4("10.0.0.2", 53, "10.0.0.1", 1000),
+            udp4("10.0.0.1", 1001, "10.0.0.2", 53), udp4("10.0.0.1", 2000, "10.0.0.3", 80),
+            udp4("10.0.0.9", 1, "10.0.0.8", 2)]
+    addresses = [Address(outbound=True), Address(outbound=False), Address(outbound=True), Address(outbound=True),
+                 Address(outbound=False)]
+    store.append_batch(raws, addresses, [Verdict.PASSED, Verdict.PASSED, Verdict.HELD, Verdict.HELD,
+                                         Verdict.PASSED], 0, [curl, renamed, curl, nc, 0])
+    totals = process_totals(store)
+    assert list(totals.pids) == [10, 11] and totals.names == ["curl-renamed", "nc"]
+    assert list(totals.packets) == [3, 1] and list(totals.flows) == [2, 1] and list(totals.held) == [1, 1]
+    assert totals.bytes_in[0] == len(raws[1]) and totals.bytes_out[0] == len(raws[0]) + len(raws[2])
+    assert totals.unattributed == 1
+    assert process_totals(store, np.array([3])).pids.tolist() == [11]

@@ -125,3 +125,27 @@ def test_the_frame_decoder_takes_any_bytes_without_crashing(data):
                     pass
     except framing.FrameError:
         pass
+
+
+def test_the_client_store_names_each_packets_process_as_the_service_did():
+    from divertgui.engine.processes import Process
+    rng = random.Random(9)
+    raws = [packet(rng) for _ in range(6)]
+    addresses = [address_for(rng, raw) for raw in raws]
+    frames = []
+    relay = StoreRelay(frames.append)
+    curl, nc = relay.processes.intern(Process(10, "curl", "root")), relay.processes.intern(Process(11, "nc", "ann"))
+    relay.append_batch(raws[:3], addresses[:3], Verdict.PASSED, 1, [curl, 0, nc])
+    ssh = relay.processes.intern(Process(12, "ssh", "ann"))
+    relay.append_batch(raws[3:], addresses[3:], Verdict.PASSED, 1, [ssh, curl, 0])
+    received = CaptureStore()
+    received.processes.intern(Process(99, "from an earlier service", "bob"))   # the indexes differ
+    events = []
+    client = ServiceClient("local", received, events.append)
+    client._read = io.BytesIO(b"".join(frames)).read
+    client._closing = True
+    client._read_frames()
+    assert [received.process(row) for row in range(6)] == [
+        Process(10, "curl", "root"), None, Process(11, "nc", "ann"), Process(12, "ssh", "ann"),
+        Process(10, "curl", "root"), None]
+    assert events == [], "the processes event is the store's, not the window's"

@@ -1,0 +1,105 @@
+"""The Processes view: every local process the capture's packets belong to,
+with its flows, bytes each way and packets held, kept current while capturing."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QAbstractItemView, QLabel, QTableView, QVBoxLayout, QWidget
+
+from divertgui.engine.process_totals import ProcessTotals, process_totals
+from divertgui.models.array_table import ArrayTableModel, Column
+
+REFRESH_SECONDS = 1.0
+
+
+def process_columns(t: ProcessTotals) -> list[Column]:
+    def count(values: np.ndarray):
+        return lambda i: f"{int(values[i]):,}"
+
+    names = np.array(t.names, dtype=object)
+    return [
+        Column("Process", lambda i: t.names[i], (names,), False),
+        Column("PID", count(t.pids), (t.pids,)),
+        Column("User", lambda i: t.users[i], (np.array(t.users, dtype=object),), False),
+        Column("Flows", count(t.flows), (t.flows,)),
+        Column("Packets", count(t.packets), (t.packets,)),
+        Column("Bytes Out", count(t.bytes_out), (t.bytes_out,)),
+        Column("Bytes In", count(t.bytes_in), (t.bytes_in,)),
+        Column("Held", count(t.held), (t.held,)),
+    ]
+
+
+def process_table(model: ArrayTableModel, parent) -> QTableView:
+    view = QTableView(parent)
+    view.setObjectName("process_table")
+    view.setModel(model)
+    view.setSortingEnabled(True)
+    view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    view.verticalHeader().hide()
+    view.setWordWrap(False)
+    return view
+
+
+class ProcessesView(QWidget):
+    """`rows_provider()` gives the rows to count (None: every row). Double-clicking a process
+    asks for its packets alone (`filter_requested(pid)`)."""
+
+    filter_requested = Signal(int)
+
+    def __init__(self, store, rows_provider: Callable[[], "np.ndarray | None"] = lambda: None, parent=None):
+        super().__init__(parent)
+        self.setObjectName("processes_view")
+        self.store = store
+        self.rows_provider = rows_provider
+        self.totals: ProcessTotals | None = None
+        self.model = ArrayTableModel(self)
+        self.table = process_table(self.model, self)
+        self.table.doubleClicked.connect(self._on_double_click)
+        self.summary = QLabel(self)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.summary)
+        self._next_refresh = 0.0
+        self.refresh()
+
+    def maybe_refresh(self) -> None:
+        """Refresh at most once per REFRESH_SECONDS, and only while shown."""
+        now = time.monotonic()
+        if self.isVisible() and now >= self._next_refresh:
+            self.refresh()
+
+    def refresh(self) -> None:
+        self._next_refresh = time.monotonic() + REFRESH_SECONDS
+        selected = self.selected_pid()
+        header = self.table.horizontalHeader()
+        column, order = header.sortIndicatorSection(), header.sortIndicatorOrder()
+        self.totals = process_totals(self.store, self.rows_provider())
+        self.model.set_columns(process_columns(self.totals), len(self.totals))
+        if 0 <= column < len(self.model.COLUMNS):
+            self.model.sort(column, order)
+        if selected is not None:
+            self.select_pid(selected)
+        unattributed = self.totals.unattributed
+        self.summary.setText(f"{unattributed:,} packets belong to no local process found" if unattributed else "")
+
+    def selected_pid(self) -> int | None:
+        index = self.table.currentIndex()
+        if not index.isValid() or self.totals is None:
+            return None
+        return int(self.totals.pids[self.model.entry(index.row())])
+
+    def select_pid(self, pid: int) -> None:
+        for view_row in range(self.model.rowCount()):
+            if int(self.totals.pids[self.model.entry(view_row)]) == pid:
+                self.table.selectRow(view_row)
+                return
+
+    def _on_double_click(self, index) -> None:
+        if index.isValid():
+            self.filter_requested.emit(int(self.totals.pids[self.model.entry(index.row())]))
