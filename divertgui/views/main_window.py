@@ -20,7 +20,7 @@ from divertgui.engine.address import PRIORITY_MAX, PRIORITY_MIN, Layer
 from divertgui.engine.loss import describe, losses
 from divertgui.models.delay_histogram import DelayHistogram
 from divertgui.models.intercept_queue import InterceptQueueModel
-from divertgui.models.packet_table import INFO, VERDICT, PacketTableModel, TimeFormat
+from divertgui.models.packet_table import INFO, PROCESS, VERDICT, PacketTableModel, TimeFormat
 from divertgui.models.rules_model import RulesModel
 from divertgui.models.stats import TrafficStats
 from divertgui.views.capture_options import CaptureOptions, CaptureOptionsDialog
@@ -43,7 +43,7 @@ LIST_INTERVAL_MS = 100
 # the event loop never waits for both in one go.
 PAINT_SPREAD_S = 0.04
 # No., Time, Dir, Source, Destination, Protocol, Length, Info (stretches), Verdict.
-COLUMN_WIDTHS = (55, 85, 45, 125, 125, 60, 50, 200, 70)
+COLUMN_WIDTHS = (55, 85, 45, 125, 125, 60, 50, 200, 70, 130)
 
 
 def _human_bytes(value: float) -> str:
@@ -271,6 +271,9 @@ class MainWindow(QMainWindow):
         header.setSectionResizeMode(INFO, QHeaderView.ResizeMode.Stretch)
         # The verdict stands before Info, which takes what width is left: both stay in view.
         header.moveSection(header.visualIndex(VERDICT), header.visualIndex(INFO))
+        header.moveSection(header.visualIndex(PROCESS), header.visualIndex(INFO))
+        # Shown once a packet has a process (live captures): other sources would show it empty.
+        self.table.setColumnHidden(PROCESS, True)
         self.table.selectionModel().currentRowChanged.connect(self._on_current_row)
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.customContextMenuRequested.connect(self._packet_menu)
@@ -322,9 +325,10 @@ class MainWindow(QMainWindow):
         self.processes_dock = QDockWidget("Processes", self)
         self.processes_dock.setObjectName("processes_dock")
         self.processes_dock.setWidget(self.processes)
-        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.processes_dock)
-        self.tabifyDockWidget(self.charts_dock, self.processes_dock)
-        self.charts_dock.raise_()
+        self.processes_dock.hide()     # View > Processes shows it, beside the intercept and rules panels
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.processes_dock)
+        self.tabifyDockWidget(self.rules_dock, self.processes_dock)
+        self.intercept_dock.raise_()
         self.processes_dock.visibilityChanged.connect(lambda shown: shown and self.processes.refresh())
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
 
@@ -484,6 +488,8 @@ class MainWindow(QMainWindow):
             return
         self.count = count
         self.table_model.refresh(count, self.announced_generation)
+        if self.table.isColumnHidden(PROCESS) and len(self.store.processes) > 1:
+            self.table.setColumnHidden(PROCESS, False)
         self.table.follow()
         self.processes.maybe_refresh()
         self._update_status()

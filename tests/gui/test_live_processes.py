@@ -34,6 +34,7 @@ def test_each_packet_shows_its_process_and_one_process_is_held_or_shown_alone(qt
         say(second, "second before")
         receive_expected(receiver, 2)
         qtbot.waitUntil(lambda: model.rowCount() == 2, timeout=10000)
+        qtbot.waitUntil(lambda: not window.table.isColumnHidden(PROCESS), timeout=5000)
         pid_of_port = {first_port: first_pid, second_port: second_pid}
         for view_row in range(2):
             row = model.store_row(view_row)

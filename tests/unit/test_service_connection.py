@@ -13,7 +13,7 @@ from divertgui.engine.store import CaptureStore
 from divertgui.engine.store_record import Verdict
 from divertgui.service import framing
 from divertgui.service.client import ServiceClient
-from divertgui.service.connection import Connection, Peer
+from divertgui.service.connection import PROTOCOL_VERSION, Connection, Peer
 
 
 class Served:
@@ -68,7 +68,7 @@ def served():
 
 def test_the_first_event_introduces_the_service(served):
     hello = served.until(lambda: served.client.hello, "hello")
-    assert hello["version"] == 1 and hello["host"] == socket.gethostname() and isinstance(hello["live"], str)
+    assert hello["version"] == PROTOCOL_VERSION == 2 and hello["host"] == socket.gethostname() and isinstance(hello["live"], str)
 
 
 def test_bad_commands_get_an_error_event_and_change_nothing(served):
