@@ -25,6 +25,8 @@ from divertgui.engine.sock_diag import SocketDiag
 IPPROTO_TCP, IPPROTO_UDP = 6, 17
 _V4_MAPPED = bytes(10) + b"\xff\xff"
 REFRESH_SECONDS = 1.0
+# Flows whose socket refresh() checks each time: a bounded cost, whatever the number of flows.
+REFRESH_FLOWS = 256
 NO_PROCESS = 0
 MAX_INDEX = 0xFFFF           # the store's process column is 16 bits wide
 
@@ -185,6 +187,7 @@ class FlowOwners:
         self._plain: dict[tuple, int] = {}                    # plain IPv4 packets' flows -> process index
         self._described: dict[int, int] = {}                  # pid -> process index
         self._next_refresh = 0.0
+        self._to_check: list[FlowKey] = []                    # flows refresh() has still to check
         self.lookups = 0                                      # batches with new flows
         self.error = ""                                       # why a lookup failed, the first time
 
@@ -243,12 +246,17 @@ class FlowOwners:
         return index
 
     def refresh(self, now: float | None = None) -> None:
-        """At most once per REFRESH_SECONDS: forget flows whose socket closed or changed, and flows not found."""
+        """At most once per REFRESH_SECONDS: forget flows not found, and of up to REFRESH_FLOWS
+        others (in turn) those whose socket closed or changed."""
         now = time.monotonic() if now is None else now
         if now < self._next_refresh or not self._flows:
             return
         self._next_refresh = now + REFRESH_SECONDS
-        self._flows = {key: value for key, value in self._flows.items() if value[1] and self._inode(key) == value[1]}
+        if not self._to_check:
+            self._to_check = list(self._flows)
+        checked, self._to_check = self._to_check[-REFRESH_FLOWS:], self._to_check[:-REFRESH_FLOWS]
+        gone = {key for key in checked if key in self._flows and self._inode(key) != self._flows[key][1]}
+        self._flows = {key: value for key, value in self._flows.items() if value[1] and key not in gone}
         self._plain = {}
         self._owners.forget({inode for _index, inode in self._flows.values()})
         for pid in [pid for pid in self._described if not os.path.exists(f"/proc/{pid}")]:

@@ -133,3 +133,26 @@ def test_process_totals_count_each_process_once_with_its_flows_bytes_and_held_pa
     assert totals.bytes_in[0] == len(raws[1]) and totals.bytes_out[0] == len(raws[0]) + len(raws[2])
     assert totals.unattributed == 1
     assert process_totals(store, np.array([3])).pids.tolist() == [11]
+
+
+def test_refresh_checks_a_bounded_number_of_flows_each_time_and_all_in_turn(monkeypatch):
+    from divertgui.engine import processes as module
+    monkeypatch.setattr(module, "REFRESH_FLOWS", 2)
+    owners = FlowOwners(ProcessList())
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(5)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        raws = [udp4("127.0.0.1", s.getsockname()[1], "127.0.0.1", 9) for s in sockets]
+        assert 0 not in owners.indexes(raws, [True] * 5)
+        for s in sockets:
+            s.close()
+        remaining = []
+        for turn in range(3):
+            owners.refresh(now=1e12 * (turn + 1))
+            remaining.append(owners.flow_count())
+        assert remaining == [3, 1, 0]
+    finally:
+        for s in sockets:
+            s.close()
+        owners.close()
