@@ -12,6 +12,10 @@ import enum
 import numpy
 
 from divertgui.engine.address import Address
+from divertgui.engine.header_fields import (
+    ICMP, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV4, IPV4_HEADER_LEN, IPV6, IPV6_HEADER_LEN, TCP,
+    TCP_HEADER_MIN, UDP, UDP_HEADER_LEN,
+)
 from divertgui.engine.headers import parse_headers
 
 
@@ -25,7 +29,7 @@ class ChecksumFlag(enum.IntFlag):
     NO_UDP_CHECKSUM = 16
 
 
-_TCP, _UDP, _ICMP, _ICMPV6 = 6, 17, 1, 58
+_TCP, _UDP, _ICMP, _ICMPV6 = IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, IPPROTO_ICMPV6
 # Plain ints: IntFlag arithmetic costs more than the checksum of a small packet.
 _NO_IP = int(ChecksumFlag.NO_IP_CHECKSUM)
 _SKIP_FLAG = {
@@ -34,7 +38,27 @@ _SKIP_FLAG = {
     _ICMP: int(ChecksumFlag.NO_ICMP_CHECKSUM),
     _ICMPV6: int(ChecksumFlag.NO_ICMPV6_CHECKSUM),
 }
-_CHECKSUM_AT = {_TCP: 16, _UDP: 6, _ICMP: 2, _ICMPV6: 2}
+_CHECKSUM_AT = {_TCP: TCP["checksum"].offset, _UDP: UDP["checksum"].offset, _ICMP: ICMP["checksum"].offset,
+                _ICMPV6: ICMP["checksum"].offset}
+
+# Offsets read per packet, taken from the header table once.
+_VERSION_SHIFT = IPV4["version"].shift
+_V4_HDR_LEN_MASK = IPV4["hdr_len"].mask
+_V4_LENGTH = IPV4["length"].offset
+_V4_FRAGMENT = IPV4["frag_offset"].offset
+# The MF flag and the fragment offset, in the 16 bits at _V4_FRAGMENT.
+_V4_FRAGMENT_BITS = IPV4["frag_offset"].mask | 1 << IPV4["mf"].shift + 8
+_V4_TTL = IPV4["ttl"].offset
+_V4_PROTOCOL = IPV4["protocol"].offset
+_V4_CHECKSUM = IPV4["checksum"].offset
+_V4_ADDRESSES = slice(IPV4["src_addr"].offset, IPV4["dst_addr"].offset + IPV4["dst_addr"].size)
+_V6_LENGTH = IPV6["length"].offset
+_V6_NEXT_HDR = IPV6["next_hdr"].offset
+_V6_HOP_LIMIT = IPV6["hop_limit"].offset
+_V6_ADDRESSES = slice(IPV6["src_addr"].offset, IPV6["dst_addr"].offset + IPV6["dst_addr"].size)
+_TCP_HDR_LEN = TCP["hdr_len"].offset
+_TCP_HDR_LEN_SHIFT = TCP["hdr_len"].shift
+_UDP_CHECKSUM = UDP["checksum"].offset
 
 
 def internet_checksum(words_sum: int) -> int:
@@ -86,8 +110,8 @@ def calc_checksums(packet: bytearray | memoryview, address: Address | None = Non
         return False
     with memoryview(packet) as view:
         if layout.version == 4 and not flags & _NO_IP:
-            view[10:12] = b"\0\0"
-            view[10:12] = internet_checksum(
+            view[_V4_CHECKSUM:_V4_CHECKSUM + 2] = b"\0\0"
+            view[_V4_CHECKSUM:_V4_CHECKSUM + 2] = internet_checksum(
                 int.from_bytes(view[:layout.ip_header_len], "big")).to_bytes(2, "big")
             if address is not None:
                 address.ip_checksum = True
@@ -102,9 +126,9 @@ def calc_checksums(packet: bytearray | memoryview, address: Address | None = Non
             return False
 
         if protocol == _TCP:
-            header_len = (view[start + 12] >> 4) * 4
+            header_len = (view[start + _TCP_HDR_LEN] >> _TCP_HDR_LEN_SHIFT) * 4
         else:
-            header_len = 8
+            header_len = UDP_HEADER_LEN
         length = layout.payload_len + header_len
         end = start + length
         if end > len(packet):
@@ -114,9 +138,9 @@ def calc_checksums(packet: bytearray | memoryview, address: Address | None = Non
         total = _words(view[start:end])
         if protocol != _ICMP:
             if layout.version == 4:
-                total += int.from_bytes(view[12:20], "big")
+                total += int.from_bytes(view[_V4_ADDRESSES], "big")
             else:
-                total += int.from_bytes(view[8:40], "big")
+                total += int.from_bytes(view[_V6_ADDRESSES], "big")
             total += protocol + length
         checksum = internet_checksum(total)
         if protocol == _UDP and checksum == 0:
@@ -144,7 +168,7 @@ def checksums_valid(raw: bytes) -> tuple[bool, bool, bool]:
     calc_checksums(fixed, None, _SKIP_FLAG[_ICMP] | _SKIP_FLAG[_ICMPV6])
     if fixed == raw:
         return True, True, True
-    ip_ok = raw[0] >> 4 != 4 or fixed[10:12] == raw[10:12]
+    ip_ok = raw[0] >> _VERSION_SHIFT != 4 or fixed[_V4_CHECKSUM:_V4_CHECKSUM + 2] == raw[_V4_CHECKSUM:_V4_CHECKSUM + 2]
     layout = parse_headers(raw)
     protocol = layout.transport if layout is not None else 0
     if protocol not in (_TCP, _UDP):
@@ -162,43 +186,45 @@ def _quick_check(raw: bytes) -> tuple[bool, bool, bool] | None:
     ones: a non-zero multiple of 0xFFFF (see internet_checksum).
     """
     size = len(raw)
-    if size < 40:
+    if size < IPV4_HEADER_LEN + TCP_HEADER_MIN:
         return None
     first = raw[0]
-    if first >> 4 == 4:
-        start = (first & 0x0F) * 4
-        protocol = raw[9]
-        if start < 20 or raw[6] & 0x3F or raw[7] or (raw[2] << 8 | raw[3]) != size:
+    version = first >> _VERSION_SHIFT
+    if version == 4:
+        start = (first & _V4_HDR_LEN_MASK) * 4
+        protocol = raw[_V4_PROTOCOL]
+        if (start < IPV4_HEADER_LEN or (raw[_V4_FRAGMENT] << 8 | raw[_V4_FRAGMENT + 1]) & _V4_FRAGMENT_BITS
+                or (raw[_V4_LENGTH] << 8 | raw[_V4_LENGTH + 1]) != size):
             return None
         ip_ok = int.from_bytes(raw[:start], "big") % 0xFFFF == 0
-        pseudo = int.from_bytes(raw[12:20], "big")
-    elif first >> 4 == 6:
-        start, protocol = 40, raw[6]
-        if (raw[4] << 8 | raw[5]) + 40 != size:
+        pseudo = int.from_bytes(raw[_V4_ADDRESSES], "big")
+    elif version == 6:
+        start, protocol = IPV6_HEADER_LEN, raw[_V6_NEXT_HDR]
+        if (raw[_V6_LENGTH] << 8 | raw[_V6_LENGTH + 1]) + IPV6_HEADER_LEN != size:
             return None
         ip_ok = True
-        pseudo = int.from_bytes(raw[8:40], "big")
+        pseudo = int.from_bytes(raw[_V6_ADDRESSES], "big")
     else:
         return None
     length = size - start
-    if length < 20:
+    if length < TCP_HEADER_MIN:
         return None
     if protocol == _TCP:
-        if not 20 <= (raw[start + 12] >> 4) * 4 <= length:
+        if not TCP_HEADER_MIN <= (raw[start + _TCP_HDR_LEN] >> _TCP_HDR_LEN_SHIFT) * 4 <= length:
             return None
         ok = (_words(raw[start:]) + pseudo + _TCP + length) % 0xFFFF == 0
         return ip_ok, ok, True
     if protocol != _UDP:
         return None
-    if first >> 4 == 4 and not raw[start + 6] and not raw[start + 7]:
+    if version == 4 and not raw[start + _UDP_CHECKSUM] and not raw[start + _UDP_CHECKSUM + 1]:
         return ip_ok, True, True
     return ip_ok, True, (_words(raw[start:]) + pseudo + _UDP + length) % 0xFFFF == 0
 
 
 def _length_field(view, layout) -> int:
     if layout.version == 4:
-        return view[2] << 8 | view[3]
-    return (view[4] << 8 | view[5]) + 40
+        return view[_V4_LENGTH] << 8 | view[_V4_LENGTH + 1]
+    return (view[_V6_LENGTH] << 8 | view[_V6_LENGTH + 1]) + IPV6_HEADER_LEN
 
 
 
@@ -211,23 +237,23 @@ def decrement_ttl(packet: bytearray | memoryview) -> bool:
     """
     if isinstance(packet, (bytes, str)):
         raise TypeError("decrement_ttl edits the packet in place: pass a bytearray, not bytes")
-    if len(packet) < 20:
+    if len(packet) < IPV4_HEADER_LEN:
         return False
-    version = packet[0] >> 4
+    version = packet[0] >> _VERSION_SHIFT
     if version == 4:
-        if packet[8] <= 1:
+        if packet[_V4_TTL] <= 1:
             return False
-        packet[8] -= 1
+        packet[_V4_TTL] -= 1
         # WinDivert adds 1 to the checksum as a little-endian host number,
         # which is +0x0100 in network order: the TTL's weight in its word.
-        host = packet[10] | packet[11] << 8
+        host = packet[_V4_CHECKSUM] | packet[_V4_CHECKSUM + 1] << 8
         host = host - 0xFFFE if host >= 0xFFFE else host + 1
-        packet[10] = host & 0xFF
-        packet[11] = host >> 8
+        packet[_V4_CHECKSUM] = host & 0xFF
+        packet[_V4_CHECKSUM + 1] = host >> 8
         return True
     if version == 6:
-        if len(packet) < 40 or packet[7] <= 1:
+        if len(packet) < IPV6_HEADER_LEN or packet[_V6_HOP_LIMIT] <= 1:
             return False
-        packet[7] -= 1
+        packet[_V6_HOP_LIMIT] -= 1
         return True
     return False

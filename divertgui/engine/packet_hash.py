@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import struct
 
-from .headers import IPPROTO_TCP, parse_headers
+from .header_fields import IPPROTO_TCP, IPV4, IPV6, IPV6_HEADER_LEN, reader
+from .headers import parse_headers
 
 _MASK = 0xFFFFFFFFFFFFFFFF
 _PRIME1 = 11400714785074694791
@@ -24,6 +25,8 @@ _PADDING = (
 )
 _u64 = struct.Struct("<Q").unpack_from
 _u32 = struct.Struct("<I").unpack_from
+_IPV4_LENGTH = reader(IPV4["length"])
+_IPV6_LENGTH = reader(IPV6["length"])
 
 
 def _rotl(x: int, r: int) -> int:
@@ -50,8 +53,8 @@ def _avalanche(h: int) -> int:
 
 def _declared_length(raw: bytes, version: int) -> int:
     if version == 4:
-        return (raw[2] << 8) | raw[3]
-    return ((raw[4] << 8) | raw[5]) + 40
+        return _IPV4_LENGTH(raw, 0)
+    return _IPV6_LENGTH(raw, 0) + IPV6_HEADER_LEN
 
 
 def hash_packet(raw: bytes, seed: int = 0) -> int:
