@@ -322,6 +322,7 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.charts_dock)
         self.processes = ProcessesView(self.store, lambda: np.arange(self.count), self)
         self.processes.filter_requested.connect(self.filter_process)
+        self.processes.hold_requested.connect(self.hold_process)
         self.processes_dock = QDockWidget("Processes", self)
         self.processes_dock.setObjectName("processes_dock")
         self.processes_dock.setWidget(self.processes)

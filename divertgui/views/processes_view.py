@@ -8,6 +8,7 @@ from typing import Callable
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QAbstractItemView, QLabel, QTableView, QVBoxLayout, QWidget
 
 from divertgui.engine.process_totals import ProcessTotals, process_totals
@@ -46,10 +47,12 @@ def process_table(model: ArrayTableModel, parent) -> QTableView:
 
 
 class ProcessesView(QWidget):
-    """`rows_provider()` gives the rows to count (None: every row). Double-clicking a process
-    asks for its packets alone (`filter_requested(pid)`)."""
+    """`rows_provider()` gives the rows to count (None: every row). Double-clicking a process,
+    or Filter on This Process in its menu, asks for its packets alone (`filter_requested(pid)`);
+    Hold Everything from This Process asks for its packets to be held (`hold_requested(pid)`)."""
 
     filter_requested = Signal(int)
+    hold_requested = Signal(int)
 
     def __init__(self, store, rows_provider: Callable[[], "np.ndarray | None"] = lambda: None, parent=None):
         super().__init__(parent)
@@ -60,6 +63,9 @@ class ProcessesView(QWidget):
         self.model = ArrayTableModel(self)
         self.table = process_table(self.model, self)
         self.table.doubleClicked.connect(self._on_double_click)
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
+        self.filter_action = self._row_action("Filter on This Process", self.filter_requested)
+        self.hold_action = self._row_action("Hold Everything from This Process", self.hold_requested)
         self.summary = QLabel(self)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -99,6 +105,18 @@ class ProcessesView(QWidget):
             if int(self.totals.pids[self.model.entry(view_row)]) == pid:
                 self.table.selectRow(view_row)
                 return
+
+    def _row_action(self, text: str, signal) -> QAction:
+        action = QAction(text, self.table)
+
+        def emit() -> None:
+            pid = self.selected_pid()
+            if pid is not None:
+                signal.emit(pid)
+
+        action.triggered.connect(emit)
+        self.table.addAction(action)
+        return action
 
     def _on_double_click(self, index) -> None:
         if index.isValid():

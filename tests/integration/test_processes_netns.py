@@ -18,15 +18,17 @@ pytestmark = pytest.mark.netns
 SENDER = r"""
 import os, socket, sys
 kind, port = sys.argv[1], int(sys.argv[2])
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM)
+host = "::1" if kind.endswith("6") else "127.0.0.1"
+s = socket.socket(socket.AF_INET6 if kind.endswith("6") else socket.AF_INET,
+                  socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM)
 if kind == "tcp":
-    s.connect(("127.0.0.1", port))
+    s.connect((host, port))
 else:
-    s.bind(("127.0.0.1", 0))
+    s.bind((host, 0))
 print(os.getpid(), s.getsockname()[1], flush=True)
 for line in sys.stdin:
     data = line.strip().encode()
-    s.send(data) if kind == "tcp" else s.sendto(data, ("127.0.0.1", port))
+    s.send(data) if kind == "tcp" else s.sendto(data, (host, port))
 """
 
 
@@ -46,33 +48,39 @@ def test_each_live_packet_names_the_program_that_sent_it(netns):
     with netns.entered():
         receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         receiver.bind(("127.0.0.1", 0))
+        receiver6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        receiver6.bind(("::1", 0))
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         running = Running()
-    udp_port, tcp_port = receiver.getsockname()[1], listener.getsockname()[1]
+    udp_port, tcp_port, udp6_port = receiver.getsockname()[1], listener.getsockname()[1], receiver6.getsockname()[1]
     first, first_pid, first_port = start_sender(netns, "udp", udp_port)
     second, second_pid, second_port = start_sender(netns, "udp", udp_port)
+    six, six_pid, six_port = start_sender(netns, "udp6", udp6_port)
     # A connection made before the capture starts.
     early, early_pid, early_port = start_sender(netns, "tcp", tcp_port)
     accepted, _ = listener.accept()
     try:
         running.post("start", source="live", mode="sniff", priority=0, layer="NETWORK",
-                     filter=f"udp.DstPort == {udp_port} or tcp.DstPort == {tcp_port} or tcp.SrcPort == {tcp_port}")
+                     filter=f"udp.DstPort == {udp_port} or udp.DstPort == {udp6_port} or tcp.DstPort == {tcp_port} "
+                            f"or tcp.SrcPort == {tcp_port}")
         state = running.wait_for(lambda e: e["type"] in ("state", "error"), "state event")
         assert state["type"] == "state" and state["source"] == "live" and not state["reason"], state
         for i in range(3):
             say(first, f"first {i}")
             say(second, f"second {i}")
         say(early, "early")
+        say(six, "over IPv6")
         receive_expected(receiver, 6)
+        receive_expected(receiver6, 1)
         accepted.settimeout(5)
         assert accepted.recv(100) == b"early"
         accepted.send(b"answer")
-        running.wait_for(lambda e: e["type"] == "rows" and e["count"] >= 8, "the packets")
+        running.wait_for(lambda e: e["type"] == "rows" and e["count"] >= 9, "the packets")
         store = running.store
         owner_of_port = {first_port: first_pid, second_port: second_pid, early_port: early_pid,
-                         tcp_port: os.getpid()}
+                         tcp_port: os.getpid(), six_port: six_pid}
         seen = set()
         for row in range(len(store)):
             # On loopback each packet is seen leaving: its source port is its sender's socket.
@@ -82,12 +90,13 @@ def test_each_live_packet_names_the_program_that_sent_it(netns):
             assert process is not None and process.pid == expected, (row, process, expected)
             assert process.name.startswith("python") or process.name == os.path.basename(sys.executable)
             seen.add(expected)
-        assert seen == {first_pid, second_pid, early_pid, os.getpid()}
+        assert seen == {first_pid, second_pid, early_pid, os.getpid(), six_pid}
     finally:
         running.stop()
-        for process in (first, second, early):
+        for process in (first, second, early, six):
             process.stdin.close()
             process.wait(timeout=10)
         accepted.close()
         listener.close()
         receiver.close()
+        receiver6.close()
