@@ -20,9 +20,9 @@ import os
 import time
 from typing import Iterable, NamedTuple, Sequence
 
+from divertgui.engine.header_fields import IPPROTO_TCP, IPPROTO_UDP
 from divertgui.engine.sock_diag import SocketDiag
 
-IPPROTO_TCP, IPPROTO_UDP = 6, 17
 _V4_MAPPED = bytes(10) + b"\xff\xff"
 REFRESH_SECONDS = 1.0
 # Flows whose socket refresh() checks each time: a bounded cost, whatever the number of flows.
