@@ -16,15 +16,20 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from divertgui.engine.address_text import IPV4_MAPPED
 from divertgui.engine.display_rows import Rows, address_words
+from divertgui.engine import header_fields as fields
 from divertgui.engine.headers import parse_headers
 
 if TYPE_CHECKING:
     from divertgui.engine.store import CaptureStore
 
-TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
+TCP, UDP, ICMP, ICMPV6 = fields.IPPROTO_TCP, fields.IPPROTO_UDP, fields.IPPROTO_ICMP, fields.IPPROTO_ICMPV6
 PROTOCOL_NAMES = {TCP: "TCP", UDP: "UDP", ICMP: "ICMP", ICMPV6: "ICMPv6"}
-_MAPPED = 0xFFFF00000000
+_SRC_ADDR = {4: fields.IPV4["src_addr"], 6: fields.IPV6["src_addr"]}
+_DST_ADDR = {4: fields.IPV4["dst_addr"], 6: fields.IPV6["dst_addr"]}
+_PORTS = {TCP: (fields.reader(fields.TCP["src_port"]), fields.reader(fields.TCP["dst_port"])),
+          UDP: (fields.reader(fields.UDP["src_port"]), fields.reader(fields.UDP["dst_port"]))}
 
 
 def protocol_name(protocol: int) -> str:
@@ -141,8 +146,8 @@ def packet_flows(store: CaptureStore, rows: np.ndarray | None = None) -> PacketF
         start, stop = (int(rows.min()), int(rows.max()) + 1) if len(rows) else (0, 0)
     span = Rows(store, start, stop)
     version = span.version.astype(np.int64)
-    src_high, src_low = address_words(span, np.where(version == 4, 12, 8))
-    dst_high, dst_low = address_words(span, np.where(version == 4, 16, 24))
+    src_high, src_low = address_words(span, np.where(version == 4, _SRC_ADDR[4].offset, _SRC_ADDR[6].offset))
+    dst_high, dst_low = address_words(span, np.where(version == 4, _DST_ADDR[4].offset, _DST_ADDR[6].offset))
     protocol = span.col("protocol").astype(np.int64)
     src_port, dst_port = span.col("src_port").astype(np.int64), span.col("dst_port").astype(np.int64)
     length = span.length
@@ -154,16 +159,16 @@ def packet_flows(store: CaptureStore, rows: np.ndarray | None = None) -> PacketF
         if layout is None:
             version[i] = 0
             continue
+        src = fields.field_value(raw, 0, _SRC_ADDR[layout.version])
+        dst = fields.field_value(raw, 0, _DST_ADDR[layout.version])
         if layout.version == 4:
-            src, dst = (_MAPPED | int.from_bytes(raw[12:16], "big"), _MAPPED | int.from_bytes(raw[16:20], "big"))
-        else:
-            src, dst = int.from_bytes(raw[8:24], "big"), int.from_bytes(raw[24:40], "big")
+            src, dst = IPV4_MAPPED | src, IPV4_MAPPED | dst
         (src_high[i], src_low[i]), (dst_high[i], dst_low[i]) = _split(src), _split(dst)
         version[i], protocol[i], length[i] = layout.version, layout.protocol, len(raw)
-        if layout.transport in (TCP, UDP):
-            at = layout.transport_offset
-            src_port[i] = (raw[at] << 8) | raw[at + 1]
-            dst_port[i] = (raw[at + 2] << 8) | raw[at + 3]
+        if layout.transport in _PORTS:
+            read_src, read_dst = _PORTS[layout.transport]
+            src_port[i] = read_src(raw, layout.transport_offset)
+            dst_port[i] = read_dst(raw, layout.transport_offset)
         else:
             src_port[i] = dst_port[i] = 0
     ip = version[picked] != 0

@@ -8,10 +8,20 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
+from divertgui.engine import header_fields as fields
 from divertgui.engine.checksum import internet_checksum
 
-TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
-FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+TCP, UDP, ICMP, ICMPV6 = fields.IPPROTO_TCP, fields.IPPROTO_UDP, fields.IPPROTO_ICMP, fields.IPPROTO_ICMPV6
+FIN, SYN, RST, PSH, ACK = (1 << fields.TCP[flag].shift for flag in ("fin", "syn", "rst", "psh", "ack"))
+_V4_LEN, _V6_LEN, _TCP_LEN = fields.IPV4_HEADER_LEN, fields.IPV6_HEADER_LEN, fields.TCP_HEADER_MIN
+_UDP_LEN, _ICMP_LEN = fields.UDP_HEADER_LEN, fields.ICMP_HEADER_LEN
+_V4_HDR_LEN, _V4_LENGTH, _V4_FRAG_OFFSET, _V4_MF, _V4_PROTOCOL = (
+    fields.reader(fields.IPV4[name]) for name in ("hdr_len", "length", "frag_offset", "mf", "protocol"))
+_V4_SRC, _V4_DST = fields.IPV4["src_addr"], fields.IPV4["dst_addr"]
+_V6_LENGTH, _V6_NEXT_HDR = fields.reader(fields.IPV6["length"]), fields.reader(fields.IPV6["next_hdr"])
+_V6_SRC, _V6_DST = fields.IPV6["src_addr"], fields.IPV6["dst_addr"]
+_TCP_HDR_LEN, _TCP_FLAGS = fields.reader(fields.TCP["hdr_len"]), fields.reader(fields.TCP["flags"])
+_UDP_LENGTH, _UDP_CHECKSUM = fields.reader(fields.UDP["length"]), fields.UDP["checksum"]
 
 # Checksums are sums of 16-bit words modulo 0xFFFF, and 2**16 is 1 modulo
 # 0xFFFF: a field wider than a word may be added as one number, and a
@@ -38,7 +48,7 @@ def _payload_words(payload: bytes) -> int:
 
 def ip_packet(src: bytes, dst: bytes, protocol: int, segment: bytes, ident: int = 0, ttl: int = 64) -> bytes:
     if len(src) == 4:
-        total = 20 + len(segment)
+        total = _V4_LEN + len(segment)
         ident &= 0xFFFF
         checksum = _fold(_IPV4_FIXED_WORDS + total + ident + (ttl << 8) + protocol + int.from_bytes(src + dst, "big"))
         return _IPV4_HEADER.pack(0x45, 0, total, ident, 0x4000, ttl, protocol, checksum, src, dst) + segment
@@ -49,7 +59,7 @@ def tcp_packet(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: in
                payload: bytes = b"", window: int = 64240, ident: int = 0) -> bytes:
     seq &= 0xFFFFFFFF
     ack &= 0xFFFFFFFF
-    words = (int.from_bytes(src + dst, "big") + TCP + 20 + len(payload) + sport + dport + seq + ack
+    words = (int.from_bytes(src + dst, "big") + TCP + _TCP_LEN + len(payload) + sport + dport + seq + ack
              + 0x5000 + flags + window + _payload_words(payload))
     header = _TCP_HEADER.pack(sport, dport, seq, ack, 0x50, flags, window, _fold(words), 0)
     return ip_packet(src, dst, TCP, header + payload, ident)
@@ -62,24 +72,24 @@ class TcpFlowBytes:
         self.src, self.dst, self.sport, self.dport, self.window = src, dst, sport, dport, window
         addresses = int.from_bytes(src + dst, "big")
         self.v4 = len(src) == 4
-        self.tcp_words = addresses + TCP + 20 + sport + dport + 0x5000 + window
+        self.tcp_words = addresses + TCP + _TCP_LEN + sport + dport + 0x5000 + window
         self.ip_words = _IPV4_FIXED_WORDS + (64 << 8) + TCP + addresses
 
     def packet(self, seq: int, ack: int, flags: int, payload: bytes, ident: int) -> bytes:
         words = self.tcp_words + len(payload) + seq + ack + flags + _payload_words(payload)
         segment = _TCP_HEADER.pack(self.sport, self.dport, seq, ack, 0x50, flags, self.window, _fold(words), 0)
         if self.v4:
-            total = 40 + len(payload)
+            total = _V4_LEN + _TCP_LEN + len(payload)
             ident &= 0xFFFF
             header = _IPV4_HEADER.pack(0x45, 0, total, ident, 0x4000, 64, TCP, _fold(self.ip_words + total + ident),
                                        self.src, self.dst)
         else:
-            header = _IPV6_HEADER.pack(0x60000000, 20 + len(payload), TCP, 64, self.src, self.dst)
+            header = _IPV6_HEADER.pack(0x60000000, _TCP_LEN + len(payload), TCP, 64, self.src, self.dst)
         return header + segment + payload
 
 
 def udp_packet(src: bytes, dst: bytes, sport: int, dport: int, payload: bytes, ident: int = 0) -> bytes:
-    length = 8 + len(payload)
+    length = _UDP_LEN + len(payload)
     words = int.from_bytes(src + dst, "big") + UDP + 2 * length + sport + dport + _payload_words(payload)
     # A UDP checksum of zero means "none": a computed zero is sent as 0xFFFF.
     checksum = _fold(words) or 0xFFFF
@@ -92,7 +102,7 @@ def echo_packet(src: bytes, dst: bytes, reply: bool, ident: int, seq: int, paylo
         checksum = internet_checksum((kind << 8) + ident + seq + _payload_words(payload))
         return ip_packet(src, dst, ICMP, _ECHO_HEADER.pack(kind, 0, checksum, ident, seq) + payload, ident)
     kind = 129 if reply else 128
-    words = (int.from_bytes(src + dst, "big") + ICMPV6 + 8 + len(payload) + (kind << 8) + ident + seq
+    words = (int.from_bytes(src + dst, "big") + ICMPV6 + _ICMP_LEN + len(payload) + (kind << 8) + ident + seq
              + _payload_words(payload))
     return ip_packet(src, dst, ICMPV6, _ECHO_HEADER.pack(kind, 0, _fold(words), ident, seq) + payload)
 
@@ -114,50 +124,54 @@ class Segment(NamedTuple):
 def parse_segment(raw: bytes) -> Segment | None:
     """The segment a host's stack accepts, or None when it would discard the packet."""
     n = len(raw)
-    if n < 20:
+    if n < _V4_LEN:
         return None
-    version = raw[0] >> 4
+    version = raw[0] >> fields.IPV4["version"].shift
     if version == 4:
-        ihl = (raw[0] & 15) * 4
-        total = int.from_bytes(raw[2:4], "big")
-        if ihl < 20 or total < ihl or total > n or raw[6] & 0x3F or raw[7] or raw[6] & 0x20:
+        ihl = _V4_HDR_LEN(raw, 0) * 4
+        total = _V4_LENGTH(raw, 0)
+        if ihl < _V4_LEN or total < ihl or total > n or _V4_FRAG_OFFSET(raw, 0) or _V4_MF(raw, 0):
             return None
         if internet_checksum(int.from_bytes(raw[:ihl], "big")) != 0:
             return None
-        src, dst, protocol, body = raw[12:16], raw[16:20], raw[9], raw[ihl:total]
+        src, dst, protocol, body = _bytes(raw, _V4_SRC), _bytes(raw, _V4_DST), _V4_PROTOCOL(raw, 0), raw[ihl:total]
     elif version == 6:
-        if n < 40 or int.from_bytes(raw[4:6], "big") + 40 > n:
+        if n < _V6_LEN or _V6_LENGTH(raw, 0) + _V6_LEN > n:
             return None
-        src, dst, protocol = raw[8:24], raw[24:40], raw[6]
-        body = raw[40:40 + int.from_bytes(raw[4:6], "big")]
+        src, dst, protocol = _bytes(raw, _V6_SRC), _bytes(raw, _V6_DST), _V6_NEXT_HDR(raw, 0)
+        body = raw[_V6_LEN:_V6_LEN + _V6_LENGTH(raw, 0)]
     else:
         return None
     odd = 256 if len(body) & 1 else 1
     if protocol == TCP:
-        if len(body) < 20 or (body[12] >> 4) * 4 < 20 or (body[12] >> 4) * 4 > len(body):
+        if len(body) < _TCP_LEN or not _TCP_LEN <= _TCP_HDR_LEN(body, 0) * 4 <= len(body):
             return None
         if internet_checksum(int.from_bytes(src + dst, "big") + TCP + len(body)
                              + int.from_bytes(body, "big") * odd) != 0:
             return None
         sport, dport, seq, ack = struct.unpack_from("!HHII", body)
-        return Segment(src, dst, TCP, sport, dport, seq, ack, body[13], body[(body[12] >> 4) * 4:])
+        return Segment(src, dst, TCP, sport, dport, seq, ack, _TCP_FLAGS(body, 0), body[_TCP_HDR_LEN(body, 0) * 4:])
     if protocol == UDP:
-        if len(body) < 8 or int.from_bytes(body[4:6], "big") != len(body):
+        if len(body) < _UDP_LEN or _UDP_LENGTH(body, 0) != len(body):
             return None
-        if body[6:8] != b"\0\0" and internet_checksum(
+        if _bytes(body, _UDP_CHECKSUM) != b"\0\0" and internet_checksum(
                 int.from_bytes(src + dst, "big") + UDP + len(body) + int.from_bytes(body, "big") * odd) != 0:
             return None
         sport, dport = struct.unpack_from("!HH", body)
-        return Segment(src, dst, UDP, sport, dport, 0, 0, 0, body[8:])
-    if protocol in (ICMP, ICMPV6) and len(body) >= 8:
+        return Segment(src, dst, UDP, sport, dport, 0, 0, 0, body[_UDP_LEN:])
+    if protocol in (ICMP, ICMPV6) and len(body) >= _ICMP_LEN:
         words = int.from_bytes(body, "big") * odd
         if protocol == ICMPV6:
             words += int.from_bytes(src + dst, "big") + ICMPV6 + len(body)
         if internet_checksum(words) != 0:
             return None
         kind, _, _, ident, seq = struct.unpack_from("!BBHHH", body)
-        return Segment(src, dst, protocol, ident, seq, 0, 0, kind, body[8:])
+        return Segment(src, dst, protocol, ident, seq, 0, 0, kind, body[_ICMP_LEN:])
     return None
+
+
+def _bytes(raw: bytes, field: fields.HeaderField) -> bytes:
+    return raw[field.offset:field.offset + field.size]
 
 
 def _dns_name(name: str) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from divertgui.engine import header_fields
 from divertgui.engine import packet as packet_views
 from divertgui.engine.rules.base import Param, Rule, RuleError
 
@@ -26,7 +27,8 @@ ALIASES = {
     "dst_port": ("tcp.dst_port", "udp.dst_port"),
 }
 
-_IPV6_DSCP_MASK = 0x3F
+# IPv6's traffic class splits into DSCP and ECN as IPv4's TOS byte does.
+_DSCP, _ECN = header_fields.IPV4["dscp"], header_fields.IPV4["ecn"]
 
 
 def _descriptor(view_class, attribute: str):
@@ -47,7 +49,7 @@ def resolve(name: str, value, where: str) -> list[tuple[str, str, object]]:
             raise RuleError(f"unknown field {name!r}: use view.field with a view among "
                             f"{', '.join(VIEWS)}, or one of {', '.join(ALIASES)}", where)
         if (view, attribute) == ("ipv6", "dscp"):
-            descriptor = packet_views.Field(0, 1, bits=6)
+            descriptor = _descriptor(packet_views.IPv4Header, "dscp")
         else:
             descriptor = _descriptor(VIEWS[view], attribute)
         if descriptor is None:
@@ -63,13 +65,13 @@ def resolve(name: str, value, where: str) -> list[tuple[str, str, object]]:
 
 def _read(view, attribute: str):
     if attribute == "dscp" and isinstance(view, packet_views.IPv6Header):
-        return view.traffic_class >> 2
+        return view.traffic_class >> _DSCP.shift & _DSCP.mask
     return getattr(view, attribute)
 
 
 def _write(view, attribute: str, value) -> None:
     if attribute == "dscp" and isinstance(view, packet_views.IPv6Header):
-        view.traffic_class = (value << 2) | (view.traffic_class & 0x3)
+        view.traffic_class = (value << _DSCP.shift) | (view.traffic_class >> _ECN.shift & _ECN.mask) << _ECN.shift
     else:
         setattr(view, attribute, value)
 
