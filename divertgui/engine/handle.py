@@ -361,6 +361,12 @@ class Divert:
             return ticket & TICKET_MASK
         return 0
 
+    def edited_size_limit(self, raw: bytes) -> int:
+        """The most bytes a packet of `raw`'s IP version can have, sent in place of a received packet."""
+        limit = IPV6_MAX_SIZE if raw[:1] and raw[0] >> 4 == 6 else IPV4_MAX_SIZE
+        backend = self._backend.max_edited_size if self._backend is not None else None
+        return limit if backend is None else min(limit, backend)
+
     def check_size(self, raw: bytes) -> None:
         """Raise PacketTooLargeError when `raw`, sent in place of a received packet, could not be sent."""
         _check_ip_size(raw)

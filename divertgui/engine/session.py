@@ -15,7 +15,7 @@ import time
 from typing import Callable, NamedTuple
 
 from divertgui.engine.address import Address, Flag, Layer
-from divertgui.engine.handle import PacketTooLargeError
+from divertgui.engine.handle import IPV4_MAX_SIZE, IPV6_MAX_SIZE, PacketTooLargeError
 from divertgui.engine.packet import Packet
 from divertgui.engine.processes import FlowOwners
 from divertgui.engine.protocol import event
@@ -23,6 +23,7 @@ from divertgui.engine.rules import Lag, Pipeline, RuleError
 from divertgui.engine.rules.runner import drain_queued, send_out
 from divertgui.engine.rules.seq_adjust import SeqAdjuster
 from divertgui.engine.store import CaptureStore, Verdict
+from divertgui.engine.tcp_split import split_tcp_segment
 
 EMIT_INTERVAL = 1 / 30
 RECV_TIMEOUT = 0.01
@@ -290,6 +291,9 @@ class Session:
             for packet in packets:
                 if self._edited.renumber(packet):
                     self._counts["seq_adjusted"] += 1
+        self._send_renumbered(packets)
+
+    def _send_renumbered(self, packets: list) -> None:
         errors: list[str] = []
         failed: list[str] = []
         send_out(self._handle, packets, errors, failed)
@@ -330,9 +334,13 @@ class Session:
             try:
                 self._handle.check_size(data)
             except PacketTooLargeError as exc:
-                # As a failed WinDivertSend: nothing happens to the packet, it waits for another verdict.
-                raise SessionError(f"{exc}; it stays held: edit it again, forward it as it was, or drop it",
-                                   "held") from exc
+                # A TCP segment within IP's length goes out split (beyond it, the IP length field
+                # could not say how much the edit added); anything else, as a failed WinDivertSend:
+                # nothing happens to the packet, it waits for another verdict.
+                if exc.limit in (IPV4_MAX_SIZE, IPV6_MAX_SIZE) or \
+                        split_tcp_segment(data, self._handle.edited_size_limit(data)) is None:
+                    raise SessionError(f"{exc}; it stays held: edit it again, forward it as it was, or drop it",
+                                       "held") from exc
         held = self._held.pop(ident)
         self._held_bytes -= len(held.packet.raw)
         if drop:
@@ -363,7 +371,8 @@ class Session:
             if self._edited and self._edited.renumber(packet):
                 self._counts["seq_adjusted"] += 1
             self._counts["forwarded"] += 1
-            self._handle.send(packet)
+            # A segment too large for one verdict goes out split.
+            self._send_renumbered([packet])
             # Copies of the segment the sender retransmitted while it was held follow it, edited.
             for other in retransmissions:
                 self._release(other, None)

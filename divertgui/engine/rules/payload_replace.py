@@ -6,6 +6,7 @@ import re
 
 from divertgui.engine.rules.base import Param, Rule, RuleError
 from divertgui.engine.rules.seq_adjust import SeqAdjuster
+from divertgui.engine.tcp_split import set_oversized_tcp_payload
 
 
 def compile_pattern(find: str, replace: str, mode: str, where: str):
@@ -79,11 +80,14 @@ class PayloadReplace(Rule):
         out.append(packet)
 
     def _set_payload(self, packet, payload: bytes) -> bool:
-        """Whether the packet took the new payload; one that IP cannot carry is dropped
-        and counted (as send_failed): letting it go unedited would break the rule."""
+        """Whether the packet took the new payload. A TCP segment IP cannot carry takes it
+        and is split when sent; any other such packet is dropped and counted (as
+        send_failed): letting it go unedited would break the rule."""
         try:
             packet.payload = payload
         except ValueError:
+            if set_oversized_tcp_payload(packet, payload):
+                return True
             self.counters["dropped"] += 1
             self.counters["send_failed"] += 1
             return False

@@ -10,7 +10,9 @@ from __future__ import annotations
 import time
 
 from divertgui.engine.address import Flag, Param
-from divertgui.engine.handle import MAX_BATCH, PacketTooLargeError
+from divertgui.engine.handle import MAX_BATCH, DivertError, PacketTooLargeError
+from divertgui.engine.packet import Packet
+from divertgui.engine.tcp_split import split_tcp_segment
 
 IDLE_WAIT = 0.05        # seconds; bounds how long a stop request waits to be noticed
 
@@ -19,9 +21,10 @@ def send_out(handle, packets: list, errors: list, failed: list | None = None) ->
     """Verdicts for received packets in one batch; new packets (copies, RSTs) one by one,
     so that one that cannot be injected costs only itself (and is counted).
 
-    A received packet an edit made too large to send (PacketTooLargeError) is
-    dropped, never let through unedited, and its error goes to `failed`
-    (to `errors` when `failed` is None); the rest of its batch is sent.
+    A received TCP segment an edit made too large to send (PacketTooLargeError)
+    goes out split (send_split); any other such packet is dropped, never let
+    through unedited, and its error goes to `failed` (to `errors` when
+    `failed` is None); the rest of its batch is sent.
     """
     releases, new = [], []
     for packet in packets:
@@ -35,13 +38,40 @@ def send_out(handle, packets: list, errors: list, failed: list | None = None) ->
                 try:
                     handle.send(packet)
                 except PacketTooLargeError as exc:
-                    handle.drop(packet)
-                    (errors if failed is None else failed).append(str(exc))
+                    if not send_split(handle, packet, errors):
+                        handle.drop(packet)
+                        (errors if failed is None else failed).append(str(exc))
     for packet in new:
         try:
             handle.send(packet)
         except (OSError, PacketTooLargeError) as exc:
             errors.append(str(exc))
+
+
+def send_split(handle, packet, errors: list) -> bool:
+    """Send received TCP segment `packet`, too large for one verdict, as several segments:
+    the first as its verdict, the others injected right after it (marked, as every
+    injected packet is, so that this handle and those above it do not divert them
+    again). False, with nothing sent, when it cannot be split (not TCP, a SYN)."""
+    parts = split_tcp_segment(packet.raw, handle.edited_size_limit(packet.raw))
+    if parts is None:
+        return False
+    packet.raw = parts[0]
+    try:
+        handle.send(packet)
+        rest = parts[1:]
+    except ValueError:
+        # The kernel handed over only the first 65531 bytes of a larger segment (what a netlink
+        # attribute carries), so its verdict may not carry edited bytes: it is dropped and every
+        # part injected. The sender retransmits the bytes never handed over.
+        handle.drop(packet)
+        rest = parts
+    for part in rest:
+        try:
+            handle.send(Packet(part, packet.address.copy()))
+        except (OSError, DivertError) as exc:
+            errors.append(str(exc))
+    return True
 
 
 def drain_queued(handle, batch: int = MAX_BATCH):
