@@ -253,6 +253,7 @@ def detail_block(packet, start_ns: int) -> str:
     so that scripts written against netdump's output read ours. The timestamp is
     in seconds since `start_ns` (time.monotonic_ns(), the clock of Address.timestamp).
     """
+    from divertgui.engine.header_fields import FILTER_READS, read_value
     from divertgui.engine.packet_hash import hash_packet
     address = packet.address
     raw = bytes(packet.raw)
@@ -271,8 +272,9 @@ def detail_block(packet, start_ns: int) -> str:
             ("Checksum", _hex(ip4.checksum, 4)), ("SrcAddr", ip4.src_addr), ("DstAddr", ip4.dst_addr)]))
     if ip6 is not None:
         lines.append(_fields_text("IPv6", [
-            ("Version", ip6.version), ("TrafficClass", ip6.traffic_class), ("FlowLabel", ip6.flow_label),
-            ("Length", ip6.length), ("NextHdr", ip6.next_hdr), ("HopLimit", ip6.hop_limit),
+            # netdump prints WinDivert's FlowLabel (the filter's value), not the 20-bit label.
+            ("Version", ip6.version), ("TrafficClass", ip6.traffic_class),
+            ("FlowLabel", read_value(raw, 0, FILTER_READS["ipv6.FlowLabel"])), ("Length", ip6.length), ("NextHdr", ip6.next_hdr), ("HopLimit", ip6.hop_limit),
             ("SrcAddr", ip6.src_addr), ("DstAddr", ip6.dst_addr)]))
     icmp, icmp6, tcp, udp = packet.icmpv4, packet.icmpv6, packet.tcp, packet.udp
     for name, header in (("ICMP", icmp), ("ICMPV6", icmp6)):

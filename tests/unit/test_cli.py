@@ -174,6 +174,23 @@ def test_verbose_block_is_laid_out_as_windivert_netdump_prints_it():
     assert hash_packet(raw) != 0
 
 
+def test_verbose_flow_label_is_the_value_windivert_netdump_prints():
+    import socket
+    import struct
+    datagram = struct.pack("!HHHH", 5353, 53, 8, 0)
+    header = struct.pack("!IHBB16s16s", 6 << 28 | 0x2A << 20 | 0xABCDE, len(datagram), 17, 64,
+                         socket.inet_pton(socket.AF_INET6, "fd00::1"), socket.inet_pton(socket.AF_INET6, "fd00::2"))
+    packet = Packet(header + datagram, Address(outbound=True))
+    raw = bytes(packet.raw)
+    # netdump.c: ntohl(WINDIVERT_IPV6HDR_GET_FLOWLABEL(hdr)) = ntohl((FlowLabel0 << 16) | FlowLabel1), where
+    # FlowLabel0 is the low nibble of byte 1 and FlowLabel1 the little-endian UINT16 at byte 2 (on x86).
+    native = (raw[1] & 0x0F) << 16 | struct.unpack_from("<H", raw, 2)[0]
+    expected = struct.unpack("!I", struct.pack("<I", native))[0]
+    ipv6_line = cli.detail_block(packet, 0).split("\n")[2]
+    assert expected == 0xBCDE0A00 and packet.ipv6.flow_label == 0xABCDE
+    assert ipv6_line.startswith(f"IPv6 [Version=6 TrafficClass=42 FlowLabel={expected} Length=8 NextHdr=17 ")
+
+
 def test_verbose_tcp_flags_and_reserved_bits_print_as_integers():
     packet = _tcp_packet(0x12 | 0xC0)    # SYN ACK with CWR and ECE
     packet.tcp.ns = 1                    # the low bit beside the header length
