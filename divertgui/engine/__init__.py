@@ -17,10 +17,11 @@ from divertgui.engine.filter import Filter, FilterError, compile_filter, eval_fi
 from divertgui.engine.handle import Divert, DivertError
 from divertgui.engine.packet import Packet
 from divertgui.engine.packet_hash import hash_packet
+from divertgui.engine.worker_pool import run_workers
 
 __all__ = [
     "Address", "ChecksumFlag", "Divert", "DivertError", "Event", "Filter", "FilterError", "Flag",
     "Layer", "Packet", "Param", "calc_checksums", "compile_filter", "decrement_ttl", "eval_filter",
     "format_filter", "format_ipv4_address", "format_ipv6_address", "hash_packet",
-    "parse_ipv4_address", "parse_ipv6_address",
+    "parse_ipv4_address", "parse_ipv6_address", "run_workers",
 ]

@@ -30,6 +30,7 @@ import threading
 import time
 
 from divertgui.engine.address import Flag, Layer, Param
+from divertgui.engine.packet import Packet
 
 REPORT_PERIOD = 0.25    # seconds between a worker's counter reports and the pool's look at its queues
 HITS_PERIOD = 1.0       # seconds between readings of the rule's packet counter, once a worker has died
@@ -89,12 +90,15 @@ class WorkerPool:
             self._ordinal.value = self.rules.ordinal
             if on_ready is not None:
                 on_ready()
-            while not stop.is_set():
-                stop.wait(REPORT_PERIOD)
-                self._collect()
-                self._look_at_queues()
-                self._restart_dead()
-                self._count_rule_hits()
+            try:
+                while not stop.is_set():
+                    stop.wait(REPORT_PERIOD)
+                    self._collect()
+                    self._look_at_queues()
+                    self._restart_dead()
+                    self._count_rule_hits()
+            except KeyboardInterrupt:
+                pass        # Ctrl+C stops a program without a handler of its own, counters intact
         finally:
             bypassed = self._finish()
         totals = self.totals()
@@ -306,3 +310,68 @@ def _worker(queue: int, filter: str, layer: int, priority: int, flags: int, queu
         done.set()
         handle.close()
     reports.put(("done", pid, {"stats": handle.stats(), "result": result}))
+
+
+# -- a per-packet handler in worker processes ---------------------------------------------
+
+HANDLER_BATCH = 64
+HANDLER_POLL = 0.1      # seconds a worker waits for packets before it looks at `stop` again
+
+
+def run_workers(filter: str, handler, workers: int = 2, layer: Layer = Layer.NETWORK, priority: int = 0,
+                flags: Flag = Flag(0), stop: threading.Event | None = None, duration: float | None = None,
+                queue_length: int | None = None, on_ready=None) -> dict:
+    """Runs `handler(packet)` on every packet `filter` diverts, in `workers` processes; the summed counters.
+
+    `handler` returns the packet to send (edited or not), a list of packets to send
+    (the packet and new ones to inject), or None to drop it. It must be picklable (a
+    module-level function, or functools.partial of one): each worker process gets a copy.
+    A handler that raises drops that packet; the worker counts it in `handler_failed` and
+    keeps the first error's text in `handler_error`. Runs until `stop` is set, `duration`
+    seconds have passed, or Ctrl+C.
+    """
+    stop = stop if stop is not None else threading.Event()
+    timer = None
+    if duration is not None:
+        timer = threading.Timer(duration, stop.set)
+        timer.daemon = True
+        timer.start()
+    pool = WorkerPool(filter, _handle_packets, workers, layer, priority, flags, queue_length, handler)
+    try:
+        return pool.run(stop, on_ready)
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+def _handle_packets(handle, stop, handler) -> dict:
+    """A worker's loop for run_workers; after `stop`, what is still queued gets its verdict too."""
+    counts = {"handled": 0, "handler_dropped": 0, "handler_failed": 0}
+    first_error = None
+    while True:
+        stopping = stop.is_set()
+        batch = handle.recv_batch(HANDLER_BATCH, 0 if stopping else HANDLER_POLL)
+        if not batch and stopping:
+            break
+        outgoing = []
+        for packet in batch:
+            counts["handled"] += 1
+            try:
+                result = handler(packet)
+            except Exception as exc:
+                counts["handler_failed"] += 1
+                first_error = first_error or f"{type(exc).__name__}: {exc}"
+                handle.drop(packet)
+                continue
+            if result is None:
+                counts["handler_dropped"] += 1
+                handle.drop(packet)
+            elif isinstance(result, Packet):
+                outgoing.append(result)
+            else:
+                outgoing.extend(result)
+        if outgoing:
+            handle.send_batch(outgoing)
+    if first_error is not None:
+        counts["handler_error"] = first_error
+    return counts
