@@ -104,6 +104,9 @@ IPV6 = {
     "src_addr": _address(8, 16, "Source Address"),
     "dst_addr": _address(24, 16, "Destination Address"),
 }
+# IPv6's traffic class splits into DSCP and ECN as IPv4's TOS byte does:
+# their shifts and masks within the traffic class value.
+TRAFFIC_CLASS_DSCP, TRAFFIC_CLASS_ECN = IPV4["dscp"], IPV4["ecn"]
 IPV6_EXTENSION = {
     "next_hdr": _n(0, 1, label="Next Header"),
     "hdr_ext_len": _n(1, 1, label="Length"),

@@ -27,8 +27,7 @@ ALIASES = {
     "dst_port": ("tcp.dst_port", "udp.dst_port"),
 }
 
-# IPv6's traffic class splits into DSCP and ECN as IPv4's TOS byte does.
-_DSCP, _ECN = header_fields.IPV4["dscp"], header_fields.IPV4["ecn"]
+_DSCP, _ECN = header_fields.TRAFFIC_CLASS_DSCP, header_fields.TRAFFIC_CLASS_ECN
 
 
 def _descriptor(view_class, attribute: str):

@@ -13,6 +13,7 @@ import socket
 
 from divertgui.engine.address import Address, EndpointData, Layer, ReflectData
 from divertgui.engine.checksum import calc_checksums
+from divertgui.engine.header_fields import IPV4, IPV4_HEADER_LEN
 from divertgui.engine.filter import FilterError, compile_filter
 from divertgui.engine.packet import Packet as EnginePacket
 from divertgui.pydivert.address import endpoint_data, engine_address, event_value, reflect_data, windivert_address
@@ -23,6 +24,8 @@ from divertgui.pydivert.packet.tcp import TCPHeader
 from divertgui.pydivert.packet.udp import UDPHeader
 
 __all__ = ["Packet"]
+
+_VERSION_SHIFT = IPV4["version"].shift
 
 _NO_TRANSPORT_CHECKSUMS = (CalcChecksumsOption.NO_TCP_CHECKSUM | CalcChecksumsOption.NO_UDP_CHECKSUM
                            | CalcChecksumsOption.NO_IP_CHECKSUM)
@@ -92,7 +95,7 @@ class Packet:
             if_idx, sub_if_idx = interface if isinstance(interface, tuple) else (interface or 0, 0)
             address = Address(
                 outbound=direction == Direction.OUTBOUND, loopback=loopback, impostor=impostor,
-                ipv6=bool(buffer) and buffer[0] >> 4 == 6, if_idx=if_idx, sub_if_idx=sub_if_idx,
+                ipv6=bool(buffer) and buffer[0] >> _VERSION_SHIFT == 6, if_idx=if_idx, sub_if_idx=sub_if_idx,
                 timestamp=timestamp, sniffed=sniffed, layer=Layer(layer),
                 event=event_value(event),
                 ip_checksum=ip_checksum, tcp_checksum=tcp_checksum, udp_checksum=udp_checksum,
@@ -151,8 +154,8 @@ class Packet:
 
     @property
     def address_family(self) -> int | None:
-        if len(self._packet) >= 20:
-            version = _buffer(self._packet)[0] >> 4
+        if len(self._packet) >= IPV4_HEADER_LEN:
+            version = _buffer(self._packet)[0] >> _VERSION_SHIFT
             if version == 4:
                 return socket.AF_INET
             if version == 6:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import socket
 
+from divertgui.engine import header_fields as headers
 from divertgui.pydivert.packet.header import EngineField, Header, HeaderLength, engine_fields
+
+_DSCP, _ECN = headers.TRAFFIC_CLASS_DSCP, headers.TRAFFIC_CLASS_ECN
 
 
 @engine_fields("src_addr", "dst_addr")
@@ -38,7 +41,7 @@ class IPv4Header(IPHeader):
 class IPv6Header(IPHeader):
     __slots__ = ()
     _af = socket.AF_INET6
-    header_len = 40
+    header_len = headers.IPV6_HEADER_LEN
 
     payload_len = EngineField("length")
 
@@ -50,21 +53,20 @@ class IPv6Header(IPHeader):
     def packet_len(self, value: int) -> None:
         self.payload_len = value - self.header_len
 
-    # The traffic class is DSCP (6 bits) then ECN (2 bits), as in IPv4's TOS byte.
     @property
     def ecn(self) -> int:
-        return self.traffic_class & 0x03
+        return self.traffic_class >> _ECN.shift & _ECN.mask
 
     @ecn.setter
     def ecn(self, value: int) -> None:
-        self.traffic_class = (self.traffic_class & ~0x03) | (value & 0x03)
+        self.traffic_class = self.diff_serv << _DSCP.shift | (value & _ECN.mask) << _ECN.shift
 
     @property
     def diff_serv(self) -> int:
-        return self.traffic_class >> 2
+        return self.traffic_class >> _DSCP.shift & _DSCP.mask
 
     @diff_serv.setter
     def diff_serv(self, value: int) -> None:
-        self.traffic_class = (value << 2) | self.ecn
+        self.traffic_class = (value << _DSCP.shift) | self.ecn << _ECN.shift
 
     dscp = diff_serv
