@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import socket
 import struct
 
@@ -82,3 +83,28 @@ def test_a_tcp_payload_beyond_ip_is_kept_whole_for_the_split():
     assert packet.ip.length == 0xFFFF and packet.raw.endswith(grown)
     assert b"".join(Packet(part).payload for part in split_tcp_segment(packet.raw, 65531)) == grown
     assert not set_oversized_tcp_payload(Packet(b"\x45" + b"\0" * 19), b"x")
+
+
+def test_a_hand_edit_too_large_for_one_verdict_goes_out_split(running):
+    from tests.unit.session_harness import start_demo
+    from tests.unit.test_session_edits import BOTH_WAYS, REQUESTS, hold_request_and_a_retransmission
+
+    start_demo(running, rate=300, filter=BOTH_WAYS)
+    running.post("set_intercept", filter=REQUESTS)
+    first, again, request = hold_request_and_a_retransmission(running)
+    # As on the netfilter backend, whose verdicts carry at most 65,531 bytes, with a lower limit.
+    backend = running.session.backend
+    backend.max_edited_size = limit = len(request.raw) + 20
+    backend.received = collections.deque(maxlen=1 << 20)
+    edited = Packet(bytearray(request.raw), request.address.copy())
+    edited.payload = request.payload + b"X-Grown: " + b"g" * 100 + b"\r\n"
+    running.post("forward", ids=[first["id"]], data={str(first["id"]): edited.raw.hex()}, fix=True)
+    running.wait_for(lambda e: e["type"] == "held" and again["id"] in e["released"], "the copy released")
+
+    expected = split_tcp_segment(edited.raw, limit)
+    assert len(expected) == 2 and len(expected[0]) == limit
+    sent = list(backend.received)
+    at = sent.index(expected[0])
+    assert sent[at + 1] == expected[1], "the rest follows the first part"
+    assert sent.count(expected[0]) == 2 and sent.count(expected[1]) == 2, "the retransmission went out split too"
+    assert running.session.stats()["send_failed"] == 0

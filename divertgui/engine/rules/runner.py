@@ -18,34 +18,49 @@ IDLE_WAIT = 0.05        # seconds; bounds how long a stop request waits to be no
 
 
 def send_out(handle, packets: list, errors: list, failed: list | None = None) -> None:
-    """Verdicts for received packets in one batch; new packets (copies, RSTs) one by one,
+    """Verdicts for received packets in batches; new packets (copies, RSTs) one by one,
     so that one that cannot be injected costs only itself (and is counted).
 
-    A received TCP segment an edit made too large to send (PacketTooLargeError)
-    goes out split (send_split); any other such packet is dropped, never let
+    A received TCP segment an edit made too large for one verdict goes out
+    split (send_split), in its place among the others; any other received
+    packet too large to send (PacketTooLargeError) is dropped, never let
     through unedited, and its error goes to `failed` (to `errors` when
     `failed` is None); the rest of its batch is sent.
     """
     releases, new = [], []
+    # IPv4's limit, the smaller of the two versions': only a packet past it may be too large.
+    smallest = handle.edited_size_limit(b"\x45")
     for packet in packets:
-        (releases if getattr(packet, "ticket", 0) else new).append(packet)
-    if releases:
-        try:
-            handle.send_batch(releases)
-        except PacketTooLargeError:
-            # The batch failed whole, before anything was sent: each packet on its own.
-            for packet in releases:
-                try:
-                    handle.send(packet)
-                except PacketTooLargeError as exc:
-                    if not send_split(handle, packet, errors):
-                        handle.drop(packet)
-                        (errors if failed is None else failed).append(str(exc))
+        if not getattr(packet, "ticket", 0):
+            new.append(packet)
+        elif len(packet) > smallest and len(packet) > handle.edited_size_limit(packet.raw):
+            _release(handle, releases, errors, failed)
+            releases = []
+            if not send_split(handle, packet, errors):
+                _release(handle, [packet], errors, failed)
+        else:
+            releases.append(packet)
+    _release(handle, releases, errors, failed)
     for packet in new:
         try:
             handle.send(packet)
         except (OSError, PacketTooLargeError) as exc:
             errors.append(str(exc))
+
+
+def _release(handle, releases: list, errors: list, failed: list | None) -> None:
+    if not releases:
+        return
+    try:
+        handle.send_batch(releases)
+    except PacketTooLargeError:
+        # The batch failed whole, before anything was sent: each packet on its own.
+        for packet in releases:
+            try:
+                handle.send(packet)
+            except PacketTooLargeError as exc:
+                handle.drop(packet)
+                (errors if failed is None else failed).append(str(exc))
 
 
 def send_split(handle, packet, errors: list) -> bool:
@@ -54,7 +69,7 @@ def send_split(handle, packet, errors: list) -> bool:
     injected packet is, so that this handle and those above it do not divert them
     again). False, with nothing sent, when it cannot be split (not TCP, a SYN)."""
     parts = split_tcp_segment(packet.raw, handle.edited_size_limit(packet.raw))
-    if parts is None:
+    if parts is None or len(parts) == 1:
         return False
     packet.raw = parts[0]
     try:
