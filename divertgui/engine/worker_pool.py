@@ -326,9 +326,9 @@ def run_workers(filter: str, handler, workers: int = 2, layer: Layer = Layer.NET
     `handler` returns the packet to send (edited or not), a list of packets to send
     (the packet and new ones to inject), or None to drop it. It must be picklable (a
     module-level function, or functools.partial of one): each worker process gets a copy.
-    A handler that raises drops that packet; the worker counts it in `handler_failed` and
-    keeps the first error's text in `handler_error`. Runs until `stop` is set, `duration`
-    seconds have passed, or Ctrl+C.
+    A handler that raises, or returns anything else, drops that packet; the worker counts
+    it in `handler_failed` and keeps the first error's text in `handler_error`. Runs until
+    `stop` is set, `duration` seconds have passed, or Ctrl+C.
     """
     stop = stop if stop is not None else threading.Event()
     timer = None
@@ -357,21 +357,29 @@ def _handle_packets(handle, stop, handler) -> dict:
         for packet in batch:
             counts["handled"] += 1
             try:
-                result = handler(packet)
+                result = _to_send(handler(packet))
             except Exception as exc:
                 counts["handler_failed"] += 1
                 first_error = first_error or f"{type(exc).__name__}: {exc}"
                 handle.drop(packet)
                 continue
-            if result is None:
+            if not result:
                 counts["handler_dropped"] += 1
                 handle.drop(packet)
-            elif isinstance(result, Packet):
-                outgoing.append(result)
-            else:
-                outgoing.extend(result)
+            outgoing.extend(result)
         if outgoing:
             handle.send_batch(outgoing)
     if first_error is not None:
         counts["handler_error"] = first_error
     return counts
+
+
+def _to_send(result) -> list:
+    """What a run_workers handler returned, as the packets to send."""
+    if result is None:
+        return []
+    if isinstance(result, Packet):
+        return [result]
+    if isinstance(result, (list, tuple)) and all(isinstance(item, Packet) for item in result):
+        return list(result)
+    raise TypeError(f"the handler returned {type(result).__name__}, not a Packet, a list of Packets or None")

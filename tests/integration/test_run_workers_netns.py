@@ -34,6 +34,10 @@ def fail_on_seven(packet):
     return packet
 
 
+def bytes_for_three(packet):
+    return packet.raw if packet.payload == b"3" else packet
+
+
 def _send_and_stop(stop: threading.Event, received: list, sources: int, count: int) -> None:
     """Datagrams b"<n>" from `sources` loopback addresses (so that netfilter's balancing spreads them);
     what arrives goes to `received`; then stops the workers."""
@@ -86,10 +90,13 @@ def test_every_datagram_arrives_edited_by_one_of_two_workers_and_counted_once(ne
     assert totals["handler_dropped"] == totals["handler_failed"] == 0, totals
 
 
-def test_a_handler_drops_what_it_returns_none_for_and_its_errors_are_counted(netns):
+def test_a_handler_drops_what_it_returns_none_for_and_its_errors_and_wrong_returns_are_counted(netns):
     totals, received = _run(netns, drop_odd, sources=4, count=5)
     assert sorted(int(line) for line in received) == list(range(0, 20, 2))
     assert totals["handled"] == 20 and totals["handler_dropped"] == 10, totals
     totals, received = _run(netns, fail_on_seven, sources=4, count=5)
     assert sorted(int(line) for line in received) == [n for n in range(20) if n != 7]
     assert totals["handler_failed"] == 1 and totals["handler_error"] == "ValueError: seven", totals
+    totals, received = _run(netns, bytes_for_three, sources=2, count=3)
+    assert sorted(int(line) for line in received) == [0, 1, 2, 4, 5]
+    assert totals["handler_failed"] == 1 and "returned bytes, not a Packet" in totals["handler_error"], totals
