@@ -6,8 +6,9 @@ from __future__ import annotations
 import ipaddress
 
 from divertgui.engine.address import Flag, Layer
+from divertgui.engine.header_fields import TRANSPORT_PROTOCOLS
 
-PROTOCOLS = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
+PROTOCOLS = {number: name for name, number in TRANSPORT_PROTOCOLS.items()}
 
 
 def endpoint_text(address: int, port: int) -> str:

@@ -133,7 +133,7 @@ def format_ipv6(value: int) -> str:
     """An IPv4-mapped address as its dotted quad alone; otherwise the groups
     in lower-case hex with the first longest run of zero groups, even a
     single one, written "::"."""
-    if value >> 32 == 0xFFFF:
+    if value >> 32 == IPV4_MAPPED >> 32:
         return format_ipv4(value & 0xFFFFFFFF)
     groups = [value >> (16 * (7 - k)) & 0xFFFF for k in range(8)]
     best_start, best_len, run_start, run_len = -1, 0, -1, 0

@@ -16,8 +16,9 @@ from typing import NamedTuple
 import dpkt
 
 from divertgui.engine.header_fields import (
-    FILTER_READS, ICMP, IPPROTO_FRAGMENT, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV4, IPV6,
-    IPV6_FRAGMENT, IPV6_HEADER_LEN, TCP, field_value, read_value,
+    FILTER_READS, ICMP, IPPROTO_AH, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_ICMPV6,
+    IPPROTO_MH, IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP, IPV4, IPV6, IPV6_FRAGMENT, IPV6_HEADER_LEN, TCP,
+    field_value, read_value,
 )
 from divertgui.engine.headers import parse_headers
 from divertgui.engine.packet import (
@@ -35,10 +36,11 @@ class Node(NamedTuple):
 
 
 IP_PROTOCOL_NAMES = {
-    0: "IPv6 Hop-by-Hop", 1: "ICMP", 2: "IGMP", 4: "IPIP", 6: "TCP", 17: "UDP", 41: "IPv6",
-    43: "IPv6 Routing", 44: "IPv6 Fragment", 47: "GRE", 50: "ESP", 51: "AH", 58: "ICMPv6",
-    59: "IPv6 No Next Header", 60: "IPv6 Destination Options", 89: "OSPF", 103: "PIM", 112: "VRRP",
-    132: "SCTP", 135: "Mobility", 136: "UDP-Lite",
+    IPPROTO_HOPOPTS: "IPv6 Hop-by-Hop", IPPROTO_ICMP: "ICMP", 2: "IGMP", 4: "IPIP", IPPROTO_TCP: "TCP",
+    IPPROTO_UDP: "UDP", 41: "IPv6", IPPROTO_ROUTING: "IPv6 Routing", IPPROTO_FRAGMENT: "IPv6 Fragment", 47: "GRE",
+    50: "ESP", IPPROTO_AH: "AH", IPPROTO_ICMPV6: "ICMPv6", 59: "IPv6 No Next Header",
+    IPPROTO_DSTOPTS: "IPv6 Destination Options", 89: "OSPF", 103: "PIM", 112: "VRRP", 132: "SCTP",
+    IPPROTO_MH: "Mobility", 136: "UDP-Lite",
 }
 
 _HTTP_METHODS = (b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ",

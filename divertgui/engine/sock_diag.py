@@ -16,6 +16,9 @@ import errno
 import socket
 import struct
 
+from divertgui.engine.address_text import IPV4_MAPPED
+from divertgui.engine.header_fields import IPPROTO_TCP, IPPROTO_UDP
+
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
 NLM_F_REQUEST = 0x1
@@ -32,7 +35,7 @@ UID_INODE = struct.Struct("=II")
 UID_AT = NLMSGHDR.size + 4 + 48 + 12
 ERROR_CODE = struct.Struct("=i")
 
-_V4_MAPPED = bytes(10) + b"\xff\xff"
+_V4_MAPPED = IPV4_MAPPED.to_bytes(16, "big")[:12]
 
 
 class SocketDiag:
@@ -55,12 +58,12 @@ class SocketDiag:
             family = socket.AF_INET6
         # The kernel reads the ids as the socket sees them for TCP (source = local side) and
         # as a packet arriving at it for UDP (source = remote side), as udp_dump_one() does.
-        if protocol == socket.IPPROTO_UDP:
+        if protocol == IPPROTO_UDP:
             ids = PORTS.pack(rport, lport) + remote + local
         else:
             ids = PORTS.pack(lport, rport) + local + remote
         found = self._ask(family, protocol, ids)
-        if found is not None and not found[0] and protocol == socket.IPPROTO_TCP:
+        if found is not None and not found[0] and protocol == IPPROTO_TCP:
             # A connection not accepted yet has no file: the listener's process will accept it.
             found = self._ask(family, protocol, PORTS.pack(lport, 0) + local + bytes(16))
         return found if found is not None and found[0] else None

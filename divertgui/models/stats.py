@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from divertgui.engine.conversations import protocol_name
 from divertgui.models.row_text import ip_endpoints
 
 PROTOCOLS = ("TCP", "UDP", "ICMP", "ICMPv6", "other")
@@ -17,7 +18,6 @@ _PROTOCOL_INDEX[6] = 0
 _PROTOCOL_INDEX[17] = 1
 _PROTOCOL_INDEX[1] = 2
 _PROTOCOL_INDEX[58] = 3
-_PROTOCOL_NAMES = {6: "TCP", 17: "UDP", 1: "ICMP", 58: "ICMPv6"}
 # A quarter of a second per bin: each chart update (4 a second) shows new data.
 BIN_NS = 250_000_000
 BIN_SECONDS = BIN_NS / 1e9
@@ -127,7 +127,7 @@ class TrafficStats:
         except IndexError:
             return "…"
         protocol = int(self.store.column("protocol", row, row + 1)[0])
-        name = _PROTOCOL_NAMES.get(protocol, str(protocol))
+        name = protocol_name(protocol)
         if name in ("TCP", "UDP"):
             source += f":{int(self.store.column('src_port', row, row + 1)[0])}"
             destination += f":{int(self.store.column('dst_port', row, row + 1)[0])}"
