@@ -79,7 +79,7 @@ def test_flow_answers_as_the_scan_over_every_edit(start, steps, probes, spans):
             at = cursor - distance
         elif how == "far":            # far along the stream, still well within one window
             at = cursor + distance * 100_000
-            probes = probes + [at - start + cursor]
+            probes = probes + [at, at - 1, at + length]
         else:                         # bytes put into an empty segment
             at, length = cursor + distance % 3, 0
         seq = (start + at) % MOD
