@@ -11,6 +11,8 @@ from __future__ import annotations
 
 MAX_VALUE = (1 << 128) - 1
 IPV4_MAPPED = 0xFFFF00000000
+# The 12 bytes before an IPv4 address in its IPv4-mapped IPv6 form.
+IPV4_MAPPED_PREFIX = IPV4_MAPPED.to_bytes(16, "big")[:12]
 _DIGITS = frozenset("0123456789")
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 

@@ -61,6 +61,11 @@ class HeaderField(NamedTuple):
         """Whether the field is all of its bytes (no shift, no mask needed)."""
         return self.shift == 0 and self.mask == (1 << 8 * self.size) - 1
 
+    @property
+    def span(self) -> slice:
+        """The field's bytes, from the start of its header."""
+        return slice(self.offset, self.offset + self.size)
+
 
 def _n(offset, size, shift=0, bits=None, label=""):
     return HeaderField(offset, size, shift, (1 << (bits if bits is not None else 8 * size)) - 1, label)

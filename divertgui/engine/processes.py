@@ -20,10 +20,20 @@ import os
 import time
 from typing import Iterable, NamedTuple, Sequence
 
-from divertgui.engine.header_fields import IPPROTO_TCP, IPPROTO_UDP
+from divertgui.engine.address_text import IPV4_MAPPED_PREFIX
+from divertgui.engine.header_fields import IPPROTO_TCP, IPPROTO_UDP, IPV4, IPV4_HEADER_LEN, IPV6, IPV6_HEADER_LEN, TCP
 from divertgui.engine.sock_diag import SocketDiag
 
-_V4_MAPPED = bytes(10) + b"\xff\xff"
+# Offsets read per packet, taken from the header table once.
+_VERSION_SHIFT = IPV4["version"].shift
+_V4_HDR_LEN_MASK, _V4_PROTOCOL, _V4_FRAGMENT = IPV4["hdr_len"].mask, IPV4["protocol"].offset, IPV4["frag_offset"].offset
+# The MF flag and the fragment offset, in the 16 bits at _V4_FRAGMENT.
+_V4_FRAGMENT_BITS = IPV4["frag_offset"].mask | 1 << IPV4["mf"].shift + 8
+_V4_SRC, _V4_DST = IPV4["src_addr"].span, IPV4["dst_addr"].span
+_V6_NEXT_HDR = IPV6["next_hdr"].offset
+_V6_SRC, _V6_DST = IPV6["src_addr"].span, IPV6["dst_addr"].span
+# TCP's and UDP's ports lie alike: source then destination, two bytes each.
+_SPORT, _DPORT = TCP["src_port"].offset, TCP["dst_port"].offset
 REFRESH_SECONDS = 1.0
 # Flows whose socket refresh() checks each time: a bounded cost, whatever the number of flows.
 REFRESH_FLOWS = 256
@@ -75,24 +85,24 @@ FlowKey = tuple
 
 def flow_key(raw: bytes, outbound: bool) -> FlowKey | None:
     """The local flow of a TCP or UDP packet; None for other packets and fragments."""
-    if len(raw) < 20:
+    if len(raw) < IPV4_HEADER_LEN:
         return None
-    version = raw[0] >> 4
+    version = raw[0] >> _VERSION_SHIFT
     if version == 4:
-        protocol = raw[9]
-        at = (raw[0] & 0x0F) * 4
-        if raw[6] & 0x3F or raw[7]:          # a fragment: the ports are in the first one only
-            return None
-        src, dst = _V4_MAPPED + raw[12:16], _V4_MAPPED + raw[16:20]
-    elif version == 6 and len(raw) >= 40:
-        protocol = raw[6]
-        at = 40
-        src, dst = raw[8:24], raw[24:40]
+        protocol = raw[_V4_PROTOCOL]
+        at = (raw[0] & _V4_HDR_LEN_MASK) * 4
+        if (raw[_V4_FRAGMENT] << 8 | raw[_V4_FRAGMENT + 1]) & _V4_FRAGMENT_BITS:
+            return None                       # a fragment: the ports are in the first one only
+        src, dst = IPV4_MAPPED_PREFIX + raw[_V4_SRC], IPV4_MAPPED_PREFIX + raw[_V4_DST]
+    elif version == 6 and len(raw) >= IPV6_HEADER_LEN:
+        protocol = raw[_V6_NEXT_HDR]
+        at = IPV6_HEADER_LEN
+        src, dst = raw[_V6_SRC], raw[_V6_DST]
     else:
         return None
     if protocol not in (IPPROTO_TCP, IPPROTO_UDP) or len(raw) < at + 4:
         return None
-    sport, dport = raw[at] << 8 | raw[at + 1], raw[at + 2] << 8 | raw[at + 3]
+    sport, dport = raw[at + _SPORT] << 8 | raw[at + _SPORT + 1], raw[at + _DPORT] << 8 | raw[at + _DPORT + 1]
     if outbound:
         return protocol, src, sport, dst, dport
     return protocol, dst, dport, src, sport

@@ -16,7 +16,7 @@ import errno
 import socket
 import struct
 
-from divertgui.engine.address_text import IPV4_MAPPED
+from divertgui.engine.address_text import IPV4_MAPPED_PREFIX
 from divertgui.engine.header_fields import IPPROTO_TCP, IPPROTO_UDP
 
 NETLINK_SOCK_DIAG = 4
@@ -35,7 +35,6 @@ UID_INODE = struct.Struct("=II")
 UID_AT = NLMSGHDR.size + 4 + 48 + 12
 ERROR_CODE = struct.Struct("=i")
 
-_V4_MAPPED = IPV4_MAPPED.to_bytes(16, "big")[:12]
 
 
 class SocketDiag:
@@ -52,7 +51,7 @@ class SocketDiag:
         """(inode, uid) of the socket a packet of this flow belongs to, None when none does.
 
         Addresses are 16 bytes, IPv4 as IPv4-mapped IPv6."""
-        if local.startswith(_V4_MAPPED):
+        if local.startswith(IPV4_MAPPED_PREFIX):
             family, local, remote = socket.AF_INET, local[12:] + bytes(12), remote[12:] + bytes(12)
         else:
             family = socket.AF_INET6

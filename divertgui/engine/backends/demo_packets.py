@@ -134,11 +134,11 @@ def parse_segment(raw: bytes) -> Segment | None:
             return None
         if internet_checksum(int.from_bytes(raw[:ihl], "big")) != 0:
             return None
-        src, dst, protocol, body = _bytes(raw, _V4_SRC), _bytes(raw, _V4_DST), _V4_PROTOCOL(raw, 0), raw[ihl:total]
+        src, dst, protocol, body = raw[_V4_SRC.span], raw[_V4_DST.span], _V4_PROTOCOL(raw, 0), raw[ihl:total]
     elif version == 6:
         if n < _V6_LEN or _V6_LENGTH(raw, 0) + _V6_LEN > n:
             return None
-        src, dst, protocol = _bytes(raw, _V6_SRC), _bytes(raw, _V6_DST), _V6_NEXT_HDR(raw, 0)
+        src, dst, protocol = raw[_V6_SRC.span], raw[_V6_DST.span], _V6_NEXT_HDR(raw, 0)
         body = raw[_V6_LEN:_V6_LEN + _V6_LENGTH(raw, 0)]
     else:
         return None
@@ -154,7 +154,7 @@ def parse_segment(raw: bytes) -> Segment | None:
     if protocol == UDP:
         if len(body) < _UDP_LEN or _UDP_LENGTH(body, 0) != len(body):
             return None
-        if _bytes(body, _UDP_CHECKSUM) != b"\0\0" and internet_checksum(
+        if body[_UDP_CHECKSUM.span] != b"\0\0" and internet_checksum(
                 int.from_bytes(src + dst, "big") + UDP + len(body) + int.from_bytes(body, "big") * odd) != 0:
             return None
         sport, dport = struct.unpack_from("!HH", body)
@@ -168,10 +168,6 @@ def parse_segment(raw: bytes) -> Segment | None:
         kind, _, _, ident, seq = struct.unpack_from("!BBHHH", body)
         return Segment(src, dst, protocol, ident, seq, 0, 0, kind, body[_ICMP_LEN:])
     return None
-
-
-def _bytes(raw: bytes, field: fields.HeaderField) -> bytes:
-    return raw[field.offset:field.offset + field.size]
 
 
 def _dns_name(name: str) -> bytes:
