@@ -32,7 +32,12 @@ _IPV6_HEADER = struct.Struct("!IHBB16s16s")
 _TCP_HEADER = struct.Struct("!HHIIBBHHH")
 _UDP_HEADER = struct.Struct("!HHHH")
 _ECHO_HEADER = struct.Struct("!BBHHH")
-_IPV4_FIXED_WORDS = 0x4500 + 0x4000      # version/IHL/TOS and the DF flag
+# The demo's headers: IPv4 without options and with DF set, TCP without options.
+_V4_FIRST_BYTE = 4 << fields.IPV4["version"].shift | _V4_LEN // 4
+_V4_DF = 1 << fields.IPV4["df"].shift + 8           # in the 16-bit flags and fragment offset word
+_V6_FIRST_WORD = 6 << fields.IPV6["version"].shift + 24
+_TCP_OFFSET_BYTE = _TCP_LEN // 4 << fields.TCP["hdr_len"].shift
+_IPV4_FIXED_WORDS = (_V4_FIRST_BYTE << 8) + _V4_DF   # version/IHL/TOS and the DF flag
 
 
 def _fold(words: int) -> int:
@@ -51,8 +56,8 @@ def ip_packet(src: bytes, dst: bytes, protocol: int, segment: bytes, ident: int 
         total = _V4_LEN + len(segment)
         ident &= 0xFFFF
         checksum = _fold(_IPV4_FIXED_WORDS + total + ident + (ttl << 8) + protocol + int.from_bytes(src + dst, "big"))
-        return _IPV4_HEADER.pack(0x45, 0, total, ident, 0x4000, ttl, protocol, checksum, src, dst) + segment
-    return _IPV6_HEADER.pack(0x60000000, len(segment), protocol, ttl, src, dst) + segment
+        return _IPV4_HEADER.pack(_V4_FIRST_BYTE, 0, total, ident, _V4_DF, ttl, protocol, checksum, src, dst) + segment
+    return _IPV6_HEADER.pack(_V6_FIRST_WORD, len(segment), protocol, ttl, src, dst) + segment
 
 
 def tcp_packet(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, flags: int,
@@ -60,8 +65,8 @@ def tcp_packet(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: in
     seq &= 0xFFFFFFFF
     ack &= 0xFFFFFFFF
     words = (int.from_bytes(src + dst, "big") + TCP + _TCP_LEN + len(payload) + sport + dport + seq + ack
-             + 0x5000 + flags + window + _payload_words(payload))
-    header = _TCP_HEADER.pack(sport, dport, seq, ack, 0x50, flags, window, _fold(words), 0)
+             + (_TCP_OFFSET_BYTE << 8) + flags + window + _payload_words(payload))
+    header = _TCP_HEADER.pack(sport, dport, seq, ack, _TCP_OFFSET_BYTE, flags, window, _fold(words), 0)
     return ip_packet(src, dst, TCP, header + payload, ident)
 
 
@@ -72,19 +77,20 @@ class TcpFlowBytes:
         self.src, self.dst, self.sport, self.dport, self.window = src, dst, sport, dport, window
         addresses = int.from_bytes(src + dst, "big")
         self.v4 = len(src) == 4
-        self.tcp_words = addresses + TCP + _TCP_LEN + sport + dport + 0x5000 + window
+        self.tcp_words = addresses + TCP + _TCP_LEN + sport + dport + (_TCP_OFFSET_BYTE << 8) + window
         self.ip_words = _IPV4_FIXED_WORDS + (64 << 8) + TCP + addresses
 
     def packet(self, seq: int, ack: int, flags: int, payload: bytes, ident: int) -> bytes:
         words = self.tcp_words + len(payload) + seq + ack + flags + _payload_words(payload)
-        segment = _TCP_HEADER.pack(self.sport, self.dport, seq, ack, 0x50, flags, self.window, _fold(words), 0)
+        segment = _TCP_HEADER.pack(self.sport, self.dport, seq, ack, _TCP_OFFSET_BYTE, flags, self.window,
+                                   _fold(words), 0)
         if self.v4:
             total = _V4_LEN + _TCP_LEN + len(payload)
             ident &= 0xFFFF
-            header = _IPV4_HEADER.pack(0x45, 0, total, ident, 0x4000, 64, TCP, _fold(self.ip_words + total + ident),
-                                       self.src, self.dst)
+            header = _IPV4_HEADER.pack(_V4_FIRST_BYTE, 0, total, ident, _V4_DF, 64, TCP,
+                                       _fold(self.ip_words + total + ident), self.src, self.dst)
         else:
-            header = _IPV6_HEADER.pack(0x60000000, _TCP_LEN + len(payload), TCP, 64, self.src, self.dst)
+            header = _IPV6_HEADER.pack(_V6_FIRST_WORD, _TCP_LEN + len(payload), TCP, 64, self.src, self.dst)
         return header + segment + payload
 
 
