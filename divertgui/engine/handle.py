@@ -82,6 +82,17 @@ class PacketTooLargeError(DivertError, ValueError):
         self.size, self.limit = size, limit
 
 
+class PacketCutError(DivertError, ValueError):
+    """A received packet was handed over cut (the kernel copies at most what one netlink
+    attribute carries), so its verdict may release or drop it but not carry new bytes:
+    nothing of the send call was sent, and the packet keeps its pending verdict."""
+
+    def __init__(self, ticket: int, received: int, size: int):
+        super().__init__(f"packet {ticket} was received cut to {received} of its {size} bytes; "
+                         f"it can be released unmodified or dropped, not edited")
+        self.received, self.size = received, size
+
+
 # IPv4's total length and IPv6's payload length are 16-bit fields; IPv6
 # jumbograms (RFC 2675) are not sent.
 IPV4_MAX_SIZE = 0xFFFF

@@ -15,7 +15,7 @@ from divertgui.engine.headers import IPPROTO_TCP, parse_headers
 _FIN, _SYN, _PSH = 0x01, 0x02, 0x08
 
 
-def split_tcp_segment(raw: bytes, limit: int) -> list[bytes] | None:
+def split_tcp_segment(raw: bytes, limit: int, cut: bool = False) -> list[bytes] | None:
     """`raw` as TCP segments of at most `limit` bytes each, or None when it cannot be split.
 
     The bytes after the TCP header, up to the end of `raw` (the IP length
@@ -25,6 +25,8 @@ def split_tcp_segment(raw: bytes, limit: int) -> list[bytes] | None:
     ends and takes the next ID; FIN and PSH are kept on the last part only;
     lengths and checksums are set. None for what is not TCP, an IP
     fragment, a SYN, a segment without payload, or headers leaving no room.
+    `cut`: `raw` lacks the end of the segment the sender sent, which the
+    sender sends again, FIN included: no part carries FIN.
     """
     layout = parse_headers(raw)
     if layout is None or layout.transport != IPPROTO_TCP or layout.more_fragments or layout.frag_offset:
@@ -50,6 +52,8 @@ def split_tcp_segment(raw: bytes, limit: int) -> list[bytes] | None:
         part[tcp_at + 4:tcp_at + 8] = ((seq + start) & 0xFFFFFFFF).to_bytes(4, "big")
         if start + room < len(payload):
             part[tcp_at + 13] = flags & ~(_FIN | _PSH)
+        elif cut:
+            part[tcp_at + 13] = flags & ~_FIN
         calc_checksums(part)
         parts.append(bytes(part))
     return parts

@@ -67,6 +67,17 @@ def test_a_small_limit_gives_more_parts():
     assert all(_valid(part) for part in parts)
 
 
+def test_a_segment_received_cut_is_sent_whole_as_far_as_it_goes_without_its_fin():
+    payload = b"x" * 65483
+    received = _tcp(payload)[:65531]            # what a netlink attribute carries of it
+    parts = split_tcp_segment(received, 65531, cut=True)
+    assert len(parts) == 1 and len(parts[0]) == 65531 and _valid(parts[0])
+    packet = Packet(parts[0])
+    assert packet.ip.length == 65531 and packet.payload == payload[:len(packet.payload)]
+    # The sender sends the missing bytes again, and its FIN after them.
+    assert not packet.tcp.fin and packet.tcp.psh and packet.tcp.ack
+
+
 def test_what_cannot_be_split_is_left_alone():
     assert split_tcp_segment(_tcp(b"x" * 100, flags=SYN), 80) is None
     assert split_tcp_segment(_tcp(b"", flags=ACK), 40) is None

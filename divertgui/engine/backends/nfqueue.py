@@ -30,7 +30,7 @@ from divertgui.engine.address import Address, Event, Flag, Layer, Param, PARAM_L
 from divertgui.engine.backends import netfilter_rules, netlink
 from divertgui.engine.backends.base import Backend, Captured
 from divertgui.engine.checksum import checksums_valid
-from divertgui.engine.handle import PacketTooLargeError
+from divertgui.engine.handle import PacketCutError, PacketTooLargeError
 from divertgui.engine.backends.inject import RawInjector
 from divertgui.engine.backends.netfilter_rules import (HandleRules, INJECTED_MARK, LEVEL_MASK, SUB_MASK, SUB_SHIFT,
                                                       level_mark)
@@ -624,8 +624,8 @@ class NfqueueBackend(Backend):
     def verdict_many(self, verdicts: list[tuple[int, bytes | None]]) -> None:
         """Several verdicts, in as few send() calls as fit; all or none of them.
 
-        A packet the verdict cannot carry (PacketTooLargeError) fails the
-        call before anything is taken: every packet of it stays pending."""
+        A packet the verdict cannot carry (PacketTooLargeError, PacketCutError)
+        fails the call before anything is taken: every packet of it stays pending."""
         if self.sock is None:
             raise OSError(errno.EBADF, "the handle is closed")
         with self._lock:
@@ -640,8 +640,7 @@ class NfqueueBackend(Backend):
                 if raw is None or raw != original:
                     uniform = False
                     if raw is not None and packet[9] > len(original):
-                        raise ValueError(f"packet {ticket} was received cut to {len(original)} of its {packet[9]} "
-                                         f"bytes; it can be released unmodified or dropped, not edited")
+                        raise PacketCutError(ticket, len(original), packet[9])
                     if raw is not None and len(raw) > self.max_edited_size:
                         raise PacketTooLargeError(len(raw), self.max_edited_size, self.max_edited_size_reason)
                 elif mark is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from divertgui.engine.address import Flag, Param
-from divertgui.engine.handle import MAX_BATCH, DivertError, PacketTooLargeError
+from divertgui.engine.handle import MAX_BATCH, DivertError, PacketCutError, PacketTooLargeError
 from divertgui.engine.packet import Packet
 from divertgui.engine.tcp_split import split_tcp_segment
 
@@ -53,14 +53,38 @@ def _release(handle, releases: list, errors: list, failed: list | None) -> None:
         return
     try:
         handle.send_batch(releases)
-    except PacketTooLargeError:
+    except (PacketTooLargeError, PacketCutError):
         # The batch failed whole, before anything was sent: each packet on its own.
         for packet in releases:
             try:
                 handle.send(packet)
-            except PacketTooLargeError as exc:
+            except (PacketTooLargeError, PacketCutError) as exc:
+                if isinstance(exc, PacketCutError) and _inject_instead(handle, packet, errors):
+                    continue
                 handle.drop(packet)
                 (errors if failed is None else failed).append(str(exc))
+
+
+def _inject_instead(handle, packet, errors: list) -> bool:
+    """The kernel handed over only the first 65531 bytes of TCP segment `packet` (what
+    a netlink attribute carries), so its verdict may not carry edited bytes: it is
+    dropped and its edited bytes injected in its place, in parts that fit; the sender
+    sends again what was never handed over. False, with nothing done, for anything
+    but TCP, whose datagrams cannot arrive short."""
+    parts = split_tcp_segment(packet.raw, handle.edited_size_limit(packet.raw), cut=True)
+    if parts is None:
+        return False
+    handle.drop(packet)
+    _inject(handle, packet, parts, errors)
+    return True
+
+
+def _inject(handle, packet, parts: list, errors: list) -> None:
+    for part in parts:
+        try:
+            handle.send(Packet(part, packet.address.copy()))
+        except (OSError, DivertError) as exc:
+            errors.append(str(exc))
 
 
 def send_split(handle, packet, errors: list) -> bool:
@@ -71,21 +95,14 @@ def send_split(handle, packet, errors: list) -> bool:
     parts = split_tcp_segment(packet.raw, handle.edited_size_limit(packet.raw))
     if parts is None or len(parts) == 1:
         return False
-    packet.raw = parts[0]
+    whole, packet.raw = packet.raw, parts[0]
     try:
         handle.send(packet)
-        rest = parts[1:]
-    except ValueError:
-        # The kernel handed over only the first 65531 bytes of a larger segment (what a netlink
-        # attribute carries), so its verdict may not carry edited bytes: it is dropped and every
-        # part injected. The sender retransmits the bytes never handed over.
-        handle.drop(packet)
-        rest = parts
-    for part in rest:
-        try:
-            handle.send(Packet(part, packet.address.copy()))
-        except (OSError, DivertError) as exc:
-            errors.append(str(exc))
+    except PacketCutError:
+        packet.raw = whole
+        _inject_instead(handle, packet, errors)
+    else:
+        _inject(handle, packet, parts[1:], errors)
     return True
 
 
