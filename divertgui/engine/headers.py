@@ -9,14 +9,12 @@ from .header_fields import (  # noqa: F401 - the protocol numbers are also read 
     FRAGMENT_HEADER_LEN, ICMP_HEADER_LEN, IPPROTO_AH, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS,
     IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_MH, IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP, IPV4_HEADER_LEN,
     IPV4, IPV6, IPV6_EXTENSION, IPV6_EXTENSION_HEADERS, IPV6_FRAGMENT, IPV6_HEADER_LEN, TCP, TCP_HEADER_MIN,
-    UDP_HEADER_LEN, reader,
+    UDP_HEADER_LEN, field_expression, reader,
 )
 
 _IPV4_HDR_LEN, _IPV4_LENGTH, _IPV4_PROTOCOL, _IPV4_FRAG_OFFSET, _IPV4_MF = (
     reader(IPV4[name]) for name in ("hdr_len", "length", "protocol", "frag_offset", "mf"))
 _IPV6_LENGTH, _IPV6_NEXT_HDR = reader(IPV6["length"]), reader(IPV6["next_hdr"])
-_EXTENSION_NEXT_HDR, _EXTENSION_LENGTH = reader(IPV6_EXTENSION["next_hdr"]), reader(IPV6_EXTENSION["hdr_ext_len"])
-_FRAGMENT_OFFSET, _FRAGMENT_MF = reader(IPV6_FRAGMENT["frag_offset"]), reader(IPV6_FRAGMENT["mf"])
 _TCP_HDR_LEN = reader(TCP["hdr_len"])
 
 
@@ -69,8 +67,10 @@ def parse_headers(raw: bytes) -> HeaderLayout | None:
             return None
         header_len = IPV6_HEADER_LEN
         total = min(_IPV6_LENGTH(raw, 0) + IPV6_HEADER_LEN, size)
-        protocol, offset, fragment, frag_offset, more_fragments, ext_headers = \
-            walk_extension_headers(raw, _IPV6_NEXT_HDR(raw, 0), total)
+        found: list = []
+        protocol, offset, fragment, frag_offset, more_fragments = \
+            walk_extension_headers(raw, _IPV6_NEXT_HDR(raw, 0), total, found)
+        ext_headers = tuple(found)
     else:
         return None
 
@@ -99,35 +99,51 @@ def parse_headers(raw: bytes) -> HeaderLayout | None:
         transport)
 
 
-def walk_extension_headers(raw: bytes, protocol: int, total: int):
-    """Walk the extension headers WinDivert walks (header_fields.IPV6_EXTENSION_HEADERS).
-
-    A header that does not fit in the packet ends the walk with `protocol`
-    still naming it; a non-first fragment ends it with the fragment header's
-    next-header value and no transport header; a second fragment header is
-    not walked into.
-    """
-    offset = IPV6_HEADER_LEN
-    fragment, frag_offset, more_fragments = False, 0, False
-    ext_headers = []
-    while total - offset >= 2 and protocol in IPV6_EXTENSION_HEADERS:
-        rule = IPV6_EXTENSION_HEADERS[protocol]
-        if rule is None:
-            if fragment:
-                break
-            length = FRAGMENT_HEADER_LEN
+def _extension_walk_source() -> str:
+    """The walk, with each header's fields read inline (it runs for every IPv6 packet
+    with extension headers that a filter or the store looks at)."""
+    by_length: dict[tuple[int, int], list[int]] = {}
+    for protocol, rule in IPV6_EXTENSION_HEADERS.items():
+        if rule is not None:
+            by_length.setdefault(rule, []).append(protocol)
+    lengths = "".join(f"        {'if' if i == 0 else 'elif'} P in {tuple(sorted(protocols))}:\n"
+                      f"            k = ({field_expression(IPV6_EXTENSION['hdr_ext_len'], 'h')} + {add}) * {unit}\n"
+                      for i, ((add, unit), protocols) in enumerate(sorted(by_length.items())))
+    return f"""
+def walk(r, P, e, found=None):
+    h, Fr, O, M = {IPV6_HEADER_LEN}, False, 0, False
+    while e - h >= 2 and P in EXTENSIONS:
+{lengths}        elif Fr:
+            break
         else:
-            add, unit = rule
-            length = (_EXTENSION_LENGTH(raw, offset) + add) * unit
-        if length > total - offset:
+            k = {FRAGMENT_HEADER_LEN}
+        if k > e - h:
             break
-        ext_headers.append((protocol, offset, length))
-        if protocol == IPPROTO_FRAGMENT:
-            fragment = True
-            frag_offset = _FRAGMENT_OFFSET(raw, offset)
-            more_fragments = bool(_FRAGMENT_MF(raw, offset))
-        protocol = _EXTENSION_NEXT_HDR(raw, offset)
-        offset += length
-        if frag_offset != 0:
+        if found is not None:
+            found.append((P, h, k))
+        if P == {IPPROTO_FRAGMENT}:
+            Fr, O, M = True, {field_expression(IPV6_FRAGMENT['frag_offset'], 'h')}, bool({field_expression(IPV6_FRAGMENT['mf'], 'h')})
+        P = {field_expression(IPV6_EXTENSION['next_hdr'], 'h')}
+        h += k
+        if O:
             break
-    return protocol, offset, fragment, frag_offset, more_fragments, tuple(ext_headers)
+    return P, h, Fr, O, M
+"""
+
+
+def _compile_walk():
+    namespace = {"EXTENSIONS": frozenset(IPV6_EXTENSION_HEADERS)}
+    exec(compile(_extension_walk_source(), "<extension header walk>", "exec"), namespace)  # noqa: S102 - from the table
+    walk = namespace["walk"]
+    walk.__doc__ = """(next protocol, offset after the headers walked, fragment header seen, its offset,
+    its more-fragments bit) for an IPv6 packet whose first next-header value is P and whose
+    bytes end at e; `found`, a list, gets (protocol, offset, length) of each header walked.
+
+    The extension headers WinDivert walks (header_fields.IPV6_EXTENSION_HEADERS). A header
+    that does not fit in the packet ends the walk with the protocol still naming it; a
+    non-first fragment ends it with the fragment header's next-header value and no
+    transport header; a second fragment header is not walked into."""
+    return walk
+
+
+walk_extension_headers = _compile_walk()

@@ -343,7 +343,7 @@ def _transport_prelude(protocols: set[int], need_p: bool, need_fr: bool) -> str:
         "        O = 0",
         # Packets with extension headers are rare: headers' walk takes them.
         f"        if P in {{{', '.join(str(p) for p in sorted(IPV6_EXTENSION_HEADERS))}}}:",
-        "            P, h, Fr, O, _, _ = walk_extension_headers(r, P, e)",
+        "            P, h, Fr, O, _ = walk_extension_headers(r, P, e)",
     ]
     v6 = sorted(p for p in protocols if p != IPPROTO_ICMP)
     if v6:
@@ -457,10 +457,7 @@ def _event_source(tree: Node, layer: Layer) -> str:
 
 
 def compile_tree(tree: Node, name: str = "<filter>", layer: Layer = Layer.NETWORK):
-    namespace = {"parse_headers": headers.parse_headers, "walk_extension_headers": headers.walk_extension_headers,
-                 "layout_hash": layout_hash}
-    exec(compile(python_source(tree, layer), name, "exec"), namespace)
-    return namespace["match"]
+    return compile_source(python_source(tree, layer), name, "match", {})
 
 
 # -- several filters in one function (filter/matcher.py) ---------------------------------
