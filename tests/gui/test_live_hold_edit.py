@@ -25,15 +25,21 @@ def namespace():
         ns.remove()
 
 
-def test_edited_held_packet_reaches_the_socket_edited(qtbot, namespace):
+def live_bench_and_sockets(namespace):
+    """A workbench on live capture and a UDP receiver and sender, all made inside the
+    namespace (the session thread and the sockets live where they are created)."""
     from divertgui.app import Workbench
     from divertgui.views.capture_options import CaptureOptions
     with namespace.entered():
-        # The session thread and the sockets are created here, so they live in the namespace.
         bench = Workbench(CaptureOptions(source="live"))
         receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         receiver.bind(("127.0.0.1", 0))
         sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    return bench, receiver, sender
+
+
+def test_edited_held_packet_reaches_the_socket_edited(qtbot, namespace):
+    bench, receiver, sender = live_bench_and_sockets(namespace)
     port = receiver.getsockname()[1]
     receiver.settimeout(5)
     window = bench.window
@@ -60,18 +66,12 @@ def test_edited_held_packet_reaches_the_socket_edited(qtbot, namespace):
 
 
 def test_after_opening_a_file_live_capture_runs_in_the_mode_chosen_and_holds(qtbot, namespace, tmp_path):
-    from divertgui.app import Workbench
     from divertgui.engine import pcapng
     from divertgui.engine.address import Address
-    from divertgui.views.capture_options import CaptureOptions
     from tests.gui.test_reopen_and_live_state import RECORDED_START_NS, udp_packet
     path = tmp_path / "earlier.pcapng"
     pcapng.write_capture(path, [(udp_packet(), Address(outbound=True), RECORDED_START_NS)])
-    with namespace.entered():
-        bench = Workbench(CaptureOptions(source="live"))
-        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        receiver.bind(("127.0.0.1", 0))
-        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    bench, receiver, sender = live_bench_and_sockets(namespace)
     port = receiver.getsockname()[1]
     window = bench.window
     qtbot.addWidget(window)

@@ -430,20 +430,29 @@ def python_source(tree: Node, layer: Layer = Layer.NETWORK) -> str:
     early, tree = _early_parts(tree)
     if early is not None:
         source += f"    if not {_expression(early, names)}:\n        return False\n"
-    protocols, need_p, need_fr, payload, hashing = _reads(tree)
+    source += _reading(*_reads(tree))
+    # Conditions such as `a.outbound` or `Fr` may be truthy non-bools: the
+    # answer is always exactly True or False.
+    source += f"    return True if {_expression(tree, names)} else False\n"
+    if names.helpers:
+        return "".join(names.helpers) + "def match(r, a):\n" + _HELPERS_LOCALS + source
+    return "def match(r, a):\n" + source
+
+
+# Helpers take every local; give the ones a filter never set a value.
+_HELPERS_LOCALS = "    T = t = e = P = Fr = po = pl = H = 0\n"
+
+
+def _reading(protocols: set, need_p: bool, need_fr: bool, payload: bool, hashing: bool) -> str:
+    """What a filter's tests read, after the packet check: the transport header, the payload, the hash."""
+    source = ""
     if protocols or need_p or need_fr or payload:
         source += _transport_prelude(protocols, need_p, need_fr)
     if payload:
         source += _PAYLOAD
     if hashing:
         source += "    H = layout_hash(r, parse_headers(r), a.timestamp)\n"
-    # Conditions such as `a.outbound` or `Fr` may be truthy non-bools: the
-    # answer is always exactly True or False.
-    source += f"    return True if {_expression(tree, names)} else False\n"
-    if names.helpers:
-        # Helpers take every local; give the ones this filter never set a value.
-        return "".join(names.helpers) + "def match(r, a):\n    T = t = e = P = Fr = po = pl = H = 0\n" + source
-    return "def match(r, a):\n" + source
+    return source
 
 
 def _event_source(tree: Node, layer: Layer) -> str:
@@ -484,15 +493,10 @@ class SharedSource:
             need_p, need_fr = need_p or reads[1], need_fr or reads[2]
             payload, hashing = payload or reads[3], hashing or reads[4]
         source = _CHECK.replace("return False", f"return {rejected}")
-        if protocols or need_p or need_fr or payload:
-            source += _transport_prelude(protocols, need_p, need_fr)
-        if payload:
-            source += _PAYLOAD
-        if hashing:
-            source += "    H = layout_hash(r, parse_headers(r), a.timestamp)\n"
+        source += _reading(protocols, need_p, need_fr, payload, hashing)
         head = f"def {name}(r, a):\n"
         if self._names.helpers:
-            head += "    T = t = e = P = Fr = po = pl = H = 0\n"
+            head += _HELPERS_LOCALS
         return "".join(self._names.helpers) + head + source + body
 
 
