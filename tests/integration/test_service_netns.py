@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import shutil
 import signal
 import socket
@@ -17,6 +18,8 @@ import time
 import pytest
 
 from tests.integration.conftest import receive_expected, run, wait_until
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.netns
 
@@ -150,10 +153,16 @@ def test_the_live_self_test_passes_in_an_unprivileged_window_through_a_root_serv
                                                                                     nobodys_directory):
     path, service = listening
     config = nobodys_directory
+    # The window's code and resources from where uid 65534 can read them, wherever
+    # this checkout lies (a clone under a 0700 directory is out of its reach).
+    project = os.path.join(nobodys_directory, "project")
+    for part in ("divertgui", "resources"):
+        shutil.copytree(REPO / part, os.path.join(project, part),
+                        ignore=shutil.ignore_patterns("__pycache__"))
     window = netns.popen([sys.executable, "-c", LIVE_SELF_TEST_AS_NOBODY, f"unix:{path}"],
                          env={"QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": config,
                               "XDG_RUNTIME_DIR": config},
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = window.communicate(timeout=120)
     assert window.returncode == 0, out + err
     summary = out.strip().splitlines()[-1]
