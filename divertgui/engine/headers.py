@@ -99,41 +99,42 @@ def parse_headers(raw: bytes) -> HeaderLayout | None:
         transport)
 
 
-def _extension_walk_source() -> str:
-    """The walk, with each header's fields read inline (it runs for every IPv6 packet
-    with extension headers that a filter or the store looks at)."""
+def extension_walk_lines(indent: str, collect: bool = False) -> list[str]:
+    """Python that walks the extension headers of bytes `r` ending at `e`, from
+    next-header value `P` at offset `h` (with `Fr` False, `O` 0, `M` False), and
+    leaves `P`, `h`, `Fr`, `O` and `M` as the walk ends; with `collect`, each
+    header walked is appended to `found` as (protocol, offset, length). The one
+    walk, inlined where filters are compiled and in walk_extension_headers."""
     by_length: dict[tuple[int, int], list[int]] = {}
     for protocol, rule in IPV6_EXTENSION_HEADERS.items():
         if rule is not None:
             by_length.setdefault(rule, []).append(protocol)
-    lengths = "".join(f"        {'if' if i == 0 else 'elif'} P in {tuple(sorted(protocols))}:\n"
-                      f"            k = ({field_expression(IPV6_EXTENSION['hdr_ext_len'], 'h')} + {add}) * {unit}\n"
-                      for i, ((add, unit), protocols) in enumerate(sorted(by_length.items())))
-    return f"""
-def walk(r, P, e, found=None):
-    h, Fr, O, M = {IPV6_HEADER_LEN}, False, 0, False
-    while e - h >= 2 and P in EXTENSIONS:
-{lengths}        elif Fr:
-            break
-        else:
-            k = {FRAGMENT_HEADER_LEN}
-        if k > e - h:
-            break
-        if found is not None:
-            found.append((P, h, k))
-        if P == {IPPROTO_FRAGMENT}:
-            Fr, O, M = True, {field_expression(IPV6_FRAGMENT['frag_offset'], 'h')}, bool({field_expression(IPV6_FRAGMENT['mf'], 'h')})
-        P = {field_expression(IPV6_EXTENSION['next_hdr'], 'h')}
-        h += k
-        if O:
-            break
-    return P, h, Fr, O, M
-"""
+    extensions = "{" + ", ".join(str(p) for p in sorted(IPV6_EXTENSION_HEADERS)) + "}"
+    lines = [f"while e - h >= 2 and P in {extensions}:"]
+    for i, ((add, unit), protocols) in enumerate(sorted(by_length.items())):
+        lines += [f"    {'if' if i == 0 else 'elif'} P in {tuple(sorted(protocols))}:",
+                  f"        k = ({field_expression(IPV6_EXTENSION['hdr_ext_len'], 'h')} + {add}) * {unit}"]
+    lines += ["    elif Fr:", "        break", "    else:", f"        k = {FRAGMENT_HEADER_LEN}",
+              "    if k > e - h:", "        break"]
+    if collect:
+        lines += ["    if found is not None:", "        found.append((P, h, k))"]
+    lines += [f"    if P == {IPPROTO_FRAGMENT}:",
+              f"        Fr, O, M = True, {field_expression(IPV6_FRAGMENT['frag_offset'], 'h')}, "
+              f"bool({field_expression(IPV6_FRAGMENT['mf'], 'h')})",
+              f"    P = {field_expression(IPV6_EXTENSION['next_hdr'], 'h')}",
+              "    h += k",
+              "    if O:",
+              "        break"]
+    return [indent + line for line in lines]
 
 
 def _compile_walk():
-    namespace = {"EXTENSIONS": frozenset(IPV6_EXTENSION_HEADERS)}
-    exec(compile(_extension_walk_source(), "<extension header walk>", "exec"), namespace)  # noqa: S102 - from the table
+    source = "\n".join([f"def walk(r, P, e, found=None):",
+                         f"    h, Fr, O, M = {IPV6_HEADER_LEN}, False, 0, False",
+                         *extension_walk_lines("    ", collect=True),
+                         "    return P, h, Fr, O, M", ""])
+    namespace: dict = {}
+    exec(compile(source, "<extension header walk>", "exec"), namespace)  # noqa: S102 - built from the table
     walk = namespace["walk"]
     walk.__doc__ = """(next protocol, offset after the headers walked, fragment header seen, its offset,
     its more-fragments bit) for an IPv6 packet whose first next-header value is P and whose

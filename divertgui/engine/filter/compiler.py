@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .. import headers
 from ..header_fields import (
-    FILTER_READS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV4, IPV4_HEADER_LEN, IPV6_EXTENSION_HEADERS,
+    FILTER_READS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV4, IPV4_HEADER_LEN,
     IPV6_HEADER_LEN, TCP_HEADER_MIN,
     TRANSPORT_HEADER_MIN, TRANSPORT_PROTOCOLS, UDP_HEADER_LEN, FilterRead, field_expression,
 )
@@ -339,11 +339,9 @@ def _transport_prelude(protocols: set[int], need_p: bool, need_fr: bool) -> str:
         "            e = n",
         f"        P = {_READS['ipv6.NextHdr']}",
         f"        h = {IPV6_HEADER_LEN}",
-        "        Fr = False",
+        "        Fr = M = False",
         "        O = 0",
-        # Packets with extension headers are rare: headers' walk takes them.
-        f"        if P in {{{', '.join(str(p) for p in sorted(IPV6_EXTENSION_HEADERS))}}}:",
-        "            P, h, Fr, O, _ = walk_extension_headers(r, P, e)",
+        *headers.extension_walk_lines("        "),
     ]
     v6 = sorted(p for p in protocols if p != IPPROTO_ICMP)
     if v6:
@@ -501,7 +499,6 @@ class SharedSource:
 
 
 def compile_source(source: str, name: str, function: str, constants: dict):
-    namespace = {"parse_headers": headers.parse_headers, "walk_extension_headers": headers.walk_extension_headers,
-                 "layout_hash": layout_hash, **constants}
+    namespace = {"parse_headers": headers.parse_headers, "layout_hash": layout_hash, **constants}
     exec(compile(source, name, "exec"), namespace)
     return namespace[function]
