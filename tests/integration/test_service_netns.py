@@ -126,18 +126,38 @@ def _zombie(pid: int) -> bool:
         return True
 
 
-# The window, imported and its QApplication made as root (the interpreter may live
-# where uid 65534 cannot read it), then run as uid 65534 with no capabilities.
+# The window, its QApplication made as root, then run as uid 65534 with no capabilities.
 LIVE_SELF_TEST_AS_NOBODY = """
-import encodings.idna, os, sys
+import os, sys
 from PySide6.QtWidgets import QApplication
-import divertgui.app, divertgui.live_self_test, divertgui.views.main_window, divertgui.views.connection
+import divertgui.app
 app = QApplication(["divertgui"])
 os.setgroups([])
 os.setresgid(65534, 65534, 65534)
 os.setresuid(65534, 65534, 65534)
 sys.exit(divertgui.app.main(["--self-test", "--live", "--connect", sys.argv[1]]))
 """
+
+
+def open_the_way(paths, staging: str) -> str:
+    """Shell, for a mount namespace of the window's own, that lets every user through each
+    directory on the way to `paths` that only its owner may enter (a checkout or an
+    interpreter under a 0700 directory, as root's home is): an enterable tmpfs over that
+    directory, with the entries on the way bound back into it. Nothing outside changes."""
+    closed: dict[pathlib.Path, set[str]] = {}
+    for path in paths:
+        path = pathlib.Path(path).resolve()
+        for directory in reversed(path.parents):
+            if not os.stat(directory).st_mode & 0o001:
+                closed.setdefault(directory, set()).add(path.relative_to(directory).parts[0])
+    steps, rebinds = ["mount --make-rprivate /"], []
+    for directory in sorted(closed, key=lambda d: len(d.parts)):
+        rebinds.append(f"mount -t tmpfs -o mode=755 way {directory}")
+        for entry in sorted(closed[directory]):
+            kept = os.path.join(staging, str(len(steps)))
+            steps += [f"mkdir {kept}", f"mount --bind {directory / entry} {kept}"]
+            rebinds += [f"mkdir {directory / entry}", f"mount --bind {kept} {directory / entry}"]
+    return " && ".join(steps + rebinds)
 
 
 @pytest.fixture
@@ -150,19 +170,16 @@ def nobodys_directory():
 
 
 def test_the_live_self_test_passes_in_an_unprivileged_window_through_a_root_service(netns, listening,
-                                                                                    nobodys_directory):
+                                                                                    nobodys_directory,
+                                                                                    tmp_path):
     path, service = listening
     config = nobodys_directory
-    # The window's code and resources from where uid 65534 can read them, wherever
-    # this checkout lies (a clone under a 0700 directory is out of its reach).
-    project = os.path.join(nobodys_directory, "project")
-    for part in ("divertgui", "resources"):
-        shutil.copytree(REPO / part, os.path.join(project, part),
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    window = netns.popen([sys.executable, "-c", LIVE_SELF_TEST_AS_NOBODY, f"unix:{path}"],
+    way = open_the_way([REPO, sys.prefix, sys.base_prefix], str(tmp_path))
+    window = netns.popen(["unshare", "--mount", "sh", "-c", f'{way} && exec "$@"', "sh",
+                          sys.executable, "-c", LIVE_SELF_TEST_AS_NOBODY, f"unix:{path}"],
                          env={"QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": config,
                               "XDG_RUNTIME_DIR": config},
-                         cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         cwd=config, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = window.communicate(timeout=120)
     assert window.returncode == 0, out + err
     summary = out.strip().splitlines()[-1]
