@@ -11,6 +11,7 @@ the Python compiler reads the address (filter/compiler.py, `_ENDPOINT`):
 from __future__ import annotations
 
 from divertgui.engine.filter import And, Cond, Const, Node, Or, Test
+from divertgui.engine.header_fields import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP
 
 from . import ebpf
 from .ebpf import B, DW, H, R2, R3, R10, W, Assembler, Label
@@ -31,7 +32,8 @@ _PLAIN = {
 }
 _ADDRESSES = {"localAddr": OFFSET["local_addr"], "remoteAddr": OFFSET["remote_addr"]}
 # Fields computed from the protocol and the IPv6 bit: (protocol, IPv6 bit required or None).
-_PROTOCOL_FLAGS = {"tcp": (6, None), "udp": (17, None), "icmp": (1, 0), "icmpv6": (58, 1)}
+_PROTOCOL_FLAGS = {"tcp": (IPPROTO_TCP, None), "udp": (IPPROTO_UDP, None), "icmp": (IPPROTO_ICMP, 0),
+                   "icmpv6": (IPPROTO_ICMPV6, 1)}
 
 
 def _at(offset: int) -> int:

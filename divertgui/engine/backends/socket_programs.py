@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 from divertgui.engine.address import Event
 from divertgui.engine.filter import Const, Node
+from divertgui.engine.header_fields import IPPROTO_TCP
 
 from . import bpf_syscall as sys_bpf
 from . import ebpf
@@ -346,7 +347,7 @@ def sock_ops(tree: Node, maps: Maps) -> Program:
 
 
 def sock_ops_endpoints(code: Assembler, remote: bool) -> None:
-    code.store_imm(B, R10, field_at("protocol"), 6)
+    code.store_imm(B, R10, field_at("protocol"), IPPROTO_TCP)
     _endpoints(code, R6, SOCK_OPS, "local", "remote" if remote else None)
     _copy_port(code, R6, SOCK_OPS["local_port"], "local_port", network_order=False)
     if remote:
