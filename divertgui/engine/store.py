@@ -23,6 +23,18 @@ CHUNK_BITS = 14
 CHUNK_ROWS = 1 << CHUNK_BITS
 
 
+def _new_block(lengths: np.ndarray, wall_ns, verdicts, processes) -> np.ndarray:
+    """Records for packets of `lengths` bytes, with the columns every way of appending gives."""
+    if len(lengths) and int(lengths.max()) > ARENA_BYTES:
+        raise ValueError(f"packet of {int(lengths.max())} bytes is larger than a store arena ({ARENA_BYTES} bytes)")
+    block = np.zeros(len(lengths), RECORD)
+    block["wall_ns"] = wall_ns
+    block["verdict"] = verdicts
+    block["length"] = lengths
+    block["process"] = processes
+    return block
+
+
 class CaptureStore:
     """Append-only packets with their addresses, verdicts and capture times.
 
@@ -63,14 +75,7 @@ class CaptureStore:
         if len(addresses) != count:
             raise ValueError(f"append_batch: {count} packets but {len(addresses)} addresses")
         lengths = np.fromiter(map(len, raws), np.int64, count)
-        largest = int(lengths.max()) if count else 0
-        if largest > ARENA_BYTES:
-            raise ValueError(f"packet of {largest} bytes is larger than a store arena ({ARENA_BYTES} bytes)")
-        block = np.empty(count, RECORD)
-        block["wall_ns"] = wall_ns
-        block["verdict"] = verdicts
-        block["length"] = lengths
-        block["process"] = processes
+        block = _new_block(lengths, wall_ns, verdicts, processes)
         address_columns(addresses, block)
         return self._append_block(block, raws, b"".join(raws), lengths)
 
@@ -81,19 +86,12 @@ class CaptureStore:
 
         `address_flags` holds the address bits of the flags column; the rest is read from the bytes.
         `processes`: indexes into `self.processes`."""
-        count = len(lengths)
         lengths = np.asarray(lengths, np.int64)
-        if count and int(lengths.max()) > ARENA_BYTES:
-            raise ValueError(f"packet of {int(lengths.max())} bytes is larger than a store arena ({ARENA_BYTES} bytes)")
-        block = np.zeros(count, RECORD)
-        block["wall_ns"] = wall_ns
+        block = _new_block(lengths, wall_ns, verdicts, processes)
         block["timestamp"] = timestamp
         block["if_idx"] = if_idx
         block["sub_if_idx"] = sub_if_idx
         block["flags"] = address_flags
-        block["verdict"] = verdicts
-        block["length"] = lengths
-        block["process"] = processes
         ends = np.cumsum(lengths)
         view = memoryview(blob)
         raws = [view[end - length:end] for end, length in zip(ends.tolist(), lengths.tolist())]
