@@ -230,16 +230,16 @@ class Session:
         resent = {} if sniffing or not self._edited else self._resend_edited(packets)
         processes = self._processes_of(raws, packets)
         held_process = self._held_process_indexes() if not sniffing and not self._paused else ()
-        for index, packet in enumerate(packets):
+        for index, (packet, raw) in enumerate(zip(packets, raws)):
             if sniffing:
                 verdicts.append(Verdict.SNIFFED)
             elif index in resent:
                 verdicts.append(Verdict.PASSED)
                 release.append(packet)
             elif (processes[index] in held_process
-                    or intercept is not None and intercept.match(packet.raw, packet.address)) \
-                    and self._room_to_hold(room, bytes_room, len(packet.raw)):
-                room, bytes_room = room - 1, bytes_room - len(packet.raw)
+                    or intercept is not None and intercept.match(raw, packet.address)) \
+                    and self._room_to_hold(room, bytes_room, len(raw)):
+                room, bytes_room = room - 1, bytes_room - len(raw)
                 verdicts.append(Verdict.HELD)
                 hold.append(packet)
             else:
