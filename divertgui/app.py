@@ -274,8 +274,11 @@ def _argument_error(args: argparse.Namespace) -> str | None:
     if args.connect and len(args.connect) > 1:
         return "--connect: one capture service per window for now"
     for target in args.connect or ():
-        if not (target == "local" or target.startswith(("unix:", "ssh://"))):
-            return f"--connect: {target!r} is not local, unix:PATH or ssh://[user@]host[:port]"
+        from divertgui.service.client import TargetError, check_target
+        try:
+            check_target(target)
+        except TargetError as exc:
+            return f"--connect: {exc}"
     if args.filter:
         from divertgui.engine.filter import FilterError, compile_filter
         from divertgui.engine.filter.errors import report

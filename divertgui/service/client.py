@@ -36,6 +36,16 @@ class TargetError(ValueError):
     """A connection target that is not one of the forms above."""
 
 
+TARGET_FORMS = "local, unix:PATH or ssh://[user@]host[:port]"
+
+
+def check_target(target: str) -> str:
+    """`target` when it has one of TARGET_FORMS; TargetError saying so otherwise."""
+    if not (target == "local" or target.startswith(("unix:", "ssh://"))):
+        raise TargetError(f"{target!r}: use {TARGET_FORMS}")
+    return target
+
+
 def service_command() -> list[str]:
     """How this installation starts `divert serve`: the bundled or installed `divert`, else this Python."""
     here = os.path.dirname(os.path.abspath(sys.executable))
@@ -149,7 +159,7 @@ class ServiceClient:
         elif self.target.startswith("ssh://"):
             self._spawn(ssh_command(self.target, self.remote_command, self.ssh_options))
         else:
-            raise TargetError(f"{self.target!r}: use local, unix:PATH or ssh://[user@]host[:port]")
+            check_target(self.target)
         self.connected = True
         self._reader = threading.Thread(target=self._read_frames, name=f"service-{self.host}", daemon=True)
         self._reader.start()

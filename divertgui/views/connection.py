@@ -6,9 +6,7 @@ from __future__ import annotations
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QInputDialog, QWidget
 
-from divertgui.service.client import ServiceClient, TargetError, host_label
-
-TARGET_HELP = "local, unix:PATH or ssh://[user@]host[:port]"
+from divertgui.service.client import TARGET_FORMS, ServiceClient, check_target, host_label
 
 
 class ServiceConnection(QObject):
@@ -67,10 +65,7 @@ class ServiceConnection(QObject):
 def ask_target(parent: QWidget, current: str = "") -> str | None:
     """File > Connect to host…: a target typed by the user, checked; None when cancelled."""
     text, accepted = QInputDialog.getText(parent, "Connect to host",
-                                          f"Capture service ({TARGET_HELP}):", text=current or "ssh://")
+                                          f"Capture service ({TARGET_FORMS}):", text=current or "ssh://")
     if not accepted or not text.strip():
         return None
-    text = text.strip()
-    if not (text == "local" or text.startswith(("unix:", "ssh://"))):
-        raise TargetError(f"{text!r}: use {TARGET_HELP}")
-    return text
+    return check_target(text.strip())
