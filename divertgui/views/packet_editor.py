@@ -16,7 +16,7 @@ from divertgui.engine.address import Address
 from divertgui.engine.packet import Packet, field_label
 from divertgui.views.flow_layout import FlowLayout
 from divertgui.views.hex_view import HexEditor, HexPane
-from divertgui.views.payload_edit import PayloadEdit, PayloadSyntaxError, payload_bytes, payload_hint, payload_text
+from divertgui.views.payload_edit import PayloadEdit, payload_bytes, payload_hint, payload_text
 
 HEADERS = ("ip", "ipv6", "icmp", "icmpv6", "tcp", "udp")
 HEADER_TITLES = {"ip": "IPv4", "ipv6": "IPv6", "icmp": "ICMP", "icmpv6": "ICMPv6", "tcp": "TCP", "udp": "UDP"}
@@ -189,7 +189,7 @@ class FieldForm(QWidget):
         if edit is not None and edit.text() != self.values[("payload", "bytes")]:
             try:
                 packet.payload = payload_bytes(edit.text())
-            except (PayloadSyntaxError, ValueError) as exc:
+            except ValueError as exc:
                 raise EditError("payload", str(exc)) from None
 
     @staticmethod
