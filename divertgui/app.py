@@ -325,7 +325,7 @@ def open_workbench(args: argparse.Namespace) -> Workbench:
     if args.self_test:
         return bench
     if args.replay:
-        window.open_capture(args.replay)
+        window.files.open_capture(args.replay)
     elif args.demo:
         window.start_capture()
     elif problem and not getattr(bench.bridge, "lost", False):

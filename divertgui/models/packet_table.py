@@ -173,6 +173,12 @@ class PacketTableModel(NamedColumnsModel):
     def store_row(self, view_row: int) -> int:
         return int(self.index_rows[view_row]) if self.index_rows is not None else view_row
 
+    def displayed_rows(self) -> np.ndarray:
+        """The store rows the list shows, in order."""
+        if self.index_rows is None:
+            return np.arange(self.count)
+        return np.asarray(self.index_rows[:self.shown])
+
     def view_row(self, store_row: int) -> int | None:
         """Where a stored packet is shown, or None when the display filter hides it."""
         if self.index_rows is None:

@@ -11,6 +11,7 @@ import datetime
 import os
 
 from PySide6.QtCore import QSettings
+from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import QFileDialog
 
 RECENT_FILES = 10
@@ -53,6 +54,13 @@ class FileActions:
         if path:
             self.open_capture(path)
 
+    def fill_menu(self, menu, add_action) -> None:
+        add_action(menu, "&Open…", self.open_dialog, QKeySequence.StandardKey.Open)
+        recent_menu = menu.addMenu("Open &Recent")
+        recent_menu.aboutToShow.connect(lambda: self.fill_recent(recent_menu))
+        add_action(menu, "&Save…", self.save_dialog, QKeySequence.StandardKey.Save)
+        add_action(menu, "&Export Selected Packets…", self.export_dialog, "Ctrl+Shift+X")
+
     # saving -------------------------------------------------------------------------
     def save_capture(self, path: str, rows=None) -> int:
         """Writes the stored packets (or `rows`) to a pcapng file; returns how many."""
@@ -84,7 +92,7 @@ class FileActions:
 
     def export_dialog(self) -> None:
         window = self.window
-        rows = window.selected_store_rows()
+        rows = window.navigation.selected_store_rows()
         if not rows:
             window.statusBar().showMessage("Select the packets to export first", 5000)
             return

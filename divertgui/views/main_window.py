@@ -3,37 +3,37 @@ and bytes, the intercept panel, live charts and the status bar."""
 
 from __future__ import annotations
 
-import html
 import os
 import time
 from typing import Callable
 
 import numpy as np
 
-from PySide6.QtCore import QByteArray, QItemSelectionModel, QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QActionGroup, QFont, QGuiApplication, QKeySequence
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDockWidget, QHBoxLayout, QHeaderView,
-                               QInputDialog, QLabel, QMainWindow, QMenu, QSpinBox, QSplitter, QStyle, QTableView,
-                               QToolBar, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
+from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence
+from PySide6.QtWidgets import (QComboBox, QDockWidget, QLabel, QMainWindow, QMenu, QSpinBox, QSplitter, QStyle,
+                               QToolBar, QVBoxLayout, QWidget)
 
 from divertgui.engine.address import PRIORITY_MAX, PRIORITY_MIN, Layer
 from divertgui.engine.loss import describe, losses
 from divertgui.models.delay_histogram import DelayHistogram
 from divertgui.models.intercept_queue import InterceptQueueModel
-from divertgui.models.packet_table import INFO, PROCESS, VERDICT, PacketTableModel, TimeFormat
+from divertgui.models.packet_table import PROCESS, PacketTableModel, TimeFormat
 from divertgui.models.rules_model import RulesModel
 from divertgui.models.stats import TrafficStats
+from divertgui.views.banner import Banner
 from divertgui.views.capture_options import CaptureOptions, CaptureOptionsDialog
 from divertgui.views.charts_panel import ChartsPanel
 from divertgui.views.compose_dialog import ComposeDialog
-from divertgui.views.conversations_dialog import ConversationsDialog
 from divertgui.views.file_actions import FileActions
 from divertgui.views.filter_editor import FilterEditor, engine_validator
-from divertgui.views.follow_stream_dialog import FollowStreamDialog
 from divertgui.views.intercept_panel import InterceptPanel
+from divertgui.views.navigation import PacketNavigation
 from divertgui.views.packet_details import PacketDetails
+from divertgui.views.packet_list import PacketTableView
 from divertgui.views.processes_view import ProcessesView
 from divertgui.views.rules_panel import RulesPanel
+from divertgui.views.stream_actions import StreamActions
 from divertgui.views.window_layout import charts_height, first_window_size, side_panel_width
 
 Post = Callable[..., None]
@@ -42,8 +42,6 @@ LIST_INTERVAL_MS = 100
 # The packet list and the charts repaint at least this far apart, so that
 # the event loop never waits for both in one go.
 PAINT_SPREAD_S = 0.04
-# No., Time, Dir, Source, Destination, Protocol, Length, Info (stretches), Verdict.
-COLUMN_WIDTHS = (55, 85, 45, 125, 125, 60, 50, 200, 70, 130)
 
 
 def _human_bytes(value: float) -> str:
@@ -52,90 +50,6 @@ def _human_bytes(value: float) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     return f"{value:.1f} GB"
-
-
-class Banner(QWidget):
-    """A message across the top of the window that stays until closed: an error, or an
-    information such as why live capture is not running."""
-
-    COLOURS = {"error": "background: #fde2e2; color: #7a0000;", "info": "background: #e1ecfb; color: #0b3566;"}
-
-    def __init__(self, kind: str, parent=None):
-        super().__init__(parent)
-        self.kind = kind
-        self.setObjectName(f"{kind}_banner")
-        self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
-        self.setStyleSheet(self.COLOURS[kind])
-        self.label = QLabel(self)
-        self.label.setWordWrap(True)
-        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.label.setObjectName(f"{kind}_banner_text")
-        close = QToolButton(self)
-        close.setText("✕")
-        close.setToolTip("Hide this message")
-        close.clicked.connect(self.hide)
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(8, 3, 4, 3)
-        layout.addWidget(self.label, 1)
-        layout.addWidget(close)
-        self.hide()
-
-    def show_message(self, message: str, where: str = "") -> None:
-        self.label.setTextFormat(Qt.TextFormat.RichText if where else Qt.TextFormat.PlainText)
-        self.label.setText(f"<b>{html.escape(where)}:</b> {html.escape(message)}" if where else message)
-        self.show()
-
-
-class PacketTableView(QTableView):
-    """A packet list that follows new rows until the user scrolls away from the bottom or
-    selects a packet other than the newest; scrolling back to the bottom follows again."""
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.auto_scroll = True
-        self.following = True
-        self._following_now = False
-        self.verticalScrollBar().valueChanged.connect(self._scrolled)
-        self.setObjectName("packet_list")
-        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        self.setShowGrid(False)
-        self.setWordWrap(False)
-        self.verticalHeader().hide()
-        # Fixed row heights: Qt then never measures rows, and a million scroll smoothly.
-        self.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-        self.verticalHeader().setDefaultSectionSize(19)
-        self.horizontalHeader().setStretchLastSection(False)
-        self.horizontalHeader().setHighlightSections(False)
-        self.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
-        self.setFont(QFont("DejaVu Sans", 9))
-
-    def paintEvent(self, event) -> None:
-        # Painting from a Python override keeps the interpreter lock for the
-        # whole repaint; otherwise every cell's multiData call would wait for
-        # the busy session thread to hand the lock over.
-        super().paintEvent(event)
-
-    def _scrolled(self, value: int) -> None:
-        # Only the user's scrolling decides: leaving the bottom stops following,
-        # coming back resumes it. New rows alone never change it.
-        if not self._following_now:
-            self.following = value >= self.verticalScrollBar().maximum() - 1
-
-    def currentChanged(self, current, previous) -> None:
-        super().currentChanged(current, previous)
-        if current.isValid():
-            # A selected packet stays where the user sees it while new rows arrive.
-            self.following = current.row() >= self.model().rowCount() - 1
-
-    def follow(self) -> None:
-        """Shows the newest rows when auto-scroll is on and the user has not scrolled away."""
-        if self.auto_scroll and self.following:
-            self._following_now = True
-            try:
-                self.scrollToBottom()
-            finally:
-                self._following_now = False
 
 
 class MainWindow(QMainWindow):
@@ -147,6 +61,8 @@ class MainWindow(QMainWindow):
         self.post = post
         self.options = options or CaptureOptions()
         self.files = FileActions(self)
+        self.navigation = PacketNavigation(self)
+        self.streams = StreamActions(self)
         self.setWindowTitle(self.TITLE)
         self.count = 0          # rows shown
         self.announced = 0      # rows the session has announced
@@ -247,33 +163,13 @@ class MainWindow(QMainWindow):
         bar.addWidget(self.display_filter)
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, bar)
         self.addToolBarBreak()
-        find_bar = QToolBar("Find", self)
-        find_bar.setObjectName("find_toolbar")
-        find_bar.setMovable(False)
-        find_bar.addWidget(QLabel(" Find packet ", self))
-        self.find_filter = FilterEditor("find", placeholder="filter expression; Enter finds the next match",
-                                        parent=self)
-        self.find_filter.applied.connect(self.find_next)
-        find_bar.addWidget(self.find_filter)
-        self.find_bar = find_bar
         for name, editor in (("Capture filter", self.capture_filter), ("Display filter", self.display_filter),
-                             ("Find", self.find_filter)):
+                             ("Find", self.navigation.find_filter)):
             editor.refused.connect(lambda reason, name=name: self.statusBar().showMessage(f"{name} {reason}", 8000))
-        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, find_bar)
-        find_bar.hide()
+        self.navigation.add_find_bar()
 
     def _build_central(self) -> None:
-        self.table = PacketTableView(self)
-        self.table.setModel(self.table_model)
-        for column, width in enumerate(COLUMN_WIDTHS):
-            self.table.setColumnWidth(column, width)
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(INFO, QHeaderView.ResizeMode.Stretch)
-        # The verdict stands before Info, which takes what width is left: both stay in view.
-        header.moveSection(header.visualIndex(VERDICT), header.visualIndex(INFO))
-        header.moveSection(header.visualIndex(PROCESS), header.visualIndex(INFO))
-        # Shown once a packet has a process (live captures): other sources would show it empty.
-        self.table.setColumnHidden(PROCESS, True)
+        self.table = PacketTableView(self.table_model, self)
         self.table.selectionModel().currentRowChanged.connect(self._on_current_row)
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.customContextMenuRequested.connect(self._packet_menu)
@@ -355,19 +251,12 @@ class MainWindow(QMainWindow):
     def _build_actions_and_menus(self) -> None:
         menus = self.menuBar()
         file_menu = self.file_menu = menus.addMenu("&File")
-        self._action(file_menu, "&Open…", self.files.open_dialog, QKeySequence.StandardKey.Open)
-        self.recent_menu = file_menu.addMenu("Open &Recent")
-        self.recent_menu.aboutToShow.connect(lambda: self.files.fill_recent(self.recent_menu))
-        self._action(file_menu, "&Save…", self.files.save_dialog, QKeySequence.StandardKey.Save)
-        self._action(file_menu, "&Export Selected Packets…", self.files.export_dialog, "Ctrl+Shift+X")
+        self.files.fill_menu(file_menu, self._action)
         file_menu.addSeparator()
         self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
 
         go_menu = menus.addMenu("&Go")
-        self._action(go_menu, "&Go to Packet…", self.go_to_dialog, "Ctrl+G")
-        self._action(go_menu, "&Previous Packet", lambda: self.step(-1), "Ctrl+Up")
-        self._action(go_menu, "&Next Packet", lambda: self.step(1), "Ctrl+Down")
-        self._action(go_menu, "&Find Packet…", self.show_find, QKeySequence.StandardKey.Find)
+        self.navigation.fill_menu(go_menu, self._action)
         self._action(go_menu, "Display &Filter", self.display_filter.focus, "Ctrl+/")
 
         capture_menu = menus.addMenu("&Capture")
@@ -380,14 +269,8 @@ class MainWindow(QMainWindow):
         self._action(packet_menu, "&Compose and Inject…", self.compose_dialog, "Ctrl+I")
 
         analyze_menu = menus.addMenu("&Analyze")
-        self.follow_tcp_action = self._action(analyze_menu, "Follow &TCP Stream", lambda: self.follow_stream("TCP"),
-                                              "Ctrl+Alt+Shift+T")
-        self.follow_udp_action = self._action(analyze_menu, "Follow &UDP Stream", lambda: self.follow_stream("UDP"),
-                                              "Ctrl+Alt+Shift+U")
         statistics_menu = menus.addMenu("&Statistics")
-        self._action(statistics_menu, "&Conversations",
-                     lambda: self.conversations_dialog(ConversationsDialog.CONVERSATIONS))
-        self._action(statistics_menu, "&Endpoints", lambda: self.conversations_dialog(ConversationsDialog.ENDPOINTS))
+        self.streams.fill_menus(analyze_menu, statistics_menu, self._action)
 
         view_menu = menus.addMenu("&View")
         time_menu = view_menu.addMenu("&Time Format")
@@ -555,7 +438,7 @@ class MainWindow(QMainWindow):
         self.post("clear")
 
     def _layer_changed(self, layer: str) -> None:
-        for editor in (self.capture_filter, self.display_filter, self.find_filter, self.intercept.filter):
+        for editor in (self.capture_filter, self.display_filter, self.navigation.find_filter, self.intercept.filter):
             editor.set_validator(engine_validator(layer))
 
     def _update_state_widgets(self) -> None:
@@ -634,73 +517,12 @@ class MainWindow(QMainWindow):
         except IndexError:
             self.details.clear()
 
-    def select_view_row(self, view_row: int) -> None:
-        index = self.table_model.index(view_row, 0)
-        self.table.selectionModel().setCurrentIndex(
-            index, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
-        self.table.scrollTo(index, QAbstractItemView.ScrollHint.PositionAtCenter)
-
-    def go_to_packet(self, number: int) -> bool:
-        view_row = self.table_model.view_row(number - 1)
-        if view_row is None:
-            self.statusBar().showMessage(f"Packet {number} is not displayed", 5000)
-            return False
-        self.select_view_row(view_row)
-        return True
-
-    def go_to_dialog(self) -> None:
-        number, ok = QInputDialog.getInt(self, "Go to packet", "Packet number:", 1, 1, max(1, self.count))
-        if ok:
-            self.go_to_packet(number)
-
-    def step(self, delta: int) -> None:
-        shown = self.table_model.rowCount()
-        if not shown:
-            return
-        current = self.table.currentIndex()
-        row = current.row() + delta if current.isValid() else (0 if delta > 0 else shown - 1)
-        self.select_view_row(max(0, min(shown - 1, row)))
-
-    def show_find(self) -> None:
-        self.find_bar.show()
-        self.find_filter.focus()
-
-    def find_next(self, text: str) -> int | None:
-        """Selects the next displayed packet after the current one that matches `text`."""
-        if not text:
-            return None
-        from divertgui.engine.filter import compile_filter
-        compiled = compile_filter(text, Layer[self.layer.currentText()])
-        shown = self.table_model.rowCount()
-        start = self.table.currentIndex().row() + 1 if self.table.currentIndex().isValid() else 0
-        for step in range(shown):
-            view_row = (start + step) % shown
-            row = self.table_model.store_row(view_row)
-            if compiled.match(self.store.raw(row), self.store.address(row)):
-                self.select_view_row(view_row)
-                return view_row
-        self.statusBar().showMessage(f"No packet matches {text}", 5000)
-        return None
-
     def set_time_format(self, time_format: TimeFormat) -> None:
         self.time_actions[time_format].setChecked(True)
         self.table_model.set_time_format(time_format)
 
     def _set_auto_scroll(self, enabled: bool) -> None:
         self.table.auto_scroll = enabled
-
-    # files ---------------------------------------------------------------------------
-    def open_capture(self, path: str) -> None:
-        self.files.open_capture(path)
-
-    def save_capture(self, path: str, rows=None) -> int:
-        return self.files.save_capture(path, rows)
-
-    def recent_files(self) -> list[str]:
-        return self.files.recent_files()
-
-    def selected_store_rows(self) -> list[int]:
-        return sorted(self.table_model.store_row(index.row()) for index in self.table.selectionModel().selectedRows())
 
     # dialogs ---------------------------------------------------------------------------
     def options_dialog(self) -> None:
@@ -723,8 +545,8 @@ class MainWindow(QMainWindow):
 
     def _packet_menu(self, position) -> None:
         menu = QMenu(self.table)
-        menu.addAction(self.follow_tcp_action)
-        menu.addAction(self.follow_udp_action)
+        menu.addAction(self.streams.follow_tcp_action)
+        menu.addAction(self.streams.follow_udp_action)
         process = self.current_process()
         if process is not None:
             menu.addSeparator()
@@ -757,44 +579,6 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(
             f"Holding every packet of process {', '.join(map(str, self.held_pids))}" if self.held_pids
             else "No process is held by its pid", 5000)
-
-    def follow_stream(self, protocol: str | None = None) -> FollowStreamDialog | None:
-        """Opens the stream of the current packet; `protocol` ("TCP"/"UDP") when the user asked for one."""
-        from divertgui.engine.streams import StreamError, follow_stream
-        current = self.table.currentIndex()
-        if not current.isValid() or self.table_model.stale():
-            self.statusBar().showMessage("Select a TCP or UDP packet to follow its stream", 5000)
-            return None
-        try:
-            stream = follow_stream(self.store, self.table_model.store_row(current.row()))
-        except StreamError as exc:
-            self.statusBar().showMessage(str(exc), 8000)
-            return None
-        if protocol is not None and stream.protocol_name != protocol:
-            self.statusBar().showMessage(f"The selected packet is {stream.protocol_name}, not {protocol}", 8000)
-            return None
-        dialog = FollowStreamDialog(stream, self)
-        dialog.filter_requested.connect(self.apply_filter_text)
-        dialog.show()
-        return dialog
-
-    def conversations_dialog(self, tab: int = ConversationsDialog.CONVERSATIONS) -> ConversationsDialog:
-        def rows(displayed_only: bool):
-            model = self.table_model
-            if displayed_only and model.index_rows is not None:
-                return np.asarray(model.index_rows[:model.rowCount()])
-            return np.arange(self.count)
-
-        dialog = ConversationsDialog(self.store, rows, self)
-        dialog.filter_requested.connect(self.apply_filter_text)
-        dialog.show_tab(tab)
-        dialog.show()
-        return dialog
-
-    def apply_filter_text(self, text: str) -> None:
-        """Puts `text` in the display filter bar and applies it."""
-        self.display_filter.set_text(text)
-        self.display_filter.submit()
 
     # settings --------------------------------------------------------------------------
     def apply_default_layout(self) -> None:

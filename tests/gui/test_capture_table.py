@@ -58,16 +58,16 @@ def test_time_formats_and_navigation(qtbot, workbench):
     assert float(model.index(1, TIME).data()) >= 0.0
     window.set_time_format(TimeFormat.ABSOLUTE)
     assert model.index(0, TIME).data().count(":") == 2
-    assert window.go_to_packet(10)
+    assert window.navigation.go_to_packet(10)
     assert window.table.currentIndex().row() == 9
     assert window.details.tree.topLevelItemCount() >= 1
     qtbot.keyClick(window.table, Qt.Key.Key_Down, Qt.KeyboardModifier.ControlModifier)
     assert window.table.currentIndex().row() == 10
-    window.step(-1)
-    window.step(-1)
+    window.navigation.step(-1)
+    window.navigation.step(-1)
     assert window.table.currentIndex().row() == 8
-    window.find_filter.set_text("icmp or icmpv6")
-    found = window.find_next("icmp or icmpv6")
+    window.navigation.find_filter.set_text("icmp or icmpv6")
+    found = window.navigation.find_next("icmp or icmpv6")
     if found is not None:
         row = model.store_row(found)
         assert workbench.store.column("protocol", row, row + 1)[0] in (1, 58)

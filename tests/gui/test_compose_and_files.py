@@ -44,7 +44,7 @@ def test_compose_from_template_and_inject_outbound(qtbot, workbench):
 def test_compose_from_the_selected_packet_inbound(qtbot, workbench):
     window = workbench.window
     start_demo(qtbot, workbench)
-    window.go_to_packet(5)
+    window.navigation.go_to_packet(5)
     selected = workbench.store.raw(4)
     dialog = window.make_compose_dialog()
     qtbot.addWidget(dialog)
@@ -83,25 +83,25 @@ def test_save_read_by_tshark_and_reopen(qtbot, workbench, tmp_path):
     outbound = workbench.store.column("outbound", 0, count)
     saved = [workbench.store.raw(r) for r in range(count)]
     path = tmp_path / "capture.pcapng"
-    assert window.save_capture(str(path)) == count
+    assert window.files.save_capture(str(path)) == count
     rows = tshark_fields(path, "frame.number", "frame.packet_flags_direction")
     assert len(rows) == count
     # pcapng epb_flags: 1 inbound, 2 outbound.
     assert [int(direction, 16) for _number, direction in rows] == [2 if o else 1 for o in outbound]
-    assert window.recent_files()[0] == str(path)
+    assert window.files.recent_files()[0] == str(path)
 
     window.table.selectRow(2)
     window.table.selectionModel().select(window.table_model.index(7, 0),
                                          window.table.selectionModel().SelectionFlag.Select
                                          | window.table.selectionModel().SelectionFlag.Rows)
-    selection = window.selected_store_rows()
+    selection = window.navigation.selected_store_rows()
     assert selection == [2, 7]
     exported = tmp_path / "selection.pcapng"
-    assert window.save_capture(str(exported), selection) == 2
+    assert window.files.save_capture(str(exported), selection) == 2
     assert len(tshark_fields(exported, "frame.number")) == 2
 
     before = workbench.store.generation
-    window.open_capture(str(path))
+    window.files.open_capture(str(path))
     qtbot.waitUntil(lambda: window.generation != before and window.count == count
                     and window.table_model.rowCount() == count, timeout=10000)
     assert [workbench.store.raw(r) for r in range(count)] == saved
@@ -114,9 +114,9 @@ def test_opening_a_corrupt_file_says_what_and_where(qtbot, workbench, tmp_path):
     window = workbench.window
     path = tmp_path / "broken.pcapng"
     path.write_bytes(b"\x0a\x0d\x0d\x0a" + b"\x00" * 10)
-    window.open_capture(str(path))
+    window.files.open_capture(str(path))
     qtbot.waitUntil(lambda: window.error_banner.isVisible(), timeout=5000)
     assert window.errors
     assert "broken.pcapng" in window.error_banner.label.text() or "offset" in window.error_banner.label.text()
-    window.open_capture(str(tmp_path / "missing.pcapng"))
+    window.files.open_capture(str(tmp_path / "missing.pcapng"))
     assert "no such file" in window.error_banner.label.text()

@@ -70,7 +70,7 @@ def test_main_window_with_traffic_and_charts(qtbot, workbench):
     hold_one(qtbot, window, "tcp.DstPort == 443 and tcp.PayloadLength > 0")
     qtbot.waitUntil(lambda: window.charts.updates >= 8, timeout=10000)
     window.table.auto_scroll = False
-    window.go_to_packet(max(1, window.count - 10))
+    window.navigation.go_to_packet(max(1, window.count - 10))
     tree = window.details.tree
     transport = tree.topLevelItem(min(1, tree.topLevelItemCount() - 1))
     transport.setExpanded(True)

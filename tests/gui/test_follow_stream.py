@@ -40,8 +40,8 @@ def stopped_with_an_http_exchange(qtbot, workbench) -> int:
 def test_follow_an_http_stream_then_filter_it_out(qtbot, workbench):
     window, store = workbench.window, workbench.store
     response = stopped_with_an_http_exchange(qtbot, workbench)
-    window.go_to_packet(response + 1)
-    assert window.follow_tcp_action.shortcut() == QKeySequence("Ctrl+Alt+Shift+T")
+    window.navigation.go_to_packet(response + 1)
+    assert window.streams.follow_tcp_action.shortcut() == QKeySequence("Ctrl+Alt+Shift+T")
     window.table.setFocus()
     qtbot.keyClick(window.table, Qt.Key.Key_T, Qt.KeyboardModifier.ControlModifier
                    | Qt.KeyboardModifier.AltModifier | Qt.KeyboardModifier.ShiftModifier)
@@ -85,24 +85,24 @@ def test_following_a_packet_without_a_stream_says_why(qtbot, workbench):
     stopped_with_an_http_exchange(qtbot, workbench)
     protocols = store.column("protocol", 0, window.count)
     udp = int(np.flatnonzero(protocols == 17)[0])
-    window.go_to_packet(udp + 1)
-    assert window.follow_stream("TCP") is None
+    window.navigation.go_to_packet(udp + 1)
+    assert window.streams.follow_stream("TCP") is None
     assert "is UDP, not TCP" in window.statusBar().currentMessage()
-    dialog = window.follow_stream("UDP")
+    dialog = window.streams.follow_stream("UDP")
     qtbot.addWidget(dialog)
     assert dialog.stream.protocol_name == "UDP"
     assert dialog.stream.rows.tolist() == follow_stream(store, udp).rows.tolist()
     others = np.flatnonzero((protocols != 6) & (protocols != 17))
     if len(others):
-        window.go_to_packet(int(others[0]) + 1)
-        assert window.follow_stream() is None
+        window.navigation.go_to_packet(int(others[0]) + 1)
+        assert window.streams.follow_stream() is None
         assert "not a TCP or UDP packet" in window.statusBar().currentMessage()
 
 
 def test_conversations_sort_and_apply_as_filter(qtbot, workbench):
     window, store = workbench.window, workbench.store
     stopped_with_an_http_exchange(qtbot, workbench)
-    dialog = window.conversations_dialog()
+    dialog = window.streams.conversations_dialog()
     qtbot.addWidget(dialog)
     expected = conversations(store, np.arange(window.count))
     model = dialog.conversation_model

@@ -59,7 +59,7 @@ def test_hold_edit_port_and_payload_forward_and_find_it_modified(qtbot, workbenc
     assert workbench.store.original(row) == original
     qtbot.waitUntil(lambda: window.table_model.index(view_row, VERDICT).data() == "modified")
 
-    window.select_view_row(view_row)
+    window.navigation.select_view_row(view_row)
     assert window.details.header.isVisible()
     window.details.version.setCurrentIndex(1)
     assert window.details.hex.data == original

@@ -77,7 +77,7 @@ def test_after_opening_a_file_live_capture_runs_in_the_mode_chosen_and_holds(qtb
     qtbot.addWidget(window)
     try:
         window.mode.setCurrentText("divert")
-        window.open_capture(str(path))
+        window.files.open_capture(str(path))
         qtbot.waitUntil(lambda: window.count == 1, timeout=5000)
         assert window.mode.currentText() == "divert"
         window.capture_filter.set_text(f"udp.DstPort == {port}")

@@ -42,7 +42,7 @@ def test_each_packet_shows_its_process_and_one_process_is_held_or_shown_alone(qt
             assert window.store.process(row).pid == pid
             assert model.index(view_row, PROCESS).data().endswith(f"({pid})")
         first_row = next(r for r in range(2) if model.value("src_port", model.store_row(r)) == first_port)
-        window.select_view_row(first_row)
+        window.navigation.select_view_row(first_row)
         assert f"({first_pid})" in window.details.tree.topLevelItem(0).text(0)
         window.hold_process(window.current_process().pid)
         # The packets below are sent once the session has taken the command, not while it is on its way.
@@ -75,7 +75,7 @@ def test_each_packet_shows_its_process_and_one_process_is_held_or_shown_alone(qt
         window.processes.filter_action.trigger()
         assert model.rowCount() == 3 and window.table_model.process_pid == second_pid
         window.filter_process(None)
-        dialog = window.conversations_dialog(ConversationsDialog.PROCESSES)
+        dialog = window.streams.conversations_dialog(ConversationsDialog.PROCESSES)
         assert dialog.process_model.rowCount() == 2
         dialog.close()
         window.post("forward_all")

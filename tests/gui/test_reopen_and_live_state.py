@@ -58,10 +58,10 @@ def test_a_saved_capture_reopens_with_its_times_modified_mark_original_bytes_and
     original = store.original(modified_row)
     wall = list(store.column("wall_ns", 0, count))
     path = tmp_path / "edited.pcapng"
-    assert window.save_capture(str(path)) == count
+    assert window.files.save_capture(str(path)) == count
 
     before = store.generation
-    window.open_capture(str(path))
+    window.files.open_capture(str(path))
     qtbot.waitUntil(lambda: window.generation != before and window.count == count, timeout=10000)
     assert list(store.column("wall_ns", 0, count)) == wall
     # The Time column counts from the first recorded packet, not from the moment of opening.
@@ -85,7 +85,7 @@ def test_the_mode_chosen_survives_opening_a_file_and_the_window_says_which(qtbot
     path = tmp_path / "one.pcapng"
     pcapng.write_capture(path, [(udp_packet(), Address(outbound=True), RECORDED_START_NS)])
     window.mode.setCurrentText("divert")
-    window.open_capture(str(path))
+    window.files.open_capture(str(path))
     qtbot.waitUntil(lambda: window.count == 1, timeout=5000)
     assert window.mode.currentText() == "divert"
     assert "one.pcapng" in window.status_labels["state"].text()
@@ -105,7 +105,7 @@ def test_a_packet_with_a_corrupt_version_byte_is_a_malformed_row(qtbot, workbenc
     pcapng.write_capture(path, [(good, Address(), RECORDED_START_NS),
                                 (corrupt, Address(), RECORDED_START_NS + 1_000_000),
                                 (good, Address(), RECORDED_START_NS + 2_000_000)])
-    window.open_capture(str(path))
+    window.files.open_capture(str(path))
     qtbot.waitUntil(lambda: window.count == 3, timeout=5000)
     assert window.table_model.index(1, PROTOCOL).data() == "Malformed"
     assert window.table_model.index(1, VERDICT).data() != "passed"

@@ -22,7 +22,7 @@ def test_screenshot_of_the_main_window_with_traffic_and_charts(qtbot, workbench)
     panel.filter.submit()
     qtbot.waitUntil(lambda: window.queue_model.rowCount() > 0, timeout=10000)
     qtbot.wait(2500)
-    window.go_to_packet(max(1, window.count - 12))
+    window.navigation.go_to_packet(max(1, window.count - 12))
     window.table.auto_scroll = False
     tree = window.details.tree
     transport = tree.topLevelItem(min(1, tree.topLevelItemCount() - 1))
@@ -69,7 +69,7 @@ def test_wireshark_shortcuts(qtbot, workbench):
     qtbot.keyClick(window, Qt.Key.Key_Slash, Qt.KeyboardModifier.ControlModifier)
     qtbot.waitUntil(lambda: window.display_filter.edit.hasFocus())
     qtbot.keyClick(window.table, Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier)
-    qtbot.waitUntil(lambda: window.find_bar.isVisible() and window.find_filter.edit.hasFocus())
+    qtbot.waitUntil(lambda: window.navigation.find_bar.isVisible() and window.navigation.find_filter.edit.hasFocus())
 
 
 def test_capture_options_dialog_sets_the_demo_rate(qtbot, workbench):
