@@ -1,11 +1,13 @@
 """The window's link to a capture service: a ServiceClient whose events arrive
-in the GUI thread, and the dialog that names a host to connect to."""
+in the GUI thread, what the window does with each event, and the dialog that
+names a host to connect to."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QInputDialog, QWidget
 
+from divertgui.engine.loss import describe, losses
 from divertgui.service.client import TARGET_FORMS, ServiceClient, check_target, host_label
 
 
@@ -60,6 +62,90 @@ class ServiceConnection(QObject):
     def shutdown(self, timeout_ms: int = 5000) -> bool:
         self.client.close(timeout_ms / 1000)
         return True
+
+
+class ServiceEvents:
+    """Shows in the window what a capture service's events say: the capture's state, its
+    errors and losses, the rows it stored and the packets it holds."""
+
+    def __init__(self, window):
+        self.window = window
+        self.lost_reported = 0
+
+    def handle(self, event: dict) -> None:
+        kind = event.get("type")
+        if kind == "rows":
+            self._rows(event)
+        elif kind == "held":
+            self._held(event)
+        elif kind == "state":
+            self._state(event)
+        elif kind == "error":
+            self._error(event)
+
+    def _rows(self, event: dict) -> None:
+        window = self.window
+        stats = event.get("stats") or {}
+        window.session_stats = stats
+        self._report_loss(losses(stats))
+        window.rows_announced(int(event["count"]), event.get("generation"))
+        window.rules_panel.on_stats(stats)
+        window.delays.extend(event.get("delays_ms") or ())
+
+    def _report_loss(self, lost: dict[str, int]) -> None:
+        """Says so while packets are being lost, not only at the end."""
+        total = sum(lost.values())
+        if total > self.lost_reported:
+            self.window.loss_banner.show_message(describe(lost), "Capture is losing packets")
+        if total != self.lost_reported:
+            self.lost_reported = total
+            self.window.update_status()
+
+    def _held(self, event: dict) -> None:
+        window = self.window
+        queue, table_model = window.queue_model, window.table_model
+        released = set(event.get("released", ()))
+        rows = [queue.store_row(r) for r in range(queue.rowCount()) if queue.hold_id(r) in released]
+        first_hold = queue.rowCount() == 0 and event.get("held")
+        queue.apply_event(event)
+        rows += [int(h["row"]) for h in event.get("held", ())]
+        for row in rows:
+            if row < window.count:
+                table_model.row_changed(row)
+        current = window.table.currentIndex()
+        if current.isValid() and table_model.store_row(current.row()) in rows:
+            window.show_current_packet(current)
+        if first_hold:
+            window.intercept_dock.show()
+            window.intercept_dock.raise_()
+        window.update_status()
+
+    def _state(self, event: dict) -> None:
+        window = self.window
+        window.running = bool(event.get("running"))
+        window.paused = bool(event.get("paused"))
+        if event.get("source"):
+            window.source_name = event["source"]
+        window.mode_running = event.get("mode") or ""
+        reason = event.get("reason") or ""
+        if window.running and reason:
+            # A source runs, but not the one asked for (live capture fell back to the demo);
+            # later state events repeat the reason, and a notice closed stays closed.
+            if reason != window.state_reason:
+                window.show_notice(reason)
+        elif window.running and window.source_name == "live":
+            window.notice_banner.hide()
+        elif reason:
+            window.statusBar().showMessage(reason, 8000)
+        window.state_reason = reason
+        window.update_state_widgets()
+
+    def _error(self, event: dict) -> None:
+        window = self.window
+        window.errors.append(event)
+        window.error_banner.show_message(event.get("message", ""), event.get("where", ""))
+        if event.get("where") == "rules":
+            window.rules_panel.on_error(event)
 
 
 def ask_target(parent: QWidget, current: str = "") -> str | None:

@@ -25,6 +25,7 @@ from divertgui.views.banner import Banner
 from divertgui.views.capture_options import CaptureOptions, CaptureOptionsDialog
 from divertgui.views.charts_panel import ChartsPanel
 from divertgui.views.compose_dialog import ComposeDialog
+from divertgui.views.connection import ServiceEvents
 from divertgui.views.file_actions import FileActions
 from divertgui.views.filter_editor import FilterEditor, engine_validator
 from divertgui.views.intercept_panel import InterceptPanel
@@ -61,6 +62,7 @@ class MainWindow(QMainWindow):
         self.post = post
         self.options = options or CaptureOptions()
         self.files = FileActions(self)
+        self.events = ServiceEvents(self)
         self.navigation = PacketNavigation(self)
         self.streams = StreamActions(self)
         self.setWindowTitle(self.TITLE)
@@ -103,7 +105,7 @@ class MainWindow(QMainWindow):
         self.chart_timer.timeout.connect(self._tick)
         self.chart_timer.start(CHART_INTERVAL_MS)
         self.restore_settings()
-        self._update_state_widgets()
+        self.update_state_widgets()
 
     # construction ----------------------------------------------------------
     def _build_capture_toolbar(self) -> None:
@@ -170,7 +172,7 @@ class MainWindow(QMainWindow):
 
     def _build_central(self) -> None:
         self.table = PacketTableView(self.table_model, self)
-        self.table.selectionModel().currentRowChanged.connect(self._on_current_row)
+        self.table.selectionModel().currentRowChanged.connect(self.show_current_packet)
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.customContextMenuRequested.connect(self._packet_menu)
         self.details = PacketDetails(self)
@@ -178,7 +180,6 @@ class MainWindow(QMainWindow):
         self.error_banner = Banner("error", self)
         self.loss_banner = Banner("error", self)
         self.loss_banner.setObjectName("loss_banner")
-        self.lost_reported = 0
         split = QSplitter(Qt.Orientation.Vertical, self)
         split.setObjectName("main_splitter")
         split.addWidget(self.table)
@@ -237,7 +238,7 @@ class MainWindow(QMainWindow):
             label.setContentsMargins(6, 0, 6, 0)
             self.status_labels[key] = label
             self.statusBar().addPermanentWidget(label)
-        self._update_status()
+        self.update_status()
 
     def _action(self, menu, text: str, slot, shortcut: str | QKeySequence | None = None) -> QAction:
         action = QAction(text, self)
@@ -295,44 +296,14 @@ class MainWindow(QMainWindow):
 
     # session events ----------------------------------------------------------
     def handle_event(self, event: dict) -> None:
-        kind = event.get("type")
-        if kind == "rows":
-            self.on_rows(int(event["count"]), event.get("stats") or {}, event.get("generation"))
-            self.rules_panel.on_stats(event.get("stats") or {})
-            self.delays.extend(event.get("delays_ms") or ())
-        elif kind == "held":
-            self.on_held(event)
-        elif kind == "state":
-            self.running = bool(event.get("running"))
-            self.paused = bool(event.get("paused"))
-            if event.get("source"):
-                self.source_name = event["source"]
-            self.mode_running = event.get("mode") or ""
-            reason = event.get("reason") or ""
-            if self.running and reason:
-                # A source runs, but not the one asked for (live capture fell back to the demo);
-                # later state events repeat the reason, and a notice closed stays closed.
-                if reason != self.state_reason:
-                    self.show_notice(reason)
-            elif self.running and self.source_name == "live":
-                self.notice_banner.hide()
-            elif reason:
-                self.statusBar().showMessage(reason, 8000)
-            self.state_reason = reason
-            self._update_state_widgets()
-        elif kind == "error":
-            self.errors.append(event)
-            self.error_banner.show_message(event.get("message", ""), event.get("where", ""))
-            if event.get("where") == "rules":
-                self.rules_panel.on_error(event)
+        self.events.handle(event)
 
     def show_notice(self, message: str) -> None:
         """Says something the user must know until they close it (why the demo runs, say)."""
         self.notice_banner.show_message(message)
 
-    def on_rows(self, count: int, stats: dict, generation: int | None = None) -> None:
-        self.session_stats = stats
-        self._report_loss(losses(stats))
+    def rows_announced(self, count: int, generation: int | None = None) -> None:
+        """The session says the store holds `count` rows of store generation `generation`."""
         if generation is not None and generation != self.store.generation:
             # Counted before the store was emptied: its rows are gone.
             return
@@ -344,15 +315,6 @@ class MainWindow(QMainWindow):
             # Showing new rows at most every LIST_INTERVAL_MS, as Wireshark does:
             # a repaint per session event would leave no time for the user.
             self.rows_timer.start()
-
-    def _report_loss(self, lost: dict[str, int]) -> None:
-        """Says so while packets are being lost, not only at the end."""
-        total = sum(lost.values())
-        if total > self.lost_reported:
-            self.loss_banner.show_message(describe(lost), "Capture is losing packets")
-        if total != self.lost_reported:
-            self.lost_reported = total
-            self._update_status()
 
     def _show_rows(self) -> None:
         self.rows_timer.setInterval(LIST_INTERVAL_MS)
@@ -376,25 +338,7 @@ class MainWindow(QMainWindow):
             self.table.setColumnHidden(PROCESS, False)
         self.table.follow()
         self.processes.maybe_refresh()
-        self._update_status()
-
-    def on_held(self, event: dict) -> None:
-        released = set(event.get("released", ()))
-        rows = [self.queue_model.store_row(r) for r in range(self.queue_model.rowCount())
-                if self.queue_model.hold_id(r) in released]
-        first_hold = self.queue_model.rowCount() == 0 and event.get("held")
-        self.queue_model.apply_event(event)
-        rows += [int(h["row"]) for h in event.get("held", ())]
-        for row in rows:
-            if row < self.count:
-                self.table_model.row_changed(row)
-        current = self.table.currentIndex()
-        if current.isValid() and self.table_model.store_row(current.row()) in rows:
-            self._on_current_row(current)
-        if first_hold:
-            self.intercept_dock.show()
-            self.intercept_dock.raise_()
-        self._update_status()
+        self.update_status()
 
     def _reset_views(self) -> None:
         self.count = 0
@@ -441,7 +385,7 @@ class MainWindow(QMainWindow):
         for editor in (self.capture_filter, self.display_filter, self.navigation.find_filter, self.intercept.filter):
             editor.set_validator(engine_validator(layer))
 
-    def _update_state_widgets(self) -> None:
+    def update_state_widgets(self) -> None:
         self.start_action.setText("Stop" if self.running else "Start")
         self.start_action.setIcon(self.style().standardIcon(
             QStyle.StandardPixmap.SP_MediaStop if self.running else QStyle.StandardPixmap.SP_MediaPlay))
@@ -450,9 +394,9 @@ class MainWindow(QMainWindow):
         self.pause_action.blockSignals(False)
         for widget in (self.mode, self.priority, self.layer):
             widget.setEnabled(not self.running)
-        self._update_status()
+        self.update_status()
 
-    def _update_status(self) -> None:
+    def update_status(self) -> None:
         labels = self.status_labels
         source = self.source_name
         state = "paused" if self.paused else ("capturing" if self.running else "stopped")
@@ -491,7 +435,7 @@ class MainWindow(QMainWindow):
             # Packets carry monotonic times while capturing; idle seconds then show as zero.
             self.stats.advance_to(time.monotonic_ns())
         self.charts.redraw()
-        self._update_status()
+        self.update_status()
 
     # display filter, selection, navigation ---------------------------------------------
     def apply_display_filter(self, text: str) -> None:
@@ -505,9 +449,9 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(
             f"Display filter applied: {self.table_model.rowCount():,} of {self.count:,} packets "
             f"({self.last_display_filter_seconds * 1000:.0f} ms)", 5000)
-        self._update_status()
+        self.update_status()
 
-    def _on_current_row(self, current, _previous=None) -> None:
+    def show_current_packet(self, current, _previous=None) -> None:
         if not current.isValid() or self.table_model.stale():
             self.details.clear()
             return
@@ -570,7 +514,7 @@ class MainWindow(QMainWindow):
         self.table_model.set_process_filter(pid)
         self.statusBar().showMessage(f"Showing the packets of process {pid} only" if pid is not None
                                      else "Showing the packets of every process", 5000)
-        self._update_status()
+        self.update_status()
 
     def hold_process(self, pid: int | None) -> None:
         """Holds every packet of `pid` from now on, besides what the intercept filter holds; None: no process."""
