@@ -20,6 +20,8 @@ import os
 import time
 from typing import Iterable, NamedTuple, Sequence
 
+import numpy as np
+
 from divertgui.engine.address_text import IPV4_MAPPED_PREFIX
 from divertgui.engine.header_fields import IPPROTO_TCP, IPPROTO_UDP, IPV4, IPV4_HEADER_LEN, IPV6, IPV6_HEADER_LEN, TCP
 from divertgui.engine.sock_diag import SocketDiag
@@ -56,6 +58,7 @@ class ProcessList:
     def __init__(self) -> None:
         self._entries: list[Process | None] = [None]
         self._index: dict[Process, int] = {}
+        self._pids = np.zeros(1, np.int64)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -73,6 +76,14 @@ class ProcessList:
     def get(self, index: int) -> Process | None:
         """The process of an index; None for index 0 (or one out of range)."""
         return self._entries[index] if 0 < index < len(self._entries) else None
+
+    def pids(self) -> np.ndarray:
+        """The pid of each index (0 for index 0), to look a whole process column up at once."""
+        count = len(self._entries)
+        if len(self._pids) != count:
+            self._pids = np.fromiter((p.pid if p is not None else 0 for p in self._entries[:count]),
+                                     np.int64, count)
+        return self._pids
 
     def indexes_of_pid(self, pid: int) -> list[int]:
         return [i for i, p in enumerate(self._entries) if p is not None and p.pid == pid]

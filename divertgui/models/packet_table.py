@@ -11,6 +11,8 @@ import numpy as np
 from PySide6.QtCore import QModelIndex, Qt
 from PySide6.QtGui import QBrush, QColor, QFont
 
+from divertgui.engine.display_index import DisplayIndex
+from divertgui.engine.shown_rows import ShownRows, process_test
 from divertgui.models.named_columns import NamedColumnsModel
 from divertgui.models.row_text import RowText
 
@@ -81,9 +83,9 @@ class PacketTableModel(NamedColumnsModel):
         self.store = store
         self.count = 0
         self.index_rows: np.ndarray | None = None   # None: no display filter, every row shown
-        self.display_index = None
         self.display_filter = None
         self.process_pid: int | None = None      # only this process's packets are shown
+        self.shown_rows: ShownRows | None = None  # None: neither filter is on
         self.shown = 0
         self.time_format = TimeFormat.SINCE_START
         self.generation = store.generation
@@ -102,14 +104,11 @@ class PacketTableModel(NamedColumnsModel):
             self.reset_to(count)
             return
         self.count = count
-        if self.display_index is not None:
-            self.display_index.update()
-            rows = np.asarray(self.display_index.rows)
-            rows = rows[: np.searchsorted(rows, count)]
+        if self.shown_rows is not None:
+            self.shown_rows.update(count)
+            rows = self.shown_rows.rows
         else:
             rows = None
-        if self.process_pid is not None:
-            rows = self._of_process(rows, count)
         new_shown = len(rows) if rows is not None else count
         if new_shown > self.shown:
             self.beginInsertRows(QModelIndex(), self.shown, new_shown - 1)
@@ -131,19 +130,14 @@ class PacketTableModel(NamedColumnsModel):
         self.index_rows = None
         self.generation = self.store.generation
         self._forget_all()
-        if self.display_filter is not None:
-            from divertgui.engine.display_index import DisplayIndex
-            self.display_index = DisplayIndex(self.store, self.display_filter, self.display_filter.layer)
+        self.shown_rows = self._new_shown_rows()
         self.endResetModel()
         self.refresh(count)
 
     def set_display_filter(self, compiled_filter) -> None:
         """A compiled Filter, or None to show every packet."""
         self.display_filter = compiled_filter
-        self.display_index = None
-        if compiled_filter is not None:
-            from divertgui.engine.display_index import DisplayIndex
-            self.display_index = DisplayIndex(self.store, compiled_filter, compiled_filter.layer)
+        self.shown_rows = self._new_shown_rows()
         count = self.count
         self.beginResetModel()
         self.shown = 0
@@ -159,12 +153,17 @@ class PacketTableModel(NamedColumnsModel):
         self.process_pid = pid
         self.set_display_filter(self.display_filter)
 
-    def _of_process(self, rows: np.ndarray | None, count: int) -> np.ndarray:
-        indexes = self.store.processes.indexes_of_pid(self.process_pid)
-        processes = self.store.column("process", 0, count)
-        if rows is None:
-            return np.flatnonzero(np.isin(processes, indexes))
-        return rows[np.isin(processes[rows], indexes)]
+    def filtered(self) -> bool:
+        """True while a display filter or a process filter chooses the rows shown."""
+        return self.shown_rows is not None
+
+    def _new_shown_rows(self) -> ShownRows | None:
+        if self.display_filter is None and self.process_pid is None:
+            return None
+        display = None if self.display_filter is None else \
+            DisplayIndex(self.store, self.display_filter, self.display_filter.layer)
+        key = None if self.process_pid is None else process_test(self.store, self.process_pid)
+        return ShownRows(self.store, display, key)
 
     def stale(self) -> bool:
         """True between the store being emptied and the "rows" event that says so."""

@@ -232,7 +232,7 @@ class MainWindow(QMainWindow):
 
     def _build_status_bar(self) -> None:
         self.status_labels: dict[str, QLabel] = {}
-        for key in ("state", "packets", "bytes", "rate", "held", "dropped", "expired", "lost"):
+        for key in ("state", "packets", "displayed", "bytes", "rate", "held", "dropped", "expired", "lost"):
             label = QLabel(self)
             label.setObjectName(f"status_{key}")
             label.setContentsMargins(6, 0, 6, 0)
@@ -406,9 +406,10 @@ class MainWindow(QMainWindow):
             labels["state"].setText(f"○ file {os.path.basename(self.files.opened)}")
         else:
             labels["state"].setText(f"○ {state}")
-        shown = self.table_model.rowCount()
-        shown_text = f" · displayed {shown:,}" if self.table_model.display_filter is not None else ""
-        labels["packets"].setText(f"Packets {self.count:,}{shown_text}")
+        labels["packets"].setText(f"Packets {self.count:,}")
+        # As Wireshark says it, while a display or process filter chooses the rows.
+        labels["displayed"].setVisible(self.table_model.filtered())
+        labels["displayed"].setText(f"Displayed: {self.table_model.rowCount():,} of {self.count:,}")
         labels["bytes"].setText(f"Bytes {_human_bytes(self.stats.total_bytes)}")
         packets_per_s, bytes_per_s = self.stats.rates()
         labels["rate"].setText(f"{packets_per_s:,.0f} pkt/s · {_human_bytes(bytes_per_s)}/s")
