@@ -44,9 +44,13 @@ def test_display_filter_applies_incrementally(qtbot, workbench):
     assert all(protocols[r] == 17 and dst_ports[r] != 53 for r in rows)
     expected = [r for r in range(max(rows) + 1) if protocols[r] == 17 and dst_ports[r] != 53]
     assert rows[:len(expected)] == expected
+    displayed = window.status_labels["displayed"]
+    qtbot.waitUntil(lambda: displayed.text() == f"Displayed: {window.table_model.rowCount():,} of {window.count:,}")
+    assert displayed.isVisible() and window.table_model.rowCount() < window.count
     window.display_filter.set_text("")
     window.display_filter.submit()
     assert window.table_model.rowCount() == window.count
+    assert not displayed.isVisible(), "without a filter every packet is displayed: nothing to say"
 
 
 def test_time_formats_and_navigation(qtbot, workbench):
