@@ -65,6 +65,7 @@ def watch(say, stop, count: int | None = None, filter_text: str = "true") -> int
     or `count` events were seen."""
     from divertgui.engine.address import Event
     from divertgui.engine.backends import handle_registry
+    from divertgui.engine.event_records import handle_filter_text
     from divertgui.engine.handle import Divert
     seen = 0
     with Divert(filter_text, Layer.REFLECT, flags=Flag.SNIFF | Flag.RECV_ONLY) as handle:
@@ -73,20 +74,10 @@ def watch(say, stop, count: int | None = None, filter_text: str = "true") -> int
                 data = packet.address.reflect
                 verb = "OPEN " if packet.address.event == Event.REFLECT_OPEN else "CLOSE"
                 entry = handle_registry.Entry("", data.process_id, 0, data.layer, data.priority, data.flags,
-                                              _filter_text(packet), data.timestamp)
+                                              handle_filter_text(packet.raw, data.layer), data.timestamp)
                 say(f"{verb} {handle_line(entry)}")
                 seen += 1
     return seen
-
-
-def _filter_text(packet) -> str:
-    """The handle's filter in canonical form, from the event's filter object."""
-    from divertgui.engine.filter import FilterError, format_filter
-    text = bytes(packet.raw).decode(errors="replace")
-    try:
-        return format_filter(text, packet.address.reflect.layer)
-    except FilterError:
-        return text
 
 
 def kill(pids: list[int], say, wait: float = KILL_WAIT) -> list[int]:

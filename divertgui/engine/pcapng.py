@@ -37,6 +37,13 @@ LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
 LINKTYPE_LINUX_SLL2 = 276
 
+# Custom Blocks (pcapng specification, section 4.8): the copyable kind and the kind a
+# rewriting tool must drop. Ours carry PEN, the number IANA reserves for documentation
+# and examples (RFC 5612): divertgui has none of its own, and its blocks say what they
+# are in a header of their own as well (docs/capture-files.md).
+CUSTOM_BLOCK, CUSTOM_BLOCK_NO_COPY = 0x00000BAD, 0x40000BAD
+PEN = 32473
+
 # epb_flags bits 0-1, as the pcapng specification numbers them.
 DIRECTION_UNKNOWN, DIRECTION_INBOUND, DIRECTION_OUTBOUND = 0, 1, 2
 EPB_OPT_FLAGS = 2
@@ -192,6 +199,13 @@ class PcapngWriter:
         self._file.write(self._encode(bytes(raw), address, wall_ns, comment))
         self.count += 1
 
+    def write_custom(self, data: bytes) -> None:
+        """Appends a copyable Custom Block of PEN holding `data` (padded to 32 bits)."""
+        self._require_open()
+        padding = _PADDING[len(data) & 3]
+        total = 16 + len(data) + len(padding)
+        self._file.write(struct.pack("<III", CUSTOM_BLOCK, total, PEN) + data + padding + _EPB_TAIL.pack(total))
+
     def write_batch(self, packets: Iterable[tuple]) -> None:
         """Appends (raw, address, wall_ns[, comment]) tuples in one write, then flushes."""
         self._require_open()
@@ -227,12 +241,17 @@ class PcapngWriter:
         self.close()
 
 
-def write_capture(path: str | os.PathLike, packets: Iterable[tuple], batch: int = 4096, **options) -> int:
-    """Writes (raw, address, wall_ns[, comment]) tuples to a new pcapng file; returns the count."""
+def write_capture(path: str | os.PathLike, packets: Iterable[tuple], batch: int = 4096,
+                  custom: Iterable[bytes] = (), **options) -> int:
+    """Writes (raw, address, wall_ns[, comment]) tuples to a new pcapng file, then a Custom
+    Block for each of `custom` (after the packets, so that Wireshark numbers the packets as
+    divertgui does); returns the count of packets."""
     packets = iter(packets)
     with PcapngWriter(path, **options) as writer:
         while chunk := list(itertools.islice(packets, batch)):
             writer.write_batch(chunk)
+        for data in custom:
+            writer.write_custom(data)
         return writer.count
 
 
@@ -379,13 +398,15 @@ class CaptureReader:
     The file's header is checked at construction. Iteration yields every
     packet before a fault, then raises CaptureFileError naming the fault's
     offset. Records that are not IP (ARP, ...) are counted in `skipped`
-    by reason, never dropped unseen.
+    by reason, never dropped unseen. The data of each Custom Block of PEN
+    met so far is in `custom`; other programs' custom blocks are passed over.
     """
 
     def __init__(self, source: str | os.PathLike | bytes | BinaryIO):
         self._data, self.path = _open_bytes(source)
         self.skipped: collections.Counter[str] = collections.Counter()
         self.interfaces: list[Interface] = []
+        self.custom: list[bytes] = []
         self.count = 0
         if len(self._data) < 4:
             self._fail("empty file" if not self._data else "file too short for a capture header", 0)
@@ -514,6 +535,9 @@ class CaptureReader:
                 record = self._packet_block(block_type, block, order, offset)
                 if record is not None:
                     yield record
+            elif block_type in (CUSTOM_BLOCK, CUSTOM_BLOCK_NO_COPY) and block_len >= 16 \
+                    and struct.unpack_from(order + "I", block, 8)[0] == PEN:
+                self.custom.append(bytes(block[12:-4]))
             offset += block_len
 
     def _section_order(self, offset: int) -> str:

@@ -34,6 +34,12 @@ Commands (GUI -> Session)
                   packets (held packets leave when they were due, new settings apply to packets
                   arriving afterwards); a rule whose id is gone, or a rule without an id, sends
                   on what it held at once. "seed" seeds the rules new to the list.
+    start_events  {"layers": {"FLOW"|"SOCKET"|"REFLECT": filter str}, "cgroup": str}
+                  watch FLOW, SOCKET and REFLECT events (divertgui.engine.event_capture), each
+                  chosen layer with its filter ("" = everything), never blocking an operation;
+                  cgroup: a cgroup v2 path under the hierarchy's mount whose processes alone the
+                  FLOW and SOCKET layers watch ("" = every process). Replaces a running one.
+    stop_events   {}
     shutdown      {}                    stop and end the session loop
 
 Events (Session -> GUI), at most ~30 per second in all
@@ -51,6 +57,11 @@ Events (Session -> GUI), at most ~30 per second in all
                   cannot capture live traffic ("" when it can)
     processes     {"processes": [[int, int, str, str]]}   from a capture service, before the rows
                   that name them: each new process index of its packets with the pid, name and user
+    events        {"generation": int, "events": [record], "capturing": {layer name: filter str},
+                   "cgroup": str}
+                  FLOW, SOCKET and REFLECT events of the store emptied `generation` times (records
+                  as divertgui.engine.event_records describes them; those of an opened file too),
+                  and what the event capture watches now ({} when it is stopped)
     error         {"message": str, "where": str, "position": int (filter errors)}
                   where "rules": a rule could not be built; the message names the rule;
                   where "send": the first packet the rules made that could not be injected
@@ -69,10 +80,10 @@ from __future__ import annotations
 COMMANDS = frozenset({
     "start", "stop", "open", "pause", "clear", "set_rate", "set_intercept", "set_hold_timeout",
     "set_hold_processes", "forward", "forward_unmodified", "drop", "forward_all", "drop_all", "inject",
-    "set_rules", "shutdown",
+    "set_rules", "start_events", "stop_events", "shutdown",
 })
 
-EVENTS = frozenset({"hello", "state", "rows", "held", "error", "processes"})
+EVENTS = frozenset({"hello", "state", "rows", "held", "error", "processes", "events"})
 
 
 def command(kind: str, **fields) -> dict:

@@ -4,21 +4,27 @@ Each packet's comment carries what the file format has no field for: its
 verdict ("passed", "modified", ...) and, for a modified packet, the bytes
 it was captured with ("modified; original bytes: 4500..."). Wireshark shows
 the comment as it is; reading the file back restores the verdict, the
-original bytes and the recorded times.
+original bytes and the recorded times. FLOW, SOCKET and REFLECT events go
+in Custom Blocks, one per event (docs/capture-files.md has their layout).
 """
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Iterable, NamedTuple
+import struct
+from typing import Iterable, NamedTuple, Sequence
 
 from divertgui.engine import pcapng
 from divertgui.engine.pcapng import is_malformed
 from divertgui.engine.address import Address, Layer
+from divertgui.engine.event_records import EventRecord, EventRecordError, from_json
 from divertgui.engine.store import CaptureStore
 from divertgui.engine.store_record import Verdict
 
 ORIGINAL_BYTES = "original bytes: "
+EVENT_MAGIC = b"DGE1"          # a custom block holding one event record, layout version 1
+_EVENT_LENGTH = struct.Struct("<I")
 LOAD_BATCH = 4096
 # A file written by another program says nothing of verdicts: its packets were observed.
 UNRECORDED_VERDICT = Verdict.SNIFFED
@@ -49,8 +55,32 @@ def read_comment(comment: str | None) -> tuple[Verdict, bytes | None]:
     return verdict, original if verdict == Verdict.MODIFIED else None
 
 
-def save_rows(store: CaptureStore, path: str | os.PathLike, rows: Iterable[int]) -> int:
-    """Writes the store's `rows` to a new pcapng file with their recorded times; returns how many."""
+def event_block(record: EventRecord) -> bytes:
+    """A custom block's data for one event: EVENT_MAGIC, the JSON's length (32 bits, little-endian), the JSON."""
+    text = json.dumps(record.to_json(), separators=(",", ":")).encode()
+    return EVENT_MAGIC + _EVENT_LENGTH.pack(len(text)) + text
+
+
+def read_event_block(data: bytes, where: str) -> EventRecord | None:
+    """The event a custom block holds; None for a block of ours that holds something else."""
+    if not data.startswith(EVENT_MAGIC):
+        return None
+    if len(data) < 8:
+        raise EventRecordError(f"{where} is cut short")
+    length = _EVENT_LENGTH.unpack_from(data, 4)[0]
+    if 8 + length > len(data):
+        raise EventRecordError(f"{where} says its record has {length} bytes, but the block holds {len(data) - 8}")
+    try:
+        value = json.loads(data[8:8 + length])
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise EventRecordError(f"{where} is not JSON: {exc}") from None
+    return from_json(value, where)
+
+
+def save_rows(store: CaptureStore, path: str | os.PathLike, rows: Iterable[int],
+              events: Iterable[EventRecord] = ()) -> int:
+    """Writes the store's `rows`, then `events`, to a new pcapng file with their recorded times;
+    returns how many packets."""
 
     count = len(store)
     wall_ns = store.column("wall_ns", 0, count)
@@ -61,7 +91,7 @@ def save_rows(store: CaptureStore, path: str | os.PathLike, rows: Iterable[int])
             comment = packet_comment(Verdict(int(verdicts[row])), store.original(row))
             yield store.raw(row), store.address(row), int(wall_ns[row]), comment
 
-    return pcapng.write_capture(path, records())
+    return pcapng.write_capture(path, records(), custom=map(event_block, events))
 
 
 class Loaded(NamedTuple):
@@ -69,6 +99,8 @@ class Loaded(NamedTuple):
     malformed: int              # of them, records that are not an IPv4 or IPv6 packet
     skipped: dict               # records that are not IP at all (ARP, ...), by reason
     error: pcapng.CaptureFileError | None   # where the file broke; the packets before it are loaded
+    events: Sequence[EventRecord] = ()   # the FLOW, SOCKET and REFLECT events, in file order
+    bad_events: Sequence[str] = ()       # why each event block that could not be read was left out
 
 
 def load_into(store: CaptureStore, reader: pcapng.CaptureReader) -> Loaded:
@@ -90,7 +122,16 @@ def load_into(store: CaptureStore, reader: pcapng.CaptureReader) -> Loaded:
         reader.close()
     malformed += _append(store, batch)
     count += len(batch)
-    return Loaded(count, malformed, dict(reader.skipped), error)
+    events, bad_events = [], []
+    for number, data in enumerate(reader.custom, 1):
+        try:
+            record = read_event_block(data, f"event block {number}")
+        except EventRecordError as exc:
+            bad_events.append(str(exc))
+            continue
+        if record is not None:
+            events.append(record)
+    return Loaded(count, malformed, dict(reader.skipped), error, events, bad_events)
 
 
 def _append(store: CaptureStore, records: list[pcapng.CaptureRecord]) -> int:

@@ -33,8 +33,11 @@ SWITCH_INTERVAL = 0.0001
 DELAYS_PER_EVENT = 512      # lag delays sent to the charts per "rows" event, the newest
 MAX_HELD = 10_000           # held packets; beyond, matching packets pass and are counted
 MAX_HELD_BYTES = 64 << 20   # their bytes
+EVENTS_PER_MESSAGE = 500    # FLOW, SOCKET and REFLECT events per "events" event
+MAX_PENDING_EVENTS = 100_000   # events waiting to be sent; beyond, they are counted as events_lost
 
 _MODES = {"divert": Flag(0), "sniff": Flag.SNIFF, "drop": Flag.DROP}
+_TURNS = ("held", "events", "rows")
 
 
 class Held(NamedTuple):
@@ -79,11 +82,15 @@ class Session:
         self._held_bytes = 0
         self._hold_pids: set[int] = set()     # every packet of these processes is held
         self._owners: FlowOwners | None = None
+        self._event_capture = None          # an EventCapture (start_events)
+        self._event_records: list = []      # EventRecords not yet sent
+        self._events_due = False
         self.max_held, self.max_held_bytes = MAX_HELD, MAX_HELD_BYTES
         self._next_id = 1
         self._wall_offset = 0
         self._counts = dict.fromkeys(("forwarded", "modified", "user_dropped", "hold_expired", "injected",
-                                      "hold_refused", "resent_edited", "seq_adjusted", "send_failed"), 0)
+                                      "hold_refused", "resent_edited", "seq_adjusted", "send_failed",
+                                      "events_lost"), 0)
         # TCP connections with a segment edited by hand: the rest of each is renumbered as it
         # leaves, and a retransmission of the edited segment leaves edited. Kept across captures,
         # since the connections outlive them.
@@ -137,10 +144,13 @@ class Session:
                     # Hand the interpreter to the GUI thread between batches, not
                     # only when the switch interval forces it.
                     time.sleep(0)
+                if self._event_capture is not None:
+                    self._poll_events()
                 self._expire_holds()
                 self._flush()
         finally:
             self._close_source("the session ended")
+            self._close_events()
             self._flush(force=True)
             sys.setswitchinterval(switch_interval)
 
@@ -485,11 +495,16 @@ class Session:
             raise SessionError(str(exc), "open") from exc
         self._close_source("")
         loaded = load_into(self._fresh_store(), reader)
+        self._queue_events(loaded.events)
         self._source = "file"
         malformed = f", {loaded.malformed:,} malformed" if loaded.malformed else ""
         skipped = sum(loaded.skipped.values())
         not_ip = f", {skipped:,} records not IP skipped" if skipped else ""
-        self._reason = f"opened {path}: {loaded.count:,} packets{malformed}{not_ip}"
+        events = f", {len(loaded.events):,} events" if loaded.events else ""
+        self._reason = f"opened {path}: {loaded.count:,} packets{malformed}{not_ip}{events}"
+        if loaded.bad_events:
+            self._error(f"{path}: {len(loaded.bad_events)} event blocks could not be read and were left out "
+                        f"(the first: {loaded.bad_events[0]})", "open")
         self._state_due = self._rows_due = True
         if loaded.error is not None:
             raise SessionError(str(loaded.error), "open")
@@ -498,6 +513,7 @@ class Session:
         """The store emptied; held packets were released before, so none come back."""
         self.store.clear()
         self._newly_held = []
+        self._event_records = []
         self._last_kind = "held"
         return self.store
 
@@ -548,6 +564,7 @@ class Session:
 
     def _on_clear(self, command: dict) -> None:
         self.store.clear()
+        self._event_records = []
         # Held packets stay held; they get rows in the emptied store (and are
         # announced once, with those rows).
         self._newly_held = [h for h in self._newly_held if h["id"] not in self._held]
@@ -660,6 +677,58 @@ class Session:
     def _on_shutdown(self, command: dict) -> None:
         self._ended = True
 
+    # -- FLOW, SOCKET and REFLECT events -------------------------------------------------------
+
+    def _on_start_events(self, command: dict) -> None:
+        from divertgui.engine.event_capture import EventCapture, EventCaptureError
+        self._close_events()
+        try:
+            filters = {Layer[name]: text for name, text in command["layers"].items()}
+            self._event_capture = EventCapture(filters, command.get("cgroup", "")).open()
+        except EventCaptureError as exc:
+            raise SessionError(str(exc), "events", exc.position) from exc
+        finally:
+            self._events_due = True
+
+    def _on_stop_events(self, command: dict) -> None:
+        self._close_events()
+
+    def _poll_events(self) -> None:
+        try:
+            records = self._event_capture.poll()
+        except Exception as exc:   # a failing event source ends that capture, not the session
+            self._error(f"the event capture stopped: {exc}", "events")
+            self._close_events()
+            return
+        self._queue_events(records)
+
+    def _queue_events(self, records: list) -> None:
+        room = MAX_PENDING_EVENTS - len(self._event_records)
+        if len(records) > room:
+            if not self._counts["events_lost"]:
+                self._error(f"{MAX_PENDING_EVENTS} events wait to be sent, the most this session keeps: "
+                            f"further events are counted as events_lost", "events")
+            self._counts["events_lost"] += len(records) - max(room, 0)
+            records = records[:max(room, 0)]
+        if records:
+            self._event_records.extend(records)
+            self._events_due = True
+
+    def _close_events(self) -> None:
+        capture, self._event_capture = self._event_capture, None
+        if capture is not None:
+            capture.close()
+            self._events_due = True
+
+    def _events_event(self) -> dict:
+        records = self._event_records[:EVENTS_PER_MESSAGE]
+        del self._event_records[:EVENTS_PER_MESSAGE]
+        self._events_due = bool(self._event_records)
+        capture = self._event_capture
+        return event("events", generation=self.store.generation, events=[record.to_json() for record in records],
+                     capturing={layer.name: text for layer, text in capture.filters.items()} if capture else {},
+                     cgroup=capture.cgroup if capture else "")
+
     # -- events -------------------------------------------------------------------------------
 
     def _error(self, message: str, where: str, position: int | None = None) -> None:
@@ -718,19 +787,23 @@ class Session:
             self._state_due = False
             return event("state", running=self._handle is not None, paused=self._paused,
                          source=self._source, mode=self._mode, reason=self._reason)
-        held_due = bool(self._newly_held or self._released)
-        # Rows and held take turns so that neither starves the other.
-        if held_due and (not self._rows_due or self._last_kind != "held"):
-            self._last_kind = "held"
+        due = {"held": bool(self._newly_held or self._released), "events": self._events_due,
+               "rows": self._rows_due}
+        # Held packets, events and rows take turns so that none starves the others.
+        after = _TURNS.index(self._last_kind) + 1 if self._last_kind in _TURNS else 0
+        kind = next((k for k in _TURNS[after:] + _TURNS[:after] if due[k]), None)
+        if kind is None:
+            return None
+        self._last_kind = kind
+        if kind == "held":
             message = event("held", held=self._newly_held, released=self._released)
             self._newly_held, self._released = [], []
             return message
-        if self._rows_due:
-            self._rows_due = False
-            self._last_kind = "rows"
-            return event("rows", count=len(self.store), generation=self.store.generation,
-                         stats=self.stats(), delays_ms=self.new_delays())
-        return None
+        if kind == "events":
+            return self._events_event()
+        self._rows_due = False
+        return event("rows", count=len(self.store), generation=self.store.generation,
+                     stats=self.stats(), delays_ms=self.new_delays())
 
 
 def demo_fallback_reason(problem: str) -> str:

@@ -310,6 +310,8 @@ class ServiceClient:
         if kind == "rows" and self._row_base | self._generation_base:
             message["count"] = int(message.get("count", 0)) + self._row_base
             message["generation"] = int(message.get("generation", 0)) + self._generation_base
+        elif kind == "events" and self._generation_base:
+            message["generation"] = int(message.get("generation", 0)) + self._generation_base
         elif kind == "held" and self._row_base:
             for held in message.get("held") or ():
                 held["row"] = int(held["row"]) + self._row_base

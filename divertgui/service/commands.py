@@ -153,6 +153,26 @@ def rule_list(name, value):
     return value
 
 
+def event_layers(name, value):
+    sized(name, value, dict, "a map of event layers to filters", 3, "layers")
+    if not value:
+        raise CommandError(f"{name} names no layer: choose FLOW, SOCKET or REFLECT")
+    for layer, filter_text in value.items():
+        choice("FLOW", "SOCKET", "REFLECT")(f"{name} key", layer)
+        text(MAX_FILTER)(f"{name}.{layer}", filter_text)
+    return value
+
+
+def cgroup_path(name, value):
+    """A path relative to the cgroup v2 mount, without a way out of it."""
+    text(MAX_PATH)(name, value)
+    parts = value.split("/")
+    if value and (value.startswith("/") or "\0" in value or any(p in ("", ".", "..") for p in parts)):
+        raise CommandError(f"{name} must be a cgroup path under the cgroup v2 mount, such as "
+                           f"system.slice/nginx.service, not {value[:200]!r}")
+    return value
+
+
 SEED = integer(0, MAX_SEED)
 FIELDS: dict[str, dict[str, Check]] = {
     "start": {"source": choice("demo", "live", "replay"), "filter": text(MAX_FILTER),
@@ -174,9 +194,11 @@ FIELDS: dict[str, dict[str, Check]] = {
     "drop_all": {},
     "inject": {"data": hex_bytes(MAX_PACKET_HEX), "outbound": flag, "if_idx": integer(0, (1 << 32) - 1)},
     "set_rules": {"rules": rule_list, "seed": SEED, "version": integer(0, MAX_SEED)},
+    "start_events": {"layers": event_layers, "cgroup": cgroup_path},
+    "stop_events": {},
     "shutdown": {},
 }
-REQUIRED = {"open": {"path"}, "set_rate": {"rate"}, "inject": {"data"}, "set_hold_timeout": {"seconds"}}
+REQUIRED = {"open": {"path"}, "start_events": {"layers"}, "set_rate": {"rate"}, "inject": {"data"}, "set_hold_timeout": {"seconds"}}
 assert set(FIELDS) == COMMANDS, "every session command is declared here"
 
 

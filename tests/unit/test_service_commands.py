@@ -64,7 +64,7 @@ json_values = st.recursive(
 @settings(max_examples=400, deadline=None)
 @given(st.sampled_from(sorted(COMMANDS) + ["nope"]), st.dictionaries(
     st.sampled_from(["source", "filter", "mode", "priority", "layer", "path", "speed", "rate", "seed", "paused",
-                     "seconds", "action", "ids", "data", "fix", "outbound", "if_idx", "rules", "version", "x"]),
+                     "seconds", "action", "ids", "data", "fix", "outbound", "if_idx", "rules", "version", "layers", "cgroup", "x"]),
     json_values, max_size=5))
 def test_any_command_is_either_valid_or_refused(kind, fields):
     command = {"type": kind, **fields}
@@ -74,3 +74,31 @@ def test_any_command_is_either_valid_or_refused(kind, fields):
         assert str(exc)
     else:
         json.dumps(command, allow_nan=False)
+
+
+def test_an_event_capture_command_names_layers_filters_and_a_cgroup_within_bounds():
+    command = {"type": "start_events", "layers": {"FLOW": "", "SOCKET": "event == CONNECT", "REFLECT": "true"},
+               "cgroup": "system.slice/nginx.service"}
+    assert validate(command) is command
+    assert validate({"type": "stop_events"}) == {"type": "stop_events"}
+
+
+@pytest.mark.parametrize("command, says", [
+    ({"type": "start_events"}, "start_events: missing layers"),
+    ({"type": "start_events", "layers": {}}, "start_events.layers names no layer"),
+    ({"type": "start_events", "layers": ["FLOW"]}, "start_events.layers must be a map of event layers to filters"),
+    ({"type": "start_events", "layers": {"NETWORK": ""}}, "start_events.layers key must be one of FLOW, SOCKET, "
+                                                          "REFLECT, not 'NETWORK'"),
+    ({"type": "start_events", "layers": {"FLOW": None}}, "start_events.layers.FLOW must be text, not null"),
+    ({"type": "start_events", "layers": {"FLOW": "x" * 9000}}, "start_events.layers.FLOW is 9000 characters"),
+    ({"type": "start_events", "layers": {"FLOW": ""}, "cgroup": "../../etc"}, "must be a cgroup path under"),
+    ({"type": "start_events", "layers": {"FLOW": ""}, "cgroup": "/sys/fs/cgroup"}, "must be a cgroup path under"),
+    ({"type": "start_events", "layers": {"FLOW": ""}, "cgroup": "a//b"}, "must be a cgroup path under"),
+    ({"type": "start_events", "layers": {"FLOW": ""}, "cgroup": "a/\0"}, "must be a cgroup path under"),
+    ({"type": "start_events", "layers": {"FLOW": ""}, "cgroup": 3}, "start_events.cgroup must be text"),
+    ({"type": "start_events", "layers": {"FLOW": ""}, "block": True}, "start_events: unknown field 'block'"),
+    ({"type": "stop_events", "layers": {}}, "stop_events: unknown field 'layers'"),
+])
+def test_a_malformed_event_capture_command_is_refused_with_what_and_where(command, says):
+    with pytest.raises(CommandError, match=says):
+        validate(command)
