@@ -558,12 +558,20 @@ class Packet:
 
     @property
     def raw(self) -> bytes:
+        """A copy of the packet's bytes."""
         return bytes(self._buf)
 
     @raw.setter
     def raw(self, value) -> None:
         self._buf[:] = value
         self._changed()
+
+    @property
+    def buffer(self) -> bytearray:
+        """The packet's own bytes, not a copy: edits to it are edits to the packet (pydivert's
+        `Packet.raw` is a memoryview of it). Where the headers lie is read once, so an edit
+        in place to a header length or next-header field shows in the views after `raw` is assigned."""
+        return self._buf
 
     def __bytes__(self) -> bytes:
         return bytes(self._buf)

@@ -305,6 +305,16 @@ def test_a_bytearray_is_edited_in_place():
     assert copy_source[8] == 5
 
 
+def test_buffer_is_the_packets_own_bytes():
+    packet = Packet(ipv4(6, tcp()))
+    assert packet.buffer is packet.buffer and isinstance(packet.buffer, bytearray)
+    packet.buffer[8] = 7
+    assert packet.ip.ttl == 7 and packet.raw[8] == 7
+    packet.ip.ttl = 3
+    assert packet.buffer[8] == 3
+    assert isinstance(packet.raw, bytes) and packet.raw is not packet.buffer
+
+
 def test_decrement_ttl_method():
     packet = Packet(ipv4(6, tcp()))
     packet.recalculate_checksums()

@@ -31,11 +31,6 @@ _NO_TRANSPORT_CHECKSUMS = (CalcChecksumsOption.NO_TCP_CHECKSUM | CalcChecksumsOp
                            | CalcChecksumsOption.NO_IP_CHECKSUM)
 
 
-def _buffer(packet: EnginePacket) -> bytearray:
-    """The engine packet's bytes, shared rather than copied: pydivert's raw is zero-copy."""
-    return packet._buf
-
-
 def _endpoint(data) -> EndpointData | None:
     """FLOW/SOCKET data as the engine holds it, from the engine's form or WinDivert's structure."""
     return data if data is None or isinstance(data, EndpointData) else endpoint_data(data)
@@ -124,7 +119,7 @@ class Packet:
 
     @property
     def raw(self) -> memoryview:
-        return memoryview(_buffer(self._packet))
+        return memoryview(self._packet.buffer)
 
     @raw.setter
     def raw(self, value) -> None:
@@ -134,7 +129,7 @@ class Packet:
 
     def _resize(self, start: int, end: int, value: bytes) -> None:
         """Replace bytes start..end with `value` and set the IP length to the new size."""
-        buffer = _buffer(self._packet)
+        buffer = self._packet.buffer
         self.raw = bytes(buffer[:start]) + value + bytes(buffer[end:])
         ip = self.ip
         if ip is not None:
@@ -155,7 +150,7 @@ class Packet:
     @property
     def address_family(self) -> int | None:
         if len(self._packet) >= IPV4_HEADER_LEN:
-            version = _buffer(self._packet)[0] >> _VERSION_SHIFT
+            version = self._packet.buffer[0] >> _VERSION_SHIFT
             if version == 4:
                 return socket.AF_INET
             if version == 6:
@@ -303,7 +298,7 @@ class Packet:
 
     def _checksums_hold(self, flags: int = 0) -> bool:
         """Whether recomputing the checksums `flags` leaves on would change no byte."""
-        original = _buffer(self._packet)
+        original = self._packet.buffer
         recomputed = bytearray(original)
         calc_checksums(recomputed, None, flags)
         return recomputed == original
@@ -330,4 +325,4 @@ class Packet:
             # pydivert's wording on Linux (EINVAL), with the compiler's reason.
             raise ValueError(f"Cannot evaluate filter {filter_str!r}: Invalid argument "
                              f"({exc.message} at position {exc.position})") from exc
-        return bool(compiled.match(bytes(_buffer(self._packet)), self._packet.address))
+        return bool(compiled.match(bytes(self._packet.buffer), self._packet.address))
