@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 
-from .header_fields import IPPROTO_TCP, IPV4, IPV6, IPV6_HEADER_LEN, reader
+from .header_fields import IPV4, IPV4_HEADER_LEN, IPV6, IPV6_HEADER_LEN, TRANSPORT_HEADER_MIN, reader
 from .headers import parse_headers
 
 _MASK = 0xFFFFFFFFFFFFFFFF
@@ -27,6 +27,9 @@ _u64 = struct.Struct("<Q").unpack_from
 _u32 = struct.Struct("<I").unpack_from
 _IPV4_LENGTH = reader(IPV4["length"])
 _IPV6_LENGTH = reader(IPV6["length"])
+_FIXED_IP_HEADER = {4: IPV4_HEADER_LEN, 6: IPV6_HEADER_LEN}
+# The lanes v2, v3, v4 and v[0]..v[3] that header words fill.
+_LANES = 7
 
 
 def _rotl(x: int, r: int) -> int:
@@ -69,42 +72,33 @@ def hash_packet(raw: bytes, seed: int = 0) -> int:
     return layout_hash(raw, layout, seed)
 
 
+def _lanes(raw, start: int, length: int) -> list[int]:
+    """A fixed header as the reference reads it: 64-bit words, then a 32-bit one if 4 bytes are left."""
+    end = start + length
+    lanes = [_u64(raw, at)[0] for at in range(start, end - 7, 8)]
+    if length % 8:
+        lanes.append(_u32(raw, end - 4)[0])
+    return lanes
+
+
 def layout_hash(raw: bytes, layout, seed: int) -> int:
     """The hash of a packet already parsed; the filter's random8/16/32 use it
     as is, without hash_packet's length check (the reference does the same)."""
     if layout is None:
         return 0
     seed &= _MASK
-    v = [0, 0, 0, 0]
+    # The fixed IP header, then the fixed transport header, fill the lanes v2, v3,
+    # v4, v[0]..v[3] in turn; lanes left over take the seed. Only IPv6 with TCP has
+    # one lane more than there are: the reference folds it into v2's upper half.
+    lanes = _lanes(raw, 0, _FIXED_IP_HEADER[layout.version])
+    if layout.transport:
+        lanes += _lanes(raw, layout.transport_offset, TRANSPORT_HEADER_MIN[layout.transport])
+    filled = [lane ^ _PADDING[k + 1] for k, lane in enumerate(lanes[:_LANES])]
+    filled += [seed ^ _PADDING[k + 1] for k in range(len(filled), _LANES)]
+    v2, v3, v4, *v = filled
+    for extra in lanes[_LANES:]:
+        v2 ^= (extra << 32) & _MASK
     v1 = seed ^ _PADDING[0]
-    v2 = _u64(raw, 0)[0] ^ _PADDING[1]
-    v3 = _u64(raw, 8)[0] ^ _PADDING[2]
-    if layout.version == 4:
-        v4 = _u32(raw, 16)[0] ^ _PADDING[3]
-        i = 0
-    else:
-        v4 = _u64(raw, 16)[0] ^ _PADDING[3]
-        v[0] = _u64(raw, 24)[0] ^ _PADDING[4]
-        v[1] = _u64(raw, 32)[0] ^ _PADDING[5]
-        i = 2
-    t = layout.transport_offset
-    if layout.transport == IPPROTO_TCP:
-        v[i] = _u64(raw, t)[0] ^ _PADDING[i + 4]
-        i += 1
-        v[i] = _u64(raw, t + 8)[0] ^ _PADDING[i + 4]
-        i += 1
-        last = _u32(raw, t + 16)[0]
-        if i <= 3:
-            v[i] = last ^ _PADDING[i + 4]
-            i += 1
-        else:
-            v2 ^= (last << 32) & _MASK
-    elif layout.transport:
-        v[i] = _u64(raw, t)[0] ^ _PADDING[i + 4]
-        i += 1
-    while i <= 3:
-        v[i] = seed ^ _PADDING[i + 4]
-        i += 1
 
     v1 = _round(v[0], v1)
     v2 = _round(v[1], v2)
