@@ -9,6 +9,7 @@ packet simply by not sending it and nothing stays stuck in the kernel queue.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import threading
 import time
@@ -19,6 +20,7 @@ from divertgui.engine.backends.select import default_backend
 from divertgui.engine.checksum import ChecksumFlag, calc_checksums, decrement_ttl
 from divertgui.engine.filter import compile_filter
 from divertgui.engine.packet import Packet
+from divertgui.engine.readable import ReadableWaiters
 
 VERSION_MAJOR, VERSION_MINOR = 2, 2
 MAX_BATCH = 255
@@ -163,6 +165,11 @@ _NO_IP, _NO_TCP, _NO_UDP = (int(ChecksumFlag.NO_IP_CHECKSUM), int(ChecksumFlag.N
 _ALL_VALID = _ALWAYS_VALID | _NO_IP | _NO_TCP | _NO_UDP
 
 
+def _check_batch_size(n: int) -> None:
+    if not 1 <= n <= MAX_BATCH:
+        raise DivertArgumentError(f"batch size {n} is outside 1..{MAX_BATCH}")
+
+
 def _translate(exc: Exception) -> DivertError:
     """One clear sentence from a backend failure, as the right DivertError.
 
@@ -220,6 +227,7 @@ class Divert:
         self._received = 0
         self._registry_name: str | None = None
         self.registry_error: str | None = None
+        self._async_waiters = ReadableWaiters()
 
     # -- life cycle ------------------------------------------------------------
 
@@ -267,6 +275,7 @@ class Divert:
             return
         self._closed = True
         _open_handles.pop(self._serial, None)
+        self._async_waiters.wake_all()
         with self._lock:
             self._held.clear()
         if self._opened:
@@ -282,6 +291,7 @@ class Divert:
         self._require_open()
         if how in ("recv", "both"):
             self._recv_shut = True
+            self._async_waiters.wake_all()
         if how in ("send", "both"):
             self._send_shut = True
         self._backend.shutdown(how)
@@ -316,7 +326,9 @@ class Divert:
 
     def recv(self, timeout: float | None = None) -> Packet:
         """The next packet; TimeoutError when `timeout` seconds pass first."""
-        batch = self.recv_batch(1, timeout)
+        return self._first(self.recv_batch(1, timeout), timeout)
+
+    def _first(self, batch: list[Packet], timeout: float | None) -> Packet:
         if not batch:
             if self._closed:
                 raise HandleClosedError("the handle was closed while waiting for a packet")
@@ -327,9 +339,38 @@ class Divert:
 
     def recv_batch(self, n: int = MAX_BATCH, timeout: float | None = None) -> list[Packet]:
         """Up to n packets (1..255) in one call; [] when `timeout` passes first."""
-        if not 1 <= n <= MAX_BATCH:
-            raise DivertArgumentError(f"batch size {n} is outside 1..{MAX_BATCH}")
+        _check_batch_size(n)
         return self._recv(n, timeout)
+
+    def fileno(self) -> int | None:
+        """The descriptor that becomes readable when packets may be waiting (Backend.fileno);
+        None for sources whose packets fall due on a clock (demo, replay)."""
+        self._require_open()
+        return self._backend.fileno()
+
+    async def recv_async(self, timeout: float | None = None) -> Packet:
+        """recv() in an event loop, which it never blocks."""
+        return self._first(await self.recv_batch_async(1, timeout), timeout)
+
+    async def recv_batch_async(self, n: int = MAX_BATCH, timeout: float | None = None) -> list[Packet]:
+        """recv_batch() in an event loop: waits with loop.add_reader on fileno().
+
+        Packets are taken only once they can be returned, so cancelling the
+        wait loses none; [] when `timeout` passes first or the handle closes.
+        """
+        _check_batch_size(n)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            batch = self._recv(n, 0)
+            if batch or self._recv_shut:
+                return batch
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return []
+            await self._async_waiters.wait(self.fileno(), remaining)
+            if self._closed:
+                return []
 
     def _recv(self, n: int, timeout: float | None) -> list[Packet]:
         self._require_open()
@@ -439,8 +480,7 @@ class Divert:
         it (WinDivert's passthru): the backend reads each packet's id and
         mark and releases the lot, in one verdict where it can.
         """
-        if not 1 <= n <= MAX_BATCH:
-            raise DivertArgumentError(f"batch size {n} is outside 1..{MAX_BATCH}")
+        _check_batch_size(n)
         self._require_open()
         passer = getattr(self._backend, "pass_batch", None)
         if passer is None or self.flags & (Flag.SNIFF | Flag.SEND_ONLY | Flag.RECV_ONLY | Flag.DROP):

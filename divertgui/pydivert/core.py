@@ -8,7 +8,6 @@ RuntimeError for a handle that is not open, TimeoutError from recv.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import errno
 import socket
@@ -28,9 +27,6 @@ from divertgui.pydivert.packet import Packet
 # WinDivertShutdown's `how` values.
 SHUTDOWN_RECV, SHUTDOWN_SEND, SHUTDOWN_BOTH = 1, 2, 3
 _SHUTDOWN = {SHUTDOWN_RECV: "recv", SHUTDOWN_SEND: "send", SHUTDOWN_BOTH: "both"}
-# How long one engine wait of recv_async lasts: a cancelled receive lets its
-# thread go within this time.
-ASYNC_WAIT = 0.2
 
 
 def _os_error(exc: Exception) -> Exception:
@@ -78,7 +74,7 @@ class Divert:
         # and its ring buffer's size, which has no counterpart here (QUEUE_SIZE sizes the queue).
         self._interfaces = list(interfaces) if interfaces else None
         self._handle: EngineDivert | None = None
-        # Packets a cancelled recv_async received after it was cancelled: the next receive returns them.
+        # Packets received before an error ended a receive: the next receive returns them.
         self._late: collections.deque = collections.deque()
 
     @property
@@ -242,28 +238,22 @@ class Divert:
                 break
 
     async def _engine_batch_async(self, count: int, timeout: float | None) -> list:
-        self._receiving()
+        """_engine_batch in an event loop: the engine waits on the handle's descriptor
+        with loop.add_reader, and takes packets only once they can be returned."""
+        handle = self._receiving()
         if self._late:
             return self._engine_batch(count, 0)
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            remaining = None if deadline is None else max(0.0, deadline - loop.time())
-            wait = ASYNC_WAIT if remaining is None else min(remaining, ASYNC_WAIT)
-            future = loop.run_in_executor(None, self._engine_batch, count, wait)
-            try:
-                batch = await asyncio.shield(future)
-            except asyncio.CancelledError:
-                future.add_done_callback(self._keep_late)
-                raise
-            if batch:
-                return batch
-            if remaining is not None and remaining <= wait:
-                raise TimeoutError("The read operation timed out")
-
-    def _keep_late(self, future) -> None:
-        if not future.cancelled() and future.exception() is None:
-            self._late.extend(future.result())
+        try:
+            batch = await handle.recv_batch_async(min(MAX_BATCH, count), timeout)
+        except DivertError as exc:
+            raise _os_error(exc) from exc
+        if not batch:
+            if not handle.is_open:
+                raise OSError(errno.EBADF, "Handle closed while receiving")
+            raise TimeoutError("The read operation timed out")
+        if len(batch) < count:
+            batch += self._engine_batch(count - len(batch), 0)
+        return batch
 
     async def recv_async(self, bufsize: int = DEFAULT_PACKET_BUFFER_SIZE, timeout: float | None = None) -> Packet:
         return Packet._of((await self._engine_batch_async(1, timeout))[0])

@@ -63,5 +63,8 @@ class Backend(abc.ABC):
         return {}
 
     def fileno(self) -> int | None:
-        """A descriptor that becomes readable when recv_batch has packets, if there is one."""
+        """The descriptor that becomes readable when recv_batch may have packets (the
+        NFQUEUE/NFLOG netlink socket, the eBPF ring buffer, ...); recv_batch with a zero
+        timeout then reads them. None, the default, is for sources whose packets fall due
+        on a clock (the demo network, replayed files): async receivers look again often."""
         return None

@@ -32,6 +32,7 @@ from divertgui.engine.backends.base import Backend, Captured
 from divertgui.engine.checksum import checksums_valid
 from divertgui.engine.handle import PacketCutError, PacketTooLargeError
 from divertgui.engine.backends.inject import RawInjector
+from divertgui.engine.backends.ready_signal import ReadySignal
 from divertgui.engine.backends.netfilter_rules import (HandleRules, INJECTED_MARK, LEVEL_MASK, SUB_MASK, SUB_SHIFT,
                                                       level_mark)
 
@@ -99,6 +100,7 @@ class NfqueueBackend(Backend):
         # the rules that fill it are the pool's, not this handle's.
         self.assigned_queue = queue
         self.sock: netlink.NetfilterSocket | None = None
+        self._ready_signal: ReadySignal | None = None
         self.rules: HandleRules | None = None
         self.injector: RawInjector | None = None
         self.mode = self.action = "divert"
@@ -170,6 +172,7 @@ class NfqueueBackend(Backend):
                                                     datagrams_per_read=16)
             else:
                 self.sock = netlink.NetfilterSocket(self._receive_buffer_size())
+            self._ready_signal = ReadySignal(self.sock.fileno())
             self.queue = self._bind_free_number() if self.assigned_queue is None else self._bind_assigned()
             # Opened now: the file then speaks of this network namespace whichever thread reads it.
             with contextlib.suppress(OSError):
@@ -269,7 +272,7 @@ class NfqueueBackend(Backend):
     # -- receiving -----------------------------------------------------------
 
     def fileno(self) -> int | None:
-        return self.sock.fileno() if self.sock is not None else None
+        return self._ready_signal.fileno() if self._ready_signal is not None else None
 
     def _drain(self, limit: int) -> None:
         """Read what the socket holds, run the exact filter, release what it rejects."""
@@ -397,6 +400,7 @@ class NfqueueBackend(Backend):
         if self.sock is None:
             return nothing
         deadline = None if timeout is None else time.monotonic() + timeout
+        looked = False
         with self._lock:
             self._readers += 1
         try:
@@ -405,6 +409,7 @@ class NfqueueBackend(Backend):
                     if self.sock is None:
                         return nothing
                     got = take()
+                    self._ready_signal.update(bool(self._ready))
                 if got:
                     return got
                 if self._closed.is_set():
@@ -418,7 +423,11 @@ class NfqueueBackend(Backend):
                     continue
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    return nothing
+                    if looked:
+                        return nothing
+                    # One last look at the socket, which also serves a zero timeout
+                    # (an event loop's reader saw the socket readable, not this backend).
+                    looked, remaining = True, 0
                 # Bounded waits so that shutdown() and close() are noticed.
                 if not self._wait(0.2 if remaining is None else min(remaining, 0.2)):
                     return nothing
@@ -570,6 +579,7 @@ class NfqueueBackend(Backend):
                 if not self._readers:
                     self._drain(self.params[Param.QUEUE_LENGTH])
                 self._expire_old()
+                self._ready_signal.update(bool(self._ready))
             except OSError:
                 if self._closed.is_set():
                     return
@@ -746,6 +756,8 @@ class NfqueueBackend(Backend):
                     pass
                 self.sock.close()
                 self.sock = None
+                self._ready_signal.close()
+                self._ready_signal = None
         if self.injector is not None:
             self.injector.close()
         if self._proc_queues is not None:
