@@ -1,188 +1,43 @@
-"""Passthru throughput: a 64-byte UDP flood between two processes in two
-network namespaces joined by a veth pair (created here, removed at the end),
-side by side in one run:
+"""Passthru throughput: a 64-byte UDP flood (udp_flood.py: sendmmsg/recvmmsg,
+fast enough that the diverter sets the pace) between two network namespaces
+joined by a veth pair, side by side in one run:
 
   (a) no diversion
-  (ours) `divert passthru` on the receiving side
-  (ours, 2 workers) `divert passthru --workers 2`: two processes, one queue each
   (b) the NetfilterQueue C binding doing the same passthru (NFQUEUE rule + accept)
+  (ours) `divert passthru` on the receiving side
+  (ours2) `divert passthru --workers 2`: two processes, one queue each
   (c) pydivert 4's Linux (eBPF) backend doing the same passthru
   (d) `divert passthru` open on a filter the flood does not match
 
-The sender keeps at most --window packets unacknowledged (the receiver acks
-every 64 over a separate UDP port that no filter here matches), so a diverter
-that keeps up loses nothing, and pps is the rate of the slowest stage. lost =
-sent - received; bypassed = packets that reached the queue rule but never
-user space (fail-open). diverter cpu = the CPU time (user + system) the
-diverting process used during the flood, per packet sent: on a shared,
-noisy machine it moves far less than pps. The sender sends from
-SENDER_FLOWS addresses in turn, so that netfilter's queue balancing (a hash
-of the addresses) has flows to spread over the workers. Targets: ours >= 1.0x
-(b) with zero loss and bypass; ours with 2 workers >= 1.5x (b) and >= 0.7x
-(a); (d) >= 0.95x (a). Summary last.
+lost = sent - received; bypassed = packets that reached the queue rule but
+never user space (fail-open). diverter cpu = the CPU time (user + system)
+the diverting processes used during the flood, per packet sent: on a
+shared, noisy machine it moves far less than pps. Targets: (ours2) >= 1.5x
+(b) and >= 0.7x (a); 0 lost and 0 bypassed through our handles (the sender's
+window keeps the flood below capacity); (d) >= 0.95x (a). Summary last,
+with the load average (uptime) before and after.
 
-    python bench/passthru.py [--count N] [--rounds R] [--profile]
+    python bench/passthru.py [--seconds S] [--rounds R] [--only a,b,...] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-FLOOD_PORT, CONTROL_PORT, OTHER_PORT = 47001, 47002, 47003
-SENDER_ADDR, RECEIVER_ADDR = "10.99.0.1", "10.99.0.2"
-SENDER_FLOWS = [SENDER_ADDR] + [f"10.99.0.{11 + i}" for i in range(7)]
-PAYLOAD = 64 - 20 - 8  # a 64-byte IPv4 packet
-ACK_EVERY = 64
-RUN_SECONDS = 20.0
+from udp_flood import FLOOD_PORT, OTHER_PORT, Pair, flood, sh, wait_line
+
 NFQ_NUMBER = 99
-
-
-# -- the two flood processes -------------------------------------------------------
-
-def run_receiver(expected: int) -> None:
-    flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    flood.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    flood.bind((RECEIVER_ADDR, FLOOD_PORT))
-    control = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    control.bind((RECEIVER_ADDR, CONTROL_PORT))
-    print("ready", flush=True)
-    flood.settimeout(RUN_SECONDS)
-    buffer = bytearray(2048)
-    received = 0
-    sender = (SENDER_ADDR, CONTROL_PORT)
-    deadline = time.monotonic() + RUN_SECONDS
-    try:
-        while received < expected and time.monotonic() < deadline:
-            flood.recv_into(buffer)
-            received += 1
-            if received % ACK_EVERY == 0:
-                control.sendto(struct.pack("!Q", received), sender)
-    except socket.timeout:
-        pass
-    # Stragglers, then the final count.
-    flood.settimeout(0.5)
-    try:
-        while True:
-            flood.recv_into(buffer)
-            received += 1
-    except socket.timeout:
-        pass
-    control.sendto(struct.pack("!Q", received) + b"END", sender)
-    print(json.dumps({"received": received}), flush=True)
-
-
-def run_sender(count: int, window: int) -> None:
-    floods = []
-    for address in SENDER_FLOWS:
-        flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        flood.bind((address, 0))
-        floods.append(flood)
-    control = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    control.bind((SENDER_ADDR, CONTROL_PORT))
-    control.settimeout(0.5)
-    payload = b"x" * PAYLOAD
-    target = (RECEIVER_ADDR, FLOOD_PORT)
-    sent = acked = stalls = 0
-    started = time.monotonic()
-    deadline = started + RUN_SECONDS
-    while sent < count and time.monotonic() < deadline:
-        while sent - acked < window and sent < count:
-            floods[sent % len(floods)].sendto(payload, target)
-            sent += 1
-        try:
-            acked = max(acked, struct.unpack("!Q", control.recv(64)[:8])[0])
-        except socket.timeout:
-            stalls += 1
-            acked = sent  # lost packets are never acked: carry on
-    received = None
-    end = time.monotonic() + 5
-    while time.monotonic() < end:
-        try:
-            message = control.recv(64)
-        except socket.timeout:
-            continue
-        if message.endswith(b"END"):
-            received = struct.unpack("!Q", message[:8])[0]
-            break
-    elapsed = time.monotonic() - started
-    print(json.dumps({"sent": sent, "received": received, "seconds": elapsed, "stalls": stalls}), flush=True)
-
-
-# -- namespaces ----------------------------------------------------------------------
-
-def sh(*args: str, check: bool = True) -> str:
-    done = subprocess.run(list(args), capture_output=True, text=True, timeout=60)
-    if check and done.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)}: {done.stderr.strip()}")
-    return done.stdout
-
-
-class Pair:
-    def __init__(self):
-        tag = os.getpid()
-        self.sender, self.receiver = f"dgbench{tag}s", f"dgbench{tag}r"
-
-    def __enter__(self):
-        for ns in (self.sender, self.receiver):
-            sh("ip", "netns", "add", ns)
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "link", "add", "dgb0", "netns", self.sender, "type", "veth", "peer", "name", "dgb1",
-           "netns", self.receiver)
-        for ns, dev, addr in ((self.sender, "dgb0", SENDER_ADDR), (self.receiver, "dgb1", RECEIVER_ADDR)):
-            sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
-            sh("ip", "-n", ns, "link", "set", dev, "up")
-        for address in SENDER_FLOWS[1:]:
-            sh("ip", "-n", self.sender, "addr", "add", f"{address}/24", "dev", "dgb0")
-        return self
-
-    def __exit__(self, *exc):
-        for ns in (self.sender, self.receiver):
-            sh("ip", "netns", "del", ns, check=False)
-
-    def popen(self, ns: str, args: list[str], **kwargs) -> subprocess.Popen:
-        env = dict(os.environ, PYTHONPATH=str(REPO))
-        return subprocess.Popen(["ip", "netns", "exec", ns, *args], env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
-
-
-def _wait_line(process: subprocess.Popen, stream, marker: str, seconds: float = 20) -> str:
-    import select
-    seen = ""
-    end = time.monotonic() + seconds
-    while marker not in seen and time.monotonic() < end and process.poll() is None:
-        if select.select([stream], [], [], 0.2)[0]:
-            seen += stream.readline()
-    if marker not in seen:
-        raise RuntimeError(f"process did not get ready: {seen}{process.stderr.read() if process.poll() is not None else ''}")
-    return seen
-
-
-def flood(pair: Pair, count: int, window: int) -> dict:
-    me = str(Path(__file__).resolve())
-    receiver = pair.popen(pair.receiver, [sys.executable, me, "--role", "receiver", "--count", str(count)])
-    _wait_line(receiver, receiver.stdout, "ready")
-    sender = pair.popen(pair.sender, [sys.executable, me, "--role", "sender", "--count", str(count),
-                                      "--window", str(window)])
-    out, err = sender.communicate(timeout=RUN_SECONDS + 30)
-    receiver.communicate(timeout=30)
-    if sender.returncode != 0:
-        raise RuntimeError(f"sender failed: {err}")
-    result = json.loads(out.strip().splitlines()[-1])
-    result["pps"] = (result["received"] or 0) / result["seconds"]
-    result["lost"] = result["sent"] - (result["received"] or 0)
-    return result
+# As long as a Divert handle's queue (its default QUEUE_LENGTH), which the flood's window stays below.
+QUEUE_LENGTH = 4096
+WINDOW = 3072
 
 
 # -- the diverters -------------------------------------------------------------------
@@ -216,7 +71,7 @@ class DivertPassthru:
         command += ["-m", "divertgui.cli", "passthru", self.filter_text, "--batch", "255",
                     "--workers", str(self.workers)]
         self.process = self.pair.popen(self.pair.receiver, command)
-        _wait_line(self.process, self.process.stderr, "Ctrl+C to stop")
+        wait_line(self.process, self.process.stderr, "Ctrl+C to stop")
         return self
 
     def __exit__(self, *exc):
@@ -239,7 +94,7 @@ def accept(packet):
     seen += 1
     packet.accept()
 queue = NetfilterQueue()
-queue.bind(%d, accept, max_len=4096)
+queue.bind(%d, accept, max_len=%d)
 import signal, os
 def stop(*a):
     print(seen, flush=True)
@@ -260,8 +115,8 @@ class NetfilterQueueBinding:
                      "--queue-num", str(NFQ_NUMBER), "--queue-bypass"]
 
     def __enter__(self):
-        self.process = self.pair.popen(self.pair.receiver, [sys.executable, "-c", NFQ_SCRIPT % NFQ_NUMBER])
-        _wait_line(self.process, self.process.stdout, "ready")
+        self.process = self.pair.popen(self.pair.receiver, [sys.executable, "-c", NFQ_SCRIPT % (NFQ_NUMBER, QUEUE_LENGTH)])
+        wait_line(self.process, self.process.stdout, "ready")
         sh("ip", "netns", "exec", self.pair.receiver, "iptables", "-w", *self.rule)
         return self
 
@@ -311,7 +166,7 @@ class PydivertEbpf:
 
     def __enter__(self):
         self.process = self.pair.popen(self.pair.receiver, [sys.executable, "-c", PYDIVERT_SCRIPT % FLOOD_PORT])
-        _wait_line(self.process, self.process.stdout, "ready")
+        wait_line(self.process, self.process.stdout, "ready")
         return self
 
     def __exit__(self, *exc):
@@ -356,14 +211,14 @@ def _ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # utime, stime
 
 
-def measure(pair: Pair, diverter, count: int, window: int) -> dict:
+def measure(pair: Pair, diverter, seconds: float, window: int) -> dict:
     try:
         with diverter:
             # CPU used during the flood only: start-up and clean-up left out. Unlike
             # pps it hardly moves with what else the machine runs meanwhile.
             process = getattr(diverter, "process", None)
             before = cpu_ns(process)
-            result = flood(pair, count, window)
+            result = flood(pair, seconds, window)
             after = cpu_ns(process)
     except Exception as exc:  # a contender that cannot run here is reported, not fatal
         return {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"}
@@ -375,7 +230,7 @@ def measure(pair: Pair, diverter, count: int, window: int) -> dict:
     return result
 
 
-def profile_passthru(pair: Pair, count: int, window: int) -> str:
+def profile_passthru(pair: Pair, seconds: float, window: int) -> str:
     """py-spy samples of `divert passthru` during a flood: own time by function, and by module."""
     if shutil.which("py-spy") is None:
         return "  py-spy is not installed (pip install py-spy)"
@@ -386,7 +241,7 @@ def profile_passthru(pair: Pair, count: int, window: int) -> str:
                                 "--rate", "250", "--nonblocking", "--output", output],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1)
-        flood(pair, count, window)
+        flood(pair, seconds, window)
         spy.send_signal(signal.SIGINT)
         spy.wait(timeout=30)
     own: dict[str, int] = {}
@@ -419,48 +274,96 @@ def profile_passthru(pair: Pair, count: int, window: int) -> str:
     return "\n".join(lines)
 
 
+def load() -> str:
+    with open("/proc/loadavg") as f:
+        return "load average " + ", ".join(f.read().split()[:3])
+
+
+CONTENDERS = {
+    "a": lambda pair: NoDiversion(pair),
+    "b": lambda pair: NetfilterQueueBinding(pair),
+    "ours": lambda pair: DivertPassthru(pair, f"udp.DstPort == {FLOOD_PORT}", "(ours) divert passthru"),
+    "ours2": lambda pair: DivertPassthru(pair, f"udp.DstPort == {FLOOD_PORT}", "(ours2) divert passthru, 2 workers",
+                                         workers=2),
+    "d": lambda pair: DivertPassthru(pair, f"udp.DstPort == {OTHER_PORT}", "(d) divert passthru, flood not matched"),
+    # Last: a crashed eBPF handle may leave programs attached.
+    "c": lambda pair: PydivertEbpf(pair),
+}
+
+
+def median_results(runs: dict[str, list[dict]]) -> dict[str, dict]:
+    results = {}
+    for key, rs in runs.items():
+        good = [r for r in rs if "error" not in r]
+        if not good:
+            results[key] = rs[-1]
+            continue
+        pps = sorted(r["pps"] for r in good)
+        results[key] = {"pps": pps[len(pps) // 2], "lost": sum(r["lost"] for r in good),
+                        "bypassed": sum(r["bypassed"] for r in good), "sent": sum(r["sent"] for r in good),
+                        "stalls": sum(r["stalls"] for r in good)}
+        cpus = sorted(r["cpu_us"] for r in good if "cpu_us" in r)
+        if cpus:
+            results[key]["cpu_us"] = cpus[len(cpus) // 2]
+    return results
+
+
+def summary(results: dict[str, dict], names: dict[str, str]) -> list[str]:
+    def ratio(x: str, y: str) -> float | None:
+        if any(k not in results or "error" in results[k] for k in (x, y)) or not results[y]["pps"]:
+            return None
+        return results[x]["pps"] / results[y]["pps"]
+
+    def target(text: str, value: float | None, wanted: float) -> str:
+        if value is None:
+            return f"  {text}: n/a, not measured"
+        return f"  {text}: {value:.2f}x (target >= {wanted}x) {'met' if value >= wanted else 'NOT MET'}"
+
+    lines = [target("ours, 2 workers vs (b) C binding", ratio("ours2", "b"), 1.5),
+             target("ours, 2 workers vs (a) no diversion", ratio("ours2", "a"), 0.7),
+             target("(d) flood not matched vs (a) no diversion", ratio("d", "a"), 0.95)]
+    for key in ("ours", "ours2"):
+        r = results.get(key, {})
+        if "lost" in r:
+            clean = r["lost"] == 0 and r["bypassed"] == 0
+            lines.append(f"  {names[key]}: lost {r['lost']}, bypassed {r['bypassed']} of {r['sent']} "
+                         f"(target 0 and 0) {'met' if clean else 'NOT MET'}")
+    for text, x, y in (("ours, 1 worker vs (b) C binding", "ours", "b"),
+                       ("ours, 2 workers vs 1 worker", "ours2", "ours"),
+                       ("ours, 1 worker vs (c) pydivert eBPF", "ours", "c")):
+        value = ratio(x, y)
+        lines.append(f"  {text}: " + ("n/a" if value is None else f"{value:.2f}x"))
+    if "error" in results.get("c", {}):
+        lines.append(f"  (c) cannot run here: {results['c']['error']}")
+    return lines
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--role", choices=("bench", "sender", "receiver"), default="bench")
-    parser.add_argument("--count", type=int, default=100_000)
-    parser.add_argument("--window", type=int, default=1024)
+    parser.add_argument("--seconds", type=float, default=3.0, help="counted seconds of flood per measurement")
+    parser.add_argument("--window", type=int, default=WINDOW, help="packets the sender keeps unacknowledged")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", metavar="KEYS", help="comma-separated subset of a,d,ours,ours2,b,c")
-    parser.add_argument("--profile", action="store_true", help="also profile `divert passthru` (cProfile)")
+    parser.add_argument("--only", metavar="KEYS", help="comma-separated subset of " + ",".join(CONTENDERS))
+    parser.add_argument("--profile", action="store_true", help="also profile `divert passthru` (py-spy)")
     args = parser.parse_args(argv)
-    if args.role == "receiver":
-        run_receiver(args.count)
-        return 0
-    if args.role == "sender":
-        run_sender(args.count, args.window)
-        return 0
     if os.geteuid() != 0 or shutil.which("iptables") is None:
         print("bench/passthru.py needs root and iptables (it creates network namespaces)", file=sys.stderr)
         return 1
-
+    keys = [key for key in CONTENDERS if not args.only or key in args.only.split(",")]
+    load_before = load()
+    print(f"{load_before}; {os.cpu_count()} cores; {args.rounds} rounds of {args.seconds:g} s, window {args.window}")
     runs: dict[str, list[dict]] = {}
     names = {}
     with Pair() as pair:
-        contenders = [
-            ("a", lambda: NoDiversion(pair)),
-            ("d", lambda: DivertPassthru(pair, f"udp.DstPort == {OTHER_PORT}", "(d) divert passthru, flood not matched")),
-            ("ours", lambda: DivertPassthru(pair, f"udp.DstPort == {FLOOD_PORT}", "(ours) divert passthru")),
-            ("ours2", lambda: DivertPassthru(pair, f"udp.DstPort == {FLOOD_PORT}", "(ours) divert passthru, 2 workers",
-                                             workers=2)),
-            ("b", lambda: NetfilterQueueBinding(pair)),
-            ("c", lambda: PydivertEbpf(pair)),  # last: a crashed eBPF handle may leave programs attached
-        ]
         # Rounds interleave the contenders, so that a busy moment of the
         # machine does not fall on one of them only; medians are compared.
-        if args.only:
-            contenders = [(key, make) for key, make in contenders if key in args.only.split(",")]
         for round_number in range(args.rounds):
-            for key, make in contenders:
+            for key in keys:
                 if runs.get(key) and "error" in runs[key][-1]:
                     continue
-                diverter = make()
+                diverter = CONTENDERS[key](pair)
                 names[key] = diverter.name
-                r = measure(pair, diverter, args.count, args.window)
+                r = measure(pair, diverter, args.seconds, args.window)
                 runs.setdefault(key, []).append(r)
                 if "error" in r:
                     print(f"{diverter.name:<42} cannot run here: {r['error']}")
@@ -470,45 +373,17 @@ def main(argv=None) -> int:
                           f"lost {r['lost']:>6}  bypassed {r['bypassed']:>6}  stalls {r['stalls']}{cpu}", flush=True)
         if args.profile:
             print("\nwhere `divert passthru` spends its time (py-spy samples, all threads):")
-            print(profile_passthru(pair, args.count, args.window))
+            print(profile_passthru(pair, args.seconds, args.window))
 
-    results = {}
-    for key, rs in runs.items():
-        good = [r for r in rs if "error" not in r]
-        if not good:
-            results[key] = rs[-1]
-            continue
-        pps = sorted(r["pps"] for r in good)
-        results[key] = {"pps": pps[len(pps) // 2], "lost": sum(r["lost"] for r in good),
-                        "bypassed": sum(r["bypassed"] for r in good), "sent": sum(r["sent"] for r in good)}
-        cpus = sorted(r["cpu_us"] for r in good if "cpu_us" in r)
-        if cpus:
-            results[key]["cpu_us"] = cpus[len(cpus) // 2]
-    print("\nmedians over", args.rounds, "rounds")
+    results = median_results(runs)
+    print(f"\nmedians over {args.rounds} rounds")
     for key, r in results.items():
         if "error" not in r:
             cpu = f", diverter cpu {r['cpu_us']:.2f} us/packet" if "cpu_us" in r else ""
-            print(f"  {names[key]:<42} {r['pps']:>9.0f} pps  lost {r['lost']} of {r['sent']}, bypassed {r['bypassed']}{cpu}")
-
-    def ratio(x: str, y: str) -> str:
-        if x not in results or y not in results or "error" in results[x] or "error" in results[y] or not results[y]["pps"]:
-            return "n/a"
-        return f"{results[x]['pps'] / results[y]['pps']:.2f}x"
-
-    ours = results.get("ours", {})
-    print("\nsummary")
-    print(f"  ours vs (b) NetfilterQueue: {ratio('ours', 'b')} (target >= 1.0x); "
-          f"ours lost {ours.get('lost', 'n/a')}, bypassed {ours.get('bypassed', 'n/a')} (target 0 and 0)")
-    if "cpu_us" in ours and "cpu_us" in results.get("b", {}):
-        print(f"  diverter cpu per packet, ours vs (b): {ours['cpu_us']:.2f} vs {results['b']['cpu_us']:.2f} us "
-              f"({ours['cpu_us'] / results['b']['cpu_us']:.2f}x)")
-    ours2 = results.get("ours2", {})
-    print(f"  ours, 2 workers vs (b): {ratio('ours2', 'b')} (target >= 1.5x); vs (a): {ratio('ours2', 'a')} "
-          f"(target >= 0.7x); lost {ours2.get('lost', 'n/a')}, bypassed {ours2.get('bypassed', 'n/a')} (target 0 and 0)")
-    print(f"  ours vs (c) pydivert eBPF:  {ratio('ours', 'c')}"
-          + (f" ((c) cannot run here: {results['c']['error']})" if "error" in results.get("c", {}) else ""))
-    print(f"  ours vs (a) no diversion:   {ratio('ours', 'a')}")
-    print(f"  (d) handle open, flood not matched vs (a): {ratio('d', 'a')} (target >= 0.95x)")
+            print(f"  {names[key]:<42} {r['pps']:>9.0f} pps  lost {r['lost']} of {r['sent']}, "
+                  f"bypassed {r['bypassed']}{cpu}")
+    print(f"\nsummary ({load_before} before, {load()} after; {os.cpu_count()} cores)")
+    print("\n".join(summary(results, names)))
     return 0
 
 

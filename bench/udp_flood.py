@@ -1,0 +1,281 @@
+"""A 64-byte UDP flood between two network namespaces joined by a veth pair,
+fast enough that the diverter, not the flood, sets the pace.
+
+The sender hands the kernel `--batch` datagrams per sendmmsg(2) call, from
+one socket per source address in turn (netfilter's queue balancing hashes
+the addresses, so several flows are needed to spread over workers). The
+receiver reads up to RECEIVE_SLOTS datagrams per recvmmsg(2) call and only
+counts them. Both calls go through ctypes: per packet, Python costs a few
+nanoseconds, and the kernel's own work is what is left.
+
+The sender keeps at most `--window` packets unacknowledged (the receiver
+acks every ACK_EVERY packets over a port no diverting filter here matches),
+so a diverter that keeps up loses nothing and pps is the rate of the
+slowest stage; the window stays below every queue's length. pps is counted
+between the end of a warm-up and the end of the run from the receiver's
+acks; lost = sent - received after the run has drained.
+
+    with Pair() as pair:
+        result = flood(pair, seconds=3.0)    # {"pps", "sent", "received", "lost", "stalls", ...}
+
+Run as a script, it is one side of the flood (`send` or `receive`) inside a
+namespace; flood() starts both.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import select
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FLOOD_PORT, CONTROL_PORT, OTHER_PORT = 47001, 47002, 47003
+SENDER_ADDR, RECEIVER_ADDR = "10.99.0.1", "10.99.0.2"
+FLOWS = 16
+SENDER_ADDRS = [SENDER_ADDR] + [f"10.99.0.{11 + i}" for i in range(FLOWS - 1)]
+PAYLOAD = 64 - 20 - 8           # a 64-byte IPv4 packet
+ACK_EVERY = 128
+RECEIVE_SLOTS = 256
+WARM_UP = 0.5                   # seconds of flood before counting starts
+STALL = 0.2                     # seconds without an ack after which the window is assumed lost
+DRAIN = 2.0                     # seconds after the run for the last packets to arrive
+FINAL = struct.Struct("!Q")     # a count, on the control port
+SO_RCVBUFFORCE = 33
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _IoVec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("length", ctypes.c_size_t)]
+
+
+class _MsgHdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
+                ("iov", ctypes.POINTER(_IoVec)), ("iovlen", ctypes.c_size_t),
+                ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t), ("flags", ctypes.c_int)]
+
+
+class _MMsgHdr(ctypes.Structure):
+    _fields_ = [("header", _MsgHdr), ("length", ctypes.c_uint)]
+
+
+def _messages(count: int, buffers, size: int):
+    """count mmsghdrs, message i over buffers[i] (size bytes); buffers may repeat one buffer."""
+    iovecs = (_IoVec * count)(*[_IoVec(ctypes.addressof(b), size) for b in buffers])
+    headers = (_MMsgHdr * count)()
+    for i in range(count):
+        headers[i].header.iov = ctypes.pointer(iovecs[i])
+        headers[i].header.iovlen = 1
+    return headers, iovecs
+
+
+def _check(result: int, call: str) -> int:
+    if result < 0:
+        code = ctypes.get_errno()
+        if code in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
+            return 0
+        raise OSError(code, f"{call}: {os.strerror(code)}")
+    return result
+
+
+# -- the two sides, each run inside its namespace ------------------------------------
+
+def run_sender(seconds: float, window: int, batch: int) -> None:
+    sendmmsg = _libc.sendmmsg
+    sendmmsg.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int)
+    floods = []
+    for address in SENDER_ADDRS:
+        flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        flood.bind((address, 0))
+        flood.connect((RECEIVER_ADDR, FLOOD_PORT))
+        floods.append(flood)
+    fds = [flood.fileno() for flood in floods]
+    payload = ctypes.create_string_buffer(b"x" * PAYLOAD, PAYLOAD)
+    headers, _iovecs = _messages(batch, [payload] * batch, PAYLOAD)
+    headers_at = ctypes.addressof(headers)
+    control = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    control.bind((SENDER_ADDR, CONTROL_PORT))
+    control.setblocking(False)
+    print("ready", flush=True)
+
+    sent = acked = stalls = turn = 0
+    started = time.monotonic()
+    counting_from = started + WARM_UP
+    deadline = counting_from + seconds
+    counted_at = counted_acked = None
+    now = started
+    while now < deadline:
+        room = window - (sent - acked)
+        if room > 0:
+            sent += _check(sendmmsg(fds[turn], headers_at, min(batch, room), 0), "sendmmsg")
+            turn = (turn + 1) % len(fds)
+        elif select.select([control], [], [], STALL)[0] == []:
+            stalls += 1
+            acked = sent        # what was lost is never acked: carry on, counted at the end
+        try:
+            while True:
+                acked = max(acked, FINAL.unpack(control.recv(64)[:8])[0])
+        except BlockingIOError:
+            pass
+        now = time.monotonic()
+        if counted_at is None and now >= counting_from:
+            counted_at, counted_acked = now, acked
+    elapsed = now - counted_at
+    counted = acked - counted_acked
+    received = _final_count(control, sent)
+    print(json.dumps({"sent": sent, "received": received, "counted": counted, "seconds": elapsed,
+                      "stalls": stalls, "pps": counted / elapsed if elapsed > 0 else 0.0}), flush=True)
+
+
+def _final_count(control: socket.socket, sent: int) -> int | None:
+    """Asks the receiver for its count until it stops growing or has everything sent."""
+    end = time.monotonic() + DRAIN
+    received = None
+    while time.monotonic() < end:
+        control.sendto(b"COUNT", (RECEIVER_ADDR, CONTROL_PORT))
+        if select.select([control], [], [], 0.1)[0]:
+            try:
+                while True:
+                    message = control.recv(64)
+                    if message.endswith(b"END"):
+                        count = FINAL.unpack(message[:8])[0]
+                        if count == sent or count == received:
+                            return count
+                        received = count
+            except BlockingIOError:
+                pass
+        time.sleep(0.1)
+    return received
+
+
+def run_receiver() -> None:
+    recvmmsg = _libc.recvmmsg
+    recvmmsg.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p)
+    flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        flood.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 16 << 20)
+    except OSError:
+        flood.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
+    flood.bind((RECEIVER_ADDR, FLOOD_PORT))
+    # A bounded wait, so that the control port is looked at while the flood pauses.
+    flood.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 100_000))
+    control = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    control.bind((RECEIVER_ADDR, CONTROL_PORT))
+    control.setblocking(False)
+    slot = 64   # longer datagrams are cut: only their number matters
+    buffers = [ctypes.create_string_buffer(slot) for _ in range(RECEIVE_SLOTS)]
+    headers, _iovecs = _messages(RECEIVE_SLOTS, buffers, slot)
+    headers_at, fd = ctypes.addressof(headers), flood.fileno()
+    sender = (SENDER_ADDR, CONTROL_PORT)
+    wait_for_one = 0x10000  # MSG_WAITFORONE: block for the first datagram only
+    print("ready", flush=True)
+    received = acked = 0
+    while True:
+        got = recvmmsg(fd, headers_at, RECEIVE_SLOTS, wait_for_one, None)
+        if got > 0:
+            received += got
+            if received - acked >= ACK_EVERY:
+                control.sendto(FINAL.pack(received), sender)
+                acked = received
+            continue
+        _check(got, "recvmmsg")
+        if received != acked:
+            control.sendto(FINAL.pack(received), sender)
+            acked = received
+        try:
+            request, peer = control.recvfrom(64)
+        except BlockingIOError:
+            continue
+        if request == b"COUNT":
+            control.sendto(FINAL.pack(received) + b"END", peer)
+
+
+# -- namespaces ----------------------------------------------------------------------
+
+def sh(*args: str, check: bool = True) -> str:
+    done = subprocess.run(list(args), capture_output=True, text=True, timeout=60)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout
+
+
+class Pair:
+    """Two namespaces, sender and receiver, joined by a veth pair; removed on exit."""
+
+    def __init__(self):
+        tag = os.getpid()
+        self.sender, self.receiver = f"dgbench{tag}s", f"dgbench{tag}r"
+
+    def __enter__(self):
+        try:
+            for ns in (self.sender, self.receiver):
+                sh("ip", "netns", "add", ns)
+                sh("ip", "-n", ns, "link", "set", "lo", "up")
+            sh("ip", "link", "add", "dgb0", "netns", self.sender, "type", "veth", "peer", "name", "dgb1",
+               "netns", self.receiver)
+            for ns, dev, addr in ((self.sender, "dgb0", SENDER_ADDR), (self.receiver, "dgb1", RECEIVER_ADDR)):
+                sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
+                sh("ip", "-n", ns, "link", "set", dev, "up")
+            for address in SENDER_ADDRS[1:]:
+                sh("ip", "-n", self.sender, "addr", "add", f"{address}/24", "dev", "dgb0")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        for ns in (self.sender, self.receiver):
+            sh("ip", "netns", "del", ns, check=False)
+
+    def popen(self, ns: str, args: list[str], **kwargs) -> subprocess.Popen:
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        return subprocess.Popen(["ip", "netns", "exec", ns, *args], env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+def wait_line(process: subprocess.Popen, stream, marker: str, seconds: float = 30) -> str:
+    seen = ""
+    end = time.monotonic() + seconds
+    while marker not in seen and time.monotonic() < end and process.poll() is None:
+        if select.select([stream], [], [], 0.2)[0]:
+            seen += stream.readline()
+    if marker not in seen:
+        rest = process.stderr.read() if process.poll() is not None else ""
+        raise RuntimeError(f"process did not get ready: {seen}{rest}")
+    return seen
+
+
+def flood(pair: Pair, seconds: float = 3.0, window: int = 2048, batch: int = 64) -> dict:
+    """One flood from the sender's namespace to the receiver's; the sender's figures."""
+    me = str(Path(__file__).resolve())
+    receiver = pair.popen(pair.receiver, [sys.executable, me, "receive"])
+    try:
+        wait_line(receiver, receiver.stdout, "ready")
+        sender = pair.popen(pair.sender, [sys.executable, me, "send", str(seconds), str(window), str(batch)])
+        out, err = sender.communicate(timeout=seconds + WARM_UP + DRAIN + 30)
+        if sender.returncode != 0:
+            raise RuntimeError(f"the sender failed: {err.strip()}")
+    finally:
+        receiver.kill()
+        receiver.communicate()
+    result = json.loads(out.strip().splitlines()[-1])
+    result["lost"] = result["sent"] - (result["received"] or 0)
+    return result
+
+
+if __name__ == "__main__":
+    role = sys.argv[1]
+    if role == "send":
+        run_sender(float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    elif role == "receive":
+        run_receiver()
+    else:
+        sys.exit(f"usage: {sys.argv[0]} send SECONDS WINDOW BATCH | receive")
