@@ -13,10 +13,12 @@ acks every ACK_EVERY packets over a port no diverting filter here matches),
 so a diverter that keeps up loses nothing and pps is the rate of the
 slowest stage; the window stays below every queue's length. pps is counted
 between the end of a warm-up and the end of the run from the receiver's
-acks; lost = sent - received after the run has drained.
+acks; lost = sent - received after the run has drained. flood_cpu_us is
+the CPU time sender and receiver used per packet sent, the kernel's work on
+the way (veth, netfilter, queueing) included.
 
     with Pair() as pair:
-        result = flood(pair, seconds=3.0)    # {"pps", "sent", "received", "lost", "stalls", ...}
+        result = flood(pair, seconds=3.0)    # {"pps", "sent", "received", "lost", "flood_cpu_us", ...}
 
 Run as a script, it is one side of the flood (`send` or `receive`) inside a
 namespace; flood() starts both.
@@ -28,6 +30,7 @@ import ctypes
 import errno
 import json
 import os
+import resource
 import select
 import socket
 import struct
@@ -48,6 +51,7 @@ WARM_UP = 0.5                   # seconds of flood before counting starts
 STALL = 0.2                     # seconds without an ack after which the window is assumed lost
 DRAIN = 2.0                     # seconds after the run for the last packets to arrive
 FINAL = struct.Struct("!Q")     # a count, on the control port
+FINAL_ANSWER = struct.Struct("!Qd")     # the receiver's last count and its CPU seconds
 SO_RCVBUFFORCE = 33
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -107,6 +111,7 @@ def run_sender(seconds: float, window: int, batch: int) -> None:
     print("ready", flush=True)
 
     sent = acked = stalls = turn = 0
+    cpu_at_start = cpu_seconds()
     started = time.monotonic()
     counting_from = started + WARM_UP
     deadline = counting_from + seconds
@@ -130,30 +135,40 @@ def run_sender(seconds: float, window: int, batch: int) -> None:
             counted_at, counted_acked = now, acked
     elapsed = now - counted_at
     counted = acked - counted_acked
-    received = _final_count(control, sent)
+    cpu = cpu_seconds() - cpu_at_start
+    received, receiver_cpu = _final_count(control, sent)
     print(json.dumps({"sent": sent, "received": received, "counted": counted, "seconds": elapsed,
-                      "stalls": stalls, "pps": counted / elapsed if elapsed > 0 else 0.0}), flush=True)
+                      "stalls": stalls, "pps": counted / elapsed if elapsed > 0 else 0.0,
+                      "sender_cpu": cpu, "receiver_cpu": receiver_cpu}), flush=True)
 
 
-def _final_count(control: socket.socket, sent: int) -> int | None:
-    """Asks the receiver for its count until it stops growing or has everything sent."""
+def cpu_seconds() -> float:
+    """User + system time of this process so far; the kernel's work for its packets (the
+    veth, netfilter and queueing, in softirq on its way out) is counted as its system time."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _final_count(control: socket.socket, sent: int) -> tuple[int | None, float | None]:
+    """Asks the receiver for its count (and CPU time) until the count stops growing or has
+    everything sent."""
     end = time.monotonic() + DRAIN
-    received = None
+    received = cpu = None
     while time.monotonic() < end:
         control.sendto(b"COUNT", (RECEIVER_ADDR, CONTROL_PORT))
         if select.select([control], [], [], 0.1)[0]:
             try:
                 while True:
                     message = control.recv(64)
-                    if message.endswith(b"END"):
-                        count = FINAL.unpack(message[:8])[0]
+                    if len(message) == FINAL_ANSWER.size:
+                        count, cpu = FINAL_ANSWER.unpack(message)
                         if count == sent or count == received:
-                            return count
+                            return count, cpu
                         received = count
             except BlockingIOError:
                 pass
         time.sleep(0.1)
-    return received
+    return received, cpu
 
 
 def run_receiver() -> None:
@@ -177,6 +192,7 @@ def run_receiver() -> None:
     sender = (SENDER_ADDR, CONTROL_PORT)
     wait_for_one = 0x10000  # MSG_WAITFORONE: block for the first datagram only
     print("ready", flush=True)
+    cpu_at_start = cpu_seconds()
     received = acked = 0
     while True:
         got = recvmmsg(fd, headers_at, RECEIVE_SLOTS, wait_for_one, None)
@@ -195,7 +211,7 @@ def run_receiver() -> None:
         except BlockingIOError:
             continue
         if request == b"COUNT":
-            control.sendto(FINAL.pack(received) + b"END", peer)
+            control.sendto(FINAL_ANSWER.pack(received, cpu_seconds() - cpu_at_start), peer)
 
 
 # -- namespaces ----------------------------------------------------------------------
@@ -268,6 +284,8 @@ def flood(pair: Pair, seconds: float = 3.0, window: int = 2048, batch: int = 64)
         receiver.communicate()
     result = json.loads(out.strip().splitlines()[-1])
     result["lost"] = result["sent"] - (result["received"] or 0)
+    if result["sent"]:
+        result["flood_cpu_us"] = (result["sender_cpu"] + (result["receiver_cpu"] or 0)) * 1e6 / result["sent"]
     return result
 
 

@@ -288,6 +288,113 @@ class QueuedPacketSummary:
         return packet_id, hook, mark, first_byte
 
 
+_QUEUED_PACKET = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET   # a queued packet's netlink message type
+
+
+class QueuedBatchColumns:
+    """(ids, hooks, marks, first payload bytes) of a whole recvmmsg batch of queued packets, in
+    two struct unpacks for all of them; None when any datagram is laid out unlike the first.
+
+    Datagram i sits at i * slot_size of the batch's view. Packets of one kind come laid out
+    alike (see QueuedPacketSummary), so the first datagram's layout is learned and every
+    datagram's attribute headers are checked against it, column by column; the per-packet
+    work left in Python is none.
+    """
+
+    def __init__(self):
+        self._expected: tuple[tuple[int, int], ...] = ()     # (field index, value) every record must have
+        self._fields = 0                                      # fields per record
+        self._at: tuple[int, int, int, int] = (0, 0, 0, 0)    # field index of id, hook, mark (-1), first byte
+        self._layout = ""                                    # the record's format, from the message's start
+        self._structs: dict[tuple[int, int], tuple[struct.Struct, struct.Struct]] = {}
+
+    def __call__(self, view, lengths: list[int], slot_size: int):
+        if self._layout:
+            found = self._read(view, lengths, slot_size)
+            if found is not None:
+                return found
+        # A flow of another kind (another hook, a mark or none) starts: its layout is learned.
+        return self._read(view, lengths, slot_size) if self._learn(view, lengths[0]) else None
+
+    def _read(self, view, lengths: list[int], slot_size: int):
+        count = len(lengths)
+        key = (count, slot_size)
+        structs = self._structs.get(key)
+        if structs is None:
+            structs = self._structs[key] = self._build(count, slot_size)
+        headers, records = structs
+        if headers.size > len(view) or records.size > len(view):
+            return None
+        header_fields = headers.unpack_from(view)
+        if header_fields[1::2].count(_QUEUED_PACKET) != count or list(header_fields[0::2]) != lengths:
+            return None
+        values = records.unpack_from(view)
+        step = self._fields
+        for index, value in self._expected:
+            if values[index::step].count(value) != count:
+                return None
+        id_at, hook_at, mark_at, first_at = self._at
+        marks = values[mark_at::step] if mark_at >= 0 else (0,) * count
+        return values[id_at::step], values[hook_at::step], marks, values[first_at::step]
+
+    def _build(self, count: int, slot_size: int) -> tuple[struct.Struct, struct.Struct]:
+        header_gap = slot_size - 6
+        headers = struct.Struct("=" + f"IH{header_gap}x" * (count - 1) + "IH")
+        layout = self._layout
+        record_size = struct.calcsize("!" + layout)
+        gap = slot_size - record_size
+        records = struct.Struct("!" + f"{layout}{gap}x" * (count - 1) + layout)
+        return headers, records
+
+    def _learn(self, view, length: int) -> bool:
+        """The layout of the datagram at the start of view; False when it is not one queued packet."""
+        if length < NLMSGHDR.size + NFGENMSG.size:
+            return False
+        msg_len, msg_type = _LENGTH_AND_TYPE(view, 0)
+        if msg_len != length or msg_type != _QUEUED_PACKET:
+            return False
+        layout = [f"{NLMSGHDR.size + NFGENMSG.size}x"]
+        expected, field = [], 0
+        id_at = hook_at = mark_at = first_at = -1
+        offset = NLMSGHDR.size + NFGENMSG.size
+        while offset + 4 <= length:
+            # Read big-endian, like the values: a header's expected value is whatever this one holds.
+            attr_length, kind = struct.unpack_from("!HH", view, offset)
+            native_length, native_kind = NLATTR.unpack_from(view, offset)
+            if native_length < 4 or offset + native_length > length:
+                return False
+            if native_kind == NFQA_PAYLOAD:
+                if native_length <= 4:
+                    return False
+                layout.append("2xHB")
+                expected.append((field, kind))
+                first_at = field + 1
+                break
+            padded = _align(native_length)
+            layout.append("HH")
+            expected += [(field, attr_length), (field + 1, kind)]
+            field += 2
+            if native_kind == NFQA_PACKET_HDR and native_length >= 4 + NFQNL_PACKET_HDR.size:
+                layout.append(f"I2xB{padded - 4 - NFQNL_PACKET_HDR.size}x")
+                id_at, hook_at = field, field + 1
+                field += 2
+            elif native_kind == NFQA_MARK and native_length == 8:
+                layout.append("I")
+                mark_at = field
+                field += 1
+            elif padded > 4:
+                layout.append(f"{padded - 4}x")
+            offset += padded
+        if id_at < 0 or first_at < 0:
+            return False
+        self._layout = "".join(layout)
+        self._fields = first_at + 1
+        self._expected = tuple(expected)
+        self._at = (id_at, hook_at, mark_at, first_at)
+        self._structs.clear()
+        return True
+
+
 # -- nfnetlink_log -----------------------------------------------------------
 
 def log_config_cmd(group: int, command: int, pf: int = socket.AF_UNSPEC, seq: int = 0) -> bytes:
@@ -450,6 +557,7 @@ class NetfilterSocket:
         self._batches = (DatagramBatchReader(self.sock.fileno(), largest_datagram, datagrams_per_read)
                          if DatagramBatchReader.available() else None)
         self._stash: list[tuple[bytes, int, int]] = []
+        self._last_lengths: list[int] = []
         # True once a read found the socket empty, until wait() sees it readable:
         # until then, reading again would only cost a system call.
         self.drained = False
@@ -553,30 +661,58 @@ class NetfilterSocket:
         return packets
 
     def _read_batches(self, parse, limit: int, packets: list) -> list[NetfilterPacket]:
-        batches = self._batches
-        view, receive, header, size = batches.view, batches.receive, _LENGTH_AND_TYPE, batches.slot_size
-        keep = packets.append
+        slots = self._batches.slots
         while len(packets) < limit:
             wanted = limit - len(packets)
-            try:
-                lengths = receive(wanted)
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
-                    self.enobufs += 1
-                    continue
-                raise
-            start = 0
-            for length in lengths:
-                # The kernel sends each queued packet as a datagram of its own.
-                msg_len, msg_type = header(view, start)
-                if msg_type & 0xFF00 and msg_len == length:
-                    keep(parse(view, start + 16, start + length))
-                else:
-                    self._parse_datagram(view, start, length, parse, packets)
-                start += size
-            if len(lengths) < min(wanted, batches.slots):
-                self.drained = True
+            lengths = self._receive_batch(wanted)
+            self._parse_batch(lengths, parse, packets)
+            if len(lengths) < min(wanted, slots):
                 break
+        return packets
+
+    def read_columns(self, columns: QueuedBatchColumns, parse, limit: int):
+        """One read of up to `limit` queued packets, without blocking: columns()'s (ids, hooks,
+        marks, first bytes) when every datagram read is a queued packet laid out alike, else
+        a list of the packets parsed one by one by `parse`."""
+        if self._stash or self._batches is None:
+            return self.read_messages(parse, limit)
+        lengths = self._receive_batch(limit)
+        if not lengths:
+            return []
+        found = columns(self._batches.view, lengths, self._batches.slot_size)
+        return found if found is not None else self._parse_batch(lengths, parse, [])
+
+    def parse_last_read(self, parse) -> list[NetfilterPacket]:
+        """The datagrams of the last read_columns() again, each parsed by `parse`."""
+        return self._parse_batch(self._last_lengths, parse, [])
+
+    def _receive_batch(self, wanted: int) -> list[int]:
+        """One recvmmsg of up to `wanted` datagrams; their lengths. Sets `drained` when it read fewer."""
+        while True:
+            try:
+                lengths = self._batches.receive(wanted)
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    raise
+                self.enobufs += 1
+        if len(lengths) < min(wanted, self._batches.slots):
+            self.drained = True
+        self._last_lengths = lengths
+        return lengths
+
+    def _parse_batch(self, lengths: list[int], parse, packets: list) -> list[NetfilterPacket]:
+        view, header, size = self._batches.view, _LENGTH_AND_TYPE, self._batches.slot_size
+        keep = packets.append
+        start = 0
+        for length in lengths:
+            # The kernel sends each queued packet as a datagram of its own.
+            msg_len, msg_type = header(view, start)
+            if msg_type & 0xFF00 and msg_len == length:
+                keep(parse(view, start + 16, start + length))
+            else:
+                self._parse_datagram(view, start, length, parse, packets)
+            start += size
         return packets
 
     def _parse_datagram(self, data, start: int, length: int, parse, packets: list) -> None:
