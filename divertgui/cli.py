@@ -11,7 +11,7 @@
     divert watch [FILTER] [-c N]                         handles opening and closing (the REFLECT layer)
     divert kill PID... | --all                           stop the processes holding handles, removing their rules
     divert socketdump [FILTER] [--block]                 socket operations with their process (the SOCKET layer)
-    divert flowtrack [FILTER]                            TCP connections opening and closing, with their process
+    divert flowtrack [FILTER]                            TCP and UDP flows opening and closing, with their process
     divert serve [--listen PATH --allow-uid UID ...]     a capture service for divertgui windows
     divert doctor                                        what works on this machine, what is missing
 
@@ -916,7 +916,7 @@ def build_parser() -> argparse.ArgumentParser:
     socketdump.add_argument("--priority", type=priority, default=0, help="handle priority, -30000..30000")
     socketdump.add_argument("-c", "--count", type=_bounded(1, 1 << 62), metavar="N", help="stop after N events")
     socketdump.set_defaults(run=cmd_socketdump)
-    flowtrack = commands.add_parser("flowtrack", help="print TCP connections as they are established and "
+    flowtrack = commands.add_parser("flowtrack", help="print TCP and UDP flows as they are established and "
                                                       "deleted, with their process")
     flowtrack.add_argument("filter", metavar="FILTER", nargs="?", default="true",
                            help="FLOW-layer filter, e.g. \"remotePort == 443\"")

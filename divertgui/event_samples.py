@@ -1,5 +1,5 @@
 """WinDivert's event samples: `divert socketdump` (socket operations) and `divert flowtrack`
-(connections), one line per event with its process."""
+(TCP and UDP flows), one line per event with its process."""
 
 from __future__ import annotations
 

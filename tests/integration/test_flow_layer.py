@@ -1,4 +1,4 @@
-"""The FLOW layer: TCP connections of real programs in a namespace, established and deleted.
+"""The FLOW layer: TCP connections and UDP flows of real programs in a namespace, established and deleted.
 
 The handle's eBPF program sees the processes of a cgroup the test creates
 (socket_layer_fixtures); each flow's 5-tuple, direction, parent endpoint
@@ -7,15 +7,21 @@ and ProcessId are checked against the programs that made it.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
 import textwrap
 
 import pytest
 
 from divertgui.engine.address import Event, Flag, Layer
+from divertgui.engine.backends import bpf_syscall
+from divertgui.engine.backends.cgroups import open_cgroup
 from divertgui.engine.backends.socket_layer import FlowBackend
 from divertgui.engine.handle import Divert, DivertArgumentError
 
+from .conftest import REPO, wait_until
 from .socket_layer_fixtures import SNIFF, events_until, ipv4, own_cgroup, run_in, start_in
 
 pytestmark = pytest.mark.netns
@@ -32,6 +38,21 @@ SERVER = textwrap.dedent("""
     conn.recv(100)
     conn.sendall(b"HTTP/1.0 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok")
     conn.close()
+    server.close()
+""")
+
+
+# An unconnected UDP socket: answers the first datagram, sends one to the next port (a second
+# flow of the same socket), then closes.
+UDP_SERVER = textwrap.dedent("""
+    import socket, sys
+    host, port = sys.argv[1], int(sys.argv[2])
+    server = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind((host, port))
+    print("bound", flush=True)
+    data, peer = server.recvfrom(100)
+    server.sendto(b"ok\\n", peer)
+    server.sendto(b"elsewhere", (host, port + 1))
     server.close()
 """)
 
@@ -92,3 +113,89 @@ def test_the_filter_selects_flows_in_the_kernel_and_flowtrack_prints_them(netns,
 def test_flow_handles_need_sniff_and_recv_only():
     with pytest.raises(DivertArgumentError, match="SNIFF"):
         Divert("true", Layer.FLOW, flags=Flag.RECV_ONLY)
+
+
+@pytest.mark.parametrize("host,address", [("127.0.0.1", ipv4("127.0.0.1")), ("::1", 1)])
+def test_udp_flows_of_a_connected_nc_and_an_unconnected_socket_are_established_and_deleted(netns, own_cgroup,
+                                                                                         tmp_path, host, address):
+    port = 8092
+    (tmp_path / "line").write_text("hi\n")
+    with _flow_handle(own_cgroup, f"udp and (localPort == {port} or remotePort == {port})") as handle:
+        server = start_in(netns, own_cgroup, sys.executable, "-c", UDP_SERVER, host, str(port))
+        assert server.stdout.readline().strip() == "bound"
+        nc_pid, nc = run_in(netns, own_cgroup, "sh", "-c", f"exec nc -u -w 5 -W 1 {host} {port} < {tmp_path}/line")
+        assert nc.stdout == "ok\n", nc.stderr
+        server.wait(timeout=10)
+        events = events_until(handle, lambda seen: sum(a.event == Event.FLOW_DELETED for a in seen) >= 3)
+    assert all(a.layer == Layer.FLOW and a.loopback and a.ipv6 == (host == "::1") and a.flow.protocol == 17
+               and a.flow.parent_endpoint_id == 0 and a.flow.local_addr == a.flow.remote_addr == address
+               for a in events), events
+    by_process = {pid: [a for a in events if a.flow.process_id == pid] for pid in (nc_pid, server.pid)}
+    assert len(events) == 6 and len(by_process[nc_pid]) == 2, events
+    # nc's connected socket: one flow, outbound, to the server's port.
+    nc_flow = by_process[nc_pid]
+    assert [(a.event, a.outbound, a.flow.remote_port) for a in nc_flow] == \
+        [(Event.FLOW_ESTABLISHED, True, port), (Event.FLOW_DELETED, True, port)]
+    nc_port = nc_flow[0].flow.local_port
+    # The server's unconnected socket: the flow nc began (inbound), then its own to the next port.
+    server_flows = by_process[server.pid]
+    assert {a.flow.endpoint_id for a in server_flows} == {server_flows[0].flow.endpoint_id}
+    assert [(a.event, a.outbound, a.flow.local_port, a.flow.remote_port) for a in server_flows] == [
+        (Event.FLOW_ESTABLISHED, False, port, nc_port), (Event.FLOW_ESTABLISHED, True, port, port + 1),
+        (Event.FLOW_DELETED, False, port, nc_port), (Event.FLOW_DELETED, True, port, port + 1)]
+    assert nc_flow[0].flow.endpoint_id != server_flows[0].flow.endpoint_id
+    assert all(a.timestamp >= b.timestamp for a, b in zip(events[1:], events))
+
+
+def test_a_filter_on_deleted_udp_flows_and_flowtrack_prints_them(netns, own_cgroup):
+    """The kernel passes up the flows whose DELETED the filter wants, not their ESTABLISHED."""
+    with _flow_handle(own_cgroup, "udp and event == DELETED and not outbound") as handle:
+        server = start_in(netns, own_cgroup, sys.executable, "-c", UDP_SERVER, "127.0.0.1", "8093")
+        assert server.stdout.readline().strip() == "bound"
+        _pid, nc = run_in(netns, own_cgroup, "sh", "-c", "printf 'hi\\n' | nc -u -w 5 -W 1 127.0.0.1 8093")
+        assert nc.stdout == "ok\n", nc.stderr
+        server.wait(timeout=10)
+        events = events_until(handle, lambda seen: len(seen) >= 1, 5)
+        events += [p.address for p in handle.recv_batch(10, 0.3)]
+    assert [(a.event, a.outbound, a.flow.process_id, a.flow.local_port) for a in events] == \
+        [(Event.FLOW_DELETED, False, server.pid, 8093)]
+    from divertgui.event_samples import event_line
+    line = event_line(events[0])
+    assert line.startswith(f"DELETED     {server.pid:>7} ") and " udp    127.0.0.1:8093 -> 127.0.0.1:" in line, line
+
+
+def _attached(cgroup: str) -> dict[int, int]:
+    """Programs attached to the cgroup, by attach type."""
+    fd = open_cgroup(cgroup)
+    try:
+        kinds = (bpf_syscall.ATTACH_INET_INGRESS, bpf_syscall.ATTACH_INET_EGRESS, bpf_syscall.ATTACH_SOCK_OPS,
+                 bpf_syscall.ATTACH_INET_SOCK_RELEASE, bpf_syscall.ATTACH_INET_SOCK_CREATE)
+        return {kind: len(bpf_syscall.query_cgroup(fd, kind)) for kind in kinds
+                if bpf_syscall.query_cgroup(fd, kind)}
+    finally:
+        os.close(fd)
+
+
+def test_a_flow_handle_attaches_only_what_its_filter_needs_and_nothing_stays_after_close_or_kill(own_cgroup):
+    ingress, egress = bpf_syscall.ATTACH_INET_INGRESS, bpf_syscall.ATTACH_INET_EGRESS
+    create, sock_ops, release = (bpf_syscall.ATTACH_INET_SOCK_CREATE, bpf_syscall.ATTACH_SOCK_OPS,
+                                 bpf_syscall.ATTACH_INET_SOCK_RELEASE)
+    for filter_text, expected in (("tcp", {create: 1, sock_ops: 1}),
+                                  ("udp and event == ESTABLISHED", {create: 1, ingress: 1, egress: 1}),
+                                  ("true", {create: 1, sock_ops: 1, ingress: 1, egress: 1, release: 1})):
+        with _flow_handle(own_cgroup, filter_text):
+            assert _attached(own_cgroup) == expected, filter_text
+        assert _attached(own_cgroup) == {}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom tests.integration.test_flow_layer import _flow_handle\n"
+                               "h = _flow_handle(sys.argv[1], 'true'); print('open', flush=True); time.sleep(60)",
+         own_cgroup], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        assert len(_attached(own_cgroup)) == 5
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=10)
+        # The kernel releases a link when its last descriptor closes; that may finish after exit().
+        assert wait_until(lambda: _attached(own_cgroup) == {}, 5)
+    finally:
+        holder.kill()

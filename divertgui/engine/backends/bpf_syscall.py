@@ -20,7 +20,8 @@ MAP_CREATE, PROG_LOAD, PROG_GET_FD_BY_ID, OBJ_GET_INFO_BY_FD, PROG_QUERY = 0, 5,
 LINK_CREATE, LINK_GET_FD_BY_ID, LINK_GET_NEXT_ID, LINK_DETACH = 28, 30, 31, 34
 # Map, program, attach and link types used here.
 MAP_TYPE_LRU_HASH, MAP_TYPE_RINGBUF = 9, 27
-PROG_TYPE_CGROUP_SOCK, PROG_TYPE_SOCK_OPS, PROG_TYPE_CGROUP_SOCK_ADDR = 9, 13, 18
+PROG_TYPE_CGROUP_SKB, PROG_TYPE_CGROUP_SOCK, PROG_TYPE_SOCK_OPS, PROG_TYPE_CGROUP_SOCK_ADDR = 8, 9, 13, 18
+ATTACH_INET_INGRESS, ATTACH_INET_EGRESS = 0, 1
 ATTACH_INET_SOCK_CREATE, ATTACH_SOCK_OPS, ATTACH_INET4_BIND, ATTACH_INET6_BIND = 2, 3, 8, 9
 ATTACH_INET4_CONNECT, ATTACH_INET6_CONNECT, ATTACH_INET_SOCK_RELEASE = 10, 11, 34
 LINK_TYPE_CGROUP = 3
@@ -65,9 +66,9 @@ def create_ringbuf(size: int, name: str) -> int:
     return _create_map(MAP_TYPE_RINGBUF, 0, 0, size, name)
 
 
-def create_lru_hash(entries: int, value_size: int, name: str) -> int:
-    """A map from 8-byte keys to values that forgets the least recently used when full."""
-    return _create_map(MAP_TYPE_LRU_HASH, 8, value_size, entries, name)
+def create_lru_hash(entries: int, value_size: int, name: str, key_size: int = 8) -> int:
+    """A map from keys to values that forgets the least recently used when full."""
+    return _create_map(MAP_TYPE_LRU_HASH, key_size, value_size, entries, name)
 
 
 def load_program(prog_type: int, attach_type: int, code: bytes, name: str) -> int:

@@ -36,6 +36,7 @@ R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10 = range(11)
 # Helper functions (enum bpf_func_id).
 KTIME_GET_NS = 5
 GET_CURRENT_PID_TGID = 14
+SKB_LOAD_BYTES = 26
 GET_SOCKET_COOKIE = 46
 RINGBUF_OUTPUT = 130
 

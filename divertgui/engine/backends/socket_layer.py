@@ -17,10 +17,12 @@ in WinDivert.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
-from divertgui.engine.address import Event, Flag, Layer
-from divertgui.engine.filter.assume import possible
+from divertgui.engine.address import Address, Event, Flag, Layer
+from divertgui.engine.filter.assume import possible, possible_with
+from divertgui.engine.header_fields import IPPROTO_TCP, IPPROTO_UDP
 
 from . import bpf_syscall as sys_bpf
 from . import socket_programs as programs
@@ -28,7 +30,8 @@ from .base import Backend, Captured
 from .cgroups import cgroup2_mount, open_cgroup
 from .flow_programs import FLOW_SIZE, flow_sock_ops
 from .ringbuf import RingBuffer
-from .socket_record import to_address
+from .socket_record import socket_closed, to_address
+from .udp_flow_programs import SEEN_KEY_SIZE, udp_flows, udp_socket_release
 
 RING_BYTES = 1 << 20
 TABLE_ENTRIES = 1 << 14
@@ -41,6 +44,7 @@ HOOKS = {
     sys_bpf.ATTACH_INET4_CONNECT: ("cgroup/connect4", "5.7"), sys_bpf.ATTACH_INET6_CONNECT: ("cgroup/connect6", "5.7"),
     sys_bpf.ATTACH_SOCK_OPS: ("sock_ops", "5.7"), sys_bpf.ATTACH_INET_SOCK_RELEASE: ("cgroup/sock_release", "5.9"),
     sys_bpf.ATTACH_INET_SOCK_CREATE: ("cgroup/sock_create", "5.7"),
+    sys_bpf.ATTACH_INET_INGRESS: ("cgroup_skb/ingress", "5.7"), sys_bpf.ATTACH_INET_EGRESS: ("cgroup_skb/egress", "5.7"),
 }
 
 
@@ -107,12 +111,7 @@ class SocketBackend(Backend):
         path = self.cgroup or cgroup2_mount()
         cgroup_fd = open_cgroup(path)
         try:
-            maps = programs.Maps(
-                self._keep(self._ring_buffer()),
-                self._keep(sys_bpf.create_lru_hash(TABLE_ENTRIES, 8, "divert_owners")),
-                self._keep(sys_bpf.create_lru_hash(TABLE_ENTRIES, 8, "divert_listen")),
-                self._keep(sys_bpf.create_lru_hash(TABLE_ENTRIES, programs.LOCAL_SIZE, "divert_locals")),
-                self._keep(sys_bpf.create_lru_hash(TABLE_ENTRIES, FLOW_SIZE, "divert_flows")))
+            maps = self._maps()
             for program in self.programs(filter.tree, maps, flags):
                 prog_fd = self._load(program)
                 try:
@@ -132,6 +131,14 @@ class SocketBackend(Backend):
             raise
         finally:
             os.close(cgroup_fd)
+
+    def _maps(self) -> programs.Maps:
+        return programs.Maps(
+            self._keep(self._ring_buffer()),
+            self._keep(sys_bpf.create_lru_hash(TABLE_ENTRIES, 8, "divert_owners")),
+            self._keep(sys_bpf.create_lru_hash(TABLE_ENTRIES, 8, "divert_listen")),
+            self._keep(sys_bpf.create_lru_hash(TABLE_ENTRIES, programs.LOCAL_SIZE, "divert_locals")),
+            self._keep(sys_bpf.create_lru_hash(TABLE_ENTRIES, FLOW_SIZE, "divert_flows")))
 
     def _ring_buffer(self) -> int:
         try:
@@ -170,12 +177,15 @@ class SocketBackend(Backend):
             records = ring.records(max_count)
         out = []
         for raw in records:
-            address, blocked = to_address(raw)
-            if not self._filter.match(b"", address):
-                continue
-            self._stats["dropped" if blocked else "sniffed"] += 1
-            out.append(Captured(b"", address, 0))
+            for address, blocked in self._events(raw):
+                if self._filter.match(b"", address):
+                    self._stats["dropped" if blocked else "sniffed"] += 1
+                    out.append(Captured(b"", address, 0))
         return out
+
+    def _events(self, raw: bytes) -> list[tuple[Address, bool]]:
+        """The events a ring buffer record stands for, each with whether it was refused."""
+        return [to_address(raw)]
 
     def verdict(self, ticket: int, raw) -> None:
         raise SocketLayerError("a SOCKET event has no pending verdict: the kernel decided when it happened")
@@ -199,10 +209,69 @@ class SocketBackend(Backend):
 
 
 class FlowBackend(SocketBackend):
-    """Backend(cgroup=None): FLOW events (TCP connections) of the processes in `cgroup`."""
+    """Backend(cgroup=None): FLOW events (TCP connections and UDP flows) of the processes in `cgroup`."""
 
     name = "ebpf-flow"
     layer = Layer.FLOW
 
+    def __init__(self, cgroup: str | None = None):
+        super().__init__(cgroup)
+        self._udp_flows = OpenUdpFlows()
+        self._stats["forgotten"] = 0
+
     def programs(self, tree, maps: programs.Maps, flags: Flag) -> list[programs.Program]:
-        return [programs.sock_create(maps), flow_sock_ops(tree, maps)]
+        wanted = [programs.sock_create(maps)]
+        if _may_select(tree, IPPROTO_TCP, "tcp"):
+            wanted.append(flow_sock_ops(tree, maps))
+        if _may_select(tree, IPPROTO_UDP, "udp"):
+            track = possible(tree, "event", int(Event.FLOW_DELETED))
+            wanted += [udp_flows(tree, maps, outbound, track) for outbound in (True, False)]
+            if track:
+                wanted.append(udp_socket_release(maps))
+        return wanted
+
+    def _maps(self) -> programs.Maps:
+        seen = self._keep(sys_bpf.create_lru_hash(TABLE_ENTRIES, 8, "divert_udp_seen", key_size=SEEN_KEY_SIZE))
+        return super()._maps()._replace(seen=seen)
+
+    def _events(self, raw: bytes) -> list[tuple[Address, bool]]:
+        if socket_closed(raw):
+            closed, _ = to_address(raw)
+            return [(flow, False) for flow in self._udp_flows.close(closed.flow.endpoint_id, closed.timestamp)]
+        address, blocked = to_address(raw)
+        if address.flow.protocol == IPPROTO_UDP:
+            self._stats["forgotten"] += self._udp_flows.open(address)
+        return [(address, blocked)]
+
+
+def _may_select(tree, protocol: int, name: str) -> bool:
+    """Whether the filter can select flows of this protocol (`name` its macro)."""
+    known = {"protocol": protocol, "tcp": 0, "udp": 0, "icmp": 0, "icmpv6": 0}
+    return possible_with(tree, known | {name: 1})
+
+
+class OpenUdpFlows:
+    """The UDP flows reported established, by socket, until their socket closes; at most
+    TABLE_ENTRIES, the oldest socket's forgotten (and counted) beyond."""
+
+    def __init__(self) -> None:
+        self._by_socket: dict[int, list[Address]] = {}
+        self._count = 0
+
+    def open(self, address: Address) -> int:
+        """Remembers an ESTABLISHED flow; returns how many flows were forgotten to make room."""
+        self._by_socket.setdefault(address.flow.endpoint_id, []).append(address)
+        self._count += 1
+        forgotten = 0
+        while self._count > TABLE_ENTRIES:
+            oldest = self._by_socket.pop(next(iter(self._by_socket)))
+            self._count -= len(oldest)
+            forgotten += len(oldest)
+        return forgotten
+
+    def close(self, endpoint_id: int, timestamp: int) -> list[Address]:
+        """The DELETED events of a closed socket's flows."""
+        flows = self._by_socket.pop(endpoint_id, [])
+        self._count -= len(flows)
+        return [flow.copy(event=Event.FLOW_DELETED, timestamp=timestamp,
+                          flow=dataclasses.replace(flow.flow)) for flow in flows]

@@ -52,6 +52,7 @@ class Maps(NamedTuple):
     listeners: int      # family << 16 | port -> the listening socket's cookie
     locals: int         # socket cookie -> its local address and port (LOCAL_SIZE bytes)
     flows: int = -1     # socket cookie -> (outbound, parent cookie) of a FLOW-layer flow
+    seen: int = -1      # UDP flows (socket cookie and 5-tuple) the FLOW layer has reported
 
 
 class Program(NamedTuple):

@@ -15,11 +15,11 @@ from divertgui.engine.address import Address, EndpointData, Event, Layer
 
 RECORD = -80            # the record's place below the frame pointer
 SIZE = 80
-_LAYOUT = struct.Struct("<QQQII4I4IHHBBBBB7x")
+_LAYOUT = struct.Struct("<QQQII4I4IHHBBBBBB6x")
 OFFSET = {
     "timestamp": 0, "endpoint_id": 8, "parent_endpoint_id": 16, "process_id": 24, "event": 28,
     "local_addr": 32, "remote_addr": 48, "local_port": 64, "remote_port": 66,
-    "protocol": 68, "ipv6": 69, "outbound": 70, "loopback": 71, "blocked": 72,
+    "protocol": 68, "ipv6": 69, "outbound": 70, "loopback": 71, "blocked": 72, "socket_closed": 73,
 }
 assert _LAYOUT.size == SIZE
 
@@ -32,7 +32,7 @@ def to_address(raw: bytes) -> tuple[Address, bool]:
     """(the event's address, whether the kernel refused the operation)."""
     values = _LAYOUT.unpack_from(raw)
     (timestamp, endpoint_id, parent_id, pid, event), local, remote = values[:5], values[5:9], values[9:13]
-    local_port, remote_port, protocol, ipv6, outbound, loopback, blocked = values[13:]
+    local_port, remote_port, protocol, ipv6, outbound, loopback, blocked, _closed = values[13:]
     data = EndpointData(endpoint_id=endpoint_id, parent_endpoint_id=parent_id, process_id=pid,
                         local_addr=_address(local), remote_addr=_address(remote),
                         local_port=local_port, remote_port=remote_port, protocol=protocol)
@@ -40,3 +40,9 @@ def to_address(raw: bytes) -> tuple[Address, bool]:
     address = Address(layer=layer, event=Event(event), timestamp=timestamp, outbound=bool(outbound),
                       loopback=bool(loopback), ipv6=bool(ipv6), sniffed=not blocked, flow=data)
     return address, bool(blocked)
+
+
+def socket_closed(raw: bytes) -> bool:
+    """Whether the record says only that a socket with UDP flows closed (its endpoint id is
+    the socket's): the FLOW layer reports each of those flows deleted."""
+    return bool(raw[OFFSET["socket_closed"]])
