@@ -149,7 +149,7 @@ def _backend():
 def _run_guarded(command, args) -> int:
     """Runs a command; turns the engine's errors into one sentence and an exit status."""
     from divertgui.engine.filter import FilterError
-    from divertgui.engine.handle import DivertArgumentError, DivertError
+    from divertgui.engine.errors import DivertArgumentError, DivertError
     try:
         return command(args)
     except FilterError as exc:

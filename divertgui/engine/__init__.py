@@ -13,15 +13,20 @@ from divertgui.engine.address import (
     format_ipv4_address, format_ipv6_address, parse_ipv4_address, parse_ipv6_address,
 )
 from divertgui.engine.checksum import ChecksumFlag, calc_checksums, decrement_ttl
+from divertgui.engine.errors import (DivertArgumentError, DivertError, HandleClosedError, HostUnreachableError,
+                                     KernelFeatureError, MissingToolError, NotPrivilegedError, PacketCutError,
+                                     PacketTooLargeError, UnsupportedPlatformError)
 from divertgui.engine.filter import Filter, FilterError, compile_filter, eval_filter, format_filter
-from divertgui.engine.handle import Divert, DivertError
+from divertgui.engine.handle import Divert
 from divertgui.engine.packet import Packet
 from divertgui.engine.packet_hash import hash_packet
 from divertgui.engine.worker_pool import run_workers
 
 __all__ = [
-    "Address", "ChecksumFlag", "Divert", "DivertError", "Event", "Filter", "FilterError", "Flag",
-    "Layer", "Packet", "Param", "calc_checksums", "compile_filter", "decrement_ttl", "eval_filter",
+    "Address", "ChecksumFlag", "Divert", "DivertArgumentError", "DivertError", "Event", "Filter", "FilterError",
+    "Flag", "HandleClosedError", "HostUnreachableError", "KernelFeatureError", "Layer", "MissingToolError",
+    "NotPrivilegedError", "Packet", "PacketCutError", "PacketTooLargeError", "Param", "UnsupportedPlatformError",
+    "calc_checksums", "compile_filter", "decrement_ttl", "eval_filter",
     "format_filter", "format_ipv4_address", "format_ipv6_address", "hash_packet",
     "parse_ipv4_address", "parse_ipv6_address", "run_workers",
 ]

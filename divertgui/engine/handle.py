@@ -18,6 +18,9 @@ import weakref
 from divertgui.engine.address import PARAM_LIMITS, PRIORITY_MAX, PRIORITY_MIN, Flag, Layer, Param
 from divertgui.engine.backends.select import default_backend
 from divertgui.engine.checksum import ChecksumFlag, calc_checksums, decrement_ttl
+from divertgui.engine.errors import (BackendError, DivertArgumentError, DivertError, HandleClosedError,
+                                     HostUnreachableError, KernelFeatureError, MissingToolError, NotPrivilegedError,
+                                     PacketTooLargeError, UnsupportedPlatformError)
 from divertgui.engine.filter import compile_filter
 from divertgui.engine.packet import Packet
 from divertgui.engine.readable import ReadableWaiters
@@ -36,63 +39,6 @@ REQUIRED_FLAGS = {
     Layer.SOCKET: Flag.RECV_ONLY,
     Layer.REFLECT: Flag.SNIFF | Flag.RECV_ONLY,
 }
-
-
-class DivertError(Exception):
-    """A handle could not do what was asked; the message says what and why."""
-
-
-class DivertArgumentError(DivertError, ValueError):
-    """An invalid flag combination, priority, layer or parameter."""
-
-
-class NotPrivilegedError(DivertError, PermissionError):
-    """The process lacks the privilege to divert packets."""
-
-
-class MissingToolError(DivertError):
-    """A program the driver needs (iptables) is not installed."""
-
-
-class KernelFeatureError(DivertError):
-    """The kernel lacks a feature the driver needs (NFQUEUE, NFLOG)."""
-
-
-class UnsupportedPlatformError(DivertError):
-    """No backend for this operating system."""
-
-
-class HandleClosedError(DivertError):
-    """The handle is closed, or shut down in the direction asked."""
-
-
-class HostUnreachableError(DivertError):
-    """An impostor packet's TTL or hop limit reached zero (WinDivert's ERROR_HOST_UNREACHABLE)."""
-
-
-class PacketTooLargeError(DivertError, ValueError):
-    """A packet is larger than its IP header or the backend can carry: that one packet is not sent.
-
-    Nothing of the send call that raised it was sent, and a received packet
-    among them keeps its pending verdict (as a failed WinDivertSend leaves
-    the packet un-injected): send its original bytes, or drop it.
-    """
-
-    def __init__(self, size: int, limit: int, why: str):
-        super().__init__(f"a packet of {size} bytes cannot be sent: {why} carries at most {limit} bytes; "
-                         f"the packet was not sent")
-        self.size, self.limit = size, limit
-
-
-class PacketCutError(DivertError, ValueError):
-    """A received packet was handed over cut (the kernel copies at most what one netlink
-    attribute carries), so its verdict may release or drop it but not carry new bytes:
-    nothing of the send call was sent, and the packet keeps its pending verdict."""
-
-    def __init__(self, ticket: int, received: int, size: int):
-        super().__init__(f"packet {ticket} was received cut to {received} of its {size} bytes; "
-                         f"it can be released unmodified or dropped, not edited")
-        self.received, self.size = received, size
 
 
 # IPv4's total length and IPv6's payload length are 16-bit fields; IPv6
@@ -173,12 +119,11 @@ def _check_batch_size(n: int) -> None:
 def _translate(exc: Exception) -> DivertError:
     """One clear sentence from a backend failure, as the right DivertError.
 
-    A backend names what is missing with a `kind` attribute on its exception:
-    "privilege", "tool", "kernel" or "platform".
+    A backend names what is missing in a BackendError's `kind`.
     """
     kinds = {"privilege": NotPrivilegedError, "tool": MissingToolError,
              "kernel": KernelFeatureError, "platform": UnsupportedPlatformError}
-    kind = getattr(exc, "kind", None)
+    kind = exc.kind if isinstance(exc, BackendError) else None
     if kind in kinds:
         return kinds[kind](str(exc))
     if isinstance(exc, PermissionError):

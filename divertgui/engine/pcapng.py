@@ -27,6 +27,7 @@ import dpkt
 from dpkt import pcapng as ng
 
 from divertgui.engine.address import Address
+from divertgui.engine.errors import CaptureFileError
 
 LINKTYPE_NULL = 0
 LINKTYPE_ETHERNET = 1
@@ -52,24 +53,6 @@ SNAPLEN = 262144
 # Interfaces written by this module carry their OS index here, so that a
 # replayed packet gets the if_idx it was captured with.
 _IF_IDX_DESCRIPTION = re.compile(r"\bif_idx=(\d+)\b")
-
-
-class CaptureFileError(ValueError):
-    """A capture file is corrupt, truncated or of a kind this module cannot read.
-
-    `offset` is the byte offset of the fault in the file; `records` holds the
-    packets read before it (filled by read_capture; an iterator yields them
-    before raising, and counts them in `count`).
-    """
-
-    def __init__(self, message: str, offset: int, path: str | None = None, count: int = 0):
-        self.message = message
-        self.offset = offset
-        self.path = path
-        self.count = count
-        self.records: list[CaptureRecord] = []
-        where = f"{path}: " if path else ""
-        super().__init__(f"{where}{message} (at byte offset {offset}, after {count} packets)")
 
 
 class CaptureRecord(NamedTuple):

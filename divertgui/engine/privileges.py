@@ -20,6 +20,8 @@ import dataclasses
 import os
 import sys
 
+from divertgui.engine.errors import PrivilegeError
+
 CAP_NET_ADMIN = 12
 CAP_NET_RAW = 13
 DIVERT_CAPABILITIES = (CAP_NET_ADMIN, CAP_NET_RAW)
@@ -32,10 +34,6 @@ CAPTURE_GROUP = "divertgui"
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_IS_SET, PR_CAP_AMBIENT_RAISE, PR_CAP_AMBIENT_LOWER = 1, 2, 3
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
-
-
-class PrivilegeError(OSError):
-    """The capability sets could not be read or changed."""
 
 
 @dataclasses.dataclass(frozen=True)

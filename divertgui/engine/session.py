@@ -15,7 +15,8 @@ import time
 from typing import Callable, NamedTuple
 
 from divertgui.engine.address import Address, Flag, Layer
-from divertgui.engine.handle import IPV4_MAX_SIZE, IPV6_MAX_SIZE, PacketTooLargeError
+from divertgui.engine.errors import PacketTooLargeError, SessionError
+from divertgui.engine.handle import IPV4_MAX_SIZE, IPV6_MAX_SIZE
 from divertgui.engine.packet import Packet
 from divertgui.engine.processes import FlowOwners
 from divertgui.engine.protocol import event
@@ -45,15 +46,6 @@ class Held(NamedTuple):
     row: int
     since: float            # time.monotonic() when it was held
     process: int = 0        # its index in the store's process list
-
-
-class SessionError(Exception):
-    """A command that cannot be carried out; `where` names what was wrong."""
-
-    def __init__(self, message: str, where: str, position: int | None = None):
-        super().__init__(message)
-        self.where = where
-        self.position = position
 
 
 class Session:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from divertgui.engine.conversations import TCP, UDP, conversation_filter, excluding_filter, protocol_name
+from divertgui.engine.errors import StreamError
 from divertgui.engine.headers import parse_headers
 
 if TYPE_CHECKING:
@@ -26,10 +27,6 @@ if TYPE_CHECKING:
 
 _FIN, _SYN, _RST, _ACK = 0x01, 0x02, 0x04, 0x10
 _SEQ_SPACE = 1 << 32
-
-
-class StreamError(ValueError):
-    """The packet asked for has no TCP or UDP stream to follow."""
 
 
 class Direction(enum.IntEnum):

@@ -30,16 +30,13 @@ import threading
 import time
 
 from divertgui.engine.address import Flag, Layer, Param
+from divertgui.engine.errors import NetfilterError, WorkerPoolError
 from divertgui.engine.packet import Packet
 
 REPORT_PERIOD = 0.25    # seconds between a worker's counter reports and the pool's look at its queues
 HITS_PERIOD = 1.0       # seconds between readings of the rule's packet counter, once a worker has died
 START_TIMEOUT = 30.0    # seconds a worker has to open its handle
 STOP_TIMEOUT = 15.0     # seconds a worker has to drain its queue and report after stop
-
-
-class WorkerPoolError(RuntimeError):
-    pass
 
 
 def worker_count(text: str) -> int:
@@ -182,7 +179,7 @@ class WorkerPool:
         if self.rules is None or not (now or self.restarted and time.monotonic() - self._hits_at >= HITS_PERIOD):
             return
         self._hits_at = time.monotonic()
-        with contextlib.suppress(netfilter_rules.RuleError, OSError):
+        with contextlib.suppress(NetfilterError, OSError):
             self._hits = max(self._hits, netfilter_rules.queue_rule_hits(self.rules))
 
     def _finish(self) -> int:

@@ -14,11 +14,11 @@ import socket
 import sys
 import warnings
 
+from divertgui.engine.errors import (DivertArgumentError, DivertError, HandleClosedError, KernelFeatureError,
+                                     UnsupportedPlatformError)
 from divertgui.engine.filter import FilterError, compile_filter
 from divertgui.engine.handle import MAX_BATCH
 from divertgui.engine.handle import Divert as EngineDivert
-from divertgui.engine.handle import (DivertArgumentError, DivertError, HandleClosedError, KernelFeatureError,
-                                     UnsupportedPlatformError)
 from divertgui.engine.address import Flag as EngineFlag
 from divertgui.engine.address import Param as EngineParam
 from divertgui.pydivert.consts import DEFAULT_PACKET_BUFFER_SIZE, Flag, Layer, Param

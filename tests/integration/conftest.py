@@ -372,7 +372,8 @@ def missing_ebpf(ns: Namespace) -> str | None:
         return f"pydivert is not installed (pip install 'pydivert>=4'): {exc}"
     if pydivert.bpf.libebpfdivert is None:
         return "pydivert's libebpfdivert.so did not load: install pydivert's manylinux wheel"
-    from divertgui.engine.handle import Divert, DivertError
+    from divertgui.engine.errors import DivertError
+    from divertgui.engine.handle import Divert
     with ns.entered():
         try:
             with Divert("false", backend=BackendChoice("pydivert")()):

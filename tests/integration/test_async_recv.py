@@ -15,7 +15,8 @@ import sys
 import pytest
 
 from divertgui.engine.address import Event, Flag
-from divertgui.engine.handle import Divert, HandleClosedError
+from divertgui.engine.errors import HandleClosedError
+from divertgui.engine.handle import Divert
 
 from .conftest import receive_all, udp_socket
 from .socket_layer_fixtures import own_cgroup, socket_handle, start_in

@@ -3,7 +3,8 @@
 import pytest
 
 from divertgui.engine.address import Flag, Param
-from divertgui.engine.handle import Divert, DivertArgumentError, DivertError, HandleClosedError
+from divertgui.engine.errors import DivertArgumentError, DivertError, HandleClosedError
+from divertgui.engine.handle import Divert
 from divertgui.engine.packet import Packet
 from tests.integration.conftest import receive_all, receive_expected, udp_socket
 

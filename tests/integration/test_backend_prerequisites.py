@@ -11,7 +11,8 @@ pytestmark = pytest.mark.netns
 # need not be readable by `nobody`.
 OPEN_UNPRIVILEGED = """
 import importlib, os, sys
-from divertgui.engine.handle import Divert, DivertError
+from divertgui.engine.errors import DivertError
+from divertgui.engine.handle import Divert
 from tests.integration.conftest import BackendChoice
 handle = Divert("true", backend=BackendChoice(sys.argv[1])())
 importlib.import_module({"nfqueue": "divertgui.engine.backends.nfqueue", "pydivert": "pydivert.ebpf"}[sys.argv[1]])

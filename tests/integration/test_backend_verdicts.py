@@ -6,7 +6,8 @@ import pytest
 
 from divertgui.engine.address import Flag
 from divertgui.engine.checksum import calc_checksums
-from divertgui.engine.handle import Divert, DivertError
+from divertgui.engine.errors import DivertError
+from divertgui.engine.handle import Divert
 from tests.integration.conftest import receive_all, receive_expected, udp_socket, wait_until
 
 pytestmark = pytest.mark.netns

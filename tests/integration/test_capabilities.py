@@ -32,7 +32,8 @@ import divertgui.engine.backends.nfqueue, divertgui.engine.filter.kernel, divert
 import divertgui.engine.backends.handle_registry
 from divertgui.engine import privileges
 from divertgui.engine.backends import netfilter_rules
-from divertgui.engine.handle import Divert, DivertError
+from divertgui.engine.errors import DivertError
+from divertgui.engine.handle import Divert
 from divertgui.engine.packet import Packet
 
 libc = ctypes.CDLL(None, use_errno=True)

@@ -19,7 +19,8 @@ from divertgui.engine.address import Event, Flag, Layer
 from divertgui.engine.backends import bpf_syscall
 from divertgui.engine.backends.cgroups import open_cgroup
 from divertgui.engine.backends.socket_layer import FlowBackend
-from divertgui.engine.handle import Divert, DivertArgumentError
+from divertgui.engine.errors import DivertArgumentError
+from divertgui.engine.handle import Divert
 
 from .conftest import REPO, wait_until
 from .socket_layer_fixtures import SNIFF, events_until, ipv4, own_cgroup, run_in, start_in

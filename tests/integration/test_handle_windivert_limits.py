@@ -3,7 +3,8 @@
 import pytest
 
 from divertgui.engine.address import Flag, Param
-from divertgui.engine.handle import Divert, DivertArgumentError
+from divertgui.engine.errors import DivertArgumentError
+from divertgui.engine.handle import Divert
 from tests.integration.conftest import receive_expected, udp_socket, wait_until
 
 PORT = 40081

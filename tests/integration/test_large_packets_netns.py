@@ -15,7 +15,8 @@ import pytest
 
 from divertgui.engine.address import Param
 from divertgui.engine.backends import netlink
-from divertgui.engine.handle import IPV4_MAX_SIZE, Divert, PacketTooLargeError
+from divertgui.engine.errors import PacketTooLargeError
+from divertgui.engine.handle import IPV4_MAX_SIZE, Divert
 from divertgui.engine.rules import PayloadReplace, Pipeline
 from divertgui.engine.rules.runner import run_conditions
 

@@ -11,7 +11,8 @@ from divertgui.engine.backends.netfilter_rules import TOOL_DIRECTORIES
 pytestmark = pytest.mark.netns
 
 OPEN_AND_REPORT = """
-from divertgui.engine.handle import Divert, DivertError
+from divertgui.engine.errors import DivertError
+from divertgui.engine.handle import Divert
 try:
     Divert("true").open()
 except DivertError as exc:

@@ -141,7 +141,7 @@ def test_default_backend_is_nfqueue_on_linux_and_pydivert_on_windows(monkeypatch
     from divertgui.engine.backends.nfqueue import NfqueueBackend
     from divertgui.engine.backends.pydivert import PydivertBackend
     from divertgui.engine.backends.select import default_backend
-    from divertgui.engine.handle import UnsupportedPlatformError
+    from divertgui.engine.errors import UnsupportedPlatformError
     assert isinstance(default_backend(), NfqueueBackend)
     monkeypatch.setattr(sys, "platform", "win32")
     assert isinstance(default_backend(), PydivertBackend)

@@ -17,7 +17,8 @@ import pytest
 from divertgui.engine.address import Event, Flag, Layer
 from divertgui.engine.backends import handle_registry
 from divertgui.engine.filter import format_filter
-from divertgui.engine.handle import Divert, DivertArgumentError
+from divertgui.engine.errors import DivertArgumentError
+from divertgui.engine.handle import Divert
 
 from .conftest import REPO, wait_until
 from .socket_layer_fixtures import own_cgroup

@@ -9,7 +9,8 @@ import pytest
 
 from divertgui.engine.address import Address, Flag
 from divertgui.engine.checksum import calc_checksums, checksums_valid
-from divertgui.engine.handle import Divert, HostUnreachableError
+from divertgui.engine.errors import HostUnreachableError
+from divertgui.engine.handle import Divert
 from divertgui.engine.packet import Packet
 from tests.integration.conftest import Passthru, receive_expected, udp_socket, wait_until
 

@@ -16,6 +16,7 @@ import sys
 import pytest
 
 from divertgui.engine.backends import netfilter_rules
+from divertgui.engine.errors import NetfilterError
 from divertgui.engine.handle import Divert
 from divertgui.engine.store import CaptureStore
 from divertgui.service.client import ServiceClient
@@ -126,12 +127,12 @@ def test_the_lock_directory_is_refused_when_another_user_could_replace_it(tmp_pa
     loose.mkdir()
     loose.chmod(0o777)
     monkeypatch.setattr(netfilter_rules, "LOCK_DIRECTORY", str(loose))
-    with pytest.raises(netfilter_rules.RuleError, match="writable by no other user"):
+    with pytest.raises(NetfilterError, match="writable by no other user"):
         netfilter_rules.open_lock_directory()
     link = tmp_path / "link"
     link.symlink_to("/run")
     monkeypatch.setattr(netfilter_rules, "LOCK_DIRECTORY", str(link))
-    with pytest.raises(netfilter_rules.RuleError, match="cannot open the lock directory"):
+    with pytest.raises(NetfilterError, match="cannot open the lock directory"):
         netfilter_rules.open_lock_directory()
 
 

@@ -18,7 +18,8 @@ import pytest
 from divertgui.engine.address import Event, Flag, Layer
 from divertgui.engine.backends import bpf_syscall
 from divertgui.engine.backends.cgroups import open_cgroup
-from divertgui.engine.handle import Divert, DivertArgumentError, KernelFeatureError
+from divertgui.engine.errors import DivertArgumentError, KernelFeatureError
+from divertgui.engine.handle import Divert
 
 from .conftest import wait_until
 from .socket_layer_fixtures import events_until, ipv4, own_cgroup, run_in, socket_handle, start_in

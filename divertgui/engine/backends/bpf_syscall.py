@@ -12,6 +12,8 @@ import os
 import platform
 import struct
 
+from divertgui.engine.errors import BpfError
+
 _SYSCALL_NUMBER = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "riscv64": 280, "ppc64le": 361, "s390x": 351}
 _ATTR_SIZE = 144
 
@@ -28,14 +30,6 @@ LINK_TYPE_CGROUP = 3
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
-
-
-class BpfError(OSError):
-    """A bpf() command failed; `log` holds the verifier's output for a refused program."""
-
-    def __init__(self, errno_: int, message: str, log: str = ""):
-        super().__init__(errno_, message)
-        self.log = log
 
 
 def _bpf(command: int, attr: ctypes.Array, what: str) -> int:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import os
 
-
-class CgroupError(OSError):
-    kind = "kernel"
+from divertgui.engine.errors import CgroupError
 
 
 def cgroup2_mount(mountinfo: str = "/proc/self/mountinfo") -> str:

@@ -24,6 +24,7 @@ import time
 from typing import NamedTuple
 
 from divertgui.engine.address import Flag, Layer
+from divertgui.engine.errors import RegistryError
 
 from .netfilter_rules import LOCK_DIRECTORY, open_lock_directory, pid_owner
 
@@ -31,10 +32,6 @@ DIRECTORY = os.path.join(LOCK_DIRECTORY, "handles")
 GROUP = "divertgui"
 _SUFFIX = ".json"
 _counter = itertools.count(1)
-
-
-class RegistryError(OSError):
-    kind = "privilege"
 
 
 class Entry(NamedTuple):

@@ -24,16 +24,13 @@ from __future__ import annotations
 import socket
 
 from divertgui.engine.backends.netfilter_rules import INBOUND_INJECTED_MARK, level_mark
+from divertgui.engine.errors import InjectError
 
 SO_MARK = 36
 IPV6_HDRINCL = 36
 ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
 # lo's hardware address: a frame sent to it is for this host.
 LOOPBACK_HW_ADDRESS = b"\0" * 6
-
-
-class InjectError(OSError):
-    """A packet could not be injected."""
 
 
 class RawInjector:

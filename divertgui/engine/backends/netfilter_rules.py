@@ -34,6 +34,7 @@ from typing import Callable, NamedTuple
 
 from divertgui.engine import privileges
 from divertgui.engine.address import PRIORITY_MIN
+from divertgui.engine.errors import NetfilterError
 
 TABLE = "mangle"
 LEVEL_SHIFT = 16
@@ -89,14 +90,6 @@ class KernelTest(NamedTuple):
 # For an IP version (4 or 6) and a hook letter, the iptables match arguments
 # of the handle's rule (KernelTest.match).
 KernelMatch = Callable[[int, str], "str | None"]
-
-
-class RuleError(RuntimeError):
-    """iptables refused a change, or is not there; `stderr` is what it said."""
-
-    def __init__(self, message: str, stderr: str = ""):
-        super().__init__(message)
-        self.stderr = stderr
 
 
 def level_of(priority: int) -> int:
@@ -222,7 +215,7 @@ def tool_path(name: str) -> str:
         path = os.path.join(directory, name)
         if os.path.isfile(path) and os.access(path, os.X_OK):
             return path
-    raise RuleError(f"{name} is not installed in {' or '.join(TOOL_DIRECTORIES)}; install Debian's iptables "
+    raise NetfilterError(f"{name} is not installed in {' or '.join(TOOL_DIRECTORIES)}; install Debian's iptables "
                     f"package (apt-get install iptables)")
 
 
@@ -243,11 +236,11 @@ def _run(args: list[str], stdin: str | None = None) -> str:
             done = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=30,
                                   env=TOOL_ENVIRONMENT, close_fds=True)
     except FileNotFoundError as exc:
-        raise RuleError(f"{command[0]} is not installed; install Debian's iptables package") from exc
+        raise NetfilterError(f"{command[0]} is not installed; install Debian's iptables package") from exc
     if done.returncode != 0:
         said = done.stderr.strip() or done.stdout.strip()
         where = f" (input:\n{stdin})" if stdin else ""
-        raise RuleError(f"{' '.join(args)} failed: {said}{where}", said)
+        raise NetfilterError(f"{' '.join(args)} failed: {said}{where}", said)
     return done.stdout
 
 
@@ -303,7 +296,7 @@ def _wait_for_lock(fd: int) -> None:
         if _stopping.is_set():
             deadline = min(deadline, now + LOCK_TIMEOUT_STOPPING)
         if now >= deadline:
-            raise RuleError(f"another process has held the rule lock {LOCK_DIRECTORY} for too long; "
+            raise NetfilterError(f"another process has held the rule lock {LOCK_DIRECTORY} for too long; "
                             f"`fuser -v {LOCK_DIRECTORY}` shows which")
         time.sleep(LOCK_POLL)
 
@@ -315,17 +308,17 @@ def open_lock_directory() -> int:
         fd = os.open(LOCK_DIRECTORY, flags)
     except FileNotFoundError:
         if os.geteuid() != 0:
-            raise RuleError(f"the lock directory {LOCK_DIRECTORY} does not exist: packaging/install-linux.sh "
+            raise NetfilterError(f"the lock directory {LOCK_DIRECTORY} does not exist: packaging/install-linux.sh "
                             f"has the system create it at boot, and any divert run as root creates it") from None
         with contextlib.suppress(FileExistsError):
             os.mkdir(LOCK_DIRECTORY, 0o755)
         fd = os.open(LOCK_DIRECTORY, flags)
     except OSError as exc:
-        raise RuleError(f"cannot open the lock directory {LOCK_DIRECTORY}: {exc.strerror}") from exc
+        raise NetfilterError(f"cannot open the lock directory {LOCK_DIRECTORY}: {exc.strerror}") from exc
     info = os.fstat(fd)
     if info.st_uid != 0 or info.st_mode & stat.S_IWOTH:
         os.close(fd)
-        raise RuleError(f"the lock directory {LOCK_DIRECTORY} must belong to root and be writable by no other "
+        raise NetfilterError(f"the lock directory {LOCK_DIRECTORY} must belong to root and be writable by no other "
                         f"user (it is uid {info.st_uid}, mode {stat.S_IMODE(info.st_mode):04o})")
     return fd
 
@@ -379,7 +372,7 @@ def _next_ordinal(listings: dict[int, list[str]], priority: int) -> int:
              for chain in _chains_in(listing, version) if chain.level == level]
     ordinal = max(taken, default=0) + 1
     if ordinal > MAX_SHARING:
-        raise RuleError(f"{len(set(taken))} handles or more already share priority {priority} in this network "
+        raise NetfilterError(f"{len(set(taken))} handles or more already share priority {priority} in this network "
                         f"namespace (at most {MAX_SHARING} can); choose another priority")
     return ordinal
 
@@ -444,7 +437,7 @@ def queue_rule_hits(handle: HandleRules) -> int:
         for chain in handle.chains():
             try:
                 listing = _run([TOOLS[version], "-w", "-t", TABLE, "-L", chain, "-n", "-v", "-x"])
-            except RuleError:
+            except NetfilterError:
                 continue
             for line in listing.splitlines():
                 fields = line.split()

@@ -17,6 +17,8 @@ import socket
 import struct
 from typing import Iterator, NamedTuple
 
+from divertgui.engine.errors import NetlinkError
+
 NETLINK_NETFILTER = 12
 
 # linux/netlink.h
@@ -79,10 +81,6 @@ MAX_VERDICT_PAYLOAD = 0xFFFF - NLATTR.size
 # What one send() of concatenated verdicts stays within: the kernel refuses
 # (EMSGSIZE) a netlink datagram larger than the socket's send buffer.
 MAX_SEND = 128 * 1024
-
-
-class NetlinkError(OSError):
-    """The kernel answered a netfilter request with an error."""
 
 
 class NetfilterPacket(NamedTuple):

@@ -29,12 +29,12 @@ from divertgui.engine import privileges
 from divertgui.engine.address import Address, Event, Flag, Layer, Param, PARAM_LIMITS
 from divertgui.engine.backends import netfilter_rules, netlink
 from divertgui.engine.backends.base import Backend, Captured
-from divertgui.engine.checksum import checksums_valid
-from divertgui.engine.handle import PacketCutError, PacketTooLargeError
 from divertgui.engine.backends.inject import RawInjector
 from divertgui.engine.backends.ready_signal import ReadySignal
 from divertgui.engine.backends.netfilter_rules import (HandleRules, INJECTED_MARK, LEVEL_MASK, SUB_MASK, SUB_SHIFT,
                                                       level_mark)
+from divertgui.engine.checksum import checksums_valid
+from divertgui.engine.errors import NetfilterError, PacketCutError, PacketTooLargeError, PrerequisiteError
 
 QUEUE_NUMBER_BASE = 0x4000
 QUEUE_NUMBER_SPAN = 0x3000
@@ -52,17 +52,6 @@ PASS_CHUNK = 64
 LOG_BUFFER_SIZE = 128 * 1024
 
 
-class PrerequisiteError(RuntimeError):
-    """Something this backend needs from the machine is missing.
-
-    kind: "platform", "privilege", "tool" or "kernel".
-    """
-
-    def __init__(self, message: str, kind: str):
-        super().__init__(message)
-        self.kind = kind
-
-
 def check_prerequisites() -> None:
     if not sys.platform.startswith("linux"):
         raise PrerequisiteError(f"the netfilter backend runs on Linux only, not on {sys.platform}; "
@@ -71,7 +60,7 @@ def check_prerequisites() -> None:
         raise PrerequisiteError(privileges.privilege_sentence(), "privilege")
     try:
         netfilter_rules.require_tools()
-    except netfilter_rules.RuleError as exc:
+    except NetfilterError as exc:
         raise PrerequisiteError(str(exc), "tool") from exc
 
 

@@ -19,8 +19,8 @@ import threading
 
 from divertgui.engine.address import Address, Event, Flag, Layer, Param, PARAM_LIMITS
 from divertgui.engine.backends.base import Backend, Captured
-from divertgui.engine.handle import (DivertError, KernelFeatureError, MissingToolError,
-                                     NotPrivilegedError, UnsupportedPlatformError)
+from divertgui.engine.errors import (DivertError, KernelFeatureError, MissingToolError, NotPrivilegedError,
+                                     UnsupportedPlatformError)
 
 # The flags WinDivert itself knows; the rest (FAIL_OPEN) are netfilter notions.
 WINDIVERT_FLAGS = Flag.SNIFF | Flag.DROP | Flag.RECV_ONLY | Flag.SEND_ONLY | Flag.NO_INSTALL | Flag.FRAGMENTS

@@ -19,6 +19,7 @@ import time
 from collections import deque
 
 from divertgui.engine.address import Address, Event, Layer, ReflectData
+from divertgui.engine.errors import ReflectLayerError
 from divertgui.engine.filter import FilterError, compile_filter
 from divertgui.engine.filter.serialize import filter_object
 
@@ -28,12 +29,6 @@ from .base import Backend, Captured
 IN_MOVED_TO, IN_DELETE, IN_NONBLOCK, IN_CLOEXEC = 0x80, 0x200, 0o4000, 0o2000000
 _EVENT_HEADER = struct.Struct("iIII")
 _libc = ctypes.CDLL(None, use_errno=True)
-
-
-class ReflectLayerError(OSError):
-    def __init__(self, message: str, kind: str | None = None):
-        super().__init__(message)
-        self.kind = kind
 
 
 def filter_data(entry: registry.Entry) -> bytes:

@@ -6,6 +6,7 @@ import sys
 
 from divertgui.engine.address import Layer
 from divertgui.engine.backends.base import Backend
+from divertgui.engine.errors import UnsupportedPlatformError
 
 
 def default_backend(layer: Layer = Layer.NETWORK) -> Backend:
@@ -28,7 +29,6 @@ def default_backend(layer: Layer = Layer.NETWORK) -> Backend:
     if sys.platform == "win32":
         from divertgui.engine.backends.pydivert import PydivertBackend
         return PydivertBackend()
-    from divertgui.engine.handle import UnsupportedPlatformError
     raise UnsupportedPlatformError(
         f"no diversion backend for {sys.platform}: divertgui diverts on Linux (netfilter) "
         f"and on Windows (WinDivert, through pydivert)")

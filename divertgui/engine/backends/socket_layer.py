@@ -21,6 +21,7 @@ import dataclasses
 import os
 
 from divertgui.engine.address import Address, Event, Flag, Layer
+from divertgui.engine.errors import SocketLayerError
 from divertgui.engine.filter.assume import possible, possible_with
 from divertgui.engine.header_fields import IPPROTO_TCP, IPPROTO_UDP
 
@@ -46,14 +47,6 @@ HOOKS = {
     sys_bpf.ATTACH_INET_SOCK_CREATE: ("cgroup/sock_create", "5.7"),
     sys_bpf.ATTACH_INET_INGRESS: ("cgroup_skb/ingress", "5.7"), sys_bpf.ATTACH_INET_EGRESS: ("cgroup_skb/egress", "5.7"),
 }
-
-
-class SocketLayerError(OSError):
-    """The kernel cannot do what the handle asks; `kind` says what is missing."""
-
-    def __init__(self, message: str, kind: str | None = None):
-        super().__init__(message)
-        self.kind = kind
 
 
 def selectable_events(tree) -> set[Event]:

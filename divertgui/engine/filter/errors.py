@@ -1,24 +1,9 @@
-"""The error a bad filter raises: what went wrong and where."""
+"""A bad filter's error shown to a person: what went wrong and where, with the
+reference's own wording."""
 
 from __future__ import annotations
 
-
-class FilterError(ValueError):
-    """A filter that does not compile; `position` is a 0-based character index.
-
-    `message` and `position` are the reference's own. `suggestion` is a name
-    valid at the filter's layer that the bad word probably meant (a field,
-    macro or keyword in the wrong case, or a near miss), or None.
-    """
-
-    def __init__(self, message: str, position: int, suggestion: str | None = None):
-        super().__init__(message, position, suggestion)
-        self.message = message
-        self.position = position
-        self.suggestion = suggestion
-
-    def __str__(self) -> str:
-        return f"{self.message} (at position {self.position})"
+from divertgui.engine.errors import FilterError
 
 
 CONTEXT = 60    # characters of the filter shown each side of the position

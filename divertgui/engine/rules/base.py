@@ -20,23 +20,11 @@ import math
 import random
 
 from divertgui.engine.address import Layer
+from divertgui.engine.errors import RuleError
 from divertgui.engine.filter import FilterError, compile_filter
 
 DIRECTIONS = ("both", "inbound", "outbound")
 COUNTERS = ("matched", "dropped", "delayed", "duplicated", "modified", "injected")
-
-
-class RuleError(ValueError):
-    """A rule that cannot be built: `where` names the rule and parameter at fault.
-
-    `position` is the character of the filter where it went wrong, when the filter is at fault.
-    """
-
-    def __init__(self, message: str, where: str = "", position: int | None = None):
-        super().__init__(f"{where}: {message}" if where else message)
-        self.message = message
-        self.where = where
-        self.position = position
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 
 from divertgui.engine.address import Flag, Param
-from divertgui.engine.handle import MAX_BATCH, DivertError, PacketCutError, PacketTooLargeError
+from divertgui.engine.errors import DivertError, PacketCutError, PacketTooLargeError
+from divertgui.engine.handle import MAX_BATCH
 from divertgui.engine.packet import Packet
 from divertgui.engine.tcp_split import split_tcp_segment
 
