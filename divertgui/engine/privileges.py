@@ -25,6 +25,8 @@ from divertgui.engine.errors import PrivilegeError
 CAP_NET_ADMIN = 12
 CAP_NET_RAW = 13
 DIVERT_CAPABILITIES = (CAP_NET_ADMIN, CAP_NET_RAW)
+# The FLOW and SOCKET layers load eBPF programs and attach them to a cgroup: CAP_BPF besides.
+CAP_BPF = 39
 CAPABILITY_NAMES = {CAP_NET_ADMIN: "CAP_NET_ADMIN", CAP_NET_RAW: "CAP_NET_RAW"}
 STATUS_FIELDS = {"CapInh": "inheritable", "CapPrm": "permitted", "CapEff": "effective",
                  "CapBnd": "bounding", "CapAmb": "ambient"}

@@ -5,9 +5,10 @@
    user site directory, no current directory on the module path, no PATH
    of the caller's.
 2. PR_SET_NO_NEW_PRIVS: nothing it runs can gain privileges through exec.
-3. Of its capabilities it keeps CAP_NET_ADMIN and CAP_NET_RAW; root's
-   others go from every set, the bounding set included, and nothing stays
-   ambient or inheritable.
+3. Of its capabilities it keeps CAP_NET_ADMIN and CAP_NET_RAW, and CAP_BPF
+   for the FLOW and SOCKET layers' eBPF programs; root's others go from
+   every set, the bounding set included, and nothing stays ambient or
+   inheritable.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ PR_SET_NO_NEW_PRIVS = 38
 PR_CAPBSET_DROP = 24
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 CAP_SETPCAP = 8
-KEPT = sum(1 << cap for cap in privileges.DIVERT_CAPABILITIES)
+KEPT = sum(1 << cap for cap in (*privileges.DIVERT_CAPABILITIES, privileges.CAP_BPF))
 
 
 def is_clean(environ=None, flags=None, frozen=None, bundle_libraries=None) -> bool:
@@ -77,7 +78,8 @@ def no_new_privileges() -> None:
 
 
 def keep_only_capture_capabilities() -> None:
-    """Every capability but CAP_NET_ADMIN and CAP_NET_RAW leaves every set of this (still single) thread."""
+    """Every capability but CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF leaves every set of this (still single)
+    thread."""
     sets = privileges.current()
     if sets.effective >> CAP_SETPCAP & 1:
         for cap in range(64):

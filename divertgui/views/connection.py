@@ -66,7 +66,8 @@ class ServiceConnection(QObject):
 
 class ServiceEvents:
     """Shows in the window what a capture service's events say: the capture's state, its
-    errors and losses, the rows it stored and the packets it holds."""
+    errors and losses, the rows it stored, the packets it holds and the FLOW, SOCKET and
+    REFLECT events it saw."""
 
     def __init__(self, window):
         self.window = window
@@ -82,6 +83,8 @@ class ServiceEvents:
             self._state(event)
         elif kind == "error":
             self._error(event)
+        elif kind == "events":
+            self.window.events_view.on_events(event)
 
     def _rows(self, event: dict) -> None:
         window = self.window

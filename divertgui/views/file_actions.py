@@ -63,18 +63,21 @@ class FileActions:
 
     # saving -------------------------------------------------------------------------
     def save_capture(self, path: str, rows=None) -> int:
-        """Writes the stored packets (or `rows`) to a pcapng file; returns how many."""
+        """Writes the stored packets with the Events view's events (or `rows` alone) to a pcapng
+        file; returns how many packets."""
         from divertgui.engine.saved_capture import save_rows
         window = self.window
         count = window.count
+        events = window.events_view.model.records if rows is None else []
         rows = range(count) if rows is None else [r for r in rows if r < count]
         try:
-            written = save_rows(window.store, path, rows)
+            written = save_rows(window.store, path, rows, events)
         except OSError as exc:
             window.error_banner.show_message(f"cannot write {path}: {exc.strerror or exc}", "Save")
             return 0
         self.remember(path)
-        window.statusBar().showMessage(f"Saved {written:,} packets to {path}", 5000)
+        saved_events = f" and {len(events):,} events" if events else ""
+        window.statusBar().showMessage(f"Saved {written:,} packets{saved_events} to {path}", 5000)
         return written
 
     def proposed_path(self) -> str:

@@ -26,6 +26,7 @@ from divertgui.views.capture_options import CaptureOptions, CaptureOptionsDialog
 from divertgui.views.charts_panel import ChartsPanel
 from divertgui.views.compose_dialog import ComposeDialog
 from divertgui.views.connection import ServiceEvents
+from divertgui.views.events_view import EventsView
 from divertgui.views.file_actions import FileActions
 from divertgui.views.filter_editor import FilterEditor, engine_validator
 from divertgui.views.intercept_panel import InterceptPanel
@@ -228,6 +229,15 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.rules_dock, self.processes_dock)
         self.intercept_dock.raise_()
         self.processes_dock.visibilityChanged.connect(lambda shown: shown and self.processes.refresh())
+        self.events_view = EventsView(self.post, self)
+        self.events_view.process_filter_requested.connect(self.filter_process)
+        self.events_view.display_filter_requested.connect(self.streams.apply_filter_text)
+        self.events_dock = QDockWidget("Events (flows, sockets, handles)", self)
+        self.events_dock.setObjectName("events_dock")
+        self.events_dock.setWidget(self.events_view)
+        self.events_dock.hide()        # View > Events shows it, beside the charts
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.events_dock)
+        self.splitDockWidget(self.charts_dock, self.events_dock, Qt.Orientation.Vertical)
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
 
     def _build_status_bar(self) -> None:
@@ -293,6 +303,7 @@ class MainWindow(QMainWindow):
         view_menu.addAction(self.rules_dock.toggleViewAction())
         view_menu.addAction(self.charts_dock.toggleViewAction())
         view_menu.addAction(self.processes_dock.toggleViewAction())
+        view_menu.addAction(self.events_dock.toggleViewAction())
 
     # session events ----------------------------------------------------------
     def handle_event(self, event: dict) -> None:
@@ -346,6 +357,7 @@ class MainWindow(QMainWindow):
         self.stats.clear()
         self.queue_model.store_emptied()
         self.details.clear()
+        self.events_view.store_emptied(self.store.generation)
 
     # capture control ---------------------------------------------------------------
     def start_capture(self) -> None:

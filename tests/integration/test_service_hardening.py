@@ -1,5 +1,5 @@
 """The privileged side trusts nothing it is given: the service restarts from a
-minimal environment with only the two capabilities and no new privileges;
+minimal environment with only its three capabilities and no new privileges;
 iptables is never found through PATH; the rule lock cannot be taken over or
 hold a process past SIGTERM; a user touches only its own handles' rules."""
 
@@ -25,7 +25,7 @@ from tests.integration.conftest import require, wait_until
 from tests.integration.test_capabilities import BECOME_NOBODY
 
 pytestmark = pytest.mark.netns
-NET_ADMIN_AND_RAW = 1 << 12 | 1 << 13
+NET_ADMIN_RAW_AND_BPF = 1 << 12 | 1 << 13 | 1 << 39
 
 
 def status_of(pid: int) -> dict[str, str]:
@@ -33,7 +33,7 @@ def status_of(pid: int) -> dict[str, str]:
         return dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
 
 
-def test_the_service_restarts_clean_with_two_capabilities_and_no_new_privileges(monkeypatch, tmp_path):
+def test_the_service_restarts_clean_with_three_capabilities_and_no_new_privileges(monkeypatch, tmp_path):
     require(None if os.geteuid() == 0 else "the capability sets of a root service need root")
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     monkeypatch.setenv("PYTHONWARNINGS", "error")
@@ -57,7 +57,7 @@ def test_the_service_restarts_clean_with_two_capabilities_and_no_new_privileges(
     assert b"-I" in command
     assert status["NoNewPrivs"].strip() == "1"
     for field in ("CapPrm", "CapEff", "CapBnd"):
-        assert int(status[field], 16) == NET_ADMIN_AND_RAW, field
+        assert int(status[field], 16) == NET_ADMIN_RAW_AND_BPF, field
     assert int(status["CapInh"], 16) == int(status["CapAmb"], 16) == 0
     assert "libQt6" not in maps and "PySide6" not in maps
 

@@ -27,6 +27,7 @@ from tests.unit.test_pcapng import tshark_fields
 
 BASE_NS = 1_790_000_000_000_000_000
 MAPPED_LOOPBACK = 0xFFFF7F000001
+DOCUMENTATION = 0x20010DB8 << 96          # 2001:db8::
 
 
 def sample_records() -> list[EventRecord]:
@@ -39,10 +40,11 @@ def sample_records() -> list[EventRecord]:
             handle = HandleData(Layer.SOCKET, -7 - number, int(Flag.SNIFF | Flag.RECV_ONLY), BASE_NS - 5 + number,
                                 f'event == CONNECT and remotePort == {8000 + number} and processId != 1 — "é"')
         else:
-            flow = FlowData((1 << 64) - 1 - number, 40 + number, 17 if number % 2 else 6,
-                            (0x20010DB8 << 96) + number if number % 3 == 0 else MAPPED_LOOPBACK, 50000 + number,
-                            MAPPED_LOOPBACK + number, 443 + number, bool(number % 2), number % 3 == 1,
-                            number % 3 == 0)
+            ipv6 = number % 3 == 0
+            local, remote = ((DOCUMENTATION + number, DOCUMENTATION + 0x100 + number) if ipv6
+                             else (MAPPED_LOOPBACK, MAPPED_LOOPBACK + number))
+            flow = FlowData((1 << 64) - 1 - number, 40 + number, 17 if number % 2 else 6, local, 50000 + number,
+                            remote, 443 + number, bool(number % 2), number % 3 == 1, ipv6)
         records.append(EventRecord(BASE_NS + number * 1_000_003, layer, event, 4_000_000 + number,
                                    f"proc {number} ✓", f"user{number}", flow, handle))
     return records

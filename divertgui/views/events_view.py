@@ -1,0 +1,190 @@
+"""The Events view: FLOW, SOCKET and REFLECT events listed live as the capture service sees them.
+
+The user picks the layers and one filter for them (it must be valid at each
+chosen layer: processId, event and the ports are; localPort is not at
+REFLECT), and optionally a cgroup whose processes alone the FLOW and SOCKET
+layers watch. Double-clicking an event, or Filter on This Process in its
+menu, asks for that process's packets alone (`process_filter_requested(pid)`);
+Filter on This Flow asks for a display filter of its 5-tuple
+(`display_filter_requested(text)`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QAction
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
+                               QPushButton, QTableView, QVBoxLayout, QWidget)
+
+from divertgui.engine.address_text import format_ipv6
+from divertgui.engine.conversations import TCP, UDP, conversation_filter
+from divertgui.engine.event_records import EVENT_LAYERS, EventRecord
+from divertgui.models.events_model import EventsModel
+from divertgui.views.filter_editor import FilterEditor
+
+Post = Callable[..., None]
+
+
+def flow_display_filter(record: EventRecord) -> str | None:
+    """The display filter of the event's TCP or UDP flow, both ways; None when its 5-tuple is not whole."""
+    flow = record.flow
+    if flow is None or flow.protocol not in (TCP, UDP) or not (flow.local_port and flow.remote_port):
+        return None
+    return conversation_filter(6 if flow.ipv6 else 4, flow.protocol, format_ipv6(flow.local), flow.local_port,
+                               format_ipv6(flow.remote), flow.remote_port)
+
+
+class EventsView(QWidget):
+    process_filter_requested = Signal(int)
+    display_filter_requested = Signal(str)
+
+    def __init__(self, post: Post, parent=None):
+        super().__init__(parent)
+        self.setObjectName("events_view")
+        self.post = post
+        self.model = EventsModel(self)
+        self.layer_boxes = {}
+        controls = QHBoxLayout()
+        controls.setContentsMargins(0, 0, 0, 0)
+        for layer in EVENT_LAYERS:
+            box = QCheckBox(layer.name, self)
+            box.setChecked(True)
+            box.toggled.connect(lambda _checked: self.filter.validate())
+            self.layer_boxes[layer] = box
+            controls.addWidget(box)
+        self.filter = FilterEditor("events", self._validate, "event filter for the chosen layers, e.g. "
+                                                             "processId == 1234 (empty: every event)", self)
+        self.filter.applied.connect(lambda _text: self.start())
+        controls.addWidget(self.filter, 1)
+        self.cgroup = QLineEdit(self)
+        self.cgroup.setObjectName("events_cgroup")
+        self.cgroup.setPlaceholderText("cgroup (empty: every process)")
+        self.cgroup.setToolTip("FLOW and SOCKET: only the processes of this cgroup v2, a path under the "
+                               "cgroup mount such as system.slice/nginx.service")
+        controls.addWidget(self.cgroup)
+        self.start_button = QPushButton("Start", self)
+        self.start_button.clicked.connect(self.toggle)
+        controls.addWidget(self.start_button)
+
+        self.table = QTableView(self)
+        self.table.setObjectName("events_table")
+        self.table.setModel(self.model)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.verticalHeader().hide()
+        self.table.setWordWrap(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.doubleClicked.connect(self._on_double_click)
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
+        self.process_action = QAction("Filter on This Process", self.table)
+        self.process_action.triggered.connect(self.filter_on_process)
+        self.flow_action = QAction("Filter on This Flow", self.table)
+        self.flow_action.triggered.connect(self.filter_on_flow)
+        self.table.addAction(self.process_action)
+        self.table.addAction(self.flow_action)
+        self.table.selectionModel().currentRowChanged.connect(lambda *_: self._update_actions())
+        self.status = QLabel(self)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(controls)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.status)
+        self._update_actions()
+        self._show_state()
+
+    # the capture ---------------------------------------------------------------------
+    @property
+    def capturing(self) -> bool:
+        return bool(self.model.capturing)
+
+    def chosen_layers(self):
+        return [layer for layer, box in self.layer_boxes.items() if box.isChecked()]
+
+    def _validate(self, text: str):
+        from divertgui.engine.filter import FilterError, compile_filter
+        for layer in self.chosen_layers():
+            try:
+                compile_filter(text, layer)
+            except FilterError as exc:
+                return f"at the {layer.name} layer: {exc.message}", exc.position, exc.suggestion
+        return None
+
+    def start(self) -> bool:
+        """Asks the service to watch the chosen layers; False (and says why) when it cannot be asked."""
+        layers = self.chosen_layers()
+        if not layers:
+            self.status.setText("Choose FLOW, SOCKET or REFLECT first")
+            return False
+        if not self.filter.is_valid():
+            self.status.setText(f"Event filter not applied: {self.filter.problem()}")
+            return False
+        text = self.filter.text()
+        self.post("start_events", layers={layer.name: text for layer in layers}, cgroup=self.cgroup.text().strip())
+        self.status.setText("Starting…")
+        return True
+
+    def stop(self) -> None:
+        self.post("stop_events")
+
+    def toggle(self) -> None:
+        if self.capturing:
+            self.stop()
+        else:
+            self.start()
+
+    def on_events(self, message: dict) -> None:
+        """An "events" event from the session."""
+        follow = self.table.verticalScrollBar().value() == self.table.verticalScrollBar().maximum()
+        added = self.model.apply_event(message)
+        if added and follow:
+            self.table.scrollToBottom()
+        self._show_state()
+
+    def store_emptied(self, generation: int) -> None:
+        self.model.store_emptied(generation)
+        self._show_state()
+
+    def _show_state(self) -> None:
+        model = self.model
+        capturing = model.capturing
+        self.start_button.setText("Stop" if capturing else "Start")
+        text = f"{len(model.records):,} events"
+        if capturing:
+            where = f" of cgroup {model.cgroup}" if model.cgroup else ""
+            watched = ", ".join(f"{name} ({shown})" if shown else name for name, shown in capturing.items())
+            text += f"; watching {watched}{where}"
+        if model.malformed:
+            text += f"; {model.malformed:,} malformed events left out (the first: {model.first_problem})"
+        self.status.setText(text)
+
+    # the selected event ------------------------------------------------------------------
+    def current_record(self) -> EventRecord | None:
+        index = self.table.currentIndex()
+        return self.model.record(index.row()) if index.isValid() else None
+
+    def _update_actions(self) -> None:
+        record = self.current_record()
+        self.process_action.setEnabled(record is not None and record.pid > 0)
+        self.process_action.setText(f"Filter on {record.process or 'Process'} ({record.pid})" if record
+                                    else "Filter on This Process")
+        self.flow_action.setEnabled(record is not None and flow_display_filter(record) is not None)
+
+    def filter_on_process(self) -> None:
+        record = self.current_record()
+        if record is not None and record.pid > 0:
+            self.process_filter_requested.emit(record.pid)
+
+    def filter_on_flow(self) -> None:
+        record = self.current_record()
+        text = flow_display_filter(record) if record is not None else None
+        if text is not None:
+            self.display_filter_requested.emit(text)
+
+    def _on_double_click(self, index) -> None:
+        if index.isValid():
+            self.table.setCurrentIndex(index)
+            self.filter_on_process()
