@@ -37,9 +37,7 @@ def process_totals(store: CaptureStore, rows: np.ndarray | None = None) -> Proce
         columns = {name: values[rows] for name, values in columns.items()}
     index = columns["process"].astype(np.int64)
     known = index != 0
-    described = [store.processes.get(i) for i in range(len(store.processes))]
-    pid_of = np.array([p.pid if p is not None else -1 for p in described], np.int64)
-    pids_per_row = pid_of[index[known]]
+    pids_per_row = store.processes.pids()[index[known]]
     pids, group = np.unique(pids_per_row, return_inverse=True)
     count = len(pids)
     length = columns["length"][known].astype(np.int64)
@@ -49,11 +47,9 @@ def process_totals(store: CaptureStore, rows: np.ndarray | None = None) -> Proce
         return np.bincount(group, weights=values, minlength=count).astype(np.int64)
 
     pairs = np.unique(np.stack([group, columns["conversation"][known].astype(np.int64)]), axis=1)
-    latest = {}
-    for process in described[1:]:
-        latest[process.pid] = process
+    latest = [store.processes.of_pid(int(pid)) for pid in pids]
     return ProcessTotals(
-        pids=pids, names=[latest[int(pid)].name for pid in pids], users=[latest[int(pid)].user for pid in pids],
+        pids=pids, names=[p.name for p in latest], users=[p.user for p in latest],
         packets=np.bincount(group, minlength=count).astype(np.int64),
         flows=np.bincount(pairs[0], minlength=count).astype(np.int64) if count else np.zeros(0, np.int64),
         bytes_out=total(np.where(outbound, length, 0)), bytes_in=total(np.where(outbound, 0, length)),

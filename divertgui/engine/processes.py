@@ -59,6 +59,7 @@ class ProcessList:
         self._entries: list[Process | None] = [None]
         self._index: dict[Process, int] = {}
         self._pids = np.zeros(1, np.int64)
+        self._latest: dict[int, Process] = {}      # pid -> the last name it was given
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -71,6 +72,7 @@ class ProcessList:
                 return NO_PROCESS
             index = self._index[process] = len(self._entries)
             self._entries.append(process)
+            self._latest[process.pid] = process
         return index
 
     def get(self, index: int) -> Process | None:
@@ -84,6 +86,10 @@ class ProcessList:
             self._pids = np.fromiter((p.pid if p is not None else 0 for p in self._entries[:count]),
                                      np.int64, count)
         return self._pids
+
+    def of_pid(self, pid: int) -> Process | None:
+        """The process `pid` as last named (a process that ran another program has a new name)."""
+        return self._latest.get(pid)
 
     def indexes_of_pid(self, pid: int) -> list[int]:
         return [i for i, p in enumerate(self._entries) if p is not None and p.pid == pid]

@@ -1,11 +1,13 @@
 """A capture store saved to pcapng and read back as it was.
 
 Each packet's comment carries what the file format has no field for: its
-verdict ("passed", "modified", ...) and, for a modified packet, the bytes
-it was captured with ("modified; original bytes: 4500..."). Wireshark shows
+verdict ("passed", "modified", ...), for a modified packet the bytes it was
+captured with ("modified; original bytes: 4500..."), and the local process
+it belonged to ("passed; process: curl (4242), user alice"). Wireshark shows
 the comment as it is; reading the file back restores the verdict, the
-original bytes and the recorded times. FLOW, SOCKET and REFLECT events go
-in Custom Blocks, one per event (docs/capture-files.md has their layout).
+original bytes, the process and the recorded times. FLOW, SOCKET and
+REFLECT events go in Custom Blocks, one per event (docs/capture-files.md has
+their layout).
 """
 
 from __future__ import annotations
@@ -19,30 +21,38 @@ from divertgui.engine import pcapng
 from divertgui.engine.pcapng import is_malformed
 from divertgui.engine.address import Address, Layer
 from divertgui.engine.event_records import EventRecord, EventRecordError, from_json
+from divertgui.engine.processes import Process
 from divertgui.engine.store import CaptureStore
 from divertgui.engine.store_record import Verdict
 
 ORIGINAL_BYTES = "original bytes: "
 EVENT_MAGIC = b"DGE1"          # a custom block holding one event record, layout version 1
 _EVENT_LENGTH = struct.Struct("<I")
+# Last in a comment: a process's name may hold any character.
+PROCESS = "; process: "
+USER = ", user "
 LOAD_BATCH = 4096
 # A file written by another program says nothing of verdicts: its packets were observed.
 UNRECORDED_VERDICT = Verdict.SNIFFED
 
 
-def packet_comment(verdict: Verdict, original: bytes | None) -> str:
-    """The comment saved with a packet: its verdict, and its captured bytes when it was modified."""
-    name = Verdict(verdict).name.lower()
+def packet_comment(verdict: Verdict, original: bytes | None, process: Process | None = None) -> str:
+    """The comment saved with a packet: its verdict, its captured bytes when it was modified,
+    and its local process when it had one."""
+    text = Verdict(verdict).name.lower()
     if verdict == Verdict.MODIFIED and original is not None:
-        return f"{name}; {ORIGINAL_BYTES}{original.hex()}"
-    return name
+        text += f"; {ORIGINAL_BYTES}{original.hex()}"
+    if process is not None:
+        text += f"{PROCESS}{process.name} ({process.pid}){USER}{process.user}"
+    return text
 
 
-def read_comment(comment: str | None) -> tuple[Verdict, bytes | None]:
-    """(verdict, original bytes or None) from a packet comment; what a comment does not say is
-    UNRECORDED_VERDICT with no original."""
+def read_comment(comment: str | None) -> tuple[Verdict, bytes | None, Process | None]:
+    """(verdict, original bytes or None, process or None) from a packet comment; what a comment
+    does not say is UNRECORDED_VERDICT with no original and no process."""
     if not comment:
-        return UNRECORDED_VERDICT, None
+        return UNRECORDED_VERDICT, None, None
+    comment, _, process_text = comment.partition(PROCESS)
     parts = [part.strip() for part in comment.split(";")]
     verdict = Verdict.__members__.get(parts[0].upper(), UNRECORDED_VERDICT)
     original = None
@@ -52,7 +62,16 @@ def read_comment(comment: str | None) -> tuple[Verdict, bytes | None]:
                 original = bytes.fromhex(part[len(ORIGINAL_BYTES):])
             except ValueError:
                 original = None
-    return verdict, original if verdict == Verdict.MODIFIED else None
+    return verdict, original if verdict == Verdict.MODIFIED else None, _read_process(process_text)
+
+
+def _read_process(text: str) -> Process | None:
+    """A process as packet_comment wrote it ("name (pid), user name"); None when it is not one."""
+    named, _, user = text.rpartition(USER)
+    name, _, pid = named.rpartition(" (")
+    if not pid.endswith(")") or not pid[:-1].isdigit() or not 0 < int(pid[:-1]) < 1 << 32:
+        return None
+    return Process(int(pid[:-1]), name, user)
 
 
 def event_block(record: EventRecord) -> bytes:
@@ -85,10 +104,12 @@ def save_rows(store: CaptureStore, path: str | os.PathLike, rows: Iterable[int],
     count = len(store)
     wall_ns = store.column("wall_ns", 0, count)
     verdicts = store.column("verdict", 0, count)
+    processes = store.column("process", 0, count)
 
     def records():
         for row in rows:
-            comment = packet_comment(Verdict(int(verdicts[row])), store.original(row))
+            comment = packet_comment(Verdict(int(verdicts[row])), store.original(row),
+                                     store.processes.get(int(processes[row])))
             yield store.raw(row), store.address(row), int(wall_ns[row]), comment
 
     return pcapng.write_capture(path, records(), custom=map(event_block, events))
@@ -140,15 +161,16 @@ def _append(store: CaptureStore, records: list[pcapng.CaptureRecord]) -> int:
     decoded = [read_comment(record.comment) for record in records]
     # The captured bytes go into the store first; the bytes sent become the row's edit.
     captured = [original if original is not None else record.raw
-                for record, (_, original) in zip(records, decoded)]
+                for record, (_, original, _) in zip(records, decoded)]
     addresses = [Address(outbound=bool(record.outbound), loopback=bool(record.loopback),
                          ipv6=not is_malformed(record.raw) and record.raw[0] >> 4 == 6,
                          if_idx=record.if_idx, timestamp=record.timestamp_ns, layer=Layer.NETWORK,
                          sniffed=verdict == Verdict.SNIFFED)
-                 for record, (verdict, _) in zip(records, decoded)]
-    rows = store.append_batch(captured, addresses, [int(verdict) for verdict, _ in decoded],
-                              [record.timestamp_ns for record in records])
-    for row, record, (_, original) in zip(rows, records, decoded):
+                 for record, (verdict, _, _) in zip(records, decoded)]
+    processes = [store.processes.intern(process) if process is not None else 0 for _, _, process in decoded]
+    rows = store.append_batch(captured, addresses, [int(verdict) for verdict, _, _ in decoded],
+                              [record.timestamp_ns for record in records], processes)
+    for row, record, (_, original, _) in zip(rows, records, decoded):
         if original is not None:
             store.set_edited(row, record.raw)
     return sum(is_malformed(record.raw) for record in records)

@@ -1,5 +1,6 @@
 """Traffic over time as arrays for the charts: per-second packets and bytes by
-protocol, inbound vs outbound, and the top conversations.
+protocol, inbound vs outbound, by key (the top processes), and the top
+conversations.
 
 Fed incrementally from the store's columns with numpy; nothing per point
 lives as a Python object.
@@ -7,9 +8,12 @@ lives as a Python object.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from divertgui.engine.conversations import protocol_name
+from divertgui.engine.traffic_by_key import BY_PROCESS, KeyColumn, TrafficByKey
 from divertgui.models.row_text import ip_endpoints
 
 PROTOCOLS = ("TCP", "UDP", "ICMP", "ICMPv6", "other")
@@ -21,6 +25,19 @@ _PROTOCOL_INDEX[58] = 3
 # A quarter of a second per bin: each chart update (4 a second) shows new data.
 BIN_NS = 250_000_000
 BIN_SECONDS = BIN_NS / 1e9
+# What the traffic can be split by, each a column of the store.
+SPLITS: dict[str, KeyColumn] = {"process": BY_PROCESS}
+OTHER = "other"
+
+
+class SplitWindow(NamedTuple):
+    """Per-second traffic of the top keys (most bytes first), then of every other row."""
+
+    x: np.ndarray
+    labels: list[str]          # one per top key, then OTHER
+    keys: np.ndarray
+    packets: np.ndarray        # [len(labels), len(x)]
+    bytes: np.ndarray
 
 
 class TrafficStats:
@@ -45,6 +62,7 @@ class TrafficStats:
         self._conversation_bytes = np.zeros(0, np.int64)
         self._conversation_packets = np.zeros(0, np.int64)
         self._conversation_rows = np.zeros(0, np.int64)
+        self.by_key = {name: TrafficByKey(split.none) for name, split in SPLITS.items()}
 
     def _grow(self, bins: int) -> None:
         capacity = self.inbound.shape[0]
@@ -90,6 +108,10 @@ class TrafficStats:
         self.total_packets += count - first
         self.total_bytes += int(lengths.sum())
         self._count_conversations(first, count, lengths)
+        for name, split in SPLITS.items():
+            values = np.asarray(self.store.column(split.column, first, count))
+            if len(values) == len(bins):
+                self.by_key[name].add(bins, split.keys(self.store, values), lengths)
 
     def advance_to(self, now_ns: int) -> None:
         """Moves the time axis on to `now_ns` (the packets' clock): seconds without traffic
@@ -141,13 +163,27 @@ class TrafficStats:
     def window(self, seconds: float = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(x in seconds, packets/s[protocol, t], bytes/s[protocol, t], inbound/s[t], outbound/s[t]) over
         the last `seconds` of complete bins (the current bin too while it is the only one)."""
-        # The bin still being filled would show as a false drop at the live edge.
-        end = self.bins - 1 if self.bins >= 2 else self.bins
-        start = max(0, end - int(seconds / BIN_SECONDS))
+        start, end = self._span(seconds)
         x = np.arange(start, end, dtype=np.float64) * BIN_SECONDS
         per_second = 1.0 / BIN_SECONDS
         return (x, self.packets[:, start:end] * per_second, self.bytes[:, start:end] * per_second,
                 self.inbound[start:end] * per_second, self.outbound[start:end] * per_second)
+
+    def _span(self, seconds: float) -> tuple[int, int]:
+        # The bin still being filled would show as a false drop at the live edge.
+        end = self.bins - 1 if self.bins >= 2 else self.bins
+        return max(0, end - int(seconds / BIN_SECONDS)), end
+
+    def split_window(self, name: str, seconds: float = 60, count: int = 5) -> SplitWindow:
+        """Over the same bins as window(): the `count` keys of split `name` (a SPLITS entry) with
+        the most bytes in them, and everything else as OTHER, per second."""
+        start, end = self._span(seconds)
+        series = self.by_key[name].top(start, end, count)
+        split = SPLITS[name]
+        labels = [split.label(self.store, int(key)) for key in series.keys] + [OTHER]
+        per_second = 1.0 / BIN_SECONDS
+        return SplitWindow(np.arange(start, end, dtype=np.float64) * BIN_SECONDS, labels, series.keys,
+                           series.packets * per_second, series.bytes * per_second)
 
     def rates(self) -> tuple[float, float]:
         """Packets/s and bytes/s over the last complete bin (the current one while it is the only one)."""

@@ -1,19 +1,20 @@
 """Live charts over TrafficStats: packets/s and bytes/s stacked by protocol,
-inbound vs outbound, the top conversations, and the distribution of the
-delays lag rules gave. Pause freezes the picture; the mouse zooms and pans;
-"Follow" returns to the live edge."""
+inbound vs outbound, the top processes, the top conversations, and the
+distribution of the delays lag rules gave. Pause freezes the picture; the
+mouse zooms and pans; "Follow" returns to the live edge."""
 
 from __future__ import annotations
 
+import html
 import math
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QCheckBox, QGridLayout, QHBoxLayout, QHeaderView, QPushButton, QSpinBox,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QGridLayout, QHBoxLayout, QHeaderView, QPushButton, QSpinBox,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget, QLabel)
 
-from divertgui.models.stats import PROTOCOLS
+from divertgui.models.stats import OTHER, PROTOCOLS
 
 PROTOCOL_PENS = {
     "TCP": "#6a5acd",
@@ -26,6 +27,11 @@ INBOUND_PEN = "#1b9e77"
 OUTBOUND_PEN = "#d95f02"
 DELAY_PEN = "#7b3294"
 NO_DELAYS = "No lag rule has delayed a packet yet"
+NO_PROCESSES = "no packet of a local process in view (live captures have them)"
+# The top keys of a split chart (processes), each keeping its colour while it stays on the chart.
+TOP_KEYS = 5
+KEY_PENS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#17becf", "#e377c2", "#bcbd22")
+OTHER_PEN = PROTOCOL_PENS["other"]
 
 
 # Below this a chart shows no tick numbers: the dock gives up room to the list first.
@@ -53,26 +59,99 @@ def legend_html(entries) -> str:
                                for name, colour in entries)
 
 
+def _fill(colour: str):
+    fill = pg.mkColor(colour)
+    fill.setAlpha(120)
+    return fill
+
+
 class StackedPlot:
-    """Curves whose fills stack: each protocol's curve is the running sum up to it."""
+    """Curves whose fills stack: each series' curve is the running sum up to it."""
 
     def __init__(self, plot: pg.PlotWidget, names, colours):
         self.plot = plot
         self.curves = []
+        self.colours = list(colours)
         for name, colour in zip(names, colours):
-            fill = pg.mkColor(colour)
-            fill.setAlpha(120)
             curve = plot.plot([], [], name=name, pen=pg.mkPen(colour, width=1.5), fillLevel=0,
-                              brush=fill, stepMode=None)
+                              brush=_fill(colour), stepMode=None)
             self.curves.append(curve)
-
-    def set_data(self, x: np.ndarray, series: np.ndarray) -> None:
-        totals = np.cumsum(series, axis=0)
         # Drawn top-down so that each lower fill covers the one above it.
-        for curve, y in zip(self.curves, totals):
-            curve.setData(x, y)
         for z, curve in enumerate(self.curves):
             curve.setZValue(len(self.curves) - z)
+
+    def set_data(self, x: np.ndarray, series: np.ndarray) -> None:
+        """One row of `series` per curve from the first; curves beyond its rows are emptied."""
+        totals = np.cumsum(series, axis=0)
+        for curve, y in zip(self.curves, totals):
+            curve.setData(x, y)
+        for curve in self.curves[len(totals):]:
+            curve.setData([], [])
+
+    def set_colours(self, colours) -> None:
+        for i, colour in enumerate(colours):
+            if self.colours[i] != colour:
+                self.colours[i] = colour
+                self.curves[i].setPen(pg.mkPen(colour, width=1.5))
+                self.curves[i].setBrush(_fill(colour))
+
+
+class SplitChart(QWidget):
+    """Packets/s or bytes/s stacked by the top keys of one of TrafficStats' splits (the processes),
+    everything else as "other", with a legend of its own since the keys change with the traffic."""
+
+    UNITS = {"packets/s": "pkt/s", "bytes/s": "B/s"}
+
+    def __init__(self, stats, split: str, title: str, none_text: str, parent=None):
+        super().__init__(parent)
+        self.stats = stats
+        self.split = split
+        self.none_text = none_text
+        self.plot = _plot(title, "pkt/s")
+        self.stack = StackedPlot(self.plot, [""] * (TOP_KEYS + 1), [OTHER_PEN] * (TOP_KEYS + 1))
+        self.units = QComboBox(self)
+        self.units.setObjectName(f"{split}_units")
+        self.units.addItems(list(self.UNITS))
+        self.units.currentTextChanged.connect(lambda text: self.plot.setLabel("left", units=self.UNITS[text]))
+        self.legend = QLabel(self)
+        self.legend.setObjectName(f"{split}_legend")
+        self.legend.setTextFormat(Qt.TextFormat.RichText)
+        self.legend.setWordWrap(True)
+        self.labels: list[str] = []
+        self._colours: dict[int, str] = {}
+        below = QHBoxLayout()
+        below.addWidget(self.legend, 1)
+        below.addWidget(self.units)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        layout.addWidget(self.plot, 1)
+        layout.addLayout(below)
+
+    def draw(self, seconds: float) -> float:
+        """Draws the last `seconds`; returns the highest stacked value drawn."""
+        window = self.stats.split_window(self.split, seconds, TOP_KEYS)
+        series = window.packets if self.units.currentIndex() == 0 else window.bytes
+        colours = self._colours_of(window.keys.tolist())
+        self.stack.set_colours(colours)
+        self.stack.set_data(window.x, series)
+        if window.labels != self.labels:
+            self.labels = window.labels
+            entries = [(html.escape(label), colour) for label, colour in zip(window.labels, colours)]
+            note = "" if len(window.keys) else f"&nbsp;&nbsp;<i>{html.escape(self.none_text)}</i>"
+            self.legend.setText(legend_html(entries) + note)
+        return float(series.sum(axis=0).max()) if series.size else 0.0
+
+    def _colours_of(self, keys: list[int]) -> list[str]:
+        """A colour for each key and grey for the curves left over: a key keeps the colour it had
+        while it stays on the chart; a new key takes one no key on the chart has."""
+        kept = {key: self._colours[key] for key in keys if key in self._colours}
+        free = [colour for colour in KEY_PENS if colour not in kept.values()]
+        for key in keys:
+            if key not in kept:
+                kept[key] = free.pop(0)
+        self._colours = kept
+        return [kept[key] for key in keys] + [OTHER_PEN]
 
 
 class ChartsPanel(QWidget):
@@ -90,8 +169,10 @@ class ChartsPanel(QWidget):
         self.bytes_stack = StackedPlot(self.bytes_plot, PROTOCOLS, colours)
         self.inbound_curve = self.direction_plot.plot([], [], name="inbound", pen=pg.mkPen(INBOUND_PEN, width=2))
         self.outbound_curve = self.direction_plot.plot([], [], name="outbound", pen=pg.mkPen(OUTBOUND_PEN, width=2))
+        self.process_chart = SplitChart(stats, "process", "Traffic by process", NO_PROCESSES, self)
         self.bytes_plot.setXLink(self.packets_plot)
         self.direction_plot.setXLink(self.packets_plot)
+        self.process_chart.plot.setXLink(self.packets_plot)
         self.delay_plot = _plot("Lag delays, recent packets", "packets")
         self.delay_plot.setLabel("bottom", "delay (ms)")
         self.delay_plot.setMouseEnabled(x=False, y=False)
@@ -122,7 +203,7 @@ class ChartsPanel(QWidget):
         self.window_spin.setSuffix(" s window")
         self.following = True
         self._x_range = None
-        for plot in (self.packets_plot, self.bytes_plot, self.direction_plot):
+        for plot in self.time_plots():
             plot.getPlotItem().getViewBox().sigRangeChangedManually.connect(self._user_zoomed)
 
         controls = QHBoxLayout()
@@ -138,11 +219,12 @@ class ChartsPanel(QWidget):
         grid.addWidget(self.packets_plot, 0, 0)
         grid.addWidget(self.bytes_plot, 0, 1)
         grid.addWidget(self.direction_plot, 1, 0)
-        grid.addWidget(self.conversations, 1, 1)
+        grid.addWidget(self.process_chart, 1, 1)
+        grid.addWidget(self.conversations, 1, 2)
         delay_column = QVBoxLayout()
         delay_column.addWidget(self.delay_plot, 1)
         delay_column.addWidget(self.delay_summary)
-        grid.addLayout(delay_column, 0, 2, 2, 1)
+        grid.addLayout(delay_column, 0, 2)
         for column, stretch in enumerate((3, 3, 2)):
             grid.setColumnStretch(column, stretch)
         self.delay_plot.setVisible(self.delays is not None)
@@ -157,13 +239,17 @@ class ChartsPanel(QWidget):
         if self.pause_box.isChecked() != paused:
             self.pause_box.setChecked(paused)
 
+    def time_plots(self) -> tuple[pg.PlotWidget, ...]:
+        """The charts over time, which share their time axis."""
+        return self.packets_plot, self.bytes_plot, self.direction_plot, self.process_chart.plot
+
     def _user_zoomed(self, *_):
         self.following = False
 
     def follow(self) -> None:
         self.following = True
         self._x_range = None
-        for plot in (self.packets_plot, self.bytes_plot, self.direction_plot):
+        for plot in self.time_plots():
             plot.enableAutoRange(y=True)
         self.redraw()
 
@@ -191,8 +277,9 @@ class ChartsPanel(QWidget):
         """Draws the current arrays; called by a timer (>= 4 per second) unless paused."""
         if self.paused:
             return
-        x, packets, size, inbound, outbound = self.stats.window(self.window_spin.value() if self.following
-                                                                else max(self.stats.seconds, 1.0))
+        seconds = self.window_spin.value() if self.following else max(self.stats.seconds, 1.0)
+        x, packets, size, inbound, outbound = self.stats.window(seconds)
+        process_peak = self.process_chart.draw(seconds)
         self.packets_stack.set_data(x, packets)
         self.bytes_stack.set_data(x, size)
         self.inbound_curve.setData(x, inbound)
@@ -203,7 +290,8 @@ class ChartsPanel(QWidget):
             # Rates read against zero; a bare auto-range would magnify noise.
             for plot, peak in ((self.packets_plot, packets.sum(axis=0).max()),
                                (self.bytes_plot, size.sum(axis=0).max()),
-                               (self.direction_plot, max(inbound.max(), outbound.max()))):
+                               (self.direction_plot, max(inbound.max(), outbound.max())),
+                               (self.process_chart.plot, process_peak)):
                 self._fit_height(plot, max(1.0, float(peak)) * 1.15)
         self._show_conversations(self.stats.top_conversations(8))
         self._draw_delays()
