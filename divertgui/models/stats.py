@@ -43,6 +43,9 @@ class SplitWindow(NamedTuple):
 class TrafficStats:
     def __init__(self, store):
         self.store = store
+        # True while capturing: the newest bin is still being filled. A stopped capture's
+        # or a file's newest bin is complete.
+        self.live = False
         self.clear()
 
     def clear(self) -> None:
@@ -171,7 +174,7 @@ class TrafficStats:
 
     def _span(self, seconds: float) -> tuple[int, int]:
         # The bin still being filled would show as a false drop at the live edge.
-        end = self.bins - 1 if self.bins >= 2 else self.bins
+        end = self.bins - 1 if self.live and self.bins >= 2 else self.bins
         return max(0, end - int(seconds / BIN_SECONDS)), end
 
     def split_window(self, name: str, seconds: float = 60, count: int = 5) -> SplitWindow:

@@ -11,8 +11,8 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QGridLayout, QHBoxLayout, QHeaderView, QPushButton, QSpinBox,
-                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget, QLabel)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QGridLayout, QHBoxLayout, QHeaderView, QLabel, QPushButton,
+                               QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from divertgui.models.stats import OTHER, PROTOCOLS
 
@@ -27,11 +27,12 @@ INBOUND_PEN = "#1b9e77"
 OUTBOUND_PEN = "#d95f02"
 DELAY_PEN = "#7b3294"
 NO_DELAYS = "No lag rule has delayed a packet yet"
-NO_PROCESSES = "no packet of a local process in view (live captures have them)"
+NO_PROCESSES = "no packet of a local process in view"
 # The top keys of a split chart (processes), each keeping its colour while it stays on the chart.
 TOP_KEYS = 5
 KEY_PENS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#17becf", "#e377c2", "#bcbd22")
 OTHER_PEN = PROTOCOL_PENS["other"]
+LEGEND_WIDTH = 170
 
 
 # Below this a chart shows no tick numbers: the dock gives up room to the list first.
@@ -53,10 +54,10 @@ def _plot(title: str, units: str) -> pg.PlotWidget:
     return plot
 
 
-def legend_html(entries) -> str:
-    """One legend for every chart, above them, so that no legend covers data."""
-    return "&nbsp;&nbsp;".join(f'<span style="color:{colour}; font-size:14px;">■</span>&nbsp;{name}'
-                               for name, colour in entries)
+def legend_html(entries, separator: str = "&nbsp;&nbsp;") -> str:
+    """A legend beside the charts rather than over them, so that no legend covers data."""
+    return separator.join(f'<span style="color:{colour}; font-size:14px;">■</span>&nbsp;{name}'
+                          for name, colour in entries)
 
 
 def _fill(colour: str):
@@ -116,17 +117,21 @@ class SplitChart(QWidget):
         self.legend = QLabel(self)
         self.legend.setObjectName(f"{split}_legend")
         self.legend.setTextFormat(Qt.TextFormat.RichText)
+        self.legend.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        self.legend.setMaximumWidth(LEGEND_WIDTH)
         self.legend.setWordWrap(True)
         self.labels: list[str] = []
         self._colours: dict[int, str] = {}
-        below = QHBoxLayout()
-        below.addWidget(self.legend, 1)
-        below.addWidget(self.units)
-        layout = QVBoxLayout(self)
+        # The legend, one entry a line, and the units beside the chart: the keys come and go.
+        side = QVBoxLayout()
+        side.setContentsMargins(0, 4, 0, 0)
+        side.addWidget(self.legend, 1)
+        side.addWidget(self.units)
+        layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(2)
+        layout.setSpacing(4)
         layout.addWidget(self.plot, 1)
-        layout.addLayout(below)
+        layout.addLayout(side)
 
     def draw(self, seconds: float) -> float:
         """Draws the last `seconds`; returns the highest stacked value drawn."""
@@ -138,8 +143,8 @@ class SplitChart(QWidget):
         if window.labels != self.labels:
             self.labels = window.labels
             entries = [(html.escape(label), colour) for label, colour in zip(window.labels, colours)]
-            note = "" if len(window.keys) else f"&nbsp;&nbsp;<i>{html.escape(self.none_text)}</i>"
-            self.legend.setText(legend_html(entries) + note)
+            note = "" if len(window.keys) else f"<br><i>{html.escape(self.none_text)}</i>"
+            self.legend.setText(legend_html(entries, "<br>") + note)
         return float(series.sum(axis=0).max()) if series.size else 0.0
 
     def _colours_of(self, keys: list[int]) -> list[str]:
@@ -183,12 +188,18 @@ class ChartsPanel(QWidget):
         self.delay_summary = QLabel(self)
         self.delay_summary.setObjectName("delay_summary")
         self.delay_summary.setText(NO_DELAYS)
+        self.delay_summary.setWordWrap(True)
+        self.delay_summary.setMaximumWidth(LEGEND_WIDTH)
+        self.delay_summary.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         self.delay_shown = 0
 
         self.conversations = QTableWidget(0, 3, self)
         self.conversations.setHorizontalHeaderLabels(["Top conversations", "Bytes", "Packets"])
         self.conversations.verticalHeader().hide()
         self.conversations.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for column in (1, 2):
+            self.conversations.horizontalHeader().setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        self.conversations.setWordWrap(False)
         self.conversations.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.conversations.setAlternatingRowColors(True)
 
@@ -218,15 +229,17 @@ class ChartsPanel(QWidget):
         grid = QGridLayout()
         grid.addWidget(self.packets_plot, 0, 0)
         grid.addWidget(self.bytes_plot, 0, 1)
+        grid.addWidget(self.process_chart, 0, 2)
         grid.addWidget(self.direction_plot, 1, 0)
-        grid.addWidget(self.process_chart, 1, 1)
-        grid.addWidget(self.conversations, 1, 2)
-        delay_column = QVBoxLayout()
-        delay_column.addWidget(self.delay_plot, 1)
-        delay_column.addWidget(self.delay_summary)
-        grid.addLayout(delay_column, 0, 2)
-        for column, stretch in enumerate((3, 3, 2)):
-            grid.setColumnStretch(column, stretch)
+        grid.addWidget(self.conversations, 1, 1, 1, 1 if self.delays is not None else 2)
+        # Its figures beside it, as the per-process chart has its legend.
+        delay_row = QHBoxLayout()
+        delay_row.setSpacing(4)
+        delay_row.addWidget(self.delay_plot, 1)
+        delay_row.addWidget(self.delay_summary)
+        grid.addLayout(delay_row, 1, 2)
+        for column in range(3):
+            grid.setColumnStretch(column, 1)
         self.delay_plot.setVisible(self.delays is not None)
         self.delay_summary.setVisible(self.delays is not None)
         layout = QVBoxLayout(self)
@@ -323,5 +336,5 @@ class ChartsPanel(QWidget):
             self.delay_summary.setText(NO_DELAYS)
             return
         self.delay_curve.setData(edges, counts)
-        self.delay_summary.setText(f"{len(self.delays):,} packets · p50 {self.delays.percentile(50):.1f} ms · "
+        self.delay_summary.setText(f"{len(self.delays):,} packets\np50 {self.delays.percentile(50):.1f} ms\n"
                                    f"p99 {self.delays.percentile(99):.1f} ms")

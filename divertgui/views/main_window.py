@@ -444,6 +444,7 @@ class MainWindow(QMainWindow):
     def _draw_charts(self) -> None:
         self._charts_drawn_at = time.monotonic()
         self.stats.update(self.count)
+        self.stats.live = self.running
         if self.running:
             # Packets carry monotonic times while capturing; idle seconds then show as zero.
             self.stats.advance_to(time.monotonic_ns())

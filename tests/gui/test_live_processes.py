@@ -3,6 +3,7 @@ holding one program's packets holds only those, and filtering on one shows only 
 
 import socket
 
+import numpy as np
 import pytest
 
 from tests.gui.conftest import start_live_capture
@@ -80,6 +81,95 @@ def test_each_packet_shows_its_process_and_one_process_is_held_or_shown_alone(qt
         dialog.close()
         window.post("forward_all")
         assert sorted(receive_expected(receiver, 2)) == [b"first held 0", b"first held 1"]
+    finally:
+        for process in (first, second):
+            process.stdin.close()
+            process.wait(timeout=10)
+        receiver.close()
+        assert bench.close(), "the session thread did not stop"
+
+
+def chart_counts(chart) -> dict[str, int]:
+    """Packets per legend entry, read back from the per-process chart's stacked curves."""
+    from divertgui.models.stats import BIN_SECONDS
+    below = None
+    counts = {}
+    for label, curve in zip(chart.labels, chart.stack.curves):
+        _, top = curve.getData()
+        top = np.zeros(0) if top is None else top
+        layer = top - below if below is not None and len(below) == len(top) else top
+        counts[label] = int(round(float(layer.sum()) * BIN_SECONDS))
+        below = top
+    return counts
+
+
+def test_the_per_process_chart_shows_each_program_live_and_from_its_saved_capture(qtbot, namespace, tmp_path):  # noqa: F811
+    from divertgui.app import Workbench
+    from divertgui.views.capture_options import CaptureOptions
+    with namespace.entered():
+        bench = Workbench(CaptureOptions(source="live"))
+        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        receiver.bind(("127.0.0.1", 0))
+    port = receiver.getsockname()[1]
+    first, first_pid, _ = start_sender(namespace, "udp", port)
+    second, second_pid, _ = start_sender(namespace, "udp", port)
+    window = bench.window
+    qtbot.addWidget(window)
+    model = window.table_model
+    chart = window.charts.process_chart
+    try:
+        start_live_capture(qtbot, window, f"udp.DstPort == {port}", "")
+        for i in range(3):
+            say(first, f"first {i}")
+        for i in range(5):
+            say(second, "s" * (10 + i))
+        receive_expected(receiver, 8)
+        qtbot.waitUntil(lambda: model.rowCount() == 8, timeout=10000)
+        labels = {pid: window.store.processes.of_pid(pid).label() for pid in (first_pid, second_pid)}
+        expected = {labels[first_pid]: 3, labels[second_pid]: 5, "other": 0}
+        # The newest quarter second is left out while capturing, until the clock has moved past it.
+        qtbot.waitUntil(lambda: chart_counts(chart) == expected, timeout=10000)
+        assert chart.labels == [labels[second_pid], labels[first_pid], "other"], "most bytes first"
+        assert all(label in chart.legend.text() for label in labels.values())
+
+        chart.units.setCurrentText("bytes/s")
+        window.charts.redraw()
+        sizes = window.store.column("length", 0, 8)
+        processes = window.store.processes.pids()[window.store.column("process", 0, 8)]
+        drawn = chart_counts(chart)
+        for pid in (first_pid, second_pid):
+            assert drawn[labels[pid]] == int(sizes[processes == pid].sum())
+
+        # A display filter and the process filter together; the status bar says how many are shown.
+        window.apply_display_filter("udp.PayloadLength < 13")
+        assert model.rowCount() == 6, "first's 3 and second's payloads of 10, 11 and 12 bytes"
+        assert window.status_labels["displayed"].text() == "Displayed: 6 of 8"
+        window.filter_process(second_pid)
+        assert model.rowCount() == 3
+        assert window.status_labels["displayed"].text() == "Displayed: 3 of 8"
+        say(first, "first, after")
+        say(second, "s" * 12)
+        say(second, "s" * 13)
+        receive_expected(receiver, 3)
+        qtbot.waitUntil(lambda: window.count == 11, timeout=10000)
+        qtbot.waitUntil(lambda: window.status_labels["displayed"].text() == "Displayed: 4 of 11")
+        assert model.rowCount() == 4
+        assert {window.store.process(model.store_row(r)).pid for r in range(4)} == {second_pid}
+        window.filter_process(None)
+        window.apply_display_filter("")
+        assert not window.status_labels["displayed"].isVisible()
+
+        window.stop_capture()
+        qtbot.waitUntil(lambda: not window.running and window.count == 11, timeout=5000)
+        path = tmp_path / "two-programs.pcapng"
+        assert window.files.save_capture(str(path)) == 11
+        before = window.store.generation
+        window.files.open_capture(str(path))
+        qtbot.waitUntil(lambda: window.generation != before and window.count == 11, timeout=10000)
+        assert {window.store.process(r).pid for r in range(11)} == {first_pid, second_pid}
+        chart.units.setCurrentText("packets/s")
+        qtbot.waitUntil(lambda: chart_counts(chart) == {labels[second_pid]: 7, labels[first_pid]: 4, "other": 0},
+                        timeout=10000)
     finally:
         for process in (first, second):
             process.stdin.close()

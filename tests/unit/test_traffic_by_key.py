@@ -78,10 +78,14 @@ def test_traffic_stats_split_by_process_per_second_under_each_process_latest_nam
     assert window.labels == ["curl-exec (10)", "nc (11)", OTHER]
     assert window.keys.tolist() == [10, 11]
     per_second = 1e9 / BIN_NS
-    # The last bin is still being filled: the window stops before it, as window() does.
+    assert len(window.x) == len(stats.window(60)[0]) == 3
+    assert (window.packets / per_second).tolist() == [[2, 1, 0], [0, 1, 0], [0, 0, 1]]
+    assert (window.bytes / per_second).tolist() == [[30 + 2 * 28, 30 + 28, 0], [0, 40 + 28, 0], [0, 0, 50 + 28]]
+    # While capturing, the newest bin is still being filled: both windows stop before it.
+    stats.live = True
+    window = stats.split_window("process", seconds=60, count=5)
     assert len(window.x) == len(stats.window(60)[0]) == 2
     assert (window.packets / per_second).tolist() == [[2, 1], [0, 1], [0, 0]]
-    assert (window.bytes / per_second).tolist() == [[30 + 2 * 28, 30 + 28], [0, 40 + 28], [0, 0]]
     assert stats.split_window("process", count=1).labels == ["curl-exec (10)", OTHER]
     store.clear()
     stats.update(0)
