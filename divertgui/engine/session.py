@@ -49,9 +49,12 @@ class Held(NamedTuple):
 
 
 class Session:
-    def __init__(self, emit: Callable[[dict], None], store: CaptureStore | None = None) -> None:
+    def __init__(self, emit: Callable[[dict], None], store: CaptureStore | None = None, *,
+                 gui_in_process: bool = True) -> None:
+        """`gui_in_process`: a GUI thread shares this interpreter, and the loop makes room for it."""
         self.emit = emit
         self.store = store if store is not None else CaptureStore()
+        self.gui_in_process = gui_in_process
         self.rules: list[dict] = []
         self.pipeline = Pipeline()
         self._rules_version = 0
@@ -125,7 +128,8 @@ class Session:
         # the interpreter lock at each call while this loop is busy: a short
         # switch interval keeps each of those waits short.
         switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(min(switch_interval, SWITCH_INTERVAL))
+        if self.gui_in_process:
+            sys.setswitchinterval(min(switch_interval, SWITCH_INTERVAL))
         try:
             while not self._ended:
                 self._take_commands(wait=RECV_TIMEOUT if self._handle is None or self._mode == "drop" else 0)
@@ -133,9 +137,10 @@ class Session:
                     break
                 if self._handle is not None and self._mode != "drop":
                     self._pump()
-                    # Hand the interpreter to the GUI thread between batches, not
-                    # only when the switch interval forces it.
-                    time.sleep(0)
+                    if self.gui_in_process:
+                        # Hand the interpreter to the GUI thread between batches, not
+                        # only when the switch interval forces it.
+                        time.sleep(0)
                 if self._event_capture is not None:
                     self._poll_events()
                 self._expire_holds()

@@ -43,7 +43,7 @@ class Connection:
         self._gone = threading.Event()
         self.writer = FrameWriter(write, self._client_gone)
         self.relay = StoreRelay(self.writer.send)
-        self.session = Session(self.relay.send_event, self.relay)
+        self.session = Session(self.relay.send_event, self.relay, gui_in_process=False)
 
     def run(self) -> None:
         """Serve until the client leaves or asks for shutdown; the session's rules are gone on return."""

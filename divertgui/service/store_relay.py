@@ -2,6 +2,10 @@
 changes goes to the client as binary frames, in order with the events.
 
 The service keeps no packet bytes: the client's store is the only copy.
+Appended rows wait and leave together, as one frame, just before the next
+frame of any other kind (the session's "rows" event announcing them, at
+most EMIT_INTERVAL later, is one): each frame costs the window a wake-up and
+the numpy calls that decode it, whatever its size.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from divertgui.engine.store_columns import address_columns
 from divertgui.service import framing
 from divertgui.service.packet_frames import ROW, encode_edit, encode_packets, encode_verdicts
 
+# Rows waiting beyond this many bytes leave without waiting for the next event.
+MAX_WAITING_BYTES = 1 << 20
+
 
 class StoreRelay:
     """The writing side of CaptureStore, turned into frames for `send(frame_bytes)`."""
@@ -25,6 +32,9 @@ class StoreRelay:
         self._send = send
         self._lock = threading.Lock()
         self._verdicts: list[tuple[int, int]] = []
+        self._waiting_rows: list[np.ndarray] = []
+        self._waiting_blobs: list[bytes] = []
+        self._waiting_bytes = 0
         self._count = 0
         self.bytes_stored = 0
         self.generation = 0
@@ -52,9 +62,12 @@ class StoreRelay:
         blob = b"".join(raws)
         with self._lock:
             first = self._count
-            self._flush_verdicts()
             self._send_new_processes()
-            self._send(framing.encode(framing.PACKETS, encode_packets(rows, blob)))
+            self._waiting_rows.append(rows)
+            self._waiting_blobs.append(blob)
+            self._waiting_bytes += len(blob) + rows.nbytes
+            if self._waiting_bytes >= MAX_WAITING_BYTES:
+                self._flush()
             self._count += count
             self.bytes_stored += len(blob)
         return range(first, first + count)
@@ -65,12 +78,15 @@ class StoreRelay:
 
     def set_edited(self, row: int, raw: bytes) -> None:
         with self._lock:
-            self._flush_verdicts()
+            self._flush()
             self._send(framing.encode(framing.EDIT, encode_edit(row, bytes(raw))))
 
     def clear(self) -> None:
         with self._lock:
             self._verdicts.clear()
+            self._waiting_rows.clear()
+            self._waiting_blobs.clear()
+            self._waiting_bytes = 0
             self._send(framing.encode(framing.CLEAR, b""))
             self._count = 0
             self.bytes_stored = 0
@@ -80,17 +96,26 @@ class StoreRelay:
         """An event, after every row change made before it."""
         frame = framing.encode_json(message)
         with self._lock:
-            self._flush_verdicts()
+            self._flush()
             self._send(frame)
 
     def _send_new_processes(self) -> None:
         known = len(self.processes)
         if known > self._processes_sent:
             described = [[i, *self.processes.get(i)] for i in range(self._processes_sent, known)]
+            self._flush()
             self._send(framing.encode_json({"type": "processes", "processes": described}))
             self._processes_sent = known
 
-    def _flush_verdicts(self) -> None:
+    def _flush(self) -> None:
+        """The waiting rows, then the verdict changes (which may be of those rows)."""
+        if self._waiting_rows:
+            rows = self._waiting_rows[0] if len(self._waiting_rows) == 1 else np.concatenate(self._waiting_rows)
+            blob = b"".join(self._waiting_blobs)
+            self._waiting_rows.clear()
+            self._waiting_blobs.clear()
+            self._waiting_bytes = 0
+            self._send(framing.encode(framing.PACKETS, encode_packets(rows, blob)))
         if self._verdicts:
             changes, self._verdicts = self._verdicts, []
             self._send(framing.encode(framing.VERDICTS, encode_verdicts(changes)))

@@ -138,6 +138,7 @@ def test_the_client_store_names_each_packets_process_as_the_service_did():
     relay.append_batch(raws[:3], addresses[:3], Verdict.PASSED, 1, [curl, 0, nc])
     ssh = relay.processes.intern(Process(12, "ssh", "ann"))
     relay.append_batch(raws[3:], addresses[3:], Verdict.PASSED, 1, [ssh, curl, 0])
+    relay.send_event({"type": "rows", "count": len(relay)})
     received = CaptureStore()
     received.processes.intern(Process(99, "from an earlier service", "bob"))   # the indexes differ
     events = []
@@ -148,4 +149,40 @@ def test_the_client_store_names_each_packets_process_as_the_service_did():
     assert [received.process(row) for row in range(6)] == [
         Process(10, "curl", "root"), None, Process(11, "nc", "ann"), Process(12, "ssh", "ann"),
         Process(10, "curl", "root"), None]
-    assert events == [], "the processes event is the store's, not the window's"
+    assert [e["type"] for e in events] == ["rows"], "the processes event is the store's, not the window's"
+
+
+def test_appended_rows_leave_as_one_frame_before_the_next_event():
+    from divertgui.service.packet_frames import decode_verdicts
+    rng = random.Random(10)
+    raws = [packet(rng) for _ in range(30)]
+    addresses = [address_for(rng, raw) for raw in raws]
+    frames = []
+    relay = StoreRelay(frames.append)
+    for start in range(0, 30, 10):
+        relay.append_batch(raws[start:start + 10], addresses[start:start + 10], Verdict.HELD, 1)
+    relay.set_verdict(3, Verdict.PASSED)
+    assert frames == []
+    relay.send_event({"type": "rows", "count": len(relay)})
+    sent = frames_of(b"".join(frames), framing.MAX_SERVICE_FRAME)
+    assert [kind for kind, _ in sent] == [framing.PACKETS, framing.VERDICTS, framing.JSON]
+    rows, blob = decode_packets(sent[0][1])
+    assert len(rows) == 30 and blob == b"".join(raws)
+    assert decode_verdicts(sent[1][1]).tolist() == [(3, int(Verdict.PASSED))]
+
+
+def test_rows_beyond_the_waiting_limit_leave_without_waiting_for_an_event():
+    from divertgui.service.store_relay import MAX_WAITING_BYTES
+    rng = random.Random(11)
+    raws = [packet(rng) for _ in range(100)]
+    addresses = [address_for(rng, raw) for raw in raws]
+    frames = []
+    relay = StoreRelay(frames.append)
+    appended = 0
+    while not frames:
+        assert appended <= 2 * MAX_WAITING_BYTES, "the waiting rows never left"
+        relay.append_batch(raws, addresses, Verdict.PASSED, 1)
+        appended += sum(map(len, raws))
+    (kind, body), = frames_of(b"".join(frames), framing.MAX_SERVICE_FRAME)
+    assert kind == framing.PACKETS and len(decode_packets(body)[0]) == len(relay)
+    assert len(relay) > len(raws), "rows waited for company first"
