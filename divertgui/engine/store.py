@@ -21,6 +21,10 @@ from divertgui.engine.store_record import ARENA_BITS, ARENA_BYTES, COLUMNS, FLAG
 
 CHUNK_BITS = 14
 CHUNK_ROWS = 1 << CHUNK_BITS
+# As plain ints: an int & an IntFlag member goes through the enum's Python-level __rand__.
+_OUTBOUND, _LOOPBACK, _IMPOSTOR, _IPV6, _SNIFFED, _FORWARD, _IP_CK, _TCP_CK, _UDP_CK = (int(flag) for flag in (
+    Flags.OUTBOUND, Flags.LOOPBACK, Flags.IMPOSTOR, Flags.IPV6, Flags.SNIFFED, Flags.FORWARD_LAYER,
+    Flags.IP_CHECKSUM, Flags.TCP_CHECKSUM, Flags.UDP_CHECKSUM))
 
 
 def _new_block(lengths: np.ndarray, wall_ns, verdicts, processes) -> np.ndarray:
@@ -208,13 +212,13 @@ class CaptureStore:
         r = self._record(row)
         flags = int(r["flags"])
         return Address(
-            outbound=bool(flags & Flags.OUTBOUND), loopback=bool(flags & Flags.LOOPBACK),
-            impostor=bool(flags & Flags.IMPOSTOR), ipv6=bool(flags & Flags.IPV6),
+            outbound=bool(flags & _OUTBOUND), loopback=bool(flags & _LOOPBACK),
+            impostor=bool(flags & _IMPOSTOR), ipv6=bool(flags & _IPV6),
             if_idx=int(r["if_idx"]), sub_if_idx=int(r["sub_if_idx"]), timestamp=int(r["timestamp"]),
-            sniffed=bool(flags & Flags.SNIFFED),
-            layer=Layer.NETWORK_FORWARD if flags & Flags.FORWARD_LAYER else Layer.NETWORK,
-            ip_checksum=bool(flags & Flags.IP_CHECKSUM), tcp_checksum=bool(flags & Flags.TCP_CHECKSUM),
-            udp_checksum=bool(flags & Flags.UDP_CHECKSUM),
+            sniffed=bool(flags & _SNIFFED),
+            layer=Layer.NETWORK_FORWARD if flags & _FORWARD else Layer.NETWORK,
+            ip_checksum=bool(flags & _IP_CK), tcp_checksum=bool(flags & _TCP_CK),
+            udp_checksum=bool(flags & _UDP_CK),
         )
 
     def value(self, name: str, row: int) -> int:

@@ -7,19 +7,27 @@ screen, not what is stored.
 from __future__ import annotations
 
 import collections
+import functools
 import ipaddress
 
+from divertgui.engine import dissect
 from divertgui.engine.pcapng import is_malformed
 
 CACHE_ROWS = 4096
 
 
+@functools.lru_cache(maxsize=4096)
+def _ipv6_text(packed: bytes) -> str:
+    # A capture holds few distinct addresses, and formatting one takes ipaddress tens of microseconds.
+    return str(ipaddress.IPv6Address(packed))
+
+
 def ip_endpoints(raw: bytes) -> tuple[str, str]:
     """Source and destination address text; "?" when the bytes are not an IP header."""
     if len(raw) >= 20 and raw[0] >> 4 == 4:
-        return str(ipaddress.IPv4Address(raw[12:16])), str(ipaddress.IPv4Address(raw[16:20]))
+        return "%d.%d.%d.%d" % tuple(raw[12:16]), "%d.%d.%d.%d" % tuple(raw[16:20])
     if len(raw) >= 40 and raw[0] >> 4 == 6:
-        return str(ipaddress.IPv6Address(raw[8:24])), str(ipaddress.IPv6Address(raw[24:40]))
+        return _ipv6_text(bytes(raw[8:24])), _ipv6_text(bytes(raw[24:40]))
     return "?", "?"
 
 
@@ -41,7 +49,6 @@ class RowText:
         if cached is not None:
             self._cache.move_to_end(row)
             return cached
-        from divertgui.engine import dissect
         try:
             raw = self.store.raw(row)
             address = self.store.address(row)
