@@ -353,7 +353,7 @@ class Divert:
     # -- sending -----------------------------------------------------------------
 
     def _own_ticket(self, packet: Packet) -> int:
-        ticket = getattr(packet, "ticket", 0) or 0
+        ticket = packet.ticket
         if ticket >> TICKET_SHIFT == self._serial:
             return ticket & TICKET_MASK
         return 0
@@ -387,7 +387,7 @@ class Divert:
         outgoing = [(packet, _outgoing_bytes(packet)) for packet in packets]
         with self._lock:
             for packet, raw in outgoing:
-                ticket = getattr(packet, "ticket", 0) or 0
+                ticket = packet.ticket
                 received_outbound = held.get(ticket & TICKET_MASK) if ticket >> TICKET_SHIFT == serial else None
                 if received_outbound is None:
                     injected.append((packet, raw))
@@ -403,12 +403,7 @@ class Divert:
                     injected.append((packet, raw))
         if verdicts:
             # Tickets are let go only once the backend took the verdicts.
-            many = getattr(self._backend, "verdict_many", None)
-            if many is not None:
-                many(verdicts)
-            else:
-                for ticket, raw in verdicts:
-                    self._backend.verdict(ticket, raw)
+            self._backend.verdict_many(verdicts)
             with self._lock:
                 for ticket, _raw in verdicts:
                     held.pop(ticket, None)
@@ -427,8 +422,7 @@ class Divert:
         """
         _check_batch_size(n)
         self._require_open()
-        passer = getattr(self._backend, "pass_batch", None)
-        if passer is None or self.flags & (Flag.SNIFF | Flag.SEND_ONLY | Flag.RECV_ONLY | Flag.DROP):
+        if not self._backend.passes_batches or self.flags & (Flag.SNIFF | Flag.SEND_ONLY | Flag.RECV_ONLY | Flag.DROP):
             # Exactly send_batch(recv_batch()): sniffed copies get injected, the
             # other flags raise their own errors.
             batch = self._recv(n, timeout)
@@ -437,7 +431,7 @@ class Divert:
             return len(batch)
         if self._send_shut:
             raise HandleClosedError("sending was shut down on this handle")
-        count = passer(n, timeout)
+        count = self._backend.pass_batch(n, timeout)
         self._received += count
         return count
 

@@ -201,7 +201,7 @@ class Session:
         except Exception as exc:   # one bad batch must not end the session
             self._error(f"a batch of {len(packets)} packets failed: {exc}", "session")
             return
-        if (not packets and not out and getattr(self._backend, "finished", False) and not self._held
+        if (not packets and not out and self._backend is not None and self._backend.finished and not self._held
                 and not self.pipeline.held()):
             self._close_source("the capture file has been replayed to its end")
 
@@ -231,7 +231,7 @@ class Session:
         room, bytes_room = self.max_held - len(self._held), self.max_held_bytes - self._held_bytes
         # Copies and RSTs the rules created have no pending verdict: the list shows them injected.
         created = [] if sniffing or not self.pipeline.rules else [
-            i for i, p in enumerate(packets) if not getattr(p, "ticket", 0)]
+            i for i, p in enumerate(packets) if not p.ticket]
         # The list shows each packet as its sender numbered it, before any renumbering.
         raws = [p.raw for p in packets]
         resent = {} if sniffing or not self._edited else self._resend_edited(packets)
@@ -351,7 +351,7 @@ class Session:
         held = self._held.pop(ident)
         self._held_bytes -= len(held.packet.raw)
         if drop:
-            if getattr(held.packet, "ticket", 0):
+            if held.packet.ticket:
                 self._handle.drop(held.packet)
             self.store.set_verdict(held.row, Verdict.DROPPED)
             self._counts["user_dropped"] += 1
@@ -578,10 +578,9 @@ class Session:
 
     def _on_set_rate(self, command: dict) -> None:
         rate = float(command["rate"])
-        set_rate = getattr(self._backend, "set_rate", None)
-        if set_rate is None:
+        if self._backend is None or not self._backend.paced:
             raise SessionError("the rate applies to the demo source only", "rate")
-        set_rate(rate)
+        self._backend.set_rate(rate)
 
     def _on_set_intercept(self, command: dict) -> None:
         self._intercept_text = (command.get("filter") or "").strip()

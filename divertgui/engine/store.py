@@ -50,6 +50,7 @@ class CaptureStore:
         self._append_lock = threading.Lock()
         # Outlives clear(): a process named once keeps its index.
         self.processes = ProcessList()
+        self.generation = -1
         self._reset()
 
     def _reset(self) -> None:
@@ -60,7 +61,7 @@ class CaptureStore:
         self.edit_log: list[int] = []                     # rows in the order they were edited
         self._count = 0
         self.bytes_stored = 0
-        self.generation = getattr(self, "generation", -1) + 1
+        self.generation += 1
 
     def __len__(self) -> int:
         return self._count

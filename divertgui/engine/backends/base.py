@@ -22,6 +22,10 @@ class Backend(abc.ABC):
     A diverted packet is out of the stack until `verdict(ticket, raw)` puts
     it back (raw = the bytes to send, possibly modified) or drops it
     (raw = None). A packet with no pending verdict goes back through `inject`.
+
+    The abstract methods are what every backend does; the others have
+    defaults that a backend overrides when it can do better, and the
+    attributes below say what it can do beyond them.
     """
 
     name = "backend"
@@ -32,10 +36,17 @@ class Backend(abc.ABC):
     # limits only), and what sets that limit, for the error that names it.
     max_edited_size: int | None = None
     max_edited_size_reason = ""
+    # Releases received packets unchanged without handing them over (`pass_batch`).
+    passes_batches = False
+    # Makes its own packets, at a rate `set_rate` changes (the demo network).
+    paced = False
+    # A source with an end (a replayed file) says so once it has handed over its last packet.
+    finished = False
 
     @abc.abstractmethod
     def open(self, filter, layer: Layer, priority: int, flags: Flag, params: dict[Param, int]) -> None:
-        """Start diverting what `filter` (a compiled Filter) matches."""
+        """Start diverting what `filter` (a compiled Filter; None for everything, at a source
+        that makes its own packets) matches."""
 
     @abc.abstractmethod
     def recv_batch(self, max_count: int, timeout: float | None) -> list[Captured]:
@@ -44,6 +55,15 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def verdict(self, ticket: int, raw: bytes | None) -> None:
         """Release a diverted packet with these bytes, or drop it (raw=None)."""
+
+    def verdict_many(self, verdicts: list[tuple[int, bytes | None]]) -> None:
+        """`verdict(ticket, raw)` for each pair, in order."""
+        for ticket, raw in verdicts:
+            self.verdict(ticket, raw)
+
+    def pass_batch(self, max_count: int, timeout: float | None) -> int:
+        """Release up to max_count diverted packets unchanged; how many (only when `passes_batches`)."""
+        raise NotImplementedError(f"the {self.name} backend cannot pass packets without receiving them")
 
     @abc.abstractmethod
     def inject(self, raw: bytes, address: Address) -> None:
@@ -58,6 +78,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Stop; the network continues as if the backend had never been opened."""
+
+    def set_rate(self, rate: float) -> None:
+        """Packets per second, for a source that makes its own (only when `paced`)."""
+        raise NotImplementedError(f"the {self.name} backend makes no packets of its own")
 
     def stats(self) -> dict[str, int]:
         return {}

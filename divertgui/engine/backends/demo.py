@@ -63,6 +63,7 @@ class _Packet(NamedTuple):
 
 class DemoBackend(Backend):
     name = "demo"
+    paced = True
 
     def __init__(self, seed: int = 0, rate: float = 1000.0,
                  clock: Callable[[], int] = time.monotonic_ns,
@@ -103,7 +104,7 @@ class DemoBackend(Backend):
             raise RuntimeError("demo backend: already open")
         if layer not in (Layer.NETWORK, Layer.NETWORK_FORWARD):
             raise ValueError(f"demo backend: layer {Layer(layer).name} carries no packets")
-        self._filter = None if filter is None or getattr(filter, "text", None) == "true" else filter
+        self._filter = None if filter is None or filter.text == "true" else filter
         self._flags = int(flags)
         self._layer = Layer(layer)
         self._place_hosts(self._layer)

@@ -78,6 +78,7 @@ def queue_numbers_in_use() -> set[int]:
 class NfqueueBackend(Backend):
     name = "nfqueue"
     registered = True
+    passes_batches = True
     max_edited_size = netlink.MAX_VERDICT_PAYLOAD
     max_edited_size_reason = "an NFQUEUE verdict (16-bit netlink attribute length)"
 
@@ -121,7 +122,7 @@ class NfqueueBackend(Backend):
     def open(self, filter, layer: Layer, priority: int, flags: Flag, params: dict[Param, int]) -> None:
         check_prerequisites()
         self.filter = filter
-        self.match_all = getattr(filter, "text", "true").strip() == "true"
+        self.match_all = filter.text.strip() == "true"
         self.layer, self.priority, self.flags = layer, priority, flags
         self.params = {p: params.get(p, limits[0]) for p, limits in PARAM_LIMITS.items()}
         self.level_mark = level_mark(priority)
@@ -176,7 +177,7 @@ class NfqueueBackend(Backend):
             self.rules = None
             self.close()
             target = {"divert": "NFQUEUE", "sniff": "NFLOG", "drop": "DROP"}[self.action]
-            said = getattr(exc, "stderr", "")
+            said = exc.stderr if isinstance(exc, NetfilterError) else ""
             if target in said and ("load target" in said or "kernel module" in said or "not supported" in said):
                 modules = ([f"xt_{target}"] if target != "DROP" else []) + ["iptable_mangle", "ip6table_mangle"]
                 raise PrerequisiteError(

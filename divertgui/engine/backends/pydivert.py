@@ -126,7 +126,7 @@ class PydivertBackend(Backend):
 
     def open(self, filter, layer: Layer, priority: int, flags: Flag, params: dict[Param, int]) -> None:
         pydivert = _import_pydivert()
-        text = getattr(filter, "text", str(filter))
+        text = filter.text
         driver_flags = pydivert.Flag(int(flags & WINDIVERT_FLAGS))
         extra = {"interfaces": self.interfaces} if self.interfaces and not IS_WINDOWS else {}
         divert = pydivert.Divert(text, layer=pydivert.Layer(int(layer)), priority=priority, flags=driver_flags, **extra)

@@ -32,7 +32,7 @@ def send_out(handle, packets: list, errors: list, failed: list | None = None) ->
     # IPv4's limit, the smaller of the two versions': only a packet past it may be too large.
     smallest = handle.edited_size_limit(b"\x45")
     for packet in packets:
-        if not getattr(packet, "ticket", 0):
+        if not packet.ticket:
             new.append(packet)
         elif len(packet) > smallest and len(packet) > handle.edited_size_limit(packet.raw):
             _release(handle, releases, errors, failed)
