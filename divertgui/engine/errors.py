@@ -3,6 +3,11 @@ engine, so that any engine module can raise any of them without import cycles.""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from divertgui.engine.address import Layer
+
 
 # A handle's errors: what the Divert API raises ------------------------------------
 
@@ -116,6 +121,19 @@ class CaptureFileError(ValueError):
 
 class StreamError(ValueError):
     """The packet asked for has no TCP or UDP stream to follow."""
+
+
+class EventCaptureError(Exception):
+    """An event capture cannot start; `layer` names the layer at fault, `position` a filter error's place."""
+
+    def __init__(self, message: str, layer: Layer | None = None, position: int | None = None):
+        super().__init__(message)
+        self.layer = layer
+        self.position = position
+
+
+class EventRecordError(ValueError):
+    """An event record that is not one; the message says which field and why."""
 
 
 class SessionError(Exception):

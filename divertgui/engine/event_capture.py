@@ -14,20 +14,12 @@ import sys
 import time
 
 from divertgui.engine.address import Flag, Layer
+from divertgui.engine.errors import EventCaptureError
 from divertgui.engine.event_records import EVENT_LAYERS, EventRecord, from_address
 from divertgui.engine.processes import Process, describe
 
 BATCH = 255
 NAMES_KEPT = 4096           # pids whose name is remembered for events after the process ended
-
-
-class EventCaptureError(Exception):
-    """The capture cannot start; `layer` names the layer at fault, `position` a filter error's place."""
-
-    def __init__(self, message: str, layer: Layer | None = None, position: int | None = None):
-        super().__init__(message)
-        self.layer = layer
-        self.position = position
 
 
 def _backend(layer: Layer, cgroup: str):

@@ -24,14 +24,11 @@ import ipaddress
 from typing import Callable
 
 from divertgui.engine.address import PRIORITY_MAX, PRIORITY_MIN, Address, Event, Layer
+from divertgui.engine.errors import EventRecordError
 
 EVENT_LAYERS = (Layer.FLOW, Layer.SOCKET, Layer.REFLECT)
 MAX_TEXT = 8192               # characters of a process name, a user or a handle's filter
 MAX_U64 = (1 << 64) - 1
-
-
-class EventRecordError(ValueError):
-    """A record that is not one; the message says which field and why."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
