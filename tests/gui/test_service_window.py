@@ -3,6 +3,7 @@ holds, edits and forwards through it; when the service dies the window says
 so and keeps every row; Reconnect starts a new one; a user who may not run
 the capture program gets one sentence and the demo network."""
 
+import gc
 import os
 import signal
 
@@ -22,6 +23,11 @@ def served(qtbot):
     bench.window.show()
     yield bench
     bench.close()
+
+
+def test_a_built_window_leaves_what_lives_as_long_as_it_out_of_full_collections(served):
+    # Walking those objects at each full collection stalled the event loop for hundreds of ms.
+    assert gc.get_freeze_count() > 10_000
 
 
 def test_the_window_holds_edits_and_forwards_through_its_own_service(served, qtbot):
