@@ -3,16 +3,15 @@
 
 An elevated process cannot inherit the pipes of an unelevated one, so the
 window creates a named pipe with a random name, a single instance and no
-remote clients, starts `divert serve --pipe NAME` through ShellExecuteExW
-with the "runas" verb, and waits for the service to connect. The pipe has
-Windows' default security descriptor, which lets other local users open
-it for reading; an explicit one (this user and SYSTEM only) is still to
-be written. The service
-speaks the same framed protocol on that pipe as on standard input/output.
+remote clients, that only this user and SYSTEM may open
+(windows_pipe_security), starts `divert serve --pipe NAME` through
+ShellExecuteExW with the "runas" verb, and waits for the service to
+connect. The service speaks the same framed protocol on that pipe as on
+standard input/output.
 
 Written against the Win32 documentation and unit-tested on Linux where it
-can be (command lines, the ShellExecuteExW structure, error texts); it has
-not yet run on Windows.
+can be (command lines, the ShellExecuteExW structure, the pipe's SDDL,
+error texts); it has not yet run on Windows.
 """
 
 from __future__ import annotations
@@ -23,6 +22,8 @@ import secrets
 import subprocess
 import sys
 
+from divertgui.service.windows_pipe_security import owner_only_attributes
+
 PIPE_PREFIX = "\\\\.\\pipe\\divertgui-"
 SEE_MASK_NOCLOSEPROCESS = 0x00000040
 SEE_MASK_NOASYNC = 0x00000100
@@ -30,6 +31,11 @@ SW_HIDE = 0
 ERROR_CANCELLED = 1223
 ERROR_FILE_NOT_FOUND = 2
 PIPE_REJECT_REMOTE_CLIENTS = 0x00000008
+PIPE_ACCESS_DUPLEX = 0x00000003
+FILE_FLAG_FIRST_PIPE_INSTANCE = 0x00080000
+PIPE_TYPE_BYTE = PIPE_READMODE_BYTE = PIPE_WAIT = 0
+PIPE_BUFFER_SIZE = 1 << 20
+INVALID_HANDLE_VALUE = ctypes.c_void_p(-1).value
 CONNECT_TIMEOUT_MS = 120_000      # the user may take a while to answer the UAC prompt
 
 
@@ -93,6 +99,22 @@ def start_elevated(program: str, parameters: str) -> int:
     return info.hProcess
 
 
+def create_owner_only_pipe(name: str) -> int:
+    """CreateNamedPipeW: one instance, no remote clients, this user and SYSTEM only; its handle."""
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    kernel32.CreateNamedPipeW.restype = ctypes.c_void_p
+    kernel32.CreateNamedPipeW.argtypes = [ctypes.c_wchar_p] + [ctypes.c_uint32] * 6 + [ctypes.c_void_p]
+    with owner_only_attributes() as attributes:
+        handle = kernel32.CreateNamedPipeW(
+            name, PIPE_ACCESS_DUPLEX | FILE_FLAG_FIRST_PIPE_INSTANCE,
+            PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS,
+            1, PIPE_BUFFER_SIZE, PIPE_BUFFER_SIZE, CONNECT_TIMEOUT_MS, ctypes.addressof(attributes))
+    if handle is None or handle == INVALID_HANDLE_VALUE:
+        raise ElevationError(f"cannot create the pipe {name} to the capture service "
+                             f"(Windows error {ctypes.get_last_error()})")
+    return handle
+
+
 class ElevatedPipe:
     """The window's end of a named pipe to an elevated service: `read(n)` and `write(data)`."""
 
@@ -100,11 +122,7 @@ class ElevatedPipe:
         import _winapi
         self._winapi = _winapi
         self.name = pipe_name()
-        # One instance, no remote clients.
-        self.handle = _winapi.CreateNamedPipe(
-            self.name, _winapi.PIPE_ACCESS_DUPLEX | _winapi.FILE_FLAG_FIRST_PIPE_INSTANCE,
-            _winapi.PIPE_TYPE_BYTE | _winapi.PIPE_READMODE_BYTE | _winapi.PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS,
-            1, 1 << 20, 1 << 20, CONNECT_TIMEOUT_MS, _winapi.NULL)
+        self.handle = create_owner_only_pipe(self.name)
         self.process = None
 
     def start_service(self, program: str | None = None) -> None:

@@ -1,6 +1,6 @@
 """The Windows elevation path, as far as it can be checked off Windows: the
-ShellExecuteExW request, the service's command line, the pipe names and the
-sentences for a declined prompt."""
+ShellExecuteExW request, the service's command line, the pipe names, the
+pipe's security descriptor and the sentences for a declined prompt."""
 
 import ctypes
 import subprocess
@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from divertgui.service import windows
+from divertgui.service import windows_pipe_security as security
 
 
 def test_the_request_matches_shellexecuteinfow():
@@ -40,3 +41,42 @@ def test_a_declined_prompt_says_so_in_one_sentence():
 def test_the_service_refuses_a_pipe_that_is_not_ours():
     with pytest.raises(ValueError, match="not a divertgui pipe"):
         windows.open_service_pipe("/tmp/elsewhere")
+
+
+USER_SID = "S-1-5-21-3623811015-3361044348-30300820-1013"
+
+
+def _aces(sddl: str) -> list[tuple[str, ...]]:
+    dacl, _, aces = sddl.partition("(")
+    assert dacl == "D:P", "a protected DACL, nothing inherited into it"
+    return [tuple(ace.split(";")) for ace in ("(" + aces).strip("()").split(")(")]
+
+
+def test_the_pipe_admits_its_user_and_system_only():
+    sddl = security.pipe_sddl(USER_SID)
+    assert sddl == f"D:P(A;;GA;;;SY)(A;;GA;;;{USER_SID})"
+    aces = _aces(sddl)
+    assert {ace[5] for ace in aces} == {"SY", USER_SID}
+    assert all(ace[0] == "A" and ace[2] == "GA" for ace in aces)
+    assert "WD" not in sddl and "BU" not in sddl and "AU" not in sddl     # Everyone, Users, Authenticated Users
+
+
+@pytest.mark.parametrize("sid", ["", "S-1-5-21-1-2)(A;;GA;;;WD", "WD", "S-1-5-x", "S-1", "s-1-5-18 "])
+def test_only_a_sid_names_the_user(sid):
+    with pytest.raises(ValueError, match="not a security identifier"):
+        security.pipe_sddl(sid)
+
+
+def test_the_structures_are_the_win32_layouts():
+    pointer = ctypes.sizeof(ctypes.c_void_p)
+    assert ctypes.sizeof(security.SecurityAttributes) == (24 if pointer == 8 else 12)
+    assert security.SecurityAttributes.lpSecurityDescriptor.offset == pointer
+    assert ctypes.sizeof(security.SidAndAttributes) == 2 * pointer
+    attributes = security.security_attributes(0x5A5A0)
+    assert attributes.nLength == ctypes.sizeof(security.SecurityAttributes)
+    assert attributes.lpSecurityDescriptor == 0x5A5A0 and attributes.bInheritHandle == 0
+
+
+def test_the_pipe_mode_is_one_byte_stream_for_local_clients():
+    assert windows.PIPE_ACCESS_DUPLEX == 3 and windows.FILE_FLAG_FIRST_PIPE_INSTANCE == 0x80000
+    assert windows.PIPE_REJECT_REMOTE_CLIENTS == 8
