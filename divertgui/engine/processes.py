@@ -9,6 +9,13 @@ a whole batch of new flows together. So flows that began before the capture
 get their process too. `refresh()` forgets flows whose socket has closed
 and flows not found, so a port used again later is looked up again.
 
+When FLOW or SOCKET events are watched, `learn()` takes each flow's process
+from its event (FLOW ESTABLISHED, SOCKET ACCEPT) and forgets the flow a
+refresh after its end (FLOW DELETED, SOCKET CLOSE) or after the events stop,
+so that its packets still on their way keep their process; a batch with new flows first asks
+for the events waiting (`poll_events`): a packet of a flow whose event has
+arrived gets its process without a socket lookup.
+
 Reads only what /proc shows the caller: without CAP_SYS_PTRACE (or being
 the same user) the open files of other users' processes stay unreadable
 and their flows unattributed.
@@ -18,7 +25,9 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Iterable, NamedTuple, Sequence
+from typing import Callable, Iterable, NamedTuple, Sequence
+
+from divertgui.engine.address import Event
 
 import numpy as np
 
@@ -40,6 +49,10 @@ REFRESH_SECONDS = 1.0
 # Flows whose socket refresh() checks each time: a bounded cost, whatever the number of flows.
 REFRESH_FLOWS = 256
 NO_PROCESS = 0
+LEARNED = -1                 # the socket inode of a flow learned from an event (its inode is not known)
+# Events that begin a flow with a known local and remote end, and those that end flows.
+_BEGIN = (Event.FLOW_ESTABLISHED, Event.SOCKET_ACCEPT)
+_END = (Event.FLOW_DELETED, Event.SOCKET_CLOSE)
 MAX_INDEX = 0xFFFF           # the store's process column is 16 bits wide
 
 
@@ -204,10 +217,13 @@ def describe(pid: int) -> Process:
 class FlowOwners:
     """The process index (into `processes`) of each packet's local flow, kept fresh by `refresh`.
 
-    Made on the thread whose network namespace's sockets it looks up."""
+    Made on the thread whose network namespace's sockets it looks up. `poll_events`, when
+    given, is called before new flows are looked up, so that events waiting reach `learn`."""
 
-    def __init__(self, processes: ProcessList, proc: str = "/proc") -> None:
+    def __init__(self, processes: ProcessList, proc: str = "/proc",
+                 poll_events: Callable[[], None] | None = None) -> None:
         self.processes = processes
+        self._poll_events = poll_events
         self._diag = SocketDiag()
         self._owners = SocketOwners(proc)
         self._flows: dict[FlowKey, tuple[int, int]] = {}      # flow -> (process index, socket inode)
@@ -215,7 +231,11 @@ class FlowOwners:
         self._described: dict[int, int] = {}                  # pid -> process index
         self._next_refresh = 0.0
         self._to_check: list[FlowKey] = []                    # flows refresh() has still to check
-        self.lookups = 0                                      # batches with new flows
+        self._learned: dict[int, list[FlowKey]] = {}          # endpoint id -> flows learned from its events
+        self._ending: set[FlowKey] = set()                    # learned flows ended since the last refresh
+        self._dying: set[FlowKey] = set()                     # ... and before it: forgotten at the next
+        self.lookups = 0                                      # batches with flows asked of the kernel
+        self.learned = 0                                      # flows whose process came from an event
         self.error = ""                                       # why a lookup failed, the first time
 
     def close(self) -> None:
@@ -234,6 +254,9 @@ class FlowOwners:
         missing = [i for i, index in enumerate(found) if index is None]
         keys = {i: flow_key(raws[i], outbound[i]) for i in missing}
         new = {key for key in keys.values() if key is not None and key not in flows}
+        if new and self._poll_events is not None:
+            self._poll_events()
+            new = {key for key in new if key not in flows}
         if new:
             self._resolve(new)
         for i, key in keys.items():
@@ -248,6 +271,48 @@ class FlowOwners:
 
     def flow_count(self) -> int:
         return len(self._flows)
+
+    def learn(self, records: Iterable) -> None:
+        """Flows begun and ended by FLOW and SOCKET events (event_records.EventRecord); those of
+        an unknown process (pid 0) are left to the socket lookup."""
+        for record in records:
+            flow = record.flow
+            if flow is None:
+                continue
+            if record.event in _END:
+                self._forget(flow.endpoint, self._key(flow) if record.event == Event.FLOW_DELETED else None)
+            elif record.event in _BEGIN and record.pid:
+                key = self._key(flow)
+                index = self._described.get(record.pid)
+                if index is None:
+                    process = Process(record.pid, record.process, record.user) if record.process \
+                        else describe(record.pid)
+                    index = self._described[record.pid] = self.processes.intern(process)
+                self._flows[key] = (index, LEARNED)
+                self._learned.setdefault(flow.endpoint, []).append(key)
+                self._ending.discard(key)
+                self._dying.discard(key)
+                self.learned += 1
+
+    @staticmethod
+    def _key(flow) -> FlowKey:
+        return flow.protocol, flow.local.to_bytes(16, "big"), flow.local_port, flow.remote.to_bytes(16, "big"), \
+            flow.remote_port
+
+    def _forget(self, endpoint: int, key: FlowKey | None) -> None:
+        """A flow's end (`key`), or with None every flow of the endpoint."""
+        keys = self._learned.pop(endpoint, [])
+        if key is not None and key in keys:
+            keys.remove(key)
+            if keys:
+                self._learned[endpoint] = keys
+            keys = [key]
+        self._ending.update(keys)
+
+    def stop_learning(self) -> None:
+        """No more events will come: learned flows are forgotten soon, then looked up."""
+        for endpoint in list(self._learned):
+            self._forget(endpoint, None)
 
     def _inode(self, key: FlowKey) -> int:
         try:
@@ -272,19 +337,31 @@ class FlowOwners:
             index = self._described[pid] = self.processes.intern(describe(pid))
         return index
 
+    def _gone(self, key: FlowKey) -> bool:
+        """A looked-up flow lasts while the same socket has it; a learned one until its end event."""
+        inode = self._flows[key][1]
+        return inode != LEARNED and self._inode(key) != inode
+
     def refresh(self, now: float | None = None) -> None:
-        """At most once per REFRESH_SECONDS: forget flows not found, and of up to REFRESH_FLOWS
-        others (in turn) those whose socket closed or changed."""
+        """At most once per REFRESH_SECONDS: forget flows not found, learned flows that ended
+        before the last refresh, and of up to REFRESH_FLOWS looked-up ones (in turn) those
+        whose socket closed or changed."""
         now = time.monotonic() if now is None else now
         if now < self._next_refresh or not self._flows:
             return
         self._next_refresh = now + REFRESH_SECONDS
+        for key in self._dying:
+            if self._flows.get(key, (0, 0))[1] == LEARNED:
+                del self._flows[key]
+        self._dying, self._ending = self._ending, set()
         if not self._to_check:
             self._to_check = list(self._flows)
         checked, self._to_check = self._to_check[-REFRESH_FLOWS:], self._to_check[:-REFRESH_FLOWS]
-        gone = {key for key in checked if key in self._flows and self._inode(key) != self._flows[key][1]}
+        gone = {key for key in checked if key in self._flows and self._gone(key)}
         self._flows = {key: value for key, value in self._flows.items() if value[1] and key not in gone}
         self._plain = {}
         self._owners.forget({inode for _index, inode in self._flows.values()})
+        self._learned = {endpoint: kept for endpoint, keys in self._learned.items()
+                         if (kept := [key for key in keys if key in self._flows])}
         for pid in [pid for pid in self._described if not os.path.exists(f"/proc/{pid}")]:
             del self._described[pid]

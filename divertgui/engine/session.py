@@ -464,7 +464,7 @@ class Session:
 
     def _flow_owners(self) -> FlowOwners | None:
         try:
-            return FlowOwners(self.store.processes)
+            return FlowOwners(self.store.processes, poll_events=self._poll_events_for_owners)
         except OSError as exc:
             self._error(f"packets get no process: the socket diagnostics cannot be asked ({exc})", "processes")
             return None
@@ -696,7 +696,14 @@ class Session:
             self._error(f"the event capture stopped: {exc}", "events")
             self._close_events()
             return
+        if self._owners is not None:
+            self._owners.learn(records)
         self._queue_events(records)
+
+    def _poll_events_for_owners(self) -> None:
+        """The events waiting, before new flows are looked up: their events may name their processes."""
+        if self._event_capture is not None:
+            self._poll_events()
 
     def _queue_events(self, records: list) -> None:
         room = MAX_PENDING_EVENTS - len(self._event_records)
@@ -714,6 +721,8 @@ class Session:
         capture, self._event_capture = self._event_capture, None
         if capture is not None:
             capture.close()
+            if self._owners is not None:
+                self._owners.stop_learning()
             self._events_due = True
 
     def _events_event(self) -> dict:

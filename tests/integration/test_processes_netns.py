@@ -10,9 +10,11 @@ import sys
 import pytest
 
 from tests.integration.conftest import receive_expected
+from tests.integration.socket_layer_fixtures import own_cgroup, start_in
 from tests.unit.test_session import Running
 
 pytestmark = pytest.mark.netns
+__all__ = ["own_cgroup"]
 
 # Connects (TCP) or binds (UDP), prints its pid and local port, then sends one message per line read.
 SENDER = r"""
@@ -100,3 +102,50 @@ def test_each_live_packet_names_the_program_that_sent_it(netns):
         listener.close()
         receiver.close()
         receiver6.close()
+
+
+# Sends one byte to the port, waits for an answer, then three longer datagrams on the same flow.
+FLOW_SENDER = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(20)
+s.sendto(b"a", ("127.0.0.1", int(sys.argv[1])))
+s.recv(10)
+for i in range(3):
+    s.sendto(b"payload %d" % i, ("127.0.0.1", int(sys.argv[1])))
+"""
+
+
+def test_a_new_flow_gets_its_process_from_its_flow_event_without_a_socket_lookup(netns, own_cgroup):
+    from divertgui.engine.backends.cgroups import cgroup2_mount
+    with netns.entered():
+        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        receiver.bind(("127.0.0.1", 0))
+        running = Running()
+    port = receiver.getsockname()[1]
+    try:
+        running.post("start_events", layers={"FLOW": f"udp and remotePort == {port}"},
+                     cgroup=os.path.relpath(own_cgroup, cgroup2_mount()))
+        # The first datagram (one byte) begins the flow but is not captured.
+        running.post("start", source="live", mode="sniff", priority=0, layer="NETWORK",
+                     filter=f"udp.DstPort == {port} and udp.PayloadLength > 1")
+        state = running.wait_for(lambda e: e["type"] in ("state", "error"), "state event")
+        assert state["type"] == "state" and state["source"] == "live" and not state["reason"], state
+        sender = start_in(netns, own_cgroup, sys.executable, "-c", FLOW_SENDER, str(port))
+        receiver.settimeout(10)
+        data, peer = receiver.recvfrom(10)
+        assert data == b"a"
+        said = running.wait_for(lambda e: e["type"] == "events" and e["events"], "the flow's event")
+        assert [(e["event"], e["pid"], e["flow"]["local_port"]) for e in said["events"]] == \
+            [("ESTABLISHED", sender.pid, peer[1])]
+        receiver.sendto(b"go", peer)
+        assert receive_expected(receiver, 3) == [b"payload %d" % i for i in range(3)]
+        running.wait_for(lambda e: e["type"] == "rows" and e["count"] >= 3, "the packets")
+        store = running.store
+        assert [store.process(row).pid for row in range(len(store))] == [sender.pid] * 3
+        owners = running.session._owners
+        assert owners.lookups == 0 and owners.learned == 1
+        sender.wait(timeout=10)
+    finally:
+        running.stop()
+        receiver.close()

@@ -156,3 +156,66 @@ def test_refresh_checks_a_bounded_number_of_flows_each_time_and_all_in_turn(monk
         for s in sockets:
             s.close()
         owners.close()
+
+
+def _flow_event(event, pid: int, endpoint: int, local: str, lport: int, remote: str, rport: int, protocol=17):
+    from divertgui.engine.address import Layer
+    from divertgui.engine.event_records import EventRecord, FlowData
+    local_int = int.from_bytes(MAPPED + socket.inet_aton(local), "big")
+    remote_int = int.from_bytes(MAPPED + socket.inet_aton(remote), "big")
+    layer = Layer.FLOW if event.name.startswith("FLOW") else Layer.SOCKET
+    return EventRecord(1, layer, event, pid, "sender", "alice",
+                       FlowData(endpoint, 0, protocol, local_int, lport, remote_int, rport, True, False, False))
+
+
+def test_a_flow_learned_from_its_event_needs_no_socket_lookup_and_leaves_after_its_end():
+    from divertgui.engine.address import Event
+    owners = FlowOwners(ProcessList())
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ours:
+        ours.bind(("127.0.0.1", 0))
+        port = ours.getsockname()[1]
+        # The events name another process than the socket's owner (this one): the table takes theirs.
+        out = udp4("127.0.0.1", port, "127.0.0.2", 53)
+        other = udp4("127.0.0.1", port, "127.0.0.3", 53)
+        tcp = tcp4("10.9.9.1", 40002, "10.9.9.2", 80)
+        owners.learn([_flow_event(Event.FLOW_ESTABLISHED, 4242, 7, "127.0.0.1", port, "127.0.0.2", 53),
+                      _flow_event(Event.FLOW_ESTABLISHED, 4242, 7, "127.0.0.1", port, "127.0.0.3", 53),
+                      _flow_event(Event.SOCKET_ACCEPT, 4243, 8, "10.9.9.1", 40002, "10.9.9.2", 80, protocol=6),
+                      _flow_event(Event.FLOW_ESTABLISHED, 0, 9, "127.0.0.1", port, "127.0.0.4", 53)])
+        found = owners.indexes([out, other, tcp], [True, True, True])
+        assert [owners.processes.get(i) for i in found] == [(4242, "sender", "alice"), (4242, "sender", "alice"),
+                                                            (4243, "sender", "alice")]
+        assert owners.lookups == 0 and owners.learned == 3
+        # One flow of the socket ends, and the TCP socket closes. Their packets still on the way
+        # keep their process until the refresh after the next.
+        owners.learn([_flow_event(Event.FLOW_DELETED, 4242, 7, "127.0.0.1", port, "127.0.0.2", 53),
+                      _flow_event(Event.SOCKET_CLOSE, 4243, 8, "0.0.0.0", 0, "0.0.0.0", 0, protocol=6)])
+        assert owners.indexes([out, other, tcp], [True, True, True]) == found
+        owners.refresh(now=10)
+        assert owners.indexes([out, other, tcp], [True, True, True]) == found
+        owners.refresh(now=20)
+        again = owners.indexes([out, other, tcp], [True, True, True])
+        assert owners.processes.get(again[0]).pid == os.getpid() and again[1:] == [found[1], 0]
+        # When the events stop, the rest are looked up too.
+        owners.stop_learning()
+        owners.refresh(now=30)
+        owners.refresh(now=40)
+        assert owners.processes.get(owners.indexes([other], [True])[0]).pid == os.getpid()
+
+
+def test_new_flows_ask_for_the_events_waiting_before_the_socket_lookup():
+    from divertgui.engine.address import Event
+    waiting = [_flow_event(Event.FLOW_ESTABLISHED, 4242, 7, "10.9.9.1", 40001, "10.9.9.2", 53)]
+    polls = []
+
+    def poll_events():
+        polls.append(1)
+        owners.learn(waiting)
+        waiting.clear()
+
+    owners = FlowOwners(ProcessList(), poll_events=poll_events)
+    raw = udp4("10.9.9.1", 40001, "10.9.9.2", 53)
+    index = owners.indexes([raw], [True])[0]
+    assert owners.processes.get(index).pid == 4242 and owners.lookups == 0
+    owners.indexes([raw], [True])
+    assert len(polls) == 1                     # a known flow asks nothing
