@@ -30,7 +30,7 @@ test: setup $(VENV)/.installed-package
 	$(BIN)/python -m pytest -q
 
 screenshots: setup
-	DIVERTGUI_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/gui/test_docs_screenshots.py
+	DIVERTGUI_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/gui/test_docs_screenshots.py tests/gui/test_live_events.py
 
 bench: setup
 	$(BIN)/pip install -q -e '.[bench]'

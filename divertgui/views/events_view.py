@@ -13,18 +13,21 @@ from __future__ import annotations
 
 from typing import Callable
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QTimer, Qt, Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
                                QPushButton, QTableView, QVBoxLayout, QWidget)
 
-from divertgui.engine.address_text import format_ipv6
 from divertgui.engine.conversations import TCP, UDP, conversation_filter
 from divertgui.engine.event_records import EVENT_LAYERS, EventRecord
-from divertgui.models.events_model import EventsModel
+from divertgui.models.events_model import EventsModel, address_text
 from divertgui.views.filter_editor import FilterEditor
 
 Post = Callable[..., None]
+# What each column's default width is measured on; the last column takes what is left.
+FIRST_HEIGHT = 320
+WIDEST = ("00:00:00.000000", "REFLECT", "ESTABLISHED", "a-process-name (1234567)", "ICMPv6",
+          "[2001:db8::ffff]:65535", "[2001:db8::ffff]:65535")
 
 
 def flow_display_filter(record: EventRecord) -> str | None:
@@ -32,8 +35,8 @@ def flow_display_filter(record: EventRecord) -> str | None:
     flow = record.flow
     if flow is None or flow.protocol not in (TCP, UDP) or not (flow.local_port and flow.remote_port):
         return None
-    return conversation_filter(6 if flow.ipv6 else 4, flow.protocol, format_ipv6(flow.local), flow.local_port,
-                               format_ipv6(flow.remote), flow.remote_port)
+    return conversation_filter(6 if flow.ipv6 else 4, flow.protocol, address_text(flow.local, flow.ipv6),
+                               flow.local_port, address_text(flow.remote, flow.ipv6), flow.remote_port)
 
 
 class EventsView(QWidget):
@@ -45,6 +48,7 @@ class EventsView(QWidget):
         self.setObjectName("events_view")
         self.post = post
         self.model = EventsModel(self)
+        self._shown_before = False
         self.layer_boxes = {}
         controls = QHBoxLayout()
         controls.setContentsMargins(0, 0, 0, 0)
@@ -54,8 +58,8 @@ class EventsView(QWidget):
             box.toggled.connect(lambda _checked: self.filter.validate())
             self.layer_boxes[layer] = box
             controls.addWidget(box)
-        self.filter = FilterEditor("events", self._validate, "event filter for the chosen layers, e.g. "
-                                                             "processId == 1234 (empty: every event)", self)
+        self.filter = FilterEditor("events", self._validate, "filter, e.g. processId == 1234", self)
+        self.filter.setToolTip("A filter for each chosen layer (empty: every event)")
         self.filter.applied.connect(lambda _text: self.start())
         controls.addWidget(self.filter, 1)
         self.cgroup = QLineEdit(self)
@@ -75,8 +79,12 @@ class EventsView(QWidget):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.verticalHeader().hide()
         self.table.setWordWrap(False)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setStretchLastSection(True)
+        metrics = self.table.fontMetrics()
+        for column, text in enumerate(WIDEST):
+            header.resizeSection(column, metrics.horizontalAdvance(text) + 16)
         self.table.doubleClicked.connect(self._on_double_click)
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
         self.process_action = QAction("Filter on This Process", self.table)
@@ -95,6 +103,18 @@ class EventsView(QWidget):
         layout.addWidget(self.status)
         self._update_actions()
         self._show_state()
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if not self._shown_before:
+            # A dock shown for the first time gets room for a dozen events.
+            self._shown_before = True
+            QTimer.singleShot(0, self._make_room)
+
+    def _make_room(self) -> None:
+        dock, window = self.parentWidget(), self.window()
+        if hasattr(window, "resizeDocks") and dock is not None and dock.height() < FIRST_HEIGHT:
+            window.resizeDocks([dock], [FIRST_HEIGHT], Qt.Orientation.Vertical)
 
     # the capture ---------------------------------------------------------------------
     @property
