@@ -102,7 +102,7 @@ class ServiceEvents:
             self.window.loss_banner.show_message(describe(lost), "Capture is losing packets")
         if total != self.lost_reported:
             self.lost_reported = total
-            self.window.update_status()
+            self.window.status_line.update()
 
     def _held(self, event: dict) -> None:
         window = self.window
@@ -121,7 +121,7 @@ class ServiceEvents:
         if first_hold:
             window.intercept_dock.show()
             window.intercept_dock.raise_()
-        window.update_status()
+        window.status_line.update()
 
     def _state(self, event: dict) -> None:
         window = self.window

@@ -3,7 +3,6 @@ and bytes, the intercept panel, live charts and the status bar."""
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Callable
 
@@ -11,11 +10,10 @@ import numpy as np
 
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence
-from PySide6.QtWidgets import (QComboBox, QDockWidget, QLabel, QMainWindow, QMenu, QSpinBox, QSplitter, QStyle,
+from PySide6.QtWidgets import (QComboBox, QDockWidget, QLabel, QMainWindow, QSpinBox, QSplitter, QStyle,
                                QToolBar, QVBoxLayout, QWidget)
 
 from divertgui.engine.address import PRIORITY_MAX, PRIORITY_MIN, Layer
-from divertgui.engine.loss import describe, losses
 from divertgui.models.delay_histogram import DelayHistogram
 from divertgui.models.intercept_queue import InterceptQueueModel
 from divertgui.models.packet_table import PROCESS, PacketTableModel, TimeFormat
@@ -33,8 +31,10 @@ from divertgui.views.intercept_panel import InterceptPanel
 from divertgui.views.navigation import PacketNavigation
 from divertgui.views.packet_details import PacketDetails
 from divertgui.views.packet_list import PacketTableView
+from divertgui.views.process_actions import ProcessActions
 from divertgui.views.processes_view import ProcessesView
 from divertgui.views.rules_panel import RulesPanel
+from divertgui.views.status_line import StatusLine
 from divertgui.views.stream_actions import StreamActions
 from divertgui.views.window_layout import charts_height, first_window_size, side_panel_width
 
@@ -44,14 +44,6 @@ LIST_INTERVAL_MS = 100
 # The packet list and the charts repaint at least this far apart, so that
 # the event loop never waits for both in one go.
 PAINT_SPREAD_S = 0.04
-
-
-def _human_bytes(value: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(value) < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} GB"
 
 
 class MainWindow(QMainWindow):
@@ -66,6 +58,7 @@ class MainWindow(QMainWindow):
         self.events = ServiceEvents(self)
         self.navigation = PacketNavigation(self)
         self.streams = StreamActions(self)
+        self.process_actions = ProcessActions(self)
         self.setWindowTitle(self.TITLE)
         self.count = 0          # rows shown
         self.announced = 0      # rows the session has announced
@@ -77,7 +70,6 @@ class MainWindow(QMainWindow):
         self.mode_running = ""
         self.state_reason = ""
         self.session_stats: dict = {}
-        self.held_pids: list[int] = []
         self.errors: list[dict] = []
         self.last_display_filter_seconds = 0.0
 
@@ -91,7 +83,7 @@ class MainWindow(QMainWindow):
         self._build_display_bar()
         self._build_central()
         self._build_docks()
-        self._build_status_bar()
+        self.status_line = StatusLine(self)
         self._build_actions_and_menus()
 
         self._rows_shown_at = self._charts_drawn_at = 0.0
@@ -175,7 +167,7 @@ class MainWindow(QMainWindow):
         self.table = PacketTableView(self.table_model, self)
         self.table.selectionModel().currentRowChanged.connect(self.show_current_packet)
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
-        self.table.customContextMenuRequested.connect(self._packet_menu)
+        self.table.customContextMenuRequested.connect(self.process_actions.packet_menu)
         self.details = PacketDetails(self)
         self.notice_banner = Banner("info", self)
         self.error_banner = Banner("error", self)
@@ -219,8 +211,8 @@ class MainWindow(QMainWindow):
         self.charts_dock.setWidget(self.charts)
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.charts_dock)
         self.processes = ProcessesView(self.store, lambda: np.arange(self.count), self)
-        self.processes.filter_requested.connect(self.filter_process)
-        self.processes.hold_requested.connect(self.hold_process)
+        self.processes.filter_requested.connect(self.process_actions.filter_process)
+        self.processes.hold_requested.connect(self.process_actions.hold_process)
         self.processes_dock = QDockWidget("Processes", self)
         self.processes_dock.setObjectName("processes_dock")
         self.processes_dock.setWidget(self.processes)
@@ -230,7 +222,7 @@ class MainWindow(QMainWindow):
         self.intercept_dock.raise_()
         self.processes_dock.visibilityChanged.connect(lambda shown: shown and self.processes.refresh())
         self.events_view = EventsView(self.post, self)
-        self.events_view.process_filter_requested.connect(self.filter_process)
+        self.events_view.process_filter_requested.connect(self.process_actions.filter_process)
         self.events_view.display_filter_requested.connect(self.streams.apply_filter_text)
         self.events_dock = QDockWidget("Events (flows, sockets, handles)", self)
         self.events_dock.setObjectName("events_dock")
@@ -239,16 +231,6 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.events_dock)
         self.splitDockWidget(self.charts_dock, self.events_dock, Qt.Orientation.Vertical)
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
-
-    def _build_status_bar(self) -> None:
-        self.status_labels: dict[str, QLabel] = {}
-        for key in ("state", "packets", "displayed", "bytes", "rate", "held", "dropped", "expired", "lost"):
-            label = QLabel(self)
-            label.setObjectName(f"status_{key}")
-            label.setContentsMargins(6, 0, 6, 0)
-            self.status_labels[key] = label
-            self.statusBar().addPermanentWidget(label)
-        self.update_status()
 
     def _action(self, menu, text: str, slot, shortcut: str | QKeySequence | None = None) -> QAction:
         action = QAction(text, self)
@@ -349,7 +331,7 @@ class MainWindow(QMainWindow):
             self.table.setColumnHidden(PROCESS, False)
         self.table.follow()
         self.processes.maybe_refresh()
-        self.update_status()
+        self.status_line.update()
 
     def _reset_views(self) -> None:
         self.count = 0
@@ -406,33 +388,7 @@ class MainWindow(QMainWindow):
         self.pause_action.blockSignals(False)
         for widget in (self.mode, self.priority, self.layer):
             widget.setEnabled(not self.running)
-        self.update_status()
-
-    def update_status(self) -> None:
-        labels = self.status_labels
-        source = self.source_name
-        state = "paused" if self.paused else ("capturing" if self.running else "stopped")
-        if self.running:
-            labels["state"].setText(f"● {state} ({source}, {self.mode_running or self.mode.currentText()} mode)")
-        elif self.files.opened is not None:
-            labels["state"].setText(f"○ file {os.path.basename(self.files.opened)}")
-        else:
-            labels["state"].setText(f"○ {state}")
-        labels["packets"].setText(f"Packets {self.count:,}")
-        # As Wireshark says it, while a display or process filter chooses the rows.
-        labels["displayed"].setVisible(self.table_model.filtered())
-        labels["displayed"].setText(f"Displayed: {self.table_model.rowCount():,} of {self.count:,}")
-        labels["bytes"].setText(f"Bytes {_human_bytes(self.stats.total_bytes)}")
-        packets_per_s, bytes_per_s = self.stats.rates()
-        labels["rate"].setText(f"{packets_per_s:,.0f} pkt/s · {_human_bytes(bytes_per_s)}/s")
-        stats = self.session_stats
-        labels["held"].setText(f"Held {self.queue_model.rowCount()}")
-        for key in ("dropped", "expired"):
-            labels[key].setText(f"{key.capitalize()} {int(stats.get(key, 0)):,}")
-        lost = losses(stats)
-        labels["lost"].setText(f"Lost {sum(lost.values()):,}")
-        labels["lost"].setStyleSheet("color: white; background: #c62828; font-weight: bold;" if lost else "")
-        labels["lost"].setToolTip(describe(lost) if lost else "No packet lost")
+        self.status_line.update()
 
     def _tick(self) -> None:
         wait = self._rows_shown_at + PAINT_SPREAD_S - time.monotonic()
@@ -449,7 +405,7 @@ class MainWindow(QMainWindow):
             # Packets carry monotonic times while capturing; idle seconds then show as zero.
             self.stats.advance_to(time.monotonic_ns())
         self.charts.redraw()
-        self.update_status()
+        self.status_line.update()
 
     # display filter, selection, navigation ---------------------------------------------
     def apply_display_filter(self, text: str) -> None:
@@ -463,7 +419,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(
             f"Display filter applied: {self.table_model.rowCount():,} of {self.count:,} packets "
             f"({self.last_display_filter_seconds * 1000:.0f} ms)", 5000)
-        self.update_status()
+        self.status_line.update()
 
     def show_current_packet(self, current, _previous=None) -> None:
         if not current.isValid() or self.table_model.stale():
@@ -500,43 +456,6 @@ class MainWindow(QMainWindow):
 
     def compose_dialog(self) -> None:
         self.make_compose_dialog().show()
-
-    def _packet_menu(self, position) -> None:
-        menu = QMenu(self.table)
-        menu.addAction(self.streams.follow_tcp_action)
-        menu.addAction(self.streams.follow_udp_action)
-        process = self.current_process()
-        if process is not None:
-            menu.addSeparator()
-            menu.addAction(f"Filter on {process.label()}", lambda: self.filter_process(process.pid))
-            menu.addAction(f"Hold Everything from {process.label()}", lambda: self.hold_process(process.pid))
-        if self.table_model.process_pid is not None:
-            menu.addAction("Show Every Process", lambda: self.filter_process(None))
-        if self.held_pids:
-            menu.addAction("Stop Holding by Process", lambda: self.hold_process(None))
-        menu.exec(self.table.viewport().mapToGlobal(position))
-
-    def current_process(self):
-        """The local process of the selected packet's flow, None when none or not known."""
-        current = self.table.currentIndex()
-        if not current.isValid() or self.table_model.stale():
-            return None
-        return self.store.process(self.table_model.store_row(current.row()))
-
-    def filter_process(self, pid: int | None) -> None:
-        """Shows only the packets of process `pid` (within the display filter); None: every process's."""
-        self.table_model.set_process_filter(pid)
-        self.statusBar().showMessage(f"Showing the packets of process {pid} only" if pid is not None
-                                     else "Showing the packets of every process", 5000)
-        self.update_status()
-
-    def hold_process(self, pid: int | None) -> None:
-        """Holds every packet of `pid` from now on, besides what the intercept filter holds; None: no process."""
-        self.held_pids = [] if pid is None else sorted({*self.held_pids, pid})
-        self.post("set_hold_processes", pids=self.held_pids)
-        self.statusBar().showMessage(
-            f"Holding every packet of process {', '.join(map(str, self.held_pids))}" if self.held_pids
-            else "No process is held by its pid", 5000)
 
     # settings --------------------------------------------------------------------------
     def apply_default_layout(self) -> None:

@@ -25,9 +25,9 @@ def test_rows_arrive_decoded_and_the_status_bar_counts_them(qtbot, workbench):
     assert all(model.index(r, INFO).data() for r in range(20))
     assert model.index(0, VERDICT).data() == "passed"
     assert model.index(0, Qt.ItemDataRole.BackgroundRole) is not None
-    qtbot.waitUntil(lambda: window.status_labels["packets"].text() == f"Packets {window.count:,}")
-    assert "pkt/s" in window.status_labels["rate"].text()
-    assert window.status_labels["state"].text().startswith("● capturing")
+    qtbot.waitUntil(lambda: window.status_line.labels["packets"].text() == f"Packets {window.count:,}")
+    assert "pkt/s" in window.status_line.labels["rate"].text()
+    assert window.status_line.labels["state"].text().startswith("● capturing")
 
 
 def test_display_filter_applies_incrementally(qtbot, workbench):
@@ -44,7 +44,7 @@ def test_display_filter_applies_incrementally(qtbot, workbench):
     assert all(protocols[r] == 17 and dst_ports[r] != 53 for r in rows)
     expected = [r for r in range(max(rows) + 1) if protocols[r] == 17 and dst_ports[r] != 53]
     assert rows[:len(expected)] == expected
-    displayed = window.status_labels["displayed"]
+    displayed = window.status_line.labels["displayed"]
     qtbot.waitUntil(lambda: displayed.text() == f"Displayed: {window.table_model.rowCount():,} of {window.count:,}")
     assert displayed.isVisible() and window.table_model.rowCount() < window.count
     window.display_filter.set_text("")

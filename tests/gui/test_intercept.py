@@ -103,7 +103,7 @@ def test_forward_all_drop_all_and_auto_timeout(qtbot, workbench):
     qtbot.mouseClick(panel.drop_all_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: window.queue_model.rowCount() == 0, timeout=5000)
     assert all(workbench.store.verdict(r) == Verdict.DROPPED for r in rows)
-    assert window.status_labels["held"].text() == "Held 0"
+    assert window.status_line.labels["held"].text() == "Held 0"
 
     panel.timeout.setValue(0.3)
     panel.timeout_action.setCurrentText("forward")

@@ -86,7 +86,7 @@ def test_after_opening_a_file_live_capture_runs_in_the_mode_chosen_and_holds(qtb
         window.start_capture()
         qtbot.waitUntil(lambda: window.running, timeout=10000)
         assert window.source_name == "live", window.errors
-        assert window.status_labels["state"].text() == "● capturing (live, divert mode)"
+        assert window.status_line.labels["state"].text() == "● capturing (live, divert mode)"
         sender.sendto(b"held because the mode is divert", ("127.0.0.1", port))
         qtbot.waitUntil(lambda: window.queue_model.rowCount() == 1, timeout=10000)
         window.intercept.forward_all()

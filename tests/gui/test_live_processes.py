@@ -45,7 +45,7 @@ def test_each_packet_shows_its_process_and_one_process_is_held_or_shown_alone(qt
         first_row = next(r for r in range(2) if model.value("src_port", model.store_row(r)) == first_port)
         window.navigation.select_view_row(first_row)
         assert f"({first_pid})" in window.details.tree.topLevelItem(0).text(0)
-        window.hold_process(window.current_process().pid)
+        window.process_actions.hold_process(window.process_actions.current_process().pid)
         # The packets below are sent once the session has taken the command, not while it is on its way.
         qtbot.waitUntil(lambda: bench.bridge.session.hold_pids == {first_pid}, timeout=5000)
 
@@ -59,10 +59,10 @@ def test_each_packet_shows_its_process_and_one_process_is_held_or_shown_alone(qt
             row = model.store_row(view_row)
             held = model.verdict_name(row) == "held"
             assert held == (window.store.process(row).pid == first_pid), (row, model.verdict_name(row))
-        window.filter_process(second_pid)
+        window.process_actions.filter_process(second_pid)
         assert model.rowCount() == 3
         assert {window.store.process(model.store_row(r)).pid for r in range(3)} == {second_pid}
-        window.filter_process(None)
+        window.process_actions.filter_process(None)
         assert model.rowCount() == 6
         window.processes.refresh()
         totals = window.processes.totals
@@ -75,7 +75,7 @@ def test_each_packet_shows_its_process_and_one_process_is_held_or_shown_alone(qt
         window.processes.select_pid(second_pid)
         window.processes.filter_action.trigger()
         assert model.rowCount() == 3 and window.table_model.process_pid == second_pid
-        window.filter_process(None)
+        window.process_actions.filter_process(None)
         dialog = window.streams.conversations_dialog(ConversationsDialog.PROCESSES)
         assert dialog.process_model.rowCount() == 2
         dialog.close()
@@ -143,21 +143,21 @@ def test_the_per_process_chart_shows_each_program_live_and_from_its_saved_captur
         # A display filter and the process filter together; the status bar says how many are shown.
         window.apply_display_filter("udp.PayloadLength < 13")
         assert model.rowCount() == 6, "first's 3 and second's payloads of 10, 11 and 12 bytes"
-        assert window.status_labels["displayed"].text() == "Displayed: 6 of 8"
-        window.filter_process(second_pid)
+        assert window.status_line.labels["displayed"].text() == "Displayed: 6 of 8"
+        window.process_actions.filter_process(second_pid)
         assert model.rowCount() == 3
-        assert window.status_labels["displayed"].text() == "Displayed: 3 of 8"
+        assert window.status_line.labels["displayed"].text() == "Displayed: 3 of 8"
         say(first, "first, after")
         say(second, "s" * 12)
         say(second, "s" * 13)
         receive_expected(receiver, 3)
         qtbot.waitUntil(lambda: window.count == 11, timeout=10000)
-        qtbot.waitUntil(lambda: window.status_labels["displayed"].text() == "Displayed: 4 of 11")
+        qtbot.waitUntil(lambda: window.status_line.labels["displayed"].text() == "Displayed: 4 of 11")
         assert model.rowCount() == 4
         assert {window.store.process(model.store_row(r)).pid for r in range(4)} == {second_pid}
-        window.filter_process(None)
+        window.process_actions.filter_process(None)
         window.apply_display_filter("")
-        assert not window.status_labels["displayed"].isVisible()
+        assert not window.status_line.labels["displayed"].isVisible()
 
         window.stop_capture()
         qtbot.waitUntil(lambda: not window.running and window.count == 11, timeout=5000)

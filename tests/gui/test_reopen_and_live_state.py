@@ -88,11 +88,11 @@ def test_the_mode_chosen_survives_opening_a_file_and_the_window_says_which(qtbot
     window.files.open_capture(str(path))
     qtbot.waitUntil(lambda: window.count == 1, timeout=5000)
     assert window.mode.currentText() == "divert"
-    assert "one.pcapng" in window.status_labels["state"].text()
+    assert "one.pcapng" in window.status_line.labels["state"].text()
     window.start_capture()
     qtbot.waitUntil(lambda: window.running and window.count > 5, timeout=10000)
     assert workbench.bridge.session._mode == "divert"
-    assert "divert mode" in window.status_labels["state"].text()
+    assert "divert mode" in window.status_line.labels["state"].text()
     # A capture started after opening a file starts from an empty list.
     assert workbench.store.value("wall_ns", 0) != RECORDED_START_NS
 
@@ -136,7 +136,7 @@ def test_rates_and_the_time_axis_move_on_when_traffic_stops(qtbot, workbench):
     window.post("set_rate", rate=0.0)
     bins = window.stats.bins
     qtbot.waitUntil(lambda: window.stats.rates()[0] == 0 and window.stats.bins >= bins + 4, timeout=10000)
-    qtbot.waitUntil(lambda: window.status_labels["rate"].text().startswith("0 pkt/s"), timeout=2000)
+    qtbot.waitUntil(lambda: window.status_line.labels["rate"].text().startswith("0 pkt/s"), timeout=2000)
     x, packets, *_ = window.stats.window(60)
     assert packets[:, -1].sum() == 0
 
@@ -148,5 +148,5 @@ def test_loss_shows_a_banner_and_a_red_counter_while_it_happens(qtbot, workbench
     assert window.loss_banner.isVisible()
     assert "37 packets lost" in window.loss_banner.label.text()
     assert "queue was full" in window.loss_banner.label.text()
-    assert window.status_labels["lost"].text() == "Lost 37"
-    assert "c62828" in window.status_labels["lost"].styleSheet()
+    assert window.status_line.labels["lost"].text() == "Lost 37"
+    assert "c62828" in window.status_line.labels["lost"].styleSheet()

@@ -1,0 +1,52 @@
+"""The packet list's context menu and what it does with the selected packet's
+process: show only its packets, or hold every packet of it."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import QMenu
+
+
+class ProcessActions:
+    def __init__(self, window):
+        self.window = window
+        self.held_pids: list[int] = []
+
+    def packet_menu(self, position) -> None:
+        window = self.window
+        menu = QMenu(window.table)
+        menu.addAction(window.streams.follow_tcp_action)
+        menu.addAction(window.streams.follow_udp_action)
+        process = self.current_process()
+        if process is not None:
+            menu.addSeparator()
+            menu.addAction(f"Filter on {process.label()}", lambda: self.filter_process(process.pid))
+            menu.addAction(f"Hold Everything from {process.label()}", lambda: self.hold_process(process.pid))
+        if window.table_model.process_pid is not None:
+            menu.addAction("Show Every Process", lambda: self.filter_process(None))
+        if self.held_pids:
+            menu.addAction("Stop Holding by Process", lambda: self.hold_process(None))
+        menu.exec(window.table.viewport().mapToGlobal(position))
+
+    def current_process(self):
+        """The local process of the selected packet's flow, None when none or not known."""
+        window = self.window
+        current = window.table.currentIndex()
+        if not current.isValid() or window.table_model.stale():
+            return None
+        return window.store.process(window.table_model.store_row(current.row()))
+
+    def filter_process(self, pid: int | None) -> None:
+        """Shows only the packets of process `pid` (within the display filter); None: every process's."""
+        window = self.window
+        window.table_model.set_process_filter(pid)
+        window.statusBar().showMessage(f"Showing the packets of process {pid} only" if pid is not None
+                                       else "Showing the packets of every process", 5000)
+        window.status_line.update()
+
+    def hold_process(self, pid: int | None) -> None:
+        """Holds every packet of `pid` from now on, besides what the intercept filter holds; None: no process."""
+        self.held_pids = [] if pid is None else sorted({*self.held_pids, pid})
+        self.window.post("set_hold_processes", pids=self.held_pids)
+        self.window.statusBar().showMessage(
+            f"Holding every packet of process {', '.join(map(str, self.held_pids))}" if self.held_pids
+            else "No process is held by its pid", 5000)
