@@ -37,3 +37,18 @@ def test_the_events_of_an_opened_file_come_with_its_rows_and_leave_with_them(run
     running.post("clear")
     cleared = running.wait_for(lambda e: e["type"] == "rows" and e["count"] == 0, "the emptied store")
     assert cleared["generation"] == said["generation"] + 1
+
+
+def test_events_beyond_what_the_session_keeps_are_counted_and_said_once(monkeypatch):
+    from divertgui.engine import session as session_module
+    monkeypatch.setattr(session_module, "MAX_PENDING_EVENTS", 3)
+    sent = []
+    session = session_module.Session(sent.append)
+    session._queue_events(sample_records()[:2])
+    session._queue_events(sample_records()[:4])
+    assert session.stats()["events_lost"] == 3
+    session._flush(force=True)
+    errors = [e for e in sent if e["type"] == "error"]
+    assert len(errors) == 1 and errors[0]["where"] == "events" and "events_lost" in errors[0]["message"]
+    assert [e["events"] for e in sent if e["type"] == "events"] == [
+        [r.to_json() for r in sample_records()[:2] + sample_records()[:1]]]
