@@ -12,8 +12,8 @@ from __future__ import annotations
 from .. import headers
 from ..header_fields import (
     FILTER_READS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV4, IPV4_HEADER_LEN,
-    IPV6_HEADER_LEN, TCP_HEADER_MIN,
-    TRANSPORT_HEADER_MIN, TRANSPORT_PROTOCOLS, UDP_HEADER_LEN, FilterRead, field_expression,
+    IPV6_HEADER_LEN, TCP, TCP_HEADER_MIN,
+    TRANSPORT_HEADER_MIN, TRANSPORT_PROTOCOLS, UDP_HEADER_LEN, FilterRead, HeaderField, field_expression,
 )
 from ..packet_hash import layout_hash
 from .ast import And, Cond, Const, Node, Or, Test, walk
@@ -163,6 +163,8 @@ class _Names:
     def __init__(self, layer: Layer = Layer.NETWORK):
         self.count = 0
         self.helpers: list[str] = []
+        # The transport protocols T may be where an expression is evaluated (None: any, or none).
+        self.transports: frozenset | None = None
         self.locals = _LOCALS
         if layer in NETWORK_LAYERS:
             self.values, self.conditions = _value_expression, _CONDITION
@@ -170,6 +172,12 @@ class _Names:
             self.locals = "r, a, d"
             table = _REFLECT if layer == Layer.REFLECT else _ENDPOINT
             self.values, self.conditions = (lambda field: (table[field], None)), _EVENT_CONDITION
+
+    def unsettled(self, guard: str | None) -> str | None:
+        """The guard, or None when the function has already made sure it holds."""
+        if self.transports is not None and len(self.transports) == 1 and guard == _transport_guard(self.transports):
+            return None
+        return guard
 
     def new(self) -> str:
         self.count += 1
@@ -250,7 +258,7 @@ def _chain(node: And | Or, names: _Names, depth: int) -> str:
                 f"{value} in {{{', '.join(str(v) for v in values)}}}"
         else:
             guard, test = _test_parts(part, names, cached)
-        by_guard.setdefault(guard, []).append(test)
+        by_guard.setdefault(names.unsettled(guard), []).append(test)
     terms = []
     for guard, tests in by_guard.items():
         inner = joiner.join(f"({t})" for t in tests)
@@ -271,9 +279,22 @@ def _expression(node: Node, names: _Names, depth: int = 0) -> str:
     if isinstance(node, (And, Or)):
         return _chain(node, names, depth)
     if isinstance(node, Cond):
-        return (f"({_expression(node.then, names, depth + 1)} if {_expression(node.test, names, depth + 1)} "
-                f"else {_expression(node.otherwise, names, depth + 1)})")
+        # What the test's outcome says of the transport spares the branches' tests a look.
+        test = _expression(node.test, names, depth + 1)
+        outer = names.transports
+        required = required_transports(node.test)
+        if required is not None:
+            names.transports = required if outer is None else outer & required
+        then = _expression(node.then, names, depth + 1)
+        names.transports = outer
+        absent = _present_transport(node.test)
+        if outer is not None and absent is not None:
+            names.transports = outer - {absent}
+        otherwise = _expression(node.otherwise, names, depth + 1)
+        names.transports = outer
+        return f"({then} if {test} else {otherwise})"
     guard, test = _test_parts(node, names)
+    guard = names.unsettled(guard)
     return f"({guard} and {test})" if guard else f"({test})"
 
 
@@ -317,7 +338,7 @@ _CHECK = f"""\
 """
 
 
-def _transport_prelude(protocols: set[int], need_p: bool, need_fr: bool) -> str:
+def _transport_prelude(protocols: set[int], need_p: bool, need_fr: bool, required: frozenset | None) -> str:
     lines = [
         "    T = 0",
         "    if V == 4:",
@@ -329,9 +350,7 @@ def _transport_prelude(protocols: set[int], need_p: bool, need_fr: bool) -> str:
     if need_fr:
         lines.append(f"        Fr = {_READS['ip.MF']} or {_READS['ip.FragOff']}")
     v4 = sorted(p for p in protocols if p != IPPROTO_ICMPV6)
-    if v4:
-        lines.append(f"        if not {_READS['ip.FragOff']}:")
-        lines += _classify_lines(v4, "h", "            ")
+    lines += _classify_lines(v4, "h", "        ", f"not {_READS['ip.FragOff']}")
     lines += [
         "    else:",
         f"        e = {_READS['ipv6.Length']} + {IPV6_HEADER_LEN}",
@@ -344,36 +363,95 @@ def _transport_prelude(protocols: set[int], need_p: bool, need_fr: bool) -> str:
         *headers.extension_walk_lines("        "),
     ]
     v6 = sorted(p for p in protocols if p != IPPROTO_ICMP)
-    if v6:
-        lines.append("        if not O:")
-        lines += _classify_lines(v6, "h", "            ")
+    lines += _classify_lines(v6, "h", "        ", "not O")
+    if required is not None:
+        # T is set only to protocols the filter requires.
+        lines += ["    if not T:", "        return False"]
     lines.append("    t = h")
     return "\n".join(lines) + "\n"
 
 
-def _classify_lines(protocols: list[int], offset: str, indent: str) -> list[str]:
-    """Sets T when one of `protocols` follows at `offset` with a header that fits."""
+def _at_least(field: HeaderField, base: str, value: int) -> str:
+    """`field >= value`; a field in a byte's top bits is compared as the whole byte, unshifted."""
+    if field.size == 1 and field.shift + field.mask.bit_length() == 8:
+        return f"r[{base} + {field.offset}] >= {value << field.shift}"
+    return f"{field_expression(field, base)} >= {value}"
+
+
+def _classify_lines(protocols: list[int], offset: str, indent: str, transport_follows: str) -> list[str]:
+    """Sets T when one of `protocols` follows at `offset` with a header that fits
+    and `transport_follows` (no later fragment), tested last as the least likely to fail."""
     lines = []
     keyword = "if"
     for protocol in protocols:
+        fits = f"e - {offset} >= {TRANSPORT_HEADER_MIN[protocol]}"
+        if protocol == IPPROTO_TCP:
+            fits += f" and {_at_least(TCP['hdr_len'], offset, TCP_HEADER_MIN // 4)}"
         lines += [f"{indent}{keyword} P == {protocol}:",
-                  f"{indent}    if e - {offset} >= {TRANSPORT_HEADER_MIN[protocol]}"
-                  + (f" and r[{offset} + 12] >= {(TCP_HEADER_MIN // 4) << 4}:" if protocol == IPPROTO_TCP else ":"),
+                  f"{indent}    if {fits} and {transport_follows}:",
                   f"{indent}        T = {protocol}"]
         keyword = "elif"
     return lines
 
 
-_PAYLOAD = f"""\
-    if T == {IPPROTO_TCP}:
-        q = {_READS['tcp.HdrLength']} << 2
-        po = t + (q if q < e - t else e - t)
-    elif T:
-        po = t + {UDP_HEADER_LEN}
+def _payload_lines(required: frozenset | None) -> str:
+    """po and pl, the payload's offset and length, for the transports T may be."""
+    tcp = required is None or IPPROTO_TCP in required
+    others = required is None or bool(required - {IPPROTO_TCP})
+    branches = []
+    if tcp:
+        branches.append((f"T == {IPPROTO_TCP}", [f"q = {_READS['tcp.HdrLength']} << 2",
+                                                   "po = t + (q if q < e - t else e - t)"]))
+    if others:
+        branches.append(("T", [f"po = t + {UDP_HEADER_LEN}"]))
+    if required is None:
+        branches.append((None, ["po = t"]))
+    lines = []
+    if len(branches) == 1:
+        lines += [f"    {line}" for line in branches[0][1]]
     else:
-        po = t
-    pl = e - po
-"""
+        for k, (condition, body) in enumerate(branches):
+            lines.append("    else:" if condition is None else f"    {'if' if k == 0 else 'elif'} {condition}:")
+            lines += [f"        {line}" for line in body]
+    lines.append("    pl = e - po")
+    return "\n".join(lines) + "\n"
+
+
+def _transport_guard(protocols: frozenset) -> str:
+    """The guard of the one transport protocol in `protocols`."""
+    return next(guard for header, guard in _HEADER_GUARD.items() if TRANSPORT_PROTOCOLS.get(header) in protocols)
+
+
+def _present_transport(node: Node) -> int | None:
+    """The protocol whose presence `node` tests (`tcp`, `udp != 0`), if that is all it does."""
+    if isinstance(node, Test) and node.field in TRANSPORT_PROTOCOLS and (node.op, node.value) in (("!=", 0), ("==", 1)):
+        return TRANSPORT_PROTOCOLS[node.field]
+    return None
+
+
+def required_transports(node: Node) -> frozenset | None:
+    """The transport protocols one of which a packet must have for `node` to hold
+    (a test on a header's field is false without that header); None when any will do."""
+    if isinstance(node, Test):
+        if node.field in TRANSPORT_PROTOCOLS:
+            present = _present_transport(node)
+            return None if present is None else frozenset({present})
+        guard = FIELDS[node.field].guard
+        return frozenset({TRANSPORT_PROTOCOLS[guard]}) if guard in TRANSPORT_PROTOCOLS else None
+    if isinstance(node, Const):
+        return None if node.value else frozenset()
+    if isinstance(node, And):
+        parts = [required_transports(part) for part in flatten(node)]
+        known = [part for part in parts if part is not None]
+        return frozenset.intersection(*known) if known else None
+    branches = flatten(node) if isinstance(node, Or) else [node.then, node.otherwise]
+    union = frozenset()
+    for branch in branches:
+        required = required_transports(branch)
+        if required is None:
+            return None
+        union |= required
+    return union
 
 def _reads(tree: Node) -> tuple[set[int], bool, bool, bool, bool]:
     """(transport protocols tested, needs P, needs Fr, needs payload bounds, needs the hash)."""
@@ -428,7 +506,12 @@ def python_source(tree: Node, layer: Layer = Layer.NETWORK) -> str:
     early, tree = _early_parts(tree)
     if early is not None:
         source += f"    if not {_expression(early, names)}:\n        return False\n"
-    source += _reading(*_reads(tree))
+    protocols, *reads = _reads(tree)
+    required = required_transports(tree) or None
+    source += _reading(protocols, *reads, required)
+    if required is not None:
+        # Past the reading, T is one of these: it refuses a packet with none.
+        names.transports = frozenset(protocols) & required
     # Conditions such as `a.outbound` or `Fr` may be truthy non-bools: the
     # answer is always exactly True or False.
     source += f"    return True if {_expression(tree, names)} else False\n"
@@ -441,13 +524,17 @@ def python_source(tree: Node, layer: Layer = Layer.NETWORK) -> str:
 _HELPERS_LOCALS = "    T = t = e = P = Fr = po = pl = H = 0\n"
 
 
-def _reading(protocols: set, need_p: bool, need_fr: bool, payload: bool, hashing: bool) -> str:
-    """What a filter's tests read, after the packet check: the transport header, the payload, the hash."""
+def _reading(protocols: set, need_p: bool, need_fr: bool, payload: bool, hashing: bool,
+             required: frozenset | None = None) -> str:
+    """What a filter's tests read, after the packet check: the transport header, the payload, the hash.
+    With `required`, a packet whose transport is none of those protocols is refused once it is known."""
     source = ""
+    if required is not None:
+        protocols = protocols & required
     if protocols or need_p or need_fr or payload:
-        source += _transport_prelude(protocols, need_p, need_fr)
+        source += _transport_prelude(protocols, need_p, need_fr, required)
     if payload:
-        source += _PAYLOAD
+        source += _payload_lines(required)
     if hashing:
         source += "    H = layout_hash(r, parse_headers(r), a.timestamp)\n"
     return source
