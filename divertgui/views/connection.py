@@ -149,6 +149,8 @@ class ServiceEvents:
         window.error_banner.show_message(event.get("message", ""), event.get("where", ""))
         if event.get("where") == "rules":
             window.rules_panel.on_error(event)
+        elif event.get("where") == "connection":
+            window.events_view.service_gone()
 
 
 def ask_target(parent: QWidget, current: str = "") -> str | None:

@@ -164,6 +164,11 @@ class EventsView(QWidget):
             self.table.scrollToBottom()
         self._show_state()
 
+    def service_gone(self) -> None:
+        """The capture service ended: nothing is watched any more; the events stay."""
+        self.model.capturing = {}
+        self._show_state()
+
     def store_emptied(self, generation: int) -> None:
         self.model.store_emptied(generation)
         self._show_state()

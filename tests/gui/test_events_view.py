@@ -29,6 +29,8 @@ def test_events_fill_the_view_and_leave_with_the_store_they_came_with(qtbot):
     assert view.start_button.text() == "Start"
     window.handle_event(_events([], capturing={"REFLECT": ""}))
     assert view.start_button.text() == "Stop" and "watching REFLECT" in view.status.text()
+    window.handle_event({"type": "error", "where": "connection", "message": "local: the service closed"})
+    assert view.start_button.text() == "Start" and view.model.records == records
     view.store_emptied(1)
     assert view.model.rowCount() == 0
     window.handle_event(_events(records[:2], generation=0))      # sent before the store was emptied
