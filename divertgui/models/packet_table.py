@@ -213,16 +213,26 @@ class PacketTableModel(NamedColumnsModel):
         row = self.store_row(view_row)
         cells = self._cells.get(row)
         if cells is None:
-            self._prepare_block(view_row - view_row % BLOCK_ROWS)
+            self._prepare_block(view_row)
             cells = self._cells[row]
         return cells
 
     def _prepare_block(self, first_view_row: int) -> None:
+        """Rows from `first_view_row` on, up to BLOCK_ROWS of them or the first one prepared already.
+
+        A view asks from the top of what it shows: following the newest rows,
+        a block aligned to BLOCK_ROWS would prepare mostly rows above the screen.
+        """
         stop = min(first_view_row + BLOCK_ROWS, self.shown)
         if self.index_rows is not None:
             rows = [int(r) for r in self.index_rows[first_view_row:stop]]
         else:
             rows = list(range(first_view_row, stop))
+        prepared = self._cells
+        for at, row in enumerate(rows):
+            if row in prepared:
+                del rows[at:]
+                break
         low, high = rows[0], rows[-1] + 1
         if high - low <= 16 * BLOCK_ROWS:
             columns = {name: self.store.column(name, low, high) for name in _BLOCK_COLUMNS}

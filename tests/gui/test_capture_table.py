@@ -130,3 +130,34 @@ def test_charts_update_several_times_a_second_and_pause(qtbot, workbench):
     window.charts.pause_box.setChecked(False)
     curve_x, curve_y = window.charts.packets_stack.curves[-1].getData()
     assert np.all(np.diff(curve_x) > 0)
+
+
+def test_the_newest_rows_are_decoded_without_the_rows_above_them_and_read_alike_from_any_start(qapp):
+    import random
+
+    from divertgui.engine.store import CaptureStore, Verdict
+    from divertgui.models.packet_table import PacketTableModel
+    from tests.packet_gen import address_for, packet
+    rng = random.Random(12)
+    raws = [packet(rng) for _ in range(300)]
+    store = CaptureStore()
+    store.append_batch(raws, [address_for(rng, raw) for raw in raws], Verdict.PASSED, 1)
+
+    def texts(model, rows):
+        return [[model.index(r, c).data() for c in range(model.columnCount())] for r in rows]
+
+    following = PacketTableModel(store)
+    following.refresh(len(store))
+    following.set_time_format(TimeFormat.DELTA)
+    decoded = []
+    get = following.text.get
+    following.text.get = lambda row: decoded.append(row) or get(row)
+    bottom = texts(following, range(280, 300))
+    assert decoded == list(range(280, 300)), "only the rows asked for, the newest, were decoded"
+    middle = texts(following, range(250, 290))
+    assert decoded == list(range(280, 300)) + list(range(250, 280)), "no row was decoded twice"
+
+    from_the_top = PacketTableModel(store)
+    from_the_top.refresh(len(store))
+    from_the_top.set_time_format(TimeFormat.DELTA)
+    assert texts(from_the_top, range(0, 300))[250:] == middle[:30] + bottom
