@@ -8,8 +8,8 @@ from typing import Callable
 
 import numpy as np
 
-from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (QComboBox, QDockWidget, QLabel, QMainWindow, QSpinBox, QSplitter, QStyle,
                                QToolBar, QVBoxLayout, QWidget)
 
@@ -19,6 +19,7 @@ from divertgui.models.intercept_queue import InterceptQueueModel
 from divertgui.models.packet_table import PROCESS, PacketTableModel, TimeFormat
 from divertgui.models.rules_model import RulesModel
 from divertgui.models.stats import TrafficStats
+from divertgui.views import window_settings
 from divertgui.views.banner import Banner
 from divertgui.views.capture_options import CaptureOptions, CaptureOptionsDialog
 from divertgui.views.charts_panel import ChartsPanel
@@ -36,7 +37,6 @@ from divertgui.views.processes_view import ProcessesView
 from divertgui.views.rules_panel import RulesPanel
 from divertgui.views.status_line import StatusLine
 from divertgui.views.stream_actions import StreamActions
-from divertgui.views.window_layout import charts_height, first_window_size, side_panel_width
 
 Post = Callable[..., None]
 CHART_INTERVAL_MS = 250
@@ -97,7 +97,7 @@ class MainWindow(QMainWindow):
         self.chart_timer = QTimer(self)
         self.chart_timer.timeout.connect(self._tick)
         self.chart_timer.start(CHART_INTERVAL_MS)
-        self.restore_settings()
+        window_settings.restore(self)
         self.update_state_widgets()
 
     # construction ----------------------------------------------------------
@@ -457,43 +457,6 @@ class MainWindow(QMainWindow):
     def compose_dialog(self) -> None:
         self.make_compose_dialog().show()
 
-    # settings --------------------------------------------------------------------------
-    def apply_default_layout(self) -> None:
-        """The panels' share of the window at its current size, as on a first start."""
-        self.resizeDocks([self.intercept_dock], [side_panel_width(self.width())], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.charts_dock], [charts_height(self.height())], Qt.Orientation.Vertical)
-
-    def restore_settings(self) -> None:
-        settings = QSettings()
-        geometry = settings.value("window/geometry")
-        if isinstance(geometry, QByteArray):
-            self.restoreGeometry(geometry)
-        else:
-            area = (self.screen() or QGuiApplication.primaryScreen()).availableGeometry()
-            size = first_window_size(area)
-            self.resize(size)
-            self.move(area.center() - self.rect().center())
-        state = settings.value("window/state")
-        if isinstance(state, QByteArray):
-            self.restoreState(state)
-        else:
-            self.apply_default_layout()
-        splitter = settings.value("window/splitter")
-        if isinstance(splitter, QByteArray):
-            self.splitter.restoreState(splitter)
-        self.capture_filter.set_text(str(settings.value("filters/capture/last", "") or ""))
-        self.mode.setCurrentText(str(settings.value("capture/mode", "divert")))
-        self.priority.setValue(int(settings.value("capture/priority", 0)))
-
-    def save_settings(self) -> None:
-        settings = QSettings()
-        settings.setValue("window/geometry", self.saveGeometry())
-        settings.setValue("window/state", self.saveState())
-        settings.setValue("window/splitter", self.splitter.saveState())
-        settings.setValue("filters/capture/last", self.capture_filter.text())
-        settings.setValue("capture/mode", self.mode.currentText())
-        settings.setValue("capture/priority", self.priority.value())
-
     def closeEvent(self, event) -> None:
-        self.save_settings()
+        window_settings.save(self)
         super().closeEvent(event)

@@ -19,6 +19,7 @@ import pytest
 from PySide6.QtCore import QRect, Qt
 from PySide6.QtGui import QImage, QTextCursor
 
+from divertgui.views import window_settings
 from divertgui.views.window_layout import first_window_size
 from tests.gui.conftest import start_demo, start_live_capture
 from tests.gui.test_live_hold_edit import namespace  # noqa: F401 (a fixture)
@@ -69,7 +70,7 @@ def hold_one(qtbot, window, text: str) -> None:
 def test_main_window_with_traffic_and_charts(qtbot, workbench):
     window = workbench.window
     window.resize(*WINDOW_SIZE)
-    window.apply_default_layout()
+    window_settings.apply_default_layout(window)
     start_demo(qtbot, workbench, rows=300)
     hold_one(qtbot, window, "tcp.DstPort == 443 and tcp.PayloadLength > 0")
     qtbot.waitUntil(lambda: window.charts.updates >= 8, timeout=10000)
@@ -186,7 +187,7 @@ def test_the_per_process_chart_on_live_traffic(qtbot, namespace):  # noqa: F811
     qtbot.addWidget(window)
     window.resize(*WINDOW_SIZE)
     window.show()
-    window.apply_default_layout()
+    window_settings.apply_default_layout(window)
     chart = window.charts.process_chart
     try:
         start_live_capture(qtbot, window, f"udp.DstPort == {port}", "")

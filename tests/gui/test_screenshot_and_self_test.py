@@ -8,6 +8,7 @@ import sys
 import pytest
 from PySide6.QtCore import Qt
 
+from divertgui.views import window_settings
 from tests.gui.conftest import start_demo
 
 ARTIFACTS = pathlib.Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -97,7 +98,7 @@ def test_settings_keep_window_state_and_recent_filters(qtbot, workbench):
     window.mode.setCurrentText("sniff")
     window.display_filter.set_text("udp")
     window.display_filter.submit()
-    window.save_settings()
+    window_settings.save(window)
     again = type(window)(workbench.store, lambda *a, **k: None)
     qtbot.addWidget(again)
     assert again.capture_filter.text() == "tcp.DstPort == 8080"

@@ -8,6 +8,7 @@ from PySide6.QtGui import QGuiApplication
 
 from divertgui.models.packet_table import INFO, VERDICT
 from divertgui.views.charts_panel import PLOT_MIN_HEIGHT
+from divertgui.views import window_settings
 from divertgui.views.window_layout import first_window_size
 from tests.gui.conftest import start_demo
 
@@ -42,7 +43,7 @@ def test_a_first_start_sizes_the_window_to_its_screen(qtbot):
 def test_info_and_verdict_are_in_view_and_charts_readable_at_the_old_default_size(qtbot, workbench):
     window = workbench.window
     window.resize(*OLD_DEFAULT)
-    window.apply_default_layout()
+    window_settings.apply_default_layout(window)
     start_demo(qtbot, workbench, rows=30)
     qtbot.wait(100)
     assert column_in_view(window.table, VERDICT)
