@@ -62,6 +62,17 @@ def _flow_handle(cgroup: str, filter_text: str) -> Divert:
     return Divert(filter_text, Layer.FLOW, flags=SNIFF, backend=FlowBackend(cgroup)).open()
 
 
+def _exchange(netns, cgroup: str, server: tuple, ready: str, client: tuple, expected: str):
+    """(the server, the client's pid): a Python server program that prints `ready`, and a
+    client run to its end, whose output must contain `expected`, both in the cgroup."""
+    server_process = start_in(netns, cgroup, sys.executable, "-c", *server)
+    assert server_process.stdout.readline().strip() == ready
+    client_pid, result = run_in(netns, cgroup, *client)
+    assert expected in result.stdout, result.stderr
+    server_process.wait(timeout=10)
+    return server_process, client_pid
+
+
 def _deleted_both(events) -> bool:
     return sum(a.event == Event.FLOW_DELETED for a in events) >= 2
 
@@ -74,11 +85,8 @@ def test_a_curl_connection_is_two_flows_established_and_deleted(netns, own_cgrou
                                                                   address):
     port = 8090
     with _flow_handle(own_cgroup, f"tcp and (localPort == {port} or remotePort == {port})") as handle:
-        server = start_in(netns, own_cgroup, sys.executable, "-c", SERVER, server_address, str(port))
-        assert server.stdout.readline().strip() == "listening"
-        curl_pid, curl = run_in(netns, own_cgroup, "curl", "-s", f"http://{url_host}:{port}/")
-        assert curl.stdout == "ok", curl.stderr
-        server.wait(timeout=10)
+        server, curl_pid = _exchange(netns, own_cgroup, (SERVER, server_address, str(port)), "listening",
+                                     ("curl", "-s", f"http://{url_host}:{port}/"), "ok")
         events = events_until(handle, _deleted_both)
     assert all(a.layer == Layer.FLOW and a.ipv6 == (address == 1) and a.loopback for a in events), events
     outbound = [a for a in events if a.outbound]
@@ -99,11 +107,8 @@ def test_a_curl_connection_is_two_flows_established_and_deleted(netns, own_cgrou
 
 def test_the_filter_selects_flows_in_the_kernel_and_flowtrack_prints_them(netns, own_cgroup):
     with _flow_handle(own_cgroup, "event == DELETED and not outbound") as handle:
-        server = start_in(netns, own_cgroup, sys.executable, "-c", SERVER, "127.0.0.1", "8091")
-        assert server.stdout.readline().strip() == "listening"
-        _pid, nc = run_in(netns, own_cgroup, "sh", "-c", "printf 'GET /\\r\\n\\r\\n' | nc -q 2 127.0.0.1 8091")
-        assert "ok" in nc.stdout, nc.stderr
-        server.wait(timeout=10)
+        server, _pid = _exchange(netns, own_cgroup, (SERVER, "127.0.0.1", "8091"), "listening",
+                                 ("sh", "-c", "printf 'GET /\\r\\n\\r\\n' | nc -q 2 127.0.0.1 8091"), "ok")
         events = events_until(handle, lambda seen: len(seen) >= 1, 5)
         events += [p.address for p in handle.recv_batch(10, 0.3)]
     assert [(a.event, a.outbound, a.flow.process_id) for a in events] == [(Event.FLOW_DELETED, False, server.pid)]
@@ -122,11 +127,8 @@ def test_udp_flows_of_a_connected_nc_and_an_unconnected_socket_are_established_a
     port = 8092
     (tmp_path / "line").write_text("hi\n")
     with _flow_handle(own_cgroup, f"udp and (localPort == {port} or remotePort == {port})") as handle:
-        server = start_in(netns, own_cgroup, sys.executable, "-c", UDP_SERVER, host, str(port))
-        assert server.stdout.readline().strip() == "bound"
-        nc_pid, nc = run_in(netns, own_cgroup, "sh", "-c", f"exec nc -u -w 5 -W 1 {host} {port} < {tmp_path}/line")
-        assert nc.stdout == "ok\n", nc.stderr
-        server.wait(timeout=10)
+        server, nc_pid = _exchange(netns, own_cgroup, (UDP_SERVER, host, str(port)), "bound",
+                                   ("sh", "-c", f"exec nc -u -w 5 -W 1 {host} {port} < {tmp_path}/line"), "ok\n")
         events = events_until(handle, lambda seen: sum(a.event == Event.FLOW_DELETED for a in seen) >= 3)
     assert all(a.layer == Layer.FLOW and a.loopback and a.ipv6 == (host == "::1") and a.flow.protocol == 17
                and a.flow.parent_endpoint_id == 0 and a.flow.local_addr == a.flow.remote_addr == address
@@ -151,11 +153,8 @@ def test_udp_flows_of_a_connected_nc_and_an_unconnected_socket_are_established_a
 def test_a_filter_on_deleted_udp_flows_and_flowtrack_prints_them(netns, own_cgroup):
     """The kernel passes up the flows whose DELETED the filter wants, not their ESTABLISHED."""
     with _flow_handle(own_cgroup, "udp and event == DELETED and not outbound") as handle:
-        server = start_in(netns, own_cgroup, sys.executable, "-c", UDP_SERVER, "127.0.0.1", "8093")
-        assert server.stdout.readline().strip() == "bound"
-        _pid, nc = run_in(netns, own_cgroup, "sh", "-c", "printf 'hi\\n' | nc -u -w 5 -W 1 127.0.0.1 8093")
-        assert nc.stdout == "ok\n", nc.stderr
-        server.wait(timeout=10)
+        server, _pid = _exchange(netns, own_cgroup, (UDP_SERVER, "127.0.0.1", "8093"), "bound",
+                                 ("sh", "-c", "printf 'hi\\n' | nc -u -w 5 -W 1 127.0.0.1 8093"), "ok\n")
         events = events_until(handle, lambda seen: len(seen) >= 1, 5)
         events += [p.address for p in handle.recv_batch(10, 0.3)]
     assert [(a.event, a.outbound, a.flow.process_id, a.flow.local_port) for a in events] == \
