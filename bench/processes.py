@@ -7,11 +7,17 @@ The packets are UDP datagrams of real sockets this script binds on loopback
 finds a real socket in /proc. "Stored" is the session's per-batch work for a
 sniffed packet: the attribution (when on) and the append to the capture
 store. Runs both side by side in interleaved rounds; summary last.
+
+Then the kernel side of learning processes from FLOW events: UDP datagrams
+this process sends on loopback per second of its CPU time (the kernel's
+share included), with and without a FLOW handle whose eBPF programs watch
+this process's own cgroup (it needs CAP_BPF and CAP_NET_ADMIN, or root).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import statistics
 import struct
@@ -21,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from divertgui.engine.address import Address  # noqa: E402
+from divertgui.engine.address import Address, Flag, Layer  # noqa: E402
 from divertgui.engine.processes import FlowOwners, ProcessList  # noqa: E402
 from divertgui.engine.store import CaptureStore, Verdict  # noqa: E402
 
@@ -77,6 +83,41 @@ def new_flow_ms(count: int, warm: bool) -> tuple[list[float], list[float]]:
     return times, cpu
 
 
+def sends_per_second(count: int) -> float:
+    """Datagrams sent to a loopback socket (which never reads them) per second of CPU time."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        receiver.bind(("127.0.0.1", 0))
+        target, payload = receiver.getsockname(), b"x" * 64
+        started = time.process_time()
+        for _ in range(count):
+            sender.sendto(payload, target)
+        return count / (time.process_time() - started)
+
+
+def flow_handle_rates(rounds: int, count: int) -> tuple[list[float], list[float]] | str:
+    """(without, with) send rates over interleaved rounds, or why they cannot be measured."""
+    from divertgui.engine.backends.cgroups import cgroup2_mount
+    from divertgui.engine.backends.socket_layer import FlowBackend
+    from divertgui.engine.handle import Divert
+    try:
+        with open("/proc/self/cgroup") as lines:
+            own = next(line.split(":", 2)[2].strip() for line in lines if line.startswith("0::"))
+        cgroup = os.path.join(cgroup2_mount(), own.lstrip("/"))
+        Divert("udp", Layer.FLOW, flags=Flag.SNIFF | Flag.RECV_ONLY, backend=FlowBackend(cgroup)).open().close()
+    except (OSError, StopIteration) as exc:
+        return f"no FLOW handle here: {exc or 'this process has no cgroup v2'}"
+    rates = {False: [], True: []}
+    for round_number in range(rounds):
+        for watched in (False, True) if round_number % 2 else (True, False):
+            if not watched:
+                rates[False].append(sends_per_second(count))
+                continue
+            with Divert("udp", Layer.FLOW, flags=Flag.SNIFF | Flag.RECV_ONLY, backend=FlowBackend(cgroup)):
+                rates[True].append(sends_per_second(count))
+    return rates[False], rates[True]
+
+
 def p99(values: list[float]) -> float:
     return sorted(values)[min(len(values) - 1, int(len(values) * 0.99))]
 
@@ -87,6 +128,8 @@ def main() -> None:
     parser.add_argument("--packets", type=int, default=25_000, help="packets per round and configuration")
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--new-flows", type=int, default=300, help="new flows timed")
+    parser.add_argument("--sends", type=int, default=50_000, help="datagrams sent per round, with and without "
+                                                                  "a FLOW handle")
     args = parser.parse_args()
 
     sockets = bound_sockets(args.flows)
@@ -111,6 +154,7 @@ def main() -> None:
                                           new_flow_ms(max(10, args.new_flows // 10), warm=False))
     for sock in sockets:
         sock.close()
+    watched = flow_handle_rates(args.rounds, args.sends)
 
     without, with_ = statistics.median(rates[False]), statistics.median(rates[True])
     print()
@@ -122,6 +166,14 @@ def main() -> None:
               f"  (CPU p99 {p99(cpu):.2f} ms; {len(wall)} flows)")
     print("target: p99 < 5 ms; a fresh table looks through every process, the capture's those that owned "
           "sockets lately first")
+    if isinstance(watched, str):
+        print(f"UDP sends under a FLOW handle: {watched}")
+        return
+    plain, under = statistics.median(watched[0]), statistics.median(watched[1])
+    ratios = [b / a for a, b in zip(*watched)]
+    print(f"UDP sends, no FLOW handle     {plain:>12,.0f} pps (median of {args.rounds})")
+    print(f"UDP sends, FLOW handle open   {under:>12,.0f} pps  ratio {statistics.median(ratios):.2f} "
+          f"(median of the rounds' ratios)")
 
 
 if __name__ == "__main__":

@@ -199,3 +199,21 @@ def test_a_flow_handle_attaches_only_what_its_filter_needs_and_nothing_stays_aft
         assert wait_until(lambda: _attached(own_cgroup) == {}, 5)
     finally:
         holder.kill()
+
+
+# Sends one datagram whose IPv4 header carries options (four NOPs), so the ports lie past 20 bytes.
+OPTIONS_SENDER = textwrap.dedent("""
+    import socket, sys
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, bytes([1, 1, 1, 1]))
+    s.sendto(b"x", ("127.0.0.1", int(sys.argv[1])))
+    print(s.getsockname()[1], flush=True)
+""")
+
+
+def test_a_udp_flow_of_an_ipv4_header_with_options_has_its_ports(netns, own_cgroup):
+    with _flow_handle(own_cgroup, "udp and remotePort == 8094") as handle:
+        pid, sender = run_in(netns, own_cgroup, sys.executable, "-c", OPTIONS_SENDER, "8094")
+        events = events_until(handle, lambda seen: len(seen) >= 2)
+    assert [(a.event, a.outbound, a.flow.process_id, a.flow.local_port) for a in events] == \
+        [(Event.FLOW_ESTABLISHED, True, pid, int(sender.stdout)), (Event.FLOW_DELETED, True, pid, int(sender.stdout))]

@@ -39,6 +39,8 @@ from .socket_programs import (KEY, MAP_DELETE, MAP_LOOKUP, MAP_UPDATE, SOCK, VAL
 from .socket_record import OFFSET, SIZE
 
 PORTS_SIZE = 4                                      # a UDP header's source and destination ports
+SKB_PROTOCOL = 16                                   # __sk_buff's protocol: the packet's EtherType
+_ETH_P_IP, _ETH_P_IPV6 = (int.from_bytes(ethertype.to_bytes(2, "big"), "little") for ethertype in (0x0800, 0x86DD))
 HEADERS = VALUE - 48                                # the datagram's IP header and ports, copied from the packet
 SEEN_KEY = field_at("endpoint_id")                  # the seen map's key: the record from here ...
 SEEN_KEY_SIZE = OFFSET["remote_port"] + 2 - OFFSET["endpoint_id"]   # ... to the remote port
@@ -107,24 +109,25 @@ def _copy_ports(code: Assembler, at: int, outbound: bool) -> None:
 
 def _datagram(code: Assembler, outbound: bool, ignore) -> None:
     """The record's addresses, ports and IP version from an IPv4 or IPv6 UDP datagram
-    (r6 = the packet); anything else -> ignore."""
-    v4, v6, done = code.label(), code.label(), code.label()
-    _load_bytes(code, 0, 1, HEADERS, ignore)
-    code.load(B, R2, R10, HEADERS)
-    code.alu_imm(ebpf.RSH, R2, 4)                                   # the IP version
-    code.jump_imm(ebpf.JEQ, R2, 4, v4)
-    code.jump_imm(ebpf.JEQ, R2, 6, v6)
+    (r6 = the packet); anything else -> ignore. One copy from the packet in the common
+    case: IPv4 without options, IPv6 without extension headers."""
+    v4, v6, done, ports_read = code.label(), code.label(), code.label(), code.label()
+    code.load(W, R2, R6, SKB_PROTOCOL)                              # the EtherType, in network order
+    code.jump_imm(ebpf.JEQ, R2, _ETH_P_IP, v4)
+    code.jump_imm(ebpf.JEQ, R2, _ETH_P_IPV6, v6)
     code.goto(ignore)
 
     source, destination = ("local_addr", "remote_addr") if outbound else ("remote_addr", "local_addr")
     code.place(v4)
-    _load_bytes(code, 0, IPV4_HEADER_LEN, HEADERS, ignore)
+    _load_bytes(code, 0, IPV4_HEADER_LEN + PORTS_SIZE, HEADERS, ignore)
     code.load(B, R2, R10, HEADERS + _V4_PROTOCOL)
     code.jump_imm(ebpf.JNE, R2, IPPROTO_UDP, ignore)
     code.load(B, R7, R10, HEADERS)
     code.alu_imm(ebpf.AND, R7, 0x0F)
     code.alu_imm(ebpf.LSH, R7, 2)                                   # r7 = the IPv4 header's length
-    _load_bytes(code, 0, PORTS_SIZE, HEADERS + IPV4_HEADER_LEN, ignore, offset_register=R7)
+    code.jump_imm(ebpf.JEQ, R7, IPV4_HEADER_LEN, ports_read)
+    _load_bytes(code, 0, PORTS_SIZE, HEADERS + IPV4_HEADER_LEN, ignore, offset_register=R7)   # past its options
+    code.place(ports_read)
     _zero_record(code)
     _copy_address(code, HEADERS + _V4_SRC, 1, source)
     _copy_address(code, HEADERS + _V4_DST, 1, destination)
