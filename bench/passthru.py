@@ -32,9 +32,8 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from udp_flood import FLOOD_PORT, OTHER_PORT, Pair, flood, sh, wait_line
+from udp_flood import FLOOD_PORT, OTHER_PORT, Pair, flood, load_average, sh, wait_line
 
 NFQ_NUMBER = 99
 # As long as a Divert handle's queue (its default QUEUE_LENGTH), which the flood's window stays below.
@@ -276,11 +275,6 @@ def profile_passthru(pair: Pair, seconds: float, window: int) -> str:
     return "\n".join(lines)
 
 
-def load() -> str:
-    with open("/proc/loadavg") as f:
-        return "load average " + ", ".join(f.read().split()[:3])
-
-
 CONTENDERS = {
     "a": lambda pair: NoDiversion(pair),
     "b": lambda pair: NetfilterQueueBinding(pair),
@@ -362,7 +356,7 @@ def main(argv=None) -> int:
         print("bench/passthru.py needs root and iptables (it creates network namespaces)", file=sys.stderr)
         return 1
     keys = [key for key in CONTENDERS if not args.only or key in args.only.split(",")]
-    load_before = load()
+    load_before = load_average()
     print(f"{load_before}; {os.cpu_count()} cores; {args.rounds} rounds of {args.seconds:g} s, window {args.window}")
     runs: dict[str, list[dict]] = {}
     names = {}
@@ -393,7 +387,7 @@ def main(argv=None) -> int:
         if "error" not in r:
             print(f"  {names[key]:<42} {r['pps']:>9.0f} pps  lost {r['lost']} of {r['sent']}, "
                   f"bypassed {r['bypassed']}{cpu_text(r)}")
-    print(f"\nsummary ({load_before} before, {load()} after; {os.cpu_count()} cores)")
+    print(f"\nsummary ({load_before} before, {load_average()} after; {os.cpu_count()} cores)")
     print("\n".join(summary(results, names)))
     return 0
 

@@ -2,8 +2,8 @@
 as ratios to 0 rules (targets: x0.9 and x0.7).
 
 Configurations are interleaved, side by side in this run:
-  passthru  a real Divert handle driven by run_conditions in a network namespace,
-            a UDP flood over loopback counted by its receiver (needs root)
+  passthru  a real Divert handle driven by run_conditions in a network namespace, under
+            udp_flood.py's flood from another namespace (needs root)
   pipeline  Pipeline.process alone over batches of synthetic UDP/TCP packets:
             the rules' own cost per packet, without the kernel
 The rules that match pass every packet (chances 0, lag 0, a wide bucket), so the
@@ -14,10 +14,10 @@ Summary last.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -25,11 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from udp_flood import FLOOD_PORT, Pair, flood, load_average  # noqa: E402
+
 from divertgui.engine.address import Address  # noqa: E402
 from divertgui.engine.packet import Packet  # noqa: E402
 from divertgui.engine.rules import Pipeline, rules_from_dicts  # noqa: E402
 
-PORT = 40999
+PORT = FLOOD_PORT
 ROUNDS = 3
 
 EIGHT = [
@@ -77,50 +79,23 @@ def pipeline_pps(rules: list[dict], packets: list[Packet], seconds: float = 0.5)
     return done / (time.perf_counter() - start)
 
 
-FLOOD = r"""
-import socket, sys, threading, time
-seconds = float(sys.argv[1])
-rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-rx.bind(("127.0.0.1", int(sys.argv[2])))
-rx.settimeout(0.2)
-tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-count, stop = [0], threading.Event()
-def receive():
-    while not stop.is_set():
-        try:
-            rx.recv(2048)
-            count[0] += 1
-        except socket.timeout:
-            pass
-threading.Thread(target=receive, daemon=True).start()
-payload = b"x" * 64
-end = time.monotonic() + seconds
-while time.monotonic() < end:
-    for _ in range(64):
-        tx.sendto(payload, ("127.0.0.1", int(sys.argv[2])))
-    time.sleep(0.0002)
-time.sleep(0.3)
-stop.set()
-print(count[0] / seconds)
-"""
-
-
-def netns_pps(namespace: str, rules: list[dict], seconds: float = 1.5) -> float:
+def netns_pps(pair: Pair, rules: list[dict], seconds: float) -> float:
     from divertgui.engine.handle import Divert
     from divertgui.engine.rules.runner import run_conditions
     from tests.integration.conftest import Namespace
-    ns = Namespace(namespace)
-    with ns.entered():
+    with Namespace(pair.receiver).entered():
         pipeline, stop = Pipeline(rules_from_dicts(rules)), threading.Event()
         with Divert(f"udp.DstPort == {PORT}") as handle:
             runner = threading.Thread(target=run_conditions, args=(handle, pipeline, stop), daemon=True)
             runner.start()
-            out = subprocess.run(["ip", "netns", "exec", namespace, sys.executable, "-c", FLOOD, str(seconds),
-                                  str(PORT)], capture_output=True, text=True, timeout=60, check=True).stdout
-            stop.set()
-            runner.join(10)
-    return float(out)
+            try:
+                result = flood(pair, seconds)
+            finally:
+                stop.set()
+                runner.join(10)
+    if result["lost"]:
+        print(f"  ({result['lost']} of {result['sent']} packets lost with {len(rules)} rules)")
+    return result["pps"]
 
 
 def can_divert() -> str | None:
@@ -131,39 +106,41 @@ def can_divert() -> str | None:
     return None
 
 
-def measure(run) -> dict[str, float]:
+def measure(run, rounds: int) -> dict[str, float]:
     figures: dict[str, list[float]] = {config: [] for config in CONFIGS}
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         for config, rules in CONFIGS.items():
             figures[config].append(run(rules))
     return {config: statistics.median(values) for config, values in figures.items()}
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="counted seconds of flood per measurement")
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    args = parser.parse_args(argv)
+    load_before = load_average()
     packets = synthetic_packets(2550)
-    pipeline = measure(lambda rules: pipeline_pps(rules, packets))
+    pipeline = measure(lambda rules: pipeline_pps(rules, packets), args.rounds)
     for config, value in pipeline.items():
         if config != "0 rules":
             print(f"pipeline  {config:12} {value:12,.0f} pps   {1e6 / value:6.2f} us per packet")
     passthru, reason = None, can_divert()
     if reason is None:
-        namespace = f"dgbench{os.getpid()}"
-        subprocess.run(["ip", "netns", "add", namespace], check=True)
-        try:
-            subprocess.run(["ip", "-n", namespace, "link", "set", "lo", "up"], check=True)
-            passthru = measure(lambda rules: netns_pps(namespace, rules))
-        finally:
-            subprocess.run(["ip", "netns", "del", namespace], check=False)
+        with Pair() as pair:
+            passthru = measure(lambda rules: netns_pps(pair, rules, args.seconds), args.rounds)
         for config, value in passthru.items():
             print(f"passthru  {config:12} {value:12,.0f} pps   x{value / passthru['0 rules']:.2f}")
-    print("\nsummary: passthru pps as a ratio to 0 rules (higher is better)")
+    print(f"\nsummary: passthru pps as a ratio to 0 rules, medians of {args.rounds} rounds "
+          f"({load_before} before, {load_average()} after; {os.cpu_count()} cores)")
     if passthru is None:
         print(f"  passthru skipped: {reason}; rules alone: " + ", ".join(
             f"{config} {pipeline[config]:,.0f} pps" for config in TARGETS))
-    else:
-        print("  " + ", ".join(f"{config} x{passthru[config] / passthru['0 rules']:.2f} (target x{target})"
-                               for config, target in TARGETS.items())
-              + f"   (0 rules: {passthru['0 rules']:,.0f} pps)")
+        return 0
+    for config, target in TARGETS.items():
+        ratio = passthru[config] / passthru["0 rules"]
+        print(f"  {config}: x{ratio:.2f} (target >= x{target}) {'met' if ratio >= target else 'NOT MET'}")
+    print(f"  (0 rules: {passthru['0 rules']:,.0f} pps)")
     return 0
 
 
