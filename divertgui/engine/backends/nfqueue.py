@@ -99,6 +99,7 @@ class NfqueueBackend(Backend):
         self._ready: collections.deque = collections.deque()     # (NetfilterPacket, Address) passed the filter
         self._ready_bytes = 0                                    # what _ready holds, capped by QUEUE_SIZE
         self._readers = 0
+        self._last_read = 0.0       # time.monotonic() when a reader last left recv
         self._sniffing = False
         self._pending: dict[int, netlink.NetfilterPacket] = {}   # ticket -> the packet as received
         self._next_id = 0
@@ -425,6 +426,7 @@ class NfqueueBackend(Backend):
         finally:
             with self._lock:
                 self._readers -= 1
+                self._last_read = time.monotonic()
 
     def _take_ready(self, max_count: int) -> list[Captured]:
         if not self._ready and not self.sock.drained:
@@ -582,7 +584,9 @@ class NfqueueBackend(Backend):
         filter rejects at once) and expire what waited too long."""
         period = min(self.params[Param.QUEUE_TIME] / 4000, 0.1)
         while not self._closed.is_set():
-            if self._readers:
+            # A reader that left recv a moment ago is back soon and reads what came meanwhile;
+            # sifting then would only fight it for the interpreter.
+            if self._readers or time.monotonic() - self._last_read < period:
                 self._closed.wait(period)
             elif not self._wait(period):
                 return
