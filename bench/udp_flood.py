@@ -119,7 +119,7 @@ def run_sender(seconds: float, window: int, batch: int) -> None:
     now = started
     while now < deadline:
         room = window - (sent - acked)
-        if room > 0:
+        if room >= min(batch, window):
             sent += _check(sendmmsg(fds[turn], headers_at, min(batch, room), 0), "sendmmsg")
             turn = (turn + 1) % len(fds)
         elif select.select([control], [], [], STALL)[0] == []:

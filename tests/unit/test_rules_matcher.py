@@ -49,6 +49,11 @@ def _entries(rng: random.Random, count: int) -> list:
             continue
         if pick < 0.16:
             filter_ = None
+        elif pick < 0.4:
+            # Rules told apart by the values of a few fields, as port-by-port profiles are.
+            tests = [f"{rng.choice(('udp.DstPort', 'tcp.DstPort', 'ip.TTL', 'protocol', 'random8'))} == "
+                     f"{rng.choice((6, 17, 53, 64, 80, 443))}" for _ in range(rng.randrange(1, 4))]
+            filter_ = _valid(" or ".join(tests))
         elif pick < 0.6:
             # Filters that share operands, as rules of one profile often do.
             parts = rng.sample(shared, rng.randrange(1, 4)) + [packet_gen.filter_text(rng, 2)]
@@ -79,6 +84,17 @@ def test_shared_operands_are_tested_once():
     raw = _udp(53)
     assert match(raw, Address(outbound=True)) == 1 << 3
     assert match(raw[:10], Address(outbound=True)) == 0
+
+
+def test_rules_told_apart_by_a_port_are_decided_by_one_lookup_per_field():
+    ports = range(50, 58)
+    entries = [(compile_filter(f"udp.DstPort == {port} or tcp.DstPort == {port}"), None) for port in ports]
+    entries.append((compile_filter("udp.DstPort == 53 and ip.TTL == 64"), None))
+    match = compile_matcher(entries)
+    assert match(_udp(53), Address(outbound=True)) == 1 << 3 | 1 << 8
+    assert match(_udp(57), Address(outbound=False)) == 1 << 7
+    assert match(_udp(58), Address(outbound=False)) == 0
+    assert match(_udp(53)[:10], Address(outbound=True)) == 0
 
 
 def test_directions_and_match_all_entries():

@@ -569,6 +569,18 @@ class SharedSource:
     def condition(self, tree: Node) -> str:
         return _expression(tree, self._names)
 
+    def equality(self, tree: Node) -> tuple[str, int] | None:
+        """(field, value) when `tree` is `field == value` over a field read as a plain
+        number, which a table keyed by the field's value can decide; else None."""
+        if isinstance(tree, Test) and tree.index is None and tree.op == "==" \
+                and tree.field not in _BYTE_FIELDS and tree.field not in self._names.conditions:
+            return tree.field, effective_value(tree.field, tree.value)
+        return None
+
+    def read(self, field: str) -> tuple[str, str | None]:
+        """(value expression, guard) of a field: the value may be read where the guard holds."""
+        return self._names.values(field)
+
     def function(self, name: str, body: str, rejected: str) -> str:
         protocols: set[int] = set()
         need_p = need_fr = payload = hashing = False

@@ -8,15 +8,17 @@ rule whose filter is "true" does); its direction None means both, True
 outbound only, False inbound only. Bit i is set exactly when entry i's
 Filter.match would say True and the direction fits.
 
-The packet is checked and its headers located once for all entries; tests
-that several filters share (the top-level `and` operands they have in
-common) are evaluated once, in nested ifs, so the filters that cannot match
-cost one failed test between them.
+The packet is checked and its headers located once for all entries; filters
+that are equality tests (`udp.DstPort == 53 or tcp.DstPort == 53`) are
+decided by one table lookup per field between them; tests that several
+other filters share (the top-level `and` operands they have in common) are
+evaluated once, in nested ifs, so the filters that cannot match cost one
+failed test between them.
 """
 
 from __future__ import annotations
 
-from .ast import And, Const, Node
+from .ast import And, Const, Node, Or
 from .compiler import SharedSource, compile_source, flatten
 from .parser import recursion_room
 
@@ -59,12 +61,44 @@ def _conjuncts(tree: Node) -> frozenset | None:
 
 def _compile(tested: list[tuple[int, frozenset]], constants: dict):
     shared = SharedSource([part for _, parts in tested for part in parts])
+    tables, tested = _tables(tested, shared)
     lines = ["    m = 0"]
+    constants = dict(constants)
+    for number, (field, table) in enumerate(tables.items()):
+        value, guard = shared.read(field)
+        name = f"TABLE{number}"
+        constants[name] = table
+        lookup = f"m |= {name}.get({value}, 0)"
+        lines.append(f"    if {guard}:\n        {lookup}" if guard else f"    {lookup}")
     _decide(tested, shared, lines, 1)
     lines.append("    return (m & DO | AO) if a.outbound else (m & DI | AI)")
     body = "\n".join(lines) + "\n"
     source = shared.function("matches", body, "AO if a.outbound else AI")
     return compile_source(source, "<rules>", "matches", constants)
+
+
+def _tables(tested: list[tuple[int, frozenset]], shared: SharedSource):
+    """Entries whose filter is `field == value`, or an `or` of such tests, as one table per
+    field from its value to the entries' bits, so that rules told apart by a port or an
+    address cost one lookup per field between them; the other entries as they were. Only
+    when two entries or more are decided that way."""
+    tables: dict[str, dict[int, int]] = {}
+    rest, decided = [], 0
+    for bit, parts in tested:
+        keys = None
+        if len(parts) == 1:
+            (only,) = parts
+            keys = [shared.equality(part) for part in (flatten(only) if isinstance(only, Or) else [only])]
+        if not keys or not all(keys):
+            rest.append((bit, parts))
+            continue
+        decided += 1
+        for field, value in keys:
+            table = tables.setdefault(field, {})
+            table[value] = table.get(value, 0) | bit
+    if decided < 2:
+        return {}, tested
+    return tables, rest
 
 
 def _decide(entries: list[tuple[int, frozenset]], shared: SharedSource, lines: list, depth: int) -> None:
