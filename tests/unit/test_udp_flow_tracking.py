@@ -35,6 +35,7 @@ def test_a_closed_socket_gives_each_of_its_flows_deleted_with_the_close_time():
     flows = OpenUdpFlows()
     assert flows.open(_established(1, 53)) == 0
     flows.open(_established(1, 123))
+    flows.open(_established(1, 53, timestamp=3))     # reported again: the kernel's seen map forgot it
     flows.open(_established(2, 53))
     deleted = flows.close(1, timestamp=99)
     assert [(a.event, a.timestamp, a.flow.remote_port, a.flow.process_id) for a in deleted] == \

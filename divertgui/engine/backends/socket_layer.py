@@ -245,15 +245,21 @@ def _may_select(tree, protocol: int, name: str) -> bool:
 
 class OpenUdpFlows:
     """The UDP flows reported established, by socket, until their socket closes; at most
-    TABLE_ENTRIES, the oldest socket's forgotten (and counted) beyond."""
+    TABLE_ENTRIES, the oldest socket's forgotten (and counted) beyond. A flow the kernel
+    reports again (its seen map forgot it) is kept once."""
 
     def __init__(self) -> None:
-        self._by_socket: dict[int, list[Address]] = {}
+        self._by_socket: dict[int, dict[tuple, Address]] = {}
         self._count = 0
 
     def open(self, address: Address) -> int:
         """Remembers an ESTABLISHED flow; returns how many flows were forgotten to make room."""
-        self._by_socket.setdefault(address.flow.endpoint_id, []).append(address)
+        flow = address.flow
+        flows = self._by_socket.setdefault(flow.endpoint_id, {})
+        key = (flow.local_addr, flow.local_port, flow.remote_addr, flow.remote_port)
+        if key in flows:
+            return 0
+        flows[key] = address
         self._count += 1
         forgotten = 0
         while self._count > TABLE_ENTRIES:
@@ -264,7 +270,7 @@ class OpenUdpFlows:
 
     def close(self, endpoint_id: int, timestamp: int) -> list[Address]:
         """The DELETED events of a closed socket's flows."""
-        flows = self._by_socket.pop(endpoint_id, [])
+        flows = self._by_socket.pop(endpoint_id, {})
         self._count -= len(flows)
         return [flow.copy(event=Event.FLOW_DELETED, timestamp=timestamp,
-                          flow=dataclasses.replace(flow.flow)) for flow in flows]
+                          flow=dataclasses.replace(flow.flow)) for flow in flows.values()]
