@@ -1,5 +1,9 @@
 """Per-process totals of a capture: packets, bytes each way, flows and held
-packets of every local process the store's rows name, from its columns."""
+packets of every local process the store's rows name, from its columns.
+
+ProcessTally keeps the totals of a growing capture, taking in only the rows
+appended since it was last asked; process_totals counts any set of rows once.
+"""
 
 from __future__ import annotations
 
@@ -30,28 +34,109 @@ class ProcessTotals(NamedTuple):
         return f"{self.names[i]} ({int(self.pids[i])})"
 
 
+# Mixes a pid into a conversation id, so that one sorted array of 64-bit keys holds the
+# (process, conversation) pairs seen: two pairs share a key as rarely as two conversations do.
+_PID_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+class _Sums:
+    """Packets, bytes each way and flows per pid, added a batch of rows at a time."""
+
+    def __init__(self) -> None:
+        self.pids = np.zeros(0, np.int64)                  # sorted
+        self.packets = np.zeros(0, np.int64)
+        self.bytes_out = np.zeros(0, np.int64)
+        self.bytes_in = np.zeros(0, np.int64)
+        self.flows = np.zeros(0, np.int64)
+        self._pairs = np.zeros(0, np.uint64)               # sorted (pid, conversation) keys seen
+        self.unattributed = 0
+
+    def add(self, store: CaptureStore, columns: dict[str, np.ndarray]) -> None:
+        index = columns["process"].astype(np.int64)
+        known = index != 0
+        self.unattributed += int((~known).sum())
+        pids = store.processes.pids()[index[known]]
+        self._take_pids(np.unique(pids))
+        slot = np.searchsorted(self.pids, pids)
+        length = columns["length"][known].astype(np.int64)
+        outbound = columns["outbound"][known]
+        count = len(self.pids)
+        self.packets += np.bincount(slot, minlength=count)
+        self.bytes_out += np.bincount(slot, weights=np.where(outbound, length, 0), minlength=count).astype(np.int64)
+        self.bytes_in += np.bincount(slot, weights=np.where(outbound, 0, length), minlength=count).astype(np.int64)
+        keys = columns["conversation"][known].astype(np.uint64) ^ pids.astype(np.uint64) * _PID_MIX
+        keys, first = np.unique(keys, return_index=True)
+        at = np.searchsorted(self._pairs, keys)
+        seen = at < len(self._pairs)
+        seen[seen] = self._pairs[at[seen]] == keys[seen]
+        self.flows += np.bincount(slot[first[~seen]], minlength=count)
+        self._pairs = np.insert(self._pairs, at[~seen], keys[~seen])
+
+    def _take_pids(self, pids: np.ndarray) -> None:
+        merged = np.union1d(self.pids, pids)
+        if len(merged) == len(self.pids):
+            return
+        at = np.searchsorted(merged, self.pids)
+        for name in ("packets", "bytes_out", "bytes_in", "flows"):
+            grown = np.zeros(len(merged), np.int64)
+            grown[at] = getattr(self, name)
+            setattr(self, name, grown)
+        self.pids = merged
+
+    def totals(self, store: CaptureStore, held_processes: np.ndarray) -> ProcessTotals:
+        """The totals, with `held_processes` (the process column of the rows held now) counted as held."""
+        held_pids = store.processes.pids()[held_processes[held_processes != 0].astype(np.int64)]
+        held_slots = np.searchsorted(self.pids, held_pids)
+        latest = [store.processes.of_pid(int(pid)) for pid in self.pids]
+        return ProcessTotals(
+            pids=self.pids.copy(), names=[p.name for p in latest], users=[p.user for p in latest],
+            packets=self.packets.copy(), flows=self.flows.copy(), bytes_out=self.bytes_out.copy(),
+            bytes_in=self.bytes_in.copy(), held=np.bincount(held_slots, minlength=len(self.pids)).astype(np.int64),
+            unattributed=self.unattributed)
+
+
+_COLUMNS = ("process", "length", "outbound", "conversation")
+
+
 def process_totals(store: CaptureStore, rows: np.ndarray | None = None) -> ProcessTotals:
     """Totals over `rows` (default: every row); a process named twice (its pid, another name) counts once."""
-    columns = {name: store.column(name) for name in ("process", "length", "outbound", "verdict", "conversation")}
+    columns = {name: store.column(name) for name in (*_COLUMNS, "verdict")}
     if rows is not None:
         columns = {name: values[rows] for name, values in columns.items()}
-    index = columns["process"].astype(np.int64)
-    known = index != 0
-    pids_per_row = store.processes.pids()[index[known]]
-    pids, group = np.unique(pids_per_row, return_inverse=True)
-    count = len(pids)
-    length = columns["length"][known].astype(np.int64)
-    outbound = columns["outbound"][known]
+    sums = _Sums()
+    sums.add(store, columns)
+    return sums.totals(store, columns["process"][columns["verdict"] == Verdict.HELD])
 
-    def total(values) -> np.ndarray:
-        return np.bincount(group, weights=values, minlength=count).astype(np.int64)
 
-    pairs = np.unique(np.stack([group, columns["conversation"][known].astype(np.int64)]), axis=1)
-    latest = [store.processes.of_pid(int(pid)) for pid in pids]
-    return ProcessTotals(
-        pids=pids, names=[p.name for p in latest], users=[p.user for p in latest],
-        packets=np.bincount(group, minlength=count).astype(np.int64),
-        flows=np.bincount(pairs[0], minlength=count).astype(np.int64) if count else np.zeros(0, np.int64),
-        bytes_out=total(np.where(outbound, length, 0)), bytes_in=total(np.where(outbound, 0, length)),
-        held=total(columns["verdict"][known] == Verdict.HELD),
-        unattributed=int((~known).sum()))
+class ProcessTally:
+    """process_totals of a store's first `count` rows, for a count that grows: each call takes in
+    only the rows appended since the last. Held packets are counted afresh each time (a verdict
+    changes when the user forwards or drops), from the verdict column alone."""
+
+    def __init__(self, store: CaptureStore) -> None:
+        self.store = store
+        self._start()
+
+    def _start(self) -> None:
+        self._generation = self.store.generation
+        self._done = 0
+        self._sums = _Sums()
+
+    def totals(self, count: int) -> ProcessTotals:
+        store = self.store
+        if store.generation != self._generation or count < self._done:
+            self._start()
+        try:
+            if count > self._done:
+                columns = {name: store.column(name, self._done, count) for name in _COLUMNS}
+                if any(len(values) != count - self._done for values in columns.values()):
+                    raise IndexError("the store was emptied meanwhile")
+                self._sums.add(store, columns)
+                self._done = count
+            held = np.flatnonzero(store.column("verdict", 0, count) == Verdict.HELD)
+            processes = np.array([store.value("process", int(row)) for row in held], np.int64)
+        except IndexError:
+            # Emptied while being read: the next call starts again on the new capture.
+            self._start()
+            processes = np.zeros(0, np.int64)
+        return self._sums.totals(store, processes)

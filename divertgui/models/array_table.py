@@ -32,6 +32,12 @@ class ArrayTableModel(NamedColumnsModel):
         self.order = np.arange(count)
         self.endResetModel()
 
+    def replace_values(self, columns: list[Column]) -> None:
+        """The same entries with new values: no reset, so that a view keeps its scroll and selection."""
+        self.columns = list(columns)
+        if len(self.order) and self.columns:
+            self.dataChanged.emit(self.index(0, 0), self.index(len(self.order) - 1, len(self.columns) - 1))
+
     def entry(self, view_row: int) -> int:
         return int(self.order[view_row])
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-import numpy as np
-
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (QComboBox, QDockWidget, QLabel, QMainWindow, QSpinBox, QSplitter, QStyle,
@@ -210,7 +208,7 @@ class MainWindow(QMainWindow):
         self.charts_dock.setObjectName("charts_dock")
         self.charts_dock.setWidget(self.charts)
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.charts_dock)
-        self.processes = ProcessesView(self.store, lambda: np.arange(self.count), self)
+        self.processes = ProcessesView(self.store, lambda: self.count, self)
         self.processes.filter_requested.connect(self.process_actions.filter_process)
         self.processes.hold_requested.connect(self.process_actions.hold_process)
         self.processes_dock = QDockWidget("Processes", self)
@@ -220,7 +218,6 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.processes_dock)
         self.tabifyDockWidget(self.rules_dock, self.processes_dock)
         self.intercept_dock.raise_()
-        self.processes_dock.visibilityChanged.connect(lambda shown: shown and self.processes.refresh())
         self.events_view = EventsView(self.post, self)
         self.events_view.process_filter_requested.connect(self.process_actions.filter_process)
         self.events_view.display_filter_requested.connect(self.streams.apply_filter_text)
@@ -330,7 +327,6 @@ class MainWindow(QMainWindow):
         if self.table.isColumnHidden(PROCESS) and len(self.store.processes) > 1:
             self.table.setColumnHidden(PROCESS, False)
         self.table.follow()
-        self.processes.maybe_refresh()
         self.status_line.update()
 
     def _reset_views(self) -> None:

@@ -1,20 +1,19 @@
 """The Processes view: every local process the capture's packets belong to,
-with its flows, bytes each way and packets held, kept current while capturing."""
+with its flows, bytes each way and packets held, kept current while shown."""
 
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import numpy as np
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QAbstractItemView, QLabel, QTableView, QVBoxLayout, QWidget
 
-from divertgui.engine.process_totals import ProcessTotals, process_totals
+from divertgui.engine.process_totals import ProcessTally, ProcessTotals
 from divertgui.models.array_table import ArrayTableModel, Column
 
-REFRESH_SECONDS = 1.0
+REFRESH_MS = 1000
 
 
 def process_columns(t: ProcessTotals) -> list[Column]:
@@ -47,18 +46,21 @@ def process_table(model: ArrayTableModel, parent) -> QTableView:
 
 
 class ProcessesView(QWidget):
-    """`rows_provider()` gives the rows to count (None: every row). Double-clicking a process,
+    """`count()` gives how many of the store's rows to count (those the window shows).
+    While shown, it refreshes every REFRESH_MS, new packets or not (held packets get released).
+    Double-clicking a process,
     or Filter on This Process in its menu, asks for its packets alone (`filter_requested(pid)`);
     Hold Everything from This Process asks for its packets to be held (`hold_requested(pid)`)."""
 
     filter_requested = Signal(int)
     hold_requested = Signal(int)
 
-    def __init__(self, store, rows_provider: Callable[[], "np.ndarray | None"] = lambda: None, parent=None):
+    def __init__(self, store, count: Callable[[], int], parent=None):
         super().__init__(parent)
         self.setObjectName("processes_view")
         self.store = store
-        self.rows_provider = rows_provider
+        self.count = count
+        self.tally = ProcessTally(store)
         self.totals: ProcessTotals | None = None
         self.model = ArrayTableModel(self)
         self.table = process_table(self.model, self)
@@ -71,22 +73,31 @@ class ProcessesView(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.summary)
-        self._next_refresh = 0.0
+        self.timer = QTimer(self)
+        self.timer.setInterval(REFRESH_MS)
+        self.timer.timeout.connect(self.refresh)
         self.refresh()
 
-    def maybe_refresh(self) -> None:
-        """Refresh at most once per REFRESH_SECONDS, and only while shown."""
-        now = time.monotonic()
-        if self.isVisible() and now >= self._next_refresh:
-            self.refresh()
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        self.refresh()
+        self.timer.start()
+
+    def hideEvent(self, event) -> None:
+        super().hideEvent(event)
+        self.timer.stop()
 
     def refresh(self) -> None:
-        self._next_refresh = time.monotonic() + REFRESH_SECONDS
         selected = self.selected_pid()
         header = self.table.horizontalHeader()
         column, order = header.sortIndicatorSection(), header.sortIndicatorOrder()
-        self.totals = process_totals(self.store, self.rows_provider())
-        self.model.set_columns(process_columns(self.totals), len(self.totals))
+        totals = self.tally.totals(self.count())
+        same = self.totals is not None and np.array_equal(totals.pids, self.totals.pids)
+        self.totals = totals
+        if same:
+            self.model.replace_values(process_columns(totals))
+        else:
+            self.model.set_columns(process_columns(totals), len(totals))
         if 0 <= column < len(self.model.COLUMNS):
             self.model.sort(column, order)
         if selected is not None:

@@ -219,3 +219,28 @@ def test_new_flows_ask_for_the_events_waiting_before_the_socket_lookup():
     assert owners.processes.get(index).pid == 4242 and owners.lookups == 0
     owners.indexes([raw], [True])
     assert len(polls) == 1                     # a known flow asks nothing
+
+
+def test_a_tally_fed_a_growing_capture_equals_counting_every_row_at_once():
+    import random
+    from divertgui.engine.address import Address
+    from divertgui.engine.process_totals import ProcessTally, process_totals
+    from divertgui.engine.processes import Process
+    from divertgui.engine.store import CaptureStore, Verdict
+    store = CaptureStore()
+    tally = ProcessTally(store)
+    rng = random.Random(3)
+    indexes = [0] + [store.processes.intern(Process(20 + i % 4, f"p{i}", "u")) for i in range(6)]
+    for _ in range(12):
+        count = rng.randrange(0, 30)
+        raws = [udp4("10.0.0.1", rng.randrange(1000, 1008), "10.0.0.2", 53, b"x" * rng.randrange(1, 50))
+                for _ in range(count)]
+        store.append_batch(raws, [Address(outbound=rng.random() < 0.5) for _ in range(count)],
+                           [rng.choice((Verdict.PASSED, Verdict.HELD)) for _ in range(count)], 0,
+                           [rng.choice(indexes) for _ in range(count)])
+        if len(store):
+            store.set_verdict(rng.randrange(len(store)), Verdict.DROPPED)
+        counted, once = tally.totals(len(store)), process_totals(store)
+        for field in once._fields:
+            a, b = getattr(counted, field), getattr(once, field)
+            assert (np.array_equal(a, b) if isinstance(b, np.ndarray) else a == b), field
