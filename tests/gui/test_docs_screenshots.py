@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import socket
 import struct
 import subprocess
 
@@ -21,9 +20,10 @@ from PySide6.QtGui import QImage, QTextCursor
 
 from divertgui.views import window_settings
 from divertgui.views.window_layout import first_window_size
-from tests.gui.conftest import start_demo, start_live_capture
+from tests.gui.conftest import start_demo
 from tests.gui.test_live_hold_edit import namespace  # noqa: F401 (a fixture)
-from tests.integration.test_processes_netns import say, start_sender
+from tests.gui.test_live_processes import live_capture_of_senders
+from tests.integration.test_processes_netns import say
 
 DOCS_IMAGES = pathlib.Path(__file__).resolve().parents[2] / "docs" / "images"
 IMAGES: pathlib.Path  # where this run puts its pictures: see images_folder
@@ -174,38 +174,27 @@ def test_the_rules_panel_with_counters_and_the_delay_chart(qtbot, workbench):
 @pytest.mark.netns
 def test_the_per_process_chart_on_live_traffic(qtbot, namespace):  # noqa: F811
     """Three programs sending at different rates in a network namespace."""
-    from divertgui.app import Workbench
-    from divertgui.views.capture_options import CaptureOptions
-    with namespace.entered():
-        bench = Workbench(CaptureOptions(source="live"))
-        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        receiver.bind(("127.0.0.1", 0))
-    port = receiver.getsockname()[1]
-    senders = [start_sender(namespace, "udp", port)[0] for _ in range(2)]
-    nc = namespace.popen(["nc", "-u", "127.0.0.1", str(port)], stdin=subprocess.PIPE, text=True)
-    window = bench.window
-    qtbot.addWidget(window)
-    window.resize(*WINDOW_SIZE)
-    window.show()
-    window_settings.apply_default_layout(window)
-    chart = window.charts.process_chart
-    try:
-        start_live_capture(qtbot, window, f"udp.DstPort == {port}", "")
-        for step in range(20):
-            say(senders[0], "a" * 20)
-            for _ in range(1 + step % 4):
-                say(senders[1], "b" * 400)
-            if step > 6:
-                say(nc, "c" * 200)
-            qtbot.wait(150)
-        qtbot.waitUntil(lambda: len(chart.labels) == 4, timeout=10000)
-        assert any(label.startswith("nc") for label in chart.labels), chart.labels
-        save(window.charts_dock, "charts-processes.png", (600, 200))
-    finally:
-        for process in (*senders, nc):
-            process.stdin.close()
-        nc.terminate()     # a UDP nc waits for replies after its input ends
-        for process in (*senders, nc):
-            process.wait(timeout=10)
-        receiver.close()
-        assert bench.close(), "the session thread did not stop"
+    with live_capture_of_senders(qtbot, namespace) as (bench, receiver, programs):
+        port = receiver.getsockname()[1]
+        senders = [program for program, _, _ in programs]
+        nc = namespace.popen(["nc", "-u", "127.0.0.1", str(port)], stdin=subprocess.PIPE, text=True)
+        window = bench.window
+        window.resize(*WINDOW_SIZE)
+        window.show()
+        window_settings.apply_default_layout(window)
+        chart = window.charts.process_chart
+        try:
+            for step in range(20):
+                say(senders[0], "a" * 20)
+                for _ in range(1 + step % 4):
+                    say(senders[1], "b" * 400)
+                if step > 6:
+                    say(nc, "c" * 200)
+                qtbot.wait(150)
+            qtbot.waitUntil(lambda: len(chart.labels) == 4, timeout=10000)
+            assert any(label.startswith("nc") for label in chart.labels), chart.labels
+            save(window.charts_dock, "charts-processes.png", (600, 200))
+        finally:
+            nc.stdin.close()
+            nc.terminate()     # a UDP nc waits for replies after its input ends
+            nc.wait(timeout=10)

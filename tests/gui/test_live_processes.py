@@ -1,6 +1,7 @@
 """Live capture in a network namespace with two programs sending: each packet shows its program,
 holding one program's packets holds only those, and filtering on one shows only its packets."""
 
+import contextlib
 import socket
 
 import numpy as np
@@ -14,23 +15,37 @@ from tests.integration.test_processes_netns import say, start_sender
 pytestmark = pytest.mark.netns
 
 
-def test_each_packet_shows_its_process_and_one_process_is_held_or_shown_alone(qtbot, namespace):  # noqa: F811
+@contextlib.contextmanager
+def live_capture_of_senders(qtbot, namespace, senders: int = 2):
+    """A workbench on live capture, a UDP receiver and `senders` sending programs, all in
+    `namespace`; yields (bench, receiver, [(program, pid, port)]) and stops them all after."""
     from divertgui.app import Workbench
-    from divertgui.models.packet_table import PROCESS
     from divertgui.views.capture_options import CaptureOptions
-    from divertgui.views.conversations_dialog import ConversationsDialog
     with namespace.entered():
         bench = Workbench(CaptureOptions(source="live"))
         receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         receiver.bind(("127.0.0.1", 0))
     port = receiver.getsockname()[1]
-    first, first_pid, first_port = start_sender(namespace, "udp", port)
-    second, second_pid, second_port = start_sender(namespace, "udp", port)
-    window = bench.window
-    qtbot.addWidget(window)
-    model = window.table_model
+    programs = [start_sender(namespace, "udp", port) for _ in range(senders)]
+    qtbot.addWidget(bench.window)
     try:
-        start_live_capture(qtbot, window, f"udp.DstPort == {port}", "")
+        start_live_capture(qtbot, bench.window, f"udp.DstPort == {port}", "")
+        yield bench, receiver, programs
+    finally:
+        for program, _, _ in programs:
+            program.stdin.close()
+            program.wait(timeout=10)
+        receiver.close()
+        assert bench.close(), "the session thread did not stop"
+
+
+def test_each_packet_shows_its_process_and_one_process_is_held_or_shown_alone(qtbot, namespace):  # noqa: F811
+    from divertgui.models.packet_table import PROCESS
+    from divertgui.views.conversations_dialog import ConversationsDialog
+    with live_capture_of_senders(qtbot, namespace) as (bench, receiver, programs):
+        (first, first_pid, first_port), (second, second_pid, second_port) = programs
+        window = bench.window
+        model = window.table_model
         say(first, "first before")
         say(second, "second before")
         receive_expected(receiver, 2)
@@ -81,12 +96,6 @@ def test_each_packet_shows_its_process_and_one_process_is_held_or_shown_alone(qt
         dialog.close()
         window.post("forward_all")
         assert sorted(receive_expected(receiver, 2)) == [b"first held 0", b"first held 1"]
-    finally:
-        for process in (first, second):
-            process.stdin.close()
-            process.wait(timeout=10)
-        receiver.close()
-        assert bench.close(), "the session thread did not stop"
 
 
 def chart_counts(chart) -> dict[str, int]:
@@ -104,21 +113,11 @@ def chart_counts(chart) -> dict[str, int]:
 
 
 def test_the_per_process_chart_shows_each_program_live_and_from_its_saved_capture(qtbot, namespace, tmp_path):  # noqa: F811
-    from divertgui.app import Workbench
-    from divertgui.views.capture_options import CaptureOptions
-    with namespace.entered():
-        bench = Workbench(CaptureOptions(source="live"))
-        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        receiver.bind(("127.0.0.1", 0))
-    port = receiver.getsockname()[1]
-    first, first_pid, _ = start_sender(namespace, "udp", port)
-    second, second_pid, _ = start_sender(namespace, "udp", port)
-    window = bench.window
-    qtbot.addWidget(window)
-    model = window.table_model
-    chart = window.charts.process_chart
-    try:
-        start_live_capture(qtbot, window, f"udp.DstPort == {port}", "")
+    with live_capture_of_senders(qtbot, namespace) as (bench, receiver, programs):
+        (first, first_pid, _), (second, second_pid, _) = programs
+        window = bench.window
+        model = window.table_model
+        chart = window.charts.process_chart
         for i in range(3):
             say(first, f"first {i}")
         for i in range(5):
@@ -170,9 +169,3 @@ def test_the_per_process_chart_shows_each_program_live_and_from_its_saved_captur
         chart.units.setCurrentText("packets/s")
         qtbot.waitUntil(lambda: chart_counts(chart) == {labels[second_pid]: 7, labels[first_pid]: 4, "other": 0},
                         timeout=10000)
-    finally:
-        for process in (first, second):
-            process.stdin.close()
-            process.wait(timeout=10)
-        receiver.close()
-        assert bench.close(), "the session thread did not stop"
