@@ -198,3 +198,19 @@ def test_verbose_tcp_flags_and_reserved_bits_print_as_integers():
     assert tcp_line.startswith("TCP [SrcPort=5555 DstPort=80 SeqNum=1000 AckNum=2000 HdrLength=5 "
                                "Reserved1=1 Reserved2=3 Urg=0 Ack=1 Psh=0 Rst=0 Syn=1 Fin=0 Window=100 Checksum=0x")
     assert "True" not in tcp_line and "False" not in tcp_line and tcp_line.endswith(" UrgPtr=0]")
+
+
+def test_a_listed_handle_shows_its_layer_priority_flags_filter_and_command_line():
+    """`divert list`, as `windivertctl list` does, shows each handle's flags beside the rest."""
+    from divertgui.engine.address import Flag, Layer
+    from divertgui.engine.backends.handle_registry import Entry
+    from divertgui.handle_commands import HEADER, handle_line
+    entry = Entry("x.json", os.getpid(), 0, Layer.NETWORK_FORWARD, -3, int(Flag.SNIFF | Flag.RECV_ONLY),
+                  "tcp.DstPort == 80", 0)
+    pid, layer, priority, flags, *rest = handle_line(entry).split()
+    assert HEADER.split()[:5] == ["PID", "LAYER", "PRIORITY", "FLAGS", "FILTER"]
+    assert (int(pid), layer, int(priority), set(flags.split("|"))) == \
+        (os.getpid(), "NETWORK_FORWARD", -3, {"SNIFF", "RECV_ONLY"})
+    with open(f"/proc/{os.getpid()}/cmdline", "rb") as cmdline:
+        command = " ".join(part.decode() for part in cmdline.read().split(b"\0") if part)
+    assert " ".join(rest) == f"'tcp.DstPort == 80'  {command}".replace("  ", " ")
