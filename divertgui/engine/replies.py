@@ -9,16 +9,20 @@ sender had. IPv4 and IPv6 alike; checksums are computed.
 
 from __future__ import annotations
 
-import struct
-
 from divertgui.engine.address import Address, Layer
-from divertgui.engine.headers import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP
+from divertgui.engine.header_fields import (ICMP_HEADER_LEN, IPPROTO_ICMP, IPPROTO_ICMPV6, IPV4, IPV6,
+                                            IPV6_HEADER_LEN, field_value)
 from divertgui.engine.packet import Packet
+from divertgui.engine.packet_build import ACK, FIN, PSH, RST, SYN, ip_packet, tcp_packet
 
-FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
-TTL = 64
-# An ICMPv6 error quotes as much of the packet as fits the minimum IPv6 MTU.
+__all__ = ["ACK", "FIN", "PSH", "RST", "SYN", "icmp_unreachable", "reply_address", "reset_numbers",
+           "tcp_data_reply", "tcp_reset", "tcp_reset_onward"]
+
+# An ICMPv6 error quotes as much of the packet as fits the minimum IPv6 MTU;
+# an ICMP error the IP header and the first 64 bits of the datagram (RFC 792).
 IPV6_MIN_MTU = 1280
+ICMP_QUOTED_DATA = 8
+_PORT_UNREACHABLE = {IPPROTO_ICMP: (3, 3), IPPROTO_ICMPV6: (1, 4)}     # (type, code)
 
 
 def reply_address(address: Address, ipv6: bool) -> Address:
@@ -48,26 +52,21 @@ def reset_numbers(seq: int, ack: int, flags: int, data_len: int) -> tuple[int, i
     return (ack if flags & ACK else 0), (seq + sent) & 0xFFFFFFFF, RST | ACK
 
 
-def _ip_header(version: int, src: bytes, dst: bytes, protocol: int, payload_len: int) -> bytes:
-    if version == 4:
-        return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + payload_len, 0, 0x4000, TTL, protocol, 0, src, dst)
-    return struct.pack("!IHBB16s16s", 6 << 28, payload_len, protocol, TTL, src, dst)
-
-
 def _addresses(raw: bytes) -> tuple[int, bytes, bytes]:
     """(IP version, source, destination) of a raw packet."""
-    if raw[0] >> 4 == 4:
-        return 4, raw[12:16], raw[16:20]
-    return 6, raw[8:24], raw[24:40]
+    version = field_value(raw, 0, IPV4["version"]) if raw else 0
+    header = {4: IPV4, 6: IPV6}.get(version)
+    if header is None or len(raw) < header["dst_addr"].span.stop:
+        raise ValueError(f"only an IP packet can be answered: {len(raw)} bytes starting {bytes(raw[:8]).hex()}")
+    return version, raw[header["src_addr"].span], raw[header["dst_addr"].span]
 
 
-def _tcp_segment(sport: int, dport: int, seq: int, ack: int, flags: int, data: bytes = b"") -> bytes:
-    return struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 64240 if flags & ACK else 0,
-                       0, 0) + data
+def _window(flags: int) -> int:
+    return 64240 if flags & ACK else 0
 
 
-def _packet(version: int, src: bytes, dst: bytes, protocol: int, body: bytes, address: Address) -> Packet:
-    reply = Packet(_ip_header(version, src, dst, protocol, len(body)) + body, address)
+def _packet(raw: bytes, address: Address) -> Packet:
+    reply = Packet(raw, address)
     reply.recalculate_checksums()
     return reply
 
@@ -77,10 +76,10 @@ def tcp_reset(packet: Packet) -> Packet | None:
     tcp = packet.tcp
     if tcp is None or tcp.flags & RST:
         return None
-    version, src, dst = _addresses(bytes(packet.raw))
+    version, src, dst = _addresses(packet.raw)
     seq, ack, flags = reset_numbers(tcp.seq_num, tcp.ack_num, tcp.flags, len(packet.payload or b""))
-    segment = _tcp_segment(tcp.dst_port, tcp.src_port, seq, ack, flags)
-    return _packet(version, dst, src, IPPROTO_TCP, segment, reply_address(packet.address, version == 6))
+    return _packet(tcp_packet(dst, src, tcp.dst_port, tcp.src_port, seq, ack, flags, window=_window(flags)),
+                   reply_address(packet.address, version == 6))
 
 
 def tcp_reset_onward(packet: Packet) -> Packet | None:
@@ -90,11 +89,11 @@ def tcp_reset_onward(packet: Packet) -> Packet | None:
     tcp = packet.tcp
     if tcp is None or tcp.flags & RST:
         return None
-    version, src, dst = _addresses(bytes(packet.raw))
-    segment = _tcp_segment(tcp.src_port, tcp.dst_port, tcp.seq_num, tcp.ack_num, RST | ACK)
+    version, src, dst = _addresses(packet.raw)
     address = Address(outbound=packet.address.outbound, loopback=packet.address.loopback, ipv6=version == 6,
                       if_idx=packet.address.if_idx, layer=packet.address.layer)
-    return _packet(version, src, dst, IPPROTO_TCP, segment, address)
+    return _packet(tcp_packet(src, dst, tcp.src_port, tcp.dst_port, tcp.seq_num, tcp.ack_num, RST | ACK,
+                              window=_window(RST | ACK)), address)
 
 
 def tcp_data_reply(packet: Packet, data: bytes, fin: bool = True) -> Packet | None:
@@ -103,21 +102,23 @@ def tcp_data_reply(packet: Packet, data: bytes, fin: bool = True) -> Packet | No
     tcp = packet.tcp
     if tcp is None:
         return None
-    version, src, dst = _addresses(bytes(packet.raw))
+    version, src, dst = _addresses(packet.raw)
     sent = len(packet.payload or b"") + (1 if tcp.flags & SYN else 0) + (1 if tcp.flags & FIN else 0)
     flags = PSH | ACK | (FIN if fin else 0)
-    segment = _tcp_segment(tcp.dst_port, tcp.src_port, tcp.ack_num, (tcp.seq_num + sent) & 0xFFFFFFFF, flags, data)
-    return _packet(version, dst, src, IPPROTO_TCP, segment, reply_address(packet.address, version == 6))
+    raw = tcp_packet(dst, src, tcp.dst_port, tcp.src_port, tcp.ack_num, tcp.seq_num + sent, flags, data,
+                     window=_window(flags))
+    return _packet(raw, reply_address(packet.address, version == 6))
 
 
 def icmp_unreachable(packet: Packet) -> Packet:
     """ICMP port unreachable (ICMPv6 destination unreachable, port unreachable) quoting the packet."""
-    raw = bytes(packet.raw)
+    raw = packet.raw
     version, src, dst = _addresses(raw)
     if version == 4:
-        quoted = raw[:(raw[0] & 0x0F) * 4 + 8]
-        message, protocol = struct.pack("!BBHI", 3, 3, 0, 0) + quoted, IPPROTO_ICMP
+        quoted, protocol = raw[:field_value(raw, 0, IPV4["hdr_len"]) * 4 + ICMP_QUOTED_DATA], IPPROTO_ICMP
     else:
-        quoted = raw[:IPV6_MIN_MTU - 48]
-        message, protocol = struct.pack("!BBHI", 1, 4, 0, 0) + quoted, IPPROTO_ICMPV6
-    return _packet(version, dst, src, protocol, message, reply_address(packet.address, version == 6))
+        quoted, protocol = raw[:IPV6_MIN_MTU - IPV6_HEADER_LEN - ICMP_HEADER_LEN], IPPROTO_ICMPV6
+    kind, code = _PORT_UNREACHABLE[protocol]
+    # Type, code, checksum (computed below) and an unused word, then the quote.
+    message = bytes([kind, code]) + bytes(ICMP_HEADER_LEN - 2) + quoted
+    return _packet(ip_packet(dst, src, protocol, message), reply_address(packet.address, version == 6))

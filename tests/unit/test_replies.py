@@ -65,3 +65,9 @@ def test_icmp_unreachable_quotes_the_packet():
     assert (reply.icmpv4.type, reply.icmpv4.code) == (3, 3)
     assert bytes(reply.raw[28:]) == bytes(original.raw[:28])
     assert reply.ipv4.dst_addr == "10.0.0.1"
+
+
+@pytest.mark.parametrize("raw", [b"", bytes.fromhex("45f9003571971d7b80ff9c"), bytes(40)])
+def test_only_an_ip_packet_can_be_answered(raw):
+    with pytest.raises(ValueError, match="only an IP packet"):
+        replies.icmp_unreachable(Packet(raw))
