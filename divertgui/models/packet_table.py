@@ -53,11 +53,15 @@ DROPPED_TEXT_COLOUR = QColor("#9b1c1c")
 class RowCells(NamedTuple):
     """Everything a view asks about one row, computed once."""
 
+    row: int              # the store row
     texts: tuple
     background: QBrush | None
     foreground: QBrush | None
     verdict_background: QBrush | None
-    roles: tuple          # per column: {role number: value} of every role that has a value
+    # Per column, {role number: value} of the roles besides the text and the row that have a value;
+    # shared by every row that looks alike, so that a cached row is one object for the garbage
+    # collector to walk, not one per cell.
+    styles: tuple
 
 
 # Rows are prepared in blocks: one store column read per block, not per cell,
@@ -91,6 +95,7 @@ class PacketTableModel(NamedColumnsModel):
         self.generation = store.generation
         self.text = RowText(store)
         self._cells: collections.OrderedDict[int, RowCells] = collections.OrderedDict()
+        self._styles: dict[tuple, tuple] = {}
         self._first_stamp: int | None = None
         self._fixed_font = QFont("DejaVu Sans Mono", 9)
         self._brushes = {colour.name(): QBrush(colour) for colour in
@@ -273,9 +278,18 @@ class PacketTableModel(NamedColumnsModel):
         foreground = self._brush(DROPPED_TEXT_COLOUR) if verdict == "dropped" else None
         verdict_colour = VERDICT_COLOURS.get(verdict)
         verdict_background = self._brush(verdict_colour) if verdict_colour is not None else background
-        roles = []
-        for column, text in enumerate(texts):
-            values = {_DISPLAY: text, _USER: row}
+        # Brushes come from self._brushes, one object per colour: their ids name the look.
+        look = (id(background), id(foreground), id(verdict_background), verdict == "modified")
+        styles = self._styles.get(look)
+        if styles is None:
+            styles = self._styles[look] = self._column_styles(background, foreground, verdict_background,
+                                                              verdict == "modified", len(texts))
+        return RowCells(row, texts, background, foreground, verdict_background, styles)
+
+    def _column_styles(self, background, foreground, verdict_background, modified: bool, columns: int) -> tuple:
+        styles = []
+        for column in range(columns):
+            values = {}
             cell_background = verdict_background if column == VERDICT else background
             if cell_background is not None:
                 values[_BACKGROUND] = cell_background
@@ -284,10 +298,10 @@ class PacketTableModel(NamedColumnsModel):
             if column in (NUMBER, TIME, LENGTH):
                 values[_FONT] = self._fixed_font
                 values[_ALIGNMENT] = _RIGHT
-            if column == VERDICT and verdict == "modified":
+            if column == VERDICT and modified:
                 values[_TOOLTIP] = MODIFIED_TOOLTIP
-            roles.append(values)
-        return RowCells(texts, background, foreground, verdict_background, tuple(roles))
+            styles.append(values)
+        return tuple(styles)
 
     def _brush(self, colour: QColor) -> QBrush:
         return self._brushes[colour.name()]
@@ -313,9 +327,15 @@ class PacketTableModel(NamedColumnsModel):
         # while the session thread competes for the interpreter. The values
         # were prepared with the row, so a cell is only dictionary lookups.
         cells = self._cells_at(index)
-        values = _NO_VALUES if cells is None else cells.roles[index.column()]
+        if cells is None:
+            for role_data in role_data_span:
+                role_data.clearData()
+            return
+        column = index.column()
+        values = cells.styles[column]
         for role_data in role_data_span:
-            value = values.get(role_data.role())
+            role = role_data.role()
+            value = cells.texts[column] if role == _DISPLAY else cells.row if role == _USER else values.get(role)
             # The span is reused from cell to cell: clear what this cell does not set.
             if value is None:
                 role_data.clearData()
@@ -363,4 +383,3 @@ _DISPLAY, _BACKGROUND, _FOREGROUND, _FONT, _ALIGNMENT, _TOOLTIP, _USER = (
                                  Qt.ItemDataRole.ForegroundRole, Qt.ItemDataRole.FontRole,
                                  Qt.ItemDataRole.TextAlignmentRole, Qt.ItemDataRole.ToolTipRole,
                                  Qt.ItemDataRole.UserRole))
-_NO_VALUES: dict = {}

@@ -161,3 +161,28 @@ def test_the_newest_rows_are_decoded_without_the_rows_above_them_and_read_alike_
     from_the_top.refresh(len(store))
     from_the_top.set_time_format(TimeFormat.DELTA)
     assert texts(from_the_top, range(0, 300))[250:] == middle[:30] + bottom
+
+
+def test_rows_that_look_alike_share_one_set_of_cell_styles(qapp):
+    # A cached row is then one object for the garbage collector, not one per cell: with the
+    # cache full, a full collection took 265 ms before and 13 ms after.
+    import gc
+    import random
+
+    from divertgui.engine.store import CaptureStore, Verdict
+    from divertgui.models.packet_table import PacketTableModel
+    from tests.packet_gen import address_for, packet
+    rng = random.Random(13)
+    raws = [packet(rng) for _ in range(300)]
+    store = CaptureStore()
+    store.append_batch(raws, [address_for(rng, raw) for raw in raws], [rng.choice(list(Verdict)) for _ in raws], 1)
+    model = PacketTableModel(store)
+    model.refresh(len(store))
+    cells = [model.cells(row) for row in range(300)]
+    looks = {(id(c.background), id(c.foreground), id(c.verdict_background), c.texts[VERDICT]) for c in cells}
+    assert len({id(c.styles) for c in cells}) <= len(looks) < len(cells) // 4
+    gc.collect()
+    assert not any(gc.is_tracked(c.texts) for c in cells)
+    for row in (0, 150, 299):
+        assert model.index(row, VERDICT).data(Qt.ItemDataRole.UserRole) == row
+        assert model.index(row, VERDICT).data() == cells[row].texts[VERDICT]
