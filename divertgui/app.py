@@ -42,6 +42,10 @@ class SessionBridge(QObject):
 
     event = Signal(object)
     _wire = Signal(str)
+    # As a host of the window (divertgui.views.hosts): the window's own, never lost.
+    index = 0
+    host = ""
+    lost = False
 
     def __init__(self, store, parent=None):
         super().__init__(parent)
@@ -113,25 +117,39 @@ def _freeze_startup_objects() -> None:
 
 
 class Workbench:
-    """The store, the link to the capture session and the main window, wired together.
+    """The store, the links to the capture services and the main window, wired together.
 
     `target` names the capture service the window talks to (local, unix:PATH,
-    ssh://...; divertgui.service.client). When the local service cannot be
-    started (its program is not ours to run), or `target` is None, the
-    session runs on a thread of this process, without privileges: the demo
-    network and files work, live capture says why not (`unavailable`).
+    ssh://...; divertgui.service.client), or several. The first is reached
+    before the window opens, the others in the background; File > Connect to
+    Host… adds more. When the local service cannot be started (its program is
+    not ours to run), or `target` is None, the session runs on a thread of
+    this process, without privileges: the demo network and files work, live
+    capture says why not (`unavailable`).
     """
 
-    def __init__(self, options=None, target: str | None = None, **client_options):
+    def __init__(self, options=None, target: str | list[str] | None = None, **client_options):
         from divertgui.engine.store import CaptureStore
+        from divertgui.views.hosts import Hosts
         from divertgui.views.main_window import MainWindow
         self.store = CaptureStore()
         self.unavailable: str | None = None
-        self.bridge = self._link(target, client_options)
+        self.hosts = Hosts(self.store)
+        targets = [target] if isinstance(target, str) or target is None else list(target)
+        self.hosts.add(self._link(targets[0], client_options))
         self.window = MainWindow(self.store, self.post, options)
-        self.bridge.event.connect(self.window.handle_event)
+        self.hosts.event.connect(self.window.handle_event)
+        from divertgui.views.hosts_bar import HostsBar
+        self.hosts_bar = HostsBar(self.hosts, self.window, self.reconnect_host)
         self._add_connection_actions()
+        for other in targets[1:]:
+            self.connect_to(other, **client_options)
         _freeze_startup_objects()
+
+    @property
+    def bridge(self):
+        """The first capture service's link."""
+        return self.hosts.links[0]
 
     def _link(self, target: str | None, client_options: dict):
         if target is not None:
@@ -150,11 +168,8 @@ class Workbench:
 
     def post(self, kind: str, **fields) -> None:
         if kind == "start" and fields.get("source") == "live" and self._needs_elevation():
-            try:
-                self.connect_to("local", elevated=True)
-            except ConnectionError as exc:
-                self.window.error_banner.show_message(str(exc), "capture")
-        self.bridge.post(kind, **fields)
+            self._elevate()
+        self.hosts.post(kind, **self.hosts_bar.scope(kind, fields))
 
     def _needs_elevation(self) -> bool:
         """Windows: live capture asked of an unelevated local service, which said it cannot."""
@@ -162,56 +177,65 @@ class Workbench:
         return (sys.platform == "win32" and client is not None and client.target == "local"
                 and not client.elevated and bool((self.hello or {}).get("live")))
 
+    def _elevate(self) -> None:
+        from divertgui.views.connection import ServiceConnection
+        connection = ServiceConnection("local", self.store, host_index=self.bridge.index, elevated=True)
+        connection.start_in_background()
+        self.hosts.replace(self.bridge, connection)
+
     @property
     def hello(self) -> dict | None:
-        """The capture service's introduction (None in-process, or before it arrives)."""
+        """The first capture service's introduction (None in-process, or before it arrives)."""
         return getattr(self.bridge, "hello", None)
 
     def _add_connection_actions(self) -> None:
         from PySide6.QtGui import QAction
         menu = self.window.file_menu
         quit_action = next(a for a in menu.actions() if a.text() == "&Quit")
-        for text, slot in (("&Connect to Host…", self.connect_dialog), ("&Reconnect", self.reconnect)):
-            action = QAction(text, self.window)
-            action.triggered.connect(slot)
-            menu.insertAction(quit_action, action)
+        action = QAction("&Connect to Host…", self.window)
+        action.triggered.connect(self.connect_dialog)
+        menu.insertAction(quit_action, action)
+        menu.insertMenu(quit_action, self.hosts_bar.reconnect_menu)
         menu.insertSeparator(quit_action)
 
     def connect_to(self, target: str, **client_options) -> None:
-        """Talk to another capture service; this one ends (releasing what it holds), the rows stay."""
+        """Adds the capture service at `target`, reached in the background; a failure shows in its banner.
+
+        The in-process session, there only because no service could be started, gives way to it."""
         from divertgui.views.connection import ServiceConnection
         connection = ServiceConnection(target, self.store, **client_options)
-        connection.start()
-        self.bridge.event.disconnect(self.window.handle_event)
-        self.bridge.shutdown()
-        self.bridge = connection
-        self.bridge.event.connect(self.window.handle_event)
-        self.unavailable = None
+        connection.start_in_background()
+        if isinstance(self.bridge, SessionBridge):
+            self.hosts.replace(self.bridge, connection)
+            self.unavailable = None
+        else:
+            self.hosts.add(connection)
 
     def connect_dialog(self) -> None:
         from divertgui.service.client import TargetError
         from divertgui.views.connection import ask_target
         try:
-            target = ask_target(self.window, getattr(self.bridge, "target", ""))
+            target = ask_target(self.window)
             if target:
                 self.connect_to(target)
-        except (TargetError, ConnectionError) as exc:
+        except TargetError as exc:
             self.window.error_banner.show_message(str(exc), "connection")
 
     def reconnect(self) -> None:
-        if not getattr(self.bridge, "lost", False):
-            self.window.statusBar().showMessage("The capture service is connected", 5000)
-            return
-        try:
-            self.bridge.reconnect()
-        except ConnectionError as exc:
-            self.window.error_banner.show_message(str(exc), "connection")
-            return
+        """Reconnects every lost host."""
+        lost = [link for link in self.hosts.links if getattr(link, "lost", False)]
+        if not lost:
+            self.window.statusBar().showMessage("Every capture service is connected", 5000)
+        for link in lost:
+            self.reconnect_host(link)
+
+    def reconnect_host(self, link) -> None:
+        link.reconnect()
         self.window.error_banner.hide()
 
     def close(self) -> bool:
         self.window.close()
-        return self.bridge.shutdown()
+        return self.hosts.shutdown()
 
 
 def wait_until(predicate, timeout: float) -> bool:
@@ -286,8 +310,6 @@ def _argument_error(args: argparse.Namespace) -> str | None:
     """What is wrong with the command line, before any window opens."""
     if args.live and not args.self_test:
         return "--live goes with --self-test"
-    if args.connect and len(args.connect) > 1:
-        return "--connect: one capture service per window for now"
     for target in args.connect or ():
         from divertgui.service.client import TargetError, check_target
         try:
@@ -328,7 +350,7 @@ def open_workbench(args: argparse.Namespace) -> Workbench:
     """
     from divertgui.views.capture_options import CaptureOptions
     options = CaptureOptions(source="demo", rate=500.0 if args.self_test else args.rate)
-    bench = Workbench(options, (args.connect or ["local"])[0])
+    bench = Workbench(options, args.connect or ["local"])
     window = bench.window
     problem = None
     if not (args.demo or args.self_test):

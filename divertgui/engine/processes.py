@@ -24,6 +24,7 @@ and their flows unattributed.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Callable, Iterable, NamedTuple, Sequence
 
@@ -73,6 +74,8 @@ class ProcessList:
         self._index: dict[Process, int] = {}
         self._pids = np.zeros(1, np.int64)
         self._latest: dict[int, Process] = {}      # pid -> the last name it was given
+        # Several capture services' readers name processes at once.
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -81,11 +84,14 @@ class ProcessList:
         """The index of `process`, a new one the first time; 0 once the store's column is full."""
         index = self._index.get(process)
         if index is None:
-            if len(self._entries) > MAX_INDEX:
-                return NO_PROCESS
-            index = self._index[process] = len(self._entries)
-            self._entries.append(process)
-            self._latest[process.pid] = process
+            with self._lock:
+                index = self._index.get(process)
+                if index is None:
+                    if len(self._entries) > MAX_INDEX:
+                        return NO_PROCESS
+                    self._entries.append(process)
+                    index = self._index[process] = len(self._entries) - 1
+                    self._latest[process.pid] = process
         return index
 
     def get(self, index: int) -> Process | None:

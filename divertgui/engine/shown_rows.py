@@ -9,7 +9,7 @@ a row decided once stays decided.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -30,13 +30,20 @@ def process_test(store: CaptureStore, pid: int) -> KeyTest:
     return KeyTest("process", lambda indexes: store.processes.pids()[indexes] == pid)
 
 
-class ShownRows:
-    """The rows below a count that `display` (None: every row) and `key` (None: any) accept."""
+def host_test(host: int) -> KeyTest:
+    """The rows of store host index `host`."""
+    return KeyTest("host", lambda indexes: indexes == host)
 
-    def __init__(self, store: CaptureStore, display: DisplayIndex | None = None, key: KeyTest | None = None):
+
+class ShownRows:
+    """The rows below a count that `display` (None: every row) and `key` (None: any; or several
+    KeyTests, every one of which must accept a row) accept."""
+
+    def __init__(self, store: CaptureStore, display: DisplayIndex | None = None,
+                 key: KeyTest | Sequence[KeyTest] | None = None):
         self.store = store
         self.display = display
-        self.key = key
+        self.keys: tuple[KeyTest, ...] = () if key is None else (key,) if isinstance(key, KeyTest) else tuple(key)
         self._start()
 
     def _start(self) -> None:
@@ -65,7 +72,7 @@ class ShownRows:
             display.update()
             accepted = display.rows
             stop = int(np.searchsorted(accepted, count))
-            if self.key is None:
+            if not self.keys:
                 self._rows = accepted[:stop]
                 return
             candidates = accepted[self._display_done:stop]
@@ -73,9 +80,11 @@ class ShownRows:
         else:
             candidates = np.arange(self._done, count, dtype=np.int64)
         self._done = max(self._done, count)
-        if self.key is not None and len(candidates):
+        for key in self.keys:
+            if not len(candidates):
+                break
             first = int(candidates[0])
-            values = self.store.column(self.key.column, first, int(candidates[-1]) + 1)[candidates - first]
-            candidates = candidates[self.key.accepts(values)]
+            values = self.store.column(key.column, first, int(candidates[-1]) + 1)[candidates - first]
+            candidates = candidates[key.accepts(values)]
         if len(candidates):
             self._parts.append(candidates)

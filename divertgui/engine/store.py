@@ -14,6 +14,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from divertgui.engine.address import Address, Layer
+from divertgui.engine.hosts import HostList
 from divertgui.engine.processes import Process, ProcessList
 from divertgui.engine.store_columns import VECTOR_ROWS, address_columns, summaries_one_by_one, summarise, \
     summary_columns
@@ -27,7 +28,7 @@ _OUTBOUND, _LOOPBACK, _IMPOSTOR, _IPV6, _SNIFFED, _FORWARD, _IP_CK, _TCP_CK, _UD
     Flags.IP_CHECKSUM, Flags.TCP_CHECKSUM, Flags.UDP_CHECKSUM))
 
 
-def _new_block(lengths: np.ndarray, wall_ns, verdicts, processes) -> np.ndarray:
+def _new_block(lengths: np.ndarray, wall_ns, verdicts, processes, host: int = 0) -> np.ndarray:
     """Records for packets of `lengths` bytes, with the columns every way of appending gives."""
     if len(lengths) and int(lengths.max()) > ARENA_BYTES:
         raise ValueError(f"packet of {int(lengths.max())} bytes is larger than a store arena ({ARENA_BYTES} bytes)")
@@ -36,6 +37,7 @@ def _new_block(lengths: np.ndarray, wall_ns, verdicts, processes) -> np.ndarray:
     block["verdict"] = verdicts
     block["length"] = lengths
     block["process"] = processes
+    block["host"] = host
     return block
 
 
@@ -48,9 +50,10 @@ class CaptureStore:
 
     def __init__(self) -> None:
         self._append_lock = threading.Lock()
-        # Outlives clear(): a process named once keeps its index.
+        # Outlive clear(): a process or host named once keeps its index.
         self.processes = ProcessList()
         self.generation = -1
+        self.hosts = HostList()
         self._reset()
 
     def _reset(self) -> None:
@@ -66,7 +69,7 @@ class CaptureStore:
     def __len__(self) -> int:
         return self._count
 
-    # -- writing (one thread) ------------------------------------------------
+    # -- writing (any thread; each thread's rows keep their order) ------------
 
     def append(self, raw: bytes, address: Address, verdict: Verdict, wall_ns: int) -> int:
         return self.append_batch((raw,), (address,), verdict, wall_ns).start
@@ -82,17 +85,19 @@ class CaptureStore:
         lengths = np.fromiter(map(len, raws), np.int64, count)
         block = _new_block(lengths, wall_ns, verdicts, processes)
         address_columns(addresses, block)
-        return self._append_block(block, raws, b"".join(raws), lengths)
+        return self._append_block(block, raws, b"".join(raws), lengths)[0]
 
     def append_received(self, wall_ns: np.ndarray, timestamp: np.ndarray, if_idx: np.ndarray,
                         sub_if_idx: np.ndarray, address_flags: np.ndarray, verdicts: np.ndarray,
-                        lengths: np.ndarray, blob: bytes, processes: np.ndarray | int = 0) -> range:
-        """Append packets given as columns and their joined bytes, as a capture service sends them.
+                        lengths: np.ndarray, blob: bytes, processes: np.ndarray | int = 0,
+                        host: int = 0) -> tuple[range, int]:
+        """Append packets given as columns and their joined bytes, as a capture service sends them;
+        their rows and the store's generation they belong to.
 
         `address_flags` holds the address bits of the flags column; the rest is read from the bytes.
-        `processes`: indexes into `self.processes`."""
+        `processes`: indexes into `self.processes`; `host`: an index into `self.hosts`."""
         lengths = np.asarray(lengths, np.int64)
-        block = _new_block(lengths, wall_ns, verdicts, processes)
+        block = _new_block(lengths, wall_ns, verdicts, processes, host)
         block["timestamp"] = timestamp
         block["if_idx"] = if_idx
         block["sub_if_idx"] = sub_if_idx
@@ -102,7 +107,8 @@ class CaptureStore:
         raws = [view[end - length:end] for end, length in zip(ends.tolist(), lengths.tolist())]
         return self._append_block(block, raws, blob, lengths)
 
-    def _append_block(self, block: np.ndarray, raws: Sequence[bytes], blob: bytes, lengths: np.ndarray) -> range:
+    def _append_block(self, block: np.ndarray, raws: Sequence[bytes], blob: bytes,
+                      lengths: np.ndarray) -> tuple[range, int]:
         count = len(block)
         if count >= VECTOR_ROWS:
             summary_columns(raws, blob, lengths, block)
@@ -121,7 +127,8 @@ class CaptureStore:
                 done += take
             # Publishing the count last: readers never see a half-written row.
             self._count = row
-        return range(first, row)
+            generation = self.generation
+        return range(first, row), generation
 
     def _put_batch(self, blob: bytes, lengths: np.ndarray) -> np.ndarray:
         """Copy the packets joined in `blob` into the arenas; their offsets. No packet spans two arenas."""
@@ -225,6 +232,10 @@ class CaptureStore:
     def value(self, name: str, row: int) -> int:
         """One cell of a RECORD column, without copying a column."""
         return int(self._record(row)[name])
+
+    def host(self, row: int) -> str:
+        """The name of the capture service's host the row came from; "" for the window's own."""
+        return self.hosts.name(int(self._record(row)["host"]))
 
     def process(self, row: int) -> Process | None:
         """The local process the row's flow belongs to, None when not known."""

@@ -55,6 +55,8 @@ RECORD = np.dtype([
     ("verdict", "u1"),
     # Index into the store's ProcessList of the local process the packet's flow belongs to; 0: none.
     ("process", "<u2"),
+    # Index into the store's `hosts` of the capture service the packet came from; 0: this window's own.
+    ("host", "u1"),
 ])
 
 FLAG_COLUMNS = {

@@ -12,7 +12,7 @@ from PySide6.QtCore import QModelIndex, Qt
 from PySide6.QtGui import QBrush, QColor, QFont
 
 from divertgui.engine.display_index import DisplayIndex
-from divertgui.engine.shown_rows import ShownRows, process_test
+from divertgui.engine.shown_rows import ShownRows, host_test, process_test
 from divertgui.models.named_columns import NamedColumnsModel
 from divertgui.models.row_text import RowText
 
@@ -23,10 +23,10 @@ class TimeFormat(enum.Enum):
     DELTA = "Seconds since previous displayed packet"
 
 
-COLUMNS = ("No.", "Time", "Dir", "Source", "Destination", "Protocol", "Length", "Info", "Verdict", "Process")
+COLUMNS = ("No.", "Time", "Dir", "Source", "Destination", "Protocol", "Length", "Info", "Verdict", "Process", "Host")
 _COLUMN_COUNT = len(COLUMNS)
 _ROOT = QModelIndex()
-NUMBER, TIME, DIRECTION, SOURCE, DESTINATION, PROTOCOL, LENGTH, INFO, VERDICT, PROCESS = range(len(COLUMNS))
+NUMBER, TIME, DIRECTION, SOURCE, DESTINATION, PROTOCOL, LENGTH, INFO, VERDICT, PROCESS, HOST = range(len(COLUMNS))
 
 VERDICT_NAMES = ("passed", "modified", "dropped", "held", "injected", "sniffed")
 VERDICT_COLOURS = {
@@ -68,7 +68,7 @@ class RowCells(NamedTuple):
 # and a repaint is then only dictionary lookups.
 BLOCK_ROWS = 64
 CACHED_ROWS = 16384
-_BLOCK_COLUMNS = ("timestamp", "wall_ns", "length", "outbound", "loopback", "verdict", "process")
+_BLOCK_COLUMNS = ("timestamp", "wall_ns", "length", "outbound", "loopback", "verdict", "process", "host")
 
 
 class PacketTableModel(NamedColumnsModel):
@@ -89,7 +89,8 @@ class PacketTableModel(NamedColumnsModel):
         self.index_rows: np.ndarray | None = None   # None: no display filter, every row shown
         self.display_filter = None
         self.process_pid: int | None = None      # only this process's packets are shown
-        self.shown_rows: ShownRows | None = None  # None: neither filter is on
+        self.host: int | None = None             # only this host's packets are shown (a store host index)
+        self.shown_rows: ShownRows | None = None  # None: no filter is on
         self.shown = 0
         self.time_format = TimeFormat.SINCE_START
         self.generation = store.generation
@@ -159,16 +160,23 @@ class PacketTableModel(NamedColumnsModel):
         self.set_display_filter(self.display_filter)
 
     def filtered(self) -> bool:
-        """True while a display filter or a process filter chooses the rows shown."""
+        """True while a display filter, a process or a host filter chooses the rows shown."""
         return self.shown_rows is not None
 
     def _new_shown_rows(self) -> ShownRows | None:
-        if self.display_filter is None and self.process_pid is None:
+        if self.display_filter is None and self.process_pid is None and self.host is None:
             return None
         display = None if self.display_filter is None else \
             DisplayIndex(self.store, self.display_filter, self.display_filter.layer)
-        key = None if self.process_pid is None else process_test(self.store, self.process_pid)
-        return ShownRows(self.store, display, key)
+        keys = [process_test(self.store, self.process_pid)] if self.process_pid is not None else []
+        if self.host is not None:
+            keys.append(host_test(self.host))
+        return ShownRows(self.store, display, keys)
+
+    def set_host_filter(self, host: int | None) -> None:
+        """Show only the packets of store host index `host` (besides the other filters); None: every host's."""
+        self.host = host
+        self.set_display_filter(self.display_filter)
 
     def stale(self) -> bool:
         """True between the store being emptied and the "rows" event that says so."""
@@ -269,7 +277,8 @@ class PacketTableModel(NamedColumnsModel):
             direction = "out →" if fields["outbound"] else "in ←"
         process = self.store.processes.get(fields["process"])
         texts = (str(row + 1), time_text, direction, source, destination, protocol, str(fields["length"]),
-                 info, verdict, process.label() if process is not None else "")
+                 info, verdict, process.label() if process is not None else "",
+                 self.store.hosts.name(fields["host"]))
         if verdict == "held":
             background = self._brush(HELD_ROW_COLOUR)
         else:

@@ -24,6 +24,7 @@ from divertgui.engine.processes import MAX_INDEX as MAX_PROCESS_INDEX, Process
 from divertgui.engine.store_record import Flags
 from divertgui.service import framing
 from divertgui.service.packet_frames import decode_edit, decode_packets, decode_verdicts
+from divertgui.service.row_map import RowMap
 
 SSH = "/usr/bin/ssh"
 REMOTE_COMMAND = "divert serve"
@@ -107,7 +108,7 @@ class ServiceClient:
 
     def __init__(self, target: str, store, on_event: Callable[[dict], None], *,
                  remote_command: str = REMOTE_COMMAND, ssh_options=(), command: list[str] | None = None,
-                 elevated: bool = False):
+                 elevated: bool = False, host_index: int | None = None):
         self.target = target
         self.host = host_label(target)
         self.store = store
@@ -118,11 +119,11 @@ class ServiceClient:
         self.elevated = elevated       # Windows: start the local service through a UAC prompt
         self._pipe = None
         self.hello: dict | None = None
-        # The store may hold rows from before this connection (a reconnect): the service's
-        # row numbers and store generations count from these.
-        self._row_base = len(store)
+        # Other services append to the same store: the service's row numbers are mapped to the store's.
+        self.host_index = store.hosts.add(self.host) if host_index is None else host_index
+        self._rows = RowMap()
+        self._clears_asked = 0
         self._process_map = np.zeros(1, np.uint16)     # the service's process index -> the store's
-        self._generation_base = store.generation
         self.connected = False
         self._process: subprocess.Popen | None = None
         self._socket: socket.socket | None = None
@@ -260,6 +261,11 @@ class ServiceClient:
             self.on_event({"type": "error", "where": "connection",
                            "message": f"{self.host}: {why}" + (f": {said}" if said else "")})
 
+    def ask_clear(self) -> None:
+        """The window emptied the store and asks the service to: what it sent before that is gone."""
+        self._clears_asked += 1
+        self.post("clear")
+
     def _apply(self, kind: int, body: bytes) -> None:
         store = self.store
         if kind == framing.JSON:
@@ -270,23 +276,33 @@ class ServiceClient:
                 self._learn_processes(message)
                 return
             self.on_event(message)
+        elif kind == framing.CLEAR:
+            if self._clears_asked:
+                self._clears_asked -= 1
+            else:
+                store.clear()
+            self._rows.service_cleared()
+        elif self._clears_asked:
+            return      # rows, verdicts and edits from before the window's clear
         elif kind == framing.PACKETS:
             rows, blob = decode_packets(body)
-            store.append_received(rows["wall_ns"], rows["timestamp"], rows["if_idx"], rows["sub_if_idx"],
-                                  rows["flags"] & ADDRESS_FLAGS, rows["verdict"], rows["length"], blob,
-                                  self._store_processes(rows["process"]))
+            stored, generation = store.append_received(
+                rows["wall_ns"], rows["timestamp"], rows["if_idx"], rows["sub_if_idx"],
+                rows["flags"] & ADDRESS_FLAGS, rows["verdict"], rows["length"], blob,
+                self._store_processes(rows["process"]), self.host_index)
+            self._rows.added(stored, generation)
         elif kind == framing.VERDICTS:
-            count = len(store)
-            for row, verdict in decode_verdicts(body).tolist():
-                if row + self._row_base < count:
-                    store.set_verdict(row + self._row_base, verdict)
+            changes = decode_verdicts(body)
+            generation = store.generation
+            for row, verdict in zip(self._rows.store_rows(changes["row"], generation).tolist(),
+                                    changes["verdict"].tolist()):
+                if row >= 0:
+                    store.set_verdict(row, verdict)
         elif kind == framing.EDIT:
             row, raw = decode_edit(body)
-            if row + self._row_base < len(store):
-                store.set_edited(row + self._row_base, raw)
-        elif kind == framing.CLEAR:
-            store.clear()
-            self._row_base = 0
+            row = self._rows.store_row(row, store.generation)
+            if row >= 0:
+                store.set_edited(row, raw)
 
     def _store_processes(self, indexes: np.ndarray) -> np.ndarray:
         known = indexes < len(self._process_map)
@@ -307,12 +323,17 @@ class ServiceClient:
     def _in_store_terms(self, message: dict) -> dict:
         """An event with the service's row numbers and generations as the store counts them."""
         kind = message.get("type")
-        if kind == "rows" and self._row_base | self._generation_base:
-            message["count"] = int(message.get("count", 0)) + self._row_base
-            message["generation"] = int(message.get("generation", 0)) + self._generation_base
-        elif kind == "events" and self._generation_base:
-            message["generation"] = int(message.get("generation", 0)) + self._generation_base
-        elif kind == "held" and self._row_base:
-            for held in message.get("held") or ():
-                held["row"] = int(held["row"]) + self._row_base
+        if kind == "rows":
+            rows = self._rows
+            message["count"] = rows.store_count
+            message["generation"] = self.store.generation if rows.generation is None else rows.generation
+        elif kind == "events":
+            # Recorded before the window emptied the store, they belong to no generation of it.
+            message["generation"] = -1 if self._clears_asked else self.store.generation
+        elif kind == "held":
+            held = message.get("held") or []
+            generation = self.store.generation
+            rows = self._rows.store_rows([int(h["row"]) for h in held], generation).tolist()
+            # A packet whose row the window emptied is announced again with its new row.
+            message["held"] = [dict(h, row=row) for h, row in zip(held, rows) if row >= 0]
         return message

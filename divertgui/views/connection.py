@@ -4,59 +4,114 @@ names a host to connect to."""
 
 from __future__ import annotations
 
+import threading
+
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QInputDialog, QWidget
 
 from divertgui.engine.loss import describe, losses
-from divertgui.service.client import TARGET_FORMS, ServiceClient, check_target, host_label
+from divertgui.service.client import TARGET_FORMS, ServiceClient, check_target
+
+CONNECTING, CONNECTED, LOST = "connecting", "connected", "lost"
 
 
 class ServiceConnection(QObject):
     """One capture service; `event` carries each of its events into the GUI thread.
 
     The service appends rows to `store` on the connection's reader thread
-    before the event that announces them, as the in-process session did.
+    before the event that announces them. `state` is CONNECTING until the
+    service says hello, then CONNECTED, LOST once it is gone; `state_changed`
+    says when it moves. Starting it in the background (ssh may take its time
+    to reach a host) keeps the window responsive; commands posted meanwhile
+    are sent once the connection is made.
     """
 
     event = Signal(object)
+    state_changed = Signal()
     _arrived = Signal(object)
+    _started = Signal(str)
 
-    def __init__(self, target: str, store, parent=None, **client_options):
+    def __init__(self, target: str, store, parent=None, host_index: int | None = None, **client_options):
         super().__init__(parent)
         self.target = target
-        self.host = host_label(target)
         self.store = store
-        self.lost = False
         self._client_options = client_options
-        self.client = ServiceClient(target, store, self._arrived.emit, **client_options)
+        self.client = ServiceClient(target, store, self._arrived.emit, host_index=host_index, **client_options)
+        self.index = self.client.host_index
+        self.host = store.hosts.name(self.index)
+        self.state = CONNECTING
+        self._pending: list[tuple[str, dict]] | None = None
         self._arrived.connect(self._deliver, Qt.ConnectionType.QueuedConnection)
+        self._started.connect(self._on_started, Qt.ConnectionType.QueuedConnection)
 
     @property
     def hello(self) -> dict | None:
         return self.client.hello
 
+    @property
+    def lost(self) -> bool:
+        return self.state == LOST
+
     def start(self) -> None:
-        """Start or reach the service; ConnectionError (or TargetError) says why not."""
+        """Start or reach the service now; ConnectionError (or TargetError) says why not."""
+        self._set_state(CONNECTING)
         self.client.start()
-        self.lost = False
+
+    def start_in_background(self) -> None:
+        """Start or reach the service on a thread of its own; a failure arrives as a connection error event."""
+        check_target(self.target)
+        self._pending = []
+        self._set_state(CONNECTING)
+        threading.Thread(target=self._start_client, name=f"connect-{self.host}", daemon=True).start()
+
+    def _start_client(self) -> None:
+        try:
+            self.client.start()
+        except ConnectionError as exc:
+            self._started.emit(str(exc) or f"{self.host}: cannot connect")
+            return
+        self._started.emit("")
+
+    def _on_started(self, problem: str) -> None:
+        pending, self._pending = self._pending or [], None
+        if problem:
+            self._deliver({"type": "error", "where": "connection", "message": problem})
+            return
+        for kind, fields in pending:
+            self.client.post(kind, **fields)
 
     def reconnect(self) -> None:
-        """A new service in place of a lost one; the rows captured so far stay."""
-        self.client = ServiceClient(self.target, self.store, self._arrived.emit, **self._client_options)
-        self.start()
+        """A new service in place of a lost one, started in the background; the rows captured so far stay."""
+        self.client = ServiceClient(self.target, self.store, self._arrived.emit, host_index=self.index,
+                                    **self._client_options)
+        self.start_in_background()
 
     def post(self, kind: str, **fields) -> None:
-        self.client.post(kind, **fields)
+        if self._pending is not None:
+            self._pending.append((kind, fields))
+        else:
+            self.client.post(kind, **fields)
+
+    def ask_clear(self) -> None:
+        if self._pending is None:
+            self.client.ask_clear()
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self.state_changed.emit()
 
     def _deliver(self, event: dict) -> None:
         if event.get("type") == "error" and event.get("where") == "connection":
-            self.lost = True
+            self._set_state(LOST)
             event = dict(event, message=f"{event['message']}. The captured packets stay; "
                                         f"File > Reconnect starts the service again.")
             self.event.emit(event)
             self.event.emit({"type": "state", "running": False, "paused": False, "source": "",
                              "reason": f"the capture service on {self.host} is gone"})
             return
+        if event.get("type") == "hello":
+            self._set_state(CONNECTED)
         self.event.emit(event)
 
     def shutdown(self, timeout_ms: int = 5000) -> bool:

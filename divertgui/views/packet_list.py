@@ -5,10 +5,10 @@ from __future__ import annotations
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
 
-from divertgui.models.packet_table import INFO, PROCESS, VERDICT
+from divertgui.models.packet_table import DIRECTION, HOST, INFO, PROCESS, VERDICT
 
-# No., Time, Dir, Source, Destination, Protocol, Length, Info (stretches), Verdict.
-COLUMN_WIDTHS = (55, 85, 45, 125, 125, 60, 50, 200, 70, 130)
+# No., Time, Dir, Source, Destination, Protocol, Length, Info (stretches), Verdict, Process, Host.
+COLUMN_WIDTHS = (55, 85, 45, 125, 125, 60, 50, 200, 70, 130, 90)
 
 class PacketTableView(QTableView):
     """A packet list that follows new rows until the user scrolls away from the bottom or
@@ -41,8 +41,11 @@ class PacketTableView(QTableView):
         # The verdict stands before Info, which takes what width is left: both stay in view.
         header.moveSection(header.visualIndex(VERDICT), header.visualIndex(INFO))
         header.moveSection(header.visualIndex(PROCESS), header.visualIndex(INFO))
+        header.moveSection(header.visualIndex(HOST), header.visualIndex(DIRECTION))
         # Shown once a packet has a process (live captures): other sources would show it empty.
         self.setColumnHidden(PROCESS, True)
+        # Shown once the window has several capture services (divertgui.views.hosts_bar).
+        self.setColumnHidden(HOST, True)
 
     def paintEvent(self, event) -> None:
         # Painting from a Python override keeps the interpreter lock for the

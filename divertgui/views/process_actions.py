@@ -1,9 +1,12 @@
 """The packet list's context menu and what it does with the selected packet's
-process: show only its packets, or hold every packet of it."""
+process (show only its packets, or hold every packet of it) and host (show
+only its packets)."""
 
 from __future__ import annotations
 
 from PySide6.QtWidgets import QMenu
+
+from divertgui.models.packet_table import HOST
 
 
 class ProcessActions:
@@ -25,7 +28,30 @@ class ProcessActions:
             menu.addAction("Show Every Process", lambda: self.filter_process(None))
         if self.held_pids:
             menu.addAction("Stop Holding by Process", lambda: self.hold_process(None))
+        if not window.table.isColumnHidden(HOST):
+            menu.addSeparator()
+            host = self.current_host()
+            if host is not None:
+                menu.addAction(f"Filter on Host {window.store.hosts.name(host)}", lambda: self.filter_host(host))
+            if window.table_model.host is not None:
+                menu.addAction("Show Every Host", lambda: self.filter_host(None))
         menu.exec(window.table.viewport().mapToGlobal(position))
+
+    def current_host(self) -> int | None:
+        """The store host index of the selected packet, None when none is selected."""
+        window = self.window
+        current = window.table.currentIndex()
+        if not current.isValid() or window.table_model.stale():
+            return None
+        return window.store.value("host", window.table_model.store_row(current.row()))
+
+    def filter_host(self, host: int | None) -> None:
+        """Shows only the packets of store host index `host` (within the other filters); None: every host's."""
+        window = self.window
+        window.table_model.set_host_filter(host)
+        window.statusBar().showMessage(f"Showing the packets of {window.store.hosts.name(host)} only"
+                                       if host is not None else "Showing the packets of every host", 5000)
+        window.status_line.update()
 
     def current_process(self):
         """The local process of the selected packet's flow, None when none or not known."""

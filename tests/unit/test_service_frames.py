@@ -32,15 +32,17 @@ def relayed(operations) -> tuple[CaptureStore, CaptureStore]:
     client._read = io.BytesIO(b"".join(frames)).read
     client._closing = True
     client._read_frames()
-    assert events == [{"type": "rows", "count": len(direct)}]
+    assert events == [{"type": "rows", "count": len(direct), "generation": received.generation}]
     return direct, received
 
 
 def assert_same(direct: CaptureStore, received: CaptureStore) -> None:
     assert len(received) == len(direct)
     for name in COLUMNS:
-        if name != "offset":
+        if name not in ("offset", "host"):
             assert np.array_equal(received.column(name), direct.column(name)), name
+    # The client's rows carry its host (the window's first connection), the session's the window's own.
+    assert set(received.column("host").tolist()) <= {1} and received.hosts.name(1) == "local"
     for row in range(len(direct)):
         assert received.raw(row) == direct.raw(row)
         assert received.original(row) == direct.original(row)
