@@ -92,8 +92,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--filter", metavar="TEXT", default="", help="capture filter (WinDivert language)")
     parser.add_argument("--rate", type=float, default=200.0, help="demo packets per second (default 200)")
     parser.add_argument("--connect", metavar="TARGET", action="append",
-                        help="the capture service to use: local (the default: start divert serve), unix:PATH "
-                             "or ssh://[user@]host[:port]")
+                        help="a capture service to use: local (the default: start divert serve), unix:PATH "
+                             "or ssh://[user@]host[:port]; repeat it for several hosts in one window")
     parser.add_argument("--version", action="version", version=f"divertgui {__version__}")
     return parser.parse_args(argv)
 

@@ -121,6 +121,7 @@ class ServiceClient:
         self.hello: dict | None = None
         # Other services append to the same store: the service's row numbers are mapped to the store's.
         self.host_index = store.hosts.add(self.host) if host_index is None else host_index
+        self.host = store.hosts.name(self.host_index)      # unique in the window: "web (2)"
         self._rows = RowMap()
         self._clears_asked = 0
         self._process_map = np.zeros(1, np.uint16)     # the service's process index -> the store's

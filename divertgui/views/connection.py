@@ -41,6 +41,7 @@ class ServiceConnection(QObject):
         self.host = store.hosts.name(self.index)
         self.state = CONNECTING
         self._pending: list[tuple[str, dict]] | None = None
+        self._closed = False
         self._arrived.connect(self._deliver, Qt.ConnectionType.QueuedConnection)
         self._started.connect(self._on_started, Qt.ConnectionType.QueuedConnection)
 
@@ -65,10 +66,14 @@ class ServiceConnection(QObject):
         threading.Thread(target=self._start_client, name=f"connect-{self.host}", daemon=True).start()
 
     def _start_client(self) -> None:
+        client = self.client
         try:
-            self.client.start()
+            client.start()
         except ConnectionError as exc:
             self._started.emit(str(exc) or f"{self.host}: cannot connect")
+            return
+        if self._closed:     # the window let go while ssh was still connecting
+            client.close(1.0)
             return
         self._started.emit("")
 
@@ -115,6 +120,7 @@ class ServiceConnection(QObject):
         self.event.emit(event)
 
     def shutdown(self, timeout_ms: int = 5000) -> bool:
+        self._closed = True
         self.client.close(timeout_ms / 1000)
         return True
 

@@ -93,6 +93,10 @@ class Hosts(QObject):
     def names(self) -> list[tuple[int, str]]:
         return [(link.index, link.host) for link in self.links]
 
+    def running(self) -> list[int]:
+        """The host indexes whose capture runs."""
+        return [link.index for link in self.links if self._states.get(link.index, {}).get("running")]
+
     # -- commands ------------------------------------------------------------------------
 
     def post(self, kind: str, host: int | None = None, **fields) -> None:

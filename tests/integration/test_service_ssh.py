@@ -15,47 +15,10 @@ import pytest
 from divertgui.engine.store import CaptureStore
 from divertgui.service.client import SSH, ServiceClient
 from tests.integration.conftest import require, wait_until
+from tests.integration.ssh_hosts import SSHD, Sshd
 
 pytestmark = pytest.mark.netns
-SSHD = "/usr/sbin/sshd"
-PORT = 2222
 ECHO_PORT = 40321
-
-
-class Sshd:
-    def __init__(self, ns, address: str, directory):
-        self.address = address
-        self.directory = directory
-        key = directory / "id"
-        for path in (directory / "host_key", key):
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
-        (directory / "authorized_keys").write_text((directory / "id.pub").read_text())
-        host_key = (directory / "host_key.pub").read_text().split()
-        (directory / "known_hosts").write_text(f"[{address}]:{PORT} {host_key[0]} {host_key[1]}\n")
-        config = directory / "sshd_config"
-        config.write_text("\n".join([
-            f"Port {PORT}", f"ListenAddress {address}", f"HostKey {directory / 'host_key'}",
-            f"AuthorizedKeysFile {directory / 'authorized_keys'}", "PermitRootLogin prohibit-password",
-            "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
-            f"PidFile {directory / 'sshd.pid'}", ""]))
-        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)   # sshd's privilege separation directory
-        self.process = ns.popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE, text=True)
-        with ns.entered():
-            up = wait_until(lambda: _listening(address, PORT) or self.process.poll() is not None, 20)
-        assert up and self.process.poll() is None, self.process.stderr.read()
-        self.options = ["-F", "/dev/null", "-i", str(key), "-o", "IdentitiesOnly=yes",
-                        "-o", f"UserKnownHostsFile={directory / 'known_hosts'}", "-o", "StrictHostKeyChecking=yes"]
-
-    def target(self) -> str:
-        return f"ssh://root@{self.address}:{PORT}"
-
-
-def _listening(address: str, port: int) -> bool:
-    try:
-        socket.create_connection((address, port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -64,8 +27,7 @@ def sshd(veth, tmp_path):
         require(None if os.path.exists(program) else f"{program} is not installed (packaging/system-deps.sh)")
     server = Sshd(veth.b, veth.b_v4, tmp_path)
     yield server
-    server.process.terminate()
-    server.process.wait(10)
+    server.stop()
 
 
 def echo_server(ns, address: str, port: int) -> socket.socket:

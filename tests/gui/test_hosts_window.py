@@ -1,0 +1,120 @@
+"""Several capture services in one window: each row says which host it came
+from, a held packet's verdict goes back to its own service, losing one host
+says so naming it while the others keep capturing, and a host that does not
+answer never stops the window."""
+
+import os
+import signal
+import socket
+
+import pytest
+from PySide6.QtCore import QTimer
+
+from divertgui.app import Workbench
+from divertgui.engine.store_record import Verdict
+from divertgui.models.packet_table import HOST
+from divertgui.views.capture_options import CaptureOptions
+from divertgui.views.connection import CONNECTED, CONNECTING, LOST
+
+
+@pytest.fixture
+def two_hosts(qtbot):
+    bench = Workbench(CaptureOptions(source="demo", rate=300.0), ["local", "local"])
+    qtbot.addWidget(bench.window)
+    bench.window.show()
+    links = bench.hosts.links
+    qtbot.waitUntil(lambda: all(link.state == CONNECTED for link in links), timeout=20000)
+    yield bench
+    bench.close()
+
+
+def rows_of(bench, host: int) -> int:
+    return int((bench.store.column("host") == host).sum())
+
+
+def test_each_row_names_its_host_and_held_packets_go_back_to_theirs(two_hosts, qtbot):
+    bench, window = two_hosts, two_hosts.window
+    first, second = (link.index for link in bench.hosts.links)
+    assert bench.store.hosts.names()[1:] == ["local", "local (2)"]
+    assert bench.hosts_bar.status.text() == "local ● · local (2) ●"
+    window.start_capture()
+    qtbot.waitUntil(lambda: rows_of(bench, first) >= 30 and rows_of(bench, second) >= 30, timeout=15000)
+    assert not window.table.isColumnHidden(HOST)
+
+    window.filter_host(second)
+    qtbot.waitUntil(lambda: window.table_model.rowCount() > 0, timeout=5000)
+    shown = [window.table_model.store_row(row) for row in range(window.table_model.rowCount())]
+    assert {bench.store.host(row) for row in shown} == {"local (2)"}
+    window.filter_host(None)
+
+    window.intercept.filter.set_text("tcp")
+    window.intercept.filter.submit()
+    qtbot.waitUntil(lambda: {bench.store.value("host", window.queue_model.store_row(r))
+                             for r in range(window.queue_model.rowCount())} == {first, second}, timeout=15000)
+    window.intercept.filter.set_text("false")
+    window.intercept.filter.submit()
+    held = {bench.store.value("host", window.queue_model.store_row(r)): window.queue_model.hold_id(r)
+            for r in range(window.queue_model.rowCount())}
+    row = window.queue_model.store_row(window.queue_model.row_of(held[second]))
+    window.intercept.select(held[second])
+    window.intercept.drop()
+    qtbot.waitUntil(lambda: bench.store.verdict(row) == Verdict.DROPPED, timeout=5000)
+    assert window.queue_model.row_of(held[first]) is not None
+    window.post("forward_all")
+    qtbot.waitUntil(lambda: window.queue_model.rowCount() == 0, timeout=5000)
+
+
+def test_a_lost_host_says_so_and_the_others_keep_capturing(two_hosts, qtbot):
+    bench, window = two_hosts, two_hosts.window
+    survivor, victim = bench.hosts.links
+    window.start_capture()
+    qtbot.waitUntil(lambda: rows_of(bench, victim.index) >= 20, timeout=15000)
+    os.kill(victim.hello["pid"], signal.SIGKILL)
+    qtbot.waitUntil(lambda: victim.state == LOST, timeout=10000)
+    assert window.error_banner.isVisible()
+    assert window.error_banner.label.text().startswith("<b>connection:</b> local (2): ")
+    assert "local (2): lost" in bench.hosts_bar.status.text()
+    kept = rows_of(bench, victim.index)
+    before = rows_of(bench, survivor.index)
+    qtbot.waitUntil(lambda: rows_of(bench, survivor.index) >= before + 30, timeout=15000)
+    assert window.running and bench.hosts.running() == [survivor.index]
+    assert rows_of(bench, victim.index) == kept
+
+    bench.reconnect_host(victim)
+    qtbot.waitUntil(lambda: victim.state == CONNECTED, timeout=20000)
+    window.start_capture()
+    qtbot.waitUntil(lambda: rows_of(bench, victim.index) >= kept + 20, timeout=15000)
+    assert bench.hosts.running() == [survivor.index, victim.index]
+
+
+def test_a_host_that_does_not_answer_leaves_the_window_running(workbench, qtbot, tmp_path):
+    path = str(tmp_path / "busy.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(0)
+    waiting = []             # fill the backlog: a connect() to it now waits until the listener goes
+    while True:
+        filler = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        filler.setblocking(False)
+        waiting.append(filler)
+        try:
+            filler.connect(path)
+        except BlockingIOError:
+            break
+    try:
+        workbench.connect_to(f"unix:{path}")
+        link = workbench.bridge
+        ticks = []
+        timer = QTimer()
+        timer.timeout.connect(lambda: ticks.append(link.state))
+        timer.start(5)
+        qtbot.waitUntil(lambda: len(ticks) >= 20, timeout=20000)
+        timer.stop()
+        assert set(ticks) == {CONNECTING}
+        assert workbench.hosts_bar.status.text() == f"connecting to unix:{path}…"
+    finally:
+        listener.close()
+        for filler in waiting:
+            filler.close()
+    qtbot.waitUntil(lambda: link.state == LOST, timeout=10000)
+    assert f"unix:{path}: cannot connect" in workbench.window.error_banner.label.text()
