@@ -41,11 +41,11 @@ def test_each_row_names_its_host_and_held_packets_go_back_to_theirs(two_hosts, q
     qtbot.waitUntil(lambda: rows_of(bench, first) >= 30 and rows_of(bench, second) >= 30, timeout=15000)
     assert not window.table.isColumnHidden(HOST)
 
-    window.filter_host(second)
+    window.process_actions.filter_host(second)
     qtbot.waitUntil(lambda: window.table_model.rowCount() > 0, timeout=5000)
     shown = [window.table_model.store_row(row) for row in range(window.table_model.rowCount())]
     assert {bench.store.host(row) for row in shown} == {"local (2)"}
-    window.filter_host(None)
+    window.process_actions.filter_host(None)
 
     window.intercept.filter.set_text("tcp")
     window.intercept.filter.submit()
