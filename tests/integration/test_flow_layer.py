@@ -105,17 +105,6 @@ def test_a_curl_connection_is_two_flows_established_and_deleted(netns, own_cgrou
         assert a.flow.parent_endpoint_id != 0 and a.flow.parent_endpoint_id != a.flow.endpoint_id
 
 
-def test_the_filter_selects_flows_in_the_kernel_and_flowtrack_prints_them(netns, own_cgroup):
-    with _flow_handle(own_cgroup, "event == DELETED and not outbound") as handle:
-        server, _pid = _exchange(netns, own_cgroup, (SERVER, "127.0.0.1", "8091"), "listening",
-                                 ("sh", "-c", "printf 'GET /\\r\\n\\r\\n' | nc -q 2 127.0.0.1 8091"), "ok")
-        events = events_until(handle, lambda seen: len(seen) >= 1, 5)
-        events += [p.address for p in handle.recv_batch(10, 0.3)]
-    assert [(a.event, a.outbound, a.flow.process_id) for a in events] == [(Event.FLOW_DELETED, False, server.pid)]
-    from divertgui.event_samples import event_line
-    assert event_line(events[0]).startswith(f"DELETED     {server.pid:>7} ")
-
-
 def test_flow_handles_need_sniff_and_recv_only():
     with pytest.raises(DivertArgumentError, match="SNIFF"):
         Divert("true", Layer.FLOW, flags=Flag.RECV_ONLY)
@@ -150,18 +139,25 @@ def test_udp_flows_of_a_connected_nc_and_an_unconnected_socket_are_established_a
     assert all(a.timestamp >= b.timestamp for a, b in zip(events[1:], events))
 
 
-def test_a_filter_on_deleted_udp_flows_and_flowtrack_prints_them(netns, own_cgroup):
-    """The kernel passes up the flows whose DELETED the filter wants, not their ESTABLISHED."""
-    with _flow_handle(own_cgroup, "udp and event == DELETED and not outbound") as handle:
-        server, _pid = _exchange(netns, own_cgroup, (UDP_SERVER, "127.0.0.1", "8093"), "bound",
-                                 ("sh", "-c", "printf 'hi\\n' | nc -u -w 5 -W 1 127.0.0.1 8093"), "ok\n")
+@pytest.mark.parametrize("protocol,server,ready,client,answer", [
+    ("tcp", SERVER, "listening", "printf 'GET /\\r\\n\\r\\n' | nc -q 2 127.0.0.1 {port}", "ok"),
+    ("udp", UDP_SERVER, "bound", "printf 'hi\\n' | nc -u -w 5 -W 1 127.0.0.1 {port}", "ok\n"),
+])
+def test_the_filter_selects_deleted_flows_in_the_kernel_and_flowtrack_prints_them(netns, own_cgroup, protocol,
+                                                                                   server, ready, client, answer):
+    """For UDP the kernel passes up the flows whose DELETED the filter wants, not their ESTABLISHED."""
+    port = 8091 if protocol == "tcp" else 8093
+    with _flow_handle(own_cgroup, f"{protocol} and event == DELETED and not outbound") as handle:
+        server, _pid = _exchange(netns, own_cgroup, (server, "127.0.0.1", str(port)), ready,
+                                 ("sh", "-c", client.format(port=port)), answer)
         events = events_until(handle, lambda seen: len(seen) >= 1, 5)
         events += [p.address for p in handle.recv_batch(10, 0.3)]
     assert [(a.event, a.outbound, a.flow.process_id, a.flow.local_port) for a in events] == \
-        [(Event.FLOW_DELETED, False, server.pid, 8093)]
+        [(Event.FLOW_DELETED, False, server.pid, port)]
     from divertgui.event_samples import event_line
     line = event_line(events[0])
-    assert line.startswith(f"DELETED     {server.pid:>7} ") and " udp    127.0.0.1:8093 -> 127.0.0.1:" in line, line
+    assert line.startswith(f"DELETED     {server.pid:>7} ") and f" {protocol}    127.0.0.1:{port} -> 127.0.0.1:" \
+        in line, line
 
 
 def _attached(cgroup: str) -> dict[int, int]:
