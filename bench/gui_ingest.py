@@ -46,19 +46,24 @@ DISPLAY_FILTERS = (
 )
 
 
-def lateness(seconds: float) -> np.ndarray:
-    """How late each tick of a 10 ms timer fired, in ms, while the event loop runs for `seconds`."""
-    stamps: list[float] = []
+def tick_marks(seconds: float, mark=time.perf_counter) -> list:
+    """`mark()` at each tick of a 10 ms timer while the event loop runs for `seconds`."""
+    marks: list = []
     timer = QTimer()
     timer.setTimerType(Qt.TimerType.PreciseTimer)
-    timer.timeout.connect(lambda: stamps.append(time.perf_counter()))
+    timer.timeout.connect(lambda: marks.append(mark()))
     timer.start(TICK_MS)
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 20)
         time.sleep(0.001)
     timer.stop()
-    gaps = np.diff(np.asarray(stamps)) * 1000.0
+    return marks
+
+
+def lateness(seconds: float) -> np.ndarray:
+    """How late each tick of a 10 ms timer fired, in ms, while the event loop runs for `seconds`."""
+    gaps = np.diff(np.asarray(tick_marks(seconds))) * 1000.0
     return np.clip(gaps - TICK_MS, 0, None)
 
 

@@ -33,10 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np  # noqa: E402
-from PySide6.QtCore import QCoreApplication, QEventLoop, Qt, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from bench.gui_ingest import TICK_MS, percentiles  # noqa: E402
+from bench.gui_ingest import TICK_MS, percentiles, tick_marks  # noqa: E402
 from divertgui.app import Workbench, wait_until  # noqa: E402
 from divertgui.engine.store import CaptureStore  # noqa: E402
 from divertgui.service.client import ServiceClient  # noqa: E402
@@ -63,16 +62,7 @@ def _run_queue_ms() -> float:
 def lateness(seconds: float) -> dict:
     """How late each tick of a 10 ms timer fired while the event loop runs for `seconds`; for the
     late ticks, the GUI thread's time running and waiting for a CPU."""
-    stamps: list[tuple[float, float, float]] = []
-    timer = QTimer()
-    timer.setTimerType(Qt.TimerType.PreciseTimer)
-    timer.timeout.connect(lambda: stamps.append((time.perf_counter(), time.thread_time(), _run_queue_ms())))
-    timer.start(TICK_MS)
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 20)
-        time.sleep(0.001)
-    timer.stop()
+    stamps = tick_marks(seconds, lambda: (time.perf_counter(), time.thread_time(), _run_queue_ms()))
     if len(stamps) < 2:
         return {"late": np.zeros(0), "late_ticks": 0, "running_ms": 0.0, "waiting_ms": 0.0, "late_ms": 0.0}
     marks = np.asarray(stamps)

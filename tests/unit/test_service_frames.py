@@ -36,6 +36,13 @@ def relayed(operations) -> tuple[CaptureStore, CaptureStore]:
     return direct, received
 
 
+def traffic(seed: int, count: int) -> tuple[list, list]:
+    """`count` packets and their addresses, reproduced from `seed`."""
+    rng = random.Random(seed)
+    raws = [packet(rng) for _ in range(count)]
+    return raws, [address_for(rng, raw) for raw in raws]
+
+
 def assert_same(direct: CaptureStore, received: CaptureStore) -> None:
     assert len(received) == len(direct)
     for name in COLUMNS:
@@ -131,9 +138,7 @@ def test_the_frame_decoder_takes_any_bytes_without_crashing(data):
 
 def test_the_client_store_names_each_packets_process_as_the_service_did():
     from divertgui.engine.processes import Process
-    rng = random.Random(9)
-    raws = [packet(rng) for _ in range(6)]
-    addresses = [address_for(rng, raw) for raw in raws]
+    raws, addresses = traffic(9, 6)
     frames = []
     relay = StoreRelay(frames.append)
     curl, nc = relay.processes.intern(Process(10, "curl", "root")), relay.processes.intern(Process(11, "nc", "ann"))
@@ -156,9 +161,7 @@ def test_the_client_store_names_each_packets_process_as_the_service_did():
 
 def test_appended_rows_leave_as_one_frame_before_the_next_event():
     from divertgui.service.packet_frames import decode_verdicts
-    rng = random.Random(10)
-    raws = [packet(rng) for _ in range(30)]
-    addresses = [address_for(rng, raw) for raw in raws]
+    raws, addresses = traffic(10, 30)
     frames = []
     relay = StoreRelay(frames.append)
     for start in range(0, 30, 10):
@@ -175,9 +178,7 @@ def test_appended_rows_leave_as_one_frame_before_the_next_event():
 
 def test_rows_beyond_the_waiting_limit_leave_without_waiting_for_an_event():
     from divertgui.service.store_relay import MAX_WAITING_BYTES
-    rng = random.Random(11)
-    raws = [packet(rng) for _ in range(100)]
-    addresses = [address_for(rng, raw) for raw in raws]
+    raws, addresses = traffic(11, 100)
     frames = []
     relay = StoreRelay(frames.append)
     appended = 0
