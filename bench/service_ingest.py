@@ -8,9 +8,9 @@ a shared machine only figures taken together compare):
   the service alone (target >= 0.95), and the window's event-loop lateness,
   p50 and p99 of a 10 ms timer (target p99 < 50 ms), beside the same timer's
   lateness in the idle window of that round;
-- the same with three services at RATE3 each feeding one window process
-  (the window shows the first; the other two fill stores of their own in
-  that process, on reader threads of their own).
+- the same with three services at RATE3 each feeding one window (three
+  hosts, `divertgui --connect local` three times: one store, a reader thread
+  per service, the rows counted per host).
 For the late ticks (> 40 ms) it also says how much of their time the GUI
 thread spent running and how much waiting for a CPU (Linux's schedstat): the
 part no code in the window can shorten, on a machine that others load.
@@ -40,7 +40,6 @@ from divertgui.app import Workbench, wait_until  # noqa: E402
 from divertgui.engine.store import CaptureStore  # noqa: E402
 from divertgui.service.client import ServiceClient  # noqa: E402
 from divertgui.views.capture_options import CaptureOptions  # noqa: E402
-from divertgui.views.connection import ServiceConnection  # noqa: E402
 
 LATE_MS = 40
 
@@ -90,36 +89,35 @@ def service_alone(seconds: float, rate: float) -> dict:
             "load": os.getloadavg()[0]}
 
 
+def rows_per_host(store, hosts: list[int], start: int) -> list[int]:
+    counts = np.bincount(store.column("host", start), minlength=max(hosts) + 1)
+    return [int(counts[host]) for host in hosts]
+
+
 def through_window(seconds: float, rate: float, services: int) -> dict:
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    bench = Workbench(CaptureOptions(source="demo", rate=rate), "local")
+    bench = Workbench(CaptureOptions(source="demo", rate=rate), ["local"] * services)
     window = bench.window
     window.resize(1400, 900)
     window.show()
-    others = [ServiceConnection("local", CaptureStore()) for _ in range(services - 1)]
-    for other in others:
-        other.start()
-    wait_until(lambda: bench.hello is not None and all(o.hello for o in others), 20)
+    links = bench.hosts.links
+    wait_until(lambda: all(link.hello for link in links), 20)
     idle = lateness(2.0)
-    stores = [bench.store] + [o.store for o in others]
-    pids = [bench.bridge.client.pid] + [o.client.pid for o in others]
+    hosts = [link.index for link in links]
+    pids = [link.client.pid for link in links]
     window.start_capture()
-    for other in others:
-        other.post("start", source="demo", rate=rate)
-    wait_until(lambda: all(len(s) for s in stores), 10)
-    before = [len(s) for s in stores]
+    wait_until(lambda: all(rows_per_host(bench.store, hosts, 0)), 10)
+    before = len(bench.store)
     cpu_before = [cpu_seconds(pid) for pid in pids]
     window_cpu = time.process_time()
     started = time.perf_counter()
     busy = lateness(seconds)
     elapsed = time.perf_counter() - started
     window_cpu = time.process_time() - window_cpu
-    added = [len(s) - b for s, b in zip(stores, before)]
+    added = rows_per_host(bench.store, hosts, before)
     service_cpu = sum(cpu_seconds(pid) for pid in pids) - sum(cpu_before)
     load = os.getloadavg()[0]
     window.stop_capture()
-    for other in others:
-        other.shutdown()
     bench.close()
     app.processEvents()
     return {"idle": percentiles(idle["late"]), "busy": percentiles(busy["late"]), "late": busy,
