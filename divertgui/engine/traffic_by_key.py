@@ -118,3 +118,15 @@ def _process_label(store: CaptureStore, pid: int) -> str:
 
 # By pid: a process named again (after exec) stays one series, under its latest name.
 BY_PROCESS = KeyColumn("process", _pids, _process_label, none=0)
+
+
+def _hosts(store: CaptureStore, indexes: np.ndarray) -> np.ndarray:
+    return indexes.astype(np.int64)
+
+
+def _host_label(store: CaptureStore, index: int) -> str:
+    return store.hosts.name(index) or "this window"
+
+
+# By capture service: every row has one (index 0, the window's own session, included).
+BY_HOST = KeyColumn("host", _hosts, _host_label)

@@ -1,5 +1,5 @@
 """Traffic over time as arrays for the charts: per-second packets and bytes by
-protocol, inbound vs outbound, by key (the top processes), and the top
+protocol, inbound vs outbound, by key (the top processes, the hosts), and the top
 conversations.
 
 Fed incrementally from the store's columns with numpy; nothing per point
@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from divertgui.engine.conversations import protocol_name
-from divertgui.engine.traffic_by_key import BY_PROCESS, KeyColumn, TrafficByKey
+from divertgui.engine.traffic_by_key import BY_HOST, BY_PROCESS, KeyColumn, TrafficByKey
 from divertgui.models.row_text import ip_endpoints
 
 PROTOCOLS = ("TCP", "UDP", "ICMP", "ICMPv6", "other")
@@ -26,7 +26,7 @@ _PROTOCOL_INDEX[58] = 3
 BIN_NS = 250_000_000
 BIN_SECONDS = BIN_NS / 1e9
 # What the traffic can be split by, each a column of the store.
-SPLITS: dict[str, KeyColumn] = {"process": BY_PROCESS}
+SPLITS: dict[str, KeyColumn] = {"process": BY_PROCESS, "host": BY_HOST}
 OTHER = "other"
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QGridLayout, QHBoxLayout, QHeaderView, QLabel, QPushButton,
-                               QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+                               QSpinBox, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
 from divertgui.models.stats import OTHER, PROTOCOLS
 
@@ -28,6 +28,7 @@ OUTBOUND_PEN = "#d95f02"
 DELAY_PEN = "#7b3294"
 NO_DELAYS = "No lag rule has delayed a packet yet"
 NO_PROCESSES = "no packet of a local process in view"
+NO_HOSTS = "no packet in view"
 # The top keys of a split chart (processes), each keeping its colour while it stays on the chart.
 TOP_KEYS = 5
 KEY_PENS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#17becf", "#e377c2", "#bcbd22")
@@ -175,9 +176,19 @@ class ChartsPanel(QWidget):
         self.inbound_curve = self.direction_plot.plot([], [], name="inbound", pen=pg.mkPen(INBOUND_PEN, width=2))
         self.outbound_curve = self.direction_plot.plot([], [], name="outbound", pen=pg.mkPen(OUTBOUND_PEN, width=2))
         self.process_chart = SplitChart(stats, "process", "Traffic by process", NO_PROCESSES, self)
+        self.host_chart = SplitChart(stats, "host", "Traffic by host", NO_HOSTS, self)
+        # Side by side with the processes' once the window has several hosts (show_hosts).
+        self.split_tabs = QTabWidget(self)
+        self.split_tabs.setObjectName("split_tabs")
+        self.split_tabs.setDocumentMode(True)
+        self.split_tabs.addTab(self.process_chart, "By process")
+        self.split_tabs.addTab(self.host_chart, "By host")
+        self.split_tabs.setTabVisible(1, False)
+        self.split_tabs.tabBar().setVisible(False)
         self.bytes_plot.setXLink(self.packets_plot)
         self.direction_plot.setXLink(self.packets_plot)
         self.process_chart.plot.setXLink(self.packets_plot)
+        self.host_chart.plot.setXLink(self.packets_plot)
         self.delay_plot = _plot("Lag delays, recent packets", "packets")
         self.delay_plot.setLabel("bottom", "delay (ms)")
         self.delay_plot.setMouseEnabled(x=False, y=False)
@@ -229,7 +240,7 @@ class ChartsPanel(QWidget):
         grid = QGridLayout()
         grid.addWidget(self.packets_plot, 0, 0)
         grid.addWidget(self.bytes_plot, 0, 1)
-        grid.addWidget(self.process_chart, 0, 2)
+        grid.addWidget(self.split_tabs, 0, 2)
         grid.addWidget(self.direction_plot, 1, 0)
         grid.addWidget(self.conversations, 1, 1, 1, 1 if self.delays is not None else 2)
         # Its figures beside it, as the per-process chart has its legend.
@@ -252,9 +263,16 @@ class ChartsPanel(QWidget):
         if self.pause_box.isChecked() != paused:
             self.pause_box.setChecked(paused)
 
+    def show_hosts(self) -> None:
+        """The window has several hosts: their chart appears, in front of the processes'."""
+        if not self.split_tabs.isTabVisible(1):
+            self.split_tabs.setTabVisible(1, True)
+            self.split_tabs.tabBar().setVisible(True)
+            self.split_tabs.setCurrentIndex(1)
+
     def time_plots(self) -> tuple[pg.PlotWidget, ...]:
         """The charts over time, which share their time axis."""
-        return self.packets_plot, self.bytes_plot, self.direction_plot, self.process_chart.plot
+        return self.packets_plot, self.bytes_plot, self.direction_plot, self.process_chart.plot, self.host_chart.plot
 
     def _user_zoomed(self, *_):
         self.following = False
@@ -293,6 +311,7 @@ class ChartsPanel(QWidget):
         seconds = self.window_spin.value() if self.following else max(self.stats.seconds, 1.0)
         x, packets, size, inbound, outbound = self.stats.window(seconds)
         process_peak = self.process_chart.draw(seconds)
+        host_peak = self.host_chart.draw(seconds) if self.split_tabs.isTabVisible(1) else 0.0
         self.packets_stack.set_data(x, packets)
         self.bytes_stack.set_data(x, size)
         self.inbound_curve.setData(x, inbound)
@@ -304,7 +323,7 @@ class ChartsPanel(QWidget):
             for plot, peak in ((self.packets_plot, packets.sum(axis=0).max()),
                                (self.bytes_plot, size.sum(axis=0).max()),
                                (self.direction_plot, max(inbound.max(), outbound.max())),
-                               (self.process_chart.plot, process_peak)):
+                               (self.process_chart.plot, process_peak), (self.host_chart.plot, host_peak)):
                 self._fit_height(plot, max(1.0, float(peak)) * 1.15)
         self._show_conversations(self.stats.top_conversations(8))
         self._draw_delays()

@@ -1,6 +1,7 @@
 """What the window shows of its capture services' hosts: a selector that scopes
 capture and intercept commands, one that scopes the rules, each host's state in
-the status bar, a Reconnect menu, and the Host column once there are several."""
+the status bar, a Reconnect menu, and the Host column and the chart by host once
+there are several."""
 
 from __future__ import annotations
 
@@ -80,6 +81,7 @@ class HostsBar:
         self.rules.fill(names)
         if several:
             self.window.table.setColumnHidden(HOST, False)
+            self.window.charts.show_hosts()
         self.status.setText(self.describe())
 
     def describe(self) -> str:

@@ -40,6 +40,10 @@ def test_each_row_names_its_host_and_held_packets_go_back_to_theirs(two_hosts, q
     window.start_capture()
     qtbot.waitUntil(lambda: rows_of(bench, first) >= 30 and rows_of(bench, second) >= 30, timeout=15000)
     assert not window.table.isColumnHidden(HOST)
+    charts = window.charts
+    assert charts.split_tabs.currentWidget() is charts.host_chart
+    qtbot.waitUntil(lambda: charts.host_chart.labels[:2] in (["local", "local (2)"], ["local (2)", "local"]),
+                    timeout=5000)
 
     window.process_actions.filter_host(second)
     qtbot.waitUntil(lambda: window.table_model.rowCount() > 0, timeout=5000)
