@@ -1,5 +1,6 @@
-"""Every exception the engine raises, in one module that imports nothing of the
-engine, so that any engine module can raise any of them without import cycles."""
+"""Every exception the engine raises, in one module that imports no other
+engine module when it runs, so that any engine module can raise any of them
+without an import cycle."""
 
 from __future__ import annotations
 
