@@ -11,7 +11,9 @@ a shared machine only figures taken together compare):
 - the same with three services at RATE3 each feeding one window (three
   hosts, `divertgui --connect local` three times: one store, a reader thread
   per service, the rows counted per host).
-For the late ticks (> 40 ms) it also says how much of their time the GUI
+Beside each busy window a bare 10 ms sleep loop runs in a process of its
+own: its lateness is the machine's at that moment, the baseline for the
+window's. For the late ticks (> 40 ms) it also says how much of their time the GUI
 thread spent running and how much waiting for a CPU (Linux's schedstat): the
 part no code in the window can shorten, on a machine that others load.
 Summary last.
@@ -22,8 +24,10 @@ Summary last.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -72,6 +76,30 @@ def lateness(seconds: float) -> dict:
             "running_ms": float(running[over].sum() * 1000), "waiting_ms": float(waiting[over].sum())}
 
 
+# A bare 10 ms sleep loop in a process of its own: how late a thread that does nothing but wake
+# up is on this machine at that moment, the baseline for the window's figures taken beside it.
+_BARE_TIMER = """
+import json, sys, time
+end, late = time.perf_counter() + float(sys.argv[1]), []
+while time.perf_counter() < end:
+    started = time.perf_counter()
+    time.sleep(0.01)
+    late.append(max(0.0, (time.perf_counter() - started - 0.01) * 1000))
+late.sort()
+print(json.dumps([late[len(late) // 2], late[min(len(late) - 1, len(late) * 99 // 100)]]))
+"""
+
+
+def bare_timer(seconds: float) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-I", "-c", _BARE_TIMER, str(seconds)], stdout=subprocess.PIPE, text=True)
+
+
+def bare_lateness(timer: subprocess.Popen) -> tuple[float, float]:
+    """(p50, p99) in ms of what bare_timer measured."""
+    out, _ = timer.communicate()
+    return tuple(json.loads(out))
+
+
 def service_alone(seconds: float, rate: float) -> dict:
     """Rows/s a service announces with nothing but a counting client on the other end."""
     announced = []
@@ -111,8 +139,10 @@ def through_window(seconds: float, rate: float, services: int) -> dict:
     cpu_before = [cpu_seconds(pid) for pid in pids]
     window_cpu = time.process_time()
     started = time.perf_counter()
+    beside = bare_timer(seconds)
     busy = lateness(seconds)
     elapsed = time.perf_counter() - started
+    bare = bare_lateness(beside)
     window_cpu = time.process_time() - window_cpu
     added = rows_per_host(bench.store, hosts, before)
     service_cpu = sum(cpu_seconds(pid) for pid in pids) - sum(cpu_before)
@@ -120,7 +150,7 @@ def through_window(seconds: float, rate: float, services: int) -> dict:
     window.stop_capture()
     bench.close()
     app.processEvents()
-    return {"idle": percentiles(idle["late"]), "busy": percentiles(busy["late"]), "late": busy,
+    return {"idle": percentiles(idle["late"]), "busy": percentiles(busy["late"]), "late": busy, "bare": bare,
             "stored": [a / elapsed for a in added], "window_us": window_cpu / max(sum(added), 1) * 1e6,
             "service_us": service_cpu / max(sum(added), 1) * 1e6, "load": load, "errors": list(window.errors)}
 
@@ -152,7 +182,8 @@ def main() -> int:
               f"({w['stored'][0] / max(a['pps'], 1.0):.2f} of the service alone); lateness p50 {w['busy'][0]:.1f} ms, "
               f"p99 {w['busy'][1]:.1f} ms (idle window p99 {w['idle'][1]:.1f} ms); CPU per packet: window "
               f"{w['window_us']:.1f} us, service {w['service_us']:.1f} us (load average {w['load']:.1f})", flush=True)
-        print(f"           {describe_late(w['late'])}", flush=True)
+        print(f"           {describe_late(w['late'])}; a bare timer beside it: p50 {w['bare'][0]:.1f} ms, "
+              f"p99 {w['bare'][1]:.1f} ms", flush=True)
         t = through_window(args.seconds, args.rate3, 3)
         three.append(t)
         print(f"round {round_number}  three services at {args.rate3:,.0f}/s: "
@@ -160,7 +191,8 @@ def main() -> int:
               f"({sum(t['stored']) / (3 * args.rate3):.2f} of {3 * args.rate3:,.0f}); lateness p50 {t['busy'][0]:.1f} ms, "
               f"p99 {t['busy'][1]:.1f} ms (idle window p99 {t['idle'][1]:.1f} ms); CPU per packet: window "
               f"{t['window_us']:.1f} us, services {t['service_us']:.1f} us (load average {t['load']:.1f})", flush=True)
-        print(f"           {describe_late(t['late'])}", flush=True)
+        print(f"           {describe_late(t['late'])}; a bare timer beside it: p50 {t['bare'][0]:.1f} ms, "
+              f"p99 {t['bare'][1]:.1f} ms", flush=True)
         for errors in (w["errors"], t["errors"]):
             if errors:
                 print(f"           errors shown by the window: {errors}")
@@ -174,6 +206,7 @@ def main() -> int:
     p50_one, p99_one = median([w["busy"][0] for w in one]), median([w["busy"][1] for w in one])
     p50_three, p99_three = median([t["busy"][0] for t in three]), median([t["busy"][1] for t in three])
     idle99 = median([r["idle"][1] for r in one + three])
+    bare99 = median([r["bare"][1] for r in one + three])
     share3 = median([sum(t["stored"]) / (3 * args.rate3) for t in three])
     load = median([r["load"] for r in alone + one + three])
     print()
@@ -182,10 +215,12 @@ def main() -> int:
           f"p99 {p99_one:.1f} ms")
     print(f"window, three        {share3:.2f} of {3 * args.rate3:,.0f} packets/s stored; lateness p50 {p50_three:.1f} ms, "
           f"p99 {p99_three:.1f} ms")
-    print(f"idle window          lateness p99 {idle99:.1f} ms; load average {load:.1f} on {os.cpu_count()} CPUs")
+    print(f"idle window          lateness p99 {idle99:.1f} ms; a bare timer beside the busy window p99 {bare99:.1f} ms; "
+          f"load average {load:.1f} on {os.cpu_count()} CPUs")
     ok = ratio >= 0.95 and p99_one < 50 and p99_three < 50
     print(f"summary: window/service ratio {ratio:.2f} (target >= 0.95), lateness p99 {p99_one:.1f} ms with one "
-          f"service and {p99_three:.1f} ms with three (target < 50 ms; idle window {idle99:.1f} ms), "
+          f"service and {p99_three:.1f} ms with three (target < 50 ms; idle window {idle99:.1f} ms, "
+          f"bare timer {bare99:.1f} ms), "
           f"load average {load:.1f}: {'all targets met' if ok else 'TARGETS MISSED'}")
     return 0
 
