@@ -108,6 +108,9 @@ def _check_ip_size(raw: bytes) -> None:
 _ALWAYS_VALID = int(ChecksumFlag.NO_ICMP_CHECKSUM | ChecksumFlag.NO_ICMPV6_CHECKSUM)
 _NO_IP, _NO_TCP, _NO_UDP = (int(ChecksumFlag.NO_IP_CHECKSUM), int(ChecksumFlag.NO_TCP_CHECKSUM),
                             int(ChecksumFlag.NO_UDP_CHECKSUM))
+# The same for the handle flags tested on every recv and send (an IntFlag operation costs microseconds).
+_SEND_ONLY, _RECV_ONLY, _DROP = int(Flag.SEND_ONLY), int(Flag.RECV_ONLY), int(Flag.DROP)
+_NOT_PASSED = int(Flag.SNIFF | Flag.SEND_ONLY | Flag.RECV_ONLY | Flag.DROP)
 _ALL_VALID = _ALWAYS_VALID | _NO_IP | _NO_TCP | _NO_UDP
 
 
@@ -157,6 +160,7 @@ class Divert:
         self.filter_text = filter
         self.filter = compile_filter(filter, layer)
         self.layer, self.priority, self.flags = layer, priority, flags
+        self._flag_bits = int(flags)
         self.params = {param: limits[0] for param, limits in PARAM_LIMITS.items()}
         self._backend = backend
         self._serial = next(_serials)
@@ -319,9 +323,9 @@ class Divert:
 
     def _recv(self, n: int, timeout: float | None) -> list[Packet]:
         self._require_open()
-        if self.flags & Flag.SEND_ONLY:
+        if self._flag_bits & _SEND_ONLY:
             raise DivertError("this handle was opened SEND_ONLY: it cannot receive")
-        if self.flags & Flag.DROP:
+        if self._flag_bits & _DROP:
             raise DivertError("this handle was opened with DROP: matching packets are dropped in the "
                               "kernel and there is nothing to receive")
         packets, tickets = [], []
@@ -377,7 +381,7 @@ class Divert:
 
     def send_batch(self, packets) -> None:
         self._require_open()
-        if self.flags & Flag.RECV_ONLY:
+        if self._flag_bits & _RECV_ONLY:
             raise DivertError("this handle was opened RECV_ONLY: it cannot send")
         if self._send_shut:
             raise HandleClosedError("sending was shut down on this handle")
@@ -422,7 +426,7 @@ class Divert:
         """
         _check_batch_size(n)
         self._require_open()
-        if not self._backend.passes_batches or self.flags & (Flag.SNIFF | Flag.SEND_ONLY | Flag.RECV_ONLY | Flag.DROP):
+        if not self._backend.passes_batches or self._flag_bits & _NOT_PASSED:
             # Exactly send_batch(recv_batch()): sniffed copies get injected, the
             # other flags raise their own errors.
             batch = self._recv(n, timeout)
