@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 from typing import Callable
 
@@ -118,6 +119,8 @@ class ServiceClient:
         self.command = command
         self.elevated = elevated       # Windows: start the local service through a UAC prompt
         self._pipe = None
+        self._read: Callable[[int], bytes] | None = None
+        self._write: Callable[[bytes], object] | None = None
         self.hello: dict | None = None
         # Other services append to the same store: the service's row numbers are mapped to the store's.
         self.host_index = store.hosts.add(self.host) if host_index is None else host_index
@@ -196,6 +199,8 @@ class ServiceClient:
 
     def send(self, command: dict) -> None:
         frame = framing.encode_json(command)
+        if self._write is None:
+            raise ConnectionError(f"{self.host}: not connected")
         with self._write_lock:
             try:
                 self._write(frame)
@@ -287,8 +292,13 @@ class ServiceClient:
             return      # rows, verdicts and edits from before the window's clear
         elif kind == framing.PACKETS:
             rows, blob = decode_packets(body)
+            timestamps = rows["timestamp"]
+            if self.target.startswith("ssh://"):
+                # Another machine's monotonic clock means nothing here (the list's times, the
+                # charts' seconds): its packets are placed on this one's by their wall-clock times.
+                timestamps = rows["wall_ns"] + (time.monotonic_ns() - time.time_ns())
             stored, generation = store.append_received(
-                rows["wall_ns"], rows["timestamp"], rows["if_idx"], rows["sub_if_idx"],
+                rows["wall_ns"], timestamps, rows["if_idx"], rows["sub_if_idx"],
                 rows["flags"] & ADDRESS_FLAGS, rows["verdict"], rows["length"], blob,
                 self._store_processes(rows["process"]), self.host_index)
             self._rows.added(stored, generation)

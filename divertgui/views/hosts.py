@@ -63,6 +63,9 @@ class Hosts(QObject):
         self._next_hold = 1
         self._holds: dict[int, tuple[object, int]] = {}        # window hold id -> (link, service hold id)
         self._hold_ids: dict[tuple[int, int], int] = {}         # (host index, service hold id) -> window id
+        self.rules_of: dict[int, list[dict]] = {}               # host index -> the rules it was last sent
+        # The host whose rule counters the merged statistics carry; None: every host's, summed.
+        self.rules_host: int | None = None
 
     # -- the hosts ---------------------------------------------------------------------
 
@@ -106,6 +109,9 @@ class Hosts(QObject):
             links = self.links[:1]
         if kind == "start" and fields.get("source") == "replay" and host is None:
             links = self.links[:1]
+        if kind == "set_rules":
+            for link in links:
+                self.rules_of[link.index] = fields.get("rules") or []
         if kind in HOLD_COMMANDS:
             self._post_holds(kind, fields)
         elif kind == "clear" and all(hasattr(link, "ask_clear") for link in links) and host is None:
@@ -171,7 +177,12 @@ class Hosts(QObject):
         self._announced = (generation, count)
         self._stats[link.index] = event.get("stats") or {}
         stats = [self._stats[other.index] for other in self.links if other.index in self._stats]
-        return dict(event, count=count, generation=generation, stats=merged_stats(stats))
+        merged = merged_stats(stats)
+        chosen = self._stats.get(self.rules_host)
+        if chosen is not None and len(stats) > 1:
+            merged = dict(merged, **{key: chosen[key] for key in ("rules", "rules_total", "rules_version")
+                                     if key in chosen})
+        return dict(event, count=count, generation=generation, stats=merged)
 
     def _window_holds(self, link, event: dict) -> dict:
         held = []

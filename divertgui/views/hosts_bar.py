@@ -55,11 +55,12 @@ class HostsBar:
         self._capture_action = window.capture_toolbar.insertWidget(window.capture_toolbar.actions()[3],
                                                                    self.capture)
         self.rules = HostSelector("rules_host", window.rules_panel)
+        self.rules.currentIndexChanged.connect(self._rules_host_chosen)
         window.rules_panel.layout().insertWidget(0, self.rules)
         self.status = QLabel(window)
         self.status.setObjectName("status_hosts")
         self.status.setContentsMargins(6, 0, 6, 0)
-        window.statusBar().addWidget(self.status)
+        window.statusBar().insertPermanentWidget(0, self.status)
         self.reconnect_menu = QMenu("&Reconnect", window)
         self.reconnect_menu.aboutToShow.connect(self._fill_reconnect_menu)
         hosts.changed.connect(self.refresh)
@@ -72,6 +73,13 @@ class HostsBar:
         selector = self.rules if kind == "set_rules" else self.capture if kind in CAPTURE_COMMANDS else None
         host = selector.host() if selector is not None else None
         return fields if host is None else dict(fields, host=host)
+
+    def _rules_host_chosen(self) -> None:
+        """The rules panel shows (and edits) the rules of the host chosen; for all hosts, what it shows."""
+        host = self.rules.host()
+        self.hosts.rules_host = host
+        if host is not None:
+            self.window.rules_model.restore(self.hosts.rules_of.get(host, []))
 
     def refresh(self) -> None:
         names = self.hosts.names()

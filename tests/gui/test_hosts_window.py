@@ -122,3 +122,25 @@ def test_a_host_that_does_not_answer_leaves_the_window_running(workbench, qtbot,
             filler.close()
     qtbot.waitUntil(lambda: link.state == LOST, timeout=10000)
     assert f"unix:{path}: cannot connect" in workbench.window.error_banner.label.text()
+
+
+def test_rules_go_to_the_host_the_rules_panel_names(two_hosts, qtbot):
+    bench, window = two_hosts, two_hosts.window
+    first, second = (link.index for link in bench.hosts.links)
+    panel, model = window.rules_panel, window.rules_model
+    assert bench.hosts_bar.rules.isVisible()
+    bench.hosts_bar.rules.choose(second)
+    row = panel.add_rule("drop")
+    model.set_value(row, "chance", 100.0)
+    model.set_value(row, "enabled", True)
+    qtbot.waitUntil(lambda: [r["kind"] for r in bench.hosts.rules_of.get(second, [])] == ["drop"], timeout=5000)
+    assert bench.hosts.rules_of.get(first, []) == []
+    window.start_capture()
+    qtbot.waitUntil(lambda: model.counters(0).get("matched", 0) > 0, timeout=15000)
+    qtbot.waitUntil(lambda: rows_of(bench, first) >= 20, timeout=15000)
+    assert rows_of(bench, second) == 0          # every packet of the second host dropped by its rule
+
+    bench.hosts_bar.rules.choose(first)
+    assert model.rowCount() == 0
+    bench.hosts_bar.rules.choose(second)
+    assert [model.rule(r)["kind"] for r in range(model.rowCount())] == ["drop"]
