@@ -17,8 +17,8 @@ import dpkt
 
 from divertgui.engine.header_fields import (
     FILTER_READS, ICMP, IPPROTO_AH, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_ICMPV6,
-    IPPROTO_MH, IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP, IPV4, IPV6, IPV6_FRAGMENT, IPV6_HEADER_LEN, TCP,
-    field_value, read_value,
+    IPPROTO_MH, IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP, IPV4, IPV4_HEADER_LEN, IPV6, IPV6_FRAGMENT,
+    IPV6_HEADER_LEN, TCP, TCP_HEADER_MIN, field_value, ip_version, read_value,
 )
 from divertgui.engine.headers import parse_headers
 from divertgui.engine.packet import (
@@ -115,8 +115,8 @@ def protocol_name(raw: bytes) -> str:
 def _protocol_name(raw: bytes) -> str:
     layout = parse_headers(raw)
     if layout is None:
-        if raw and raw[0] >> 4 in (4, 6):
-            return f"IPv{raw[0] >> 4}"
+        if ip_version(raw) in (4, 6):
+            return f"IPv{ip_version(raw)}"
         return "Unknown"
     ip_name = f"IPv{layout.version}"
     if layout.frag_offset:
@@ -205,18 +205,18 @@ def _malformed_ip_reason(raw) -> str:
     size = len(raw)
     if not size:
         return "Malformed packet: empty"
-    version = raw[0] >> 4
+    version = ip_version(raw)
     if version == 4:
-        if size < 20:
-            return f"Malformed IPv4 packet: {size} bytes, shorter than the 20-byte header"
+        if size < IPV4_HEADER_LEN:
+            return f"Malformed IPv4 packet: {size} bytes, shorter than the {IPV4_HEADER_LEN}-byte header"
         header_len = field_value(raw, 0, IPV4["hdr_len"]) * 4
-        if header_len < 20:
-            return f"Malformed IPv4 packet: header length {header_len} < 20"
+        if header_len < IPV4_HEADER_LEN:
+            return f"Malformed IPv4 packet: header length {header_len} < {IPV4_HEADER_LEN}"
         if header_len > size:
             return f"Malformed IPv4 packet: header length {header_len} > {size} bytes present"
         return f"Malformed IPv4 packet: total length {field_value(raw, 0, IPV4['length'])} < header length {header_len}"
     if version == 6:
-        return f"Malformed IPv6 packet: {size} bytes, shorter than the 40-byte header"
+        return f"Malformed IPv6 packet: {size} bytes, shorter than the {IPV6_HEADER_LEN}-byte header"
     return f"Not an IP packet: version {version} ({size} bytes)"
 
 
@@ -233,10 +233,10 @@ def _tcp_summary(raw, at: int, header_len: int, payload: bytes) -> str:
             return text
     flags, seq, ack, window = (field_value(raw, at, TCP[name]) for name in ("flags", "seq_num", "ack_num", "window"))
     text = f"{src_port} → {dst_port} [{tcp_flags_text(flags)}] Seq={seq}"
-    if flags & 0x10:
+    if flags & 1 << TCP["ack"].shift:
         text += f" Ack={ack}"
     text += f" Win={window} Len={len(payload)}"
-    options = tcp_options(raw[at + 20:at + header_len])
+    options = tcp_options(raw[at + TCP_HEADER_MIN:at + header_len])
     for option in options:
         if option.kind == 2 and len(option.data) == 2:
             text += f" MSS={int.from_bytes(option.data, 'big')}"

@@ -22,6 +22,7 @@ from divertgui.engine.errors import (BackendError, DivertArgumentError, DivertEr
                                      HostUnreachableError, KernelFeatureError, MissingToolError, NotPrivilegedError,
                                      PacketTooLargeError, UnsupportedPlatformError)
 from divertgui.engine.filter import compile_filter
+from divertgui.engine.header_fields import IPV4, IPV6, IPV6_HEADER_LEN, ip_version
 from divertgui.engine.packet import Packet
 from divertgui.engine.readable import ReadableWaiters
 
@@ -43,8 +44,8 @@ REQUIRED_FLAGS = {
 
 # IPv4's total length and IPv6's payload length are 16-bit fields; IPv6
 # jumbograms (RFC 2675) are not sent.
-IPV4_MAX_SIZE = 0xFFFF
-IPV6_MAX_SIZE = 40 + 0xFFFF
+IPV4_MAX_SIZE = IPV4["length"].mask
+IPV6_MAX_SIZE = IPV6_HEADER_LEN + IPV6["length"].mask
 
 
 # serial -> open handle, so that a received packet finds its handle from its ticket alone.
@@ -89,7 +90,7 @@ def _outgoing_bytes(packet: Packet) -> bytes:
     if skip != _ALL_VALID:
         calc_checksums(edited, None, skip)
     if address.impostor and not decrement_ttl(edited):
-        hops = "hop limit" if edited[:1] and edited[0] >> 4 == 6 else "TTL"
+        hops = "hop limit" if ip_version(edited) == 6 else "TTL"
         raise HostUnreachableError(f"an impostor packet's {hops} reached zero: not sent "
                                    f"(WinDivert: ERROR_HOST_UNREACHABLE)")
     return bytes(edited)
@@ -97,7 +98,7 @@ def _outgoing_bytes(packet: Packet) -> bytes:
 
 def _check_ip_size(raw: bytes) -> None:
     if len(raw) > IPV4_MAX_SIZE:
-        if raw[0] >> 4 == 6:
+        if ip_version(raw) == 6:
             if len(raw) > IPV6_MAX_SIZE:
                 raise PacketTooLargeError(len(raw), IPV6_MAX_SIZE, "an IPv6 packet without jumbogram support")
         else:
@@ -364,7 +365,7 @@ class Divert:
 
     def edited_size_limit(self, raw: bytes) -> int:
         """The most bytes a packet of `raw`'s IP version can have, sent in place of a received packet."""
-        limit = IPV6_MAX_SIZE if raw[:1] and raw[0] >> 4 == 6 else IPV4_MAX_SIZE
+        limit = IPV6_MAX_SIZE if ip_version(raw) == 6 else IPV4_MAX_SIZE
         backend = self._backend.max_edited_size if self._backend is not None else None
         return limit if backend is None else min(limit, backend)
 

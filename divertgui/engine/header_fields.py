@@ -247,6 +247,22 @@ def reader(field: HeaderField):
     return eval(f"lambda r, at: {field_expression(field, 'at')}")  # noqa: S307 - text built from the table
 
 
+def ip_version(raw) -> int:
+    """The IP version a packet's first byte gives; 0 for no bytes."""
+    return raw[0] >> IPV4["version"].shift if raw else 0
+
+
+# Each IP version's length field, and the bytes before what it counts: IPv4's
+# Total Length counts the whole packet, IPv6's Payload Length what follows its fixed header.
+IP_LENGTH = {4: (IPV4["length"], 0), 6: (IPV6["length"], IPV6_HEADER_LEN)}
+
+
+def write_value(buf: bytearray, at: int, field: HeaderField, value: int) -> None:
+    """Store `value` in a field that fills its bytes (no shift or mask), in the header at `at` of `buf`."""
+    start = at + field.offset
+    buf[start:start + field.size] = value.to_bytes(field.size, "big")
+
+
 def field_value(raw, at: int, field: HeaderField) -> int:
     """The field's value in the header at `at` of `raw`."""
     start = at + field.offset

@@ -9,7 +9,7 @@ from .header_fields import (  # noqa: F401 - the protocol numbers are also read 
     FRAGMENT_HEADER_LEN, ICMP_HEADER_LEN, IPPROTO_AH, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS,
     IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_MH, IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP, IPV4_HEADER_LEN,
     IPV4, IPV6, IPV6_EXTENSION, IPV6_EXTENSION_HEADERS, IPV6_FRAGMENT, IPV6_HEADER_LEN, TCP, TCP_HEADER_MIN,
-    UDP_HEADER_LEN, field_expression, reader,
+    UDP_HEADER_LEN, field_expression, ip_version, reader,
 )
 
 _IPV4_HDR_LEN, _IPV4_LENGTH, _IPV4_PROTOCOL, _IPV4_FRAG_OFFSET, _IPV4_MF = (
@@ -47,7 +47,7 @@ def parse_headers(raw: bytes) -> HeaderLayout | None:
     size = len(raw)
     if size < 1:
         return None
-    version = raw[0] >> 4
+    version = ip_version(raw)
     if version == 4:
         if size < IPV4_HEADER_LEN:
             return None

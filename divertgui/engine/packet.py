@@ -17,7 +17,7 @@ from divertgui.engine.checksum import calc_checksums, decrement_ttl
 from divertgui.engine import header_fields as table
 from divertgui.engine.header_fields import (
     IPPROTO_AH, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_ICMPV6,
-    IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP, HeaderField,
+    IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP, IP_LENGTH, HeaderField, field_value, ip_version, write_value,
 )
 from divertgui.engine.headers import parse_headers
 
@@ -522,7 +522,7 @@ class Packet:
     def __init__(self, raw, address: Address | None = None, ticket: int = 0):
         self._buf = raw if isinstance(raw, bytearray) else bytearray(raw)
         if address is None:
-            address = Address(ipv6=bool(self._buf) and self._buf[0] >> 4 == 6)
+            address = Address(ipv6=ip_version(self._buf) == 6)
         self.address = address
         self.ticket = ticket
         self._layout = None
@@ -548,10 +548,9 @@ class Packet:
         """Keep the IP length field in step with bytes added or removed inside the packet."""
         if not delta:
             return
-        version = self._buf[0] >> 4
-        at, base = (2, 0) if version == 4 else (4, 40)
-        length = int.from_bytes(self._buf[at:at + 2], "big") + delta
-        self._buf[at:at + 2] = max(0, min(length, _MAX_IP_LENGTH)).to_bytes(2, "big")
+        field = IP_LENGTH[4 if ip_version(self._buf) == 4 else 6][0]
+        length = field_value(self._buf, 0, field) + delta
+        write_value(self._buf, 0, field, max(0, min(length, _MAX_IP_LENGTH)))
         self._changed()
 
     # raw bytes
@@ -643,14 +642,14 @@ class Packet:
             raise ValueError("the packet is not a parsable IPv4/IPv6 packet: it has no payload to set")
         value = bytes(value)
         delta = len(value) - layout.payload_len
-        if delta and len(self._buf) + delta - (40 if layout.version == 6 else 0) > _MAX_IP_LENGTH:
+        if delta and len(self._buf) + delta - IP_LENGTH[layout.version][1] > _MAX_IP_LENGTH:
             raise ValueError(f"a payload of {len(value)} bytes makes the packet longer than IP allows")
         udp_at = layout.transport_offset if layout.transport == IPPROTO_UDP else -1
         self._splice(layout.payload_offset, layout.payload_len, value)
         self._grow_ip_length(delta)
         if udp_at >= 0 and delta:
-            length = int.from_bytes(self._buf[udp_at + 4:udp_at + 6], "big") + delta
-            self._buf[udp_at + 4:udp_at + 6] = max(0, min(length, 0xFFFF)).to_bytes(2, "big")
+            length = field_value(self._buf, udp_at, table.UDP["length"]) + delta
+            write_value(self._buf, udp_at, table.UDP["length"], max(0, min(length, 0xFFFF)))
 
     # pydivert-style conveniences
 
@@ -710,15 +709,13 @@ class Packet:
         if layout is None:
             raise ValueError("the packet is not a parsable IPv4/IPv6 packet: its lengths cannot be fixed")
         size = len(self._buf)
-        if layout.version == 4:
-            self._buf[2:4] = min(size, _MAX_IP_LENGTH).to_bytes(2, "big")
-        else:
-            self._buf[4:6] = min(size - 40, _MAX_IP_LENGTH).to_bytes(2, "big")
+        field, counted_from = IP_LENGTH[layout.version]
+        write_value(self._buf, 0, field, min(size - counted_from, _MAX_IP_LENGTH))
         self._changed()
         layout = self._parse()
         if layout is not None and layout.transport == IPPROTO_UDP:
             at = layout.transport_offset
-            self._buf[at + 4:at + 6] = min(size - at, 0xFFFF).to_bytes(2, "big")
+            write_value(self._buf, at, table.UDP["length"], min(size - at, 0xFFFF))
 
     def recalculate_checksums(self, flags: int = 0) -> bool:
         """calc_checksums on this packet; the address's checksum bits follow."""

@@ -28,6 +28,7 @@ from dpkt import pcapng as ng
 
 from divertgui.engine.address import Address
 from divertgui.engine.errors import CaptureFileError
+from divertgui.engine.header_fields import ip_version
 
 LINKTYPE_NULL = 0
 LINKTYPE_ETHERNET = 1
@@ -263,7 +264,7 @@ def _skip(reason: str) -> _Frame:
 
 def is_malformed(raw: bytes) -> bool:
     """True when the bytes do not start an IPv4 or IPv6 header (a corrupt version byte, say)."""
-    return not raw or raw[0] >> 4 not in (4, 6)
+    return ip_version(raw) not in (4, 6)
 
 
 def _ip_only(raw: bytes, outbound, loopback, if_idx: int = 0) -> _Frame:

@@ -18,6 +18,7 @@ import struct
 from typing import Iterable, NamedTuple, Sequence
 
 from divertgui.engine import pcapng
+from divertgui.engine.header_fields import ip_version
 from divertgui.engine.pcapng import is_malformed
 from divertgui.engine.address import Address, Layer
 from divertgui.engine.event_records import EventRecord, EventRecordError, from_json
@@ -163,7 +164,7 @@ def _append(store: CaptureStore, records: list[pcapng.CaptureRecord]) -> int:
     captured = [original if original is not None else record.raw
                 for record, (_, original, _) in zip(records, decoded)]
     addresses = [Address(outbound=bool(record.outbound), loopback=bool(record.loopback),
-                         ipv6=not is_malformed(record.raw) and record.raw[0] >> 4 == 6,
+                         ipv6=ip_version(record.raw) == 6,
                          if_idx=record.if_idx, timestamp=record.timestamp_ns, layer=Layer.NETWORK,
                          sniffed=verdict == Verdict.SNIFFED)
                  for record, (verdict, _, _) in zip(records, decoded)]

@@ -20,6 +20,8 @@ import numpy as np
 
 from divertgui.engine.conversations import TCP, UDP, conversation_filter, excluding_filter, protocol_name
 from divertgui.engine.errors import StreamError
+from divertgui.engine.header_fields import IPV4, IPV6, field_value
+from divertgui.engine.header_fields import TCP as TCP_FIELDS
 from divertgui.engine.headers import parse_headers
 
 if TYPE_CHECKING:
@@ -64,12 +66,14 @@ def _parse(raw: bytes, row: int) -> _Packet | None:
     layout = parse_headers(raw)
     if layout is None or layout.transport not in (TCP, UDP):
         return None
-    src, dst = (raw[12:16], raw[16:20]) if layout.version == 4 else (raw[8:24], raw[24:40])
+    ip = IPV4 if layout.version == 4 else IPV6
     at = layout.transport_offset
-    flow = _Flow(layout.version, layout.transport, bytes(src), (raw[at] << 8) | raw[at + 1],
-                 bytes(dst), (raw[at + 2] << 8) | raw[at + 3])
-    seq = int.from_bytes(raw[at + 4:at + 8], "big") if layout.transport == TCP else 0
-    flags = raw[at + 13] if layout.transport == TCP else 0
+    # TCP's and UDP's ports lie alike.
+    flow = _Flow(layout.version, layout.transport, bytes(raw[ip["src_addr"].span]),
+                 field_value(raw, at, TCP_FIELDS["src_port"]), bytes(raw[ip["dst_addr"].span]),
+                 field_value(raw, at, TCP_FIELDS["dst_port"]))
+    seq = field_value(raw, at, TCP_FIELDS["seq_num"]) if layout.transport == TCP else 0
+    flags = field_value(raw, at, TCP_FIELDS["flags"]) if layout.transport == TCP else 0
     payload = raw[layout.payload_offset:layout.payload_offset + layout.payload_len]
     return _Packet(row, flow, seq, flags, bytes(payload))
 

@@ -10,9 +10,15 @@ reassembles them, so the connection carries the grown bytes.
 from __future__ import annotations
 
 from divertgui.engine.checksum import calc_checksums
+from divertgui.engine.header_fields import IP_LENGTH, IPV4, TCP, field_value, write_value
 from divertgui.engine.headers import IPPROTO_TCP, parse_headers
 
-_FIN, _SYN, _PSH = 0x01, 0x02, 0x08
+_FIN, _SYN, _PSH = (1 << TCP[flag].shift for flag in ("fin", "syn", "psh"))
+_FLAGS = TCP["flags"]
+
+
+def _payload_offset(raw, tcp_at: int) -> int:
+    return tcp_at + field_value(raw, tcp_at, TCP["hdr_len"]) * 4
 
 
 def split_tcp_segment(raw: bytes, limit: int, cut: bool = False) -> list[bytes] | None:
@@ -32,28 +38,27 @@ def split_tcp_segment(raw: bytes, limit: int, cut: bool = False) -> list[bytes] 
     if layout is None or layout.transport != IPPROTO_TCP or layout.more_fragments or layout.frag_offset:
         return None
     tcp_at = layout.transport_offset
-    payload_at = tcp_at + (raw[tcp_at + 12] >> 4) * 4
-    flags = raw[tcp_at + 13]
+    payload_at = _payload_offset(raw, tcp_at)
+    flags = field_value(raw, tcp_at, _FLAGS)
     room = limit - payload_at
     if flags & _SYN or room <= 0 or payload_at >= len(raw):
         return None
     headers, payload = raw[:payload_at], raw[payload_at:]
-    seq = int.from_bytes(raw[tcp_at + 4:tcp_at + 8], "big")
-    ident = int.from_bytes(raw[4:6], "big") if layout.version == 4 else 0
+    seq = field_value(raw, tcp_at, TCP["seq_num"])
+    ident = field_value(raw, 0, IPV4["id"]) if layout.version == 4 else 0
+    length_field, counted_from = IP_LENGTH[layout.version]
     parts = []
     for index, start in enumerate(range(0, len(payload), room)):
         part = bytearray(headers)
         part += payload[start:start + room]
+        write_value(part, 0, length_field, len(part) - counted_from)
         if layout.version == 4:
-            part[2:4] = len(part).to_bytes(2, "big")
-            part[4:6] = ((ident + index) & 0xFFFF).to_bytes(2, "big")
-        else:
-            part[4:6] = (len(part) - 40).to_bytes(2, "big")
-        part[tcp_at + 4:tcp_at + 8] = ((seq + start) & 0xFFFFFFFF).to_bytes(4, "big")
+            write_value(part, 0, IPV4["id"], (ident + index) & 0xFFFF)
+        write_value(part, tcp_at, TCP["seq_num"], (seq + start) & 0xFFFFFFFF)
         if start + room < len(payload):
-            part[tcp_at + 13] = flags & ~(_FIN | _PSH)
+            write_value(part, tcp_at, _FLAGS, flags & ~(_FIN | _PSH))
         elif cut:
-            part[tcp_at + 13] = flags & ~_FIN
+            write_value(part, tcp_at, _FLAGS, flags & ~_FIN)
         calc_checksums(part)
         parts.append(bytes(part))
     return parts
@@ -67,11 +72,9 @@ def set_oversized_tcp_payload(packet, payload: bytes) -> bool:
     if layout is None or layout.transport != IPPROTO_TCP:
         return False
     raw = bytearray(packet.raw)
-    payload_at = layout.transport_offset + (raw[layout.transport_offset + 12] >> 4) * 4
+    payload_at = _payload_offset(raw, layout.transport_offset)
     raw[payload_at:] = payload
-    if layout.version == 4:
-        raw[2:4] = b"\xff\xff"
-    else:
-        raw[4:6] = b"\xff\xff"
+    length_field = IP_LENGTH[layout.version][0]
+    write_value(raw, 0, length_field, length_field.mask)
     packet.raw = raw
     return True
