@@ -12,7 +12,9 @@ from divertgui.models.packet_table import HOST
 class ProcessActions:
     def __init__(self, window):
         self.window = window
-        self.held_pids: list[int] = []
+        # Pids held on every host (key None), or on one host (a store host index): a pid names a
+        # process on its own machine only.
+        self.held: dict[int | None, list[int]] = {}
 
     def packet_menu(self, position) -> None:
         window = self.window
@@ -23,10 +25,12 @@ class ProcessActions:
         if process is not None:
             menu.addSeparator()
             menu.addAction(f"Filter on {process.label()}", lambda: self.filter_process(process.pid))
-            menu.addAction(f"Hold Everything from {process.label()}", lambda: self.hold_process(process.pid))
+            host = self.current_host() if not window.table.isColumnHidden(HOST) else None
+            menu.addAction(f"Hold Everything from {process.label()}",
+                           lambda: self.hold_process(process.pid, host))
         if window.table_model.process_pid is not None:
             menu.addAction("Show Every Process", lambda: self.filter_process(None))
-        if self.held_pids:
+        if any(self.held.values()):
             menu.addAction("Stop Holding by Process", lambda: self.hold_process(None))
         if not window.table.isColumnHidden(HOST):
             menu.addSeparator()
@@ -69,10 +73,20 @@ class ProcessActions:
                                        else "Showing the packets of every process", 5000)
         window.status_line.update()
 
-    def hold_process(self, pid: int | None) -> None:
-        """Holds every packet of `pid` from now on, besides what the intercept filter holds; None: no process."""
-        self.held_pids = [] if pid is None else sorted({*self.held_pids, pid})
-        self.window.post("set_hold_processes", pids=self.held_pids)
+    def hold_process(self, pid: int | None, host: int | None = None) -> None:
+        """Holds every packet of `pid` from now on, besides what the intercept filter holds, on every
+        host or on store host index `host`; None: no process on any host."""
+        scopes = list(self.held)
+        if pid is None:
+            self.held = {}
+        else:
+            self.held[host] = sorted({*self.held.get(host, []), pid})
+            scopes = [host]
+        everywhere = self.held.get(None, [])
+        for scope in [None, *[s for s in self.held if s is not None]] if None in scopes else scopes:
+            pids = sorted({*everywhere, *self.held.get(scope, [])})
+            self.window.post("set_hold_processes", pids=pids, **({} if scope is None else {"host": scope}))
+        held = sorted({pid for pids in self.held.values() for pid in pids})
         self.window.statusBar().showMessage(
-            f"Holding every packet of process {', '.join(map(str, self.held_pids))}" if self.held_pids
+            f"Holding every packet of process {', '.join(map(str, held))}" if held
             else "No process is held by its pid", 5000)
