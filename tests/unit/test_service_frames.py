@@ -3,6 +3,7 @@ the session would have filled in-process, and a broken stream is refused."""
 
 import io
 import random
+import time
 
 import numpy as np
 import pytest
@@ -189,3 +190,26 @@ def test_rows_beyond_the_waiting_limit_leave_without_waiting_for_an_event():
     (kind, body), = frames_of(b"".join(frames), framing.MAX_SERVICE_FRAME)
     assert kind == framing.PACKETS and len(decode_packets(body)[0]) == len(relay)
     assert len(relay) > len(raws), "rows waited for company first"
+
+
+def test_an_ssh_hosts_packets_are_timed_on_this_machines_clock_by_their_wall_clock_times():
+    rng = random.Random(9)
+    raws = [packet(rng) for _ in range(5)]
+    addresses = [address_for(rng, raw) for raw in raws]
+    for address in addresses:
+        address.timestamp = 7      # the far machine's monotonic clock, which means nothing here
+    frames = []
+    relay = StoreRelay(frames.append)
+    relay.append_batch(raws, addresses, Verdict.PASSED, [10**18 + i for i in range(5)])
+    relay.send_event({"type": "rows", "count": len(relay)})
+    store = CaptureStore()
+    client = ServiceClient("ssh://far.example", store, lambda event: None)
+    client._read = io.BytesIO(b"".join(frames)).read
+    client._closing = True
+    before = time.monotonic_ns() - time.time_ns()
+    client._read_frames()
+    after = time.monotonic_ns() - time.time_ns()
+    offsets = store.column("timestamp") - store.column("wall_ns")
+    assert store.column("wall_ns").tolist() == [10**18 + i for i in range(5)]
+    assert len(set(offsets.tolist())) == 1 and min(before, after) - 10**6 <= offsets[0] <= max(before, after) + 10**6
+    assert store.hosts.names() == ["", "far.example"]
