@@ -27,7 +27,7 @@ INBOUND_PEN = "#1b9e77"
 OUTBOUND_PEN = "#d95f02"
 DELAY_PEN = "#7b3294"
 NO_DELAYS = "No lag rule has delayed a packet yet"
-NO_PROCESSES = "no packet of a local process in view"
+NO_PROCESSES = "no local process in view"
 NO_HOSTS = "no packet in view"
 # The top keys of a split chart (processes), each keeping its colour while it stays on the chart.
 TOP_KEYS = 5
@@ -98,41 +98,46 @@ class StackedPlot:
                 self.curves[i].setBrush(_fill(colour))
 
 
+SPLIT_UNITS = {"packets/s": "pkt/s", "bytes/s": "B/s"}
+
+
+def split_units(parent) -> QComboBox:
+    """The choice of packets/s or bytes/s for the split charts; the panel places it among its
+    controls, leaving the height beside each chart to its legend."""
+    units = QComboBox(parent)
+    units.setObjectName("split_units")
+    units.addItems(list(SPLIT_UNITS))
+    return units
+
+
 class SplitChart(QWidget):
-    """Packets/s or bytes/s stacked by the top keys of one of TrafficStats' splits (the processes),
-    everything else as "other", with a legend of its own since the keys change with the traffic."""
+    """Packets/s or bytes/s (as `units` says) stacked by the top keys of one of TrafficStats'
+    splits (processes, hosts), everything else as "other", with a legend of its own since the
+    keys change with the traffic."""
 
-    UNITS = {"packets/s": "pkt/s", "bytes/s": "B/s"}
-
-    def __init__(self, stats, split: str, title: str, none_text: str, parent=None):
+    def __init__(self, stats, split: str, title: str, none_text: str, units: QComboBox, parent=None):
         super().__init__(parent)
         self.stats = stats
         self.split = split
         self.none_text = none_text
         self.plot = _plot(title, "pkt/s")
         self.stack = StackedPlot(self.plot, [""] * (TOP_KEYS + 1), [OTHER_PEN] * (TOP_KEYS + 1))
-        self.units = QComboBox(self)
-        self.units.setObjectName(f"{split}_units")
-        self.units.addItems(list(self.UNITS))
-        self.units.currentTextChanged.connect(lambda text: self.plot.setLabel("left", units=self.UNITS[text]))
+        self.units = units
+        units.currentTextChanged.connect(lambda text: self.plot.setLabel("left", units=SPLIT_UNITS[text]))
         self.legend = QLabel(self)
         self.legend.setObjectName(f"{split}_legend")
         self.legend.setTextFormat(Qt.TextFormat.RichText)
         self.legend.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         self.legend.setMaximumWidth(LEGEND_WIDTH)
-        self.legend.setWordWrap(True)
         self.labels: list[str] = []
         self._colours: dict[int, str] = {}
-        # The legend, one entry a line, and the units beside the chart: the keys come and go.
-        side = QVBoxLayout()
-        side.setContentsMargins(0, 4, 0, 0)
-        side.addWidget(self.legend, 1)
-        side.addWidget(self.units)
+        # The legend beside the chart, one entry a line: the keys come and go.
+        self.legend.setContentsMargins(0, 4, 0, 0)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(4)
         layout.addWidget(self.plot, 1)
-        layout.addLayout(side)
+        layout.addWidget(self.legend)
 
     def draw(self, seconds: float) -> float:
         """Draws the last `seconds`; returns the highest stacked value drawn."""
@@ -146,6 +151,7 @@ class SplitChart(QWidget):
             entries = [(html.escape(label), colour) for label, colour in zip(window.labels, colours)]
             note = "" if len(window.keys) else f"<br><i>{html.escape(self.none_text)}</i>"
             self.legend.setText(legend_html(entries, "<br>") + note)
+            self.legend.setToolTip(legend_html(entries, "<br>"))
         return float(series.sum(axis=0).max()) if series.size else 0.0
 
     def _colours_of(self, keys: list[int]) -> list[str]:
@@ -175,8 +181,9 @@ class ChartsPanel(QWidget):
         self.bytes_stack = StackedPlot(self.bytes_plot, PROTOCOLS, colours)
         self.inbound_curve = self.direction_plot.plot([], [], name="inbound", pen=pg.mkPen(INBOUND_PEN, width=2))
         self.outbound_curve = self.direction_plot.plot([], [], name="outbound", pen=pg.mkPen(OUTBOUND_PEN, width=2))
-        self.process_chart = SplitChart(stats, "process", "Traffic by process", NO_PROCESSES, self)
-        self.host_chart = SplitChart(stats, "host", "Traffic by host", NO_HOSTS, self)
+        self.split_units = split_units(self)
+        self.process_chart = SplitChart(stats, "process", "Traffic by process", NO_PROCESSES, self.split_units, self)
+        self.host_chart = SplitChart(stats, "host", "Traffic by host", NO_HOSTS, self.split_units, self)
         # Side by side with the processes' once the window has several hosts (show_hosts).
         self.split_tabs = QTabWidget(self)
         self.split_tabs.setObjectName("split_tabs")
@@ -234,6 +241,9 @@ class ChartsPanel(QWidget):
         legend.setTextFormat(Qt.TextFormat.RichText)
         controls.addWidget(legend)
         controls.addStretch(1)
+        self.split_units_label = QLabel("Traffic by process in", self)
+        controls.addWidget(self.split_units_label)
+        controls.addWidget(self.split_units)
         controls.addWidget(self.window_spin)
         controls.addWidget(self.follow_button)
         controls.addWidget(self.pause_box)
@@ -268,6 +278,7 @@ class ChartsPanel(QWidget):
         if not self.split_tabs.isTabVisible(1):
             self.split_tabs.setTabVisible(1, True)
             self.split_tabs.tabBar().setVisible(True)
+            self.split_units_label.setText("Traffic by process and host in")
             self.split_tabs.setCurrentIndex(1)
 
     def time_plots(self) -> tuple[pg.PlotWidget, ...]:
