@@ -20,7 +20,7 @@ import dataclasses
 import os
 import sys
 
-from divertgui.engine.errors import PrivilegeError
+from divertgui.engine.errors import PrerequisiteError, PrivilegeError
 
 CAP_NET_ADMIN = 12
 CAP_NET_RAW = 13
@@ -155,7 +155,7 @@ def missing_privilege(sets: CapabilitySets | None = None) -> str | None:
 def live_capture_problem() -> str | None:
     """Why this process cannot capture live traffic, in one sentence; None when it can."""
     if sys.platform.startswith("linux"):
-        from divertgui.engine.backends.nfqueue import PrerequisiteError, check_prerequisites
+        from divertgui.engine.backends.nfqueue import check_prerequisites
         try:
             check_prerequisites()
         except PrerequisiteError as exc:

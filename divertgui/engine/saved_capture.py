@@ -21,7 +21,8 @@ from divertgui.engine import pcapng
 from divertgui.engine.header_fields import ip_version
 from divertgui.engine.pcapng import is_malformed
 from divertgui.engine.address import Address, Layer
-from divertgui.engine.event_records import EventRecord, EventRecordError, from_json
+from divertgui.engine.errors import CaptureFileError, EventRecordError
+from divertgui.engine.event_records import EventRecord, from_json
 from divertgui.engine.processes import Process
 from divertgui.engine.store import CaptureStore
 from divertgui.engine.store_record import Verdict
@@ -120,7 +121,7 @@ class Loaded(NamedTuple):
     count: int                  # packets put in the store
     malformed: int              # of them, records that are not an IPv4 or IPv6 packet
     skipped: dict               # records that are not IP at all (ARP, ...), by reason
-    error: pcapng.CaptureFileError | None   # where the file broke; the packets before it are loaded
+    error: CaptureFileError | None   # where the file broke; the packets before it are loaded
     events: Sequence[EventRecord] = ()   # the FLOW, SOCKET and REFLECT events, in file order
     bad_events: Sequence[str] = ()       # why each event block that could not be read was left out
 
@@ -138,7 +139,7 @@ def load_into(store: CaptureStore, reader: pcapng.CaptureReader) -> Loaded:
                 malformed += _append(store, batch)
                 count += len(batch)
                 batch = []
-    except pcapng.CaptureFileError as exc:
+    except CaptureFileError as exc:
         error = exc
     finally:
         reader.close()

@@ -15,12 +15,13 @@ import time
 from typing import Callable, NamedTuple
 
 from divertgui.engine.address import Address, Flag, Layer
-from divertgui.engine.errors import PacketTooLargeError, SessionError
+from divertgui.engine.errors import (CaptureFileError, EventCaptureError, PacketTooLargeError, RuleError,
+                                     SessionError)
 from divertgui.engine.handle import IPV4_MAX_SIZE, IPV6_MAX_SIZE
 from divertgui.engine.packet import Packet
 from divertgui.engine.processes import FlowOwners
 from divertgui.engine.protocol import event
-from divertgui.engine.rules import Lag, Pipeline, RuleError
+from divertgui.engine.rules import Lag, Pipeline
 from divertgui.engine.rules.runner import drain_queued, send_out
 from divertgui.engine.rules.seq_adjust import SeqAdjuster
 from divertgui.engine.store import CaptureStore, Verdict
@@ -480,7 +481,7 @@ class Session:
         return handle
 
     def _on_open(self, command: dict) -> None:
-        from divertgui.engine.pcapng import CaptureFileError, CaptureReader
+        from divertgui.engine.pcapng import CaptureReader
         from divertgui.engine.saved_capture import load_into
         path = command.get("path")
         if not path:
@@ -676,7 +677,7 @@ class Session:
     # -- FLOW, SOCKET and REFLECT events -------------------------------------------------------
 
     def _on_start_events(self, command: dict) -> None:
-        from divertgui.engine.event_capture import EventCapture, EventCaptureError
+        from divertgui.engine.event_capture import EventCapture
         self._close_events()
         try:
             filters = {Layer[name]: text for name, text in command["layers"].items()}

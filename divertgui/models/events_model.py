@@ -14,7 +14,8 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
 from divertgui.engine.address import Flag
 from divertgui.engine.address_text import format_ipv4, format_ipv6
 from divertgui.engine.conversations import protocol_name
-from divertgui.engine.event_records import EventRecord, EventRecordError, from_json
+from divertgui.engine.errors import EventRecordError
+from divertgui.engine.event_records import EventRecord, from_json
 
 COLUMNS = ("Time", "Layer", "Event", "Process", "Protocol", "Local", "Remote", "Handle")
 

@@ -25,7 +25,8 @@ class StreamActions:
 
     def follow_stream(self, protocol: str | None = None) -> FollowStreamDialog | None:
         """Opens the stream of the current packet; `protocol` ("TCP"/"UDP") when the user asked for one."""
-        from divertgui.engine.streams import StreamError, follow_stream
+        from divertgui.engine.errors import StreamError
+        from divertgui.engine.streams import follow_stream
         window = self.window
         current = window.table.currentIndex()
         if not current.isValid() or window.table_model.stale():

@@ -34,7 +34,8 @@ from divertgui.engine.backends.ready_signal import ReadySignal
 from divertgui.engine.backends.netfilter_rules import (HandleRules, INJECTED_MARK, LEVEL_MASK, SUB_MASK, SUB_SHIFT,
                                                       level_mark)
 from divertgui.engine.checksum import checksums_valid
-from divertgui.engine.errors import NetfilterError, PacketCutError, PacketTooLargeError, PrerequisiteError
+from divertgui.engine.errors import (NetfilterError, NetlinkError, PacketCutError, PacketTooLargeError,
+                                     PrerequisiteError)
 
 QUEUE_NUMBER_BASE = 0x4000
 QUEUE_NUMBER_SPAN = 0x3000
@@ -217,7 +218,7 @@ class NfqueueBackend(Backend):
                 else:
                     self._bind_queue(number)
                 return number
-            except netlink.NetlinkError as exc:
+            except NetlinkError as exc:
                 if exc.errno == errno.EBUSY:
                     continue
                 raise PrerequisiteError(self._kernel_support_message(exc), "kernel") from exc
@@ -232,7 +233,7 @@ class NfqueueBackend(Backend):
     def _bind_assigned(self) -> int:
         try:
             self._bind_queue(self.assigned_queue)
-        except netlink.NetlinkError as exc:
+        except NetlinkError as exc:
             raise PrerequisiteError(self._kernel_support_message(exc), "kernel") from exc
         return self.assigned_queue
 

@@ -19,7 +19,7 @@ import time
 from collections import deque
 
 from divertgui.engine.address import Address, Event, Layer, ReflectData
-from divertgui.engine.errors import ReflectLayerError
+from divertgui.engine.errors import ReflectLayerError, RegistryError
 from divertgui.engine.filter import FilterError, compile_filter
 from divertgui.engine.filter.serialize import filter_object
 
@@ -63,7 +63,7 @@ class ReflectBackend(Backend):
         self._filter = filter
         try:
             self._directory = registry.open_directory(create=True)
-        except registry.RegistryError as exc:
+        except RegistryError as exc:
             raise ReflectLayerError(str(exc), kind="privilege") from None
         self._inotify = _libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if self._inotify < 0 or _libc.inotify_add_watch(self._inotify, registry.DIRECTORY.encode(),

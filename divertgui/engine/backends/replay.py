@@ -18,7 +18,8 @@ from typing import NamedTuple
 from divertgui.engine.address import Address, Flag, Layer, Param
 from divertgui.engine.checksum import checksums_valid
 from divertgui.engine.backends.base import Backend, Captured
-from divertgui.engine.pcapng import CaptureFileError, CaptureReader, CaptureRecord, is_malformed
+from divertgui.engine.errors import CaptureFileError
+from divertgui.engine.pcapng import CaptureReader, CaptureRecord, is_malformed
 
 
 class Outcome(NamedTuple):

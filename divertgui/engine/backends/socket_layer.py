@@ -21,7 +21,7 @@ import dataclasses
 import os
 
 from divertgui.engine.address import Address, Event, Flag, Layer
-from divertgui.engine.errors import SocketLayerError
+from divertgui.engine.errors import BpfError, SocketLayerError
 from divertgui.engine.filter.assume import possible, possible_with
 from divertgui.engine.header_fields import IPPROTO_TCP, IPPROTO_UDP
 
@@ -109,7 +109,7 @@ class SocketBackend(Backend):
                 prog_fd = self._load(program)
                 try:
                     self._links.append(sys_bpf.attach_cgroup(prog_fd, cgroup_fd, program.attach_type))
-                except sys_bpf.BpfError as exc:
+                except BpfError as exc:
                     hook, since = HOOKS[program.attach_type]
                     if exc.errno == 1:
                         raise SocketLayerError(f"attaching {program.name} to the cgroup {path} needs CAP_BPF and "
@@ -136,7 +136,7 @@ class SocketBackend(Backend):
     def _ring_buffer(self) -> int:
         try:
             return sys_bpf.create_ringbuf(RING_BYTES, "divert_events")
-        except sys_bpf.BpfError as exc:
+        except BpfError as exc:
             if exc.errno == 1:
                 raise SocketLayerError("creating eBPF maps needs CAP_BPF (or root)", kind="privilege") from None
             raise SocketLayerError(f"this kernel cannot create a BPF ring buffer ({exc.strerror}): the "
@@ -151,7 +151,7 @@ class SocketBackend(Backend):
         try:
             return self._keep(sys_bpf.load_program(program.prog_type, program.attach_type, program.code,
                                                    program.name))
-        except sys_bpf.BpfError as exc:
+        except BpfError as exc:
             if exc.errno == 1:
                 raise SocketLayerError(f"loading the eBPF program {program.name} needs CAP_BPF and "
                                        f"CAP_NET_ADMIN (or root)", kind="privilege") from None
