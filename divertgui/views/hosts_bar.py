@@ -15,7 +15,7 @@ from divertgui.views.connection import CONNECTING, LOST
 ALL_HOSTS = "All hosts"
 # Commands the capture toolbar's host selector scopes; set_rules follows the rules panel's.
 CAPTURE_COMMANDS = frozenset({"start", "stop", "pause", "set_rate", "set_intercept", "set_hold_timeout",
-                              "forward_all", "drop_all"})
+                              "forward_all", "drop_all", "inject"})
 
 
 class HostSelector(QComboBox):

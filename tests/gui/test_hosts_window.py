@@ -144,3 +144,17 @@ def test_rules_go_to_the_host_the_rules_panel_names(two_hosts, qtbot):
     assert model.rowCount() == 0
     bench.hosts_bar.rules.choose(second)
     assert [model.rule(r)["kind"] for r in range(model.rowCount())] == ["drop"]
+
+
+def test_a_composed_packet_goes_out_on_the_host_the_capture_selector_names(two_hosts, qtbot):
+    bench, window = two_hosts, two_hosts.window
+    first, second = (link.index for link in bench.hosts.links)
+    window.start_capture()
+    qtbot.waitUntil(lambda: len(bench.hosts.running()) == 2, timeout=15000)
+    injected = bytes.fromhex("4500001c000100004011f9e20a0000020a000001") + bytes.fromhex("303930390008c5b2")
+    for host in (second, None):
+        bench.hosts_bar.capture.choose(host)
+        window.post("inject", data=injected.hex(), outbound=True, if_idx=0)
+    qtbot.waitUntil(lambda: (bench.store.column("verdict") == Verdict.INJECTED).sum() == 2, timeout=10000)
+    rows = (bench.store.column("verdict") == Verdict.INJECTED).nonzero()[0]
+    assert sorted(bench.store.value("host", int(row)) for row in rows) == sorted([second, first])
