@@ -182,6 +182,20 @@ class CaptureStore:
         record["flags"] = flags
         record["verdict"] = Verdict.MODIFIED
 
+    def set_verdicts_in(self, generation: int, rows: Sequence[int], verdicts: Sequence[int]) -> None:
+        """set_verdict for rows of store `generation`, from a thread other than the one that empties
+        the store: nothing when it has been emptied since."""
+        with self._append_lock:
+            if generation == self.generation:
+                for row, verdict in zip(rows, verdicts):
+                    self.set_verdict(row, verdict)
+
+    def set_edited_in(self, generation: int, row: int, raw: bytes) -> None:
+        """set_edited for a row of store `generation`, as set_verdicts_in."""
+        with self._append_lock:
+            if generation == self.generation:
+                self.set_edited(row, raw)
+
     def clear(self) -> None:
         with self._append_lock:
             self._count = 0

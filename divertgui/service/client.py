@@ -305,15 +305,16 @@ class ServiceClient:
         elif kind == framing.VERDICTS:
             changes = decode_verdicts(body)
             generation = store.generation
-            for row, verdict in zip(self._rows.store_rows(changes["row"], generation).tolist(),
-                                    changes["verdict"].tolist()):
-                if row >= 0:
-                    store.set_verdict(row, verdict)
+            rows = self._rows.store_rows(changes["row"], generation)
+            known = rows >= 0
+            # The window may empty the store meanwhile: the verdicts then land nowhere.
+            store.set_verdicts_in(generation, rows[known].tolist(), changes["verdict"][known].tolist())
         elif kind == framing.EDIT:
             row, raw = decode_edit(body)
-            row = self._rows.store_row(row, store.generation)
+            generation = store.generation
+            row = self._rows.store_row(row, generation)
             if row >= 0:
-                store.set_edited(row, raw)
+                store.set_edited_in(generation, row, raw)
 
     def _store_processes(self, indexes: np.ndarray) -> np.ndarray:
         known = indexes < len(self._process_map)

@@ -10,6 +10,7 @@ import pytest
 
 from divertgui.engine.hosts import MAX_HOSTS, HostList
 from divertgui.engine.store import CaptureStore
+from divertgui.engine.store_record import Verdict
 from divertgui.service.row_map import RowMap
 from divertgui.engine.backends.demo import udp_packet
 
@@ -82,3 +83,19 @@ def test_a_service_row_maps_to_its_store_row_only_in_its_generation():
     rows.service_cleared()
     rows.added(*append_numbered(store, mine, 0, 1))
     assert rows.store_row(0, store.generation) == 2 and rows.service_rows == 1
+
+
+def test_verdicts_and_edits_for_an_emptied_generation_land_nowhere():
+    store = CaptureStore()
+    host = store.hosts.add("far")
+    append_numbered(store, host, 0, 3)
+    old = store.generation
+    store.set_verdicts_in(old, [1], [Verdict.DROPPED])
+    assert store.verdict(1) == Verdict.DROPPED
+    store.clear()
+    append_numbered(store, host, 0, 3)
+    store.set_verdicts_in(old, [0, 1, 2], [Verdict.DROPPED] * 3)
+    store.set_edited_in(old, 0, b"\x45")
+    assert store.column("verdict").tolist() == [0, 0, 0] and not store.is_edited(0)
+    store.set_edited_in(store.generation, 0, store.raw(1))
+    assert store.is_edited(0) and store.verdict(0) == Verdict.MODIFIED
