@@ -162,6 +162,16 @@ def describe_late(late: dict) -> str:
             f"ran {late['running_ms']:.0f} ms and waited {late['waiting_ms']:.0f} ms for a CPU")
 
 
+def print_window(round_number: int, what: str, stored: str, result: dict) -> None:
+    print(f"round {round_number}  {what}: {stored}; lateness p50 {result['busy'][0]:.1f} ms, "
+          f"p99 {result['busy'][1]:.1f} ms (idle window p99 {result['idle'][1]:.1f} ms); CPU per packet: window "
+          f"{result['window_us']:.1f} us, {'service' if len(result['stored']) == 1 else 'services'} "
+          f"{result['service_us']:.1f} us "
+          f"(load average {result['load']:.1f})", flush=True)
+    print(f"           {describe_late(result['late'])}; a bare timer beside it: p50 {result['bare'][0]:.1f} ms, "
+          f"p99 {result['bare'][1]:.1f} ms", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds of each phase of a round")
@@ -178,21 +188,13 @@ def main() -> int:
               f"{a['us_per_packet']:.1f} us CPU per packet (load average {a['load']:.1f})", flush=True)
         w = through_window(args.seconds, args.rate, 1)
         one.append(w)
-        print(f"round {round_number}  one service: window stores {w['stored'][0]:,.0f} packets/s "
-              f"({w['stored'][0] / max(a['pps'], 1.0):.2f} of the service alone); lateness p50 {w['busy'][0]:.1f} ms, "
-              f"p99 {w['busy'][1]:.1f} ms (idle window p99 {w['idle'][1]:.1f} ms); CPU per packet: window "
-              f"{w['window_us']:.1f} us, service {w['service_us']:.1f} us (load average {w['load']:.1f})", flush=True)
-        print(f"           {describe_late(w['late'])}; a bare timer beside it: p50 {w['bare'][0]:.1f} ms, "
-              f"p99 {w['bare'][1]:.1f} ms", flush=True)
+        print_window(round_number, "one service", f"window stores {w['stored'][0]:,.0f} packets/s "
+                     f"({w['stored'][0] / max(a['pps'], 1.0):.2f} of the service alone)", w)
         t = through_window(args.seconds, args.rate3, 3)
         three.append(t)
-        print(f"round {round_number}  three services at {args.rate3:,.0f}/s: "
-              f"{', '.join(f'{r:,.0f}' for r in t['stored'])} packets/s stored "
-              f"({sum(t['stored']) / (3 * args.rate3):.2f} of {3 * args.rate3:,.0f}); lateness p50 {t['busy'][0]:.1f} ms, "
-              f"p99 {t['busy'][1]:.1f} ms (idle window p99 {t['idle'][1]:.1f} ms); CPU per packet: window "
-              f"{t['window_us']:.1f} us, services {t['service_us']:.1f} us (load average {t['load']:.1f})", flush=True)
-        print(f"           {describe_late(t['late'])}; a bare timer beside it: p50 {t['bare'][0]:.1f} ms, "
-              f"p99 {t['bare'][1]:.1f} ms", flush=True)
+        print_window(round_number, f"three services at {args.rate3:,.0f}/s",
+                     f"{', '.join(f'{r:,.0f}' for r in t['stored'])} packets/s stored "
+                     f"({sum(t['stored']) / (3 * args.rate3):.2f} of {3 * args.rate3:,.0f})", t)
         for errors in (w["errors"], t["errors"]):
             if errors:
                 print(f"           errors shown by the window: {errors}")
