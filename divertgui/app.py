@@ -140,7 +140,7 @@ class Workbench:
         self.window = MainWindow(self.store, self.post, options)
         self.hosts.event.connect(self.window.handle_event)
         from divertgui.views.hosts_bar import HostsBar
-        self.hosts_bar = HostsBar(self.hosts, self.window, self.reconnect_host)
+        self.hosts_bar = HostsBar(self.hosts, self.window, self.reconnect_host, self.reconnect)
         self._add_connection_actions()
         for other in targets[1:]:
             self.connect_to(other, **client_options)

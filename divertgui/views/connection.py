@@ -214,10 +214,10 @@ class ServiceEvents:
             window.events_view.service_gone()
 
 
-def ask_target(parent: QWidget, current: str = "") -> str | None:
+def ask_target(parent: QWidget) -> str | None:
     """File > Connect to host…: a target typed by the user, checked; None when cancelled."""
     text, accepted = QInputDialog.getText(parent, "Connect to host",
-                                          f"Capture service ({TARGET_FORMS}):", text=current or "ssh://")
+                                          f"Capture service ({TARGET_FORMS}):", text="ssh://")
     if not accepted or not text.strip():
         return None
     return check_target(text.strip())

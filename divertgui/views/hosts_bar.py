@@ -47,10 +47,11 @@ class HostSelector(QComboBox):
 
 
 class HostsBar:
-    def __init__(self, hosts, window, reconnect: Callable[[object], None]):
+    def __init__(self, hosts, window, reconnect: Callable[[object], None], reconnect_lost: Callable[[], None]):
         self.hosts = hosts
         self.window = window
         self._reconnect = reconnect
+        self._reconnect_lost = reconnect_lost
         self.capture = HostSelector("capture_host", window)
         self._capture_action = window.capture_toolbar.insertWidget(window.capture_toolbar.actions()[3],
                                                                    self.capture)
@@ -111,6 +112,10 @@ class HostsBar:
     def _fill_reconnect_menu(self) -> None:
         menu = self.reconnect_menu
         menu.clear()
+        if len(self.hosts.links) > 1:
+            every = menu.addAction("&Every Lost Host", self._reconnect_lost)
+            every.setEnabled(any(getattr(link, "lost", False) for link in self.hosts.links))
+            menu.addSeparator()
         for link in self.hosts.links:
             action = menu.addAction(link.host or "this window",
                                     lambda link=link: self._reconnect(link))

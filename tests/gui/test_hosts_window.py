@@ -84,7 +84,12 @@ def test_a_lost_host_says_so_and_the_others_keep_capturing(two_hosts, qtbot):
     assert window.running and bench.hosts.running() == [survivor.index]
     assert rows_of(bench, victim.index) == kept
 
-    bench.reconnect_host(victim)
+    menu = bench.hosts_bar.reconnect_menu
+    menu.aboutToShow.emit()
+    actions = {action.text(): action for action in menu.actions() if action.text()}
+    assert {text: action.isEnabled() for text, action in actions.items()} == {
+        "&Every Lost Host": True, "local": False, "local (2)": True}
+    actions["local (2)"].trigger()
     qtbot.waitUntil(lambda: victim.state == CONNECTED, timeout=20000)
     window.start_capture()
     qtbot.waitUntil(lambda: rows_of(bench, victim.index) >= kept + 20, timeout=15000)
