@@ -116,7 +116,8 @@ class NetfilterQueueBinding:
                      "--queue-num", str(NFQ_NUMBER), "--queue-bypass"]
 
     def __enter__(self):
-        self.process = self.pair.popen(self.pair.receiver, [sys.executable, "-c", NFQ_SCRIPT % (NFQ_NUMBER, QUEUE_LENGTH)])
+        script = NFQ_SCRIPT % (NFQ_NUMBER, QUEUE_LENGTH)
+        self.process = self.pair.popen(self.pair.receiver, [sys.executable, "-c", script])
         wait_line(self.process, self.process.stdout, "ready")
         sh("ip", "netns", "exec", self.pair.receiver, "iptables", "-w", *self.rule)
         return self

@@ -39,6 +39,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from divertgui.engine.backends.netlink import IoVec, MMsgHdr  # noqa: E402  (the ctypes layouts of mmsghdr)
+
 REPO = Path(__file__).resolve().parents[1]
 FLOOD_PORT, CONTROL_PORT, OTHER_PORT = 47001, 47002, 47003
 SENDER_ADDR, RECEIVER_ADDR = "10.99.0.1", "10.99.0.2"
@@ -57,24 +61,10 @@ SO_RCVBUFFORCE = 33
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-class _IoVec(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("length", ctypes.c_size_t)]
-
-
-class _MsgHdr(ctypes.Structure):
-    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
-                ("iov", ctypes.POINTER(_IoVec)), ("iovlen", ctypes.c_size_t),
-                ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t), ("flags", ctypes.c_int)]
-
-
-class _MMsgHdr(ctypes.Structure):
-    _fields_ = [("header", _MsgHdr), ("length", ctypes.c_uint)]
-
-
 def _messages(count: int, buffers, size: int):
     """count mmsghdrs, message i over buffers[i] (size bytes); buffers may repeat one buffer."""
-    iovecs = (_IoVec * count)(*[_IoVec(ctypes.addressof(b), size) for b in buffers])
-    headers = (_MMsgHdr * count)()
+    iovecs = (IoVec * count)(*[IoVec(ctypes.addressof(b), size) for b in buffers])
+    headers = (MMsgHdr * count)()
     for i in range(count):
         headers[i].header.iov = ctypes.pointer(iovecs[i])
         headers[i].header.iovlen = 1

@@ -437,18 +437,18 @@ def parse_log_packet(data, body: int, end: int) -> NetfilterPacket:
 
 # -- many datagrams per syscall ------------------------------------------------
 
-class _IoVec(ctypes.Structure):
+class IoVec(ctypes.Structure):
     _fields_ = [("base", ctypes.c_void_p), ("length", ctypes.c_size_t)]
 
 
-class _MsgHdr(ctypes.Structure):
+class MsgHdr(ctypes.Structure):
     _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
-                ("iov", ctypes.POINTER(_IoVec)), ("iovlen", ctypes.c_size_t),
+                ("iov", ctypes.POINTER(IoVec)), ("iovlen", ctypes.c_size_t),
                 ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t), ("flags", ctypes.c_int)]
 
 
-class _MMsgHdr(ctypes.Structure):
-    _fields_ = [("header", _MsgHdr), ("length", ctypes.c_uint)]
+class MMsgHdr(ctypes.Structure):
+    _fields_ = [("header", MsgHdr), ("length", ctypes.c_uint)]
 
 
 MSG_TRUNC = 0x20
@@ -484,16 +484,16 @@ class DatagramBatchReader:
         self.view = memoryview(self.memory)
         self._anchor = ctypes.c_char.from_buffer(self.memory)
         base = ctypes.addressof(self._anchor)
-        self._iovecs = (_IoVec * slots)(*[_IoVec(base + i * slot_size, slot_size) for i in range(slots)])
-        self._headers = (_MMsgHdr * slots)()
+        self._iovecs = (IoVec * slots)(*[IoVec(base + i * slot_size, slot_size) for i in range(slots)])
+        self._headers = (MMsgHdr * slots)()
         for i in range(slots):
             self._headers[i].header.iov = ctypes.pointer(self._iovecs[i])
             self._headers[i].header.iovlen = 1
         # The headers as 32-bit words: each datagram's length and flags are every stride-th word.
         self._words = memoryview(self._headers).cast("B").cast("I")
-        self._stride = ctypes.sizeof(_MMsgHdr) // 4
-        self._length_word = _MMsgHdr.length.offset // 4
-        self._flags_word = (_MMsgHdr.header.offset + _MsgHdr.flags.offset) // 4
+        self._stride = ctypes.sizeof(MMsgHdr) // 4
+        self._length_word = MMsgHdr.length.offset // 4
+        self._flags_word = (MMsgHdr.header.offset + MsgHdr.flags.offset) // 4
 
     @classmethod
     def available(cls) -> bool:
