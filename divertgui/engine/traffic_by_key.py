@@ -98,26 +98,13 @@ class TrafficByKey:
 
 
 class KeyColumn(NamedTuple):
-    """How to split a store's rows by a column: `keys(store, values)` turns the column's values
+    """How to split a store's rows by columns: `keys(store, *values)` turns the columns' values
     into keys, `label(store, key)` names a key, and rows of key `none` have no key."""
 
-    column: str
-    keys: Callable[[CaptureStore, np.ndarray], np.ndarray]
+    columns: tuple[str, ...]
+    keys: Callable[..., np.ndarray]
     label: Callable[[CaptureStore, int], str]
     none: int | None = None
-
-
-def _pids(store: CaptureStore, indexes: np.ndarray) -> np.ndarray:
-    return store.processes.pids()[indexes.astype(np.int64)]
-
-
-def _process_label(store: CaptureStore, pid: int) -> str:
-    process = store.processes.of_pid(pid)
-    return process.label() if process is not None else f"({pid})"
-
-
-# By pid: a process named again (after exec) stays one series, under its latest name.
-BY_PROCESS = KeyColumn("process", _pids, _process_label, none=0)
 
 
 def _hosts(store: CaptureStore, indexes: np.ndarray) -> np.ndarray:
@@ -129,4 +116,23 @@ def _host_label(store: CaptureStore, index: int) -> str:
 
 
 # By capture service: every row has one (index 0, the window's own session, included).
-BY_HOST = KeyColumn("host", _hosts, _host_label)
+BY_HOST = KeyColumn(("host",), _hosts, _host_label)
+
+# A process is its pid on its host: pids of different machines are different processes.
+_PID_BITS = 32
+
+
+def _processes(store: CaptureStore, indexes: np.ndarray, hosts: np.ndarray) -> np.ndarray:
+    pids = store.processes.pids()[indexes.astype(np.int64)]
+    return np.where(indexes == 0, 0, hosts.astype(np.int64) << _PID_BITS | pids)
+
+
+def _process_label(store: CaptureStore, key: int) -> str:
+    pid, host = key & ((1 << _PID_BITS) - 1), key >> _PID_BITS
+    process = store.processes.of_pid(pid)
+    label = process.label() if process is not None else f"({pid})"
+    return f"{label} on {_host_label(store, host)}" if len(store.hosts) > 1 else label
+
+
+# By pid on its host: a process named again (after exec) stays one series, under its latest name.
+BY_PROCESS = KeyColumn(("process", "host"), _processes, _process_label, none=0)

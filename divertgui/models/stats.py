@@ -112,9 +112,9 @@ class TrafficStats:
         self.total_bytes += int(lengths.sum())
         self._count_conversations(first, count, lengths)
         for name, split in SPLITS.items():
-            values = np.asarray(self.store.column(split.column, first, count))
-            if len(values) == len(bins):
-                self.by_key[name].add(bins, split.keys(self.store, values), lengths)
+            values = [np.asarray(self.store.column(column, first, count)) for column in split.columns]
+            if all(len(column) == len(bins) for column in values):
+                self.by_key[name].add(bins, split.keys(self.store, *values), lengths)
 
     def advance_to(self, now_ns: int) -> None:
         """Moves the time axis on to `now_ns` (the packets' clock): seconds without traffic

@@ -90,3 +90,21 @@ def test_traffic_stats_split_by_process_per_second_under_each_process_latest_nam
     store.clear()
     stats.update(0)
     assert stats.split_window("process").labels == [OTHER]
+
+
+def test_the_same_pid_on_two_hosts_is_two_processes_each_named_with_its_host():
+    store = CaptureStore()
+    stats = TrafficStats(store)
+    curl = store.processes.intern(Process(10, "curl", "root"))
+    raws = [udp4("10.0.0.1", 1000, "10.0.0.2", 53, b"x" * size) for size in (10, 20, 30)]
+    lengths = np.array([len(raw) for raw in raws])
+    for host, rows in ((store.hosts.add("web"), [0, 1]), (store.hosts.add("db"), [2])):
+        count = len(rows)
+        store.append_received(np.zeros(count, np.int64), np.zeros(count, np.int64), np.ones(count, np.int64),
+                              np.zeros(count, np.int64), np.zeros(count, np.int64),
+                              np.full(count, int(Verdict.PASSED)), lengths[rows],
+                              b"".join(raws[row] for row in rows), curl, host)
+    stats.update(len(store))
+    window = stats.split_window("process")
+    assert window.labels == ["curl (10) on web", "curl (10) on db", OTHER]
+    assert window.packets.sum(axis=1).tolist() == [2 * 1e9 / BIN_NS, 1e9 / BIN_NS, 0]
