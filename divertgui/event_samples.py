@@ -17,12 +17,13 @@ def endpoint_text(address: int, port: int) -> str:
     return f"{mapped}:{port}" if mapped is not None else f"[{ip}]:{port}"
 
 
-def process_name(pid: int) -> str:
+def process_name(pid: int, seen_as: str = "") -> str:
+    """The process's name now; else the name the kernel gave it at the event, else "?"."""
     import psutil
     try:
         return psutil.Process(pid).name()
     except psutil.Error:
-        return "?"
+        return seen_as or "?"
 
 
 def event_line(address) -> str:
@@ -31,7 +32,7 @@ def event_line(address) -> str:
     event = address.event.name.split("_", 1)[1]
     protocol = PROTOCOLS.get(data.protocol, str(data.protocol))
     verdict = "  [blocked]" if not address.sniffed else ""
-    return (f"{event:<11} {data.process_id:>7} {process_name(data.process_id):<16} {protocol:<6} "
+    return (f"{event:<11} {data.process_id:>7} {process_name(data.process_id, data.process_name):<16} {protocol:<6} "
             f"{endpoint_text(data.local_addr, data.local_port)} -> "
             f"{endpoint_text(data.remote_addr, data.remote_port)}{verdict}")
 

@@ -68,7 +68,9 @@ class EndpointData:
     """WINDIVERT_DATA_FLOW and WINDIVERT_DATA_SOCKET (the same layout): one endpoint of a flow or socket.
 
     Addresses are 128-bit numbers, IPv4 as the IPv4-mapped IPv6 address
-    ::ffff:a.b.c.d; ports in host order.
+    ::ffff:a.b.c.d; ports in host order. `process_name` is not WinDivert's: the
+    name the kernel gave the process at the event (Linux's eBPF layers; "" where
+    unknown), which still names a process that has ended since.
     """
 
     endpoint_id: int = 0
@@ -79,6 +81,7 @@ class EndpointData:
     local_port: int = 0
     remote_port: int = 0
     protocol: int = 0
+    process_name: str = ""
 
 
 @dataclasses.dataclass(slots=True)

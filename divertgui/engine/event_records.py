@@ -88,7 +88,8 @@ class EventRecord:
 
 def from_address(address: Address, data: bytes, wall_offset_ns: int, describe: Callable) -> EventRecord:
     """The record of an event a FLOW, SOCKET or REFLECT handle received. `wall_offset_ns` turns
-    its monotonic times into wall-clock ones; `describe(pid)` is a (pid, name, user) for the pid."""
+    its monotonic times into wall-clock ones; `describe(pid)` is a (pid, name, user) for the pid,
+    whose name the event's own (EndpointData.process_name) stands in for when it is empty."""
     flow = handle = None
     if address.reflect is not None:
         reflect = address.reflect
@@ -102,6 +103,8 @@ def from_address(address: Address, data: bytes, wall_offset_ns: int, describe: C
                         endpoint.local_port, endpoint.remote_addr, endpoint.remote_port, address.outbound,
                         address.loopback, address.ipv6)
     _, name, user = describe(pid)
+    if not name and address.flow is not None:
+        name = address.flow.process_name           # the process has ended: the kernel's name for it
     return EventRecord(address.timestamp + wall_offset_ns, address.layer, address.event, pid, name, user,
                        flow, handle)
 

@@ -30,6 +30,7 @@ __all__ = ["own_cgroup"]
 
 SERVER = textwrap.dedent("""
     import socket, sys
+    open("/proc/self/comm", "w").write("tcp-server")    # a name no other program here has
     family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
     server = socket.socket(family)
     server.bind((sys.argv[1], int(sys.argv[2])))
@@ -47,6 +48,7 @@ SERVER = textwrap.dedent("""
 # flow of the same socket), then closes.
 UDP_SERVER = textwrap.dedent("""
     import socket, sys
+    open("/proc/self/comm", "w").write("udp-server")
     host, port = sys.argv[1], int(sys.argv[2])
     server = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
     server.bind((host, port))
@@ -95,12 +97,12 @@ def test_a_curl_connection_is_two_flows_established_and_deleted(netns, own_cgrou
     assert [a.event for a in inbound] == [Event.FLOW_ESTABLISHED, Event.FLOW_DELETED]
     client_port = outbound[0].flow.local_port
     for a in outbound:
-        assert a.flow.process_id == curl_pid
+        assert (a.flow.process_id, a.flow.process_name) == (curl_pid, "curl")
         assert (a.flow.local_addr, a.flow.remote_addr, a.flow.remote_port, a.flow.protocol) == \
             (address, address, port, 6)
         assert a.flow.local_port == client_port and a.flow.endpoint_id == outbound[0].flow.endpoint_id
     for a in inbound:
-        assert a.flow.process_id == server.pid
+        assert (a.flow.process_id, a.flow.process_name) == (server.pid, "tcp-server")
         assert (a.flow.local_port, a.flow.remote_port) == (port, client_port)
         assert a.flow.parent_endpoint_id != 0 and a.flow.parent_endpoint_id != a.flow.endpoint_id
 
@@ -136,6 +138,9 @@ def test_udp_flows_of_a_connected_nc_and_an_unconnected_socket_are_established_a
         (Event.FLOW_ESTABLISHED, False, port, nc_port), (Event.FLOW_ESTABLISHED, True, port, port + 1),
         (Event.FLOW_DELETED, False, port, nc_port), (Event.FLOW_DELETED, True, port, port + 1)]
     assert nc_flow[0].flow.endpoint_id != server_flows[0].flow.endpoint_id
+    # The inbound flow began in softirq while nc's task was current: still the server's name.
+    assert {a.flow.process_name for a in server_flows} == {"udp-server"}
+    assert {a.flow.process_name for a in nc_flow} == {"nc"}
 
 
 @pytest.mark.parametrize("protocol,server,ready,client,answer", [

@@ -32,6 +32,7 @@ LOOPBACK6 = 1
 
 SERVER = textwrap.dedent("""
     import socket, sys
+    open("/proc/self/comm", "w").write("tcp-server")    # a name no other program here has
     server = socket.socket()
     server.bind(("127.0.0.1", int(sys.argv[1])))
     server.listen()
@@ -83,6 +84,9 @@ def test_tcp_bind_listen_connect_accept_close_with_processes_and_tuples(netns, o
     assert (accepted_close.flow.local_port, accepted_close.flow.remote_port) == (port, curl_port)
     listener_close = _one(events, Event.SOCKET_CLOSE, endpoint_id=listen.flow.endpoint_id)
     assert listener_close.flow.process_id == server.pid and listener_close.flow.local_port == port
+    # Each event names its process as the kernel knew it, the handshake's (softirq) ACCEPT too.
+    assert {(a.flow.process_id, a.flow.process_name) for a in events} == {(server.pid, "tcp-server"),
+                                                                           (curl_pid, "curl")}
 
 
 def test_udp_over_ipv6_bind_connect_close(netns, own_cgroup):

@@ -128,7 +128,7 @@ class SocketBackend(Backend):
     def _maps(self) -> programs.Maps:
         return programs.Maps(
             self._keep(self._ring_buffer()),
-            self._keep(sys_bpf.create_lru_hash(TABLE_ENTRIES, 8, "divert_owners")),
+            self._keep(sys_bpf.create_lru_hash(TABLE_ENTRIES, programs.OWNER_SIZE, "divert_owners")),
             self._keep(sys_bpf.create_lru_hash(TABLE_ENTRIES, 8, "divert_listen")),
             self._keep(sys_bpf.create_lru_hash(TABLE_ENTRIES, programs.LOCAL_SIZE, "divert_locals")),
             self._keep(sys_bpf.create_lru_hash(TABLE_ENTRIES, FLOW_SIZE, "divert_flows")))

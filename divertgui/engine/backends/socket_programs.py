@@ -1,6 +1,6 @@
 """The SOCKET layer's eBPF programs, assembled for one handle.
 
-    socket()   cgroup/sock_create   remembers which process created the socket (owners map)
+    socket()   cgroup/sock_create   remembers which process created the socket, and its name (owners map)
     bind()     cgroup/bind4, bind6        BIND: the address asked for; refusable
     connect()  cgroup/connect4, connect6  CONNECT: local as bound so far, remote asked for; refusable
                sock_ops TCP_CONNECT_CB    (no event) the local address the kernel chose
@@ -11,6 +11,11 @@
 
 A cgroup/sock_release program may not read the socket's own address, so
 the others remember it (locals map) for the CLOSE event.
+
+The programs that run in the calling process (sock_create, bind, connect,
+sock_release) take its id and name from the running task; sock_ops
+callbacks may run while another task is current (a handshake completes
+in softirq), so theirs come from the owners map.
 
 Each fills the record (socket_record.py), runs the handle's filter on it
 (ebpf_filter.py) and, when it matches, copies it to the ring buffer and
@@ -30,11 +35,12 @@ from . import bpf_syscall as sys_bpf
 from . import ebpf
 from .ebpf import B, DW, H, R0, R1, R2, R3, R4, R6, R7, R10, W, Assembler
 from .ebpf_filter import compile_filter
-from .socket_record import OFFSET, RECORD, SIZE
+from .socket_record import COMM_SIZE, OFFSET, RECORD, SIZE
 
 AF_INET, AF_INET6 = 2, 10
 KEY, VALUE = RECORD - 8, RECORD - 32       # map key and value slots below the record
 LOCAL_SIZE = 24                             # a locals map value: the address's 4 words, the port (8 bytes)
+OWNER_SIZE = 8 + COMM_SIZE                  # an owners map value: the pid (8 bytes), the process's name
 MAP_LOOKUP, MAP_UPDATE, MAP_DELETE = 1, 2, 3
 SOCK_OPS_CONNECT, SOCK_OPS_LISTEN, SOCK_OPS_PASSIVE_ESTABLISHED = 3, 11, 5
 
@@ -48,7 +54,7 @@ SOCK_OPS = {"op": 0, "family": 20, "remote_ip4": 24, "local_ip4": 28, "remote_ip
 
 class Maps(NamedTuple):
     events: int         # the ring buffer
-    owners: int         # socket cookie -> pid of the process that created the socket
+    owners: int         # socket cookie -> pid and name of the process that created the socket
     listeners: int      # family << 16 | port -> the listening socket's cookie
     locals: int         # socket cookie -> its local address and port (LOCAL_SIZE bytes)
     flows: int = -1     # socket cookie -> (outbound, parent cookie) of a FLOW-layer flow
@@ -82,9 +88,19 @@ def begin_record(code: Assembler, event: Event, outbound: bool) -> None:
 
 
 def _current_process(code: Assembler) -> None:
+    """The record's process: the one whose task runs the program, with its name."""
     code.call(ebpf.GET_CURRENT_PID_TGID)
     code.alu_imm(ebpf.RSH, R0, 32)                                  # the upper half is the process id
     code.store(W, R10, field_at("process_id"), R0)
+    current_name(code, field_at("process_name"))
+
+
+def current_name(code: Assembler, to: int) -> None:
+    """The running task's name (comm, NUL-terminated) to the stack at `to`, COMM_SIZE bytes."""
+    code.mov(R1, R10)
+    code.alu_imm(ebpf.ADD, R1, to)                                  # r1 = where the name goes
+    code.mov_imm(R2, COMM_SIZE)                                     # r2 = its room
+    code.call(ebpf.GET_CURRENT_COMM)                                # copies current->comm there
 
 
 def _copy_ipv4(code: Assembler, base: int, offset: int, field: str) -> None:
@@ -210,8 +226,9 @@ def sock_create(maps: Maps) -> Program:
     code.call(ebpf.GET_SOCKET_COOKIE)
     code.store(DW, R10, KEY, R0)
     code.call(ebpf.GET_CURRENT_PID_TGID)
-    code.alu_imm(ebpf.RSH, R0, 32)
+    code.alu_imm(ebpf.RSH, R0, 32)                                  # the creating process's id ...
     code.store(DW, R10, VALUE, R0)
+    current_name(code, VALUE + 8)                                   # ... and name
     update(code, maps.owners)
     code.mov_imm(R0, 1)
     code.exit()
@@ -276,7 +293,7 @@ def listener_key(code: Assembler) -> None:
 
 
 def owner_of(code: Assembler, maps: Maps, cookie_field: str) -> None:
-    """The record's process = owners[the record's `cookie_field`], when known."""
+    """The record's process and its name = owners[the record's `cookie_field`], when known."""
     found, missing = code.label(), code.label()
     code.load(DW, R2, R10, field_at(cookie_field))
     code.store(DW, R10, KEY, R2)
@@ -284,6 +301,9 @@ def owner_of(code: Assembler, maps: Maps, cookie_field: str) -> None:
     code.place(found)
     code.load(W, R2, R0, 0)
     code.store(W, R10, field_at("process_id"), R2)
+    for i in range(0, COMM_SIZE, 8):
+        code.load(DW, R2, R0, 8 + i)
+        code.store(DW, R10, field_at("process_name") + i, R2)
     code.place(missing)
 
 
@@ -299,6 +319,9 @@ def inherit_listener(code: Assembler, maps: Maps) -> None:
     owner_of(code, maps, "parent_endpoint_id")
     code.load(W, R2, R10, field_at("process_id"))
     code.store(DW, R10, VALUE, R2)
+    for i in range(0, COMM_SIZE, 8):
+        code.load(DW, R2, R10, field_at("process_name") + i)
+        code.store(DW, R10, VALUE + 8 + i, R2)
     code.load(DW, R2, R10, field_at("endpoint_id"))
     code.store(DW, R10, KEY, R2)
     update(code, maps.owners)
