@@ -17,6 +17,7 @@ from typing import Callable, NamedTuple
 from divertgui.engine.address import Address, Flag, Layer
 from divertgui.engine.errors import (CaptureFileError, EventCaptureError, PacketTooLargeError, RuleError,
                                      SessionError)
+from divertgui.engine.header_fields import ip_version
 from divertgui.engine.handle import IPV4_MAX_SIZE, IPV6_MAX_SIZE
 from divertgui.engine.packet import Packet
 from divertgui.engine.processes import FlowOwners
@@ -638,9 +639,9 @@ class Session:
         if self._handle is None:
             raise SessionError("nothing to inject into: start a capture first", "inject")
         raw = bytes.fromhex(command["data"])
-        if not raw or raw[0] >> 4 not in (4, 6):
+        if ip_version(raw) not in (4, 6):
             raise SessionError("an injected packet must start with an IPv4 or IPv6 header", "inject")
-        address = Address(outbound=bool(command.get("outbound", True)), ipv6=raw[0] >> 4 == 6,
+        address = Address(outbound=bool(command.get("outbound", True)), ipv6=ip_version(raw) == 6,
                           if_idx=int(command.get("if_idx", 0)), timestamp=time.monotonic_ns(),
                           layer=self._layer)
         self._handle.send(Packet(raw, address))

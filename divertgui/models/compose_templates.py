@@ -7,6 +7,7 @@ import ipaddress
 import dpkt
 
 from divertgui.engine.address import Address
+from divertgui.engine.header_fields import ip_version
 from divertgui.engine.packet import Packet
 
 V4_LOCAL, V4_REMOTE = "10.0.0.2", "10.0.0.1"
@@ -57,7 +58,7 @@ def template_names() -> list[str]:
 
 def template(name: str, outbound: bool = True) -> tuple[bytes, Address]:
     raw = _templates()[name]
-    address = Address(outbound=outbound, ipv6=raw[0] >> 4 == 6)
+    address = Address(outbound=outbound, ipv6=ip_version(raw) == 6)
     packet = Packet(bytearray(raw), address)
     packet.fix_lengths_and_checksums()
     return packet.raw, address

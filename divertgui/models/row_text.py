@@ -11,6 +11,7 @@ import functools
 import ipaddress
 
 from divertgui.engine import dissect
+from divertgui.engine.header_fields import IPV4, IPV4_HEADER_LEN, IPV6, IPV6_HEADER_LEN, ip_version
 from divertgui.engine.pcapng import is_malformed
 
 CACHE_ROWS = 4096
@@ -22,12 +23,17 @@ def _ipv6_text(packed: bytes) -> str:
     return str(ipaddress.IPv6Address(packed))
 
 
+_V4_SRC, _V4_DST = IPV4["src_addr"].span, IPV4["dst_addr"].span
+_V6_SRC, _V6_DST = IPV6["src_addr"].span, IPV6["dst_addr"].span
+
+
 def ip_endpoints(raw: bytes) -> tuple[str, str]:
     """Source and destination address text; "?" when the bytes are not an IP header."""
-    if len(raw) >= 20 and raw[0] >> 4 == 4:
-        return "%d.%d.%d.%d" % tuple(raw[12:16]), "%d.%d.%d.%d" % tuple(raw[16:20])
-    if len(raw) >= 40 and raw[0] >> 4 == 6:
-        return _ipv6_text(bytes(raw[8:24])), _ipv6_text(bytes(raw[24:40]))
+    version = ip_version(raw)
+    if version == 4 and len(raw) >= IPV4_HEADER_LEN:
+        return "%d.%d.%d.%d" % tuple(raw[_V4_SRC]), "%d.%d.%d.%d" % tuple(raw[_V4_DST])
+    if version == 6 and len(raw) >= IPV6_HEADER_LEN:
+        return _ipv6_text(bytes(raw[_V6_SRC])), _ipv6_text(bytes(raw[_V6_DST]))
     return "?", "?"
 
 

@@ -25,6 +25,7 @@ import socket
 
 from divertgui.engine.backends.netfilter_rules import INBOUND_INJECTED_MARK, level_mark
 from divertgui.engine.errors import InjectError
+from divertgui.engine.header_fields import IPV4, IPV4_HEADER_LEN, IPV6, IPV6_HEADER_LEN, ip_version
 
 SO_MARK = 36
 IPV6_HDRINCL = 36
@@ -62,13 +63,13 @@ class RawInjector:
         return self._inbound
 
     def send(self, raw: bytes, if_idx: int = 0, outbound: bool = True) -> None:
-        if len(raw) < 20:
+        if len(raw) < IPV4_HEADER_LEN:
             raise InjectError(f"cannot inject a {len(raw)}-byte packet: shorter than an IP header")
-        version = raw[0] >> 4
+        version = ip_version(raw)
         if version == 4:
-            destination = (socket.inet_ntop(socket.AF_INET, raw[16:20]), 0)
-        elif version == 6 and len(raw) >= 40:
-            destination = (socket.inet_ntop(socket.AF_INET6, raw[24:40]), 0, 0, if_idx)
+            destination = (socket.inet_ntop(socket.AF_INET, raw[IPV4["dst_addr"].span]), 0)
+        elif version == 6 and len(raw) >= IPV6_HEADER_LEN:
+            destination = (socket.inet_ntop(socket.AF_INET6, raw[IPV6["dst_addr"].span]), 0, 0, if_idx)
         else:
             raise InjectError(f"cannot inject: IP version {version} in the first byte is neither 4 nor 6"
                               if version not in (4, 6) else "cannot inject: IPv6 packet shorter than its header")

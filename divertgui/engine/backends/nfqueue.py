@@ -31,6 +31,7 @@ from divertgui.engine.backends import netfilter_rules, netlink
 from divertgui.engine.backends.base import Backend, Captured
 from divertgui.engine.backends.inject import RawInjector
 from divertgui.engine.backends.ready_signal import ReadySignal
+from divertgui.engine.header_fields import IPV4
 from divertgui.engine.backends.netfilter_rules import (HandleRules, INJECTED_MARK, LEVEL_MASK, SUB_MASK, SUB_SHIFT,
                                                       level_mark)
 from divertgui.engine.checksum import checksums_valid
@@ -75,6 +76,9 @@ def queue_numbers_in_use() -> set[int]:
         pass
     return used
 
+
+# The IP version in a packet's first byte, read where each packet passes.
+_VERSION_SHIFT = IPV4["version"].shift
 
 class NfqueueBackend(Backend):
     name = "nfqueue"
@@ -348,7 +352,7 @@ class NfqueueBackend(Backend):
             ip_ok, tcp_ok, udp_ok = checksums_valid(payload)
         # Positional, in Address's field order: this runs once per packet.
         return Address(outbound, outbound and if_idx == self._lo_index, bool(packet.mark & INJECTED_MARK),
-                       bool(payload) and payload[0] >> 4 == 6, if_idx, 0, arrival_ns, self._sniffing, self.layer,
+                       bool(payload) and payload[0] >> _VERSION_SHIFT == 6, if_idx, 0, arrival_ns, self._sniffing, self.layer,
                        Event.PACKET, ip_ok, tcp_ok, udp_ok)
 
     def _note_id_gap(self, packet_id: int) -> None:
@@ -460,7 +464,7 @@ class NfqueueBackend(Backend):
     def _exact_for(self, hooks, first_bytes) -> bool:
         """The kernel tested exactly every packet of these hooks and first bytes (IP versions)."""
         exact_at = self._exact_at
-        return all((first >> 4, hook) in exact_at for first in set(first_bytes) for hook in set(hooks))
+        return all((first >> _VERSION_SHIFT, hook) in exact_at for first in set(first_bytes) for hook in set(hooks))
 
     def _pass_columns(self, ids, hooks, marks, first_bytes) -> int:
         """Release a read the kernel tested exactly, given as columns: one batch verdict when the
@@ -514,7 +518,7 @@ class NfqueueBackend(Backend):
     def _summary_or_packet(self, data, body: int, end: int):
         """The summary of a packet the kernel tested exactly, else the whole packet."""
         summary = self._summary(data, body, end)
-        if (summary[3] >> 4, summary[1]) in self._exact_at:
+        if (summary[3] >> _VERSION_SHIFT, summary[1]) in self._exact_at:
             return summary
         return netlink.parse_queue_packet(data, body, end)
 

@@ -18,6 +18,7 @@ import sys
 import threading
 
 from divertgui.engine.address import Address, Event, Flag, Layer, Param, PARAM_LIMITS
+from divertgui.engine.header_fields import ip_version
 from divertgui.engine.backends.base import Backend, Captured
 from divertgui.engine.errors import (DivertError, KernelFeatureError, MissingToolError, NotPrivilegedError,
                                      UnsupportedPlatformError)
@@ -77,7 +78,7 @@ def windivert_from_address(address: Address, raw: bytes):
     wd.Layer, wd.Event = int(address.layer), int(address.event)
     wd.Outbound, wd.Loopback, wd.Impostor = address.outbound, address.loopback, address.impostor
     # The bytes decide the version: an address copied from another packet may say otherwise.
-    wd.IPv6 = bool(raw) and raw[0] >> 4 == 6
+    wd.IPv6 = ip_version(raw) == 6
     wd.IPChecksum, wd.TCPChecksum, wd.UDPChecksum = address.ip_checksum, address.tcp_checksum, address.udp_checksum
     wd.u.Network.IfIdx, wd.u.Network.SubIfIdx = address.if_idx, address.sub_if_idx
     return wd

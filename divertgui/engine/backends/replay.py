@@ -16,6 +16,7 @@ import time
 from typing import NamedTuple
 
 from divertgui.engine.address import Address, Flag, Layer, Param
+from divertgui.engine.header_fields import ip_version
 from divertgui.engine.checksum import checksums_valid
 from divertgui.engine.backends.base import Backend, Captured
 from divertgui.engine.errors import CaptureFileError
@@ -204,7 +205,7 @@ class ReplayBackend(Backend):
         address = Address(
             outbound=bool(record.outbound),
             loopback=bool(record.loopback),
-            ipv6=bool(raw) and raw[0] >> 4 == 6,
+            ipv6=ip_version(raw) == 6,
             if_idx=record.if_idx,
             timestamp=timestamp,
             layer=self._layer,
