@@ -14,7 +14,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QGridLayout, QHBoxLayout, QHeaderView, QLabel, QPushButton,
                                QSpinBox, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
-from divertgui.models.stats import OTHER, PROTOCOLS
+from divertgui.models.stats import PROTOCOLS
 
 PROTOCOL_PENS = {
     "TCP": "#6a5acd",

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.netns
 
 
 @contextlib.contextmanager
-def live_capture_of_senders(qtbot, namespace, senders: int = 2):
+def live_capture_of_senders(qtbot, namespace, senders: int = 2):  # noqa: F811
     """A workbench on live capture, a UDP receiver and `senders` sending programs, all in
     `namespace`; yields (bench, receiver, [(program, pid, port)]) and stops them all after."""
     from divertgui.app import Workbench
