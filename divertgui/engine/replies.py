@@ -16,7 +16,7 @@ from divertgui.engine.packet import Packet
 from divertgui.engine.packet_build import ACK, FIN, PSH, RST, SYN, ip_packet, tcp_packet
 
 __all__ = ["ACK", "FIN", "PSH", "RST", "SYN", "icmp_unreachable", "reply_address", "reset_numbers",
-           "tcp_data_reply", "tcp_reset", "tcp_reset_onward"]
+           "reset_onward_in_place", "tcp_data_reply", "tcp_reset", "tcp_reset_onward"]
 
 # An ICMPv6 error quotes as much of the packet as fits the minimum IPv6 MTU;
 # an ICMP error the IP header and the first 64 bits of the datagram (RFC 792).
@@ -82,6 +82,15 @@ def tcp_reset(packet: Packet) -> Packet | None:
                    reply_address(packet.address, version == 6))
 
 
+def reset_onward_in_place(packet: Packet) -> None:
+    """Turn a TCP packet, in place, into the RST its receiver accepts: the
+    same sequence number, no payload, its ACK kept if it had one."""
+    packet.payload = b""
+    tcp = packet.tcp
+    tcp.flags = RST | (tcp.flags & ACK)
+    packet.recalculate_checksums()
+
+
 def tcp_reset_onward(packet: Packet) -> Packet | None:
     """A RST from the packet's sender to its receiver, in the packet's own
     direction, that closes the receiver's end (WinDivert's webfilter resets
@@ -89,11 +98,12 @@ def tcp_reset_onward(packet: Packet) -> Packet | None:
     tcp = packet.tcp
     if tcp is None or tcp.flags & RST:
         return None
-    version, src, dst = _addresses(packet.raw)
+    version, _src, _dst = _addresses(packet.raw)
     address = Address(outbound=packet.address.outbound, loopback=packet.address.loopback, ipv6=version == 6,
                       if_idx=packet.address.if_idx, layer=packet.address.layer)
-    return _packet(tcp_packet(src, dst, tcp.src_port, tcp.dst_port, tcp.seq_num, tcp.ack_num, RST | ACK,
-                              window=_window(RST | ACK)), address)
+    onward = Packet(bytes(packet.raw), address)
+    reset_onward_in_place(onward)
+    return onward
 
 
 def tcp_data_reply(packet: Packet, data: bytes, fin: bool = True) -> Packet | None:

@@ -71,3 +71,13 @@ def test_icmp_unreachable_quotes_the_packet():
 def test_only_an_ip_packet_can_be_answered(raw):
     with pytest.raises(ValueError, match="only an IP packet"):
         replies.icmp_unreachable(Packet(raw))
+
+
+def test_the_reset_rule_sends_onward_what_webfilter_sends():
+    from divertgui.engine.rules.pipeline import Pipeline
+    from divertgui.engine.rules.reset import Reset
+    packet = _tcp_packet(0x18, b"GET / HTTP/1.1\r\n\r\n", outbound=True)
+    onward = replies.tcp_reset_onward(packet)
+    forward, _back = Pipeline([Reset(chance=100.0)]).process([packet], 0)
+    assert bytes(forward.raw) == bytes(onward.raw) and forward.address.outbound == onward.address.outbound
+    assert onward.tcp.rst and onward.tcp.ack and onward.payload == b""

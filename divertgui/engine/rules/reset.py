@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
-from divertgui.engine.replies import ACK, RST, tcp_reset
+from divertgui.engine.replies import reset_onward_in_place, tcp_reset
 from divertgui.engine.rules.base import Rule, chance
-
-
-def into_rst(packet) -> None:
-    """Turn a TCP packet, in place, into an RST that its receiver accepts: same
-    sequence number, no payload."""
-    packet.payload = b""
-    tcp = packet.tcp
-    tcp.flags = RST | (tcp.flags & ACK)
-    packet.recalculate_checksums()
 
 
 class Reset(Rule):
@@ -33,7 +24,7 @@ class Reset(Rule):
             out.append(packet)
             return
         back = tcp_reset(packet)
-        into_rst(packet)
+        reset_onward_in_place(packet)
         out.append(packet)
         out.append(back)
         self.counters["reset"] += 1
