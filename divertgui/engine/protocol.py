@@ -8,7 +8,9 @@ Commands (GUI -> Session)
     start         {"source": "demo"|"live"|"replay", "filter": str, "mode": "divert"|"sniff"|"drop",
                    "priority": int, "layer": "NETWORK"|"NETWORK_FORWARD",
                    "path": str (replay), "speed": float (replay; 0 = as fast as possible),
-                   "rate": float (demo, packets per second), "seed": int (demo)}
+                   "rate": float (demo, packets per second), "seed": int (demo),
+                   "workers": int (1..the cores) | "auto" (live divert: worker processes, one
+                   queue each, each flow on one; divertgui.engine.pooled_capture)}
     stop          {}
     open          {"path": str}         stop, empty the store and fill it with a capture file's
                   packets as they were saved: recorded times, direction, verdicts and the
@@ -84,6 +86,18 @@ COMMANDS = frozenset({
 })
 
 EVENTS = frozenset({"hello", "state", "rows", "held", "error", "processes", "events"})
+
+
+def worker_option(value, name: str = "workers") -> int:
+    """The number of worker processes a start command's "workers" asks for; ValueError saying why not."""
+    from divertgui.engine.worker_pool import worker_count
+    cores = worker_count("auto")
+    if value == "auto":
+        return cores
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= cores:
+        raise ValueError(f"{name} must be \"auto\" or a whole number from 1 to {cores} (the cores here), "
+                         f"not {value!r}"[:200])
+    return value
 
 
 def command(kind: str, **fields) -> dict:

@@ -21,7 +21,10 @@ from divertgui.engine.header_fields import ip_version
 from divertgui.engine.handle import IPV4_MAX_SIZE, IPV6_MAX_SIZE
 from divertgui.engine.packet import Packet
 from divertgui.engine.processes import FlowOwners
-from divertgui.engine.protocol import event
+from divertgui.engine.pooled_capture import COMMANDS as POOLED_COMMANDS
+from divertgui.engine.pooled_capture import SETTINGS as POOL_SETTINGS
+from divertgui.engine.pooled_capture import WORKERS_ONLY
+from divertgui.engine.protocol import event, worker_option
 from divertgui.engine.rules import Lag, Pipeline
 from divertgui.engine.rules.runner import drain_queued, send_out
 from divertgui.engine.rules.seq_adjust import SeqAdjuster
@@ -65,6 +68,9 @@ class Session:
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._handle = None
         self._backend = None
+        self._pool = None                   # a PooledCapture: a live capture over worker processes
+        self._stats_of_pool = None          # its counters once it stopped, until the next capture
+        self._settings: dict[str, dict] = {}    # the latest of each of POOL_SETTINGS, for new workers
         self._source = ""
         self._mode = "divert"
         self._layer = Layer.NETWORK
@@ -114,6 +120,8 @@ class Session:
     @property
     def held(self) -> dict[int, int]:
         """Held packets: id -> store row."""
+        if self._pool is not None:
+            return self._pool.held
         return {ident: held.row for ident, held in list(self._held.items())}
 
     # -- the thread-safe side -------------------------------------------------------
@@ -134,9 +142,12 @@ class Session:
             sys.setswitchinterval(min(switch_interval, SWITCH_INTERVAL))
         try:
             while not self._ended:
-                self._take_commands(wait=RECV_TIMEOUT if self._handle is None or self._mode == "drop" else 0)
+                idle = (self._handle is None or self._mode == "drop") and self._pool is None
+                self._take_commands(wait=RECV_TIMEOUT if idle else 0)
                 if self._ended:
                     break
+                if self._pool is not None:
+                    self._pump_pool()
                 if self._handle is not None and self._mode != "drop":
                     self._pump()
                     if self.gui_in_process:
@@ -174,7 +185,15 @@ class Session:
             self._error(f"unknown session command {kind!r}", "command")
             return
         try:
-            handler(command)
+            if self._pool is not None and kind in POOLED_COMMANDS:
+                # Settings are checked (and said wrong) here once, then go to every worker.
+                if kind not in WORKERS_ONLY:
+                    handler(command)
+                self._pool.carry_out(command)
+            else:
+                handler(command)
+            if kind in POOL_SETTINGS:
+                self._settings[kind] = command
         except SessionError as exc:
             self._error(str(exc), exc.where, exc.position)
         except (KeyError, ValueError, TypeError) as exc:
@@ -183,6 +202,21 @@ class Session:
             self._error(f"{kind} failed: {exc}", kind)
 
     # -- moving packets -----------------------------------------------------------------
+
+    def _pump_pool(self) -> None:
+        self._pool.pump(RECV_TIMEOUT)
+        self._take_pool_news()
+        if self._pool.failed:
+            self._error(f"live capture stopped: {self._pool.failed}", "workers")
+            self._close_source(f"live capture stopped: {self._pool.failed}")
+
+    def _take_pool_news(self) -> None:
+        held, released, errors = self._pool.news()
+        self._newly_held.extend(held)
+        self._released.extend(released)
+        for message in errors:
+            self._error(message, "workers")
+        self._rows_due = True
 
     def _pump(self) -> None:
         timeout = RECV_TIMEOUT
@@ -275,10 +309,13 @@ class Session:
 
     def _processes_of(self, raws: list, packets: list) -> list[int]:
         """Each packet's process index in the store; only live packets have local processes."""
+        return self._processes_of_rows(raws, [p.address for p in packets])
+
+    def _processes_of_rows(self, raws: list, addresses: list) -> list[int]:
         if self._owners is None:
-            return [0] * len(packets)
+            return [0] * len(raws)
         self._owners.refresh()
-        return self._owners.indexes(raws, [p.address.outbound for p in packets])
+        return self._owners.indexes(raws, [address.outbound for address in addresses])
 
     def _held_process_indexes(self) -> set[int]:
         if not self._hold_pids:
@@ -431,11 +468,21 @@ class Session:
         layer_name = command.get("layer", "NETWORK")
         if layer_name not in ("NETWORK", "NETWORK_FORWARD"):
             raise SessionError(f"unknown layer {layer_name!r}: use NETWORK or NETWORK_FORWARD", "layer")
+        try:
+            workers = worker_option(command.get("workers", 1))
+        except ValueError as exc:
+            raise SessionError(str(exc), "workers") from exc
+        if workers > 1 and (source != "live" or mode != "divert"):
+            raise SessionError("workers apply to a live capture in divert mode: sniffing and dropping "
+                               "handles read no packets to spread", "workers")
         self._close_source("")
         layer = Layer[layer_name]
         filter_text = command.get("filter", "true") or "true"
         priority = int(command.get("priority", 0))
         reason = ""
+        if workers > 1:
+            self._start_pool(filter_text, layer, priority, workers)
+            return
         if source == "live":
             try:
                 handle = self._open(filter_text, layer, priority, _MODES[mode], None)
@@ -457,12 +504,44 @@ class Session:
             backend = ReplayBackend(path, float(command.get("speed", 1.0)))
             handle = self._open(filter_text, layer, priority, _MODES[mode], backend)
         self._handle, self._backend = handle, backend
+        self._begin(source, mode, layer, reason)
+
+    def _begin(self, source: str, mode: str, layer: Layer, reason: str) -> None:
+        self._stats_of_pool = None
         # Created here, on the session's thread: it reads this thread's network namespace's sockets.
         self._owners = self._flow_owners() if source == "live" else None
         self._source, self._mode, self._layer, self._reason = source, mode, layer, reason
         self._wall_offset = time.time_ns() - time.monotonic_ns()
         self._recompile_intercept()
         self._state_due = True
+
+    def attach_live(self, handle, layer: Layer) -> None:
+        """Capture, in divert mode, from `handle`, open already: a worker's queue of a pooled capture."""
+        self._close_source("")
+        self._stats_of_pool = None
+        self._handle, self._backend = handle, None
+        self._source, self._mode, self._layer, self._reason = "live", "divert", layer, ""
+        self._wall_offset = time.time_ns() - time.monotonic_ns()
+        self._recompile_intercept()
+        self._state_due = True
+
+    def _start_pool(self, filter_text: str, layer: Layer, priority: int, workers: int) -> None:
+        from divertgui.engine.filter import FilterError, compile_filter
+        from divertgui.engine.pooled_capture import PooledCapture
+        try:
+            compile_filter(filter_text, layer)
+        except FilterError as exc:
+            raise SessionError(f"capture filter: {exc.message}", "filter", exc.position) from exc
+        self._begin("live", "divert", layer, "")
+        self._pool = PooledCapture(self.store, filter_text, layer, priority, workers, list(self._settings.values()),
+                                   self._processes_of_rows)
+        try:
+            self._pool.start()
+        except SessionError:
+            self._pool = None
+            self._close_owners()
+            self._source, self._reason = "", "the capture workers could not start"
+            raise
 
     def _flow_owners(self) -> FlowOwners | None:
         try:
@@ -520,6 +599,9 @@ class Session:
         self._close_source("stopped")
 
     def _close_source(self, reason: str) -> None:
+        if self._pool is not None:
+            self._close_pool(reason)
+            return
         if self._handle is None:
             return
         self._drain_source()
@@ -535,13 +617,30 @@ class Session:
         except Exception as exc:
             self._error(f"closing the {self._source} source failed: {exc}", self._source)
         self._handle = self._backend = None
+        self._close_owners()
+        self._reason = reason
+        self._state_due = self._rows_due = True
+
+    def _close_pool(self, reason: str) -> None:
+        """The workers forward what they hold (the hold policy of a closing capture) and end."""
+        pool, self._pool = self._pool, None
+        pool.close()
+        news = pool.news()
+        self._newly_held.extend(news[0])
+        self._released.extend(news[1])
+        for message in news[2]:
+            self._error(message, "workers")
+        self._stats_of_pool = pool.stats()
+        self._close_owners()
+        self._reason = reason
+        self._state_due = self._rows_due = True
+
+    def _close_owners(self) -> None:
         if self._owners is not None:
             if self._owners.error:
                 self._error(f"some packets got no process: {self._owners.error}", "processes")
             self._owners.close()
             self._owners = None
-        self._reason = reason
-        self._state_due = self._rows_due = True
 
     def _drain_source(self) -> None:
         """Packets still queued for the handle go through the rules and the intercept filter
@@ -745,6 +844,13 @@ class Session:
         self._errors.append(fields)
 
     def stats(self) -> dict:
+        if self._pool is not None or self._stats_of_pool is not None:
+            sessions, counts = self._pool.stats() if self._pool is not None else self._stats_of_pool
+            # A handle's counter the workers' sessions count too (modified, injected) is theirs.
+            counts = {**counts, **{k: v for k, v in sessions.items() if k in self._counts or k not in counts}}
+            counts.update(packets=len(self.store), bytes=self.store.bytes_stored, held=len(self.held),
+                          rules_version=self._rules_version)
+            return counts
         counts = dict(self._handle.stats()) if self._handle is not None else {}
         counts.update(self._counts)
         counts.update(packets=len(self.store), bytes=self.store.bytes_stored, held=len(self._held))
@@ -792,7 +898,7 @@ class Session:
             return event("error", **self._errors.pop(0))
         if self._state_due:
             self._state_due = False
-            return event("state", running=self._handle is not None, paused=self._paused,
+            return event("state", running=self._handle is not None or self._pool is not None, paused=self._paused,
                          source=self._source, mode=self._mode, reason=self._reason)
         due = {"held": bool(self._newly_held or self._released), "events": self._events_due,
                "rows": self._rows_due}

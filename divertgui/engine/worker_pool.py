@@ -48,7 +48,8 @@ def worker_count(text: str) -> int:
 
 class WorkerPool:
     def __init__(self, filter: str, work, workers: int, layer: Layer = Layer.NETWORK, priority: int = 0,
-                 flags: Flag = Flag(0), queue_length: int | None = None, options=None):
+                 flags: Flag = Flag(0), queue_length: int | None = None, options=None, slot_options=None):
+        """`options` goes to every worker's `work`; `slot_options`, when given, one item to each worker."""
         if workers < 1:
             raise WorkerPoolError(f"a pool needs at least 1 worker, not {workers}")
         if flags & (Flag.SNIFF | Flag.DROP | Flag.RECV_ONLY | Flag.SEND_ONLY):
@@ -56,6 +57,7 @@ class WorkerPool:
         self.filter, self.work, self.workers = filter, work, workers
         self.layer, self.priority, self.flags = Layer(layer), priority, Flag(flags)
         self.queue_length, self.options = queue_length, options
+        self.slot_options = slot_options
         self._context = multiprocessing.get_context("spawn")
         self._stop = self._context.Event()
         self._reports = self._context.Queue()
@@ -106,7 +108,8 @@ class WorkerPool:
         process = self._context.Process(
             target=_worker, name=f"divert worker {slot}", daemon=True,
             args=(self.first_queue + slot, self.filter, int(self.layer), self.priority, int(self.flags),
-                  self.queue_length, self.work, self.options, self._stop, self._reports, self._ordinal))
+                  self.queue_length, self.work, self.options if self.slot_options is None else self.slot_options[slot],
+                  self._stop, self._reports, self._ordinal))
         process.start()
         self._processes[slot] = process
 
@@ -210,9 +213,9 @@ class WorkerPool:
         """Every worker's counters (and what its work returned) summed, each worker once."""
         total: dict = {}
         for pid, stats in self._latest.items():
-            _add(total, stats)
+            add_counters(total, stats)
             if pid in self._results:
-                _add(total, self._results[pid])
+                add_counters(total, self._results[pid])
         total["workers"] = self.workers
         total["workers_restarted"] = self.restarted
         total["lost_with_worker"] = self.lost
@@ -245,17 +248,17 @@ class WorkerPool:
                            balance=self.workers, bypass=bool(self.flags & Flag.FAIL_OPEN))
 
 
-def _add(total: dict, more: dict) -> None:
+def add_counters(total: dict, more: dict) -> None:
     for key, value in more.items():
         if isinstance(value, bool) or not isinstance(value, (int, float, list, dict)):
             total.setdefault(key, value)
         elif isinstance(value, dict):
-            _add(total.setdefault(key, {}), value)
+            add_counters(total.setdefault(key, {}), value)
         elif isinstance(value, list):
             mine = total.setdefault(key, [])
             for index, item in enumerate(value):
                 if index < len(mine) and isinstance(item, dict):
-                    _add(mine[index], item)
+                    add_counters(mine[index], item)
                 elif index >= len(mine):
                     mine.append(dict(item) if isinstance(item, dict) else item)
         else:

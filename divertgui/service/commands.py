@@ -12,7 +12,7 @@ import math
 from typing import Callable
 
 from divertgui.engine.address import PRIORITY_MAX, PRIORITY_MIN
-from divertgui.engine.protocol import COMMANDS
+from divertgui.engine.protocol import COMMANDS, worker_option
 
 MAX_FILTER = 8192              # characters of a filter
 MAX_PATH = 4096
@@ -153,6 +153,14 @@ def rule_list(name, value):
     return value
 
 
+def workers(name, value):
+    try:
+        worker_option(value, name)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    return value
+
+
 def event_layers(name, value):
     sized(name, value, dict, "a map of event layers to filters", 3, "layers")
     if not value:
@@ -178,7 +186,8 @@ FIELDS: dict[str, dict[str, Check]] = {
     "start": {"source": choice("demo", "live", "replay"), "filter": text(MAX_FILTER),
               "mode": choice("divert", "sniff", "drop"), "priority": integer(PRIORITY_MIN, PRIORITY_MAX),
               "layer": choice("NETWORK", "NETWORK_FORWARD"), "path": text(MAX_PATH),
-              "speed": number(0, 1000), "rate": number(0, 1_000_000, low_open=True), "seed": SEED},
+              "speed": number(0, 1000), "rate": number(0, 1_000_000, low_open=True), "seed": SEED,
+              "workers": workers},
     "stop": {},
     "open": {"path": text(MAX_PATH)},
     "pause": {"paused": flag},

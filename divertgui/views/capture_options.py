@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog, QFormLayout,
-                               QHBoxLayout, QLineEdit, QPushButton, QWidget)
+                               QHBoxLayout, QLineEdit, QPushButton, QSpinBox, QWidget)
 
+MAX_WORKERS = 256              # the service refuses more than its cores
 SOURCES = {"demo": "Demo traffic (no privileges needed)", "live": "Live capture (netfilter, needs root or the installed capabilities)",
            "replay": "Replay a capture file"}
 
@@ -17,6 +18,7 @@ class CaptureOptions:
     rate: float = 200.0          # demo packets per second
     path: str = ""               # replay file
     speed: float = 1.0           # replay speed; 0 = as fast as possible
+    workers: int | str = 1       # worker processes of a live divert capture, or "auto" (one per core)
 
 
 class CaptureOptionsDialog(QDialog):
@@ -45,6 +47,12 @@ class CaptureOptionsDialog(QDialog):
         self.speed.setSpecialValueText("as fast as possible")
         self.speed.setSuffix(" × recorded speed")
         self.speed.setValue(options.speed)
+        self.workers = QSpinBox(self)
+        self.workers.setRange(0, MAX_WORKERS)
+        self.workers.setSpecialValueText("auto (one per core)")
+        self.workers.setValue(0 if options.workers == "auto" else int(options.workers))
+        self.workers.setToolTip("Live captures in divert mode: packets spread over this many processes of the "
+                                "capture service, each connection's packets in one of them")
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
@@ -53,6 +61,7 @@ class CaptureOptionsDialog(QDialog):
         form.addRow("Demo rate", self.rate)
         form.addRow("Replay file", path_row)
         form.addRow("Replay speed", self.speed)
+        form.addRow("Workers", self.workers)
         form.addRow(buttons)
 
     def _browse(self) -> None:
@@ -63,4 +72,5 @@ class CaptureOptionsDialog(QDialog):
 
     def options(self) -> CaptureOptions:
         return CaptureOptions(source=self.source.currentData(), rate=self.rate.value(),
-                              path=self.path.text(), speed=self.speed.value())
+                              path=self.path.text(), speed=self.speed.value(),
+                              workers=self.workers.value() or "auto")

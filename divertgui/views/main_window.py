@@ -350,6 +350,8 @@ class MainWindow(QMainWindow):
             fields["rate"] = float(self.options.rate)
         if self.options.source == "replay":
             fields.update(path=self.options.path, speed=float(self.options.speed))
+        if self.options.source == "live" and fields["mode"] == "divert" and self.options.workers != 1:
+            fields["workers"] = self.options.workers
         if text != "true":
             self.capture_filter.remember(text)
         self.post("start", **fields)

@@ -97,3 +97,44 @@ def test_after_opening_a_file_live_capture_runs_in_the_mode_chosen_and_holds(qtb
         sender.close()
         receiver.close()
         assert bench.close(), "the session thread did not stop"
+
+
+def test_the_workers_of_capture_options_reach_the_service_which_captures_over_them(qtbot, namespace):
+    from divertgui.app import Workbench
+    from divertgui.views.capture_options import CaptureOptions, CaptureOptionsDialog
+    with namespace.entered():
+        # The capture service the window starts is a process of the namespace too.
+        bench = Workbench(CaptureOptions(source="live"), "local")
+        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        receiver.bind(("127.0.0.1", 0))
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    port = receiver.getsockname()[1]
+    receiver.settimeout(5)
+    window = bench.window
+    qtbot.addWidget(window)
+    try:
+        dialog = CaptureOptionsDialog(window.options, window)
+        dialog.workers.setValue(9999)
+        assert dialog.workers.value() == 256
+        window.options = dialog.options()
+        window.capture_filter.set_text(f"udp.DstPort == {port}")
+        window.start_capture()
+        qtbot.waitUntil(lambda: "workers must be" in window.error_banner.label.text(), timeout=20000)
+        assert "start.workers must be &quot;auto&quot; or a whole number from 1 to" in window.error_banner.label.text()
+        assert not window.running
+
+        dialog = CaptureOptionsDialog(window.options, window)
+        dialog.workers.setValue(2)
+        window.options = dialog.options()
+        assert window.options.workers == 2
+        start_live_capture(qtbot, window, f"udp.DstPort == {port}", f"udp.DstPort == {port}")
+        sender.sendto(b"held by a worker", ("127.0.0.1", port))
+        qtbot.waitUntil(lambda: window.queue_model.rowCount() == 1, timeout=10000)
+        assert window.session_stats.get("workers") == 2
+        window.intercept.forward_all()
+        data, _ = receiver.recvfrom(65535)
+        assert data == b"held by a worker"
+    finally:
+        sender.close()
+        receiver.close()
+        assert bench.close(), "the session thread did not stop"

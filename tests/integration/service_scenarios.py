@@ -4,6 +4,7 @@ tests/integration/test_service_netns.py:
     python -m tests.integration.service_scenarios capture TARGET UID PORT [HOST]
     python -m tests.integration.service_scenarios refused TARGET UID
     python -m tests.integration.service_scenarios hold TARGET PORT COUNT
+    python -m tests.integration.service_scenarios workers TARGET PORT
 
 The process imports everything as whoever started it, then (for a UID other
 than 0) becomes that user with no capabilities: the interpreter may live
@@ -138,12 +139,156 @@ def hold(target: str, port: int, count: int) -> dict:
             "state": window.of("state")[-1], "errors": [e["message"] for e in window.of("error")]}
 
 
+FLOWS = 12      # IPv4 loopback destinations: the queue is chosen by a hash of the addresses
+
+
+def udp_rows(store, port: int) -> list[bytes]:
+    """The payloads of the window's UDP rows to `port`, in row order."""
+    found = []
+    for row in range(len(store)):
+        packet = Packet(bytes(store.original(row) or store.raw(row)))
+        if packet.udp is not None and packet.udp.dst_port == port:
+            found.append(bytes(packet.payload))
+    return found
+
+
+def tcp_streams(store, port: int) -> dict[tuple, list[tuple[int, bytes]]]:
+    """Each TCP connection's (sequence number, payload) of the packets to `port`, in row order."""
+    streams: dict = {}
+    for row in range(len(store)):
+        packet = Packet(bytes(store.original(row) or store.raw(row)))
+        if packet.tcp is not None and packet.tcp.dst_port == port and packet.payload:
+            key = (str(packet.src_addr), str(packet.dst_addr), packet.tcp.src_port)
+            streams.setdefault(key, []).append((packet.tcp.seq_num, bytes(packet.payload)))
+    return streams
+
+
+def hold_one_per_flow(window, sender, port: int, tag: bytes, already: int) -> list[dict]:
+    for k in range(FLOWS):
+        sender.sendto(b"%s %d" % (tag, k), (f"127.0.0.{k + 1}", port))
+    wait(lambda: len(window.held()) >= already + FLOWS)
+    return window.held()[already:]
+
+
+def workers(target: str, port: int) -> dict:
+    """A capture over 2 workers: several TCP and UDP flows captured once each, in order; held
+    packets edited and forwarded; one worker killed while both hold packets."""
+    report: dict = {}
+    window = Window(target)
+    report["hello"] = wait(lambda: window.client.hello)
+    window.client.post("start", source="live", mode="divert", workers=2,
+                       filter=f"udp.DstPort == {port} or tcp.DstPort == {port} or tcp.SrcPort == {port}")
+    state = wait(lambda: window.of("state"), 60)
+    report["state"] = state[-1] if state else None
+    udp_in = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp_in.bind(("0.0.0.0", port))
+    udp_in.settimeout(5)
+    server = socket.create_server(("0.0.0.0", port))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sent = [b"flow %d datagram %d" % (k, i) for i in range(10) for k in range(FLOWS)]
+    for datagram in sent:
+        sender.sendto(datagram, (f"127.0.0.{int(datagram.split()[1]) + 1}", port))
+    streams = {}
+    for k in range(4):
+        client = socket.create_connection((f"127.0.0.{k + 1}", port), timeout=5)
+        accepted = server.accept()[0]
+        accepted.settimeout(5)
+        for i in range(5):
+            client.sendall(b"connection %d message %d;" % (k, i))
+            time.sleep(0.01)
+        client.close()
+        got = b""
+        while chunk := accepted.recv(4096):
+            got += chunk
+        streams[k] = got.decode()
+        accepted.close()
+    report["tcp_received"] = streams
+    report["udp_received"] = sorted(udp_in.recv(100).decode() for _ in sent)
+    wait(lambda: len(udp_rows(window.store, port)) >= len(sent), 10)
+    report["udp_rows"] = [payload.decode() for payload in udp_rows(window.store, port)]
+    whole = sum(map(len, streams.values()))
+    wait(lambda: sum(len(p) for segments in tcp_streams(window.store, port).values() for _, p in segments) >= whole,
+         10)
+    report["tcp_rows"] = [[[seq, payload.decode()] for seq, payload in segments]
+                          for segments in tcp_streams(window.store, port).values()]
+
+    # Held packets of every flow, edited and forwarded, whichever worker holds them.
+    window.client.post("set_intercept", filter=f"udp.DstPort == {port}")
+    time.sleep(0.3)
+    held = hold_one_per_flow(window, sender, port, b"hold", 0)
+    data = {}
+    for entry in held:
+        packet = Packet(bytearray(window.store.raw(entry["row"])))
+        packet.payload = bytes(packet.payload).replace(b"hold", b"EDIT")
+        data[str(entry["id"])] = bytes(packet.raw).hex()
+    window.client.post("forward", ids=[entry["id"] for entry in held], data=data, fix=True)
+    report["edited_received"] = sorted(udp_in.recv(100).decode() for _ in held)
+
+    # One worker killed while every flow has a packet held: only its own are lost.
+    held = hold_one_per_flow(window, sender, port, b"second", len(window.held()))
+    service = report["hello"]["pid"]
+    pool_workers = _spawned_children(service)
+    report["worker_processes"] = len(pool_workers)
+    time.sleep(0.6)     # the pool reads its queues' lengths four times a second: it has seen them held
+    os.kill(pool_workers[0], 9)
+    released_before = sum(len(e["released"]) for e in window.of("held"))
+    wait(lambda: sum(len(e["released"]) for e in window.of("held")) > released_before, 10)
+    time.sleep(0.5)
+    lost = [e for e in held if window.store.verdict(e["row"]) == Verdict.DROPPED]
+    kept = [e for e in held if window.store.verdict(e["row"]) == Verdict.HELD]
+    report["lost"], report["kept"] = len(lost), len(kept)
+    window.client.post("forward_unmodified", ids=[e["id"] for e in kept])
+    got = []
+    try:
+        while True:
+            got.append(udp_in.recv(100).decode())
+    except OSError:
+        pass
+    report["after_kill_received"] = sorted(got)
+    report["kept_sent"] = sorted(bytes(Packet(bytes(window.store.raw(e["row"]))).payload).decode() for e in kept)
+    wait(lambda: window.of("rows")[-1]["stats"].get("workers_restarted") == 1, 20)
+    # The restarted worker takes its flows again.
+    window.client.post("set_intercept", filter="")
+    time.sleep(0.3)
+    for k in range(FLOWS):
+        sender.sendto(b"third %d" % k, (f"127.0.0.{k + 1}", port))
+    report["after_restart_received"] = sorted(udp_in.recv(100).decode() for _ in range(FLOWS))
+    report["stats"] = {key: value for key, value in window.of("rows")[-1]["stats"].items()
+                       if key in ("workers", "workers_restarted", "lost_with_worker", "held_lost_with_worker",
+                                  "held")}
+    window.client.post("stop")
+    wait(lambda: not window.of("state")[-1]["running"], 30)
+    report["errors"] = [e["message"] for e in window.of("error")]
+    window.client.close()
+    return report
+
+
+def _spawned_children(parent: int) -> list[int]:
+    """The worker processes `parent` started (its multiprocessing children other than the resource tracker)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                arguments = cmdline.read()
+        except (OSError, ValueError):
+            continue
+        if ppid == parent and b"spawn_main" in arguments and b"resource_tracker" not in arguments:
+            found.append(int(entry))
+    return sorted(found)
+
+
 def main(argv: list[str]) -> None:
     mode, target, *rest = argv
     if mode == "capture":
         report = capture(target, int(rest[0]), int(rest[1]), *rest[2:])
     elif mode == "refused":
         report = refused(target, int(rest[0]))
+    elif mode == "workers":
+        report = workers(target, int(rest[0]))
     else:
         report = hold(target, int(rest[0]), int(rest[1]))
     print(json.dumps(report), flush=True)

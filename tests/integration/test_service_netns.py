@@ -118,6 +118,40 @@ def test_killing_the_window_while_it_holds_packets_forwards_them_and_removes_the
     assert not our_chains(netns)
 
 
+def test_a_capture_over_two_workers_keeps_every_flow_whole_and_routes_held_packets_to_their_worker(netns):
+    port = 40313
+    window = netns.popen([*SCENARIOS, "workers", "local", str(port)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    report = report_of(window, timeout=180)
+    assert report["state"]["running"] and report["state"]["source"] == "live", report
+    assert report["worker_processes"] == 2
+    # Every datagram and segment captured once, each flow's in the order it was sent.
+    sent = [f"flow {k} datagram {i}" for i in range(10) for k in range(12)]
+    assert report["udp_received"] == sorted(sent)
+    assert sorted(report["udp_rows"]) == sorted(sent)
+    for k in range(12):
+        assert [row for row in report["udp_rows"] if row.startswith(f"flow {k} ")] == \
+            [f"flow {k} datagram {i}" for i in range(10)]
+    assert len(report["tcp_rows"]) == 4
+    for segments in report["tcp_rows"]:
+        sequence = [seq for seq, _ in segments]
+        assert sequence == sorted(set(sequence))
+        text = "".join(payload for _, payload in segments)
+        k = int(text.split()[1])
+        assert text == report["tcp_received"][str(k)] == "".join(f"connection {k} message {i};" for i in range(5))
+    # Held in either worker, edited, forwarded: the receiver gets the edited bytes.
+    assert report["edited_received"] == sorted(f"EDIT {k}" for k in range(12))
+    # A worker killed: the packets it held are lost and counted, the other's still forward.
+    assert 0 < report["lost"] < 12 and report["lost"] + report["kept"] == 12, report
+    assert report["after_kill_received"] == report["kept_sent"]
+    assert report["stats"]["held_lost_with_worker"] == report["lost"]
+    assert report["stats"]["lost_with_worker"] >= report["lost"]
+    assert report["stats"]["workers"] == 2 and report["stats"]["workers_restarted"] == 1
+    assert report["after_restart_received"] == sorted(f"third {k}" for k in range(12))
+    assert report["errors"] == []
+    assert wait_until(lambda: not our_chains(netns), 10), our_chains(netns)
+
+
 def _zombie(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

@@ -17,6 +17,8 @@ from divertgui.service.commands import MAX_RULES, CommandError, validate
     {"type": "set_rules", "rules": [{"kind": "lag", "id": "a", "params": {"ms": 20}}], "version": 2},
     {"type": "set_hold_timeout", "seconds": 0, "action": "drop"},
     {"type": "shutdown"},
+    {"type": "start", "source": "live", "workers": 1},
+    {"type": "start", "source": "live", "workers": "auto"},
 ])
 def test_well_formed_commands_pass(command):
     assert validate(command) is command
@@ -49,6 +51,10 @@ def test_well_formed_commands_pass(command):
     ({"type": "pause", "paused": "yes"}, "pause.paused must be true or false"),
     ({"type": "open"}, "open: missing path"),
     ({"type": "open", "path": 7}, "open.path must be"),
+    ({"type": "start", "workers": 0}, r'start.workers must be "auto" or a whole number from 1 to \d+ \(the cores here\)'),
+    ({"type": "start", "workers": 1 << 20}, r"start.workers must be .*, not 1048576"),
+    ({"type": "start", "workers": "all"}, r"start.workers must be .*, not 'all'"),
+    ({"type": "start", "workers": True}, r"start.workers must be .*, not True"),
 ])
 def test_malformed_commands_are_refused_with_what_and_where(command, says):
     with pytest.raises(CommandError, match=says):

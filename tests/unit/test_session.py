@@ -140,6 +140,9 @@ def test_bad_commands_come_back_as_errors_saying_where(running):
     running.post("inject", data="4500")
     error = running.wait_for(lambda e: e["type"] == "error", "error")
     assert "start a capture first" in error["message"]
+    running.post("start", source="live", mode="sniff", workers=2)
+    error = running.wait_for(lambda e: e["type"] == "error", "error")
+    assert error["where"] == "workers" and "live capture in divert mode" in error["message"]
 
 
 def test_pause_clear_and_stop(running):

@@ -6,7 +6,7 @@ import pytest
 
 from divertgui import cli
 from divertgui.engine.address import Flag
-from divertgui.engine.worker_pool import WorkerPool, WorkerPoolError, _add, worker_count
+from divertgui.engine.worker_pool import WorkerPool, WorkerPoolError, add_counters, worker_count
 
 
 def test_auto_is_the_cores_this_process_may_use():
@@ -26,8 +26,8 @@ def test_the_option_refuses_what_is_not_a_count(capsys):
 
 def test_counters_and_rule_tables_are_summed():
     total = {}
-    _add(total, {"diverted": 3, "rules": [{"name": "lag", "matched": 2}], "first_send_error": "a"})
-    _add(total, {"diverted": 4, "rules": [{"name": "lag", "matched": 5}], "first_send_error": "b"})
+    add_counters(total, {"diverted": 3, "rules": [{"name": "lag", "matched": 2}], "first_send_error": "a"})
+    add_counters(total, {"diverted": 4, "rules": [{"name": "lag", "matched": 5}], "first_send_error": "b"})
     assert total == {"diverted": 7, "rules": [{"name": "lag", "matched": 7}], "first_send_error": "a"}
 
 

@@ -1,0 +1,269 @@
+"""A live capture over several worker processes, as the Session's source.
+
+A WorkerPool spreads the capture filter's packets over N NFQUEUE queues, a
+flow always to the same one; each worker runs a Session of its own on its
+queue (divertgui.engine.worker_session): the rules, the intercept filter and
+the packets it holds stay with the worker whose queue holds their verdicts.
+Here the workers' rows go into the one store, their held packets get ids of
+this capture, and the window's commands go to the worker concerned: verdicts
+and edits to the worker holding the packet, settings to all of them (and
+again to a worker that was restarted). A worker that dies takes the packets
+it held with it, as the kernel drops what an NFQUEUE reader leaves: they are
+shown dropped and counted as held_lost_with_worker; meanwhile its queue fails
+open, and the pool counts the packets that were in it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import multiprocessing
+import queue as queue_module
+import threading
+import time
+from typing import Callable
+
+from divertgui.engine.address import Flag, Layer
+from divertgui.engine.errors import SessionError
+from divertgui.engine.store_record import Verdict
+from divertgui.engine.worker_pool import START_TIMEOUT, STOP_TIMEOUT, WorkerPool, add_counters
+from divertgui.engine.worker_session import WorkerChannels, run_session
+
+MESSAGES_PER_PUMP = 256
+SETTINGS = ("set_rules", "set_intercept", "set_hold_timeout", "pause")   # the latest of each goes to a new worker
+BROADCAST = frozenset({*SETTINGS, "clear", "forward_all", "drop_all"})
+BY_ID = frozenset({"forward", "forward_unmodified", "drop"})
+COMMANDS = BROADCAST | BY_ID | {"inject"}
+WORKERS_ONLY = BY_ID | {"inject", "forward_all", "drop_all"}    # the service's Session holds no packet
+
+
+class PooledCapture:
+    def __init__(self, store, filter_text: str, layer: Layer, priority: int, workers: int,
+                 settings: list[dict], processes_of: Callable[[list, list], list] | None = None):
+        """`settings`: the commands of SETTINGS in force, which the workers take before their first packet."""
+        self.store = store
+        self.workers = workers
+        self._processes_of = processes_of
+        context = multiprocessing.get_context("spawn")
+        self._reports = context.Queue()
+        self._commands = [context.Queue() for _ in range(workers)]
+        channels = [WorkerChannels(self._reports, commands, int(layer), slot)
+                    for slot, commands in enumerate(self._commands)]
+        self._pool = WorkerPool(filter_text, run_session, workers, layer, priority, Flag.FAIL_OPEN,
+                                slot_options=channels)
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run_pool, name="worker-pool", daemon=True)
+        self._settings = {setting["type"]: setting for setting in settings}
+        for commands in self._commands:
+            for setting in settings:
+                commands.put(setting)
+        self._slot_pid: dict[int, int] = {}
+        self._generation: dict[int, int] = {}          # pid -> clears sent to it (its store's generation)
+        self._row_starts: dict[int, list[int]] = {}    # pid -> first row of each batch, its numbering
+        self._row_bases: dict[int, list[int]] = {}     # pid -> the same rows in the store
+        self._stats: dict[int, dict] = {}              # pid -> its session's last counters
+        self._held: dict[int, tuple[int, int, int]] = {}   # id -> (pid, the worker's id, store row)
+        self._ids: dict[tuple[int, int], int] = {}
+        self._next_id = 1
+        self.held_lost = 0
+        self._newly_held: list[dict] = []
+        self._released: list[int] = []
+        self._errors: list[str] = []
+        self._errors_said: set[str] = set()
+
+    # -- running ----------------------------------------------------------------------
+
+    def start(self) -> "PooledCapture":
+        """Starts the workers; returns once packets flow to them, SessionError when they cannot."""
+        self._thread.start()
+        end = time.monotonic() + START_TIMEOUT * 2
+        while not self._ready.is_set() and self._thread.is_alive() and time.monotonic() < end:
+            self._ready.wait(0.05)
+            self.pump(0)
+        if not self._ready.is_set():
+            self.close()
+            raise SessionError(f"the {self.workers} capture workers could not start: "
+                               f"{self._failure or 'they did not start in time'}", "workers")
+        return self
+
+    def _run_pool(self) -> None:
+        try:
+            self._pool.run(self._stop, self._ready.set)
+        except BaseException as exc:   # said by start(), or as the capture's end
+            self._failure = exc
+
+    def close(self) -> None:
+        """Stops diverting; the workers forward what they hold and send their last rows."""
+        self._stop.set()
+        end = time.monotonic() + START_TIMEOUT + STOP_TIMEOUT
+        while self._thread.is_alive() and time.monotonic() < end:
+            self.pump(0.05)
+        self._thread.join(1)
+        self.pump(0)
+        for slot_pid in list(self._slot_pid.values()):
+            self._worker_gone(slot_pid)
+
+    @property
+    def failed(self) -> str:
+        """Why the pool ended by itself, "" while it runs."""
+        if self._thread.is_alive() or self._stop.is_set() or not self._ready.is_set():
+            return ""
+        return str(self._failure or "the capture workers ended")
+
+    # -- from the workers -----------------------------------------------------------------
+
+    def pump(self, timeout: float) -> bool:
+        """Takes what the workers sent, waiting up to `timeout` for the first; whether anything came."""
+        came = False
+        for index in range(MESSAGES_PER_PUMP):
+            try:
+                message = self._reports.get(timeout=timeout) if index == 0 and timeout else \
+                    self._reports.get_nowait()
+            except (queue_module.Empty, EOFError, OSError):
+                break
+            came = True
+            self._take(*message)
+        return came
+
+    def _take(self, kind: str, pid: int, generation: int, *fields) -> None:
+        if kind == "hello":
+            self._worker_started(fields[0], pid)
+            return
+        if pid not in self._generation:
+            return
+        current = generation == self._generation[pid]
+        if kind == "rows" and current:
+            self._append(pid, *fields)
+        elif kind == "verdict" and current:
+            self.store.set_verdict(self._row(pid, fields[0]), fields[1])
+        elif kind == "edited" and current:
+            self.store.set_edited(self._row(pid, fields[0]), fields[1])
+        elif kind == "event":
+            self._event(pid, fields[0], current)
+
+    def _worker_started(self, slot: int, pid: int) -> None:
+        previous = self._slot_pid.get(slot)
+        if previous is not None:
+            self._worker_gone(previous)
+        self._slot_pid[slot] = pid
+        self._generation[pid] = 0
+        self._row_starts[pid], self._row_bases[pid] = [], []
+        commands = self._commands[slot]
+        # Commands its predecessor never read would name packets that are gone.
+        with contextlib.suppress(queue_module.Empty):
+            while True:
+                commands.get_nowait()
+        for message in self._settings.values():
+            commands.put(message)
+
+    def _worker_gone(self, pid: int) -> None:
+        """The packets a worker held when it ended without forwarding them were dropped with its queue."""
+        for ident, (owner, local, row) in list(self._held.items()):
+            if owner == pid:
+                del self._held[ident]
+                del self._ids[owner, local]
+                self.store.set_verdict(row, Verdict.DROPPED)
+                self._released.append(ident)
+                self.held_lost += 1
+        if pid in self._stats:
+            # What it counted stays in the totals; its rows are no longer announced.
+            self._stats[pid] = dict(self._stats[pid], held=0)
+        self._generation.pop(pid, None)
+
+    def _append(self, pid: int, first: int, raws: list, addresses: list, verdicts, wall_ns) -> None:
+        processes = self._processes_of(raws, addresses) if self._processes_of is not None else 0
+        rows = self.store.append_batch(raws, addresses, verdicts, wall_ns, processes)
+        self._row_starts[pid].append(first)
+        self._row_bases[pid].append(rows.start)
+
+    def _row(self, pid: int, row: int) -> int:
+        """The store's row of a worker's row."""
+        starts = self._row_starts[pid]
+        batch = bisect.bisect_right(starts, row) - 1
+        return self._row_bases[pid][batch] + row - starts[batch]
+
+    def _event(self, pid: int, message: dict, current: bool) -> None:
+        kind = message.get("type")
+        if kind == "held":
+            for local in message["released"]:
+                ident = self._ids.pop((pid, local), None)
+                if ident is not None:
+                    del self._held[ident]
+                    self._released.append(ident)
+            if current:
+                for entry in message["held"]:
+                    self._hold(pid, entry["id"], self._row(pid, entry["row"]))
+        elif kind == "rows":
+            self._stats[pid] = message["stats"]
+        elif kind == "error" and message["message"] not in self._errors_said:
+            # Every worker says the same of a setting they all refused: once is enough.
+            self._errors_said.add(message["message"])
+            self._errors.append(message["message"])
+
+    def _hold(self, pid: int, local: int, row: int) -> None:
+        ident = self._ids.get((pid, local))
+        if ident is None:
+            ident = self._ids[pid, local] = self._next_id
+            self._next_id += 1
+        self._held[ident] = (pid, local, row)
+        self._newly_held.append({"id": ident, "row": row})
+
+    def news(self) -> tuple[list[dict], list[int], list[str]]:
+        """Packets held and released, and errors, since the last call."""
+        news = self._newly_held, self._released, self._errors
+        self._newly_held, self._released, self._errors = [], [], []
+        return news
+
+    @property
+    def held(self) -> dict[int, int]:
+        return {ident: row for ident, (_, _, row) in self._held.items()}
+
+    def stats(self) -> tuple[dict, dict]:
+        """The workers' sessions' counters summed, each worker once; and their handles' as the pool sums them."""
+        sessions: dict = {}
+        for stats in list(self._stats.values()):
+            add_counters(sessions, stats)
+        handles: dict = {}
+        with contextlib.suppress(RuntimeError):    # the pool's thread added a worker meanwhile
+            handles = self._pool.totals()
+        handles["held_lost_with_worker"] = self.held_lost
+        return sessions, handles
+
+    # -- to the workers -----------------------------------------------------------------
+
+    def carry_out(self, command: dict) -> None:
+        kind = command["type"]
+        if kind in BY_ID:
+            self._by_id(command)
+            return
+        if kind == "inject":
+            self._commands[0].put(command)
+            return
+        if kind in SETTINGS:
+            self._settings[kind] = command
+        if kind == "clear":
+            for pid in self._generation:
+                self._generation[pid] += 1
+                self._row_starts[pid], self._row_bases[pid] = [], []
+            # Held packets stay held, with their ids: their workers announce their rows in the emptied store.
+        self._errors_said.clear()
+        for commands in self._commands:
+            commands.put(command)
+
+    def _by_id(self, command: dict) -> None:
+        data = command.get("data") or {}
+        per_worker: dict[int, dict] = {}
+        for ident in command.get("ids", ()):
+            held = self._held.get(int(ident))
+            if held is None:
+                raise SessionError(f"no held packet has id {ident} (already released or expired)", "held")
+            pid, local, _ = held
+            routed = per_worker.setdefault(pid, {**command, "ids": [], "data": {}})
+            routed["ids"].append(local)
+            if str(ident) in data:
+                routed["data"][str(local)] = data[str(ident)]
+        slot_of = {pid: slot for slot, pid in self._slot_pid.items()}
+        for pid, routed in per_worker.items():
+            self._commands[slot_of[pid]].put(routed)
