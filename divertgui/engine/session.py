@@ -204,8 +204,8 @@ class Session:
     # -- moving packets -----------------------------------------------------------------
 
     def _pump_pool(self) -> None:
-        self._pool.pump(RECV_TIMEOUT)
-        self._take_pool_news()
+        if self._pool.pump(RECV_TIMEOUT):
+            self._take_pool_news()
         if self._pool.failed:
             self._error(f"live capture stopped: {self._pool.failed}", "workers")
             self._close_source(f"live capture stopped: {self._pool.failed}")

@@ -130,7 +130,7 @@ def test_the_workers_of_capture_options_reach_the_service_which_captures_over_th
         start_live_capture(qtbot, window, f"udp.DstPort == {port}", f"udp.DstPort == {port}")
         sender.sendto(b"held by a worker", ("127.0.0.1", port))
         qtbot.waitUntil(lambda: window.queue_model.rowCount() == 1, timeout=10000)
-        assert window.session_stats.get("workers") == 2
+        qtbot.waitUntil(lambda: window.session_stats.get("workers") == 2, timeout=5000)
         window.intercept.forward_all()
         data, _ = receiver.recvfrom(65535)
         assert data == b"held by a worker"
