@@ -71,6 +71,8 @@ NF_DROP, NF_ACCEPT, NF_REPEAT = 0, 1, 4
 # linux/netfilter.h hooks, as reported in the packet header
 NF_INET_PRE_ROUTING, NF_INET_LOCAL_IN, NF_INET_FORWARD, NF_INET_LOCAL_OUT, NF_INET_POST_ROUTING = range(5)
 
+SO_TIMESTAMP_OLD = 29                         # asm-generic/socket.h: SO_TIMESTAMP with a struct timeval
+
 U32 = struct.Struct("!I")
 U16 = struct.Struct("!H")
 
@@ -92,7 +94,7 @@ class NetfilterPacket(NamedTuple):
     mark: int
     indev: int              # ifindex, 0 when absent
     outdev: int
-    timestamp: tuple | None  # (sec, usec) when the kernel stamped the packet
+    timestamp: tuple | None  # (sec, usec) on the wall clock when the kernel stamped the packet
     payload: bytes
     skb_info: int           # NFQA_SKB_* bits
     cap_len: int            # original length when the copy was cut short, else len(payload)
@@ -550,6 +552,10 @@ class NetfilterSocket:
             raise PermissionError(exc.errno, "opening a netfilter netlink socket needs CAP_NET_ADMIN") from exc
         self.sock.bind((0, 0))
         self._grow_receive_buffer(receive_buffer)
+        # Any socket asking for receive timestamps makes the kernel stamp every arriving
+        # packet (as a packet capture's socket does), and then nfnetlink_queue hands the
+        # stamp up (NFQA_TIMESTAMP); netlink itself delivers no timestamp to this socket.
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMP_OLD, 1)
         self._buffer = bytearray(max(256 * 1024, largest_datagram))
         self._view = memoryview(self._buffer)
         self._batches = (DatagramBatchReader(self.sock.fileno(), largest_datagram, datagrams_per_read)

@@ -43,6 +43,7 @@ QUEUE_NUMBER_SPAN = 0x3000
 OUTBOUND_HOOKS = (netlink.NF_INET_LOCAL_OUT, netlink.NF_INET_POST_ROUTING)
 # Captured is a NamedTuple: building the tuple directly skips its Python-level __new__.
 _new_captured = tuple.__new__
+_monotonic_ns = time.monotonic_ns
 NF_HOOKS = {"P": netlink.NF_INET_PRE_ROUTING, "I": netlink.NF_INET_LOCAL_IN,
             "O": netlink.NF_INET_LOCAL_OUT, "F": netlink.NF_INET_FORWARD}
 # thread-self: a thread may have entered another network namespace than the process.
@@ -52,6 +53,13 @@ RULE_HITS_PERIOD = 0.5
 PASS_CHUNK = 64
 # The buffer in which NFLOG gathers copies before it sends them.
 LOG_BUFFER_SIZE = 128 * 1024
+
+
+def _clocks() -> tuple[int, int]:
+    """(the monotonic clock now, how far the wall clock is ahead of it), in ns: the kernel
+    stamps packets on the wall clock, Address.timestamp is on the monotonic one."""
+    now = time.monotonic_ns()
+    return now, time.time_ns() - now
 
 
 def check_prerequisites() -> None:
@@ -277,7 +285,7 @@ class NfqueueBackend(Backend):
         packets = self.sock.read_messages(parse, limit)
         if not packets:
             return
-        now = time.monotonic_ns()
+        now, real_offset = _clocks()
         releases: list[tuple[int, int]] = []
         drops: list[int] = []
         keep = self._ready.append
@@ -292,7 +300,7 @@ class NfqueueBackend(Backend):
                 self._next_id = packet_id + 1
             elif packet.log_seq >= 0:
                 self._note_log_seq(packet.log_seq)
-            address = address_of(packet, now)
+            address = address_of(packet, now, real_offset)
             ipv6 = address.ipv6
             if (not exact_everywhere and (6 if ipv6 else 4, hook) not in exact_at
                     and not self._matches(payload, address)):
@@ -332,7 +340,9 @@ class NfqueueBackend(Backend):
         if dropped:
             self.sock.send(b"".join(netlink.verdict(self.queue, i, netlink.NF_DROP) for i in dropped))
 
-    def _address_of(self, packet: netlink.NetfilterPacket, arrival_ns: int) -> Address:
+    def _address_of(self, packet: netlink.NetfilterPacket, read_ns: int, real_offset: int) -> Address:
+        """The packet's address; `read_ns` is when its batch was read and `real_offset` the
+        wall clock's lead over the monotonic clock then (_clocks)."""
         if self.layer == Layer.NETWORK_FORWARD:
             # As WinDivert has it: a forwarded packet is outbound, on the interface it leaves by.
             outbound, if_idx = True, packet.outdev
@@ -350,10 +360,18 @@ class NfqueueBackend(Backend):
             # and NFLOG copies a packet of this host before its offloaded
             # checksums are filled in (CHECKSUM_PARTIAL).
             ip_ok, tcp_ok, udp_ok = checksums_valid(payload)
+        kernel_time = packet.timestamp
+        if kernel_time is None:
+            # Not stamped by the kernel (see driver/README.md): the time this packet is read.
+            stamp = _monotonic_ns()
+        else:
+            # The kernel's wall-clock stamp on the monotonic clock; never later than the read,
+            # should the wall clock have been set back since.
+            stamp = min(kernel_time[0] * 1_000_000_000 + kernel_time[1] * 1000 - real_offset, read_ns)
         # Positional, in Address's field order: this runs once per packet.
         return Address(outbound, outbound and if_idx == self._lo_index, bool(packet.mark & INJECTED_MARK),
-                       bool(payload) and payload[0] >> _VERSION_SHIFT == 6, if_idx, 0, arrival_ns, self._sniffing, self.layer,
-                       Event.PACKET, ip_ok, tcp_ok, udp_ok)
+                       bool(payload) and payload[0] >> _VERSION_SHIFT == 6, if_idx, 0, stamp, self._sniffing,
+                       self.layer, Event.PACKET, ip_ok, tcp_ok, udp_ok)
 
     def _note_id_gap(self, packet_id: int) -> None:
         # Queue ids go up by one per queued packet. A gap is a message the
@@ -483,6 +501,7 @@ class NfqueueBackend(Backend):
     def _pass_entries(self, entries: list) -> int:
         """Release what was read; entries are summaries, or whole packets the filter must judge."""
         next_id, rejected_ids = self._next_id, set()
+        now, real_offset = _clocks()
         marks = []
         keep = marks.append
         for entry in entries:
@@ -497,7 +516,7 @@ class NfqueueBackend(Backend):
             # The kernel could not test this one exactly; the filter decides
             # whether it counts as diverted or rejected (offered to the next
             # handle of this priority level).
-            if not self._matches(entry.payload, self._address_of(entry, time.monotonic_ns())):
+            if not self._matches(entry.payload, self._address_of(entry, now, real_offset)):
                 rejected_ids.add(packet_id)
             keep(entry.mark)
         self._next_id = next_id
