@@ -11,13 +11,15 @@ from typing import NamedTuple
 
 import numpy as np
 
+from divertgui.engine.processes import key_host, key_pid, process_keys
 from divertgui.engine.store import CaptureStore, Verdict
 
 
 class ProcessTotals(NamedTuple):
-    """One entry per process (by pid), arrays in the order of `pids`."""
+    """One entry per process (a pid on its host), arrays in the order of `pids`."""
 
     pids: np.ndarray
+    hosts: np.ndarray            # store host indexes
     names: list[str]
     users: list[str]
     packets: np.ndarray
@@ -34,16 +36,17 @@ class ProcessTotals(NamedTuple):
         return f"{self.names[i]} ({int(self.pids[i])})"
 
 
-# Mixes a pid into a conversation id, so that one sorted array of 64-bit keys holds the
+# Mixes a process key into a conversation id, so that one sorted array of 64-bit keys holds the
 # (process, conversation) pairs seen: two pairs share a key as rarely as two conversations do.
-_PID_MIX = np.uint64(0x9E3779B97F4A7C15)
+_PROCESS_MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
 class _Sums:
-    """Packets, bytes each way and flows per pid, added a batch of rows at a time."""
+    """Packets, bytes each way and flows per process key (processes.process_keys), added a batch
+    of rows at a time."""
 
     def __init__(self) -> None:
-        self.pids = np.zeros(0, np.int64)                  # sorted
+        self.keys = np.zeros(0, np.int64)                  # sorted
         self.packets = np.zeros(0, np.int64)
         self.bytes_out = np.zeros(0, np.int64)
         self.bytes_in = np.zeros(0, np.int64)
@@ -55,16 +58,16 @@ class _Sums:
         index = columns["process"].astype(np.int64)
         known = index != 0
         self.unattributed += int((~known).sum())
-        pids = store.processes.pids()[index[known]]
-        self._take_pids(np.unique(pids))
-        slot = np.searchsorted(self.pids, pids)
+        processes = process_keys(store.processes, index[known], columns["host"][known])
+        self._take_keys(np.unique(processes))
+        slot = np.searchsorted(self.keys, processes)
         length = columns["length"][known].astype(np.int64)
         outbound = columns["outbound"][known]
-        count = len(self.pids)
+        count = len(self.keys)
         self.packets += np.bincount(slot, minlength=count)
         self.bytes_out += np.bincount(slot, weights=np.where(outbound, length, 0), minlength=count).astype(np.int64)
         self.bytes_in += np.bincount(slot, weights=np.where(outbound, 0, length), minlength=count).astype(np.int64)
-        keys = columns["conversation"][known].astype(np.uint64) ^ pids.astype(np.uint64) * _PID_MIX
+        keys = columns["conversation"][known].astype(np.uint64) ^ processes.astype(np.uint64) * _PROCESS_MIX
         keys, first = np.unique(keys, return_index=True)
         at = np.searchsorted(self._pairs, keys)
         seen = at < len(self._pairs)
@@ -72,30 +75,30 @@ class _Sums:
         self.flows += np.bincount(slot[first[~seen]], minlength=count)
         self._pairs = np.insert(self._pairs, at[~seen], keys[~seen])
 
-    def _take_pids(self, pids: np.ndarray) -> None:
-        merged = np.union1d(self.pids, pids)
-        if len(merged) == len(self.pids):
+    def _take_keys(self, keys: np.ndarray) -> None:
+        merged = np.union1d(self.keys, keys)
+        if len(merged) == len(self.keys):
             return
-        at = np.searchsorted(merged, self.pids)
+        at = np.searchsorted(merged, self.keys)
         for name in ("packets", "bytes_out", "bytes_in", "flows"):
             grown = np.zeros(len(merged), np.int64)
             grown[at] = getattr(self, name)
             setattr(self, name, grown)
-        self.pids = merged
+        self.keys = merged
 
-    def totals(self, store: CaptureStore, held_processes: np.ndarray) -> ProcessTotals:
-        """The totals, with `held_processes` (the process column of the rows held now) counted as held."""
-        held_pids = store.processes.pids()[held_processes[held_processes != 0].astype(np.int64)]
-        held_slots = np.searchsorted(self.pids, held_pids)
-        latest = [store.processes.of_pid(int(pid)) for pid in self.pids]
+    def totals(self, store: CaptureStore, held: np.ndarray) -> ProcessTotals:
+        """The totals, with `held` (the process keys of the rows held now) counted as held."""
+        held_slots = np.searchsorted(self.keys, held[held != 0])
+        pids = key_pid(self.keys)
+        latest = [store.processes.of_pid(int(pid)) for pid in pids]
         return ProcessTotals(
-            pids=self.pids.copy(), names=[p.name for p in latest], users=[p.user for p in latest],
+            pids=pids, hosts=key_host(self.keys), names=[p.name for p in latest], users=[p.user for p in latest],
             packets=self.packets.copy(), flows=self.flows.copy(), bytes_out=self.bytes_out.copy(),
-            bytes_in=self.bytes_in.copy(), held=np.bincount(held_slots, minlength=len(self.pids)).astype(np.int64),
+            bytes_in=self.bytes_in.copy(), held=np.bincount(held_slots, minlength=len(self.keys)).astype(np.int64),
             unattributed=self.unattributed)
 
 
-_COLUMNS = ("process", "length", "outbound", "conversation")
+_COLUMNS = ("process", "host", "length", "outbound", "conversation")
 
 
 def process_totals(store: CaptureStore, rows: np.ndarray | None = None) -> ProcessTotals:
@@ -105,7 +108,8 @@ def process_totals(store: CaptureStore, rows: np.ndarray | None = None) -> Proce
         columns = {name: values[rows] for name, values in columns.items()}
     sums = _Sums()
     sums.add(store, columns)
-    return sums.totals(store, columns["process"][columns["verdict"] == Verdict.HELD])
+    held = columns["verdict"] == Verdict.HELD
+    return sums.totals(store, process_keys(store.processes, columns["process"][held], columns["host"][held]))
 
 
 class ProcessTally:
@@ -135,8 +139,9 @@ class ProcessTally:
                 self._done = count
             held = np.flatnonzero(store.column("verdict", 0, count) == Verdict.HELD)
             processes = np.array([store.value("process", int(row)) for row in held], np.int64)
+            hosts = np.array([store.value("host", int(row)) for row in held], np.int64)
         except IndexError:
             # Emptied while being read: the next call starts again on the new capture.
             self._start()
-            processes = np.zeros(0, np.int64)
-        return self._sums.totals(store, processes)
+            processes = hosts = np.zeros(0, np.int64)
+        return self._sums.totals(store, process_keys(store.processes, processes, hosts))

@@ -133,6 +133,28 @@ class ProcessList:
         return [i for i, p in enumerate(self._entries) if p is not None and p.pid == pid]
 
 
+# A process is its pid on its host: pids of different machines are different processes.
+PID_BITS = 32
+
+
+def process_keys(processes: ProcessList, indexes: np.ndarray, hosts: np.ndarray) -> np.ndarray:
+    """A key per row for its process on its host, from the store's process and host columns;
+    0 for a row of no process."""
+    indexes = np.asarray(indexes, np.int64)
+    pids = processes.pids()[indexes]
+    return np.where(indexes == 0, 0, np.asarray(hosts, np.int64) << PID_BITS | pids)
+
+
+def key_pid(keys):
+    """The pid of process keys (process_keys)."""
+    return keys & ((1 << PID_BITS) - 1)
+
+
+def key_host(keys):
+    """The host index of process keys (process_keys)."""
+    return keys >> PID_BITS
+
+
 # A flow: (protocol, local address, local port, remote address, remote port), addresses as
 # 16 bytes (IPv4 as IPv4-mapped IPv6).
 FlowKey = tuple

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import numpy as np
 
+from divertgui.engine.processes import key_host, key_pid, process_keys
+
 if TYPE_CHECKING:
     from divertgui.engine.store import CaptureStore
 
@@ -111,27 +113,22 @@ def _hosts(store: CaptureStore, indexes: np.ndarray) -> np.ndarray:
     return indexes.astype(np.int64)
 
 
-def _host_label(store: CaptureStore, index: int) -> str:
+def host_label(store: CaptureStore, index: int) -> str:
     return store.hosts.name(index) or "this window"
 
 
 # By capture service: every row has one (index 0, the window's own session, included).
-BY_HOST = KeyColumn(("host",), _hosts, _host_label)
-
-# A process is its pid on its host: pids of different machines are different processes.
-_PID_BITS = 32
-
+BY_HOST = KeyColumn(("host",), _hosts, host_label)
 
 def _processes(store: CaptureStore, indexes: np.ndarray, hosts: np.ndarray) -> np.ndarray:
-    pids = store.processes.pids()[indexes.astype(np.int64)]
-    return np.where(indexes == 0, 0, hosts.astype(np.int64) << _PID_BITS | pids)
+    return process_keys(store.processes, indexes, hosts)
 
 
 def _process_label(store: CaptureStore, key: int) -> str:
-    pid, host = key & ((1 << _PID_BITS) - 1), key >> _PID_BITS
+    pid, host = key_pid(key), key_host(key)
     process = store.processes.of_pid(pid)
     label = process.label() if process is not None else f"({pid})"
-    return f"{label} on {_host_label(store, host)}" if len(store.hosts) > 1 else label
+    return f"{label} on {host_label(store, host)}" if len(store.hosts) > 1 else label
 
 
 # By pid on its host: a process named again (after exec) stays one series, under its latest name.

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog,
 from divertgui.engine.conversations import Conversations, Endpoints, conversations, endpoints, protocol_name
 from divertgui.engine.process_totals import ProcessTotals, process_totals
 from divertgui.models.array_table import ArrayTableModel, Column
-from divertgui.views.processes_view import process_columns, process_table
+from divertgui.views.processes_view import process_columns, process_table, show_hosts
 
 RowsProvider = Callable[[bool], "np.ndarray | None"]
 
@@ -136,7 +136,8 @@ class ConversationsDialog(QDialog):
         self.conversations = conversations(self.store, rows)
         self.endpoints = endpoints(self.store, rows)
         self.processes = process_totals(self.store, rows)
-        self.process_model.set_columns(process_columns(self.processes), len(self.processes))
+        self.process_model.set_columns(process_columns(self.processes, self.store), len(self.processes))
+        show_hosts(self.process_table, self.processes)
         self.conversation_model.set_columns(conversation_columns(self.conversations), len(self.conversations))
         self.endpoint_model.set_columns(endpoint_columns(self.endpoints), len(self.endpoints))
         for view in (self.conversation_table, self.endpoint_table, self.process_table):

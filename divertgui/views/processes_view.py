@@ -11,16 +11,19 @@ from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QAbstractItemView, QLabel, QTableView, QVBoxLayout, QWidget
 
 from divertgui.engine.process_totals import ProcessTally, ProcessTotals
+from divertgui.engine.traffic_by_key import host_label
 from divertgui.models.array_table import ArrayTableModel, Column
 
 REFRESH_MS = 1000
 
 
-def process_columns(t: ProcessTotals) -> list[Column]:
+def process_columns(t: ProcessTotals, store) -> list[Column]:
+    """The columns of a process table; the last, Host, is for show_hosts to show or hide."""
     def count(values: np.ndarray):
         return lambda i: f"{int(values[i]):,}"
 
     names = np.array(t.names, dtype=object)
+    hosts = np.array([host_label(store, int(host)) for host in t.hosts], dtype=object)
     return [
         Column("Process", lambda i: t.names[i], (names,), False),
         Column("PID", count(t.pids), (t.pids,)),
@@ -30,7 +33,13 @@ def process_columns(t: ProcessTotals) -> list[Column]:
         Column("Bytes Out", count(t.bytes_out), (t.bytes_out,)),
         Column("Bytes In", count(t.bytes_in), (t.bytes_in,)),
         Column("Held", count(t.held), (t.held,)),
+        Column("Host", lambda i: hosts[i], (hosts,), False),
     ]
+
+
+def show_hosts(view: QTableView, t: ProcessTotals) -> None:
+    """The Host column only when the processes come from more than one host."""
+    view.setColumnHidden(view.model().columnCount() - 1, len(np.unique(t.hosts)) < 2)
 
 
 def process_table(model: ArrayTableModel, parent) -> QTableView:
@@ -92,12 +101,14 @@ class ProcessesView(QWidget):
         header = self.table.horizontalHeader()
         column, order = header.sortIndicatorSection(), header.sortIndicatorOrder()
         totals = self.tally.totals(self.count())
-        same = self.totals is not None and np.array_equal(totals.pids, self.totals.pids)
+        same = self.totals is not None and np.array_equal(totals.pids, self.totals.pids) \
+            and np.array_equal(totals.hosts, self.totals.hosts)
         self.totals = totals
         if same:
-            self.model.replace_values(process_columns(totals))
+            self.model.replace_values(process_columns(totals, self.store))
         else:
-            self.model.set_columns(process_columns(totals), len(totals))
+            self.model.set_columns(process_columns(totals, self.store), len(totals))
+        show_hosts(self.table, totals)
         if 0 <= column < len(self.model.COLUMNS):
             self.model.sort(column, order)
         if selected is not None:
