@@ -86,9 +86,11 @@ class StackedPlot:
         """One row of `series` per curve from the first; curves beyond its rows are emptied."""
         totals = np.cumsum(series, axis=0)
         for curve, y in zip(self.curves, totals):
-            curve.setData(x, y)
+            curve.setData(x, y, skipFiniteCheck=True)
         for curve in self.curves[len(totals):]:
-            curve.setData([], [])
+            # An emptied curve stays empty without a new setData: each one re-lays out its plot.
+            if curve.xData is not None and len(curve.xData):
+                curve.setData([], [])
 
     def set_colours(self, colours) -> None:
         for i, colour in enumerate(colours):
@@ -232,6 +234,8 @@ class ChartsPanel(QWidget):
         self.window_spin.setSuffix(" s window")
         self.following = True
         self._x_range = None
+        # What the charts show was drawn from (see _drawn_from): the same again draws nothing.
+        self._drawn: tuple | None = None
         for plot in self.time_plots():
             plot.getPlotItem().getViewBox().sigRangeChangedManually.connect(self._user_zoomed)
 
@@ -291,6 +295,8 @@ class ChartsPanel(QWidget):
     def follow(self) -> None:
         self.following = True
         self._x_range = None
+        # What the charts show was drawn from (see _drawn_from): the same again draws nothing.
+        self._drawn: tuple | None = None
         for plot in self.time_plots():
             plot.enableAutoRange(y=True)
         self.redraw()
@@ -315,18 +321,36 @@ class ChartsPanel(QWidget):
         if not current * 0.5 <= top <= current:
             plot.setYRange(0, top * 1.2, padding=0)
 
+    def split_chart(self) -> SplitChart:
+        """The split chart in front; the one behind its tab is not drawn."""
+        return self.split_tabs.currentWidget()
+
+    def _drawn_from(self, seconds: float) -> tuple:
+        """Everything a redraw depends on: the rows taken in, the time axis, the controls."""
+        stats = self.stats
+        return (stats.generation, stats.processed, stats.bins, stats.live, seconds, self.following,
+                self.split_units.currentIndex(), self.split_tabs.currentIndex())
+
     def redraw(self) -> None:
-        """Draws the current arrays; called by a timer (>= 4 per second) unless paused."""
-        if self.paused:
+        """Draws the current arrays; called by a timer (>= 4 per second). Draws nothing while
+        paused, while the panel is closed, or when nothing it shows has changed since the last
+        redraw: each drawing re-lays out and repaints the plots, the GUI thread's longest work
+        after the packet list's."""
+        if self.paused or not self.isVisibleTo(self.window()):
             return
         seconds = self.window_spin.value() if self.following else max(self.stats.seconds, 1.0)
+        drawn = self._drawn_from(seconds)
+        if drawn == self._drawn:
+            self._draw_delays()
+            return
+        self._drawn = drawn
         x, packets, size, inbound, outbound = self.stats.window(seconds)
-        process_peak = self.process_chart.draw(seconds)
-        host_peak = self.host_chart.draw(seconds) if self.split_tabs.isTabVisible(1) else 0.0
+        split = self.split_chart()
+        split_peak = split.draw(seconds)
         self.packets_stack.set_data(x, packets)
         self.bytes_stack.set_data(x, size)
-        self.inbound_curve.setData(x, inbound)
-        self.outbound_curve.setData(x, outbound)
+        self.inbound_curve.setData(x, inbound, skipFiniteCheck=True)
+        self.outbound_curve.setData(x, outbound, skipFiniteCheck=True)
         if self.following:
             self._follow_x(x)
         if self.following and len(x):
@@ -334,7 +358,7 @@ class ChartsPanel(QWidget):
             for plot, peak in ((self.packets_plot, packets.sum(axis=0).max()),
                                (self.bytes_plot, size.sum(axis=0).max()),
                                (self.direction_plot, max(inbound.max(), outbound.max())),
-                               (self.process_chart.plot, process_peak), (self.host_chart.plot, host_peak)):
+                               (split.plot, split_peak)):
                 self._fit_height(plot, max(1.0, float(peak)) * 1.15)
         self._show_conversations(self.stats.top_conversations(8))
         self._draw_delays()
