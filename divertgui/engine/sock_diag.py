@@ -47,8 +47,10 @@ class SocketDiag:
     def close(self) -> None:
         self._sock.close()
 
-    def lookup(self, protocol: int, local: bytes, lport: int, remote: bytes, rport: int) -> tuple[int, int] | None:
-        """(inode, uid) of the socket a packet of this flow belongs to, None when none does.
+    def lookup(self, protocol: int, local: bytes, lport: int, remote: bytes, rport: int,
+               cookie: int | None = None) -> tuple[int, int] | None:
+        """(inode, uid) of the socket a packet of this flow belongs to, None when none does
+        (or, given its `cookie`, when the socket found is another one).
 
         Addresses are 16 bytes, IPv4 as IPv4-mapped IPv6."""
         if local.startswith(IPV4_MAPPED_PREFIX):
@@ -61,16 +63,18 @@ class SocketDiag:
             ids = PORTS.pack(rport, lport) + remote + local
         else:
             ids = PORTS.pack(lport, rport) + local + remote
-        found = self._ask(family, protocol, ids)
+        found = self._ask(family, protocol, ids, cookie)
         if found is not None and not found[0] and protocol == IPPROTO_TCP:
             # A connection not accepted yet has no file: the listener's process will accept it.
             found = self._ask(family, protocol, PORTS.pack(lport, 0) + local + bytes(16))
         return found if found is not None and found[0] else None
 
-    def _ask(self, family: int, protocol: int, ids: bytes) -> tuple[int, int] | None:
+    def _ask(self, family: int, protocol: int, ids: bytes, cookie: int | None = None) -> tuple[int, int] | None:
         self._seq = (self._seq + 1) & 0xFFFFFFFF
-        body = REQUEST.pack(family, protocol, 0, 0, ALL_STATES) + ids \
-            + TAIL.pack(0, INET_DIAG_NOCOOKIE, INET_DIAG_NOCOOKIE)
+        # With a cookie the kernel answers ESTALE when the socket it finds is not that one.
+        cookie_words = (INET_DIAG_NOCOOKIE, INET_DIAG_NOCOOKIE) if cookie is None \
+            else (cookie & 0xFFFFFFFF, cookie >> 32)
+        body = REQUEST.pack(family, protocol, 0, 0, ALL_STATES) + ids + TAIL.pack(0, *cookie_words)
         self._sock.send(NLMSGHDR.pack(NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST,
                                       self._seq, 0) + body)
         while True:
@@ -80,7 +84,7 @@ class SocketDiag:
                 break
         if kind == NLMSG_ERROR:
             code = -ERROR_CODE.unpack_from(data, NLMSGHDR.size)[0]
-            if code in (errno.ENOENT, 0):
+            if code in (errno.ENOENT, errno.ESTALE, 0):
                 return None
             raise OSError(code, f"socket diagnostics lookup: {errno.errorcode.get(code, code)}")
         uid, inode = UID_INODE.unpack_from(data, UID_AT)

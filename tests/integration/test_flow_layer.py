@@ -217,3 +217,40 @@ def test_a_udp_flow_of_an_ipv4_header_with_options_has_its_ports(netns, own_cgro
         events = events_until(handle, lambda seen: len(seen) >= 2)
     assert [(a.event, a.outbound, a.flow.process_id, a.flow.local_port) for a in events] == \
         [(Event.FLOW_ESTABLISHED, True, pid, int(sender.stdout)), (Event.FLOW_DELETED, True, pid, int(sender.stdout))]
+
+
+# A UDP socket bound before the FLOW handle opens: it answers one datagram, then stays open
+# for a while (the cgroup fixture ends it).
+EARLY_UDP_SERVER = textwrap.dedent("""
+    import socket, sys
+    open("/proc/self/comm", "w").write("early-udp")
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", int(sys.argv[1])))
+    print("bound", flush=True)
+    data, peer = server.recvfrom(100)
+    server.sendto(b"ok", peer)
+    server.settimeout(20)
+    try:
+        server.recvfrom(100)
+    except OSError:
+        pass
+""")
+
+
+def test_a_udp_socket_created_before_the_handle_opened_has_its_process_while_it_exists(netns, own_cgroup):
+    """The kernel programs never saw it created (ProcessId 0); socket diagnostics find it by its
+    5-tuple and cookie in the namespace the handle was opened in."""
+    port = 8095
+    server = start_in(netns, own_cgroup, sys.executable, "-c", EARLY_UDP_SERVER, str(port))
+    assert server.stdout.readline().strip() == "bound"
+    with netns.entered():
+        handle = _flow_handle(own_cgroup, f"udp and (localPort == {port} or remotePort == {port})")
+    with handle:
+        _pid, result = run_in(netns, own_cgroup, "sh", "-c", f"printf hi | nc -u -w 5 -W 1 127.0.0.1 {port}")
+        assert result.stdout == "ok", result.stderr
+        events = events_until(handle, lambda seen: len(seen) >= 2)
+    # nc's flow, and the server's (its reply is the same flow).
+    server_flows = [a for a in events if a.flow.local_port == port]
+    assert [(a.event, a.outbound) for a in server_flows] == [(Event.FLOW_ESTABLISHED, False)], events
+    assert {(a.flow.process_id, a.flow.process_name) for a in server_flows} == {(server.pid, "early-udp")}
+    assert {a.flow.process_name for a in events if a.flow.local_port != port} == {"nc"}

@@ -21,6 +21,7 @@ import dataclasses
 import os
 
 from divertgui.engine.address import Address, Event, Flag, Layer
+from divertgui.engine.earlier_sockets import EarlierSockets
 from divertgui.engine.errors import BpfError, SocketLayerError
 from divertgui.engine.filter.assume import possible, possible_with
 from divertgui.engine.header_fields import IPPROTO_TCP, IPPROTO_UDP
@@ -210,7 +211,19 @@ class FlowBackend(SocketBackend):
     def __init__(self, cgroup: str | None = None):
         super().__init__(cgroup)
         self._udp_flows = OpenUdpFlows()
+        self._earlier: EarlierSockets | None = None
         self._stats["forgotten"] = 0
+
+    def open(self, filter, layer: Layer, priority: int, flags: Flag, params) -> None:
+        super().open(filter, layer, priority, flags, params)
+        # Made here: its lookups speak of the opening thread's network namespace.
+        self._earlier = EarlierSockets()
+
+    def close(self) -> None:
+        super().close()
+        if self._earlier is not None:
+            self._earlier.close()
+            self._earlier = None
 
     def programs(self, tree, maps: programs.Maps, flags: Flag) -> list[programs.Program]:
         wanted = [programs.sock_create(maps)]
@@ -232,6 +245,8 @@ class FlowBackend(SocketBackend):
             closed, _ = to_address(raw)
             return [(flow, False) for flow in self._udp_flows.close(closed.flow.endpoint_id, closed.timestamp)]
         address, blocked = to_address(raw)
+        if not address.flow.process_id and self._earlier is not None:
+            self._earlier.fill(address.flow)        # a socket created before the handle opened
         if address.flow.protocol == IPPROTO_UDP:
             self._stats["forgotten"] += self._udp_flows.open(address)
         return [(address, blocked)]
