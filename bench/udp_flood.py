@@ -39,11 +39,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 from divertgui.engine.backends.netlink import IoVec, MMsgHdr  # noqa: E402  (the ctypes layouts of mmsghdr)
 
-REPO = Path(__file__).resolve().parents[1]
 FLOOD_PORT, CONTROL_PORT, OTHER_PORT = 47001, 47002, 47003
 SENDER_ADDR, RECEIVER_ADDR = "10.99.0.1", "10.99.0.2"
 FLOWS = 16
@@ -54,8 +54,8 @@ RECEIVE_SLOTS = 256
 WARM_UP = 0.5                   # seconds of flood before counting starts
 STALL = 0.2                     # seconds without an ack after which the window is assumed lost
 DRAIN = 2.0                     # seconds after the run for the last packets to arrive
-FINAL = struct.Struct("!Q")     # a count, on the control port
-FINAL_ANSWER = struct.Struct("!Qd")     # the receiver's last count and its CPU seconds
+ACK = struct.Struct("!Q")       # the receiver's count so far, on the control port
+FINAL_ANSWER = struct.Struct("!Qd")     # its count and CPU seconds, asked for after the run
 SO_RCVBUFFORCE = 33
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -117,7 +117,7 @@ def run_sender(seconds: float, window: int, batch: int) -> None:
             acked = sent        # what was lost is never acked: carry on, counted at the end
         try:
             while True:
-                acked = max(acked, FINAL.unpack(control.recv(64)[:8])[0])
+                acked = max(acked, ACK.unpack(control.recv(64)[:8])[0])
         except BlockingIOError:
             pass
         now = time.monotonic()
@@ -189,12 +189,12 @@ def run_receiver() -> None:
         if got > 0:
             received += got
             if received - acked >= ACK_EVERY:
-                control.sendto(FINAL.pack(received), sender)
+                control.sendto(ACK.pack(received), sender)
                 acked = received
             continue
         _check(got, "recvmmsg")
         if received != acked:
-            control.sendto(FINAL.pack(received), sender)
+            control.sendto(ACK.pack(received), sender)
             acked = received
         try:
             request, peer = control.recvfrom(64)
