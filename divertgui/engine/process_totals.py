@@ -51,6 +51,7 @@ class _Sums:
         self.bytes_out = np.zeros(0, np.int64)
         self.bytes_in = np.zeros(0, np.int64)
         self.flows = np.zeros(0, np.int64)
+        self.latest = np.zeros(0, np.int64)                # the last process index (its name) of each key
         self._pairs = np.zeros(0, np.uint64)               # sorted (pid, conversation) keys seen
         self.unattributed = 0
 
@@ -64,6 +65,8 @@ class _Sums:
         length = columns["length"][known].astype(np.int64)
         outbound = columns["outbound"][known]
         count = len(self.keys)
+        # A process interned later is the same pid named again (after exec): the latest name wins.
+        np.maximum.at(self.latest, slot, index[known])
         self.packets += np.bincount(slot, minlength=count)
         self.bytes_out += np.bincount(slot, weights=np.where(outbound, length, 0), minlength=count).astype(np.int64)
         self.bytes_in += np.bincount(slot, weights=np.where(outbound, 0, length), minlength=count).astype(np.int64)
@@ -80,7 +83,7 @@ class _Sums:
         if len(merged) == len(self.keys):
             return
         at = np.searchsorted(merged, self.keys)
-        for name in ("packets", "bytes_out", "bytes_in", "flows"):
+        for name in ("packets", "bytes_out", "bytes_in", "flows", "latest"):
             grown = np.zeros(len(merged), np.int64)
             grown[at] = getattr(self, name)
             setattr(self, name, grown)
@@ -90,7 +93,7 @@ class _Sums:
         """The totals, with `held` (the process keys of the rows held now) counted as held."""
         held_slots = np.searchsorted(self.keys, held[held != 0])
         pids = key_pid(self.keys)
-        latest = [store.processes.of_pid(int(pid)) for pid in pids]
+        latest = [store.processes.get(int(index)) for index in self.latest]
         return ProcessTotals(
             pids=pids, hosts=key_host(self.keys), names=[p.name for p in latest], users=[p.user for p in latest],
             packets=self.packets.copy(), flows=self.flows.copy(), bytes_out=self.bytes_out.copy(),

@@ -89,6 +89,7 @@ class PacketTableModel(NamedColumnsModel):
         self.index_rows: np.ndarray | None = None   # None: no display filter, every row shown
         self.display_filter = None
         self.process_pid: int | None = None      # only this process's packets are shown
+        self.process_host: int | None = None     # the host of that pid (a store host index); None: any
         self.host: int | None = None             # only this host's packets are shown (a store host index)
         self.shown_rows: ShownRows | None = None  # None: no filter is on
         self.shown = 0
@@ -154,9 +155,11 @@ class PacketTableModel(NamedColumnsModel):
         self.endResetModel()
         self.refresh(count)
 
-    def set_process_filter(self, pid: int | None) -> None:
-        """Show only the packets of process `pid` (besides the display filter); None: every process."""
+    def set_process_filter(self, pid: int | None, host: int | None = None) -> None:
+        """Show only the packets of process `pid` (besides the display filter), on store host index
+        `host` or any host; None: every process."""
         self.process_pid = pid
+        self.process_host = host if pid is not None else None
         self.set_display_filter(self.display_filter)
 
     def filtered(self) -> bool:
@@ -169,8 +172,7 @@ class PacketTableModel(NamedColumnsModel):
         display = None if self.display_filter is None else \
             DisplayIndex(self.store, self.display_filter, self.display_filter.layer)
         keys = [process_test(self.store, self.process_pid)] if self.process_pid is not None else []
-        if self.host is not None:
-            keys.append(host_test(self.host))
+        keys += [host_test(host) for host in (self.process_host, self.host) if host is not None]
         return ShownRows(self.store, display, keys)
 
     def set_host_filter(self, host: int | None) -> None:

@@ -24,8 +24,8 @@ class ProcessActions:
         process = self.current_process()
         if process is not None:
             menu.addSeparator()
-            menu.addAction(f"Filter on {process.label()}", lambda: self.filter_process(process.pid))
             host = self.current_host() if not window.table.isColumnHidden(HOST) else None
+            menu.addAction(f"Filter on {process.label()}", lambda: self.filter_process(process.pid, host))
             menu.addAction(f"Hold Everything from {process.label()}",
                            lambda: self.hold_process(process.pid, host))
         if window.table_model.process_pid is not None:
@@ -65,11 +65,14 @@ class ProcessActions:
             return None
         return window.store.process(window.table_model.store_row(current.row()))
 
-    def filter_process(self, pid: int | None) -> None:
-        """Shows only the packets of process `pid` (within the display filter); None: every process's."""
+    def filter_process(self, pid: int | None, host: int | None = None) -> None:
+        """Shows only the packets of process `pid` (within the display filter), on store host index
+        `host` or on any host; None: every process's."""
         window = self.window
-        window.table_model.set_process_filter(pid)
-        window.statusBar().showMessage(f"Showing the packets of process {pid} only" if pid is not None
+        window.table_model.set_process_filter(pid, host)
+        where = f" on {window.store.hosts.name(host)}" if host is not None and not window.table.isColumnHidden(HOST) \
+            else ""
+        window.statusBar().showMessage(f"Showing the packets of process {pid}{where} only" if pid is not None
                                        else "Showing the packets of every process", 5000)
         window.status_line.update()
 

@@ -57,12 +57,12 @@ def process_table(model: ArrayTableModel, parent) -> QTableView:
 class ProcessesView(QWidget):
     """`count()` gives how many of the store's rows to count (those the window shows).
     While shown, it refreshes every REFRESH_MS, new packets or not (held packets get released).
-    Double-clicking a process,
-    or Filter on This Process in its menu, asks for its packets alone (`filter_requested(pid)`);
-    Hold Everything from This Process asks for its packets to be held (`hold_requested(pid)`)."""
+    A process is a pid on its host (a store host index). Double-clicking a process, or Filter on
+    This Process in its menu, asks for its packets alone (`filter_requested(pid, host)`); Hold
+    Everything from This Process asks its host to hold its packets (`hold_requested(pid, host)`)."""
 
-    filter_requested = Signal(int)
-    hold_requested = Signal(int)
+    filter_requested = Signal(int, int)
+    hold_requested = Signal(int, int)
 
     def __init__(self, store, count: Callable[[], int], parent=None):
         super().__init__(parent)
@@ -97,7 +97,7 @@ class ProcessesView(QWidget):
         self.timer.stop()
 
     def refresh(self) -> None:
-        selected = self.selected_pid()
+        selected = self.selected_process()
         header = self.table.horizontalHeader()
         column, order = header.sortIndicatorSection(), header.sortIndicatorOrder()
         totals = self.tally.totals(self.count())
@@ -112,19 +112,25 @@ class ProcessesView(QWidget):
         if 0 <= column < len(self.model.COLUMNS):
             self.model.sort(column, order)
         if selected is not None:
-            self.select_pid(selected)
+            self.select_process(*selected)
         unattributed = self.totals.unattributed
         self.summary.setText(f"{unattributed:,} packets belong to no local process found" if unattributed else "")
 
-    def selected_pid(self) -> int | None:
+    def process_at(self, view_row: int) -> tuple[int, int]:
+        """The (pid, host) of a row of the table."""
+        entry = self.model.entry(view_row)
+        return int(self.totals.pids[entry]), int(self.totals.hosts[entry])
+
+    def selected_process(self) -> tuple[int, int] | None:
+        """The selected (pid, host), None when none is selected."""
         index = self.table.currentIndex()
         if not index.isValid() or self.totals is None:
             return None
-        return int(self.totals.pids[self.model.entry(index.row())])
+        return self.process_at(index.row())
 
-    def select_pid(self, pid: int) -> None:
+    def select_process(self, pid: int, host: int) -> None:
         for view_row in range(self.model.rowCount()):
-            if int(self.totals.pids[self.model.entry(view_row)]) == pid:
+            if self.process_at(view_row) == (pid, host):
                 self.table.selectRow(view_row)
                 return
 
@@ -132,9 +138,9 @@ class ProcessesView(QWidget):
         action = QAction(text, self.table)
 
         def emit() -> None:
-            pid = self.selected_pid()
-            if pid is not None:
-                signal.emit(pid)
+            selected = self.selected_process()
+            if selected is not None:
+                signal.emit(*selected)
 
         action.triggered.connect(emit)
         self.table.addAction(action)
@@ -142,4 +148,4 @@ class ProcessesView(QWidget):
 
     def _on_double_click(self, index) -> None:
         if index.isValid():
-            self.filter_requested.emit(int(self.totals.pids[self.model.entry(index.row())]))
+            self.filter_requested.emit(*self.process_at(index.row()))

@@ -163,3 +163,52 @@ def test_a_composed_packet_goes_out_on_the_host_the_capture_selector_names(two_h
     qtbot.waitUntil(lambda: (bench.store.column("verdict") == Verdict.INJECTED).sum() == 2, timeout=10000)
     rows = (bench.store.column("verdict") == Verdict.INJECTED).nonzero()[0]
     assert sorted(bench.store.value("host", int(row)) for row in rows) == sorted([second, first])
+
+
+def test_a_pid_on_two_hosts_is_two_processes_and_holding_one_asks_its_host_alone(two_hosts, qtbot):
+    from divertgui.engine.processes import Process
+    from tests.unit.test_processes import append_for_host, udp4
+    bench, window = two_hosts, two_hosts.window
+    first, second = (link.index for link in bench.hosts.links)
+    curl = bench.store.processes.intern(Process(500, "curl", "root"))
+    nginx = bench.store.processes.intern(Process(500, "nginx", "www"))
+    append_for_host(bench.store, first, [udp4("10.0.0.1", 1000, "10.0.0.2", 53)] * 2, curl, Verdict.PASSED)
+    append_for_host(bench.store, second, [udp4("10.0.0.2", 80, "10.0.0.1", 1000)] * 3, nginx, Verdict.PASSED)
+    window.count = len(bench.store)
+    window.table_model.refresh(window.count)
+    posted: list[tuple[int, str, dict]] = []
+    for link in bench.hosts.links:
+        def record(kind, link=link, post=link.post, **fields):
+            posted.append((link.index, kind, fields))
+            post(kind, **fields)
+        link.post = record
+
+    view = window.processes
+    view.refresh()
+    model = view.model
+    assert not view.table.isColumnHidden(model.COLUMNS.index("Host"))
+    host_column, name_column = model.COLUMNS.index("Host"), model.COLUMNS.index("Process")
+    cells = sorted((model.index(r, host_column).data(), model.index(r, name_column).data())
+                   for r in range(model.rowCount()))
+    assert cells == [("local", "curl"), ("local (2)", "nginx")]
+
+    view.select_process(500, second)
+    view.hold_action.trigger()
+    assert [(host, kind, fields["pids"]) for host, kind, fields in posted] == [(second, "set_hold_processes", [500])]
+    view.filter_action.trigger()
+    qtbot.waitUntil(lambda: window.table_model.rowCount() == 3, timeout=5000)
+    shown = {bench.store.value("host", window.table_model.store_row(r)) for r in range(3)}
+    assert shown == {second}
+
+    # From the packet list: the selected packet's process, on that packet's host only.
+    posted.clear()
+    window.process_actions.filter_process(None)
+    qtbot.waitUntil(lambda: window.table_model.rowCount() == 5, timeout=5000)
+    first_row = next(r for r in range(5) if bench.store.value("host", window.table_model.store_row(r)) == first)
+    window.navigation.select_view_row(first_row)
+    actions = window.process_actions
+    actions.hold_process(actions.current_process().pid, actions.current_host())
+    assert [(host, kind, fields["pids"]) for host, kind, fields in posted] == [(first, "set_hold_processes", [500])]
+    posted.clear()
+    actions.hold_process(None)
+    assert sorted((host, fields["pids"]) for host, _, fields in posted) == [(first, []), (second, [])]

@@ -87,7 +87,7 @@ def test_each_packet_shows_its_process_and_one_process_is_held_or_shown_alone(qt
         assert (totals.packets[first_at], totals.held[first_at], totals.flows[first_at]) == (3, 2, 1)
         assert (totals.packets[second_at], totals.held[second_at]) == (3, 0)
         assert totals.bytes_out[second_at] > 0 and totals.bytes_in[second_at] == 0
-        window.processes.select_pid(second_pid)
+        window.processes.select_process(second_pid, int(totals.hosts[second_at]))
         window.processes.filter_action.trigger()
         assert model.rowCount() == 3 and window.table_model.process_pid == second_pid
         window.process_actions.filter_process(None)

@@ -39,46 +39,22 @@ def test_the_list_follows_new_packets_and_released_holds_and_keeps_the_selection
     qtbot.waitExposed(view)
     assert shown(view) == {"curl (10)": ("1", "3", "120", "0", "0"), "nc (11)": ("1", "2", "80", "0", "2")}
     assert view.summary.text() == "1 packets belong to no local process found"
-    view.select_pid(11)
+    view.select_process(11, 0)
 
     # Packets arrive: only the new rows are counted; a reply and a second flow.
     append(store, curl, 1000, 1, outbound=False)
     append(store, curl, 1001, 1)
     qtbot.waitUntil(lambda: shown(view)["curl (10)"] == ("2", "5", "160", "40", "0"), timeout=5000)
-    assert view.selected_pid() == 11
+    assert view.selected_process() == (11, 0)
 
     # No packet arrives, but the held ones are forwarded: the list says so by itself.
     for row in (3, 4):
         store.set_verdict(row, Verdict.PASSED)
     qtbot.waitUntil(lambda: shown(view)["nc (11)"][-1] == "0", timeout=5000)
-    assert view.selected_pid() == 11
+    assert view.selected_process() == (11, 0)
 
     # A new process, and a capture emptied.
     append(store, store.processes.intern(Process(12, "dig", "ann")), 4000, 1)
     qtbot.waitUntil(lambda: "dig (12)" in shown(view), timeout=5000)
     store.clear()
     qtbot.waitUntil(lambda: shown(view) == {}, timeout=5000)
-
-
-def test_the_same_pid_on_two_hosts_is_two_processes_and_the_host_column_says_which(qtbot):
-    import numpy as np
-    from divertgui.views.processes_view import ProcessesView
-    store = CaptureStore()
-    curl = store.processes.intern(Process(10, "curl", "ann"))
-    view = ProcessesView(store, lambda: len(store))
-    qtbot.addWidget(view)
-    view.show()
-    qtbot.waitExposed(view)
-    host_column = view.model.COLUMNS.index("Host")
-    raw = udp4("10.0.0.1", 1000, "10.0.0.2", 53, b"q" * 12)
-    for name, count in (("web", 2), ("db", 1)):
-        store.append_received(np.zeros(count, np.int64), np.zeros(count, np.int64), np.ones(count, np.int64),
-                              np.zeros(count, np.int64), np.ones(count, np.int64), np.full(count, int(Verdict.HELD)),
-                              np.full(count, len(raw)), raw * count, curl, store.hosts.add(name))
-        view.refresh()
-        assert view.table.isColumnHidden(host_column) == (name == "web"), "one host needs no Host column"
-    model = view.model
-    rows = {model.index(r, host_column).data(): (model.index(r, model.COLUMNS.index("Packets")).data(),
-                                                 model.index(r, model.COLUMNS.index("Held")).data())
-            for r in range(model.rowCount())}
-    assert rows == {"web": ("2", "2"), "db": ("1", "1")}

@@ -244,3 +244,30 @@ def test_a_tally_fed_a_growing_capture_equals_counting_every_row_at_once():
         for field in once._fields:
             a, b = getattr(counted, field), getattr(once, field)
             assert (np.array_equal(a, b) if isinstance(b, np.ndarray) else a == b), field
+
+
+def append_for_host(store, host: int, raws: list[bytes], process: int, verdict: int, outbound: bool = True):
+    """Rows as a capture service's packets frame brings them, from store host index `host`."""
+    from divertgui.engine.address import Address
+    from divertgui.engine.store_columns import address_columns
+    count = len(raws)
+    block = np.zeros(count, [(name, np.int64) for name in ("timestamp", "if_idx", "sub_if_idx", "flags")])
+    address_columns([Address(outbound=outbound)] * count, block)
+    zeros = np.zeros(count, np.int64)
+    return store.append_received(zeros, zeros, zeros, zeros, block["flags"], np.full(count, verdict),
+                                 np.array([len(r) for r in raws]), b"".join(raws), process, host)
+
+
+def test_a_pid_on_two_hosts_is_two_processes_each_with_its_own_name_and_holds():
+    from divertgui.engine.process_totals import process_totals
+    from divertgui.engine.processes import Process
+    from divertgui.engine.store import CaptureStore, Verdict
+    store = CaptureStore()
+    first, second = store.hosts.add("alpha"), store.hosts.add("beta")
+    curl = store.processes.intern(Process(500, "curl", "root"))
+    nginx = store.processes.intern(Process(500, "nginx", "www"))
+    append_for_host(store, first, [udp4("10.0.0.1", 1000, "10.0.0.2", 53)] * 2, curl, Verdict.PASSED)
+    append_for_host(store, second, [udp4("10.0.0.2", 80, "10.0.0.1", 1000)] * 3, nginx, Verdict.HELD)
+    totals = process_totals(store)
+    assert list(zip(totals.hosts, totals.pids, totals.names)) == [(first, 500, "curl"), (second, 500, "nginx")]
+    assert list(totals.packets) == [2, 3] and list(totals.held) == [0, 3] and list(totals.flows) == [1, 1]
