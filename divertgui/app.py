@@ -10,13 +10,14 @@ import sys
 import tempfile
 import time
 
-from PySide6.QtCore import QCoreApplication, QEventLoop, QObject, QSettings, Qt, QThread, Signal
+from PySide6.QtCore import QCoreApplication, QEventLoop, QSettings, Qt, QThread, Signal
 from PySide6.QtWidgets import QApplication
 
 from divertgui import __version__
 from divertgui.engine import privileges
 from divertgui.engine.protocol import command
 from divertgui.engine.session import demo_fallback_reason
+from divertgui.views.host_link import HostLink
 
 
 class SessionThread(QThread):
@@ -32,7 +33,7 @@ class SessionThread(QThread):
             self.failure = exc
 
 
-class SessionBridge(QObject):
+class SessionBridge(HostLink):
     """Runs a Session on a QThread; each dict it emits arrives in the GUI thread as one `event`.
 
     Events cross the thread boundary as JSON text in one queued signal: the
@@ -40,12 +41,9 @@ class SessionBridge(QObject):
     out-of-process session will send anyway.
     """
 
-    event = Signal(object)
     _wire = Signal(str)
-    # As a host of the window (divertgui.views.hosts): the window's own, never lost.
-    index = 0
-    host = ""
-    lost = False
+    # As a host of the window: the window's own (index 0), never lost, its session writing the store.
+    shares_store = True
 
     def __init__(self, store, parent=None):
         super().__init__(parent)
@@ -73,6 +71,12 @@ class SessionBridge(QObject):
 
     def post(self, kind: str, **fields) -> None:
         self.session.post(command(kind, **fields))
+
+    def ask_clear(self) -> None:
+        self.post("clear")
+
+    def reconnect(self) -> None:
+        raise RuntimeError("the window's own session is never lost")
 
     def shutdown(self, timeout_ms: int = 5000) -> bool:
         if not self.thread.isRunning():
@@ -173,7 +177,7 @@ class Workbench:
 
     def _needs_elevation(self) -> bool:
         """Windows: live capture asked of an unelevated local service, which said it cannot."""
-        client = getattr(self.bridge, "client", None)
+        client = self.bridge.client
         return (sys.platform == "win32" and client is not None and client.target == "local"
                 and not client.elevated and bool((self.hello or {}).get("live")))
 
@@ -186,7 +190,7 @@ class Workbench:
     @property
     def hello(self) -> dict | None:
         """The first capture service's introduction (None in-process, or before it arrives)."""
-        return getattr(self.bridge, "hello", None)
+        return self.bridge.hello
 
     def _add_connection_actions(self) -> None:
         from PySide6.QtGui import QAction
@@ -223,7 +227,7 @@ class Workbench:
 
     def reconnect(self) -> None:
         """Reconnects every lost host."""
-        lost = [link for link in self.hosts.links if getattr(link, "lost", False)]
+        lost = [link for link in self.hosts.links if link.lost]
         if not lost:
             self.window.statusBar().showMessage("Every capture service is connected", 5000)
         for link in lost:
@@ -332,7 +336,7 @@ def live_problem(bench: Workbench, timeout: float = 20.0) -> str | None:
     """Why the workbench's session cannot capture live traffic, in one sentence; None when it can."""
     if bench.unavailable:
         return bench.unavailable
-    if not hasattr(bench.bridge, "client"):
+    if bench.bridge.client is None:
         return privileges.live_capture_problem()
     if not wait_until(lambda: bench.hello is not None or bench.bridge.lost, timeout):
         return f"the capture service did not answer within {timeout:.0f} s"
@@ -365,7 +369,7 @@ def open_workbench(args: argparse.Namespace) -> Workbench:
         window.files.open_capture(args.replay)
     elif args.demo:
         window.start_capture()
-    elif problem and not getattr(bench.bridge, "lost", False):
+    elif problem and not bench.bridge.lost:
         window.show_notice(demo_fallback_reason(problem))
         window.start_capture()
     return bench

@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import threading
 
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QInputDialog, QWidget
 
 from divertgui.engine.loss import describe, losses
 from divertgui.service.client import TARGET_FORMS, ServiceClient, check_target
+from divertgui.views.host_link import CONNECTED, CONNECTING, LOST, HostLink
 
-CONNECTING, CONNECTED, LOST = "connecting", "connected", "lost"
 
-
-class ServiceConnection(QObject):
+class ServiceConnection(HostLink):
     """One capture service; `event` carries each of its events into the GUI thread.
 
     The service appends rows to `store` on the connection's reader thread
@@ -26,8 +25,6 @@ class ServiceConnection(QObject):
     are sent once the connection is made.
     """
 
-    event = Signal(object)
-    state_changed = Signal()
     _arrived = Signal(object)
     _started = Signal(str)
 
@@ -48,10 +45,6 @@ class ServiceConnection(QObject):
     @property
     def hello(self) -> dict | None:
         return self.client.hello
-
-    @property
-    def lost(self) -> bool:
-        return self.state == LOST
 
     def start(self) -> None:
         """Start or reach the service now; ConnectionError (or TargetError) says why not."""

@@ -16,7 +16,7 @@ from typing import Callable
 from PySide6.QtCore import QTimer, Qt, Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
-                               QPushButton, QTableView, QVBoxLayout, QWidget)
+                               QMainWindow, QPushButton, QTableView, QVBoxLayout, QWidget)
 
 from divertgui.engine.conversations import TCP, UDP, conversation_filter
 from divertgui.engine.event_records import EVENT_LAYERS, EventRecord
@@ -113,7 +113,7 @@ class EventsView(QWidget):
 
     def _make_room(self) -> None:
         dock, window = self.parentWidget(), self.window()
-        if hasattr(window, "resizeDocks") and dock is not None and dock.height() < FIRST_HEIGHT:
+        if isinstance(window, QMainWindow) and dock is not None and dock.height() < FIRST_HEIGHT:
             window.resizeDocks([dock], [FIRST_HEIGHT], Qt.Orientation.Vertical)
 
     # the capture ---------------------------------------------------------------------

@@ -44,7 +44,7 @@ def _summed_rules(first: list, second: list) -> list:
 
 
 class Hosts(QObject):
-    """The window's capture services (ServiceConnection, or the in-process SessionBridge), in order.
+    """The window's capture services (HostLinks: ServiceConnection, or the in-process SessionBridge), in order.
 
     `event` carries the merged events to the window; `changed` says that a
     host was added or its connection state moved.
@@ -72,9 +72,7 @@ class Hosts(QObject):
     def add(self, link) -> None:
         self.links.append(link)
         link.event.connect(lambda event, link=link: self._receive(link, event))
-        state_changed = getattr(link, "state_changed", None)
-        if state_changed is not None:
-            state_changed.connect(self.changed)
+        link.state_changed.connect(self.changed)
         self.changed.emit()
 
     def replace(self, old, new) -> None:
@@ -83,9 +81,7 @@ class Hosts(QObject):
         old.event.disconnect()
         self.links[self.links.index(old)] = new
         new.event.connect(lambda event, link=new: self._receive(link, event))
-        state_changed = getattr(new, "state_changed", None)
-        if state_changed is not None:
-            state_changed.connect(self.changed)
+        new.state_changed.connect(self.changed)
         old.shutdown()
         self.changed.emit()
 
@@ -114,8 +110,9 @@ class Hosts(QObject):
                 self.rules_of[link.index] = fields.get("rules") or []
         if kind in HOLD_COMMANDS:
             self._post_holds(kind, fields)
-        elif kind == "clear" and all(hasattr(link, "ask_clear") for link in links) and host is None:
-            self.store.clear()
+        elif kind == "clear" and host is None:
+            if not any(link.shares_store for link in links):
+                self.store.clear()
             for link in links:
                 link.ask_clear()
         else:

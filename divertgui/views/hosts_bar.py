@@ -10,7 +10,7 @@ from typing import Callable
 from PySide6.QtWidgets import QComboBox, QLabel, QMenu
 
 from divertgui.models.packet_table import HOST
-from divertgui.views.connection import CONNECTING, LOST
+from divertgui.views.host_link import CONNECTING, LOST
 
 ALL_HOSTS = "All hosts"
 # Commands the capture toolbar's host selector scopes; set_rules follows the rules panel's.
@@ -98,14 +98,14 @@ class HostsBar:
         links = self.hosts.links
         parts = []
         for link in links:
-            state = getattr(link, "state", None)
+            state = link.state
             if state == CONNECTING:
                 parts.append(f"connecting to {link.host}…")
             elif state == LOST:
                 parts.append(f"{link.host}: lost")
             else:
                 parts.append(f"{link.host} ●")
-        if len(links) == 1 and getattr(links[0], "state", None) not in (CONNECTING, LOST):
+        if len(links) == 1 and links[0].state not in (CONNECTING, LOST):
             return ""
         return " · ".join(parts)
 
@@ -114,9 +114,9 @@ class HostsBar:
         menu.clear()
         if len(self.hosts.links) > 1:
             every = menu.addAction("&Every Lost Host", self._reconnect_lost)
-            every.setEnabled(any(getattr(link, "lost", False) for link in self.hosts.links))
+            every.setEnabled(any(link.lost for link in self.hosts.links))
             menu.addSeparator()
         for link in self.hosts.links:
             action = menu.addAction(link.host or "this window",
                                     lambda link=link: self._reconnect(link))
-            action.setEnabled(getattr(link, "lost", False))
+            action.setEnabled(link.lost)
