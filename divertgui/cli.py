@@ -305,6 +305,8 @@ def detail_block(packet, start_ns: int) -> str:
 # -- netdump ---------------------------------------------------------------------------
 
 def cmd_netdump(args) -> int:
+    if args.workers > 1:
+        return _netdump_workers(args)
     stop = _Stop()
     stop.install()
     _compile(args.filter, LAYERS[args.layer])
@@ -345,6 +347,96 @@ def cmd_netdump(args) -> int:
         _error(_write_error_text(args.write, write_error))
         return EXIT_FAILURE
     return lost or EXIT_OK
+
+
+def _netdump_workers(args) -> int:
+    """netdump over several worker processes. NFLOG groups cannot share one rule's packets the
+    way NFQUEUE's queue balancing does, so the workers take them through NFQUEUE and let each
+    batch go on unchanged at once (fail-open: while a worker is missing its packets pass
+    uncopied, and are counted as bypassed); they hand copies to this process, which numbers,
+    prints and writes them in the order they come, each once."""
+    import multiprocessing
+    import queue
+    from divertgui.engine.packet import Packet
+    copies = multiprocessing.get_context("spawn").Queue()
+    writer = _capture_file(args.write) if args.write else None
+    stop = _Stop()
+    stop.install()
+    count, write_error, closed = 0, None, False
+    pool_done = threading.Event()
+    started_ns = time.monotonic_ns()
+
+    def show() -> None:
+        """Until the pool has ended and its copies are all taken: what -c leaves over, or what
+        comes after the output went away, is taken and let go, so that no worker waits on it."""
+        nonlocal count, write_error, closed
+        while True:
+            try:
+                batch = copies.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                if pool_done.is_set():
+                    return
+                continue
+            if args.count is not None:
+                batch = batch[:args.count - count]
+            if closed or not batch:
+                continue
+            packets = [Packet(raw, address) for raw, address in batch]
+            try:
+                for packet in packets:
+                    count += 1
+                    if not args.quiet:
+                        _say(detail_block(packet, started_ns) if args.verbose else summary_line(packet, count))
+            except BrokenPipeError:
+                # The reader of our output went away (`divert netdump ... | head`).
+                closed = True
+                sys.stdout = open(os.devnull, "w")
+                stop.event.set()
+            if writer is not None and write_error is None:
+                try:
+                    writer.write_batch([(p.raw, p.address, None) for p in packets])
+                except OSError as exc:
+                    write_error = exc
+                    stop.event.set()
+            if args.count is not None and count >= args.count:
+                stop.event.set()
+
+    shower = threading.Thread(target=show, daemon=True)
+    shower.start()
+    try:
+        totals = _run_workers(args, _netdump_work, copies, f"sniffing {args.filter!r}", flags=Flag.FAIL_OPEN,
+                              stop=stop, quiet=args.quiet)
+    finally:
+        pool_done.set()
+        shower.join()
+        if writer is not None:
+            try:
+                writer.close()
+            except OSError as exc:
+                write_error = write_error or exc
+    written = "" if writer is None else (f", written to {args.write}" if write_error is None
+                                         else f"; {args.write} holds those written before the error below")
+    _say(f"divert: {count} packets captured{written}", sys.stderr)
+    lost = _report_loss(args, totals)
+    if write_error is not None:
+        _error(_write_error_text(args.write, write_error))
+        return EXIT_FAILURE
+    return lost or EXIT_OK
+
+
+def _netdump_work(handle, stop, copies) -> dict:
+    """A netdump worker: each batch's copies go to the pool's process, the packets on at once."""
+    copied = 0
+    while True:
+        stopping = stop.is_set()
+        batch = handle.recv_batch(255, 0 if stopping else POLL_SECONDS)
+        if not batch:
+            if stopping:
+                return {"copied": copied}
+            continue
+        copies.put([(bytes(packet.raw), packet.address.copy(sniffed=True)) for packet in batch])
+        handle.send_batch(batch)
+        copied += len(batch)
 
 
 def _capture_file(path: str):
@@ -437,20 +529,22 @@ MAX_WORKERS = 64
 
 
 def _run_workers(args, work, options, doing: str, queue_length: int | None = None,
-                 diverted: str | None = None) -> dict:
+                 diverted: str | None = None, flags: Flag = Flag(0), stop: _Stop | None = None,
+                 quiet: bool = False) -> dict:
     """`work` in args.workers processes, each with its own queue of the handle's packets; the summed counters."""
     from divertgui.engine.worker_pool import WorkerPool
     _compile(args.filter, LAYERS[args.layer])
     _require_privilege()
-    stop = _Stop()
-    stop.install()
+    if stop is None:
+        stop = _Stop()
+        stop.install()
     if getattr(args, "duration", None):
         timer = threading.Timer(args.duration, stop.event.set)
         timer.daemon = True
         timer.start()
-    pool = WorkerPool(diverted or args.filter, work, args.workers, LAYERS[args.layer], args.priority, Flag(0),
+    pool = WorkerPool(diverted or args.filter, work, args.workers, LAYERS[args.layer], args.priority, flags,
                       getattr(args, "queue_length", None) or queue_length, options)
-    return pool.run(stop.event, on_ready=lambda: _say(
+    return pool.run(stop.event, on_ready=None if quiet else lambda: _say(
         f"divert: {doing} (priority {args.priority}, {args.workers} worker processes, queues "
         f"{pool.first_queue}..{pool.first_queue + args.workers - 1}); Ctrl+C to stop", sys.stderr))
 
@@ -861,6 +955,7 @@ def build_parser() -> argparse.ArgumentParser:
     netdump.add_argument("-q", "--quiet", action="store_true", help="print nothing per packet")
     netdump.add_argument("--strict", action="store_true",
                          help="exit with status 3 if the kernel could not deliver every copy")
+    netdump.add_argument("--workers", **workers_option)
     netdump.set_defaults(run=cmd_netdump)
 
     netfilter = diverting("netfilter", "block matching packets: TCP answered with RST, UDP with ICMP "

@@ -194,3 +194,28 @@ def test_workers_of_a_killed_pool_remove_its_rule_and_exit(netns, tmp_path):
         time.sleep(0.2)
     assert our_chains(netns) == [], "the rule that would drop the flows' packets is gone"
     assert not any(os.path.exists(f"/proc/{pid}") for pid in workers)
+
+
+def test_netdump_over_two_workers_copies_every_packet_once(netns, tmp_path):
+    from divertgui.engine.pcapng import read_capture
+    port, flows, count = 40705, 8, 50
+    capture = tmp_path / "dump.pcapng"
+    process = start_cli(netns, "netdump", f"udp.DstPort == {port}", "--workers", "2", "-w", str(capture))
+    try:
+        sending = netns.popen([sys.executable, "-c", FLOWS, str(port), str(flows), str(count), "0.002"],
+                              stdout=subprocess.PIPE, text=True)
+        out, _ = sending.communicate(timeout=120)
+        queued = _queue_ids(netns)
+    finally:
+        code, printed, err = finish(process, signal.SIGINT)
+    assert code == 0, err
+    got = {int(k): v for k, v in json.loads(out).items()}
+    assert all(got[k] == list(range(count)) for k in range(flows)), "sniffing lets every packet on, in order"
+    assert len([n for n in queued.values() if n > 0]) == 2, f"both workers' queues carried packets: {queued}"
+    sent = sorted(b"%d:%d" % (k, seq) for k in range(flows) for seq in range(count))
+    copied = sorted(record.raw[28:] for record in read_capture(capture))
+    assert copied == sent, "each packet copied exactly once"
+    lines = printed.strip().splitlines()
+    assert [int(line.split()[0]) for line in lines] == list(range(1, flows * count + 1))
+    assert f"{flows * count} packets captured" in err and "lost 0 of" in err, err
+    assert our_chains(netns) == []
