@@ -333,12 +333,25 @@ def cmd_netdump(args) -> int:
                         except OSError as exc:
                             write_error = exc
             stats = handle.stats()
-    finally:
-        if writer is not None:
-            try:
-                writer.close()
-            except OSError as exc:
-                write_error = write_error or exc
+    except BaseException:
+        _close_quietly(writer)
+        raise
+    return _netdump_end(args, writer, write_error, count, stats)
+
+
+def _close_quietly(writer) -> None:
+    if writer is not None:
+        with contextlib.suppress(OSError):
+            writer.close()
+
+
+def _netdump_end(args, writer, write_error: OSError | None, count: int, stats: dict) -> int:
+    """Closes the capture file and says what was captured and lost; the exit status."""
+    if writer is not None:
+        try:
+            writer.close()
+        except OSError as exc:
+            write_error = write_error or exc
     written = "" if writer is None else (f", written to {args.write}" if write_error is None
                                          else f"; {args.write} holds those written before the error below")
     _say(f"divert: {count} packets captured{written}", sys.stderr)
@@ -358,6 +371,8 @@ def _netdump_workers(args) -> int:
     import multiprocessing
     import queue
     from divertgui.engine.packet import Packet
+    _compile(args.filter, LAYERS[args.layer])
+    _require_privilege()
     copies = multiprocessing.get_context("spawn").Queue()
     writer = _capture_file(args.write) if args.write else None
     stop = _Stop()
@@ -406,22 +421,13 @@ def _netdump_workers(args) -> int:
     try:
         totals = _run_workers(args, _netdump_work, copies, f"sniffing {args.filter!r}", flags=Flag.FAIL_OPEN,
                               stop=stop, quiet=args.quiet)
+    except BaseException:
+        _close_quietly(writer)
+        raise
     finally:
         pool_done.set()
         shower.join()
-        if writer is not None:
-            try:
-                writer.close()
-            except OSError as exc:
-                write_error = write_error or exc
-    written = "" if writer is None else (f", written to {args.write}" if write_error is None
-                                         else f"; {args.write} holds those written before the error below")
-    _say(f"divert: {count} packets captured{written}", sys.stderr)
-    lost = _report_loss(args, totals)
-    if write_error is not None:
-        _error(_write_error_text(args.write, write_error))
-        return EXIT_FAILURE
-    return lost or EXIT_OK
+    return _netdump_end(args, writer, write_error, count, totals)
 
 
 def _netdump_work(handle, stop, copies) -> dict:
