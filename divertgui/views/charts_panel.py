@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import math
+import time
 
 import numpy as np
 import pyqtgraph as pg
@@ -34,6 +35,16 @@ TOP_KEYS = 5
 KEY_PENS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#17becf", "#e377c2", "#bcbd22")
 OTHER_PEN = PROTOCOL_PENS["other"]
 LEGEND_WIDTH = 170
+
+
+# The top conversations' totals while capturing: each changed cell repaints the table.
+CONVERSATIONS_INTERVAL_S = 1.0
+
+
+def round_up(value: float) -> float:
+    """The smallest of 1, 2 and 5 times a power of ten that is at least `value` (> 0)."""
+    power = 10.0 ** math.floor(math.log10(value))
+    return next(step * power for step in (1, 2, 5, 10) if step * power >= value * (1 - 1e-12))
 
 
 # Below this a chart shows no tick numbers: the dock gives up room to the list first.
@@ -67,6 +78,14 @@ def _fill(colour: str):
     return fill
 
 
+def _curve(plot: pg.PlotWidget, name: str, pen, **options) -> pg.PlotCurveItem:
+    """A bare curve on `plot`: a PlotDataItem around it would cost as much again per setData,
+    for features (symbols, per-item downsampling) these charts do not use."""
+    curve = pg.PlotCurveItem(name=name, pen=pen, **options)
+    plot.addItem(curve)
+    return curve
+
+
 class StackedPlot:
     """Curves whose fills stack: each series' curve is the running sum up to it."""
 
@@ -75,8 +94,7 @@ class StackedPlot:
         self.curves = []
         self.colours = list(colours)
         for name, colour in zip(names, colours):
-            curve = plot.plot([], [], name=name, pen=pg.mkPen(colour, width=1.5), fillLevel=0,
-                              brush=_fill(colour), stepMode=None)
+            curve = _curve(plot, name, pg.mkPen(colour, width=1.5), fillLevel=0, brush=_fill(colour))
             self.curves.append(curve)
         # Drawn top-down so that each lower fill covers the one above it.
         for z, curve in enumerate(self.curves):
@@ -181,8 +199,8 @@ class ChartsPanel(QWidget):
         colours = [PROTOCOL_PENS[name] for name in PROTOCOLS]
         self.packets_stack = StackedPlot(self.packets_plot, PROTOCOLS, colours)
         self.bytes_stack = StackedPlot(self.bytes_plot, PROTOCOLS, colours)
-        self.inbound_curve = self.direction_plot.plot([], [], name="inbound", pen=pg.mkPen(INBOUND_PEN, width=2))
-        self.outbound_curve = self.direction_plot.plot([], [], name="outbound", pen=pg.mkPen(OUTBOUND_PEN, width=2))
+        self.inbound_curve = _curve(self.direction_plot, "inbound", pg.mkPen(INBOUND_PEN, width=2))
+        self.outbound_curve = _curve(self.direction_plot, "outbound", pg.mkPen(OUTBOUND_PEN, width=2))
         self.split_units = split_units(self)
         self.process_chart = SplitChart(stats, "process", "Traffic by process", NO_PROCESSES, self.split_units, self)
         self.host_chart = SplitChart(stats, "host", "Traffic by host", NO_HOSTS, self.split_units, self)
@@ -236,6 +254,7 @@ class ChartsPanel(QWidget):
         self._x_range = None
         # What the charts show was drawn from (see _drawn_from): the same again draws nothing.
         self._drawn: tuple | None = None
+        self._conversations_at = 0.0
         for plot in self.time_plots():
             plot.getPlotItem().getViewBox().sigRangeChangedManually.connect(self._user_zoomed)
 
@@ -315,11 +334,13 @@ class ChartsPanel(QWidget):
 
     @staticmethod
     def _fit_height(plot: pg.PlotWidget, top: float) -> None:
-        # Re-ranging re-lays out the axes; only do it when the data leaves the
-        # view or fills less than half of it.
-        _, current = plot.getViewBox().viewRange()[1]
-        if not current * 0.5 <= top <= current:
-            plot.setYRange(0, top * 1.2, padding=0)
+        # Re-ranging re-lays out the axes: the height is a round number (1, 2 or 5 times a
+        # power of ten) and changes only when the data leaves it or fills less than a third.
+        # Auto-range would measure every curve after each setData.
+        view = plot.getViewBox()
+        _, current = view.viewRange()[1]
+        if view.autoRangeEnabled()[1] or not current / 3 <= top <= current:
+            plot.setYRange(0, round_up(top), padding=0)
 
     def split_chart(self) -> SplitChart:
         """The split chart in front; the one behind its tab is not drawn."""
@@ -360,7 +381,10 @@ class ChartsPanel(QWidget):
                                (self.direction_plot, max(inbound.max(), outbound.max())),
                                (split.plot, split_peak)):
                 self._fit_height(plot, max(1.0, float(peak)) * 1.15)
-        self._show_conversations(self.stats.top_conversations(8))
+        now = time.monotonic()
+        if not self.stats.live or now - self._conversations_at >= CONVERSATIONS_INTERVAL_S:
+            self._conversations_at = now
+            self._show_conversations(self.stats.top_conversations(8))
         self._draw_delays()
         self.updates += 1
 

@@ -40,6 +40,10 @@ def drawn(chart) -> int:
     return 0 if x is None else len(x)
 
 
+def height(panel) -> float:
+    return panel.packets_plot.getViewBox().viewRange()[1][1]
+
+
 def test_only_the_split_chart_in_front_is_drawn_and_the_other_when_it_comes_to_front(panel):
     store, stats = panel.stats.store, panel.stats
     web, db = store.hosts.add("web"), store.hosts.add("db")
@@ -65,6 +69,7 @@ def test_nothing_is_drawn_again_until_rows_or_the_time_axis_or_a_control_change(
     assert panel.updates == 1
     x, y = panel.packets_stack.curves[-1].getData()
     assert x.tolist() == [0.0, 0.25, 0.5] and y.tolist() == [4.0, 4.0, 4.0]
+    assert height(panel) == 5, "a round height above the peak"
     panel.redraw()
     panel.redraw()
     assert panel.updates == 1, "the same rows drawn again"
@@ -73,9 +78,11 @@ def test_nothing_is_drawn_again_until_rows_or_the_time_axis_or_a_control_change(
     panel.redraw()
     assert panel.updates == 2
     assert panel.packets_stack.curves[-1].getData()[1].tolist() == [4.0, 4.0, 12.0]
+    assert height(panel) == 20
     stats.advance_to(4 * BIN_NS)
     panel.redraw()
     assert panel.updates == 3 and len(panel.packets_stack.curves[-1].getData()[0]) == 5
+    assert height(panel) == 20, "the same peak keeps the axis as it was"
     panel.split_units.setCurrentText("bytes/s")
     panel.redraw()
     assert panel.updates == 4
