@@ -5,6 +5,8 @@ kernel's name for it travels with the event (EndpointData.process_name) and stan
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 import textwrap
 import time
@@ -16,6 +18,7 @@ from divertgui.engine.backends.cgroups import cgroup2_mount
 from divertgui.engine.event_capture import EventCapture
 from divertgui.event_samples import event_line
 
+from .conftest import REPO
 from .socket_layer_fixtures import events_until, own_cgroup, run_in, socket_handle
 
 pytestmark = pytest.mark.netns
@@ -66,3 +69,32 @@ def test_socketdump_names_a_program_that_has_exited(netns, own_cgroup):
         events = events_until(handle, lambda seen: len(seen) >= 1)
     assert not os.path.exists(f"/proc/{curl}")
     assert event_line(events[0]).startswith(f"CONNECT     {curl:>7} curl "), event_line(events[0])
+
+
+# Opens a SOCKET handle on the cgroup given, reports whether names can be read, then one event.
+WITHOUT_PERFMON = textwrap.dedent("""
+    import sys
+    from divertgui.engine.backends.socket_programs import names_readable
+    from tests.integration.socket_layer_fixtures import events_until, socket_handle
+    with socket_handle(sys.argv[1], "tcp and event == CONNECT and remotePort == 8104") as handle:
+        print(names_readable(), flush=True)
+        sys.stdin.readline()
+        event, = events_until(handle, lambda seen: len(seen) >= 1)
+    print(event.flow.process_id, repr(event.flow.process_name), flush=True)
+""")
+
+
+def test_without_cap_perfmon_the_programs_load_and_record_no_name(netns, own_cgroup):
+    """As in the capture service, which keeps CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF alone."""
+    holder = subprocess.Popen([shutil.which("setpriv"), "--bounding-set=-sys_admin,-perfmon", sys.executable,
+                               "-c", WITHOUT_PERFMON, own_cgroup], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, cwd=REPO)
+    try:
+        assert holder.stdout.readline().strip() == "False"
+        curl, _ = run_in(netns, own_cgroup, "curl", "-s", "http://127.0.0.1:8104/")
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == f"{curl} ''"
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)

@@ -25,6 +25,8 @@ Endpoint ids are the kernel's socket cookies.
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import NamedTuple
 
 from divertgui.engine.address import Event
@@ -96,11 +98,38 @@ def _current_process(code: Assembler) -> None:
 
 
 def current_name(code: Assembler, to: int) -> None:
-    """The running task's name (comm, NUL-terminated) to the stack at `to`, COMM_SIZE bytes."""
+    """The running task's name (comm, NUL-terminated) to the stack at `to`, COMM_SIZE bytes;
+    zeros where this process may not read it."""
+    if not names_readable():
+        for i in range(0, COMM_SIZE, 8):
+            code.store_imm(DW, R10, to + i, 0)
+        return
     code.mov(R1, R10)
     code.alu_imm(ebpf.ADD, R1, to)                                  # r1 = where the name goes
     code.mov_imm(R2, COMM_SIZE)                                     # r2 = its room
     code.call(ebpf.GET_CURRENT_COMM)                                # copies current->comm there
+
+
+@functools.cache
+def names_readable() -> bool:
+    """Whether these programs may call bpf_get_current_comm: Linux 6.x lets a cgroup program
+    loaded with CAP_PERFMON (or CAP_SYS_ADMIN) do so, and no other; asked of the kernel once,
+    with a program that does nothing else."""
+    code = Assembler()
+    current = -COMM_SIZE
+    code.mov(R1, R10)
+    code.alu_imm(ebpf.ADD, R1, current)
+    code.mov_imm(R2, COMM_SIZE)
+    code.call(ebpf.GET_CURRENT_COMM)
+    code.mov_imm(R0, 1)
+    code.exit()
+    try:
+        fd = sys_bpf.load_program(sys_bpf.PROG_TYPE_CGROUP_SOCK, sys_bpf.ATTACH_INET_SOCK_CREATE, code.assemble(),
+                                  "divert_names")
+    except OSError:
+        return False
+    os.close(fd)
+    return True
 
 
 def _copy_ipv4(code: Assembler, base: int, offset: int, field: str) -> None:
