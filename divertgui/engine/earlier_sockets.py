@@ -5,7 +5,7 @@ so a flow of a socket created before the handle opened arrives with ProcessId
 0. While that socket still exists, the kernel's socket diagnostics find it by
 the flow's 5-tuple, checked against its cookie (the flow's EndpointId), and
 its inode is found among the open files of processes (processes.SocketOwners),
-once per socket. Only sockets of the network namespace of the thread that
+once per socket, found or not. Only sockets of the network namespace of the thread that
 made the lookup are found.
 """
 
@@ -31,9 +31,9 @@ class EarlierSockets:
         """Sets `flow`'s (an EndpointData) process_id and process_name when its socket is found."""
         known = self._known.get(flow.endpoint_id)
         if known is None:
-            known = self._look_up(flow)
-            if known is None:
-                return
+            # A socket not found is not looked for again (cookies are never reused): a search
+            # of /proc finding no owner (another user's files) costs more than a lookup.
+            known = self._look_up(flow) or (0, "")
             if len(self._known) >= KEPT:
                 del self._known[next(iter(self._known))]
             self._known[flow.endpoint_id] = known
