@@ -27,7 +27,7 @@ from divertgui.engine.address import Flag, Layer
 from divertgui.engine.errors import SessionError
 from divertgui.engine.store_record import Verdict
 from divertgui.engine.worker_pool import START_TIMEOUT, STOP_TIMEOUT, WorkerPool, add_counters
-from divertgui.engine.worker_session import WorkerChannels, run_session
+from divertgui.engine.worker_session import WORKER_START, WorkerChannels, run_session
 
 MESSAGES_PER_PUMP = 256
 SETTINGS = ("set_rules", "set_intercept", "set_hold_timeout", "pause")   # the latest of each goes to a new worker
@@ -40,26 +40,22 @@ WORKERS_ONLY = BY_ID | {"inject", "forward_all", "drop_all"}    # the service's 
 class PooledCapture:
     def __init__(self, store, filter_text: str, layer: Layer, priority: int, workers: int,
                  settings: list[dict], processes_of: Callable[[list, list], list] | None = None):
-        """`settings`: the commands of SETTINGS in force, which the workers take before their first packet."""
+        """`settings`: the commands of SETTINGS in force, which each worker takes before its first packet."""
         self.store = store
         self.workers = workers
         self._processes_of = processes_of
         context = multiprocessing.get_context("spawn")
         self._reports = context.Queue()
-        self._commands = [context.Queue() for _ in range(workers)]
-        channels = [WorkerChannels(self._reports, commands, int(layer), slot)
-                    for slot, commands in enumerate(self._commands)]
+        self._settings = {setting["type"]: setting for setting in settings}
+        self._channels = SlotChannels(context, self._reports, layer, lambda: list(self._settings.values()))
         self._pool = WorkerPool(filter_text, run_session, workers, layer, priority, Flag.FAIL_OPEN,
-                                slot_options=channels)
+                                slot_options=self._channels)
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._run_pool, name="worker-pool", daemon=True)
-        self._settings = {setting["type"]: setting for setting in settings}
-        for commands in self._commands:
-            for setting in settings:
-                commands.put(setting)
         self._slot_pid: dict[int, int] = {}
+        self._commands: dict[int, object] = {}         # pid -> its command queue
         self._generation: dict[int, int] = {}          # pid -> clears sent to it (its store's generation)
         self._row_starts: dict[int, list[int]] = {}    # pid -> first row of each batch, its numbering
         self._row_bases: dict[int, list[int]] = {}     # pid -> the same rows in the store
@@ -101,7 +97,8 @@ class PooledCapture:
         while self._thread.is_alive() and time.monotonic() < end:
             self.pump(0.05)
         self._thread.join(1)
-        self.pump(0)
+        while self.pump(0):
+            pass
         for slot_pid in list(self._slot_pid.values()):
             self._worker_gone(slot_pid)
 
@@ -148,15 +145,9 @@ class PooledCapture:
         if previous is not None:
             self._worker_gone(previous)
         self._slot_pid[slot] = pid
+        self._commands[pid] = self._channels.latest[slot]
         self._generation[pid] = 0
         self._row_starts[pid], self._row_bases[pid] = [], []
-        commands = self._commands[slot]
-        # Commands its predecessor never read would name packets that are gone.
-        with contextlib.suppress(queue_module.Empty):
-            while True:
-                commands.get_nowait()
-        for message in self._settings.values():
-            commands.put(message)
 
     def _worker_gone(self, pid: int) -> None:
         """The packets a worker held when it ended without forwarding them were dropped with its queue."""
@@ -171,6 +162,7 @@ class PooledCapture:
             # What it counted stays in the totals; its rows are no longer announced.
             self._stats[pid] = dict(self._stats[pid], held=0)
         self._generation.pop(pid, None)
+        self._commands.pop(pid, None)
 
     def _append(self, pid: int, first: int, raws: list, addresses: list, verdicts, wall_ns) -> None:
         processes = self._processes_of(raws, addresses) if self._processes_of is not None else 0
@@ -239,7 +231,7 @@ class PooledCapture:
             self._by_id(command)
             return
         if kind == "inject":
-            self._commands[0].put(command)
+            self._channels.latest[0].put(command)
             return
         if kind in SETTINGS:
             self._settings[kind] = command
@@ -249,7 +241,7 @@ class PooledCapture:
                 self._row_starts[pid], self._row_bases[pid] = [], []
             # Held packets stay held, with their ids: their workers announce their rows in the emptied store.
         self._errors_said.clear()
-        for commands in self._commands:
+        for commands in list(self._channels.latest.values()):
             commands.put(command)
 
     def _by_id(self, command: dict) -> None:
@@ -264,6 +256,23 @@ class PooledCapture:
             routed["ids"].append(local)
             if str(ident) in data:
                 routed["data"][str(local)] = data[str(ident)]
-        slot_of = {pid: slot for slot, pid in self._slot_pid.items()}
         for pid, routed in per_worker.items():
-            self._commands[slot_of[pid]].put(routed)
+            # A worker that died meanwhile reads none: its packets are counted lost once its successor starts.
+            if pid in self._commands:
+                self._commands[pid].put(routed)
+
+
+class SlotChannels:
+    """What a WorkerPool gives the worker it starts in a slot (it asks each time): a command queue of
+    that worker's own, WORKER_START and the settings first. A queue shared with a worker killed while
+    it read would stay locked for its successor."""
+
+    def __init__(self, context, reports, layer: Layer, settings: Callable[[], list]):
+        self._context, self._reports, self._layer, self._settings = context, reports, int(layer), settings
+        self.latest: dict[int, object] = {}        # slot -> the command queue of its newest worker
+
+    def __getitem__(self, slot: int) -> WorkerChannels:
+        commands = self._context.Queue()
+        commands.put({"type": WORKER_START, "settings": self._settings()})
+        self.latest[slot] = commands
+        return WorkerChannels(self._reports, commands, self._layer, slot)

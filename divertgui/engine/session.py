@@ -572,6 +572,7 @@ class Session:
         except CaptureFileError as exc:
             raise SessionError(str(exc), "open") from exc
         self._close_source("")
+        self._stats_of_pool = None
         loaded = load_into(self._fresh_store(), reader)
         self._queue_events(loaded.events)
         self._source = "file"

@@ -49,7 +49,8 @@ def worker_count(text: str) -> int:
 class WorkerPool:
     def __init__(self, filter: str, work, workers: int, layer: Layer = Layer.NETWORK, priority: int = 0,
                  flags: Flag = Flag(0), queue_length: int | None = None, options=None, slot_options=None):
-        """`options` goes to every worker's `work`; `slot_options`, when given, one item to each worker."""
+        """`options` goes to every worker's `work`; `slot_options`, when given, instead: `slot_options[slot]`
+        to the worker started in that slot, read again each time one is (re)started there."""
         if workers < 1:
             raise WorkerPoolError(f"a pool needs at least 1 worker, not {workers}")
         if flags & (Flag.SNIFF | Flag.DROP | Flag.RECV_ONLY | Flag.SEND_ONLY):

@@ -12,6 +12,9 @@ as messages on one queue, in the order it happened:
     ("event", pid, generation, event dict)
 
 after ("hello", pid, 0, slot), which says which of the pool's workers it is.
+A worker's command queue starts with WORKER_START and the settings in force
+(intercept filter, rules, hold timeout, pause), which it applies before its
+first packet.
 
 Rows are this worker's own numbers; `generation` counts the worker's clears,
 so the service can tell rows of an emptied store from the new ones.
@@ -22,12 +25,15 @@ from __future__ import annotations
 import os
 import queue as queue_module
 import threading
+import time
 from typing import NamedTuple
 
 from divertgui.engine.address import Layer
 from divertgui.engine.processes import ProcessList
+from divertgui.engine.worker_pool import START_TIMEOUT
 
 COMMAND_POLL = 0.05     # seconds a worker waits for a command before it looks at `stop` again
+WORKER_START = "worker_start"
 
 
 class WorkerChannels(NamedTuple):
@@ -86,8 +92,8 @@ def run_session(handle, stop, channels: WorkerChannels) -> dict:
     session = Session(store.send_event, store, gui_in_process=False)
     session.attach_live(handle, Layer(channels.layer))
     channels.reports.put(("hello", os.getpid(), 0, channels.slot))
-    # The settings waiting apply from the first packet on.
-    take_waiting(channels.commands, session)
+    for setting in _settings(channels.commands, stop):
+        session.post(setting)
 
     def take_commands() -> None:
         while not stop.is_set():
@@ -106,6 +112,21 @@ def run_session(handle, stop, channels: WorkerChannels) -> dict:
     session.run()
     # The service has this worker's counters from its last rows event; the pool sums the handle's.
     return {}
+
+
+def _settings(commands, stop) -> list[dict]:
+    """The settings of the service's WORKER_START, the first command a worker gets."""
+    end = time.monotonic() + START_TIMEOUT
+    while not stop.is_set() and time.monotonic() < end:
+        try:
+            message = commands.get(timeout=COMMAND_POLL)
+        except queue_module.Empty:
+            continue
+        except (EOFError, OSError):
+            break
+        if message.get("type") == WORKER_START:
+            return message["settings"]
+    return []
 
 
 def take_waiting(commands, session) -> None:

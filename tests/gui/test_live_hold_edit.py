@@ -25,13 +25,14 @@ def namespace():
         ns.remove()
 
 
-def live_bench_and_sockets(namespace):
+def live_bench_and_sockets(namespace, target: str | None = None):
     """A workbench on live capture and a UDP receiver and sender, all made inside the
-    namespace (the session thread and the sockets live where they are created)."""
+    namespace (the session thread, the capture service of `target` "local" and the
+    sockets live where they are created)."""
     from divertgui.app import Workbench
     from divertgui.views.capture_options import CaptureOptions
     with namespace.entered():
-        bench = Workbench(CaptureOptions(source="live"))
+        bench = Workbench(CaptureOptions(source="live"), target)
         receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         receiver.bind(("127.0.0.1", 0))
         sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -100,14 +101,8 @@ def test_after_opening_a_file_live_capture_runs_in_the_mode_chosen_and_holds(qtb
 
 
 def test_the_workers_of_capture_options_reach_the_service_which_captures_over_them(qtbot, namespace):
-    from divertgui.app import Workbench
-    from divertgui.views.capture_options import CaptureOptions, CaptureOptionsDialog
-    with namespace.entered():
-        # The capture service the window starts is a process of the namespace too.
-        bench = Workbench(CaptureOptions(source="live"), "local")
-        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        receiver.bind(("127.0.0.1", 0))
-        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    from divertgui.views.capture_options import CaptureOptionsDialog
+    bench, receiver, sender = live_bench_and_sockets(namespace, "local")
     port = receiver.getsockname()[1]
     receiver.settimeout(5)
     window = bench.window

@@ -247,16 +247,17 @@ def workers(target: str, port: int) -> dict:
     report["after_kill_received"] = sorted(got)
     report["kept_sent"] = sorted(bytes(Packet(bytes(window.store.raw(e["row"]))).payload).decode() for e in kept)
     wait(lambda: window.of("rows")[-1]["stats"].get("workers_restarted") == 1, 20)
-    # The restarted worker takes its flows again.
-    window.client.post("set_intercept", filter="")
-    time.sleep(0.3)
-    for k in range(FLOWS):
-        sender.sendto(b"third %d" % k, (f"127.0.0.{k + 1}", port))
+    # The restarted worker takes its flows again, holding by the intercept filter in force, and takes commands.
+    report["held_after_restart"] = len(hold_one_per_flow(window, sender, port, b"third", len(window.held())))
+    window.client.post("forward_all")
     report["after_restart_received"] = sorted(udp_in.recv(100).decode() for _ in range(FLOWS))
     report["stats"] = {key: value for key, value in window.of("rows")[-1]["stats"].items()
                        if key in ("workers", "workers_restarted", "lost_with_worker", "held_lost_with_worker",
                                   "held")}
+    # Stopping forwards what every worker holds.
+    report["held_at_stop"] = len(hold_one_per_flow(window, sender, port, b"fourth", len(window.held())))
     window.client.post("stop")
+    report["received_at_stop"] = sorted(udp_in.recv(100).decode() for _ in range(FLOWS))
     wait(lambda: not window.of("state")[-1]["running"], 30)
     report["errors"] = [e["message"] for e in window.of("error")]
     window.client.close()

@@ -147,7 +147,9 @@ def test_a_capture_over_two_workers_keeps_every_flow_whole_and_routes_held_packe
     assert report["stats"]["held_lost_with_worker"] == report["lost"]
     assert report["stats"]["lost_with_worker"] >= report["lost"]
     assert report["stats"]["workers"] == 2 and report["stats"]["workers_restarted"] == 1
+    assert report["held_after_restart"] == 12
     assert report["after_restart_received"] == sorted(f"third {k}" for k in range(12))
+    assert report["held_at_stop"] == 12 and report["received_at_stop"] == sorted(f"fourth {k}" for k in range(12))
     assert report["errors"] == []
     assert wait_until(lambda: not our_chains(netns), 10), our_chains(netns)
 
