@@ -3,7 +3,7 @@ tests/integration/test_service_netns.py:
 
     python -m tests.integration.service_scenarios capture TARGET UID PORT [HOST]
     python -m tests.integration.service_scenarios refused TARGET UID
-    python -m tests.integration.service_scenarios hold TARGET PORT COUNT
+    python -m tests.integration.service_scenarios hold TARGET PORT COUNT [WORKERS]
     python -m tests.integration.service_scenarios workers TARGET PORT
 
 The process imports everything as whoever started it, then (for a UID other
@@ -123,17 +123,17 @@ def refused(target: str, uid: int) -> dict:
     return {"errors": [e["message"] for e in window.of("error")], "hello": window.client.hello}
 
 
-def hold(target: str, port: int, count: int) -> dict:
-    """Hold `count` UDP datagrams to 127.0.0.1:port, report, then wait to be killed."""
+def hold(target: str, port: int, count: int, workers: int = 1) -> dict:
+    """Hold `count` UDP datagrams to 127.0.0.1:port, 127.0.0.2:port..., report, then wait to be killed."""
     window = Window(target)
     wait(lambda: window.client.hello)
-    window.client.post("start", source="live", mode="divert", filter=f"udp.DstPort == {port}")
-    wait(lambda: window.of("state"))
+    window.client.post("start", source="live", mode="divert", filter=f"udp.DstPort == {port}", workers=workers)
+    wait(lambda: window.of("state"), 60)
     window.client.post("set_intercept", filter="udp")
     time.sleep(0.3)
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     for i in range(count):
-        sender.sendto(b"held %d" % i, ("127.0.0.1", port))
+        sender.sendto(b"held %d" % i, (f"127.0.0.{i + 1}", port))
     wait(lambda: len(window.held()) >= count)
     return {"held": len(window.held()), "service_pid": window.client.hello["pid"],
             "state": window.of("state")[-1], "errors": [e["message"] for e in window.of("error")]}
@@ -291,7 +291,7 @@ def main(argv: list[str]) -> None:
     elif mode == "workers":
         report = workers(target, int(rest[0]))
     else:
-        report = hold(target, int(rest[0]), int(rest[1]))
+        report = hold(target, *map(int, rest))
     print(json.dumps(report), flush=True)
     if mode == "hold":
         time.sleep(60)

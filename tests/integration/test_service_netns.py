@@ -94,12 +94,13 @@ def test_a_user_not_allowed_is_refused_with_a_clear_message(netns, listening):
     assert "refused process" in log and "uid 65533" in log
 
 
-def test_killing_the_window_while_it_holds_packets_forwards_them_and_removes_the_rules(netns):
-    port, count = 40312, 3
+@pytest.mark.parametrize("workers", [1, 2])
+def test_killing_the_window_while_it_holds_packets_forwards_them_and_removes_the_rules(netns, workers):
+    port, count = 40312, 6
     with netns.entered():
         receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        receiver.bind(("127.0.0.1", port))
-    window = netns.popen([*SCENARIOS, "hold", "local", str(port), str(count)],
+        receiver.bind(("0.0.0.0", port))
+    window = netns.popen([*SCENARIOS, "hold", "local", str(port), str(count), str(workers)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = window.stdout.readline()
     assert line, window.stderr.read()
