@@ -68,6 +68,7 @@ class EventRecord:
     user: str = ""
     flow: FlowData | None = None
     handle: HandleData | None = None
+    host: str = ""              # the window's name for the capture service that saw it; "" for none
 
     @property
     def event_name(self) -> str:
@@ -83,6 +84,8 @@ class EventRecord:
             record["flow"] = flow
         if self.handle is not None:
             record["handle"] = {**dataclasses.asdict(self.handle), "layer": self.handle.layer.name}
+        if self.host:
+            record["host"] = self.host
         return record
 
 
@@ -191,7 +194,8 @@ def from_json(value, where: str = "event") -> EventRecord:
     if not isinstance(value, dict):
         raise EventRecordError(f"{where} must be an object, not {_shown(value)}")
     layer_data = "handle" if value.get("layer") == "REFLECT" else "flow"
-    fields = _object(where, value, {**top, layer_data: lambda w, v: v})
+    optional = {"host": _text} if "host" in value else {}
+    fields = _object(where, value, {**top, layer_data: lambda w, v: v, **optional})
     layer = fields["layer"]
     if layer not in EVENT_LAYERS:
         raise EventRecordError(f"{where}.layer must be FLOW, SOCKET or REFLECT, not {layer.name}")
@@ -206,4 +210,4 @@ def from_json(value, where: str = "event") -> EventRecord:
     else:
         flow = FlowData(**_object(f"{where}.flow", value["flow"], _FLOW_FIELDS))
     return EventRecord(fields["time_ns"], layer, event, fields["pid"], fields["process"], fields["user"],
-                       flow, handle)
+                       flow, handle, fields.get("host", ""))

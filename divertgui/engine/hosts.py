@@ -33,5 +33,9 @@ class HostList:
     def name(self, index: int) -> str:
         return self._names[index] if 0 <= index < len(self._names) else ""
 
+    def index_of(self, name: str) -> int | None:
+        """The index named `name`, None when no host has that name."""
+        return self._names.index(name) if name and name in self._names else None
+
     def names(self) -> list[str]:
         return list(self._names)

@@ -2,12 +2,17 @@
 
 Events belong to the capture store as it was when they came (its
 generation): a store emptied by Clear or File > Open takes its events
-with it, and events of a store already emptied are not shown.
+with it, and events of a store already emptied are not shown. Each host
+(a store host index) watches its own layers: an "events" event that the
+window's hosts tagged with `host` and `host_name` says what that host
+watches, and its records carry the host's name.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+from typing import NamedTuple
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
 
@@ -17,7 +22,8 @@ from divertgui.engine.conversations import protocol_name
 from divertgui.engine.errors import EventRecordError
 from divertgui.engine.event_records import EventRecord, from_json
 
-COLUMNS = ("Time", "Layer", "Event", "Process", "Protocol", "Local", "Remote", "Handle")
+COLUMNS = ("Time", "Layer", "Event", "Process", "Protocol", "Local", "Remote", "Handle", "Host")
+HOST = COLUMNS.index("Host")
 
 
 def address_text(address: int, ipv6: bool) -> str:
@@ -45,6 +51,8 @@ def cell_text(record: EventRecord, column: int) -> str:
         return record.event_name
     if column == 3:
         return f"{record.process or '?'} ({record.pid})"
+    if column == HOST:
+        return record.host
     flow = record.flow
     if column == 7:
         return handle_text(record) if record.handle is not None else ""
@@ -57,13 +65,20 @@ def cell_text(record: EventRecord, column: int) -> str:
     return endpoint_text(flow.remote, flow.remote_port, flow.ipv6)
 
 
+class Watching(NamedTuple):
+    """What one host's event capture watches: layer name -> filter, and the cgroup ("": every process)."""
+
+    name: str
+    layers: dict[str, str]
+    cgroup: str
+
+
 class EventsModel(QAbstractTableModel):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.records: list[EventRecord] = []
         self.generation = 0
-        self.capturing: dict[str, str] = {}     # layer name -> filter, while an event capture runs
-        self.cgroup = ""
+        self.watching: dict[int, Watching] = {}     # store host index -> its event capture, while it runs
         self.malformed = 0                      # records that were not well formed, left out
         self.first_problem = ""                 # what was wrong with the first of them
 
@@ -86,18 +101,35 @@ class EventsModel(QAbstractTableModel):
     def record(self, row: int) -> EventRecord:
         return self.records[row]
 
+    def capturing(self, host: int | None = None) -> dict[str, str]:
+        """The layers (name -> filter) that host `host` watches; None: that any host watches."""
+        chosen = self.watching.values() if host is None else [self.watching.get(host, Watching("", {}, ""))]
+        return {name: shown for watching in chosen for name, shown in watching.layers.items()}
+
+    def host_gone(self, host: int | None) -> None:
+        """Host `host` (None: every host) watches nothing any more."""
+        if host is None:
+            self.watching.clear()
+        else:
+            self.watching.pop(host, None)
+
     def apply_event(self, message: dict) -> int:
         """Takes an "events" event; returns how many records it added."""
         generation = int(message.get("generation", 0))
         if generation < self.generation:
             return 0            # events of a store that has since been emptied
         self.store_emptied(generation)
-        self.capturing = dict(message.get("capturing") or {})
-        self.cgroup = str(message.get("cgroup") or "")
+        host, name = int(message.get("host", 0)), str(message.get("host_name") or "")
+        layers = dict(message.get("capturing") or {})
+        if layers:
+            self.watching[host] = Watching(name, layers, str(message.get("cgroup") or ""))
+        else:
+            self.watching.pop(host, None)
         records = []
         for value in message.get("events") or ():
             try:
-                records.append(from_json(value))
+                record = from_json(value)
+                records.append(dataclasses.replace(record, host=name) if name else record)
             except EventRecordError as exc:
                 self.malformed += 1
                 self.first_problem = self.first_problem or str(exc)

@@ -204,7 +204,7 @@ class ServiceEvents:
         if event.get("where") == "rules":
             window.rules_panel.on_error(event)
         elif event.get("where") == "connection":
-            window.events_view.service_gone()
+            window.events_view.service_gone(event.get("host"))
 
 
 def ask_target(parent: QWidget) -> str | None:

@@ -7,6 +7,10 @@ layers watch. Double-clicking an event, or Filter on This Process in its
 menu, asks for that process's packets alone (`process_filter_requested(pid)`);
 Filter on This Flow asks for a display filter of its 5-tuple
 (`display_filter_requested(text)`).
+
+With several hosts, each event names its host (a Host column), Start and
+Stop go to the host `chosen_host()` names (the capture toolbar's selector;
+None: every host), and the status line says what each host watches.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QHBoxLayout, QHeade
 
 from divertgui.engine.conversations import TCP, UDP, conversation_filter
 from divertgui.engine.event_records import EVENT_LAYERS, EventRecord
-from divertgui.models.events_model import EventsModel, address_text
+from divertgui.models.events_model import HOST, EventsModel, address_text
 from divertgui.views.filter_editor import FilterEditor
 
 Post = Callable[..., None]
@@ -40,7 +44,7 @@ def flow_display_filter(record: EventRecord) -> str | None:
 
 
 class EventsView(QWidget):
-    process_filter_requested = Signal(int)
+    process_filter_requested = Signal(int, str)     # pid, the name of its host ("" for none)
     display_filter_requested = Signal(str)
 
     def __init__(self, post: Post, parent=None):
@@ -48,6 +52,7 @@ class EventsView(QWidget):
         self.setObjectName("events_view")
         self.post = post
         self.model = EventsModel(self)
+        self.chosen_host: Callable[[], int | None] = lambda: None
         self._shown_before = False
         self.layer_boxes = {}
         controls = QHBoxLayout()
@@ -85,6 +90,8 @@ class EventsView(QWidget):
         metrics = self.table.fontMetrics()
         for column, text in enumerate(WIDEST):
             header.resizeSection(column, metrics.horizontalAdvance(text) + 16)
+        header.moveSection(header.visualIndex(HOST), 1)
+        self.table.setColumnHidden(HOST, True)     # shown once the window has several hosts
         self.table.doubleClicked.connect(self._on_double_click)
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
         self.process_action = QAction("Filter on This Process", self.table)
@@ -102,7 +109,13 @@ class EventsView(QWidget):
         layout.addWidget(self.table, 1)
         layout.addWidget(self.status)
         self._update_actions()
-        self._show_state()
+        self.show_state()
+
+    def show_hosts(self) -> None:
+        """The window has several hosts: each event names its host."""
+        self.table.setColumnHidden(HOST, False)
+        self.table.horizontalHeader().resizeSection(HOST, self.table.fontMetrics().horizontalAdvance("a-host-name") + 16)
+        self.show_state()
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
@@ -119,7 +132,8 @@ class EventsView(QWidget):
     # the capture ---------------------------------------------------------------------
     @property
     def capturing(self) -> bool:
-        return bool(self.model.capturing)
+        """True while the chosen host (or, for every host, any host) watches events."""
+        return bool(self.model.capturing(self.chosen_host()))
 
     def chosen_layers(self):
         return [layer for layer, box in self.layer_boxes.items() if box.isChecked()]
@@ -162,26 +176,28 @@ class EventsView(QWidget):
         added = self.model.apply_event(message)
         if added and follow:
             self.table.scrollToBottom()
-        self._show_state()
+        self.show_state()
 
-    def service_gone(self) -> None:
-        """The capture service ended: nothing is watched any more; the events stay."""
-        self.model.capturing = {}
-        self._show_state()
+    def service_gone(self, host: int | None = None) -> None:
+        """The capture service of store host index `host` (None: every one) ended: it watches
+        nothing any more; the events stay."""
+        self.model.host_gone(host)
+        self.show_state()
 
     def store_emptied(self, generation: int) -> None:
         self.model.store_emptied(generation)
-        self._show_state()
+        self.show_state()
 
-    def _show_state(self) -> None:
+    def show_state(self) -> None:
         model = self.model
-        capturing = model.capturing
-        self.start_button.setText("Stop" if capturing else "Start")
+        self.start_button.setText("Stop" if self.capturing else "Start")
         text = f"{len(model.records):,} events"
-        if capturing:
-            where = f" of cgroup {model.cgroup}" if model.cgroup else ""
-            watched = ", ".join(f"{name} ({shown})" if shown else name for name, shown in capturing.items())
-            text += f"; watching {watched}{where}"
+        several = not self.table.isColumnHidden(HOST)
+        for watching in model.watching.values():
+            where = f" of cgroup {watching.cgroup}" if watching.cgroup else ""
+            watched = ", ".join(f"{name} ({shown})" if shown else name for name, shown in watching.layers.items())
+            on = f" on {watching.name}" if several and watching.name else ""
+            text += f"; watching {watched}{where}{on}"
         if model.malformed:
             text += f"; {model.malformed:,} malformed events left out (the first: {model.first_problem})"
         self.status.setText(text)
@@ -201,7 +217,7 @@ class EventsView(QWidget):
     def filter_on_process(self) -> None:
         record = self.current_record()
         if record is not None and record.pid > 0:
-            self.process_filter_requested.emit(record.pid)
+            self.process_filter_requested.emit(record.pid, record.host)
 
     def filter_on_flow(self) -> None:
         record = self.current_record()

@@ -150,8 +150,11 @@ class Hosts(QObject):
                 return
         elif kind == "held":
             event = self._window_holds(link, event)
+        elif kind == "events":
+            event = dict(event, host=link.index, host_name=link.host)
         elif kind == "error" and event.get("where") == "connection":
             self._lost(link)
+            event = dict(event, host=link.index)
         elif kind == "error" and len(self.links) > 1 and event.get("where") != "rules":
             event = dict(event, message=f"{link.host}: {event.get('message', '')}")
         self.event.emit(event)

@@ -15,7 +15,7 @@ from divertgui.views.host_link import CONNECTING, LOST
 ALL_HOSTS = "All hosts"
 # Commands the capture toolbar's host selector scopes; set_rules follows the rules panel's.
 CAPTURE_COMMANDS = frozenset({"start", "stop", "pause", "set_rate", "set_intercept", "set_hold_timeout",
-                              "forward_all", "drop_all", "inject"})
+                              "forward_all", "drop_all", "inject", "start_events", "stop_events"})
 
 
 class HostSelector(QComboBox):
@@ -55,6 +55,9 @@ class HostsBar:
         self.capture = HostSelector("capture_host", window)
         self._capture_action = window.capture_toolbar.insertWidget(window.capture_toolbar.actions()[3],
                                                                    self.capture)
+        # The Events view's Start and Stop go where the capture toolbar's selector says.
+        window.events_view.chosen_host = self.capture.host
+        self.capture.currentIndexChanged.connect(window.events_view.show_state)
         self.rules = HostSelector("rules_host", window.rules_panel)
         self.rules.currentIndexChanged.connect(self._rules_host_chosen)
         window.rules_panel.layout().insertWidget(0, self.rules)
@@ -91,6 +94,7 @@ class HostsBar:
         if several:
             self.window.table.setColumnHidden(HOST, False)
             self.window.charts.show_hosts()
+            self.window.events_view.show_hosts()
         self.status.setText(self.describe())
 
     def describe(self) -> str:

@@ -219,7 +219,8 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.rules_dock, self.processes_dock)
         self.intercept_dock.raise_()
         self.events_view = EventsView(self.post, self)
-        self.events_view.process_filter_requested.connect(self.process_actions.filter_process)
+        self.events_view.process_filter_requested.connect(
+            lambda pid, host: self.process_actions.filter_process(pid, self.store.hosts.index_of(host)))
         self.events_view.display_filter_requested.connect(self.streams.apply_filter_text)
         self.events_dock = QDockWidget("Events (flows, sockets, handles)", self)
         self.events_dock.setObjectName("events_dock")

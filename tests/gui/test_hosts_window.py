@@ -212,3 +212,47 @@ def test_a_pid_on_two_hosts_is_two_processes_and_holding_one_asks_its_host_alone
     posted.clear()
     actions.hold_process(None)
     assert sorted((host, fields["pids"]) for host, _, fields in posted) == [(first, []), (second, [])]
+
+
+def test_events_name_their_host_and_start_and_stop_follow_the_capture_host_selector(two_hosts, qtbot, tmp_path):
+    from divertgui.models.events_model import HOST as EVENT_HOST
+    from tests.unit.test_event_records import sample_records
+    bench, window = two_hosts, two_hosts.window
+    (first, first_link), (second, second_link) = ((link.index, link) for link in bench.hosts.links)
+    view = window.events_view
+    assert not view.table.isColumnHidden(EVENT_HOST)
+    records = [record.to_json() for record in sample_records()[:2]]
+    for link, layers, sent in ((first_link, {"FLOW": ""}, records[:1]), (second_link, {"SOCKET": "tcp"}, records[1:])):
+        link.event.emit({"type": "events", "generation": bench.store.generation, "events": sent,
+                         "capturing": layers, "cgroup": ""})
+    assert [view.model.index(row, EVENT_HOST).data() for row in range(2)] == ["local", "local (2)"]
+    assert view.status.text().endswith("watching FLOW on local; watching SOCKET (tcp) on local (2)")
+
+    posted = []
+    for link in bench.hosts.links:
+        def record(kind, link=link, post=link.post, **fields):
+            posted.append((link.index, kind))
+            post(kind, **fields)
+        link.post = record
+    bench.hosts_bar.capture.choose(first)
+    assert view.start_button.text() == "Stop"
+    view.toggle()
+    assert posted == [(first, "stop_events")]
+    first_link.event.emit({"type": "events", "generation": bench.store.generation, "events": [],
+                           "capturing": {}, "cgroup": ""})
+    assert view.start_button.text() == "Start" and "on local;" not in view.status.text()
+    bench.hosts_bar.capture.choose(second)
+    assert view.start_button.text() == "Stop"
+
+    # Saved and read back, each event keeps its host's name.
+    from divertgui.engine.pcapng import CaptureReader
+    from divertgui.engine.saved_capture import load_into
+    from divertgui.engine.store import CaptureStore
+    path = str(tmp_path / "events.pcapng")
+    window.files.save_capture(path)
+    loaded = load_into(CaptureStore(), CaptureReader(path))
+    assert [event.host for event in loaded.events] == ["local", "local (2)"]
+
+    os.kill(second_link.hello["pid"], signal.SIGKILL)
+    qtbot.waitUntil(lambda: second_link.state == LOST, timeout=10000)
+    assert view.start_button.text() == "Start" and "watching" not in view.status.text()

@@ -45,7 +45,7 @@ def test_socket_flow_and_reflect_events_show_live_filter_the_packets_and_come_ba
         view.cgroup.setText(os.path.relpath(own_cgroup, cgroup2_mount()))
         view.start_button.click()
         qtbot.waitUntil(lambda: view.capturing or bool(window.errors), timeout=10000)
-        assert set(model.capturing) == {"FLOW", "SOCKET", "REFLECT"}, window.errors
+        assert set(model.capturing()) == {"FLOW", "SOCKET", "REFLECT"}, window.errors
 
         server = start_in(namespace, own_cgroup, sys.executable, "-c", SERVER, "127.0.0.1", str(PORT))
         assert server.stdout.readline().strip() == "listening"

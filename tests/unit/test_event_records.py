@@ -45,8 +45,10 @@ def sample_records() -> list[EventRecord]:
                              else (MAPPED_LOOPBACK, MAPPED_LOOPBACK + number))
             flow = FlowData((1 << 64) - 1 - number, 40 + number, 17 if number % 2 else 6, local, 50000 + number,
                             remote, 443 + number, bool(number % 2), number % 3 == 1, ipv6)
+        # Half of them seen by a named host of a window with several, half by the window's only one.
         records.append(EventRecord(BASE_NS + number * 1_000_003, layer, event, 4_000_000 + number,
-                                   f"proc {number} ✓", f"user{number}", flow, handle))
+                                   f"proc {number} ✓", f"user{number}", flow, handle,
+                                   f"web{number} (2)" if number % 2 else ""))
     return records
 
 
