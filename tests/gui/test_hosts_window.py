@@ -28,6 +28,17 @@ def two_hosts(qtbot):
     bench.close()
 
 
+def posts_to_each_host(bench) -> list[tuple[int, str, dict]]:
+    """The commands each host's link is given from now on: (host index, kind, fields), sent on as before."""
+    posted = []
+    for link in bench.hosts.links:
+        def record(kind, link=link, post=link.post, **fields):
+            posted.append((link.index, kind, fields))
+            post(kind, **fields)
+        link.post = record
+    return posted
+
+
 def rows_of(bench, host: int) -> int:
     return int((bench.store.column("host") == host).sum())
 
@@ -176,12 +187,7 @@ def test_a_pid_on_two_hosts_is_two_processes_and_holding_one_asks_its_host_alone
     append_for_host(bench.store, second, [udp4("10.0.0.2", 80, "10.0.0.1", 1000)] * 3, nginx, Verdict.PASSED)
     window.count = len(bench.store)
     window.table_model.refresh(window.count)
-    posted: list[tuple[int, str, dict]] = []
-    for link in bench.hosts.links:
-        def record(kind, link=link, post=link.post, **fields):
-            posted.append((link.index, kind, fields))
-            post(kind, **fields)
-        link.post = record
+    posted = posts_to_each_host(bench)
 
     view = window.processes
     view.refresh()
@@ -228,16 +234,11 @@ def test_events_name_their_host_and_start_and_stop_follow_the_capture_host_selec
     assert [view.model.index(row, EVENT_HOST).data() for row in range(2)] == ["local", "local (2)"]
     assert view.status.text().endswith("watching FLOW on local; watching SOCKET (tcp) on local (2)")
 
-    posted = []
-    for link in bench.hosts.links:
-        def record(kind, link=link, post=link.post, **fields):
-            posted.append((link.index, kind))
-            post(kind, **fields)
-        link.post = record
+    posted = posts_to_each_host(bench)
     bench.hosts_bar.capture.choose(first)
     assert view.start_button.text() == "Stop"
     view.toggle()
-    assert posted == [(first, "stop_events")]
+    assert [(host, kind) for host, kind, _ in posted] == [(first, "stop_events")]
     first_link.event.emit({"type": "events", "generation": bench.store.generation, "events": [],
                            "capturing": {}, "cgroup": ""})
     assert view.start_button.text() == "Start" and "on local;" not in view.status.text()
