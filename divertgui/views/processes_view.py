@@ -38,8 +38,13 @@ def process_columns(t: ProcessTotals, store) -> list[Column]:
 
 
 def show_hosts(view: QTableView, t: ProcessTotals) -> None:
-    """The Host column only when the processes come from more than one host."""
-    view.setColumnHidden(view.model().columnCount() - 1, len(np.unique(t.hosts)) < 2)
+    """The Host column only when the processes come from more than one host, beside the PID
+    (a narrow dock shows the first columns)."""
+    host = view.model().columnCount() - 1
+    view.setColumnHidden(host, len(np.unique(t.hosts)) < 2)
+    header = view.horizontalHeader()
+    if header.visualIndex(host) != 2:
+        header.moveSection(header.visualIndex(host), 2)
 
 
 def process_table(model: ArrayTableModel, parent) -> QTableView:
