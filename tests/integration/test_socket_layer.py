@@ -193,3 +193,34 @@ def test_programs_leave_the_cgroup_on_close_and_when_their_process_is_killed(own
         assert wait_until(lambda: _attached(own_cgroup) == [], 5)
     finally:
         holder.kill()
+
+
+EARLY_SERVER = textwrap.dedent("""
+    import socket, sys, time
+    open("/proc/self/comm", "w").write("early-tcp")
+    server = socket.socket()
+    server.bind(("127.0.0.1", int(sys.argv[1])))
+    server.listen()
+    print("listening", flush=True)
+    conn, _ = server.accept()
+    conn.sendall(b"ok")
+    time.sleep(20)    # the accepted socket stays while the test looks (the fixture ends it)
+""")
+
+
+def test_an_accept_of_a_listener_created_before_the_handle_opened_has_its_process(netns, own_cgroup):
+    """The kernel programs never saw the listener created (its ACCEPT, reported by a sock_ops
+    callback, carries ProcessId 0); socket diagnostics find the accepted socket by its 5-tuple
+    and cookie in the namespace the handle was opened in."""
+    port = 8096
+    server = start_in(netns, own_cgroup, PY, "-c", EARLY_SERVER, str(port))
+    assert server.stdout.readline().strip() == "listening"
+    with netns.entered():
+        handle = socket_handle(own_cgroup, f"event == ACCEPT and localPort == {port}")
+    with handle:
+        client = f"import socket; print(socket.create_connection(('127.0.0.1', {port})).recv(2).decode())"
+        _pid, result = run_in(netns, own_cgroup, PY, "-c", client)
+        assert result.stdout == "ok\n", result.stderr
+        events = events_until(handle, lambda seen: len(seen) >= 1)
+    assert [(a.event, a.flow.process_id, a.flow.process_name) for a in events] == \
+        [(Event.SOCKET_ACCEPT, server.pid, "early-tcp")]

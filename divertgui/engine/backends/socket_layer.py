@@ -83,6 +83,7 @@ class SocketBackend(Backend):
         self._ring: RingBuffer | None = None
         self._filter = None
         self._stats = {"sniffed": 0, "dropped": 0}
+        self._earlier: EarlierSockets | None = None
 
     layer = Layer.SOCKET
 
@@ -120,6 +121,8 @@ class SocketBackend(Backend):
                                            f"later)", kind="kernel") from None
             self._ring = RingBuffer(maps.events, RING_BYTES)
             self._fds.remove(maps.events)
+            # Made here: its lookups speak of the opening thread's network namespace.
+            self._earlier = EarlierSockets()
         except BaseException:
             self.close()
             raise
@@ -179,7 +182,16 @@ class SocketBackend(Backend):
 
     def _events(self, raw: bytes) -> list[tuple[Address, bool]]:
         """The events a ring buffer record stands for, each with whether it was refused."""
-        return [to_address(raw)]
+        return [self._with_process(raw)]
+
+    def _with_process(self, raw: bytes) -> tuple[Address, bool]:
+        """The record's event, with its process found by socket diagnostics where the programs
+        knew none: a socket created before the handle opened (its FLOW events, and the LISTEN
+        and ACCEPT that sock_ops callbacks report)."""
+        address, blocked = to_address(raw)
+        if not address.flow.process_id and self._earlier is not None:
+            self._earlier.fill(address.flow)
+        return address, blocked
 
     def verdict(self, ticket: int, raw) -> None:
         raise SocketLayerError("a SOCKET event has no pending verdict: the kernel decided when it happened")
@@ -191,6 +203,9 @@ class SocketBackend(Backend):
         for fd in self._links + self._fds:
             os.close(fd)
         self._links, self._fds = [], []
+        if self._earlier is not None:
+            self._earlier.close()
+            self._earlier = None
         if self._ring is not None:
             self._ring.close()
             self._ring = None
@@ -211,19 +226,7 @@ class FlowBackend(SocketBackend):
     def __init__(self, cgroup: str | None = None):
         super().__init__(cgroup)
         self._udp_flows = OpenUdpFlows()
-        self._earlier: EarlierSockets | None = None
         self._stats["forgotten"] = 0
-
-    def open(self, filter, layer: Layer, priority: int, flags: Flag, params) -> None:
-        super().open(filter, layer, priority, flags, params)
-        # Made here: its lookups speak of the opening thread's network namespace.
-        self._earlier = EarlierSockets()
-
-    def close(self) -> None:
-        super().close()
-        if self._earlier is not None:
-            self._earlier.close()
-            self._earlier = None
 
     def programs(self, tree, maps: programs.Maps, flags: Flag) -> list[programs.Program]:
         wanted = [programs.sock_create(maps)]
@@ -244,9 +247,7 @@ class FlowBackend(SocketBackend):
         if socket_closed(raw):
             closed, _ = to_address(raw)
             return [(flow, False) for flow in self._udp_flows.close(closed.flow.endpoint_id, closed.timestamp)]
-        address, blocked = to_address(raw)
-        if not address.flow.process_id and self._earlier is not None:
-            self._earlier.fill(address.flow)        # a socket created before the handle opened
+        address, blocked = self._with_process(raw)
         if address.flow.protocol == IPPROTO_UDP:
             self._stats["forgotten"] += self._udp_flows.open(address)
         return [(address, blocked)]
