@@ -14,6 +14,7 @@ per packet and the writer must keep up with 100,000 packets per second.
 from __future__ import annotations
 
 import collections
+import io
 import itertools
 import mmap
 import os
@@ -363,6 +364,12 @@ _BOM = {ng.BYTE_ORDER_MAGIC: "<", ng.BYTE_ORDER_MAGIC_LE: ">"}
 def _open_bytes(source) -> tuple[bytes | mmap.mmap, str | None]:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source), None
+    if isinstance(source, io.BufferedReader):
+        # An open file (one the capture service opened for a client): mapped, as a path is.
+        with source:
+            size = os.fstat(source.fileno()).st_size
+            data = mmap.mmap(source.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        return data, getattr(source, "name", None)
     if hasattr(source, "read"):
         return source.read(), getattr(source, "name", None)
     path = os.fspath(source)
@@ -386,8 +393,10 @@ class CaptureReader:
     met so far is in `custom`; other programs' custom blocks are passed over.
     """
 
-    def __init__(self, source: str | os.PathLike | bytes | BinaryIO):
+    def __init__(self, source: str | os.PathLike | bytes | BinaryIO, name: str | None = None):
+        """`name` is what messages call the file, when `source` is not its path."""
         self._data, self.path = _open_bytes(source)
+        self.path = name or self.path
         self.skipped: collections.Counter[str] = collections.Counter()
         self.interfaces: list[Interface] = []
         self.custom: list[bytes] = []

@@ -501,7 +501,7 @@ class Session:
             if not path:
                 raise SessionError("replay needs the path of a capture file", "path")
             from divertgui.engine.backends.replay import ReplayBackend
-            backend = ReplayBackend(path, float(command.get("speed", 1.0)))
+            backend = ReplayBackend(path, float(command.get("speed", 1.0)), command.get("file"))
             handle = self._open(filter_text, layer, priority, _MODES[mode], backend)
         self._handle, self._backend = handle, backend
         self._begin(source, mode, layer, reason)
@@ -568,7 +568,7 @@ class Session:
             raise SessionError("open needs the path of a capture file", "open")
         try:
             # A file that is not a capture leaves the capture as it was.
-            reader = CaptureReader(path)
+            reader = CaptureReader(command.get("file") or path, name=path)
         except CaptureFileError as exc:
             raise SessionError(str(exc), "open") from exc
         self._close_source("")

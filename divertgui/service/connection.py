@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import socket
-import stat
 import threading
 from typing import Callable
 
@@ -18,6 +17,7 @@ from divertgui.engine.protocol import event
 from divertgui.engine.session import Session
 from divertgui.service import framing
 from divertgui.service.commands import CommandError, validate
+from divertgui.service.peer_files import open_for_peer
 from divertgui.service.store_relay import StoreRelay
 from divertgui.service.writer import FrameWriter
 
@@ -25,11 +25,13 @@ PROTOCOL_VERSION = 2
 
 
 class Peer:
-    """Who is at the other end: a uid when the transport says (a Unix socket), else None (the owner)."""
+    """Who is at the other end: a uid and its groups when the transport says (a Unix socket), else
+    None (the owner)."""
 
-    def __init__(self, description: str, uid: int | None = None):
+    def __init__(self, description: str, uid: int | None = None, groups: frozenset[int] = frozenset()):
         self.description = description
         self.uid = uid
+        self.groups = groups
 
 
 class Connection:
@@ -93,27 +95,18 @@ class Connection:
 
     def _take(self, command: dict) -> None:
         if command["type"] == "start" and command.get("source") == "replay":
-            self._check_readable(command.get("path", ""), "start.path")
+            self._open_for_peer(command, "start.path")
         if command["type"] == "open":
-            self._check_readable(command.get("path", ""), "open.path")
+            self._open_for_peer(command, "open.path")
         if command["type"] == "set_hold_timeout":
             self._hold_action = command.get("action", "forward")
         self.session.post(command)
 
-    def _check_readable(self, path: str, name: str) -> None:
+    def _open_for_peer(self, command: dict, name: str) -> None:
         """A client of another user replays or opens only files that user may read anyway."""
         if self.peer.uid is None or self.peer.uid == os.geteuid():
             return
-        if not os.path.isabs(path):
-            raise CommandError(f"{name} must be an absolute path, not {path[:200]!r}")
-        try:
-            info = os.stat(path)
-        except OSError as exc:
-            raise CommandError(f"{name}: cannot read {path[:200]}: {exc.strerror}") from None
-        if not stat.S_ISREG(info.st_mode):
-            raise CommandError(f"{name}: {path[:200]} is not a regular file")
-        if info.st_uid != self.peer.uid and not info.st_mode & stat.S_IROTH:
-            raise CommandError(f"{name}: {path[:200]} is neither yours nor readable by everyone")
+        command["file"] = open_for_peer(command.get("path", ""), self.peer.uid, self.peer.groups, name)
 
     def _refuse(self, message: str) -> None:
         self._log(f"{self.peer.description}: refused: {message}")

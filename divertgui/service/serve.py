@@ -13,7 +13,7 @@ from divertgui.engine import privileges
 from divertgui.service import framing
 from divertgui.service.connection import Connection, Peer
 from divertgui.service.hardening import harden
-from divertgui.service.peers import AccessPolicy, peer_credentials, user_name
+from divertgui.service.peers import AccessPolicy, groups_of, peer_credentials, user_name
 from divertgui.service.transports import SocketPathError, listen_unix, take_stdio, write_all
 
 MAX_CLIENTS = 8
@@ -146,7 +146,7 @@ def serve_socket(server: socket.socket, path: str, policy: AccessPolicy) -> int:
                 log(f"refused process {pid} of {user_name(uid)} (uid {uid}): {refusal}")
                 _refuse(client, refusal)
                 continue
-            peer = Peer(f"process {pid} of {user_name(uid)} (uid {uid})", uid)
+            peer = Peer(f"process {pid} of {user_name(uid)} (uid {uid})", uid, frozenset(groups_of(uid, gid)))
             log(f"serving {peer.description}")
             connection = Connection(client.recv, client.sendall, peer, log, problem)
 

@@ -5,6 +5,7 @@ tests/integration/test_service_netns.py:
     python -m tests.integration.service_scenarios refused TARGET UID
     python -m tests.integration.service_scenarios hold TARGET PORT COUNT [WORKERS]
     python -m tests.integration.service_scenarios workers TARGET PORT
+    python -m tests.integration.service_scenarios open TARGET UID PATH
 
 The process imports everything as whoever started it, then (for a UID other
 than 0) becomes that user with no capabilities: the interpreter may live
@@ -121,6 +122,18 @@ def refused(target: str, uid: int) -> dict:
     window = Window(target)
     wait(lambda: window.of("error") and not window.client.connected)
     return {"errors": [e["message"] for e in window.of("error")], "hello": window.client.hello}
+
+
+def open_file(target: str, uid: int, path: str) -> dict:
+    """Ask the service to open the capture file `path`: what it answered, and the rows it sent."""
+    become(uid)
+    window = Window(target)
+    assert wait(lambda: window.client.hello is not None), "no hello"
+    window.client.post("open", path=path)
+    wait(lambda: window.of("error") or any(e.get("source") == "file" for e in window.of("state")))
+    return {"errors": [e["message"] for e in window.of("error")],
+            "opened": [e["reason"] for e in window.of("state") if e.get("source") == "file"],
+            "rows": len(window.store)}
 
 
 def hold(target: str, port: int, count: int, workers: int = 1) -> dict:
@@ -288,6 +301,8 @@ def main(argv: list[str]) -> None:
         report = capture(target, int(rest[0]), int(rest[1]), *rest[2:])
     elif mode == "refused":
         report = refused(target, int(rest[0]))
+    elif mode == "open":
+        report = open_file(target, int(rest[0]), rest[1])
     elif mode == "workers":
         report = workers(target, int(rest[0]))
     else:

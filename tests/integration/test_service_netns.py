@@ -10,6 +10,8 @@ import pathlib
 import shutil
 import signal
 import socket
+import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -17,6 +19,8 @@ import time
 
 import pytest
 
+from divertgui.engine.address import Address
+from divertgui.engine.pcapng import write_capture
 from tests.integration.conftest import receive_expected, run, wait_until
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -92,6 +96,49 @@ def test_a_user_not_allowed_is_refused_with_a_clear_message(netns, listening):
     service.send_signal(signal.SIGTERM)
     _, log = service.communicate(timeout=10)
     assert "refused process" in log and "uid 65533" in log
+
+
+def one_packet_capture(path: pathlib.Path) -> pathlib.Path:
+    payload = b"only root may read this"
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28 + len(payload), 1, 0, 64, 17, 0,
+                     bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1]))
+    udp = struct.pack("!HHHH", 1234, 5678, 8 + len(payload), 0)
+    write_capture(path, [(ip + udp + payload, Address(outbound=True, loopback=True), time.time_ns())])
+    path.chmod(0o644)
+    return path
+
+
+@pytest.fixture
+def open_directory():
+    """A directory of uid 65534's that every user may enter."""
+    directory = pathlib.Path(tempfile.mkdtemp(prefix="divertgui-open-"))
+    os.chown(directory, 65534, 65534)
+    directory.chmod(0o755)
+    yield directory
+    shutil.rmtree(directory)
+
+
+def opened_as_nobody(netns, socket_path: str, capture: pathlib.Path) -> dict:
+    client = netns.popen([*SCENARIOS, "open", f"unix:{socket_path}", "65534", str(capture)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return report_of(client)
+
+
+def test_a_client_opens_only_capture_files_its_user_may_read(netns, listening, open_directory, tmp_path):
+    path, _ = listening
+    hidden = one_packet_capture(tmp_path / "private.pcapng")       # world-readable, in root's 0700 directory
+    assert stat.S_IMODE(os.stat(tmp_path.parent).st_mode) & 0o001 == 0
+    link = open_directory / "link.pcapng"
+    link.symlink_to(hidden)
+    shared = one_packet_capture(open_directory / "shared.pcapng")
+
+    for refused in (hidden, link):
+        report = opened_as_nobody(netns, path, refused)
+        assert report["opened"] == [] and report["rows"] == 0
+        assert len(report["errors"]) == 1 and "is in a directory you may not enter" in report["errors"][0]
+    report = opened_as_nobody(netns, path, shared)
+    assert report["errors"] == [] and report["rows"] == 1
+    assert report["opened"][-1] == f"opened {shared}: 1 packets"
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 from divertgui.engine.address import Address, Flag, Layer, Param
 from divertgui.engine.header_fields import ip_version
@@ -33,10 +33,12 @@ class Outcome(NamedTuple):
 class ReplayBackend(Backend):
     name = "replay"
 
-    def __init__(self, path: str | os.PathLike, speed: float = 1.0):
+    def __init__(self, path: str | os.PathLike, speed: float = 1.0, file: BinaryIO | None = None):
+        """`file`, when given, is `path` already open (the capture service opens a client's file)."""
         if speed < 0:
             raise ValueError(f"replay speed must be 0 (as fast as possible) or positive, not {speed}")
         self.path = os.fspath(path)
+        self._file = file
         self.speed = float(speed)
         self.error: CaptureFileError | None = None
         self._reader: CaptureReader | None = None
@@ -62,7 +64,8 @@ class ReplayBackend(Backend):
     # -- Backend
 
     def open(self, filter, layer: Layer, priority: int, flags: Flag, params: dict[Param, int]) -> None:
-        self._reader = CaptureReader(self.path)
+        self._reader = CaptureReader(self._file or self.path, name=self.path)
+        self._file = None
         self._records = iter(self._reader)
         self._filter = filter
         self._layer = Layer(layer)
