@@ -25,9 +25,11 @@ def make_key(path: pathlib.Path) -> None:
 
 
 class Sshd:
-    """sshd in `ns` on `address`:PORT, letting in root with `client_key` (made in `directory` when None)."""
+    """sshd in `ns` on `address`:PORT, letting in root with `client_key` (made in `directory` when None),
+    started through the command `prefix` (such as an `unshare` into namespaces of its own)."""
 
-    def __init__(self, ns, address: str, directory: pathlib.Path, client_key: pathlib.Path | None = None):
+    def __init__(self, ns, address: str, directory: pathlib.Path, client_key: pathlib.Path | None = None,
+                 prefix: tuple[str, ...] = ()):
         self.address = address
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
@@ -46,7 +48,7 @@ class Sshd:
             "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
             f"PidFile {directory / 'sshd.pid'}", f"SetEnv PATH={SERVICE_PATH}", ""]))
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)   # sshd's privilege separation directory
-        self.process = ns.popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE, text=True)
+        self.process = ns.popen([*prefix, SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE, text=True)
         with ns.entered():
             up = wait_until(lambda: _listening(address, PORT) or self.process.poll() is not None, 20)
         assert up and self.process.poll() is None, self.process.stderr.read()
