@@ -233,6 +233,10 @@ def test_events_name_their_host_and_start_and_stop_follow_the_capture_host_selec
                          "capturing": layers, "cgroup": ""})
     assert [view.model.index(row, EVENT_HOST).data() for row in range(2)] == ["local", "local (2)"]
     assert view.status.text().endswith("watching FLOW on local; watching SOCKET (tcp) on local (2)")
+    view.table.setCurrentIndex(view.model.index(1, 0))
+    view.process_action.trigger()
+    assert (window.table_model.process_pid, window.table_model.process_host) == (sample_records()[1].pid, second)
+    window.process_actions.filter_process(None)
 
     posted = posts_to_each_host(bench)
     bench.hosts_bar.capture.choose(first)
