@@ -39,6 +39,24 @@ def posts_to_each_host(bench) -> list[tuple[int, str, dict]]:
     return posted
 
 
+def choose_in_packet_menu(window, text: str) -> None:
+    """Opens the packet list's context menu on the selected packet and chooses its action `text`."""
+    from PySide6.QtCore import QPoint
+    from PySide6.QtWidgets import QApplication
+    chosen = []
+
+    def choose() -> None:
+        menu = QApplication.activePopupWidget()
+        action = next(action for action in menu.actions() if action.text() == text)
+        chosen.append(action.text())
+        menu.close()
+        action.trigger()
+
+    QTimer.singleShot(0, choose)
+    window.process_actions.packet_menu(QPoint(5, 5))
+    assert chosen == [text]
+
+
 def rows_of(bench, host: int) -> int:
     return int((bench.store.column("host") == host).sum())
 
@@ -212,11 +230,10 @@ def test_a_pid_on_two_hosts_is_two_processes_and_holding_one_asks_its_host_alone
     qtbot.waitUntil(lambda: window.table_model.rowCount() == 5, timeout=5000)
     first_row = next(r for r in range(5) if bench.store.value("host", window.table_model.store_row(r)) == first)
     window.navigation.select_view_row(first_row)
-    actions = window.process_actions
-    actions.hold_process(actions.current_process().pid, actions.current_host())
+    choose_in_packet_menu(window, "Hold Everything from curl (500)")
     assert [(host, kind, fields["pids"]) for host, kind, fields in posted] == [(first, "set_hold_processes", [500])]
     posted.clear()
-    actions.hold_process(None)
+    window.process_actions.hold_process(None)
     assert sorted((host, fields["pids"]) for host, _, fields in posted) == [(first, []), (second, [])]
 
 
