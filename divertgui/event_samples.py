@@ -3,18 +3,11 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 from divertgui.engine.address import Flag, Layer
+from divertgui.engine.address_text import event_endpoint_text
 from divertgui.engine.header_fields import TRANSPORT_PROTOCOLS
 
 PROTOCOLS = {number: name for name, number in TRANSPORT_PROTOCOLS.items()}
-
-
-def endpoint_text(address: int, port: int) -> str:
-    ip = ipaddress.IPv6Address(address)
-    mapped = ip.ipv4_mapped
-    return f"{mapped}:{port}" if mapped is not None else f"[{ip}]:{port}"
 
 
 def process_name(pid: int, seen_as: str = "") -> str:
@@ -33,8 +26,8 @@ def event_line(address) -> str:
     protocol = PROTOCOLS.get(data.protocol, str(data.protocol))
     verdict = "  [blocked]" if not address.sniffed else ""
     return (f"{event:<11} {data.process_id:>7} {process_name(data.process_id, data.process_name):<16} {protocol:<6} "
-            f"{endpoint_text(data.local_addr, data.local_port)} -> "
-            f"{endpoint_text(data.remote_addr, data.remote_port)}{verdict}")
+            f"{event_endpoint_text(data.local_addr, data.local_port, address.ipv6)} -> "
+            f"{event_endpoint_text(data.remote_addr, data.remote_port, address.ipv6)}{verdict}")
 
 
 def socketdump(filter_text: str, block: bool, say, stop, count: int | None = None, priority: int = 0) -> int:

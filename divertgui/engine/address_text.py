@@ -153,3 +153,14 @@ def format_ipv6(value: int) -> str:
     head = ":".join(f"{g:x}" for g in groups[:best_start])
     tail = ":".join(f"{g:x}" for g in groups[best_start + best_len:])
     return f"{head}::{tail}"
+
+
+def event_address_text(address: int, ipv6: bool) -> str:
+    """A FLOW or SOCKET event's address in its event's family: an IPv4 one (IPv4-mapped, or 0
+    while unset) as its dotted quad, an IPv6 one as IPv6."""
+    return format_ipv6(address) if ipv6 else format_ipv4(address & 0xFFFFFFFF)
+
+
+def event_endpoint_text(address: int, port: int, ipv6: bool) -> str:
+    text = event_address_text(address, ipv6)
+    return f"[{text}]:{port}" if ipv6 else f"{text}:{port}"

@@ -17,23 +17,13 @@ from typing import NamedTuple
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
 
 from divertgui.engine.address import Flag
-from divertgui.engine.address_text import format_ipv4, format_ipv6
+from divertgui.engine.address_text import event_endpoint_text
 from divertgui.engine.conversations import protocol_name
 from divertgui.engine.errors import EventRecordError
 from divertgui.engine.event_records import EventRecord, from_json
 
 COLUMNS = ("Time", "Layer", "Event", "Process", "Protocol", "Local", "Remote", "Handle", "Host")
 HOST = COLUMNS.index("Host")
-
-
-def address_text(address: int, ipv6: bool) -> str:
-    """An IPv4 event's address (IPv4-mapped, or 0 while unset) as its dotted quad; an IPv6 one as IPv6."""
-    return format_ipv6(address) if ipv6 else format_ipv4(address & 0xFFFFFFFF)
-
-
-def endpoint_text(address: int, port: int, ipv6: bool) -> str:
-    text = address_text(address, ipv6)
-    return f"[{text}]:{port}" if ipv6 else f"{text}:{port}"
 
 
 def handle_text(record: EventRecord) -> str:
@@ -61,8 +51,8 @@ def cell_text(record: EventRecord, column: int) -> str:
     if column == 4:
         return protocol_name(flow.protocol)
     if column == 5:
-        return endpoint_text(flow.local, flow.local_port, flow.ipv6)
-    return endpoint_text(flow.remote, flow.remote_port, flow.ipv6)
+        return event_endpoint_text(flow.local, flow.local_port, flow.ipv6)
+    return event_endpoint_text(flow.remote, flow.remote_port, flow.ipv6)
 
 
 class Watching(NamedTuple):

@@ -24,7 +24,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QHBoxLayout, QHeade
 
 from divertgui.engine.conversations import TCP, UDP, conversation_filter
 from divertgui.engine.event_records import EVENT_LAYERS, EventRecord
-from divertgui.models.events_model import HOST, EventsModel, address_text
+from divertgui.engine.address_text import event_address_text
+from divertgui.models.events_model import HOST, EventsModel
 from divertgui.views.filter_editor import FilterEditor
 
 Post = Callable[..., None]
@@ -39,8 +40,8 @@ def flow_display_filter(record: EventRecord) -> str | None:
     flow = record.flow
     if flow is None or flow.protocol not in (TCP, UDP) or not (flow.local_port and flow.remote_port):
         return None
-    return conversation_filter(6 if flow.ipv6 else 4, flow.protocol, address_text(flow.local, flow.ipv6),
-                               flow.local_port, address_text(flow.remote, flow.ipv6), flow.remote_port)
+    return conversation_filter(6 if flow.ipv6 else 4, flow.protocol, event_address_text(flow.local, flow.ipv6),
+                               flow.local_port, event_address_text(flow.remote, flow.ipv6), flow.remote_port)
 
 
 class EventsView(QWidget):

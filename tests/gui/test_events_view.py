@@ -69,10 +69,3 @@ def test_an_event_filters_the_packet_list_on_its_process_or_its_flow(qtbot):
     assert window.table_model.process_pid == established.pid
     view.table.selectRow(len(records) - 1)           # REFLECT: no flow
     assert not view.flow_action.isEnabled()
-
-
-def test_an_unset_ipv4_address_reads_as_ipv4():
-    from divertgui.models.events_model import endpoint_text
-    assert endpoint_text(0, 0, False) == "0.0.0.0:0"
-    assert endpoint_text(0xFFFF7F000001, 8093, False) == "127.0.0.1:8093"
-    assert endpoint_text(1, 80, True) == "[::1]:80"
