@@ -131,6 +131,8 @@ echo "d /run/divertgui 0755 root root -" > "$tmpfiles/divertgui.conf"
 # The handle registry: the capture group may add entries, each writer may remove only its own
 # (divertgui.engine.backends.handle_registry).
 echo "d /run/divertgui/handles 1775 root divertgui -" >> "$tmpfiles/divertgui.conf"
+# The rule lock itself: whoever can open it can hold it, so the capture group only.
+echo "f /run/divertgui/rules.lock 0640 root divertgui -" >> "$tmpfiles/divertgui.conf"
 record "$tmpfiles/divertgui.conf"
 if [ -z "$root" ]; then
     mkdir -p /run/divertgui && chmod 0755 /run/divertgui
@@ -158,7 +160,10 @@ else
     fi
     gid=$(grep "^$GROUP:" "$groups" | cut -d: -f3)
     chown "root:$gid" "$opt/divert"
-    if [ -z "$root" ]; then chgrp "$gid" /run/divertgui/handles; fi
+    if [ -z "$root" ]; then
+        chgrp "$gid" /run/divertgui/handles
+        [ -e /run/divertgui/rules.lock ] || install -m 0640 -o root -g "$gid" /dev/null /run/divertgui/rules.lock
+    fi
     chmod 0750 "$opt/divert"
     user=${SUDO_USER:-}
     if [ -n "$user" ] && [ "$user" != root ]; then

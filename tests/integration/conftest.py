@@ -119,9 +119,16 @@ class Namespace:
 @pytest.fixture
 def make_namespace():
     require_prerequisites()
-    # What the installer has the system create at boot, for tests that divert as another user.
+    # What the installer has the system create at boot, for tests that divert as another user:
+    # uid 65534 (group 65534) with the capture capabilities stands for a member of the group divertgui.
     from divertgui.engine.backends import netfilter_rules
-    os.close(netfilter_rules.open_lock_directory())
+    lock = netfilter_rules.open_rule_lock()
+    try:
+        if os.fstat(lock).st_gid == 0:
+            os.fchown(lock, 0, 65534)
+            os.fchmod(lock, 0o640)
+    finally:
+        os.close(lock)
     created: list[Namespace] = []
 
     def make() -> Namespace:

@@ -173,7 +173,8 @@ def test_only_the_capture_program_has_the_capabilities_and_only_the_group_runs_i
                             capture_output=True, text=True, check=True).stdout
     assert window == "", window
     assert (scratch_root / "usr/lib/tmpfiles.d/divertgui.conf").read_text() == ("d /run/divertgui 0755 root root -\n"
-                                                                          "d /run/divertgui/handles 1775 root divertgui -\n")
+                                                                          "d /run/divertgui/handles 1775 root divertgui -\n"
+                                                                          "f /run/divertgui/rules.lock 0640 root divertgui -\n")
     sh(UNINSTALL, "--root", scratch_root)
     assert snapshot(scratch_root) == before
 

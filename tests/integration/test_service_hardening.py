@@ -12,6 +12,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -96,10 +97,10 @@ def test_iptables_runs_by_its_full_path_with_a_clean_environment_and_nothing_amb
     assert {line.split(":")[1].strip() for line in lines if line.startswith("Cap")} == {"0000000000000000"}
 
 
-def test_the_lock_directory_is_roots_and_a_held_lock_does_not_outlast_sigterm(netns):
-    fd = netfilter_rules.open_lock_directory()
+def test_the_rule_lock_is_roots_and_a_held_lock_does_not_outlast_sigterm(netns):
+    fd = netfilter_rules.open_rule_lock()
     info = os.fstat(fd)
-    assert stat.S_ISDIR(info.st_mode) and info.st_uid == 0 and not info.st_mode & stat.S_IWOTH
+    assert stat.S_ISREG(info.st_mode) and info.st_uid == 0 and not info.st_mode & 0o006
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
         process = netns.popen([sys.executable, "-m", "divertgui.cli", "passthru", "udp.DstPort == 9"],
@@ -110,16 +111,53 @@ def test_the_lock_directory_is_roots_and_a_held_lock_does_not_outlast_sigterm(ne
     finally:
         os.close(fd)
     assert process.returncode == 1
-    assert f"another process has held the rule lock {netfilter_rules.LOCK_DIRECTORY}" in err
+    assert f"another process has held the rule lock {netfilter_rules.LOCK_DIRECTORY}/rules.lock" in err
 
 
 def _waiting_on(pid: int, fd: int) -> bool:
-    """Whether process `pid` has the lock directory open (and so is waiting for our lock)."""
+    """Whether process `pid` has the rule lock open (and so is waiting for our lock)."""
     try:
         target = os.readlink(f"/proc/self/fd/{fd}")
         return any(os.readlink(f"/proc/{pid}/fd/{n}") == target for n in os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return False
+
+
+def _lock_as_nobody(report: int) -> None:
+    """In a child become uid 65533, outside the capture group: lock what it can of the rule lock, say
+    what, and hold on."""
+    try:
+        os.setgroups([])
+        os.setresgid(65533, 65533, 65533)
+        os.setresuid(65533, 65533, 65533)
+        directory = os.open(netfilter_rules.LOCK_DIRECTORY, os.O_RDONLY)
+        fcntl.flock(directory, fcntl.LOCK_EX)
+        try:
+            os.open(os.path.join(netfilter_rules.LOCK_DIRECTORY, netfilter_rules.LOCK_FILE), os.O_RDONLY)
+            said = b"opened the lock file\n"
+        except PermissionError:
+            said = b"locked the directory only\n"
+        os.write(report, said)
+        time.sleep(60)
+    finally:
+        os._exit(0)
+
+
+def test_another_user_cannot_hold_the_rule_lock(netns):
+    os.close(netfilter_rules.open_rule_lock())
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:
+        _lock_as_nobody(write)
+    os.close(write)
+    try:
+        with os.fdopen(read, "rb") as said:
+            assert said.readline() == b"locked the directory only\n"
+        with netns.entered(), Divert("udp.DstPort == 9") as handle:
+            assert handle.is_open
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
 
 
 def test_the_lock_directory_is_refused_when_another_user_could_replace_it(tmp_path, monkeypatch):

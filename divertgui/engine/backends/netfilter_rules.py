@@ -23,6 +23,7 @@ import atexit
 import contextlib
 import dataclasses
 import fcntl
+import grp
 import os
 import re
 import signal
@@ -64,10 +65,13 @@ TOOLS = {4: "iptables", 6: "ip6tables"}
 # with this environment only: they run with CAP_NET_ADMIN.
 TOOL_DIRECTORIES = ("/usr/sbin", "/sbin")
 TOOL_ENVIRONMENT = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
-# Rule changes of every divertgui process take turns by locking this
-# directory: root's, writable by no other user, so nobody else can put a
-# file, a FIFO or a link in its place.
+# Rule changes of every divertgui process take turns by locking a file in
+# this directory: root's, writable by no other user, so nobody else can put a
+# file, a FIFO or a link in its place. The file is readable by root and the
+# group divertgui only: whoever can open it can hold the lock.
 LOCK_DIRECTORY = "/run/divertgui"
+LOCK_FILE = "rules.lock"
+LOCK_GROUP = "divertgui"
 LOCK_TIMEOUT = 10.0
 LOCK_TIMEOUT_STOPPING = 1.0
 LOCK_POLL = 0.02
@@ -270,7 +274,7 @@ def _namespace_lock():
             finally:
                 _lock_depth -= 1
             return
-        fd = open_lock_directory()
+        fd = open_rule_lock()
         try:
             _wait_for_lock(fd)
             _lock_depth = 1
@@ -296,8 +300,8 @@ def _wait_for_lock(fd: int) -> None:
         if _stopping.is_set():
             deadline = min(deadline, now + LOCK_TIMEOUT_STOPPING)
         if now >= deadline:
-            raise NetfilterError(f"another process has held the rule lock {LOCK_DIRECTORY} for too long; "
-                            f"`fuser -v {LOCK_DIRECTORY}` shows which")
+            raise NetfilterError(f"another process has held the rule lock {_lock_path()} for too long; "
+                            f"`fuser -v {_lock_path()}` shows which")
         time.sleep(LOCK_POLL)
 
 
@@ -321,6 +325,53 @@ def open_lock_directory() -> int:
         raise NetfilterError(f"the lock directory {LOCK_DIRECTORY} must belong to root and be writable by no other "
                         f"user (it is uid {info.st_uid}, mode {stat.S_IMODE(info.st_mode):04o})")
     return fd
+
+
+def _lock_path() -> str:
+    return os.path.join(LOCK_DIRECTORY, LOCK_FILE)
+
+
+def open_rule_lock() -> int:
+    """The rule lock file, opened without following links or blocking; made (by root) when missing,
+    readable by root and the group divertgui only, so that no other user can hold the lock."""
+    directory = open_lock_directory()
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+    try:
+        try:
+            fd = os.open(LOCK_FILE, flags, dir_fd=directory)
+        except FileNotFoundError:
+            if os.geteuid() != 0:
+                raise NetfilterError(f"the rule lock {_lock_path()} does not exist: packaging/install-linux.sh "
+                                     f"has the system create it at boot, and any divert run as root creates "
+                                     f"it") from None
+            _create_rule_lock(directory)
+            fd = os.open(LOCK_FILE, flags, dir_fd=directory)
+    except OSError as exc:
+        raise NetfilterError(f"cannot open the rule lock {_lock_path()}: {exc.strerror}") from exc
+    finally:
+        os.close(directory)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != 0 or info.st_mode & (stat.S_IWOTH | stat.S_IROTH):
+        os.close(fd)
+        raise NetfilterError(f"the rule lock {_lock_path()} must be a file of root's that other users may "
+                             f"neither read nor write (it is uid {info.st_uid}, mode {stat.S_IMODE(info.st_mode):04o})")
+    return fd
+
+
+def _create_rule_lock(directory: int) -> None:
+    try:
+        fd = os.open(LOCK_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=directory)
+    except FileExistsError:
+        return
+    try:
+        # Members of the group run the capture program as themselves; without the group (or the
+        # right to give the file to it) the lock is root's alone.
+        with contextlib.suppress(KeyError, PermissionError):
+            os.fchown(fd, 0, grp.getgrnam(LOCK_GROUP).gr_gid)
+            os.fchmod(fd, 0o640)
+    finally:
+        os.close(fd)
 
 
 def _listing(version: int) -> list[str]:
