@@ -1,8 +1,10 @@
 """packaging/build.sh builds the one-folder bundle, and the bundle runs headless:
-the GUI's self-test, and `divert doctor` reporting what the source tree reports."""
+the GUI's self-test, `divert doctor` reporting what the source tree reports, and
+worker processes, which are the bundle started again."""
 
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -135,3 +137,27 @@ def test_the_bundled_capture_service_ignores_python_and_qt_variables(bundle, tmp
     # The minimal environment, plus what the bundle's bootloader adds when it starts itself again.
     assert is_clean(environ, frozen=True, bundle_libraries=str(bundle / "_internal")), environ
     assert {key: environ[key] for key in MINIMAL_ENVIRONMENT} == MINIMAL_ENVIRONMENT
+
+
+@pytest.mark.netns
+def test_the_bundled_divert_spreads_packets_over_worker_processes(bundle, netns, tmp_path):
+    """Its workers are the bundle started again, which must run multiprocessing's child code, not the CLI."""
+    import socket
+    passing = netns.popen([str(bundle / f"divert{EXE}"), "passthru", "udp.DstPort == 40399", "--workers", "2",
+                           "--duration", "20"], env=_headless_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    first = passing.stdout.readline()
+    assert "2 worker processes" in first, first + passing.stdout.read()
+    with netns.entered():
+        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        receiver.bind(("0.0.0.0", 40399))
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.settimeout(10)
+    for k in range(8):
+        sender.sendto(b"datagram %d" % k, (f"127.0.0.{k + 1}", 40399))
+    got = sorted(receiver.recv(100) for _ in range(8))
+    passing.send_signal(signal.SIGINT)
+    output = first + passing.communicate(timeout=60)[0]
+    assert got == [b"datagram %d" % k for k in range(8)]
+    assert "diverted=8 sent=8" in output and "workers_restarted=0" in output, output
+    assert "Traceback" not in output and "invalid choice" not in output, output
