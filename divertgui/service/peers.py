@@ -18,11 +18,17 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
     return _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
 
 
-def user_name(uid: int) -> str:
+def user_name(uid: int) -> str | None:
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
-        return f"uid {uid}"
+        return None
+
+
+def who(uid: int) -> str:
+    """A user as a sentence names it: `alice (uid 1000)`, or `uid 1234` when it has no name."""
+    name = user_name(uid)
+    return f"{name} (uid {uid})" if name else f"uid {uid}"
 
 
 def groups_of(uid: int, gid: int) -> set[int]:
@@ -44,7 +50,7 @@ class AccessPolicy:
                 raise ValueError(f"--allow-group {name}: no such group") from None
 
     def describe(self) -> str:
-        parts = [f"uid {uid} ({user_name(uid)})" for uid in sorted(self.uids)]
+        parts = [f"uid {uid} ({name})" if (name := user_name(uid)) else f"uid {uid}" for uid in sorted(self.uids)]
         parts += [f"group {name}" for name in self.groups.values()]
         return ", ".join(parts)
 
@@ -52,6 +58,6 @@ class AccessPolicy:
         """Why this peer may not use the service, in one sentence; None when it may."""
         if uid in self.uids or groups_of(uid, gid) & set(self.groups):
             return None
-        return (f"{user_name(uid)} (uid {uid}) may not use this divert service: it serves "
+        return (f"{who(uid)} may not use this divert service: it serves "
                 f"{self.describe()}; ask its administrator to add you (divert serve --allow-uid or "
                 f"--allow-group)")

@@ -13,7 +13,7 @@ from divertgui.engine import privileges
 from divertgui.service import framing
 from divertgui.service.connection import Connection, Peer
 from divertgui.service.hardening import harden
-from divertgui.service.peers import AccessPolicy, groups_of, peer_credentials, user_name
+from divertgui.service.peers import AccessPolicy, groups_of, peer_credentials, who
 from divertgui.service.transports import SocketPathError, listen_unix, take_stdio, write_all
 
 MAX_CLIENTS = 8
@@ -143,10 +143,10 @@ def serve_socket(server: socket.socket, path: str, policy: AccessPolicy) -> int:
                     if len(connections) >= MAX_CLIENTS:
                         refusal = f"this divert service already serves {MAX_CLIENTS} clients, its most"
             if refusal is not None:
-                log(f"refused process {pid} of {user_name(uid)} (uid {uid}): {refusal}")
+                log(f"refused process {pid} of {who(uid)}: {refusal}")
                 _refuse(client, refusal)
                 continue
-            peer = Peer(f"process {pid} of {user_name(uid)} (uid {uid})", uid, frozenset(groups_of(uid, gid)))
+            peer = Peer(f"process {pid} of {who(uid)}", uid, frozenset(groups_of(uid, gid)))
             log(f"serving {peer.description}")
             connection = Connection(client.recv, client.sendall, peer, log, problem)
 

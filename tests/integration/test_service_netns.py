@@ -91,7 +91,7 @@ def test_a_user_not_allowed_is_refused_with_a_clear_message(netns, listening):
     report = report_of(client)
     assert report["hello"] is None
     assert report["errors"][0] == (
-        "uid 65533 (uid 65533) may not use this divert service: it serves uid 0 (root), uid 65534 (nobody); "
+        "uid 65533 may not use this divert service: it serves uid 0 (root), uid 65534 (nobody); "
         "ask its administrator to add you (divert serve --allow-uid or --allow-group)")
     service.send_signal(signal.SIGTERM)
     _, log = service.communicate(timeout=10)
