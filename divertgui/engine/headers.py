@@ -129,7 +129,7 @@ def extension_walk_lines(indent: str, collect: bool = False) -> list[str]:
 
 
 def _compile_walk():
-    source = "\n".join([f"def walk(r, P, e, found=None):",
+    source = "\n".join(["def walk(r, P, e, found=None):",
                          f"    h, Fr, O, M = {IPV6_HEADER_LEN}, False, 0, False",
                          *extension_walk_lines("    ", collect=True),
                          "    return P, h, Fr, O, M", ""])

@@ -30,7 +30,6 @@ ROW = np.dtype([
 VERDICT_ROW = np.dtype([("row", "<u8"), ("verdict", "u1")])
 COUNT = struct.Struct("<I")
 EDIT_ROW = struct.Struct("<Q")
-MAX_PACKET = 65535 + 40      # the largest IPv6 packet without jumbograms
 VERDICTS = frozenset(int(v) for v in Verdict)
 
 
@@ -47,9 +46,10 @@ def decode_packets(body: bytes) -> tuple[np.ndarray, bytes]:
     if end > len(body):
         raise ValueError(f"a packets frame announces {count} packets but holds fewer rows")
     rows = np.frombuffer(body, ROW, count, COUNT.size)
+    # No bound per packet beyond the frame's own: a rule that grows a TCP
+    # segment keeps it whole in the store, longer than IP's length field,
+    # and sends it split (engine/tcp_split.py).
     lengths = rows["length"].astype(np.int64)
-    if count and (int(lengths.max()) > MAX_PACKET):
-        raise ValueError(f"a packets frame has a packet of {int(lengths.max())} bytes")
     if int(lengths.sum()) != len(body) - end:
         raise ValueError(f"a packets frame's lengths add up to {int(lengths.sum())} bytes "
                          f"but it holds {len(body) - end}")
@@ -82,6 +82,4 @@ def encode_edit(row: int, raw: bytes) -> bytes:
 def decode_edit(body: bytes) -> tuple[int, bytes]:
     if len(body) < EDIT_ROW.size:
         raise ValueError("an edit frame is shorter than its row number")
-    if len(body) - EDIT_ROW.size > MAX_PACKET:
-        raise ValueError(f"an edit frame carries {len(body) - EDIT_ROW.size} bytes, more than a packet")
     return EDIT_ROW.unpack_from(body)[0], body[EDIT_ROW.size:]

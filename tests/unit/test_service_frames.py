@@ -74,6 +74,18 @@ def test_a_client_store_equals_the_sessions_store():
     assert received.verdict(200) == Verdict.MODIFIED and received.verdict(5) == Verdict.DROPPED
 
 
+def test_a_segment_a_rule_grew_past_ips_length_reaches_the_client_whole():
+    raws, addresses = traffic(9, 3)
+    grown = raws[0] + b"tiger" * 15_000          # 75,000 bytes more: held whole, sent split
+    direct, received = relayed([
+        ("append_batch", ([grown, raws[1]], addresses[:2], Verdict.MODIFIED, 1)),
+        ("append", (raws[2], addresses[2], Verdict.HELD, 2)),
+        ("set_edited", (2, grown)),
+    ])
+    assert_same(direct, received)
+    assert received.raw(0) == grown and received.raw(2) == grown
+
+
 def test_clear_empties_the_client_store_too():
     rng = random.Random(8)
     raws = [packet(rng) for _ in range(20)]

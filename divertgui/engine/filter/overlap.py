@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from .ast import And, Cond, Const, Node, Or, Test
+from .ast import Cond, Const, Node, Or, Test
 from .fields import FIELDS
 
 # Beyond this many conjunctions a tree is too wide to compare: the answer is "may overlap".
