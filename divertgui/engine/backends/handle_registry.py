@@ -23,13 +23,14 @@ import stat
 import time
 from typing import NamedTuple
 
+from divertgui.engine import privileges
 from divertgui.engine.address import Flag, Layer
 from divertgui.engine.errors import RegistryError
 
 from .netfilter_rules import LOCK_DIRECTORY, open_lock_directory, pid_owner
 
 DIRECTORY = os.path.join(LOCK_DIRECTORY, "handles")
-GROUP = "divertgui"
+GROUP = privileges.CAPTURE_GROUP
 _SUFFIX = ".json"
 _counter = itertools.count(1)
 
@@ -140,11 +141,16 @@ def read_entry(directory_fd: int, name: str) -> Entry | None:
     if not name.endswith(_SUFFIX) or name.startswith("."):
         return None
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory_fd)
+        # Members of the capture group may put anything here: a FIFO must not hold the reader.
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC,
+                     dir_fd=directory_fd)
     except OSError:
         return None
     try:
-        owner = os.fstat(fd).st_uid
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        owner = info.st_uid
         with os.fdopen(fd, "rb", closefd=False) as data:
             record = json.loads(data.read(1 << 16))
         entry = Entry(name, int(record["pid"]), int(record["start"]), Layer(int(record["layer"])),

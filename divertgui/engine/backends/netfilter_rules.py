@@ -71,7 +71,6 @@ TOOL_ENVIRONMENT = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 # group divertgui only: whoever can open it can hold the lock.
 LOCK_DIRECTORY = "/run/divertgui"
 LOCK_FILE = "rules.lock"
-LOCK_GROUP = "divertgui"
 LOCK_TIMEOUT = 10.0
 LOCK_TIMEOUT_STOPPING = 1.0
 LOCK_POLL = 0.02
@@ -368,7 +367,7 @@ def _create_rule_lock(directory: int) -> None:
         # Members of the group run the capture program as themselves; without the group (or the
         # right to give the file to it) the lock is root's alone.
         with contextlib.suppress(KeyError, PermissionError):
-            os.fchown(fd, 0, grp.getgrnam(LOCK_GROUP).gr_gid)
+            os.fchown(fd, 0, grp.getgrnam(privileges.CAPTURE_GROUP).gr_gid)
             os.fchmod(fd, 0o640)
     finally:
         os.close(fd)
