@@ -29,6 +29,8 @@ class InterceptPanel(QWidget):
         self.queue = queue_model
         self.post = post
         self.current_id: int | None = None
+        self._holding = ""                      # the intercept filter in force ("" when none)
+        self._held_pids: list[int] = []         # processes whose every packet is held
 
         self.filter = FilterEditor("intercept", placeholder="Hold packets matching…",
                                    parent=self)
@@ -133,7 +135,20 @@ class InterceptPanel(QWidget):
     # commands -------------------------------------------------------------
     def set_intercept(self, text: str) -> None:
         self.post("set_intercept", filter=text)
-        self.status.setText(f"Holding: {text}" if text and text != "false" else "Holding nothing")
+        self._holding = text if text != "false" else ""
+        self._show_holding()
+
+    def set_held_processes(self, pids: list[int]) -> None:
+        """Shows that every packet of these processes is held, besides what the filter holds."""
+        self._held_pids = list(pids)
+        self._show_holding()
+
+    def _show_holding(self) -> None:
+        processes = f"every packet of process {', '.join(map(str, self._held_pids))}" if self._held_pids else ""
+        if self._holding:
+            self.status.setText(f"Holding: {self._holding}" + (f"; {processes}" if processes else ""))
+        else:
+            self.status.setText(f"Holding {processes}" if processes else "Holding nothing")
 
     def _send_timeout(self, *_):
         self.post("set_hold_timeout", seconds=float(self.timeout.value()),

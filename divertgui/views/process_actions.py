@@ -90,6 +90,7 @@ class ProcessActions:
             pids = sorted({*everywhere, *self.held.get(scope, [])})
             self.window.post("set_hold_processes", pids=pids, **({} if scope is None else {"host": scope}))
         held = sorted({pid for pids in self.held.values() for pid in pids})
+        self.window.intercept.set_held_processes(held)
         self.window.statusBar().showMessage(
             f"Holding every packet of process {', '.join(map(str, held))}" if held
             else "No process is held by its pid", 5000)

@@ -146,3 +146,15 @@ def test_held_packets_survive_clear_and_can_still_be_forwarded(qtbot, workbench)
     assert panel.current_id == hold_id
     panel.forward_unmodified()
     qtbot.waitUntil(lambda: window.queue_model.row_of(hold_id) is None, timeout=5000)
+
+
+def test_the_intercept_panel_says_which_processes_it_holds_besides_its_filter(qtbot, workbench):
+    window = workbench.window
+    status = window.intercept.status
+    window.intercept.set_intercept("udp")
+    window.process_actions.hold_process(4242)
+    assert status.text() == "Holding: udp; every packet of process 4242"
+    window.intercept.set_intercept("")
+    assert status.text() == "Holding every packet of process 4242"
+    window.process_actions.hold_process(None)
+    assert status.text() == "Holding nothing"
