@@ -28,9 +28,12 @@ def interrupt_lock_waits() -> None:
 
 
 def log(message: str) -> None:
-    """A line on standard error, which may be gone with the client that read it."""
+    """A line on standard error, which may be gone with the client that read it. What a client sent
+    (a path, a name) stays on that line: a line break or other control character in it is escaped,
+    so no client can write a line of the log that looks like the service's own."""
+    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message)
     try:
-        print(f"divert serve[{os.getpid()}]: {message}", file=sys.stderr, flush=True)
+        print(f"divert serve[{os.getpid()}]: {shown}", file=sys.stderr, flush=True)
     except (OSError, ValueError):
         pass
 

@@ -190,3 +190,11 @@ def test_whatever_a_client_sends_only_valid_commands_reach_the_session(parts):
     assert posted[-1] == {"type": "shutdown"}
     for command in posted[:-1]:
         assert validate(command) is command
+
+
+def test_a_log_line_stays_one_line_whatever_the_client_put_in_it(capsys):
+    from divertgui.service.serve import log
+    log("open.path: cannot read /tmp/x\ndivert serve[1]: serving root\x1b[2J: No such file")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert lines[0].endswith(r"cannot read /tmp/x\ndivert serve[1]: serving root\x1b[2J: No such file")
