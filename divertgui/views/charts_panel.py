@@ -12,8 +12,9 @@ import time
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QGridLayout, QHBoxLayout, QHeaderView, QLabel, QPushButton,
-                               QSpinBox, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
+from PySide6.QtGui import QPainterPath
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QGraphicsPathItem, QGridLayout, QHBoxLayout, QHeaderView, QLabel,
+                               QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
 from divertgui.models.stats import PROTOCOLS
 
@@ -87,18 +88,31 @@ def _curve(plot: pg.PlotWidget, name: str, pen, **options) -> pg.PlotCurveItem:
 
 
 class StackedPlot:
-    """Curves whose fills stack: each series' curve is the running sum up to it."""
+    """Series stacked on one another: each series' curve is the running sum up to it, and its
+    band fills from that curve down to the curve of the series below it (the first down to
+    zero), so that no band covers another and each shows its own colour."""
 
     def __init__(self, plot: pg.PlotWidget, names, colours):
         self.plot = plot
         self.curves = []
         self.colours = list(colours)
         for name, colour in zip(names, colours):
-            curve = _curve(plot, name, pg.mkPen(colour, width=1.5), fillLevel=0, brush=_fill(colour))
+            curve = _curve(plot, name, pg.mkPen(colour, width=1.5))
+            curve.setZValue(1)
             self.curves.append(curve)
-        # Drawn top-down so that each lower fill covers the one above it.
-        for z, curve in enumerate(self.curves):
-            curve.setZValue(len(self.curves) - z)
+        self.curves[0].setFillLevel(0)
+        self.curves[0].setBrush(_fill(self.colours[0]))
+        # bands[i] is the band of curves[i + 1], down to curves[i]; under every curve's line.
+        # Its outline is laid from the sums themselves: pyqtgraph's FillBetweenItem, from the two
+        # curves' paths, costs ten times as much a redraw and twice as much a repaint.
+        self.bands = []
+        for colour in self.colours[1:]:
+            band = QGraphicsPathItem()
+            band.setPen(pg.mkPen(None))
+            band.setBrush(_fill(colour))
+            band.setZValue(0)
+            plot.addItem(band)
+            self.bands.append(band)
 
     def set_data(self, x: np.ndarray, series: np.ndarray) -> None:
         """One row of `series` per curve from the first; curves beyond its rows are emptied."""
@@ -109,13 +123,19 @@ class StackedPlot:
             # An emptied curve stays empty without a new setData: each one re-lays out its plot.
             if curve.xData is not None and len(curve.xData):
                 curve.setData([], [])
+        there_and_back = np.concatenate([x, x[::-1]])
+        for band, lower, upper in zip(self.bands, totals, totals[1:]):
+            band.setPath(pg.arrayToQPath(there_and_back, np.concatenate([upper, lower[::-1]]), connect="all"))
+        for band in self.bands[max(0, len(totals) - 1):]:
+            if not band.path().isEmpty():
+                band.setPath(QPainterPath())
 
     def set_colours(self, colours) -> None:
         for i, colour in enumerate(colours):
             if self.colours[i] != colour:
                 self.colours[i] = colour
                 self.curves[i].setPen(pg.mkPen(colour, width=1.5))
-                self.curves[i].setBrush(_fill(colour))
+                (self.bands[i - 1] if i else self.curves[0]).setBrush(_fill(colour))
 
 
 SPLIT_UNITS = {"packets/s": "pkt/s", "bytes/s": "B/s"}

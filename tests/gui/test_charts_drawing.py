@@ -3,8 +3,14 @@ and repaints the plots on the GUI thread."""
 
 from __future__ import annotations
 
+import re
+from collections import Counter
+
 import numpy as np
+import pyqtgraph as pg
 import pytest
+from PySide6.QtCore import QPointF
+from PySide6.QtGui import QColor
 
 from divertgui.engine.processes import Process
 from divertgui.engine.store import CaptureStore, Verdict
@@ -99,3 +105,46 @@ def test_a_closed_panel_draws_nothing_and_catches_up_when_shown(panel):
     panel.show()
     panel.redraw()
     assert panel.updates == 1 and drawn(panel.process_chart) == 2
+
+
+def band_colour(chart, x: float, y: float) -> tuple[int, int, int]:
+    """The colour most of a 7x7 patch around the chart's point (`x`, `y`) is drawn in, so that
+    a grid line or a curve's edge through it does not count."""
+    plot = chart.plot
+    centre = plot.mapFromScene(plot.getViewBox().mapViewToScene(QPointF(x, y)))
+    image = plot.grab().toImage()
+    ratio = image.devicePixelRatio()
+    cx, cy = round(centre.x() * ratio), round(centre.y() * ratio)
+    return Counter(image.pixelColor(cx + dx, cy + dy).getRgb()[:3]
+                   for dx in range(-3, 4) for dy in range(-3, 4)).most_common(1)[0][0]
+
+
+def on_white(colour: str, alpha: int) -> tuple[int, int, int]:
+    """`colour` as a fill of opacity `alpha` (of 255) shows on the charts' white background."""
+    rgb = QColor(colour).getRgb()[:3]
+    return tuple(round((value * alpha + 255 * (255 - alpha)) / 255) for value in rgb)
+
+
+def test_each_stacked_band_shows_its_own_legend_colour_between_its_curve_and_the_one_below(panel):
+    store, stats = panel.stats.store, panel.stats
+    panel.resize(1400, 800)
+    bins = range(8)
+    add_rows(store, 0, [b for b in bins for _ in (0, 1)], pid=10)   # 8 packets/s, the bottom band
+    add_rows(store, 0, bins, pid=20)                                 # 4 packets/s above it
+    stats.update(len(store))
+    panel.redraw()
+    chart = panel.process_chart
+    assert chart.labels[:2] == ["curl (10)", "curl (20)"]
+    legend = dict((name, colour) for colour, name in
+                  re.findall(r'color:(#[0-9a-f]{6});[^>]*>■</span>&nbsp;([^<]+)', chart.legend.text()))
+    alpha = pg.mkBrush(chart.stack.curves[0].opts["brush"]).color().alpha()
+    assert 0 < alpha < 255
+    tolerance = 6
+
+    def close(actual, expected):
+        return all(abs(a - e) <= tolerance for a, e in zip(actual, expected))
+
+    bottom, top = band_colour(chart, 1.0, 3.0), band_colour(chart, 1.0, 10.5)
+    assert close(bottom, on_white(legend["curl (10)"], alpha)), (bottom, legend)
+    assert close(top, on_white(legend["curl (20)"], alpha)), (top, legend)
+    assert close(band_colour(chart, 1.0, 15.0), (255, 255, 255)), "nothing drawn above the stack"
