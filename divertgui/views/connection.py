@@ -103,7 +103,7 @@ class ServiceConnection(HostLink):
         if event.get("type") == "error" and event.get("where") == "connection":
             self._set_state(LOST)
             event = dict(event, message=f"{event['message']}. The captured packets stay; "
-                                        f"File > Reconnect starts the service again.")
+                                        f"{reconnect_sentence(self.target)}")
             self.event.emit(event)
             self.event.emit({"type": "state", "running": False, "paused": False, "source": "",
                              "reason": f"the capture service on {self.host} is gone"})
@@ -116,6 +116,14 @@ class ServiceConnection(HostLink):
         self._closed = True
         self.client.close(timeout_ms / 1000)
         return True
+
+
+def reconnect_sentence(target: str) -> str:
+    """What File > Reconnect does for a lost host of `target`."""
+    if target.startswith("unix:"):
+        # Someone else runs that service: the window can only knock again.
+        return "File > Reconnect connects to it again once its service is back."
+    return "File > Reconnect starts the service again."
 
 
 class ServiceEvents:

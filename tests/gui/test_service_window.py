@@ -1,11 +1,14 @@
 """The window as a client of a capture service it starts itself: it captures,
 holds, edits and forwards through it; when the service dies the window says
-so and keeps every row; Reconnect starts a new one; a user who may not run
-the capture program gets one sentence and the demo network."""
+so and keeps every row; Reconnect starts a new one (a unix: service, someone
+else's, it connects to again); a user who may not run the capture program
+gets one sentence and the demo network."""
 
 import gc
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -80,3 +83,22 @@ def test_a_user_who_may_not_run_the_capture_program_gets_one_sentence_and_the_de
         qtbot.waitUntil(lambda: bench.window.count >= 20, timeout=10000)
     finally:
         assert bench.close()
+
+
+def test_a_lost_unix_service_is_connected_to_again_not_started(qtbot, tmp_path):
+    path = str(tmp_path / "divert.sock")
+    service = subprocess.Popen([sys.executable, "-m", "divertgui.cli", "serve", "--listen", path],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        qtbot.waitUntil(lambda: os.path.exists(path) or service.poll() is not None, timeout=20000)
+        bench = Workbench(CaptureOptions(source="demo", rate=400.0), f"unix:{path}")
+        qtbot.addWidget(bench.window)
+        qtbot.waitUntil(lambda: bench.hello is not None, timeout=20000)
+        service.kill()
+        qtbot.waitUntil(lambda: bench.bridge.lost, timeout=10000)
+        text = bench.window.error_banner.label.text()
+        assert "File &gt; Reconnect connects to it again once its service is back" in text   # rich text
+        bench.close()
+    finally:
+        service.kill()
+        service.wait(10)
