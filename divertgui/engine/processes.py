@@ -4,8 +4,10 @@ A packet's 5-tuple (its direction says which side is local) is looked up in
 a dict of flows already seen; a flow not seen before is asked of the
 kernel's socket diagnostics (sock_diag.py: the socket, in the network
 namespace of the thread that made the table) and the socket's inode is
-found among the open files of processes (/proc/PID/fd), once per flow, for
-a whole batch of new flows together. So flows that began before the capture
+asked of the kernel's record of which process created it (the socket's
+cookie in backends/socket_creators.py, given one) or else found among the
+open files of processes (/proc/PID/fd), once per flow, for a whole batch of
+new flows together. So flows that began before the capture
 get their process too. `refresh()` forgets flows whose socket has closed
 and flows not found, so a port used again later is looked up again.
 
@@ -16,9 +18,10 @@ so that its packets still on their way keep their process; a batch with new flow
 for the events waiting (`poll_events`): a packet of a flow whose event has
 arrived gets its process without a socket lookup.
 
-Reads only what /proc shows the caller: without CAP_SYS_PTRACE (or being
-the same user) the open files of other users' processes stay unreadable
-and their flows unattributed.
+/proc shows the caller only what it may see: without CAP_SYS_PTRACE (or
+being the same user, holding every capability the process holds) the open
+files of other processes stay unreadable, and their sockets created before
+the record of creators began go unattributed.
 """
 
 from __future__ import annotations
@@ -268,9 +271,10 @@ class FlowOwners:
     given, is called before new flows are looked up, so that events waiting reach `learn`."""
 
     def __init__(self, processes: ProcessList, proc: str = "/proc",
-                 poll_events: Callable[[], None] | None = None) -> None:
+                 poll_events: Callable[[], None] | None = None, creators=None) -> None:
         self.processes = processes
         self._poll_events = poll_events
+        self._creators = creators                             # a SocketCreators, asked before /proc
         self._diag = SocketDiag()
         self._owners = SocketOwners(proc)
         self._flows: dict[FlowKey, tuple[int, int]] = {}      # flow -> (process index, socket inode)
@@ -283,10 +287,13 @@ class FlowOwners:
         self._dying: set[FlowKey] = set()                     # ... and before it: forgotten at the next
         self.lookups = 0                                      # batches with flows asked of the kernel
         self.learned = 0                                      # flows whose process came from an event
+        self.created = 0                                      # flows whose process came from the creators
         self.error = ""                                       # why a lookup failed, the first time
 
     def close(self) -> None:
         self._diag.close()
+        if self._creators is not None:
+            self._creators.close()
 
     def indexes(self, raws: Sequence[bytes], outbound: Sequence[bool]) -> list[int]:
         """The process index of each packet (0 when it belongs to no local socket found)."""
@@ -359,27 +366,48 @@ class FlowOwners:
         for endpoint in list(self._learned):
             self._forget(endpoint, None)
 
-    def _inode(self, key: FlowKey) -> int:
+    def _socket(self, key: FlowKey) -> tuple[int, int]:
+        """(inode, cookie) of the flow's socket; (0, 0) when none is found."""
         try:
             found = self._diag.lookup(*key)
         except OSError as exc:
             # Attribution is an extra: a failing lookup leaves the packet without a process, never lost.
             self.error = self.error or f"socket diagnostics: {exc}"
-            return 0
-        return found[0] if found is not None else 0
+            return 0, 0
+        return (found[0], found[2]) if found is not None else (0, 0)
+
+    def _inode(self, key: FlowKey) -> int:
+        return self._socket(key)[0]
+
+    def _creator(self, cookie: int) -> tuple[int, str] | None:
+        try:
+            return self._creators.creator(cookie)
+        except OSError as exc:
+            self.error = self.error or f"the record of socket creators: {exc}"
+            return None
 
     def _resolve(self, keys: set) -> None:
         self.lookups += 1
-        inodes = {key: self._inode(key) for key in keys}
-        pids = self._owners.find({i for i in inodes.values() if i})
-        for key, inode in inodes.items():
-            pid = pids.get(inode)
-            self._flows[key] = (self._index_of(pid) if pid is not None else NO_PROCESS, inode)
+        sockets = {key: self._socket(key) for key in keys}
+        created = {}
+        if self._creators is not None:
+            for key, (inode, cookie) in sockets.items():
+                if inode and (creator := self._creator(cookie)) is not None:
+                    created[key] = creator
+            self.created += len(created)
+        pids = self._owners.find({inode for key, (inode, _) in sockets.items() if inode and key not in created})
+        for key, (inode, _cookie) in sockets.items():
+            pid, name = created.get(key) or (pids.get(inode), "")
+            self._flows[key] = (self._index_of(pid, name) if pid is not None else NO_PROCESS, inode)
 
-    def _index_of(self, pid: int) -> int:
+    def _index_of(self, pid: int, name: str = "") -> int:
+        """The index of a process; `name` (from the kernel's record) names one that has ended."""
         index = self._described.get(pid)
         if index is None:
-            index = self._described[pid] = self.processes.intern(describe(pid))
+            process = describe(pid)
+            if not process.name and name:
+                process = Process(pid, name, "")
+            index = self._described[pid] = self.processes.intern(process)
         return index
 
     def _gone(self, key: FlowKey) -> bool:

@@ -10,7 +10,10 @@ Commands (GUI -> Session)
                    "path": str (replay), "speed": float (replay; 0 = as fast as possible),
                    "rate": float (demo, packets per second), "seed": int (demo),
                    "workers": int (1..the cores) | "auto" (live divert: worker processes, one
-                   queue each, each flow on one; divertgui.engine.pooled_capture)}
+                   queue each, each flow on one; divertgui.engine.pooled_capture),
+                   "cgroup": str (live, Linux: a cgroup v2 path under the hierarchy's mount whose
+                   sockets' creating processes the kernel records for the packets' process;
+                   "" or absent: every process; engine/backends/socket_creators.py)}
     stop          {}
     open          {"path": str}         stop, empty the store and fill it with a capture file's
                   packets as they were saved: recorded times, direction, verdicts and the

@@ -85,6 +85,7 @@ class Session:
         self._held_bytes = 0
         self._hold_pids: set[int] = set()     # every packet of these processes is held
         self._owners: FlowOwners | None = None
+        self._owners_cgroup = ""            # whose sockets' creators a live capture records (start's cgroup)
         self._event_capture = None          # an EventCapture (start_events)
         self._event_records: list = []      # EventRecords not yet sent
         self._events_due = False
@@ -476,6 +477,7 @@ class Session:
             raise SessionError("workers apply to a live capture in divert mode: sniffing and dropping "
                                "handles read no packets to spread", "workers")
         self._close_source("")
+        self._owners_cgroup = str(command.get("cgroup", "") or "")
         layer = Layer[layer_name]
         filter_text = command.get("filter", "true") or "true"
         priority = int(command.get("priority", 0))
@@ -544,9 +546,15 @@ class Session:
             raise
 
     def _flow_owners(self) -> FlowOwners | None:
+        creators = None
+        if sys.platform.startswith("linux"):
+            from divertgui.engine.backends.socket_creators import for_capture
+            creators = for_capture(self._owners_cgroup)
         try:
-            return FlowOwners(self.store.processes, poll_events=self._poll_events_for_owners)
+            return FlowOwners(self.store.processes, poll_events=self._poll_events_for_owners, creators=creators)
         except OSError as exc:
+            if creators is not None:
+                creators.close()
             self._error(f"packets get no process: the socket diagnostics cannot be asked ({exc})", "processes")
             return None
 

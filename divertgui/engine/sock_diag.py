@@ -6,8 +6,9 @@ lookup for that 5-tuple: a hash lookup answered in microseconds, where
 reading /proc/net/tcp6 walks every socket of every namespace on the machine
 (milliseconds with a few thousand). It finds what would receive the packet:
 the connected socket, else a listening (TCP) or bound (UDP) one, a
-dual-stack IPv6 socket for IPv4 too. The answer holds the socket's inode
-and owner's uid, not its process: see processes.SocketOwners.
+dual-stack IPv6 socket for IPv4 too. The answer holds the socket's inode,
+owner's uid and cookie, not its process: see processes.SocketOwners and
+backends/socket_creators.py.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ TAIL = struct.Struct("=III")                       # if, cookie[2]
 # inet_diag_msg: family, state, timer, retrans (4 bytes), sockid (48), expires, rqueue, wqueue, uid, inode.
 UID_INODE = struct.Struct("=II")
 UID_AT = NLMSGHDR.size + 4 + 48 + 12
+COOKIE_AT = NLMSGHDR.size + 4 + 40        # the sockid's cookie, two 32-bit words, low first
+COOKIE_WORDS = struct.Struct("=II")
 ERROR_CODE = struct.Struct("=i")
 
 
@@ -48,8 +51,8 @@ class SocketDiag:
         self._sock.close()
 
     def lookup(self, protocol: int, local: bytes, lport: int, remote: bytes, rport: int,
-               cookie: int | None = None) -> tuple[int, int] | None:
-        """(inode, uid) of the socket a packet of this flow belongs to, None when none does
+               cookie: int | None = None) -> tuple[int, int, int] | None:
+        """(inode, uid, cookie) of the socket a packet of this flow belongs to, None when none does
         (or, given its `cookie`, when the socket found is another one).
 
         Addresses are 16 bytes, IPv4 as IPv4-mapped IPv6."""
@@ -69,7 +72,8 @@ class SocketDiag:
             found = self._ask(family, protocol, PORTS.pack(lport, 0) + local + bytes(16))
         return found if found is not None and found[0] else None
 
-    def _ask(self, family: int, protocol: int, ids: bytes, cookie: int | None = None) -> tuple[int, int] | None:
+    def _ask(self, family: int, protocol: int, ids: bytes,
+             cookie: int | None = None) -> tuple[int, int, int] | None:
         self._seq = (self._seq + 1) & 0xFFFFFFFF
         # With a cookie the kernel answers ESTALE when the socket it finds is not that one.
         cookie_words = (INET_DIAG_NOCOOKIE, INET_DIAG_NOCOOKIE) if cookie is None \
@@ -88,4 +92,5 @@ class SocketDiag:
                 return None
             raise OSError(code, f"socket diagnostics lookup: {errno.errorcode.get(code, code)}")
         uid, inode = UID_INODE.unpack_from(data, UID_AT)
-        return inode, uid
+        low, high = COOKIE_WORDS.unpack_from(data, COOKIE_AT)
+        return inode, uid, high << 32 | low

@@ -53,7 +53,7 @@ def own_cgroup():
     os.rmdir(path)
 
 
-def start_in(ns, cgroup: str, *args: str) -> subprocess.Popen:
+def start_in(ns, cgroup: str, *args: str, stdin=None) -> subprocess.Popen:
     """A program inside the cgroup and the namespace; its pid is the program's own.
 
     It joins the cgroup before `ip netns exec`, which hides the cgroup file
@@ -62,7 +62,7 @@ def start_in(ns, cgroup: str, *args: str) -> subprocess.Popen:
     """
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.Popen(["/bin/sh", "-c", _ENTER, cgroup, shutil.which("ip"), "netns", "exec", ns.name, *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 def run_in(ns, cgroup: str, *args: str, timeout: float = 20) -> tuple[int, subprocess.CompletedProcess]:

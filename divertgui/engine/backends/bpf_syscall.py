@@ -18,7 +18,7 @@ _SYSCALL_NUMBER = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "riscv64": 280,
 _ATTR_SIZE = 144
 
 # Commands (enum bpf_cmd).
-MAP_CREATE, PROG_LOAD, PROG_GET_FD_BY_ID, OBJ_GET_INFO_BY_FD, PROG_QUERY = 0, 5, 13, 15, 16
+MAP_CREATE, MAP_LOOKUP_ELEM, PROG_LOAD, PROG_GET_FD_BY_ID, OBJ_GET_INFO_BY_FD, PROG_QUERY = 0, 1, 5, 13, 15, 16
 LINK_CREATE, LINK_GET_FD_BY_ID, LINK_GET_NEXT_ID, LINK_DETACH = 28, 30, 31, 34
 # Map, program, attach and link types used here.
 MAP_TYPE_LRU_HASH, MAP_TYPE_RINGBUF = 9, 27
@@ -63,6 +63,20 @@ def create_ringbuf(size: int, name: str) -> int:
 def create_lru_hash(entries: int, value_size: int, name: str, key_size: int = 8) -> int:
     """A map from keys to values that forgets the least recently used when full."""
     return _create_map(MAP_TYPE_LRU_HASH, key_size, value_size, entries, name)
+
+
+def lookup_elem(map_fd: int, key: bytes, value_size: int) -> bytes | None:
+    """The value of `key` in the map, None when it holds no such key."""
+    key_buffer = ctypes.create_string_buffer(key, len(key))
+    value = ctypes.create_string_buffer(value_size)
+    attr = _attr("<IIQQ", map_fd, 0, ctypes.addressof(key_buffer), ctypes.addressof(value))
+    try:
+        _bpf(MAP_LOOKUP_ELEM, attr, "cannot look up an eBPF map entry")
+    except BpfError as exc:
+        if exc.errno == 2:  # ENOENT: no such key
+            return None
+        raise
+    return value.raw
 
 
 def load_program(prog_type: int, attach_type: int, code: bytes, name: str) -> int:
