@@ -224,3 +224,23 @@ def test_an_accept_of_a_listener_created_before_the_handle_opened_has_its_proces
         events = events_until(handle, lambda seen: len(seen) >= 1)
     assert [(a.event, a.flow.process_id, a.flow.process_name) for a in events] == \
         [(Event.SOCKET_ACCEPT, server.pid, "early-tcp")]
+
+
+def test_the_close_of_an_unconnected_udp_socket_carries_the_port_its_first_sendto_chose(netns, own_cgroup):
+    script = textwrap.dedent("""
+        import socket
+        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        receiver.bind(("127.0.0.1", 5354))
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sender.sendto(b"x", ("127.0.0.1", 5354))
+        print(receiver.recvfrom(10)[1][1])
+        sender.close()
+        receiver.close()
+    """)
+    with socket_handle(own_cgroup, "udp and event == CLOSE") as handle:
+        pid, result = run_in(netns, own_cgroup, PY, "-c", script)
+        assert result.returncode == 0, result.stderr
+        events = events_until(handle, lambda seen: len(seen) >= 2)
+    ports = sorted(a.flow.local_port for a in events)
+    assert ports == sorted([5354, int(result.stdout)]), events
+    assert all(a.flow.process_id == pid and not a.ipv6 for a in events)

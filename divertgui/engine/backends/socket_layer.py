@@ -46,6 +46,7 @@ HOOKS = {
     sys_bpf.ATTACH_INET4_CONNECT: ("cgroup/connect4", "5.7"), sys_bpf.ATTACH_INET6_CONNECT: ("cgroup/connect6", "5.7"),
     sys_bpf.ATTACH_SOCK_OPS: ("sock_ops", "5.7"), sys_bpf.ATTACH_INET_SOCK_RELEASE: ("cgroup/sock_release", "5.9"),
     sys_bpf.ATTACH_INET_SOCK_CREATE: ("cgroup/sock_create", "5.7"),
+    sys_bpf.ATTACH_UDP4_SENDMSG: ("cgroup/sendmsg4", "5.7"), sys_bpf.ATTACH_UDP6_SENDMSG: ("cgroup/sendmsg6", "5.7"),
     sys_bpf.ATTACH_INET_INGRESS: ("cgroup_skb/ingress", "5.7"), sys_bpf.ATTACH_INET_EGRESS: ("cgroup_skb/egress", "5.7"),
 }
 
@@ -57,7 +58,8 @@ def selectable_events(tree) -> set[Event]:
 def build(tree, maps: programs.Maps, events: set[Event], block: bool) -> list[programs.Program]:
     """The programs a filter that can select `events` needs."""
     wanted = []
-    if Event.SOCKET_BIND in events:
+    if events & {Event.SOCKET_BIND, Event.SOCKET_CLOSE}:
+        # BIND, and the address bound, which a filter that selects no BIND still needs for CLOSE.
         wanted += [programs.sock_addr(tree, maps, Event.SOCKET_BIND, ipv6, block) for ipv6 in (False, True)]
     if Event.SOCKET_CONNECT in events:
         wanted += [programs.sock_addr(tree, maps, Event.SOCKET_CONNECT, ipv6, block) for ipv6 in (False, True)]
@@ -66,6 +68,7 @@ def build(tree, maps: programs.Maps, events: set[Event], block: bool) -> list[pr
         wanted += [programs.sock_create(maps), programs.sock_ops(tree, maps)]
     if Event.SOCKET_CLOSE in events:
         wanted.append(programs.sock_release(tree, maps))
+        wanted += [programs.udp_send(maps, ipv6) for ipv6 in (False, True)]
     return wanted
 
 

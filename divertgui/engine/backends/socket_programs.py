@@ -8,6 +8,8 @@
     accept     sock_ops PASSIVE_ESTABLISHED_CB  ACCEPT when the handshake completes; the
                listener (listeners map) is the parent endpoint and gives the process
     close()    cgroup/sock_release        CLOSE of a socket that had a port
+    send       cgroup/sendmsg4, sendmsg6  (no event) the local address and port of a UDP socket,
+               which connect() or a first sendto() chose after their hooks, for its CLOSE
 
 A cgroup/sock_release program may not read the socket's own address, so
 the others remember it (locals map) for the CLOSE event.
@@ -409,6 +411,31 @@ def sock_ops_endpoints(code: Assembler, remote: bool) -> None:
         code.alu_imm(ebpf.RSH, R2, 16)
         code.swap(R2, 16)
         code.store(H, R10, field_at("remote_port"), R2)
+
+
+def udp_send(maps: Maps, ipv6: bool) -> Program:
+    """Remembers a UDP socket's local address as a datagram leaves, once it has a port."""
+    code = Assembler()
+    begin_record(code, Event.SOCKET_CLOSE, outbound=True)
+    known, unknown = code.label(), code.label()
+    code.load(DW, R2, R10, field_at("endpoint_id"))
+    code.store(DW, R10, KEY, R2)
+    lookup(code, maps.locals, known, unknown)
+    code.place(known)
+    code.load(H, R2, R0, 16)
+    code.jump_imm(ebpf.JEQ, R2, 0, unknown)                         # remembered before it had a port
+    code.mov_imm(R0, 1)
+    code.exit()
+    code.place(unknown)
+    code.load(DW, R7, R6, SOCK_ADDR["sk"])                          # r7 = the socket, bound by now
+    _endpoints(code, R7, SOCK, "src", None)
+    _copy_port(code, R7, SOCK["src_port"], "local_port", network_order=False)
+    _remember_local(code, maps)
+    code.mov_imm(R0, 1)                                             # the datagram is never refused here
+    code.exit()
+    kind = "sendmsg6" if ipv6 else "sendmsg4"
+    return Program(f"divert_{kind}", sys_bpf.PROG_TYPE_CGROUP_SOCK_ADDR,
+                   sys_bpf.ATTACH_UDP6_SENDMSG if ipv6 else sys_bpf.ATTACH_UDP4_SENDMSG, None, code.assemble())
 
 
 def sock_release(tree: Node, maps: Maps) -> Program:
