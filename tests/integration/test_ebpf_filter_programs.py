@@ -20,7 +20,8 @@ from .conftest import require_prerequisites
 @pytest.fixture
 def maps():
     require_prerequisites()
-    fds = [bpf_syscall.create_ringbuf(1 << 16, "divert_test"), bpf_syscall.create_lru_hash(64, 8, "t_owners"),
+    fds = [bpf_syscall.create_ringbuf(1 << 16, "divert_test"),
+           bpf_syscall.create_lru_hash(64, socket_programs.OWNER_SIZE, "t_owners"),
            bpf_syscall.create_lru_hash(64, 8, "t_listen"),
            bpf_syscall.create_lru_hash(64, socket_programs.LOCAL_SIZE, "t_locals"),
            bpf_syscall.create_lru_hash(64, FLOW_SIZE, "t_flows")]
