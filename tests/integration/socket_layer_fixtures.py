@@ -72,6 +72,16 @@ def run_in(ns, cgroup: str, *args: str, timeout: float = 20) -> tuple[int, subpr
     return process.pid, subprocess.CompletedProcess(args, process.returncode, out, err)
 
 
+def handle_after_server(ns, cgroup: str, server: tuple, ready: str, open_handle) -> tuple[subprocess.Popen, Divert]:
+    """(server, handle): a server program started in the namespace and the cgroup, which prints
+    `ready`; then `open_handle()`'s handle, opened inside the namespace so that its socket
+    diagnostics find the server's sockets there."""
+    process = start_in(ns, cgroup, *server)
+    assert process.stdout.readline().strip() == ready
+    with ns.entered():
+        return process, open_handle()
+
+
 def socket_handle(cgroup: str, filter: str, flags: Flag = SNIFF) -> Divert:
     return Divert(filter, Layer.SOCKET, flags=flags, backend=SocketBackend(cgroup)).open()
 

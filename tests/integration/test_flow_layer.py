@@ -23,7 +23,7 @@ from divertgui.engine.errors import DivertArgumentError
 from divertgui.engine.handle import Divert
 
 from .conftest import REPO, wait_until
-from .socket_layer_fixtures import SNIFF, events_until, ipv4, own_cgroup, run_in, start_in
+from .socket_layer_fixtures import SNIFF, events_until, handle_after_server, ipv4, own_cgroup, run_in, start_in
 
 pytestmark = pytest.mark.netns
 __all__ = ["own_cgroup"]
@@ -241,10 +241,9 @@ def test_a_udp_socket_created_before_the_handle_opened_has_its_process_while_it_
     """The kernel programs never saw it created (ProcessId 0); socket diagnostics find it by its
     5-tuple and cookie in the namespace the handle was opened in."""
     port = 8095
-    server = start_in(netns, own_cgroup, sys.executable, "-c", EARLY_UDP_SERVER, str(port))
-    assert server.stdout.readline().strip() == "bound"
-    with netns.entered():
-        handle = _flow_handle(own_cgroup, f"udp and (localPort == {port} or remotePort == {port})")
+    server, handle = handle_after_server(
+        netns, own_cgroup, (sys.executable, "-c", EARLY_UDP_SERVER, str(port)), "bound",
+        lambda: _flow_handle(own_cgroup, f"udp and (localPort == {port} or remotePort == {port})"))
     with handle:
         _pid, result = run_in(netns, own_cgroup, "sh", "-c", f"printf hi | nc -u -w 5 -W 1 127.0.0.1 {port}")
         assert result.stdout == "ok", result.stderr

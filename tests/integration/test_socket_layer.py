@@ -22,7 +22,8 @@ from divertgui.engine.errors import DivertArgumentError, KernelFeatureError
 from divertgui.engine.handle import Divert
 
 from .conftest import wait_until
-from .socket_layer_fixtures import events_until, ipv4, own_cgroup, run_in, socket_handle, start_in
+from .socket_layer_fixtures import (events_until, handle_after_server, ipv4, own_cgroup, run_in, socket_handle,
+                                    start_in)
 
 pytestmark = pytest.mark.netns
 __all__ = ["own_cgroup"]
@@ -30,8 +31,9 @@ __all__ = ["own_cgroup"]
 PY = sys.executable
 LOOPBACK6 = 1
 
+# SERVER PORT [stay]: with `stay`, the accepted socket stays open after the answer (the fixture ends it).
 SERVER = textwrap.dedent("""
-    import socket, sys
+    import socket, sys, time
     open("/proc/self/comm", "w").write("tcp-server")    # a name no other program here has
     server = socket.socket()
     server.bind(("127.0.0.1", int(sys.argv[1])))
@@ -39,6 +41,8 @@ SERVER = textwrap.dedent("""
     print("listening", flush=True)
     conn, _ = server.accept()
     conn.sendall(b"HTTP/1.0 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok")
+    if sys.argv[2:] == ["stay"]:
+        time.sleep(20)
     conn.close()
     server.close()
 """)
@@ -195,35 +199,19 @@ def test_programs_leave_the_cgroup_on_close_and_when_their_process_is_killed(own
         holder.kill()
 
 
-EARLY_SERVER = textwrap.dedent("""
-    import socket, sys, time
-    open("/proc/self/comm", "w").write("early-tcp")
-    server = socket.socket()
-    server.bind(("127.0.0.1", int(sys.argv[1])))
-    server.listen()
-    print("listening", flush=True)
-    conn, _ = server.accept()
-    conn.sendall(b"ok")
-    time.sleep(20)    # the accepted socket stays while the test looks (the fixture ends it)
-""")
-
-
 def test_an_accept_of_a_listener_created_before_the_handle_opened_has_its_process(netns, own_cgroup):
     """The kernel programs never saw the listener created (its ACCEPT, reported by a sock_ops
     callback, carries ProcessId 0); socket diagnostics find the accepted socket by its 5-tuple
     and cookie in the namespace the handle was opened in."""
     port = 8096
-    server = start_in(netns, own_cgroup, PY, "-c", EARLY_SERVER, str(port))
-    assert server.stdout.readline().strip() == "listening"
-    with netns.entered():
-        handle = socket_handle(own_cgroup, f"event == ACCEPT and localPort == {port}")
+    server, handle = handle_after_server(netns, own_cgroup, (PY, "-c", SERVER, str(port), "stay"), "listening",
+                                         lambda: socket_handle(own_cgroup, f"event == ACCEPT and localPort == {port}"))
     with handle:
-        client = f"import socket; print(socket.create_connection(('127.0.0.1', {port})).recv(2).decode())"
-        _pid, result = run_in(netns, own_cgroup, PY, "-c", client)
-        assert result.stdout == "ok\n", result.stderr
+        _pid, curl = run_in(netns, own_cgroup, "curl", "-s", f"http://127.0.0.1:{port}/")
+        assert curl.stdout == "ok", curl.stderr
         events = events_until(handle, lambda seen: len(seen) >= 1)
     assert [(a.event, a.flow.process_id, a.flow.process_name) for a in events] == \
-        [(Event.SOCKET_ACCEPT, server.pid, "early-tcp")]
+        [(Event.SOCKET_ACCEPT, server.pid, "tcp-server")]
 
 
 def test_the_close_of_an_unconnected_udp_socket_carries_the_port_its_first_sendto_chose(netns, own_cgroup):
