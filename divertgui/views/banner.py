@@ -20,6 +20,8 @@ class Banner(QWidget):
         self.setObjectName(f"{kind}_banner")
         self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
         self.setStyleSheet(self.COLOURS[kind])
+        self._lines: list[str] = []
+        self._where = ""
         self.label = QLabel(self)
         self.label.setWordWrap(True)
         self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -34,7 +36,18 @@ class Banner(QWidget):
         layout.addWidget(close)
         self.hide()
 
-    def show_message(self, message: str, where: str = "") -> None:
-        self.label.setTextFormat(Qt.TextFormat.RichText if where else Qt.TextFormat.PlainText)
-        self.label.setText(f"<b>{html.escape(where)}:</b> {html.escape(message)}" if where else message)
+    def show_message(self, message: str, where: str = "", add: bool = False) -> None:
+        """Show `message` in place of the one shown, or, with `add`, below one of the same `where`
+        still shown (several hosts lost at once are each named)."""
+        if where:
+            line = f"<b>{html.escape(where)}:</b> {html.escape(message)}"
+            kept = add and not self.isHidden() and self._where == where
+            self._lines = [*self._lines, line] if kept else [line]
+            self.label.setTextFormat(Qt.TextFormat.RichText)
+            self.label.setText("<br>".join(self._lines))
+        else:
+            self._lines = []
+            self.label.setTextFormat(Qt.TextFormat.PlainText)
+            self.label.setText(message)
+        self._where = where
         self.show()

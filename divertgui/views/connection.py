@@ -208,7 +208,8 @@ class ServiceEvents:
     def _error(self, event: dict) -> None:
         window = self.window
         window.errors.append(event)
-        window.error_banner.show_message(event.get("message", ""), event.get("where", ""))
+        window.error_banner.show_message(event.get("message", ""), event.get("where", ""),
+                                         add=event.get("where") == "connection")
         if event.get("where") == "rules":
             window.rules_panel.on_error(event)
         elif event.get("where") == "connection":

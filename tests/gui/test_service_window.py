@@ -85,19 +85,23 @@ def test_a_user_who_may_not_run_the_capture_program_gets_one_sentence_and_the_de
         assert bench.close()
 
 
-def test_a_lost_unix_service_is_connected_to_again_not_started(qtbot, tmp_path):
+def test_lost_unix_services_are_each_named_and_connected_to_again_not_started(qtbot, tmp_path):
     path = str(tmp_path / "divert.sock")
     service = subprocess.Popen([sys.executable, "-m", "divertgui.cli", "serve", "--listen", path],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         qtbot.waitUntil(lambda: os.path.exists(path) or service.poll() is not None, timeout=20000)
-        bench = Workbench(CaptureOptions(source="demo", rate=400.0), f"unix:{path}")
+        bench = Workbench(CaptureOptions(source="demo", rate=400.0), [f"unix:{path}", f"unix:{path}"])
         qtbot.addWidget(bench.window)
-        qtbot.waitUntil(lambda: bench.hello is not None, timeout=20000)
+        qtbot.waitUntil(lambda: len(bench.hosts.links) == 2 and all(link.hello for link in bench.hosts.links),
+                        timeout=20000)
         service.kill()
-        qtbot.waitUntil(lambda: bench.bridge.lost, timeout=10000)
-        text = bench.window.error_banner.label.text()
-        assert "File &gt; Reconnect connects to it again once its service is back" in text   # rich text
+        banner = bench.window.error_banner.label
+        # Both hosts lost at once: the banner names each (rich text).
+        qtbot.waitUntil(lambda: banner.text().count("the service closed the connection") == 2, timeout=10000)
+        assert f"unix:{path}: the service closed" in banner.text()
+        assert f"unix:{path} (2): the service closed" in banner.text()
+        assert "File &gt; Reconnect connects to it again once its service is back" in banner.text()
         bench.close()
     finally:
         service.kill()
