@@ -10,8 +10,8 @@
     divert list | cleanup [--all]                        open handles; our rules in this network namespace
     divert watch [FILTER] [-c N]                         handles opening and closing (the REFLECT layer)
     divert kill PID... | --all                           stop the processes holding handles, removing their rules
-    divert socketdump [FILTER] [--block]                 socket operations with their process (the SOCKET layer)
-    divert flowtrack [FILTER]                            TCP and UDP flows opening and closing, with their process
+    divert socketdump [FILTER] [--block] [--cgroup PATH] socket operations with their process (the SOCKET layer)
+    divert flowtrack [FILTER] [--cgroup PATH]            TCP and UDP flows opening and closing, with their process
     divert serve [--listen PATH --allow-uid UID ...]     a capture service for divertgui windows
     divert doctor                                        what works on this machine, what is missing
 
@@ -793,16 +793,22 @@ def _event_sample(args, layer: Layer, run) -> int:
     return EXIT_OK
 
 
+def _event_sample_ready(args):
+    where = f" of the cgroup {args.cgroup}" if args.cgroup else ""
+    return lambda: _say(f"divert: watching {args.filter!r}{where} (priority {args.priority}); Ctrl+C to stop",
+                        sys.stderr)
+
+
 def cmd_socketdump(args) -> int:
     from divertgui import event_samples
     return _event_sample(args, Layer.SOCKET, lambda stop: event_samples.socketdump(
-        args.filter, args.block, _say, stop, args.count, args.priority))
+        args.filter, args.block, _say, stop, args.count, args.priority, args.cgroup, _event_sample_ready(args)))
 
 
 def cmd_flowtrack(args) -> int:
     from divertgui import event_samples
     return _event_sample(args, Layer.FLOW, lambda stop: event_samples.flowtrack(
-        args.filter, _say, stop, args.count, args.priority))
+        args.filter, _say, stop, args.count, args.priority, args.cgroup, _event_sample_ready(args)))
 
 
 # -- doctor ------------------------------------------------------------------------------
@@ -923,6 +929,24 @@ def cmd_doctor(args) -> int:
 
 # -- arguments --------------------------------------------------------------------------
 
+def _cgroup(text: str) -> str:
+    """--cgroup: an existing cgroup under the cgroup v2 mount, checked as the service checks one."""
+    from divertgui.engine.backends.cgroups import CgroupError, cgroup_directory, relative_cgroup
+    try:
+        cgroup_directory(relative_cgroup(text, "PATH"))
+    except CgroupError as exc:
+        raise argparse.ArgumentTypeError(exc.strerror) from None
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _cgroup_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cgroup", metavar="PATH", type=_cgroup, default="",
+                        help="only the processes of this cgroup v2, a path under the cgroup mount such as "
+                             "system.slice/nginx.service (default: every process)")
+
+
 def _positive_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -1016,6 +1040,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help="refuse the matching operations (they fail with EPERM); BIND and CONNECT only")
     socketdump.add_argument("--priority", type=priority, default=0, help="handle priority, -30000..30000")
     socketdump.add_argument("-c", "--count", type=_bounded(1, 1 << 62), metavar="N", help="stop after N events")
+    _cgroup_argument(socketdump)
     socketdump.set_defaults(run=cmd_socketdump)
     flowtrack = commands.add_parser("flowtrack", help="print TCP and UDP flows as they are established and "
                                                       "deleted, with their process")
@@ -1023,6 +1048,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="FLOW-layer filter, e.g. \"remotePort == 443\"")
     flowtrack.add_argument("--priority", type=priority, default=0, help="handle priority, -30000..30000")
     flowtrack.add_argument("-c", "--count", type=_bounded(1, 1 << 62), metavar="N", help="stop after N events")
+    _cgroup_argument(flowtrack)
     flowtrack.set_defaults(run=cmd_flowtrack)
     cleanup = commands.add_parser("cleanup", help="remove rules left by processes that are gone")
     cleanup.add_argument("--all", action="store_true", help="remove every divertgui rule, live processes' too")

@@ -9,7 +9,6 @@ service alone.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -22,17 +21,19 @@ BATCH = 255
 NAMES_KEPT = 4096           # pids whose name is remembered for events after the process ended
 
 
-def _backend(layer: Layer, cgroup: str):
-    """The backend for `layer`: the system's own, or the eBPF one attached to `cgroup`."""
+def event_backend(layer: Layer, cgroup: str):
+    """The backend for `layer`: the system's own, or the eBPF one attached to `cgroup` (a path
+    under the cgroup v2 mount)."""
     if not cgroup or layer == Layer.REFLECT:
         return None
     if not sys.platform.startswith("linux"):
         raise EventCaptureError("a cgroup applies on Linux only", layer)
-    from divertgui.engine.backends.cgroups import cgroup2_mount
+    from divertgui.engine.backends.cgroups import CgroupError, cgroup_directory
     from divertgui.engine.backends.socket_layer import FlowBackend, SocketBackend
-    path = os.path.join(cgroup2_mount(), cgroup)
-    if not os.path.isdir(path):
-        raise EventCaptureError(f"there is no cgroup {cgroup} under {cgroup2_mount()}", layer)
+    try:
+        path = cgroup_directory(cgroup)
+    except (CgroupError, ValueError) as exc:
+        raise EventCaptureError(getattr(exc, "strerror", None) or str(exc), layer) from None
     return FlowBackend(path) if layer == Layer.FLOW else SocketBackend(path)
 
 
@@ -61,7 +62,7 @@ class EventCapture:
             for layer, text in self.filters.items():
                 try:
                     handle = Divert(text or "true", layer, 0, Flag.SNIFF | Flag.RECV_ONLY,
-                                    backend=_backend(layer, self.cgroup))
+                                    backend=event_backend(layer, self.cgroup))
                     handle.open()
                 except FilterError as exc:
                     raise EventCaptureError(f"{layer.name} filter: {exc.message}", layer, exc.position) from None

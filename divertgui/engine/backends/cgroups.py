@@ -6,6 +6,7 @@ controllers (often /sys/fs/cgroup/unified); /proc/self/mountinfo says which.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from divertgui.engine.errors import CgroupError
@@ -28,3 +29,22 @@ def open_cgroup(path: str) -> int:
         return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as exc:
         raise CgroupError(exc.errno, f"cannot open the cgroup {path}: {exc.strerror}") from None
+
+
+def relative_cgroup(path: str, name: str = "cgroup") -> str:
+    """`path` when it names a cgroup under the v2 mount with no way out of it ("" is the mount
+    itself); ValueError saying why not. Nothing but plain names between single slashes, so
+    neither "..", an absolute path nor a NUL reaches outside the mount."""
+    if path and (path.startswith("/") or "\0" in path or any(part in ("", ".", "..") for part in path.split("/"))):
+        raise ValueError(f"{name} must be a cgroup path under the cgroup v2 mount, such as "
+                         f"system.slice/nginx.service, not {path[:200]!r}")
+    return path
+
+
+def cgroup_directory(path: str) -> str:
+    """The directory of the cgroup `path` (relative to the v2 mount); CgroupError when there is none."""
+    mount = cgroup2_mount()
+    directory = os.path.join(mount, relative_cgroup(path))
+    if not os.path.isdir(directory):
+        raise CgroupError(errno.ENOENT, f"there is no cgroup {path} under {mount}")
+    return directory
