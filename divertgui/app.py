@@ -94,6 +94,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
                         help="with --self-test: capture real traffic the test makes on loopback, through the service")
     parser.add_argument("--replay", metavar="FILE", help="open a pcap/pcapng file")
     parser.add_argument("--filter", metavar="TEXT", default="", help="capture filter (WinDivert language)")
+    parser.add_argument("--cgroup", metavar="PATH", default="",
+                        help="live capture: record the creators of the sockets of this cgroup v2 alone, a path "
+                             "under the cgroup mount such as system.slice/nginx.service (default: every process)")
     parser.add_argument("--rate", type=float, default=200.0, help="demo packets per second (default 200)")
     parser.add_argument("--connect", metavar="TARGET", action="append",
                         help="a capture service to use: local (the default: start divert serve), unix:PATH "
@@ -353,7 +356,7 @@ def open_workbench(args: argparse.Namespace) -> Workbench:
     from a double-click shows traffic rather than an empty list.
     """
     from divertgui.views.capture_options import CaptureOptions
-    options = CaptureOptions(source="demo", rate=500.0 if args.self_test else args.rate)
+    options = CaptureOptions(source="demo", rate=500.0 if args.self_test else args.rate, cgroup=args.cgroup)
     bench = Workbench(options, args.connect or ["local"])
     window = bench.window
     problem = None

@@ -12,3 +12,6 @@ settings.register_profile("default", max_examples=200, deadline=None,
 settings.register_profile("thorough", max_examples=5000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+# `capture_cgroup` for live captures, and the session's check that none attached at the root cgroup.
+pytest_plugins.append("tests.cgroup_fixtures")

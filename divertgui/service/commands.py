@@ -187,7 +187,7 @@ FIELDS: dict[str, dict[str, Check]] = {
               "mode": choice("divert", "sniff", "drop"), "priority": integer(PRIORITY_MIN, PRIORITY_MAX),
               "layer": choice("NETWORK", "NETWORK_FORWARD"), "path": text(MAX_PATH),
               "speed": number(0, 1000), "rate": number(0, 1_000_000, low_open=True), "seed": SEED,
-              "workers": workers},
+              "workers": workers, "cgroup": cgroup_path},
     "stop": {},
     "open": {"path": text(MAX_PATH)},
     "pause": {"paused": flag},

@@ -19,6 +19,7 @@ class CaptureOptions:
     path: str = ""               # replay file
     speed: float = 1.0           # replay speed; 0 = as fast as possible
     workers: int | str = 1       # worker processes of a live divert capture, or "auto" (one per core)
+    cgroup: str = ""             # live: the cgroup v2 whose processes' sockets the capture names; "": every process
 
 
 class CaptureOptionsDialog(QDialog):
@@ -53,6 +54,11 @@ class CaptureOptionsDialog(QDialog):
         self.workers.setValue(0 if options.workers == "auto" else int(options.workers))
         self.workers.setToolTip("Live captures in divert mode: packets spread over this many processes of the "
                                 "capture service, each connection's packets in one of them")
+        self.cgroup = QLineEdit(options.cgroup, self)
+        self.cgroup.setPlaceholderText("every process")
+        self.cgroup.setToolTip("Live captures: the kernel records the creating process of the sockets made in "
+                               "this cgroup v2 alone, a path under the cgroup mount such as "
+                               "system.slice/nginx.service; other packets get their process from /proc")
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
@@ -62,6 +68,7 @@ class CaptureOptionsDialog(QDialog):
         form.addRow("Replay file", path_row)
         form.addRow("Replay speed", self.speed)
         form.addRow("Workers", self.workers)
+        form.addRow("Socket creators' cgroup", self.cgroup)
         form.addRow(buttons)
 
     def _browse(self) -> None:
@@ -73,4 +80,4 @@ class CaptureOptionsDialog(QDialog):
     def options(self) -> CaptureOptions:
         return CaptureOptions(source=self.source.currentData(), rate=self.rate.value(),
                               path=self.path.text(), speed=self.speed.value(),
-                              workers=self.workers.value() or "auto")
+                              workers=self.workers.value() or "auto", cgroup=self.cgroup.text().strip())

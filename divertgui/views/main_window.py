@@ -353,6 +353,8 @@ class MainWindow(QMainWindow):
             fields.update(path=self.options.path, speed=float(self.options.speed))
         if self.options.source == "live" and fields["mode"] == "divert" and self.options.workers != 1:
             fields["workers"] = self.options.workers
+        if self.options.source == "live" and self.options.cgroup:
+            fields["cgroup"] = self.options.cgroup
         if text != "true":
             self.capture_filter.remember(text)
         self.post("start", **fields)

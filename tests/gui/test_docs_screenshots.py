@@ -172,9 +172,9 @@ def test_the_rules_panel_with_counters_and_the_delay_chart(qtbot, workbench):
 
 
 @pytest.mark.netns
-def test_the_per_process_chart_on_live_traffic(qtbot, namespace):  # noqa: F811
+def test_the_per_process_chart_on_live_traffic(qtbot, namespace, capture_cgroup):  # noqa: F811
     """Three programs sending at different rates in a network namespace."""
-    with live_capture_of_senders(qtbot, namespace) as (bench, receiver, programs):
+    with live_capture_of_senders(qtbot, namespace, capture_cgroup) as (bench, receiver, programs):
         port = receiver.getsockname()[1]
         senders = [program for program, _, _ in programs]
         nc = namespace.popen(["nc", "-u", "127.0.0.1", str(port)], stdin=subprocess.PIPE, text=True)

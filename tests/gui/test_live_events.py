@@ -26,11 +26,11 @@ def _seen(model, layer: Layer, event: Event, pid: int, test=lambda record: True)
 
 
 def test_socket_flow_and_reflect_events_show_live_filter_the_packets_and_come_back_from_a_file(
-        qtbot, namespace, own_cgroup, tmp_path):  # noqa: F811
+        qtbot, namespace, own_cgroup, tmp_path, capture_cgroup):  # noqa: F811
     from divertgui.app import Workbench
     from divertgui.views.capture_options import CaptureOptions
     with namespace.entered():
-        bench = Workbench(CaptureOptions(source="live"), "local")
+        bench = Workbench(CaptureOptions(source="live", cgroup=capture_cgroup), "local")
     window = bench.window
     qtbot.addWidget(window)
     view, model = window.events_view, window.events_view.model

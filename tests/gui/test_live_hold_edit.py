@@ -1,6 +1,7 @@
 """Real diversion in a network namespace: a packet held in the workbench, edited
 in its form and forwarded, reaches the receiving socket edited."""
 
+import os
 import socket
 
 import pytest
@@ -25,22 +26,22 @@ def namespace():
         ns.remove()
 
 
-def live_bench_and_sockets(namespace, target: str | None = None):
+def live_bench_and_sockets(namespace, cgroup: str, target: str | None = None):
     """A workbench on live capture and a UDP receiver and sender, all made inside the
     namespace (the session thread, the capture service of `target` "local" and the
     sockets live where they are created)."""
     from divertgui.app import Workbench
     from divertgui.views.capture_options import CaptureOptions
     with namespace.entered():
-        bench = Workbench(CaptureOptions(source="live"), target)
+        bench = Workbench(CaptureOptions(source="live", cgroup=cgroup), target)
         receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         receiver.bind(("127.0.0.1", 0))
         sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     return bench, receiver, sender
 
 
-def test_edited_held_packet_reaches_the_socket_edited(qtbot, namespace):
-    bench, receiver, sender = live_bench_and_sockets(namespace)
+def test_edited_held_packet_reaches_the_socket_edited(qtbot, namespace, capture_cgroup):
+    bench, receiver, sender = live_bench_and_sockets(namespace, capture_cgroup)
     port = receiver.getsockname()[1]
     receiver.settimeout(5)
     window = bench.window
@@ -66,13 +67,14 @@ def test_edited_held_packet_reaches_the_socket_edited(qtbot, namespace):
         assert bench.close(), "the session thread did not stop"
 
 
-def test_after_opening_a_file_live_capture_runs_in_the_mode_chosen_and_holds(qtbot, namespace, tmp_path):
+def test_after_opening_a_file_live_capture_runs_in_the_mode_chosen_and_holds(qtbot, namespace, tmp_path,
+                                                                             capture_cgroup):
     from divertgui.engine import pcapng
     from divertgui.engine.address import Address
     from tests.gui.test_reopen_and_live_state import RECORDED_START_NS, udp_packet
     path = tmp_path / "earlier.pcapng"
     pcapng.write_capture(path, [(udp_packet(), Address(outbound=True), RECORDED_START_NS)])
-    bench, receiver, sender = live_bench_and_sockets(namespace)
+    bench, receiver, sender = live_bench_and_sockets(namespace, capture_cgroup)
     port = receiver.getsockname()[1]
     window = bench.window
     qtbot.addWidget(window)
@@ -100,9 +102,10 @@ def test_after_opening_a_file_live_capture_runs_in_the_mode_chosen_and_holds(qtb
         assert bench.close(), "the session thread did not stop"
 
 
-def test_the_workers_of_capture_options_reach_the_service_which_captures_over_them(qtbot, namespace):
+def test_the_workers_of_capture_options_reach_the_service_which_captures_over_them(qtbot, namespace,
+                                                                                   capture_cgroup):
     from divertgui.views.capture_options import CaptureOptionsDialog
-    bench, receiver, sender = live_bench_and_sockets(namespace, "local")
+    bench, receiver, sender = live_bench_and_sockets(namespace, capture_cgroup, "local")
     port = receiver.getsockname()[1]
     receiver.settimeout(5)
     window = bench.window
@@ -129,6 +132,48 @@ def test_the_workers_of_capture_options_reach_the_service_which_captures_over_th
         window.intercept.forward_all()
         data, _ = receiver.recvfrom(65535)
         assert data == b"held by a worker"
+    finally:
+        sender.close()
+        receiver.close()
+        assert bench.close(), "the session thread did not stop"
+
+
+def _creators_attached(cgroup: str) -> int:
+    """The cgroup/sock_create programs attached to `cgroup` (a path under the cgroup v2 mount)."""
+    from divertgui.engine.backends import bpf_syscall
+    from divertgui.engine.backends.cgroups import cgroup_directory, open_cgroup
+    fd = open_cgroup(cgroup_directory(cgroup))
+    try:
+        return len(bpf_syscall.query_cgroup(fd, bpf_syscall.ATTACH_INET_SOCK_CREATE))
+    finally:
+        os.close(fd)
+
+
+def test_the_cgroup_of_capture_options_reaches_the_service_which_records_socket_creators_there(
+        qtbot, namespace, capture_cgroup):
+    from divertgui.views.capture_options import CaptureOptionsDialog
+    bench, receiver, sender = live_bench_and_sockets(namespace, capture_cgroup, "local")
+    port = receiver.getsockname()[1]
+    window = bench.window
+    qtbot.addWidget(window)
+    try:
+        dialog = CaptureOptionsDialog(window.options, window)
+        assert dialog.cgroup.text() == capture_cgroup
+        dialog.cgroup.setText(f"{capture_cgroup}/../..")
+        window.options = dialog.options()
+        window.capture_filter.set_text(f"udp.DstPort == {port}")
+        window.start_capture()
+        qtbot.waitUntil(lambda: "start.cgroup must be" in window.error_banner.label.text(), timeout=20000)
+        assert "must be a cgroup path under the cgroup v2 mount" in window.error_banner.label.text()
+        assert not window.running
+
+        dialog = CaptureOptionsDialog(window.options, window)
+        dialog.cgroup.setText(capture_cgroup)
+        window.options = dialog.options()
+        start_live_capture(qtbot, window, f"udp.DstPort == {port}", "false")
+        qtbot.waitUntil(lambda: _creators_attached(capture_cgroup) == 1, timeout=10000)
+        window.stop_capture()
+        qtbot.waitUntil(lambda: _creators_attached(capture_cgroup) == 0, timeout=10000)
     finally:
         sender.close()
         receiver.close()

@@ -16,13 +16,13 @@ pytestmark = pytest.mark.netns
 
 
 @contextlib.contextmanager
-def live_capture_of_senders(qtbot, namespace, senders: int = 2):  # noqa: F811
+def live_capture_of_senders(qtbot, namespace, cgroup: str, senders: int = 2):  # noqa: F811
     """A workbench on live capture, a UDP receiver and `senders` sending programs, all in
     `namespace`; yields (bench, receiver, [(program, pid, port)]) and stops them all after."""
     from divertgui.app import Workbench
     from divertgui.views.capture_options import CaptureOptions
     with namespace.entered():
-        bench = Workbench(CaptureOptions(source="live"))
+        bench = Workbench(CaptureOptions(source="live", cgroup=cgroup))
         receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         receiver.bind(("127.0.0.1", 0))
     port = receiver.getsockname()[1]
@@ -39,10 +39,11 @@ def live_capture_of_senders(qtbot, namespace, senders: int = 2):  # noqa: F811
         assert bench.close(), "the session thread did not stop"
 
 
-def test_each_packet_shows_its_process_and_one_process_is_held_or_shown_alone(qtbot, namespace):  # noqa: F811
+def test_each_packet_shows_its_process_and_one_process_is_held_or_shown_alone(qtbot, namespace,  # noqa: F811
+                                                                              capture_cgroup):
     from divertgui.models.packet_table import PROCESS
     from divertgui.views.conversations_dialog import ConversationsDialog
-    with live_capture_of_senders(qtbot, namespace) as (bench, receiver, programs):
+    with live_capture_of_senders(qtbot, namespace, capture_cgroup) as (bench, receiver, programs):
         (first, first_pid, first_port), (second, second_pid, second_port) = programs
         window = bench.window
         model = window.table_model
@@ -112,8 +113,9 @@ def chart_counts(chart) -> dict[str, int]:
     return counts
 
 
-def test_the_per_process_chart_shows_each_program_live_and_from_its_saved_capture(qtbot, namespace, tmp_path):  # noqa: F811
-    with live_capture_of_senders(qtbot, namespace) as (bench, receiver, programs):
+def test_the_per_process_chart_shows_each_program_live_and_from_its_saved_capture(qtbot, namespace, tmp_path,
+                                                                                  capture_cgroup):  # noqa: F811
+    with live_capture_of_senders(qtbot, namespace, capture_cgroup) as (bench, receiver, programs):
         (first, first_pid, _), (second, second_pid, _) = programs
         window = bench.window
         model = window.table_model

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.netns
 EDITED = "/longer-path-than-asked"
 
 
-def test_a_request_edited_longer_in_the_window_completes(qtbot, netns, tmp_path):
+def test_a_request_edited_longer_in_the_window_completes(qtbot, netns, tmp_path, capture_cgroup):
     require(None if shutil.which("curl") else "curl is not installed (Debian package curl)")
     from divertgui.app import Workbench
     from divertgui.views.capture_options import CaptureOptions
@@ -23,7 +23,7 @@ def test_a_request_edited_longer_in_the_window_completes(qtbot, netns, tmp_path)
     root.mkdir()
     server = HttpServer(netns, "127.0.0.1", root)
     with netns.entered():
-        bench = Workbench(CaptureOptions(source="live"))
+        bench = Workbench(CaptureOptions(source="live", cgroup=capture_cgroup))
     window = bench.window
     qtbot.addWidget(window)
     try:

@@ -46,7 +46,7 @@ def say(process, text: str) -> None:
     process.stdin.flush()
 
 
-def test_each_live_packet_names_the_program_that_sent_it(netns):
+def test_each_live_packet_names_the_program_that_sent_it(netns, capture_cgroup):
     with netns.entered():
         receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         receiver.bind(("127.0.0.1", 0))
@@ -64,7 +64,7 @@ def test_each_live_packet_names_the_program_that_sent_it(netns):
     early, early_pid, early_port = start_sender(netns, "tcp", tcp_port)
     accepted, _ = listener.accept()
     try:
-        running.post("start", source="live", mode="sniff", priority=0, layer="NETWORK",
+        running.post("start", source="live", mode="sniff", priority=0, layer="NETWORK", cgroup=capture_cgroup,
                      filter=f"udp.DstPort == {udp_port} or udp.DstPort == {udp6_port} or tcp.DstPort == {tcp_port} "
                             f"or tcp.SrcPort == {tcp_port}")
         state = running.wait_for(lambda e: e["type"] in ("state", "error"), "state event")
@@ -116,7 +116,7 @@ for i in range(3):
 """
 
 
-def test_a_new_flow_gets_its_process_from_its_flow_event_without_a_socket_lookup(netns, own_cgroup):
+def test_a_new_flow_gets_its_process_from_its_flow_event_without_a_socket_lookup(netns, own_cgroup, capture_cgroup):
     from divertgui.engine.backends.cgroups import cgroup2_mount
     with netns.entered():
         receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -127,7 +127,7 @@ def test_a_new_flow_gets_its_process_from_its_flow_event_without_a_socket_lookup
         running.post("start_events", layers={"FLOW": f"udp and remotePort == {port}"},
                      cgroup=os.path.relpath(own_cgroup, cgroup2_mount()))
         # The first datagram (one byte) begins the flow but is not captured.
-        running.post("start", source="live", mode="sniff", priority=0, layer="NETWORK",
+        running.post("start", source="live", mode="sniff", priority=0, layer="NETWORK", cgroup=capture_cgroup,
                      filter=f"udp.DstPort == {port} and udp.PayloadLength > 1")
         state = running.wait_for(lambda e: e["type"] in ("state", "error"), "state event")
         assert state["type"] == "state" and state["source"] == "live" and not state["reason"], state

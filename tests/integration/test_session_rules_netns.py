@@ -17,19 +17,20 @@ PORT = 40411
 ROUNDS = 20
 
 
-def live_session(netns, rules: list[dict], filter_text: str) -> Running:
+def live_session(netns, cgroup: str, rules: list[dict], filter_text: str) -> Running:
     with netns.entered():
         # The session thread is created here, so it diverts inside the namespace.
         running = Running()
     running.post("set_rules", rules=rules)
-    running.post("start", source="live", filter=filter_text, mode="divert", priority=0, layer="NETWORK")
+    running.post("start", source="live", filter=filter_text, mode="divert", priority=0, layer="NETWORK",
+                 cgroup=cgroup)
     state = running.wait_for(lambda e: e["type"] in ("state", "error"), "state event")
     assert state["type"] == "state" and state["source"] == "live" and not state["reason"], state
     return running
 
 
-def test_a_live_lag_is_measured_by_the_receiver_and_stop_removes_the_rules(netns):
-    running = live_session(netns, [{"kind": "lag", "inbound_ms": 40.0, "outbound_ms": 40.0}],
+def test_a_live_lag_is_measured_by_the_receiver_and_stop_removes_the_rules(netns, capture_cgroup):
+    running = live_session(netns, capture_cgroup, [{"kind": "lag", "inbound_ms": 40.0, "outbound_ms": 40.0}],
                            f"udp.DstPort == {PORT}")
     try:
         with netns.entered():
@@ -49,8 +50,9 @@ def test_a_live_lag_is_measured_by_the_receiver_and_stop_removes_the_rules(netns
         running.stop()
 
 
-def test_a_live_drop_rule_loses_what_it_matches(netns):
-    running = live_session(netns, [{"kind": "drop", "chance": 100.0, "filter": f"udp.DstPort == {PORT}"}],
+def test_a_live_drop_rule_loses_what_it_matches(netns, capture_cgroup):
+    running = live_session(netns, capture_cgroup,
+                           [{"kind": "drop", "chance": 100.0, "filter": f"udp.DstPort == {PORT}"}],
                            f"udp.DstPort == {PORT} or udp.DstPort == {PORT + 1}")
     try:
         with netns.entered():

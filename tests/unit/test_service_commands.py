@@ -19,6 +19,7 @@ from divertgui.service.commands import MAX_RULES, CommandError, validate
     {"type": "shutdown"},
     {"type": "start", "source": "live", "workers": 1},
     {"type": "start", "source": "live", "workers": "auto"},
+    {"type": "start", "source": "live", "cgroup": "system.slice/nginx.service"},
 ])
 def test_well_formed_commands_pass(command):
     assert validate(command) is command
@@ -98,6 +99,9 @@ def test_an_event_capture_command_names_layers_filters_and_a_cgroup_within_bound
     ({"type": "start_events", "layers": {"FLOW": None}}, "start_events.layers.FLOW must be text, not null"),
     ({"type": "start_events", "layers": {"FLOW": "x" * 9000}}, "start_events.layers.FLOW is 9000 characters"),
     ({"type": "start_events", "layers": {"FLOW": ""}, "cgroup": "../../etc"}, "must be a cgroup path under"),
+    ({"type": "start", "source": "live", "cgroup": "../.."}, "start.cgroup must be a cgroup path under"),
+    ({"type": "start", "source": "live", "cgroup": "/sys/fs/cgroup/x"}, "start.cgroup must be a cgroup path under"),
+    ({"type": "start", "source": "live", "cgroup": ["a"]}, "start.cgroup must be text"),
     ({"type": "start_events", "layers": {"FLOW": ""}, "cgroup": "/sys/fs/cgroup"}, "must be a cgroup path under"),
     ({"type": "start_events", "layers": {"FLOW": ""}, "cgroup": "a//b"}, "must be a cgroup path under"),
     ({"type": "start_events", "layers": {"FLOW": ""}, "cgroup": "a/\0"}, "must be a cgroup path under"),

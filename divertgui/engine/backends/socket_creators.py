@@ -24,7 +24,7 @@ import struct
 
 from . import bpf_syscall as sys_bpf
 from . import socket_programs as programs
-from .cgroups import cgroup2_mount, open_cgroup
+from .cgroups import cgroup2_mount, cgroup_directory, open_cgroup
 
 _log = logging.getLogger(__name__)
 _refusal_said = False
@@ -92,12 +92,8 @@ def for_capture(cgroup: str = "") -> SocketCreators | None:
     try:
         if not in_initial_pid_namespace():
             raise OSError("this process runs in a nested pid namespace, whose pids the kernel's record lacks")
-        root = cgroup2_mount()
-        path = os.path.normpath(os.path.join(root, cgroup))
-        if os.path.commonpath([root, path]) != root:
-            raise OSError(f"the cgroup {cgroup!r} is not under the cgroup mount {root}")
-        return SocketCreators(path)
-    except OSError as exc:
+        return SocketCreators(cgroup_directory(cgroup))
+    except (OSError, ValueError) as exc:
         if not _refusal_said:
             _refusal_said = True
             _log.warning("packets get their process from /proc alone (processes whose open files this "
