@@ -96,8 +96,8 @@ def test_sigterm_in_the_middle_of_a_lagged_stream_loses_nothing_uncounted(netns)
     assert our_chains(netns) == []
 
 
-def test_stopping_a_session_in_the_middle_of_a_lagged_stream_loses_nothing_uncounted(netns):
-    running = live_session(netns, [{"kind": "lag", "inbound_ms": LAG_MS, "outbound_ms": LAG_MS},
+def test_stopping_a_session_in_the_middle_of_a_lagged_stream_loses_nothing_uncounted(netns, capture_cgroup):
+    running = live_session(netns, capture_cgroup, [{"kind": "lag", "inbound_ms": LAG_MS, "outbound_ms": LAG_MS},
                                    {"kind": "drop", "chance": 10.0}], f"udp.DstPort == {PORT}")
     stream = Stream(netns)
     try:

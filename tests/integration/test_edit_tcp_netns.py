@@ -85,12 +85,12 @@ def curl(ns, address: str, out) -> subprocess.Popen:
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def hold_and_edit(veth, server_address: str, path: str, tmp_path, before_forward=None):
+def hold_and_edit(veth, cgroup: str, server_address: str, path: str, tmp_path, before_forward=None):
     """curl asks for ASKED; the session holds the request, edits it to `path` and forwards it.
 
     Returns (curl's exit status and stderr, the body it got, the session's Running, the held row).
     """
-    running = live_session(veth.a, [], f"tcp.DstPort == {PORT} or tcp.SrcPort == {PORT}")
+    running = live_session(veth.a, cgroup, [], f"tcp.DstPort == {PORT} or tcp.SrcPort == {PORT}")
     try:
         running.post("set_intercept", filter=f"tcp.DstPort == {PORT} and tcp.PayloadLength > 0")
         body = tmp_path / "body"
@@ -111,10 +111,10 @@ def hold_and_edit(veth, server_address: str, path: str, tmp_path, before_forward
 
 @pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
 @pytest.mark.parametrize("path", ["/longer-path-than-asked", "/s"], ids=["longer", "shorter"])
-def test_a_held_request_edited_to_another_length_completes(veth, http, tmp_path, ipv6, path):
+def test_a_held_request_edited_to_another_length_completes(veth, http, tmp_path, ipv6, path, capture_cgroup):
     server_address = veth.b_v6 if ipv6 else veth.b_v4
     server = http(server_address)
-    code, err, got, running, row = hold_and_edit(veth, server_address, path, tmp_path)
+    code, err, got, running, row = hold_and_edit(veth, capture_cgroup, server_address, path, tmp_path)
     try:
         assert code == 0, err
         assert got == FILES[path], "curl received the page of the edited path"
@@ -127,7 +127,8 @@ def test_a_held_request_edited_to_another_length_completes(veth, http, tmp_path,
         running.stop()
 
 
-def test_a_retransmission_of_the_edited_request_leaves_edited_and_is_not_held(veth, http, tmp_path):
+def test_a_retransmission_of_the_edited_request_leaves_edited_and_is_not_held(veth, http, tmp_path,
+                                                                              capture_cgroup):
     """The server's namespace drops the first data segment it gets (the edited request), so
     curl's TCP sends the original request again; the session sends that one edited too."""
     server = http(veth.b_v4)
@@ -138,7 +139,7 @@ def test_a_retransmission_of_the_edited_request_leaves_edited_and_is_not_held(ve
         veth.b.exec("iptables", "-w", "-I", "INPUT", "-p", "tcp", "--dport", str(PORT), "-m", "length",
                     "--length", f"{size}:{size}", "-m", "quota", "--quota", str(size + size // 2), "-j", "DROP")
 
-    code, err, got, running, row = hold_and_edit(veth, veth.b_v4, path, tmp_path, drop_the_first)
+    code, err, got, running, row = hold_and_edit(veth, capture_cgroup, veth.b_v4, path, tmp_path, drop_the_first)
     try:
         assert code == 0, err
         assert got == FILES[path]
