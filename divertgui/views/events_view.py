@@ -19,7 +19,7 @@ from typing import Callable
 
 from PySide6.QtCore import QTimer, Qt, Signal
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QDockWidget, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
                                QMainWindow, QPushButton, QTableView, QVBoxLayout, QWidget)
 
 from divertgui.engine.conversations import TCP, UDP, conversation_filter
@@ -27,10 +27,13 @@ from divertgui.engine.event_records import EVENT_LAYERS, EventRecord
 from divertgui.engine.address_text import event_address_text
 from divertgui.models.events_model import HOST, EventsModel
 from divertgui.views.filter_editor import FilterEditor
+from divertgui.views.window_layout import dock_of
 
 Post = Callable[..., None]
 # What each column's default width is measured on; the last column takes what is left.
 FIRST_HEIGHT = 320
+# A window shorter than this shows the events in a tab rather than below the other panels.
+SHARED_BELOW = 3 * FIRST_HEIGHT
 WIDEST = ("00:00:00.000000", "REFLECT", "ESTABLISHED", "a-process-name (1234567)", "ICMPv6",
           "[2001:db8::ffff]:65535", "[2001:db8::ffff]:65535")
 
@@ -126,8 +129,20 @@ class EventsView(QWidget):
             QTimer.singleShot(0, self._make_room)
 
     def _make_room(self) -> None:
-        dock, window = self.parentWidget(), self.window()
-        if isinstance(window, QMainWindow) and dock is not None and dock.height() < FIRST_HEIGHT:
+        dock, window = dock_of(self), self.window()
+        if not isinstance(window, QMainWindow) or dock is None or dock.isFloating():
+            return
+        if window.height() < SHARED_BELOW:
+            # Too short for the packet list, the charts and a dozen events one above the
+            # other: the events take a tab beside a panel already in their area.
+            area = window.dockWidgetArea(dock)
+            beside = [other for other in window.findChildren(QDockWidget) if other is not dock and
+                      other.isVisible() and not other.isFloating() and window.dockWidgetArea(other) == area]
+            if beside:
+                window.tabifyDockWidget(beside[0], dock)
+                dock.raise_()
+                return
+        if dock.height() < FIRST_HEIGHT:
             window.resizeDocks([dock], [FIRST_HEIGHT], Qt.Orientation.Vertical)
 
     # the capture ---------------------------------------------------------------------

@@ -18,6 +18,7 @@ from divertgui.models.packet_table import PROCESS, PacketTableModel, TimeFormat
 from divertgui.models.rules_model import RulesModel
 from divertgui.models.stats import TrafficStats
 from divertgui.views import window_settings
+from divertgui.views.window_layout import keep_on_screen, scrolled
 from divertgui.views.banner import Banner
 from divertgui.views.capture_options import CaptureOptions, CaptureOptionsDialog
 from divertgui.views.charts_panel import ChartsPanel
@@ -192,12 +193,12 @@ class MainWindow(QMainWindow):
         self.intercept = InterceptPanel(self.store, self.queue_model, self.post, self)
         self.intercept_dock = QDockWidget("Intercept (hold and edit)", self)
         self.intercept_dock.setObjectName("intercept_dock")
-        self.intercept_dock.setWidget(self.intercept)
+        self.intercept_dock.setWidget(scrolled(self.intercept))
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.intercept_dock)
         self.rules_panel = RulesPanel(self.rules_model, self.post, self)
         self.rules_dock = QDockWidget("Network conditions (rules)", self)
         self.rules_dock.setObjectName("rules_dock")
-        self.rules_dock.setWidget(self.rules_panel)
+        self.rules_dock.setWidget(scrolled(self.rules_panel))
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.rules_dock)
         self.tabifyDockWidget(self.intercept_dock, self.rules_dock)
         self.intercept_dock.raise_()
@@ -206,14 +207,14 @@ class MainWindow(QMainWindow):
         self.charts = ChartsPanel(self.stats, self, delays=self.delays)
         self.charts_dock = QDockWidget("Charts", self)
         self.charts_dock.setObjectName("charts_dock")
-        self.charts_dock.setWidget(self.charts)
+        self.charts_dock.setWidget(scrolled(self.charts))
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.charts_dock)
         self.processes = ProcessesView(self.store, lambda: self.count, self)
         self.processes.filter_requested.connect(self.process_actions.filter_process)
         self.processes.hold_requested.connect(self.process_actions.hold_process)
         self.processes_dock = QDockWidget("Processes", self)
         self.processes_dock.setObjectName("processes_dock")
-        self.processes_dock.setWidget(self.processes)
+        self.processes_dock.setWidget(scrolled(self.processes))
         self.processes_dock.hide()     # View > Processes shows it, beside the intercept and rules panels
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.processes_dock)
         self.tabifyDockWidget(self.rules_dock, self.processes_dock)
@@ -224,11 +225,13 @@ class MainWindow(QMainWindow):
         self.events_view.display_filter_requested.connect(self.streams.apply_filter_text)
         self.events_dock = QDockWidget("Events (flows, sockets, handles)", self)
         self.events_dock.setObjectName("events_dock")
-        self.events_dock.setWidget(self.events_view)
+        self.events_dock.setWidget(scrolled(self.events_view))
         self.events_dock.hide()        # View > Events shows it, beside the charts
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.events_dock)
         self.splitDockWidget(self.charts_dock, self.events_dock, Qt.Orientation.Vertical)
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
+        keep_on_screen(self, (self.intercept_dock, self.rules_dock, self.charts_dock, self.processes_dock,
+                              self.events_dock))
 
     def _action(self, menu, text: str, slot, shortcut: str | QKeySequence | None = None) -> QAction:
         action = QAction(text, self)

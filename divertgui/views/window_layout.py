@@ -6,7 +6,9 @@ apply to the first start only.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QRect, QSize
+from PySide6.QtCore import QRect, QSize, Qt, QTimer
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea, QWidget
 
 SCREEN_FRACTION = 0.85
 # Below this the packet list cannot show its columns beside the side panels.
@@ -33,3 +35,51 @@ def side_panel_width(window_width: int) -> int:
 
 def charts_height(window_height: int) -> int:
     return _share(window_height, CHARTS_FRACTION, CHARTS_RANGE)
+
+
+def scrolled(panel: QWidget) -> QScrollArea:
+    """The panel in a scroll area, so that a dock gives up room on a small screen instead of
+    making the window wider or taller than the screen; the panel fills it when there is room."""
+    area = QScrollArea()
+    area.setObjectName(f"{panel.objectName() or 'panel'}_scroll")
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setWidgetResizable(True)
+    area.setWidget(panel)
+    return area
+
+
+def dock_of(widget: QWidget) -> QDockWidget | None:
+    parent = widget.parentWidget()
+    while parent is not None and not isinstance(parent, QDockWidget):
+        parent = parent.parentWidget()
+    return parent
+
+
+def fit_to_screen(window: QMainWindow) -> None:
+    """Shrinks and moves the window until its frame lies within its screen's available area."""
+    screen = window.screen() or QGuiApplication.primaryScreen()
+    if screen is None or window.isMaximized() or window.isFullScreen():
+        return
+    area = screen.availableGeometry()
+    frame = window.frameGeometry()
+    extra = frame.size() - window.geometry().size()
+    width = min(window.width(), area.width() - extra.width())
+    height = min(window.height(), area.height() - extra.height())
+    if (width, height) != (window.width(), window.height()):
+        window.resize(width, height)
+    frame = window.frameGeometry()
+    left = max(area.left(), min(frame.left(), area.right() + 1 - frame.width()))
+    top = max(area.top(), min(frame.top(), area.bottom() + 1 - frame.height()))
+    if (left, top) != (frame.left(), frame.top()):
+        window.move(left, top)
+
+
+def keep_on_screen(window: QMainWindow, docks) -> None:
+    """Fits the window to its screen again whenever one of the docks is shown, hidden or moved."""
+    timer = QTimer(window)
+    timer.setSingleShot(True)
+    timer.setInterval(0)
+    timer.timeout.connect(lambda: fit_to_screen(window))
+    for dock in docks:
+        for signal in (dock.visibilityChanged, dock.dockLocationChanged, dock.topLevelChanged):
+            signal.connect(timer.start)

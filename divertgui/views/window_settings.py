@@ -6,7 +6,7 @@ from __future__ import annotations
 from PySide6.QtCore import QByteArray, QSettings, Qt
 from PySide6.QtGui import QGuiApplication
 
-from divertgui.views.window_layout import charts_height, first_window_size, side_panel_width
+from divertgui.views.window_layout import charts_height, first_window_size, fit_to_screen, side_panel_width
 
 
 def apply_default_layout(window) -> None:
@@ -29,6 +29,9 @@ def restore(window) -> None:
         window.restoreState(state)
     else:
         apply_default_layout(window)
+    # Settings saved on a larger screen, or with more panels beside each other, must not
+    # leave the window wider or taller than this screen.
+    fit_to_screen(window)
     splitter = settings.value("window/splitter")
     if isinstance(splitter, QByteArray):
         window.splitter.restoreState(splitter)

@@ -3,6 +3,13 @@ the selected packet stays in view while packets arrive; a filter error never mov
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 from PySide6.QtCore import QRect, QSize, Qt
 from PySide6.QtGui import QGuiApplication
 
@@ -11,6 +18,7 @@ from divertgui.views.charts_panel import PLOT_MIN_HEIGHT
 from divertgui.views import window_settings
 from divertgui.views.window_layout import first_window_size
 from tests.gui.conftest import start_demo
+from tests.gui.screen_fit_scenario import SCENARIOS
 
 # The size the window had on a 1366x768 laptop screen before it was fitted to the screen.
 OLD_DEFAULT = (1131, 666)
@@ -38,6 +46,25 @@ def test_a_first_start_sizes_the_window_to_its_screen(qtbot):
     qtbot.addWidget(window)
     area = (window.screen() or QGuiApplication.primaryScreen()).availableGeometry()
     assert window.size() == first_window_size(area)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_the_window_fits_a_1366x768_screen_whatever_panels_are_shown(tmp_path, scenario):
+    # The offscreen platform's screen is set when the application starts, so each
+    # scenario runs in its own process on a fake laptop screen.
+    config = tmp_path / "screen.json"
+    config.write_text(json.dumps({"screens": [{"name": "laptop", "x": 0, "y": 0, "width": 1366, "height": 768,
+                                               "logicalDpi": 96, "logicalBaseDpi": 96, "dpr": 1}]}))
+    env = dict(os.environ, QT_QPA_PLATFORM=f"offscreen:configfile={config}",
+               XDG_CONFIG_HOME=str(tmp_path / "config"))
+    done = subprocess.run([sys.executable, "-m", "tests.gui.screen_fit_scenario", scenario, str(tmp_path / "settings")],
+                          cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout.strip().splitlines()[-1])
+    assert shown["available"] == [0, 0, 1366, 768]
+    frame, available = QRect(*shown["frame"]), QRect(*shown["available"])
+    assert available.contains(frame), f"{scenario}: the window {shown['frame']} leaves the screen {shown['available']}"
+    assert shown["events_visible"] == (scenario in ("events", "charts_again", "events_beside_charts_restored"))
 
 
 def test_info_and_verdict_are_in_view_and_charts_readable_at_the_old_default_size(qtbot, workbench):
