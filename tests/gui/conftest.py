@@ -1,6 +1,10 @@
 import os
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+from pathlib import Path
+
+# The offscreen platform's own screen is 800x600; the tests' window is sized for a desktop screen.
+SCREENS = Path(__file__).resolve().parent / "screens"
+os.environ.setdefault("QT_QPA_PLATFORM", f"offscreen:configfile={SCREENS / 'desktop-1920x1080.json'}")
 
 import pytest  # noqa: E402
 from PySide6.QtCore import QCoreApplication, QSettings  # noqa: E402

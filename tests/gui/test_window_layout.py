@@ -17,7 +17,7 @@ from divertgui.models.packet_table import INFO, VERDICT
 from divertgui.views.charts_panel import PLOT_MIN_HEIGHT
 from divertgui.views import window_settings
 from divertgui.views.window_layout import first_window_size
-from tests.gui.conftest import start_demo
+from tests.gui.conftest import SCREENS, start_demo
 from tests.gui.screen_fit_scenario import SCENARIOS
 
 # The size the window had on a 1366x768 laptop screen before it was fitted to the screen.
@@ -52,10 +52,7 @@ def test_a_first_start_sizes_the_window_to_its_screen(qtbot):
 def test_the_window_fits_a_1366x768_screen_whatever_panels_are_shown(tmp_path, scenario):
     # The offscreen platform's screen is set when the application starts, so each
     # scenario runs in its own process on a fake laptop screen.
-    config = tmp_path / "screen.json"
-    config.write_text(json.dumps({"screens": [{"name": "laptop", "x": 0, "y": 0, "width": 1366, "height": 768,
-                                               "logicalDpi": 96, "logicalBaseDpi": 96, "dpr": 1}]}))
-    env = dict(os.environ, QT_QPA_PLATFORM=f"offscreen:configfile={config}",
+    env = dict(os.environ, QT_QPA_PLATFORM=f"offscreen:configfile={SCREENS / 'laptop-1366x768.json'}",
                XDG_CONFIG_HOME=str(tmp_path / "config"))
     done = subprocess.run([sys.executable, "-m", "tests.gui.screen_fit_scenario", scenario, str(tmp_path / "settings")],
                           cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True, timeout=60)
