@@ -102,6 +102,15 @@ def test_after_opening_a_file_live_capture_runs_in_the_mode_chosen_and_holds(qtb
         assert bench.close(), "the session thread did not stop"
 
 
+def assert_refused(qtbot, window, dialog, port: int, says: str) -> None:
+    """Start with the options `dialog` holds: the service refuses them, saying `says`."""
+    window.options = dialog.options()
+    window.capture_filter.set_text(f"udp.DstPort == {port}")
+    window.start_capture()
+    qtbot.waitUntil(lambda: says in window.error_banner.label.text(), timeout=20000)
+    assert not window.running
+
+
 def test_the_workers_of_capture_options_reach_the_service_which_captures_over_them(qtbot, namespace,
                                                                                    capture_cgroup):
     from divertgui.views.capture_options import CaptureOptionsDialog
@@ -114,12 +123,8 @@ def test_the_workers_of_capture_options_reach_the_service_which_captures_over_th
         dialog = CaptureOptionsDialog(window.options, window)
         dialog.workers.setValue(9999)
         assert dialog.workers.value() == 256
-        window.options = dialog.options()
-        window.capture_filter.set_text(f"udp.DstPort == {port}")
-        window.start_capture()
-        qtbot.waitUntil(lambda: "workers must be" in window.error_banner.label.text(), timeout=20000)
-        assert "start.workers must be &quot;auto&quot; or a whole number from 1 to" in window.error_banner.label.text()
-        assert not window.running
+        assert_refused(qtbot, window, dialog, port,
+                       "start.workers must be &quot;auto&quot; or a whole number from 1 to")
 
         dialog = CaptureOptionsDialog(window.options, window)
         dialog.workers.setValue(2)
@@ -160,12 +165,7 @@ def test_the_cgroup_of_capture_options_reaches_the_service_which_records_socket_
         dialog = CaptureOptionsDialog(window.options, window)
         assert dialog.cgroup.text() == capture_cgroup
         dialog.cgroup.setText(f"{capture_cgroup}/../..")
-        window.options = dialog.options()
-        window.capture_filter.set_text(f"udp.DstPort == {port}")
-        window.start_capture()
-        qtbot.waitUntil(lambda: "start.cgroup must be" in window.error_banner.label.text(), timeout=20000)
-        assert "must be a cgroup path under the cgroup v2 mount" in window.error_banner.label.text()
-        assert not window.running
+        assert_refused(qtbot, window, dialog, port, "start.cgroup must be a cgroup path under the cgroup v2 mount")
 
         dialog = CaptureOptionsDialog(window.options, window)
         dialog.cgroup.setText(capture_cgroup)
