@@ -90,16 +90,22 @@ def test_after_opening_a_file_live_capture_runs_in_the_mode_chosen_and_holds(qtb
         qtbot.waitUntil(lambda: window.running, timeout=10000)
         assert window.source_name == "live", window.errors
         assert window.status_line.labels["state"].text() == "● capturing (live, divert mode)"
-        sender.sendto(b"held because the mode is divert", ("127.0.0.1", port))
-        qtbot.waitUntil(lambda: window.queue_model.rowCount() == 1, timeout=10000)
-        window.intercept.forward_all()
-        receiver.settimeout(5)
-        data, _ = receiver.recvfrom(65535)
-        assert data == b"held because the mode is divert"
+        assert_held_then_forwarded(qtbot, window, sender, receiver, b"held because the mode is divert")
     finally:
         sender.close()
         receiver.close()
         assert bench.close(), "the session thread did not stop"
+
+
+def assert_held_then_forwarded(qtbot, window, sender, receiver, data: bytes, also=None) -> None:
+    """`data` sent to the receiver is held (and `also` holds), then Forward all delivers it."""
+    sender.sendto(data, receiver.getsockname())
+    qtbot.waitUntil(lambda: window.queue_model.rowCount() == 1, timeout=10000)
+    if also is not None:
+        qtbot.waitUntil(also, timeout=5000)
+    window.intercept.forward_all()
+    receiver.settimeout(5)
+    assert receiver.recvfrom(65535)[0] == data
 
 
 def assert_refused(qtbot, window, dialog, port: int, says: str) -> None:
@@ -131,12 +137,8 @@ def test_the_workers_of_capture_options_reach_the_service_which_captures_over_th
         window.options = dialog.options()
         assert window.options.workers == 2
         start_live_capture(qtbot, window, f"udp.DstPort == {port}", f"udp.DstPort == {port}")
-        sender.sendto(b"held by a worker", ("127.0.0.1", port))
-        qtbot.waitUntil(lambda: window.queue_model.rowCount() == 1, timeout=10000)
-        qtbot.waitUntil(lambda: window.session_stats.get("workers") == 2, timeout=5000)
-        window.intercept.forward_all()
-        data, _ = receiver.recvfrom(65535)
-        assert data == b"held by a worker"
+        assert_held_then_forwarded(qtbot, window, sender, receiver, b"held by a worker",
+                                   lambda: window.session_stats.get("workers") == 2)
     finally:
         sender.close()
         receiver.close()
