@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from divertgui.engine.address import Address, Flag
+from divertgui.engine.backends import nfqueue
 from divertgui.engine.checksum import calc_checksums, checksums_valid
 from divertgui.engine.errors import HostUnreachableError
 from divertgui.engine.handle import Divert
@@ -65,6 +66,90 @@ def test_received_checksum_flags_say_whether_the_checksum_is_valid(netns):
     flags = [(address.ip_checksum, address.tcp_checksum) for _raw, address in seen.records]
     assert flags == [checksums_valid(raw)[:2] for raw, _address in seen.records]
     assert any(not tcp for _ip, tcp in flags)
+
+
+def _peer_traffic(veth) -> tuple[list[bytes], list[bytes]]:
+    """From a to b: UDP over IPv4 and IPv6 and a TCP exchange from a's sockets (their checksums
+    offloaded, CHECKSUM_PARTIAL), and UDP built on a raw socket (checksum in the bytes), one
+    datagram with its checksum right and one wrong; b answers over UDP.
+    Returns (what b's UDP sockets received, what a's received)."""
+    with veth.b.entered():
+        server4, server6 = udp_socket(veth.b_v4, PORT), udp_socket(veth.b_v6, PORT)
+        listener = socket.create_server((veth.b_v4, PORT))
+    with veth.a.entered():
+        client = udp_socket(veth.a_v4)
+        client.sendto(b"peer v4", (veth.b_v4, PORT))
+        udp_socket(veth.a_v6).sendto(b"peer v6", (veth.b_v6, PORT))
+        with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as raw:
+            raw.sendto(_udp(veth.a_v4, veth.b_v4, b"raw right"), (veth.b_v4, 0))
+            raw.sendto(_udp(veth.a_v4, veth.b_v4, b"raw wrong", good_checksum=False), (veth.b_v4, 0))
+        with socket.create_connection((veth.b_v4, PORT), timeout=2) as tcp:
+            tcp.sendall(b"peer tcp")
+            with veth.b.entered():
+                accepted, _ = listener.accept()
+            with accepted:
+                assert accepted.recv(100) == b"peer tcp"
+                accepted.sendall(b"b's tcp")
+            assert tcp.recv(100) == b"b's tcp"
+    got = sorted(receive_expected(server4, 3) + receive_expected(server6, 1))
+    with veth.b.entered():
+        server4.sendto(b"b's udp", client.getsockname())
+    return got, receive_expected(client, 1)
+
+
+def test_diverted_checksum_flags_take_the_kernels_word_where_it_has_one(veth, monkeypatch):
+    # WINDIVERT_ADDRESS: "Set to 1 if the ... checksum is valid". The kernel
+    # says which arriving packets' checksums it has not verified
+    # (NFQA_SKB_CSUM_NOTVERIFIED); only those are checked in user space.
+    checked = []
+
+    def checks(raw):
+        checked.append(raw)
+        return checksums_valid(raw)
+
+    monkeypatch.setattr(nfqueue, "checksums_valid", checks)
+    with veth.b.entered(), Divert(f"tcp.DstPort == {PORT} or tcp.SrcPort == {PORT} or "
+                                  f"udp.DstPort == {PORT} or udp.SrcPort == {PORT}") as handle, \
+            Passthru(handle) as seen:
+        received, answered = _peer_traffic(veth)
+        wait_until(lambda: len(seen.records) >= 9, 3)
+        seen.stop()
+    assert seen.errors == []
+    # Sent on with its flag at 0, the wrong checksum was computed (WinDivertSend).
+    assert received == [b"peer v4", b"peer v6", b"raw right", b"raw wrong"]
+    assert answered == [b"b's udp"]
+    payloads = [Packet(raw).payload for raw, _address in seen.records]
+    for wanted in (b"peer v4", b"peer v6", b"peer tcp", b"b's tcp", b"b's udp", b"raw right", b"raw wrong"):
+        assert wanted in payloads
+    flags = [(address.ip_checksum, address.tcp_checksum, address.udp_checksum) for _raw, address in seen.records]
+    # The same flags as checking every packet's bytes would give.
+    assert flags == [checksums_valid(raw) for raw, _address in seen.records]
+    assert [flag for flag, payload in zip(flags, payloads) if payload == b"raw wrong"] == [(True, True, False)]
+    assert all(address.outbound for raw, address in seen.records if Packet(raw).payload in (b"b's tcp", b"b's udp"))
+    # Checked here: the raw socket's datagram with the wrong checksum (and no packet of a's
+    # sockets, whose checksums the kernel completed on the way).
+    assert b"raw wrong" in [Packet(raw).payload for raw in checked]
+    assert all(Packet(raw).payload.startswith(b"raw ") for raw in checked)
+
+
+def test_a_packet_a_higher_handle_edited_is_checked_again_below(veth):
+    # conntrack verifies a raw socket's checksum on arrival, and the kernel
+    # keeps that answer through an edit (its own UDP receive then takes the
+    # edited datagram). The edit made above breaks the checksum (a set flag
+    # sends the bytes as they are), and the handle below must say so.
+    veth.b.exec("iptables", "-w", "-A", "INPUT", "-m", "conntrack", "--ctstate", "INVALID", "-j", "ACCEPT")
+    with veth.b.entered():
+        with Divert(f"udp.DstPort == {PORT}", priority=10) as high, \
+                Divert(f"udp.DstPort == {PORT}", priority=-10) as low, Passthru(low) as below:
+            with veth.a.entered(), socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as raw:
+                raw.sendto(_udp(veth.a_v4, veth.b_v4, b"right"), (veth.b_v4, 0))
+            packet = high.recv(timeout=2)
+            assert (packet.address.ip_checksum, packet.address.udp_checksum) == (True, True)
+            packet.payload = b"wrong"
+            high.send(packet)
+            wait_until(lambda: below.records, 3)
+            below.stop()
+    assert [(Packet(raw).payload, address.udp_checksum) for raw, address in below.records] == [(b"wrong", False)]
 
 
 def test_an_impostor_has_its_ttl_decremented_and_is_refused_at_zero(veth):

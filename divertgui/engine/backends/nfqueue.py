@@ -87,6 +87,8 @@ def queue_numbers_in_use() -> set[int]:
 
 # The IP version in a packet's first byte, read where each packet passes.
 _VERSION_SHIFT = IPV4["version"].shift
+# NFQA_SKB_INFO bits that leave a queued packet's checksums to be checked here.
+_CHECKSUM_UNKNOWN = netlink.NFQA_SKB_CSUM_NOTVERIFIED | netlink.NFQA_SKB_CSUMNOTREADY
 
 class NfqueueBackend(Backend):
     name = "nfqueue"
@@ -355,10 +357,17 @@ class NfqueueBackend(Backend):
             # before queueing, and the IP header checksum of a packet this
             # host sends is computed before the hooks.
             ip_ok = tcp_ok = udp_ok = True
+        elif not (self._sniffing or packet.skb_info & _CHECKSUM_UNKNOWN or packet.mark & LEVEL_MASK):
+            # An arriving packet's IPv4 header checksum was checked on arrival
+            # (packets failing it are dropped before the hooks), and the kernel
+            # says NFQA_SKB_CSUM_NOTVERIFIED unless its transport checksum was
+            # verified (by the device, or conntrack) or was a partial one of
+            # this host's that it has completed. A packet a higher-priority
+            # handle released may carry an edit the kernel's answer predates.
+            ip_ok = tcp_ok = udp_ok = True
         else:
-            # Inbound transport checksums are not yet verified at these hooks,
-            # and NFLOG copies a packet of this host before its offloaded
-            # checksums are filled in (CHECKSUM_PARTIAL).
+            # NFLOG copies a packet of this host before its offloaded checksums
+            # are filled in (CHECKSUM_PARTIAL) and says nothing of checksums.
             ip_ok, tcp_ok, udp_ok = checksums_valid(payload)
         kernel_time = packet.timestamp
         if kernel_time is None:
