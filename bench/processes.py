@@ -65,6 +65,19 @@ def stored_per_second(batches, addresses, owners: FlowOwners | None) -> float:
     return sum(map(len, batches)) / (time.process_time() - started)
 
 
+def new_port_socket(used: set) -> socket.socket:
+    """A UDP socket bound on loopback to a port not in `used` (then added): a port used again
+    would be a flow the table already knows."""
+    for _ in range(1000):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        if s.getsockname()[1] not in used:
+            used.add(s.getsockname()[1])
+            return s
+        s.close()
+    raise SystemExit("no new loopback port in 1000 tries")
+
+
 def new_flow_ms(count: int, warm: bool, creators=None) -> tuple[list[float], list[float]]:
     """Milliseconds to attribute the first packet of each of `count` new sockets' flows, wall and CPU time.
 
@@ -74,11 +87,12 @@ def new_flow_ms(count: int, warm: bool, creators=None) -> tuple[list[float], lis
     creators asked first (a warm table)."""
     times, cpu = [], []
     owners = FlowOwners(ProcessList(), creators=creators)
+    used = set()
     for _ in range(count):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
+        with new_port_socket(used) as s:
             raw = udp4(s.getsockname()[1], 9, b"new")
             if not warm:
+                owners.close()
                 owners = FlowOwners(ProcessList())
             started, cpu_started = time.perf_counter(), time.thread_time()
             index = owners.indexes([raw], [True])[0]
@@ -86,6 +100,7 @@ def new_flow_ms(count: int, warm: bool, creators=None) -> tuple[list[float], lis
             cpu.append((time.thread_time() - cpu_started) * 1000)
             if not index:
                 raise SystemExit("a new flow of this process was not attributed: /proc is not readable here")
+    owners.close()
     if creators is not None and owners.created != count:
         raise SystemExit(f"{count - owners.created} of {count} new flows were not in the record of socket creators")
     return times, cpu

@@ -99,6 +99,9 @@ IPV4 = {
     "src_addr": _address(12, 4, "Source Address"),
     "dst_addr": _address(16, 4, "Destination Address"),
 }
+# The MF flag and the fragment offset, in the 16 bits at the fragment offset's place: a
+# packet with any of them set is a fragment.
+IPV4_FRAGMENT_BITS = IPV4["frag_offset"].mask | 1 << IPV4["mf"].shift + 8
 IPV6 = {
     "version": _n(0, 1, 4, 4, "Version"),
     "traffic_class": _n(0, 2, 4, 8, "Traffic Class"),

@@ -36,38 +36,19 @@ from divertgui.engine.address import Event
 import numpy as np
 
 from divertgui.engine.address_text import IPV4_MAPPED_PREFIX
-from divertgui.engine.header_fields import IPPROTO_TCP, IPPROTO_UDP, IPV4, IPV4_HEADER_LEN, IPV6, IPV6_HEADER_LEN, TCP
+from divertgui.engine.header_fields import IPPROTO_TCP, IPPROTO_UDP, IPV4, IPV4_FRAGMENT_BITS, IPV4_HEADER_LEN, IPV6, IPV6_HEADER_LEN, TCP
+from divertgui.engine.plain_flow_table import NOT_FOUND, OUTBOUND_BIT, PLAIN_V4_WORD, PlainFlowTable, key_words
 from divertgui.engine.sock_diag import SocketDiag
 
 # Offsets read per packet, taken from the header table once.
 _VERSION_SHIFT = IPV4["version"].shift
 _V4_HDR_LEN_MASK, _V4_PROTOCOL, _V4_FRAGMENT = IPV4["hdr_len"].mask, IPV4["protocol"].offset, IPV4["frag_offset"].offset
-# The MF flag and the fragment offset, in the 16 bits at _V4_FRAGMENT.
-_V4_FRAGMENT_BITS = IPV4["frag_offset"].mask | 1 << IPV4["mf"].shift + 8
 _V4_SRC, _V4_DST = IPV4["src_addr"].span, IPV4["dst_addr"].span
 _V6_NEXT_HDR = IPV6["next_hdr"].offset
 _V6_SRC, _V6_DST = IPV6["src_addr"].span, IPV6["dst_addr"].span
 # TCP's and UDP's ports lie alike: source then destination, two bytes each.
 _SPORT, _DPORT = TCP["src_port"].offset, TCP["dst_port"].offset
-# IPv4 without options: its first byte, and the bytes from the addresses to the ports' end.
-_PLAIN_V4 = 4 << _VERSION_SHIFT | IPV4_HEADER_LEN // 4
-_PLAIN_V4_KEY = slice(_V4_SRC.start, IPV4_HEADER_LEN + _DPORT + TCP["dst_port"].size)
 
-
-def _plain_lookup():
-    """lookup(get, raws, outbound): `get` of each packet's (outbound, protocol, addresses and
-    ports) when it is IPv4 without options and not a fragment, else None. Generated with the
-    table's places written in as numbers, which Python reads faster than names."""
-    start, end = _PLAIN_V4_KEY.start, _PLAIN_V4_KEY.stop
-    high, low = _V4_FRAGMENT_BITS >> 8, _V4_FRAGMENT_BITS & 0xFF
-    source = (f"lambda get, raws, outbound: [get((out, raw[{_V4_PROTOCOL}], raw[{start}:{end}])) "
-              f"if len(raw) >= {end} and raw[0] == {_PLAIN_V4} "
-              f"and not (raw[{_V4_FRAGMENT}] & {high} or raw[{_V4_FRAGMENT + 1}] & {low}) "
-              f"else None for raw, out in zip(raws, outbound)]")
-    return eval(source)  # noqa: S307 - text built from the header table
-
-
-_plain_v4_lookup = _plain_lookup()
 REFRESH_SECONDS = 1.0
 # Flows whose socket refresh() checks each time: a bounded cost, whatever the number of flows.
 REFRESH_FLOWS = 256
@@ -171,7 +152,7 @@ def flow_key(raw: bytes, outbound: bool) -> FlowKey | None:
     if version == 4:
         protocol = raw[_V4_PROTOCOL]
         at = (raw[0] & _V4_HDR_LEN_MASK) * 4
-        if (raw[_V4_FRAGMENT] << 8 | raw[_V4_FRAGMENT + 1]) & _V4_FRAGMENT_BITS:
+        if (raw[_V4_FRAGMENT] << 8 | raw[_V4_FRAGMENT + 1]) & IPV4_FRAGMENT_BITS:
             return None                       # a fragment: the ports are in the first one only
         src, dst = IPV4_MAPPED_PREFIX + raw[_V4_SRC], IPV4_MAPPED_PREFIX + raw[_V4_DST]
     elif version == 6 and len(raw) >= IPV6_HEADER_LEN:
@@ -278,7 +259,7 @@ class FlowOwners:
         self._diag = SocketDiag()
         self._owners = SocketOwners(proc)
         self._flows: dict[FlowKey, tuple[int, int]] = {}      # flow -> (process index, socket inode)
-        self._plain: dict[tuple, int] = {}                    # plain IPv4 packets' flows -> process index
+        self._plain = PlainFlowTable()                        # plain IPv4 packets' flows -> process index
         self._described: dict[int, int] = {}                  # pid -> process index
         self._next_refresh = 0.0
         self._to_check: list[FlowKey] = []                    # flows refresh() has still to check
@@ -295,15 +276,15 @@ class FlowOwners:
         if self._creators is not None:
             self._creators.close()
 
-    def indexes(self, raws: Sequence[bytes], outbound: Sequence[bool]) -> list[int]:
+    def indexes(self, raws: Sequence[bytes], outbound: Sequence[bool]) -> np.ndarray:
         """The process index of each packet (0 when it belongs to no local socket found)."""
-        # IPv4 without options and not a fragment: the protocol, the addresses and the ports
-        # find a known flow in one dict lookup.
-        found = _plain_v4_lookup(self._plain.get, raws, outbound)
-        if None not in found:
+        # IPv4 without options and not a fragment: the whole batch's known flows found at once.
+        words = key_words(raws, outbound)
+        found = self._plain.find(words)
+        missing = np.flatnonzero(found == NOT_FOUND).tolist()
+        if not missing:
             return found
         flows = self._flows
-        missing = [i for i, index in enumerate(found) if index is None]
         keys = {i: flow_key(raws[i], outbound[i]) for i in missing}
         new = {key for key in keys.values() if key is not None and key not in flows}
         if new and self._poll_events is not None:
@@ -311,14 +292,14 @@ class FlowOwners:
             new = {key for key in new if key not in flows}
         if new:
             self._resolve(new)
+        first = words[:, 0] & ~OUTBOUND_BIT
         for i, key in keys.items():
             if key is None:
                 found[i] = NO_PROCESS
                 continue
             found[i] = flows[key][0]
-            raw = raws[i]
-            if raw[0] == _PLAIN_V4:
-                self._plain[(outbound[i], raw[_V4_PROTOCOL], raw[_PLAIN_V4_KEY])] = found[i]
+            if first[i] == PLAIN_V4_WORD:
+                self._plain.add(*words[i].tolist(), int(found[i]))
         return found
 
     def flow_count(self) -> int:
@@ -432,7 +413,7 @@ class FlowOwners:
         checked, self._to_check = self._to_check[-REFRESH_FLOWS:], self._to_check[:-REFRESH_FLOWS]
         gone = {key for key in checked if key in self._flows and self._gone(key)}
         self._flows = {key: value for key, value in self._flows.items() if value[1] and key not in gone}
-        self._plain = {}
+        self._plain.clear()
         self._owners.forget({inode for _index, inode in self._flows.values()})
         self._learned = {endpoint: kept for endpoint, keys in self._learned.items()
                          if (kept := [key for key in keys if key in self._flows])}

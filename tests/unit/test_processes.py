@@ -69,7 +69,7 @@ def test_bound_and_connected_sockets_of_this_process_own_their_packets_both_ways
         process = processes.get(indexes[0])
         assert process.pid == os.getpid() and process.name
         assert owners.lookups == 1, "the new flows of one batch are looked up together"
-        assert owners.indexes(packets[:1], [True]) == indexes[:1] and owners.lookups == 1
+        assert owners.indexes(packets[:1], [True]).tolist() == indexes[:1].tolist() and owners.lookups == 1
         owners.close()
 
 
@@ -99,7 +99,7 @@ def test_a_flow_whose_socket_closed_is_looked_up_again():
         assert owners.indexes([raw], [True])[0] != 0
     owners.refresh(now=1e12)
     assert owners.flow_count() == 0
-    assert owners.indexes([raw], [True]) == [0]
+    assert owners.indexes([raw], [True]).tolist() == [0]
     owners.close()
 
 
@@ -182,7 +182,7 @@ def test_a_flow_learned_from_its_event_needs_no_socket_lookup_and_leaves_after_i
                       _flow_event(Event.FLOW_ESTABLISHED, 4242, 7, "127.0.0.1", port, "127.0.0.3", 53),
                       _flow_event(Event.SOCKET_ACCEPT, 4243, 8, "10.9.9.1", 40002, "10.9.9.2", 80, protocol=6),
                       _flow_event(Event.FLOW_ESTABLISHED, 0, 9, "127.0.0.1", port, "127.0.0.4", 53)])
-        found = owners.indexes([out, other, tcp], [True, True, True])
+        found = owners.indexes([out, other, tcp], [True, True, True]).tolist()
         assert [owners.processes.get(i) for i in found] == [(4242, "sender", "alice"), (4242, "sender", "alice"),
                                                             (4243, "sender", "alice")]
         assert owners.lookups == 0 and owners.learned == 3
@@ -190,11 +190,11 @@ def test_a_flow_learned_from_its_event_needs_no_socket_lookup_and_leaves_after_i
         # keep their process until the refresh after the next.
         owners.learn([_flow_event(Event.FLOW_DELETED, 4242, 7, "127.0.0.1", port, "127.0.0.2", 53),
                       _flow_event(Event.SOCKET_CLOSE, 4243, 8, "0.0.0.0", 0, "0.0.0.0", 0, protocol=6)])
-        assert owners.indexes([out, other, tcp], [True, True, True]) == found
+        assert owners.indexes([out, other, tcp], [True, True, True]).tolist() == found
         owners.refresh(now=10)
-        assert owners.indexes([out, other, tcp], [True, True, True]) == found
+        assert owners.indexes([out, other, tcp], [True, True, True]).tolist() == found
         owners.refresh(now=20)
-        again = owners.indexes([out, other, tcp], [True, True, True])
+        again = owners.indexes([out, other, tcp], [True, True, True]).tolist()
         assert owners.processes.get(again[0]).pid == os.getpid() and again[1:] == [found[1], 0]
         # When the events stop, the rest are looked up too.
         owners.stop_learning()
@@ -271,3 +271,38 @@ def test_a_pid_on_two_hosts_is_two_processes_each_with_its_own_name_and_holds():
     totals = process_totals(store)
     assert list(zip(totals.hosts, totals.pids, totals.names)) == [(first, 500, "curl"), (second, 500, "nginx")]
     assert list(totals.packets) == [2, 3] and list(totals.held) == [0, 3] and list(totals.flows) == [1, 1]
+
+
+def _with_options(raw: bytes) -> bytes:
+    """The IPv4 packet with 4 bytes of options (end of list) after its 20-byte header."""
+    header = bytearray(raw[:20])
+    header[0] = 0x46
+    header[2:4] = (len(raw) + 4).to_bytes(2, "big")
+    return bytes(header) + bytes(4) + raw[20:]
+
+
+def _fragment(raw: bytes) -> bytes:
+    """The IPv4 packet with More Fragments set."""
+    return raw[:6] + b"\x20\x00" + raw[8:]
+
+
+def test_a_batch_finds_known_plain_flows_at_once_and_leaves_every_other_shape_to_the_packet_lookup():
+    from divertgui.engine.address import Event
+    from divertgui.engine.plain_flow_table import NOT_FOUND, PlainFlowTable, key_words
+    owners = FlowOwners(ProcessList())
+    # Both ends local, as on loopback: the direction decides whose packet it is.
+    owners.learn([_flow_event(Event.FLOW_ESTABLISHED, 4242, 7, "10.9.9.1", 40001, "10.9.9.2", 53),
+                  _flow_event(Event.FLOW_ESTABLISHED, 4243, 8, "10.9.9.2", 53, "10.9.9.1", 40001)])
+    query = udp4("10.9.9.1", 40001, "10.9.9.2", 53)
+    batch = [query, query, _with_options(query), _fragment(query), query[:22], bytearray(query),
+             tcp4("10.9.9.1", 40001, "10.9.9.2", 53)]
+    outbound = [True, False, True, True, True, True, True]
+    pids = [4242, 4243, 4242, None, None, 4242, None]
+    for _ in range(2):  # the first time through the packets' own lookup, then from the known flows
+        found = owners.indexes(batch, outbound).tolist()
+        assert [owners.processes.get(i).pid if i else None for i in found] == pids
+    table = PlainFlowTable()
+    words = key_words(batch, outbound)
+    table.add(*words[0].tolist(), 5)
+    assert table.find(words).tolist() == [5, NOT_FOUND, NOT_FOUND, NOT_FOUND, NOT_FOUND, 5, NOT_FOUND]
+    owners.close()
