@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -232,3 +233,54 @@ def test_the_close_of_an_unconnected_udp_socket_carries_the_port_its_first_sendt
     ports = sorted(a.flow.local_port for a in events)
     assert ports == sorted([5354, int(result.stdout)]), events
     assert all(a.flow.process_id == pid and not a.ipv6 for a in events)
+
+
+CONNECTED_UDP = textwrap.dedent("""
+    import socket, sys
+    host = sys.argv[1]
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    receiver = socket.socket(family, socket.SOCK_DGRAM)
+    receiver.bind((host, 0))
+    sender = socket.socket(family, socket.SOCK_DGRAM)
+    sender.connect(receiver.getsockname()[:2])
+    sender.send(b"x")
+    receiver.recv(10)
+    print(sender.getsockname()[1], receiver.getsockname()[1])
+    sender.close()
+    receiver.close()
+""")
+LOOPBACKS = pytest.mark.parametrize("host, address", [("127.0.0.1", ipv4("127.0.0.1")), ("::1", LOOPBACK6)],
+                                    ids=["ipv4", "ipv6"])
+
+
+@LOOPBACKS
+def test_the_close_of_a_connected_udp_socket_carries_the_address_and_port_connect_chose(netns, own_cgroup, host,
+                                                                                        address):
+    with socket_handle(own_cgroup, "udp and event == CLOSE") as handle:
+        pid, result = run_in(netns, own_cgroup, PY, "-c", CONNECTED_UDP, host)
+        assert result.returncode == 0, result.stderr
+        sender_port, receiver_port = (int(port) for port in result.stdout.split())
+        events = events_until(handle, lambda seen: len(seen) >= 2)
+    close = _one(events, Event.SOCKET_CLOSE, local_port=sender_port)
+    assert (close.flow.local_addr, close.flow.remote_addr, close.flow.remote_port) == (address, address, receiver_port)
+    assert close.flow.process_id == pid and close.ipv6 == (host == "::1")
+
+
+@LOOPBACKS
+def test_the_close_of_nc_udp_carries_its_connected_address_and_port(netns, own_cgroup, host, address):
+    family = socket.AF_INET6 if host == "::1" else socket.AF_INET
+    with netns.entered():
+        receiver = socket.socket(family, socket.SOCK_DGRAM)
+    with receiver, socket_handle(own_cgroup, "udp and event == CLOSE") as handle:
+        receiver.bind((host, 0))
+        receiver.settimeout(10)
+        port = receiver.getsockname()[1]
+        _pid, result = run_in(netns, own_cgroup, "/bin/sh", "-c", f"echo hi | nc -u -q0 {host} {port}")
+        assert result.returncode == 0, result.stderr
+        data, (_, nc_port, *_) = receiver.recvfrom(10)
+        assert data == b"hi\n"
+        events = events_until(handle, lambda seen: len(seen) >= 1)
+    close = _one(events, Event.SOCKET_CLOSE)
+    assert (close.flow.local_addr, close.flow.local_port, close.flow.remote_addr, close.flow.remote_port) == \
+        (address, nc_port, address, port)
+    assert close.flow.process_name == "nc" and close.ipv6 == (host == "::1")

@@ -39,6 +39,7 @@ GET_CURRENT_PID_TGID = 14
 GET_CURRENT_COMM = 16
 SKB_LOAD_BYTES = 26
 GET_SOCKET_COOKIE = 46
+SK_FULLSOCK = 95
 RINGBUF_OUTPUT = 130
 
 # A comparison of the filter language as (unsigned jump, signed jump).

@@ -69,6 +69,7 @@ def build(tree, maps: programs.Maps, events: set[Event], block: bool) -> list[pr
     if Event.SOCKET_CLOSE in events:
         wanted.append(programs.sock_release(tree, maps))
         wanted += [programs.udp_send(maps, ipv6) for ipv6 in (False, True)]
+        wanted.append(programs.udp_egress(maps))
     return wanted
 
 

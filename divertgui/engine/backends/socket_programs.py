@@ -8,11 +8,16 @@
     accept     sock_ops PASSIVE_ESTABLISHED_CB  ACCEPT when the handshake completes; the
                listener (listeners map) is the parent endpoint and gives the process
     close()    cgroup/sock_release        CLOSE of a socket that had a port
-    send       cgroup/sendmsg4, sendmsg6  (no event) the local address and port of a UDP socket,
-               which connect() or a first sendto() chose after their hooks, for its CLOSE
+    send       cgroup/sendmsg4, sendmsg6  (no event) the local address and port of an unconnected
+               UDP socket, which its first sendto() chose after the hook, for its CLOSE
+               cgroup_skb/egress          (no event) the same of a connected UDP socket, which
+               connect() chose after its hook (send() on it runs no sendmsg hook), as its
+               datagrams leave
 
 A cgroup/sock_release program may not read the socket's own address, so
-the others remember it (locals map) for the CLOSE event.
+the others remember it (locals map) for the CLOSE event. A connected UDP
+socket closed before it sent a datagram has had no hook run since its port
+was chosen: its CLOSE has local address and port 0.
 
 The programs that run in the calling process (sock_create, bind, connect,
 sock_release) take its id and name from the running task; sock_ops
@@ -33,7 +38,7 @@ from typing import NamedTuple
 
 from divertgui.engine.address import Event
 from divertgui.engine.filter import Const, Node
-from divertgui.engine.header_fields import IPPROTO_TCP
+from divertgui.engine.header_fields import IPPROTO_TCP, IPPROTO_UDP
 
 from . import bpf_syscall as sys_bpf
 from . import ebpf
@@ -52,6 +57,7 @@ SOCK_OPS_CONNECT, SOCK_OPS_LISTEN, SOCK_OPS_PASSIVE_ESTABLISHED = 3, 11, 5
 SOCK_ADDR = {"user_ip4": 4, "user_ip6": 8, "user_port": 24, "protocol": 36, "sk": 64}
 SOCK = {"family": 4, "protocol": 12, "src_ip4": 24, "src_ip6": 28, "src_port": 44, "dst_port": 48,
         "dst_ip4": 52, "dst_ip6": 56}
+SKB_SK = 168                                # __sk_buff's socket pointer
 SOCK_OPS = {"op": 0, "family": 20, "remote_ip4": 24, "local_ip4": 28, "remote_ip6": 32, "local_ip6": 48,
             "remote_port": 64, "local_port": 68}
 
@@ -436,6 +442,46 @@ def udp_send(maps: Maps, ipv6: bool) -> Program:
     kind = "sendmsg6" if ipv6 else "sendmsg4"
     return Program(f"divert_{kind}", sys_bpf.PROG_TYPE_CGROUP_SOCK_ADDR,
                    sys_bpf.ATTACH_UDP6_SENDMSG if ipv6 else sys_bpf.ATTACH_UDP4_SENDMSG, None, code.assemble())
+
+
+def udp_egress(maps: Maps) -> Program:
+    """Remembers a UDP socket's local address and port as a datagram leaves, when they are not
+    those remembered: connect() chooses them after its hook has run."""
+    code = Assembler()
+    done, known, changed = code.label(), code.label(), code.label()
+    code.mov(R6, R1)
+    code.load(DW, R1, R6, SKB_SK)
+    code.jump_imm(ebpf.JEQ, R1, 0, done)
+    code.call(ebpf.SK_FULLSOCK)
+    code.jump_imm(ebpf.JEQ, R0, 0, done)
+    code.mov(R7, R0)                                                # r7 = the sending socket
+    code.load(W, R2, R7, SOCK["protocol"])
+    code.jump_imm(ebpf.JNE, R2, IPPROTO_UDP, done)
+    for offset in range(0, 16, 8):
+        code.store_imm(DW, R10, field_at("local_addr") + offset, 0)
+    _endpoints(code, R7, SOCK, "src", None)
+    _copy_port(code, R7, SOCK["src_port"], "local_port", network_order=False)
+    code.mov(R1, R6)
+    code.call(ebpf.GET_SOCKET_COOKIE)
+    code.store(DW, R10, field_at("endpoint_id"), R0)
+    code.store(DW, R10, KEY, R0)
+    lookup(code, maps.locals, known, changed)
+    code.place(known)                                               # unchanged: nothing to write
+    code.load(H, R2, R0, 16)
+    code.load(H, R3, R10, field_at("local_port"))
+    code.jump_reg(ebpf.JNE, R2, R3, changed)
+    for i in range(0, 16, 4):
+        code.load(W, R2, R0, i)
+        code.load(W, R3, R10, field_at("local_addr") + i)
+        code.jump_reg(ebpf.JNE, R2, R3, changed)
+    code.goto(done)
+    code.place(changed)
+    _remember_local(code, maps)
+    code.place(done)
+    code.mov_imm(R0, 1)                                             # the datagram always passes
+    code.exit()
+    return Program("divert_udp_local", sys_bpf.PROG_TYPE_CGROUP_SKB, sys_bpf.ATTACH_INET_EGRESS, None,
+                   code.assemble())
 
 
 def sock_release(tree: Node, maps: Maps) -> Program:
