@@ -1,14 +1,15 @@
 """The process behind a packet: a live table of local flows to the processes that own them.
 
-A packet's 5-tuple (its direction says which side is local) is looked up in
-a dict of flows already seen; a flow not seen before is asked of the
-kernel's socket diagnostics (sock_diag.py: the socket, in the network
-namespace of the thread that made the table) and the socket's inode is
-asked of the kernel's record of which process created it (the socket's
-cookie in backends/socket_creators.py, given one) or else found among the
-open files of processes (/proc/PID/fd), once per flow, for a whole batch of
-new flows together. So flows that began before the capture
-get their process too. `refresh()` forgets flows whose socket has closed
+A batch's plain IPv4 packets of flows already seen find their process all at
+once (plain_flow_table.py); any other packet's 5-tuple (its direction says
+which side is local) is looked up in a dict of flows already seen; a flow
+not seen before is asked of the kernel's socket diagnostics (sock_diag.py:
+the socket, in the network namespace of the thread that made the table)
+and the socket's inode is asked of the kernel's record of which process
+created it (the socket's cookie in backends/socket_creators.py, given one)
+or else found among the open files of processes (/proc/PID/fd), once per
+flow, for a whole batch of new flows together. So flows that began before
+the capture get their process too. `refresh()` forgets flows whose socket has closed
 and flows not found, so a port used again later is looked up again.
 
 When FLOW or SOCKET events are watched, `learn()` takes each flow's process
