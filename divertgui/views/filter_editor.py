@@ -113,6 +113,7 @@ class FilterTextEdit(QPlainTextEdit):
 
     def __init__(self, parent=None):
         super().__init__(parent)
+        self._placeholder = ""      # in full; shown shortened to the editor's width
         self.setWordWrapMode(QTextOption.WrapMode.NoWrap)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -127,6 +128,21 @@ class FilterTextEdit(QPlainTextEdit):
         self.completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
         self.completer.setCompletionMode(QCompleter.CompletionMode.PopupCompletion)
         self.completer.activated.connect(self.insert_completion)
+
+    def setPlaceholderText(self, text: str) -> None:
+        self._placeholder = text
+        self._fit_placeholder()
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._fit_placeholder()
+
+    def _fit_placeholder(self) -> None:
+        # Qt wraps a plain text edit's placeholder, and a second line would be cut off:
+        # a narrow editor shows it shortened to its one line instead.
+        room = self.viewport().width() - 2 * int(self.document().documentMargin())
+        super().setPlaceholderText(self.fontMetrics().elidedText(self._placeholder,
+                                                                 Qt.TextElideMode.ElideRight, room))
 
     def word_before_cursor(self) -> str:
         text = self.toPlainText()[: self.textCursor().position()]

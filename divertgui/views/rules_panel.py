@@ -228,14 +228,19 @@ class RulesPanel(QWidget):
         for widget in (self.add_button, self.remove_button, self.up_button, self.down_button):
             tools.addWidget(widget)
         tools.addStretch(1)
+        profile = QHBoxLayout()
+        profile.addWidget(QLabel("Profile", self))
+        profile.addWidget(self.profiles, 1)
+        # The profile's buttons get a row of their own: beside the list of profiles they
+        # would not fit the narrowest side panel.
         profile_tools = QHBoxLayout()
-        profile_tools.addWidget(QLabel("Profile", self))
-        profile_tools.addWidget(self.profiles, 1)
         for widget in (self.load_button, self.save_button, self.delete_button):
             profile_tools.addWidget(widget)
+        profile_tools.addStretch(1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(tools)
+        layout.addLayout(profile)
         layout.addLayout(profile_tools)
         layout.addWidget(self.table, 2)
         layout.addWidget(self.editor, 3)

@@ -6,7 +6,7 @@ apply to the first start only.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QRect, QSize, Qt, QTimer
+from PySide6.QtCore import QEvent, QRect, QSize, Qt, QTimer
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea, QWidget
 
@@ -37,6 +37,34 @@ def charts_height(window_height: int) -> int:
     return _share(window_height, CHARTS_FRACTION, CHARTS_RANGE)
 
 
+class _Filling(QWidget):
+    """Holds a panel at the scroll area's size, or at the panel's minimum size where that is
+    larger. A scroll area sizes a panel with a wrapping label to the panel's preferred
+    height instead, and scrolls whenever that is taller than the dock, even when all of
+    the panel's minimum would fit."""
+
+    def __init__(self, panel: QWidget):
+        super().__init__()
+        self.panel = panel
+        panel.setParent(self)
+
+    def minimumSizeHint(self) -> QSize:
+        return self.panel.minimumSizeHint().expandedTo(self.panel.minimumSize())
+
+    def sizeHint(self) -> QSize:
+        return self.panel.sizeHint()
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self.panel.resize(self.size())
+
+    def event(self, event) -> bool:
+        if event.type() == QEvent.Type.LayoutRequest:
+            # The panel's minimum may have changed: the scroll area asks again.
+            self.updateGeometry()
+        return super().event(event)
+
+
 def scrolled(panel: QWidget) -> QScrollArea:
     """The panel in a scroll area, so that a dock gives up room on a small screen instead of
     making the window wider or taller than the screen; the panel fills it when there is room."""
@@ -44,7 +72,7 @@ def scrolled(panel: QWidget) -> QScrollArea:
     area.setObjectName(f"{panel.objectName() or 'panel'}_scroll")
     area.setFrameShape(QFrame.Shape.NoFrame)
     area.setWidgetResizable(True)
-    area.setWidget(panel)
+    area.setWidget(_Filling(panel))
     return area
 
 
