@@ -131,9 +131,13 @@ def ascii_of_hex_line(line: str) -> str:
     return "".join(shown)
 
 
+def hex_lines(data: bytes, per_line: int) -> str:
+    return "\n".join(" ".join(f"{b:02x}" for b in data[i:i + per_line]) for i in range(0, len(data), per_line))
+
+
 class HexEditor(QPlainTextEdit):
-    """Raw bytes as editable hex, 16 bytes a line; checked as typed (`problem` says what is
-    wrong and where, `validity_changed` fires when that changes)."""
+    """Raw bytes as editable hex, `bytes_per_line` a line; checked as typed (`problem` says what
+    is wrong and where, `validity_changed` fires when that changes)."""
 
     validity_changed = Signal(bool)
 
@@ -142,12 +146,23 @@ class HexEditor(QPlainTextEdit):
         self.setFont(QFont("DejaVu Sans Mono", 9))
         self.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
         self.problem: HexError | None = None
+        self.bytes_per_line = BYTES_PER_LINE
+        self._loaded = b""
         self.textChanged.connect(self._check)
 
     def set_data(self, data: bytes) -> None:
-        lines = [" ".join(f"{b:02x}" for b in data[i:i + BYTES_PER_LINE])
-                 for i in range(0, len(data), BYTES_PER_LINE)]
-        self.setPlainText("\n".join(lines))
+        self._loaded = bytes(data)
+        self.setPlainText(hex_lines(self._loaded, self.bytes_per_line))
+
+    def set_bytes_per_line(self, count: int) -> None:
+        """Lines of `count` bytes from now on; the bytes shown are laid out again unless the
+        user has typed in them (their lines stay as typed)."""
+        if count == self.bytes_per_line:
+            return
+        untouched = self.toPlainText() == hex_lines(self._loaded, self.bytes_per_line)
+        self.bytes_per_line = count
+        if untouched:
+            self.setPlainText(hex_lines(self._loaded, count))
 
     def data(self) -> bytes:
         return parse_hex(self.toPlainText())
@@ -165,7 +180,8 @@ class HexEditor(QPlainTextEdit):
 
 
 class HexPane(QWidget):
-    """The hex editor with an ASCII column beside it, line for line, and the problem under it."""
+    """The hex editor with an ASCII column beside it, line for line, and the problem under it.
+    Its lines hold 16 bytes, or 8 when 16 would not fit the pane's width."""
 
     def __init__(self, editor: HexEditor, parent=None):
         super().__init__(parent)
@@ -176,7 +192,7 @@ class HexPane(QWidget):
         self.ascii.setFont(editor.font())
         self.ascii.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
         self.ascii.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.ascii.setFixedWidth(QFontMetrics(editor.font()).horizontalAdvance("M" * (BYTES_PER_LINE + 2)) + 8)
+        self._fit_ascii()
         self.message = QLabel(self)
         self.message.setObjectName("hex_problem")
         self.message.setStyleSheet("color: #a00000;")
@@ -194,6 +210,27 @@ class HexPane(QWidget):
         editor.textChanged.connect(self._update)
         editor.verticalScrollBar().valueChanged.connect(self.ascii.verticalScrollBar().setValue)
         self._update()
+
+    def _ascii_width(self, per_line: int) -> int:
+        return QFontMetrics(self.editor.font()).horizontalAdvance("M" * (per_line + 2)) + 8
+
+    def _fit_ascii(self) -> None:
+        self.ascii.setFixedWidth(self._ascii_width(self.editor.bytes_per_line))
+
+    def width_for(self, per_line: int) -> int:
+        """The pane's width that shows lines of `per_line` bytes without scrolling sideways."""
+        editor = self.editor
+        text = QFontMetrics(editor.font()).horizontalAdvance("0" * (3 * per_line - 1))
+        margins = 2 * editor.frameWidth() + 2 * int(editor.document().documentMargin()) + 4
+        return text + margins + editor.verticalScrollBar().sizeHint().width() + self.layout().spacing() \
+            + self._ascii_width(per_line)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        per_line = BYTES_PER_LINE if self.width() >= self.width_for(BYTES_PER_LINE) else BYTES_PER_LINE // 2
+        if per_line != self.editor.bytes_per_line:
+            self.editor.set_bytes_per_line(per_line)
+            self._fit_ascii()
 
     def _update(self) -> None:
         lines = self.editor.toPlainText().split("\n")

@@ -20,6 +20,39 @@ Post = Callable[..., None]
 # is measured on this many rows, not all of them.
 FIT_ROWS_PER_BATCH = 256
 AGE_COLUMN = COLUMNS.index("Held")
+# The held list never shows fewer rows than this; beyond it the editor gets the larger share.
+HELD_ROWS_SHOWN = 4
+HELD_SHARE, EDITOR_SHARE = 2, 3
+ROW_HEIGHT = 20
+
+
+def _row(*widgets: QWidget) -> QHBoxLayout:
+    row = QHBoxLayout()
+    for widget in widgets:
+        row.addWidget(widget)
+    row.addStretch(1)
+    return row
+
+
+class SharedSplitter(QSplitter):
+    """A vertical splitter that shares its height out by fixed shares, whatever its size,
+    until the user drags its handle; from then on it keeps theirs."""
+
+    def __init__(self, shares: tuple[int, ...], parent=None):
+        super().__init__(Qt.Orientation.Vertical, parent)
+        self.shares = shares
+        self.placed_by_user = False
+        self.setChildrenCollapsible(False)
+        self.splitterMoved.connect(self._placed)
+
+    def _placed(self, *_):
+        self.placed_by_user = True
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if not self.placed_by_user:
+            total = sum(self.sizes())
+            self.setSizes([total * share // sum(self.shares) for share in self.shares])
 
 
 class InterceptPanel(QWidget):
@@ -46,12 +79,14 @@ class InterceptPanel(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.verticalHeader().hide()
-        self.table.verticalHeader().setDefaultSectionSize(20)
+        self.table.verticalHeader().setDefaultSectionSize(ROW_HEIGHT)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setStretchLastSection(True)
         for column in range(queue_model.columnCount() - 1):
             self.table.setColumnWidth(column, header.sectionSizeHint(column))
+        self.table.setMinimumHeight(header.sizeHint().height() + HELD_ROWS_SHOWN * ROW_HEIGHT
+                                    + 2 * self.table.frameWidth() + self.table.horizontalScrollBar().sizeHint().height())
         self.table.selectionModel().currentRowChanged.connect(self._on_current)
         queue_model.rowsInserted.connect(self._fit_new_rows)
         queue_model.rowsInserted.connect(self._on_queue_changed)
@@ -88,18 +123,10 @@ class InterceptPanel(QWidget):
         self.timeout.valueChanged.connect(self._send_timeout)
         self.timeout_action.currentIndexChanged.connect(self._send_timeout)
 
-        buttons = QHBoxLayout()
-        for button in (self.forward_button, self.unmodified_button, self.drop_button):
-            buttons.addWidget(button)
-        buttons.addStretch(1)
-        buttons_all = QHBoxLayout()
-        buttons_all.addWidget(self.forward_all_button)
-        buttons_all.addWidget(self.drop_all_button)
-        buttons_all.addStretch(1)
-        buttons_all.addWidget(QLabel("Auto:", self))
-        buttons_all.addWidget(self.timeout_action)
-        buttons_all.addWidget(QLabel("after", self))
-        buttons_all.addWidget(self.timeout)
+        # Rows short enough for the narrowest side panel: no button is cut short there.
+        buttons = _row(self.forward_button, self.unmodified_button, self.drop_button)
+        buttons_all = _row(self.forward_all_button, self.drop_all_button)
+        auto_release = _row(QLabel("Auto:", self), self.timeout_action, QLabel("after", self), self.timeout)
 
         top = QWidget(self)
         top_layout = QVBoxLayout(top)
@@ -108,15 +135,17 @@ class InterceptPanel(QWidget):
         top_layout.addWidget(self.status)
         top_layout.addWidget(self.table, 1)
         top_layout.addLayout(buttons_all)
+        top_layout.addLayout(auto_release)
         bottom = QWidget(self)
         bottom_layout = QVBoxLayout(bottom)
         bottom_layout.setContentsMargins(0, 0, 0, 0)
         bottom_layout.addWidget(self.editor, 1)
         bottom_layout.addLayout(buttons)
-        split = QSplitter(Qt.Orientation.Vertical, self)
+        split = SharedSplitter((HELD_SHARE, EDITOR_SHARE), self)
+        split.setObjectName("intercept_split")
         split.addWidget(top)
         split.addWidget(bottom)
-        split.setStretchFactor(1, 2)
+        self.split = split
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(split)

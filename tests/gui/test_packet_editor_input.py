@@ -60,7 +60,8 @@ def test_the_hex_tab_has_an_ascii_column_line_for_line(qtbot, held_panel):
     raw = tcp_ipv4()
     hex_lines = editor.hex.toPlainText().split("\n")
     ascii_lines = editor.hex_pane.ascii.toPlainText().split("\n")
-    assert len(ascii_lines) == len(hex_lines) == (len(raw) + 15) // 16
+    per_line = editor.hex.bytes_per_line
+    assert len(ascii_lines) == len(hex_lines) == (len(raw) + per_line - 1) // per_line
     assert "".join(ascii_lines) == "".join(chr(b) if 32 <= b < 127 else "." for b in raw)
     assert "GET / HTTP/1.0" in "".join(ascii_lines)
     editor.hex.setPlainText(hex_lines[0][:-2] + "zz")
