@@ -74,6 +74,8 @@ class EventsView(QWidget):
         self.cgroup = QLineEdit(self)
         self.cgroup.setObjectName("events_cgroup")
         self.cgroup.setPlaceholderText("cgroup (empty: every process)")
+        # Wide enough to say what it is for while empty.
+        self.cgroup.setMinimumWidth(self.cgroup.fontMetrics().horizontalAdvance(self.cgroup.placeholderText()) + 16)
         self.cgroup.setToolTip("FLOW and SOCKET: only the processes of this cgroup v2, a path under the "
                                "cgroup mount such as system.slice/nginx.service")
         controls.addWidget(self.cgroup)

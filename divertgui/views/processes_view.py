@@ -25,14 +25,15 @@ def process_columns(t: ProcessTotals, store) -> list[Column]:
     names = np.array(t.names, dtype=object)
     hosts = np.array([host_label(store, int(host)) for host in t.hosts], dtype=object)
     return [
+        # What a narrow side panel shows first: the process, its flows, its bytes, what it has held.
         Column("Process", lambda i: t.names[i], (names,), False),
         Column("PID", count(t.pids), (t.pids,)),
-        Column("User", lambda i: t.users[i], (np.array(t.users, dtype=object),), False),
         Column("Flows", count(t.flows), (t.flows,)),
-        Column("Packets", count(t.packets), (t.packets,)),
         Column("Bytes Out", count(t.bytes_out), (t.bytes_out,)),
         Column("Bytes In", count(t.bytes_in), (t.bytes_in,)),
         Column("Held", count(t.held), (t.held,)),
+        Column("Packets", count(t.packets), (t.packets,)),
+        Column("User", lambda i: t.users[i], (np.array(t.users, dtype=object),), False),
         Column("Host", lambda i: hosts[i], (hosts,), False),
     ]
 
@@ -47,6 +48,16 @@ def show_hosts(view: QTableView, t: ProcessTotals) -> None:
         header.moveSection(header.visualIndex(host), 2)
 
 
+def fit_columns(view: QTableView) -> None:
+    """Widens each column to its title and values: the first columns fit a narrow panel
+    whole. Columns only grow, so a width the user dragged wider stays."""
+    header = view.horizontalHeader()
+    for column in range(view.model().columnCount()):
+        needed = max(view.sizeHintForColumn(column), header.sectionSizeHint(column))
+        if needed > header.sectionSize(column):
+            header.resizeSection(column, needed)
+
+
 def process_table(model: ArrayTableModel, parent) -> QTableView:
     view = QTableView(parent)
     view.setObjectName("process_table")
@@ -56,6 +67,9 @@ def process_table(model: ArrayTableModel, parent) -> QTableView:
     view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
     view.verticalHeader().hide()
     view.setWordWrap(False)
+    view.verticalHeader().setDefaultSectionSize(20)
+    # Narrower than Qt's default, so that columns fitted to their texts can shrink to them.
+    view.horizontalHeader().setDefaultSectionSize(view.horizontalHeader().minimumSectionSize())
     return view
 
 
@@ -114,6 +128,7 @@ class ProcessesView(QWidget):
         else:
             self.model.set_columns(process_columns(totals, self.store), len(totals))
         show_hosts(self.table, totals)
+        fit_columns(self.table)
         if 0 <= column < len(self.model.COLUMNS):
             self.model.sort(column, order)
         if selected is not None:

@@ -1,0 +1,179 @@
+"""The side panels (Intercept, Rules, Processes) are usable at the width the side area gets on
+a 1366x768 laptop screen (the low end of SIDE_RANGE) and on a 1920x1080 desktop screen: no
+panel scrolls sideways, no button is cut short or clipped, no control is squeezed below its
+minimum, the held list shows its rows and the editor gets the larger share."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import QRect
+from PySide6.QtWidgets import (QAbstractButton, QAbstractScrollArea, QAbstractSpinBox, QComboBox, QLabel,
+                               QLineEdit, QWidget)
+
+from divertgui.engine.address import Address
+from divertgui.engine.processes import Process
+from divertgui.engine.store import CaptureStore, Verdict
+from divertgui.views import window_settings
+from divertgui.views.hex_view import BYTES_PER_LINE
+from divertgui.views.intercept_panel import HELD_ROWS_SHOWN
+from divertgui.views.processes_view import ProcessesView
+from divertgui.views.window_layout import first_window_size, scrolled, side_panel_width
+from tests.gui.conftest import start_demo
+from tests.gui.test_intercept import hold
+from tests.unit.test_processes import udp4
+
+LAPTOP = first_window_size(QRect(0, 0, 1366, 768))
+DESKTOP = first_window_size(QRect(0, 0, 1920, 1080))
+CONTROLS = (QAbstractButton, QComboBox, QAbstractSpinBox, QLineEdit, QLabel)
+
+
+def inside_inner_scroll(widget: QWidget, panel: QWidget) -> bool:
+    """True for a widget within a scrolling part of the panel (a form, a list): it may scroll out of view."""
+    parent = widget.parentWidget()
+    while parent is not None and parent is not panel:
+        if isinstance(parent, QAbstractScrollArea):
+            return True
+        parent = parent.parentWidget()
+    return False
+
+
+def cramped(panel: QWidget) -> list[str]:
+    """What in the shown panel is cut short, squeezed or out of view (an empty list when nothing)."""
+    problems = []
+    area = panel.parentWidget()
+    while area is not None and not isinstance(area, QAbstractScrollArea):
+        area = area.parentWidget()
+    assert area is not None, "the panel is not in its scroll area"
+    if area.horizontalScrollBar().isVisible():
+        problems.append(f"the panel scrolls sideways: {panel.minimumSizeHint().width()} px wide in "
+                        f"{area.viewport().width()} px")
+    for widget in panel.findChildren(QWidget):
+        if not isinstance(widget, CONTROLS) or not widget.isVisible() or widget.objectName().startswith("qt_") \
+                or inside_inner_scroll(widget, panel):
+            continue
+        name = f"{type(widget).__name__} {widget.objectName() or getattr(widget, 'text', lambda: '')()!r}"
+        # A button shows its whole text only at its size hint; other controls need their minimum.
+        needed = widget.sizeHint() if isinstance(widget, QAbstractButton) else widget.minimumSizeHint()
+        if widget.width() < needed.width() or widget.height() < needed.height():
+            problems.append(f"{name} is {widget.size().toTuple()}, needs {needed.toTuple()}")
+        shown = widget.visibleRegion().boundingRect()
+        if shown.size() != widget.size():
+            problems.append(f"{name} is clipped to {shown.size().toTuple()} of {widget.size().toTuple()}")
+    return problems
+
+
+@pytest.fixture(params=[LAPTOP, DESKTOP], ids=["laptop-1366x768", "desktop-1920x1080"])
+def window(request, qtbot, workbench):
+    window = workbench.window
+    window.resize(request.param)
+    window_settings.apply_default_layout(window)
+    # The laptop's window gets the narrowest side area (SIDE_RANGE's low end, near enough).
+    qtbot.waitUntil(lambda: abs(window.intercept_dock.width() - side_panel_width(window.width())) <= 12)
+    return window
+
+
+def test_the_intercept_panel_with_a_held_packet_in_the_editor_fits(qtbot, workbench, window):
+    start_demo(qtbot, workbench)
+    panel = hold(qtbot, workbench, "tcp.DstPort == 80 and tcp.PayloadLength > 0")
+    qtbot.waitUntil(lambda: ("payload", "bytes") in panel.editor.form.edits)
+    qtbot.wait(100)
+    assert cramped(panel) == []
+    table = panel.table
+    assert table.viewport().height() >= HELD_ROWS_SHOWN * table.rowHeight(0), "the held list shows too few rows"
+    assert panel.editor.tabs.height() > table.height(), "the editor gets less room than the held list"
+
+    panel.editor.tabs.setCurrentIndex(1)
+    hex_editor = panel.editor.hex
+    qtbot.waitUntil(hex_editor.isVisible)
+    qtbot.wait(50)
+    assert cramped(panel) == []
+    assert not hex_editor.horizontalScrollBar().isVisible(), "the hex lines are wider than the editor"
+    pane = panel.editor.hex_pane
+    assert hex_editor.bytes_per_line == (BYTES_PER_LINE if pane.width() >= pane.width_for(BYTES_PER_LINE)
+                                         else BYTES_PER_LINE // 2)
+    first_line = hex_editor.toPlainText().split("\n")[0]
+    assert len(first_line.split()) == hex_editor.bytes_per_line
+    panel.forward_all()
+
+
+def test_the_rules_panel_with_a_rule_selected_fits(qtbot, window):
+    window.rules_dock.show()
+    window.rules_dock.raise_()
+    panel = window.rules_panel
+    panel.profiles.setCurrentText("preset: mobile-3g")
+    panel.load_selected_profile()
+    panel.select(2)
+    qtbot.waitUntil(lambda: panel.editor.fields != {})
+    qtbot.wait(100)
+    assert cramped(panel) == []
+    # A placeholder is cut to the rule filter's one line rather than wrapped onto a hidden second one.
+    edit = panel.editor.filter.edit
+    assert edit.fontMetrics().horizontalAdvance(edit.placeholderText()) <= edit.viewport().width()
+
+
+def test_the_processes_panel_shows_the_flows_and_bytes_of_each_process(qtbot, window):
+    store = window.store
+    for number, name in enumerate(("firefox-esr", "curl", "nc")):
+        process = store.processes.intern(Process(4000 + number, name, "ann"))
+        raws = [udp4("10.0.0.1", 1000 + number, "10.0.0.2", 53, b"q" * 1200)] * 200
+        store.append_batch(raws, [Address(outbound=True)] * len(raws), Verdict.PASSED, 0, process)
+    window.processes.count = lambda: len(store)
+    window.processes_dock.show()
+    window.processes_dock.raise_()
+    view = window.processes
+    qtbot.waitUntil(lambda: view.model.rowCount() == 3, timeout=5000)
+    qtbot.wait(100)
+    assert cramped(view) == []
+    table, header = view.table, view.table.horizontalHeader()
+    for column in range(view.model.columnCount()):
+        if not table.isColumnHidden(column):
+            assert header.sectionSize(column) >= table.sizeHintForColumn(column), \
+                f"{view.model.COLUMNS[column]} cuts its values short"
+    # The process, its flows and its bytes out are in view without scrolling sideways.
+    for title in ("Process", "Flows", "Bytes Out"):
+        column = view.model.COLUMNS.index(title)
+        assert header.sectionViewportPosition(column) + header.sectionSize(column) <= table.viewport().width(), \
+            f"{title} is out of view"
+
+
+def test_a_processes_column_the_user_widened_stays_wide(qtbot):
+    store = CaptureStore()
+    curl = store.processes.intern(Process(10, "curl", "ann"))
+    store.append_batch([udp4("10.0.0.1", 1000, "10.0.0.2", 53, b"q")], [Address(outbound=True)],
+                       Verdict.PASSED, 0, curl)
+    view = ProcessesView(store, lambda: len(store))
+    area = scrolled(view)
+    qtbot.addWidget(area)
+    area.show()
+    qtbot.waitExposed(area)
+    header = view.table.horizontalHeader()
+    flows = view.model.COLUMNS.index("Flows")
+    header.resizeSection(flows, 300)
+    view.refresh()
+    assert header.sectionSize(flows) == 300
+
+
+def test_the_events_panel_fits_where_it_opens(qtbot, window):
+    window.events_dock.show()
+    view = window.events_view
+    qtbot.waitUntil(lambda: view.isVisible() and not view.visibleRegion().isEmpty())
+    qtbot.wait(100)
+    assert cramped(view) == []
+    cgroup = view.cgroup
+    assert cgroup.fontMetrics().horizontalAdvance(cgroup.placeholderText()) <= cgroup.contentsRect().width() - 8, \
+        "the cgroup field cuts its placeholder short"
+
+
+def test_the_hex_editor_lays_its_bytes_out_again_only_while_the_user_has_not_typed(qtbot):
+    from divertgui.views.hex_view import HexEditor
+    editor = HexEditor()
+    qtbot.addWidget(editor)
+    editor.set_data(bytes(range(20)))
+    assert editor.toPlainText().split("\n")[0].split() == [f"{b:02x}" for b in range(16)]
+    editor.set_bytes_per_line(8)
+    assert [len(line.split()) for line in editor.toPlainText().split("\n")] == [8, 8, 4]
+    editor.setPlainText(editor.toPlainText().replace("00", "ff", 1))
+    typed = editor.toPlainText()
+    editor.set_bytes_per_line(16)
+    assert editor.toPlainText() == typed, "the user's lines were laid out again under them"
+    assert editor.data() == b"\xff" + bytes(range(1, 20))
