@@ -48,6 +48,7 @@ class EventCapture:
         self.cgroup = cgroup
         self._handles: list = []
         self._names: dict[int, Process] = {}
+        self._exits = None                          # from exited_processes.acquire(), while open
         self._wall_offset = 0
 
     @property
@@ -59,6 +60,9 @@ class EventCapture:
         from divertgui.engine.handle import Divert
         self._wall_offset = time.time_ns() - time.monotonic_ns()
         try:
+            if sys.platform.startswith("linux"):
+                from divertgui.engine.backends import exited_processes
+                self._exits = exited_processes.acquire()
             for layer, text in self.filters.items():
                 try:
                     handle = Divert(text or "true", layer, 0, Flag.SNIFF | Flag.RECV_ONLY,
@@ -86,8 +90,8 @@ class EventCapture:
         return records
 
     def _describe(self, pid: int) -> Process:
-        """The process's name and user now, else as an earlier event of it saw them."""
-        process = describe(pid)
+        """The process's name and user now, else as an earlier event of it or its exit saw them."""
+        process = describe(pid, self._exits)
         if process.name:
             if len(self._names) >= NAMES_KEPT:
                 self._names.pop(next(iter(self._names)))
@@ -96,6 +100,10 @@ class EventCapture:
         return self._names.get(pid, process)
 
     def close(self) -> None:
+        if self._exits is not None:
+            self._exits = None
+            from divertgui.engine.backends import exited_processes
+            exited_processes.release()
         handles, self._handles = self._handles, []
         for handle in handles:
             handle.close()

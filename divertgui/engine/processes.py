@@ -28,6 +28,7 @@ the record of creators began go unattributed.
 from __future__ import annotations
 
 import os
+import pwd
 import threading
 import time
 from typing import Callable, Iterable, NamedTuple, Sequence
@@ -230,8 +231,9 @@ class SocketOwners:
         return inodes
 
 
-def describe(pid: int) -> Process:
-    """A pid's name and user, as psutil knows them (empty when the process has gone)."""
+def describe(pid: int, exits=None) -> Process:
+    """A pid's name and user, as psutil knows them; for a process that has exited, as `exits`
+    (backends/exited_processes.py) saw its exit; else empty."""
     import psutil
     try:
         process = psutil.Process(pid)
@@ -242,21 +244,41 @@ def describe(pid: int) -> Process:
             except (KeyError, psutil.Error):
                 user = str(process.uids().real)
     except psutil.Error:
-        return Process(pid, "", "")
+        exited = _exited(exits, pid)
+        return Process(pid, exited[0], user_name(exited[1])) if exited else Process(pid, "", "")
     return Process(pid, name, user)
+
+
+def _exited(exits, pid: int) -> tuple[str, int] | None:
+    if exits is None:
+        return None
+    try:
+        return exits.find(pid)
+    except OSError:
+        return None
+
+
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 class FlowOwners:
     """The process index (into `processes`) of each packet's local flow, kept fresh by `refresh`.
 
     Made on the thread whose network namespace's sockets it looks up. `poll_events`, when
-    given, is called before new flows are looked up, so that events waiting reach `learn`."""
+    given, is called before new flows are looked up, so that events waiting reach `learn`.
+    `creators` (a SocketCreators) and `exits` (from exited_processes.acquire()) become the
+    table's: close() closes and releases them."""
 
     def __init__(self, processes: ProcessList, proc: str = "/proc",
-                 poll_events: Callable[[], None] | None = None, creators=None) -> None:
+                 poll_events: Callable[[], None] | None = None, creators=None, exits=None) -> None:
         self.processes = processes
         self._poll_events = poll_events
         self._creators = creators                             # a SocketCreators, asked before /proc
+        self._exits = exits                                   # an ExitedProcesses, for processes gone
         self._diag = SocketDiag()
         self._owners = SocketOwners(proc)
         self._flows: dict[FlowKey, tuple[int, int]] = {}      # flow -> (process index, socket inode)
@@ -276,6 +298,10 @@ class FlowOwners:
         self._diag.close()
         if self._creators is not None:
             self._creators.close()
+        if self._exits is not None:
+            self._exits = None
+            from divertgui.engine.backends import exited_processes
+            exited_processes.release()
 
     def indexes(self, raws: Sequence[bytes], outbound: Sequence[bool]) -> np.ndarray:
         """The process index of each packet (0 when it belongs to no local socket found)."""
@@ -320,7 +346,7 @@ class FlowOwners:
                 index = self._described.get(record.pid)
                 if index is None:
                     process = Process(record.pid, record.process, record.user) if record.process \
-                        else describe(record.pid)
+                        else describe(record.pid, self._exits)
                     index = self._described[record.pid] = self.processes.intern(process)
                 self._flows[key] = (index, LEARNED)
                 self._learned.setdefault(flow.endpoint, []).append(key)
@@ -386,11 +412,18 @@ class FlowOwners:
         """The index of a process; `name` (from the kernel's record) names one that has ended."""
         index = self._described.get(pid)
         if index is None:
-            process = describe(pid)
+            process = describe(pid, self._exits)
             if not process.name and name:
                 process = Process(pid, name, "")
             index = self._described[pid] = self.processes.intern(process)
         return index
+
+    def _read_exits(self) -> None:
+        """Keeps the reports of exits moving, so that a burst of them finds room."""
+        try:
+            self._exits.drain()
+        except OSError as exc:
+            self.error = self.error or f"the kernel's reports of exits: {exc}"
 
     def _gone(self, key: FlowKey) -> bool:
         """A looked-up flow lasts while the same socket has it; a learned one until its end event."""
@@ -402,7 +435,11 @@ class FlowOwners:
         before the last refresh, and of up to REFRESH_FLOWS looked-up ones (in turn) those
         whose socket closed or changed."""
         now = time.monotonic() if now is None else now
-        if now < self._next_refresh or not self._flows:
+        if now < self._next_refresh:
+            return
+        if self._exits is not None:
+            self._read_exits()
+        if not self._flows:
             return
         self._next_refresh = now + REFRESH_SECONDS
         for key in self._dying:

@@ -546,15 +546,20 @@ class Session:
             raise
 
     def _flow_owners(self) -> FlowOwners | None:
-        creators = None
+        creators = exits = None
         if sys.platform.startswith("linux"):
+            from divertgui.engine.backends import exited_processes
             from divertgui.engine.backends.socket_creators import for_capture
             creators = for_capture(self._owners_cgroup)
+            exits = exited_processes.acquire()
         try:
-            return FlowOwners(self.store.processes, poll_events=self._poll_events_for_owners, creators=creators)
+            return FlowOwners(self.store.processes, poll_events=self._poll_events_for_owners, creators=creators,
+                              exits=exits)
         except OSError as exc:
             if creators is not None:
                 creators.close()
+            if exits is not None:
+                exited_processes.release()
             self._error(f"packets get no process: the socket diagnostics cannot be asked ({exc})", "processes")
             return None
 

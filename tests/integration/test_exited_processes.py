@@ -1,0 +1,67 @@
+"""Programs that exit at once keep their names: the kernel's report of each exit (taskstats)
+names a process whose /proc entry is gone by the time its flow or its event is read."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import pytest
+
+from divertgui.engine.address import Event
+from divertgui.engine.backends import exited_processes
+from divertgui.engine.processes import FlowOwners, ProcessList
+from tests.unit.test_processes import _flow_event, udp4
+
+pytestmark = pytest.mark.netns
+
+# Each sends one datagram (its input) to port 9 of loopback and exits at once.
+ONE_SHOT = {
+    "nc": ["nc", "-u", "-q0", "127.0.0.1", "9"],
+    "python3": [sys.executable, "-c", "import socket, sys; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"
+                                      ".sendto(sys.stdin.buffer.read(), ('127.0.0.1', 9))"],
+}
+
+
+def run_one_shot(netns, program: str) -> int:
+    """The pid of the program, run in the namespace to its end and reaped."""
+    sender = netns.popen(ONE_SHOT[program], stdin=subprocess.PIPE)
+    sender.communicate(b"hi\n", timeout=20)
+    assert sender.returncode == 0
+    assert not os.path.exists(f"/proc/{sender.pid}")
+    return sender.pid
+
+
+@pytest.fixture
+def exits():
+    listener = exited_processes.acquire()
+    if listener is None:
+        pytest.fail("this test runs as root in the initial namespaces, where the kernel reports exits")
+    yield listener
+    exited_processes.release()
+
+
+@pytest.mark.parametrize("program", sorted(ONE_SHOT))
+def test_a_program_gone_before_its_flow_event_is_read_is_named_on_its_packets(netns, exits, program):
+    """The fixture holds the process's listener; the table takes one more hold of it."""
+    pid = run_one_shot(netns, program)
+    owners = FlowOwners(ProcessList(), exits=exited_processes.acquire())
+    try:
+        # Its FLOW event as a service without CAP_PERFMON reads it: the pid, no name.
+        owners.learn([dataclasses.replace(_flow_event(Event.FLOW_ESTABLISHED, pid, 7, "127.0.0.1", 40000,
+                                                      "127.0.0.1", 9), process="", user="")])
+        index = owners.indexes([udp4("127.0.0.1", 40000, "127.0.0.1", 9)], [True])[0]
+        process = owners.processes.get(index)
+        expected = os.path.basename(sys.executable)[:15] if program == "python3" else "nc"
+        assert (process.pid, process.name, process.user) == (pid, expected, "root")
+    finally:
+        owners.close()
+
+
+def test_describing_a_program_gone_names_it_as_its_exit_was_reported(netns, exits):
+    from divertgui.engine.processes import describe
+    pid = run_one_shot(netns, "nc")
+    assert describe(pid) == (pid, "", "")
+    assert describe(pid, exits) == (pid, "nc", "root")
