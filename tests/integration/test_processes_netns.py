@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -148,4 +149,37 @@ def test_a_new_flow_gets_its_process_from_its_flow_event_without_a_socket_lookup
         sender.wait(timeout=10)
     finally:
         running.stop()
+        receiver.close()
+
+
+def test_a_root_capture_names_an_earlier_socket_of_another_users_program(netns, capture_cgroup):
+    """The record of creators (on a cgroup the sender is not in) has not seen the socket: a root
+    capture finds it among the sender's open files, which a non-root service may not read."""
+    import pwd
+    with netns.entered():
+        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        receiver.bind(("127.0.0.1", 0))
+        running = Running()
+    port = receiver.getsockname()[1]
+    nobody = pwd.getpwnam("nobody")
+    sender = netns.popen([shutil.which("setpriv"), f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
+                          "--clear-groups", sys.executable, "-c", SENDER, "udp", str(port)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    pid, sender_port = map(int, sender.stdout.readline().split())
+    try:
+        running.post("start", source="live", mode="sniff", priority=0, layer="NETWORK", cgroup=capture_cgroup,
+                     filter=f"udp.DstPort == {port}")
+        state = running.wait_for(lambda e: e["type"] in ("state", "error"), "state event")
+        assert state["type"] == "state" and state["source"] == "live" and not state["reason"], state
+        say(sender, "from nobody")
+        receive_expected(receiver, 1)
+        running.wait_for(lambda e: e["type"] == "rows" and e["count"] >= 1, "the packet")
+        process = running.store.process(0)
+        assert running.store.value("src_port", 0) == sender_port
+        assert process is not None and (process.pid, process.user) == (pid, "nobody"), process
+        assert running.session._owners.created == 0
+    finally:
+        running.stop()
+        sender.stdin.close()
+        sender.wait(timeout=10)
         receiver.close()
