@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QHB
 from divertgui.models.intercept_queue import COLUMNS
 from divertgui.views.filter_editor import FilterEditor
 from divertgui.views.packet_editor import EditError, PacketEditor
+from divertgui.views.wrapped_label import WrappedLabel
 
 Post = Callable[..., None]
 # Columns widen to fit the newest rows of each batch; a burst of held packets
@@ -69,9 +70,8 @@ class InterceptPanel(QWidget):
                                    parent=self)
         self.filter.applied.connect(self.set_intercept)
         self.filter.refused.connect(lambda reason: self.status.setText(f"Intercept filter {reason}"))
-        self.status = QLabel("Holding nothing", self)
+        self.status = WrappedLabel("Holding nothing", self)
         self.status.setObjectName("intercept_status")
-        self.status.setWordWrap(True)
 
         self.table = QTableView(self)
         self.table.setObjectName("held_queue")

@@ -17,6 +17,7 @@ from divertgui.engine.packet import Packet, field_label
 from divertgui.views.flow_layout import FlowLayout
 from divertgui.views.hex_view import HexEditor, HexPane
 from divertgui.views.payload_edit import PayloadEdit, payload_bytes, payload_hint, payload_text
+from divertgui.views.wrapped_label import WrappedLabel
 
 HEADERS = ("ip", "ipv6", "icmp", "icmpv6", "tcp", "udp")
 HEADER_TITLES = {"ip": "IPv4", "ipv6": "IPv6", "icmp": "ICMP", "icmpv6": "ICMPv6", "tcp": "TCP", "udp": "UDP"}
@@ -229,9 +230,8 @@ class PacketEditor(QWidget):
         self.fix = QCheckBox("Fix lengths and checksums", self)
         self.fix.setChecked(True)
         self.fix.setToolTip("Recompute IP/UDP lengths and every checksum before sending")
-        self.error = QLabel(self)
+        self.error = WrappedLabel("", self)
         self.error.setStyleSheet("color: #a00000;")
-        self.error.setWordWrap(True)
         self.error.hide()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)

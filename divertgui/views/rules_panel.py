@@ -20,6 +20,7 @@ from divertgui.engine.rules import (DIRECTIONS, RuleError, delete_profile, list_
                                     load_profile, save_profile)
 from divertgui.models.rules_model import COLUMNS, RulesModel, kind_title
 from divertgui.views.filter_editor import FilterEditor
+from divertgui.views.wrapped_label import WrappedLabel
 
 APPLY_DELAY_MS = 150
 PERCENT_KEYS = ("chance", "enter_bad", "leave_bad", "loss_good", "loss_bad")
@@ -115,10 +116,9 @@ class RuleEditor(QGroupBox):
         self.common.setLayout(common)
         self.form = QFormLayout()
         self.form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        self.error = QLabel(self)
+        self.error = WrappedLabel("", self)
         self.error.setObjectName("rule_error")
         self.error.setStyleSheet("color: #a00000;")
-        self.error.setWordWrap(True)
         self.error.hide()
         layout = QVBoxLayout(self)
         layout.addWidget(self.common)
@@ -220,9 +220,8 @@ class RulesPanel(QWidget):
         self.table.setColumnWidth(COLUMNS.index("Parameters"), 220)
         self.table.selectionModel().currentRowChanged.connect(lambda current, _: self.select(current.row()))
         self.editor = RuleEditor(model, self)
-        self.status = QLabel(self)
+        self.status = WrappedLabel("", self)
         self.status.setObjectName("rules_status")
-        self.status.setWordWrap(True)
 
         tools = QHBoxLayout()
         for widget in (self.add_button, self.remove_button, self.up_button, self.down_button):

@@ -24,7 +24,8 @@ from tests.unit.test_processes import udp4
 
 LAPTOP = first_window_size(QRect(0, 0, 1366, 768))
 DESKTOP = first_window_size(QRect(0, 0, 1920, 1080))
-CONTROLS = (QAbstractButton, QComboBox, QAbstractSpinBox, QLineEdit, QLabel)
+# What the checks look at: the controls, and the lists and editors between them.
+CONTROLS = (QAbstractButton, QComboBox, QAbstractSpinBox, QLineEdit, QLabel, QAbstractScrollArea)
 
 
 def inside_inner_scroll(widget: QWidget, panel: QWidget) -> bool:
@@ -47,18 +48,32 @@ def cramped(panel: QWidget) -> list[str]:
     if area.horizontalScrollBar().isVisible():
         problems.append(f"the panel scrolls sideways: {panel.minimumSizeHint().width()} px wide in "
                         f"{area.viewport().width()} px")
+    shown: list[QWidget] = []
     for widget in panel.findChildren(QWidget):
         if not isinstance(widget, CONTROLS) or not widget.isVisible() or widget.objectName().startswith("qt_") \
                 or inside_inner_scroll(widget, panel):
             continue
+        shown.append(widget)
         name = f"{type(widget).__name__} {widget.objectName() or getattr(widget, 'text', lambda: '')()!r}"
-        # A button shows its whole text only at its size hint; other controls need their minimum.
-        needed = widget.sizeHint() if isinstance(widget, QAbstractButton) else widget.minimumSizeHint()
+        # A button shows its whole text only at its size hint; other controls need their minimum
+        # (a list or an editor the minimum it was given: Qt's hint for them is a placeholder).
+        if isinstance(widget, QAbstractButton):
+            needed = widget.sizeHint()
+        elif isinstance(widget, QAbstractScrollArea):
+            needed = widget.minimumSize()
+        else:
+            needed = widget.minimumSizeHint()
         if widget.width() < needed.width() or widget.height() < needed.height():
             problems.append(f"{name} is {widget.size().toTuple()}, needs {needed.toTuple()}")
-        shown = widget.visibleRegion().boundingRect()
-        if shown.size() != widget.size():
-            problems.append(f"{name} is clipped to {shown.size().toTuple()} of {widget.size().toTuple()}")
+        seen = widget.visibleRegion().boundingRect()
+        if seen.size() != widget.size():
+            problems.append(f"{name} is clipped to {seen.size().toTuple()} of {widget.size().toTuple()}")
+    places = [(widget, QRect(widget.mapTo(panel, widget.rect().topLeft()), widget.size())) for widget in shown]
+    for number, (widget, place) in enumerate(places):
+        for other, other_place in places[number + 1:]:
+            if place.intersects(other_place) and not widget.isAncestorOf(other) and not other.isAncestorOf(widget):
+                problems.append(f"{type(widget).__name__} {widget.objectName()!r} overlaps "
+                                f"{type(other).__name__} {other.objectName()!r}")
     return problems
 
 
@@ -93,6 +108,30 @@ def test_the_intercept_panel_with_a_held_packet_in_the_editor_fits(qtbot, workbe
                                          else BYTES_PER_LINE // 2)
     first_line = hex_editor.toPlainText().split("\n")[0]
     assert len(first_line.split()) == hex_editor.bytes_per_line
+    panel.forward_all()
+
+
+def test_a_long_holding_status_and_an_edit_error_push_the_controls_aside_rather_than_cover_them(
+        qtbot, workbench, window):
+    start_demo(qtbot, workbench)
+    panel = hold(qtbot, workbench, "tcp.DstPort == 80 and tcp.PayloadLength > 0")
+    panel.filter.set_text("tcp.DstPort == 80 and tcp.PayloadLength > 0 and ip.DstAddr == 198.51.100.10 "
+                          "and not tcp.Syn")
+    panel.filter.submit()
+    panel.set_held_processes([1234, 5678])
+    port = panel.editor.form.field("tcp", "dst_port")
+    port.setText("not a port at all")
+    panel.forward()
+    qtbot.waitUntil(panel.editor.error.isVisible)
+    # The split dragged as far up as it goes: the queue's part at its least.
+    panel.split.setSizes([0, panel.split.height()])
+    qtbot.wait(100)
+    for wd in (panel.status, panel.table, panel.forward_all_button, panel.editor.error, panel.editor.fix, panel.forward_button):
+        print("DBG", type(wd).__name__, wd.mapTo(panel, wd.rect().topLeft()).toTuple(), wd.size().toTuple(), wd.isVisible())
+    print("DBG", panel.split.sizes(), panel.status.text())
+    assert panel.status.height() >= panel.status.heightForWidth(panel.status.width())
+    assert panel.editor.error.height() >= panel.editor.error.heightForWidth(panel.editor.error.width())
+    assert [problem for problem in cramped(panel) if "overlaps" in problem] == []
     panel.forward_all()
 
 
