@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import mmap
+import operator
 import os
 import select
 import socket
@@ -219,6 +220,96 @@ _NLATTR_UNPACK, _U32_UNPACK, _PACKET_HDR_UNPACK = NLATTR.unpack_from, U32.unpack
 _LENGTH_AND_TYPE = struct.Struct("=IH").unpack_from  # the start of a netlink message header
 # NamedTuple's own __new__ is a Python function; building the tuple directly skips that call.
 _new_packet = tuple.__new__
+
+
+# What each attribute parse_queue_packet reads holds, as struct codes; the rest are skipped.
+_QUEUED_VALUES = {NFQA_PACKET_HDR: "IHB", NFQA_MARK: "I", NFQA_IFINDEX_INDEV: "I", NFQA_IFINDEX_OUTDEV: "I",
+                  NFQA_SKB_INFO: "I", NFQA_CAP_LEN: "I", NFQA_TIMESTAMP: "qq"}
+# The fields of NetfilterPacket up to the timestamp, and the one after the payload, in that order.
+_PICKED = (NFQA_PACKET_HDR, NFQA_MARK, NFQA_IFINDEX_INDEV, NFQA_IFINDEX_OUTDEV, NFQA_SKB_INFO)
+
+
+class QueuedPacketParser:
+    """parse_queue_packet, reading a message laid out like the last one in two struct unpacks.
+
+    The kernel lays out the attributes of packets of one kind alike (see
+    QueuedPacketSummary): the payload last, the same attributes before it.
+    So the attribute headers before the payload are checked against the
+    layout learned from the last message walked, and the values are read at
+    known places. A message laid out otherwise is walked by
+    parse_queue_packet, and its layout becomes the one expected.
+    """
+
+    def __init__(self):
+        self._headers: struct.Struct | None = None   # the attribute headers, the payload's last
+        self._expected: tuple = ()                     # what they must hold, but the payload's length
+        self._values: struct.Struct | None = None     # the attributes' values, big-endian
+        self._size = 0
+        self._pick = None        # (id, hw_protocol, hook, mark, indev, outdev, skb_info) from values + (0,)
+        self._timestamp_at = self._cap_len_at = -1
+
+    def __call__(self, data, body: int, end: int) -> NetfilterPacket:
+        headers = self._headers
+        start = body + 4
+        if headers is not None and end - start >= self._size:
+            found = headers.unpack_from(data, start)
+            if found[:-2] == self._expected and found[-1] == NFQA_PAYLOAD:
+                payload_end = start + self._size + found[-2] - 4
+                values = self._values.unpack_from(data, start) + (0,)
+                packet_id, hw_protocol, hook, mark, indev, outdev, skb_info = self._pick(values)
+                # Past the payload there is only padding, no attribute parse_queue_packet would read.
+                if packet_id and found[-2] >= 4 and 0 <= end - payload_end < 4:
+                    payload = bytes(data[start + self._size:payload_end])
+                    at = self._timestamp_at
+                    timestamp = (values[at], values[at + 1]) if at >= 0 else None
+                    at = self._cap_len_at
+                    return _new_packet(NetfilterPacket, (packet_id, hw_protocol, hook, mark, indev, outdev, timestamp,
+                                                         payload, skb_info, values[at] if at >= 0 else len(payload),
+                                                         -1))
+        packet = parse_queue_packet(data, body, end)
+        self._learn(data, start, end)
+        return packet
+
+    def _learn(self, data, start: int, end: int) -> None:
+        """The layout of a message parse_queue_packet has read."""
+        self._headers = None
+        offset = start
+        header_format, expected, value_format = ["="], [], ["!"]
+        field, fields = 0, {}
+        while offset + 4 <= end:
+            length, kind = NLATTR.unpack_from(data, offset)
+            if kind == NFQA_PAYLOAD:
+                header_format.append("HH")
+                value_format.append("4x")
+                break
+            padded = _align(length)
+            header_format.append(f"HH{padded - 4}x")
+            expected += (length, kind)
+            code = _QUEUED_VALUES.get(kind)
+            if code is None or length - 4 < struct.calcsize("!" + code):
+                value_format.append(f"{padded}x")
+            else:
+                used = struct.calcsize("!" + code)
+                value_format.append(f"4x{code}{padded - 4 - used}x")
+                # The last of two alike is the one parse_queue_packet keeps.
+                fields[kind] = field
+                field += len(code)
+            offset += padded
+        else:
+            return
+        if NFQA_PACKET_HDR not in fields:
+            return
+        headers, values = struct.Struct("".join(header_format)), struct.Struct("".join(value_format))
+        if headers.size != values.size:
+            return
+        header_at = fields[NFQA_PACKET_HDR]
+        # Absent fields read the 0 appended to the values.
+        self._pick = operator.itemgetter(header_at, header_at + 1, header_at + 2,
+                                         *(fields.get(kind, field) for kind in _PICKED[1:]))
+        self._timestamp_at = fields.get(NFQA_TIMESTAMP, -1)
+        self._cap_len_at = fields.get(NFQA_CAP_LEN, -1)
+        self._headers, self._values, self._size = headers, values, headers.size
+        self._expected = tuple(expected)
 
 
 class QueuedPacketSummary:

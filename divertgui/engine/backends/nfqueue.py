@@ -87,6 +87,7 @@ def queue_numbers_in_use() -> set[int]:
 
 # The IP version in a packet's first byte, read where each packet passes.
 _VERSION_SHIFT = IPV4["version"].shift
+_PACKET_EVENT = Event.PACKET
 # NFQA_SKB_INFO bits that leave a queued packet's checksums to be checked here.
 _CHECKSUM_UNKNOWN = netlink.NFQA_SKB_CSUM_NOTVERIFIED | netlink.NFQA_SKB_CSUMNOTREADY
 
@@ -130,6 +131,8 @@ class NfqueueBackend(Backend):
         self._proc_queues = None
         self._exact_at: set[tuple[int, int]] = set()   # (IP version, NF hook) the kernel tests exactly
         self._summary = netlink.QueuedPacketSummary()
+        self._parse_queued = netlink.QueuedPacketParser()
+        self._forwarding = False    # a NETWORK_FORWARD handle
         self._columns = netlink.QueuedBatchColumns()
         self._ordinal_bits = 0      # this handle's ordinal in its priority level, in place in the mark
 
@@ -140,6 +143,7 @@ class NfqueueBackend(Backend):
         self.filter = filter
         self.match_all = filter.text.strip() == "true"
         self.layer, self.priority, self.flags = layer, priority, flags
+        self._forwarding = layer == Layer.NETWORK_FORWARD
         self.params = {p: params.get(p, limits[0]) for p, limits in PARAM_LIMITS.items()}
         self.level_mark = level_mark(priority)
         self.injector = RawInjector(priority)
@@ -283,7 +287,7 @@ class NfqueueBackend(Backend):
 
     def _drain(self, limit: int) -> None:
         """Read what the socket holds, run the exact filter, release what it rejects."""
-        parse = netlink.parse_log_packet if self.mode == "sniff" else netlink.parse_queue_packet
+        parse = netlink.parse_log_packet if self.mode == "sniff" else self._parse_queued
         packets = self.sock.read_messages(parse, limit)
         if not packets:
             return
@@ -345,7 +349,7 @@ class NfqueueBackend(Backend):
     def _address_of(self, packet: netlink.NetfilterPacket, read_ns: int, real_offset: int) -> Address:
         """The packet's address; `read_ns` is when its batch was read and `real_offset` the
         wall clock's lead over the monotonic clock then (_clocks)."""
-        if self.layer == Layer.NETWORK_FORWARD:
+        if self._forwarding:
             # As WinDivert has it: a forwarded packet is outbound, on the interface it leaves by.
             outbound, if_idx = True, packet.outdev
         else:
@@ -380,7 +384,7 @@ class NfqueueBackend(Backend):
         # Positional, in Address's field order: this runs once per packet.
         return Address(outbound, outbound and if_idx == self._lo_index, bool(packet.mark & INJECTED_MARK),
                        bool(payload) and payload[0] >> _VERSION_SHIFT == 6, if_idx, 0, stamp, self._sniffing,
-                       self.layer, Event.PACKET, ip_ok, tcp_ok, udp_ok)
+                       self.layer, _PACKET_EVENT, ip_ok, tcp_ok, udp_ok)
 
     def _note_id_gap(self, packet_id: int) -> None:
         # Queue ids go up by one per queued packet. A gap is a message the
@@ -548,7 +552,7 @@ class NfqueueBackend(Backend):
         summary = self._summary(data, body, end)
         if (summary[3] >> _VERSION_SHIFT, summary[1]) in self._exact_at:
             return summary
-        return netlink.parse_queue_packet(data, body, end)
+        return self._parse_queued(data, body, end)
 
     def _wait(self, seconds: float) -> bool:
         """Wait for the socket to become readable; False once the backend is closed."""
