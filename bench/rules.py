@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from udp_flood import FLOOD_PORT, Pair, flood, load_average  # noqa: E402
 
 from divertgui.engine.address import Address  # noqa: E402
+from divertgui.engine.collector_settings import set_for_packet_flow  # noqa: E402
 from divertgui.engine.packet import Packet  # noqa: E402
 from divertgui.engine.rules import Pipeline, rules_from_dicts  # noqa: E402
 
@@ -133,6 +134,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="counted seconds of flood per measurement")
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     args = parser.parse_args(argv)
+    # The collector as the `divert` command sets it, whose `conditions` loop this measures.
+    set_for_packet_flow()
     load_before = load_average()
     packets = synthetic_packets(2550)
     pipeline = measure(lambda rules: {"pps": pipeline_pps(rules, packets)}, args.rounds)

@@ -33,6 +33,7 @@ import threading
 import time
 
 from divertgui.engine.address import Flag, Layer
+from divertgui.engine.collector_settings import set_for_packet_flow
 from divertgui.samples import UsageError, streamdump, webfilter
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_LOST = 0, 1, 2, 3
@@ -1079,6 +1080,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     if not hasattr(args, "filter"):
         args.filter = ""
+    set_for_packet_flow()
     return _run_guarded(args.run, args)
 
 
