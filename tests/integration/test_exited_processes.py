@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import subprocess
 import sys
 
@@ -13,9 +14,13 @@ import pytest
 from divertgui.engine.address import Event
 from divertgui.engine.backends import exited_processes
 from divertgui.engine.processes import FlowOwners, ProcessList
+from tests.integration.conftest import receive_expected
+from tests.integration.socket_layer_fixtures import own_cgroup, start_in
+from tests.unit.session_harness import Running
 from tests.unit.test_processes import _flow_event, udp4
 
 pytestmark = pytest.mark.netns
+__all__ = ["own_cgroup"]
 
 # Each sends one datagram (its input) to port 9 of loopback and exits at once.
 ONE_SHOT = {
@@ -65,3 +70,46 @@ def test_describing_a_program_gone_names_it_as_its_exit_was_reported(netns, exit
     pid = run_one_shot(netns, "nc")
     assert describe(pid) == (pid, "", "")
     assert describe(pid, exits) == (pid, "nc", "root")
+
+
+# One byte (not captured: it begins the flow, whose FLOW event names the pid), then a datagram
+# the capture takes, then the program exits at once.
+SEND_AND_EXIT = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.sendto(b"a", ("127.0.0.1", int(sys.argv[1])))
+s.sendto(b"payload", ("127.0.0.1", int(sys.argv[1])))
+"""
+
+
+def test_a_live_capture_names_a_program_that_sent_and_exited_at_once(netns, own_cgroup, capture_cgroup, exits,
+                                                                       monkeypatch):
+    """As the capture service, which may not read names in its eBPF programs (no CAP_PERFMON): the
+    FLOW event gives the pid alone. The capture's thread works in the test's namespace, so the
+    listener this test's thread opened in the initial one is the process's (exited_processes.acquire)."""
+    from divertgui.engine.backends import socket_programs
+    from divertgui.engine.backends.cgroups import cgroup2_mount
+    monkeypatch.setattr(socket_programs, "names_readable", lambda: False)
+    with netns.entered():
+        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        receiver.bind(("127.0.0.1", 0))
+        running = Running()
+    port = receiver.getsockname()[1]
+    try:
+        running.post("start_events", layers={"FLOW": f"udp and remotePort == {port}"},
+                     cgroup=os.path.relpath(own_cgroup, cgroup2_mount()))
+        running.post("start", source="live", mode="sniff", priority=0, layer="NETWORK", cgroup=capture_cgroup,
+                     filter=f"udp.DstPort == {port} and udp.PayloadLength > 1")
+        state = running.wait_for(lambda e: e["type"] in ("state", "error"), "state event")
+        assert state["type"] == "state" and state["source"] == "live" and not state["reason"], state
+        sender = start_in(netns, own_cgroup, sys.executable, "-c", SEND_AND_EXIT, str(port))
+        sender.communicate(timeout=20)
+        assert sender.returncode == 0
+        assert receive_expected(receiver, 2) == [b"a", b"payload"]
+        running.wait_for(lambda e: e["type"] == "rows" and e["count"] >= 1, "the packet")
+        process = running.store.process(0)
+        assert process is not None and process.pid == sender.pid, process
+        assert (process.name, process.user) == (os.path.basename(sys.executable)[:15], "root")
+    finally:
+        running.stop()
+        receiver.close()
