@@ -165,7 +165,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flows", type=int, default=200, help="sockets the packets belong to")
     parser.add_argument("--packets", type=int, default=25_000, help="packets per round and configuration")
-    parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--rounds", type=int, default=25,
+                        help="interleaved rounds; each is short, so the median of many rides out a busy second")
     parser.add_argument("--new-flows", type=int, default=300, help="new flows timed")
     parser.add_argument("--sends", type=int, default=50_000, help="datagrams sent per round, with and without "
                                                                   "a FLOW handle")

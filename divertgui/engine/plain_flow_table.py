@@ -72,10 +72,15 @@ def _hash(words: np.ndarray) -> np.ndarray:
 
 
 class PlainFlowTable:
-    """Process indexes of plain IPv4 flows by their key words (key_words)."""
+    """Process indexes of plain IPv4 flows by their key words (key_words).
+
+    The arrays are sorted by search key; flows added since the last search are merged in
+    at the next one, by insertion (a copy of each array in C), so that a batch's few
+    new flows cost no sort of all the others."""
 
     def __init__(self) -> None:
         self._entries: dict[tuple[int, int, int], int] = {}
+        self._added: list[tuple[int, int, int]] = []
         self._arrays: tuple[np.ndarray, ...] | None = None
 
     def __len__(self) -> int:
@@ -83,31 +88,50 @@ class PlainFlowTable:
 
     def clear(self) -> None:
         self._entries = {}
+        self._added = []
         self._arrays = None
 
     def add(self, first: int, second: int, third: int, index: int) -> None:
         """A flow by its packets' key words; `first` must be PLAIN_V4_WORD (with the direction bit)."""
-        self._entries[first, second, third] = index
-        self._arrays = None
+        key = (first, second, third)
+        known = self._entries.get(key)
+        self._entries[key] = index
+        if known is None:
+            self._added.append(key)
+        elif known != index:
+            self._arrays = None                 # another index for a flow: built again
 
     def find(self, words: np.ndarray) -> np.ndarray:
         """The process index of each packet's flow; NOT_FOUND where it is not known."""
-        hashes, first, second, third, indexes = self._arrays or self._build()
+        if self._arrays is None:
+            self._build()
+        elif self._added:
+            self._merge()
+        hashes, first, second, third, indexes = self._arrays
         at = np.searchsorted(hashes, _hash(words))
         # Column by column: numpy compares whole rows several times slower.
         same = (first[at] == words[:, 0]) & (second[at] == words[:, 1]) & (third[at] == words[:, 2])
         return np.where(same, indexes[at], NOT_FOUND)
 
-    def _build(self) -> tuple[np.ndarray, ...]:
-        count = len(self._entries)
-        # One entry more, after the rest: where a hash larger than all lands, matching no packet.
-        keys = np.zeros((count + 1, 3), np.uint64)
-        if count:
-            keys[:count] = np.array(list(self._entries), np.uint64)
-        hashes = _hash(keys)
-        hashes[count] = np.iinfo(np.uint64).max
-        order = np.append(np.argsort(hashes[:count], kind="stable"), count)
-        indexes = np.append(np.fromiter(self._entries.values(), np.int64, count), NOT_FOUND)
-        keys = keys[order]
-        self._arrays = (hashes[order], *(np.ascontiguousarray(keys[:, i]) for i in range(3)), indexes[order])
-        return self._arrays
+    def _sorted(self, keys: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(search keys, key words, indexes) of these flows, by search key."""
+        words = np.array(keys, np.uint64).reshape(-1, 3)
+        indexes = np.fromiter((self._entries[key] for key in keys), np.int64, len(keys))
+        hashes = _hash(words)
+        order = np.argsort(hashes, kind="stable")
+        return hashes[order], words[order], indexes[order]
+
+    def _build(self) -> None:
+        hashes, words, indexes = self._sorted(list(self._entries))
+        self._added = []
+        # One entry more, after the rest: where a search key larger than all lands, matching no packet.
+        self._arrays = (np.append(hashes, np.iinfo(np.uint64).max),
+                        *(np.append(words[:, i], 0) for i in range(3)), np.append(indexes, NOT_FOUND))
+
+    def _merge(self) -> None:
+        hashes, words, indexes = self._sorted(self._added)
+        self._added = []
+        old = self._arrays
+        at = np.searchsorted(old[0][:-1], hashes)
+        self._arrays = (np.insert(old[0], at, hashes), *(np.insert(old[1 + i], at, words[:, i]) for i in range(3)),
+                        np.insert(old[4], at, indexes))

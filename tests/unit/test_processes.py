@@ -306,3 +306,24 @@ def test_a_batch_finds_known_plain_flows_at_once_and_leaves_every_other_shape_to
     table.add(*words[0].tolist(), 5)
     assert table.find(words).tolist() == [5, NOT_FOUND, NOT_FOUND, NOT_FOUND, NOT_FOUND, 5, NOT_FOUND]
     owners.close()
+
+
+def test_the_known_flow_table_finds_every_flow_added_a_few_at_a_time_and_no_other():
+    import random
+    from divertgui.engine.plain_flow_table import NOT_FOUND, PlainFlowTable, key_words
+    rng = random.Random(7)
+    table = PlainFlowTable()
+    flows = [udp4(f"10.{rng.randrange(256)}.{rng.randrange(256)}.1", rng.randrange(1, 65536), "10.0.0.2",
+                  rng.randrange(1, 65536)) for _ in range(300)]
+    added = {}
+    for start in range(0, 300, 37):
+        batch = flows[start:start + 37]
+        words = key_words(batch, [True] * len(batch))
+        for i, row in enumerate(words.tolist()):
+            table.add(*row, start + i + 1)
+            added[start + i] = start + i + 1
+        everything = key_words(flows, [True] * 300)
+        assert table.find(everything).tolist() == [added.get(i, NOT_FOUND) for i in range(300)]
+        assert (table.find(key_words(flows, [False] * 300)) == NOT_FOUND).all()
+    table.add(*key_words(flows[:1], [True])[0].tolist(), 99)
+    assert table.find(key_words(flows[:2], [True, True])).tolist() == [99, 2]
