@@ -826,18 +826,6 @@ def _check_root():
         privileges.how_to_get(missing)
 
 
-def _check_tools():
-    missing = [t for t in ("iptables", "ip6tables", "iptables-restore", "ip6tables-restore") if not shutil.which(t)]
-    if missing:
-        return False, f"missing {', '.join(missing)}", "apt-get install iptables"
-    import subprocess
-    try:
-        version = subprocess.run(["iptables", "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        version = "iptables"
-    return True, version or "iptables and ip6tables present", ""
-
-
 def _kernel_config() -> dict[str, str]:
     import gzip
     try:
@@ -858,6 +846,18 @@ def _kernel_has(option: str, module: str, proc_file: str | None = None) -> bool 
         if any(name.startswith(module + ".ko") for name in files):
             return True
     return None
+
+
+def _check_nftables():
+    tables = _kernel_has("CONFIG_NF_TABLES", "nf_tables")
+    compat = _kernel_has("CONFIG_NFT_COMPAT", "nft_compat")
+    if tables and compat:
+        return True, "nf_tables with nft_compat: handles' rules are made over netlink", ""
+    if tables is False or compat is False:
+        lacking = " and ".join(name for name, has in (("nf_tables", tables), ("nft_compat", compat)) if has is False)
+        return False, f"the kernel has no {lacking}", \
+            "use a kernel built with CONFIG_NF_TABLES and CONFIG_NFT_COMPAT (or modprobe nf_tables nft_compat)"
+    return None, "cannot tell whether the kernel has nf_tables and nft_compat", "modprobe nf_tables nft_compat"
 
 
 def _check_nfqueue():
@@ -902,9 +902,9 @@ def _check_display():
         "run the GUI in a desktop session, or set QT_QPA_PLATFORM=offscreen for headless use"
 
 
-DOCTOR_CHECKS = (("root", _check_root), ("iptables", _check_tools), ("NFQUEUE", _check_nfqueue),
+DOCTOR_CHECKS = (("root", _check_root), ("nf_tables", _check_nftables), ("NFQUEUE", _check_nfqueue),
                  ("xt_bpf", _check_xt_bpf), ("netns", _check_netns), ("Qt display", _check_display))
-REQUIRED_FOR_DIVERTING = {"root", "iptables", "NFQUEUE"}
+REQUIRED_FOR_DIVERTING = {"root", "nf_tables", "NFQUEUE"}
 
 
 def cmd_serve(args) -> int:

@@ -25,7 +25,7 @@ class NotPrivilegedError(DivertError, PermissionError):
 
 
 class MissingToolError(DivertError):
-    """A program the driver needs (iptables) is not installed."""
+    """A program or library a backend needs (pydivert) is not installed."""
 
 
 class KernelFeatureError(DivertError):
@@ -193,11 +193,12 @@ class CgroupError(BackendError, OSError):
 
 
 class NetfilterError(RuntimeError):
-    """iptables refused a change, or is not there; `stderr` is what it said."""
+    """nf_tables refused a change or could not be read; `missing_feature` names what of the
+    kernel is missing, when that is why."""
 
-    def __init__(self, message: str, stderr: str = ""):
+    def __init__(self, message: str, missing_feature: str = ""):
         super().__init__(message)
-        self.stderr = stderr
+        self.missing_feature = missing_feature
 
 
 class NetlinkError(OSError):

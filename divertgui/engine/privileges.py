@@ -1,12 +1,11 @@
-"""Whether this process may divert packets, and handing that right on to the
-iptables it runs.
+"""Whether this process may divert packets, and the calls that read and
+change its capabilities.
 
 Diverting needs CAP_NET_ADMIN (netfilter rules, NFQUEUE and NFLOG groups);
 injecting new packets needs CAP_NET_RAW (raw sockets). Root has both, and so
-has a program given them as file capabilities by packaging/install-linux.sh,
-which lets a double-click capture without running the GUI as root. File
-capabilities are not passed on through exec, so the thread that runs
-iptables first raises them into its ambient set, which is.
+has the capture program given them as file capabilities by
+packaging/install-linux.sh. Everything is done over netlink and sockets in
+this process, so no capability is ever handed on to a program it runs.
 
 Capabilities belong to a thread, not to the process: everything here reads
 and changes the calling thread's.
@@ -34,7 +33,6 @@ INSTALL_SCRIPT = "packaging/install-linux.sh"
 CAPTURE_GROUP = "divertgui"
 
 PR_CAP_AMBIENT = 47
-PR_CAP_AMBIENT_IS_SET, PR_CAP_AMBIENT_RAISE, PR_CAP_AMBIENT_LOWER = 1, 2, 3
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 
@@ -167,7 +165,7 @@ def live_capture_problem() -> str | None:
             f"not on {sys.platform}")
 
 
-# -- handing the capabilities on to child processes ---------------------------------------
+# -- the system calls ---------------------------------------------------------------------
 
 class _CapHeader(ctypes.Structure):
     _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
@@ -211,60 +209,3 @@ def capset(header, data) -> None:
 def prctl(option: int, arg2: int, arg3: int) -> int:
     return _check(_c_library().prctl(option, arg2, arg3, 0, 0), f"prctl({option}, {arg2}, {arg3})")
 
-
-def raise_ambient(capabilities=DIVERT_CAPABILITIES) -> list[int]:
-    """Raise those of `capabilities` this thread is permitted into its ambient set.
-
-    Programs the thread runs afterwards start with them, whoever the user.
-    Returns the capabilities raised now (not those already ambient).
-    """
-    if not sys.platform.startswith("linux"):
-        return []
-    header, data = capget()
-    wanted = [cap for cap in capabilities if data[cap // 32].permitted >> (cap % 32) & 1]
-    # The ambient set may only hold what is both permitted and inheritable.
-    missing_inheritable = [cap for cap in wanted if not data[cap // 32].inheritable >> (cap % 32) & 1]
-    if missing_inheritable:
-        for cap in missing_inheritable:
-            data[cap // 32].inheritable |= 1 << (cap % 32)
-        capset(header, data)
-    raised = []
-    for cap in wanted:
-        if not prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, cap):
-            prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)
-            raised.append(cap)
-    return raised
-
-
-@contextlib.contextmanager
-def inherited_by_children(capabilities=DIVERT_CAPABILITIES):
-    """Within the block, programs this thread runs hold `capabilities` (those it is permitted).
-
-    Afterwards the thread's ambient and inheritable sets are as they were, so
-    that what it starts later inherits nothing. When the kernel refuses the
-    change, the block runs all the same and the program says what it lacks.
-    """
-    if not sys.platform.startswith("linux"):
-        yield
-        return
-    try:
-        _, before = capget()
-        inheritable = [d.inheritable for d in before]
-        raised = raise_ambient(capabilities)
-    except PrivilegeError:
-        inheritable, raised = None, []
-    try:
-        yield
-    finally:
-        if inheritable is not None:
-            _restore(raised, inheritable)
-
-
-def _restore(raised: list[int], inheritable: list[int]) -> None:
-    for cap in raised:
-        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_LOWER, cap)
-    header, now = capget()
-    if [d.inheritable for d in now] != inheritable:
-        for d, mask in zip(now, inheritable):
-            d.inheritable = mask
-        capset(header, now)

@@ -37,10 +37,10 @@ def missing_prerequisite() -> str | None:
     if not sys.platform.startswith("linux"):
         return f"network namespaces need Linux, not {sys.platform}"
     if os.geteuid() != 0:
-        return "diverting tests need root (network namespaces, iptables, NFQUEUE)"
-    for tool in ("ip", "iptables", "ip6tables", "iptables-restore", "ip6tables-restore"):
+        return "diverting tests need root (network namespaces, nf_tables, NFQUEUE)"
+    for tool in ("ip", "nft"):
         if shutil.which(tool) is None:
-            return f"{tool} is not installed (Debian packages iproute2 and iptables)"
+            return f"{tool} is not installed (Debian packages iproute2 and nftables: the tests read rules with nft)"
     return None
 
 
@@ -114,6 +114,21 @@ class Namespace:
                 process.kill()
                 process.wait(timeout=10)
         run("ip", "netns", "del", self.name, check=False)
+
+
+def our_chains(ns) -> list[str]:
+    """What divertgui has in the namespace's nf_tables, as `nft` lists it: its tables and
+    their chains ("ip6 divertgui output"); [] when it left no trace."""
+    listing = json.loads(ns.exec("nft", "-j", "list", "ruleset").stdout or '{"nftables": []}')["nftables"]
+    found = []
+    for item in listing:
+        kind, = item.keys()
+        if kind in ("table", "chain"):
+            entry = item[kind]
+            table = entry["name"] if kind == "table" else entry["table"]
+            if table == "divertgui":
+                found.append(f"{entry['family']} {table}" + (f" {entry['name']}" if kind == "chain" else ""))
+    return found
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import REPO, receive_all, udp_socket
+from tests.integration.conftest import REPO, our_chains, receive_all, udp_socket
 
 pytestmark = pytest.mark.netns
 
@@ -55,15 +55,6 @@ def finish(process: subprocess.Popen, signum=signal.SIGTERM, timeout: float = 30
         pytest.fail(f"divert still ran {timeout} s after {signal.Signals(signum).name}; killed it. "
                     f"stdout: {out!r} stderr: {err!r}")
     return process.returncode, out, err
-
-
-def our_chains(ns) -> list[str]:
-    names = []
-    for tool in ("iptables", "ip6tables"):
-        listing = ns.exec(tool, "-w", "-t", "mangle", "-S").stdout
-        names += [line.split()[1] for line in listing.splitlines()
-                  if line.startswith("-N ") and ("DG" in line or "DIVERTGUI" in line)]
-    return names
 
 
 def cli(ns, *args: str) -> subprocess.CompletedProcess:

@@ -136,8 +136,9 @@ def test_a_retransmission_of_the_edited_request_leaves_edited_and_is_not_held(ve
 
     def drop_the_first(size: int) -> None:
         # A quota of one packet of this size, not two: only the first one matches.
-        veth.b.exec("iptables", "-w", "-I", "INPUT", "-p", "tcp", "--dport", str(PORT), "-m", "length",
-                    "--length", f"{size}:{size}", "-m", "quota", "--quota", str(size + size // 2), "-j", "DROP")
+        veth.b.exec("nft", f"add table ip dgtest; add chain ip dgtest input {{ type filter hook input priority 0; }}; "
+                           f"add rule ip dgtest input tcp dport {PORT} meta length {size} "
+                           f"quota {size + size // 2} bytes counter drop")
 
     code, err, got, running, row = hold_and_edit(veth, capture_cgroup, veth.b_v4, path, tmp_path, drop_the_first)
     try:
@@ -145,8 +146,8 @@ def test_a_retransmission_of_the_edited_request_leaves_edited_and_is_not_held(ve
         assert got == FILES[path]
         assert server.requests().count(f"GET {path} HTTP/1.1") == 1, server.requests()
         assert ASKED not in server.requests(), "the original request never reached the server"
-        dropped = veth.b.exec("iptables", "-w", "-L", "INPUT", "-v", "-x", "-n").stdout
-        assert any(line.split()[:1] == ["1"] and "quota" in line for line in dropped.splitlines()), dropped
+        dropped = veth.b.exec("nft", "list", "chain", "ip", "dgtest", "input").stdout
+        assert "counter packets 1 " in dropped, dropped
         stats = running.session.stats()
         assert stats["resent_edited"] >= 1, stats
         assert stats["held"] == 0, "the retransmission was not held"

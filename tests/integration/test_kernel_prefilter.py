@@ -6,6 +6,8 @@ import socket
 
 import pytest
 
+from divertgui.engine.backends import netlink, nftables
+from divertgui.engine.backends.netfilter_rules import mark_masked, packet_match
 from divertgui.engine.backends.nfqueue import NfqueueBackend
 from divertgui.engine.filter.kernel import kernel_test, xt_bpf_available
 from divertgui.engine.handle import Divert
@@ -126,6 +128,7 @@ KERNEL_FILTERS = [
     "impostor", "(tcp ? tcp.DstPort < 1024 : udp.SrcPort > 100)",
 ]
 PROBE_MARK = 0x7
+PROBE_TABLE = "dgprobe"
 
 
 def _loopback_probe(raw: bytes) -> bytes:
@@ -148,24 +151,31 @@ def test_the_kernel_runs_the_programs_as_the_unit_tests_interpreter_does(netns):
     from divertgui.engine.filter import parse_filter
     from divertgui.engine.filter.kernel import translate
     from tests import packet_gen
-    from tests.integration.conftest import run
     from tests.unit.test_filter_kernel import _kernel_shaped, run_bpf
 
     programs = {4: [], 6: []}
-    for version, tool in ((4, "iptables"), (6, "ip6tables")):
-        lines = ["*mangle", ":DGKT - [0:0]", "-A OUTPUT -j DGKT", f"-A DGKT -m mark ! --mark {PROBE_MARK} -j RETURN",
-                 "-A DGKT"]
-        for text in KERNEL_FILTERS:
-            program = translate(parse_filter(text), version).program
-            if program is not None:
-                programs[version].append(program)
-                match = kernel_test(text, version, use_bpf=True).match
-                lines.append(f"-A DGKT {match}")
-        run("ip", "netns", "exec", netns.name, f"{tool}-restore", "--noflush", input="\n".join(lines) + "\nCOMMIT\n")
+    with netns.entered(), nftables.NftablesSocket() as sock:
+        for version, family in nftables.FAMILIES.items():
+            # A table of the test's own: every probe is counted, then each program's match.
+            changes = [nftables.new_table(family, PROBE_TABLE),
+                       nftables.new_chain(family, PROBE_TABLE, "output", (netlink.NF_INET_LOCAL_OUT, -150, "route")),
+                       nftables.new_rule(family, PROBE_TABLE, "output",
+                                         mark_masked(0xFFFFFFFF, PROBE_MARK, equal=False)
+                                         + [nftables.verdict(nftables.NFT_RETURN)]),
+                       nftables.new_rule(family, PROBE_TABLE, "output", [nftables.counter()])]
+            for text in KERNEL_FILTERS:
+                program = translate(parse_filter(text), version).program
+                if program is not None:
+                    programs[version].append(program)
+                    match = kernel_test(text, version, use_bpf=True).match
+                    changes.append(nftables.new_rule(family, PROBE_TABLE, "output",
+                                                     packet_match(match)[0] + [nftables.counter()]))
+            sock.apply(changes)
 
-    def counters(tool: str) -> list[int]:
-        listing = netns.exec(tool, "-w", "-t", "mangle", "-L", "DGKT", "-v", "-x", "-n").stdout.splitlines()[2:]
-        return [int(line.split()[0]) for line in listing[1:]]
+    def counters(version: int) -> list[int]:
+        with nftables.NftablesSocket() as sock:
+            return [rule.packets for rule in sock.rules(nftables.FAMILIES[version], PROBE_TABLE)
+                    if rule.packets is not None]
 
     rng = random.Random(31)
     compared = accepted = 0
@@ -182,13 +192,12 @@ def test_the_kernel_runs_the_programs_as_the_unit_tests_interpreter_does(netns):
                 continue
             raw = _loopback_probe(raw)
             version = raw[0] >> 4
-            tool = "iptables" if version == 4 else "ip6tables"
-            before = counters(tool)
+            before = counters(version)
             try:
                 sockets[version].sendto(raw, ("127.0.0.2", 0) if version == 4 else ("::1", 0, 0, 0))
             except OSError:
                 continue  # refused by the stack before any hook: nothing to compare
-            after = counters(tool)
+            after = counters(version)
             if after[0] != before[0] + 1:
                 continue  # the packet did not reach OUTPUT exactly once
             in_kernel = [a - b for a, b in zip(after[1:], before[1:])]

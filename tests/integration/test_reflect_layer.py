@@ -20,7 +20,7 @@ from divertgui.engine.filter import format_filter
 from divertgui.engine.errors import DivertArgumentError
 from divertgui.engine.handle import Divert
 
-from .conftest import REPO, wait_until
+from .conftest import REPO, our_chains, wait_until
 from .socket_layer_fixtures import own_cgroup
 
 pytestmark = pytest.mark.netns
@@ -123,7 +123,7 @@ def test_divert_list_watch_and_kill_a_passthru_in_a_namespace(netns):
     assert killed.returncode == 0 and f"sent SIGTERM to {passthru.pid}" in killed.stdout, killed.stderr
     out, err = passthru.communicate(timeout=20)
     assert passthru.returncode == 0 and "passthru:" in out, err       # it stopped cleanly
-    assert "DG" not in netns.exec("iptables", "-t", "mangle", "-S").stdout   # and took its rules away
+    assert our_chains(netns) == []   # and took its rules away
     watched, _ = watcher.communicate(timeout=30)
     opened, closed = watched.splitlines()
     assert opened.startswith("OPEN") and closed.startswith("CLOSE") and str(passthru.pid) in opened

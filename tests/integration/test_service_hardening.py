@@ -1,17 +1,20 @@
 """The privileged side trusts nothing it is given: the service restarts from a
 minimal environment with only its three capabilities and no new privileges;
-iptables is never found through PATH; the rule lock cannot be taken over or
-hold a process past SIGTERM; a user touches only its own handles' rules."""
+it runs no program at all and makes no capability ambient; the rule lock
+cannot be taken over or hold a process past SIGTERM; a user touches only its
+own handles' rules."""
 
 from __future__ import annotations
 
 import fcntl
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -22,7 +25,7 @@ from divertgui.engine.handle import Divert
 from divertgui.engine.store import CaptureStore
 from divertgui.service.client import ServiceClient
 from divertgui.service.hardening import MINIMAL_ENVIRONMENT
-from tests.integration.conftest import require, wait_until
+from tests.integration.conftest import our_chains, require, wait_until
 from tests.integration.test_capabilities import BECOME_NOBODY
 
 pytestmark = pytest.mark.netns
@@ -63,38 +66,124 @@ def test_the_service_restarts_clean_with_three_capabilities_and_no_new_privilege
     assert "libQt6" not in maps and "PySide6" not in maps
 
 
-def test_divert_list_never_runs_an_iptables_found_through_path(netns, tmp_path):
-    marker = tmp_path / "ran"
-    fake = tmp_path / "iptables"
-    fake.write_text(f"#!/bin/sh\ntouch {marker}\n")
-    fake.chmod(0o755)
-    for name in ("ip6tables", "iptables-restore", "ip6tables-restore"):
-        (tmp_path / name).symlink_to(fake)
-    process = netns.popen([sys.executable, "-m", "divertgui.cli", "list"], env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
+# Programs the rules were once made with, and what might load kernel modules: each a fake that leaves a mark.
+FAKED = ("iptables", "ip6tables", "iptables-restore", "ip6tables-restore", "iptables-nft", "xtables-nft-multi",
+         "nft", "modprobe")
+
+
+def fake_programs(marks: str) -> str:
+    """A directory every user may read, holding FAKED: each writes its name into `marks`."""
+    directory = tempfile.mkdtemp(prefix="divertgui-fakes-")
+    os.chmod(directory, 0o755)
+    for name in FAKED:
+        path = os.path.join(directory, name)
+        with open(path, "w") as f:
+            f.write(f"#!/bin/sh\necho {name} >> {marks}/ran\n")
+        os.chmod(path, 0o755)
+    return directory
+
+
+@pytest.fixture
+def fakes():
+    marks = tempfile.mkdtemp(prefix="divertgui-marks-")
+    os.chmod(marks, 0o1777)     # uid 65534 can leave its mark too
+    directory = fake_programs(marks)
+    yield directory, os.path.join(marks, "ran")
+    shutil.rmtree(directory)
+    shutil.rmtree(marks)
+
+
+def test_divert_list_never_runs_a_program_found_through_path(netns, fakes):
+    directory, ran = fakes
+    process = netns.popen([sys.executable, "-m", "divertgui.cli", "list"], env={"PATH": f"{directory}:/usr/bin:/bin"},
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     assert "no divertgui handles" in out
-    assert not marker.exists()
+    assert not os.path.exists(ran)
 
 
-def test_iptables_runs_by_its_full_path_with_a_clean_environment_and_nothing_ambient(netns, tmp_path, monkeypatch):
-    """A recording stand-in in place of the trusted directory shows what iptables is given."""
-    log = tmp_path / "log"
-    for name in ("iptables", "ip6tables", "iptables-restore", "ip6tables-restore"):
-        wrapper = tmp_path / name
-        wrapper.write_text(f"#!/bin/sh\n{{ echo \"argv0=$0\"; env; grep -E '^Cap(Amb|Inh)' /proc/self/status; }}"
-                           f" >> {log}\nexec {netfilter_rules.tool_path(name)} \"$@\"\n")
-        wrapper.chmod(0o755)
-    monkeypatch.setattr(netfilter_rules, "TOOL_DIRECTORIES", (str(tmp_path),))
-    monkeypatch.setenv("LD_PRELOAD", "/nonexistent.so")
-    with netns.entered():
-        netfilter_rules.list_handles()
-    lines = log.read_text().splitlines()
-    assert f"argv0={tmp_path}/iptables" in lines
-    environment = {line for line in lines if "=" in line and not line.startswith(("argv0=", "PWD=", "SHLVL=", "_="))}
-    assert environment == {f"{key}={value}" for key, value in netfilter_rules.TOOL_ENVIRONMENT.items()}
-    assert {line.split(":")[1].strip() for line in lines if line.startswith("Cap")} == {"0000000000000000"}
+# Watches, from inside, for any program started and any capability made ambient: the audit
+# hook sees every way Python starts a process and every prctl() call through ctypes.
+CAPTURE_WATCHING_CHILDREN = """
+import contextlib, glob, resource, threading  # noqa: F401  (imported while the interpreter is readable)
+import divertgui.engine.session, divertgui.engine.backends.nfqueue
+from divertgui.service.hardening import keep_only_capture_capabilities, no_new_privileges
+from tests.unit.session_harness import Running
+""" + BECOME_NOBODY + """
+no_new_privileges()
+keep_only_capture_capabilities()
+started, raised, children, ambient = [], [], set(), set()
+PRCTL = ctypes.cast(libc.prctl, ctypes.c_void_p).value
+SPAWNING = ("subprocess.Popen", "os.exec", "os.posix_spawn", "os.fork", "os.forkpty", "os.system", "os.spawn",
+            "pty.spawn")
+
+
+def audit(event, args):
+    if event in SPAWNING:
+        started.append([event, repr(args)[:200]])
+    elif event == "ctypes.call_function" and args[0] == PRCTL and args[1][:2] == (PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE):
+        raised.append(list(args[1]))
+
+
+sys.addaudithook(audit)
+watching = threading.Event()
+
+
+def watch():
+    while not watching.is_set():
+        for path in glob.glob("/proc/self/task/*/children"):
+            with contextlib.suppress(OSError), open(path) as f:
+                children.update(f.read().split())
+        for path in glob.glob("/proc/self/task/*/status"):
+            with contextlib.suppress(OSError), open(path) as f:
+                ambient.update(line.split()[1] for line in f if line.startswith("CapAmb:"))
+        time.sleep(0.005)
+
+
+watcher = threading.Thread(target=watch, daemon=True)
+watcher.start()
+running = Running()
+running.post("start", source="live", mode="divert", priority=0, layer="NETWORK", filter="udp.DstPort == PORT")
+state = running.wait_for(lambda e: e["type"] in ("state", "error"), "state event")
+assert state["type"] == "state", state
+client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(COUNT):
+    client.sendto(b"datagram %d" % i, ("127.0.0.1", PORT))
+running.until(lambda: len(running.store) >= COUNT, "the packets")
+report = {"uid": os.getuid(), "state": state, "captured": len(running.store)}
+running.post("stop")
+running.until(lambda: not netfilter_rules.list_handles(), "the rules' removal")
+running.stop()
+watching.set()
+watcher.join()
+report.update(started=started, raised=raised, children=sorted(children), ambient=sorted(ambient))
+print(json.dumps(report))
+""".replace("PORT", "40093").replace("COUNT", "5")
+
+
+def test_the_file_capability_service_captures_without_running_any_program(netns, fakes):
+    """As the installed capture program runs for a member of the group divertgui: uid 65534 with
+    CAP_NET_ADMIN and CAP_NET_RAW from file capabilities, nothing inheritable or ambient, no new
+    privileges. Every directory a program could be found in holds fakes that mark their running."""
+    directory, ran = fakes
+    hide = f"mount -t tmpfs fakes /usr/sbin && cp -a {directory}/. /usr/sbin/"
+    if not os.path.islink("/sbin"):
+        hide += f" && mount -t tmpfs fakes /sbin && cp -a {directory}/. /sbin/"
+    process = netns.popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", f'{hide} && exec "$@"',
+                           "sh", sys.executable, "-c", CAPTURE_WATCHING_CHILDREN, "file"],
+                          env={"PATH": f"{directory}:/usr/local/bin:/usr/bin:/bin"},
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = process.communicate(timeout=90)
+    assert process.returncode == 0, err
+    report = json.loads(out.splitlines()[-1])
+    assert report["uid"] == 65534
+    assert report["state"]["type"] == "state" and report["state"]["source"] == "live", report["state"]
+    assert report["captured"] >= 5
+    assert report["started"] == [] and report["children"] == []
+    assert not os.path.exists(ran)
+    assert report["raised"] == [] and report["ambient"] == ["0000000000000000"]
+    assert our_chains(netns) == []
 
 
 def test_the_rule_lock_is_roots_and_a_held_lock_does_not_outlast_sigterm(netns):

@@ -21,7 +21,7 @@ import pytest
 
 from divertgui.engine.address import Address
 from divertgui.engine.pcapng import write_capture
-from tests.integration.conftest import receive_expected, run, wait_until
+from tests.integration.conftest import our_chains, receive_expected, run, wait_until
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -34,14 +34,6 @@ def report_of(process: subprocess.Popen, timeout: float = 60) -> dict:
     out, err = process.communicate(timeout=timeout)
     assert process.returncode == 0, err
     return json.loads(out.splitlines()[-1])
-
-
-def our_chains(ns) -> list[str]:
-    found = []
-    for tool in ("iptables", "ip6tables"):
-        found += [line for line in ns.exec(tool, "-t", "mangle", "-S").stdout.splitlines()
-                  if "DG" in line or "DIVERTGUI" in line]
-    return found
 
 
 @pytest.fixture

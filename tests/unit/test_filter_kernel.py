@@ -16,7 +16,9 @@ from divertgui.engine.address import Address
 from divertgui.engine.filter import compile_filter, parse_filter
 from divertgui.engine.filter import bpf, kernel
 from divertgui.engine.headers import parse_headers
-from divertgui.engine.filter.kernel import MAX_INSTRUCTIONS, kernel_exactness, kernel_match_for, kernel_test, translate
+from divertgui.engine.filter.bpf import Instruction
+from divertgui.engine.filter.kernel import (MAX_INSTRUCTIONS, PacketMatch, kernel_exactness, kernel_match_for,
+                                            kernel_test, translate)
 from divertgui.engine.filter.kernel_fields import INJECTED_MARK
 from tests import packet_gen
 
@@ -90,12 +92,12 @@ def run_bpf(program, raw: bytes, mark: int = 0) -> int:
 
 
 def kernel_accepts(filter_text: str, raw: bytes, address: Address, hook=None) -> bool:
-    """What the rule's match (`-o lo` and the BPF program) says of this packet."""
+    """What the rule's match (the output interface and the BPF program) says of this packet."""
     version = 6 if address.ipv6 else 4
-    tree, interface = parse_filter(filter_text), ""
+    tree, loopback = parse_filter(filter_text), None
     if hook == "O":
-        tree, interface = kernel._take_loopback(tree)
-    if interface == "-o lo" and not address.loopback or interface == "! -o lo" and address.loopback:
+        tree, loopback = kernel._take_loopback(tree)
+    if loopback is not None and loopback != bool(address.loopback):
         return False
     translation = translate(tree, version, hook)
     if translation.program is None:
@@ -183,8 +185,8 @@ def test_direction_is_exact_for_one_hook(hook):
 def test_versions_that_cannot_match_get_no_rule():
     assert kernel_test("ipv6 and tcp", 4, use_bpf=True).match is None
     assert kernel_test("ip.SrcAddr == 10.0.0.1", 6, use_bpf=True).match is None
-    assert kernel_test("ip", 4, use_bpf=True) == (("", True))
-    assert kernel_test("true", 6, use_bpf=True) == ("", True)
+    assert kernel_test("ip", 4, use_bpf=True) == (PacketMatch(), True)
+    assert kernel_test("true", 6, use_bpf=True) == (PacketMatch(), True)
 
 
 def test_exactness_per_version():
@@ -196,19 +198,19 @@ def test_exactness_per_version():
 
 
 def test_loopback_at_the_output_hook_is_an_interface_match():
-    assert kernel_test("outbound and loopback", 4, "O", use_bpf=True) == ("-o lo", True)
+    assert kernel_test("outbound and loopback", 4, "O", use_bpf=True) == (PacketMatch(loopback=True), True)
     assert kernel_test("outbound and loopback", 4, "I", use_bpf=True) == (None, True)
     match, exact = kernel_test("udp and not loopback", 6, "O", use_bpf=True)
-    assert match.startswith("! -o lo -m bpf ")
+    assert match.loopback is False and match.program
     assert kernel_test("loopback and not loopback", 4, "O", use_bpf=True) == (None, True)
 
 
-def test_match_text_is_an_xt_bpf_match():
+def test_the_match_is_a_bpf_program_that_fits_the_bpf_match():
     match = kernel_match_for("udp.DstPort == 53")(4, "I")
-    assert match.startswith('-m bpf --bytecode "')
-    count, *instructions = match.split('"')[1].split(",")
-    assert int(count) == len(instructions) <= MAX_INSTRUCTIONS
-    assert all(len(i.split()) == 4 for i in instructions)
+    assert match.loopback is None
+    assert 0 < len(match.program) <= MAX_INSTRUCTIONS
+    assert all(isinstance(i, Instruction) for i in match.program)
+    assert match.program == tuple(translate(parse_filter("udp.DstPort == 53"), 4, "I").program)
 
 
 def test_long_filters_are_cut_to_fit_and_stay_supersets():
@@ -222,7 +224,7 @@ def test_long_filters_are_cut_to_fit_and_stay_supersets():
 
 
 def test_without_xt_bpf_everything_goes_to_user_space():
-    assert kernel_test("tcp.DstPort == 80", 4, use_bpf=False) == ("", False)
+    assert kernel_test("tcp.DstPort == 80", 4, use_bpf=False) == (PacketMatch(), False)
     assert kernel_test("ipv6", 4, use_bpf=False) == (None, True)
 
 

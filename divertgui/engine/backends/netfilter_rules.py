@@ -1,20 +1,23 @@
-"""The kernel side of a handle: iptables/ip6tables chains of our own in the
-mangle table, one per handle and hook, reached from one dispatcher chain per
-hook in which handles stand in priority order (highest first).
+"""The kernel side of a handle: nf_tables chains of our own, one per handle
+and hook, reached from a base chain per hook in which handles stand in
+priority order (highest first). Two tables, `ip divertgui` and `ip6
+divertgui` (the kernel refuses the x_tables target NFQUEUE and the bpf
+match in an `inet` table), hold them; they exist while a handle does.
 
-    mangle INPUT   -> DIVERTGUI_IN  -> DG<pid>_<queue>_<level>s<n>I -> NFQUEUE / NFLOG / DROP
-    mangle OUTPUT  -> DIVERTGUI_OUT -> DG<pid>_<queue>_<level>s<n>O
-    mangle FORWARD -> DIVERTGUI_FWD -> DG<pid>_<queue>_<level>s<n>F
-    mangle PREROUTING -> DIVERTGUI_PRE -> ...P   (FRAGMENTS: inbound, before reassembly)
+    prerouting (hook prerouting, priority -150) -> DG<pid>_<queue>_<level>s<n>P (FRAGMENTS)
+    input      (hook input, priority -150)      -> DG<pid>_<queue>_<level>s<n>I -> NFQUEUE / log / drop
+    output     (type route, hook output, -150)  -> DG<pid>_<queue>_<level>s<n>O
+    forward    (hook forward, priority -150)    -> DG<pid>_<queue>_<level>s<n>F
 
 The packet mark carries the priority level a packet has passed (bits 16-31):
-a verdict re-runs the hook (NF_REPEAT) with the level of the handle that
-released it, and every handle chain returns at once when the level in the
-mark is its own or a higher one, so each packet meets the handles in
-priority order and each level at most once. Packets a handle injects carry
-its level too (see inject.py).
+a verdict re-runs the hook's base chain (NF_REPEAT) with the level of the
+handle that released it, and every handle chain returns at once when the
+level in the mark is its own or a higher one, so each packet meets the
+handles in priority order and each level at most once. Packets a handle
+injects carry its level too (see inject.py).
 
-See driver/README.md for why iptables and why mangle.
+Rules are made and read over nf_tables netlink (nftables.py): no program
+is run. See driver/README.md for why these tables and this priority.
 """
 
 from __future__ import annotations
@@ -22,22 +25,28 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import grp
 import os
 import re
 import signal
 import stat
-import subprocess
+import struct
 import threading
 import time
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 from divertgui.engine import privileges
 from divertgui.engine.address import PRIORITY_MIN
-from divertgui.engine.errors import NetfilterError
+from divertgui.engine.errors import NetfilterError, NetlinkError
+from divertgui.engine.filter.kernel import KernelMatch, KernelTest, PacketMatch  # noqa: F401  (the shapes both sides agree on)
 
-TABLE = "mangle"
+from . import netlink, nftables as nft
+
+TABLE = "divertgui"
+# mangle's priority: before the machine's own filter rules (0) decide.
+BASE_PRIORITY = -150
 LEVEL_SHIFT = 16
 LEVEL_MASK = 0xFFFF0000
 # Impostor: set by no handle of ours; a program that injects packets may set
@@ -54,17 +63,15 @@ SUB_SHIFT = 12
 SUB_MASK = 0x0000F000
 MAX_SHARING = SUB_MASK >> SUB_SHIFT
 
-HOOKS = {  # code letter: (base chain, dispatcher chain)
-    "P": ("PREROUTING", "DIVERTGUI_PRE"),
-    "I": ("INPUT", "DIVERTGUI_IN"),
-    "O": ("OUTPUT", "DIVERTGUI_OUT"),
-    "F": ("FORWARD", "DIVERTGUI_FWD"),
+HOOKS = {  # code letter: (base chain, netfilter hook, chain type)
+    "P": ("prerouting", netlink.NF_INET_PRE_ROUTING, "filter"),
+    "I": ("input", netlink.NF_INET_LOCAL_IN, "filter"),
+    # As iptables' mangle OUTPUT: a packet whose mark a verdict changed is routed again.
+    "O": ("output", netlink.NF_INET_LOCAL_OUT, "route"),
+    "F": ("forward", netlink.NF_INET_FORWARD, "filter"),
 }
-TOOLS = {4: "iptables", 6: "ip6tables"}
-# Programs are run from these directories only, never found through PATH,
-# with this environment only: they run with CAP_NET_ADMIN.
-TOOL_DIRECTORIES = ("/usr/sbin", "/sbin")
-TOOL_ENVIRONMENT = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+BASE_CHAINS = {name for name, _hook, _type in HOOKS.values()}
+FAMILIES = nft.FAMILIES
 # Rule changes of every divertgui process take turns by locking a file in
 # this directory: root's, writable by no other user, so nobody else can put a
 # file, a FIFO or a link in its place. The file is readable by root and the
@@ -75,25 +82,16 @@ LOCK_TIMEOUT = 10.0
 LOCK_TIMEOUT_STOPPING = 1.0
 LOCK_POLL = 0.02
 CHAIN_NAME = re.compile(r"^DG(?P<pid>\d+)_(?P<queue>\d+)_(?P<level>\d+)(?:s(?P<ordinal>\d+))?(?P<hook>[PIOF])$")
-
-
-class KernelTest(NamedTuple):
-    """What the kernel tests of a filter for one IP version.
-
-    match: iptables match arguments that cover every packet the filter
-    accepts ("" = everything, None = nothing of that version); exact: the
-    match accepts nothing else, so user space need not look again (a DROP
-    handle then drops in the kernel alone).
-    """
-
-    match: str | None
-    exact: bool
-
-
-# For an IP version (4 or 6) and a hook letter, the iptables match arguments
-# of the handle's rule (KernelTest.match).
-KernelMatch = Callable[[int, str], "str | None"]
-
+# What each part of a rule needs of the kernel, named when the kernel refuses the rule.
+NEEDS_COMPAT = "nft_compat (CONFIG_NFT_COMPAT)"
+NEEDS = {
+    "NFQUEUE": f"{NEEDS_COMPAT} and the x_tables NFQUEUE target (CONFIG_NETFILTER_XT_TARGET_NFQUEUE) with "
+               f"nfnetlink_queue (CONFIG_NETFILTER_NETLINK_QUEUE)",
+    "log": "nft_log (CONFIG_NFT_LOG) with nfnetlink_log (CONFIG_NETFILTER_NETLINK_LOG)",
+    "bpf": f"{NEEDS_COMPAT} and the x_tables bpf match (CONFIG_NETFILTER_XT_MATCH_BPF)",
+    "fib": "nft_fib (CONFIG_NFT_FIB_IPV4, CONFIG_NFT_FIB_IPV6)",
+    "tables": "nf_tables (CONFIG_NF_TABLES, CONFIG_NF_TABLES_IPV4, CONFIG_NF_TABLES_IPV6)",
+}
 
 def level_of(priority: int) -> int:
     """1 (lowest priority) .. 60001 (highest); 0 in the mark means 'no level passed'."""
@@ -104,26 +102,47 @@ def level_mark(priority: int) -> int:
     return level_of(priority) << LEVEL_SHIFT
 
 
-def _field_range(low: int, high: int, shift: int, bits: int) -> list[tuple[int, int]]:
-    """(value, mask) pairs on the mark whose union is 'the field of `bits` bits at `shift` is in low..high'."""
-    pairs = []
-    while low <= high:
-        size = 1
-        while low % (size * 2) == 0 and low + size * 2 - 1 <= high:
-            size *= 2
-        mask = (~(size - 1)) & ((1 << bits) - 1)
-        pairs.append((low << shift, mask << shift))
-        low += size
-    return pairs
+def _host(value: int) -> bytes:
+    return struct.pack("=I", value)
 
 
-def passed_levels(level: int) -> list[tuple[int, int]]:
-    """(value, mask) pairs on the mark whose union is 'level field in 1..level'.
+def _network(value: int) -> bytes:
+    return struct.pack("!I", value)
 
-    A packet whose field is there has passed (or was injected by) a handle of
-    this priority or a higher one, so this handle lets it go by.
-    """
-    return _field_range(1, level, LEVEL_SHIFT, 16)
+
+def mark_masked(mask: int, value: int, equal: bool = True) -> list[bytes]:
+    """The packet mark & mask == value (!= with equal=False)."""
+    return [nft.meta(nft.META_MARK), nft.bitwise_and(_host(mask)),
+            nft.compare(nft.CMP_EQ if equal else nft.CMP_NEQ, _host(value))]
+
+
+def mark_masked_between(mask: int, low: int, high: int) -> list[bytes]:
+    """low <= the packet mark & mask <= high."""
+    tests = [nft.meta(nft.META_MARK), nft.bitwise_and(_host(mask)), nft.to_big_endian_u32()]
+    if low:
+        tests.append(nft.compare(nft.CMP_GTE, _network(low)))
+    return tests + [nft.compare(nft.CMP_LTE, _network(high))]
+
+
+def packet_match(match: PacketMatch) -> tuple[list[bytes], list[str]]:
+    """The expressions that test a PacketMatch, and what of the kernel they need."""
+    tests, needs = [], []
+    if match.loopback is not None:
+        tests += [nft.meta(nft.META_OIFNAME),
+                  nft.compare(nft.CMP_EQ if match.loopback else nft.CMP_NEQ, nft.interface_name("lo"))]
+    if match.program is not None:
+        tests.append(nft.bpf_match(match.program))
+        needs.append(NEEDS["bpf"])
+    return tests, needs
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """One rule of a handle chain: its expressions, and what of the kernel they need."""
+
+    expressions: tuple[bytes, ...]
+    needs: tuple[str, ...] = ()
+    what: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,53 +167,59 @@ class HandleRules:
     def chains(self) -> list[str]:
         return [self.chain(hook) for hook in self.hooks]
 
-    def rules(self, hook: str, version: int) -> list[str]:
-        """iptables-restore lines that fill this handle's chain for one hook."""
-        chain = self.chain(hook)
-        lines = []
-        # Loopback packets are diverted once, on the outbound path; packets
-        # injected into the inbound path arrive on lo too, and are kept.
-        from_lo = f"-i lo -m mark ! --mark 0x{INBOUND_INJECTED_MARK:x}/0x{INBOUND_INJECTED_MARK:x} -j RETURN"
-        if hook == "I":
-            lines.append(f"-A {chain} {from_lo}")
+    def _target(self) -> tuple[list[bytes], list[str]]:
+        if self.action == "divert":
+            # Counted: queue_rule_hits() reads how many packets reached the queue.
+            return [nft.counter(), nft.nfqueue_target(self.queue, self.balance, self.bypass)], [NEEDS["NFQUEUE"]]
+        if self.action == "sniff":
+            return [nft.log_to_group(self.queue, netlink.MAX_COPY)], [NEEDS["log"]]
+        if self.action == "drop":
+            return [nft.verdict(nft.NF_DROP)], []
+        raise ValueError(f"unknown handle action {self.action!r}")
+
+    def rules(self, hook: str, version: int) -> list[Rule]:
+        """The rules that fill this handle's chain for one hook, in order."""
+        back = nft.verdict(nft.NFT_RETURN)
+        rules = []
         if hook == "P":
             # FRAGMENTS: inbound packets are taken before reassembly, which
             # happens between PREROUTING and INPUT.
-            lines.append(f"-A {chain} -m addrtype ! --dst-type LOCAL -j RETURN")
-            lines.append(f"-A {chain} {from_lo}")
-        match = ""
+            rules.append(Rule((nft.destination_address_type(), nft.compare(nft.CMP_NEQ, _host(nft.RTN_LOCAL)), back),
+                              (NEEDS["fib"],), "fib daddr type != local return"))
+        if hook in "IP":
+            # Loopback packets are diverted once, on the outbound path; packets
+            # injected into the inbound path arrive on lo too, and are kept.
+            rules.append(Rule((nft.meta(nft.META_IIFNAME), nft.compare(nft.CMP_EQ, nft.interface_name("lo")),
+                               *mark_masked(INBOUND_INJECTED_MARK, 0), back), (),
+                              "iifname lo, mark & 0x800 == 0: return"))
+        match = PacketMatch()
         if self.kernel_match is not None:
-            extra = self.kernel_match(version, hook)
-            if extra is None:
-                return lines
-            match = extra + " " if extra else ""
-        if self.action == "divert":
-            queues = f"--queue-balance {self.queue}:{self.queue + self.balance - 1}" if self.balance > 1 \
-                else f"--queue-num {self.queue}"
-            target = f"-j NFQUEUE {queues}" + (" --queue-bypass" if self.bypass else "")
-        elif self.action == "sniff":
-            target = f"-j NFLOG --nflog-group {self.queue} --nflog-size 65535"
-        elif self.action == "drop":
-            target = "-j DROP"
-        else:
-            raise ValueError(f"unknown handle action {self.action!r}")
+            match = self.kernel_match(version, hook)
+            if match is None:
+                return rules
+        tests, needs = packet_match(match)
+        target, target_needs = self._target()
+        needs = tuple(needs + target_needs)
         # Most packets have passed no level yet: one rule takes them.
-        unmarked = f"-m mark --mark 0x0/0x{LEVEL_MASK:x}"
-        lines.append(f"-A {chain} {unmarked} {match}{target}")
-        lines.append(f"-A {chain} {unmarked} -j RETURN")   # NFLOG does not end the chain
+        unmarked = mark_masked(LEVEL_MASK, 0)
+        rules.append(Rule((*unmarked, *tests, *target), needs, f"no level passed: {self.action}"))
+        rules.append(Rule((*unmarked, back), (), "no level passed: return"))  # a log does not end the chain
         # This level first: a packet this handle has just released carries it.
         # Released or injected at this level (ordinal 0), or rejected by this
         # handle or one after it: passed. Rejected by one before it: not yet.
         level = level_of(self.priority)
-        own, both = level << LEVEL_SHIFT, LEVEL_MASK | SUB_MASK
-        lines.append(f"-A {chain} -m mark --mark 0x{own:x}/0x{both:x} -j RETURN")
-        lines += [f"-A {chain} -m mark --mark 0x{own | value:x}/0x{LEVEL_MASK | mask:x} -j RETURN"
-                  for value, mask in _field_range(self.ordinal, MAX_SHARING, SUB_SHIFT, 4)]
-        # Then the lower levels, which a packet reaches only after this one.
-        lines += [f"-A {chain} -m mark --mark 0x{value:x}/0x{mask:x} -j RETURN"
-                  for value, mask in reversed(passed_levels(level - 1))]
-        lines.append(f"-A {chain} {match}{target}")
-        return lines
+        own = level << LEVEL_SHIFT
+        rules.append(Rule((*mark_masked(LEVEL_MASK | SUB_MASK, own), back), (), "released at this level: return"))
+        rules.append(Rule((*mark_masked_between(LEVEL_MASK | SUB_MASK, own | self.ordinal << SUB_SHIFT,
+                                                own | SUB_MASK), back), (),
+                          "rejected by this handle or a later one of its level: return"))
+        # Then the lower levels, which a packet reaches only after this one
+        # (level 0 returned above).
+        if level > 1:
+            rules.append(Rule((*mark_masked_between(LEVEL_MASK, 0, (level - 1) << LEVEL_SHIFT), back), (),
+                              "released at a lower level: return"))
+        rules.append(Rule((*tests, *target), needs, f"released at a higher level: {self.action}"))
+        return rules
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,41 +235,6 @@ class InstalledChain:
     @property
     def priority(self) -> int:
         return self.level + PRIORITY_MIN - 1
-
-
-def tool_path(name: str) -> str:
-    """The absolute path of an iptables program in TOOL_DIRECTORIES."""
-    for directory in TOOL_DIRECTORIES:
-        path = os.path.join(directory, name)
-        if os.path.isfile(path) and os.access(path, os.X_OK):
-            return path
-    raise NetfilterError(f"{name} is not installed in {' or '.join(TOOL_DIRECTORIES)}; install Debian's iptables "
-                    f"package (apt-get install iptables)")
-
-
-def require_tools() -> None:
-    for tool in ("iptables", "ip6tables", "iptables-restore", "ip6tables-restore"):
-        tool_path(tool)
-
-
-def _run(args: list[str], stdin: str | None = None) -> str:
-    command = [tool_path(args[0]), *args[1:]]
-    # Root's iptables holds what root's bounding set allows. A process given
-    # its capabilities as file capabilities (not root) passes them on only
-    # through the ambient set, raised in this thread for this one trusted
-    # program and lowered again at once.
-    handing_on = privileges.inherited_by_children() if os.geteuid() != 0 else contextlib.nullcontext()
-    try:
-        with handing_on:
-            done = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=30,
-                                  env=TOOL_ENVIRONMENT, close_fds=True)
-    except FileNotFoundError as exc:
-        raise NetfilterError(f"{command[0]} is not installed; install Debian's iptables package") from exc
-    if done.returncode != 0:
-        said = done.stderr.strip() or done.stdout.strip()
-        where = f" (input:\n{stdin})" if stdin else ""
-        raise NetfilterError(f"{' '.join(args)} failed: {said}{where}", said)
-    return done.stdout
 
 
 _process_lock = threading.RLock()
@@ -373,126 +363,157 @@ def _create_rule_lock(directory: int) -> None:
         os.close(fd)
 
 
-def _listing(version: int) -> list[str]:
-    return _run([TOOLS[version], "-w", "-t", TABLE, "-S"]).splitlines()
+class _Table(NamedTuple):
+    """What one of our tables holds, as a dump found it."""
 
+    exists: bool
+    chains: list[nft.DumpedChain]
+    rules: list[nft.DumpedRule]
 
-def _chains_in(lines: list[str], version: int) -> list[InstalledChain]:
-    found = []
-    for line in lines:
-        if line.startswith("-N "):
-            m = CHAIN_NAME.match(line[3:].strip())
+    def handle_chains(self, version: int) -> list[InstalledChain]:
+        found = []
+        for chain in self.chains:
+            m = CHAIN_NAME.match(chain.name)
             if m:
                 found.append(InstalledChain(version, m.group(0), int(m["pid"]), int(m["queue"]), int(m["level"]),
                                             m["hook"], int(m["ordinal"] or 0)))
-    return found
+        return found
+
+    def jumps(self, base: str) -> list[nft.DumpedRule]:
+        """The rules of a base chain that jump to a handle chain, in order."""
+        return [rule for rule in self.rules if rule.chain == base and rule.jump is not None]
 
 
-def _dispatcher_order(lines: list[str], dispatcher: str) -> list[str]:
-    prefix = f"-A {dispatcher} -j "
-    return [line[len(prefix):].strip() for line in lines if line.startswith(prefix)]
+@contextlib.contextmanager
+def _kernel():
+    """An nf_tables socket; the kernel's refusals become NetfilterErrors that say what it lacks."""
+    try:
+        sock = nft.NftablesSocket()
+    except PermissionError as exc:
+        raise NetfilterError(f"changing netfilter rules needs CAP_NET_ADMIN: {exc.strerror}") from exc
+    except OSError as exc:
+        raise NetfilterError(f"the kernel has no netfilter netlink socket ({exc.strerror}): it needs "
+                             f"{NEEDS['tables']}", NEEDS["tables"]) from exc
+    try:
+        yield sock
+    except nft.NftablesError as exc:
+        missing = ""
+        if exc.errno in (errno.EOPNOTSUPP, errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT) or \
+                exc.errno == errno.ENOENT and exc.what.startswith("start"):
+            missing = NEEDS["tables"]
+        elif exc.errno in (errno.ENOENT, errno.EOPNOTSUPP) and " needing " in exc.what:
+            missing = exc.what.split(" needing ", 1)[1]
+        if missing:
+            raise NetfilterError(f"the kernel refused a rule ({exc.strerror}): it lacks {missing}; load the "
+                                 f"modules or use a kernel built with them", missing) from exc
+        raise NetfilterError(str(exc)) from exc
+    except NetlinkError as exc:
+        raise NetfilterError(f"reading netfilter rules failed: {exc.strerror or exc}") from exc
+    finally:
+        sock.close()
 
 
-def _restore(version: int, lines: list[str]) -> None:
-    if lines:
-        _run([f"{TOOLS[version]}-restore", "-w", "--noflush"], "*mangle\n" + "\n".join(lines) + "\nCOMMIT\n")
+def _read(sock: nft.NftablesSocket, version: int) -> _Table:
+    family = FAMILIES[version]
+    exists = TABLE in sock.tables(family)
+    if not exists:
+        return _Table(False, [], [])
+    return _Table(True, sock.chains(family, TABLE), sock.rules(family, TABLE))
 
 
 def install(handle: HandleRules) -> HandleRules:
     """Installs the handle's chains; returns it with its ordinal in its priority level."""
-    require_tools()
-    with _namespace_lock():
-        listings = {version: _listing(version) for version in (4, 6)}
-        handle = dataclasses.replace(handle, ordinal=_next_ordinal(listings, handle.priority))
+    with _namespace_lock(), _kernel() as sock:
+        tables = {version: _read(sock, version) for version in FAMILIES}
+        handle = dataclasses.replace(handle, ordinal=_next_ordinal(tables, handle.priority))
         try:
-            _install_locked(handle, listings)
+            for version, table in tables.items():
+                sock.apply(_installing(handle, version, table))
         except Exception:
             # Half a handle (IPv4 but not IPv6, say) is taken out again.
-            with contextlib.suppress(Exception):
-                remove(handle)
+            for version in FAMILIES:
+                with contextlib.suppress(Exception):
+                    _remove_chains(sock, version, _read(sock, version), set(handle.chains()))
             raise
     _track(handle)
     return handle
 
 
-def _next_ordinal(listings: dict[int, list[str]], priority: int) -> int:
+def _next_ordinal(tables: dict[int, _Table], priority: int) -> int:
     """One more than the ordinals of the handles already at this priority level."""
     level = level_of(priority)
-    taken = [chain.ordinal for version, listing in listings.items()
-             for chain in _chains_in(listing, version) if chain.level == level]
+    taken = [chain.ordinal for version, table in tables.items()
+             for chain in table.handle_chains(version) if chain.level == level]
     ordinal = max(taken, default=0) + 1
     if ordinal > MAX_SHARING:
         raise NetfilterError(f"{len(set(taken))} handles or more already share priority {priority} in this network "
-                        f"namespace (at most {MAX_SHARING} can); choose another priority")
+                             f"namespace (at most {MAX_SHARING} can); choose another priority")
     return ordinal
 
 
-def _install_locked(handle: HandleRules, listings: dict[int, list[str]]) -> None:
-    for version in (4, 6):
-        listing = listings[version]
-        declared = {line[3:].strip() for line in listing if line.startswith("-N ")}
-        lines: list[str] = []
-        for hook in handle.hooks:
-            base, dispatcher = HOOKS[hook]
-            if dispatcher not in declared:
-                lines += [f":{dispatcher} - [0:0]", f"-I {base} 1 -j {dispatcher}"]
-            chain = handle.chain(hook)
-            lines.append(f":{chain} - [0:0]")
-            lines += handle.rules(hook, version)
-            # Higher levels first; among equal levels, the older handle first.
-            order = _dispatcher_order(listing, dispatcher)
-            position = 1 + sum(1 for name in order
-                               if (m := CHAIN_NAME.match(name)) and int(m["level"]) >= level_of(handle.priority))
-            lines.append(f"-I {dispatcher} {position} -j {chain}")
-        _restore(version, lines)
+def _installing(handle: HandleRules, version: int, table: _Table) -> list[nft.Change]:
+    family = FAMILIES[version]
+    changes = [] if table.exists else [nft.new_table(family, TABLE)]
+    declared = {chain.name for chain in table.chains}
+    for hook in handle.hooks:
+        base, number, kind = HOOKS[hook]
+        if base not in declared:
+            changes.append(nft.new_chain(family, TABLE, base, (number, BASE_PRIORITY, kind)))
+        chain = handle.chain(hook)
+        changes.append(nft.new_chain(family, TABLE, chain))
+        for rule in handle.rules(hook, version):
+            needing = f" needing {' and '.join(rule.needs)}" if rule.needs else ""
+            changes.append(nft.new_rule(family, TABLE, chain, list(rule.expressions),
+                                        what=f"add the rule '{rule.what}' to {chain}{needing}"))
+        # Higher levels first; among equal levels, the older handle first.
+        before = [rule for rule in table.jumps(base)
+                  if (m := CHAIN_NAME.match(rule.jump)) and int(m["level"]) >= level_of(handle.priority)]
+        changes.append(nft.new_rule(family, TABLE, base, [nft.verdict(nft.NFT_JUMP, chain)],
+                                    after=before[-1].handle if before else None, first=not before,
+                                    what=f"add the jump to {chain} to {base}"))
+    return changes
 
 
-def _remove_chains(version: int, listing: list[str], names: set[str]) -> None:
-    unhook, delete = [], []
-    for hook, (base, dispatcher) in HOOKS.items():
-        for name in _dispatcher_order(listing, dispatcher):
-            if name in names:
-                unhook.append(f"-D {dispatcher} -j {name}")
-    for name in names:
-        unhook.append(f"-F {name}")
-        delete.append(f"-X {name}")
-    # Dispatchers that no longer send anywhere go too, so a machine with no
-    # handle open has no trace of us.
-    for hook, (base, dispatcher) in HOOKS.items():
-        order = _dispatcher_order(listing, dispatcher)
-        if any(line.strip() == f"-N {dispatcher}" for line in listing) and all(n in names for n in order):
-            unhook += [f"-D {base} -j {dispatcher}", f"-F {dispatcher}"]
-            delete.append(f"-X {dispatcher}")
-    # iptables-nft refuses to delete a chain in the same transaction that
-    # removes the last jump to it, hence two.
-    _restore(version, unhook)
-    _restore(version, delete)
+def _remove_chains(sock: nft.NftablesSocket, version: int, table: _Table, names: set[str]) -> None:
+    """Removes the named handle chains; the whole table when no other handle chain is left in it,
+    so that a machine with no handle open has no trace of us."""
+    if not table.exists:
+        return
+    family = FAMILIES[version]
+    left = [chain for chain in table.handle_chains(version) if chain.name not in names]
+    if not left:
+        sock.apply([nft.delete_table(family, TABLE)])
+        return
+    changes = []
+    for base in sorted(BASE_CHAINS & {chain.name for chain in table.chains}):
+        jumps = table.jumps(base)
+        changes += [nft.delete_rule(family, TABLE, base, rule.handle) for rule in jumps if rule.jump in names]
+        # A base chain that no longer sends anywhere goes too: each costs every packet of its hook.
+        if jumps and all(rule.jump in names for rule in jumps):
+            changes.append(nft.delete_chain(family, TABLE, base))
+    present = {chain.name for chain in table.chains}
+    changes += [nft.delete_chain(family, TABLE, name) for name in sorted(names & present)]
+    sock.apply(changes)
 
 
 def remove(handle: HandleRules) -> None:
     mine = set(handle.chains())
-    with _namespace_lock():
-        for version in (4, 6):
-            listing = _listing(version)
-            present = {c.name for c in _chains_in(listing, version)} & mine
-            if present:
-                _remove_chains(version, listing, present)
+    with _namespace_lock(), _kernel() as sock:
+        for version in FAMILIES:
+            table = _read(sock, version)
+            if mine & {chain.name for chain in table.chains}:
+                _remove_chains(sock, version, table, mine)
     _untrack(handle)
 
 
 def queue_rule_hits(handle: HandleRules) -> int:
     """Packets that reached this handle's NFQUEUE rules, IPv4 and IPv6 together."""
+    mine = set(handle.chains())
     hits = 0
-    for version in (4, 6):
-        for chain in handle.chains():
-            try:
-                listing = _run([TOOLS[version], "-w", "-t", TABLE, "-L", chain, "-n", "-v", "-x"])
-            except NetfilterError:
-                continue
-            for line in listing.splitlines():
-                fields = line.split()
-                if len(fields) > 2 and fields[2] == "NFQUEUE":
-                    hits += int(fields[0])
+    with _kernel() as sock:
+        for version in FAMILIES:
+            hits += sum(rule.packets for rule in sock.rules(FAMILIES[version], TABLE)
+                        if rule.chain in mine and rule.packets is not None)
     return hits
 
 
@@ -516,10 +537,10 @@ def caller_may_touch(chain: InstalledChain) -> bool:
 
 def list_handles() -> list[InstalledChain]:
     """The chains of ours in this network namespace the caller may see (`caller_may_touch`), IPv4 and IPv6."""
-    require_tools()
     found = []
-    for version in (4, 6):
-        found += [c for c in _chains_in(_listing(version), version) if caller_may_touch(c)]
+    with _kernel() as sock:
+        for version in FAMILIES:
+            found += [c for c in _read(sock, version).handle_chains(version) if caller_may_touch(c)]
     return found
 
 
@@ -535,19 +556,16 @@ def pid_alive(pid: int) -> bool:
 
 def cleanup(dead_only: bool = True) -> list[InstalledChain]:
     """Remove chains left by processes that are gone (or all the caller may remove: `caller_may_touch`);
-    returns what went."""
-    require_tools()
+    returns what went. A table of ours holding no handle chain goes too."""
     removed = []
-    with _namespace_lock():
-        for version in (4, 6):
-            listing = _listing(version)
-            doomed = [c for c in _chains_in(listing, version)
+    with _namespace_lock(), _kernel() as sock:
+        for version in FAMILIES:
+            table = _read(sock, version)
+            doomed = [c for c in table.handle_chains(version)
                       if caller_may_touch(c) and (not dead_only or not pid_alive(c.pid))]
-            if doomed:
-                _remove_chains(version, listing, {c.name for c in doomed})
+            if doomed or table.exists and not table.handle_chains(version):
+                _remove_chains(sock, version, table, {c.name for c in doomed})
                 removed += doomed
-            elif not dead_only or not _chains_in(listing, version):
-                _remove_chains(version, listing, set())
     return removed
 
 

@@ -68,10 +68,6 @@ def check_prerequisites() -> None:
                                 f"on Windows use the pydivert backend", "platform")
     if not privileges.may_divert():
         raise PrerequisiteError(privileges.privilege_sentence(), "privilege")
-    try:
-        netfilter_rules.require_tools()
-    except NetfilterError as exc:
-        raise PrerequisiteError(str(exc), "tool") from exc
 
 
 def queue_numbers_in_use() -> set[int]:
@@ -99,7 +95,7 @@ class NfqueueBackend(Backend):
     max_edited_size_reason = "an NFQUEUE verdict (16-bit netlink attribute length)"
 
     def __init__(self, kernel_prefilter=None, queue: int | None = None):
-        # kernel_prefilter(filter, ip_version, hook) -> netfilter_rules.KernelTest;
+        # kernel_prefilter(filter, ip_version, hook) -> filter.kernel.KernelTest;
         # hook is a letter of netfilter_rules.HOOKS.
         self.kernel_prefilter = kernel_prefilter
         # A queue of a worker pool (worker_pool.py): this number is bound, and
@@ -196,13 +192,8 @@ class NfqueueBackend(Backend):
         except Exception as exc:
             self.rules = None
             self.close()
-            target = {"divert": "NFQUEUE", "sniff": "NFLOG", "drop": "DROP"}[self.action]
-            said = exc.stderr if isinstance(exc, NetfilterError) else ""
-            if target in said and ("load target" in said or "kernel module" in said or "not supported" in said):
-                modules = ([f"xt_{target}"] if target != "DROP" else []) + ["iptable_mangle", "ip6table_mangle"]
-                raise PrerequisiteError(
-                    f"the kernel lacks the iptables {target} target or the mangle table: load them with "
-                    f"`modprobe {' '.join(modules)}` or use a kernel built with them", "kernel") from exc
+            if isinstance(exc, NetfilterError) and exc.missing_feature:
+                raise PrerequisiteError(str(exc), "kernel") from exc
             raise
         if self.action == "divert":
             self._sifter = threading.Thread(target=self._keep_flowing, name=f"divert-queue-{self.queue}", daemon=True)

@@ -1,6 +1,5 @@
-"""Classic BPF as the xt_bpf match runs it (linux/filter.h): opcodes,
-instructions, an assembler with symbolic jump targets, and the text form
-`iptables -m bpf --bytecode` reads."""
+"""Classic BPF as the x_tables bpf match runs it (linux/filter.h): opcodes,
+instructions and an assembler with symbolic jump targets."""
 
 from __future__ import annotations
 
@@ -97,7 +96,3 @@ class Assembler:
             kept.append(item)
         return kept
 
-
-def bytecode(program: list[Instruction]) -> str:
-    """The program in the text form `iptables -m bpf --bytecode` reads."""
-    return ",".join([str(len(program))] + [f"{i.code} {i.jt} {i.jf} {i.k}" for i in program])

@@ -1,5 +1,5 @@
 """The kernel prefilter: what netfilter can test of a filter, as one classic
-BPF program for the xt_bpf match (`-m bpf --bytecode`), per IP version.
+BPF program for the x_tables bpf match, per IP version.
 
     kernel_test(filter, version, hook=None) -> KernelTest(match, exact)
     kernel_match_for(filter, layer) -> KernelMatch      ((version, hook) -> match)
@@ -7,9 +7,9 @@ BPF program for the xt_bpf match (`-m bpf --bytecode`), per IP version.
 
 The match accepts a superset of the filter's packets (kernel_approximation).
 Direction is exact when the hook is known (INPUT: inbound, OUTPUT:
-outbound, where `loopback` becomes `-o lo`). xt_bpf takes at most 64
-instructions: a longer program is cut by replacing its deepest subtrees
-with "unknown" until it fits.
+outbound, where `loopback` becomes a test of the output interface). The
+bpf match takes at most 64 instructions: a longer program is cut by
+replacing its deepest subtrees with "unknown" until it fits.
 """
 
 from __future__ import annotations
@@ -20,19 +20,33 @@ from typing import Callable, NamedTuple
 
 from ..address import Layer
 from .ast import And, Cond, Const, Node, Or, Test
-from .bpf import MAX_INSTRUCTIONS, Instruction, bytecode
+from .bpf import MAX_INSTRUCTIONS, Instruction
 from .bpf_compiler import compile_bpf
 from .bpf_prelude import reads_transport
 from .chains import chain, flatten_and
 from .kernel_approximation import FALSE, TRUE, approximate
 from .kernel_fields import compare
 
-try:  # the one shape both sides agree on
-    from ..backends.netfilter_rules import KernelTest
-except ImportError:  # pragma: no cover - netfilter_rules is Linux-side only
-    class KernelTest(NamedTuple):
-        match: str | None
-        exact: bool
+
+
+class PacketMatch(NamedTuple):
+    """What a handle's rule tests of a packet besides its hook and mark; every part given must hold."""
+
+    loopback: bool | None = None                    # OUTPUT only: leaves through lo (True) or not (False)
+    program: tuple[Instruction, ...] | None = None  # a classic BPF program the bpf match runs
+
+
+class KernelTest(NamedTuple):
+    """What the kernel tests of a filter for one IP version.
+
+    match: covers every packet the filter accepts (PacketMatch() = every
+    packet, None = none of that version); exact: the match accepts nothing
+    else, so user space need not look again (a DROP handle then drops in
+    the kernel alone).
+    """
+
+    match: PacketMatch | None
+    exact: bool
 
 
 def _layout_dependent(tree: Node, version: int) -> bool:
@@ -111,10 +125,11 @@ def xt_bpf_available() -> bool:
         return False
 
 
-def _take_loopback(tree: Node) -> tuple[Node, str]:
-    """At the OUTPUT hook, top-level `loopback` tests become `-o lo` / `! -o lo`."""
+def _take_loopback(tree: Node) -> tuple[Node, bool | None]:
+    """At the OUTPUT hook, top-level `loopback` tests become a test of the output interface
+    (PacketMatch.loopback)."""
     if not isinstance(tree, (And, Test)):
-        return tree, ""
+        return tree, None
     parts = flatten_and(tree)
     wanted: set[int] = {0, 1}
     kept = []
@@ -124,11 +139,11 @@ def _take_loopback(tree: Node) -> tuple[Node, str]:
         else:
             kept.append(part)
     if not wanted:
-        return FALSE, ""
+        return FALSE, None
     rest = chain(And, kept) if kept else TRUE
     if wanted == {0, 1}:
-        return (tree if len(kept) == len(parts) else rest), ""
-    return rest, "-o lo" if wanted == {1} else "! -o lo"
+        return (tree if len(kept) == len(parts) else rest), None
+    return rest, wanted == {1}
 
 
 def kernel_test(filter, version: int, hook: str | None = None, use_bpf: bool | None = None) -> KernelTest:
@@ -137,20 +152,19 @@ def kernel_test(filter, version: int, hook: str | None = None, use_bpf: bool | N
     `hook` ("I", "O", "P", "F") makes direction exact when the match serves
     one hook only. The callable NfqueueBackend(kernel_prefilter=...) takes.
     """
-    tree, interface = _take_loopback(_tree(filter)) if hook == "O" else (_tree(filter), "")
+    tree, loopback = _take_loopback(_tree(filter)) if hook == "O" else (_tree(filter), None)
     translation = translate(tree, version, hook)
     if translation.program is None:
         if translation.tree == FALSE:
             return KernelTest(None, True)
-        return KernelTest(interface, translation.exact)
+        return KernelTest(PacketMatch(loopback), translation.exact)
     if not (xt_bpf_available() if use_bpf is None else use_bpf):
-        return KernelTest(interface, False)
-    match = f'-m bpf --bytecode "{bytecode(translation.program)}"'
-    return KernelTest(f"{interface} {match}" if interface else match, translation.exact)
+        return KernelTest(PacketMatch(loopback), False)
+    return KernelTest(PacketMatch(loopback, tuple(translation.program)), translation.exact)
 
 
 HOOKS_OF_LAYER = {Layer.NETWORK: ("I", "O"), Layer.NETWORK_FORWARD: ("F",)}
-KernelMatch = Callable[[int, str], "str | None"]
+KernelMatch = Callable[[int, str], "PacketMatch | None"]
 
 
 def kernel_match_for(filter, layer: Layer = Layer.NETWORK) -> KernelMatch:
