@@ -205,6 +205,10 @@ class WorkerPool:
                 process.kill()
             process.join(1)
         self._drain()
+        if self.rules is not None:
+            # The workers are gone and their queues with them: the tables go if no handle is left.
+            with contextlib.suppress(NetfilterError, OSError):
+                netfilter_rules.remove_unused_tables()
         totals = self.totals()
         if not hits:
             return 0

@@ -81,6 +81,8 @@ LOCK_FILE = "rules.lock"
 LOCK_TIMEOUT = 10.0
 LOCK_TIMEOUT_STOPPING = 1.0
 LOCK_POLL = 0.02
+# thread-self: a thread may have entered another network namespace than the process.
+PROC_QUEUES = "/proc/thread-self/net/netfilter/nfnetlink_queue"
 CHAIN_NAME = re.compile(r"^DG(?P<pid>\d+)_(?P<queue>\d+)_(?P<level>\d+)(?:s(?P<ordinal>\d+))?(?P<hook>[PIOF])$")
 # What each part of a rule needs of the kernel, named when the kernel refuses the rule.
 NEEDS_COMPAT = "nft_compat (CONFIG_NFT_COMPAT)"
@@ -434,6 +436,8 @@ def install(handle: HandleRules) -> HandleRules:
             for version in FAMILIES:
                 with contextlib.suppress(Exception):
                     _remove_chains(sock, version, _read(sock, version), set(handle.chains()))
+            with contextlib.suppress(Exception):
+                remove_unused_tables()
             raise
     _track(handle)
     return handle
@@ -475,28 +479,47 @@ def _installing(handle: HandleRules, version: int, table: _Table) -> list[nft.Ch
 
 
 def _remove_chains(sock: nft.NftablesSocket, version: int, table: _Table, names: set[str]) -> None:
-    """Removes the named handle chains; the whole table when no other handle chain is left in it,
-    so that a machine with no handle open has no trace of us."""
-    if not table.exists:
-        return
+    """Removes the named handle chains and the jumps to them. Base chains stay (see remove_unused_tables)."""
     family = FAMILIES[version]
-    left = [chain for chain in table.handle_chains(version) if chain.name not in names]
-    if not left:
-        sock.apply([nft.delete_table(family, TABLE)])
-        return
-    changes = []
-    for base in sorted(BASE_CHAINS & {chain.name for chain in table.chains}):
-        jumps = table.jumps(base)
-        changes += [nft.delete_rule(family, TABLE, base, rule.handle) for rule in jumps if rule.jump in names]
-        # A base chain that no longer sends anywhere goes too: each costs every packet of its hook.
-        if jumps and all(rule.jump in names for rule in jumps):
-            changes.append(nft.delete_chain(family, TABLE, base))
     present = {chain.name for chain in table.chains}
+    changes = [nft.delete_rule(family, TABLE, base, rule.handle)
+               for base in sorted(BASE_CHAINS & present) for rule in table.jumps(base) if rule.jump in names]
     changes += [nft.delete_chain(family, TABLE, name) for name in sorted(names & present)]
     sock.apply(changes)
 
 
+def queues_holding_packets() -> set[int]:
+    """The NFQUEUE numbers of this network namespace with packets waiting for a verdict."""
+    try:
+        with open(PROC_QUEUES) as f:
+            rows = [line.split() for line in f]
+    except OSError:
+        return set()
+    return {int(row[0]) for row in rows if len(row) > 2 and int(row[2]) > 0}
+
+
+def remove_unused_tables(dropping: frozenset[int] | set[int] = frozenset()) -> None:
+    """Deletes our tables where they hold no handle chain, so that a machine with no handle open
+    has no trace of us.
+
+    Deleting a table unhooks its base chains, and when a hook goes the kernel drops every packet
+    that any NFQUEUE of the namespace holds. So the tables stay while a queue holds packets (the
+    next sweep takes them), unless those are only the queues in `dropping`, whose packets are
+    dropped anyway. For the same reason a handle's removal leaves the base chains in place: it
+    may still hold packets to release.
+    """
+    with _namespace_lock(), _kernel() as sock:
+        if queues_holding_packets() - set(dropping):
+            return
+        for version, family in FAMILIES.items():
+            table = _read(sock, version)
+            if table.exists and not table.handle_chains(version):
+                sock.apply([nft.delete_table(family, TABLE)])
+
+
 def remove(handle: HandleRules) -> None:
+    """Takes the handle's chains out: no new packet reaches it, and what it holds can still be
+    released (remove_unused_tables deletes the tables afterwards)."""
     mine = set(handle.chains())
     with _namespace_lock(), _kernel() as sock:
         for version in FAMILIES:
@@ -563,9 +586,10 @@ def cleanup(dead_only: bool = True) -> list[InstalledChain]:
             table = _read(sock, version)
             doomed = [c for c in table.handle_chains(version)
                       if caller_may_touch(c) and (not dead_only or not pid_alive(c.pid))]
-            if doomed or table.exists and not table.handle_chains(version):
+            if doomed:
                 _remove_chains(sock, version, table, {c.name for c in doomed})
                 removed += doomed
+        remove_unused_tables()
     return removed
 
 
@@ -588,19 +612,24 @@ def _untrack(handle: HandleRules) -> None:
         _installed.pop(id(handle), None)
 
 
-def remove_all_installed() -> None:
+def remove_all_installed(ending: bool = True) -> None:
+    """This process's handles' rules go. When the process is `ending`, the tables go too if no other
+    handle is left: what its own queues hold is dropped with it anyway. A process that goes on may
+    still release what it holds, so its tables stay for its handles' close."""
     with _installed_lock:
-        handles = list(_installed.values())
+        handles = [handle for handle in _installed.values() if handle.pid == os.getpid()]
     for handle in handles:
-        if handle.pid == os.getpid():
-            with contextlib.suppress(Exception):
-                remove(handle)
+        with contextlib.suppress(Exception):
+            remove(handle)
+    if handles and ending:
+        with contextlib.suppress(Exception):
+            remove_unused_tables({handle.queue + i for handle in handles for i in range(handle.balance)})
 
 
 def _on_signal(signum, frame):
     interrupt_lock_waits()
-    remove_all_installed()
     previous = _previous_handlers.get(signum)
+    remove_all_installed(ending=not callable(previous) and previous != signal.SIG_IGN)
     if callable(previous):
         previous(signum, frame)
     elif previous == signal.SIG_IGN:

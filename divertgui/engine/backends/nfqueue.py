@@ -32,8 +32,8 @@ from divertgui.engine.backends.base import Backend, Captured
 from divertgui.engine.backends.inject import RawInjector
 from divertgui.engine.backends.ready_signal import ReadySignal
 from divertgui.engine.header_fields import IPV4
-from divertgui.engine.backends.netfilter_rules import (HandleRules, INJECTED_MARK, LEVEL_MASK, SUB_MASK, SUB_SHIFT,
-                                                      level_mark)
+from divertgui.engine.backends.netfilter_rules import (HandleRules, INJECTED_MARK, LEVEL_MASK, PROC_QUEUES, SUB_MASK,
+                                                      SUB_SHIFT, level_mark)
 from divertgui.engine.checksum import checksums_valid
 from divertgui.engine.errors import (NetfilterError, NetlinkError, PacketCutError, PacketTooLargeError,
                                      PrerequisiteError)
@@ -46,8 +46,6 @@ _new_captured = tuple.__new__
 _monotonic_ns = time.monotonic_ns
 NF_HOOKS = {"P": netlink.NF_INET_PRE_ROUTING, "I": netlink.NF_INET_LOCAL_IN,
             "O": netlink.NF_INET_LOCAL_OUT, "F": netlink.NF_INET_FORWARD}
-# thread-self: a thread may have entered another network namespace than the process.
-PROC_QUEUES = "/proc/thread-self/net/netfilter/nfnetlink_queue"
 RULE_HITS_PERIOD = 0.5
 # Packets released per verdict by pass_batch: what one recvmmsg call reads.
 PASS_CHUNK = 64
@@ -805,6 +803,10 @@ class NfqueueBackend(Backend):
                 self.sock = None
                 self._ready_signal.close()
                 self._ready_signal = None
+        if self.assigned_queue is None and not self.flags & Flag.SEND_ONLY:
+            # Our queue is unbound, so nothing of ours is held: the tables go if no handle is left.
+            with contextlib.suppress(NetfilterError):
+                netfilter_rules.remove_unused_tables()
         if self.injector is not None:
             self.injector.close()
         if self._proc_queues is not None:
