@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 
-from udp_flood import FLOOD_PORT, OTHER_PORT, Pair, flood, load_average, sh, wait_line
+from udp_flood import FLOOD_PORT, OTHER_PORT, REPO, Pair, flood, load_average, sh, wait_line
 
 NFQ_NUMBER = 99
 # As long as a Divert handle's queue (its default QUEUE_LENGTH), which the flood's window stays below.
@@ -112,23 +112,21 @@ class NetfilterQueueBinding:
     def __init__(self, pair: Pair):
         self.pair = pair
         self.seen = 0
-        self.rule = ["-t", "mangle", "-I", "INPUT", "-p", "udp", "--dport", str(FLOOD_PORT), "-j", "NFQUEUE",
-                     "--queue-num", str(NFQ_NUMBER), "--queue-bypass"]
+
+    def _rule(self, *args: str) -> str:
+        return sh("ip", "netns", "exec", self.pair.receiver, "env", f"PYTHONPATH={REPO}", sys.executable,
+                  str(REPO / "bench" / "nfqueue_rule.py"), *args)
 
     def __enter__(self):
         script = NFQ_SCRIPT % (NFQ_NUMBER, QUEUE_LENGTH)
         self.process = self.pair.popen(self.pair.receiver, [sys.executable, "-c", script])
         wait_line(self.process, self.process.stdout, "ready")
-        sh("ip", "netns", "exec", self.pair.receiver, "iptables", "-w", *self.rule)
+        self._rule("add", str(FLOOD_PORT), str(NFQ_NUMBER))
         return self
 
     def __exit__(self, *exc):
-        listing = sh("ip", "netns", "exec", self.pair.receiver, "iptables", "-w", "-t", "mangle", "-L", "INPUT",
-                     "-n", "-v", "-x")
-        self.hits = sum(int(line.split()[0]) for line in listing.splitlines() if "NFQUEUE" in line)
-        rule = list(self.rule)
-        rule[rule.index("-I")] = "-D"
-        sh("ip", "netns", "exec", self.pair.receiver, "iptables", "-w", *rule)
+        self.hits = int(self._rule("hits").strip())
+        self._rule("delete")
         self.process.send_signal(signal.SIGTERM)
         out, _ = self.process.communicate(timeout=30)
         self.seen = int(out.strip().splitlines()[-1])
@@ -365,8 +363,8 @@ def main(argv=None) -> int:
     parser.add_argument("--only", metavar="KEYS", help="comma-separated subset of " + ",".join(CONTENDERS))
     parser.add_argument("--profile", action="store_true", help="also profile `divert passthru` (py-spy)")
     args = parser.parse_args(argv)
-    if os.geteuid() != 0 or shutil.which("iptables") is None:
-        print("bench/passthru.py needs root and iptables (it creates network namespaces)", file=sys.stderr)
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        print("bench/passthru.py needs root and ip (it creates network namespaces)", file=sys.stderr)
         return 1
     keys = [key for key in CONTENDERS if not args.only or key in args.only.split(",")]
     load_before = load_average()
