@@ -137,7 +137,8 @@ def test_a_packet_a_higher_handle_edited_is_checked_again_below(veth):
     # keeps that answer through an edit (its own UDP receive then takes the
     # edited datagram). The edit made above breaks the checksum (a set flag
     # sends the bytes as they are), and the handle below must say so.
-    veth.b.exec("iptables", "-w", "-A", "INPUT", "-m", "conntrack", "--ctstate", "INVALID", "-j", "ACCEPT")
+    veth.b.exec("nft", "add table ip dgtest; add chain ip dgtest input { type filter hook input priority 0; }; "
+                       "add rule ip dgtest input ct state invalid accept")
     with veth.b.entered():
         with Divert(f"udp.DstPort == {PORT}", priority=10) as high, \
                 Divert(f"udp.DstPort == {PORT}", priority=-10) as low, Passthru(low) as below:
