@@ -213,9 +213,11 @@ class ChartsPanel(QWidget):
         self.delays = delays
         self.paused = False
         self.updates = 0
-        self.packets_plot = _plot("Packets per second, by protocol", "pkt/s")
-        self.bytes_plot = _plot("Bytes per second, by protocol", "B/s")
-        self.direction_plot = _plot("Inbound vs outbound", "pkt/s")
+        self.packets_plot = _plot("Packets/s by protocol", "pkt/s")
+        self.bytes_plot = _plot("Bytes/s by protocol", "B/s")
+        # Its legend in its title: the controls above the charts keep to what fits a laptop's width.
+        self.direction_plot = _plot(legend_html([("inbound", INBOUND_PEN)]) + " vs "
+                                    + legend_html([("outbound", OUTBOUND_PEN)]), "pkt/s")
         colours = [PROTOCOL_PENS[name] for name in PROTOCOLS]
         self.packets_stack = StackedPlot(self.packets_plot, PROTOCOLS, colours)
         self.bytes_stack = StackedPlot(self.bytes_plot, PROTOCOLS, colours)
@@ -269,7 +271,9 @@ class ChartsPanel(QWidget):
         self.window_spin = QSpinBox(self)
         self.window_spin.setRange(10, 3600)
         self.window_spin.setValue(60)
-        self.window_spin.setSuffix(" s window")
+        self.window_spin.setPrefix("last ")
+        self.window_spin.setSuffix(" s")
+        self.window_spin.setToolTip("How many seconds of traffic the charts show")
         self.following = True
         self._x_range = None
         # What the charts show was drawn from (see _drawn_from): the same again draws nothing.
@@ -279,12 +283,11 @@ class ChartsPanel(QWidget):
             plot.getPlotItem().getViewBox().sigRangeChangedManually.connect(self._user_zoomed)
 
         controls = QHBoxLayout()
-        legend = QLabel(legend_html([(name, PROTOCOL_PENS[name]) for name in PROTOCOLS]
-                                    + [("inbound", INBOUND_PEN), ("outbound", OUTBOUND_PEN)]), self)
+        legend = QLabel(legend_html([(name, PROTOCOL_PENS[name]) for name in PROTOCOLS]), self)
         legend.setTextFormat(Qt.TextFormat.RichText)
         controls.addWidget(legend)
         controls.addStretch(1)
-        self.split_units_label = QLabel("Traffic by process in", self)
+        self.split_units_label = QLabel("By process in", self)
         controls.addWidget(self.split_units_label)
         controls.addWidget(self.split_units)
         controls.addWidget(self.window_spin)
@@ -302,8 +305,10 @@ class ChartsPanel(QWidget):
         delay_row.addWidget(self.delay_plot, 1)
         delay_row.addWidget(self.delay_summary)
         grid.addLayout(delay_row, 1, 2)
-        for column in range(3):
-            grid.setColumnStretch(column, 1)
+        # The last column holds a chart and its legend: a larger share leaves its chart as wide
+        # as the others.
+        for column, stretch in enumerate((3, 3, 4)):
+            grid.setColumnStretch(column, stretch)
         self.delay_plot.setVisible(self.delays is not None)
         self.delay_summary.setVisible(self.delays is not None)
         layout = QVBoxLayout(self)
@@ -321,7 +326,7 @@ class ChartsPanel(QWidget):
         if not self.split_tabs.isTabVisible(1):
             self.split_tabs.setTabVisible(1, True)
             self.split_tabs.tabBar().setVisible(True)
-            self.split_units_label.setText("Traffic by process and host in")
+            self.split_units_label.setText("By process and host in")
             self.split_tabs.setCurrentIndex(1)
 
     def time_plots(self) -> tuple[pg.PlotWidget, ...]:

@@ -38,13 +38,18 @@ def inside_inner_scroll(widget: QWidget, panel: QWidget) -> bool:
     return False
 
 
-def cramped(panel: QWidget) -> list[str]:
-    """What in the shown panel is cut short, squeezed or out of view (an empty list when nothing)."""
-    problems = []
+def scroll_area_of(panel: QWidget) -> QAbstractScrollArea:
     area = panel.parentWidget()
     while area is not None and not isinstance(area, QAbstractScrollArea):
         area = area.parentWidget()
     assert area is not None, "the panel is not in its scroll area"
+    return area
+
+
+def cramped(panel: QWidget) -> list[str]:
+    """What in the shown panel is cut short, squeezed or out of view (an empty list when nothing)."""
+    problems = []
+    area = scroll_area_of(panel)
     if area.horizontalScrollBar().isVisible():
         problems.append(f"the panel scrolls sideways: {panel.minimumSizeHint().width()} px wide in "
                         f"{area.viewport().width()} px")
@@ -216,3 +221,21 @@ def test_the_hex_editor_lays_its_bytes_out_again_only_while_the_user_has_not_typ
     editor.set_bytes_per_line(16)
     assert editor.toPlainText() == typed, "the user's lines were laid out again under them"
     assert editor.data() == b"\xff" + bytes(range(1, 20))
+
+
+def test_the_charts_fit_the_width_below_the_list_with_their_titles_whole(qtbot, window):
+    charts = window.charts
+    scroll = scroll_area_of(charts)
+    for several_hosts in (False, True):
+        if several_hosts:
+            charts.show_hosts()
+        qtbot.wait(100)
+        assert not scroll.horizontalScrollBar().isVisible(), \
+            f"the charts scroll sideways: {charts.minimumSizeHint().width()} px in {scroll.viewport().width()} px"
+        for control in (charts.split_units_label, charts.split_units, charts.window_spin, charts.follow_button,
+                        charts.pause_box):
+            assert control.width() >= control.sizeHint().width(), f"{control} is cut short"
+            assert control.visibleRegion().boundingRect().width() == control.width(), f"{control} is clipped"
+        for plot in (charts.packets_plot, charts.bytes_plot, charts.direction_plot, charts.process_chart.plot):
+            title = plot.getPlotItem().titleLabel.item
+            assert title.boundingRect().width() <= plot.width(), f"{title.toPlainText()!r} is cut short"
