@@ -16,7 +16,7 @@ from divertgui.engine.backends import exited_processes
 from divertgui.engine.processes import FlowOwners, ProcessList
 from tests.integration.conftest import receive_expected
 from tests.integration.socket_layer_fixtures import own_cgroup, start_in
-from tests.unit.session_harness import Running
+from tests.integration.test_processes_netns import capture_learning_flows
 from tests.unit.test_processes import _flow_event, udp4
 
 pytestmark = pytest.mark.netns
@@ -88,20 +88,9 @@ def test_a_live_capture_names_a_program_that_sent_and_exited_at_once(netns, own_
     FLOW event gives the pid alone. The capture's thread works in the test's namespace, so the
     listener this test's thread opened in the initial one is the process's (exited_processes.acquire)."""
     from divertgui.engine.backends import socket_programs
-    from divertgui.engine.backends.cgroups import cgroup2_mount
     monkeypatch.setattr(socket_programs, "names_readable", lambda: False)
-    with netns.entered():
-        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        receiver.bind(("127.0.0.1", 0))
-        running = Running()
-    port = receiver.getsockname()[1]
+    receiver, running, port = capture_learning_flows(netns, own_cgroup, capture_cgroup)
     try:
-        running.post("start_events", layers={"FLOW": f"udp and remotePort == {port}"},
-                     cgroup=os.path.relpath(own_cgroup, cgroup2_mount()))
-        running.post("start", source="live", mode="sniff", priority=0, layer="NETWORK", cgroup=capture_cgroup,
-                     filter=f"udp.DstPort == {port} and udp.PayloadLength > 1")
-        state = running.wait_for(lambda e: e["type"] in ("state", "error"), "state event")
-        assert state["type"] == "state" and state["source"] == "live" and not state["reason"], state
         sender = start_in(netns, own_cgroup, sys.executable, "-c", SEND_AND_EXIT, str(port))
         sender.communicate(timeout=20)
         assert sender.returncode == 0

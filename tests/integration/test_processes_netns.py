@@ -117,7 +117,10 @@ for i in range(3):
 """
 
 
-def test_a_new_flow_gets_its_process_from_its_flow_event_without_a_socket_lookup(netns, own_cgroup, capture_cgroup):
+def capture_learning_flows(netns, own_cgroup: str, capture_cgroup: str) -> tuple[socket.socket, Running, int]:
+    """(receiver, running, port): a UDP receiver in the namespace, and a live capture of the
+    datagrams to it longer than one byte, which learns their processes from the FLOW events
+    of `own_cgroup`'s programs: a one-byte datagram begins a flow without being captured."""
     from divertgui.engine.backends.cgroups import cgroup2_mount
     with netns.entered():
         receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -127,11 +130,20 @@ def test_a_new_flow_gets_its_process_from_its_flow_event_without_a_socket_lookup
     try:
         running.post("start_events", layers={"FLOW": f"udp and remotePort == {port}"},
                      cgroup=os.path.relpath(own_cgroup, cgroup2_mount()))
-        # The first datagram (one byte) begins the flow but is not captured.
         running.post("start", source="live", mode="sniff", priority=0, layer="NETWORK", cgroup=capture_cgroup,
                      filter=f"udp.DstPort == {port} and udp.PayloadLength > 1")
         state = running.wait_for(lambda e: e["type"] in ("state", "error"), "state event")
         assert state["type"] == "state" and state["source"] == "live" and not state["reason"], state
+    except BaseException:
+        running.stop()
+        receiver.close()
+        raise
+    return receiver, running, port
+
+
+def test_a_new_flow_gets_its_process_from_its_flow_event_without_a_socket_lookup(netns, own_cgroup, capture_cgroup):
+    receiver, running, port = capture_learning_flows(netns, own_cgroup, capture_cgroup)
+    try:
         sender = start_in(netns, own_cgroup, sys.executable, "-c", FLOW_SENDER, str(port))
         receiver.settimeout(10)
         data, peer = receiver.recvfrom(10)
