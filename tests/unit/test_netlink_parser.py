@@ -76,3 +76,13 @@ def test_an_attribute_after_the_payload_is_read_as_the_walk_reads_it():
     longer = netlink.NLMSGHDR.pack(len(longer), *netlink.NLMSGHDR.unpack_from(longer)[1:]) + longer[16:]
     read, walked = both(parser, longer)
     assert read == walked and read.mark == 9
+
+
+def test_more_kinds_than_it_keeps_in_turn_read_as_walked():
+    parser = netlink.QueuedPacketParser()
+    kinds = [[0], [1, 2], [0, 4], [1, 4, 7], [0, 3, 4], [0, 6]]
+    assert len(kinds) > netlink.QueuedPacketParser.KEPT
+    for turn in range(3):
+        for number, present in enumerate(kinds):
+            read, walked = both(parser, queued(turn * 10 + number + 1, present, b"\x45" + bytes(number)))
+            assert read == walked

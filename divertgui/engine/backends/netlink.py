@@ -229,87 +229,107 @@ _QUEUED_VALUES = {NFQA_PACKET_HDR: "IHB", NFQA_MARK: "I", NFQA_IFINDEX_INDEV: "I
 _PICKED = (NFQA_PACKET_HDR, NFQA_MARK, NFQA_IFINDEX_INDEV, NFQA_IFINDEX_OUTDEV, NFQA_SKB_INFO)
 
 
+class _Layout(NamedTuple):
+    """Where the values of queued packets' messages laid out alike are."""
+
+    headers: struct.Struct     # the attribute headers, the payload's last
+    expected: tuple            # what they hold, but the payload's length
+    values: struct.Struct      # the attributes' values, big-endian
+    size: int                  # the bytes before the payload
+    pick: operator.itemgetter  # (id, hw_protocol, hook, mark, indev, outdev, skb_info) from values + (0,)
+    timestamp_at: int          # where in values, or -1
+    cap_len_at: int
+
+
 class QueuedPacketParser:
-    """parse_queue_packet, reading a message laid out like the last one in two struct unpacks.
+    """parse_queue_packet, reading a message laid out like a recent one in two struct unpacks.
 
     The kernel lays out the attributes of packets of one kind alike (see
     QueuedPacketSummary): the payload last, the same attributes before it.
-    So the attribute headers before the payload are checked against the
-    layout learned from the last message walked, and the values are read at
-    known places. A message laid out otherwise is walked by
-    parse_queue_packet, and its layout becomes the one expected.
+    So a message's attribute headers are checked against the layouts
+    learned from the last few kinds of message walked (a handle's inbound
+    and outbound packets are two), and the values are read at known places.
+    A message laid out otherwise is walked by parse_queue_packet, and its
+    layout is learned.
     """
 
+    KEPT = 4     # layouts tried, the most recently learned first
+
     def __init__(self):
-        self._headers: struct.Struct | None = None   # the attribute headers, the payload's last
-        self._expected: tuple = ()                     # what they must hold, but the payload's length
-        self._values: struct.Struct | None = None     # the attributes' values, big-endian
-        self._size = 0
-        self._pick = None        # (id, hw_protocol, hook, mark, indev, outdev, skb_info) from values + (0,)
-        self._timestamp_at = self._cap_len_at = -1
+        self._layouts: list[_Layout] = []
+        self._known: dict[tuple, _Layout | None] = {}   # every layout learned, by its attribute headers
 
     def __call__(self, data, body: int, end: int) -> NetfilterPacket:
-        headers = self._headers
         start = body + 4
-        if headers is not None and end - start >= self._size:
+        for headers, expected, values, size, pick, timestamp_at, cap_len_at in self._layouts:
+            if end - start < size:
+                continue
             found = headers.unpack_from(data, start)
-            if found[:-2] == self._expected and found[-1] == NFQA_PAYLOAD:
-                payload_end = start + self._size + found[-2] - 4
-                values = self._values.unpack_from(data, start) + (0,)
-                packet_id, hw_protocol, hook, mark, indev, outdev, skb_info = self._pick(values)
-                # Past the payload there is only padding, no attribute parse_queue_packet would read.
-                if packet_id and found[-2] >= 4 and 0 <= end - payload_end < 4:
-                    payload = bytes(data[start + self._size:payload_end])
-                    at = self._timestamp_at
-                    timestamp = (values[at], values[at + 1]) if at >= 0 else None
-                    at = self._cap_len_at
-                    return _new_packet(NetfilterPacket, (packet_id, hw_protocol, hook, mark, indev, outdev, timestamp,
-                                                         payload, skb_info, values[at] if at >= 0 else len(payload),
-                                                         -1))
+            if found[:-2] != expected or found[-1] != NFQA_PAYLOAD:
+                continue
+            payload_end = start + size + found[-2] - 4
+            read = values.unpack_from(data, start) + (0,)
+            packet_id, hw_protocol, hook, mark, indev, outdev, skb_info = pick(read)
+            # Past the payload there is only padding, no attribute parse_queue_packet would read.
+            if not packet_id or found[-2] < 4 or not 0 <= end - payload_end < 4:
+                break
+            payload = bytes(data[start + size:payload_end])
+            timestamp = (read[timestamp_at], read[timestamp_at + 1]) if timestamp_at >= 0 else None
+            return _new_packet(NetfilterPacket, (packet_id, hw_protocol, hook, mark, indev, outdev, timestamp, payload,
+                                                 skb_info, read[cap_len_at] if cap_len_at >= 0 else len(payload), -1))
         packet = parse_queue_packet(data, body, end)
         self._learn(data, start, end)
         return packet
 
     def _learn(self, data, start: int, end: int) -> None:
-        """The layout of a message parse_queue_packet has read."""
-        self._headers = None
-        offset = start
-        header_format, expected, value_format = ["="], [], ["!"]
-        field, fields = 0, {}
+        """The layout of a message parse_queue_packet has read, tried first from now on."""
+        offset, expected = start, []
         while offset + 4 <= end:
             length, kind = NLATTR.unpack_from(data, offset)
             if kind == NFQA_PAYLOAD:
-                header_format.append("HH")
-                value_format.append("4x")
                 break
-            padded = _align(length)
-            header_format.append(f"HH{padded - 4}x")
             expected += (length, kind)
-            code = _QUEUED_VALUES.get(kind)
-            if code is None or length - 4 < struct.calcsize("!" + code):
-                value_format.append(f"{padded}x")
-            else:
-                used = struct.calcsize("!" + code)
-                value_format.append(f"4x{code}{padded - 4 - used}x")
-                # The last of two alike is the one parse_queue_packet keeps.
-                fields[kind] = field
-                field += len(code)
-            offset += padded
+            offset += _align(length)
         else:
             return
-        if NFQA_PACKET_HDR not in fields:
-            return
-        headers, values = struct.Struct("".join(header_format)), struct.Struct("".join(value_format))
-        if headers.size != values.size:
-            return
-        header_at = fields[NFQA_PACKET_HDR]
-        # Absent fields read the 0 appended to the values.
-        self._pick = operator.itemgetter(header_at, header_at + 1, header_at + 2,
-                                         *(fields.get(kind, field) for kind in _PICKED[1:]))
-        self._timestamp_at = fields.get(NFQA_TIMESTAMP, -1)
-        self._cap_len_at = fields.get(NFQA_CAP_LEN, -1)
-        self._headers, self._values, self._size = headers, values, headers.size
-        self._expected = tuple(expected)
+        expected = tuple(expected)
+        if expected not in self._known:
+            self._known[expected] = _layout(expected)
+        layout = self._known[expected]
+        if layout is not None:
+            if layout in self._layouts:
+                self._layouts.remove(layout)
+            self._layouts.insert(0, layout)
+            del self._layouts[self.KEPT:]
+
+
+def _layout(expected: tuple) -> _Layout | None:
+    """The layout of messages whose attributes before the payload have these (length, kind)
+    headers; None when parse_queue_packet would not find the packet header there."""
+    header_format, value_format = ["="], ["!"]
+    field, fields = 0, {}
+    for length, kind in zip(expected[0::2], expected[1::2]):
+        padded = _align(length)
+        header_format.append(f"HH{padded - 4}x")
+        code = _QUEUED_VALUES.get(kind)
+        if code is None or length - 4 < struct.calcsize("!" + code):
+            value_format.append(f"{padded}x")
+        else:
+            value_format.append(f"4x{code}{padded - 4 - struct.calcsize('!' + code)}x")
+            # The last of two alike is the one parse_queue_packet keeps.
+            fields[kind] = field
+            field += len(code)
+    if NFQA_PACKET_HDR not in fields:
+        return None
+    header_format.append("HH")
+    value_format.append("4x")
+    header_at = fields[NFQA_PACKET_HDR]
+    headers = struct.Struct("".join(header_format))
+    # Absent fields read the 0 appended to the values.
+    return _Layout(headers, expected, struct.Struct("".join(value_format)), headers.size,
+                   operator.itemgetter(header_at, header_at + 1, header_at + 2,
+                                       *(fields.get(kind, field) for kind in _PICKED[1:])),
+                   fields.get(NFQA_TIMESTAMP, -1), fields.get(NFQA_CAP_LEN, -1))
 
 
 class QueuedPacketSummary:
