@@ -1,0 +1,117 @@
+"""nf_tables messages as the kernel reads them: the x_tables structures' layouts, a rule's
+expressions, and the decoding of what a dump returns."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from divertgui.engine.backends import netfilter_rules, netlink, nftables
+from divertgui.engine.backends.netlink import attribute, iter_attributes
+from divertgui.engine.filter.bpf import Instruction
+from divertgui.engine.filter.kernel import PacketMatch
+
+
+def _attributes(data) -> dict[int, memoryview]:
+    return dict(iter_attributes(data, 0, len(data)))
+
+
+def _expression(element: bytes) -> tuple[str, dict[int, memoryview]]:
+    """(name, data attributes) of one element of a rule's expression list."""
+    (kind, value), = iter_attributes(element, 0, len(element))
+    assert kind == nftables.LIST_ELEM
+    parts = _attributes(value)
+    name = bytes(parts[nftables.EXPR_NAME]).rstrip(b"\0").decode()
+    return name, _attributes(parts[nftables.EXPR_DATA])
+
+
+def test_the_nfqueue_target_is_revision_3_with_its_queues_and_bypass():
+    name, data = _expression(nftables.nfqueue_target(16400, 2, bypass=True))
+    assert name == "target"
+    assert bytes(data[nftables.COMPAT_NAME]) == b"NFQUEUE\0"
+    assert struct.unpack("!I", data[nftables.COMPAT_REV]) == (3,)
+    # struct xt_NFQ_info_v3 in host order, padded to 8 bytes (XT_ALIGN).
+    assert bytes(data[nftables.COMPAT_INFO]) == struct.pack("=HHH2x", 16400, 2, 0x01)
+    assert struct.unpack("=HHH2x", _expression(nftables.nfqueue_target(7, 1, False))[1][3]) == (7, 1, 0)
+
+
+def test_the_bpf_match_is_xt_bpf_info_v1_in_bytecode_mode():
+    program = [Instruction(0x30, 0, 0, 9), Instruction(0x15, 0, 1, 17), Instruction(0x06, 0, 0, 0xFFFF),
+               Instruction(0x06, 0, 0, 0)]
+    name, data = _expression(nftables.bpf_match(program))
+    info = bytes(data[nftables.COMPAT_INFO])
+    assert name == "match" and bytes(data[nftables.COMPAT_NAME]) == b"bpf\0"
+    assert struct.unpack("!I", data[nftables.COMPAT_REV]) == (1,)
+    # mode, count, fd; 64 sock_filters; the kernel's pointer, aligned to 8: 528 bytes.
+    assert len(info) == 528
+    assert struct.unpack_from("=HHi", info) == (0, 4, 0)
+    assert [struct.unpack_from("=HBBI", info, 8 + 8 * i) for i in range(4)] == [tuple(i) for i in program]
+    assert info[8 + 8 * 4:] == bytes(528 - 8 - 8 * 4)
+    with pytest.raises(ValueError, match="1 to 64"):
+        nftables.bpf_match([Instruction(0x06, 0, 0, 0)] * 65)
+
+
+def test_mark_tests_compare_host_order_and_ranges_network_order():
+    equal = [_expression(e) for e in netfilter_rules.mark_masked(0xFFFF0000, 0x00050000)]
+    assert [name for name, _ in equal] == ["meta", "bitwise", "cmp"]
+    assert struct.unpack("!I", equal[0][1][nftables.META_KEY]) == (nftables.META_MARK,)
+    mask = _attributes(equal[1][1][nftables.BITWISE_MASK])[nftables.DATA_VALUE]
+    assert bytes(mask) == struct.pack("=I", 0xFFFF0000)
+    value = _attributes(equal[2][1][nftables.CMP_DATA])[nftables.DATA_VALUE]
+    assert bytes(value) == struct.pack("=I", 0x00050000)
+    between = [_expression(e) for e in netfilter_rules.mark_masked_between(0xFFFFF000, 0x75951000, 0x7595F000)]
+    assert [name for name, _ in between] == ["meta", "bitwise", "byteorder", "cmp", "cmp"]
+    ops = [struct.unpack("!I", data[nftables.CMP_OP])[0] for name, data in between if name == "cmp"]
+    limits = [bytes(_attributes(data[nftables.CMP_DATA])[nftables.DATA_VALUE]) for name, data in between
+              if name == "cmp"]
+    assert ops == [nftables.CMP_GTE, nftables.CMP_LTE]
+    assert limits == [struct.pack("!I", 0x75951000), struct.pack("!I", 0x7595F000)]
+    # From 0: no lower bound to test.
+    assert [name for name, _ in map(_expression, netfilter_rules.mark_masked_between(0xFFFF0000, 0, 5 << 16))] \
+        == ["meta", "bitwise", "byteorder", "cmp"]
+
+
+def test_a_handle_chain_in_order_and_what_each_rule_needs():
+    handle = netfilter_rules.HandleRules(1, 16384, 0, "divert", "PO", ordinal=2,
+                                         kernel_match=lambda version, hook: PacketMatch(
+                                             loopback=True if hook == "O" else None,
+                                             program=(Instruction(0x06, 0, 0, 1),)))
+    inbound = handle.rules("P", 4)
+    names = [[_expression(e)[0] for e in rule.expressions] for rule in inbound]
+    assert names[0] == ["fib", "cmp", "immediate"]                                  # not for this host: return
+    assert names[1] == ["meta", "cmp", "meta", "bitwise", "cmp", "immediate"]       # from lo: return
+    assert names[2] == ["meta", "bitwise", "cmp", "match", "counter", "target"]     # no level passed
+    assert names[-1] == ["match", "counter", "target"]
+    assert netfilter_rules.NEEDS["NFQUEUE"] in inbound[-1].needs and netfilter_rules.NEEDS["bpf"] in inbound[-1].needs
+    outbound = [[_expression(e)[0] for e in rule.expressions] for rule in handle.rules("O", 6)]
+    assert outbound[-1] == ["meta", "cmp", "match", "counter", "target"]            # oifname lo, then the program
+    sniff = netfilter_rules.HandleRules(1, 16385, 0, "sniff", "I")
+    assert [_expression(e)[0] for e in sniff.rules("I", 4)[-1].expressions] == ["log"]
+    nothing = netfilter_rules.HandleRules(1, 16386, 0, "drop", "I", kernel_match=lambda version, hook: None)
+    assert len(nothing.rules("I", 6)) == 1                                          # only the loopback return
+
+
+def _dumped(attrs: bytes) -> tuple[bytes, int, int]:
+    data = netlink.message(nftables.NFNL_SUBSYS_NFTABLES, nftables.NEWRULE, 0, attrs, family=nftables.NFPROTO_IPV4)
+    return data, netlink.NLMSGHDR.size, len(data)
+
+
+def test_a_dumped_rule_gives_its_chain_handle_jump_and_counter():
+    jump = nftables.new_rule(nftables.NFPROTO_IPV4, "divertgui", "output",
+                             [nftables.verdict(nftables.NFT_JUMP, "DG1_2_30001s01O")])
+    data, body, end = _dumped(jump.attrs + attribute(nftables.RULE_HANDLE, struct.pack("!Q", 42)))
+    assert nftables.parse_rule(data, body, end) == ("divertgui", nftables.DumpedRule("output", 42, "DG1_2_30001s01O",
+                                                                                     None))
+    counter = nftables.expression("counter", attribute(nftables.COUNTER_BYTES, struct.pack("!Q", 900))
+                                   + attribute(nftables.COUNTER_PACKETS, struct.pack("!Q", 7)))
+    rule = nftables.new_rule(nftables.NFPROTO_IPV4, "divertgui", "DG1_2_30001s01O",
+                             [counter, nftables.nfqueue_target(2, 1, True)])
+    data, body, end = _dumped(rule.attrs + attribute(nftables.RULE_HANDLE, struct.pack("!Q", 5)))
+    assert nftables.parse_rule(data, body, end)[1] == nftables.DumpedRule("DG1_2_30001s01O", 5, None, 7)
+
+
+def test_an_interface_name_fills_the_register_and_no_more():
+    assert nftables.interface_name("lo") == b"lo" + bytes(14)
+    with pytest.raises(ValueError, match="longer than 15"):
+        nftables.interface_name("x" * 16)
