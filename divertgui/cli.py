@@ -369,12 +369,12 @@ def _netdump_workers(args) -> int:
     batch go on unchanged at once (fail-open: while a worker is missing its packets pass
     uncopied, and are counted as bypassed); they hand copies to this process, which numbers,
     prints and writes them in the order they come, each once."""
-    import multiprocessing
     import queue
+    from divertgui.engine import fork_server
     from divertgui.engine.packet import Packet
     _compile(args.filter, LAYERS[args.layer])
     _require_privilege()
-    copies = multiprocessing.get_context("spawn").Queue()
+    copies = fork_server.context().Queue()
     writer = _capture_file(args.write) if args.write else None
     stop = _Stop()
     stop.install()
@@ -537,7 +537,7 @@ MAX_WORKERS = 64
 
 def _run_workers(args, work, options, doing: str, queue_length: int | None = None,
                  diverted: str | None = None, flags: Flag = Flag(0), stop: _Stop | None = None,
-                 quiet: bool = False) -> dict:
+                 quiet: bool = False, slot_options=None) -> dict:
     """`work` in args.workers processes, each with its own queue of the handle's packets; the summed counters."""
     from divertgui.engine.worker_pool import WorkerPool
     _compile(args.filter, LAYERS[args.layer])
@@ -550,7 +550,7 @@ def _run_workers(args, work, options, doing: str, queue_length: int | None = Non
         timer.daemon = True
         timer.start()
     pool = WorkerPool(diverted or args.filter, work, args.workers, LAYERS[args.layer], args.priority, flags,
-                      getattr(args, "queue_length", None) or queue_length, options)
+                      getattr(args, "queue_length", None) or queue_length, options, slot_options)
     return pool.run(stop.event, on_ready=None if quiet else lambda: _say(
         f"divert: {doing} (priority {args.priority}, {args.workers} worker processes, queues "
         f"{pool.first_queue}..{pool.first_queue + args.workers - 1}); Ctrl+C to stop", sys.stderr))
@@ -661,9 +661,12 @@ def cmd_conditions(args) -> int:
         return EXIT_USAGE
     if args.workers > 1:
         names = ", ".join(rule.name for rule in pipeline.rules)
-        totals = _run_workers(args, _conditions_work, {"rules": pipeline.to_dicts(), "seed": args.seed},
-                              f"applying {names} to {args.filter!r}", CONDITIONS_QUEUE_LENGTH,
-                              pipeline.divert_filter(args.filter, LAYERS[args.layer]))
+        from divertgui.engine.worker_pool import worker_seed
+        per_worker = [{"rules": pipeline.to_dicts(), "seed": worker_seed(args.seed, slot)}
+                      for slot in range(args.workers)]
+        totals = _run_workers(args, _conditions_work, None, f"applying {names} to {args.filter!r}",
+                              CONDITIONS_QUEUE_LENGTH, pipeline.divert_filter(args.filter, LAYERS[args.layer]),
+                              slot_options=per_worker)
         stats, handle_stats = totals.get("conditions", pipeline.stats()), totals
     else:
         stop = _Stop()
@@ -1081,6 +1084,10 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "filter"):
         args.filter = ""
     set_for_packet_flow()
+    if getattr(args, "workers", 1) > 1 and sys.platform.startswith("linux"):
+        # Workers are forked from a server forked now, while this process has one thread.
+        from divertgui.engine import fork_server
+        fork_server.prepare()
     return _run_guarded(args.run, args)
 
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import multiprocessing
-import os
 import queue as queue_module
 import threading
 import time
@@ -45,7 +43,8 @@ class PooledCapture:
         self.store = store
         self.workers = workers
         self._processes_of = processes_of
-        context = multiprocessing.get_context("spawn")
+        from divertgui.engine import fork_server
+        context = fork_server.context()
         self._reports = context.Queue()
         self._settings = {setting["type"]: setting for setting in settings}
         self._channels = SlotChannels(context, self._reports, layer, lambda: list(self._settings.values()))
@@ -81,13 +80,8 @@ class PooledCapture:
             self.pump(0)
         if not self._ready.is_set():
             self.close()
-            # A process started anew gains no capability from a program's file capabilities (the service
-            # forbids itself that), and hands on none: its workers divert only as root.
-            unprivileged = "" if os.geteuid() == 0 else (
-                "; worker processes capture only when the capture service runs as root, as they get no "
-                "capabilities from it")
             raise SessionError(f"the {self.workers} capture workers could not start: "
-                               f"{self._failure or 'they did not start in time'}{unprivileged}", "workers")
+                               f"{self._failure or 'they did not start in time'}", "workers")
         return self
 
     def _run_pool(self) -> None:

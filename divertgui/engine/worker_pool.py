@@ -22,6 +22,8 @@ report of a worker that died).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import hashlib
 import multiprocessing
 import os
 import queue as queue_module
@@ -30,13 +32,21 @@ import threading
 import time
 
 from divertgui.engine.address import Flag, Layer, Param
-from divertgui.engine.errors import NetfilterError, WorkerPoolError
+from divertgui.engine.errors import NetfilterError, PrivilegeError, WorkerPoolError
 from divertgui.engine.packet import Packet
 
 REPORT_PERIOD = 0.25    # seconds between a worker's counter reports and the pool's look at its queues
 HITS_PERIOD = 1.0       # seconds between readings of the rule's packet counter, once a worker has died
 START_TIMEOUT = 30.0    # seconds a worker has to open its handle
 STOP_TIMEOUT = 15.0     # seconds a worker has to drain its queue and report after stop
+PR_SET_NAME = 15
+
+
+def worker_seed(seed: int, slot: int) -> int:
+    """The seed of the rules in the worker of `slot`, drawn from the handle's `seed`: each worker's
+    own, the same in every run with that seed."""
+    digest = hashlib.blake2b(f"{seed}/worker {slot}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
 
 
 def worker_count(text: str) -> int:
@@ -59,7 +69,8 @@ class WorkerPool:
         self.layer, self.priority, self.flags = Layer(layer), priority, Flag(flags)
         self.queue_length, self.options = queue_length, options
         self.slot_options = slot_options
-        self._context = multiprocessing.get_context("spawn")
+        from divertgui.engine import fork_server
+        self._context = fork_server.context()
         self._stop = self._context.Event()
         self._reports = self._context.Queue()
         # The rules' ordinal among the handles of their priority, which the workers' verdicts carry.
@@ -108,7 +119,7 @@ class WorkerPool:
     def _start(self, slot: int) -> None:
         process = self._context.Process(
             target=_worker, name=f"divert worker {slot}", daemon=True,
-            args=(self.first_queue + slot, self.filter, int(self.layer), self.priority, int(self.flags),
+            args=(slot, self.first_queue + slot, self.filter, int(self.layer), self.priority, int(self.flags),
                   self.queue_length, self.work, self.options if self.slot_options is None else self.slot_options[slot],
                   self._stop, self._reports, self._ordinal))
         process.start()
@@ -253,6 +264,15 @@ class WorkerPool:
                            balance=self.workers, bypass=bool(self.flags & Flag.FAIL_OPEN))
 
 
+def _name_process(name: str) -> None:
+    """The name ps and /proc/PID/status show (at most 15 bytes). Through prctl: a process holding
+    capabilities its user lacks cannot write its own /proc files, which are root's."""
+    from divertgui.engine import privileges
+    text = ctypes.create_string_buffer(name.encode()[:15])
+    with contextlib.suppress(PrivilegeError, OSError):
+        privileges.prctl(PR_SET_NAME, ctypes.addressof(text), 0)
+
+
 def add_counters(total: dict, more: dict) -> None:
     for key, value in more.items():
         if isinstance(value, bool) or not isinstance(value, (int, float, list, dict)):
@@ -270,7 +290,7 @@ def add_counters(total: dict, more: dict) -> None:
             total[key] = total.get(key, 0) + value
 
 
-def _worker(queue: int, filter: str, layer: int, priority: int, flags: int, queue_length, work, options,
+def _worker(slot: int, queue: int, filter: str, layer: int, priority: int, flags: int, queue_length, work, options,
             stop, reports, ordinal) -> None:
     """A worker process: a handle bound to `queue`, `work` on it until `stop`, its counters reported."""
     from divertgui.engine.backends.nfqueue import NfqueueBackend
@@ -280,7 +300,10 @@ def _worker(queue: int, filter: str, layer: int, priority: int, flags: int, queu
     # workers stop, after removing its rule, so that what they hold gets its verdict.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    pid, parent = os.getpid(), os.getppid()
+    _name_process(f"divert-worker-{slot}")
+    pid = os.getpid()
+    # The fork server is this worker's parent; the pool's process is the one whose end it watches.
+    pool = multiprocessing.parent_process()
     try:
         backend = NfqueueBackend(kernel_prefilter=kernel_test, queue=queue)
         handle = Divert(filter, Layer(layer), priority, Flag(flags), backend=backend)
@@ -292,14 +315,14 @@ def _worker(queue: int, filter: str, layer: int, priority: int, flags: int, queu
         return
     reports.put(("ready", pid, None))
     # Packets come once the pool's rules are in, which gives the ordinal this worker's verdicts carry.
-    while not ordinal.value and not stop.is_set() and os.getppid() == parent:
+    while not ordinal.value and not stop.is_set() and pool.is_alive():
         time.sleep(0.001)
     backend.join_pool(ordinal.value)
     done = threading.Event()
 
     def report() -> None:
         while not done.wait(REPORT_PERIOD):
-            if os.getppid() != parent:
+            if not pool.is_alive():
                 # The pool was killed: its rule, which without fail-open drops what it takes, goes
                 # first, and nobody else would stop this worker.
                 from divertgui.engine.backends import netfilter_rules

@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 from divertgui.engine.address import Layer
 from divertgui.engine.processes import ProcessList
-from divertgui.engine.worker_pool import START_TIMEOUT
+from divertgui.engine.worker_pool import START_TIMEOUT, worker_seed
 
 COMMAND_POLL = 0.05     # seconds a worker waits for a command before it looks at `stop` again
 WORKER_START = "worker_start"
@@ -92,19 +92,23 @@ def run_session(handle, stop, channels: WorkerChannels) -> dict:
     session = Session(store.send_event, store, gui_in_process=False)
     session.attach_live(handle, Layer(channels.layer))
     channels.reports.put(("hello", os.getpid(), 0, channels.slot))
+
+    def post(command: dict) -> None:
+        session.post(for_worker(command, channels.slot))
+
     for setting in _settings(channels.commands, stop):
-        session.post(setting)
+        post(setting)
 
     def take_commands() -> None:
         while not stop.is_set():
             try:
-                session.post(channels.commands.get(timeout=COMMAND_POLL))
+                post(channels.commands.get(timeout=COMMAND_POLL))
             except queue_module.Empty:
                 continue
             except (EOFError, OSError):
                 break
         # The pool stops its workers after removing its rule: a drop_all sent before that still counts.
-        take_waiting(channels.commands, session)
+        take_waiting(channels.commands, post)
         session.post({"type": "shutdown"})
 
     reader = threading.Thread(target=take_commands, name="worker-commands", daemon=True)
@@ -112,6 +116,14 @@ def run_session(handle, stop, channels: WorkerChannels) -> dict:
     session.run()
     # The service has this worker's counters from its last rows event; the pool sums the handle's.
     return {}
+
+
+def for_worker(command: dict, slot: int) -> dict:
+    """The service's command as the worker of `slot` carries it out: rules seeded with the worker's own
+    seed, since the same seed in every worker would make their drop and duplicate draws move in step."""
+    if command.get("type") != "set_rules":
+        return command
+    return dict(command, seed=worker_seed(int(command.get("seed", 0)), slot))
 
 
 def _settings(commands, stop) -> list[dict]:
@@ -129,10 +141,10 @@ def _settings(commands, stop) -> list[dict]:
     return []
 
 
-def take_waiting(commands, session) -> None:
-    """The commands already queued for this worker, to its session."""
+def take_waiting(commands, post) -> None:
+    """The commands already queued for this worker, to `post`."""
     try:
         while True:
-            session.post(commands.get_nowait())
+            post(commands.get_nowait())
     except (queue_module.Empty, EOFError, OSError):
         pass

@@ -58,8 +58,13 @@ def clean_command(arguments: list[str], frozen=None) -> list[str]:
 def started_with() -> dict[str, str]:
     """The environment this process was started with (os.environ may have changed since: the
     bundle's runtime hooks set variables of their own)."""
-    with open("/proc/self/environ", "rb") as f:
-        items = [item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item]
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            items = [item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item]
+    except PermissionError:
+        # Started through file capabilities, the process cannot be dumped and its /proc files are
+        # root's: the environment Python read at start is what there is.
+        return dict(os.environ)
     return {os.fsdecode(key): os.fsdecode(value) for key, value in items}
 
 

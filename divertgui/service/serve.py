@@ -27,6 +27,15 @@ def interrupt_lock_waits() -> None:
         netfilter_rules.interrupt_lock_waits()
 
 
+def start_fork_server() -> None:
+    """Capture workers are forked, never exec'd, so that they hold the service's capabilities (file
+    capabilities do not pass through exec); the server they are forked from is forked now, while
+    the service has one thread and, of its descriptors, only standard input, output and error."""
+    if sys.platform.startswith("linux"):
+        from divertgui.engine import fork_server
+        fork_server.prepare()
+
+
 def log(message: str) -> None:
     """A line on standard error, which may be gone with the client that read it. What a client sent
     (a path, a name) stays on that line: a line break or other control character in it is escaped,
@@ -64,6 +73,7 @@ def serve(args) -> int:
         except ValueError as exc:
             log(str(exc))
             return 2
+        start_fork_server()
         try:
             server = listen_unix(args.listen)
         except (SocketPathError, OSError) as exc:
@@ -93,6 +103,7 @@ def serve_pipe(name: str) -> int:
 
 def serve_stdio() -> int:
     read_fd, write_fd = take_stdio()
+    start_fork_server()
     connection = Connection(lambda n: os.read(read_fd, n), lambda data: write_all(write_fd, data),
                             Peer("the client on standard input"), log, privileges.live_capture_problem() or "")
     def on_signal(signum, frame):

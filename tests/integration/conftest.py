@@ -194,6 +194,32 @@ def veth(make_namespace) -> VethPair:
     return pair
 
 
+def worker_processes(ancestor: int) -> list[int]:
+    """The capture worker processes descended from process `ancestor` (named divert-worker-SLOT by the
+    pool), in slot order."""
+    parents, names = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                name, rest = stat.read().rsplit(")", 1)
+        except OSError:
+            continue
+        parents[int(entry)] = int(rest.split()[1])
+        names[int(entry)] = name.split("(", 1)[1]
+
+    def descends(pid: int) -> bool:
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == ancestor:
+                return True
+        return False
+
+    workers = [pid for pid, name in names.items() if name.startswith("divert-worker-") and descends(pid)]
+    return sorted(workers, key=lambda pid: int(names[pid].rsplit("-", 1)[1]))
+
+
 def wait_until(condition, seconds: float, step: float = 0.05):
     """Poll `condition` for at most `seconds`; returns its last value (no timing is asserted)."""
     end = time.monotonic() + seconds

@@ -29,7 +29,7 @@ from divertgui.engine.packet import Packet
 from divertgui.engine.store import CaptureStore
 from divertgui.engine.store_record import Verdict
 from divertgui.service.client import ServiceClient
-from tests.integration.conftest import wait_until
+from tests.integration.conftest import wait_until, worker_processes
 
 
 def wait(condition, seconds: float = 10.0):
@@ -240,7 +240,7 @@ def workers(target: str, port: int) -> dict:
     # One worker killed while every flow has a packet held: only its own are lost.
     held = hold_one_per_flow(window, sender, port, b"second", len(window.held()))
     service = report["hello"]["pid"]
-    pool_workers = _spawned_children(service)
+    pool_workers = worker_processes(service)
     report["worker_processes"] = len(pool_workers)
     time.sleep(0.6)     # the pool reads its queues' lengths four times a second: it has seen them held
     os.kill(pool_workers[0], 9)
@@ -275,24 +275,6 @@ def workers(target: str, port: int) -> dict:
     report["errors"] = [e["message"] for e in window.of("error")]
     window.client.close()
     return report
-
-
-def _spawned_children(parent: int) -> list[int]:
-    """The worker processes `parent` started (its multiprocessing children other than the resource tracker)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                arguments = cmdline.read()
-        except (OSError, ValueError):
-            continue
-        if ppid == parent and b"spawn_main" in arguments and b"resource_tracker" not in arguments:
-            found.append(int(entry))
-    return sorted(found)
 
 
 def main(argv: list[str]) -> None:

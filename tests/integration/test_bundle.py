@@ -1,6 +1,6 @@
 """packaging/build.sh builds the one-folder bundle, and the bundle runs headless:
 the GUI's self-test, `divert doctor` reporting what the source tree reports, and
-worker processes, which are the bundle started again."""
+worker processes, which are forked from the bundle's process, never started again."""
 
 import os
 import pathlib
@@ -141,7 +141,7 @@ def test_the_bundled_capture_service_ignores_python_and_qt_variables(bundle, tmp
 
 @pytest.mark.netns
 def test_the_bundled_divert_spreads_packets_over_worker_processes(bundle, netns, tmp_path):
-    """Its workers are the bundle started again, which must run multiprocessing's child code, not the CLI."""
+    """Its workers are forked from the running bundle: they run the pool's code, not the CLI again."""
     import socket
     passing = netns.popen([str(bundle / f"divert{EXE}"), "passthru", "udp.DstPort == 40399", "--workers", "2",
                            "--duration", "20"], env=_headless_env(), stdout=subprocess.PIPE,

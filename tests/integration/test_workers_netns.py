@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from tests.integration.conftest import worker_processes
 from tests.integration.test_cli_netns import finish, our_chains, start_cli
 
 pytestmark = pytest.mark.netns
@@ -65,18 +66,6 @@ def _queue_ids(ns) -> dict[int, int]:
     return {int(row.split()[0]): int(row.split()[7]) for row in rows if row.strip()}
 
 
-def _workers_of(pid: int) -> list[int]:
-    """The worker processes of the divert process `pid` (not multiprocessing's resource tracker)."""
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        children = [int(child) for child in f.read().split()]
-    workers = []
-    for child in children:
-        with open(f"/proc/{child}/cmdline", "rb") as f:
-            if b"resource_tracker" not in f.read():
-                workers.append(child)
-    return workers
-
-
 def _flows_through_two_workers(netns, port: int, flows: int, count: int, pace: float, meanwhile=None):
     """FLOWS through `divert passthru --workers 2`: (exit status, what it printed, stderr,
     flow -> sequence numbers received, last packet id of each queue)."""
@@ -107,7 +96,7 @@ def test_a_hundred_udp_flows_keep_their_order_over_two_workers(netns):
 def test_killing_a_worker_loses_only_what_it_held_counted_and_the_others_keep_passing(netns):
     def kill_one_worker(process):
         time.sleep(1.0)
-        os.kill(_workers_of(process.pid)[0], signal.SIGKILL)
+        os.kill(worker_processes(process.pid)[0], signal.SIGKILL)
 
     code, printed, err, got, _ = _flows_through_two_workers(netns, 40703, 40, 400, 0.005, kill_one_worker)
     assert code == 0, err
@@ -186,7 +175,7 @@ def test_workers_of_a_killed_pool_remove_its_rule_and_exit(netns, tmp_path):
     end = time.monotonic() + 30
     while "Ctrl+C to stop" not in (tmp_path / "divert.log").read_text() and time.monotonic() < end:
         time.sleep(0.1)
-    workers = _workers_of(process.pid)
+    workers = worker_processes(process.pid)
     process.kill()
     process.wait(10)
     end = time.monotonic() + 15
