@@ -1,9 +1,12 @@
 """Who may use a listening service: its own user, the uids and the members of
 the groups named on its command line. The kernel says who is at the other
-end of a Unix socket (SO_PEERCRED); nothing the client sends is believed."""
+end of a Unix socket (SO_PEERCRED) and in which groups its process was
+(SO_PEERGROUPS); nothing the client sends is believed."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import grp
 import os
 import pwd
@@ -11,6 +14,8 @@ import socket
 import struct
 
 _UCRED = struct.Struct("3i")
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)     # Linux 4.13
+MAX_GROUPS = 65536                                       # NGROUPS_MAX
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
@@ -31,12 +36,22 @@ def who(uid: int) -> str:
     return f"{name} (uid {uid})" if name else f"uid {uid}"
 
 
-def groups_of(uid: int, gid: int) -> set[int]:
-    """The groups of `uid` as the group database says (primary `gid` included)."""
-    try:
-        return set(os.getgrouplist(pwd.getpwuid(uid).pw_name, gid)) | {gid}
-    except KeyError:
-        return {gid}
+def peer_groups(sock: socket.socket, gid: int) -> set[int]:
+    """The groups of the process that connected, as the kernel had them when it connected
+    (SO_PEERGROUPS): its primary group `gid` and its supplementary groups. Not the group
+    database, which still lists a user in a group its process has dropped (setgroups)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    count = 64
+    while True:
+        groups = (ctypes.c_uint32 * count)()
+        size = ctypes.c_uint32(ctypes.sizeof(groups))
+        if libc.getsockopt(sock.fileno(), socket.SOL_SOCKET, SO_PEERGROUPS, groups, ctypes.byref(size)) == 0:
+            return {gid, *groups[:size.value // ctypes.sizeof(ctypes.c_uint32)]}
+        err = ctypes.get_errno()
+        if err != errno.ERANGE or count >= MAX_GROUPS:
+            raise OSError(err, f"SO_PEERGROUPS: {os.strerror(err)}")
+        # The kernel said how much room the peer's groups need.
+        count = min(MAX_GROUPS, max(count * 2, size.value // ctypes.sizeof(ctypes.c_uint32)))
 
 
 class AccessPolicy:
@@ -54,9 +69,14 @@ class AccessPolicy:
         parts += [f"group {name}" for name in self.groups.values()]
         return ", ".join(parts)
 
-    def refusal(self, uid: int, gid: int) -> str | None:
-        """Why this peer may not use the service, in one sentence; None when it may."""
-        if uid in self.uids or groups_of(uid, gid) & set(self.groups):
+    @property
+    def shared(self) -> bool:
+        """Whether the service serves users besides its own."""
+        return len(self.uids) > 1 or bool(self.groups)
+
+    def refusal(self, uid: int, groups: set[int]) -> str | None:
+        """Why a peer of `uid` in `groups` may not use the service, in one sentence; None when it may."""
+        if uid in self.uids or groups & set(self.groups):
             return None
         return (f"{who(uid)} may not use this divert service: it serves "
                 f"{self.describe()}; ask its administrator to add you (divert serve --allow-uid or "

@@ -13,10 +13,11 @@ from divertgui.engine import privileges
 from divertgui.service import framing
 from divertgui.service.connection import Connection, Peer
 from divertgui.service.hardening import harden
-from divertgui.service.peers import AccessPolicy, groups_of, peer_credentials, who
+from divertgui.service.peers import AccessPolicy, peer_credentials, peer_groups, who
 from divertgui.service.transports import SocketPathError, listen_unix, take_stdio, write_all
 
 MAX_CLIENTS = 8
+MAX_CLIENTS_PER_USER = 2    # of a user other than the service's own, while the service serves several
 ACCEPT_POLL = 0.2
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -116,6 +117,18 @@ def serve_stdio() -> int:
     return 0
 
 
+def slot_refusal(uid: int, served: list[int], policy: AccessPolicy) -> str | None:
+    """Why a client of `uid` gets no slot while clients of the uids `served` have one; None when it
+    does. No one user may take the slots from the others the service is there for."""
+    if len(served) >= MAX_CLIENTS:
+        return f"this divert service already serves {MAX_CLIENTS} clients, its most"
+    if uid != os.geteuid() and policy.shared and served.count(uid) >= MAX_CLIENTS_PER_USER:
+        return (f"{who(uid)} already has {MAX_CLIENTS_PER_USER} connections to this divert service, the "
+                f"most one user may have while it serves others; close one of them (a window or another "
+                f"divert client) first")
+    return None
+
+
 def _refuse(client: socket.socket, message: str) -> None:
     try:
         client.settimeout(1.0)
@@ -151,16 +164,21 @@ def serve_socket(server: socket.socket, path: str, policy: AccessPolicy) -> int:
                 continue
             client.settimeout(None)
             pid, uid, gid = peer_credentials(client)
-            refusal = policy.refusal(uid, gid)
+            try:
+                groups = peer_groups(client, gid)
+            except OSError as exc:
+                # Failing closed: the primary group alone, so that a group the kernel cannot vouch for admits no one.
+                log(f"the groups of process {pid} are unknown ({exc.strerror}); judging it by its primary group")
+                groups = {gid}
+            refusal = policy.refusal(uid, groups)
             if refusal is None:
                 with lock:
-                    if len(connections) >= MAX_CLIENTS:
-                        refusal = f"this divert service already serves {MAX_CLIENTS} clients, its most"
+                    refusal = slot_refusal(uid, [c.peer.uid for c in connections], policy)
             if refusal is not None:
                 log(f"refused process {pid} of {who(uid)}: {refusal}")
                 _refuse(client, refusal)
                 continue
-            peer = Peer(f"process {pid} of {who(uid)}", uid, frozenset(groups_of(uid, gid)))
+            peer = Peer(f"process {pid} of {who(uid)}", uid, frozenset(groups))
             log(f"serving {peer.description}")
             connection = Connection(client.recv, client.sendall, peer, log, problem)
 
