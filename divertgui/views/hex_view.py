@@ -192,7 +192,6 @@ class HexPane(QWidget):
         self.ascii.setFont(editor.font())
         self.ascii.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
         self.ascii.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self._fit_ascii()
         self.message = QLabel(self)
         self.message.setObjectName("hex_problem")
         self.message.setStyleSheet("color: #a00000;")
@@ -214,8 +213,9 @@ class HexPane(QWidget):
     def _ascii_width(self, per_line: int) -> int:
         return QFontMetrics(self.editor.font()).horizontalAdvance("M" * (per_line + 2)) + 8
 
-    def _fit_ascii(self) -> None:
-        self.ascii.setFixedWidth(self._ascii_width(self.editor.bytes_per_line))
+    def _fit_ascii(self, longest: int = 0) -> None:
+        # As wide as the lines shown, which may be the user's own, up to 16 bytes a line.
+        self.ascii.setFixedWidth(self._ascii_width(max(self.editor.bytes_per_line, min(longest, BYTES_PER_LINE))))
 
     def width_for(self, per_line: int) -> int:
         """The pane's width that shows lines of `per_line` bytes without scrolling sideways."""
@@ -230,11 +230,12 @@ class HexPane(QWidget):
         per_line = BYTES_PER_LINE if self.width() >= self.width_for(BYTES_PER_LINE) else BYTES_PER_LINE // 2
         if per_line != self.editor.bytes_per_line:
             self.editor.set_bytes_per_line(per_line)
-            self._fit_ascii()
+            self._update()
 
     def _update(self) -> None:
-        lines = self.editor.toPlainText().split("\n")
-        self.ascii.setPlainText("\n".join(ascii_of_hex_line(line) for line in lines))
+        lines = [ascii_of_hex_line(line) for line in self.editor.toPlainText().split("\n")]
+        self.ascii.setPlainText("\n".join(lines))
+        self._fit_ascii(max(map(len, lines)))
         self.ascii.verticalScrollBar().setValue(self.editor.verticalScrollBar().value())
         problem = self.editor.problem
         self.message.setText("" if problem is None else f"Not valid hex: {problem}")

@@ -208,19 +208,38 @@ def test_the_events_panel_fits_where_it_opens(qtbot, window):
         "the cgroup field cuts its placeholder short"
 
 
-def test_the_hex_editor_lays_its_bytes_out_again_only_while_the_user_has_not_typed(qtbot):
-    from divertgui.views.hex_view import HexEditor
+def test_the_hex_lines_follow_the_pane_width_until_the_user_types_in_them(qtbot):
+    from divertgui.views.hex_view import HexEditor, HexPane
     editor = HexEditor()
-    qtbot.addWidget(editor)
+    pane = HexPane(editor)
+    qtbot.addWidget(pane)
+    pane.resize(pane.width_for(BYTES_PER_LINE), 300)
+    pane.show()
+    qtbot.waitExposed(pane)
     editor.set_data(bytes(range(20)))
-    assert editor.toPlainText().split("\n")[0].split() == [f"{b:02x}" for b in range(16)]
-    editor.set_bytes_per_line(8)
-    assert [len(line.split()) for line in editor.toPlainText().split("\n")] == [8, 8, 4]
+
+    def line_lengths() -> list[int]:
+        return [len(line.split()) for line in editor.toPlainText().split("\n")]
+
+    def ascii_fits(per_line: int) -> bool:
+        return pane.ascii.width() == pane._ascii_width(per_line)
+
+    assert line_lengths() == [16, 4] and ascii_fits(16)
+    pane.resize(pane.width_for(BYTES_PER_LINE) - 1, 300)
+    qtbot.waitUntil(lambda: line_lengths() == [8, 8, 4])
+    assert ascii_fits(8) and not editor.horizontalScrollBar().isVisible()
+    pane.resize(pane.width_for(BYTES_PER_LINE), 300)
+    qtbot.waitUntil(lambda: line_lengths() == [16, 4])
+
     editor.setPlainText(editor.toPlainText().replace("00", "ff", 1))
     typed = editor.toPlainText()
-    editor.set_bytes_per_line(16)
+    pane.resize(pane.width_for(BYTES_PER_LINE) - 1, 300)
+    qtbot.waitUntil(lambda: editor.bytes_per_line == 8)
     assert editor.toPlainText() == typed, "the user's lines were laid out again under them"
+    assert ascii_fits(16), "the ASCII column no longer fits the user's lines"
     assert editor.data() == b"\xff" + bytes(range(1, 20))
+    editor.set_data(bytes(range(20)))
+    assert line_lengths() == [8, 8, 4] and ascii_fits(8)
 
 
 def test_the_charts_fit_the_width_below_the_list_with_their_titles_whole(qtbot, window):
@@ -239,3 +258,34 @@ def test_the_charts_fit_the_width_below_the_list_with_their_titles_whole(qtbot, 
         for plot in (charts.packets_plot, charts.bytes_plot, charts.direction_plot, charts.process_chart.plot):
             title = plot.getPlotItem().titleLabel.item
             assert title.boundingRect().width() <= plot.width(), f"{title.toPlainText()!r} is cut short"
+
+
+def test_the_split_keeps_where_the_user_dragged_it(qtbot):
+    from PySide6.QtCore import QPoint, Qt
+    from PySide6.QtTest import QTest
+    from divertgui.views.intercept_panel import SharedSplitter
+    split = SharedSplitter((2, 3))
+    split.addWidget(QWidget())
+    split.addWidget(QWidget())
+    qtbot.addWidget(split)
+    split.resize(200, 500)
+    split.show()
+    qtbot.waitExposed(split)
+    top, bottom = split.sizes()
+    assert abs(top * 3 - bottom * 2) <= 5, "the shares are not 2:3"
+    split.resize(200, 800)
+    qtbot.waitUntil(lambda: sum(split.sizes()) > 700)
+    top, bottom = split.sizes()
+    assert abs(top * 3 - bottom * 2) <= 5, "the shares are not kept as the split grows"
+
+    handle = split.handle(1)
+    middle = handle.rect().center()
+    QTest.mousePress(handle, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, middle)
+    QTest.mouseMove(handle, middle + QPoint(0, 100))
+    QTest.mouseRelease(handle, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, middle + QPoint(0, 100))
+    dragged = split.sizes()
+    assert dragged[0] >= top + 90
+    split.resize(200, 600)
+    qtbot.waitUntil(lambda: sum(split.sizes()) < 600)
+    share = split.sizes()[0] / sum(split.sizes())
+    assert abs(share - dragged[0] / sum(dragged)) < 0.02, "the user's split was shared out again"
