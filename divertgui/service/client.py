@@ -24,6 +24,7 @@ import numpy as np
 from divertgui.engine.processes import MAX_INDEX as MAX_PROCESS_INDEX, Process
 from divertgui.engine.store_record import Flags
 from divertgui.service import framing
+from divertgui.service.passed_files import send_with_file
 from divertgui.service.packet_frames import decode_edit, decode_packets, decode_verdicts
 from divertgui.service.row_map import RowMap
 
@@ -198,14 +199,36 @@ class ServiceClient:
     # -- commands -------------------------------------------------------------------
 
     def send(self, command: dict) -> None:
-        frame = framing.encode_json(command)
         if self._write is None:
             raise ConnectionError(f"{self.host}: not connected")
+        fd = self._file_to_attach(command)
+        if fd is not None:
+            command = dict(command, attached=True)
+        frame = framing.encode_json(command)
         with self._write_lock:
             try:
-                self._write(frame)
+                if fd is None:
+                    self._write(frame)
+                else:
+                    send_with_file(self._socket, frame, fd)
             except (OSError, ValueError) as exc:
                 raise ConnectionError(f"{self.host}: the service is gone ({exc})") from None
+            finally:
+                if fd is not None:
+                    os.close(fd)
+
+    def _file_to_attach(self, command: dict) -> int | None:
+        """The capture file a command reads, opened here to go with it over a Unix socket: the service,
+        whoever it runs as, then reads what this user can, its 0600 files too. A file this user cannot
+        open goes by its path alone, for the service to judge."""
+        reads_file = command.get("type") == "open" or (command.get("type") == "start"
+                                                         and command.get("source") == "replay")
+        if self._socket is None or not reads_file or not isinstance(command.get("path"), str):
+            return None
+        try:
+            return os.open(command["path"], os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        except (OSError, ValueError):
+            return None
 
     def post(self, kind: str, **fields) -> None:
         """A command (divertgui.engine.protocol); a lost service says so through an event instead."""

@@ -17,6 +17,7 @@ from divertgui.engine.protocol import event
 from divertgui.engine.session import Session
 from divertgui.service import framing
 from divertgui.service.commands import CommandError, validate
+from divertgui.service.passed_files import PassedFiles
 from divertgui.service.peer_files import open_for_peer
 from divertgui.service.store_relay import StoreRelay
 from divertgui.service.writer import FrameWriter
@@ -36,9 +37,11 @@ class Peer:
 
 class Connection:
     def __init__(self, read: Callable[[int], bytes], write: Callable[[bytes], object], peer: Peer,
-                 log: Callable[[str], None], live_problem: str = ""):
+                 log: Callable[[str], None], live_problem: str = "", passed: PassedFiles | None = None):
+        """`passed`: the files a client of a Unix socket attaches to its commands (`read` is its read)."""
         self.peer = peer
         self._read = read
+        self._passed = passed
         self._log = log
         self._live_problem = live_problem
         self._hold_action = "forward"
@@ -57,6 +60,8 @@ class Connection:
             self.session.run()
         finally:
             self.writer.close()
+            if self._passed is not None:
+                self._passed.close()
 
     def end(self, why: str) -> None:
         """End the session as if the client had left (the service is stopping)."""
@@ -94,16 +99,22 @@ class Connection:
         self._client_gone("the client closed the connection")
 
     def _take(self, command: dict) -> None:
+        attached = command.pop("attached", False)     # the service's field: the session reads the file
         if command["type"] == "start" and command.get("source") == "replay":
-            self._open_for_peer(command, "start.path")
+            self._open_for_peer(command, "start.path", attached)
         if command["type"] == "open":
-            self._open_for_peer(command, "open.path")
+            self._open_for_peer(command, "open.path", attached)
         if command["type"] == "set_hold_timeout":
             self._hold_action = command.get("action", "forward")
         self.session.post(command)
 
-    def _open_for_peer(self, command: dict, name: str) -> None:
-        """A client of another user replays or opens only files that user may read anyway."""
+    def _open_for_peer(self, command: dict, name: str, attached: bool) -> None:
+        """A client replays or opens the file it attached, or by path only files its user may read anyway."""
+        if attached:
+            if self._passed is None:
+                raise CommandError(f"{name}: files come attached over a Unix socket only")
+            command["file"] = self._passed.take(name, command.get("path", ""))
+            return
         if self.peer.uid is None or self.peer.uid == os.geteuid():
             return
         command["file"] = open_for_peer(command.get("path", ""), self.peer.uid, self.peer.groups, name)

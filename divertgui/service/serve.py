@@ -13,6 +13,7 @@ from divertgui.engine import privileges
 from divertgui.service import framing
 from divertgui.service.connection import Connection, Peer
 from divertgui.service.hardening import harden
+from divertgui.service.passed_files import PassedFiles
 from divertgui.service.peers import AccessPolicy, peer_credentials, peer_groups, who
 from divertgui.service.transports import SocketPathError, listen_unix, take_stdio, write_all
 
@@ -180,7 +181,8 @@ def serve_socket(server: socket.socket, path: str, policy: AccessPolicy) -> int:
                 continue
             peer = Peer(f"process {pid} of {who(uid)}", uid, frozenset(groups))
             log(f"serving {peer.description}")
-            connection = Connection(client.recv, client.sendall, peer, log, problem)
+            passed = PassedFiles(client)
+            connection = Connection(passed.read, client.sendall, peer, log, problem, passed)
 
             def run(connection=connection, client=client):
                 try:

@@ -6,6 +6,7 @@ tests/integration/test_service_netns.py:
     python -m tests.integration.service_scenarios hold TARGET PORT COUNT [WORKERS]
     python -m tests.integration.service_scenarios workers TARGET PORT
     python -m tests.integration.service_scenarios open TARGET UID PATH
+    python -m tests.integration.service_scenarios replay TARGET UID PATH
 
 The process imports everything as whoever started it, then (for a UID other
 than 0) becomes that user with no capabilities: the interpreter may live
@@ -134,6 +135,16 @@ def open_file(target: str, uid: int, path: str) -> dict:
     return {"errors": [e["message"] for e in window.of("error")],
             "opened": [e["reason"] for e in window.of("state") if e.get("source") == "file"],
             "rows": len(window.store)}
+
+
+def replay_file(target: str, uid: int, path: str) -> dict:
+    """Ask the service to replay the capture file `path` as fast as it can: what it answered, and the rows."""
+    become(uid)
+    window = Window(target)
+    assert wait(lambda: window.client.hello is not None), "no hello"
+    window.client.post("start", source="replay", path=path, speed=0)
+    wait(lambda: window.of("error") or len(window.store) >= 1)
+    return {"errors": [e["message"] for e in window.of("error")], "rows": len(window.store)}
 
 
 def hold(target: str, port: int, count: int, workers: int = 1) -> dict:
@@ -285,6 +296,8 @@ def main(argv: list[str]) -> None:
         report = refused(target, int(rest[0]))
     elif mode == "open":
         report = open_file(target, int(rest[0]), rest[1])
+    elif mode == "replay":
+        report = replay_file(target, int(rest[0]), rest[1])
     elif mode == "workers":
         report = workers(target, int(rest[0]))
     else:

@@ -110,10 +110,32 @@ def open_directory():
     shutil.rmtree(directory)
 
 
-def opened_as_nobody(netns, socket_path: str, capture: pathlib.Path) -> dict:
-    client = netns.popen([*SCENARIOS, "open", f"unix:{socket_path}", "65534", str(capture)],
+def opened_as_nobody(netns, socket_path: str, capture: pathlib.Path, how: str = "open") -> dict:
+    client = netns.popen([*SCENARIOS, how, f"unix:{socket_path}", "65534", str(capture)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return report_of(client)
+
+
+@pytest.mark.parametrize("how", ["open", "replay"])
+def test_a_client_reads_its_own_private_file_through_a_root_service_and_no_other_users(netns, listening,
+                                                                                       open_directory, how):
+    """The client opens the file itself and hands it over with the command: the service reads its
+    0600 file, which root without the right to override permissions could not open; another user's
+    0600 file, which the client cannot open, goes by its path and stays refused."""
+    path, _ = listening
+    own = one_packet_capture(open_directory / "own.pcapng")
+    os.chown(own, 65534, 65534)
+    own.chmod(0o600)
+    report = opened_as_nobody(netns, path, own, how)
+    assert report["errors"] == [] and report["rows"] == 1, report
+    if how == "open":
+        assert report["opened"][-1] == f"opened {own}: 1 packets"
+    others = one_packet_capture(open_directory / "others.pcapng")
+    os.chown(others, 65533, 65533)
+    others.chmod(0o600)
+    report = opened_as_nobody(netns, path, others, how)
+    assert report["rows"] == 0
+    assert len(report["errors"]) == 1 and f"cannot read {others}: Permission denied" in report["errors"][0]
 
 
 def test_a_client_opens_only_capture_files_its_user_may_read(netns, listening, open_directory, tmp_path):
