@@ -40,7 +40,7 @@ from typing import NamedTuple
 from divertgui.engine import privileges
 from divertgui.engine.address import PRIORITY_MIN
 from divertgui.engine.errors import NetfilterError, NetlinkError
-from divertgui.engine.filter.kernel import KernelMatch, KernelTest, PacketMatch  # noqa: F401  (the shapes both sides agree on)
+from divertgui.engine.filter.kernel import KernelMatch, PacketMatch
 
 from . import netlink, nftables as nft
 
