@@ -103,11 +103,12 @@ LOSS_WARNING_SECONDS = 1.0
 
 
 class _LossWarnings:
-    """While a handle runs: a line on stderr, at most one a second, whenever it lost packets."""
+    """While a handle or a pool of workers runs: a line on stderr, at most one a second, whenever it
+    lost packets. `stats()` gives the counters (a handle's, or the workers' summed)."""
 
-    def __init__(self, handle):
+    def __init__(self, stats):
         from divertgui.engine.loss import LossWatch
-        self.handle = handle
+        self.stats = stats
         self.watch = LossWatch()
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, name="loss warnings", daemon=True)
@@ -122,7 +123,7 @@ class _LossWarnings:
 
     def _run(self) -> None:
         while not self.done.wait(LOSS_WARNING_SECONDS):
-            news = self.watch.news(self.handle.stats())
+            news = self.watch.news(self.stats())
             if news is not None:
                 loss, new = news
                 _say(f"divert: warning: {new} packets lost in the last second; {loss.lost} of {loss.offered} "
@@ -320,7 +321,7 @@ def cmd_netdump(args) -> int:
             if not args.quiet:
                 _say(f"divert: sniffing {args.filter!r} (priority {args.priority}); Ctrl+C to stop", sys.stderr)
             started_ns = time.monotonic_ns()
-            with _LossWarnings(handle):
+            with _LossWarnings(handle.stats):
                 while not stop and write_error is None and (args.count is None or count < args.count):
                     wanted = 255 if args.count is None else min(255, args.count - count)
                     batch = handle.recv_batch(wanted, POLL_SECONDS)
@@ -484,7 +485,7 @@ def cmd_netfilter(args) -> int:
         handle = _open_handle(args, Flag(0))
         with handle:
             _say(f"divert: blocking {args.filter!r} (priority {args.priority}); Ctrl+C to stop", sys.stderr)
-            with _LossWarnings(handle):
+            with _LossWarnings(handle.stats):
                 while not stop:
                     _block_batch(handle, blocked)
             stats = handle.stats()
@@ -551,9 +552,10 @@ def _run_workers(args, work, options, doing: str, queue_length: int | None = Non
         timer.start()
     pool = WorkerPool(diverted or args.filter, work, args.workers, LAYERS[args.layer], args.priority, flags,
                       getattr(args, "queue_length", None) or queue_length, options, slot_options)
-    return pool.run(stop.event, on_ready=None if quiet else lambda: _say(
-        f"divert: {doing} (priority {args.priority}, {args.workers} worker processes, queues "
-        f"{pool.first_queue}..{pool.first_queue + args.workers - 1}); Ctrl+C to stop", sys.stderr))
+    with _LossWarnings(pool.totals):
+        return pool.run(stop.event, on_ready=None if quiet else lambda: _say(
+            f"divert: {doing} (priority {args.priority}, {args.workers} worker processes, queues "
+            f"{pool.first_queue}..{pool.first_queue + args.workers - 1}); Ctrl+C to stop", sys.stderr))
 
 
 # -- webfilter, streamdump --------------------------------------------------------------
@@ -603,7 +605,7 @@ def cmd_passthru(args) -> int:
         _say(f"divert: passing {args.filter!r} through (priority {args.priority}, batch {args.batch}, "
              f"{args.threads} thread{'s' if args.threads > 1 else ''}); Ctrl+C to stop", sys.stderr)
         workers = [threading.Thread(target=reinject, args=(i,), daemon=True) for i in range(args.threads)]
-        with _LossWarnings(handle):
+        with _LossWarnings(handle.stats):
             for worker in workers:
                 worker.start()
             while not stop and (args.duration is None or time.monotonic() - started < args.duration):
@@ -678,7 +680,7 @@ def cmd_conditions(args) -> int:
             names = ", ".join(rule.name for rule in pipeline.rules)
             _say(f"divert: applying {names} to {args.filter!r} (priority {args.priority}); Ctrl+C to stop",
                  sys.stderr)
-            with _LossWarnings(handle):
+            with _LossWarnings(handle.stats):
                 stats = run_conditions(handle, pipeline, stop.event)
             handle_stats = handle.stats()
     _say(format_stats(stats))

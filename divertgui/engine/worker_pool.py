@@ -226,12 +226,14 @@ class WorkerPool:
         return max(0, hits - totals.get("diverted", 0) - totals.get("overflowed", 0) - self.lost)
 
     def totals(self) -> dict:
-        """Every worker's counters (and what its work returned) summed, each worker once."""
+        """Every worker's counters (and what its work returned) summed, each worker once. Any thread may
+        ask while the pool runs: it reads copies of what the pool's thread updates."""
         total: dict = {}
-        for pid, stats in self._latest.items():
+        results = dict(self._results)
+        for pid, stats in list(self._latest.items()):
             add_counters(total, stats)
-            if pid in self._results:
-                add_counters(total, self._results[pid])
+            if pid in results:
+                add_counters(total, results[pid])
         total["workers"] = self.workers
         total["workers_restarted"] = self.restarted
         total["lost_with_worker"] = self.lost

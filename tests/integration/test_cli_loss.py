@@ -6,6 +6,7 @@ reader cannot take packets (stopped with SIGSTOP, or holding them for a lag).
 
 from __future__ import annotations
 
+import os
 import re
 import select
 import signal
@@ -13,7 +14,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import receive_all, udp_socket
+from tests.integration.conftest import receive_all, udp_socket, worker_processes
 from tests.integration.test_cli_netns import finish, our_chains, start_cli
 
 pytestmark = pytest.mark.netns
@@ -105,3 +106,35 @@ def test_no_loss_is_said_plainly_and_strict_then_exits_0(veth):
     assert len(got) == 20
     assert "divert: lost 0 of 20 packets (0.0 %)" in err and "warning" not in err, err
     assert code == 0, err
+
+
+def test_workers_that_overflow_their_queue_are_reported_while_it_happens_and_at_the_end(veth):
+    """Both workers stopped while a flood meets their queues: one flow, so one worker's queue takes it."""
+    with veth.b.entered():
+        server = udp_socket(veth.b_v4, PORT)
+    process = start_cli(veth.b, "passthru", f"inbound and udp.DstPort == {PORT}", "--queue-length", str(QUEUE),
+                        "--workers", "2", "--strict")
+    workers = worker_processes(process.pid)
+    try:
+        assert len(workers) == 2, workers
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        flood(veth, FLOOD)
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+        during = read_until_warning(process)
+    finally:
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+        code, out, err = finish(process, signal.SIGINT)
+    warning = WARNING.search(during)
+    assert warning, f"no loss warning while running: {during}{err}"
+    new, lost, _, overflowed = map(int, warning.groups())
+    assert new == lost == overflowed == FLOOD - QUEUE, during
+    final = FINAL.search(err)
+    assert final, err
+    assert (int(final[1]), int(final[2]), int(final[4])) == (FLOOD - QUEUE, FLOOD, FLOOD - QUEUE), err
+    assert code == 3, err
+    with veth.b.entered():
+        assert len(receive_all(server, 0.5)) == QUEUE
+    assert our_chains(veth.b) == []
