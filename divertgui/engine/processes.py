@@ -68,7 +68,8 @@ class Process(NamedTuple):
     user: str
 
     def label(self) -> str:
-        return f"{self.name} ({self.pid})"
+        """`name (pid)`, as the Events view writes it: `?` for a name no one could read."""
+        return f"{self.name or '?'} ({self.pid})"
 
 
 class ProcessList:

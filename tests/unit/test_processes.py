@@ -108,6 +108,7 @@ def test_the_process_list_gives_each_process_one_small_index():
     from divertgui.engine.processes import Process
     a, b = Process(10, "curl", "root"), Process(11, "nc", "root")
     assert processes.intern(a) == 1 and processes.intern(b) == 2 and processes.intern(a) == 1
+    assert a.label() == "curl (10)" and Process(12, "", "").label() == "? (12)"
     assert processes.get(0) is None and processes.get(2) == b and processes.indexes_of_pid(10) == [1]
 
 
