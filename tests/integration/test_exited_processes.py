@@ -8,12 +8,15 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
-from divertgui.engine.address import Event
-from divertgui.engine.backends import exited_processes
-from divertgui.engine.processes import FlowOwners, ProcessList
+from divertgui.engine.address import Event, Layer
+from divertgui.engine.backends import exited_processes, socket_programs
+from divertgui.engine.backends.cgroups import cgroup2_mount
+from divertgui.engine.event_capture import EventCapture
+from divertgui.engine.processes import FlowOwners, ProcessList, describe
 from tests.integration.conftest import receive_expected
 from tests.integration.socket_layer_fixtures import own_cgroup, start_in
 from tests.integration.test_processes_netns import capture_learning_flows
@@ -66,7 +69,6 @@ def test_a_program_gone_before_its_flow_event_is_read_is_named_on_its_packets(ne
 
 
 def test_describing_a_program_gone_names_it_as_its_exit_was_reported(netns, exits):
-    from divertgui.engine.processes import describe
     pid = run_one_shot(netns, "nc")
     assert describe(pid) == (pid, "", "")
     assert describe(pid, exits) == (pid, "nc", "root")
@@ -87,7 +89,6 @@ def test_a_live_capture_names_a_program_that_sent_and_exited_at_once(netns, own_
     """As the capture service, which may not read names in its eBPF programs (no CAP_PERFMON): the
     FLOW event gives the pid alone. The capture's thread works in the test's namespace, so the
     listener this test's thread opened in the initial one is the process's (exited_processes.acquire)."""
-    from divertgui.engine.backends import socket_programs
     monkeypatch.setattr(socket_programs, "names_readable", lambda: False)
     receiver, running, port = capture_learning_flows(netns, own_cgroup, capture_cgroup)
     try:
@@ -102,3 +103,23 @@ def test_a_live_capture_names_a_program_that_sent_and_exited_at_once(netns, own_
     finally:
         running.stop()
         receiver.close()
+
+
+def test_an_event_read_after_its_program_exited_names_the_program(netns, own_cgroup, exits, monkeypatch):
+    """The Events view's reading of the SOCKET layer, as the service without CAP_PERFMON does it:
+    the program is reaped before its CONNECT is read."""
+    monkeypatch.setattr(socket_programs, "names_readable", lambda: False)
+    capture = EventCapture({Layer.SOCKET: "udp and event == CONNECT"}, os.path.relpath(own_cgroup, cgroup2_mount()))
+    capture.open()
+    try:
+        sender = start_in(netns, own_cgroup, *ONE_SHOT["nc"], stdin=subprocess.PIPE)
+        sender.communicate("hi\n", timeout=20)
+        assert sender.returncode == 0 and not os.path.exists(f"/proc/{sender.pid}")
+        records, end = [], time.monotonic() + 10
+        while not records and time.monotonic() < end:
+            records = capture.poll()
+            time.sleep(0.05)
+        assert [(r.event, r.pid, r.process, r.user) for r in records] == [(Event.SOCKET_CONNECT, sender.pid, "nc",
+                                                                           "root")]
+    finally:
+        capture.close()
