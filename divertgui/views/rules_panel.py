@@ -213,6 +213,8 @@ class RulesPanel(QWidget):
         self.table.setDragDropOverwriteMode(False)
         self.table.setDropIndicatorShown(True)
         self.table.verticalHeader().hide()
+        # Rows as compact as the other lists': a short side panel shows every rule of a preset.
+        self.table.verticalHeader().setDefaultSectionSize(22)
         self.table.setWordWrap(False)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
