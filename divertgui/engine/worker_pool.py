@@ -9,7 +9,9 @@ process calls it with a Divert handle of its own, already open, and `stop`
 --queue-balance over the workers' consecutive queue numbers: netfilter picks
 the queue by a hash of the packet's addresses and protocol, the same for
 both directions, so a connection (indeed every flow between two hosts) stays
-on one worker and per-flow order and per-flow rule state hold.
+on one worker and per-flow order and per-flow rule state hold. Workers are
+forked (divertgui.engine.fork_server), so they hold this process's
+capabilities; ps names them divert-worker-SLOT.
 
 A worker that dies is started again on the same queue. Meanwhile its queue
 has no reader: with Flag.FAIL_OPEN the kernel lets its packets pass
