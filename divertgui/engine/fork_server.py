@@ -56,13 +56,6 @@ def context() -> mp_context.BaseContext:
     return _CONTEXT
 
 
-def stop() -> None:
-    """Ends the fork servers (the tracker ends with the last process that holds its pipe)."""
-    with _lock:
-        while _servers:
-            _servers.popitem()[1].close()
-
-
 def _running_server() -> "_Server":
     """The server of the calling thread's network namespace, where the processes it forks capture:
     a program whose threads enter other namespaces (as tests do) has one in each."""
