@@ -76,20 +76,23 @@ def test_a_handle_chain_in_order_and_what_each_rule_needs():
     handle = netfilter_rules.HandleRules(1, 16384, 0, "divert", "PO", ordinal=2,
                                          kernel_match=lambda version, hook: PacketMatch(
                                              loopback=True if hook == "O" else None,
-                                             program=(Instruction(0x06, 0, 0, 1),)))
-    inbound = handle.rules("P", 4)
+                                             program=(Instruction(0x06, 0, 0, 1),)) if version == 4 else None)
+    inbound = handle.rules("P")
     names = [[_expression(e)[0] for e in rule.expressions] for rule in inbound]
     assert names[0] == ["fib", "cmp", "immediate"]                                  # not for this host: return
     assert names[1] == ["meta", "cmp", "meta", "bitwise", "cmp", "immediate"]       # from lo: return
-    assert names[2] == ["meta", "bitwise", "cmp", "match", "counter", "target"]     # no level passed
-    assert names[-1] == ["match", "counter", "target"]
-    assert netfilter_rules.NEEDS["NFQUEUE"] in inbound[-1].needs and netfilter_rules.NEEDS["bpf"] in inbound[-1].needs
-    outbound = [[_expression(e)[0] for e in rule.expressions] for rule in handle.rules("O", 6)]
-    assert outbound[-1] == ["meta", "cmp", "match", "counter", "target"]            # oifname lo, then the program
+    assert names[2] == ["meta", "bitwise", "cmp", "counter", "target"]              # no level passed
+    assert names[-1] == ["counter", "target"]
+    assert netfilter_rules.NEEDS["NFQUEUE"] in inbound[-1].needs
+    # The kernel match stands in the base chain's jump: a packet it rejects goes no further.
+    jump = handle.jump("O", 4)
+    assert [_expression(e)[0] for e in jump.expressions] == ["meta", "cmp", "match", "immediate"]
+    assert jump.needs == (netfilter_rules.NEEDS["bpf"],)
+    assert handle.jump("O", 6) is None                                              # no IPv6 packet: no jump
+    assert [_expression(e)[0] for e in netfilter_rules.HandleRules(1, 2, 0, "drop", "I").jump("I", 6).expressions] \
+        == ["immediate"]
     sniff = netfilter_rules.HandleRules(1, 16385, 0, "sniff", "I")
-    assert [_expression(e)[0] for e in sniff.rules("I", 4)[-1].expressions] == ["log"]
-    nothing = netfilter_rules.HandleRules(1, 16386, 0, "drop", "I", kernel_match=lambda version, hook: None)
-    assert len(nothing.rules("I", 6)) == 1                                          # only the loopback return
+    assert [_expression(e)[0] for e in sniff.rules("I")[-1].expressions] == ["log"]
 
 
 def _dumped(attrs: bytes) -> tuple[bytes, int, int]:

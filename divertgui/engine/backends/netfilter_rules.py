@@ -179,8 +179,21 @@ class HandleRules:
             return [nft.verdict(nft.NF_DROP)], []
         raise ValueError(f"unknown handle action {self.action!r}")
 
-    def rules(self, hook: str, version: int) -> list[Rule]:
-        """The rules that fill this handle's chain for one hook, in order."""
+    def jump(self, hook: str, version: int) -> Rule | None:
+        """The rule of the hook's base chain that sends packets to this handle's chain: only those the
+        kernel match covers (None: no packet of this IP version), so that a packet the handle's filter
+        cannot want costs one test of it and no more."""
+        match = PacketMatch()
+        if self.kernel_match is not None:
+            match = self.kernel_match(version, hook)
+            if match is None:
+                return None
+        tests, needs = packet_match(match)
+        return Rule((*tests, nft.verdict(nft.NFT_JUMP, self.chain(hook))), tuple(needs), f"jump to {self.chain(hook)}")
+
+    def rules(self, hook: str) -> list[Rule]:
+        """The rules that fill this handle's chain for one hook, in order; the packets that reach it
+        are those its jump's match covers."""
         back = nft.verdict(nft.NFT_RETURN)
         rules = []
         if hook == "P":
@@ -194,17 +207,11 @@ class HandleRules:
             rules.append(Rule((nft.meta(nft.META_IIFNAME), nft.compare(nft.CMP_EQ, nft.interface_name("lo")),
                                *mark_masked(INBOUND_INJECTED_MARK, 0), back), (),
                               "iifname lo, mark & 0x800 == 0: return"))
-        match = PacketMatch()
-        if self.kernel_match is not None:
-            match = self.kernel_match(version, hook)
-            if match is None:
-                return rules
-        tests, needs = packet_match(match)
-        target, target_needs = self._target()
-        needs = tuple(needs + target_needs)
+        target, needs = self._target()
+        needs = tuple(needs)
         # Most packets have passed no level yet: one rule takes them.
         unmarked = mark_masked(LEVEL_MASK, 0)
-        rules.append(Rule((*unmarked, *tests, *target), needs, f"no level passed: {self.action}"))
+        rules.append(Rule((*unmarked, *target), needs, f"no level passed: {self.action}"))
         rules.append(Rule((*unmarked, back), (), "no level passed: return"))  # a log does not end the chain
         # This level first: a packet this handle has just released carries it.
         # Released or injected at this level (ordinal 0), or rejected by this
@@ -220,7 +227,7 @@ class HandleRules:
         if level > 1:
             rules.append(Rule((*mark_masked_between(LEVEL_MASK, 0, (level - 1) << LEVEL_SHIFT), back), (),
                               "released at a lower level: return"))
-        rules.append(Rule((*tests, *target), needs, f"released at a higher level: {self.action}"))
+        rules.append(Rule(tuple(target), needs, f"released at a higher level: {self.action}"))
         return rules
 
 
@@ -465,17 +472,24 @@ def _installing(handle: HandleRules, version: int, table: _Table) -> list[nft.Ch
             changes.append(nft.new_chain(family, TABLE, base, (number, BASE_PRIORITY, kind)))
         chain = handle.chain(hook)
         changes.append(nft.new_chain(family, TABLE, chain))
-        for rule in handle.rules(hook, version):
-            needing = f" needing {' and '.join(rule.needs)}" if rule.needs else ""
+        for rule in handle.rules(hook):
             changes.append(nft.new_rule(family, TABLE, chain, list(rule.expressions),
-                                        what=f"add the rule '{rule.what}' to {chain}{needing}"))
+                                        what=f"add the rule '{rule.what}' to {chain}{_needing(rule)}"))
+        jump = handle.jump(hook, version)
+        if jump is None:
+            continue
         # Higher levels first; among equal levels, the older handle first.
         before = [rule for rule in table.jumps(base)
                   if (m := CHAIN_NAME.match(rule.jump)) and int(m["level"]) >= level_of(handle.priority)]
-        changes.append(nft.new_rule(family, TABLE, base, [nft.verdict(nft.NFT_JUMP, chain)],
+        changes.append(nft.new_rule(family, TABLE, base, list(jump.expressions),
                                     after=before[-1].handle if before else None, first=not before,
-                                    what=f"add the jump to {chain} to {base}"))
+                                    what=f"add the {jump.what} to {base}{_needing(jump)}"))
     return changes
+
+
+def _needing(rule: Rule) -> str:
+    """What the kernel must have for the rule, in the words _kernel() reads back from a refusal."""
+    return f" needing {' and '.join(rule.needs)}" if rule.needs else ""
 
 
 def _remove_chains(sock: nft.NftablesSocket, version: int, table: _Table, names: set[str]) -> None:
