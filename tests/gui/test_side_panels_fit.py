@@ -1,7 +1,9 @@
-"""The side panels (Intercept, Rules, Processes) are usable at the width the side area gets on
-a 1366x768 laptop screen (the low end of SIDE_RANGE) and on a 1920x1080 desktop screen: no
-panel scrolls sideways, no button is cut short or clipped, no control is squeezed below its
-minimum, the held list shows its rows and the editor gets the larger share."""
+"""The side panels (Intercept, Rules, Processes) are usable at the width the side area gets in
+the smallest first window (SIDE_RANGE's low end), on a 1366x768 laptop screen and on a
+1920x1080 desktop screen: no panel scrolls sideways, no button is cut short or clipped, no
+control is squeezed below its minimum or covers another, the held list shows its rows and the
+editor gets the larger share. The Events and Charts panels below the list fit the laptop's and
+the desktop's width."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from divertgui.views import window_settings
 from divertgui.views.hex_view import BYTES_PER_LINE
 from divertgui.views.intercept_panel import HELD_ROWS_SHOWN
 from divertgui.views.processes_view import ProcessesView
-from divertgui.views.window_layout import first_window_size, scrolled, side_panel_width
+from divertgui.views.window_layout import SIDE_RANGE, SMALLEST, first_window_size, scrolled, side_panel_width
 from tests.gui.conftest import start_demo
 from tests.gui.test_intercept import hold
 from tests.unit.test_processes import udp4
@@ -82,17 +84,28 @@ def cramped(panel: QWidget) -> list[str]:
     return problems
 
 
-@pytest.fixture(params=[LAPTOP, DESKTOP], ids=["laptop-1366x768", "desktop-1920x1080"])
-def window(request, qtbot, workbench):
-    window = workbench.window
-    window.resize(request.param)
+def sized(qtbot, window, size):
+    window.resize(size)
     window_settings.apply_default_layout(window)
-    # The laptop's window gets the narrowest side area (SIDE_RANGE's low end, near enough).
     qtbot.waitUntil(lambda: abs(window.intercept_dock.width() - side_panel_width(window.width())) <= 12)
     return window
 
 
-def test_the_intercept_panel_with_a_held_packet_in_the_editor_fits(qtbot, workbench, window):
+@pytest.fixture(params=[LAPTOP, DESKTOP], ids=["laptop-1366x768", "desktop-1920x1080"])
+def window(request, qtbot, workbench):
+    return sized(qtbot, workbench.window, request.param)
+
+
+@pytest.fixture(params=[SMALLEST, LAPTOP, DESKTOP], ids=["smallest", "laptop-1366x768", "desktop-1920x1080"])
+def side_window(request, qtbot, workbench):
+    """Also the smallest first window, whose side area is SIDE_RANGE's low end itself."""
+    window = sized(qtbot, workbench.window, request.param)
+    if request.param == SMALLEST:
+        assert window.intercept_dock.width() <= SIDE_RANGE[0] + 8
+    return window
+
+
+def test_the_intercept_panel_with_a_held_packet_in_the_editor_fits(qtbot, workbench, side_window):
     start_demo(qtbot, workbench)
     panel = hold(qtbot, workbench, "tcp.DstPort == 80 and tcp.PayloadLength > 0")
     qtbot.waitUntil(lambda: ("payload", "bytes") in panel.editor.form.edits)
@@ -117,7 +130,7 @@ def test_the_intercept_panel_with_a_held_packet_in_the_editor_fits(qtbot, workbe
 
 
 def test_a_long_holding_status_and_an_edit_error_push_the_controls_aside_rather_than_cover_them(
-        qtbot, workbench, window):
+        qtbot, workbench, side_window):
     start_demo(qtbot, workbench)
     panel = hold(qtbot, workbench, "tcp.DstPort == 80 and tcp.PayloadLength > 0")
     panel.filter.set_text("tcp.DstPort == 80 and tcp.PayloadLength > 0 and ip.DstAddr == 198.51.100.10 "
@@ -140,7 +153,8 @@ def test_a_long_holding_status_and_an_edit_error_push_the_controls_aside_rather_
     panel.forward_all()
 
 
-def test_the_rules_panel_with_a_rule_selected_fits(qtbot, window):
+def test_the_rules_panel_with_a_rule_selected_fits(qtbot, side_window):
+    window = side_window
     window.rules_dock.show()
     window.rules_dock.raise_()
     panel = window.rules_panel
@@ -155,7 +169,8 @@ def test_the_rules_panel_with_a_rule_selected_fits(qtbot, window):
     assert edit.fontMetrics().horizontalAdvance(edit.placeholderText()) <= edit.viewport().width()
 
 
-def test_the_processes_panel_shows_the_flows_and_bytes_of_each_process(qtbot, window):
+def test_the_processes_panel_shows_the_flows_and_bytes_of_each_process(qtbot, side_window):
+    window = side_window
     store = window.store
     for number, name in enumerate(("firefox-esr", "curl", "nc")):
         process = store.processes.intern(Process(4000 + number, name, "ann"))
