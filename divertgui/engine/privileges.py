@@ -13,7 +13,6 @@ and changes the calling thread's.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import dataclasses
 import os

@@ -21,7 +21,7 @@ import pytest
 
 from divertgui.engine.address import Address
 from divertgui.engine.pcapng import write_capture
-from tests.integration.conftest import our_chains, receive_expected, run, wait_until
+from tests.integration.conftest import our_chains, receive_expected, wait_until
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
