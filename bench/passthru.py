@@ -190,18 +190,27 @@ class PydivertEbpf:
 # -- the run ----------------------------------------------------------------------------
 
 def cpu_ns(process: subprocess.Popen | None) -> int | None:
-    """CPU time (user + system, every thread) the process and its children (workers) have used so far,
-    in ns (clock-tick resolution)."""
+    """CPU time (user + system, every thread) the process and its descendants have used so far, in ns
+    (clock-tick resolution). Workers are grandchildren: a fork server the process starts forks them."""
     if process is None:
         return None
     try:
-        ticks = _ticks(process.pid)
-        with open(f"/proc/{process.pid}/task/{process.pid}/children") as f:
-            for child in f.read().split():
-                ticks += _ticks(int(child))
+        ticks = sum(_ticks(pid) for pid in _family(process.pid))
     except (OSError, ValueError, IndexError):
         return None
     return ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def _family(pid: int) -> list[int]:
+    """The process and all its descendants."""
+    found, pending = [], [pid]
+    while pending:
+        pid = pending.pop()
+        found.append(pid)
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                pending += [int(child) for child in f.read().split()]
+    return found
 
 
 def _ticks(pid: int) -> int:
