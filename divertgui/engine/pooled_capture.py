@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import queue as queue_module
 import threading
 import time
 from typing import Callable
@@ -25,6 +24,7 @@ from typing import Callable
 from divertgui.engine.address import Flag, Layer
 from divertgui.engine.errors import SessionError
 from divertgui.engine.store_record import Verdict
+from divertgui.engine.worker_pipes import WorkerPipes
 from divertgui.engine.worker_pool import START_TIMEOUT, STOP_TIMEOUT, WorkerPool, add_counters
 from divertgui.engine.worker_session import WORKER_START, WorkerChannels, run_session
 
@@ -45,7 +45,7 @@ class PooledCapture:
         self._processes_of = processes_of
         from divertgui.engine import fork_server
         context = fork_server.context()
-        self._reports = context.Queue()
+        self._reports = WorkerPipes(context)
         self._settings = {setting["type"]: setting for setting in settings}
         self._channels = SlotChannels(context, self._reports, layer, lambda: list(self._settings.values()))
         self._pool = WorkerPool(filter_text, run_session, workers, layer, priority, Flag.FAIL_OPEN,
@@ -101,6 +101,7 @@ class PooledCapture:
             pass
         for slot_pid in list(self._slot_pid.values()):
             self._worker_gone(slot_pid)
+        self._reports.close()
 
     @property
     def failed(self) -> str:
@@ -113,16 +114,10 @@ class PooledCapture:
 
     def pump(self, timeout: float) -> bool:
         """Takes what the workers sent, waiting up to `timeout` for the first; whether anything came."""
-        came = False
-        for index in range(MESSAGES_PER_PUMP):
-            try:
-                message = self._reports.get(timeout=timeout) if index == 0 and timeout else \
-                    self._reports.get_nowait()
-            except (queue_module.Empty, EOFError, OSError):
-                break
-            came = True
+        messages = self._reports.receive(timeout, MESSAGES_PER_PUMP)
+        for message in messages:
             self._take(*message)
-        return came
+        return bool(messages)
 
     def _take(self, kind: str, pid: int, generation: int, *fields) -> None:
         if kind == "hello":
@@ -263,16 +258,25 @@ class PooledCapture:
 
 
 class SlotChannels:
-    """What a WorkerPool gives the worker it starts in a slot (it asks each time): a command queue of
-    that worker's own, WORKER_START and the settings first. A queue shared with a worker killed while
-    it read would stay locked for its successor."""
+    """What a WorkerPool gives the worker it starts in a slot (it asks each time): a pipe of that
+    worker's own for what it sends, and a command queue of its own, WORKER_START and the settings
+    first. A queue shared with a worker killed while it read would stay locked for its successor;
+    a pipe shared with one killed while it wrote would hold a message that never ends."""
 
-    def __init__(self, context, reports, layer: Layer, settings: Callable[[], list]):
+    def __init__(self, context, reports: WorkerPipes, layer: Layer, settings: Callable[[], list]):
         self._context, self._reports, self._layer, self._settings = context, reports, int(layer), settings
         self.latest: dict[int, object] = {}        # slot -> the command queue of its newest worker
+        self._handed: dict[int, object] = {}       # slot -> the write end handed to the worker starting
 
     def __getitem__(self, slot: int) -> WorkerChannels:
         commands = self._context.Queue()
         commands.put({"type": WORKER_START, "settings": self._settings()})
         self.latest[slot] = commands
-        return WorkerChannels(self._reports, commands, self._layer, slot)
+        self._handed[slot] = self._reports.open()
+        return WorkerChannels(self._handed[slot], commands, self._layer, slot)
+
+    def started(self, slot: int) -> None:
+        """The worker of `slot` runs: its write end is its alone."""
+        end = self._handed.pop(slot, None)
+        if end is not None:
+            end.close()

@@ -18,7 +18,9 @@ has no reader: with Flag.FAIL_OPEN the kernel lets its packets pass
 (--queue-bypass), otherwise it drops them; the packets the worker held when
 it died (those in its queue, as the kernel counted them last) are counted as
 lost. The totals sum the workers' counters, each worker's once (the last
-report of a worker that died).
+report of a worker that died). Each worker reports on a pipe of its own
+(divertgui.engine.worker_pipes): one killed partway through a message costs
+the pool only that worker.
 """
 
 from __future__ import annotations
@@ -28,14 +30,15 @@ import ctypes
 import hashlib
 import multiprocessing
 import os
-import queue as queue_module
 import signal
 import threading
 import time
 
 from divertgui.engine.address import Flag, Layer, Param
+from divertgui.engine.collector_settings import set_for_packet_flow
 from divertgui.engine.errors import NetfilterError, PrivilegeError, WorkerPoolError
 from divertgui.engine.packet import Packet
+from divertgui.engine.worker_pipes import Outbox, WorkerPipes
 
 REPORT_PERIOD = 0.25    # seconds between a worker's counter reports and the pool's look at its queues
 HITS_PERIOD = 1.0       # seconds between readings of the rule's packet counter, once a worker has died
@@ -62,7 +65,9 @@ class WorkerPool:
     def __init__(self, filter: str, work, workers: int, layer: Layer = Layer.NETWORK, priority: int = 0,
                  flags: Flag = Flag(0), queue_length: int | None = None, options=None, slot_options=None):
         """`options` goes to every worker's `work`; `slot_options`, when given, instead: `slot_options[slot]`
-        to the worker started in that slot, read again each time one is (re)started there."""
+        to the worker started in that slot, read again each time one is (re)started there; then
+        `slot_options.started(slot)`, if it has that, once the worker runs (to close the pipe ends
+        the options hand it, which must not stay open here)."""
         if workers < 1:
             raise WorkerPoolError(f"a pool needs at least 1 worker, not {workers}")
         if flags & (Flag.SNIFF | Flag.DROP | Flag.RECV_ONLY | Flag.SEND_ONLY):
@@ -74,7 +79,7 @@ class WorkerPool:
         from divertgui.engine import fork_server
         self._context = fork_server.context()
         self._stop = self._context.Event()
-        self._reports = self._context.Queue()
+        self._reports = WorkerPipes(self._context)
         # The rules' ordinal among the handles of their priority, which the workers' verdicts carry.
         self._ordinal = self._context.Value("i", 0)
         self._processes: dict[int, multiprocessing.Process] = {}
@@ -119,12 +124,21 @@ class WorkerPool:
         return totals
 
     def _start(self, slot: int) -> None:
+        reports = self._reports.open()
         process = self._context.Process(
             target=_worker, name=f"divert worker {slot}", daemon=True,
             args=(slot, self.first_queue + slot, self.filter, int(self.layer), self.priority, int(self.flags),
                   self.queue_length, self.work, self.options if self.slot_options is None else self.slot_options[slot],
-                  self._stop, self._reports, self._ordinal))
-        process.start()
+                  self._stop, reports, self._ordinal))
+        try:
+            process.start()
+        finally:
+            # Only the worker may hold its write end: when it dies, even partway through a message,
+            # its pipe ends and the pool reads on.
+            reports.close()
+            started = getattr(self.slot_options, "started", None)
+            if started is not None:
+                started(slot)
         self._processes[slot] = process
 
     def _wait_ready(self, processes) -> None:
@@ -142,13 +156,7 @@ class WorkerPool:
             raise WorkerPoolError(f"{len(waiting)} workers did not open their handles within {START_TIMEOUT:.0f} s")
 
     def _drain(self, wait: float = 0.0):
-        items = []
-        try:
-            items.append(self._reports.get(timeout=wait) if wait else self._reports.get_nowait())
-            while True:
-                items.append(self._reports.get_nowait())
-        except queue_module.Empty:
-            pass
+        items = self._reports.receive(wait)
         for kind, pid, payload in items:
             if kind == "stats":
                 self._latest[pid] = payload
@@ -218,6 +226,7 @@ class WorkerPool:
                 process.kill()
             process.join(1)
         self._drain()
+        self._reports.close()
         if self.rules is not None:
             # The workers are gone and their queues with them: the tables go if no handle is left.
             with contextlib.suppress(NetfilterError, OSError):
@@ -295,8 +304,10 @@ def add_counters(total: dict, more: dict) -> None:
 
 
 def _worker(slot: int, queue: int, filter: str, layer: int, priority: int, flags: int, queue_length, work, options,
-            stop, reports, ordinal) -> None:
-    """A worker process: a handle bound to `queue`, `work` on it until `stop`, its counters reported."""
+            stop, reports_end, ordinal) -> None:
+    """A worker process: a handle bound to `queue`, `work` on it until `stop`, its counters reported
+    on `reports_end`, the write end of its pipe."""
+    set_for_packet_flow()
     from divertgui.engine.backends.nfqueue import NfqueueBackend
     from divertgui.engine.filter.kernel import kernel_test
     from divertgui.engine.handle import Divert
@@ -306,6 +317,7 @@ def _worker(slot: int, queue: int, filter: str, layer: int, priority: int, flags
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _name_process(f"divert-worker-{slot}")
     pid = os.getpid()
+    reports = Outbox(reports_end)
     # The fork server is this worker's parent; the pool's process is the one whose end it watches.
     pool = multiprocessing.parent_process()
     try:

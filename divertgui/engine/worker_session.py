@@ -4,7 +4,8 @@ Each worker runs a Session of its own on the handle of its queue: the rules
 and the intercept filter see only that worker's flows, so per-flow rule
 state and held packets stay where their verdicts are given. What the
 Session stores goes to the capture service (divertgui.engine.pooled_capture)
-as messages on one queue, in the order it happened:
+as messages on the worker's own pipe (divertgui.engine.worker_pipes), in the
+order it happened:
 
     ("rows", pid, generation, first_row, raws, addresses, verdicts, wall_ns)
     ("verdict", pid, generation, row, verdict)
@@ -30,6 +31,7 @@ from typing import NamedTuple
 
 from divertgui.engine.address import Layer
 from divertgui.engine.processes import ProcessList
+from divertgui.engine.worker_pipes import Outbox
 from divertgui.engine.worker_pool import START_TIMEOUT, worker_seed
 
 COMMAND_POLL = 0.05     # seconds a worker waits for a command before it looks at `stop` again
@@ -37,7 +39,8 @@ WORKER_START = "worker_start"
 
 
 class WorkerChannels(NamedTuple):
-    """What a worker is given: the service's queue for everything it reports, and its own for commands."""
+    """What a worker is given: the write end of its pipe for everything it reports, and its own queue
+    for commands."""
     reports: object
     commands: object
     layer: int
@@ -88,10 +91,11 @@ class RelayedStore:
 def run_session(handle, stop, channels: WorkerChannels) -> dict:
     """A WorkerPool's work: a divert Session on `handle` until `stop`; what it held is forwarded then."""
     from divertgui.engine.session import Session
-    store = RelayedStore(channels.reports.put)
+    reports = Outbox(channels.reports)
+    store = RelayedStore(reports.put)
     session = Session(store.send_event, store, gui_in_process=False)
     session.attach_live(handle, Layer(channels.layer))
-    channels.reports.put(("hello", os.getpid(), 0, channels.slot))
+    reports.put(("hello", os.getpid(), 0, channels.slot))
 
     def post(command: dict) -> None:
         session.post(for_worker(command, channels.slot))
