@@ -46,10 +46,15 @@ class Bandwidth(Rule):
             bucket.tokens = min(bucket.tokens, self._capacity)
 
     def _refill(self, bucket: _Bucket, now_ns: int) -> None:
-        if bucket.stamp is not None and now_ns > bucket.stamp:
-            bucket.tokens = min(self._capacity, bucket.tokens + (now_ns - bucket.stamp) * self._bytes_per_ns)
-        if bucket.stamp is None or now_ns > bucket.stamp:
-            bucket.stamp = now_ns
+        bucket.tokens, bucket.stamp = self._refilled(bucket, now_ns)
+
+    def _refilled(self, bucket: _Bucket, now_ns: int) -> tuple[float, int]:
+        """The bucket's tokens and stamp once refilled at `now_ns`."""
+        if bucket.stamp is None:
+            return bucket.tokens, now_ns
+        if now_ns > bucket.stamp:
+            return min(self._capacity, bucket.tokens + (now_ns - bucket.stamp) * self._bytes_per_ns), now_ns
+        return bucket.tokens, bucket.stamp
 
     def _fits(self, bucket: _Bucket, size: int) -> bool:
         return bucket.tokens >= min(size, self._capacity)
@@ -68,6 +73,28 @@ class Bandwidth(Rule):
             bucket.queue.append(packet)
         else:
             self.counters["dropped"] += 1
+
+    def pass_matched(self, packets, now_ns: int) -> bool:
+        """Each direction's bucket, refilled once as process would on its first packet (the
+        refills after it, at the same time, change nothing), covers every packet in turn."""
+        buckets = self._buckets
+        if buckets[False].queue or buckets[True].queue:
+            return False
+        sizes: dict = {}
+        for packet in packets:
+            sizes.setdefault(packet.address.outbound, []).append(len(packet))
+        after = {}
+        capacity = self._capacity
+        for side, lengths in sizes.items():
+            left, stamp = self._refilled(buckets[side], now_ns)
+            for size in lengths:
+                if left < min(size, capacity):
+                    return False
+                left -= size
+            after[side] = (left, stamp)
+        for side, (left, stamp) in after.items():
+            buckets[side].tokens, buckets[side].stamp = left, stamp
+        return True
 
     def _drain(self, bucket: _Bucket, out: list) -> None:
         queue = bucket.queue

@@ -8,6 +8,9 @@ Hooks (all optional but `process`):
     due(now_ns) -> list            held packets whose time has come, in order
     next_deadline() -> int | None  when the next held packet is due
     release_all() -> list          every held packet, now (on stop: nothing is lost)
+    pass_matched(packets, now_ns)  when `packets` (all matching, in order) would each pass on
+                                   unchanged, alone, drawing nothing: do for them what process
+                                   would and return True; otherwise change nothing, return False
     adopt(old)                     take over the counters and `carried` state of the same
                                    rule before its parameters changed (Pipeline.update)
 Times are nanoseconds of a monotonic clock the caller passes in.
@@ -139,6 +142,7 @@ class Rule:
         out.append(packet)
 
     observe = None      # a rule that needs to see unmatched packets defines observe(packet)
+    pass_matched = None  # a rule that can pass a whole batch at once defines pass_matched(packets, now_ns)
     rewrites = False    # True for a rule whose process or observe may change a packet's bytes
 
     def due(self, now_ns: int) -> list:

@@ -44,3 +44,6 @@ class Drop(Rule):
             self.counters["dropped"] += 1
         else:
             out.append(packet)
+
+    def pass_matched(self, packets, now_ns: int) -> bool:
+        return self.model == "uniform" and self.chance <= 0

@@ -26,3 +26,6 @@ class Duplicate(Rule):
             copies = self.count - 1
             out.extend(copy_packet(packet) for _ in range(copies))
             self.counters["duplicated"] += copies
+
+    def pass_matched(self, packets, now_ns: int) -> bool:
+        return self.chance <= 0

@@ -62,6 +62,12 @@ class Lag(Rule):
         self.counters["delayed"] += 1
         heapq.heappush(self._heap, (release, next(self._order), packet))
 
+    def pass_matched(self, packets, now_ns: int) -> bool:
+        if self._heap or self.keep_order or self.jitter_ms or self.inbound_ms > 0 or self.outbound_ms > 0:
+            return False
+        self.recent_delays_ms.extend(0.0 for _ in packets)
+        return True
+
     def due(self, now_ns: int) -> list:
         heap, ready = self._heap, []
         while heap and heap[0][0] <= now_ns:

@@ -137,9 +137,14 @@ class Pipeline:
             observe = rule.observe
             if not rule.enabled or not packets or (not seen & bit and observe is None):
                 continue
+            counters, process, rewrites = rule.counters, rule.process, rule.rewrites
+            if rule.pass_matched is not None and observe is None:
+                matching = [packet for packet, mask in zip(packets, masks) if mask & bit]
+                if rule.pass_matched(matching, now_ns):
+                    counters["matched"] += len(matching)
+                    continue
             passed: list = []
             passed_masks: list = []
-            counters, process, rewrites = rule.counters, rule.process, rule.rewrites
             for packet, mask in zip(packets, masks):
                 if mask & bit:
                     counters["matched"] += 1

@@ -42,6 +42,9 @@ class OutOfOrder(Rule):
                     still.append(entry)
             self._held = still
 
+    def pass_matched(self, packets, now_ns: int) -> bool:
+        return self.chance <= 0 and not self._held
+
     def due(self, now_ns: int) -> list:
         if not self._held or min(e[1] for e in self._held) > now_ns:
             return []

@@ -30,3 +30,6 @@ class Reset(Rule):
         self.counters["reset"] += 1
         self.counters["modified"] += 1
         self.counters["injected"] += 1
+
+    def pass_matched(self, packets, now_ns: int) -> bool:
+        return self.chance <= 0

@@ -35,3 +35,6 @@ class Tamper(Rule):
         if self.redo_checksum:
             packet.recalculate_checksums()
         self.counters["modified"] += 1
+
+    def pass_matched(self, packets, now_ns: int) -> bool:
+        return self.chance <= 0

@@ -43,6 +43,9 @@ class Throttle(Rule):
             if len(self._held) >= self.max_packets:
                 out.extend(self._close_frame())
 
+    def pass_matched(self, packets, now_ns: int) -> bool:
+        return self._until is None and (self.frame_ms <= 0 or self.chance <= 0)
+
     def _close_frame(self) -> list:
         self._until = None
         held, self._held = self._held, []
