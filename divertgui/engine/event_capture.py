@@ -13,6 +13,7 @@ import sys
 import time
 
 from divertgui.engine.address import Flag, Layer
+from divertgui.engine.backends import exited_processes
 from divertgui.engine.errors import EventCaptureError
 from divertgui.engine.event_records import EVENT_LAYERS, EventRecord, from_address
 from divertgui.engine.processes import Process, describe
@@ -61,7 +62,6 @@ class EventCapture:
         self._wall_offset = time.time_ns() - time.monotonic_ns()
         try:
             if sys.platform.startswith("linux"):
-                from divertgui.engine.backends import exited_processes
                 self._exits = exited_processes.acquire()
             for layer, text in self.filters.items():
                 try:
@@ -102,7 +102,6 @@ class EventCapture:
     def close(self) -> None:
         if self._exits is not None:
             self._exits = None
-            from divertgui.engine.backends import exited_processes
             exited_processes.release()
         handles, self._handles = self._handles, []
         for handle in handles:

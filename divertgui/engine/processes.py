@@ -38,6 +38,7 @@ from divertgui.engine.address import Event
 import numpy as np
 
 from divertgui.engine.address_text import IPV4_MAPPED_PREFIX
+from divertgui.engine.backends import exited_processes
 from divertgui.engine.header_fields import IPPROTO_TCP, IPPROTO_UDP, IPV4, IPV4_FRAGMENT_BITS, IPV4_HEADER_LEN, IPV6, IPV6_HEADER_LEN, TCP
 from divertgui.engine.plain_flow_table import NOT_FOUND, OUTBOUND_BIT, PLAIN_V4_WORD, PlainFlowTable, key_words
 from divertgui.engine.sock_diag import SocketDiag
@@ -301,7 +302,6 @@ class FlowOwners:
             self._creators.close()
         if self._exits is not None:
             self._exits = None
-            from divertgui.engine.backends import exited_processes
             exited_processes.release()
 
     def indexes(self, raws: Sequence[bytes], outbound: Sequence[bool]) -> np.ndarray:

@@ -15,6 +15,7 @@ import time
 from typing import Callable, NamedTuple
 
 from divertgui.engine.address import Address, Flag, Layer
+from divertgui.engine.backends import exited_processes
 from divertgui.engine.errors import (CaptureFileError, EventCaptureError, PacketTooLargeError, RuleError,
                                      SessionError)
 from divertgui.engine.header_fields import ip_version
@@ -548,7 +549,6 @@ class Session:
     def _flow_owners(self) -> FlowOwners | None:
         creators = exits = None
         if sys.platform.startswith("linux"):
-            from divertgui.engine.backends import exited_processes
             from divertgui.engine.backends.socket_creators import for_capture
             creators = for_capture(self._owners_cgroup)
             exits = exited_processes.acquire()
