@@ -26,9 +26,13 @@ PORT = 40091
 COUNT = 5
 
 BECOME_NOBODY = """
-import ctypes, gzip, json, os, socket, sys, time
-import divertgui.engine.backends.nfqueue, divertgui.engine.filter.kernel, divertgui.engine.backends.select
-import divertgui.engine.backends.handle_registry
+import ctypes, gzip, importlib, json, os, pkgutil, socket, sys, time
+import divertgui.engine, divertgui.service, psutil
+# Every module a capture may import lazily (psutil too), loaded while the checkout is readable: it may be
+# where uid 65534 cannot read it (a fresh clone in a private temporary directory).
+for package in (divertgui.engine, divertgui.service):
+    for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        importlib.import_module(module.name)
 from divertgui.engine import privileges
 from divertgui.engine.backends import netfilter_rules
 from divertgui.engine.errors import DivertError
