@@ -19,6 +19,7 @@ import ctypes
 import itertools
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -131,6 +132,19 @@ def our_chains(ns) -> list[str]:
     return found
 
 
+NAMESPACE_NAME = re.compile(r"^dgt(?P<pid>\d+)n\d+$")
+
+
+def _remove_namespaces_of_dead_runs() -> None:
+    """Namespaces a test run left when it was killed before its clean-up: their run is gone and no
+    process is in them."""
+    for name in os.listdir("/run/netns") if os.path.isdir("/run/netns") else ():
+        m = NAMESPACE_NAME.match(name)
+        if m and not os.path.exists(f"/proc/{m['pid']}") and not run("ip", "netns", "pids", name,
+                                                                       check=False).stdout.strip():
+            run("ip", "netns", "del", name, check=False)
+
+
 @pytest.fixture
 def make_namespace():
     require_prerequisites()
@@ -145,6 +159,7 @@ def make_namespace():
     finally:
         os.close(lock)
     created: list[Namespace] = []
+    _remove_namespaces_of_dead_runs()
 
     def make() -> Namespace:
         name = f"dgt{os.getpid()}n{next(_names)}"
