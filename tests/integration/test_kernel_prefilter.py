@@ -143,17 +143,26 @@ def _loopback_probe(raw: bytes) -> bytes:
     return bytes(data)
 
 
+# Filters the kernel tests, for IPv4, with nf_tables' own protocol and port expressions, exactly.
+PORT_FILTERS = [
+    "udp.DstPort < 30000", "udp and udp.SrcPort >= 20000 and udp.DstPort != 53", "tcp.DstPort > 1024",
+    "tcp and tcp.SrcPort <= 40000", "not tcp.DstPort == 80",
+]
+
+
 def test_the_kernel_runs_the_programs_as_the_unit_tests_interpreter_does(netns):
     """The unit tests prove the superset property with a Python interpreter of
-    classic BPF; here the same programs run in the kernel on the same bytes."""
+    classic BPF; here the same programs run in the kernel on the same bytes.
+    Native port tests are compared with the filter itself."""
     _require_xt_bpf()
     import random
-    from divertgui.engine.filter import parse_filter
+    from divertgui.engine.filter import compile_filter, parse_filter
     from divertgui.engine.filter.kernel import translate
     from tests import packet_gen
     from tests.unit.test_filter_kernel import _kernel_shaped, run_bpf
 
-    programs = {4: [], 6: []}
+    # Per version, what each rule of the probe table should say of a packet.
+    deciders, names = {4: [], 6: []}, {4: [], 6: []}
     with netns.entered(), nftables.NftablesSocket() as sock:
         for version, family in nftables.FAMILIES.items():
             # A table of the test's own: every probe is counted, then each program's match.
@@ -163,13 +172,19 @@ def test_the_kernel_runs_the_programs_as_the_unit_tests_interpreter_does(netns):
                                          mark_masked(0xFFFFFFFF, PROBE_MARK, equal=False)
                                          + [nftables.verdict(nftables.NFT_RETURN)]),
                        nftables.new_rule(family, PROBE_TABLE, "output", [nftables.counter()])]
-            for text in KERNEL_FILTERS:
+            for text in KERNEL_FILTERS + PORT_FILTERS:
                 program = translate(parse_filter(text), version).program
-                if program is not None:
-                    programs[version].append(program)
-                    match = kernel_test(text, version, use_bpf=True).match
-                    changes.append(nftables.new_rule(family, PROBE_TABLE, "output",
-                                                     packet_match(match)[0] + [nftables.counter()]))
+                if program is None:
+                    continue
+                match = kernel_test(text, version, use_bpf=True).match
+                names[version].append(text)
+                assert match.ports is not None or text not in PORT_FILTERS or version == 6, text
+                if match.ports is not None:
+                    deciders[version].append(lambda raw, address, f=compile_filter(text): f.match(raw, address))
+                else:
+                    deciders[version].append(lambda raw, address, p=program: run_bpf(p, raw, PROBE_MARK) != 0)
+                changes.append(nftables.new_rule(family, PROBE_TABLE, "output",
+                                                 packet_match(match)[0] + [nftables.counter()]))
             sock.apply(changes)
 
     def counters(version: int) -> list[int]:
@@ -177,7 +192,7 @@ def test_the_kernel_runs_the_programs_as_the_unit_tests_interpreter_does(netns):
             return [rule.packets for rule in sock.rules(nftables.FAMILIES[version], PROBE_TABLE)
                     if rule.packets is not None]
 
-    rng = random.Random(31)
+    rng, address_rng = random.Random(31), random.Random(32)
     compared = accepted = 0
     with netns.entered():
         sockets = {4: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW),
@@ -201,8 +216,10 @@ def test_the_kernel_runs_the_programs_as_the_unit_tests_interpreter_does(netns):
             if after[0] != before[0] + 1:
                 continue  # the packet did not reach OUTPUT exactly once
             in_kernel = [a - b for a, b in zip(after[1:], before[1:])]
-            in_python = [int(run_bpf(p, raw, PROBE_MARK) != 0) for p in programs[version]]
-            assert in_kernel == in_python, (raw.hex(), in_kernel, in_python)
+            address = packet_gen.address_for(address_rng, raw)
+            in_python = [int(decide(raw, address)) for decide in deciders[version]]
+            differing = [text for text, k, p in zip(names[version], in_kernel, in_python) if k != p]
+            assert not differing, (raw.hex(), differing)
             compared += 1
             accepted += sum(in_kernel)
     assert compared >= 40 and accepted > 20, (compared, accepted)

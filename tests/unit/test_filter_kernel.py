@@ -17,6 +17,7 @@ from divertgui.engine.filter import compile_filter, parse_filter
 from divertgui.engine.filter import bpf, kernel
 from divertgui.engine.headers import parse_headers
 from divertgui.engine.filter.bpf import Instruction
+from divertgui.engine.filter.kernel_ports import PortMatch, PortTest, port_match
 from divertgui.engine.filter.kernel import (MAX_INSTRUCTIONS, PacketMatch, kernel_exactness, kernel_match_for,
                                             kernel_test, translate)
 from divertgui.engine.filter.kernel_fields import INJECTED_MARK
@@ -206,11 +207,35 @@ def test_loopback_at_the_output_hook_is_an_interface_match():
 
 
 def test_the_match_is_a_bpf_program_that_fits_the_bpf_match():
-    match = kernel_match_for("udp.DstPort == 53")(4, "I")
-    assert match.loopback is None
+    text = "udp.DstPort == 53 or tcp.DstPort == 53"
+    match = kernel_match_for(text)(4, "I")
+    assert match.loopback is None and match.ports is None
     assert 0 < len(match.program) <= MAX_INSTRUCTIONS
     assert all(isinstance(i, Instruction) for i in match.program)
-    assert match.program == tuple(translate(parse_filter("udp.DstPort == 53"), 4, "I").program)
+    assert match.program == tuple(translate(parse_filter(text), 4, "I").program)
+
+
+@pytest.mark.parametrize("text, protocol, tests", [
+    ("udp.DstPort == 53", 17, [(2, "==", 53)]),
+    ("tcp and tcp.SrcPort != 22 and tcp.DstPort >= 1024", 6, [(0, "!=", 22), (2, ">=", 1024)]),
+    ("inbound and udp and udp.DstPort < 100 and udp.DstPort > 10", 17, [(2, "<", 100), (2, ">", 10)]),
+    ("tcp.DstPort <= 1023 and tcp", 6, [(2, "<=", 1023)]),
+    ("not udp.DstPort == 53", 17, [(2, "!=", 53)]),
+])
+def test_protocol_and_port_conjunctions_are_native_tests_for_ipv4(text, protocol, tests):
+    match = kernel_test(text, 4, "I").match
+    assert match.program is None
+    assert match.ports == PortMatch(protocol, tuple(PortTest(*t) for t in tests))
+    ipv6 = kernel_test(text, 6, "I", use_bpf=True).match
+    assert ipv6.ports is None and ipv6.program is not None
+
+
+@pytest.mark.parametrize("text", [
+    "udp", "udp.DstPort == 53 or udp.SrcPort == 53", "udp and tcp.DstPort == 80", "udp.DstPort == 53 and ip",
+    "udp.DstPort == 70000 and tcp", "udp.Length > 8 and udp.DstPort == 53",
+])
+def test_other_filters_are_no_native_port_tests(text):
+    assert port_match(parse_filter(text)) is None
 
 
 def test_long_filters_are_cut_to_fit_and_stay_supersets():
@@ -223,8 +248,9 @@ def test_long_filters_are_cut_to_fit_and_stay_supersets():
     assert not kernel_test(deep, 4, use_bpf=True).exact or kernel_test(deep, 4, use_bpf=True).match is None
 
 
-def test_without_xt_bpf_everything_goes_to_user_space():
-    assert kernel_test("tcp.DstPort == 80", 4, use_bpf=False) == (PacketMatch(), False)
+def test_without_xt_bpf_what_needs_it_goes_to_user_space():
+    assert kernel_test("tcp.DstPort == 80 or udp", 4, use_bpf=False) == (PacketMatch(), False)
+    assert kernel_test("tcp.DstPort == 80", 4, use_bpf=False).match.ports is not None
     assert kernel_test("ipv6", 4, use_bpf=False) == (None, True)
 
 

@@ -11,6 +11,7 @@ from divertgui.engine.backends import netfilter_rules, netlink, nftables
 from divertgui.engine.backends.netlink import attribute, iter_attributes
 from divertgui.engine.filter.bpf import Instruction
 from divertgui.engine.filter.kernel import PacketMatch
+from divertgui.engine.filter.kernel_ports import PortMatch, PortTest
 
 
 def _attributes(data) -> dict[int, memoryview]:
@@ -70,6 +71,26 @@ def test_mark_tests_compare_host_order_and_ranges_network_order():
     # From 0: no lower bound to test.
     assert [name for name, _ in map(_expression, netfilter_rules.mark_masked_between(0xFFFF0000, 0, 5 << 16))] \
         == ["meta", "bitwise", "byteorder", "cmp"]
+
+
+def test_port_tests_load_the_protocol_and_compare_big_endian_ports_of_the_transport_header():
+    ports = PortMatch(17, (PortTest(2, "==", 53), PortTest(0, ">=", 1024)))
+    tests, needs = netfilter_rules.packet_match(PacketMatch(ports=ports))
+    assert needs == []
+    parsed = [_expression(e) for e in tests]
+    assert [name for name, _ in parsed] == ["meta", "cmp", "payload", "cmp", "payload", "cmp", "payload", "bitwise",
+                                            "cmp"]
+    assert struct.unpack("!I", parsed[0][1][nftables.META_KEY]) == (nftables.META_L4PROTO,)
+    values = [bytes(_attributes(data[nftables.CMP_DATA])[nftables.DATA_VALUE]) for name, data in parsed
+              if name == "cmp"]
+    assert values == [b"\x11", struct.pack("!H", 53), struct.pack("!H", 1024), bytes(2)]
+    ops = [struct.unpack("!I", data[nftables.CMP_OP])[0] for name, data in parsed if name == "cmp"]
+    assert ops == [nftables.CMP_EQ, nftables.CMP_EQ, nftables.CMP_GTE, nftables.CMP_EQ]
+    loads = [tuple(struct.unpack("!I", data[k])[0] for k in (nftables.PAYLOAD_BASE, nftables.PAYLOAD_OFFSET,
+                                                             nftables.PAYLOAD_LEN))
+             for name, data in parsed if name == "payload"]
+    assert loads == [(nftables.PAYLOAD_TRANSPORT_HEADER, 2, 2), (nftables.PAYLOAD_TRANSPORT_HEADER, 0, 2),
+                     (nftables.PAYLOAD_NETWORK_HEADER, 6, 2)]
 
 
 def test_a_handle_chain_in_order_and_what_each_rule_needs():

@@ -126,12 +126,26 @@ def mark_masked_between(mask: int, low: int, high: int) -> list[bytes]:
     return tests + [nft.compare(nft.CMP_LTE, _network(high))]
 
 
+# Port values are big-endian in the packet and in the compared data, so cmp's byte-wise order is the numeric one.
+IPV4_FRAGMENT_OFFSET = 6   # of the flags and 13-bit fragment offset in the IPv4 header
+CMP_OPS = {"==": nft.CMP_EQ, "!=": nft.CMP_NEQ, "<": nft.CMP_LT, "<=": nft.CMP_LTE, ">": nft.CMP_GT, ">=": nft.CMP_GTE}
+
+
 def packet_match(match: PacketMatch) -> tuple[list[bytes], list[str]]:
     """The expressions that test a PacketMatch, and what of the kernel they need."""
     tests, needs = [], []
     if match.loopback is not None:
         tests += [nft.meta(nft.META_OIFNAME),
                   nft.compare(nft.CMP_EQ if match.loopback else nft.CMP_NEQ, nft.interface_name("lo"))]
+    if match.ports is not None:
+        tests += [nft.meta(nft.META_L4PROTO), nft.compare(nft.CMP_EQ, bytes([match.ports.protocol]))]
+        for test in match.ports.tests:
+            tests += [nft.payload(nft.PAYLOAD_TRANSPORT_HEADER, test.offset, 2),
+                      nft.compare(CMP_OPS[test.op], nft.BE16.pack(test.value))]
+        # Not every kernel's transport payload fails for a non-first fragment, so the offset is
+        # tested too; last, as a packet of another port is rejected sooner.
+        tests += [nft.payload(nft.PAYLOAD_NETWORK_HEADER, IPV4_FRAGMENT_OFFSET, 2),
+                  nft.bitwise_and(nft.BE16.pack(0x1FFF)), nft.compare(nft.CMP_EQ, bytes(2))]
     if match.program is not None:
         tests.append(nft.bpf_match(match.program))
         needs.append(NEEDS["bpf"])

@@ -53,7 +53,9 @@ NF_DROP, NF_ACCEPT = 0, 1
 NFT_CONTINUE, NFT_BREAK, NFT_JUMP, NFT_GOTO, NFT_RETURN = -1, -2, -3, -4, -5
 
 META_DREG, META_KEY = 1, 2
-META_MARK, META_IIFNAME, META_OIFNAME = 3, 6, 7
+META_MARK, META_IIFNAME, META_OIFNAME, META_L4PROTO = 3, 6, 7, 16
+PAYLOAD_DREG, PAYLOAD_BASE, PAYLOAD_OFFSET, PAYLOAD_LEN = 1, 2, 3, 4
+PAYLOAD_NETWORK_HEADER, PAYLOAD_TRANSPORT_HEADER = 1, 2
 CMP_SREG, CMP_OP, CMP_DATA = 1, 2, 3
 CMP_EQ, CMP_NEQ, CMP_LT, CMP_LTE, CMP_GT, CMP_GTE = range(6)
 BITWISE_SREG, BITWISE_DREG, BITWISE_LEN, BITWISE_MASK, BITWISE_XOR = 1, 2, 3, 4, 5
@@ -106,6 +108,13 @@ def expression(name: str, data: bytes) -> bytes:
 def meta(key: int) -> bytes:
     """Loads a meta value (the mark, an interface name) into register 1."""
     return expression("meta", attribute(META_DREG, BE32.pack(REG_1)) + attribute(META_KEY, BE32.pack(key)))
+
+
+def payload(base: int, offset: int, length: int) -> bytes:
+    """Loads length bytes at offset of the network or transport header (PAYLOAD_*_HEADER) into
+    register 1; the rule ends here when the packet has none there."""
+    return expression("payload", attribute(PAYLOAD_DREG, BE32.pack(REG_1)) + attribute(PAYLOAD_BASE, BE32.pack(base))
+                      + attribute(PAYLOAD_OFFSET, BE32.pack(offset)) + attribute(PAYLOAD_LEN, BE32.pack(length)))
 
 
 def compare(op: int, value: bytes) -> bytes:

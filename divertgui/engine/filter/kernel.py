@@ -1,5 +1,7 @@
-"""The kernel prefilter: what netfilter can test of a filter, as one classic
-BPF program for the x_tables bpf match, per IP version.
+"""The kernel prefilter: what netfilter can test of a filter, per IP version:
+nf_tables' own protocol and port tests where they say it exactly
+(kernel_ports; IPv4 only), else one classic BPF program for the x_tables bpf match,
+which costs the kernel more per packet.
 
     kernel_test(filter, version, hook=None) -> KernelTest(match, exact)
     kernel_match_for(filter, layer) -> KernelMatch      ((version, hook) -> match)
@@ -26,6 +28,7 @@ from .bpf_prelude import reads_transport
 from .chains import chain, flatten_and
 from .kernel_approximation import FALSE, TRUE, approximate
 from .kernel_fields import compare
+from .kernel_ports import PortMatch, port_match
 
 
 
@@ -34,6 +37,7 @@ class PacketMatch(NamedTuple):
 
     loopback: bool | None = None                    # OUTPUT only: leaves through lo (True) or not (False)
     program: tuple[Instruction, ...] | None = None  # a classic BPF program the bpf match runs
+    ports: PortMatch | None = None                  # a protocol and port tests in nf_tables expressions
 
 
 class KernelTest(NamedTuple):
@@ -158,6 +162,9 @@ def kernel_test(filter, version: int, hook: str | None = None, use_bpf: bool | N
         if translation.tree == FALSE:
             return KernelTest(None, True)
         return KernelTest(PacketMatch(loopback), translation.exact)
+    ports = port_match(translation.tree) if version == 4 else None
+    if ports is not None:
+        return KernelTest(PacketMatch(loopback, ports=ports), translation.exact)
     if not (xt_bpf_available() if use_bpf is None else use_bpf):
         return KernelTest(PacketMatch(loopback), False)
     return KernelTest(PacketMatch(loopback, tuple(translation.program)), translation.exact)
