@@ -41,6 +41,7 @@ from divertgui.engine import privileges
 from divertgui.engine.address import PRIORITY_MIN
 from divertgui.engine.errors import NetfilterError, NetlinkError
 from divertgui.engine.filter.kernel import KernelMatch, PacketMatch
+from divertgui.engine.header_fields import IPV4
 
 from . import netlink, nftables as nft
 
@@ -127,7 +128,7 @@ def mark_masked_between(mask: int, low: int, high: int) -> list[bytes]:
 
 
 # Port values are big-endian in the packet and in the compared data, so cmp's byte-wise order is the numeric one.
-IPV4_FRAGMENT_OFFSET = 6   # of the flags and 13-bit fragment offset in the IPv4 header
+FRAGMENT_OFFSET = IPV4["frag_offset"]
 CMP_OPS = {"==": nft.CMP_EQ, "!=": nft.CMP_NEQ, "<": nft.CMP_LT, "<=": nft.CMP_LTE, ">": nft.CMP_GT, ">=": nft.CMP_GTE}
 
 
@@ -144,8 +145,8 @@ def packet_match(match: PacketMatch) -> tuple[list[bytes], list[str]]:
                       nft.compare(CMP_OPS[test.op], nft.BE16.pack(test.value))]
         # Not every kernel's transport payload fails for a non-first fragment, so the offset is
         # tested too; last, as a packet of another port is rejected sooner.
-        tests += [nft.payload(nft.PAYLOAD_NETWORK_HEADER, IPV4_FRAGMENT_OFFSET, 2),
-                  nft.bitwise_and(nft.BE16.pack(0x1FFF)), nft.compare(nft.CMP_EQ, bytes(2))]
+        tests += [nft.payload(nft.PAYLOAD_NETWORK_HEADER, FRAGMENT_OFFSET.offset, FRAGMENT_OFFSET.size),
+                  nft.bitwise_and(nft.BE16.pack(FRAGMENT_OFFSET.mask)), nft.compare(nft.CMP_EQ, bytes(2))]
     if match.program is not None:
         tests.append(nft.bpf_match(match.program))
         needs.append(NEEDS["bpf"])

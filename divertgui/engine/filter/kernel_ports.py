@@ -14,15 +14,16 @@ accepts; IPv6 keeps the bpf match, which accepts such packets whole.
 
 from __future__ import annotations
 
-import socket
 from typing import NamedTuple
+
+from divertgui.engine.header_fields import FILTER_READS, IPPROTO_TCP, IPPROTO_UDP
 
 from .ast import Node, Test
 from .chains import flatten_and
 from .kernel_fields import compare
 
-PROTOCOLS = {"udp": socket.IPPROTO_UDP, "tcp": socket.IPPROTO_TCP}
-PORT_OFFSETS = {"SrcPort": 0, "DstPort": 2}
+PROTOCOLS = {"udp": IPPROTO_UDP, "tcp": IPPROTO_TCP}
+PORT_FIELDS = ("SrcPort", "DstPort")
 OPERATORS = ("==", "!=", "<", "<=", ">", ">=")
 
 
@@ -51,8 +52,8 @@ def port_match(tree: Node) -> PortMatch | None:
             # `udp` alone is a test of the protocol, true when the header is present.
             if not compare(part.op, 1, part.value) or compare(part.op, 0, part.value):
                 return None
-        elif field in PORT_OFFSETS and part.op in OPERATORS and 0 <= part.value <= 0xFFFF:
-            tests.append(PortTest(PORT_OFFSETS[field], part.op, part.value))
+        elif field in PORT_FIELDS and part.op in OPERATORS and 0 <= part.value <= 0xFFFF:
+            tests.append(PortTest(FILTER_READS[part.field].field.offset, part.op, part.value))
         else:
             return None
     if len(protocols) != 1 or not tests:
