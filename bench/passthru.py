@@ -60,9 +60,10 @@ class NoDiversion:
 
 
 class DivertPassthru:
-    def __init__(self, pair: Pair, filter_text: str, name: str, profile: str | None = None, workers: int = 1):
+    def __init__(self, pair: Pair, filter_text: str, name: str, profile: str | None = None, workers: int = 1,
+                 options: tuple[str, ...] = ()):
         self.pair, self.filter_text, self.name, self.profile = pair, filter_text, name, profile
-        self.workers = workers
+        self.workers, self.options = workers, options
         self.output = ""
 
     def __enter__(self):
@@ -70,7 +71,7 @@ class DivertPassthru:
         if self.profile:
             command += ["-m", "cProfile", "-o", self.profile]
         command += ["-m", "divertgui.cli", "passthru", self.filter_text, "--batch", "255",
-                    "--workers", str(self.workers)]
+                    "--workers", str(self.workers), *self.options]
         self.process = self.pair.popen(self.pair.receiver, command)
         wait_line(self.process, self.process.stderr, "Ctrl+C to stop")
         return self
@@ -289,6 +290,8 @@ CONTENDERS = {
     "ours": lambda pair: DivertPassthru(pair, f"udp.DstPort == {FLOOD_PORT}", "(ours) divert passthru"),
     "ours2": lambda pair: DivertPassthru(pair, f"udp.DstPort == {FLOOD_PORT}", "(ours2) divert passthru, 2 workers",
                                          workers=2),
+    "ours0": lambda pair: DivertPassthru(pair, f"udp.DstPort == {FLOOD_PORT}",
+                                         "(ours0) divert passthru, --gather 0", options=("--gather", "0")),
     "d": lambda pair: DivertPassthru(pair, f"udp.DstPort == {OTHER_PORT}", "(d) divert passthru, flood not matched"),
     # Last: a crashed eBPF handle may leave programs attached.
     "c": lambda pair: PydivertEbpf(pair),
@@ -356,6 +359,7 @@ def summary(results: dict[str, dict], names: dict[str, str]) -> list[str]:
     lines.append("others, by pps:")
     for text, x, y in (("ours, 1 worker vs (b) C binding", "ours", "b"),
                        ("ours, 2 workers vs 1 worker", "ours2", "ours"),
+                       ("ours, 1 worker vs the same reading at once (--gather 0)", "ours", "ours0"),
                        ("ours, 1 worker vs (c) pydivert eBPF", "ours", "c")):
         value = ratio(x, y)
         lines.append(f"  {text}: " + ("n/a" if value is None else f"{value:.2f}x"))

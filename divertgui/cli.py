@@ -34,6 +34,7 @@ import time
 
 from divertgui.engine.address import Flag, Layer
 from divertgui.engine.collector_settings import set_for_packet_flow
+from divertgui.engine.read_pacing import DEFAULT_MOST_WAIT, GATHER_TARGET, ReadPacing, most_wait_from_microseconds
 from divertgui.samples import UsageError, streamdump, webfilter
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_LOST = 0, 1, 2, 3
@@ -594,8 +595,11 @@ def cmd_passthru(args) -> int:
 
     def reinject(slot: int) -> None:
         try:
+            pacing = ReadPacing(args.gather)
             while not stop:
-                passed[slot] += handle.pass_batch(args.batch, POLL_SECONDS)
+                count = handle.pass_batch(args.batch, POLL_SECONDS)
+                passed[slot] += count
+                time.sleep(pacing.wait_after(count, full=count == args.batch))
         except BaseException as exc:  # reported by the main thread
             failures.append(exc)
             stop.event.set()
@@ -626,16 +630,20 @@ def cmd_passthru(args) -> int:
     return lost or EXIT_OK
 
 
-def _passthru_work(handle, stop, batch: int) -> dict:
+def _passthru_work(handle, stop, options: tuple[int, float]) -> dict:
+    batch, gather = options
     passed = 0
+    pacing = ReadPacing(gather)
     while not stop.is_set():
-        passed += handle.pass_batch(batch, POLL_SECONDS)
+        count = handle.pass_batch(batch, POLL_SECONDS)
+        passed += count
+        time.sleep(pacing.wait_after(count, full=count == batch))
     return {"passed": passed}
 
 
 def _passthru_workers(args) -> int:
     started = time.monotonic()
-    totals = _run_workers(args, _passthru_work, args.batch, f"passing {args.filter!r} through")
+    totals = _run_workers(args, _passthru_work, (args.batch, args.gather), f"passing {args.filter!r} through")
     elapsed = max(time.monotonic() - started, 1e-9)
     total = totals.get("passed", 0)
     _say(f"passthru: {total} packets in {elapsed:.2f} s ({total / elapsed:.0f} pkt/s)")
@@ -664,7 +672,7 @@ def cmd_conditions(args) -> int:
     if args.workers > 1:
         names = ", ".join(rule.name for rule in pipeline.rules)
         from divertgui.engine.worker_pool import worker_seed
-        per_worker = [{"rules": pipeline.to_dicts(), "seed": worker_seed(args.seed, slot)}
+        per_worker = [{"rules": pipeline.to_dicts(), "seed": worker_seed(args.seed, slot), "gather": args.gather}
                       for slot in range(args.workers)]
         totals = _run_workers(args, _conditions_work, None, f"applying {names} to {args.filter!r}",
                               CONDITIONS_QUEUE_LENGTH, pipeline.divert_filter(args.filter, LAYERS[args.layer]),
@@ -681,7 +689,7 @@ def cmd_conditions(args) -> int:
             _say(f"divert: applying {names} to {args.filter!r} (priority {args.priority}); Ctrl+C to stop",
                  sys.stderr)
             with _LossWarnings(handle.stats):
-                stats = run_conditions(handle, pipeline, stop.event)
+                stats = run_conditions(handle, pipeline, stop.event, gather=args.gather)
             handle_stats = handle.stats()
     _say(format_stats(stats))
     handle_stats = dict(handle_stats, send_failed=stats.get("send_failed", 0))
@@ -698,7 +706,7 @@ def _conditions_work(handle, stop, options) -> dict:
     from divertgui.engine.rules import Pipeline
     from divertgui.engine.rules.runner import run_conditions
     pipeline = Pipeline.from_dicts(options["rules"], seed=options["seed"])
-    return {"conditions": run_conditions(handle, pipeline, stop)}
+    return {"conditions": run_conditions(handle, pipeline, stop, gather=options["gather"])}
 
 
 # -- check, list, cleanup ---------------------------------------------------------------
@@ -953,6 +961,13 @@ def _cgroup_argument(parser: argparse.ArgumentParser) -> None:
                              "system.slice/nginx.service (default: every process)")
 
 
+def _gather_microseconds(text: str) -> float:
+    try:
+        return most_wait_from_microseconds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _positive_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -975,6 +990,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_workers, default=1, metavar="N",
         help=f"worker processes sharing the packets, each flow staying on one, 1..{MAX_WORKERS} or auto "
              "(the cores; default 1)")
+
+    gather_option = dict(
+        type=_gather_microseconds, default=DEFAULT_MOST_WAIT, metavar="MICROSECONDS",
+        help="under a flood, wait up to this long after a read for the next one to find about "
+             f"{GATHER_TARGET} packets, which costs far less per packet; 0 reads again at once "
+             f"(default {DEFAULT_MOST_WAIT * 1e6:.0f})")
 
     def diverting(name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=description or help_text)
@@ -1006,6 +1027,7 @@ def build_parser() -> argparse.ArgumentParser:
     passthru.add_argument("--threads", type=_bounded(1, 64), default=1, metavar="N",
                           help="threads receiving and re-injecting (default 1)")
     passthru.add_argument("--workers", **workers_option)
+    passthru.add_argument("--gather", **gather_option)
     passthru.add_argument("--duration", type=_positive_seconds, metavar="SECONDS",
                           help="stop after this long (default: until SIGINT/SIGTERM)")
     add_loss_options(passthru)
@@ -1018,6 +1040,7 @@ def build_parser() -> argparse.ArgumentParser:
                            CONDITIONS_DESCRIPTION)
     add_condition_options(conditions)
     conditions.add_argument("--workers", **workers_option)
+    conditions.add_argument("--gather", **gather_option)
     conditions.set_defaults(run=cmd_conditions)
 
     check = commands.add_parser("check", help="print a filter's canonical form, or where it is wrong")

@@ -62,6 +62,12 @@ def test_duration_must_be_a_finite_positive_number(capsys, value):
     assert code == 2 and f"--duration: {value} is not a number of seconds more than 0" in err
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-5", "200000"])
+def test_gather_must_be_microseconds_in_range(capsys, value):
+    code, _, err = run_main(capsys, "passthru", "udp", "--gather", value)
+    assert code == 2 and f"--gather: '{value}' is not a number of microseconds from 0 to 100000" in err
+
+
 def test_a_profile_value_that_is_not_finite_is_refused(tmp_path, capsys):
     path = tmp_path / "nan.json"
     path.write_text('{"rules": [{"kind": "lag", "inbound_ms": NaN}]}')

@@ -36,3 +36,32 @@ def test_runner_releases_everything_and_counts_agree():
     assert demo["dropped"] == drop["dropped"] > 0
     assert demo["injected"] == duplicate["duplicated"] > 0
     assert lag["delayed"] == result["received"]
+
+
+def test_pacing_under_a_flood_never_sleeps_past_a_held_packets_due_time(monkeypatch):
+    from divertgui.engine.rules import runner
+    backend = DemoBackend(seed=5, rate=3000.0)
+    pipeline = Pipeline(rules_from_dicts([{"kind": "lag", "inbound_ms": 3, "outbound_ms": 3}]), seed=1)
+    stop, result, pauses = threading.Event(), {}, []
+    sleep = time.sleep
+
+    def recorded_sleep(seconds):
+        if threading.current_thread() is loop:
+            deadline = pipeline.next_deadline()
+            pauses.append((seconds, None if deadline is None else (deadline - time.monotonic_ns()) / 1e9))
+        sleep(seconds)
+
+    monkeypatch.setattr(runner.time, "sleep", recorded_sleep)
+    with Divert("true", backend=backend) as handle:
+        # A most wait long enough that, unbounded, 3,000 packets/s would make it sleep about 10 ms a read.
+        loop = threading.Thread(target=lambda: result.update(run_conditions(handle, pipeline, stop, gather=0.05)))
+        loop.start()
+        deadline = time.monotonic() + 10
+        while len(pauses) < 20 and time.monotonic() < deadline:
+            sleep(0.01)
+        stop.set()
+        loop.join(10)
+    assert len(pauses) >= 20 and result["held"] == 0
+    assert any(due is not None for _pause, due in pauses)
+    # Each pause ends no later than the next held packet is due (measured just before it began).
+    assert all(due is None or pause <= due + 1e-4 for pause, due in pauses)

@@ -2,7 +2,8 @@
 
 The loop never sleeps a fixed amount: it waits for packets only until the
 pipeline's next deadline, so a held packet leaves within the handle's
-wake-up latency of its due time.
+wake-up latency of its due time. Under a flood it may wait for a batch to
+gather (read_pacing.py), never past that deadline either.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from divertgui.engine.address import Flag, Param
 from divertgui.engine.errors import DivertError, PacketCutError, PacketTooLargeError
 from divertgui.engine.handle import MAX_BATCH
 from divertgui.engine.packet import Packet
+from divertgui.engine.read_pacing import ReadPacing
 from divertgui.engine.tcp_split import split_tcp_segment
 
 IDLE_WAIT = 0.05        # seconds; bounds how long a stop request waits to be noticed
@@ -128,7 +130,7 @@ def drain_queued(handle, batch: int = MAX_BATCH):
 
 
 def run_conditions(handle, pipeline, stop_event, batch: int = MAX_BATCH, clock=time.monotonic_ns,
-                   idle_wait: float = IDLE_WAIT) -> dict:
+                   idle_wait: float = IDLE_WAIT, gather: float = 0.0) -> dict:
     """Move packets from `handle` through `pipeline` until `stop_event` is set.
 
     On stop the packets still queued for the handle run through the pipeline,
@@ -136,8 +138,9 @@ def run_conditions(handle, pipeline, stop_event, batch: int = MAX_BATCH, clock=t
     plus "send_errors" (how many new packets could not be injected) and the
     first such error, if any, and "send_failed" (received packets dropped
     because an edit made them too large to send, by a rule or at the send)
-    and the first error of a send, if any.
+    and the first error of a send, if any. `gather` is ReadPacing's most wait.
     """
+    pacing = ReadPacing(gather)
     errors: list[str] = []
     failed: list[str] = []
     try:
@@ -153,6 +156,12 @@ def run_conditions(handle, pipeline, stop_event, batch: int = MAX_BATCH, clock=t
                 out.extend(pipeline.process(packets, now))
             if out:
                 send_out(handle, out, errors, failed)
+            pause = pacing.wait_after(len(packets), full=len(packets) >= batch)
+            if pause:
+                deadline = pipeline.next_deadline()
+                if deadline is not None:
+                    pause = min(pause, max(0.0, (deadline - clock()) / 1e9))
+                time.sleep(pause)
     finally:
         try:
             for packets in drain_queued(handle, batch):
