@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from divertgui.engine.backends import netlink, nftables
-from divertgui.engine.backends.netfilter_rules import packet_match
+from divertgui.engine.backends.netfilter_rules import packet_matches
 from divertgui.engine.filter.kernel import kernel_test
 
 TABLE = "dgbench"
@@ -24,7 +24,7 @@ def main(argv: list[str]) -> int:
             match = kernel_test(f"udp.DstPort == {port}", 4, "I", use_bpf=True).match
             sock.apply([nftables.new_table(FAMILY, TABLE),
                         nftables.new_chain(FAMILY, TABLE, "input", (netlink.NF_INET_LOCAL_IN, -150, "filter")),
-                        nftables.new_rule(FAMILY, TABLE, "input", packet_match(match)[0] + [
+                        nftables.new_rule(FAMILY, TABLE, "input", packet_matches(match)[0][0] + [
                             nftables.counter(), nftables.nfqueue_target(queue, 1, bypass=True)])])
         elif argv[0] == "hits":
             print(sum(rule.packets or 0 for rule in sock.rules(FAMILY, TABLE)))

@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from divertgui.engine.backends import netlink, nftables
-from divertgui.engine.backends.netfilter_rules import mark_masked, packet_match
+from divertgui.engine.backends.netfilter_rules import mark_masked, packet_matches
 from divertgui.engine.backends.nfqueue import NfqueueBackend
 from divertgui.engine.filter.kernel import kernel_test, xt_bpf_available
 from divertgui.engine.handle import Divert
@@ -102,6 +102,37 @@ def test_loopback_ipv6_address_test_in_the_kernel(netns):
     assert all(address.loopback and address.outbound for _, address in passthru.records)
 
 
+def test_ipv6_port_filters_are_native_rules_that_miss_nothing_behind_extension_headers(veth):
+    """The kernel's rules for an IPv6 port filter have no bpf match; packets behind a header the kernel
+    does not walk past (a mobility header, AH) reach the handle whole, and the filter decides there."""
+    from tests.unit.test_filter_kernel import ipv6_udp
+    with veth.b.entered():
+        server = udp_socket(veth.b_v6, PORT)
+        other = udp_socket(veth.b_v6, OTHER_PORT)
+        with _prefiltered(f"udp.DstPort == {PORT}") as handle, Passthru(handle) as passthru:
+            ruleset = veth.b.exec("nft", "list", "table", "ip6", "divertgui").stdout
+            with veth.a.entered():
+                client = udp_socket(veth.a_v6)
+                for i in range(COUNT):
+                    client.sendto(b"match %d" % i, (veth.b_v6, PORT))
+                    client.sendto(b"other %d" % i, (veth.b_v6, OTHER_PORT))
+                raw = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+                for chain, port in (([135], PORT), ([60, 51], PORT), ([51], OTHER_PORT)):
+                    raw.sendto(ipv6_udp(chain, port, source=veth.a_v6, destination=veth.b_v6), (veth.b_v6, 0))
+            matched = receive_all(server, 0.5)
+            elsewhere = receive_all(other, 0.3)
+            wait_until(lambda: len(passthru.records) >= COUNT + 2, 2)
+            passthru.stop()
+            stats = handle.stats()
+    assert not passthru.errors
+    assert "bpf" not in ruleset and "meta l4proto" in ruleset, ruleset
+    assert len(matched) == COUNT and len(elsewhere) == COUNT
+    behind = [packet for packet, _ in passthru.records if packet[6] != 17]
+    assert sorted(packet[6] for packet in behind) == [60, 135], passthru.records
+    assert stats["diverted"] == COUNT + 2, stats
+    assert stats["rejected"] == 1, stats   # AH before another port: taken whole, rejected by the filter
+
+
 def test_without_the_prefilter_the_same_traffic_is_sifted_in_user_space(veth):
     """The control: the rejected counter does count when the kernel tests nothing."""
     with veth.b.entered():
@@ -143,48 +174,52 @@ def _loopback_probe(raw: bytes) -> bytes:
     return bytes(data)
 
 
-# Filters the kernel tests, for IPv4, with nf_tables' own protocol and port expressions, exactly.
-PORT_FILTERS = [
+# Filters the kernel tests with nf_tables' own expressions: exactly for IPv4 and for IP header
+# fields; IPv6 transport tests take the packets behind AH or a mobility header whole.
+NATIVE_FILTERS = [
     "udp.DstPort < 30000", "udp and udp.SrcPort >= 20000 and udp.DstPort != 53", "tcp.DstPort > 1024",
-    "tcp and tcp.SrcPort <= 40000", "not tcp.DstPort == 80",
+    "tcp and tcp.SrcPort <= 40000", "not tcp.DstPort == 80", "udp", "tcp", "icmp", "icmpv6.Type == 128",
+    "tcp.DstPort == 80 or udp.DstPort == 53 or udp.DstPort == 443", "ip.DstAddr == 127.0.0.2",
+    "ip.TTL < 64 and ip.SrcAddr >= 127.0.0.1", "ipv6.SrcAddr == ::1 and ipv6.HopLimit >= 64",
+    "ipv6.DstAddr == ::1 or ipv6.DstAddr == ::2",
 ]
 
 
 def test_the_kernel_runs_the_programs_as_the_unit_tests_interpreter_does(netns):
     """The unit tests prove the superset property with a Python interpreter of
-    classic BPF; here the same programs run in the kernel on the same bytes.
-    Native port tests are compared with the filter itself."""
+    classic BPF and a model of nf_tables' native rules (tests/nft_model.py);
+    here the same rules run in the kernel on the same bytes."""
     _require_xt_bpf()
     import random
     from divertgui.engine.filter import compile_filter, parse_filter
     from divertgui.engine.filter.kernel import translate
-    from tests import packet_gen
-    from tests.unit.test_filter_kernel import _kernel_shaped, run_bpf
+    from tests import nft_model, packet_gen
+    from tests.unit.test_filter_kernel import EXTENSION_CASES, _kernel_shaped, ipv6_udp, run_bpf
 
-    # Per version, what each rule of the probe table should say of a packet.
-    deciders, names = {4: [], 6: []}, {4: [], 6: []}
+    # Per version, each filter tested: its text, how many rules it has, and what they should say of a packet.
+    tested = {4: [], 6: []}
     with netns.entered(), nftables.NftablesSocket() as sock:
         for version, family in nftables.FAMILIES.items():
-            # A table of the test's own: every probe is counted, then each program's match.
+            # A table of the test's own: every probe is counted, then each filter's rules.
             changes = [nftables.new_table(family, PROBE_TABLE),
                        nftables.new_chain(family, PROBE_TABLE, "output", (netlink.NF_INET_LOCAL_OUT, -150, "route")),
                        nftables.new_rule(family, PROBE_TABLE, "output",
                                          mark_masked(0xFFFFFFFF, PROBE_MARK, equal=False)
                                          + [nftables.verdict(nftables.NFT_RETURN)]),
                        nftables.new_rule(family, PROBE_TABLE, "output", [nftables.counter()])]
-            for text in KERNEL_FILTERS + PORT_FILTERS:
-                program = translate(parse_filter(text), version).program
-                if program is None:
+            for text in KERNEL_FILTERS + NATIVE_FILTERS:
+                if translate(parse_filter(text), version).program is None:
                     continue
                 match = kernel_test(text, version, use_bpf=True).match
-                names[version].append(text)
-                assert match.ports is not None or text not in PORT_FILTERS or version == 6, text
-                if match.ports is not None:
-                    deciders[version].append(lambda raw, address, f=compile_filter(text): f.match(raw, address))
+                assert match.native is not None or text not in NATIVE_FILTERS, (text, version)
+                if match.native is not None:
+                    decide = lambda raw, address, native=match.native: nft_model.accepts(native, raw)  # noqa: E731
                 else:
-                    deciders[version].append(lambda raw, address, p=program: run_bpf(p, raw, PROBE_MARK) != 0)
-                changes.append(nftables.new_rule(family, PROBE_TABLE, "output",
-                                                 packet_match(match)[0] + [nftables.counter()]))
+                    decide = lambda raw, address, p=match.program: run_bpf(p, raw, PROBE_MARK) != 0  # noqa: E731
+                rules = packet_matches(match)
+                tested[version].append((text, len(rules), decide, compile_filter(text)))
+                changes += [nftables.new_rule(family, PROBE_TABLE, "output", tests + [nftables.counter()])
+                            for tests, _needs in rules]
             sock.apply(changes)
 
     def counters(version: int) -> list[int]:
@@ -193,18 +228,23 @@ def test_the_kernel_runs_the_programs_as_the_unit_tests_interpreter_does(netns):
                     if rule.packets is not None]
 
     rng, address_rng = random.Random(31), random.Random(32)
-    compared = accepted = 0
+    crafted = [ipv6_udp(chain, port, offset) for chain, offset, port, _wanted, _rule in EXTENSION_CASES]
+    compared = accepted = handmade_compared = 0
     with netns.entered():
         sockets = {4: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW),
                    6: socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)}
         for sock in sockets.values():
             sock.setsockopt(socket.SOL_SOCKET, 36, PROBE_MARK)  # SO_MARK
         tries = 0
-        while compared < 80 and tries < 2000:
+        while compared < 80 + len(crafted) and tries < 2000:
             tries += 1
-            raw = packet_gen.ipv4_packet(rng) if compared % 2 else packet_gen.ipv6_packet(rng)
-            if not _kernel_shaped(raw):
-                continue
+            handmade = bool(crafted)
+            if handmade:
+                raw = crafted.pop()
+            else:
+                raw = packet_gen.ipv4_packet(rng) if compared % 2 else packet_gen.ipv6_packet(rng)
+                if not _kernel_shaped(raw):
+                    continue
             raw = _loopback_probe(raw)
             version = raw[0] >> 4
             before = counters(version)
@@ -215,11 +255,15 @@ def test_the_kernel_runs_the_programs_as_the_unit_tests_interpreter_does(netns):
             after = counters(version)
             if after[0] != before[0] + 1:
                 continue  # the packet did not reach OUTPUT exactly once
-            in_kernel = [a - b for a, b in zip(after[1:], before[1:])]
+            hits = [a - b for a, b in zip(after[1:], before[1:])]
             address = packet_gen.address_for(address_rng, raw)
-            in_python = [int(decide(raw, address)) for decide in deciders[version]]
-            differing = [text for text, k, p in zip(names[version], in_kernel, in_python) if k != p]
-            assert not differing, (raw.hex(), differing)
+            for text, count, decide, compiled in tested[version]:
+                in_kernel, hits = sum(hits[:count]), hits[count:]
+                assert in_kernel == int(decide(raw, address)), (raw.hex(), text)
+                if text in NATIVE_FILTERS and compiled.match(raw, address):
+                    assert in_kernel, (raw.hex(), text)   # the superset property, in the kernel itself
+                accepted += in_kernel
             compared += 1
-            accepted += sum(in_kernel)
+            handmade_compared += handmade
     assert compared >= 40 and accepted > 20, (compared, accepted)
+    assert handmade_compared == len(EXTENSION_CASES)

@@ -1,27 +1,29 @@
 """The kernel prefilter is a superset of the filter, and exact where it says so.
 
 The BPF programs are run here by a small classic-BPF interpreter with the
-kernel's rules (out-of-bounds loads end the program with 0), on packets from
-tests/packet_gen.py.
+kernel's rules (out-of-bounds loads end the program with 0), native rules by
+tests/nft_model.py, on packets from tests/packet_gen.py.
 """
 
 from __future__ import annotations
 
 import random
+import socket
 import struct
 
 import pytest
 
 from divertgui.engine.address import Address
 from divertgui.engine.filter import compile_filter, parse_filter
-from divertgui.engine.filter import bpf, kernel
+from divertgui.engine.filter import bpf, kernel, kernel_approximation
 from divertgui.engine.headers import parse_headers
 from divertgui.engine.filter.bpf import Instruction
-from divertgui.engine.filter.kernel_ports import PortMatch, PortTest, port_match
+from divertgui.engine.filter.kernel_native import (KERNEL_STOPS, NETWORK, TRANSPORT, Conjunction, FieldTest,
+                                                   native_match)
 from divertgui.engine.filter.kernel import (MAX_INSTRUCTIONS, PacketMatch, kernel_exactness, kernel_match_for,
                                             kernel_test, translate)
 from divertgui.engine.filter.kernel_fields import INJECTED_MARK
-from tests import packet_gen
+from tests import nft_model, packet_gen
 
 
 def run_bpf(program, raw: bytes, mark: int = 0) -> int:
@@ -93,17 +95,22 @@ def run_bpf(program, raw: bytes, mark: int = 0) -> int:
 
 
 def kernel_accepts(filter_text: str, raw: bytes, address: Address, hook=None) -> bool:
-    """What the rule's match (the output interface and the BPF program) says of this packet."""
+    """What the handle's rules (the output interface, then the native rules or the BPF program) say
+    of this packet."""
     version = 6 if address.ipv6 else 4
     tree, loopback = parse_filter(filter_text), None
     if hook == "O":
         tree, loopback = kernel._take_loopback(tree)
     if loopback is not None and loopback != bool(address.loopback):
         return False
-    translation = translate(tree, version, hook)
-    if translation.program is None:
-        return translation.tree.value
-    return run_bpf(translation.program, raw, INJECTED_MARK if address.impostor else 0) != 0
+    match = kernel_test(tree, version, hook, use_bpf=True).match
+    if match is None:
+        return False
+    if match.native is not None:
+        return nft_model.accepts(match.native, raw)
+    if match.program is None:
+        return True
+    return run_bpf(match.program, raw, INJECTED_MARK if address.impostor else 0) != 0
 
 
 def _packets(seed: int, count: int):
@@ -202,40 +209,106 @@ def test_loopback_at_the_output_hook_is_an_interface_match():
     assert kernel_test("outbound and loopback", 4, "O", use_bpf=True) == (PacketMatch(loopback=True), True)
     assert kernel_test("outbound and loopback", 4, "I", use_bpf=True) == (None, True)
     match, exact = kernel_test("udp and not loopback", 6, "O", use_bpf=True)
+    assert match.loopback is False and match.native
+    match, exact = kernel_test("tcp.Syn and not loopback", 6, "O", use_bpf=True)
     assert match.loopback is False and match.program
     assert kernel_test("loopback and not loopback", 4, "O", use_bpf=True) == (None, True)
 
 
 def test_the_match_is_a_bpf_program_that_fits_the_bpf_match():
-    text = "udp.DstPort == 53 or tcp.DstPort == 53"
+    text = "udp.DstPort == 53 or udp.SrcPort == 53"
     match = kernel_match_for(text)(4, "I")
-    assert match.loopback is None and match.ports is None
+    assert match.loopback is None and match.native is None
     assert 0 < len(match.program) <= MAX_INSTRUCTIONS
     assert all(isinstance(i, Instruction) for i in match.program)
     assert match.program == tuple(translate(parse_filter(text), 4, "I").program)
 
 
-@pytest.mark.parametrize("text, protocol, tests", [
-    ("udp.DstPort == 53", 17, [(2, "==", 53)]),
-    ("tcp and tcp.SrcPort != 22 and tcp.DstPort >= 1024", 6, [(0, "!=", 22), (2, ">=", 1024)]),
-    ("inbound and udp and udp.DstPort < 100 and udp.DstPort > 10", 17, [(2, "<", 100), (2, ">", 10)]),
-    ("tcp.DstPort <= 1023 and tcp", 6, [(2, "<=", 1023)]),
-    ("not udp.DstPort == 53", 17, [(2, "!=", 53)]),
+UDP_HEADER = FieldTest(TRANSPORT, 6, 2, ">=", 0)        # the last bytes of a UDP or ICMP header are there
+TCP_HEADER = FieldTest(TRANSPORT, 12, 8, ">=", 0x50 << 56)  # 20 bytes, and a header length of 20 or more
+NOT_LATER_FRAGMENT = FieldTest(NETWORK, 6, 2, "==", 0, 0x1FFF)
+
+
+def _port(offset, op, value):
+    return FieldTest(TRANSPORT, offset, 2, op, value)
+
+
+@pytest.mark.parametrize("text, conjunctions", [
+    ("udp.DstPort == 53", [(17, [_port(2, "==", 53), UDP_HEADER])]),
+    ("tcp and tcp.SrcPort != 22 and tcp.DstPort >= 1024",
+     [(6, [_port(0, "!=", 22), _port(2, ">=", 1024), TCP_HEADER])]),
+    ("inbound and udp and udp.DstPort < 100 and udp.DstPort > 10",
+     [(17, [_port(2, "<", 100), _port(2, ">", 10), UDP_HEADER])]),
+    ("not udp.DstPort == 53", [(17, [_port(2, "!=", 53), UDP_HEADER])]),
+    ("udp", [(17, [UDP_HEADER])]),
+    ("tcp.DstPort == 80 or udp.DstPort == 53 or udp", None),      # udp twice: not exclusive
+    ("tcp.DstPort == 80 or tcp.DstPort == 443 or udp.DstPort == 53",
+     [(6, [_port(2, "==", 80), TCP_HEADER]), (6, [_port(2, "==", 443), TCP_HEADER]),
+      (17, [_port(2, "==", 53), UDP_HEADER])]),
 ])
-def test_protocol_and_port_conjunctions_are_native_tests_for_ipv4(text, protocol, tests):
-    match = kernel_test(text, 4, "I").match
-    assert match.program is None
-    assert match.ports == PortMatch(protocol, tuple(PortTest(*t) for t in tests))
-    ipv6 = kernel_test(text, 6, "I", use_bpf=True).match
-    assert ipv6.ports is None and ipv6.program is not None
+def test_protocol_and_field_conjunctions_are_native_rules(text, conjunctions):
+    expected = None if conjunctions is None else \
+        tuple(Conjunction(protocol, tuple(tests) + (NOT_LATER_FRAGMENT,)) for protocol, tests in conjunctions)
+    ipv4 = kernel_test(text, 4, "I")
+    assert ipv4.match.native == expected
+    assert ipv4.exact and (ipv4.match.program is None) == (expected is not None)
+    # IPv6: the same rules, and packets the kernel finds AH or a mobility header in are taken whole.
+    ipv6 = kernel_test(text, 6, "I", use_bpf=True)
+    if conjunctions is not None:
+        assert ipv6.match.native == tuple(Conjunction(protocol, tuple(tests)) for protocol, tests in conjunctions) \
+            + tuple(Conjunction(protocol, ()) for protocol in KERNEL_STOPS)
+        assert not ipv6.exact and ipv6.match.program is None
+
+
+def test_the_kernel_stops_at_ah_and_does_not_know_the_mobility_header():
+    assert KERNEL_STOPS == (51, 135)
+
+
+def test_icmp_for_ipv4_and_icmpv6_for_ipv6():
+    assert kernel_test("icmp.Type == 8", 4, "I").match.native == (
+        Conjunction(1, (FieldTest(TRANSPORT, 0, 1, "==", 8), UDP_HEADER, NOT_LATER_FRAGMENT)),)
+    assert kernel_test("icmpv6", 6, "I").match.native[0] == Conjunction(58, (UDP_HEADER,))
+    assert kernel_test("icmp", 6, "I").match is None
+
+
+def test_what_the_approximation_widens_stays_inexact_in_native_rules():
+    test = kernel_test("udp.Length > 8 and udp.DstPort == 53", 4, "I")
+    assert test.match.native == (Conjunction(17, (_port(2, "==", 53), UDP_HEADER, NOT_LATER_FRAGMENT)),)
+    assert not test.exact
+
+
+@pytest.mark.parametrize("text, version, tests", [
+    ("ip.DstAddr == 10.0.0.1", 4, [(16, 4, "==", 0x0A000001)]),
+    ("ip.SrcAddr >= 10.0.0.0 and ip.SrcAddr <= 10.255.255.255", 4, [(12, 4, ">=", 0x0A000000),
+                                                                    (12, 4, "<=", 0x0AFFFFFF)]),
+    ("ipv6.SrcAddr == 2001:db8::1", 6, [(8, 16, "==", 0x20010DB8 << 96 | 1)]),
+    ("ipv6 and ipv6.DstAddr != ::1 and ipv6.HopLimit > 1", 6, [(24, 16, "!=", 1), (7, 1, ">", 1)]),
+    ("ip.TTL < 64", 4, [(8, 1, "<", 64)]),
+])
+def test_ip_header_tests_are_exact_native_rules_for_both_versions(text, version, tests):
+    test = kernel_test(text, version, "O")
+    assert test.exact and test.match.program is None
+    assert test.match.native == (Conjunction(None, tuple(FieldTest(NETWORK, *t) for t in tests)),)
+
+
+def test_address_alternatives_exclude_each_other_by_value():
+    match = kernel_test("ip.DstAddr == 10.0.0.1 or ip.DstAddr == 10.0.0.2", 4, "I").match
+    assert [c.tests[0].value for c in match.native] == [0x0A000001, 0x0A000002]
+    # Overlapping alternatives would have a sniffing handle copy a packet twice: the bpf match takes them.
+    assert kernel_test("ip.DstAddr == 10.0.0.1 or ip.TTL == 3", 4, "I", use_bpf=True).match.native is None
+    # In IPv6 an address test would overlap the rules that take AH and mobility-header packets whole.
+    assert kernel_test("udp or ipv6.SrcAddr == ::1", 6, "I", use_bpf=True).match.native is None
 
 
 @pytest.mark.parametrize("text", [
-    "udp", "udp.DstPort == 53 or udp.SrcPort == 53", "udp and tcp.DstPort == 80", "udp.DstPort == 53 and ip",
-    "udp.DstPort == 70000 and tcp", "udp.Length > 8 and udp.DstPort == 53",
+    "udp.DstPort == 53 or udp.SrcPort == 53", "udp.DstPort == 70000 and tcp",
+    "tcp.Syn", "ip.HdrLength > 5", "fragment and udp", "protocol == 17", "(tcp ? tcp.DstPort == 1 : udp)",
+    " or ".join(f"tcp.DstPort == {port}" for port in range(1, 10)),
 ])
-def test_other_filters_are_no_native_port_tests(text):
-    assert port_match(parse_filter(text)) is None
+def test_other_filters_are_no_native_rules(text):
+    for version in (4, 6):
+        approximated, _ = kernel_approximation.approximate(parse_filter(text), version, "I")
+        assert native_match(approximated, version) is None, (text, version)
 
 
 def test_long_filters_are_cut_to_fit_and_stay_supersets():
@@ -249,8 +322,8 @@ def test_long_filters_are_cut_to_fit_and_stay_supersets():
 
 
 def test_without_xt_bpf_what_needs_it_goes_to_user_space():
-    assert kernel_test("tcp.DstPort == 80 or udp", 4, use_bpf=False) == (PacketMatch(), False)
-    assert kernel_test("tcp.DstPort == 80", 4, use_bpf=False).match.ports is not None
+    assert kernel_test("tcp.Syn or udp", 4, use_bpf=False) == (PacketMatch(), False)
+    assert kernel_test("tcp.DstPort == 80", 4, use_bpf=False).match.native is not None
     assert kernel_test("ipv6", 4, use_bpf=False) == (None, True)
 
 
@@ -277,3 +350,46 @@ def test_flow_label_is_tested_in_the_kernel_as_windivert_reads_it(reference):
                     in_kernel = translation.tree.value if translation.program is None \
                         else run_bpf(translation.program, raw) != 0
                     assert in_kernel is reference.eval(tested, raw, address), (tested, raw[:4].hex())
+
+
+def ipv6_udp(chain: list[int], port: int = 53, fragment_offset: int = 0, source: str = "::1",
+             destination: str = "::1") -> bytes:
+    """An IPv6 packet: the extension headers `chain` (protocol numbers), then UDP to `port`; fragment
+    headers carry `fragment_offset`."""
+    data = struct.pack("!HHHH", 40000, port, 12, 0) + b"data"
+    following = 17
+    for kind in reversed(chain):
+        if kind == 44:
+            header = struct.pack("!BBHI", following, 0, fragment_offset << 3, 7)
+        elif kind == 51:
+            header = bytes([following, 1]) + bytes(10)        # (1 + 2) * 4 bytes
+        else:
+            header = bytes([following, 0]) + bytes(6)         # (0 + 1) * 8 bytes
+        data, following = header + data, kind
+    addresses = socket.inet_pton(socket.AF_INET6, source) + socket.inet_pton(socket.AF_INET6, destination)
+    return struct.pack("!IHBB", 6 << 28, len(data), following, 64) + addresses + data
+
+
+# (extension headers, fragment offset, destination port): does the filter "udp.DstPort == 53" accept
+# the packet, and which native rule takes it (0: the port rule, 1: AH whole, 2: mobility header whole).
+EXTENSION_CASES = [
+    ([], 0, 53, True, 0), ([0], 0, 53, True, 0), ([43], 0, 53, True, 0), ([60], 0, 53, True, 0),
+    ([0, 43, 60], 0, 53, True, 0), ([44], 0, 53, True, 0), ([0, 44, 60], 0, 53, True, 0),
+    ([135], 0, 53, True, 2), ([0, 135], 0, 53, True, 2), ([51], 0, 53, True, 1), ([44, 60, 51], 0, 53, True, 1),
+    ([51, 135], 0, 53, True, 1),
+    ([44], 100, 53, False, None),       # a later fragment: the kernel reads its IPv6 header as the ports
+    ([], 0, 54, False, None), ([60], 0, 54, False, None),
+    ([51], 0, 54, False, 1),            # taken whole, the filter rejects it in user space
+    ([44, 44], 0, 53, False, 0),        # the filter stops at a second fragment header, the kernel walks on
+]
+
+
+@pytest.mark.parametrize("chain, offset, port, wanted, rule", EXTENSION_CASES)
+def test_ipv6_native_rules_take_every_packet_the_filter_wants_behind_extension_headers(chain, offset, port,
+                                                                                       wanted, rule):
+    raw = ipv6_udp(chain, port, offset)
+    text = "udp.DstPort == 53"
+    assert compile_filter(text).match(raw, Address(ipv6=True, outbound=True, loopback=True)) == wanted
+    native = kernel_test(text, 6, "O").match.native
+    met = [index for index, conjunction in enumerate(native) if nft_model.conjunction_accepts(conjunction, raw)]
+    assert met == ([] if rule is None else [rule])

@@ -11,7 +11,7 @@ from divertgui.engine.backends import netfilter_rules, netlink, nftables
 from divertgui.engine.backends.netlink import attribute, iter_attributes
 from divertgui.engine.filter.bpf import Instruction
 from divertgui.engine.filter.kernel import PacketMatch
-from divertgui.engine.filter.kernel_ports import PortMatch, PortTest
+from divertgui.engine.filter.kernel_native import NETWORK, TRANSPORT, Conjunction, FieldTest
 
 
 def _attributes(data) -> dict[int, memoryview]:
@@ -73,24 +73,31 @@ def test_mark_tests_compare_host_order_and_ranges_network_order():
         == ["meta", "bitwise", "byteorder", "cmp"]
 
 
-def test_port_tests_load_the_protocol_and_compare_big_endian_ports_of_the_transport_header():
-    ports = PortMatch(17, (PortTest(2, "==", 53), PortTest(0, ">=", 1024)))
-    tests, needs = netfilter_rules.packet_match(PacketMatch(ports=ports))
-    assert needs == []
-    parsed = [_expression(e) for e in tests]
-    assert [name for name, _ in parsed] == ["meta", "cmp", "payload", "cmp", "payload", "cmp", "payload", "bitwise",
-                                            "cmp"]
-    assert struct.unpack("!I", parsed[0][1][nftables.META_KEY]) == (nftables.META_L4PROTO,)
+def test_native_rules_load_the_protocol_and_compare_big_endian_fields_of_their_headers():
+    udp = Conjunction(17, (FieldTest(TRANSPORT, 2, 2, "==", 53), FieldTest(TRANSPORT, 0, 2, ">=", 1024),
+                           FieldTest(NETWORK, 6, 2, "==", 0, 0x1FFF)))
+    address = Conjunction(None, (FieldTest(NETWORK, 24, 16, "<", 1 << 127),))
+    rules = netfilter_rules.packet_matches(PacketMatch(loopback=False, native=(udp, address)))
+    assert [needs for _, needs in rules] == [[], []]
+    parsed = [_expression(e) for e in rules[0][0]]
+    assert [name for name, _ in parsed] == ["meta", "cmp", "meta", "cmp", "payload", "cmp", "payload", "cmp",
+                                            "payload", "bitwise", "cmp"]
+    assert struct.unpack("!I", parsed[2][1][nftables.META_KEY]) == (nftables.META_L4PROTO,)
     values = [bytes(_attributes(data[nftables.CMP_DATA])[nftables.DATA_VALUE]) for name, data in parsed
               if name == "cmp"]
-    assert values == [b"\x11", struct.pack("!H", 53), struct.pack("!H", 1024), bytes(2)]
+    assert values == [nftables.interface_name("lo"), b"\x11", struct.pack("!H", 53), struct.pack("!H", 1024),
+                      bytes(2)]
     ops = [struct.unpack("!I", data[nftables.CMP_OP])[0] for name, data in parsed if name == "cmp"]
-    assert ops == [nftables.CMP_EQ, nftables.CMP_EQ, nftables.CMP_GTE, nftables.CMP_EQ]
+    assert ops == [nftables.CMP_NEQ, nftables.CMP_EQ, nftables.CMP_EQ, nftables.CMP_GTE, nftables.CMP_EQ]
     loads = [tuple(struct.unpack("!I", data[k])[0] for k in (nftables.PAYLOAD_BASE, nftables.PAYLOAD_OFFSET,
                                                              nftables.PAYLOAD_LEN))
              for name, data in parsed if name == "payload"]
     assert loads == [(nftables.PAYLOAD_TRANSPORT_HEADER, 2, 2), (nftables.PAYLOAD_TRANSPORT_HEADER, 0, 2),
                      (nftables.PAYLOAD_NETWORK_HEADER, 6, 2)]
+    # Each alternative is a rule of its own, the output interface tested in each; no protocol: no meta l4proto.
+    parsed = [_expression(e) for e in rules[1][0]]
+    assert [name for name, _ in parsed] == ["meta", "cmp", "payload", "cmp"]
+    assert bytes(_attributes(parsed[3][1][nftables.CMP_DATA])[nftables.DATA_VALUE]) == (1 << 127).to_bytes(16, "big")
 
 
 def test_a_handle_chain_in_order_and_what_each_rule_needs():
@@ -106,12 +113,18 @@ def test_a_handle_chain_in_order_and_what_each_rule_needs():
     assert names[-1] == ["counter", "target"]
     assert netfilter_rules.NEEDS["NFQUEUE"] in inbound[-1].needs
     # The kernel match stands in the base chain's jump: a packet it rejects goes no further.
-    jump = handle.jump("O", 4)
+    [jump] = handle.jumps("O", 4)
     assert [_expression(e)[0] for e in jump.expressions] == ["meta", "cmp", "match", "immediate"]
     assert jump.needs == (netfilter_rules.NEEDS["bpf"],)
-    assert handle.jump("O", 6) is None                                              # no IPv6 packet: no jump
-    assert [_expression(e)[0] for e in netfilter_rules.HandleRules(1, 2, 0, "drop", "I").jump("I", 6).expressions] \
-        == ["immediate"]
+    assert handle.jumps("O", 6) == []                                               # no IPv6 packet: no jump
+    [every] = netfilter_rules.HandleRules(1, 2, 0, "drop", "I").jumps("I", 6)
+    assert [_expression(e)[0] for e in every.expressions] == ["immediate"]
+    # A native match of several rules: one jump each, to the same chain.
+    native = netfilter_rules.HandleRules(1, 16384, 0, "divert", "I", kernel_match=lambda version, hook: PacketMatch(
+        native=(Conjunction(17, ()), Conjunction(51, ()), Conjunction(135, ()))))
+    jumps = native.jumps("I", 6)
+    assert [[_expression(e)[0] for e in rule.expressions] for rule in jumps] == [["meta", "cmp", "immediate"]] * 3
+    assert {rule.what for rule in jumps} == {f"jump to {native.chain('I')}"}
     sniff = netfilter_rules.HandleRules(1, 16385, 0, "sniff", "I")
     assert [_expression(e)[0] for e in sniff.rules("I")[-1].expressions] == ["log"]
 

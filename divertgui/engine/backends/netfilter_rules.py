@@ -41,7 +41,7 @@ from divertgui.engine import privileges
 from divertgui.engine.address import PRIORITY_MIN
 from divertgui.engine.errors import NetfilterError, NetlinkError
 from divertgui.engine.filter.kernel import KernelMatch, PacketMatch
-from divertgui.engine.header_fields import IPV4
+from divertgui.engine.filter.kernel_native import NETWORK, TRANSPORT, Conjunction
 
 from . import netlink, nftables as nft
 
@@ -127,30 +127,37 @@ def mark_masked_between(mask: int, low: int, high: int) -> list[bytes]:
     return tests + [nft.compare(nft.CMP_LTE, _network(high))]
 
 
-# Port values are big-endian in the packet and in the compared data, so cmp's byte-wise order is the numeric one.
-FRAGMENT_OFFSET = IPV4["frag_offset"]
+# Field values are big-endian in the packet and in the compared data, so cmp's byte-wise order is the numeric one.
 CMP_OPS = {"==": nft.CMP_EQ, "!=": nft.CMP_NEQ, "<": nft.CMP_LT, "<=": nft.CMP_LTE, ">": nft.CMP_GT, ">=": nft.CMP_GTE}
+PAYLOAD_BASES = {NETWORK: nft.PAYLOAD_NETWORK_HEADER, TRANSPORT: nft.PAYLOAD_TRANSPORT_HEADER}
 
 
-def packet_match(match: PacketMatch) -> tuple[list[bytes], list[str]]:
-    """The expressions that test a PacketMatch, and what of the kernel they need."""
+def conjunction_tests(conjunction: Conjunction) -> list[bytes]:
+    """The expressions of one native rule: the protocol the kernel found, then each field."""
+    tests = []
+    if conjunction.protocol is not None:
+        tests += [nft.meta(nft.META_L4PROTO), nft.compare(nft.CMP_EQ, bytes([conjunction.protocol]))]
+    for test in conjunction.tests:
+        tests.append(nft.payload(PAYLOAD_BASES[test.base], test.offset, test.size))
+        if test.mask is not None:
+            tests.append(nft.bitwise_and(test.mask.to_bytes(test.size, "big")))
+        tests.append(nft.compare(CMP_OPS[test.op], test.value.to_bytes(test.size, "big")))
+    return tests
+
+
+def packet_matches(match: PacketMatch) -> list[tuple[list[bytes], list[str]]]:
+    """The rules that test a PacketMatch, as (expressions, what of the kernel they need): a packet
+    the match accepts satisfies exactly one of them."""
     tests, needs = [], []
     if match.loopback is not None:
         tests += [nft.meta(nft.META_OIFNAME),
                   nft.compare(nft.CMP_EQ if match.loopback else nft.CMP_NEQ, nft.interface_name("lo"))]
-    if match.ports is not None:
-        tests += [nft.meta(nft.META_L4PROTO), nft.compare(nft.CMP_EQ, bytes([match.ports.protocol]))]
-        for test in match.ports.tests:
-            tests += [nft.payload(nft.PAYLOAD_TRANSPORT_HEADER, test.offset, 2),
-                      nft.compare(CMP_OPS[test.op], nft.BE16.pack(test.value))]
-        # Not every kernel's transport payload fails for a non-first fragment, so the offset is
-        # tested too; last, as a packet of another port is rejected sooner.
-        tests += [nft.payload(nft.PAYLOAD_NETWORK_HEADER, FRAGMENT_OFFSET.offset, FRAGMENT_OFFSET.size),
-                  nft.bitwise_and(nft.BE16.pack(FRAGMENT_OFFSET.mask)), nft.compare(nft.CMP_EQ, bytes(2))]
     if match.program is not None:
         tests.append(nft.bpf_match(match.program))
         needs.append(NEEDS["bpf"])
-    return tests, needs
+    if match.native is not None:
+        return [(tests + conjunction_tests(conjunction), needs) for conjunction in match.native]
+    return [(tests, needs)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,17 +201,17 @@ class HandleRules:
             return [nft.verdict(nft.NF_DROP)], []
         raise ValueError(f"unknown handle action {self.action!r}")
 
-    def jump(self, hook: str, version: int) -> Rule | None:
-        """The rule of the hook's base chain that sends packets to this handle's chain: only those the
-        kernel match covers (None: no packet of this IP version), so that a packet the handle's filter
-        cannot want costs one test of it and no more."""
+    def jumps(self, hook: str, version: int) -> list[Rule]:
+        """The rules of the hook's base chain that send packets to this handle's chain: only those the
+        kernel match covers (none: no packet of this IP version), each packet by one rule at most, so
+        that a packet the handle's filter cannot want costs a test or a few and no more."""
         match = PacketMatch()
         if self.kernel_match is not None:
             match = self.kernel_match(version, hook)
             if match is None:
-                return None
-        tests, needs = packet_match(match)
-        return Rule((*tests, nft.verdict(nft.NFT_JUMP, self.chain(hook))), tuple(needs), f"jump to {self.chain(hook)}")
+                return []
+        return [Rule((*tests, nft.verdict(nft.NFT_JUMP, self.chain(hook))), tuple(needs),
+                     f"jump to {self.chain(hook)}") for tests, needs in packet_matches(match)]
 
     def rules(self, hook: str) -> list[Rule]:
         """The rules that fill this handle's chain for one hook, in order; the packets that reach it
@@ -490,15 +497,13 @@ def _installing(handle: HandleRules, version: int, table: _Table) -> list[nft.Ch
         for rule in handle.rules(hook):
             changes.append(nft.new_rule(family, TABLE, chain, list(rule.expressions),
                                         what=f"add the rule '{rule.what}' to {chain}{_needing(rule)}"))
-        jump = handle.jump(hook, version)
-        if jump is None:
-            continue
         # Higher levels first; among equal levels, the older handle first.
         before = [rule for rule in table.jumps(base)
                   if (m := CHAIN_NAME.match(rule.jump)) and int(m["level"]) >= level_of(handle.priority)]
-        changes.append(nft.new_rule(family, TABLE, base, list(jump.expressions),
-                                    after=before[-1].handle if before else None, first=not before,
-                                    what=f"add the {jump.what} to {base}{_needing(jump)}"))
+        for jump in handle.jumps(hook, version):
+            changes.append(nft.new_rule(family, TABLE, base, list(jump.expressions),
+                                        after=before[-1].handle if before else None, first=not before,
+                                        what=f"add the {jump.what} to {base}{_needing(jump)}"))
     return changes
 
 

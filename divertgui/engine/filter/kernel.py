@@ -1,7 +1,8 @@
 """The kernel prefilter: what netfilter can test of a filter, per IP version:
-nf_tables' own protocol and port tests where they say it exactly
-(kernel_ports; IPv4 only), else one classic BPF program for the x_tables bpf match,
-which costs the kernel more per packet.
+rules of nf_tables' own expressions where they can (kernel_native: field
+comparisons, their conjunctions and exclusive disjunctions), else one
+classic BPF program for the x_tables bpf match, which costs the kernel
+more per packet.
 
     kernel_test(filter, version, hook=None) -> KernelTest(match, exact)
     kernel_match_for(filter, layer) -> KernelMatch      ((version, hook) -> match)
@@ -28,7 +29,7 @@ from .bpf_prelude import reads_transport
 from .chains import chain, flatten_and
 from .kernel_approximation import FALSE, TRUE, approximate
 from .kernel_fields import compare
-from .kernel_ports import PortMatch, port_match
+from .kernel_native import Conjunction, native_match
 
 
 
@@ -37,7 +38,8 @@ class PacketMatch(NamedTuple):
 
     loopback: bool | None = None                    # OUTPUT only: leaves through lo (True) or not (False)
     program: tuple[Instruction, ...] | None = None  # a classic BPF program the bpf match runs
-    ports: PortMatch | None = None                  # a protocol and port tests in nf_tables expressions
+    # Tests in nf_tables expressions, one rule each: the packet satisfies one of them (None: no such test).
+    native: tuple[Conjunction, ...] | None = None
 
 
 class KernelTest(NamedTuple):
@@ -157,14 +159,16 @@ def kernel_test(filter, version: int, hook: str | None = None, use_bpf: bool | N
     one hook only. The callable NfqueueBackend(kernel_prefilter=...) takes.
     """
     tree, loopback = _take_loopback(_tree(filter)) if hook == "O" else (_tree(filter), None)
+    approximated, exact = approximate(tree, version, hook)
+    if isinstance(approximated, Const):
+        return KernelTest(None, True) if approximated == FALSE else KernelTest(PacketMatch(loopback), exact)
+    native = native_match(approximated, version)
+    if native is not None:
+        return KernelTest(PacketMatch(loopback, native=native.conjunctions), exact and native.exact)
     translation = translate(tree, version, hook)
     if translation.program is None:
-        if translation.tree == FALSE:
-            return KernelTest(None, True)
-        return KernelTest(PacketMatch(loopback), translation.exact)
-    ports = port_match(translation.tree) if version == 4 else None
-    if ports is not None:
-        return KernelTest(PacketMatch(loopback, ports=ports), translation.exact)
+        return KernelTest(None, True) if translation.tree == FALSE else \
+            KernelTest(PacketMatch(loopback), translation.exact)
     if not (xt_bpf_available() if use_bpf is None else use_bpf):
         return KernelTest(PacketMatch(loopback), False)
     return KernelTest(PacketMatch(loopback, tuple(translation.program)), translation.exact)
