@@ -9,7 +9,8 @@ from hypothesis import given, settings, strategies as st
 
 from divertgui.engine.address import Address
 from divertgui.engine.filter import FilterError, compile_filter
-from divertgui.engine.filter.matcher import compile_matcher
+from divertgui.engine.filter.compiler import header_key_bytes
+from divertgui.engine.filter.matcher import compile_batch_matcher, compile_matcher
 from divertgui.engine.packet import Packet
 from divertgui.engine.rules import Pipeline, rules_from_dicts
 from tests import packet_gen
@@ -78,6 +79,89 @@ def test_merged_filters_match_exactly_the_filters_alone(seed, count):
             [None if e is None else (e[0] and e[0].text, e[1]) for e in entries], raw.hex(), address)
 
 
+def _keyed_filter(rng: random.Random):
+    """A filter every test of which reads only what a header key holds (ports, addresses, flags, lengths)."""
+    for _ in range(50):
+        filter_ = _valid(packet_gen.filter_text(rng))
+        if header_key_bytes([filter_.tree]) is not None:
+            return filter_
+    return compile_filter("udp.DstPort == 53 or tcp.SrcPort == 80")
+
+
+def _family(rng: random.Random, raw: bytes) -> list[bytes]:
+    """`raw` and copies of it with a few bytes changed, cut short or grown: packets that
+    share a header key unless a changed byte is one the key holds."""
+    family = [raw]
+    for _ in range(6):
+        data = bytearray(raw)
+        if data and rng.random() < 0.8:
+            for _ in range(rng.randrange(1, 3)):
+                data[rng.randrange(min(len(data), 56))] = rng.randrange(256)
+        else:
+            data = bytearray(packet_gen.mangle(rng, raw))
+        family.append(bytes(data))
+    return family
+
+
+def _addresses(address: Address) -> list[Address]:
+    flipped = address.copy()
+    flipped.outbound = not address.outbound
+    wrong_version = address.copy()
+    wrong_version.ipv6 = not address.ipv6
+    return [address, flipped, wrong_version]
+
+
+@settings(max_examples=120, deadline=None)
+@given(seed=st.integers(0, 2 ** 32), count=st.integers(1, 10), kept=st.sampled_from((3, 4096)))
+def test_batch_matcher_gives_each_packet_the_per_packet_answer(seed, count, kept):
+    rng = random.Random(seed)
+    entries = _entries(rng, count)
+    for index in range(len(entries)):
+        if entries[index] is not None and entries[index][0] is not None and rng.random() < 0.7:
+            entries[index] = (_keyed_filter(rng), entries[index][1])
+    masks = compile_batch_matcher(entries, keys_kept=kept)
+    packets = []
+    for _ in range(6):
+        first = packet_gen.packet(rng)
+        address = packet_gen.address_for(rng, first)
+        packets += [Packet(bytearray(raw), each) for raw in _family(rng, first) for each in _addresses(address)]
+    rng.shuffle(packets)
+    for start in range(0, len(packets), 40):
+        batch = packets[start:start + 40]
+        assert masks(batch) == [_alone(entries, bytes(p.buffer), p.address) for p in batch], (
+            [None if e is None else (e[0] and e[0].text, e[1]) for e in entries])
+
+
+def test_a_flow_is_judged_once_per_header_key():
+    import dpkt
+    asked = []
+    entries = [(compile_filter(f"udp.DstPort == {port} or tcp.DstPort == {port}"), None) for port in (53, 80)]
+    match = compile_matcher(entries)
+    masks = compile_batch_matcher(entries, lambda raw, address: asked.append(1) or match(raw, address))
+    packets = []
+    for i in range(50):
+        # The identification, checksum and payload change from packet to packet; the ports do not.
+        udp = dpkt.udp.UDP(sport=4000, dport=53, data=bytes([i]) * 20)
+        udp.ulen = len(udp)
+        ip = dpkt.ip.IP(id=i, src=b"\x0a\0\0\x01", dst=b"\x0a\0\0\x02", p=17, ttl=64, data=udp)
+        ip.len = len(ip)
+        packets.append(Packet(bytes(ip), Address(outbound=bool(i % 2))))
+    assert masks(packets) == [1] * 50
+    assert len(asked) == 2      # one key per direction
+    assert masks([Packet(_udp(80), Address())]) == [2]
+
+
+def test_filters_reading_more_than_headers_have_no_key():
+    assert header_key_bytes([compile_filter("tcp.Payload[0] == 0x41").tree]) is None
+    assert header_key_bytes([compile_filter("udp and random8 < 10").tree]) is None
+    assert header_key_bytes([compile_filter("udp and loopback").tree]) is None
+    offsets = header_key_bytes([compile_filter("udp.DstPort == 53 and ip.TTL > 1 or tcp.Syn").tree])
+    assert {8, 22, 23} <= set(offsets[4][17]) and {42, 43} <= set(offsets[6][17])
+    assert 4 not in offsets[4][17]      # the identification, which changes with every packet
+    assert 32 not in offsets[4][17] and 32 in offsets[4][6]     # TCP's header length, TCP's only
+    assert max(offsets[4][None]) < 20
+
+
 def test_shared_operands_are_tested_once():
     entries = [(compile_filter(f"udp and udp.DstPort == {port}"), None) for port in range(50, 58)]
     match = compile_matcher(entries)
@@ -137,12 +221,14 @@ def _walk(rules, packets, now_ns):
 
 
 _FILTERS = ("true", "udp", "tcp", "ip.TTL == 7", "ip.TTL != 7 and udp", "tcp.Rst", "outbound and tcp",
-            "udp.PayloadLength > 3", "tcp.Payload[0] == 0x41", "ipv6 or ip.TTL < 10")
+            "udp.PayloadLength > 3", "tcp.Payload[0] == 0x41", "ipv6 or ip.TTL < 10",
+            "udp.DstPort == 53 or tcp.DstPort == 53", "localPort == 53 or remotePort == 80")
 
 
 def _rule_dicts(rng: random.Random) -> list[dict]:
     kinds = [
         lambda: {"kind": "set_field", "fields": {"ip.ttl": rng.choice((7, 9, 64))}},
+        lambda: {"kind": "set_field", "fields": {"dst_port": rng.choice((53, 80))}},
         lambda: {"kind": "tamper", "chance": 100.0, "flips": 2},
         lambda: {"kind": "duplicate", "count": rng.choice((2, 3)), "chance": 50.0},
         lambda: {"kind": "reset", "chance": 50.0},
@@ -173,9 +259,13 @@ def test_pipeline_moves_packets_as_the_per_rule_walk(seed):
     rng = random.Random(seed)
     dicts = _rule_dicts(rng)
     pipeline, reference = Pipeline(rules_from_dicts(dicts), seed=seed), Pipeline(rules_from_dicts(dicts), seed=seed)
-    packets = _packets(rng, 30)
-    copies = [Packet(bytearray(p.raw), p.address.copy()) for p in packets]
-    got = pipeline.process(packets, 0)
-    expected = _walk(reference.rules, copies, 0)
-    assert [(bytes(p.raw), p.address.outbound) for p in got] == [(bytes(p.raw), p.address.outbound) for p in expected]
-    assert [rule.stats() for rule in pipeline.rules] == [rule.stats() for rule in reference.rules]
+    # Batches of packets alike but for a few bytes, as a flow's are, and the packets sent again.
+    first = _packets(rng, 30)
+    batches = [first, [Packet(bytearray(raw), p.address.copy()) for p in first for raw in _family(rng, p.raw)[1:3]]]
+    for packets in batches + [batches[0]]:
+        copies = [Packet(bytearray(p.raw), p.address.copy()) for p in packets]
+        got = pipeline.process(packets, 0)
+        expected = _walk(reference.rules, copies, 0)
+        assert [(bytes(p.raw), p.address.outbound) for p in got] == \
+            [(bytes(p.raw), p.address.outbound) for p in expected]
+        assert [rule.stats() for rule in pipeline.rules] == [rule.stats() for rule in reference.rules]

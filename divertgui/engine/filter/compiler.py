@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .. import headers
 from ..header_fields import (
-    FILTER_READS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV4, IPV4_HEADER_LEN,
+    FILTER_READS, IPPROTO_ICMP, IPV6, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV4, IPV4_HEADER_LEN,
     IPV6_HEADER_LEN, TCP, TCP_HEADER_MIN,
     TRANSPORT_HEADER_MIN, TRANSPORT_PROTOCOLS, UDP_HEADER_LEN, FilterRead, HeaderField, field_expression,
 )
@@ -595,6 +595,73 @@ class SharedSource:
         if self._names.helpers:
             head += _HELPERS_LOCALS
         return "".join(self._names.helpers) + head + source + body
+
+
+# -- what decides filters for packets of the common shapes (filter/matcher.py) ------------
+
+# The address fields a filter may read that a header key carries (the length is the packet's).
+_KEYED_ADDRESS = frozenset({"zero", "outbound", "inbound", "length"})
+# Decided by the packet check and the transport classification, whose bytes every key holds.
+_KEYED_CLASSIFICATION = frozenset({"fragment", "protocol", *_HEADER_GUARD})
+_KEYED_PAYLOAD_LENGTH = frozenset({"tcp.PayloadLength", "udp.PayloadLength"})
+
+
+def _field_bytes(field, base: int) -> set[int]:
+    return set(range(base + field.offset, base + field.offset + field.size))
+
+
+def _key_pieces(name: str) -> list[tuple[HeaderField, str]] | None:
+    """(field, header) for each header field a test of `name` reads beyond the packet check
+    and the transport classification; None when it reads what no header key holds."""
+    if name in _KEYED_ADDRESS or name in _KEYED_CLASSIFICATION or name in _KEYED_PAYLOAD_LENGTH:
+        return []
+    if name in ("localPort", "remotePort"):
+        ports = [(FILTER_READS[f"{h}.{f}"].field, h) for h in ("tcp", "udp") for f in ("SrcPort", "DstPort")]
+        return ports + [(FILTER_READS[f"{h}.Type"].field, h) for h in ("icmp", "icmpv6")]
+    if name in ("localAddr", "remoteAddr"):
+        return [(FILTER_READS[f"{h}.{f}"].field, h) for h in ("ip", "ipv6") for f in ("SrcAddr", "DstAddr")]
+    if name in FILTER_READS:
+        read = FILTER_READS[name]
+        return [(field, read.header) for field, _ in read.pieces]
+    return None
+
+
+def header_key_bytes(trees: list[Node]) -> dict[int, dict[int | None, tuple[int, ...]]] | None:
+    """{IP version: {protocol: offsets}}: the bytes that, with the packet's length and its
+    address's `outbound` and `ipv6`, decide every tree for a packet of a common shape (an
+    IPv4 header of 20 bytes, or an IPv6 header followed by no extension header) whose
+    protocol is that one (None: any other); None when a tree reads anything else (payload
+    bytes, the hash, other address fields).
+
+    Those bytes are what the generated function reads of such a packet: the packet
+    check's and the transport classification's (version, lengths, fragment, protocol,
+    TCP's header length), each IP field's, and the transport fields of that protocol,
+    which are read only when the packet's transport is that protocol."""
+    ip = {4: set().union(*(_field_bytes(IPV4[name], 0) for name in ("version", "length", "frag_offset", "protocol"))),
+          6: set().union(*(_field_bytes(IPV6[name], 0) for name in ("version", "length", "next_hdr")))}
+    base = {4: IPV4_HEADER_LEN, 6: IPV6_HEADER_LEN}
+    transport: dict[int, set] = {number: set() for number in TRANSPORT_PROTOCOLS.values()}
+    classified: set[int] = set()
+    for tree in trees:
+        classified |= _reads(tree)[0]
+        for node in walk(tree):
+            if not isinstance(node, Test):
+                continue
+            pieces = None if node.index is not None else _key_pieces(node.field)
+            if pieces is None:
+                return None
+            for field, header in pieces:
+                if header == "ip":
+                    ip[4] |= _field_bytes(field, 0)
+                elif header == "ipv6":
+                    ip[6] |= _field_bytes(field, 0)
+                else:
+                    transport[TRANSPORT_PROTOCOLS[header]] |= _field_bytes(field, 0)
+    if IPPROTO_TCP in classified:
+        transport[IPPROTO_TCP] |= _field_bytes(TCP["hdr_len"], 0)
+    return {version: {None: tuple(sorted(ip[version])), **{
+        number: tuple(sorted(ip[version] | {base[version] + offset for offset in offsets}))
+        for number, offsets in transport.items() if offsets}} for version in (4, 6)}
 
 
 def compile_source(source: str, name: str, function: str, constants: dict):

@@ -2,6 +2,8 @@
 
     match = compile_matcher([(filter or None, outbound or None) or None, ...])
     match(raw, address) -> int      bit i set when entry i matches
+    masks = compile_batch_matcher(entries, match)
+    masks(packets) -> list[int]     match(packet.buffer, packet.address) for each packet
 
 An entry None never matches (a disabled rule keeps its bit). An entry's filter None matches every packet (even one that is not IP, as a
 rule whose filter is "true" does); its direction None means both, True
@@ -14,13 +16,31 @@ decided by one table lookup per field between them; tests that several
 other filters share (the top-level `and` operands they have in common) are
 evaluated once, in nested ifs, so the filters that cannot match cost one
 failed test between them.
+
+The batch form asks that function once per header key: for packets of the
+common shapes (an IPv4 header of 20 bytes, an IPv6 header followed by no
+extension header), the bytes every filter's answer depends on
+(compiler.header_key_bytes: the IP header's, and the transport header's of the
+packet's protocol), read by one struct unpack, with the length and the
+address's direction and IP version. A steady flow's packets share a key,
+so its batch costs one lookup a packet.
 """
 
 from __future__ import annotations
 
+import struct
+
+from ..header_fields import IPV4, IPV4_HEADER_LEN, IPV6, IPV6_EXTENSION_HEADERS, IPV6_HEADER_LEN
 from .ast import And, Const, Node, Or
-from .compiler import SharedSource, compile_source, flatten
+from .compiler import SharedSource, compile_source, flatten, header_key_bytes
 from .parser import recursion_room
+
+# Answers kept per compiled matcher; past this many keys (traffic of many shapes) they start again.
+KEYS_KEPT = 4096
+# The first byte of an IPv4 header of 20 bytes: version 4, header length 5 words.
+_IPV4_PLAIN = 4 << IPV4["version"].shift | IPV4_HEADER_LEN // 4
+_IPV6_NEXT = IPV6["next_hdr"].offset
+_IPV6_FIRST = 6 << IPV6["version"].shift
 
 # Nested ifs beyond this depth are written flat (Python limits indentation to 100 levels).
 _MAX_DEPTH = 24
@@ -142,3 +162,66 @@ def _one_by_one(entries):
                 mask |= bit
         return mask
     return matches
+
+
+def compile_batch_matcher(entries: list[tuple[object | None, bool | None]], match=None, keys_kept: int = KEYS_KEPT):
+    """The function over a list of packets (objects with `buffer` and `address`) returning
+    each one's bitmask, as `match` (compile_matcher(entries), made when not given) would.
+    It keeps the answers for up to `keys_kept` header keys."""
+    match = match or compile_matcher(entries)
+    trees = [entry[0].tree for entry in entries if entry is not None and entry[0] is not None]
+    offsets = header_key_bytes(trees)
+    if offsets is None:
+        return lambda packets: [match(packet.buffer, packet.address) for packet in packets]
+    # Per protocol: (unpack_from, the bytes it needs, the answers known by key).
+    shapes4, shapes6 = ({protocol: (*_unpacker(protocol_offsets), {})
+                         for protocol, protocol_offsets in offsets[version].items()} for version in (4, 6))
+    other4, other6 = shapes4.pop(None), shapes6.pop(None)
+    extensions, plain4, first6, next6 = frozenset(IPV6_EXTENSION_HEADERS), _IPV4_PLAIN, _IPV6_FIRST, _IPV6_NEXT
+    protocol4 = IPV4["protocol"].offset
+
+    def masks(packets) -> list[int]:
+        out = []
+        append = out.append
+        for packet in packets:
+            r = packet.buffer
+            a = packet.address
+            n = len(r)
+            if n >= IPV4_HEADER_LEN and r[0] == plain4:
+                unpack, size, known = shapes4.get(r[protocol4], other4)
+            elif n >= IPV6_HEADER_LEN and r[0] & 0xF0 == first6 and r[next6] not in extensions:
+                unpack, size, known = shapes6.get(r[next6], other6)
+            else:
+                append(match(r, a))
+                continue
+            if n < size:
+                append(match(r, a))
+                continue
+            key = (unpack(r), n, a.outbound, a.ipv6)
+            mask = known.get(key)
+            if mask is None:
+                if len(known) >= keys_kept:
+                    known.clear()
+                mask = known[key] = match(r, a)
+            append(mask)
+        return out
+    return masks
+
+
+# Runs of bytes read as numbers where a struct code fits: small ints are cheaper keys than bytes objects.
+_NUMBERS = {1: "B", 2: "H", 4: "I", 8: "Q"}
+
+
+def _unpacker(offsets: tuple[int, ...]):
+    """(unpack_from reading the bytes at `offsets` as one tuple, the bytes a packet needs for it)."""
+    layout, at, runs = "", 0, []
+    for offset in offsets:
+        if runs and offset == runs[-1][1]:
+            runs[-1][1] += 1
+        else:
+            runs.append([offset, offset + 1])
+    for start, end in runs:
+        layout += f"{start - at}x" if start > at else ""
+        layout += _NUMBERS.get(end - start, f"{end - start}s")
+        at = end
+    return struct.Struct(">" + layout).unpack_from, at

@@ -6,8 +6,10 @@ drop it, hold it (it resumes at the next rule when due), or add packets
 (nanoseconds, monotonic), so tests drive time without sleeping.
 
 Which rules a packet matches is decided once, by one function generated
-from all the rules' filters (filter/matcher.py): a rule the packet does not
-match costs nothing, and a rule no packet of a batch matches is not visited.
+from all the rules' filters (filter/matcher.py), asked once per header key
+of a batch: a rule the packet does not match costs nothing, a rule no packet
+of a batch matches is not visited, and a rule every packet of a batch
+matches takes the batch as it is.
 A rule that may change a packet's bytes says so (Rule.rewrites), and what it
 passes on is judged again for the rules after it.
 
@@ -28,7 +30,7 @@ import random
 
 from divertgui.engine.address import Layer
 from divertgui.engine.filter import FilterError, compile_filter
-from divertgui.engine.filter.matcher import compile_matcher
+from divertgui.engine.filter.matcher import compile_batch_matcher, compile_matcher
 from divertgui.engine.rules.base import Rule, RuleError
 from divertgui.engine.rules.registry import rules_from_dicts, rules_to_dicts
 
@@ -43,6 +45,7 @@ class Pipeline:
         self.sent = 0
         self._matcher_key = None
         self._match = None
+        self._masks = None
 
     @classmethod
     def from_dicts(cls, items, seed: int = 0) -> "Pipeline":
@@ -113,23 +116,25 @@ class Pipeline:
     # -- moving packets ------------------------------------------------------------
 
     def _matcher(self):
-        """One function giving, per packet, the bitmask of the enabled rules it matches (bit = rule index)."""
+        """Functions giving the bitmask of the enabled rules a packet matches (bit = rule index):
+        (for one packet's bytes and address, for a list of packets)."""
         key = (tuple(self.rules), tuple(rule.enabled for rule in self.rules))
         if key != self._matcher_key:
             self._matcher_key = key
-            self._match = compile_matcher([
-                (None if rule._match_all else rule.filter, rule._outbound) if rule.enabled else None
-                for rule in self.rules])
-        return self._match
+            entries = [(None if rule._match_all else rule.filter, rule._outbound) if rule.enabled else None
+                       for rule in self.rules]
+            self._match = compile_matcher(entries)
+            self._masks = compile_batch_matcher(entries, self._match)
+        return self._match, self._masks
 
     def _run(self, packets: list, start: int, now_ns: int) -> list:
         rules = self.rules
         if start >= len(rules) or not packets:
             return packets
-        match = self._matcher()
-        masks = [match(packet.raw, packet.address) for packet in packets]
+        match, batch_masks = self._matcher()
+        masks = batch_masks(packets)
         seen = 0
-        for mask in masks:
+        for mask in set(masks):
             seen |= mask
         for index in range(start, len(rules)):
             rule = rules[index]
@@ -139,7 +144,10 @@ class Pipeline:
                 continue
             counters, process, rewrites = rule.counters, rule.process, rule.rewrites
             if rule.pass_matched is not None and observe is None:
-                matching = [packet for packet, mask in zip(packets, masks) if mask & bit]
+                if all(mask & bit for mask in set(masks)):
+                    matching = packets
+                else:
+                    matching = [packet for packet, mask in zip(packets, masks) if mask & bit]
                 if rule.pass_matched(matching, now_ns):
                     counters["matched"] += len(matching)
                     continue
@@ -157,7 +165,7 @@ class Pipeline:
                         continue
                     # Changed bytes and new packets (copies, RSTs) are judged again by the rules after this one.
                     for made in passed[size:]:
-                        again = mask if made is packet and same else match(made.raw, made.address)
+                        again = mask if made is packet and same else match(made.buffer, made.address)
                         passed_masks.append(again)
                         seen |= again
                 else:
@@ -165,7 +173,7 @@ class Pipeline:
                         before = packet.raw if rewrites else None
                         observe(packet)
                         if before is not None and before != packet.raw:
-                            mask = match(packet.raw, packet.address)
+                            mask = match(packet.buffer, packet.address)
                             seen |= mask
                     passed.append(packet)
                     passed_masks.append(mask)
