@@ -1,5 +1,6 @@
-"""A rule passing a batch at once (Rule.pass_matched) leaves everything as its
-per-packet path does: the packets sent, the counters, held packets, delays and draws."""
+"""A rule passing or dropping a batch at once (Rule.pass_matched, Rule.drop_matched) leaves
+everything as its per-packet path does: the packets sent, the counters, held packets, delays
+and draws."""
 
 import pytest
 
@@ -16,7 +17,9 @@ CASES = [
     {"kind": "lag", "inbound_ms": 0, "outbound_ms": 2},
     {"kind": "drop", "chance": 0.0},
     {"kind": "drop", "chance": 30.0},
+    {"kind": "drop", "chance": 100.0},
     {"kind": "drop", "model": "gilbert_elliott", "chance": 0.0},
+    {"kind": "drop", "model": "gilbert_elliott", "enter_bad": 20.0, "leave_bad": 30.0, "loss_good": 5.0},
     {"kind": "throttle", "chance": 0.0},
     {"kind": "throttle", "chance": 20.0, "frame_ms": 3},
     {"kind": "throttle", "chance": 20.0, "frame_ms": 0},
@@ -52,7 +55,7 @@ def _run(rules: list[dict], batched: bool) -> tuple:
     pipeline = Pipeline(rules_from_dicts(rules), seed=7)
     if not batched:
         for rule in pipeline.rules:
-            rule.pass_matched = None
+            rule.pass_matched = rule.drop_matched = None
     sent = []
     now = 0
     for batch in _batches():

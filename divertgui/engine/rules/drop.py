@@ -47,3 +47,16 @@ class Drop(Rule):
 
     def pass_matched(self, packets, now_ns: int) -> bool:
         return self.model == "uniform" and self.chance <= 0
+
+    def drop_matched(self, packets, now_ns: int) -> list[bool]:
+        if self.model != "uniform":
+            lost = self._lost
+            kept = [not lost() for _ in packets]
+        elif self.chance <= 0 or self.chance >= 100:
+            kept = [self.chance <= 0] * len(packets)
+        else:
+            # hit() for each packet in turn, without a call per packet.
+            random, percent = self.rng.random, self.chance
+            kept = [random() * 100 >= percent for _ in packets]
+        self.counters["dropped"] += kept.count(False)
+        return kept

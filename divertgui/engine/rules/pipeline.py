@@ -27,6 +27,7 @@ holds. A rule without an id is always a new rule.
 from __future__ import annotations
 
 import random
+from itertools import compress
 
 from divertgui.engine.address import Layer
 from divertgui.engine.filter import FilterError, compile_filter
@@ -143,13 +144,19 @@ class Pipeline:
             if not rule.enabled or not packets or (not seen & bit and observe is None):
                 continue
             counters, process, rewrites = rule.counters, rule.process, rule.rewrites
-            if rule.pass_matched is not None and observe is None:
-                if all(mask & bit for mask in set(masks)):
-                    matching = packets
-                else:
-                    matching = [packet for packet, mask in zip(packets, masks) if mask & bit]
-                if rule.pass_matched(matching, now_ns):
+            if observe is None and (rule.pass_matched is not None or rule.drop_matched is not None):
+                every = all(mask & bit for mask in set(masks))
+                matching = packets if every else [packet for packet, mask in zip(packets, masks) if mask & bit]
+                if rule.pass_matched is not None and rule.pass_matched(matching, now_ns):
                     counters["matched"] += len(matching)
+                    continue
+                if rule.drop_matched is not None:
+                    counters["matched"] += len(matching)
+                    kept = rule.drop_matched(matching, now_ns)
+                    if not every:
+                        flags = iter(kept)
+                        kept = [not mask & bit or next(flags) for mask in masks]
+                    packets, masks = list(compress(packets, kept)), list(compress(masks, kept))
                     continue
             passed: list = []
             passed_masks: list = []
