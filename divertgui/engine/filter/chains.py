@@ -12,12 +12,17 @@ def chain(kind, parts: list) -> Node:
     return result
 
 
-def flatten_and(node: Node) -> list[Node]:
+def flatten(kind, node: Node) -> list[Node]:
+    """The operands of a chain of `kind` (And or Or), left to right."""
     parts, stack = [], [node]
     while stack:
         current = stack.pop()
-        if isinstance(current, And):
+        if isinstance(current, kind):
             stack += [current.right, current.left]
         else:
             parts.append(current)
     return parts
+
+
+def flatten_and(node: Node) -> list[Node]:
+    return flatten(And, node)

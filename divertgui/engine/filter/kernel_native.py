@@ -41,7 +41,7 @@ from divertgui.engine.header_fields import (
 )
 
 from .ast import Node, Or, Test
-from .chains import flatten_and
+from .chains import flatten, flatten_and
 from .fields import IPV4_MAPPED_LO
 from .kernel_fields import compare
 
@@ -139,20 +139,9 @@ def _exclusive(a: Conjunction, b: Conjunction) -> bool:
                for x in a.tests for y in b.tests)
 
 
-def _disjuncts(tree: Node) -> list[Node]:
-    parts, stack = [], [tree]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, Or):
-            stack += [current.right, current.left]
-        else:
-            parts.append(current)
-    return parts
-
-
 def native_match(tree: Node, version: int) -> NativeMatch | None:
     """The rules testing `tree` for one IP version, or None when nf_tables' expressions cannot."""
-    disjuncts = _disjuncts(tree)
+    disjuncts = flatten(Or, tree)
     if len(disjuncts) > MAX_CONJUNCTIONS:
         return None
     conjunctions = [_conjunction(part, version) for part in disjuncts]
