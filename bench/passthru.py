@@ -8,6 +8,7 @@ joined by a veth pair, side by side in one run:
   (ours2) `divert passthru --workers 2`: two processes, one queue each
   (c) pydivert 4's Linux (eBPF) backend doing the same passthru
   (d) `divert passthru` open on a filter the flood does not match
+  (dbpf) the same with a filter the kernel tests with the bpf match
 
 lost = sent - received; bypassed = packets that reached the queue rule but
 never user space (fail-open). cpu/packet: the CPU time (user + system) the
@@ -293,6 +294,9 @@ CONTENDERS = {
     "ours0": lambda pair: DivertPassthru(pair, f"udp.DstPort == {FLOOD_PORT}",
                                          "(ours0) divert passthru, --gather 0", options=("--gather", "0")),
     "d": lambda pair: DivertPassthru(pair, f"udp.DstPort == {OTHER_PORT}", "(d) divert passthru, flood not matched"),
+    # The same, with a filter nf_tables' own expressions cannot test: the kernel runs the bpf match.
+    "dbpf": lambda pair: DivertPassthru(pair, f"udp.DstPort == {OTHER_PORT} or udp.SrcPort == 7",
+                                        "(dbpf) flood not matched, bpf match"),
     # Last: a crashed eBPF handle may leave programs attached.
     "c": lambda pair: PydivertEbpf(pair),
 }
