@@ -133,6 +133,28 @@ def test_ipv6_port_filters_are_native_rules_that_miss_nothing_behind_extension_h
     assert stats["rejected"] == 1, stats   # AH before another port: taken whole, rejected by the filter
 
 
+def test_a_sniffing_handle_copies_each_packet_once_through_several_native_rules(netns):
+    """Each alternative of a native disjunction is a jump of its own: no packet may take two."""
+    from divertgui.engine.address import Flag
+    text = f"udp.DstPort == {PORT} or udp.DstPort == {OTHER_PORT} or tcp.DstPort == {PORT}"
+    assert len(kernel_test(text, 6, "O").match.native) == 5
+    with netns.entered():
+        servers = [udp_socket("::1", PORT), udp_socket("::1", OTHER_PORT)]
+        with Divert(text, flags=Flag.SNIFF, backend=NfqueueBackend(kernel_prefilter=kernel_test)) as handle:
+            client = udp_socket("::1")
+            for i in range(5):
+                client.sendto(b"one %d" % i, ("::1", PORT))
+                client.sendto(b"two %d" % i, ("::1", OTHER_PORT))
+                client.sendto(b"none %d" % i, ("::1", PORT + 2))
+            arrived = [receive_all(server, 0.5) for server in servers]
+            copies = []
+            wait_until(lambda: copies.extend(handle.recv_batch(16, 0.1)) or len(copies) >= 10, 3)
+            copies.extend(handle.recv_batch(16, 0.3))
+    assert [len(got) for got in arrived] == [5, 5]
+    assert sorted(packet.payload for packet in copies) == sorted(
+        [b"one %d" % i for i in range(5)] + [b"two %d" % i for i in range(5)])
+
+
 def test_without_the_prefilter_the_same_traffic_is_sifted_in_user_space(veth):
     """The control: the rejected counter does count when the kernel tests nothing."""
     with veth.b.entered():
@@ -181,7 +203,8 @@ NATIVE_FILTERS = [
     "tcp and tcp.SrcPort <= 40000", "not tcp.DstPort == 80", "udp", "tcp", "icmp", "icmpv6.Type == 128",
     "tcp.DstPort == 80 or udp.DstPort == 53 or udp.DstPort == 443", "ip.DstAddr == 127.0.0.2",
     "ip.TTL < 64 and ip.SrcAddr >= 127.0.0.1", "ipv6.SrcAddr == ::1 and ipv6.HopLimit >= 64",
-    "ipv6.DstAddr == ::1 or ipv6.DstAddr == ::2",
+    "ipv6.DstAddr == ::1 or ipv6.DstAddr == ::2", "tcp.Syn and not tcp.Ack", "ip.DF and ip.HdrLength == 5",
+    "ipv6.TrafficClass > 3",
 ]
 
 

@@ -26,6 +26,6 @@ def test_a_kernel_without_the_nfqueue_target_is_named(netns, monkeypatch):
 def test_a_kernel_without_the_bpf_match_is_named(netns, monkeypatch):
     monkeypatch.setattr(nftables, "bpf_match", lambda program: nftables.xt_match("dgnosuch", 1, bytes(8)))
     with netns.entered(), pytest.raises(KernelFeatureError) as refused:
-        Divert("tcp.Syn").open()
+        Divert("udp.DstPort == 1 or udp.SrcPort == 1").open()
     assert "CONFIG_NETFILTER_XT_MATCH_BPF" in str(refused.value)
     assert our_chains(netns) == []

@@ -210,7 +210,7 @@ def test_loopback_at_the_output_hook_is_an_interface_match():
     assert kernel_test("outbound and loopback", 4, "I", use_bpf=True) == (None, True)
     match, exact = kernel_test("udp and not loopback", 6, "O", use_bpf=True)
     assert match.loopback is False and match.native
-    match, exact = kernel_test("tcp.Syn and not loopback", 6, "O", use_bpf=True)
+    match, exact = kernel_test("(udp.DstPort == 1 or udp.SrcPort == 1) and not loopback", 6, "O", use_bpf=True)
     assert match.loopback is False and match.program
     assert kernel_test("loopback and not loopback", 4, "O", use_bpf=True) == (None, True)
 
@@ -300,15 +300,36 @@ def test_address_alternatives_exclude_each_other_by_value():
     assert kernel_test("udp or ipv6.SrcAddr == ::1", 6, "I", use_bpf=True).match.native is None
 
 
-@pytest.mark.parametrize("text", [
-    "udp.DstPort == 53 or udp.SrcPort == 53", "udp.DstPort == 70000 and tcp",
-    "tcp.Syn", "ip.HdrLength > 5", "fragment and udp", "protocol == 17", "(tcp ? tcp.DstPort == 1 : udp)",
-    " or ".join(f"tcp.DstPort == {port}" for port in range(1, 10)),
+@pytest.mark.parametrize("text, versions", [
+    ("udp.DstPort == 53 or udp.SrcPort == 53", (4, 6)), ("udp.DstPort == 70000 and tcp", (4, 6)),
+    ("(tcp ? tcp.DstPort == 1 : udp)", (4, 6)), ("ipv6.FlowLabel > 5", (6,)), ("packet[9] == 6", (4, 6)),
+    (" or ".join(f"tcp.DstPort == {port}" for port in range(1, 10)), (4, 6)),
+    # IPv6's fragment header and final protocol are the filter's walk, which the kernel's differs from.
+    ("fragment and udp", (6,)), ("protocol == 17", (6,)),
 ])
-def test_other_filters_are_no_native_rules(text):
-    for version in (4, 6):
+def test_other_filters_are_no_native_rules(text, versions):
+    for version in versions:
         approximated, _ = kernel_approximation.approximate(parse_filter(text), version, "I")
         assert native_match(approximated, version) is None, (text, version)
+
+
+@pytest.mark.parametrize("text, version, tests", [
+    ("ip.HdrLength > 5", 4, [(NETWORK, 0, 1, ">", 5, 0x0F)]),
+    ("ipv6.TrafficClass > 3", 6, [(NETWORK, 0, 2, ">", 3 << 4, 0xFF << 4)]),
+    ("fragment", 4, [(NETWORK, 6, 2, "!=", 0, 0x3FFF)]),
+    ("not fragment", 4, [(NETWORK, 6, 2, "==", 0, 0x3FFF)]),
+    ("protocol == 17", 4, [(NETWORK, 9, 1, "==", 17, None)]),
+    ("ip.DF and ip.FragOff == 0", 4, [(NETWORK, 6, 1, "!=", 0, 0x40), (NETWORK, 6, 2, "==", 0, 0x1FFF)]),
+])
+def test_fields_of_some_bits_are_masked_and_compared_in_place(text, version, tests):
+    test = kernel_test(text, version, "I")
+    assert test.exact and test.match.native == (Conjunction(None, tuple(FieldTest(*t) for t in tests)),)
+
+
+def test_tcp_flags_are_native_rules():
+    [syn] = kernel_test("tcp.Syn and not tcp.Ack", 4, "I").match.native
+    assert syn.protocol == 6
+    assert syn.tests[:2] == (FieldTest(TRANSPORT, 13, 1, "!=", 0, 0x02), FieldTest(TRANSPORT, 13, 1, "==", 0, 0x10))
 
 
 def test_long_filters_are_cut_to_fit_and_stay_supersets():
@@ -322,7 +343,7 @@ def test_long_filters_are_cut_to_fit_and_stay_supersets():
 
 
 def test_without_xt_bpf_what_needs_it_goes_to_user_space():
-    assert kernel_test("tcp.Syn or udp", 4, use_bpf=False) == (PacketMatch(), False)
+    assert kernel_test("udp.DstPort == 1 or udp.SrcPort == 1", 4, use_bpf=False) == (PacketMatch(), False)
     assert kernel_test("tcp.DstPort == 80", 4, use_bpf=False).match.native is not None
     assert kernel_test("ipv6", 4, use_bpf=False) == (None, True)
 

@@ -36,8 +36,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from divertgui.engine.header_fields import (
-    FILTER_READS, IPPROTO_AH, IPPROTO_MH, IPPROTO_TCP, IPV4, TCP, TCP_HEADER_MIN, TRANSPORT_HEADER_MIN,
-    TRANSPORT_PROTOCOLS,
+    FILTER_READS, IPPROTO_AH, IPPROTO_MH, IPPROTO_TCP, IPV4, IPV4_FRAGMENT_BITS, TCP, TCP_HEADER_MIN,
+    TRANSPORT_HEADER_MIN, TRANSPORT_PROTOCOLS,
 )
 
 from .ast import Node, Or, Test
@@ -91,22 +91,39 @@ def _presence(protocol: int, version: int) -> tuple[FieldTest, ...]:
     return present
 
 
-def _field_test(test: Test) -> tuple[str | None, FieldTest] | None:
-    """(its header's name if a transport header, the test), or None when no plain load says it."""
-    read = FILTER_READS.get(test.field)
-    if read is None or read.field is None or not read.field.whole or test.op not in OPERATORS:
+def _field_test(test: Test, version: int) -> tuple[str | None, FieldTest] | None:
+    """(its header's name if a transport header, the test), or None when no load of one field says it."""
+    if test.op not in OPERATORS:
         return None
-    value = test.value
-    if read.header == "ip" and read.field.kind == "address":
+    if test.field == "fragment" and version == 4:
+        return _fragment_test(test)
+    read = FILTER_READS.get("ip.Protocol" if test.field == "protocol" and version == 4 else test.field)
+    if read is None or read.field is None:
+        return None
+    field, value = read.field, test.value
+    if read.header == "ip" and field.kind == "address":
         value -= IPV4_MAPPED_LO
-    if not 0 <= value < 1 << 8 * read.field.size:
+    if not 0 <= value <= field.mask:
         return None
+    # A field of some bits of its bytes is compared in place: masked, with the value shifted to its bits.
+    mask = None if field.whole else field.mask << field.shift
     transport = read.header if read.header in TRANSPORT_PROTOCOLS else None
-    return transport, FieldTest(TRANSPORT if transport else NETWORK, read.field.offset, read.field.size, test.op, value)
+    return transport, FieldTest(TRANSPORT if transport else NETWORK, field.offset, field.size, test.op,
+                                value << field.shift, mask)
+
+
+def _fragment_test(test: Test) -> tuple[None, FieldTest] | None:
+    """IPv4's `fragment`: the MF flag or a fragment offset is set."""
+    wanted = [value for value in (0, 1) if compare(test.op, value, test.value)]
+    if len(wanted) != 1:
+        return None
+    offset = IPV4["frag_offset"]
+    return None, FieldTest(NETWORK, offset.offset, offset.size, "!=" if wanted == [1] else "==", 0,
+                           IPV4_FRAGMENT_BITS)
 
 
 def _conjunction(tree: Node, version: int) -> Conjunction | None:
-    headers, tests, present = set(), [], set()
+    headers, tests = set(), []
     for part in flatten_and(tree):
         if not isinstance(part, Test) or part.index is not None:
             return None
@@ -116,7 +133,7 @@ def _conjunction(tree: Node, version: int) -> Conjunction | None:
                 return None
             headers.add(part.field)
             continue
-        found = _field_test(part)
+        found = _field_test(part, version)
         if found is None:
             return None
         header, test = found
