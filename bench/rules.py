@@ -5,7 +5,7 @@ Configurations are interleaved, side by side in this run:
   passthru  a real Divert handle driven by run_conditions in a network namespace, under
             udp_flood.py's flood from another namespace (needs root); besides pps, the
             CPU time per packet of the whole path (flood and diverter), which the
-            machine's load moves far less
+            machine's load moves far less, and of the diverter alone
   pipeline  Pipeline.process alone over batches of synthetic UDP/TCP packets:
             the rules' own cost per packet, without the kernel
 The rules that match pass every packet (chances 0, lag 0, a wide bucket), so the
@@ -103,7 +103,8 @@ def netns_run(pair: Pair, rules: list[dict], seconds: float) -> dict[str, float]
                 runner.join(10)
     if result["lost"]:
         print(f"  ({result['lost']} of {result['sent']} packets lost with {len(rules)} rules)")
-    return {"pps": result["pps"], "cpu_us": diverter * 1e6 / max(result["sent"], 1) + result.get("flood_cpu_us", 0.0)}
+    diverter_us = diverter * 1e6 / max(result["sent"], 1)
+    return {"pps": result["pps"], "cpu_us": diverter_us + result.get("flood_cpu_us", 0.0), "diverter_us": diverter_us}
 
 
 def _cpu_seconds() -> float:
@@ -120,11 +121,13 @@ def can_divert() -> str | None:
 
 
 def measure(run, rounds: int) -> dict[str, dict[str, float]]:
-    """The median of each figure run(rules) gives, per configuration."""
+    """The median of each figure run(rules) gives, per configuration. Each round starts
+    at the next configuration, so that none always runs first or right after another."""
     figures: dict[str, list[dict]] = {config: [] for config in CONFIGS}
-    for _ in range(rounds):
-        for config, rules in CONFIGS.items():
-            figures[config].append(run(rules))
+    order = list(CONFIGS)
+    for round_ in range(rounds):
+        for config in order[round_ % len(order):] + order[:round_ % len(order)]:
+            figures[config].append(run(CONFIGS[config]))
     return {config: {key: statistics.median(run[key] for run in runs) for key in runs[0]}
             for config, runs in figures.items()}
 
@@ -149,7 +152,7 @@ def main(argv=None) -> int:
         base = passthru["0 rules"]
         for config, figures in passthru.items():
             print(f"passthru  {config:12} {figures['pps']:12,.0f} pps   x{figures['pps'] / base['pps']:.2f}   "
-                  f"whole path {figures['cpu_us']:6.2f} us per packet")
+                  f"whole path {figures['cpu_us']:6.2f} us per packet, diverter {figures['diverter_us']:5.2f}")
     print(f"\nsummary: passthru pps, and the inverse of the whole path's CPU per packet, as ratios to 0 rules; "
           f"medians of {args.rounds} rounds "
           f"({load_before} before, {load_average()} after; {os.cpu_count()} cores)")

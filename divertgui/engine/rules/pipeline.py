@@ -164,9 +164,9 @@ class Pipeline:
                 if mask & bit:
                     counters["matched"] += 1
                     size = len(passed)
-                    before = packet.raw if rewrites else None
+                    before = bytes(packet.buffer) if rewrites else None
                     process(packet, now_ns, passed)
-                    same = before is None or before == packet.raw
+                    same = before is None or before == packet.buffer
                     if same and len(passed) == size + 1 and passed[size] is packet:
                         passed_masks.append(mask)
                         continue
@@ -177,9 +177,9 @@ class Pipeline:
                         seen |= again
                 else:
                     if observe is not None:
-                        before = packet.raw if rewrites else None
+                        before = bytes(packet.buffer) if rewrites else None
                         observe(packet)
-                        if before is not None and before != packet.raw:
+                        if before is not None and before != packet.buffer:
                             mask = match(packet.buffer, packet.address)
                             seen |= mask
                     passed.append(packet)
