@@ -36,7 +36,7 @@ from divertgui.engine.packet import Packet  # noqa: E402
 from divertgui.engine.rules import Pipeline, rules_from_dicts  # noqa: E402
 
 PORT = FLOOD_PORT
-ROUNDS = 3
+ROUNDS = 5
 
 EIGHT = [
     {"kind": "lag", "filter": "udp or tcp", "inbound_ms": 0, "outbound_ms": 0},

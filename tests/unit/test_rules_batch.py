@@ -34,6 +34,9 @@ CASES = [
     {"kind": "bandwidth", "kbps": 10_000_000, "queue_limit": 100_000},
     {"kind": "bandwidth", "kbps": 100, "queue_limit": 5},
     {"kind": "bandwidth", "kbps": 2000, "queue_limit": 50},
+    # A bucket that passes the first batches whole, then queues: when the first queued
+    # packet is due shows the tokens to the byte (one byte is 1 ms at 8 kbps).
+    {"kind": "bandwidth", "kbps": 8, "burst_bytes": 5000, "queue_limit": 50},
 ]
 
 
@@ -56,16 +59,18 @@ def _run(rules: list[dict], batched: bool) -> tuple:
     if not batched:
         for rule in pipeline.rules:
             rule.pass_matched = rule.drop_matched = None
-    sent = []
+    sent, deadlines = [], []
     now = 0
     for batch in _batches():
         now += MS
         sent += pipeline.due(now) + pipeline.process(batch, now)
+        deadlines.append(pipeline.next_deadline())
     now += 10_000 * MS
     sent += pipeline.due(now) + pipeline.release_all()
     delays = [list(getattr(rule, "recent_delays_ms", ())) for rule in pipeline.rules]
     draws = [rule.rng.random() for rule in pipeline.rules]
-    return [bytes(p.raw) for p in sent], [p.address.outbound for p in sent], pipeline.stats(), delays, draws
+    return ([bytes(p.raw) for p in sent], [p.address.outbound for p in sent], pipeline.stats(), delays, draws,
+            deadlines)
 
 
 @pytest.mark.parametrize("rule", CASES, ids=lambda r: "-".join(f"{v}" for v in r.values()))

@@ -87,6 +87,12 @@ class Bandwidth(Rule):
         capacity = self._capacity
         for side, lengths in sizes.items():
             left, stamp = self._refilled(buckets[side], now_ns)
+            total = sum(lengths)
+            if left >= total:
+                # Each packet finds at least its size left; whole-byte steps down from a float
+                # that stays at or above 0 are exact, so one subtraction leaves what they would.
+                after[side] = (left - total, stamp)
+                continue
             for size in lengths:
                 if left < min(size, capacity):
                     return False

@@ -65,7 +65,7 @@ class Lag(Rule):
     def pass_matched(self, packets, now_ns: int) -> bool:
         if self._heap or self.keep_order or self.jitter_ms or self.inbound_ms > 0 or self.outbound_ms > 0:
             return False
-        self.recent_delays_ms.extend(0.0 for _ in packets)
+        self.recent_delays_ms.extend([0.0] * len(packets))
         return True
 
     def due(self, now_ns: int) -> list:
