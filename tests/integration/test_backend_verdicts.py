@@ -74,6 +74,22 @@ def test_a_packet_received_and_never_sent_never_arrives(netns, backend):
     assert after == [b"sent"] and late == []
 
 
+def test_packets_sent_together_leave_in_the_order_given(netns, backend):
+    with netns.entered():
+        server = udp_socket("127.0.0.1", PORT)
+        with Divert(f"udp.DstPort == {PORT}", backend=backend()) as handle:
+            client = udp_socket("127.0.0.1")
+            for i in range(4):
+                client.sendto(b"in order %d" % i, ("127.0.0.1", PORT))
+            held = []
+            wait_until(lambda: held.extend(handle.recv_batch(16, 0.1)) or len(held) >= 4, 30)
+            # Every packet held, none changed: the whole queue, handed back newest first.
+            handle.send_batch(held[::-1])
+            arrived = receive_expected(server, 4)
+    assert [p.payload for p in held] == [b"in order %d" % i for i in range(4)]
+    assert arrived == [b"in order %d" % i for i in (3, 2, 1, 0)]
+
+
 def test_sniff_copies_without_holding_anything_up(netns, backend):
     with netns.entered():
         server = udp_socket("127.0.0.1", PORT)

@@ -704,6 +704,9 @@ class NfqueueBackend(Backend):
                     uniform = False
                 if ticket > last:
                     last = ticket
+                else:
+                    # One batch verdict would release them in the kernel's order, not this one.
+                    uniform = False
             if len(verdicts) > 1 and len({ticket for ticket, _raw in verdicts}) != len(verdicts):
                 raise ValueError("the same packet appears twice in one batch of verdicts")
             taken = [pending.pop(ticket) for ticket, _raw in verdicts]
