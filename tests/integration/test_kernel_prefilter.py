@@ -121,7 +121,7 @@ def test_ipv6_port_filters_are_native_rules_that_miss_nothing_behind_extension_h
                     raw.sendto(ipv6_udp(chain, port, source=veth.a_v6, destination=veth.b_v6), (veth.b_v6, 0))
             matched = receive_all(server, 0.5)
             elsewhere = receive_all(other, 0.3)
-            wait_until(lambda: len(passthru.records) >= COUNT + 2, 2)
+            wait_until(lambda: len(passthru.records) >= COUNT + 2 and handle.stats()["rejected"] >= 1, 2)
             passthru.stop()
             stats = handle.stats()
     assert not passthru.errors
