@@ -4,6 +4,10 @@ pipeline (run_conditions) over UDP probes and TCP connections to namespace `b`.
 Probe client and echo server run as separate processes, so that their timing
 does not share an interpreter with the handle. CLOCK_MONOTONIC is one clock
 for every namespace and process, so one-way delays are measured directly.
+In `b`, where nothing is diverted, a datagram's arrival is the time the
+kernel received it (SO_TIMESTAMPNS), not when the server got to run and read
+it; in `a` the kernel stamps a packet before the handle holds it, so there
+the client's reading time is used.
 """
 
 import contextlib
@@ -30,21 +34,42 @@ pytestmark = pytest.mark.netns
 
 MS = 1_000_000
 
-SERVER = r"""
+# recv_stamped(sock): (payload, peer, CLOCK_MONOTONIC ns at which the kernel received it).
+# The kernel stamps in CLOCK_REALTIME; the two clocks' offset is read right after, between
+# two monotonic readings close enough together that no preemption fell between them.
+KERNEL_ARRIVAL = r"""
+import socket, struct, time
+SO_TIMESTAMPNS = 35
+def stamping(sock):
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+def recv_stamped(sock):
+    payload, ancillary, _flags, peer = sock.recvmsg(65535, 64)
+    while True:
+        before, real, after = time.monotonic_ns(), time.time_ns(), time.monotonic_ns()
+        if after - before < 50_000:
+            break
+    for level, kind, value in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+            sec, nsec = struct.unpack("qq", value[:16])
+            return payload, peer, sec * 1_000_000_000 + nsec - real + (before + after) // 2
+    raise RuntimeError("a datagram came without its kernel timestamp")
+"""
+
+SERVER = KERNEL_ARRIVAL + r"""
 import json, select, socket, sys, time
 host, port, control, echo = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
 family = socket.AF_INET6 if ":" in host else socket.AF_INET
 data = socket.socket(family, socket.SOCK_DGRAM)
 data.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
 data.bind((host, port))
+stamping(data)
 ctl = socket.socket(family, socket.SOCK_DGRAM)
 ctl.bind((host, control))
 print("ready", flush=True)
 got = []
 end = time.monotonic() + 60
 def take():
-    payload, peer = data.recvfrom(65535)
-    now = time.monotonic_ns()
+    payload, peer, now = recv_stamped(data)
     got.append([now, payload.hex()])
     if echo:
         data.sendto(payload + now.to_bytes(8, "big"), peer)
@@ -162,6 +187,11 @@ def round_trips_ms(result) -> numpy.ndarray:
     return numpy.array([(ns - sent[probe_id(data)]) / MS for ns, data in result["replies"]])
 
 
+def there_ms(result) -> numpy.ndarray:
+    """Client -> server delay of each echoed probe."""
+    return one_way_ms(result)[0]
+
+
 def one_way_ms(result) -> tuple[numpy.ndarray, numpy.ndarray]:
     """(client -> server, server -> client) delays of each echoed probe."""
     sent = dict(result["sent"])
@@ -224,6 +254,9 @@ def probe_together(veth, ports, count, interval_ms):
 
 def test_lag_is_accurate(veth):
     # Flow `lagged` meets the rule; flow `plain`, probed at the same time, is the baseline.
+    # The lag is outbound, so it is measured one way, from the send to the echo server's
+    # kernel receiving it: how late the echo server (or the client, for a round trip) got
+    # to run on a busy machine is no part of it.
     # A lagged packet is in flight for 50 ms, so a machine-wide stall (other processes, the
     # hypervisor) shows in its tail far more than in the baseline's: a measurement during which
     # the stall monitor saw the machine stop is taken again, at most three times in all.
@@ -235,12 +268,12 @@ def test_lag_is_accurate(veth):
             for _attempt in range(3):
                 rule = Lag(filter=udp_filter(lagged), direction="outbound", outbound_ms=50)
                 with StallMonitor() as monitor, conditions([rule], both) as fifty:
-                    with_lag, baseline = map(round_trips_ms, probe_together(veth, [lagged, plain], 200, 5))
+                    with_lag, baseline = map(there_ms, probe_together(veth, [lagged, plain], 200, 5))
                 added_p50 = numpy.percentile(with_lag, 50) - numpy.percentile(baseline, 50)
                 added_p99 = numpy.percentile(with_lag, 99) - numpy.percentile(baseline, 99)
                 if (abs(added_p50 - 50) <= 2 and abs(added_p99 - 50) <= 5) or not monitor.stalls:
                     break
-            # 0 ms of lag, against a flow that is not diverted at all.
+            # 0 ms of lag both ways (a round trip), against a flow that is not diverted at all.
             with conditions([Lag(inbound_ms=0, outbound_ms=0)], udp_filter(lagged)) as zero:
                 zero_lag, undiverted = map(round_trips_ms, probe_together(veth, [lagged, plain], 200, 5))
     finally:
