@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .. import headers
 from ..header_fields import (
-    FILTER_READS, IPPROTO_ICMP, IPV6, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV4, IPV4_HEADER_LEN,
+    FILTER_READS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV4, IPV4_HEADER_LEN, IPV6,
     IPV6_HEADER_LEN, TCP, TCP_HEADER_MIN,
     TRANSPORT_HEADER_MIN, TRANSPORT_PROTOCOLS, UDP_HEADER_LEN, FilterRead, HeaderField, field_expression,
 )
@@ -606,7 +606,7 @@ _KEYED_CLASSIFICATION = frozenset({"fragment", "protocol", *_HEADER_GUARD})
 _KEYED_PAYLOAD_LENGTH = frozenset({"tcp.PayloadLength", "udp.PayloadLength"})
 
 
-def _field_bytes(field, base: int) -> set[int]:
+def _field_bytes(field: HeaderField, base: int) -> set[int]:
     return set(range(base + field.offset, base + field.offset + field.size))
 
 

@@ -41,6 +41,7 @@ KEYS_KEPT = 4096
 _IPV4_PLAIN = 4 << IPV4["version"].shift | IPV4_HEADER_LEN // 4
 _IPV6_NEXT = IPV6["next_hdr"].offset
 _IPV6_FIRST = 6 << IPV6["version"].shift
+_VERSION_BITS = IPV6["version"].mask << IPV6["version"].shift
 
 # Nested ifs beyond this depth are written flat (Python limits indentation to 100 levels).
 _MAX_DEPTH = 24
@@ -178,6 +179,7 @@ def compile_batch_matcher(entries: list[tuple[object | None, bool | None]], matc
                          for protocol, protocol_offsets in offsets[version].items()} for version in (4, 6))
     other4, other6 = shapes4.pop(None), shapes6.pop(None)
     extensions, plain4, first6, next6 = frozenset(IPV6_EXTENSION_HEADERS), _IPV4_PLAIN, _IPV6_FIRST, _IPV6_NEXT
+    version_bits = _VERSION_BITS
     protocol4 = IPV4["protocol"].offset
 
     def masks(packets) -> list[int]:
@@ -189,7 +191,7 @@ def compile_batch_matcher(entries: list[tuple[object | None, bool | None]], matc
             n = len(r)
             if n >= IPV4_HEADER_LEN and r[0] == plain4:
                 unpack, size, known = shapes4.get(r[protocol4], other4)
-            elif n >= IPV6_HEADER_LEN and r[0] & 0xF0 == first6 and r[next6] not in extensions:
+            elif n >= IPV6_HEADER_LEN and r[0] & version_bits == first6 and r[next6] not in extensions:
                 unpack, size, known = shapes6.get(r[next6], other6)
             else:
                 append(match(r, a))
