@@ -66,6 +66,13 @@ def _queue_ids(ns) -> dict[int, int]:
     return {int(row.split()[0]): int(row.split()[7]) for row in rows if row.strip()}
 
 
+def _tcp_retransmitted(ns) -> int:
+    """How many TCP segments the kernel of `ns` has sent again (RetransSegs)."""
+    names, values = [row.split() for row in ns.exec("cat", "/proc/net/snmp").stdout.splitlines()
+                     if row.startswith("Tcp:")]
+    return int(values[names.index("RetransSegs")])
+
+
 def _flows_through_two_workers(netns, port: int, flows: int, count: int, pace: float, meanwhile=None):
     """FLOWS through `divert passthru --workers 2`: (exit status, what it printed, stderr,
     flow -> sequence numbers received, last packet id of each queue)."""
@@ -164,7 +171,10 @@ def test_twenty_megabytes_of_tcp_through_a_payload_replace_rule_over_two_workers
     assert length == int(expected_length) and digest.hexdigest() == expected_hash, \
         "the 20 MB arrived whole, in order, every ~ removed"
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:2]}
-    assert int(rows["payload_replace"][4]) == size // 65522, out
+    # One segment per ~, each edited once; a segment TCP sent again (a worker held it past
+    # the retransmission timeout on a busy machine) is edited again and counted again.
+    modified, resent = int(rows["payload_replace"][4]), _tcp_retransmitted(veth.b)
+    assert size // 65522 <= modified <= size // 65522 + resent, (out, resent)
 
 
 def test_workers_of_a_killed_pool_remove_its_rule_and_exit(netns, tmp_path):
