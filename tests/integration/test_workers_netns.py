@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import worker_processes
+from tests.integration.conftest import wait_until, worker_processes
 from tests.integration.test_cli_netns import finish, our_chains, start_cli
 
 pytestmark = pytest.mark.netns
@@ -102,7 +102,9 @@ def test_a_hundred_udp_flows_keep_their_order_over_two_workers(netns):
 
 def test_killing_a_worker_loses_only_what_it_held_counted_and_the_others_keep_passing(netns):
     def kill_one_worker(process):
-        time.sleep(1.0)
+        # Mid-flood: once both workers' queues carry the flows (the sender may take a while
+        # to start on a busy machine), with most of the 400 rounds still to come.
+        wait_until(lambda: len([n for n in _queue_ids(netns).values() if n > 0]) == 2, 60)
         os.kill(worker_processes(process.pid)[0], signal.SIGKILL)
 
     code, printed, err, got, _ = _flows_through_two_workers(netns, 40703, 40, 400, 0.005, kill_one_worker)
