@@ -1,4 +1,4 @@
-"""A rule passing or dropping a batch at once (Rule.pass_matched, Rule.drop_matched) leaves
+"""A rule passing, dropping or copying a batch at once (Rule.pass_matched, Rule.draw_matched) leaves
 everything as its per-packet path does: the packets sent, the counters, held packets, delays
 and draws."""
 
@@ -27,6 +27,7 @@ CASES = [
     {"kind": "out_of_order", "chance": 20.0},
     {"kind": "duplicate", "chance": 0.0},
     {"kind": "duplicate", "chance": 20.0},
+    {"kind": "duplicate", "chance": 100.0, "count": 3},
     {"kind": "tamper", "chance": 0.0},
     {"kind": "tamper", "chance": 20.0},
     {"kind": "reset", "chance": 0.0},
@@ -58,10 +59,11 @@ def _run(rules: list[dict], batched: bool) -> tuple:
     pipeline = Pipeline(rules_from_dicts(rules), seed=7)
     if not batched:
         for rule in pipeline.rules:
-            rule.pass_matched = rule.drop_matched = None
-    sent, deadlines = [], []
+            rule.pass_matched = rule.draw_matched = None
+    sent, deadlines, received = [], [], set()
     now = 0
     for batch in _batches():
+        received.update(id(packet) for packet in batch)
         now += MS
         sent += pipeline.due(now) + pipeline.process(batch, now)
         deadlines.append(pipeline.next_deadline())
@@ -69,8 +71,10 @@ def _run(rules: list[dict], batched: bool) -> tuple:
     sent += pipeline.due(now) + pipeline.release_all()
     delays = [list(getattr(rule, "recent_delays_ms", ())) for rule in pipeline.rules]
     draws = [rule.rng.random() for rule in pipeline.rules]
-    return ([bytes(p.raw) for p in sent], [p.address.outbound for p in sent], pipeline.stats(), delays, draws,
-            deadlines)
+    # Which packets sent are the ones received (their verdicts), and which are copies.
+    originals = [id(p) in received for p in sent]
+    return ([bytes(p.raw) for p in sent], [p.address.outbound for p in sent], originals, pipeline.stats(), delays,
+            draws, deadlines)
 
 
 @pytest.mark.parametrize("rule", CASES, ids=lambda r: "-".join(f"{v}" for v in r.values()))

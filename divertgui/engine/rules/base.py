@@ -11,10 +11,11 @@ Hooks (all optional but `process`):
     pass_matched(packets, now_ns)  when `packets` (all matching, in order) would each pass on
                                    unchanged, alone, drawing nothing: do for them what process
                                    would and return True; otherwise change nothing, return False
-    drop_matched(packets, now_ns)  for a rule that only passes a packet on unchanged or drops it:
-                                   do for `packets` (all matching, in order) what process would,
-                                   drawing the same numbers in the same order; returns, for each,
-                                   whether it passes on
+    draw_matched(packets, now_ns)  for a rule that passes a packet on unchanged, drops it, or
+                                   sends it followed by copies made by copy(packet): do for
+                                   `packets` (all matching, in order) what process would, drawing
+                                   the same numbers in the same order, but make no copies; returns
+                                   how many times each goes out (0: dropped)
     adopt(old)                     take over the counters and `carried` state of the same
                                    rule before its parameters changed (Pipeline.update)
 Times are nanoseconds of a monotonic clock the caller passes in.
@@ -147,7 +148,7 @@ class Rule:
 
     observe = None      # a rule that needs to see unmatched packets defines observe(packet)
     pass_matched = None  # a rule that can pass a whole batch at once defines pass_matched(packets, now_ns)
-    drop_matched = None  # a rule that only passes or drops defines drop_matched(packets, now_ns)
+    draw_matched = None  # a rule that only passes, drops or copies defines draw_matched(packets, now_ns)
     rewrites = False    # True for a rule whose process or observe may change a packet's bytes
 
     def due(self, now_ns: int) -> list:

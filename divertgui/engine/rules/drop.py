@@ -48,7 +48,7 @@ class Drop(Rule):
     def pass_matched(self, packets, now_ns: int) -> bool:
         return self.model == "uniform" and self.chance <= 0
 
-    def drop_matched(self, packets, now_ns: int) -> list[bool]:
+    def draw_matched(self, packets, now_ns: int) -> list[bool]:
         if self.model != "uniform":
             lost = self._lost
             kept = [not lost() for _ in packets]

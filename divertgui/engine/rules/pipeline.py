@@ -144,19 +144,33 @@ class Pipeline:
             if not rule.enabled or not packets or (not seen & bit and observe is None):
                 continue
             counters, process, rewrites = rule.counters, rule.process, rule.rewrites
-            if observe is None and (rule.pass_matched is not None or rule.drop_matched is not None):
+            if observe is None and (rule.pass_matched is not None or rule.draw_matched is not None):
                 every = all(mask & bit for mask in set(masks))
                 matching = packets if every else [packet for packet, mask in zip(packets, masks) if mask & bit]
                 if rule.pass_matched is not None and rule.pass_matched(matching, now_ns):
                     counters["matched"] += len(matching)
                     continue
-                if rule.drop_matched is not None:
+                if rule.draw_matched is not None:
                     counters["matched"] += len(matching)
-                    kept = rule.drop_matched(matching, now_ns)
+                    times = rule.draw_matched(matching, now_ns)
                     if not every:
-                        flags = iter(kept)
-                        kept = [not mask & bit or next(flags) for mask in masks]
-                    packets, masks = list(compress(packets, kept)), list(compress(masks, kept))
+                        drawn = iter(times)
+                        times = [next(drawn) if mask & bit else 1 for mask in masks]
+                    if max(times, default=0) <= 1:
+                        packets, masks = list(compress(packets, times)), list(compress(masks, times))
+                        continue
+                    # Copies have the bytes and address of their original: its mask is theirs.
+                    passed, passed_masks = [], []
+                    copy = rule.copy
+                    for packet, mask, count in zip(packets, masks, times):
+                        if count == 1:
+                            passed.append(packet)
+                            passed_masks.append(mask)
+                        elif count:
+                            passed.append(packet)
+                            passed.extend([copy(packet) for _ in range(count - 1)])
+                            passed_masks.extend([mask] * count)
+                    packets, masks = passed, passed_masks
                     continue
             passed: list = []
             passed_masks: list = []
