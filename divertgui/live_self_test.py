@@ -98,13 +98,17 @@ def live_self_test(bench, wait_until) -> tuple[bool, str]:
         window.options.source = "live"
         window.capture_filter.set_text(sockets.capture_filter())
         window.mode.setCurrentText("divert")
-        window.start_capture()
-        if not wait_until(lambda: window.running, TIMEOUT) or window.source_name != "live":
-            reason = window.state_reason or (window.errors[-1]["message"] if window.errors else "no answer")
-            return False, f"live capture did not start: {reason}"
+        # A service carries out its commands in order: once it says its capture runs, the
+        # intercept filter sent before the start is in force there too.
         window.intercept.filter.set_text(f"tcp.DstPort == {sockets.ports['tcp4']} and tcp.PayloadLength > 0")
         window.intercept.filter.submit()
-        wait_until(lambda: False, 0.3)
+        window.start_capture()
+        # The traffic is this namespace's, which the first host's service captures; the
+        # window runs as soon as any of its hosts does.
+        first = bench.hosts.links[0].index
+        if not wait_until(lambda: first in bench.hosts.running(), TIMEOUT) or window.source_name != "live":
+            reason = window.state_reason or (window.errors[-1]["message"] if window.errors else "no answer")
+            return False, f"live capture did not start: {reason}"
         problems = _udp_round(sockets) + _tcp6_round(sockets)
         client = socket.create_connection(("127.0.0.1", sockets.ports["tcp4"]), timeout=TIMEOUT)
         server, _ = sockets.tcp4.accept()
