@@ -33,6 +33,7 @@ from udp_flood import FLOOD_PORT, Pair, flood, load_average  # noqa: E402
 from divertgui.engine.address import Address  # noqa: E402
 from divertgui.engine.collector_settings import set_for_packet_flow  # noqa: E402
 from divertgui.engine.packet import Packet  # noqa: E402
+from divertgui.engine.read_pacing import DEFAULT_MOST_WAIT  # noqa: E402
 from divertgui.engine.rules import Pipeline, rules_from_dicts  # noqa: E402
 
 PORT = FLOOD_PORT
@@ -91,7 +92,9 @@ def netns_run(pair: Pair, rules: list[dict], seconds: float) -> dict[str, float]
     with Namespace(pair.receiver).entered():
         pipeline, stop = Pipeline(rules_from_dicts(rules)), threading.Event()
         with Divert(f"udp.DstPort == {PORT}") as handle:
-            runner = threading.Thread(target=run_conditions, args=(handle, pipeline, stop), daemon=True)
+            # Paced as `divert conditions` reads its queue (its default --gather).
+            runner = threading.Thread(target=run_conditions, args=(handle, pipeline, stop),
+                                      kwargs={"gather": DEFAULT_MOST_WAIT}, daemon=True)
             runner.start()
             try:
                 # This process only waits for the flood meanwhile: its CPU time is the diverter's.
