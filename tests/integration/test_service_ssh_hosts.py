@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -15,7 +16,8 @@ import pytest
 
 from divertgui.service.client import SSH
 from tests.integration.conftest import require, run
-from tests.integration.ssh_hosts import SSHD, Sshd, make_key, with_ssh_config
+from tests.integration.ssh_hosts import PORT, SSHD, Sshd, make_key, with_ssh_config
+from tests.integration.test_cli_netns import finish, start_cli
 
 pytestmark = pytest.mark.netns
 UDP_PORT = 40400
@@ -83,8 +85,8 @@ def test_three_hosts_in_one_window_each_deliver_their_packets_with_their_host(th
         assert mine == [f"{server.address} {number}" for number in range(DATAGRAMS)]
 
 
-def test_the_live_self_test_passes_with_three_hosts_connected(three_hosts, tmp_path):
-    namespaces, servers = three_hosts
+def live_self_test(namespaces, servers, tmp_path) -> str:
+    """`divertgui --self-test --live` connected to every host, in the first host's namespace; its summary."""
     connect = [arg for server in servers for arg in ("--connect", server.target())]
     window = namespaces[0].popen(
         window_command(servers, tmp_path, "-m", "divertgui.app", "--self-test", "--live", *connect),
@@ -92,5 +94,23 @@ def test_the_live_self_test_passes_with_three_hosts_connected(three_hosts, tmp_p
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = window.communicate(timeout=120)
     assert window.returncode == 0, out + err
-    summary = out.strip().splitlines()[-1]
+    return out.strip().splitlines()[-1]
+
+
+def test_the_live_self_test_passes_with_three_hosts_connected(three_hosts, tmp_path):
+    summary = live_self_test(*three_hosts, tmp_path)
+    assert summary.startswith("live self-test passed: "), summary
+
+
+def test_the_live_self_test_waits_for_its_own_host_when_the_others_answer_first(three_hosts, tmp_path):
+    # The commands to the first host, whose namespace the self-test's traffic is in, arrive
+    # 400 ms late (a lag rule on its ssh connection); the other two hosts answer at once.
+    namespaces, servers = three_hosts
+    lag = start_cli(namespaces[0], "conditions", f"tcp.DstPort == {PORT} and ip.DstAddr == {servers[0].address}",
+                    "--lag", "400", "--direction", "out")
+    try:
+        summary = live_self_test(namespaces, servers, tmp_path)
+    finally:
+        code, _printed, err = finish(lag, signal.SIGINT)
+    assert code == 0, err
     assert summary.startswith("live self-test passed: "), summary
