@@ -1,16 +1,15 @@
 """When a loop that diverts packets reads its queue again: at once, or after letting a batch gather.
 
-Each read costs about the same whatever it brings (a wake-up, a read and a
-verdict system call, the Python around them), while the kernel's work per
-packet is fixed. Under a flood, a reader that goes back to the queue as soon
-as it is done finds only what came in the meantime: 9 packets a read on
-average at 200,000 packets/s on a 2-core machine. After a read that shows a high
-arrival rate, waiting until about GATHER_TARGET packets have come (never
-longer than the most wait) makes the reads few and large, as a network
-card's interrupt moderation does. A read that shows less than
-GATHER_TARGET packets per most wait is followed by the next one at once, so
-light and bursty traffic (a ping, an interactive connection) gets no added
-delay.
+Part of each read's cost does not depend on what it brings (a wake-up, a
+read and a verdict system call, the Python around them). Under a flood, a
+reader that goes back to the queue as soon as it is done finds only what
+came in the meantime: 9 packets a read on average at 200,000 packets/s on
+a 2-core machine. After a read that shows a high arrival rate, waiting
+until about GATHER_TARGET packets have come (never longer than the most
+wait) makes the reads few and large, as a network card's interrupt
+moderation does. A read that shows less than GATHER_TARGET packets per
+most wait is followed by the next one at once, so light and bursty
+traffic (a ping, an interactive connection) gets no added delay.
 
     pacing = ReadPacing(most_wait=0.001)
     while ...:
