@@ -595,11 +595,8 @@ def cmd_passthru(args) -> int:
 
     def reinject(slot: int) -> None:
         try:
-            pacing = ReadPacing(args.gather)
-            while not stop:
-                count = handle.pass_batch(args.batch, POLL_SECONDS)
+            for count in _paced_passes(handle, args.batch, args.gather, stop.event):
                 passed[slot] += count
-                time.sleep(pacing.wait_after(count, full=count == args.batch))
         except BaseException as exc:  # reported by the main thread
             failures.append(exc)
             stop.event.set()
@@ -630,15 +627,21 @@ def cmd_passthru(args) -> int:
     return lost or EXIT_OK
 
 
-def _passthru_work(handle, stop, options: tuple[int, float]) -> dict:
-    batch, gather = options
-    passed = 0
+def _paced_passes(handle, batch: int, gather: float, stop: threading.Event):
+    """The packet counts of the handle's pass_batch reads until `stop` is set, each read
+    after the pause ReadPacing gives (gather: its most wait)."""
     pacing = ReadPacing(gather)
     while not stop.is_set():
         count = handle.pass_batch(batch, POLL_SECONDS)
-        passed += count
-        time.sleep(pacing.wait_after(count, full=count == batch))
-    return {"passed": passed}
+        yield count
+        pause = pacing.wait_after(count, full=count == batch)
+        if pause:
+            time.sleep(pause)
+
+
+def _passthru_work(handle, stop, options: tuple[int, float]) -> dict:
+    batch, gather = options
+    return {"passed": sum(_paced_passes(handle, batch, gather, stop))}
 
 
 def _passthru_workers(args) -> int:
