@@ -32,7 +32,6 @@ import os
 import re
 import signal
 import stat
-import struct
 import threading
 import time
 from typing import NamedTuple
@@ -105,26 +104,18 @@ def level_mark(priority: int) -> int:
     return level_of(priority) << LEVEL_SHIFT
 
 
-def _host(value: int) -> bytes:
-    return struct.pack("=I", value)
-
-
-def _network(value: int) -> bytes:
-    return struct.pack("!I", value)
-
-
 def mark_masked(mask: int, value: int, equal: bool = True) -> list[bytes]:
     """The packet mark & mask == value (!= with equal=False)."""
-    return [nft.meta(nft.META_MARK), nft.bitwise_and(_host(mask)),
-            nft.compare(nft.CMP_EQ if equal else nft.CMP_NEQ, _host(value))]
+    return [nft.meta(nft.META_MARK), nft.bitwise_and(nft.HOST_U32.pack(mask)),
+            nft.compare(nft.CMP_EQ if equal else nft.CMP_NEQ, nft.HOST_U32.pack(value))]
 
 
 def mark_masked_between(mask: int, low: int, high: int) -> list[bytes]:
     """low <= the packet mark & mask <= high."""
-    tests = [nft.meta(nft.META_MARK), nft.bitwise_and(_host(mask)), nft.to_big_endian_u32()]
+    tests = [nft.meta(nft.META_MARK), nft.bitwise_and(nft.HOST_U32.pack(mask)), nft.to_big_endian_u32()]
     if low:
-        tests.append(nft.compare(nft.CMP_GTE, _network(low)))
-    return tests + [nft.compare(nft.CMP_LTE, _network(high))]
+        tests.append(nft.compare(nft.CMP_GTE, nft.BE32.pack(low)))
+    return tests + [nft.compare(nft.CMP_LTE, nft.BE32.pack(high))]
 
 
 # Field values are big-endian in the packet and in the compared data, so cmp's byte-wise order is the numeric one.
@@ -221,7 +212,8 @@ class HandleRules:
         if hook == "P":
             # FRAGMENTS: inbound packets are taken before reassembly, which
             # happens between PREROUTING and INPUT.
-            rules.append(Rule((nft.destination_address_type(), nft.compare(nft.CMP_NEQ, _host(nft.RTN_LOCAL)), back),
+            rules.append(Rule((nft.destination_address_type(),
+                               nft.compare(nft.CMP_NEQ, nft.HOST_U32.pack(nft.RTN_LOCAL)), back),
                               (NEEDS["fib"],), "fib daddr type != local return"))
         if hook in "IP":
             # Loopback packets are diverted once, on the outbound path; packets
@@ -568,8 +560,8 @@ def queue_rule_hits(handle: HandleRules) -> int:
     mine = set(handle.chains())
     hits = 0
     with _kernel() as sock:
-        for version in FAMILIES:
-            hits += sum(rule.packets for rule in sock.rules(FAMILIES[version], TABLE)
+        for family in FAMILIES.values():
+            hits += sum(rule.packets for rule in sock.rules(family, TABLE)
                         if rule.chain in mine and rule.packets is not None)
     return hits
 
