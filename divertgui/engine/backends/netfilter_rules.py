@@ -424,8 +424,8 @@ def _kernel():
         if exc.errno in (errno.EOPNOTSUPP, errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT) or \
                 exc.errno == errno.ENOENT and exc.what.startswith("start"):
             missing = NEEDS["tables"]
-        elif exc.errno in (errno.ENOENT, errno.EOPNOTSUPP) and " needing " in exc.what:
-            missing = exc.what.split(" needing ", 1)[1]
+        elif exc.errno in (errno.ENOENT, errno.EOPNOTSUPP):
+            missing = exc.needs
         if missing:
             raise NetfilterError(f"the kernel refused a rule ({exc.strerror}): it lacks {missing}; load the "
                                  f"modules or use a kernel built with them", missing) from exc
@@ -488,20 +488,20 @@ def _installing(handle: HandleRules, version: int, table: _Table) -> list[nft.Ch
         changes.append(nft.new_chain(family, TABLE, chain))
         for rule in handle.rules(hook):
             changes.append(nft.new_rule(family, TABLE, chain, list(rule.expressions),
-                                        what=f"add the rule '{rule.what}' to {chain}{_needing(rule)}"))
+                                        what=f"add the rule '{rule.what}' to {chain}", needs=_needs(rule)))
         # Higher levels first; among equal levels, the older handle first.
         before = [rule for rule in table.jumps(base)
                   if (m := CHAIN_NAME.match(rule.jump)) and int(m["level"]) >= level_of(handle.priority)]
         for jump in handle.jumps(hook, version):
             changes.append(nft.new_rule(family, TABLE, base, list(jump.expressions),
                                         after=before[-1].handle if before else None, first=not before,
-                                        what=f"add the {jump.what} to {base}{_needing(jump)}"))
+                                        what=f"add the {jump.what} to {base}", needs=_needs(jump)))
     return changes
 
 
-def _needing(rule: Rule) -> str:
-    """What the kernel must have for the rule, in the words _kernel() reads back from a refusal."""
-    return f" needing {' and '.join(rule.needs)}" if rule.needs else ""
+def _needs(rule: Rule) -> str:
+    """What the kernel must have for the rule, named by _kernel() when it refuses the rule."""
+    return " and ".join(rule.needs)
 
 
 def _remove_chains(sock: nft.NftablesSocket, version: int, table: _Table, names: set[str]) -> None:

@@ -207,13 +207,15 @@ def _message(kind: int, family: int, attrs: bytes, flags: int, seq: int = 0) -> 
 
 
 class Change(NamedTuple):
-    """One message of a batch: the kind and attributes, and what it does, for errors."""
+    """One message of a batch: the kind and attributes, what it does and what of the kernel it
+    needs ("" when nothing beyond nf_tables), for errors."""
 
     kind: int
     family: int
     attrs: bytes
     flags: int
     what: str
+    needs: str = ""
 
 
 def new_table(family: int, table: str) -> Change:
@@ -242,7 +244,7 @@ def delete_chain(family: int, table: str, chain: str) -> Change:
 
 
 def new_rule(family: int, table: str, chain: str, expressions: list[bytes], *, after: int | None = None,
-             first: bool = False, what: str = "") -> Change:
+             first: bool = False, what: str = "", needs: str = "") -> Change:
     """A rule at the end of the chain, after the rule whose handle is `after`, or first of all."""
     attrs = (attribute(RULE_TABLE, _string(table)) + attribute(RULE_CHAIN, _string(chain))
              + nested(RULE_EXPRESSIONS, b"".join(expressions)))
@@ -252,7 +254,7 @@ def new_rule(family: int, table: str, chain: str, expressions: list[bytes], *, a
         flags |= NLM_F_APPEND
     elif not first:
         flags |= NLM_F_APPEND
-    return Change(NEWRULE, family, attrs, flags, what or f"add rule to {table} {chain}")
+    return Change(NEWRULE, family, attrs, flags, what or f"add rule to {table} {chain}", needs)
 
 
 def delete_rule(family: int, table: str, chain: str, handle: int) -> Change:
@@ -318,11 +320,13 @@ def parse_rule(data, body: int, end: int) -> tuple[str, DumpedRule]:
 # -- the socket ------------------------------------------------------------------
 
 class NftablesError(NetlinkError):
-    """The kernel refused a change or a dump; `what` says which message."""
+    """The kernel refused a change or a dump; `what` says which message, `needs` what of the
+    kernel that message needs."""
 
-    def __init__(self, code: int, what: str):
-        super().__init__(code, f"nf_tables refused to {what}: {os.strerror(code)}")
-        self.what = what
+    def __init__(self, code: int, what: str, needs: str = ""):
+        needing = f" needing {needs}" if needs else ""
+        super().__init__(code, f"nf_tables refused to {what}{needing}: {os.strerror(code)}")
+        self.what, self.needs = what, needs
 
 
 class NftablesSocket:
@@ -369,17 +373,17 @@ class NftablesSocket:
         control = netlink.NFGENMSG.pack(socket.AF_UNSPEC, netlink.NFNETLINK_V0, NFNL_SUBSYS_NFTABLES)
         parts = [NLMSGHDR.pack(NLMSGHDR.size + len(control), NFNL_MSG_BATCH_BEGIN, netlink.NLM_F_REQUEST,
                                begin_seq, 0) + control]
-        waiting: dict[int, str] = {}
+        waiting: dict[int, Change] = {}
         for change in changes:
             seq = self._next_seq()
-            waiting[seq] = change.what
+            waiting[seq] = change
             parts.append(_message(change.kind, change.family, change.attrs,
                                   netlink.NLM_F_REQUEST | netlink.NLM_F_ACK | change.flags, seq))
         end_seq = self._next_seq()
         parts.append(NLMSGHDR.pack(NLMSGHDR.size + len(control), NFNL_MSG_BATCH_END, netlink.NLM_F_REQUEST,
                                    end_seq, 0) + control)
         self.sock.send(b"".join(parts))
-        refused: list[tuple[int, int, str]] = []
+        refused: list[tuple[int, int, Change]] = []
         while waiting:
             length = self._receive()
             for msg_type, _flags, seq, body, _end in iter_messages(self._buffer, length):
@@ -393,12 +397,12 @@ class NftablesSocket:
                                             else "apply a batch of changes")
                     continue
                 if seq in waiting:
-                    what = waiting.pop(seq)
+                    change = waiting.pop(seq)
                     if code:
-                        refused.append((seq, code, what))
+                        refused.append((seq, code, change))
         if refused:
-            _seq, code, what = min(refused)
-            raise NftablesError(code, what)
+            _seq, code, change = min(refused)
+            raise NftablesError(code, change.what, change.needs)
 
     def dump(self, kind: int, family: int, attrs: bytes = b"") -> list[tuple[bytes, int, int]]:
         """Every message (data, body offset, end) a GET dump returns; retried while a change
