@@ -213,8 +213,9 @@ class HexPane(QWidget):
     def _ascii_width(self, per_line: int) -> int:
         return QFontMetrics(self.editor.font()).horizontalAdvance("M" * (per_line + 2)) + 8
 
-    def _fit_ascii(self, longest: int = 0) -> None:
+    def _fit_ascii(self) -> None:
         # As wide as the lines shown, which may be the user's own, up to 16 bytes a line.
+        longest = max(map(len, self.ascii.toPlainText().split("\n")))
         self.ascii.setFixedWidth(self._ascii_width(max(self.editor.bytes_per_line, min(longest, BYTES_PER_LINE))))
 
     def width_for(self, per_line: int) -> int:
@@ -229,13 +230,14 @@ class HexPane(QWidget):
         super().resizeEvent(event)
         per_line = BYTES_PER_LINE if self.width() >= self.width_for(BYTES_PER_LINE) else BYTES_PER_LINE // 2
         if per_line != self.editor.bytes_per_line:
+            # Bytes laid out again come through textChanged; lines the user typed stay as they are.
             self.editor.set_bytes_per_line(per_line)
-            self._update()
+            self._fit_ascii()
 
     def _update(self) -> None:
-        lines = [ascii_of_hex_line(line) for line in self.editor.toPlainText().split("\n")]
-        self.ascii.setPlainText("\n".join(lines))
-        self._fit_ascii(max(map(len, lines)))
+        lines = self.editor.toPlainText().split("\n")
+        self.ascii.setPlainText("\n".join(ascii_of_hex_line(line) for line in lines))
+        self._fit_ascii()
         self.ascii.verticalScrollBar().setValue(self.editor.verticalScrollBar().value())
         problem = self.editor.problem
         self.message.setText("" if problem is None else f"Not valid hex: {problem}")
