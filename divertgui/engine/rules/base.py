@@ -141,6 +141,13 @@ class Rule:
     def hit(self, percent: float) -> bool:
         return percent > 0 and (percent >= 100 or self.rng.random() * 100 < percent)
 
+    def hits(self, percent: float, count: int) -> list[bool]:
+        """hit(percent) `count` times in turn, drawing the same numbers, without a call each."""
+        if percent <= 0 or percent >= 100:
+            return [percent > 0] * count
+        random = self.rng.random
+        return [random() * 100 < percent for _ in range(count)]
+
     # -- hooks ----------------------------------------------------------------------
 
     def process(self, packet, now_ns: int, out: list) -> None:

@@ -52,11 +52,7 @@ class Drop(Rule):
         if self.model != "uniform":
             lost = self._lost
             kept = [not lost() for _ in packets]
-        elif self.chance <= 0 or self.chance >= 100:
-            kept = [self.chance <= 0] * len(packets)
         else:
-            # hit() for each packet in turn, without a call per packet.
-            random, percent = self.rng.random, self.chance
-            kept = [random() * 100 >= percent for _ in packets]
+            kept = [not lost for lost in self.hits(self.chance, len(packets))]
         self.counters["dropped"] += kept.count(False)
         return kept

@@ -34,11 +34,6 @@ class Duplicate(Rule):
 
     def draw_matched(self, packets, now_ns: int) -> list[int]:
         count = self.count
-        if self.chance >= 100:
-            times = [count] * len(packets)
-        else:
-            # hit() for each packet in turn, without a call per packet.
-            random, percent = self.rng.random, self.chance
-            times = [count if percent > 0 and random() * 100 < percent else 1 for _ in packets]
+        times = [count if hit else 1 for hit in self.hits(self.chance, len(packets))]
         self.counters["duplicated"] += (len(times) - times.count(1)) * (count - 1)
         return times
