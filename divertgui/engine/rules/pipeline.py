@@ -36,6 +36,37 @@ from divertgui.engine.rules.base import Rule, RuleError
 from divertgui.engine.rules.registry import rules_from_dicts, rules_to_dicts
 
 
+def _take_batch(rule: Rule, bit: int, packets: list, masks: list, now_ns: int) -> tuple[list, list] | None:
+    """(packets, masks) once `rule` (bit `bit`) took its matching packets of the batch at once,
+    through pass_matched or draw_matched; None when it must take them one by one."""
+    every = all(mask & bit for mask in set(masks))
+    matching = packets if every else [packet for packet, mask in zip(packets, masks) if mask & bit]
+    if rule.pass_matched is not None and rule.pass_matched(matching, now_ns):
+        rule.counters["matched"] += len(matching)
+        return packets, masks
+    if rule.draw_matched is None:
+        return None
+    rule.counters["matched"] += len(matching)
+    times = rule.draw_matched(matching, now_ns)
+    if not every:
+        drawn = iter(times)
+        times = [next(drawn) if mask & bit else 1 for mask in masks]
+    if max(times, default=0) <= 1:
+        return list(compress(packets, times)), list(compress(masks, times))
+    # Copies have the bytes and address of their original: its mask is theirs.
+    passed, passed_masks = [], []
+    copy = rule.copy
+    for packet, mask, count in zip(packets, masks, times):
+        if count == 1:
+            passed.append(packet)
+            passed_masks.append(mask)
+        elif count:
+            passed.append(packet)
+            passed.extend([copy(packet) for _ in range(count - 1)])
+            passed_masks.extend([mask] * count)
+    return passed, passed_masks
+
+
 class Pipeline:
     def __init__(self, rules=(), seed: int = 0):
         self.seed = seed
@@ -143,35 +174,12 @@ class Pipeline:
             observe = rule.observe
             if not rule.enabled or not packets or (not seen & bit and observe is None):
                 continue
-            counters, process, rewrites = rule.counters, rule.process, rule.rewrites
             if observe is None and (rule.pass_matched is not None or rule.draw_matched is not None):
-                every = all(mask & bit for mask in set(masks))
-                matching = packets if every else [packet for packet, mask in zip(packets, masks) if mask & bit]
-                if rule.pass_matched is not None and rule.pass_matched(matching, now_ns):
-                    counters["matched"] += len(matching)
+                taken = _take_batch(rule, bit, packets, masks, now_ns)
+                if taken is not None:
+                    packets, masks = taken
                     continue
-                if rule.draw_matched is not None:
-                    counters["matched"] += len(matching)
-                    times = rule.draw_matched(matching, now_ns)
-                    if not every:
-                        drawn = iter(times)
-                        times = [next(drawn) if mask & bit else 1 for mask in masks]
-                    if max(times, default=0) <= 1:
-                        packets, masks = list(compress(packets, times)), list(compress(masks, times))
-                        continue
-                    # Copies have the bytes and address of their original: its mask is theirs.
-                    passed, passed_masks = [], []
-                    copy = rule.copy
-                    for packet, mask, count in zip(packets, masks, times):
-                        if count == 1:
-                            passed.append(packet)
-                            passed_masks.append(mask)
-                        elif count:
-                            passed.append(packet)
-                            passed.extend([copy(packet) for _ in range(count - 1)])
-                            passed_masks.extend([mask] * count)
-                    packets, masks = passed, passed_masks
-                    continue
+            counters, process, rewrites = rule.counters, rule.process, rule.rewrites
             passed: list = []
             passed_masks: list = []
             for packet, mask in zip(packets, masks):
