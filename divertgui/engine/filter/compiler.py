@@ -17,6 +17,7 @@ from ..header_fields import (
 )
 from ..packet_hash import layout_hash
 from .ast import And, Cond, Const, Node, Or, Test, walk
+from .chains import flatten
 from ..address import Layer
 from ..address_text import IPV4_MAPPED
 from .fields import FIELDS, NETWORK_LAYERS, effective_value
@@ -230,7 +231,7 @@ def _chain(node: And | Or, names: _Names, depth: int) -> str:
     Regrouping is sound because every operand is free of side effects."""
     is_or = isinstance(node, Or)
     joiner = " or " if is_or else " and "
-    parts = flatten(node)
+    parts = flatten(type(node), node)
     equal_values: dict[str, list[int]] = {}
     if is_or:
         for part in parts:
@@ -296,18 +297,6 @@ def _expression(node: Node, names: _Names, depth: int = 0) -> str:
     guard, test = _test_parts(node, names)
     guard = names.unsettled(guard)
     return f"({guard} and {test})" if guard else f"({test})"
-
-
-def flatten(node: And | Or) -> list[Node]:
-    """The operands of a chain of the same operator, left to right, without recursion."""
-    kind, parts, stack = type(node), [], [node]
-    while stack:
-        current = stack.pop()
-        if type(current) is kind:
-            stack.extend((current.right, current.left))
-        else:
-            parts.append(current)
-    return parts
 
 
 _PAYLOAD_FIELDS = frozenset({"tcp.PayloadLength", "udp.PayloadLength", "tcp.Payload", "tcp.Payload16", "tcp.Payload32",
@@ -441,10 +430,10 @@ def required_transports(node: Node) -> frozenset | None:
     if isinstance(node, Const):
         return None if node.value else frozenset()
     if isinstance(node, And):
-        parts = [required_transports(part) for part in flatten(node)]
+        parts = [required_transports(part) for part in flatten(And, node)]
         known = [part for part in parts if part is not None]
         return frozenset.intersection(*known) if known else None
-    branches = flatten(node) if isinstance(node, Or) else [node.then, node.otherwise]
+    branches = flatten(Or, node) if isinstance(node, Or) else [node.then, node.otherwise]
     union = frozenset()
     for branch in branches:
         required = required_transports(branch)
@@ -483,7 +472,7 @@ def _early_parts(tree: Node) -> tuple[Node | None, Node]:
     if not isinstance(tree, And):
         return None, tree
     early, rest = [], []
-    for part in flatten(tree):
+    for part in flatten(And, tree):
         protocols, need_p, need_fr, payload, hashing = _reads(part)
         (rest if protocols or need_p or need_fr or payload or hashing else early).append(part)
     if not rest or not early:

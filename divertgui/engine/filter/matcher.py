@@ -32,7 +32,8 @@ import struct
 
 from ..header_fields import IPV4, IPV4_HEADER_LEN, IPV6, IPV6_EXTENSION_HEADERS, IPV6_HEADER_LEN
 from .ast import And, Const, Node, Or
-from .compiler import SharedSource, compile_source, flatten, header_key_bytes
+from .chains import flatten
+from .compiler import SharedSource, compile_source, header_key_bytes
 from .parser import recursion_room
 
 # Answers kept per compiled matcher; past this many keys (traffic of many shapes) they start again.
@@ -77,7 +78,7 @@ def _conjuncts(tree: Node) -> frozenset | None:
     """The operands of the tree's top-level `and` (None: it never matches)."""
     if isinstance(tree, Const):
         return frozenset() if tree.value else None
-    return frozenset(flatten(tree)) if isinstance(tree, And) else frozenset((tree,))
+    return frozenset(flatten(And, tree))
 
 
 def _compile(tested: list[tuple[int, frozenset]], constants: dict):
@@ -109,7 +110,7 @@ def _tables(tested: list[tuple[int, frozenset]], shared: SharedSource):
         keys = None
         if len(parts) == 1:
             (only,) = parts
-            keys = [shared.equality(part) for part in (flatten(only) if isinstance(only, Or) else [only])]
+            keys = [shared.equality(part) for part in flatten(Or, only)]
         if not keys or not all(keys):
             rest.append((bit, parts))
             continue
