@@ -40,12 +40,11 @@ from divertgui.engine.header_fields import (
     TRANSPORT_HEADER_MIN, TRANSPORT_PROTOCOLS,
 )
 
-from .ast import Node, Or, Test
+from .ast import OPS, Node, Or, Test
 from .chains import flatten, flatten_and
 from .fields import IPV4_MAPPED_LO
 from .kernel_fields import compare
 
-OPERATORS = ("==", "!=", "<", "<=", ">", ">=")
 NETWORK, TRANSPORT = "network", "transport"
 # Disjunctions longer than this stay with the bpf match: each conjunction is a rule every packet meets.
 MAX_CONJUNCTIONS = 4
@@ -59,7 +58,7 @@ class FieldTest(NamedTuple):
     base: str       # NETWORK or TRANSPORT: the header the offset counts from
     offset: int
     size: int       # bytes, read big-endian
-    op: str         # one of OPERATORS
+    op: str         # one of ast.OPS
     value: int
     mask: int | None = None     # ANDed with the bytes before the comparison
 
@@ -93,7 +92,7 @@ def _presence(protocol: int, version: int) -> tuple[FieldTest, ...]:
 
 def _field_test(test: Test, version: int) -> tuple[str | None, FieldTest] | None:
     """(its header's name if a transport header, the test), or None when no load of one field says it."""
-    if test.op not in OPERATORS:
+    if test.op not in OPS:
         return None
     if test.field == "fragment" and version == 4:
         return _fragment_test(test)
