@@ -32,7 +32,6 @@ from .kernel_fields import compare
 from .kernel_native import Conjunction, native_match
 
 
-
 class PacketMatch(NamedTuple):
     """What a handle's rule tests of a packet besides its hook and mark; every part given must hold."""
 
