@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from divertgui.engine.backends import netlink, nftables
-from divertgui.engine.backends.netfilter_rules import packet_matches
+from divertgui.engine.backends import nftables
+from divertgui.engine.backends.netfilter_rules import BASE_PRIORITY, HOOKS, packet_matches
 from divertgui.engine.filter.kernel import kernel_test
 
 TABLE = "dgbench"
@@ -22,9 +22,10 @@ def main(argv: list[str]) -> int:
         if argv[0] == "add":
             port, queue = int(argv[1]), int(argv[2])
             match = kernel_test(f"udp.DstPort == {port}", 4, "I", use_bpf=True).match
+            chain, hook, kind = HOOKS["I"]
             sock.apply([nftables.new_table(FAMILY, TABLE),
-                        nftables.new_chain(FAMILY, TABLE, "input", (netlink.NF_INET_LOCAL_IN, -150, "filter")),
-                        nftables.new_rule(FAMILY, TABLE, "input", packet_matches(match)[0][0] + [
+                        nftables.new_chain(FAMILY, TABLE, chain, (hook, BASE_PRIORITY, kind)),
+                        nftables.new_rule(FAMILY, TABLE, chain, packet_matches(match)[0][0] + [
                             nftables.counter(), nftables.nfqueue_target(queue, 1, bypass=True)])])
         elif argv[0] == "hits":
             print(sum(rule.packets or 0 for rule in sock.rules(FAMILY, TABLE)))
