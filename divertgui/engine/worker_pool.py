@@ -11,7 +11,7 @@ the queue by a hash of the packet's addresses and protocol, the same for
 both directions, so a connection (indeed every flow between two hosts) stays
 on one worker and per-flow order and per-flow rule state hold. Workers are
 forked (divertgui.engine.fork_server), so they hold this process's
-capabilities; ps names them divert-worker-SLOT.
+capabilities; ps names them divert-wSLOT (worker_name).
 
 A worker that dies is started again on the same queue. Meanwhile its queue
 has no reader: with Flag.FAIL_OPEN the kernel lets its packets pass
@@ -277,6 +277,11 @@ class WorkerPool:
                            balance=self.workers, bypass=bool(self.flags & Flag.FAIL_OPEN))
 
 
+def worker_name(slot: int) -> str:
+    """A worker's process name, short enough that the kernel's 15 bytes keep its whole number."""
+    return f"divert-w{slot}"
+
+
 def _name_process(name: str) -> None:
     """The name ps and /proc/PID/status show (at most 15 bytes). Through prctl: a process holding
     capabilities its user lacks cannot write its own /proc files, which are root's."""
@@ -315,7 +320,7 @@ def _worker(slot: int, queue: int, filter: str, layer: int, priority: int, flags
     # workers stop, after removing its rule, so that what they hold gets its verdict.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _name_process(f"divert-worker-{slot}")
+    _name_process(worker_name(slot))
     pid = os.getpid()
     reports = Outbox(reports_end)
     # The fork server is this worker's parent; the pool's process is the one whose end it watches.

@@ -210,7 +210,7 @@ def veth(make_namespace) -> VethPair:
 
 
 def worker_processes(ancestor: int) -> list[int]:
-    """The capture worker processes descended from process `ancestor` (named divert-worker-SLOT by the
+    """The capture worker processes descended from process `ancestor` (named divert-wSLOT by the
     pool), in slot order."""
     parents, names = {}, {}
     for entry in os.listdir("/proc"):
@@ -231,8 +231,8 @@ def worker_processes(ancestor: int) -> list[int]:
                 return True
         return False
 
-    workers = [pid for pid, name in names.items() if name.startswith("divert-worker-") and descends(pid)]
-    return sorted(workers, key=lambda pid: int(names[pid].rsplit("-", 1)[1]))
+    workers = [pid for pid, name in names.items() if name.startswith("divert-w") and descends(pid)]
+    return sorted(workers, key=lambda pid: int(names[pid].removeprefix("divert-w")))
 
 
 def wait_until(condition, seconds: float, step: float = 0.05):

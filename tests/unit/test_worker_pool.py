@@ -36,3 +36,9 @@ def test_handles_without_packets_to_share_are_refused():
         WorkerPool("udp", print, 2, flags=Flag.SNIFF)
     with pytest.raises(WorkerPoolError, match="at least 1"):
         WorkerPool("udp", print, 0)
+
+
+def test_every_worker_keeps_its_own_name_within_the_kernels_15_bytes():
+    from divertgui.engine.worker_pool import worker_name
+    names = [worker_name(slot).encode()[:15] for slot in range(cli.MAX_WORKERS)]
+    assert len(set(names)) == cli.MAX_WORKERS
