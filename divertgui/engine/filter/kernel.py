@@ -65,9 +65,11 @@ class Translation(NamedTuple):
     exact: bool
 
 
-def translate(tree: Node, version: int, hook: str | None = None) -> Translation:
-    """The approximated tree and its BPF program for one IP version."""
-    approximated, exact = approximate(tree, version, hook)
+def translate(tree: Node, version: int, hook: str | None = None,
+              approximation: tuple[Node, bool] | None = None) -> Translation:
+    """The approximated tree and its BPF program for one IP version (`approximation`:
+    approximate(tree, version, hook), when the caller has it)."""
+    approximated, exact = approximation or approximate(tree, version, hook)
     depth = _depth(tree)
     while True:
         if isinstance(approximated, Const):
@@ -158,13 +160,14 @@ def kernel_test(filter, version: int, hook: str | None = None, use_bpf: bool | N
     one hook only. The callable NfqueueBackend(kernel_prefilter=...) takes.
     """
     tree, loopback = _take_loopback(_tree(filter)) if hook == "O" else (_tree(filter), None)
-    approximated, exact = approximate(tree, version, hook)
+    approximation = approximate(tree, version, hook)
+    approximated, exact = approximation
     if isinstance(approximated, Const):
         return KernelTest(None, True) if approximated == FALSE else KernelTest(PacketMatch(loopback), exact)
     native = native_match(approximated, version)
     if native is not None:
         return KernelTest(PacketMatch(loopback, native=native.conjunctions), exact and native.exact)
-    translation = translate(tree, version, hook)
+    translation = translate(tree, version, hook, approximation)
     if translation.program is None:
         return KernelTest(None, True) if translation.tree == FALSE else \
             KernelTest(PacketMatch(loopback), translation.exact)
