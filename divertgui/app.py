@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 
-from PySide6.QtCore import QCoreApplication, QEventLoop, QSettings, Qt, QThread, Signal
+from PySide6.QtCore import QCoreApplication, QEventLoop, QObject, QSettings, Qt, QThread, QTimer, Signal
 from PySide6.QtWidgets import QApplication
 
 from divertgui import __version__
@@ -123,6 +123,54 @@ def _freeze_startup_objects() -> None:
         gc.freeze()
 
 
+class GuiThreadCollector(QObject):
+    """While a Workbench is open, cyclic garbage is collected in the GUI thread alone.
+
+    Python collects in whichever thread's allocation crosses its threshold, so a
+    session or service-reader thread could destroy Qt objects that a closed
+    window left in reference cycles. Qt's destructor there takes one of Qt's
+    locks and then waits for the interpreter lock, which the GUI thread holds
+    while it waits for that same lock to destroy objects of its own: both stop
+    for good. So automatic collection is off while a Workbench is open, and a
+    timer of the GUI thread makes the collections Python's thresholds call for.
+    """
+
+    INTERVAL_MS = 100
+    _open = 0
+    _enabled_before = True
+
+    def __init__(self):
+        super().__init__(QCoreApplication.instance())
+        if not GuiThreadCollector._open:
+            GuiThreadCollector._enabled_before = gc.isenabled()
+            gc.disable()
+        GuiThreadCollector._open += 1
+        self._timer = QTimer(self)
+        self._timer.setInterval(self.INTERVAL_MS)
+        self._timer.timeout.connect(self.collect_due)
+        self._timer.start()
+
+    @staticmethod
+    def collect_due() -> None:
+        """The oldest generation whose count is past its threshold, as Python itself would collect."""
+        counts, thresholds = gc.get_count(), gc.get_threshold()
+        if not thresholds[0] or counts[0] <= thresholds[0]:
+            return
+        generation = max(g for g in (0, 1, 2) if g == 0 or counts[g] > thresholds[g])
+        gc.collect(generation)
+
+    def close(self) -> None:
+        """Once the last Workbench has closed (its threads stopped), Python collects on its own again."""
+        if not self._timer.isActive():
+            return
+        self._timer.stop()
+        GuiThreadCollector._open -= 1
+        if not GuiThreadCollector._open:
+            gc.collect()
+            if GuiThreadCollector._enabled_before:
+                gc.enable()
+
+
 class Workbench:
     """The store, the links to the capture services and the main window, wired together.
 
@@ -139,6 +187,7 @@ class Workbench:
         from divertgui.engine.store import CaptureStore
         from divertgui.views.hosts import Hosts
         from divertgui.views.main_window import MainWindow
+        self.collector = GuiThreadCollector()
         self.store = CaptureStore()
         self.unavailable: str | None = None
         self.hosts = Hosts(self.store)
@@ -242,7 +291,10 @@ class Workbench:
 
     def close(self) -> bool:
         self.window.close()
-        return self.hosts.shutdown()
+        stopped = self.hosts.shutdown()
+        if stopped:
+            self.collector.close()
+        return stopped
 
 
 def wait_until(predicate, timeout: float) -> bool:

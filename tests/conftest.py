@@ -15,3 +15,6 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 # `capture_cgroup` for live captures, and the session's check that none attached at the root cgroup.
 pytest_plugins.append("tests.cgroup_fixtures")
+
+# A test stuck beyond pytest-timeout's reach ends the run with every thread's stack.
+pytest_plugins.append("tests.hang_guard")
