@@ -1,3 +1,4 @@
+import gc
 import os
 
 from pathlib import Path
@@ -24,6 +25,14 @@ def private_settings(qapp, tmp_path, monkeypatch):
     QSettings().clear()
     yield
     QSettings().clear()
+
+
+@pytest.fixture(autouse=True)
+def garbage_collected_in_the_gui_thread():
+    """A test's Qt objects left in reference cycles are destroyed here, in the GUI thread, and not
+    by a collection that a later test's thread runs (divertgui.app.GuiThreadCollector says why)."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture
