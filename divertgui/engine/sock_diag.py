@@ -18,16 +18,14 @@ import socket
 import struct
 
 from divertgui.engine.address_text import IPV4_MAPPED_PREFIX
+from divertgui.engine.backends.netlink import NLM_F_REQUEST, NLMSG_ERROR, NLMSGERR_CODE, NLMSGHDR
 from divertgui.engine.header_fields import IPPROTO_TCP, IPPROTO_UDP
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
-NLM_F_REQUEST = 0x1
-NLMSG_ERROR = 2
 INET_DIAG_NOCOOKIE = 0xFFFFFFFF
 ALL_STATES = 0xFFFFFFFF
 
-NLMSGHDR = struct.Struct("=IHHII")                 # len, type, flags, seq, pid
 REQUEST = struct.Struct("=BBBBI")                  # inet_diag_req_v2: family, protocol, ext, pad, states
 PORTS = struct.Struct("!HH")                       # inet_diag_sockid: sport, dport (network order)
 TAIL = struct.Struct("=III")                       # if, cookie[2]
@@ -36,7 +34,6 @@ UID_INODE = struct.Struct("=II")
 UID_AT = NLMSGHDR.size + 4 + 48 + 12
 COOKIE_AT = NLMSGHDR.size + 4 + 40        # the sockid's cookie, two 32-bit words, low first
 COOKIE_WORDS = struct.Struct("=II")
-ERROR_CODE = struct.Struct("=i")
 
 
 
@@ -87,7 +84,7 @@ class SocketDiag:
             if seq == self._seq:
                 break
         if kind == NLMSG_ERROR:
-            code = -ERROR_CODE.unpack_from(data, NLMSGHDR.size)[0]
+            code = -NLMSGERR_CODE.unpack_from(data, NLMSGHDR.size)[0]
             if code in (errno.ENOENT, errno.ESTALE, 0):
                 return None
             raise OSError(code, f"socket diagnostics lookup: {errno.errorcode.get(code, code)}")

@@ -26,15 +26,12 @@ import socket
 import struct
 import threading
 
-from .netlink import NLMSGHDR, attribute, iter_attributes, iter_messages
+from .netlink import NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, NLMSGERR_CODE, NLMSGHDR, attribute, iter_attributes, iter_messages
 
 _log = logging.getLogger(__name__)
 
 NETLINK_GENERIC = 16
 GENLMSGHDR = struct.Struct("=BBH")                  # cmd, version, reserved
-NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
-NLMSG_ERROR = 2
-ERROR_CODE = struct.Struct("=i")
 # linux/genetlink.h: the controller that names families.
 GENL_ID_CTRL, CTRL_CMD_GETFAMILY, CTRL_ATTR_FAMILY_ID, CTRL_ATTR_FAMILY_NAME = 16, 3, 1, 2
 # linux/taskstats.h
@@ -140,7 +137,7 @@ class ExitedProcesses:
         reply = self._sock.recv(1 << 16)
         for kind, _flags, _seq, body_at, _end in iter_messages(reply, len(reply)):
             if kind == NLMSG_ERROR:
-                code = -ERROR_CODE.unpack_from(reply, body_at)[0]
+                code = -NLMSGERR_CODE.unpack_from(reply, body_at)[0]
                 if code:
                     raise OSError(code, f"taskstats: {os.strerror(code)}")
         return reply

@@ -422,7 +422,7 @@ def _kernel():
     except nft.NftablesError as exc:
         missing = ""
         if exc.errno in (errno.EOPNOTSUPP, errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT) or \
-                exc.errno == errno.ENOENT and exc.what.startswith("start"):
+                exc.errno == errno.ENOENT and exc.batch_start:
             missing = NEEDS["tables"]
         elif exc.errno in (errno.ENOENT, errno.EOPNOTSUPP):
             missing = exc.needs

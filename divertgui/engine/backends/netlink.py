@@ -24,10 +24,14 @@ NETLINK_NETFILTER = 12
 
 # linux/netlink.h
 NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE, NLMSG_OVERRUN = 1, 2, 3, 4
-NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP_INTR = 0x1, 0x4, 0x10
+NLM_F_ROOT, NLM_F_MATCH, NLM_F_CREATE, NLM_F_APPEND = 0x100, 0x200, 0x400, 0x800
+NLM_F_DUMP = NLM_F_ROOT | NLM_F_MATCH
+NLA_F_NESTED = 0x8000
 NLA_TYPE_MASK = 0x3FFF  # strips NLA_F_NESTED and NLA_F_NET_BYTEORDER
 
 NLMSGHDR = struct.Struct("=IHHII")      # len, type, flags, seq, pid
+NLMSGERR_CODE = struct.Struct("=i")     # struct nlmsgerr's error: 0 acknowledges, else -errno
 NFGENMSG = struct.Struct("!BBH")        # family, version, res_id (queue or group number)
 NLATTR = struct.Struct("=HH")           # len, type
 NFNETLINK_V0 = 0
@@ -713,7 +717,7 @@ class NetfilterSocket:
             acknowledged = False
             for msg_type, _flags, msg_seq, body, end in iter_messages(self._buffer, length):
                 if msg_type == NLMSG_ERROR and msg_seq == seq:
-                    code = struct.unpack_from("=i", self._buffer, body)[0]
+                    code = NLMSGERR_CODE.unpack_from(self._buffer, body)[0]
                     if code:
                         raise NetlinkError(-code, f"netfilter refused the request: {os.strerror(-code)}")
                     acknowledged = True
@@ -839,7 +843,7 @@ class NetfilterSocket:
                 raise NetlinkError(errno.EPROTO, f"truncated netlink message at byte {offset - start}")
             if msg_type & 0xFF00:
                 packets.append(parse(data, offset + 16, end))
-            elif msg_type == NLMSG_ERROR and struct.unpack_from("=i", data, offset + 16)[0]:
+            elif msg_type == NLMSG_ERROR and NLMSGERR_CODE.unpack_from(data, offset + 16)[0]:
                 self.verdict_errors += 1
             offset = (end + 3) & ~3
 

@@ -21,17 +21,14 @@ from typing import Iterable, NamedTuple
 from divertgui.engine.errors import NetlinkError
 
 from . import netlink
-from .netlink import NLMSGHDR, attribute, iter_attributes, iter_messages
+from .netlink import (NLA_F_NESTED, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLMSGERR_CODE, NLMSGHDR,
+                      attribute, iter_attributes, iter_messages)
 
 NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
 NFPROTO_IPV4, NFPROTO_IPV6 = 2, 10
 FAMILIES = {4: NFPROTO_IPV4, 6: NFPROTO_IPV6}
 
-NLM_F_MULTI, NLM_F_DUMP_INTR = 0x2, 0x10
-NLM_F_ROOT, NLM_F_MATCH, NLM_F_APPEND, NLM_F_CREATE = 0x100, 0x200, 0x800, 0x400
-NLM_F_DUMP = NLM_F_ROOT | NLM_F_MATCH
-NLA_F_NESTED = 0x8000
 
 # enum nf_tables_msg_types
 NEWTABLE, GETTABLE, DELTABLE, NEWCHAIN, GETCHAIN, DELCHAIN, NEWRULE, GETRULE, DELRULE = range(9)
@@ -321,12 +318,13 @@ def parse_rule(data, body: int, end: int) -> tuple[str, DumpedRule]:
 
 class NftablesError(NetlinkError):
     """The kernel refused a change or a dump; `what` says which message, `needs` what of the
-    kernel that message needs."""
+    kernel that message needs, `batch_start` whether it was a batch's opening message (which
+    a kernel without nf_tables refuses)."""
 
-    def __init__(self, code: int, what: str, needs: str = ""):
+    def __init__(self, code: int, what: str, needs: str = "", batch_start: bool = False):
         needing = f" needing {needs}" if needs else ""
         super().__init__(code, f"nf_tables refused to {what}{needing}: {os.strerror(code)}")
-        self.what, self.needs = what, needs
+        self.what, self.needs, self.batch_start = what, needs, batch_start
 
 
 class NftablesSocket:
@@ -389,12 +387,13 @@ class NftablesSocket:
             for msg_type, _flags, seq, body, _end in iter_messages(self._buffer, length):
                 if msg_type != netlink.NLMSG_ERROR:
                     continue
-                code = -struct.unpack_from("=i", self._buffer, body)[0]
+                code = -NLMSGERR_CODE.unpack_from(self._buffer, body)[0]
                 if seq in (begin_seq, end_seq):
                     if code:
                         # The whole batch went unread: the kernel has no nf_tables (EOPNOTSUPP) or refused it.
-                        raise NftablesError(code, "start a batch of changes" if seq == begin_seq
-                                            else "apply a batch of changes")
+                        starting = seq == begin_seq
+                        raise NftablesError(code, "start a batch of changes" if starting
+                                            else "apply a batch of changes", batch_start=starting)
                     continue
                 if seq in waiting:
                     change = waiting.pop(seq)
@@ -422,7 +421,7 @@ class NftablesSocket:
                     if msg_type == netlink.NLMSG_DONE:
                         done = True
                     elif msg_type == netlink.NLMSG_ERROR:
-                        code = -struct.unpack_from("=i", data, body)[0]
+                        code = -NLMSGERR_CODE.unpack_from(data, body)[0]
                         if code:
                             raise NftablesError(code, f"list its {DUMPED[kind]}")
                         done = True
