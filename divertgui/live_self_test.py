@@ -148,7 +148,7 @@ def live_self_test(bench, wait_until) -> tuple[bool, str]:
     finally:
         sockets.close()
     host = (bench.hello or {}).get("host", "this process")
-    summary = (f"{window.count} packets from the service on {host} in {time.monotonic() - started:.1f} s "
+    summary = (f"{len(bench.store)} packets from the service on {host} in {time.monotonic() - started:.1f} s "
                f"(TCP and UDP, IPv4 and IPv6), a TCP segment held, edited and read back edited; "
                f"capabilities: {capabilities_text()}")
     if problems:
