@@ -191,6 +191,10 @@ class CgroupError(BackendError, OSError):
 
     kind = "kernel"
 
+    def __str__(self) -> str:
+        # The message says what and where; OSError's "[Errno N]" prefix adds nothing to it.
+        return self.strerror or super().__str__()
+
 
 class NetfilterError(RuntimeError):
     """nf_tables refused a change or could not be read; `missing_feature` names what of the

@@ -19,7 +19,7 @@ def cgroup2_mount(mountinfo: str = "/proc/self/mountinfo") -> str:
             # mountinfo: ... mount point (5th) ... " - " filesystem type, source, options.
             if " - cgroup2 " in line:
                 return fields[4].replace("\\040", " ")
-    raise CgroupError(0, "no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup/unified): "
+    raise CgroupError(errno.ENOENT, "no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup/unified): "
                          "the SOCKET layer attaches its eBPF programs to a cgroup v2")
 
 
