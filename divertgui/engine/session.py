@@ -87,6 +87,7 @@ class Session:
         self._hold_pids: set[int] = set()     # every packet of these processes is held
         self._owners: FlowOwners | None = None
         self._owners_cgroup = ""            # whose sockets' creators a live capture records (start's cgroup)
+        self._owners_notice = ""            # why the running capture's packets may lack their process
         self._event_capture = None          # an EventCapture (start_events)
         self._event_records: list = []      # EventRecords not yet sent
         self._events_due = False
@@ -512,6 +513,7 @@ class Session:
     def _begin(self, source: str, mode: str, layer: Layer, reason: str) -> None:
         self._stats_of_pool = None
         # Created here, on the session's thread: it reads this thread's network namespace's sockets.
+        self._owners_notice = ""
         self._owners = self._flow_owners() if source == "live" else None
         self._source, self._mode, self._layer, self._reason = source, mode, layer, reason
         self._wall_offset = time.time_ns() - time.monotonic_ns()
@@ -550,7 +552,7 @@ class Session:
         creators = exits = None
         if sys.platform.startswith("linux"):
             from divertgui.engine.backends.socket_creators import for_capture
-            creators = for_capture(self._owners_cgroup)
+            creators, self._owners_notice = for_capture(self._owners_cgroup)
             exits = exited_processes.acquire()
         try:
             return FlowOwners(self.store.processes, poll_events=self._poll_events_for_owners, creators=creators,
@@ -650,6 +652,7 @@ class Session:
         self._state_due = self._rows_due = True
 
     def _close_owners(self) -> None:
+        self._owners_notice = ""
         if self._owners is not None:
             if self._owners.error:
                 self._error(f"some packets got no process: {self._owners.error}", "processes")
@@ -913,7 +916,7 @@ class Session:
         if self._state_due:
             self._state_due = False
             return event("state", running=self._handle is not None or self._pool is not None, paused=self._paused,
-                         source=self._source, mode=self._mode, reason=self._reason)
+                         source=self._source, mode=self._mode, reason=self._reason, notice=self._owners_notice)
         due = {"held": bool(self._newly_held or self._released), "events": self._events_due,
                "rows": self._rows_due}
         # Held packets, events and rows take turns so that none starves the others.

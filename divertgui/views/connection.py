@@ -193,16 +193,17 @@ class ServiceEvents:
             window.source_name = event["source"]
         window.mode_running = event.get("mode") or ""
         reason = event.get("reason") or ""
-        if window.running and reason:
-            # A source runs, but not the one asked for (live capture fell back to the demo);
-            # later state events repeat the reason, and a notice closed stays closed.
-            if reason != window.state_reason:
-                window.show_notice(reason)
+        # A source runs, but not the one asked for (live capture fell back to the demo), or live
+        # packets may lack their process; later state events repeat it, and a notice closed stays closed.
+        notice = (reason or event.get("notice") or "") if window.running else ""
+        if notice:
+            if notice != window.state_notice:
+                window.show_notice(notice)
         elif window.running and window.source_name == "live":
             window.notice_banner.hide()
         elif reason:
             window.statusBar().showMessage(reason, 8000)
-        window.state_reason = reason
+        window.state_reason, window.state_notice = reason, notice
         window.update_state_widgets()
 
     def _error(self, event: dict) -> None:

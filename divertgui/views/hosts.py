@@ -160,13 +160,17 @@ class Hosts(QObject):
         self.event.emit(event)
 
     def _merged_state(self) -> dict:
-        states = [self._states[link.index] for link in self.links if link.index in self._states]
+        hosts = [(link.host, self._states[link.index]) for link in self.links if link.index in self._states]
+        states = [state for _, state in hosts]
         running = [state for state in states if state.get("running")]
         reasons = list(dict.fromkeys(state.get("reason") for state in states if state.get("reason")))
+        notices = [f"{host}: {state['notice']}" if len(self.links) > 1 else state["notice"]
+                   for host, state in hosts if state.get("running") and state.get("notice")]
         first = (running or states)[0]
         return {"type": "state", "running": bool(running),
                 "paused": bool(running) and all(state.get("paused") for state in running),
-                "source": first.get("source", ""), "mode": first.get("mode", ""), "reason": "; ".join(reasons)}
+                "source": first.get("source", ""), "mode": first.get("mode", ""), "reason": "; ".join(reasons),
+                "notice": "; ".join(notices)}
 
     def _merged_rows(self, link, event: dict) -> dict | None:
         generation, count = int(event.get("generation", 0)), int(event.get("count", 0))

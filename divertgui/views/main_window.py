@@ -68,6 +68,7 @@ class MainWindow(QMainWindow):
         self.source_name = self.options.source
         self.mode_running = ""
         self.state_reason = ""
+        self.state_notice = ""      # the notice the running capture's state last gave
         self.session_stats: dict = {}
         self.errors: list[dict] = []
         self.last_display_filter_seconds = 0.0

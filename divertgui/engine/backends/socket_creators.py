@@ -84,18 +84,19 @@ def in_initial_pid_namespace(status: str = "/proc/self/status") -> bool:
     return True
 
 
-def for_capture(cgroup: str = "") -> SocketCreators | None:
-    """The creators of the sockets a live capture sees: those of `cgroup` (a path under the cgroup
-    v2 mount; "": every process). None where the kernel refuses, said once in the log: packets
-    are then attributed through /proc alone."""
+def for_capture(cgroup: str = "") -> tuple[SocketCreators | None, str]:
+    """(the creators of the sockets a live capture sees, ""): those of `cgroup` (a path under the
+    cgroup v2 mount; "": every process). Where the kernel refuses, (None, what the capture lacks
+    and why), said once in the log too: packets are then attributed through /proc alone."""
     global _refusal_said
     try:
         if not in_initial_pid_namespace():
             raise OSError("this process runs in a nested pid namespace, whose pids the kernel's record lacks")
-        return SocketCreators(cgroup_directory(cgroup))
+        return SocketCreators(cgroup_directory(cgroup)), ""
     except (OSError, ValueError) as exc:
+        why_not = (f"Packets of programs whose open files the capture service may not read show no process: "
+                   f"the record of socket creators is unavailable: {exc}")
         if not _refusal_said:
             _refusal_said = True
-            _log.warning("packets get their process from /proc alone (processes whose open files this "
-                         "service may not read go unnamed): the record of socket creators is unavailable: %s", exc)
-        return None
+            _log.warning("%s", why_not)
+        return None, why_not
