@@ -49,7 +49,7 @@ class PooledCapture:
         self._settings = {setting["type"]: setting for setting in settings}
         self._channels = SlotChannels(context, self._reports, layer, lambda: list(self._settings.values()))
         self._pool = WorkerPool(filter_text, run_session, workers, layer, priority, Flag.FAIL_OPEN,
-                                slot_options=self._channels)
+                                slot_options=self._channels, on_started=self._channels.started)
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._failure: BaseException | None = None

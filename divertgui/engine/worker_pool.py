@@ -63,11 +63,12 @@ def worker_count(text: str) -> int:
 
 class WorkerPool:
     def __init__(self, filter: str, work, workers: int, layer: Layer = Layer.NETWORK, priority: int = 0,
-                 flags: Flag = Flag(0), queue_length: int | None = None, options=None, slot_options=None):
+                 flags: Flag = Flag(0), queue_length: int | None = None, options=None, slot_options=None,
+                 on_started=None):
         """`options` goes to every worker's `work`; `slot_options`, when given, instead: `slot_options[slot]`
-        to the worker started in that slot, read again each time one is (re)started there; then
-        `slot_options.started(slot)`, if it has that, once the worker runs (to close the pipe ends
-        the options hand it, which must not stay open here)."""
+        to the worker started in that slot, read again each time one is (re)started there. Then
+        `on_started(slot)`, when given, once that worker runs (to close the pipe ends its options
+        hand it, which must not stay open here)."""
         if workers < 1:
             raise WorkerPoolError(f"a pool needs at least 1 worker, not {workers}")
         if flags & (Flag.SNIFF | Flag.DROP | Flag.RECV_ONLY | Flag.SEND_ONLY):
@@ -75,7 +76,7 @@ class WorkerPool:
         self.filter, self.work, self.workers = filter, work, workers
         self.layer, self.priority, self.flags = Layer(layer), priority, Flag(flags)
         self.queue_length, self.options = queue_length, options
-        self.slot_options = slot_options
+        self.slot_options, self.on_started = slot_options, on_started
         from divertgui.engine import fork_server
         self._context = fork_server.context()
         self._stop = self._context.Event()
@@ -136,9 +137,8 @@ class WorkerPool:
             # Only the worker may hold its write end: when it dies, even partway through a message,
             # its pipe ends and the pool reads on.
             reports.close()
-            started = getattr(self.slot_options, "started", None)
-            if started is not None:
-                started(slot)
+            if self.on_started is not None:
+                self.on_started(slot)
         self._processes[slot] = process
 
     def _wait_ready(self, processes) -> None:
