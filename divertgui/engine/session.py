@@ -37,6 +37,7 @@ RECV_TIMEOUT = 0.01
 BATCH = 255
 DEMO_RATE = 1000.0
 SWITCH_INTERVAL = 0.0001
+DROPS_PERIOD = 0.5          # seconds between readings of a drop-mode capture's count
 DELAYS_PER_EVENT = 512      # lag delays sent to the charts per "rows" event, the newest
 MAX_HELD = 10_000           # held packets; beyond, matching packets pass and are counted
 MAX_HELD_BYTES = 64 << 20   # their bytes
@@ -108,6 +109,8 @@ class Session:
         self._released: list[int] = []
         self._errors: list[dict] = []
         self._last_emit = 0.0
+        self._drops_read_at = -DROPS_PERIOD
+        self._drops_seen = 0
         self._last_kind = ""
 
     @property
@@ -157,6 +160,8 @@ class Session:
                         # Hand the interpreter to the GUI thread between batches, not
                         # only when the switch interval forces it.
                         time.sleep(0)
+                elif self._handle is not None:
+                    self._watch_drops()
                 if self._event_capture is not None:
                     self._poll_events()
                 self._expire_holds()
@@ -166,6 +171,18 @@ class Session:
             self._close_events()
             self._flush(force=True)
             sys.setswitchinterval(switch_interval)
+
+    def _watch_drops(self) -> None:
+        """A drop-mode capture receives no packet, so no row says that its rule is dropping:
+        its handle's count is read every DROPS_PERIOD and a change is sent with the rows."""
+        now = time.monotonic()
+        if now - self._drops_read_at < DROPS_PERIOD:
+            return
+        self._drops_read_at = now
+        dropped = self._handle.stats().get("dropped", 0)
+        if dropped != self._drops_seen:
+            self._drops_seen = dropped
+            self._rows_due = True
 
     def _take_commands(self, wait: float) -> None:
         try:

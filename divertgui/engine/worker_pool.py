@@ -205,7 +205,7 @@ class WorkerPool:
             return
         self._hits_at = time.monotonic()
         with contextlib.suppress(NetfilterError, OSError):
-            self._hits = max(self._hits, netfilter_rules.queue_rule_hits(self.rules))
+            self._hits = max(self._hits, netfilter_rules.target_hits(self.rules))
 
     def _finish(self) -> int:
         """Stops diverting, lets the workers give what they hold its verdict, and collects their counters;

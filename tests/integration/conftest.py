@@ -345,7 +345,10 @@ def icmp_echo(host: str, count: int, timeout: float = 2.0) -> int:
                 total = (total & 0xFFFF) + (total >> 16)
                 total = (total & 0xFFFF) + (total >> 16)
                 body = body[:2] + (~total & 0xFFFF).to_bytes(2, "big") + body[4:]
-            sock.sendto(body, (host, 0))
+            try:
+                sock.sendto(body, (host, 0))
+            except PermissionError:
+                continue        # a rule dropped it on its way out
             end = time.monotonic() + timeout
             while time.monotonic() < end:
                 try:

@@ -183,13 +183,14 @@ class HandleRules:
         return [self.chain(hook) for hook in self.hooks]
 
     def _target(self) -> tuple[list[bytes], list[str]]:
+        # Counted: target_hits() reads how many packets reached the queue, or were dropped
+        # (a DROP handle receives nothing, so the kernel's count is the only one).
         if self.action == "divert":
-            # Counted: queue_rule_hits() reads how many packets reached the queue.
             return [nft.counter(), nft.nfqueue_target(self.queue, self.balance, self.bypass)], [NEEDS["NFQUEUE"]]
         if self.action == "sniff":
             return [nft.log_to_group(self.queue, netlink.MAX_COPY)], [NEEDS["log"]]
         if self.action == "drop":
-            return [nft.verdict(nft.NF_DROP)], []
+            return [nft.counter(), nft.verdict(nft.NF_DROP)], []
         raise ValueError(f"unknown handle action {self.action!r}")
 
     def jumps(self, hook: str, version: int) -> list[Rule]:
@@ -555,8 +556,9 @@ def remove(handle: HandleRules) -> None:
     _untrack(handle)
 
 
-def queue_rule_hits(handle: HandleRules) -> int:
-    """Packets that reached this handle's NFQUEUE rules, IPv4 and IPv6 together."""
+def target_hits(handle: HandleRules) -> int:
+    """Packets that reached this handle's NFQUEUE or drop rules, IPv4 and IPv6 together: one
+    rule dump per IP version."""
     mine = set(handle.chains())
     hits = 0
     with _kernel() as sock:

@@ -765,8 +765,9 @@ class NfqueueBackend(Backend):
         if how in ("recv", "both"):
             self._recv_open = False
             if self.rules is not None:
-                if self.flags & Flag.FAIL_OPEN:
-                    self._rule_hits = netfilter_rules.queue_rule_hits(self.rules)
+                if self.flags & Flag.FAIL_OPEN or self.action == "drop":
+                    # The counters go with the rules.
+                    self._rule_hits = netfilter_rules.target_hits(self.rules)
                 netfilter_rules.remove(self.rules)
                 self.rules = None
         if how in ("send", "both"):
@@ -835,6 +836,9 @@ class NfqueueBackend(Backend):
         in fail-open mode, let through without an id. So bypassed =
         rule hits - last id - queue_dropped, plus the id gaps of fail-open.
         """
+        if self.action == "drop":
+            # Dropped by the kernel's rule: nothing was received, so nothing else counts them.
+            return {"dropped": self.counters["dropped"] + self._read_rule_hits()}
         if self.action != "divert" or self.sock is None:
             return self._final_kernel_counts
         row = None
@@ -853,11 +857,17 @@ class NfqueueBackend(Backend):
                   "overflowed": queue_dropped + user_dropped + self.counters["overflowed"]}
         if self.flags & Flag.FAIL_OPEN:
             # Only fail-open passes packets while we are bound (queue bypass
-            # needs an absent reader). Rule counters cost a subprocess each,
-            # hence read at most every RULE_HITS_PERIOD seconds.
-            now = time.monotonic()
-            if self.rules is not None and (self._closed.is_set() or now - self._rule_hits_at >= RULE_HITS_PERIOD):
-                self._rule_hits = netfilter_rules.queue_rule_hits(self.rules)
-                self._rule_hits_at = now
-            counts["bypassed"] = self.counters["bypassed"] + max(0, self._rule_hits - last_id - queue_dropped)
+            # needs an absent reader).
+            counts["bypassed"] = self.counters["bypassed"] + max(0, self._read_rule_hits() - last_id - queue_dropped)
         return counts
+
+    def _read_rule_hits(self) -> int:
+        """The rule counters (target_hits): a netlink dump each, hence read at most every
+        RULE_HITS_PERIOD seconds, and once more when the handle closes; the last reading
+        stands once the rules are gone or cannot be read."""
+        now = time.monotonic()
+        if self.rules is not None and (self._closed.is_set() or now - self._rule_hits_at >= RULE_HITS_PERIOD):
+            self._rule_hits_at = now
+            with contextlib.suppress(NetfilterError):
+                self._rule_hits = netfilter_rules.target_hits(self.rules)
+        return self._rule_hits

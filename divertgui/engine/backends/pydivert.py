@@ -11,6 +11,7 @@ filter text; the driver compiles and evaluates it, nothing is re-tested here.
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import itertools
 import os
@@ -119,6 +120,7 @@ class PydivertBackend(Backend):
         self.interfaces = interfaces
         self.divert = None
         self.counters = collections.Counter()
+        self._driver_counts: dict[str, int] = {}   # the driver's, as last read; they go with its handle
         self._pending: dict[int, tuple] = {}        # ticket -> (WinDivertAddress it came with, original bytes)
         self._tickets = itertools.count(1)
         self._lock = threading.Lock()
@@ -219,6 +221,7 @@ class PydivertBackend(Backend):
         divert.shutdown(code)
 
     def close(self) -> None:
+        self._read_driver_counts()
         divert, self.divert = self.divert, None
         with self._lock:
             # Held packets that were never sent back are dropped with the handle.
@@ -233,13 +236,16 @@ class PydivertBackend(Backend):
                     pass
             divert.close()
 
+    def _read_driver_counts(self) -> dict[str, int]:
+        if self.divert is not None:
+            with contextlib.suppress(OSError, RuntimeError):
+                self._driver_counts = dict(self.divert.stats())
+        return self._driver_counts
+
     def stats(self) -> dict[str, int]:
         counts = dict(self.counters)
-        if self.divert is None:
-            return counts
-        try:
-            driver = self.divert.stats()
-        except (OSError, RuntimeError):
+        driver = self._read_driver_counts()
+        if not driver:
             return counts
         # Kernel-side counts: DROP-flag drops, and copies lost because the ring or queue was full.
         counts["dropped"] = counts.get("dropped", 0) + driver.get("dropped", 0)

@@ -1,0 +1,42 @@
+"""A DROP handle receives nothing, yet counts every packet its rule drops, while it drops them."""
+
+import pytest
+
+from divertgui.engine.address import Flag
+from divertgui.engine.handle import Divert
+from tests.integration.conftest import icmp_echo, wait_until
+
+pytestmark = pytest.mark.netns
+
+PINGS = 7
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_a_drop_handle_counts_the_pings_it_drops(veth, backend, version):
+    protocol, target = ("icmp", veth.b_v4) if version == 4 else ("icmpv6 and icmpv6.Type == 128", veth.b_v6)
+    with veth.b.entered():
+        with Divert(f"inbound and {protocol}", flags=Flag.DROP, backend=backend()) as handle:
+            with veth.a.entered():
+                replies = icmp_echo(target, PINGS, timeout=0.2)
+            # Counted while the handle is open (the kernel's count is read again every so often).
+            wait_until(lambda: handle.stats()["dropped"] >= PINGS, 5)
+            open_count = handle.stats()["dropped"]
+            received = handle.stats()["received"]
+        closed_count = handle.stats()["dropped"]
+    with veth.a.entered():
+        replies_after = icmp_echo(target, 1, timeout=2)
+    assert replies == 0
+    assert open_count == PINGS
+    assert closed_count == PINGS
+    assert received == 0
+    assert replies_after == 1
+
+
+def test_drops_on_the_way_out_are_counted_once(netns, backend):
+    with netns.entered():
+        netns.ip("link", "set", "lo", "up")
+        with Divert("icmp", flags=Flag.DROP, backend=backend()) as handle:
+            replies = icmp_echo("127.0.0.1", PINGS, timeout=0.2)
+        dropped = handle.stats()["dropped"]
+    assert replies == 0
+    assert dropped == PINGS
