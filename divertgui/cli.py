@@ -662,7 +662,8 @@ def _passthru_workers(args) -> int:
 def cmd_conditions(args) -> int:
     """Lag, loss and the other rules on the packets FILTER selects; the counters on SIGINT/SIGTERM."""
     from divertgui.engine.rules import RuleError
-    from divertgui.engine.rules.cli_args import CONDITIONS_QUEUE_LENGTH, format_stats, pipeline_from_args
+    from divertgui.engine.rules.cli_args import (CONDITIONS_QUEUE_LENGTH, FORWARD_OUTBOUND, format_stats,
+                                                 pipeline_from_args)
     from divertgui.engine.rules.runner import run_conditions
     try:
         pipeline = pipeline_from_args(args)
@@ -672,29 +673,38 @@ def cmd_conditions(args) -> int:
     if not pipeline.rules:
         _error("conditions: no condition given (use --lag, --drop, ... or --profile)")
         return EXIT_USAGE
+    applied = [rule.name for rule in pipeline.rules if rule.enabled]
+    if not applied:
+        _error(f"conditions: every rule of profile {args.profile!r} is disabled (\"enabled\": false), so there "
+               "is nothing to apply; add a condition (--lag, --drop, ...), or set \"enabled\": true on a rule "
+               "of the profile (for a preset, in a copy given as --profile FILE)")
+        return EXIT_USAGE
+    disabled = len(pipeline.rules) - len(applied)
+    doing = f"applying {', '.join(applied)} to {args.filter!r}" + (
+        f", not the profile's {disabled} disabled rule{'s' if disabled > 1 else ''}" if disabled else "")
+    _compile(args.filter, LAYERS[args.layer])  # a bad FILTER is said before what the rules make of it
+    diverted = pipeline.divert_filter(args.filter, LAYERS[args.layer])
+    if diverted == "false":
+        _error(f"conditions: {FORWARD_OUTBOUND}, so the profile's rules, all inbound, would apply to none")
+        return EXIT_USAGE
     if args.workers > 1:
-        names = ", ".join(rule.name for rule in pipeline.rules)
         from divertgui.engine.worker_pool import worker_seed
         per_worker = [{"rules": pipeline.to_dicts(), "seed": worker_seed(args.seed, slot), "gather": args.gather}
                       for slot in range(args.workers)]
-        totals = _run_workers(args, _conditions_work, None, f"applying {names} to {args.filter!r}",
-                              CONDITIONS_QUEUE_LENGTH, pipeline.divert_filter(args.filter, LAYERS[args.layer]),
+        totals = _run_workers(args, _conditions_work, None, doing, CONDITIONS_QUEUE_LENGTH, diverted,
                               slot_options=per_worker)
         stats, handle_stats = totals.get("conditions", pipeline.stats()), totals
     else:
         stop = _Stop()
         stop.install()
         # Lagged and throttled packets wait in the kernel queue: give them room.
-        handle = _open_handle(args, Flag(0), queue_length=CONDITIONS_QUEUE_LENGTH,
-                              diverted=pipeline.divert_filter(args.filter, LAYERS[args.layer]))
+        handle = _open_handle(args, Flag(0), queue_length=CONDITIONS_QUEUE_LENGTH, diverted=diverted)
         with handle:
-            names = ", ".join(rule.name for rule in pipeline.rules)
-            _say(f"divert: applying {names} to {args.filter!r} (priority {args.priority}); Ctrl+C to stop",
-                 sys.stderr)
+            _say(f"divert: {doing} (priority {args.priority}); Ctrl+C to stop", sys.stderr)
             with _LossWarnings(handle.stats):
                 stats = run_conditions(handle, pipeline, stop.event, gather=args.gather)
             handle_stats = handle.stats()
-    _say(format_stats(stats))
+    _say(format_stats(stats, [rule.enabled for rule in pipeline.rules]))
     handle_stats = dict(handle_stats, send_failed=stats.get("send_failed", 0))
     if stats.get("send_failed"):
         _error(f"{stats['send_failed']} packets were dropped because a rule's edit made them too large to send"

@@ -97,3 +97,62 @@ def test_bad_usage_exits_2_with_what_is_wrong(netns):
     nothing = cli(netns, "conditions", "udp")
     assert nothing.returncode == 2 and "no condition given" in nothing.stderr
     assert our_chains(netns) == []
+
+
+def test_only_the_enabled_rules_of_a_profile_are_applied_and_divert(netns, tmp_path):
+    profile = tmp_path / "mostly-off.json"
+    profile.write_text(json.dumps({"name": "mostly-off", "rules": [
+        {"kind": "drop", "name": "off-everything", "enabled": False, "chance": 100.0},
+        {"kind": "lag", "enabled": False, "inbound_ms": 500, "outbound_ms": 500},
+        {"kind": "drop", "name": "cut", "chance": 100.0, "filter": f"udp.DstPort == {PORT + 1}"}]}))
+    process = start_cli(netns, "conditions", "udp", "--profile", str(profile))
+    try:
+        with netns.entered():
+            kept, cut, client = udp_socket("127.0.0.1", PORT), udp_socket("127.0.0.1", PORT + 1), \
+                udp_socket("127.0.0.1")
+            for index in range(5):
+                client.sendto(b"keep %d" % index, ("127.0.0.1", PORT))
+                client.sendto(b"cut %d" % index, ("127.0.0.1", PORT + 1))
+            got_kept = receive_expected(kept, 5, seconds=5.0, quiet=0.3)
+            got_cut = receive_all(cut, 0.3)
+        listed = cli(netns, "list")
+    finally:
+        code, out, err = finish(process, signal.SIGINT)
+    assert code == 0, err
+    assert got_kept == [b"keep %d" % index for index in range(5)] and got_cut == []
+    assert f"(udp) and (((udp.DstPort == {PORT + 1})))" in listed.stdout, listed.stdout
+    assert list(counter_rows(out)) == ["cut"], out
+    # Only the datagrams the enabled rule selects reached the handle: the others stayed in the kernel.
+    assert "received 5, sent 0, dropped 5" in out, out
+    assert "lost 0 of 5 packets" in err, err
+    assert our_chains(netns) == []
+
+
+def test_a_profile_whose_rules_are_all_disabled_is_refused_before_anything_is_diverted(netns):
+    refused = cli(netns, "conditions", "udp", "--profile", "clumsy-defaults")
+    assert refused.returncode == 2, refused.stderr
+    assert "every rule of profile 'clumsy-defaults' is disabled" in refused.stderr, refused.stderr
+    assert our_chains(netns) == []
+
+
+def test_forward_layer_conditions_lag_the_packets_a_router_forwards(routed):
+    process = start_cli(routed.r, "conditions", "--layer", "forward", f"udp and udp.DstPort == {PORT}",
+                        "--lag", "30")
+    try:
+        with routed.b.entered():
+            server = udp_socket(routed.b_v4, PORT)
+        with routed.a.entered():
+            client = udp_socket(routed.a_v4)
+        one_way = []
+        for index in range(5):
+            sent = time.monotonic_ns()
+            client.sendto(b"routed %d" % index, (routed.b_v4, PORT))
+            assert server.recv(64) == b"routed %d" % index
+            one_way.append((time.monotonic_ns() - sent) / 1e6)
+    finally:
+        code, out, err = finish(process, signal.SIGTERM)
+    assert code == 0, err
+    assert min(one_way) >= 29.0, f"every forwarded datagram waited 30 ms: {sorted(one_way)}"
+    rows = counter_rows(out)
+    assert rows["lag"]["matched"] == 5 and rows["lag"]["delayed"] == 5, out
+    assert our_chains(routed.r) == []

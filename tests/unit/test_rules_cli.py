@@ -5,8 +5,10 @@ import json
 import pytest
 
 from divertgui import cli
+from divertgui.engine.address import Layer
 from divertgui.engine.rules import Pipeline, rules_from_dicts
 from divertgui.engine.rules.cli_args import format_stats, rules_from_args
+from divertgui.engine.rules.profiles import PRESETS_DIR
 
 
 def parse(*argv):
@@ -67,6 +69,41 @@ def test_only_what_some_rule_can_match_is_diverted():
     assert Pipeline.from_dicts([{"kind": "drop"}]).divert_filter("udp") == "udp"
 
 
+def test_disabled_rules_make_nothing_diverted():
+    pipeline = Pipeline.from_dicts([{"kind": "drop", "enabled": False},
+                                    {"kind": "payload_replace", "enabled": False, "find": "a", "replace": "b"},
+                                    {"kind": "lag", "filter": "udp.DstPort == 53"}])
+    assert pipeline.divert_filter("udp") == "(udp) and (((udp.DstPort == 53)))"
+    assert Pipeline.from_dicts(json.loads((PRESETS_DIR / "clumsy-defaults.json").read_text())["rules"]
+                               ).divert_filter("udp") == "false"
+
+
+def test_at_the_forward_layer_every_packet_is_outbound():
+    pipeline = Pipeline.from_dicts([{"kind": "drop", "direction": "inbound"},
+                                    {"kind": "lag", "filter": "udp.DstPort == 53", "direction": "outbound"}])
+    assert pipeline.divert_filter("udp", Layer.NETWORK_FORWARD) == "(udp) and (((udp.DstPort == 53)))"
+    assert Pipeline.from_dicts([{"kind": "lag", "direction": "outbound"}]).divert_filter(
+        "udp", Layer.NETWORK_FORWARD) == "udp"
+    assert Pipeline.from_dicts([{"kind": "lag", "direction": "inbound"}]).divert_filter(
+        "udp", Layer.NETWORK_FORWARD) == "false"
+
+
+def test_a_profile_whose_rules_are_all_disabled_is_refused(capsys):
+    assert cli.main(["conditions", "udp", "--profile", "clumsy-defaults"]) == 2
+    err = capsys.readouterr().err
+    assert "every rule of profile 'clumsy-defaults' is disabled" in err and "--lag" in err, err
+    assert '"enabled": true' in err
+
+
+def test_inbound_conditions_at_the_forward_layer_are_refused(capsys, tmp_path):
+    assert cli.main(["conditions", "--layer", "forward", "udp", "--lag", "30", "--direction", "in"]) == 2
+    assert "--direction: in: at --layer forward every packet is outbound" in capsys.readouterr().err
+    inbound = tmp_path / "inbound.json"
+    inbound.write_text(json.dumps({"rules": [{"kind": "drop", "direction": "inbound"}]}))
+    assert cli.main(["conditions", "--layer", "forward", "udp", "--profile", str(inbound)]) == 2
+    assert "the profile's rules, all inbound, would apply to none" in capsys.readouterr().err
+
+
 def test_counter_table():
     pipeline = Pipeline(rules_from_dicts([{"kind": "drop", "chance": 100.0}, {"kind": "lag", "name": "slow"}]))
     stats = pipeline.stats()
@@ -75,3 +112,10 @@ def test_counter_table():
     assert text[0].split() == ["rule", "matched", "dropped", "delayed", "duplicated", "modified", "injected", "held"]
     assert text[1].split()[:3] == ["drop", "0", "7"] and text[2].split()[0] == "slow"
     assert text[-1].startswith("received 0, sent 0")
+
+
+
+def test_the_counter_table_leaves_out_disabled_rules():
+    pipeline = Pipeline.from_dicts([{"kind": "drop", "enabled": False}, {"kind": "lag", "name": "slow"}])
+    rows = format_stats(pipeline.stats(), [rule.enabled for rule in pipeline.rules]).splitlines()
+    assert [row.split()[0] for row in rows] == ["rule", "slow", "received"]

@@ -71,6 +71,8 @@ def _duplicate(text):
     return count, 10.0 if percent is None else percent
 
 
+FORWARD_OUTBOUND = "at --layer forward every packet is outbound (a routed packet, as in WinDivert)"
+
 CONDITIONS_DESCRIPTION = (
     "Divert the packets FILTER selects and apply network conditions to them until SIGINT or SIGTERM, "
     "then print per-rule counters. Rules run in the order lag, drop, throttle, reorder, duplicate, "
@@ -138,7 +140,10 @@ def pipeline_from_args(args) -> Pipeline:
         _checked("--jitter", lambda: Lag.params["jitter_ms"].check(args.jitter, "lag.jitter_ms"))
         if args.lag is None:
             raise RuleError("needs --lag (jitter varies the lag's delay)", "--jitter")
-    for option, data in option_rules(args):
+    options = option_rules(args)
+    if options and args.direction == "in" and args.layer == "forward":
+        raise RuleError(f"in: {FORWARD_OUTBOUND}: use out or both", "--direction")
+    for option, data in options:
         fields = dict(data)
         kind = RULE_KINDS[fields.pop("kind")]
         rules.append(_checked(option, lambda: kind(**fields)))
@@ -153,11 +158,13 @@ def _checked(option: str, build):
         raise RuleError(f"{parameter} {exc.message}" if parameter else exc.message, option) from exc
 
 
-def format_stats(stats: dict) -> str:
-    """Per-rule counters as a table, then the totals."""
-    width = max([len("rule")] + [len(r["name"]) for r in stats["rules"]])
+def format_stats(stats: dict, enabled=None) -> str:
+    """Per-rule counters as a table, then the totals; `enabled` (a flag per rule, in order)
+    leaves out the rows of disabled rules, which count nothing."""
+    rules = stats["rules"] if enabled is None else [r for r, on in zip(stats["rules"], enabled) if on]
+    width = max([len("rule")] + [len(r["name"]) for r in rules])
     lines = ["rule".ljust(width) + "".join(f"{c:>11}" for c in _COLUMNS)]
-    for rule in stats["rules"]:
+    for rule in rules:
         lines.append(rule["name"].ljust(width) + "".join(f"{rule.get(c, 0):>11}" for c in _COLUMNS))
     lines.append(f"received {stats['received']}, sent {stats['sent']}, dropped {stats['dropped']}, "
                  f"created {stats['created']}, held {stats['held']}, send errors {stats.get('send_errors', 0)}, "

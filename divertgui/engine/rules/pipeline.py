@@ -124,19 +124,28 @@ class Pipeline:
     def divert_filter(self, text: str, layer: Layer = Layer.NETWORK) -> str:
         """`text` narrowed to the packets some enabled rule can match: all that a
         handle feeding only this pipeline needs to divert, since the rest would
-        pass untouched. `text` itself when a rule must see every packet (one that
-        observes what it does not match, or matches everything) or when the
-        narrowed filter is more than the language allows."""
-        enabled = [rule for rule in self.rules if rule.enabled]
-        if not enabled or any(rule.observe is not None or (rule._match_all and rule._outbound is None)
-                              for rule in enabled):
+        pass untouched; "false" when no enabled rule can match at `layer`.
+        `text` itself when a rule must see every packet (one that observes what
+        it does not match, or matches everything) or when the narrowed filter
+        is more than the language allows. At the forward layer every packet is
+        outbound (as in WinDivert), so an inbound rule matches none and an
+        outbound one is not narrowed by its direction."""
+        forward = layer == Layer.NETWORK_FORWARD
+        selecting = []
+        for rule in self.rules:
+            if not rule.enabled or (forward and rule._outbound is False):
+                continue
+            selecting.append((rule, None if forward else rule._outbound))
+        if not selecting:
+            return "false"
+        if any(rule.observe is not None or (rule._match_all and outbound is None) for rule, outbound in selecting):
             return text
         sides = {True: "outbound", False: "inbound"}
         alternatives = []
-        for rule in enabled:
+        for rule, outbound in selecting:
             selected = "true" if rule._match_all else f"({rule.filter_text})"
-            if rule._outbound is not None:
-                selected = f"{sides[rule._outbound]} and {selected}"
+            if outbound is not None:
+                selected = f"{sides[outbound]} and {selected}"
             alternatives.append(f"({selected})")
         narrowed = f"({text}) and ({' or '.join(alternatives)})"
         try:
