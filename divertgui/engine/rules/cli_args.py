@@ -76,7 +76,8 @@ FORWARD_OUTBOUND = "at --layer forward every packet is outbound (a routed packet
 CONDITIONS_DESCRIPTION = (
     "Divert the packets FILTER selects and apply network conditions to them until SIGINT or SIGTERM, "
     "then print per-rule counters. Rules run in the order lag, drop, throttle, reorder, duplicate, "
-    "tamper, reset, bandwidth, after those of --profile. Only packets some rule can match are diverted.")
+    "tamper, reset, bandwidth, after those of --profile (its disabled rules left out). "
+    "Only packets some enabled rule can match are diverted.")
 
 
 def add_condition_options(parser: argparse.ArgumentParser) -> None:
