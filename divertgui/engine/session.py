@@ -72,6 +72,7 @@ class Session:
         self._backend = None
         self._pool = None                   # a PooledCapture: a live capture over worker processes
         self._stats_of_pool = None          # its counters once it stopped, until the next capture
+        self._stats_of_handle = None        # the same of a capture on one handle
         self._settings: dict[str, dict] = {}    # the latest of each of POOL_SETTINGS, for new workers
         self._source = ""
         self._mode = "divert"
@@ -528,7 +529,7 @@ class Session:
         self._begin(source, mode, layer, reason)
 
     def _begin(self, source: str, mode: str, layer: Layer, reason: str) -> None:
-        self._stats_of_pool = None
+        self._forget_stopped_counts()
         # Created here, on the session's thread: it reads this thread's network namespace's sockets.
         self._owners_notice = ""
         self._owners = self._flow_owners() if source == "live" else None
@@ -540,7 +541,7 @@ class Session:
     def attach_live(self, handle, layer: Layer) -> None:
         """Capture, in divert mode, from `handle`, open already: a worker's queue of a pooled capture."""
         self._close_source("")
-        self._stats_of_pool = None
+        self._forget_stopped_counts()
         self._handle, self._backend = handle, None
         self._source, self._mode, self._layer, self._reason = "live", "divert", layer, ""
         self._wall_offset = time.time_ns() - time.monotonic_ns()
@@ -604,7 +605,7 @@ class Session:
         except CaptureFileError as exc:
             raise SessionError(str(exc), "open") from exc
         self._close_source("")
-        self._stats_of_pool = None
+        self._forget_stopped_counts()
         loaded = load_into(self._fresh_store(), reader)
         self._queue_events(loaded.events)
         self._source = "file"
@@ -628,6 +629,9 @@ class Session:
         self._last_kind = "held"
         return self.store
 
+    def _forget_stopped_counts(self) -> None:
+        self._stats_of_pool = self._stats_of_handle = None
+
     def _on_stop(self, command: dict) -> None:
         self._close_source("stopped")
 
@@ -649,6 +653,8 @@ class Session:
             self._handle.close()
         except Exception as exc:
             self._error(f"closing the {self._source} source failed: {exc}", self._source)
+        # What it dropped and lost stays in view once it stopped.
+        self._stats_of_handle = self._handle.stats()
         self._handle = self._backend = None
         self._close_owners()
         self._reason = reason
@@ -885,7 +891,7 @@ class Session:
             counts.update(packets=len(self.store), bytes=self.store.bytes_stored, held=len(self.held),
                           rules_version=self._rules_version)
             return counts
-        counts = dict(self._handle.stats()) if self._handle is not None else {}
+        counts = dict(self._handle.stats() if self._handle is not None else self._stats_of_handle or {})
         counts.update(self._counts)
         counts.update(packets=len(self.store), bytes=self.store.bytes_stored, held=len(self._held))
         rules = self.pipeline.stats()

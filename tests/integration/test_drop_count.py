@@ -5,6 +5,7 @@ import pytest
 from divertgui.engine.address import Flag
 from divertgui.engine.handle import Divert
 from tests.integration.conftest import icmp_echo, wait_until
+from tests.unit.session_harness import Running
 
 pytestmark = pytest.mark.netns
 
@@ -40,3 +41,26 @@ def test_drops_on_the_way_out_are_counted_once(netns, backend):
         dropped = handle.stats()["dropped"]
     assert replies == 0
     assert dropped == PINGS
+
+
+def test_a_drop_mode_capture_reports_its_count_while_it_runs_and_after_it_stops(netns, capture_cgroup):
+    with netns.entered():
+        # The session thread is created here, so it drops inside the namespace.
+        running = Running()
+    try:
+        running.post("start", source="live", filter="icmp", mode="drop", priority=0, layer="NETWORK",
+                     cgroup=capture_cgroup)
+        state = running.wait_for(lambda e: e["type"] in ("state", "error"), "state event")
+        with netns.entered():
+            replies = icmp_echo("127.0.0.1", PINGS, timeout=0.2)
+        live = running.wait_for(lambda e: e["type"] == "rows" and e["stats"].get("dropped") == PINGS,
+                                f"a rows event counting {PINGS} drops")
+        running.post("stop")
+        running.wait_for(lambda e: e["type"] == "state" and not e["running"], "the stopped state")
+        stopped = running.wait_for(lambda e: e["type"] == "rows", "a rows event after the stop")
+    finally:
+        running.stop()
+    assert state["type"] == "state" and state["running"] and state["mode"] == "drop", state
+    assert replies == 0
+    assert live["count"] == 0
+    assert stopped["stats"]["dropped"] == PINGS
