@@ -25,6 +25,12 @@ AGE_COLUMN = COLUMNS.index("Held")
 HELD_ROWS_SHOWN = 4
 HELD_SHARE, EDITOR_SHARE = 2, 3
 ROW_HEIGHT = 20
+# What the panel says instead of what it holds while a capture runs in a mode where nothing is held.
+CANNOT_HOLD = {
+    "sniff": "Sniff mode: packets are copies and cannot be held; choose divert to hold",
+    "drop": "Drop mode: matching packets are dropped in the kernel and cannot be held; choose divert to hold",
+}
+NO_HELD_PACKET = "No held packet selected"
 
 
 def _row(*widgets: QWidget) -> QHBoxLayout:
@@ -65,6 +71,7 @@ class InterceptPanel(QWidget):
         self.current_id: int | None = None
         self._holding = ""                      # the intercept filter in force ("" when none)
         self._held_pids: list[int] = []         # processes whose every packet is held
+        self._capture_mode = ""                 # the running capture's mode ("" when none runs)
 
         self.filter = FilterEditor("intercept", placeholder="Hold packets matching…",
                                    parent=self)
@@ -93,7 +100,7 @@ class InterceptPanel(QWidget):
         queue_model.rowsRemoved.connect(self._on_queue_changed)
         queue_model.modelReset.connect(self._on_queue_changed)
 
-        self.editor = PacketEditor(self)
+        self.editor = PacketEditor(self, empty_text=NO_HELD_PACKET)
         self.editor.validity_changed.connect(lambda _valid: self._update_buttons())
 
         self.forward_button = QPushButton("Forward", self)
@@ -172,7 +179,16 @@ class InterceptPanel(QWidget):
         self._held_pids = list(pids)
         self._show_holding()
 
+    def set_capture_mode(self, mode: str) -> None:
+        """The mode of the capture now running, "" when none runs."""
+        self._capture_mode = mode
+        self._show_holding()
+
     def _show_holding(self) -> None:
+        if self._capture_mode in CANNOT_HOLD:
+            waiting = f" (intercept filter, for divert mode: {self._holding})" if self._holding else ""
+            self.status.setText(CANNOT_HOLD[self._capture_mode] + waiting)
+            return
         processes = f"every packet of process {', '.join(map(str, self._held_pids))}" if self._held_pids else ""
         if self._holding:
             self.status.setText(f"Holding: {self._holding}" + (f"; {processes}" if processes else ""))

@@ -393,6 +393,7 @@ class MainWindow(QMainWindow):
         self.pause_action.blockSignals(False)
         for widget in (self.mode, self.priority, self.layer):
             widget.setEnabled(not self.running)
+        self.intercept.set_capture_mode((self.mode_running or self.mode.currentText()) if self.running else "")
         self.status_line.update()
 
     def _tick(self) -> None:

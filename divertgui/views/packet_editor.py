@@ -46,8 +46,9 @@ class FieldForm(QWidget):
     """Decoded fields grouped by header, labelled as Wireshark labels them: a line per
     field, and one-bit flags as checkboxes gathered in a "Flags" row."""
 
-    def __init__(self, parent=None):
+    def __init__(self, empty_text: str, parent=None):
         super().__init__(parent)
+        self.empty_text = empty_text            # shown while there is no packet at all
         self.layout_ = QVBoxLayout(self)
         self.layout_.setContentsMargins(2, 2, 2, 2)
         self.edits: dict[tuple[str, str], QLineEdit | PayloadEdit] = {}
@@ -55,12 +56,13 @@ class FieldForm(QWidget):
         self.values: dict[tuple[str, str], str] = {}
         self.groups: list[QGroupBox] = []
         self.payload_hint: QLabel | None = None
+        self.notice: QLabel | None = None       # why there are no fields, when there are none
 
     def load(self, packet: Packet) -> None:
         for group in self.groups:
             group.deleteLater()
         self.groups, self.edits, self.checks, self.values = [], {}, {}, {}
-        self.payload_hint = None
+        self.payload_hint = self.notice = None
         while self.layout_.count():
             item = self.layout_.takeAt(0)
             if item.widget():
@@ -90,7 +92,9 @@ class FieldForm(QWidget):
             self.layout_.addWidget(group)
             self.groups.append(group)
         if not self.groups:
-            self.layout_.addWidget(QLabel("Not an IPv4/IPv6 packet: edit the raw bytes.", self))
+            self.notice = QLabel(self.empty_text if not packet.raw else "Not an IPv4/IPv6 packet: edit the raw bytes.",
+                                 self)
+            self.layout_.addWidget(self.notice)
         self.layout_.addStretch(1)
 
     @staticmethod
@@ -207,12 +211,12 @@ class PacketEditor(QWidget):
 
     validity_changed = Signal(bool)
 
-    def __init__(self, parent=None):
+    def __init__(self, parent=None, empty_text: str = "No packet"):
         super().__init__(parent)
         self.address = Address()
         self.raw = b""
         self.working = b""
-        self.form = FieldForm()
+        self.form = FieldForm(empty_text)
         scroll = QScrollArea(self)
         scroll.setWidget(self.form)
         scroll.setWidgetResizable(True)
@@ -239,6 +243,7 @@ class PacketEditor(QWidget):
         layout.addWidget(self.fix)
         layout.addWidget(self.error)
         self._shown_tab = 0
+        self.clear()
 
     def set_packet(self, raw: bytes, address: Address) -> None:
         """Starts editing `raw`; it stays as `raw`, the unedited bytes."""

@@ -429,15 +429,15 @@ class RulesPanel(QWidget):
         settings.setValue(SETTINGS_PROFILE, self.profile_name)
 
     def restore_rules(self) -> bool:
-        """The rules of the previous run, each on or off as it was. They reach the session
-        like any edit and act only once a capture runs; False when there were none or they
-        could not be read (the status line says why)."""
+        """The rules of the previous run with their parameters, every one switched off: as in
+        Clumsy, a new start applies no condition the user has not switched on since. False
+        when there were none or they could not be read (the status line says why)."""
         settings = QSettings()
         text = settings.value(SETTINGS_RULES, "")
         if not text:
             return False
         try:
-            self.model.restore(json.loads(str(text)))
+            self.model.restore(switched_off(json.loads(str(text))))
         except (ValueError, RuleError) as exc:
             where = settings.fileName()
             self.status.setText(f"The rules of the previous run were not restored ({SETTINGS_RULES} in {where}): "
@@ -448,5 +448,13 @@ class RulesPanel(QWidget):
         if self.profile_name:
             self._show_profile(self.profile_name)
         self.status.setText(f"Restored {self.model.rowCount()} rules from the previous run"
-                            + (f" (profile {self.profile_name})" if self.profile_name else ""))
+                            + (f" (profile {self.profile_name})" if self.profile_name else "")
+                            + ", all switched off: tick On to apply one")
         return True
+
+
+def switched_off(rules):
+    """The saved rules, each off; what is not a rule is left for the model to refuse."""
+    if not isinstance(rules, list):
+        return rules
+    return [dict(rule, enabled=False) if isinstance(rule, dict) else rule for rule in rules]

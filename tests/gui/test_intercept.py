@@ -158,3 +158,54 @@ def test_the_intercept_panel_says_which_processes_it_holds_besides_its_filter(qt
     assert status.text() == "Holding every packet of process 4242"
     window.process_actions.hold_process(None)
     assert status.text() == "Holding nothing"
+
+
+def test_a_capture_in_sniff_or_drop_mode_says_nothing_can_be_held(qtbot, workbench):
+    window = workbench.window
+    panel = window.intercept
+    panel.filter.set_text("icmp or icmpv6 or udp")
+    panel.filter.submit()
+    assert panel.status.text() == "Holding: icmp or icmpv6 or udp"
+    window.mode.setCurrentText("sniff")
+    start_demo(qtbot, workbench)
+    assert panel.status.text().startswith("Sniff mode: packets are copies and cannot be held; choose divert to hold")
+    assert "Holding" not in panel.status.text() and "icmp or icmpv6 or udp" in panel.status.text()
+    qtbot.waitUntil(lambda: window.count >= 100, timeout=10000)
+    assert window.queue_model.rowCount() == 0
+    window.stop_capture()
+    qtbot.waitUntil(lambda: not window.running, timeout=5000)
+    assert panel.status.text() == "Holding: icmp or icmpv6 or udp"
+
+    window.mode.setCurrentText("drop")
+    window.start_capture()
+    qtbot.waitUntil(lambda: window.running, timeout=5000)
+    assert panel.status.text().startswith("Drop mode: matching packets are dropped in the kernel and cannot be held")
+    window.stop_capture()
+    qtbot.waitUntil(lambda: not window.running, timeout=5000)
+
+    window.mode.setCurrentText("divert")
+    window.start_capture()
+    qtbot.waitUntil(lambda: window.queue_model.rowCount() > 0, timeout=10000)
+    assert panel.status.text() == "Holding: icmp or icmpv6 or udp"
+    qtbot.mouseClick(panel.forward_all_button, Qt.MouseButton.LeftButton)
+
+
+def test_the_editor_says_no_held_packet_is_selected_when_none_is(qtbot, workbench):
+    window = workbench.window
+    panel = window.intercept
+    window.intercept_dock.raise_()
+
+    def notice() -> str:
+        return panel.editor.form.notice.text()
+
+    assert notice() == "No held packet selected"
+    start_demo(qtbot, workbench)
+    hold(qtbot, workbench, "udp")
+    assert panel.editor.form.notice is None and panel.editor.form.field("udp", "dst_port").text()
+    qtbot.mouseClick(panel.forward_all_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: window.queue_model.rowCount() == 0, timeout=5000)
+    assert panel.current_id is None and notice() == "No held packet selected"
+    panel.editor.tabs.setCurrentIndex(1)
+    panel.editor.tabs.setCurrentIndex(0)
+    assert notice() == "No held packet selected"
+    assert "IPv4/IPv6" not in notice()

@@ -130,39 +130,66 @@ def test_rows_reorder_by_dragging(qtbot):
     assert not model.apply_stats({"rules": [{"kind": "lag"}] * 3, "rules_version": version - 1})
 
 
-def test_rules_survive_closing_and_reopening_the_window(qtbot):
+def test_rules_come_back_switched_off_with_their_parameters_after_a_restart(qtbot):
     from PySide6.QtCore import QSettings
 
     from divertgui.app import Workbench
+    from divertgui.models.rules_model import ENABLED
     from divertgui.views.capture_options import CaptureOptions
     from divertgui.views.rules_panel import SETTINGS_RULES
 
     first = Workbench(CaptureOptions(source="demo", rate=400.0))
     qtbot.addWidget(first.window)
+    first.window.show()
+    first.window.rules_dock.raise_()
     panel = first.window.rules_panel
-    assert panel.load_profile("preset: mobile-3g")
-    panel.model.set_value(0, "inbound_ms", 333.0)
-    panel.model.set_value(1, "enabled", False)
+    assert panel.load_profile("preset: clumsy-defaults")
+    lag = [panel.model.rule(row)["kind"] for row in range(panel.model.rowCount())].index("lag")
+    panel.select(lag)
+    click_box(qtbot, panel.editor.enabled)
+    panel.editor.fields["inbound_ms"].setValue(100.0)
+    panel.model.set_value(lag + 1, "enabled", True)
     unfinished = add_from_menu(panel, "Payload find/replace")
     assert panel.model.error(unfinished), "a find/replace rule needs something to find"
     rules = panel.model.to_dicts(ids=True)
+    assert rules[lag]["enabled"] and rules[lag]["inbound_ms"] == 100.0
     assert len({rule["id"] for rule in rules}) == len(rules)
     assert first.close()
 
-    assert json.loads(QSettings().value(SETTINGS_RULES))[0]["inbound_ms"] == 333.0
+    assert json.loads(QSettings().value(SETTINGS_RULES))[lag]["inbound_ms"] == 100.0
     second = Workbench(CaptureOptions(source="demo", rate=400.0))
     qtbot.addWidget(second.window)
+    panel = second.window.rules_panel
+    posted: list[tuple[str, dict]] = []
+    send = panel.post
+
+    def recorded(kind, **fields):
+        posted.append((kind, fields))
+        send(kind, **fields)
+
+    # Replaced before the event loop runs, so the restored rules' first post is recorded too.
+    panel.post = recorded
     try:
-        panel = second.window.rules_panel
-        assert panel.model.to_dicts(ids=True) == rules, "the same rules, ids, values and on/off switches"
-        assert panel.model.error(unfinished) and not panel.model.error(0)
-        assert panel.profiles.currentText() == "preset: mobile-3g" and panel.profile_name == "preset: mobile-3g"
-        assert "Restored 5 rules" in panel.status.text()
+        assert panel.model.to_dicts(ids=True) == [dict(rule, enabled=False) for rule in rules], \
+            "the same rules, ids and values, every one switched off"
+        assert all(panel.model.index(row, ENABLED).data(Qt.ItemDataRole.CheckStateRole) == Qt.CheckState.Unchecked
+                   for row in range(panel.model.rowCount()))
+        panel.select(lag)
+        assert not panel.editor.enabled.isChecked() and panel.editor.fields["inbound_ms"].value() == 100.0
+        assert panel.model.error(unfinished) and not panel.model.error(lag)
+        assert panel.profiles.currentText() == "preset: clumsy-defaults"
+        assert "Restored 9 rules" in panel.status.text() and "switched off" in panel.status.text()
         # Invalid rules are kept back from the session until corrected; nothing captures by itself.
         panel.model.remove(unfinished)
-        qtbot.waitUntil(lambda: [r["id"] for r in second.bridge.session.rules] == [r["id"] for r in rules[:4]],
+        qtbot.waitUntil(lambda: [r["id"] for r in second.bridge.session.rules] == [r["id"] for r in rules[:-1]],
                         timeout=5000)
         assert not second.window.running and second.bridge.session.backend is None
+        start_demo(qtbot, second)
+        sent = [rule for kind, fields in posted if kind == "set_rules" for rule in fields["rules"]]
+        assert sent and not any(rule["enabled"] for rule in sent), "no rule reaches the session switched on"
+        assert not any(rule.enabled for rule in second.bridge.session.pipeline.rules)
+        assert len(second.window.delays) == 0, "no packet was lagged"
+        assert all(panel.model.counters(row)["matched"] == 0 for row in range(panel.model.rowCount()))
     finally:
         assert second.close()
 
