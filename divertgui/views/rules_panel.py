@@ -182,6 +182,9 @@ class RulesPanel(QWidget):
         self.post = post
         self.applied_version: int | None = None
         self.profile_name = ""
+        # What came back from the previous run, said until those rules are first changed.
+        self.restored_note = ""
+        self.restored_version: int | None = None
 
         self.add_button = QToolButton(self)
         self.add_button.setText("Add ▾")
@@ -305,16 +308,19 @@ class RulesPanel(QWidget):
         """Sends the rules to the session; False (and why, in the status line) while one is invalid."""
         if not self.model.is_valid():
             bad = next(r for r in range(self.model.rowCount()) if self.model.error(r))
-            self.status.setText(f"Not applied: rule {bad + 1}: {self.model.error(bad)}")
+            self.status.setText(f"Not applied: rule {bad + 1}: {self.model.error(bad)}{self._restored()}")
             self.status.setStyleSheet("color: #a00000;")
             return False
         self.post("set_rules", rules=self.model.to_dicts(ids=True), version=self.model.version)
         self.applied_version = self.model.version
         enabled = sum(rule["enabled"] for rule in self.model.to_dicts())
-        self.status.setText(f"Applied: {enabled} of {self.model.rowCount()} rules enabled")
+        self.status.setText(f"Applied: {enabled} of {self.model.rowCount()} rules enabled{self._restored()}")
         self.status.setStyleSheet("")
         self._warn_unreachable()
         return True
+
+    def _restored(self) -> str:
+        return f". {self.restored_note}" if self.model.version == self.restored_version else ""
 
     def set_capture_filter(self, text: str, layer) -> None:
         """The capture filter now in use: a rule that cannot match what it takes is pointed out."""
@@ -447,9 +453,11 @@ class RulesPanel(QWidget):
         self.profile_name = str(settings.value(SETTINGS_PROFILE, "") or "")
         if self.profile_name:
             self._show_profile(self.profile_name)
-        self.status.setText(f"Restored {self.model.rowCount()} rules from the previous run"
-                            + (f" (profile {self.profile_name})" if self.profile_name else "")
-                            + ", all switched off: tick On to apply one")
+        self.restored_version = self.model.version
+        self.restored_note = (f"Restored {self.model.rowCount()} rules from the previous run"
+                              + (f" (profile {self.profile_name})" if self.profile_name else "")
+                              + ", all switched off: tick On to apply one")
+        self.status.setText(self.restored_note)
         return True
 
 

@@ -178,12 +178,16 @@ def test_rules_come_back_switched_off_with_their_parameters_after_a_restart(qtbo
         assert not panel.editor.enabled.isChecked() and panel.editor.fields["inbound_ms"].value() == 100.0
         assert panel.model.error(unfinished) and not panel.model.error(lag)
         assert panel.profiles.currentText() == "preset: clumsy-defaults"
-        assert "Restored 9 rules" in panel.status.text() and "switched off" in panel.status.text()
+        restored = "Restored 9 rules from the previous run (profile preset: clumsy-defaults), all switched off"
+        assert panel.status.text().startswith(restored)
+        qtbot.waitUntil(lambda: panel.status.text().startswith("Not applied: rule 9"), timeout=5000)
+        assert restored in panel.status.text(), "applying the restored rules still says what came back"
         # Invalid rules are kept back from the session until corrected; nothing captures by itself.
         panel.model.remove(unfinished)
         qtbot.waitUntil(lambda: [r["id"] for r in second.bridge.session.rules] == [r["id"] for r in rules[:-1]],
                         timeout=5000)
         assert not second.window.running and second.bridge.session.backend is None
+        assert panel.status.text() == "Applied: 0 of 8 rules enabled"
         start_demo(qtbot, second)
         sent = [rule for kind, fields in posted if kind == "set_rules" for rule in fields["rules"]]
         assert sent and not any(rule["enabled"] for rule in sent), "no rule reaches the session switched on"
