@@ -25,6 +25,13 @@ _PROTOCOL_INDEX[58] = 3
 # A quarter of a second per bin: each chart update (4 a second) shows new data.
 BIN_NS = 250_000_000
 BIN_SECONDS = BIN_NS / 1e9
+# The status bar's rate is the mean over this many seconds of complete bins. A plain mean over a
+# window, not an exponential average: it is the packets the charts show over those seconds, and it
+# is summed afresh from a few bins at each update, with nothing kept per packet. Two seconds, not
+# one: traffic comes in bursts (a flow's packets together) and rows reach the window in batches,
+# so the newest complete bin can still lack rows on their way; over eight bins neither moves it much.
+RATE_SECONDS = 2.0
+RATE_BINS = round(RATE_SECONDS / BIN_SECONDS)
 # What the traffic can be split by, each a column of the store.
 SPLITS: dict[str, KeyColumn] = {"process": BY_PROCESS, "host": BY_HOST}
 OTHER = "other"
@@ -189,12 +196,16 @@ class TrafficStats:
                            series.packets * per_second, series.bytes * per_second)
 
     def rates(self) -> tuple[float, float]:
-        """Packets/s and bytes/s over the last complete bin (the current one while it is the only one)."""
-        if self.bins == 0:
+        """Packets/s and bytes/s over the last RATE_SECONDS of complete bins (fewer while the
+        capture is younger) while capturing; 0 once it stops and for a file's rows, whose packets
+        are not arriving now, and before the first bin is complete."""
+        end = self.bins - 1
+        start = max(0, end - RATE_BINS)
+        if not self.live or end <= start:
             return 0.0, 0.0
-        last = self.bins - 2 if self.bins >= 2 else 0
-        return (float(self.packets[:, last].sum()) / BIN_SECONDS,
-                float(self.bytes[:, last].sum()) / BIN_SECONDS)
+        seconds = (end - start) * BIN_SECONDS
+        return (float(self.packets[:, start:end].sum()) / seconds,
+                float(self.bytes[:, start:end].sum()) / seconds)
 
     def top_conversations(self, n: int = 8) -> list[tuple[str, int, int]]:
         """(label, bytes, packets), most bytes first."""

@@ -46,8 +46,12 @@ class StatusLine:
         labels["displayed"].setVisible(window.table_model.filtered())
         labels["displayed"].setText(f"Displayed: {window.table_model.rowCount():,} of {window.count:,}")
         labels["bytes"].setText(f"Bytes {human_bytes(window.stats.total_bytes)}")
-        packets_per_s, bytes_per_s = window.stats.rates()
-        labels["rate"].setText(f"{packets_per_s:,.0f} pkt/s · {human_bytes(bytes_per_s)}/s")
+        # A rate is of packets arriving now: none while stopped, paused (no row is added) or on a file.
+        live = window.running and not window.paused
+        labels["rate"].setVisible(live)
+        if live:
+            packets_per_s, bytes_per_s = window.stats.rates()
+            labels["rate"].setText(f"{packets_per_s:,.0f} pkt/s · {human_bytes(bytes_per_s)}/s")
         stats = window.session_stats
         labels["held"].setText(f"Held {window.queue_model.rowCount()}")
         for key in ("dropped", "expired"):

@@ -12,21 +12,10 @@ import pytest
 from PySide6.QtCore import QPointF
 from PySide6.QtGui import QColor
 
-from divertgui.engine.processes import Process
-from divertgui.engine.store import CaptureStore, Verdict
+from divertgui.engine.store import CaptureStore
 from divertgui.models.stats import BIN_NS, TrafficStats
 from divertgui.views.charts_panel import ChartsPanel
-from tests.unit.test_processes import udp4
-
-
-def add_rows(store: CaptureStore, host: int, bins, pid: int = 10) -> None:
-    """A 48-byte UDP packet of process `pid` on `host` in each of the quarter-second `bins`."""
-    process = store.processes.intern(Process(pid, "curl", "root"))
-    raw = udp4("10.0.0.1", 1000, "10.0.0.2", 53, b"x" * 20)
-    count, stamps = len(bins), np.asarray(bins, np.int64) * BIN_NS
-    store.append_received(stamps, stamps, np.ones(count, np.int64),
-                          np.zeros(count, np.int64), np.zeros(count, np.int64),
-                          np.full(count, int(Verdict.PASSED)), np.full(count, len(raw)), raw * count, process, host)
+from tests.unit.test_traffic_rate import add_rows
 
 
 @pytest.fixture
@@ -148,3 +137,4 @@ def test_each_stacked_band_shows_its_own_legend_colour_between_its_curve_and_the
     assert close(bottom, on_white(legend["curl (10)"], alpha)), (bottom, legend)
     assert close(top, on_white(legend["curl (20)"], alpha)), (top, legend)
     assert close(band_colour(chart, 1.0, 15.0), (255, 255, 255)), "nothing drawn above the stack"
+
