@@ -96,9 +96,12 @@ class StackedPlot:
         self.plot = plot
         self.curves = []
         self.colours = list(colours)
-        for name, colour in zip(names, colours):
+        # Where bands above a series are empty their curves lie on its curve: each curve is drawn
+        # over those above it, so that the outline shows the topmost series with traffic there,
+        # not the top series' colour (grey "other") over traffic it has none of.
+        for i, (name, colour) in enumerate(zip(names, colours)):
             curve = _curve(plot, name, pg.mkPen(colour, width=1.5))
-            curve.setZValue(1)
+            curve.setZValue(1 + len(colours) - i)
             self.curves.append(curve)
         self.curves[0].setFillLevel(0)
         self.curves[0].setBrush(_fill(self.colours[0]))

@@ -13,8 +13,8 @@ from PySide6.QtCore import QPointF
 from PySide6.QtGui import QColor
 
 from divertgui.engine.store import CaptureStore
-from divertgui.models.stats import BIN_NS, TrafficStats
-from divertgui.views.charts_panel import ChartsPanel
+from divertgui.models.stats import BIN_NS, PROTOCOLS, TrafficStats
+from divertgui.views.charts_panel import PROTOCOL_PENS, ChartsPanel
 from tests.unit.test_traffic_rate import add_rows
 
 
@@ -138,3 +138,32 @@ def test_each_stacked_band_shows_its_own_legend_colour_between_its_curve_and_the
     assert close(top, on_white(legend["curl (20)"], alpha)), (top, legend)
     assert close(band_colour(chart, 1.0, 15.0), (255, 255, 255)), "nothing drawn above the stack"
 
+
+def outline_colours(plot, x: float, y: float) -> list[tuple[int, int, int]]:
+    """The colours of the pixels a curve's line draws through the chart's point (`x`, `y`): those
+    in the column above and below it that are neither the background nor a band's fill."""
+    centre = plot.mapFromScene(plot.getViewBox().mapViewToScene(QPointF(x, y)))
+    image = plot.grab().toImage()
+    ratio = image.devicePixelRatio()
+    cx, cy = round(centre.x() * ratio), round(centre.y() * ratio)
+    column = [image.pixelColor(cx, cy + dy).getRgb()[:3] for dy in range(-6, 7)]
+    fill = Counter(column[7:]).most_common(1)[0][0]
+    return [colour for colour in column if colour not in ((255, 255, 255), fill)]
+
+
+def distance(colour: tuple[int, int, int], name: str) -> int:
+    return sum(abs(a - b) for a, b in zip(colour, QColor(name).getRgb()[:3]))
+
+
+def test_the_stack_outline_is_the_colour_of_the_topmost_protocol_with_traffic_not_other_grey(panel):
+    store, stats = panel.stats.store, panel.stats
+    panel.resize(1400, 800)
+    add_rows(store, 0, [b for b in range(8) for _ in range(4)])     # UDP alone: 16 packets/s
+    stats.update(len(store))
+    panel.redraw()
+    other = panel.packets_stack.curves[PROTOCOLS.index("other")]
+    assert other.getData()[1].tolist() == [16.0] * 8, "other's curve lies on UDP's"
+    line = outline_colours(panel.packets_plot, 1.0, 16.0)
+    assert line, "no line drawn at the top of the stack"
+    for colour in line:
+        assert distance(colour, PROTOCOL_PENS["UDP"]) < distance(colour, PROTOCOL_PENS["other"]), line
