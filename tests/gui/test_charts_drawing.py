@@ -96,14 +96,18 @@ def test_a_closed_panel_draws_nothing_and_catches_up_when_shown(panel):
     assert panel.updates == 1 and drawn(panel.process_chart) == 2
 
 
-def band_colour(chart, x: float, y: float) -> tuple[int, int, int]:
-    """The colour most of a 7x7 patch around the chart's point (`x`, `y`) is drawn in, so that
-    a grid line or a curve's edge through it does not count."""
-    plot = chart.plot
+def drawn_at(plot, x: float, y: float):
+    """The plot as drawn, and the pixel of its point (`x`, `y`) in it."""
     centre = plot.mapFromScene(plot.getViewBox().mapViewToScene(QPointF(x, y)))
     image = plot.grab().toImage()
     ratio = image.devicePixelRatio()
-    cx, cy = round(centre.x() * ratio), round(centre.y() * ratio)
+    return image, round(centre.x() * ratio), round(centre.y() * ratio)
+
+
+def band_colour(chart, x: float, y: float) -> tuple[int, int, int]:
+    """The colour most of a 7x7 patch around the chart's point (`x`, `y`) is drawn in, so that
+    a grid line or a curve's edge through it does not count."""
+    image, cx, cy = drawn_at(chart.plot, x, y)
     return Counter(image.pixelColor(cx + dx, cy + dy).getRgb()[:3]
                    for dx in range(-3, 4) for dy in range(-3, 4)).most_common(1)[0][0]
 
@@ -142,10 +146,7 @@ def test_each_stacked_band_shows_its_own_legend_colour_between_its_curve_and_the
 def outline_colours(plot, x: float, y: float) -> list[tuple[int, int, int]]:
     """The colours of the pixels a curve's line draws through the chart's point (`x`, `y`): those
     in the column above and below it that are neither the background nor a band's fill."""
-    centre = plot.mapFromScene(plot.getViewBox().mapViewToScene(QPointF(x, y)))
-    image = plot.grab().toImage()
-    ratio = image.devicePixelRatio()
-    cx, cy = round(centre.x() * ratio), round(centre.y() * ratio)
+    image, cx, cy = drawn_at(plot, x, y)
     column = [image.pixelColor(cx, cy + dy).getRgb()[:3] for dy in range(-6, 7)]
     fill = Counter(column[7:]).most_common(1)[0][0]
     return [colour for colour in column if colour not in ((255, 255, 255), fill)]
