@@ -752,11 +752,14 @@ def cmd_list(args) -> int:
     if not chains:
         _say("no divertgui handles in this network namespace")
         return EXIT_OK
-    _say(f"{'PID':>7}  {'STATE':<7} {'QUEUE':>6} {'PRIORITY':>8}  {'IP':<4} {'HOOK':<10} CHAIN")
+    # PACKETS: what the chain's target took (queued, or dropped), as its rules' counters say.
+    _say(f"{'PID':>7}  {'STATE':<7} {'QUEUE':>6} {'PRIORITY':>8}  {'IP':<4} {'HOOK':<10} {'TARGET':<7} "
+         f"{'PACKETS':>9}  CHAIN")
     for chain in sorted(chains, key=lambda c: (c.pid, c.queue, -c.level, c.version, c.hook)):
         state = "running" if rules.pid_alive(chain.pid) else "dead"
+        packets = "-" if chain.packets is None else f"{chain.packets:,}"
         _say(f"{chain.pid:>7}  {state:<7} {chain.queue:>6} {chain.priority:>8}  v{chain.version:<3} "
-             f"{_HOOK_NAMES.get(chain.hook, chain.hook):<10} {chain.name}")
+             f"{_HOOK_NAMES.get(chain.hook, chain.hook):<10} {chain.target or '-':<7} {packets:>9}  {chain.name}")
     return EXIT_OK
 
 

@@ -1,10 +1,13 @@
 """A DROP handle receives nothing, yet counts every packet its rule drops, while it drops them."""
 
+import os
+
 import pytest
 
 from divertgui.engine.address import Flag
 from divertgui.engine.handle import Divert
 from tests.integration.conftest import icmp_echo, wait_until
+from tests.integration.test_cli_netns import cli
 from tests.unit.session_harness import Running
 
 pytestmark = pytest.mark.netns
@@ -64,3 +67,22 @@ def test_a_drop_mode_capture_reports_its_count_while_it_runs_and_after_it_stops(
     assert replies == 0
     assert live["count"] == 0
     assert stopped["stats"]["dropped"] == PINGS
+
+
+def test_divert_list_shows_what_each_chain_of_a_drop_handle_dropped(netns):
+    with netns.entered():
+        with Divert("icmp", flags=Flag.DROP) as handle:
+            replies = icmp_echo("127.0.0.1", PINGS, timeout=0.2)
+            listing = cli(netns, "list")
+    assert replies == 0
+    assert listing.returncode == 0, listing.stderr
+    rows = [line.split() for line in listing.stdout.splitlines()]
+    header = next(row for row in rows if row[:2] == ["PID", "STATE"])
+    mine = [dict(zip(header, row)) for row in rows if row[:2] == [str(os.getpid()), "running"]]
+    assert {row["TARGET"] for row in mine} == {"drop"}
+    assert {(row["IP"], row["HOOK"]) for row in mine} == {(ip, hook) for ip in ("v4", "v6")
+                                                         for hook in ("input", "output")}
+    # Loopback packets meet the handle once, on the way out.
+    assert {(row["IP"], row["HOOK"]): int(row["PACKETS"]) for row in mine if row["PACKETS"] != "0"} == \
+        {("v4", "output"): PINGS}
+    assert handle.stats()["dropped"] == PINGS

@@ -134,7 +134,7 @@ def _dumped(attrs: bytes) -> tuple[bytes, int, int]:
     return data, netlink.NLMSGHDR.size, len(data)
 
 
-def test_a_dumped_rule_gives_its_chain_handle_jump_and_counter():
+def test_a_dumped_rule_gives_its_chain_handle_jump_counter_and_target():
     jump = nftables.new_rule(nftables.NFPROTO_IPV4, "divertgui", "output",
                              [nftables.verdict(nftables.NFT_JUMP, "DG1_2_30001s01O")])
     data, body, end = _dumped(jump.attrs + attribute(nftables.RULE_HANDLE, struct.pack("!Q", 42)))
@@ -145,7 +145,15 @@ def test_a_dumped_rule_gives_its_chain_handle_jump_and_counter():
     rule = nftables.new_rule(nftables.NFPROTO_IPV4, "divertgui", "DG1_2_30001s01O",
                              [counter, nftables.nfqueue_target(2, 1, True)])
     data, body, end = _dumped(rule.attrs + attribute(nftables.RULE_HANDLE, struct.pack("!Q", 5)))
-    assert nftables.parse_rule(data, body, end)[1] == nftables.DumpedRule("DG1_2_30001s01O", 5, None, 7)
+    assert nftables.parse_rule(data, body, end)[1] == nftables.DumpedRule("DG1_2_30001s01O", 5, None, 7, "NFQUEUE")
+    dropping = netfilter_rules.HandleRules(1, 2, 0, "drop", "O").rules("O")[-1]
+    rule = nftables.new_rule(nftables.NFPROTO_IPV4, "divertgui", "DG1_2_30001s01O", list(dropping.expressions))
+    data, body, end = _dumped(rule.attrs + attribute(nftables.RULE_HANDLE, struct.pack("!Q", 6)))
+    assert nftables.parse_rule(data, body, end)[1] == nftables.DumpedRule("DG1_2_30001s01O", 6, None, 0, "drop")
+    back = nftables.new_rule(nftables.NFPROTO_IPV4, "divertgui", "DG1_2_30001s01O",
+                             [nftables.verdict(nftables.NFT_RETURN)])
+    data, body, end = _dumped(back.attrs + attribute(nftables.RULE_HANDLE, struct.pack("!Q", 8)))
+    assert nftables.parse_rule(data, body, end)[1] == nftables.DumpedRule("DG1_2_30001s01O", 8, None, None)
 
 
 def test_an_interface_name_fills_the_register_and_no_more():

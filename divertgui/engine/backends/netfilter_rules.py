@@ -255,6 +255,8 @@ class InstalledChain:
     level: int
     hook: str
     ordinal: int = 0        # 0 for a chain named without one
+    target: str = ""        # what it does with the packets it takes: "NFQUEUE", "log" or "drop"
+    packets: int | None = None  # how many it took, as its rules' counters say; None when uncounted
 
     @property
     def priority(self) -> int:
@@ -395,12 +397,19 @@ class _Table(NamedTuple):
     rules: list[nft.DumpedRule]
 
     def handle_chains(self, version: int) -> list[InstalledChain]:
+        targets, counted = {}, {}
+        for rule in self.rules:
+            if rule.target is not None:
+                targets[rule.chain] = rule.target
+            if rule.packets is not None:
+                counted[rule.chain] = counted.get(rule.chain, 0) + rule.packets
         found = []
         for chain in self.chains:
             m = CHAIN_NAME.match(chain.name)
             if m:
                 found.append(InstalledChain(version, m.group(0), int(m["pid"]), int(m["queue"]), int(m["level"]),
-                                            m["hook"], int(m["ordinal"] or 0)))
+                                            m["hook"], int(m["ordinal"] or 0), targets.get(chain.name, ""),
+                                            counted.get(chain.name)))
         return found
 
     def jumps(self, base: str) -> list[nft.DumpedRule]:

@@ -271,6 +271,7 @@ class DumpedRule(NamedTuple):
     handle: int
     jump: str | None        # the chain an immediate jump or goto names
     packets: int | None     # the counter's packets, None without a counter
+    target: str | None = None   # what the rule does with a packet: an x_tables target's name, "log" or "drop"
 
 
 def _attributes(data, offset: int, end: int) -> dict[int, memoryview]:
@@ -292,9 +293,9 @@ def parse_chain(data, body: int, end: int) -> tuple[str, DumpedChain]:
 
 
 def parse_rule(data, body: int, end: int) -> tuple[str, DumpedRule]:
-    """(table, rule) of a NEWRULE message of a dump: its jump target and counter, if any."""
+    """(table, rule) of a NEWRULE message of a dump: its jump, counter and target, if any."""
     attrs = _attributes(data, body + netlink.NFGENMSG.size, end)
-    jump = packets = None
+    jump = packets = target = None
     expressions = attrs.get(RULE_EXPRESSIONS, memoryview(b""))
     for kind, element in iter_attributes(expressions, 0, len(expressions)):
         if kind != LIST_ELEM:
@@ -304,14 +305,20 @@ def parse_rule(data, body: int, end: int) -> tuple[str, DumpedRule]:
         fields = _attributes(values, 0, len(values))
         if name == "counter" and COUNTER_PACKETS in fields:
             packets = BE64.unpack(fields[COUNTER_PACKETS])[0]
+        elif name == "target" and COMPAT_NAME in fields:
+            target = _text(fields[COMPAT_NAME])
+        elif name == "log":
+            target = "log"
         elif name == "immediate" and 2 in fields:
             data_attrs = _attributes(fields[2], 0, len(fields[2]))
             if DATA_VERDICT in data_attrs:
                 verdict_attrs = _attributes(data_attrs[DATA_VERDICT], 0, len(data_attrs[DATA_VERDICT]))
                 if VERDICT_CHAIN in verdict_attrs:
                     jump = _text(verdict_attrs[VERDICT_CHAIN])
+                elif VERDICT_CODE in verdict_attrs and BE32_SIGNED.unpack(verdict_attrs[VERDICT_CODE])[0] == NF_DROP:
+                    target = "drop"
     return _text(attrs.get(RULE_TABLE, b"")), DumpedRule(_text(attrs.get(RULE_CHAIN, b"")),
-                                                         BE64.unpack(attrs[RULE_HANDLE])[0], jump, packets)
+                                                         BE64.unpack(attrs[RULE_HANDLE])[0], jump, packets, target)
 
 
 # -- the socket ------------------------------------------------------------------
