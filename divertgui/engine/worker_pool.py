@@ -197,7 +197,7 @@ class WorkerPool:
                 pass        # tried again at the next look
 
     def _count_rule_hits(self, now: bool = False) -> None:
-        """The packets the pool's rule took so far, read (a subprocess per chain) only once a worker
+        """The packets the pool's rule took so far, read (a rule dump per IP version) only once a worker
         has died, when they tell what passed or was dropped while it was away; a stop signal may
         remove the rule before _finish reads it, so the last reading stands."""
         from divertgui.engine.backends import netfilter_rules
