@@ -7,8 +7,11 @@ the desktop's width."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from PySide6.QtCore import QRect
+from pytestqt.exceptions import TimeoutError as QtBotTimeout
 from PySide6.QtWidgets import (QAbstractButton, QAbstractScrollArea, QAbstractSpinBox, QComboBox, QLabel,
                                QLineEdit, QWidget)
 
@@ -84,6 +87,13 @@ def cramped(panel: QWidget) -> list[str]:
     return problems
 
 
+def settle(qtbot, condition) -> None:
+    """Layouts settle over a few turns of the event loop, more of them on a busy machine: waits up
+    to 3 s for `condition()`, and the assertion that follows says what is wrong if it never holds."""
+    with contextlib.suppress(QtBotTimeout):
+        qtbot.waitUntil(lambda: bool(condition()), timeout=3000)
+
+
 def sized(qtbot, window, size):
     window.resize(size)
     window_settings.apply_default_layout(window)
@@ -109,7 +119,7 @@ def test_the_intercept_panel_with_a_held_packet_in_the_editor_fits(qtbot, workbe
     start_demo(qtbot, workbench)
     panel = hold(qtbot, workbench, "tcp.DstPort == 80 and tcp.PayloadLength > 0")
     qtbot.waitUntil(lambda: ("payload", "bytes") in panel.editor.form.edits)
-    qtbot.wait(100)
+    settle(qtbot, lambda: cramped(panel) == [])
     assert cramped(panel) == []
     table = panel.table
     assert table.viewport().height() >= HELD_ROWS_SHOWN * table.rowHeight(0), "the held list shows too few rows"
@@ -118,7 +128,7 @@ def test_the_intercept_panel_with_a_held_packet_in_the_editor_fits(qtbot, workbe
     panel.editor.tabs.setCurrentIndex(1)
     hex_editor = panel.editor.hex
     qtbot.waitUntil(hex_editor.isVisible)
-    qtbot.wait(50)
+    settle(qtbot, lambda: cramped(panel) == [] and not hex_editor.horizontalScrollBar().isVisible())
     assert cramped(panel) == []
     assert not hex_editor.horizontalScrollBar().isVisible(), "the hex lines are wider than the editor"
     pane = panel.editor.hex_pane
@@ -144,9 +154,6 @@ def test_a_long_holding_status_and_an_edit_error_push_the_controls_aside_rather_
     # The split dragged as far up as it goes: the queue's part at its least.
     panel.split.setSizes([0, panel.split.height()])
     qtbot.wait(100)
-    for wd in (panel.status, panel.table, panel.forward_all_button, panel.editor.error, panel.editor.fix, panel.forward_button):
-        print("DBG", type(wd).__name__, wd.mapTo(panel, wd.rect().topLeft()).toTuple(), wd.size().toTuple(), wd.isVisible())
-    print("DBG", panel.split.sizes(), panel.status.text())
     assert panel.status.height() >= panel.status.heightForWidth(panel.status.width())
     assert panel.editor.error.height() >= panel.editor.error.heightForWidth(panel.editor.error.width())
     assert [problem for problem in cramped(panel) if "overlaps" in problem] == []
@@ -162,7 +169,7 @@ def test_the_rules_panel_with_a_rule_selected_fits(qtbot, side_window):
     panel.load_selected_profile()
     panel.select(2)
     qtbot.waitUntil(lambda: panel.editor.fields != {})
-    qtbot.wait(100)
+    settle(qtbot, lambda: cramped(panel) == [])
     assert cramped(panel) == []
     # A placeholder is cut to the rule filter's one line rather than wrapped onto a hidden second one.
     edit = panel.editor.filter.edit
@@ -181,7 +188,7 @@ def test_the_processes_panel_shows_the_flows_and_bytes_of_each_process(qtbot, si
     window.processes_dock.raise_()
     view = window.processes
     qtbot.waitUntil(lambda: view.model.rowCount() == 3, timeout=5000)
-    qtbot.wait(100)
+    settle(qtbot, lambda: cramped(view) == [])
     assert cramped(view) == []
     table, header = view.table, view.table.horizontalHeader()
     for column in range(view.model.columnCount()):
@@ -216,7 +223,7 @@ def test_the_events_panel_fits_where_it_opens(qtbot, window):
     window.events_dock.show()
     view = window.events_view
     qtbot.waitUntil(lambda: view.isVisible() and not view.visibleRegion().isEmpty())
-    qtbot.wait(100)
+    settle(qtbot, lambda: cramped(view) == [])
     assert cramped(view) == []
     cgroup = view.cgroup
     assert cgroup.fontMetrics().horizontalAdvance(cgroup.placeholderText()) <= cgroup.contentsRect().width() - 8, \
