@@ -69,5 +69,6 @@ def test_pacing_under_a_flood_never_sleeps_past_a_held_packets_due_time(monkeypa
         loop.join(10)
     assert len(pauses) >= 20 and result["held"] == 0
     assert any(due is not None for _pause, due in pauses)
-    # Each pause ends no later than the next held packet is due, as the clock read before it said.
-    assert all(due is None or pause <= due + 1e-9 for pause, due in pauses)
+    # Each pause ends no later than the next held packet is due, as the clock read before it said
+    # (one already due, on a busy machine, gets no pause at all).
+    assert all(due is None or 0 < pause <= due + 1e-9 for pause, due in pauses)

@@ -161,7 +161,8 @@ def run_conditions(handle, pipeline, stop_event, batch: int = MAX_BATCH, clock=t
                 deadline = pipeline.next_deadline()
                 if deadline is not None:
                     pause = min(pause, max(0.0, (deadline - clock()) / 1e9))
-                time.sleep(pause)
+                if pause:
+                    time.sleep(pause)
     finally:
         try:
             for packets in drain_queued(handle, batch):
