@@ -451,10 +451,13 @@ def _netdump_work(handle, stop, copies) -> dict:
 def _capture_file(path: str):
     """The pcapng writer of `-w`, its header already on disk: a file that cannot be
     written is refused before anything is diverted."""
+    from divertgui.engine.interface_names import in_this_namespace
     from divertgui.engine.pcapng import PcapngWriter
     writer = None
     try:
-        writer = PcapngWriter(path, application="divert netdump")
+        # Written where the packets are captured: this namespace's names are theirs.
+        writer = PcapngWriter(path, application="divert netdump",
+                              interface_name=lambda if_idx, loopback: in_this_namespace(if_idx))
         writer.flush()
     except OSError as exc:
         if writer is not None:

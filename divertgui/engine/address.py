@@ -108,6 +108,9 @@ class Address:
     `flow` holds the FLOW and SOCKET layers' data (`socket` is the same
     object, as WinDivert's union makes Flow and Socket one), `reflect` the
     REFLECT layer's; both are None at the network layers.
+    `direction_known` is not WinDivert's: False for a packet read from a
+    capture file that does not say which way it went; its `outbound` is then
+    False, as WinDivert's Outbound bit of such a packet would be.
     """
 
     outbound: bool = False
@@ -125,6 +128,7 @@ class Address:
     udp_checksum: bool = False
     flow: EndpointData | None = None
     reflect: ReflectData | None = None
+    direction_known: bool = True
 
     @property
     def inbound(self) -> bool:

@@ -19,7 +19,6 @@ import itertools
 import mmap
 import os
 import re
-import socket
 import struct
 import time
 from typing import BinaryIO, Callable, Iterable, Iterator, NamedTuple
@@ -66,6 +65,7 @@ class CaptureRecord(NamedTuple):
     loopback: bool | None       # None when the file does not say
     comment: str | None = None
     wire_len: int = 0           # length on the wire (> len(raw) when the capture was cut short)
+    interface_name: str = ""    # the file's name of its interface ("" when the file names none)
 
 
 class Interface(NamedTuple):
@@ -99,12 +99,8 @@ def _comment_option(text: str) -> bytes:
     return _OPT_HEAD.pack(ng.PCAPNG_OPT_COMMENT, len(data)) + data + _PADDING[len(data) & 3]
 
 
-def host_interface_name(if_idx: int, loopback: bool) -> str:
-    """This machine's name for the interface (eth0, lo, ...); if<N> when it has none."""
-    try:
-        return socket.if_indextoname(if_idx)
-    except (OSError, ValueError, OverflowError):
-        return "lo" if loopback else f"if{if_idx}"
+def no_interface_name(if_idx: int, loopback: bool) -> None:
+    return None
 
 
 class PcapngWriter:
@@ -112,21 +108,22 @@ class PcapngWriter:
 
     Usable as a context manager. write() appends to the file's buffer;
     write_batch() and flush() push what was written to the file.
-    `interface_name(if_idx, loopback)` names each interface in the file; by
-    default the writing machine's name for that index, which makes the file
-    depend on the host: pass a function of its own for a reproducible file.
+    An interface's name in the file is the packet's own (`interface_name` of
+    write()) or else `interface_name(if_idx, loopback)` of the writer; None
+    leaves the name out. Only the capturing side knows an index's name: by
+    default the file names no interface.
     """
 
     def __init__(self, target: str | os.PathLike | BinaryIO, *, application: str = "divertgui",
                  comment: str | None = None,
-                 interface_name: Callable[[int, bool], str] = host_interface_name):
+                 interface_name: Callable[[int, bool], str | None] = no_interface_name):
         if hasattr(target, "write"):
             self._file, self._owns_file = target, False
             self.path = getattr(target, "name", None)
         else:
             self.path = os.fspath(target)
             self._file, self._owns_file = open(self.path, "wb"), True
-        self._interfaces: dict[tuple[int, bool], int] = {}
+        self._interfaces: dict[tuple[int, bool, str | None], int] = {}
         self._interface_name = interface_name
         self.count = 0
         shb_options = [_option(ng.PCAPNG_OPT_SHB_USERAPPL, application.encode())]
@@ -135,19 +132,21 @@ class PcapngWriter:
         shb_options.append(_option(ng.PCAPNG_OPT_ENDOFOPT, b""))
         self._file.write(bytes(ng.SectionHeaderBlockLE(opts=shb_options)))
 
-    def _interface(self, if_idx: int, loopback: bool) -> tuple[int, bytes]:
-        """The file's interface number for this (if_idx, loopback); the IDB to write first when new."""
-        key = (if_idx, loopback)
+    def _interface(self, if_idx: int, loopback: bool, name: str | None) -> tuple[int, bytes]:
+        """The file's interface number for this (if_idx, loopback, name); the IDB to write first when new."""
+        if name is None:
+            name = self._name_of(if_idx, loopback)
+        key = (if_idx, loopback, name)
         number = self._interfaces.get(key)
         if number is not None:
             return number, b""
         number = self._interfaces[key] = len(self._interfaces)
         description = f"if_idx={if_idx}" + (" loopback" if loopback else "")
+        options = [_option(ng.PCAPNG_OPT_IF_NAME, name.encode())] if name is not None else []
         idb = ng.InterfaceDescriptionBlockLE(
             linktype=LINKTYPE_RAW,
             snaplen=SNAPLEN,
-            opts=[
-                _option(ng.PCAPNG_OPT_IF_NAME, self._name_of(if_idx, loopback).encode()),
+            opts=options + [
                 _option(ng.PCAPNG_OPT_IF_DESCRIPTION, description.encode()),
                 _option(ng.PCAPNG_OPT_IF_TSRESOL, bytes([9])),
                 _option(ng.PCAPNG_OPT_ENDOFOPT, b""),
@@ -155,19 +154,20 @@ class PcapngWriter:
         )
         return number, bytes(idb)
 
-    def _name_of(self, if_idx: int, loopback: bool) -> str:
+    def _name_of(self, if_idx: int, loopback: bool) -> str | None:
         name = self._interface_name(if_idx, loopback)
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"interface_name({if_idx}, {loopback}) gave {name!r}, not a non-empty name")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"interface_name({if_idx}, {loopback}) gave {name!r}, not a non-empty name or None")
         return name
 
-    def _encode(self, raw: bytes, address: Address | None, wall_ns: int | None, comment: str | None) -> bytes:
+    def _encode(self, raw: bytes, address: Address | None, wall_ns: int | None, comment: str | None = None,
+                interface_name: str | None = None) -> bytes:
         if address is None:
             address = Address()
         if wall_ns is None:
             wall_ns = time.time_ns()
-        number, idb = self._interface(address.if_idx, address.loopback)
-        options = _FLAGS_OPTION[bool(address.outbound)]
+        number, idb = self._interface(address.if_idx, address.loopback, interface_name or None)
+        options = _FLAGS_OPTION[bool(address.outbound)] if address.direction_known else b""
         if comment:
             options += _comment_option(comment)
         options += _END_OF_OPTIONS
@@ -178,10 +178,11 @@ class PcapngWriter:
         return b"".join((idb, head, raw, padding, options, _EPB_TAIL.pack(total)))
 
     def write(self, raw: bytes, address: Address | None = None, wall_ns: int | None = None,
-              comment: str | None = None) -> None:
-        """Appends one packet; `wall_ns` is its wall-clock time (default now), `address` gives direction and interface."""
+              comment: str | None = None, interface_name: str | None = None) -> None:
+        """Appends one packet; `wall_ns` is its wall-clock time (default now), `address` gives direction and
+        interface, `interface_name` that interface's name where the packet was captured."""
         self._require_open()
-        self._file.write(self._encode(bytes(raw), address, wall_ns, comment))
+        self._file.write(self._encode(bytes(raw), address, wall_ns, comment, interface_name))
         self.count += 1
 
     def write_custom(self, data: bytes) -> None:
@@ -192,10 +193,10 @@ class PcapngWriter:
         self._file.write(struct.pack("<III", CUSTOM_BLOCK, total, PEN) + data + padding + _EPB_TAIL.pack(total))
 
     def write_batch(self, packets: Iterable[tuple]) -> None:
-        """Appends (raw, address, wall_ns[, comment]) tuples in one write, then flushes."""
+        """Appends (raw, address, wall_ns[, comment[, interface_name]]) tuples in one write, then flushes."""
         self._require_open()
         encode = self._encode
-        chunks = [encode(bytes(item[0]), item[1], item[2], item[3] if len(item) > 3 else None) for item in packets]
+        chunks = [encode(bytes(item[0]), *item[1:]) for item in packets]
         self._file.write(b"".join(chunks))
         self.count += len(chunks)
         self.flush()
@@ -228,7 +229,7 @@ class PcapngWriter:
 
 def write_capture(path: str | os.PathLike, packets: Iterable[tuple], batch: int = 4096,
                   custom: Iterable[bytes] = (), **options) -> int:
-    """Writes (raw, address, wall_ns[, comment]) tuples to a new pcapng file, then a Custom
+    """Writes (raw, address, wall_ns[, comment[, interface_name]]) tuples to a new pcapng file, then a Custom
     Block for each of `custom` (after the packets, so that Wireshark numbers the packets as
     divertgui does); returns the count of packets."""
     packets = iter(packets)
@@ -455,6 +456,7 @@ class CaptureReader:
             loopback=loopback,
             comment=comment,
             wire_len=max(wire_len - header_len, len(decoded.raw)),
+            interface_name=interface.name,
         )
 
     # classic pcap

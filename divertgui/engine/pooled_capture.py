@@ -38,11 +38,14 @@ WORKERS_ONLY = BY_ID | {"inject", "forward_all", "drop_all"}    # the service's 
 
 class PooledCapture:
     def __init__(self, store, filter_text: str, layer: Layer, priority: int, workers: int,
-                 settings: list[dict], processes_of: Callable[[list, list], list] | None = None):
-        """`settings`: the commands of SETTINGS in force, which each worker takes before its first packet."""
+                 settings: list[dict], processes_of: Callable[[list, list], list] | None = None,
+                 name_interfaces: Callable[[list], None] | None = None):
+        """`settings`: the commands of SETTINGS in force, which each worker takes before its first packet;
+        `name_interfaces(addresses)` tells the store the names of the interfaces of rows about to be appended."""
         self.store = store
         self.workers = workers
         self._processes_of = processes_of
+        self._name_interfaces = name_interfaces
         from divertgui.engine import fork_server
         context = fork_server.context()
         self._reports = WorkerPipes(context)
@@ -161,6 +164,8 @@ class PooledCapture:
 
     def _append(self, pid: int, first: int, raws: list, addresses: list, verdicts, wall_ns) -> None:
         processes = self._processes_of(raws, addresses) if self._processes_of is not None else 0
+        if self._name_interfaces is not None:
+            self._name_interfaces(addresses)
         rows = self.store.append_batch(raws, addresses, verdicts, wall_ns, processes)
         self._row_starts[pid].append(first)
         self._row_bases[pid].append(rows.start)

@@ -62,6 +62,9 @@ Events (Session -> GUI), at most ~30 per second in all
                   cannot capture live traffic ("" when it can)
     processes     {"processes": [[int, int, str, str]]}   from a capture service, before the rows
                   that name them: each new process index of its packets with the pid, name and user
+    interfaces    {"interfaces": [[int, str]]}   from a capture service, before the rows that came on
+                  them: interface indexes with their names where the packets were captured (the
+                  service's network namespace, the demo network, or the file replayed or opened)
     events        {"generation": int, "events": [record], "capturing": {layer name: filter str},
                    "cgroup": str}
                   FLOW, SOCKET and REFLECT events of the store emptied `generation` times (records
@@ -88,7 +91,7 @@ COMMANDS = frozenset({
     "set_rules", "start_events", "stop_events", "shutdown",
 })
 
-EVENTS = frozenset({"hello", "state", "rows", "held", "error", "processes", "events"})
+EVENTS = frozenset({"hello", "state", "rows", "held", "error", "processes", "interfaces", "events"})
 
 
 def worker_option(value, name: str = "workers") -> int:

@@ -23,6 +23,7 @@ from divertgui.engine.pcapng import is_malformed
 from divertgui.engine.address import Address, Layer
 from divertgui.engine.errors import CaptureFileError, EventRecordError
 from divertgui.engine.event_records import EventRecord, from_json
+from divertgui.engine.interface_names import InterfaceNames
 from divertgui.engine.processes import Process
 from divertgui.engine.store import CaptureStore
 from divertgui.engine.store_record import Verdict
@@ -100,8 +101,8 @@ def read_event_block(data: bytes, where: str) -> EventRecord | None:
 
 def save_rows(store: CaptureStore, path: str | os.PathLike, rows: Iterable[int],
               events: Iterable[EventRecord] = ()) -> int:
-    """Writes the store's `rows`, then `events`, to a new pcapng file with their recorded times;
-    returns how many packets."""
+    """Writes the store's `rows`, then `events`, to a new pcapng file with their recorded times
+    and their interfaces' names where they were captured; returns how many packets."""
 
     count = len(store)
     wall_ns = store.column("wall_ns", 0, count)
@@ -112,7 +113,7 @@ def save_rows(store: CaptureStore, path: str | os.PathLike, rows: Iterable[int],
         for row in rows:
             comment = packet_comment(Verdict(int(verdicts[row])), store.original(row),
                                      store.processes.get(int(processes[row])))
-            yield store.raw(row), store.address(row), int(wall_ns[row]), comment
+            yield store.raw(row), store.address(row), int(wall_ns[row]), comment, store.interface_name(row)
 
     return pcapng.write_capture(path, records(), custom=map(event_block, events))
 
@@ -164,12 +165,18 @@ def _append(store: CaptureStore, records: list[pcapng.CaptureRecord]) -> int:
     # The captured bytes go into the store first; the bytes sent become the row's edit.
     captured = [original if original is not None else record.raw
                 for record, (_, original, _) in zip(records, decoded)]
-    addresses = [Address(outbound=bool(record.outbound), loopback=bool(record.loopback),
+    addresses = [Address(outbound=bool(record.outbound), direction_known=record.outbound is not None,
+                         loopback=bool(record.loopback),
                          ipv6=ip_version(record.raw) == 6,
                          if_idx=record.if_idx, timestamp=record.timestamp_ns, layer=Layer.NETWORK,
                          sniffed=verdict == Verdict.SNIFFED)
                  for record, (verdict, _, _) in zip(records, decoded)]
     processes = [store.processes.intern(process) if process is not None else 0 for _, _, process in decoded]
+    names = InterfaceNames()
+    for if_idx, name in {(record.if_idx, record.interface_name) for record in records}:
+        names.learn({if_idx: name})
+    store.name_interfaces({address.if_idx: name for address in addresses
+                           if (name := names.name(address.if_idx))})
     rows = store.append_batch(captured, addresses, [int(verdict) for verdict, _, _ in decoded],
                               [record.timestamp_ns for record in records], processes)
     for row, record, (_, original, _) in zip(rows, records, decoded):

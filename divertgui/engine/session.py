@@ -20,6 +20,7 @@ from divertgui.engine.errors import (CaptureFileError, EventCaptureError, Packet
                                      SessionError)
 from divertgui.engine.header_fields import ip_version
 from divertgui.engine.handle import IPV4_MAX_SIZE, IPV6_MAX_SIZE
+from divertgui.engine.interface_names import in_this_namespace
 from divertgui.engine.packet import Packet
 from divertgui.engine.processes import FlowOwners
 from divertgui.engine.pooled_capture import COMMANDS as POOLED_COMMANDS
@@ -75,6 +76,9 @@ class Session:
         self._stats_of_handle = None        # the same of a capture on one handle
         self._settings: dict[str, dict] = {}    # the latest of each of POOL_SETTINGS, for new workers
         self._source = ""
+        # The source's names of its interfaces, and the indexes the store has been told of.
+        self._interface_name: Callable[[int], str | None] = in_this_namespace
+        self._named: set[int] = set()
         self._mode = "divert"
         self._layer = Layer.NETWORK
         self._paused = False
@@ -316,7 +320,9 @@ class Session:
         for index in created:
             if verdicts[index] == Verdict.PASSED:
                 verdicts[index] = Verdict.INJECTED
-        rows = self.store.append_batch(raws, [p.address for p in packets], verdicts,
+        addresses = [p.address for p in packets]
+        self.name_interfaces(addresses)
+        rows = self.store.append_batch(raws, addresses, verdicts,
                                        [p.address.timestamp + self._wall_offset for p in packets], processes)
         for index, sent in resent.items():
             if sent != raws[index]:
@@ -327,6 +333,15 @@ class Session:
                 if verdicts[index] == Verdict.HELD:
                     self._hold(packet, row, now, processes[index])
         self._rows_due = True
+
+    def name_interfaces(self, addresses: list) -> None:
+        """Tells the store, once, the source's name of each interface these packets came on."""
+        new = {address.if_idx for address in addresses} - self._named
+        if new:
+            self._named |= new
+            names = {if_idx: name for if_idx in new if (name := self._interface_name(if_idx))}
+            if names:
+                self.store.name_interfaces(names)
 
     def _processes_of(self, raws: list, packets: list) -> list[int]:
         """Each packet's process index in the store; only live packets have local processes."""
@@ -534,9 +549,14 @@ class Session:
         self._owners_notice = ""
         self._owners = self._flow_owners() if source == "live" else None
         self._source, self._mode, self._layer, self._reason = source, mode, layer, reason
+        # The demo network's and a replayed file's interfaces are theirs; a live capture's, this namespace's.
+        self._name_interfaces_by(self._backend.interface_name if self._backend is not None else in_this_namespace)
         self._wall_offset = time.time_ns() - time.monotonic_ns()
         self._recompile_intercept()
         self._state_due = True
+
+    def _name_interfaces_by(self, interface_name: Callable[[int], str | None]) -> None:
+        self._interface_name, self._named = interface_name, set()
 
     def attach_live(self, handle, layer: Layer) -> None:
         """Capture, in divert mode, from `handle`, open already: a worker's queue of a pooled capture."""
@@ -544,6 +564,7 @@ class Session:
         self._forget_stopped_counts()
         self._handle, self._backend = handle, None
         self._source, self._mode, self._layer, self._reason = "live", "divert", layer, ""
+        self._name_interfaces_by(in_this_namespace)
         self._wall_offset = time.time_ns() - time.monotonic_ns()
         self._recompile_intercept()
         self._state_due = True
@@ -557,7 +578,7 @@ class Session:
             raise SessionError(f"capture filter: {exc.message}", "filter", exc.position) from exc
         self._begin("live", "divert", layer, "")
         self._pool = PooledCapture(self.store, filter_text, layer, priority, workers, list(self._settings.values()),
-                                   self._processes_of_rows)
+                                   self._processes_of_rows, self.name_interfaces)
         try:
             self._pool.start()
         except SessionError:
@@ -624,6 +645,7 @@ class Session:
     def _fresh_store(self) -> CaptureStore:
         """The store emptied; held packets were released before, so none come back."""
         self.store.clear()
+        self._named = set()
         self._newly_held = []
         self._event_records = []
         self._last_kind = "held"
@@ -702,10 +724,12 @@ class Session:
 
     def _on_clear(self, command: dict) -> None:
         self.store.clear()
+        self._named = set()
         self._event_records = []
         # Held packets stay held; they get rows in the emptied store (and are
         # announced once, with those rows).
         self._newly_held = [h for h in self._newly_held if h["id"] not in self._held]
+        self.name_interfaces([held.packet.address for held in self._held.values()])
         for ident, held in list(self._held.items()):
             row = self.store.append_batch((held.packet.raw,), (held.packet.address,), Verdict.HELD,
                                           held.packet.address.timestamp + self._wall_offset,

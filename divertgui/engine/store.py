@@ -15,6 +15,7 @@ import numpy as np
 
 from divertgui.engine.address import Address, Layer
 from divertgui.engine.hosts import HostList
+from divertgui.engine.interface_names import InterfaceNames
 from divertgui.engine.processes import Process, ProcessList
 from divertgui.engine.store_columns import VECTOR_ROWS, address_columns, summaries_one_by_one, summarise, \
     summary_columns
@@ -23,9 +24,10 @@ from divertgui.engine.store_record import ARENA_BITS, ARENA_BYTES, COLUMNS, FLAG
 CHUNK_BITS = 14
 CHUNK_ROWS = 1 << CHUNK_BITS
 # As plain ints: an int & an IntFlag member goes through the enum's Python-level __rand__.
-_OUTBOUND, _LOOPBACK, _IMPOSTOR, _IPV6, _SNIFFED, _FORWARD, _IP_CK, _TCP_CK, _UDP_CK = (int(flag) for flag in (
-    Flags.OUTBOUND, Flags.LOOPBACK, Flags.IMPOSTOR, Flags.IPV6, Flags.SNIFFED, Flags.FORWARD_LAYER,
-    Flags.IP_CHECKSUM, Flags.TCP_CHECKSUM, Flags.UDP_CHECKSUM))
+_OUTBOUND, _LOOPBACK, _IMPOSTOR, _IPV6, _SNIFFED, _FORWARD, _IP_CK, _TCP_CK, _UDP_CK, _UNKNOWN = (
+    int(flag) for flag in (Flags.OUTBOUND, Flags.LOOPBACK, Flags.IMPOSTOR, Flags.IPV6, Flags.SNIFFED,
+                           Flags.FORWARD_LAYER, Flags.IP_CHECKSUM, Flags.TCP_CHECKSUM, Flags.UDP_CHECKSUM,
+                           Flags.DIRECTION_UNKNOWN))
 
 
 def _new_block(lengths: np.ndarray, wall_ns, verdicts, processes, host: int = 0) -> np.ndarray:
@@ -54,6 +56,7 @@ class CaptureStore:
         self.processes = ProcessList()
         self.generation = -1
         self.hosts = HostList()
+        self.interfaces = InterfaceNames()
         self._reset()
 
     def _reset(self) -> None:
@@ -65,6 +68,7 @@ class CaptureStore:
         self._count = 0
         self.bytes_stored = 0
         self.generation += 1
+        self.interfaces.clear()
 
     def __len__(self) -> int:
         return self._count
@@ -160,6 +164,10 @@ class CaptureStore:
             self._records.append(np.zeros(CHUNK_ROWS, RECORD))
         return self._records[index]
 
+    def name_interfaces(self, names: dict[int, str], host: int = 0) -> None:
+        """The names, where they were captured, of interfaces (by index) that rows of `host` came on."""
+        self.interfaces.learn(names, host)
+
     def set_verdict(self, row: int, verdict: Verdict) -> None:
         self._record(row)["verdict"] = verdict
 
@@ -240,12 +248,17 @@ class CaptureStore:
             sniffed=bool(flags & _SNIFFED),
             layer=Layer.NETWORK_FORWARD if flags & _FORWARD else Layer.NETWORK,
             ip_checksum=bool(flags & _IP_CK), tcp_checksum=bool(flags & _TCP_CK),
-            udp_checksum=bool(flags & _UDP_CK),
+            udp_checksum=bool(flags & _UDP_CK), direction_known=not flags & _UNKNOWN,
         )
 
     def value(self, name: str, row: int) -> int:
         """One cell of a RECORD column, without copying a column."""
         return int(self._record(row)[name])
+
+    def interface_name(self, row: int) -> str | None:
+        """The name of the interface the row was captured on, where it was captured; None when not known."""
+        record = self._record(row)
+        return self.interfaces.name(int(record["if_idx"]), int(record["host"]))
 
     def host(self, row: int) -> str:
         """The name of the capture service's host the row came from; "" for the window's own."""
@@ -262,7 +275,7 @@ class CaptureStore:
         """A copy of one column for rows start..stop (default: every published row).
 
         Names: the fields of RECORD, plus the booleans outbound, loopback,
-        impostor, ipv6, sniffed and plain taken from `flags`.
+        impostor, ipv6, sniffed, plain and direction_unknown taken from `flags`.
         """
         count = self._count
         stop = count if stop is None else min(stop, count)

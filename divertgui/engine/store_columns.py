@@ -98,13 +98,15 @@ def _conversation(a: int, b: int, kind: int) -> int:
     return ((value * _MIX_PAIR) & _MASK64) >> 32
 
 
-_OUTBOUND, _LOOPBACK, _IMPOSTOR, _IPV6, _SNIFFED, _IP_CK, _TCP_CK, _UDP_CK, _FORWARD, _PLAIN = (
+_OUTBOUND, _LOOPBACK, _IMPOSTOR, _IPV6, _SNIFFED, _IP_CK, _TCP_CK, _UDP_CK, _FORWARD, _PLAIN, _UNKNOWN = (
     int(f) for f in (Flags.OUTBOUND, Flags.LOOPBACK, Flags.IMPOSTOR, Flags.IPV6, Flags.SNIFFED, Flags.IP_CHECKSUM,
-                     Flags.TCP_CHECKSUM, Flags.UDP_CHECKSUM, Flags.FORWARD_LAYER, Flags.PLAIN))
+                     Flags.TCP_CHECKSUM, Flags.UDP_CHECKSUM, Flags.FORWARD_LAYER, Flags.PLAIN,
+                     Flags.DIRECTION_UNKNOWN))
 
 
 _ADDRESS_FIELDS = operator.attrgetter("timestamp", "if_idx", "sub_if_idx", "outbound", "loopback", "impostor",
-                                       "ipv6", "sniffed", "ip_checksum", "tcp_checksum", "udp_checksum", "layer")
+                                       "ipv6", "sniffed", "ip_checksum", "tcp_checksum", "udp_checksum", "layer",
+                                       "direction_known")
 _ADDRESS_BITS = np.array([_OUTBOUND, _LOOPBACK, _IMPOSTOR, _IPV6, _SNIFFED, _IP_CK, _TCP_CK, _UDP_CK], np.int64)
 
 
@@ -118,6 +120,7 @@ def address_columns(addresses: Sequence[Address], block: np.ndarray) -> None:
     block["sub_if_idx"] = values[:, 2]
     flags = (values[:, 3:11] != 0) @ _ADDRESS_BITS
     flags |= np.where(values[:, 11] == int(Layer.NETWORK_FORWARD), _FORWARD, 0)
+    flags |= np.where(values[:, 12] == 0, _UNKNOWN, 0)
     block["flags"] = flags
 
 

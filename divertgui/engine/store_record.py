@@ -37,6 +37,9 @@ class Flags(enum.IntFlag):
     # ICMP or ICMPv6 header. Display filters may decide these rows from the
     # columns alone.
     PLAIN = 0x200
+    # Read from a capture file that does not say which way the packet went: OUTBOUND is clear
+    # but does not mean inbound.
+    DIRECTION_UNKNOWN = 0x400
 
 
 RECORD = np.dtype([
@@ -66,6 +69,7 @@ FLAG_COLUMNS = {
     "ipv6": Flags.IPV6,
     "sniffed": Flags.SNIFFED,
     "plain": Flags.PLAIN,
+    "direction_unknown": Flags.DIRECTION_UNKNOWN,
 }
 
 COLUMNS = tuple(RECORD.names) + tuple(FLAG_COLUMNS)

@@ -73,6 +73,9 @@ class RelayedStore:
         self.bytes_stored += sum(map(len, raws))
         return range(first, self._count)
 
+    def name_interfaces(self, names: dict[int, str], host: int = 0) -> None:
+        """Nothing: the pool names the interfaces of the rows it appends to the service's store."""
+
     def set_verdict(self, row: int, verdict) -> None:
         self._put(("verdict", self._pid, self.generation, row, int(verdict)))
 

@@ -68,7 +68,8 @@ class RowCells(NamedTuple):
 # and a repaint is then only dictionary lookups.
 BLOCK_ROWS = 64
 CACHED_ROWS = 16384
-_BLOCK_COLUMNS = ("timestamp", "wall_ns", "length", "outbound", "loopback", "verdict", "process", "host")
+_BLOCK_COLUMNS = ("timestamp", "wall_ns", "length", "outbound", "direction_unknown", "loopback", "verdict", "process",
+                  "host")
 
 
 class PacketTableModel(NamedColumnsModel):
@@ -275,6 +276,8 @@ class PacketTableModel(NamedColumnsModel):
             time_text = f"{(fields['timestamp'] - self._first_stamp) / 1e9:.6f}"
         if fields["loopback"]:
             direction = "lo ↺"
+        elif fields["direction_unknown"]:
+            direction = "?"
         else:
             direction = "out →" if fields["outbound"] else "in ←"
         process = self.store.processes.get(fields["process"])

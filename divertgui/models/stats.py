@@ -97,7 +97,8 @@ class TrafficStats:
         lengths = np.asarray(self.store.column("length", first, count), dtype=np.int64)
         protocols = np.asarray(self.store.column("protocol", first, count), dtype=np.int64) & 0xFF
         outbound = np.asarray(self.store.column("outbound", first, count), dtype=bool)
-        if not (len(stamps) == len(lengths) == len(protocols) == len(outbound) == count - first):
+        unknown = np.asarray(self.store.column("direction_unknown", first, count), dtype=bool)
+        if not (len(stamps) == len(lengths) == len(protocols) == len(outbound) == len(unknown) == count - first):
             # The store was emptied meanwhile; start again from the next update.
             self.clear()
             return
@@ -114,7 +115,8 @@ class TrafficStats:
                 self.bytes[kind] += np.bincount(bins[chosen], weights=lengths[chosen],
                                                 minlength=self.bytes.shape[1]).astype(np.int64)
         self.outbound += np.bincount(bins[outbound], minlength=self.outbound.shape[0])
-        self.inbound += np.bincount(bins[~outbound], minlength=self.inbound.shape[0])
+        # A packet whose file does not say its direction counts in neither.
+        self.inbound += np.bincount(bins[~outbound & ~unknown], minlength=self.inbound.shape[0])
         self.total_packets += count - first
         self.total_bytes += int(lengths.sum())
         self._count_conversations(first, count, lengths)

@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from divertgui.engine.interface_names import checked_names
 from divertgui.engine.processes import MAX_INDEX as MAX_PROCESS_INDEX, Process
 from divertgui.engine.store_record import Flags
 from divertgui.service import framing
@@ -31,7 +32,8 @@ from divertgui.service.row_map import RowMap
 SSH = "/usr/bin/ssh"
 REMOTE_COMMAND = "divert serve"
 ADDRESS_FLAGS = int(Flags.OUTBOUND | Flags.LOOPBACK | Flags.IMPOSTOR | Flags.IPV6 | Flags.SNIFFED
-                    | Flags.IP_CHECKSUM | Flags.TCP_CHECKSUM | Flags.UDP_CHECKSUM | Flags.FORWARD_LAYER)
+                    | Flags.IP_CHECKSUM | Flags.TCP_CHECKSUM | Flags.UDP_CHECKSUM | Flags.FORWARD_LAYER
+                    | Flags.DIRECTION_UNKNOWN)
 STDERR_KEPT = 8192
 
 
@@ -303,6 +305,10 @@ class ServiceClient:
                 self.hello = message
             if message.get("type") == "processes":
                 self._learn_processes(message)
+                return
+            if message.get("type") == "interfaces":
+                store.name_interfaces(checked_names(message.get("interfaces") or (), "an interfaces event"),
+                                      self.host_index)
                 return
             self.on_event(message)
         elif kind == framing.CLEAR:

@@ -72,6 +72,10 @@ class StoreRelay:
             self.bytes_stored += len(blob)
         return range(first, first + count)
 
+    def name_interfaces(self, names: dict[int, str], host: int = 0) -> None:
+        """The capturing side's names of interfaces its rows came on, to the client before those rows."""
+        self.send_event({"type": "interfaces", "interfaces": [[if_idx, name] for if_idx, name in names.items()]})
+
     def set_verdict(self, row: int, verdict) -> None:
         with self._lock:
             self._verdicts.append((row, int(verdict)))

@@ -61,7 +61,7 @@ def test_the_committed_file_is_what_the_module_writes(tmp_path, committed):
 def test_the_interfaces_have_the_demo_network_names_whatever_the_host(committed):
     rows = tshark_fields(COMMITTED, "frame.interface_name", "frame.interface_id")
     names = {(record.loopback, name) for record, (name, _) in zip(committed, rows)}
-    assert names == {(True, "lo"), (False, "eth0")}
+    assert names == {(True, "demo-lo"), (False, "demo-eth0")}
 
 
 def test_tshark_reads_every_packet_with_its_direction(committed):

@@ -3,6 +3,7 @@ the session would have filled in-process, and a broken stream is refused."""
 
 import io
 import random
+import re
 import time
 
 import numpy as np
@@ -225,3 +226,33 @@ def test_an_ssh_hosts_packets_are_timed_on_this_machines_clock_by_their_wall_clo
     assert store.column("wall_ns").tolist() == [10**18 + i for i in range(5)]
     assert len(set(offsets.tolist())) == 1 and min(before, after) - 10**6 <= offsets[0] <= max(before, after) + 10**6
     assert store.hosts.names() == ["", "far.example"]
+
+
+def test_the_client_store_names_each_interface_as_the_service_did():
+    from divertgui.engine.address import Address
+    raws, _ = traffic(3, 4)
+    addresses = [Address(if_idx=if_idx) for if_idx in (2, 2, 5, 9)]
+    direct, received = relayed([
+        ("name_interfaces", ({2: "veth0", 5: "wg0"},)),
+        ("append_batch", (raws, addresses, Verdict.PASSED, 1)),
+    ])
+    assert [received.interface_name(row) for row in range(4)] == ["veth0", "veth0", "wg0", None]
+    assert [direct.interface_name(row) for row in range(4)] == ["veth0", "veth0", "wg0", None]
+
+
+@pytest.mark.parametrize("pairs, says", [
+    ([[2]], "is not an \\[index, name\\] pair"),
+    ([[-1, "eth0"]], "interface index -1 is not a 32-bit number"),
+    ([[True, "eth0"]], "interface index True"),
+    ([[3, ""]], "the name of interface 3 is not 1 to 256 characters"),
+    ([[3, 7]], "the name of interface 3"),
+])
+def test_a_broken_interfaces_event_ends_the_connection_saying_why(pairs, says):
+    received = CaptureStore()
+    events = []
+    client = ServiceClient("local", received, events.append)
+    client._read = io.BytesIO(framing.encode_json({"type": "interfaces", "interfaces": pairs})).read
+    client._read_frames()
+    assert events[-1]["type"] == "error"
+    assert "broken frame" in events[-1]["message"]
+    assert re.search(says, events[-1]["message"]), events[-1]["message"]

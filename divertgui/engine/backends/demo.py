@@ -47,6 +47,8 @@ MAX_LAG_NS = 250_000_000
 BATCH_WAIT_NS = 6_000_000
 
 IF_LOOPBACK, IF_LAN = 1, 2
+# Named as the demo network's, never as this machine's interfaces of the same index.
+INTERFACE_NAMES = {IF_LOOPBACK: "demo-lo", IF_LAN: "demo-eth0"}
 _SNIFF, _DROP, _SEND_ONLY = int(Flag.SNIFF), int(Flag.DROP), int(Flag.SEND_ONLY)
 
 
@@ -113,6 +115,9 @@ class DemoBackend(Backend):
         self.now = self._clock()
         self._next_start = self.now
         self._open = self._recv_open = self._send_open = True
+
+    def interface_name(self, if_idx: int) -> str | None:
+        return INTERFACE_NAMES.get(if_idx)
 
     def set_rate(self, rate: float) -> None:
         if not 0 <= rate <= MAX_RATE:

@@ -16,7 +16,7 @@ import argparse
 import sys
 
 from divertgui.engine.address import Flag
-from divertgui.engine.backends.demo import IF_LAN, IF_LOOPBACK, DemoBackend
+from divertgui.engine.backends.demo import INTERFACE_NAMES, DemoBackend
 from divertgui.engine.handle import Divert
 from divertgui.engine.pcapng import PcapngWriter
 
@@ -33,13 +33,8 @@ BATCH = 255
 READ_SECONDS = 0.05
 
 
-# The demo network's interfaces by the names a Linux host would give them, so
-# that the file does not depend on the machine that wrote it.
-INTERFACE_NAMES = {IF_LOOPBACK: "lo", IF_LAN: "eth0"}
-
-
-def demo_interface_name(if_idx: int, loopback: bool) -> str:
-    return INTERFACE_NAMES.get(if_idx, f"if{if_idx}")
+def demo_interface_name(if_idx: int, loopback: bool) -> str | None:
+    return INTERFACE_NAMES.get(if_idx)
 
 
 class SimulatedClock:

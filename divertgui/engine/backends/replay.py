@@ -20,6 +20,7 @@ from divertgui.engine.header_fields import ip_version
 from divertgui.engine.checksum import checksums_valid
 from divertgui.engine.backends.base import Backend, Captured
 from divertgui.engine.errors import CaptureFileError
+from divertgui.engine.interface_names import InterfaceNames
 from divertgui.engine.pcapng import CaptureReader, CaptureRecord, is_malformed
 
 
@@ -50,6 +51,8 @@ class ReplayBackend(Backend):
         self._clock_start = 0       # monotonic ns when the first record was replayed
         self._file_start = 0        # that record's file timestamp
         self._pending: dict[int, tuple[bytes, Address]] = {}
+        self._interface_names = InterfaceNames()
+        self._interfaces_seen: set[tuple[int, str]] = set()
         self._last_ticket = 0
         self._outcomes: list[Outcome] = []
         self._lock = threading.Lock()
@@ -164,6 +167,11 @@ class ReplayBackend(Backend):
 
     # -- replay specifics
 
+    def interface_name(self, if_idx: int) -> str | None:
+        """The file's name of the interface of the packets replayed with `if_idx`; None when it
+        names none, or names two (a file of several sections)."""
+        return self._interface_names.name(if_idx) or None
+
     @property
     def finished(self) -> bool:
         """True once every packet of the file has been replayed (or the file broke)."""
@@ -205,8 +213,12 @@ class ReplayBackend(Backend):
 
     def _divert(self, record: CaptureRecord, timestamp: int) -> Captured | None:
         raw = record.raw
+        if (record.if_idx, record.interface_name) not in self._interfaces_seen:
+            self._interfaces_seen.add((record.if_idx, record.interface_name))
+            self._interface_names.learn({record.if_idx: record.interface_name})
         address = Address(
             outbound=bool(record.outbound),
+            direction_known=record.outbound is not None,
             loopback=bool(record.loopback),
             ipv6=ip_version(raw) == 6,
             if_idx=record.if_idx,
