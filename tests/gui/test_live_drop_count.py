@@ -32,3 +32,14 @@ def test_drop_mode_shows_what_its_rule_drops_while_it_runs(qtbot, namespace, cap
         assert window.count == 0
     finally:
         assert bench.close(), "the session thread did not stop"
+
+
+def test_the_demo_network_in_drop_mode_counts_its_drops_as_a_live_capture_does(qtbot, workbench):
+    window = workbench.window
+    window.mode.setCurrentText("drop")
+    window.capture_filter.set_text("udp")
+    window.start_capture()
+    qtbot.waitUntil(lambda: window.running, timeout=10000)
+    dropped = window.status_line.labels["dropped"]
+    qtbot.waitUntil(lambda: dropped.text() not in ("Dropped 0", ""), timeout=10000)
+    assert window.count == 0
