@@ -68,15 +68,23 @@ def check_prerequisites() -> None:
         raise PrerequisiteError(privileges.privilege_sentence(), "privilege")
 
 
+PROC_LOG_GROUPS = "/proc/thread-self/net/netfilter/nfnetlink_log"
+
+
 def queue_numbers_in_use() -> set[int]:
-    """The queue numbers our handles' rules name or a reader has bound, in this network namespace."""
+    """The queue and log group numbers our handles' rules name or a reader has bound, in this
+    network namespace."""
     used = {c.queue for c in netfilter_rules.list_handles()}
+    return used | bound_numbers(PROC_QUEUES) | bound_numbers(PROC_LOG_GROUPS)
+
+
+def bound_numbers(path: str) -> set[int]:
+    """The numbers a /proc list of bound queues or log groups names (none when it is absent)."""
     try:
-        with open(PROC_QUEUES) as f:
-            used |= {int(line.split()[0]) for line in f if line.strip()}
+        with open(path) as f:
+            return {int(line.split()[0]) for line in f if line.strip()}
     except OSError:
-        pass
-    return used
+        return set()
 
 
 # The IP version in a packet's first byte, read where each packet passes.
@@ -226,7 +234,10 @@ class NfqueueBackend(Backend):
                     self._bind_queue(number)
                 return number
             except NetlinkError as exc:
-                if exc.errno == errno.EBUSY:
+                # A queue bound by another socket answers EBUSY; a log group, EPERM (which also
+                # means a missing CAP_NET_ADMIN, hence the look at the groups bound).
+                if exc.errno == errno.EBUSY or exc.errno == errno.EPERM and self.mode == "sniff" \
+                        and number in bound_numbers(PROC_LOG_GROUPS):
                     continue
                 raise PrerequisiteError(self._kernel_support_message(exc), "kernel") from exc
         raise PrerequisiteError("no free NFQUEUE number left between "
