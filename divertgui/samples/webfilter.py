@@ -7,13 +7,15 @@ the hijack WinDivert's sample does. Like the sample, it reads the request
 line and Host header from the first data packet of a request.
 
 A blocklist entry is a host (`example.com`, which also covers its
-subdomains) or a host with a path prefix (`example.com/ads/`), one per
-line in a file or given with --block; `#` starts a comment.
+subdomains, or an address, `[fd00::1]` for IPv6) or a host with a path
+prefix (`example.com/ads/`), one per line in a file or given with --block;
+`#` starts a comment.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import re
 from typing import Callable, NamedTuple
 
@@ -29,7 +31,7 @@ BLOCK_PAGE = (b"HTTP/1.1 403 Forbidden\r\n"
               b"\t\t<h1>BLOCKED!</h1>\n\t\t<hr>\n\t\t<p>This URL has been blocked!</p>\n\t</body>\n</html>\n")
 _REQUEST_LINE = re.compile(rb"^([A-Z]+) (\S+) HTTP/1\.[01]\r\n")
 _HOST = re.compile(rb"\r\nHost:[ \t]*([^\r\n]*)\r\n", re.IGNORECASE)
-_ENTRY = re.compile(r"^([A-Za-z0-9-][A-Za-z0-9.-]*)(/\S*)?$")
+_ENTRY = re.compile(r"^([A-Za-z0-9-][A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\])(/\S*)?$")
 
 
 class Entry(NamedTuple):
@@ -43,9 +45,27 @@ class BlocklistError(UsageError):
 
 def parse_entry(text: str, where: str) -> Entry:
     match = _ENTRY.match(text)
-    if match is None:
-        raise BlocklistError(f"{where}: {text!r} is not a host or host/path (e.g. example.com/ads/)")
-    return Entry(match.group(1).lower().rstrip("."), match.group(2) or "/")
+    host = _host_name(match.group(1)) if match is not None else None
+    if host is None:
+        raise BlocklistError(f"{where}: {text!r} is not a host or host/path (e.g. example.com/ads/, "
+                             f"[fd00::1]/ads/)")
+    return Entry(host, match.group(2) or "/")
+
+
+def _host_name(text: str) -> str | None:
+    """A host as entries and requests are compared: lower case, no trailing dot, an IPv6 address
+    without its brackets in its shortest form; None for brackets around no IPv6 address."""
+    if not text.startswith("["):
+        return text.lower().rstrip(".")
+    try:
+        return str(ipaddress.IPv6Address(text[1:-1]))
+    except ValueError:
+        return None
+
+
+def _shown(host: str) -> str:
+    """A host as a URL writes it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
 
 
 def read_blocklist(path: str) -> list[Entry]:
@@ -67,12 +87,12 @@ def requested(payload: bytes) -> tuple[str, str] | None:
     target = line.group(2).decode("latin-1")
     if target.startswith(("http://", "https://")):
         target = "/" + target.split("/", 3)[3] if target.count("/") >= 3 else "/"
-    name = host.group(1).decode("latin-1").strip().lower()
+    name = host.group(1).decode("latin-1").strip()
     if name.startswith("["):
-        name = name[1:name.find("]")] if "]" in name else name
+        name = name[:name.find("]") + 1] if "]" in name else name
     elif name.count(":") == 1:
         name = name.split(":")[0]
-    return name.rstrip("."), target
+    return _host_name(name) or name.lower(), target
 
 
 def blocked(entries: list[Entry], host: str, path: str) -> Entry | None:
@@ -124,7 +144,7 @@ def run(args, open_handle: Callable, stop, say: Callable[[str], None], note: Cal
                 answer = replies.tcp_reset(packet) if args.reset else replies.tcp_data_reply(packet, BLOCK_PAGE)
                 handle.send(answer)
                 counts["blocked"] += 1
-                say(f"BLOCK http://{target[0]}{target[1]} (entry {entry.host}{entry.path}; "
+                say(f"BLOCK http://{_shown(target[0])}{target[1]} (entry {_shown(entry.host)}{entry.path}; "
                     f"{'reset' if args.reset else 'block page'})")
     note(f"webfilter: blocked {counts['blocked']} requests, passed {counts['passed']} packets")
     return 0

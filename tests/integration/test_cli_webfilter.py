@@ -36,18 +36,20 @@ def test_listed_urls_get_the_block_page_or_a_reset_and_others_pass(web_server, t
     veth = web_server
     blocklist = tmp_path / "blocklist.txt"
     blocklist.write_text(f"# hosts and URL prefixes\n{veth.b_v4}/private\n")
-    args = ["webfilter", str(blocklist), "--block", "blocked.example", "--port", str(PORT)]
+    args = ["webfilter", str(blocklist), "--block", "blocked.example", "--block", f"[{veth.b_v6}]/v6only",
+            "--port", str(PORT)]
     process = start_cli(veth.a, *args, *(["--reset"] if reset else []))
     try:
         allowed = _curl(veth.a, f"http://{veth.b_v4}:{PORT}/")
         prefix = _curl(veth.a, f"http://{veth.b_v4}:{PORT}/private/file")
         by_host = veth.a.exec("curl", "-sS", "--max-time", "5", "-o", "-", "-w", "\n%{http_code}",
                               "-H", "Host: www.blocked.example", f"http://[{veth.b_v6}]:{PORT}/", check=False)
+        by_address = _curl(veth.a, f"http://[{veth.b_v6}]:{PORT}/v6only/file")
     finally:
         code, out, err = finish(process)
     assert code == 0, err
     assert allowed.returncode == 0 and allowed.stdout.endswith("\n200")
-    for blocked in (prefix, by_host):
+    for blocked in (prefix, by_host, by_address):
         if reset:
             assert blocked.returncode != 0 and "reset" in blocked.stderr.lower(), blocked
         else:
@@ -55,7 +57,8 @@ def test_listed_urls_get_the_block_page_or_a_reset_and_others_pass(web_server, t
             assert "<h1>BLOCKED!</h1>" in blocked.stdout
     assert f"BLOCK http://{veth.b_v4}/private/file" in out
     assert "BLOCK http://www.blocked.example/" in out
-    assert "blocked 2 requests" in err
+    assert f"BLOCK http://[{veth.b_v6}]/v6only/file" in out
+    assert "blocked 3 requests" in err
     assert our_chains(veth.a) == []
 
 
