@@ -111,6 +111,12 @@ record() { files="$files$1
 "; }
 
 cp -a "$bundle/." "$opt/"
+if [ "$(id -u)" -eq 0 ]; then
+    # Root's, whoever built the bundle: a file its builder could still change would run with
+    # the capture program's capabilities, and in every user's window.
+    chown -R root:root "$opt"
+    chmod -R go-w "$opt"
+fi
 ln -s "/opt/divertgui/divertgui" "$bin/divertgui"
 record "$bin/divertgui"
 ln -s "/opt/divertgui/divert" "$bin/divert"
@@ -162,7 +168,12 @@ else
     chown "root:$gid" "$opt/divert"
     if [ -z "$root" ]; then
         chgrp "$gid" /run/divertgui/handles
-        [ -e /run/divertgui/rules.lock ] || install -m 0640 -o root -g "$gid" /dev/null /run/divertgui/rules.lock
+        # A lock that is there already (made at boot, or left by an earlier install) gets the same owner.
+        if [ -e /run/divertgui/rules.lock ]; then
+            chown "root:$gid" /run/divertgui/rules.lock && chmod 0640 /run/divertgui/rules.lock
+        else
+            install -m 0640 -o root -g "$gid" /dev/null /run/divertgui/rules.lock
+        fi
     fi
     chmod 0750 "$opt/divert"
     user=${SUDO_USER:-}

@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -145,19 +146,39 @@ def _remove_namespaces_of_dead_runs() -> None:
             run("ip", "netns", "del", name, check=False)
 
 
-@pytest.fixture
-def make_namespace():
-    require_prerequisites()
-    # What the installer has the system create at boot, for tests that divert as another user:
-    # uid 65534 (group 65534) with the capture capabilities stands for a member of the group divertgui.
+@pytest.fixture(scope="session")
+def rule_lock_open_to_the_test_user():
+    """What the installer has the system create at boot, for tests that divert as another user:
+    uid 65534 (group 65534) with the capture capabilities stands for a member of the group
+    divertgui. For the run alone: whoever may open the lock may hold every rule change of the
+    machine, so its owner and mode are put back afterwards."""
+    if os.geteuid() != 0:
+        yield
+        return
     from divertgui.engine.backends import netfilter_rules
+
+    def set_lock(gid: int, mode: int) -> None:
+        lock = netfilter_rules.open_rule_lock()
+        try:
+            os.fchown(lock, 0, gid)
+            os.fchmod(lock, mode)
+        finally:
+            os.close(lock)
+
     lock = netfilter_rules.open_rule_lock()
-    try:
-        if os.fstat(lock).st_gid == 0:
-            os.fchown(lock, 0, 65534)
-            os.fchmod(lock, 0o640)
-    finally:
-        os.close(lock)
+    before = os.fstat(lock)
+    os.close(lock)
+    changed = before.st_gid == 0
+    if changed:
+        set_lock(65534, 0o640)
+    yield
+    if changed:
+        set_lock(before.st_gid, stat.S_IMODE(before.st_mode))
+
+
+@pytest.fixture
+def make_namespace(rule_lock_open_to_the_test_user):
+    require_prerequisites()
     created: list[Namespace] = []
     _remove_namespaces_of_dead_runs()
 

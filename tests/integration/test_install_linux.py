@@ -228,3 +228,29 @@ def test_only_members_of_the_group_can_run_the_installed_capture_program(fake_bu
         sh(UNINSTALL, "--root", root)
     finally:
         shutil.rmtree(root)
+
+
+def test_the_installed_tree_is_roots_whoever_built_the_bundle(fake_bundle, scratch_root):
+    """A bundle built by a user, installed by root: nothing under /opt/divertgui stays that user's
+    or writable by anyone but root, or the builder could change code that runs with the capture
+    program's capabilities (a library the bundle loads) or in every user's window."""
+    if os.geteuid() != 0:
+        pytest.skip("changing file owners needs root")
+    builder = 1000
+    (fake_bundle / "_internal" / "lib-dynload").mkdir()
+    (fake_bundle / "_internal" / "lib-dynload" / "_json.so").write_bytes(b"\x7fELF a module the bundle loads")
+    for dirpath, dirnames, filenames in os.walk(fake_bundle):
+        for name in [".", *dirnames, *filenames]:
+            path = os.path.join(dirpath, name)
+            os.chown(path, builder, builder)
+            os.chmod(path, os.stat(path).st_mode | stat.S_IWGRP)
+    (scratch_root / "etc").mkdir()
+    (scratch_root / "etc/group").write_text("root:x:0:\n")
+    sh(INSTALL, "--bundle", fake_bundle, "--root", scratch_root, "--no-capabilities")
+    opt = scratch_root / "opt/divertgui"
+    for dirpath, dirnames, filenames in os.walk(opt):
+        for name in [".", *dirnames, *filenames]:
+            info = os.lstat(os.path.join(dirpath, name))
+            assert info.st_uid == 0, f"{os.path.join(dirpath, name)} is uid {info.st_uid}'s"
+            assert not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH), f"{os.path.join(dirpath, name)} is writable"
+    sh(UNINSTALL, "--root", scratch_root)
