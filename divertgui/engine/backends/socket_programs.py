@@ -162,17 +162,50 @@ def _copy_port(code: Assembler, base: int, offset: int, field: str, network_orde
     code.store(H, R10, field_at(field), R2)
 
 
-def _mark_loopback(code: Assembler) -> None:
-    """loopback = the peer's address (the remote one, or the local one when there is
-    no remote port yet) is 127.0.0.0/8, ::ffff:127.0.0.0/104 or ::1."""
-    check, v6, yes, no = (code.label() for _ in range(4))
+def _peer_address(code: Assembler) -> None:
+    """r7 = the peer's address in the record: the remote one, or the local one when there
+    is no remote port yet."""
+    chosen = code.label()
     code.load(H, R3, R10, field_at("remote_port"))
     code.mov(R7, R10)
     code.alu_imm(ebpf.ADD, R7, field_at("remote_addr"))
-    code.jump_imm(ebpf.JNE, R3, 0, check)
+    code.jump_imm(ebpf.JNE, R3, 0, chosen)
     code.mov(R7, R10)
     code.alu_imm(ebpf.ADD, R7, field_at("local_addr"))
-    code.place(check)                                               # r7 = the address to judge
+    code.place(chosen)
+
+
+def _mark_ipv4(code: Assembler) -> None:
+    """An AF_INET6 socket whose peer's address is IPv4-mapped (a dual-stack socket talking
+    IPv4) is reported as WinDivert's _V4 layers report it: IPv6 bit 0, and a local address
+    of :: as ::ffff:0.0.0.0 (IPv4 0.0.0.0). Both addresses must be IPv4-mapped or ::."""
+    keep = code.label()
+    code.load(B, R2, R10, field_at("ipv6"))
+    code.jump_imm(ebpf.JEQ, R2, 0, keep)
+    _peer_address(code)
+    code.load(W, R2, R7, 8)
+    code.jump_imm(ebpf.JNE, R2, 0xFFFF, keep)                      # not IPv4-mapped (words 0 and 1 below)
+    for field in ("local_addr", "remote_addr"):
+        mapped = code.label()
+        code.load(W, R2, R10, field_at(field))
+        code.load(W, R3, R10, field_at(field) + 4)
+        code.emit(ebpf.ALU64 | ebpf.OR | ebpf.X, R2, R3)
+        code.jump_imm(ebpf.JNE, R2, 0, keep)
+        code.load(W, R2, R10, field_at(field) + 8)
+        code.jump_imm(ebpf.JEQ, R2, 0xFFFF, mapped)
+        code.jump_imm(ebpf.JNE, R2, 0, keep)
+        code.load(W, R2, R10, field_at(field) + 12)
+        code.jump_imm(ebpf.JNE, R2, 0, keep)                        # neither IPv4-mapped nor ::
+        code.place(mapped)
+    code.store_imm(B, R10, field_at("ipv6"), 0)
+    code.store_imm(W, R10, field_at("local_addr") + 8, 0xFFFF)
+    code.place(keep)
+
+
+def _mark_loopback(code: Assembler) -> None:
+    """loopback = the peer's address is 127.0.0.0/8, ::ffff:127.0.0.0/104 or ::1."""
+    v6, yes, no = (code.label() for _ in range(3))
+    _peer_address(code)
     code.load(W, R2, R7, 0)
     code.jump_imm(ebpf.JNE, R2, 0, no)
     code.load(W, R2, R7, 4)
@@ -207,6 +240,7 @@ def _remember_local(code: Assembler, maps: Maps) -> None:
 def finish(code: Assembler, tree: Node, maps: Maps, block: bool, remember: bool = False) -> None:
     """Filter, report, and return the verdict; `remember` keeps the local address
     of an operation that is let through, for its CLOSE."""
+    _mark_ipv4(code)
     _mark_loopback(code)
     match, miss = code.label(), code.label()
     compile_filter(code, tree, match, miss)
