@@ -160,3 +160,18 @@ def test_an_interface_name_fills_the_register_and_no_more():
     assert nftables.interface_name("lo") == b"lo" + bytes(14)
     with pytest.raises(ValueError, match="longer than 15"):
         nftables.interface_name("x" * 16)
+
+
+def test_only_an_ipv6_input_chain_carries_the_conntrack_expression_that_turns_reassembly_on():
+    inbound = netfilter_rules.HandleRules(1, 16384, 0, "divert", "IO")
+    [rule] = inbound.reassembly("I", 6)
+    assert [_expression(e)[0] for e in rule.expressions] == ["ct"]
+    assert rule.needs == (netfilter_rules.NEEDS["conntrack"],)
+    assert inbound.reassembly("I", 4) == [] and inbound.reassembly("O", 6) == []
+    # FRAGMENTS (hook P), and a handle whose filter no IPv6 packet passes: none.
+    assert netfilter_rules.HandleRules(1, 16384, 0, "divert", "PO").reassembly("P", 6) == []
+    ipv4_only = netfilter_rules.HandleRules(1, 16384, 0, "sniff", "I",
+                                            kernel_match=lambda version, hook: PacketMatch() if version == 4 else None)
+    assert ipv4_only.reassembly("I", 6) == []
+    # FRAGMENTS' prerouting chain stands before conntrack's defragmentation (-400).
+    assert netfilter_rules.HOOKS["P"][3] < -400 < netfilter_rules.HOOKS["I"][3]

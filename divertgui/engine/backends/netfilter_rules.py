@@ -4,7 +4,7 @@ priority order (highest first). Two tables, `ip divertgui` and `ip6
 divertgui` (the kernel refuses the x_tables target NFQUEUE and the bpf
 match in an `inet` table), hold them; they exist while a handle does.
 
-    prerouting (hook prerouting, priority -150) -> DG<pid>_<queue>_<level>s<n>P (FRAGMENTS)
+    prerouting (hook prerouting, priority -450) -> DG<pid>_<queue>_<level>s<n>P (FRAGMENTS)
     input      (hook input, priority -150)      -> DG<pid>_<queue>_<level>s<n>I -> NFQUEUE / log / drop
     output     (type route, hook output, -150)  -> DG<pid>_<queue>_<level>s<n>O
     forward    (hook forward, priority -150)    -> DG<pid>_<queue>_<level>s<n>F
@@ -15,6 +15,12 @@ handle that released it, and every handle chain returns at once when the
 level in the mark is its own or a higher one, so each packet meets the
 handles in priority order and each level at most once. Packets a handle
 injects carry its level too (see inject.py).
+
+An IPv6 handle chain of the INPUT hook (a handle without FRAGMENTS) holds
+a conntrack expression: it turns on conntrack's IPv6 defragmentation in
+the namespace, so that the handle sees datagrams reassembled, as IPv4's
+are by then. FRAGMENTS handles hook prerouting before that defragmentation
+(and IPv4's, when conntrack runs), so they see fragments as they arrived.
 
 Rules are made and read over nf_tables netlink (nftables.py): no program
 is run. See driver/README.md for why these tables and this priority.
@@ -28,6 +34,7 @@ import dataclasses
 import errno
 import fcntl
 import grp
+import logging
 import os
 import re
 import signal
@@ -44,9 +51,13 @@ from divertgui.engine.filter.kernel_native import NETWORK, TRANSPORT, Conjunctio
 
 from . import netlink, nftables as nft
 
+_log = logging.getLogger(__name__)
+
 TABLE = "divertgui"
 # mangle's priority: before the machine's own filter rules (0) decide.
 BASE_PRIORITY = -150
+# FRAGMENTS: before conntrack's defragmentation (-400), as NF_IP_PRI_RAW_BEFORE_DEFRAG.
+FRAGMENTS_PRIORITY = -450
 LEVEL_SHIFT = 16
 LEVEL_MASK = 0xFFFF0000
 # Impostor: set by no handle of ours; a program that injects packets may set
@@ -63,14 +74,14 @@ SUB_SHIFT = 12
 SUB_MASK = 0x0000F000
 MAX_SHARING = SUB_MASK >> SUB_SHIFT
 
-HOOKS = {  # code letter: (base chain, netfilter hook, chain type)
-    "P": ("prerouting", netlink.NF_INET_PRE_ROUTING, "filter"),
-    "I": ("input", netlink.NF_INET_LOCAL_IN, "filter"),
+HOOKS = {  # code letter: (base chain, netfilter hook, chain type, priority)
+    "P": ("prerouting", netlink.NF_INET_PRE_ROUTING, "filter", FRAGMENTS_PRIORITY),
+    "I": ("input", netlink.NF_INET_LOCAL_IN, "filter", BASE_PRIORITY),
     # As iptables' mangle OUTPUT: a packet whose mark a verdict changed is routed again.
-    "O": ("output", netlink.NF_INET_LOCAL_OUT, "route"),
-    "F": ("forward", netlink.NF_INET_FORWARD, "filter"),
+    "O": ("output", netlink.NF_INET_LOCAL_OUT, "route", BASE_PRIORITY),
+    "F": ("forward", netlink.NF_INET_FORWARD, "filter", BASE_PRIORITY),
 }
-BASE_CHAINS = {name for name, _hook, _type in HOOKS.values()}
+BASE_CHAINS = {name for name, *_rest in HOOKS.values()}
 FAMILIES = nft.FAMILIES
 # Rule changes of every divertgui process take turns by locking a file in
 # this directory: root's, writable by no other user, so nobody else can put a
@@ -92,6 +103,7 @@ NEEDS = {
     "log": "nft_log (CONFIG_NFT_LOG) with nfnetlink_log (CONFIG_NETFILTER_NETLINK_LOG)",
     "bpf": f"{NEEDS_COMPAT} and the x_tables bpf match (CONFIG_NETFILTER_XT_MATCH_BPF)",
     "fib": "nft_fib (CONFIG_NFT_FIB_IPV4, CONFIG_NFT_FIB_IPV6)",
+    "conntrack": "nft_ct (CONFIG_NFT_CT) with IPv6 conntrack (CONFIG_NF_CONNTRACK, CONFIG_NF_DEFRAG_IPV6)",
     "tables": "nf_tables (CONFIG_NF_TABLES, CONFIG_NF_TABLES_IPV4, CONFIG_NF_TABLES_IPV6)",
 }
 
@@ -205,6 +217,15 @@ class HandleRules:
         return [Rule((*tests, nft.verdict(nft.NFT_JUMP, self.chain(hook))), tuple(needs),
                      f"jump to {self.chain(hook)}") for tests, needs in packet_matches(match)]
 
+    def reassembly(self, hook: str, version: int) -> list[Rule]:
+        """The rule that has the kernel reassemble IPv6 before this handle's INPUT chain: Linux does
+        it only after the INPUT hook unless conntrack's defragmentation (priority -400) runs in the
+        namespace, which a conntrack expression turns on while it exists. None for IPv4 (reassembled
+        before INPUT), for other hooks, and when no IPv6 packet can reach the chain."""
+        if hook != "I" or version != 6 or not self.jumps(hook, version):
+            return []
+        return [Rule((nft.conntrack_state(),), (NEEDS["conntrack"],), "ct state (IPv6 reassembly before input)")]
+
     def rules(self, hook: str) -> list[Rule]:
         """The rules that fill this handle's chain for one hook, in order; the packets that reach it
         are those its jump's match covers."""
@@ -212,7 +233,8 @@ class HandleRules:
         rules = []
         if hook == "P":
             # FRAGMENTS: inbound packets are taken before reassembly, which
-            # happens between PREROUTING and INPUT.
+            # happens between PREROUTING and INPUT, or at -400 in PREROUTING when
+            # conntrack runs (HOOKS puts this chain before it).
             rules.append(Rule((nft.destination_address_type(),
                                nft.compare(nft.CMP_NEQ, nft.HOST_U32.pack(nft.RTN_LOCAL)), back),
                               (NEEDS["fib"],), "fib daddr type != local return"))
@@ -461,7 +483,7 @@ def install(handle: HandleRules) -> HandleRules:
         handle = dataclasses.replace(handle, ordinal=_next_ordinal(tables, handle.priority))
         try:
             for version, table in tables.items():
-                sock.apply(_installing(handle, version, table))
+                _apply_installing(sock, handle, version, table)
         except Exception:
             # Half a handle (IPv4 but not IPv6, say) is taken out again.
             for version in FAMILIES:
@@ -486,17 +508,30 @@ def _next_ordinal(tables: dict[int, _Table], priority: int) -> int:
     return ordinal
 
 
-def _installing(handle: HandleRules, version: int, table: _Table) -> list[nft.Change]:
+def _apply_installing(sock: nft.NftablesSocket, handle: HandleRules, version: int, table: _Table) -> None:
+    """Installs the handle's chains of one IP version. A kernel without IPv6 conntrack still gets
+    the handle, without the reassembly rule: IPv6 fragments then reach it one by one (driver/README.md)."""
+    try:
+        sock.apply(_installing(handle, version, table))
+    except nft.NftablesError as exc:
+        if exc.needs != NEEDS["conntrack"]:
+            raise
+        _log.warning("the kernel refused IPv6 conntrack (%s): inbound IPv6 fragments reach handles without "
+                     "FRAGMENTS one by one, and the datagram they make is not diverted", exc.strerror)
+        sock.apply(_installing(handle, version, table, reassembly=False))
+
+
+def _installing(handle: HandleRules, version: int, table: _Table, reassembly: bool = True) -> list[nft.Change]:
     family = FAMILIES[version]
     changes = [] if table.exists else [nft.new_table(family, TABLE)]
     declared = {chain.name for chain in table.chains}
     for hook in handle.hooks:
-        base, number, kind = HOOKS[hook]
+        base, number, kind, priority = HOOKS[hook]
         if base not in declared:
-            changes.append(nft.new_chain(family, TABLE, base, (number, BASE_PRIORITY, kind)))
+            changes.append(nft.new_chain(family, TABLE, base, (number, priority, kind)))
         chain = handle.chain(hook)
         changes.append(nft.new_chain(family, TABLE, chain))
-        for rule in handle.rules(hook):
+        for rule in (handle.reassembly(hook, version) if reassembly else []) + handle.rules(hook):
             changes.append(nft.new_rule(family, TABLE, chain, list(rule.expressions),
                                         what=f"add the rule '{rule.what}' to {chain}", needs=_needs(rule)))
         # Higher levels first; among equal levels, the older handle first.

@@ -61,6 +61,8 @@ BYTEORDER_HTON = 1
 COUNTER_BYTES, COUNTER_PACKETS = 1, 2
 LOG_GROUP, LOG_SNAPLEN, LOG_QTHRESHOLD = 1, 3, 4
 FIB_DREG, FIB_RESULT, FIB_FLAGS = 1, 2, 3
+CT_DREG, CT_KEY = 1, 2
+CT_STATE = 0
 FIB_RESULT_ADDRTYPE, FIB_F_DADDR = 3, 0x2
 RTN_LOCAL = 2                                 # linux/rtnetlink.h route type
 COMPAT_NAME, COMPAT_REV, COMPAT_INFO = 1, 2, 3  # NFTA_MATCH_* and NFTA_TARGET_* alike
@@ -140,6 +142,13 @@ def destination_address_type() -> bytes:
     """Loads the route type of the packet's destination address (RTN_*, host order) into register 1."""
     return expression("fib", attribute(FIB_DREG, BE32.pack(REG_1)) + attribute(FIB_RESULT, BE32.pack(FIB_RESULT_ADDRTYPE))
                       + attribute(FIB_FLAGS, BE32.pack(FIB_F_DADDR)))
+
+
+def conntrack_state() -> bytes:
+    """Loads the packet's conntrack state into register 1. The expression's presence in a rule
+    turns conntrack on for the table's family in the network namespace (with its
+    defragmentation, which IPv6 otherwise does only after the INPUT hook) until the rule goes."""
+    return expression("ct", attribute(CT_DREG, BE32.pack(REG_1)) + attribute(CT_KEY, BE32.pack(CT_STATE)))
 
 
 def verdict(code: int, chain: str | None = None) -> bytes:
