@@ -8,7 +8,7 @@ import pytest
 
 from divertgui.engine.address import Flag
 from divertgui.engine.handle import Divert
-from tests.integration.conftest import Passthru, receive_expected, udp_socket
+from tests.integration.conftest import Passthru, our_chains, receive_expected, udp_socket
 
 pytestmark = pytest.mark.netns
 
@@ -112,12 +112,16 @@ def _tracked_ports(ns) -> set[int]:
 
 
 def test_conntrack_runs_only_while_such_a_handle_is_open(veth):
-    """What turns IPv6 reassembly on goes with the handle's rules: later traffic is not tracked."""
+    """What turns IPv6 reassembly on goes when the last handle needing it closes, even while other
+    handles stay: later traffic is not tracked."""
     with veth.a.entered():
         server = udp_socket("::", PORT)
-        with Divert(f"inbound and udp.DstPort == {PORT}") as handle, Passthru(handle):
-            _send_from_b(veth)
-            assert receive_expected(server, 1) == [DATAGRAM]
+        with Divert("inbound and tcp", flags=Flag.FRAGMENTS):
+            with Divert(f"inbound and udp.DstPort == {PORT}") as handle, Passthru(handle):
+                assert "ip6 divertgui reassembly" in our_chains(veth.a)
+                _send_from_b(veth)
+                assert receive_expected(server, 1) == [DATAGRAM]
+            assert "ip6 divertgui reassembly" not in our_chains(veth.a)
         assert PORT in _tracked_ports(veth.a)
         later = udp_socket("::", EDITED_PORT)
         with veth.b.entered():

@@ -162,16 +162,17 @@ def test_an_interface_name_fills_the_register_and_no_more():
         nftables.interface_name("x" * 16)
 
 
-def test_only_an_ipv6_input_chain_carries_the_conntrack_expression_that_turns_reassembly_on():
+def test_a_handle_without_fragments_taking_ipv6_needs_the_chain_that_turns_reassembly_on():
     inbound = netfilter_rules.HandleRules(1, 16384, 0, "divert", "IO")
-    [rule] = inbound.reassembly("I", 6)
-    assert [_expression(e)[0] for e in rule.expressions] == ["ct"]
-    assert rule.needs == (netfilter_rules.NEEDS["conntrack"],)
-    assert inbound.reassembly("I", 4) == [] and inbound.reassembly("O", 6) == []
-    # FRAGMENTS (hook P), and a handle whose filter no IPv6 packet passes: none.
-    assert netfilter_rules.HandleRules(1, 16384, 0, "divert", "PO").reassembly("P", 6) == []
+    assert inbound.needs_reassembly(6) and not inbound.needs_reassembly(4)
+    # FRAGMENTS (hook P), and a handle whose filter no IPv6 packet passes: no.
+    assert not netfilter_rules.HandleRules(1, 16384, 0, "divert", "PO").needs_reassembly(6)
     ipv4_only = netfilter_rules.HandleRules(1, 16384, 0, "sniff", "I",
                                             kernel_match=lambda version, hook: PacketMatch() if version == 4 else None)
-    assert ipv4_only.reassembly("I", 6) == []
+    assert not ipv4_only.needs_reassembly(6)
+    chain, rule = netfilter_rules.reassembly_changes(nftables.NFPROTO_IPV6)
+    assert chain.kind == nftables.NEWCHAIN and rule.kind == nftables.NEWRULE
+    assert rule.needs == netfilter_rules.NEEDS["conntrack"]
+    assert nftables.conntrack_state() in rule.attrs
     # FRAGMENTS' prerouting chain stands before conntrack's defragmentation (-400).
     assert netfilter_rules.HOOKS["P"][3] < -400 < netfilter_rules.HOOKS["I"][3]

@@ -16,11 +16,12 @@ level in the mark is its own or a higher one, so each packet meets the
 handles in priority order and each level at most once. Packets a handle
 injects carry its level too (see inject.py).
 
-An IPv6 handle chain of the INPUT hook (a handle without FRAGMENTS) holds
-a conntrack expression: it turns on conntrack's IPv6 defragmentation in
-the namespace, so that the handle sees datagrams reassembled, as IPv4's
-are by then. FRAGMENTS handles hook prerouting before that defragmentation
-(and IPv4's, when conntrack runs), so they see fragments as they arrived.
+While a handle without FRAGMENTS can take inbound IPv6 packets, the ip6
+table holds a chain `reassembly` whose conntrack expression turns on
+conntrack's IPv6 defragmentation in the namespace, so that the handle sees
+datagrams reassembled, as IPv4's are by then. FRAGMENTS handles hook
+prerouting before that defragmentation (and IPv4's, when conntrack runs),
+so they see fragments as they arrived.
 
 Rules are made and read over nf_tables netlink (nftables.py): no program
 is run. See driver/README.md for why these tables and this priority.
@@ -82,6 +83,8 @@ HOOKS = {  # code letter: (base chain, netfilter hook, chain type, priority)
     "F": ("forward", netlink.NF_INET_FORWARD, "filter", BASE_PRIORITY),
 }
 BASE_CHAINS = {name for name, *_rest in HOOKS.values()}
+# Holds the rule whose conntrack expression has the kernel reassemble IPv6 before INPUT; never jumped to.
+REASSEMBLY_CHAIN = "reassembly"
 FAMILIES = nft.FAMILIES
 # Rule changes of every divertgui process take turns by locking a file in
 # this directory: root's, writable by no other user, so nobody else can put a
@@ -217,14 +220,10 @@ class HandleRules:
         return [Rule((*tests, nft.verdict(nft.NFT_JUMP, self.chain(hook))), tuple(needs),
                      f"jump to {self.chain(hook)}") for tests, needs in packet_matches(match)]
 
-    def reassembly(self, hook: str, version: int) -> list[Rule]:
-        """The rule that has the kernel reassemble IPv6 before this handle's INPUT chain: Linux does
-        it only after the INPUT hook unless conntrack's defragmentation (priority -400) runs in the
-        namespace, which a conntrack expression turns on while it exists. None for IPv4 (reassembled
-        before INPUT), for other hooks, and when no IPv6 packet can reach the chain."""
-        if hook != "I" or version != 6 or not self.jumps(hook, version):
-            return []
-        return [Rule((nft.conntrack_state(),), (NEEDS["conntrack"],), "ct state (IPv6 reassembly before input)")]
+    def needs_reassembly(self, version: int) -> bool:
+        """Whether this handle takes inbound packets of this IP version that Linux reassembles only
+        after the INPUT hook (IPv6, unless conntrack's defragmentation runs: reassembly_changes)."""
+        return version == 6 and "I" in self.hooks and bool(self.jumps("I", version))
 
     def rules(self, hook: str) -> list[Rule]:
         """The rules that fill this handle's chain for one hook, in order; the packets that reach it
@@ -233,8 +232,8 @@ class HandleRules:
         rules = []
         if hook == "P":
             # FRAGMENTS: inbound packets are taken before reassembly, which
-            # happens between PREROUTING and INPUT, or at -400 in PREROUTING when
-            # conntrack runs (HOOKS puts this chain before it).
+            # happens between PREROUTING and INPUT (IPv4), after INPUT (IPv6), or
+            # at -400 in PREROUTING when conntrack runs: HOOKS puts this chain before it.
             rules.append(Rule((nft.destination_address_type(),
                                nft.compare(nft.CMP_NEQ, nft.HOST_U32.pack(nft.RTN_LOCAL)), back),
                               (NEEDS["fib"],), "fib daddr type != local return"))
@@ -508,9 +507,19 @@ def _next_ordinal(tables: dict[int, _Table], priority: int) -> int:
     return ordinal
 
 
+def reassembly_changes(family: int) -> list[nft.Change]:
+    """The chain whose rule has the kernel reassemble IPv6 before the INPUT hook: Linux does it only
+    after that hook unless conntrack's defragmentation (prerouting, priority -400) runs in the network
+    namespace, which nft_ct turns on while a ct expression exists."""
+    rule = Rule((nft.conntrack_state(),), (NEEDS["conntrack"],), "ct state (IPv6 reassembly before input)")
+    return [nft.new_chain(family, TABLE, REASSEMBLY_CHAIN),
+            nft.new_rule(family, TABLE, REASSEMBLY_CHAIN, list(rule.expressions),
+                         what=f"add the rule '{rule.what}' to {REASSEMBLY_CHAIN}", needs=_needs(rule))]
+
+
 def _apply_installing(sock: nft.NftablesSocket, handle: HandleRules, version: int, table: _Table) -> None:
     """Installs the handle's chains of one IP version. A kernel without IPv6 conntrack still gets
-    the handle, without the reassembly rule: IPv6 fragments then reach it one by one (driver/README.md)."""
+    the handle, without the reassembly chain: IPv6 fragments then reach it one by one (driver/README.md)."""
     try:
         sock.apply(_installing(handle, version, table))
     except nft.NftablesError as exc:
@@ -525,13 +534,15 @@ def _installing(handle: HandleRules, version: int, table: _Table, reassembly: bo
     family = FAMILIES[version]
     changes = [] if table.exists else [nft.new_table(family, TABLE)]
     declared = {chain.name for chain in table.chains}
+    if reassembly and handle.needs_reassembly(version) and REASSEMBLY_CHAIN not in declared:
+        changes += reassembly_changes(family)
     for hook in handle.hooks:
         base, number, kind, priority = HOOKS[hook]
         if base not in declared:
             changes.append(nft.new_chain(family, TABLE, base, (number, priority, kind)))
         chain = handle.chain(hook)
         changes.append(nft.new_chain(family, TABLE, chain))
-        for rule in (handle.reassembly(hook, version) if reassembly else []) + handle.rules(hook):
+        for rule in handle.rules(hook):
             changes.append(nft.new_rule(family, TABLE, chain, list(rule.expressions),
                                         what=f"add the rule '{rule.what}' to {chain}", needs=_needs(rule)))
         # Higher levels first; among equal levels, the older handle first.
@@ -577,7 +588,8 @@ def remove_unused_tables(dropping: frozenset[int] | set[int] = frozenset()) -> N
     that any NFQUEUE of the namespace holds. So the tables stay while a queue holds packets (the
     next sweep takes them), unless those are only the queues in `dropping`, whose packets are
     dropped anyway. For the same reason a handle's removal leaves the base chains in place: it
-    may still hold packets to release.
+    may still hold packets to release. The reassembly chain goes on the same terms once no handle
+    needs it, since its going unhooks conntrack.
     """
     with _namespace_lock(), _kernel() as sock:
         if queues_holding_packets() - set(dropping):
@@ -586,6 +598,8 @@ def remove_unused_tables(dropping: frozenset[int] | set[int] = frozenset()) -> N
             table = _read(sock, version)
             if table.exists and not table.handle_chains(version):
                 sock.apply([nft.delete_table(family, TABLE)])
+            elif REASSEMBLY_CHAIN in {chain.name for chain in table.chains} and not table.jumps(HOOKS["I"][0]):
+                sock.apply([nft.delete_chain(family, TABLE, REASSEMBLY_CHAIN)])
 
 
 def remove(handle: HandleRules) -> None:
