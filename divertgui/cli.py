@@ -28,6 +28,7 @@ import math
 import os
 import shutil
 import signal
+import stat
 import sys
 import threading
 import time
@@ -858,6 +859,62 @@ def _check_root():
         privileges.how_to_get(missing)
 
 
+def _check_rule_lock():
+    """Opens the rule lock as a capture does (and closes it at once: it is never locked here), but
+    creates nothing: where this process would make the lock, says so instead."""
+    from divertgui.engine.backends import netfilter_rules
+    from divertgui.engine.errors import NetfilterError
+    directory = netfilter_rules.LOCK_DIRECTORY
+    path = os.path.join(directory, netfilter_rules.LOCK_FILE)
+    try:
+        if os.geteuid() == 0 and not os.path.lexists(path):
+            if os.path.lexists(directory):
+                os.close(netfilter_rules.open_lock_directory())
+            return True, f"the rule lock {path} does not exist yet: this process, as root, makes it at its " \
+                         f"first capture ({_new_lock_kind()})", ""
+        os.close(netfilter_rules.open_rule_lock())
+    except NetfilterError as exc:
+        return False, str(exc), _rule_lock_fix(exc, directory, path)
+    return True, f"the rule lock {path} opens: rule changes take turns with other divertgui processes", ""
+
+
+def _new_lock_kind() -> str:
+    import grp
+    from divertgui.engine.privileges import CAPTURE_GROUP
+    try:
+        grp.getgrnam(CAPTURE_GROUP)
+    except KeyError:
+        return f"root's alone, mode 0600, as there is no group {CAPTURE_GROUP}"
+    return f"root:{CAPTURE_GROUP}, mode 0640"
+
+
+def _rule_lock_fix(error: Exception, directory: str, path: str) -> str:
+    import grp
+    import pwd
+    from divertgui.engine.privileges import CAPTURE_GROUP
+    if isinstance(error.__cause__, PermissionError):
+        try:
+            info = os.stat(path)
+        except OSError:
+            return f"`sudo chmod 0755 {directory}`"
+        try:
+            user = pwd.getpwuid(os.getuid()).pw_name
+        except KeyError:
+            user = f"uid {os.getuid()}"
+        if info.st_mode & stat.S_IRGRP and info.st_gid != 0:
+            try:
+                group = grp.getgrgid(info.st_gid).gr_name
+            except KeyError:
+                group = str(info.st_gid)
+            return f"the lock belongs to the group {group}: add {user} to it (`sudo usermod -aG {group} {user}`) " \
+                   f"and log in again"
+        return f"the lock is not the capture group's: `sudo chgrp {CAPTURE_GROUP} {path} && sudo chmod 0640 {path}`, " \
+               f"then add {user} to the group {CAPTURE_GROUP} and log in again"
+    return f"run packaging/install-linux.sh as root (it makes the group {CAPTURE_GROUP}), then " \
+           f"`sudo install -d -o root -g root -m 0755 {directory} && " \
+           f"sudo install -o root -g {CAPTURE_GROUP} -m 0640 /dev/null {path}` (what the installer's tmpfiles.d entry does at boot)"
+
+
 def _kernel_config() -> dict[str, str]:
     import gzip
     try:
@@ -934,9 +991,9 @@ def _check_display():
         "run the GUI in a desktop session, or set QT_QPA_PLATFORM=offscreen for headless use"
 
 
-DOCTOR_CHECKS = (("root", _check_root), ("nf_tables", _check_nftables), ("NFQUEUE", _check_nfqueue),
+DOCTOR_CHECKS = (("root", _check_root), ("rule lock", _check_rule_lock), ("nf_tables", _check_nftables), ("NFQUEUE", _check_nfqueue),
                  ("xt_bpf", _check_xt_bpf), ("netns", _check_netns), ("Qt display", _check_display))
-REQUIRED_FOR_DIVERTING = {"root", "nf_tables", "NFQUEUE"}
+REQUIRED_FOR_DIVERTING = {"root", "rule lock", "nf_tables", "NFQUEUE"}
 
 
 def cmd_serve(args) -> int:

@@ -83,7 +83,7 @@ def test_help_exits_0(capsys):
 def test_doctor_reports_every_prerequisite_with_a_fix(capsys):
     code, out, _ = run_main(capsys, "doctor")
     lines = out.splitlines()
-    for name in ("root", "nf_tables", "NFQUEUE", "xt_bpf", "netns", "Qt display"):
+    for name in ("root", "rule lock", "nf_tables", "NFQUEUE", "xt_bpf", "netns", "Qt display"):
         assert any(line[8:].startswith(name) for line in lines), (name, out)
     for i, line in enumerate(lines):
         if line.startswith("MISSING"):
