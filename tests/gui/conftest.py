@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 from PySide6.QtCore import QCoreApplication, QSettings  # noqa: E402
 
 # Network namespaces for the tests of the window on live traffic.
-from tests.integration.conftest import make_namespace, netns  # noqa: E402,F401
+from tests.integration.conftest import make_namespace, netns, rule_lock_open_to_the_test_user  # noqa: E402,F401
 
 
 @pytest.fixture(autouse=True)
