@@ -49,6 +49,8 @@ class SessionBridge(HostLink):
         super().__init__(parent)
         from divertgui.engine.session import Session
         self.store = store
+        # No bound on the commands waiting for the session, unlike a service's: the GUI thread posts
+        # them, at the pace of a person, and must never wait for the session to make room.
         self.session = Session(self._emit, store)
         self.thread = SessionThread(self.session, self)
         self.thread.finished.connect(self._finished)

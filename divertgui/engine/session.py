@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import queue
 import sys
+import threading
 import time
 from typing import Callable, NamedTuple
 
@@ -44,6 +45,7 @@ MAX_HELD = 10_000           # held packets; beyond, matching packets pass and ar
 MAX_HELD_BYTES = 64 << 20   # their bytes
 EVENTS_PER_MESSAGE = 500    # FLOW, SOCKET and REFLECT events per "events" event
 MAX_PENDING_EVENTS = 100_000   # events waiting to be sent; beyond, they are counted as events_lost
+POST_POLL = 0.1             # seconds a post waiting for room looks again whether the loop is ending
 
 _MODES = {"divert": Flag(0), "sniff": Flag.SNIFF, "drop": Flag.DROP}
 _TURNS = ("held", "events", "rows")
@@ -58,8 +60,10 @@ class Held(NamedTuple):
 
 class Session:
     def __init__(self, emit: Callable[[dict], None], store: CaptureStore | None = None, *,
-                 gui_in_process: bool = True) -> None:
-        """`gui_in_process`: a GUI thread shares this interpreter, and the loop makes room for it."""
+                 gui_in_process: bool = True, max_waiting_commands: int = 0) -> None:
+        """`gui_in_process`: a GUI thread shares this interpreter, and the loop makes room for it.
+        `max_waiting_commands`: how many posted commands may wait for the loop before `post` waits for
+        room (0: no bound)."""
         self.emit = emit
         self.store = store if store is not None else CaptureStore()
         self.gui_in_process = gui_in_process
@@ -68,7 +72,12 @@ class Session:
         self._rules_version = 0
         self._delays_seen: dict[int, int] = {}      # a lag rule's delays deque -> delays already sent
         self._send_errors = 0
-        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._commands: queue.Queue = queue.Queue(max_waiting_commands)
+        self._posted = 0
+        self._posted_lock = threading.Lock()
+        self._carried = 0
+        self._end_asked: str | None = None      # "forward" or "drop": end() was called
+        self._finished = False                  # run() has returned
         self._handle = None
         self._backend = None
         self._pool = None                   # a PooledCapture: a live capture over worker processes
@@ -138,8 +147,29 @@ class Session:
     # -- the thread-safe side -------------------------------------------------------
 
     def post(self, command: dict) -> None:
-        """Queue a command (any thread); the loop carries it out in order."""
-        self._commands.put(command)
+        """Queue a command; the loop carries it out in order. Any thread but the loop's own may post:
+        while a bounded queue is full, the poster waits for the room only the loop makes, so that
+        whoever sends the commands goes no faster than they are carried out. A command posted once
+        the loop is ending is not carried out and is counted in `commands_not_carried_out`."""
+        with self._posted_lock:
+            self._posted += 1
+        while self._end_asked is None and not self._finished:
+            try:
+                self._commands.put(command, timeout=POST_POLL)
+                return
+            except queue.Full:
+                continue
+
+    def end(self, drop_held: bool = False) -> None:
+        """End the loop ahead of the commands still waiting: held packets are released (dropped when
+        `drop_held`), the source and the rules closed, then `run` returns. Any thread may call it, the
+        loop's own or a signal handler too: it only sets a flag, and never waits."""
+        self._end_asked = "drop" if drop_held else "forward"
+
+    @property
+    def commands_not_carried_out(self) -> int:
+        """Commands posted but never carried out, the loop having ended before them."""
+        return self._posted - self._carried
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -172,6 +202,7 @@ class Session:
                 self._expire_holds()
                 self._flush()
         finally:
+            self._finished = True
             self._close_source("the session ended")
             self._close_events()
             self._flush(force=True)
@@ -190,18 +221,19 @@ class Session:
             self._rows_due = True
 
     def _take_commands(self, wait: float) -> None:
-        try:
-            command = self._commands.get(timeout=wait) if wait else self._commands.get_nowait()
-        except queue.Empty:
-            return
-        while True:
-            self._carry_out(command)
-            if self._ended:
+        while not self._ended:
+            if self._end_asked is not None:
+                if self._end_asked == "drop":
+                    self._carry_out({"type": "drop_all"})
+                self._ended = True
                 return
             try:
-                command = self._commands.get_nowait()
+                command = self._commands.get(timeout=wait) if wait else self._commands.get_nowait()
             except queue.Empty:
                 return
+            wait = 0
+            self._carried += 1
+            self._carry_out(command)
 
     def _carry_out(self, command: dict) -> None:
         kind = command.get("type") if isinstance(command, dict) else None

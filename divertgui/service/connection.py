@@ -3,7 +3,11 @@ commands, its events and rows framed back.
 
 Fail-safe: when the client goes away (end of stream, a broken frame, a
 failed write) the session releases what it holds by the hold policy
-(forward unless the client chose drop), removes its rules and ends.
+(forward unless the client chose drop), removes its rules and ends, ahead
+of the commands still waiting for it.
+
+Back-pressure: at most MAX_WAITING_COMMANDS commands wait for the session;
+beyond, the reader waits, and so, its socket or pipe full, does the client.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from divertgui.service.store_relay import StoreRelay
 from divertgui.service.writer import FrameWriter
 
 PROTOCOL_VERSION = 2
+MAX_WAITING_COMMANDS = 64
 
 
 class Peer:
@@ -48,7 +53,8 @@ class Connection:
         self._gone = threading.Event()
         self.writer = FrameWriter(write, self._client_gone)
         self.relay = StoreRelay(self.writer.send)
-        self.session = Session(self.relay.send_event, self.relay, gui_in_process=False)
+        self.session = Session(self.relay.send_event, self.relay, gui_in_process=False,
+                               max_waiting_commands=MAX_WAITING_COMMANDS)
 
     def run(self) -> None:
         """Serve until the client leaves or asks for shutdown; the session's rules are gone on return."""
@@ -62,6 +68,10 @@ class Connection:
             self.writer.close()
             if self._passed is not None:
                 self._passed.close()
+        left = self.session.commands_not_carried_out
+        if left:
+            self._log(f"{self.peer.description}: {left} of its commands were not carried out, the session "
+                      f"having ended before them")
 
     def end(self, why: str) -> None:
         """End the session as if the client had left (the service is stopping)."""
@@ -71,9 +81,9 @@ class Connection:
         if self._gone.is_set():
             return
         self._gone.set()
-        if self._hold_action == "drop":
-            self.session.post({"type": "drop_all"})
-        self.session.post({"type": "shutdown"})
+        # Never a post: this runs on the writer's thread, in a signal handler on the session's own
+        # thread, or on the reader's, and a post may wait for room in the session's queue.
+        self.session.end(drop_held=self._hold_action == "drop")
         self._log(f"{self.peer.description}: {why}; releasing held packets ({self._hold_action}) and ending")
 
     def _read_commands(self) -> None:

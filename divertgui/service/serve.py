@@ -15,6 +15,7 @@ from divertgui.service.connection import Connection, Peer
 from divertgui.service.hardening import harden
 from divertgui.service.passed_files import PassedFiles
 from divertgui.service.peers import AccessPolicy, peer_credentials, peer_groups, who
+from divertgui.service.refusal_log import RefusalLog
 from divertgui.service.transports import SocketPathError, listen_unix, take_stdio, write_all
 
 MAX_CLIENTS = 8
@@ -155,8 +156,10 @@ def serve_socket(server: socket.socket, path: str, policy: AccessPolicy) -> int:
     log(f"listening on {path} for {policy.describe()}")
     server.settimeout(ACCEPT_POLL)
     problem = privileges.live_capture_problem() or ""
+    refusals = RefusalLog(log)
     try:
         while not stopping.is_set():
+            refusals.tick()
             try:
                 client, _ = server.accept()
             except TimeoutError:
@@ -176,7 +179,7 @@ def serve_socket(server: socket.socket, path: str, policy: AccessPolicy) -> int:
                 with lock:
                     refusal = slot_refusal(uid, [c.peer.uid for c in connections], policy)
             if refusal is not None:
-                log(f"refused process {pid} of {who(uid)}: {refusal}")
+                refusals.refused(uid, f"refused process {pid} of {who(uid)}: {refusal}")
                 _refuse(client, refusal)
                 continue
             peer = Peer(f"process {pid} of {who(uid)}", uid, frozenset(groups))
@@ -197,6 +200,7 @@ def serve_socket(server: socket.socket, path: str, policy: AccessPolicy) -> int:
                 connections[connection] = thread
             thread.start()
     finally:
+        refusals.close()
         server.close()
         os.unlink(path)
         with lock:

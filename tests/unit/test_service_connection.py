@@ -13,7 +13,7 @@ from divertgui.engine.store import CaptureStore
 from divertgui.engine.store_record import Verdict
 from divertgui.service import framing
 from divertgui.service.client import ServiceClient
-from divertgui.service.connection import PROTOCOL_VERSION, Connection, Peer
+from divertgui.service.connection import MAX_WAITING_COMMANDS, PROTOCOL_VERSION, Connection, Peer
 
 
 class Served:
@@ -154,14 +154,60 @@ def test_divert_serve_as_a_child_process_serves_and_exits_when_its_stdin_closes(
     assert "the client closed the connection" in client.stderr_text()
 
 
+def heavy_filter(n: int = 0) -> str:
+    """An intercept filter of about 8000 characters, the `n`th of many: one the session has not
+    compiled yet, which takes it a while."""
+    return " or ".join(f"tcp.DstPort == {port}" for port in range(1, 369)) + f" or tcp.DstPort == {n % 65536}"
+
+
+def test_commands_waiting_for_a_busy_session_are_bounded_and_the_client_waits():
+    service_end, client_end = socket.socketpair()
+    connection = Connection(service_end.recv, service_end.sendall, Peer("flooding client"), lambda line: None)
+    # The session's thread is not started yet: nothing takes the commands the reader posts.
+    reader = threading.Thread(target=connection._read_commands, daemon=True)
+    reader.start()
+    # A write that waits two seconds waits for room the reader, waiting itself, will not make.
+    client_end.settimeout(2.0)
+    sent = 0
+    for n in range(5_000):
+        try:
+            client_end.sendall(framing.encode_json({"type": "set_intercept", "filter": heavy_filter(n)}))
+        except TimeoutError:
+            break
+        sent += 1
+    else:
+        raise AssertionError(f"the client sent {sent} commands without ever having to wait")
+    waiting = connection.session._commands
+    assert waiting.qsize() == MAX_WAITING_COMMANDS
+    # What the reader has not taken sits in the socket's buffers: some of a megabyte, not the flood.
+    assert (sent - MAX_WAITING_COMMANDS) * len(heavy_filter()) < 4 << 20
+    client_end.close()
+    # The client left, as the reader finds once the session makes room for what was still in the
+    # socket: the session ends ahead of the commands then waiting, and counts them.
+    session_thread = threading.Thread(target=connection.session.run, daemon=True)
+    session_thread.start()
+    session_thread.join(20)
+    reader.join(10)
+    connection.writer.close()
+    assert not session_thread.is_alive() and not reader.is_alive()
+    # Those waiting, and the one the reader may have been posting when the session ended.
+    assert 0 < connection.session.commands_not_carried_out <= MAX_WAITING_COMMANDS + 1
+    service_end.close()
+
+
 class Recorder:
     """A Session stand-in that records what reaches it."""
 
     def __init__(self):
         self.posted = []
+        self.ended = False
 
     def post(self, command):
+        assert not self.ended
         self.posted.append(command)
+
+    def end(self, drop_held=False):
+        self.ended = True
 
 
 frame_parts = st.one_of(
@@ -186,9 +232,8 @@ def test_whatever_a_client_sends_only_valid_commands_reach_the_session(parts):
     connection.session = Recorder()
     connection._read_commands()
     connection.writer.close()
-    posted = connection.session.posted
-    assert posted[-1] == {"type": "shutdown"}
-    for command in posted[:-1]:
+    assert connection.session.ended
+    for command in connection.session.posted:
         assert validate(command) is command
 
 
