@@ -578,7 +578,6 @@ class Session:
     def _begin(self, source: str, mode: str, layer: Layer, reason: str) -> None:
         self._forget_stopped_counts()
         # Created here, on the session's thread: it reads this thread's network namespace's sockets.
-        self._owners_notice = ""
         self._owners = self._flow_owners() if source == "live" else None
         self._source, self._mode, self._layer, self._reason = source, mode, layer, reason
         # The demo network's and a replayed file's interfaces are theirs; a live capture's, this namespace's.
